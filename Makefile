@@ -1,0 +1,25 @@
+# `make demo` and `make test` are the contract in README.md: each one creates
+# .venv and installs what it needs by itself, then runs.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test check clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/opsconsole --config config.example.yaml $(if $(SCRIPT),--script $(SCRIPT),)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+check: $(STAMP)
+	$(VENV)/bin/opsconsole --config config.example.yaml --check
+
+clean:
+	rm -rf $(VENV) .demo build *.egg-info

@@ -1,0 +1,1 @@
+"""Builds: asking git for branch heads, building commits, keeping artifacts."""

@@ -1,0 +1,175 @@
+"""Build one commit of an app: clean checkout, build commands, artifact stored by commit.
+
+Builds run on this machine through the local transport, so a build that runs
+past its timeout or is cancelled has its whole process group killed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from opsconsole.builds import git
+from opsconsole.config.model import AppConfig
+from opsconsole.events import BuildUpdate, EventBus, OutputLine
+from opsconsole.hosts import Host
+from opsconsole.transport.local import LocalTransport
+
+
+class BuildFailed(Exception):
+    def __init__(self, record: "BuildRecord", message: str) -> None:
+        self.record = record
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    build_id: str
+    app: str
+    commit: str
+    status: str  # queued | running | succeeded | failed | cancelled | timed_out | skipped
+    author: str = ""
+    subject: str = ""
+    queued_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    artifact: str | None = None
+    sha256: str | None = None
+    log: str | None = None
+    message: str = ""
+
+    @property
+    def short(self) -> str:
+        return self.commit[:7]
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.finished_at or time.time()) - self.started_at
+
+
+class BuildStore:
+    """Build history as JSON lines (one line per state change; the last one wins)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir / "builds"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.history = self.dir / "history.jsonl"
+        self.artifacts = state_dir / "artifacts"
+
+    def save(self, record: BuildRecord) -> None:
+        with self.history.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(asdict(record), sort_keys=True) + "\n")
+
+    def records(self) -> list[BuildRecord]:
+        latest: dict[str, BuildRecord] = {}
+        try:
+            with self.history.open(encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        data = json.loads(line)
+                        latest[data["build_id"]] = BuildRecord(**data)
+                    except (ValueError, TypeError, KeyError):
+                        continue  # a torn last line after a crash
+        except FileNotFoundError:
+            pass
+        return sorted(latest.values(), key=lambda r: r.queued_at)
+
+    def artifact_for(self, app: str, commit: str) -> BuildRecord | None:
+        for record in reversed(self.records()):
+            if record.app == app and record.commit == commit and record.status == "succeeded" \
+                    and record.artifact and Path(record.artifact).is_file():
+                return record
+        return None
+
+    def log_path(self, build_id: str) -> Path:
+        return self.dir / "logs" / f"{build_id}.log"
+
+
+class Builder:
+    def __init__(self, bus: EventBus, store: BuildStore, state_dir: Path) -> None:
+        self.bus = bus
+        self.store = store
+        self.state_dir = state_dir
+
+    def _update(self, record: BuildRecord, **changes: object) -> BuildRecord:
+        record = replace(record, **changes)  # type: ignore[arg-type]
+        self.store.save(record)
+        self.bus.emit(BuildUpdate(build_id=record.build_id, app=record.app, commit=record.commit,
+                                  status=record.status, author=record.author, subject=record.subject,
+                                  duration=record.duration, artifact=record.artifact, message=record.message))
+        return record
+
+    async def resolve(self, app: AppConfig, commit: str | None) -> str:
+        """The full commit id to build: the branch head, or `commit` (a sha or ref) from the repo."""
+        cache = self._cache(app)
+        await git.update_cache(app.repo, cache)
+        if commit is None:
+            return await git.branch_head(app.repo, app.branch)
+        try:
+            return await git.resolve_commit(cache, commit)
+        except git.GitError:
+            raise git.GitError(f"commit {commit!r} is not in {app.repo}") from None
+
+    def _cache(self, app: AppConfig) -> Path:
+        return self.state_dir / "builds" / "cache" / f"{app.name}.git"
+
+    async def build(self, app: AppConfig, commit: str) -> BuildRecord:
+        """Build `commit` (a full sha); returns the succeeded record or raises BuildFailed."""
+        cache = self._cache(app)
+        await git.update_cache(app.repo, cache)
+        info = await git.commit_info(cache, commit)
+        build_id = f"{app.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        log_path = self.store.log_path(build_id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        record = self._update(BuildRecord(build_id=build_id, app=app.name, commit=info.sha, status="running",
+                                          author=info.author, subject=info.subject, queued_at=time.time(),
+                                          started_at=time.time(), log=str(log_path)))
+        work = self.state_dir / "builds" / "work" / app.name
+        try:
+            await git.checkout_clean(cache, info.sha, work)
+            transport = LocalTransport(Host(name=f"build:{app.name}", group="builds", address="127.0.0.1", root=str(work)))
+            deadline = time.monotonic() + app.build.timeout
+            env = {"OPSCONSOLE_APP": app.name, "OPSCONSOLE_COMMIT": info.sha, "OPSCONSOLE_VERSION": info.sha[:7]}
+            with log_path.open("w", encoding="utf-8") as log:
+                def on_line(line: str, stream: str) -> None:
+                    log.write(line + "\n")
+                    log.flush()
+                    self.bus.emit(OutputLine(host=f"build:{app.name}", line=line, stream=stream, source=build_id))
+
+                for command in app.build.commands:
+                    log.write(f"$ {command}\n")
+                    remaining = deadline - time.monotonic()
+                    result = await transport.run(command, on_line=on_line, timeout=max(remaining, 0.01), env=env)
+                    if result.timed_out:
+                        raise BuildFailed(self._update(record, status="timed_out", finished_at=time.time(),
+                                                       message=f"timed out after {app.build.timeout:g}s in `{command}`"),
+                                          f"build {build_id} timed out")
+                    if not result.ok:
+                        tail = " | ".join(result.tail[-5:])
+                        raise BuildFailed(self._update(record, status="failed", finished_at=time.time(),
+                                                       message=f"`{command}` failed ({result.describe()}): {tail}"),
+                                          f"build {build_id} failed")
+            artifact_src = work / app.build.artifact
+            if not artifact_src.is_file():
+                raise BuildFailed(self._update(record, status="failed", finished_at=time.time(),
+                                               message=f"artifact {app.build.artifact!r} was not produced"),
+                                  f"build {build_id} failed")
+            dest = self.store.artifacts / app.name / info.sha / artifact_src.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(artifact_src, dest)
+            digest = hashlib.sha256(dest.read_bytes()).hexdigest()
+            return self._update(record, status="succeeded", finished_at=time.time(), artifact=str(dest), sha256=digest)
+        except BuildFailed:
+            raise
+        except git.GitError as exc:
+            raise BuildFailed(self._update(record, status="failed", finished_at=time.time(), message=str(exc)), str(exc)) from None
+        except BaseException:
+            self._update(record, status="cancelled", finished_at=time.time(), message="cancelled")
+            raise

@@ -1,0 +1,200 @@
+"""Load and validate the YAML config; errors name file, line and key path."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from opsconsole.config.model import (
+    AppConfig,
+    BuildConfig,
+    Config,
+    GroupConfig,
+    HealthConfig,
+    HeartbeatConfig,
+    JumpConfig,
+    StaticHost,
+)
+from opsconsole.config.reader import MappingReader
+from opsconsole.yamlsource import SourceError, YamlList, load_yaml
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+THEMES = ("dark", "light", "mono")
+
+
+def default_state_dir(project: str) -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "opsconsole" / project
+
+
+def load_config(path: str | Path) -> Config:
+    """Read `path` and return a validated Config, or raise SourceError."""
+    file = Path(path)
+    data = load_yaml(file)
+    top = MappingReader(data, file, "", 1)
+    base = file.resolve().parent
+
+    project = top.str("project", default="opsconsole")
+    _check_name(top, "project", project)
+    state_dir_text = top.str("state_dir")
+    state_dir = _resolve(base, os.path.expandvars(os.path.expanduser(state_dir_text))) if state_dir_text else default_state_dir(project)
+    readonly = top.bool("readonly")
+    theme = top.str("theme", default="dark", choices=THEMES)
+
+    hb = top.mapping("heartbeat")
+    heartbeat = HeartbeatConfig(
+        interval=hb.duration("interval", default=2.5, minimum=0.05),
+        timeout=hb.duration("timeout", default=2.0, minimum=0.01),
+        fall=hb.int("fall", default=3, minimum=1, maximum=100),
+        rise=hb.int("rise", default=2, minimum=1, maximum=100),
+    )
+    hb.done()
+
+    groups = {g.name: g for g in top.each("groups", lambda r, name: _group(r, name, base))}
+    if not groups:
+        raise top.error("groups" if top.has("groups") else None, "at least one host group is required under `groups:`")
+    apps = {a.name: a for a in top.each("apps", lambda r, name: _app(r, name, base, groups))}
+
+    notices: list[str] = []
+    jump = None
+    if top.has("jump") and top.raw("jump") is not None:
+        j = top.mapping("jump")
+        jump = JumpConfig(host=j.str("host", required=True), port=j.port("port", default=22),
+                          user=j.str("user"), key=j.str("key"))
+        j.done()
+        notices.append(f"{file}:{top.line_of('jump')}: jump: SSH jump hosts are not yet supported; ignored")
+    proxy = top.plain_mapping("proxy") or None
+    if proxy:
+        notices.append(f"{file}:{top.line_of('proxy')}: proxy: the traffic proxy is not yet supported; ignored")
+
+    keymap_reader = top.mapping("keymap")
+    keymap = {}
+    for binding_id in keymap_reader.data:
+        keymap[str(binding_id)] = keymap_reader.str(str(binding_id), required=True)
+    canary = top.mapping("canary")
+    canary_step = canary.int("step", default=10, minimum=1, maximum=100)
+    canary.done()
+    builds = top.mapping("builds")
+    max_parallel_builds = builds.int("max_parallel", default=2, minimum=1, maximum=64)
+    builds.done()
+    top.done()
+
+    for group in groups.values():
+        for notice in _group_notices(group, file):
+            notices.append(notice)
+
+    return Config(
+        file=file, project=project, state_dir=state_dir, readonly=readonly, theme=theme,
+        heartbeat=heartbeat, groups=groups, apps=apps, jump=jump, proxy=proxy, keymap=keymap,
+        canary_step=canary_step, max_parallel_builds=max_parallel_builds, notices=tuple(notices),
+    )
+
+
+def _resolve(base: Path, text: str) -> Path:
+    p = Path(text)
+    return p if p.is_absolute() else (base / p)
+
+
+def _check_name(reader: MappingReader, key: str, value: str) -> None:
+    if value is not None and not _NAME.match(value):
+        raise reader.error(key, f"{value!r} is not a valid name (letters, digits, '_', '.', '-'; starting with a letter)")
+
+
+def _existing_file(reader: MappingReader, key: str, base: Path, required: bool = False) -> Path | None:
+    text = reader.str(key, required=required)
+    if text is None:
+        return None
+    path = _resolve(base, text)
+    if not path.is_file():
+        raise reader.error(key, f"file {text!r} does not exist (looked for {path})")
+    return path
+
+
+def _group(r: MappingReader, name: str, base: Path) -> GroupConfig:
+    if not _NAME.match(name):
+        raise MappingReader(None, r.file, r.path).error(None, f"{name!r} is not a valid group name")
+    provider = r.str("provider", default="static", choices=("local", "static", "ec2"))
+    role = r.str("role", default="")
+    vars_ = r.plain_mapping("vars")
+    provision = _existing_file(r, "provision", base)
+    count = 0
+    base_port = None
+    hosts: list[StaticHost] = []
+    if provider == "local":
+        count = r.int("count", default=1, minimum=1, maximum=1000)
+        base_port = r.port("base_port")
+    elif provider == "static":
+        raw_hosts = r.raw("hosts")
+        if not isinstance(raw_hosts, list) or not raw_hosts:
+            raise r.error("hosts" if r.has("hosts") else None, "a static group needs a non-empty `hosts:` list")
+        for i, item in enumerate(raw_hosts):
+            line = raw_hosts.line_of(i) if isinstance(raw_hosts, YamlList) else r.line_of("hosts")
+            path = f"{r.key_path('hosts')}[{i}]"
+            if isinstance(item, str):
+                hosts.append(StaticHost(name=item, address=item))
+                continue
+            h = MappingReader(item, r.file, path, line)
+            host_name = h.str("name", required=True)
+            hosts.append(StaticHost(
+                name=host_name, address=h.str("address", default=host_name), port=h.port("port"),
+                ssh_port=h.port("ssh_port", default=22), user=h.str("user"), role=h.str("role", default=role),
+                vars=h.plain_mapping("vars"),
+            ))
+            h.done()
+    else:  # ec2: validated now, created by the EC2 issue
+        count = r.int("count", default=1, minimum=0, maximum=1000)
+        r.mapping("ec2")
+    r.done()
+    return GroupConfig(name=name, provider=provider, role=role, count=count, base_port=base_port,
+                       hosts=tuple(hosts), vars=vars_, provision=provision)
+
+
+def _group_notices(group: GroupConfig, file: Path) -> list[str]:
+    if group.provider == "ec2":
+        return [f"{file}: groups.{group.name}: provider ec2 is not yet supported; the group has no hosts"]
+    return []
+
+
+def _app(r: MappingReader, name: str, base: Path, groups: dict[str, GroupConfig]) -> AppConfig:
+    if not _NAME.match(name):
+        raise MappingReader(None, r.file, r.path).error(None, f"{name!r} is not a valid app name")
+    group = r.str("group", required=True)
+    if group not in groups:
+        raise r.error("group", f"no host group named {group!r} (groups: {', '.join(groups)})")
+    repo_text = r.str("repo", required=True)
+    repo = repo_text if "://" in repo_text or repo_text.startswith("git@") else str(_resolve(base, os.path.expanduser(repo_text)))
+    branch = r.str("branch", default="production")
+    demo_repo = r.bool("demo_repo")
+    poll_interval = r.duration("poll_interval", default=10.0, minimum=0.1)
+
+    b = r.mapping("build")
+    build = BuildConfig(commands=tuple(b.str_list("commands")), artifact=b.str("artifact", default=""),
+                        timeout=b.duration("timeout", default=600.0, minimum=0.1))
+    b.done()
+    if build.commands and not build.artifact:
+        raise b.error(None, "`artifact` is required when build `commands` are given")
+
+    d = r.mapping("deploy")
+    playbook = _existing_file(d, "playbook", base, required=True)
+    on_build = d.str("on_build", default="none", choices=("none", "rolling", "canary"))
+    d.done()
+
+    h = r.mapping("health")
+    path = h.str("path", default="/health")
+    if not path.startswith("/"):
+        raise h.error("path", f"must start with '/'; got {path!r}")
+    health = HealthConfig(path=path, status=h.int("status", default=200, minimum=100, maximum=599),
+                          timeout=h.duration("timeout", default=2.0, minimum=0.01),
+                          version_field=h.str("version_field", default="version"))
+    h.done()
+    s = r.mapping("service")
+    service_name = s.str("name", default=name)
+    _check_name(s, "name", service_name)
+    service_command = s.str("command", default="")
+    s.done()
+    vars_ = r.plain_mapping("vars")
+    r.done()
+    return AppConfig(service_name=service_name, service_command=service_command, name=name, group=group, repo=repo, branch=branch, demo_repo=demo_repo,
+                     poll_interval=poll_interval, build=build, deploy_playbook=playbook, on_build=on_build,
+                     health=health, vars=vars_)

@@ -1,0 +1,100 @@
+"""The typed result of loading a config file. Every part reads these, never raw YAML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class HeartbeatConfig:
+    interval: float = 2.5
+    timeout: float = 2.0
+    fall: int = 3
+    rise: int = 2
+
+
+@dataclass(frozen=True)
+class StaticHost:
+    name: str
+    address: str
+    port: int | None = None
+    ssh_port: int = 22
+    user: str | None = None
+    role: str = ""
+    vars: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    name: str
+    provider: str  # local | static | ec2
+    role: str = ""
+    count: int = 0  # local and ec2
+    base_port: int | None = None  # local: first port; None = pick free ports once and remember them
+    hosts: tuple[StaticHost, ...] = ()
+    vars: dict[str, Any] = field(default_factory=dict)
+    provision: Path | None = None  # provisioning playbook
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    commands: tuple[str, ...] = ()
+    artifact: str = ""
+    timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    path: str = "/health"
+    status: int = 200
+    timeout: float = 2.0
+    version_field: str | None = "version"  # JSON field of the health answer that reports the version
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    name: str
+    group: str
+    repo: str
+    branch: str = "production"
+    demo_repo: bool = False  # create `repo` with the bundled sample app if missing
+    poll_interval: float = 10.0
+    build: BuildConfig = field(default_factory=BuildConfig)
+    deploy_playbook: Path | None = None
+    on_build: str = "none"  # none | rolling | canary
+    health: HealthConfig = field(default_factory=HealthConfig)
+    service_name: str = ""  # defaults to the app name
+    service_command: str = ""  # Jinja2 template, e.g. "python3 current/app.py --port {{ port }}"
+    vars: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JumpConfig:
+    host: str
+    port: int = 22
+    user: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    file: Path
+    project: str
+    state_dir: Path
+    readonly: bool
+    theme: str
+    heartbeat: HeartbeatConfig
+    groups: dict[str, GroupConfig]
+    apps: dict[str, AppConfig]
+    jump: JumpConfig | None = None
+    proxy: dict[str, Any] | None = None
+    keymap: dict[str, str] = field(default_factory=dict)
+    canary_step: int = 10
+    max_parallel_builds: int = 2
+    notices: tuple[str, ...] = ()  # things we accepted but cannot do yet, told to the operator
+
+    @property
+    def base_dir(self) -> Path:
+        return self.file.parent

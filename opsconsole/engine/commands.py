@@ -1,0 +1,329 @@
+"""The one command language every front end speaks.
+
+A key in the TUI, a line at its `:` prompt and a line of a `--script` file are
+all parsed here into the same immutable command objects. Parsing checks the
+names (apps, groups, hosts) against the config, so a whole script is validated
+before its first line runs.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, fields
+from typing import Callable, ClassVar, Iterable
+
+from opsconsole.units import format_duration, parse_duration
+
+
+class CommandError(ValueError):
+    """A command line that cannot be parsed; the message says what would have been valid."""
+
+
+@dataclass(frozen=True)
+class Names:
+    """What a command may refer to: taken from the loaded config and inventory."""
+
+    apps: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Command:
+    verb: ClassVar[str] = ""
+    usage: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    mutating: ClassVar[bool] = True
+
+    def text(self) -> str:
+        """The canonical command line; parsing it gives this command back."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Status(Command):
+    verb: ClassVar[str] = "status"
+    usage: ClassVar[str] = "status [APP]"
+    summary: ClassVar[str] = "show every host: service, health, version"
+    mutating: ClassVar[bool] = False
+    app: str | None = None
+
+    def text(self) -> str:
+        return _join("status", self.app)
+
+
+@dataclass(frozen=True)
+class Deploy(Command):
+    verb: ClassVar[str] = "deploy"
+    usage: ClassVar[str] = "deploy APP [--hosts H,H…] [--version COMMIT]"
+    summary: ClassVar[str] = "build if needed, then run the app's deploy playbook (honours its serial)"
+    app: str = ""
+    hosts: tuple[str, ...] = ()
+    version: str | None = None
+
+    def text(self) -> str:
+        return _join("deploy", self.app, "--hosts" if self.hosts else None, ",".join(self.hosts) or None,
+                     "--version" if self.version else None, self.version)
+
+
+@dataclass(frozen=True)
+class Start(Command):
+    verb: ClassVar[str] = "start"
+    usage: ClassVar[str] = "start APP"
+    summary: ClassVar[str] = "start the app's service on every host of its group"
+    app: str = ""
+
+    def text(self) -> str:
+        return _join("start", self.app)
+
+
+@dataclass(frozen=True)
+class Stop(Command):
+    verb: ClassVar[str] = "stop"
+    usage: ClassVar[str] = "stop APP"
+    summary: ClassVar[str] = "stop the app's service on every host of its group"
+    app: str = ""
+
+    def text(self) -> str:
+        return _join("stop", self.app)
+
+
+@dataclass(frozen=True)
+class Run(Command):
+    verb: ClassVar[str] = "run"
+    usage: ClassVar[str] = "run GROUP|HOST -- COMMAND…"
+    summary: ClassVar[str] = "run a shell command on every host of a group (or one host)"
+    target: str = ""
+    command: str = ""
+
+    def text(self) -> str:
+        return f"run {shlex.quote(self.target)} -- {self.command}"
+
+
+@dataclass(frozen=True)
+class WaitHealthy(Command):
+    verb: ClassVar[str] = "wait"
+    usage: ClassVar[str] = "wait healthy APP TIMEOUT"
+    summary: ClassVar[str] = "wait until every host of the app answers its health check"
+    mutating: ClassVar[bool] = False
+    app: str = ""
+    timeout: float = 30.0
+
+    def text(self) -> str:
+        return _join("wait", "healthy", self.app, _duration_text(self.timeout))
+
+
+@dataclass(frozen=True)
+class Sleep(Command):
+    verb: ClassVar[str] = "sleep"
+    usage: ClassVar[str] = "sleep DURATION"
+    summary: ClassVar[str] = "pause the script (e.g. sleep 2s)"
+    mutating: ClassVar[bool] = False
+    seconds: float = 0.0
+
+    def text(self) -> str:
+        return _join("sleep", _duration_text(self.seconds))
+
+
+@dataclass(frozen=True)
+class Build(Command):
+    verb: ClassVar[str] = "build"
+    usage: ClassVar[str] = "build APP [COMMIT]"
+    summary: ClassVar[str] = "build the branch head (or COMMIT) and keep the artifact"
+    app: str = ""
+    commit: str | None = None
+
+    def text(self) -> str:
+        return _join("build", self.app, self.commit)
+
+
+@dataclass(frozen=True)
+class Help(Command):
+    verb: ClassVar[str] = "help"
+    usage: ClassVar[str] = "help"
+    summary: ClassVar[str] = "list the commands"
+    mutating: ClassVar[bool] = False
+
+    def text(self) -> str:
+        return "help"
+
+
+def _join(*parts: str | None) -> str:
+    return " ".join(shlex.quote(p) for p in parts if p is not None)
+
+
+def _duration_text(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+# -- parsing ---------------------------------------------------------------
+
+Parser = Callable[[list[str], Names], Command]
+_PARSERS: dict[str, tuple[type[Command], Parser]] = {}
+
+
+def _parser(cls: type[Command]) -> Callable[[Parser], Parser]:
+    def register(fn: Parser) -> Parser:
+        _PARSERS[cls.verb] = (cls, fn)
+        return fn
+    return register
+
+
+def command_classes() -> list[type[Command]]:
+    return [cls for cls, _ in _PARSERS.values()]
+
+
+def verbs() -> list[str]:
+    return list(_PARSERS)
+
+
+def parse_command(line: str, names: Names) -> Command:
+    """Parse one command line. Raises CommandError naming what was wrong and what is valid."""
+    head, sep, tail = line.partition(" -- ")
+    try:
+        words = shlex.split(head, comments=True)
+    except ValueError as exc:
+        raise CommandError(f"cannot split the line: {exc}") from None
+    if not words:
+        raise CommandError("empty command")
+    verb, args = words[0], words[1:]
+    if verb not in _PARSERS:
+        raise CommandError(f"unknown command {verb!r}; valid commands: {', '.join(sorted(_PARSERS))}")
+    cls, fn = _PARSERS[verb]
+    if sep:
+        args = args + ["--", tail.strip()]
+    try:
+        return fn(args, names)
+    except CommandError as exc:
+        raise CommandError(f"{exc} (usage: {cls.usage})") from None
+
+
+def _app(args: list[str], names: Names, position: int = 0) -> str:
+    if len(args) <= position:
+        raise CommandError(f"an app name is required; apps: {_list(names.apps)}")
+    app = args[position]
+    if app not in names.apps:
+        raise CommandError(f"unknown app {app!r}; apps: {_list(names.apps)}")
+    return app
+
+
+def _list(items: Iterable[str]) -> str:
+    items = list(items)
+    return ", ".join(items) if items else "(none configured)"
+
+
+def _no_more(args: list[str], used: int) -> None:
+    if len(args) > used:
+        raise CommandError(f"unexpected {' '.join(args[used:])!r}")
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+@_parser(Status)
+def _parse_status(args: list[str], names: Names) -> Command:
+    if not args:
+        return Status()
+    app = _app(args, names)
+    _no_more(args, 1)
+    return Status(app=app)
+
+
+@_parser(Deploy)
+def _parse_deploy(args: list[str], names: Names) -> Command:
+    app = _app(args, names)
+    hosts: tuple[str, ...] = ()
+    version = None
+    rest = args[1:]
+    while rest:
+        flag = rest.pop(0)
+        if flag in ("--hosts", "--version") and not rest:
+            raise CommandError(f"{flag} needs a value")
+        if flag == "--hosts":
+            hosts = tuple(h for h in rest.pop(0).split(",") if h)
+            unknown = [h for h in hosts if h not in names.hosts]
+            if unknown:
+                raise CommandError(f"unknown host {unknown[0]!r}; hosts: {_list(names.hosts)}")
+        elif flag == "--version":
+            version = rest.pop(0)
+        else:
+            raise CommandError(f"unknown option {flag!r}; options: --hosts, --version")
+    return Deploy(app=app, hosts=hosts, version=version)
+
+
+@_parser(Start)
+def _parse_start(args: list[str], names: Names) -> Command:
+    app = _app(args, names)
+    _no_more(args, 1)
+    return Start(app=app)
+
+
+@_parser(Stop)
+def _parse_stop(args: list[str], names: Names) -> Command:
+    app = _app(args, names)
+    _no_more(args, 1)
+    return Stop(app=app)
+
+
+@_parser(Run)
+def _parse_run(args: list[str], names: Names) -> Command:
+    if not args or args[0] == "--":
+        raise CommandError(f"a group or host is required; groups: {_list(names.groups)}")
+    target = args[0]
+    if target not in names.groups and target not in names.hosts:
+        raise CommandError(f"unknown group or host {target!r}; groups: {_list(names.groups)}")
+    if len(args) < 3 or args[1] != "--" or not args[2]:
+        raise CommandError("the command goes after ' -- '")
+    return Run(target=target, command=args[2])
+
+
+@_parser(WaitHealthy)
+def _parse_wait(args: list[str], names: Names) -> Command:
+    if not args or args[0] != "healthy":
+        raise CommandError("what to wait for: `wait healthy APP TIMEOUT`")
+    app = _app(args, names, 1)
+    if len(args) < 3:
+        raise CommandError("a timeout is required, e.g. 30s")
+    timeout = _duration(args[2])
+    _no_more(args, 3)
+    return WaitHealthy(app=app, timeout=timeout)
+
+
+@_parser(Sleep)
+def _parse_sleep(args: list[str], names: Names) -> Command:
+    if len(args) != 1:
+        raise CommandError("one duration is required, e.g. 2s")
+    return Sleep(seconds=_duration(args[0]))
+
+
+@_parser(Build)
+def _parse_build(args: list[str], names: Names) -> Command:
+    app = _app(args, names)
+    commit = args[1] if len(args) > 1 else None
+    _no_more(args, 2)
+    return Build(app=app, commit=commit)
+
+
+@_parser(Help)
+def _parse_help(args: list[str], names: Names) -> Command:
+    _no_more(args, 0)
+    return Help()
+
+
+def help_text() -> str:
+    width = max(len(cls.usage) for cls in command_classes())
+    return "\n".join(f"{cls.usage.ljust(width)}  {cls.summary}" for cls in command_classes())
+
+
+def describe_fields(cmd: Command) -> dict[str, object]:
+    return {f.name: getattr(cmd, f.name) for f in fields(cmd)}
+
+
+__all__ = [
+    "Build", "Command", "CommandError", "Deploy", "Help", "Names", "Run", "Sleep", "Start", "Status",
+    "Stop", "WaitHealthy", "command_classes", "format_duration", "help_text", "parse_command", "verbs",
+]

@@ -1,0 +1,336 @@
+"""The engine: runs commands as asyncio work and reports by events. Knows nothing of Textual."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import httpx
+
+from opsconsole.builds.git import GitError
+from opsconsole.builds.runner import BuildFailed, Builder, BuildRecord, BuildStore
+from opsconsole.config.model import AppConfig, Config
+from opsconsole.demo.repo import ensure_demo_repo
+from opsconsole.engine import commands as C
+from opsconsole.engine.journal import Journal, default_issuer
+from opsconsole.events import (
+    CommandFinished,
+    CommandStarted,
+    Event,
+    EventBus,
+    HealthSample,
+    HostState,
+    Message,
+    OutputLine,
+    PlayFinished,
+    TaskFinished,
+    TaskStarted,
+)
+from opsconsole.heartbeat.probe import probe_http
+from opsconsole.hosts import Host
+from opsconsole.inventory import Inventory, build_inventory
+from opsconsole.playbook.loader import load_playbook
+from opsconsole.playbook.runner import PlaybookRunner
+from opsconsole.playbook.templating import render_string
+from opsconsole.transport.base import Transport
+from opsconsole.transport.local import LocalTransport
+
+
+class CommandFailed(Exception):
+    """A command ran and did not succeed; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    message: str = ""
+
+
+@dataclass
+class HostView:
+    """What the engine knows of a host right now (front ends render this)."""
+
+    host: Host
+    activity: str = "idle"
+    version: str | None = None
+    healthy: bool | None = None
+    latency: float | None = None
+    detail: str = ""
+
+
+class Engine:
+    def __init__(self, config: Config, *, bus: EventBus | None = None, issuer: str | None = None) -> None:
+        self.config = config
+        self.bus = bus or EventBus()
+        self.issuer = issuer or default_issuer()
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.inventory: Inventory = build_inventory(config)
+        self.names = C.Names(apps=tuple(config.apps), groups=tuple(config.groups), hosts=tuple(self.inventory.names()))
+        self.journal = Journal(config.state_dir / "journal.jsonl")
+        self.builds = BuildStore(config.state_dir)
+        self.builder = Builder(self.bus, self.builds, config.state_dir)
+        self.runner = PlaybookRunner(self.bus, self.transport_for)
+        self.views: dict[str, HostView] = {h.name: HostView(h) for h in self.inventory.hosts}
+        self._transports: dict[str, Transport] = {}
+        self._http: httpx.AsyncClient | None = None
+        self._deployed_path = config.state_dir / "deployed.json"
+        for name, version in self._load_deployed().items():
+            if name in self.views:
+                self.views[name].version = version
+        self.bus.subscribe(self._track)
+        self.playbooks = {}  # app name -> validated Playbook, filled by prepare()
+
+    # -- set-up ------------------------------------------------------------
+    def prepare(self) -> None:
+        """Everything that must be right before the first command: playbooks parse, demo repos exist.
+
+        Raises SourceError naming the file and line of a bad playbook.
+        """
+        for app in self.config.apps.values():
+            if app.deploy_playbook is not None:
+                self.playbooks[app.name] = load_playbook(app.deploy_playbook)
+        for app in self.config.apps.values():
+            if app.demo_repo and "://" not in app.repo:
+                ensure_demo_repo(Path(app.repo), app.branch)
+
+    def parse(self, line: str) -> C.Command:
+        return C.parse_command(line, self.names)
+
+    def transport_for(self, host: Host) -> Transport:
+        if host.name not in self._transports:
+            if host.transport != "local":
+                raise CommandFailed(f"{host.name}: the {host.transport} transport is not yet supported")
+            self._transports[host.name] = LocalTransport(host)
+        return self._transports[host.name]
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient()
+        return self._http
+
+    async def close(self) -> None:
+        for transport in self._transports.values():
+            await transport.close()
+        if self._http is not None:
+            await self._http.aclose()
+
+    # -- running commands --------------------------------------------------
+    async def execute(self, command: C.Command, *, issuer: str | None = None) -> Outcome:
+        """Run one command: journaled before and after, reported by events, never raises but on cancel."""
+        cid = uuid.uuid4().hex[:12]
+        who = issuer or self.issuer
+        text = command.text()
+        self.journal.append("command.start", id=cid, command=text, issuer=who)
+        self.bus.emit(CommandStarted(command_id=cid, text=text, issuer=who))
+        started = time.monotonic()
+        try:
+            message = await self._dispatch(command)
+            outcome = Outcome(True, message or "")
+        except asyncio.CancelledError:
+            self.journal.append("command.interrupted", id=cid, command=text, issuer=who,
+                                duration=round(time.monotonic() - started, 3))
+            self.bus.emit(CommandFinished(command_id=cid, text=text, ok=False, message="interrupted",
+                                          duration=time.monotonic() - started))
+            raise
+        except (CommandFailed, BuildFailed, GitError) as exc:
+            outcome = Outcome(False, str(exc))
+        duration = time.monotonic() - started
+        self.journal.append("command.end", id=cid, command=text, issuer=who, ok=outcome.ok,
+                            message=outcome.message, duration=round(duration, 3))
+        self.bus.emit(CommandFinished(command_id=cid, text=text, ok=outcome.ok, message=outcome.message,
+                                      duration=duration))
+        return outcome
+
+    async def _dispatch(self, command: C.Command) -> str | None:
+        handler: Callable[[Any], Awaitable[str | None]] | None = getattr(self, f"_do_{type(command).__name__.lower()}", None)
+        if handler is None:
+            raise CommandFailed(f"{command.verb}: not supported by this engine")
+        return await handler(command)
+
+    def _emit(self, text: str, level: str = "info", host: str | None = None) -> None:
+        self.bus.emit(Message(text=text, level=level, host=host))
+
+    # -- commands ----------------------------------------------------------
+    async def _do_help(self, command: C.Help) -> str:
+        for line in C.help_text().splitlines():
+            self._emit(line)
+        return ""
+
+    async def _do_sleep(self, command: C.Sleep) -> str:
+        await asyncio.sleep(command.seconds)
+        return ""
+
+    async def _do_status(self, command: C.Status) -> str:
+        apps = [self.config.apps[command.app]] if command.app else list(self.config.apps.values())
+        app_groups = {a.group for a in apps}
+        samples = await asyncio.gather(*(self._status_of(app, h) for app in apps for h in self.inventory.group(app.group)))
+        if not command.app:
+            for host in self.inventory.hosts:
+                if host.group not in app_groups:
+                    self._emit(f"{host.name:<16} group={host.group} (no app)", host=host.name)
+        healthy = sum(1 for ok in samples if ok)
+        return f"{healthy}/{len(samples)} hosts healthy"
+
+    async def _status_of(self, app: AppConfig, host: Host) -> bool:
+        transport = self.transport_for(host)
+        pid = await transport.service_pid(app.service_name)
+        sample = await self.probe(app, host)
+        view = self.views[host.name]
+        health = "healthy" if sample.ok else f"DOWN ({sample.error})"
+        latency = f"{sample.latency * 1000:.0f}ms" if sample.latency is not None else "-"
+        self._emit(f"{host.name:<16} {app.name:<10} {host.address}:{host.port}  service={'running pid ' + str(pid) if pid else 'stopped'}"
+                   f"  health={health}  version={sample.version or view.version or '-'}  latency={latency}", host=host.name)
+        return sample.ok
+
+    async def probe(self, app: AppConfig, host: Host) -> HealthSample:
+        sample = await probe_http(self.http, host, app.health)
+        self.bus.emit(sample)
+        return sample
+
+    async def _do_waithealthy(self, command: C.WaitHealthy) -> str:
+        app = self.config.apps[command.app]
+        hosts = self.inventory.group(app.group)
+        deadline = time.monotonic() + command.timeout
+        last: dict[str, HealthSample] = {}
+        while True:
+            samples = await asyncio.gather(*(self.probe(app, h) for h in hosts))
+            for sample in samples:
+                before = last.get(sample.host)
+                if before is None or before.ok != sample.ok:
+                    self._emit(f"{'healthy' if sample.ok else 'not healthy: ' + sample.error}"
+                               + (f" (version {sample.version})" if sample.version else ""), host=sample.host)
+                last[sample.host] = sample
+            if all(s.ok for s in samples):
+                return f"{len(hosts)}/{len(hosts)} hosts of {app.name} healthy"
+            if time.monotonic() >= deadline:
+                bad = [f"{s.host} ({s.error})" for s in samples if not s.ok]
+                raise CommandFailed(f"timed out after {command.timeout:g}s waiting for {app.name}: not healthy: {', '.join(bad)}")
+            await asyncio.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+
+    async def _do_run(self, command: C.Run) -> str:
+        hosts = [self.inventory.get(command.target)] if self.inventory.get(command.target) else self.inventory.group(command.target)
+        results = await asyncio.gather(*(self._run_on(h, command.command) for h in hosts if h is not None))
+        failed = [f"{name}: {why}" for name, why in results if why]
+        if failed:
+            raise CommandFailed("; ".join(failed))
+        return f"ok on {len(results)} host(s)"
+
+    async def _run_on(self, host: Host, shell: str) -> tuple[str, str]:
+        transport = self.transport_for(host)
+        result = await transport.run(shell, on_line=lambda line, stream: self.bus.emit(
+            OutputLine(host=host.name, line=line, stream=stream, source=shell)))
+        return host.name, "" if result.ok else result.describe()
+
+    async def _do_start(self, command: C.Start) -> str:
+        app = self.config.apps[command.app]
+        if not app.service_command:
+            raise CommandFailed(f"app {app.name} has no `service.command` in {self.config.file}")
+        for host in self.inventory.group(app.group):
+            rendered = render_string(app.service_command, self.host_vars(app, host))
+            pid = await self.transport_for(host).start_service(app.service_name, rendered)
+            self._emit(f"{app.service_name} running (pid {pid})", host=host.name)
+        return ""
+
+    async def _do_stop(self, command: C.Stop) -> str:
+        app = self.config.apps[command.app]
+        for host in self.inventory.group(app.group):
+            was_running = await self.transport_for(host).stop_service(app.service_name)
+            self._set_activity(host, "stopped")
+            self._emit(f"{app.service_name} {'stopped' if was_running else 'was not running'}", host=host.name)
+        return ""
+
+    async def _do_build(self, command: C.Build) -> str:
+        app = self.config.apps[command.app]
+        record = await self._build(app, command.commit)
+        return f"build {record.build_id} of {record.short} succeeded"
+
+    async def _build(self, app: AppConfig, commit: str | None) -> BuildRecord:
+        if not app.build.commands:
+            raise CommandFailed(f"app {app.name} has no build commands in {self.config.file}")
+        sha = await self.builder.resolve(app, commit)
+        return await self.builder.build(app, sha)
+
+    async def _do_deploy(self, command: C.Deploy) -> str:
+        app = self.config.apps[command.app]
+        playbook = self.playbooks.get(app.name)
+        if playbook is None:
+            raise CommandFailed(f"app {app.name} has no deploy playbook")
+        hosts = self.inventory.group(app.group)
+        if command.hosts:
+            outside = [h for h in command.hosts if h not in {x.name for x in hosts}]
+            if outside:
+                raise CommandFailed(f"host {outside[0]} is not in group {app.group} of app {app.name}")
+        for host in hosts:  # refuse early, before any host is touched
+            self.transport_for(host)
+        sha = await self.builder.resolve(app, command.version)
+        record = self.builds.artifact_for(app.name, sha) or await self._build(app, sha)
+        self._emit(f"deploying {app.name} {record.short} ({record.subject}) to "
+                   f"{len(command.hosts) or len(hosts)} host(s)")
+        extra = {"app": app.name, "version": record.short, "commit": record.commit, "artifact": record.artifact,
+                 "service_name": app.service_name, "service_command": app.service_command}
+        result = await self.runner.run(playbook, [self._with_app_vars(app, h) for h in hosts],
+                                       extra_vars=extra, limit=command.hosts or None)
+        deployed = self._load_deployed()
+        for name, status in result.host_status.items():
+            if status == "ok":
+                deployed[name] = record.short
+                self.views[name].version = record.short
+                self._set_activity(self.inventory.get(name), "idle")  # type: ignore[arg-type]
+        self._save_deployed(deployed)
+        if not result.ok:
+            reasons = "; ".join(f"{h}: {why}" for h, why in result.failures.items())
+            untouched = [h for h, s in result.host_status.items() if s == "skipped"]
+            raise CommandFailed(f"deploy of {app.name} {record.short} failed — {reasons}"
+                                + (f"; not touched: {', '.join(untouched)}" if untouched else ""))
+        return f"{app.name} {record.short} deployed to {sum(1 for s in result.host_status.values() if s == 'ok')} host(s)"
+
+    # -- host variables and state -----------------------------------------
+    def host_vars(self, app: AppConfig, host: Host) -> dict[str, Any]:
+        return {**app.vars, **host.vars, "inventory_hostname": host.name, "ansible_host": host.address,
+                "port": host.port, "host_root": self.transport_for(host).root, "app": app.name}
+
+    def _with_app_vars(self, app: AppConfig, host: Host) -> Host:
+        from dataclasses import replace
+
+        return replace(host, vars={**app.vars, **host.vars})
+
+    def _load_deployed(self) -> dict[str, str]:
+        try:
+            return json.loads(self._deployed_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _save_deployed(self, deployed: dict[str, str]) -> None:
+        tmp = self._deployed_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(deployed, indent=1, sort_keys=True))
+        tmp.replace(self._deployed_path)
+
+    def _set_activity(self, host: Host | None, activity: str, detail: str = "") -> None:
+        if host is None:
+            return
+        view = self.views[host.name]
+        view.activity, view.detail = activity, detail
+        self.bus.emit(HostState(host=host.name, group=host.group, activity=activity, version=view.version, detail=detail))
+
+    def _track(self, event: Event) -> None:
+        """Keep host views current from what the parts report."""
+        if isinstance(event, TaskStarted) and event.host in self.views:
+            if self.views[event.host].activity != "deploying":
+                self._set_activity(self.views[event.host].host, "deploying", event.task)
+        elif isinstance(event, TaskFinished) and event.status == "failed" and event.host in self.views:
+            self._set_activity(self.views[event.host].host, "failed", event.message)
+        elif isinstance(event, PlayFinished):
+            for name in event.ok_hosts:
+                if name in self.views and self.views[name].activity == "deploying":
+                    self._set_activity(self.views[name].host, "idle")
+        elif isinstance(event, HealthSample) and event.host in self.views:
+            view = self.views[event.host]
+            view.healthy, view.latency = event.ok, event.latency
+            if event.version:
+                view.version = event.version

@@ -1,0 +1,65 @@
+"""The append-only journal: every command, who issued it, when, and how it ended.
+
+Entries are JSON lines written (and fsynced) before a command acts and after it
+ends, so a console that is killed mid-command leaves a `start` with no `end`:
+the next console reads that as "interrupted". The file is never rewritten.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def default_issuer() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, kind: str, **fields: Any) -> dict[str, Any]:
+        entry = {"ts": time.time(), "kind": kind, **fields}
+        line = json.dumps(entry, sort_keys=True, default=str) + "\n"
+        # O_APPEND makes each write land whole at the end, even with two consoles writing.
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return entry
+
+    def entries(self) -> Iterator[dict[str, Any]]:
+        """Every entry in order; a torn last line (a crash mid-write) is skipped."""
+        try:
+            with self.path.open(encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        yield json.loads(line)
+                    except ValueError:
+                        continue
+        except FileNotFoundError:
+            return
+
+    def unfinished(self) -> list[dict[str, Any]]:
+        """Commands that started but never recorded an end: the console died under them."""
+        open_: dict[str, dict[str, Any]] = {}
+        for entry in self.entries():
+            cid = entry.get("id")
+            if entry.get("kind") == "command.start":
+                open_[cid] = entry
+            elif entry.get("kind") in ("command.end", "command.interrupted"):
+                open_.pop(cid, None)
+        return list(open_.values())

@@ -1,0 +1,181 @@
+"""Typed, immutable events and the one bus they travel on.
+
+Every part reports what it does by emitting events; front ends (the TUI, the
+headless printer, tests) subscribe. Events are frozen dataclasses so a
+subscriber can keep them without fear that someone changes them later.
+This module imports nothing of ours, so any part may use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+
+def _now() -> float:
+    return time.time()
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of all events. `at` is wall-clock time (seconds since the epoch)."""
+
+    at: float = field(default_factory=_now, kw_only=True)
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["event"] = self.kind
+        return data
+
+
+@dataclass(frozen=True)
+class CommandStarted(Event):
+    command_id: str
+    text: str
+    issuer: str
+
+
+@dataclass(frozen=True)
+class CommandFinished(Event):
+    command_id: str
+    text: str
+    ok: bool
+    message: str = ""
+    duration: float = 0.0
+
+
+@dataclass(frozen=True)
+class Message(Event):
+    """A line for the operator that belongs to no other event type."""
+
+    text: str
+    level: str = "info"  # info | warning | error
+    host: str | None = None
+
+
+@dataclass(frozen=True)
+class PlayStarted(Event):
+    playbook: str
+    play: str
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PlayFinished(Event):
+    playbook: str
+    play: str
+    ok_hosts: tuple[str, ...]
+    failed_hosts: tuple[str, ...]
+    skipped_hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TaskStarted(Event):
+    host: str
+    task: str
+
+
+@dataclass(frozen=True)
+class TaskFinished(Event):
+    host: str
+    task: str
+    status: str  # ok | changed | failed | skipped
+    rc: int | None = None
+    message: str = ""
+    duration: float = 0.0
+
+
+@dataclass(frozen=True)
+class OutputLine(Event):
+    """One line of a command's output on one host; lines of one host never mix with another's."""
+
+    host: str
+    line: str
+    stream: str = "stdout"  # stdout | stderr
+    source: str = ""  # the task or command that printed it
+
+
+@dataclass(frozen=True)
+class HostState(Event):
+    """What the console is doing to a host now, and what it knows of it."""
+
+    host: str
+    group: str
+    activity: str  # idle | deploying | drained | failed | stopped
+    version: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class HealthSample(Event):
+    """One probe of one host's health endpoint."""
+
+    host: str
+    ok: bool
+    status: int | None
+    latency: float | None
+    version: str | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class HealthChanged(Event):
+    """A host's health state flipped (after fall/rise thresholds)."""
+
+    host: str
+    healthy: bool
+    reason: str = ""
+
+
+Subscriber = Callable[[Event], None]
+
+
+class EventBus:
+    """Fan-out of events to subscribers, in emit order.
+
+    Callbacks run synchronously inside `emit`, so they must be quick; front ends
+    that need to do real work subscribe a queue instead.
+    """
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Register `callback`; returns a function that unsubscribes it."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def queue(self) -> tuple[asyncio.Queue[Event], Callable[[], None]]:
+        """A fresh unbounded queue fed with every event, and its unsubscribe."""
+        q: asyncio.Queue[Event] = asyncio.Queue()
+        return q, self.subscribe(q.put_nowait)
+
+    def emit(self, event: Event) -> None:
+        for callback in list(self._subscribers):
+            callback(event)
+
+
+@dataclass(frozen=True)
+class BuildUpdate(Event):
+    """A build changed state: queued, running, succeeded, failed, cancelled, timed_out, skipped."""
+
+    build_id: str
+    app: str
+    commit: str
+    status: str
+    author: str = ""
+    subject: str = ""
+    duration: float | None = None
+    artifact: str | None = None
+    message: str = ""

@@ -1,0 +1,126 @@
+"""Headless front end: run a script of commands, print one line per event (or JSON lines)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import IO, Iterable
+
+from opsconsole.engine import Command, CommandError, Engine
+from opsconsole.events import (
+    BuildUpdate,
+    CommandFinished,
+    CommandStarted,
+    Event,
+    HealthSample,
+    HostState,
+    Message,
+    OutputLine,
+    PlayFinished,
+    PlayStarted,
+    TaskFinished,
+    TaskStarted,
+)
+from opsconsole.yamlsource import SourceError
+
+
+@dataclass(frozen=True)
+class ScriptLine:
+    number: int
+    text: str
+    command: Command
+
+
+def read_script(text: str, source: str, engine: Engine) -> list[ScriptLine]:
+    """Parse every line before any runs; a bad line is a SourceError naming source and line."""
+    lines = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        try:
+            command = engine.parse(stripped)
+        except CommandError as exc:
+            raise SourceError(source, number, "", f"{stripped!r}: {exc}") from None
+        if engine.config.readonly and command.mutating:
+            raise SourceError(source, number, "", f"{stripped!r}: refused, the console is read-only")
+        lines.append(ScriptLine(number, stripped, command))
+    return lines
+
+
+def format_event(event: Event) -> str | None:
+    """The human line for an event, or None for events too chatty for a log."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(event.at))
+    match event:
+        case CommandStarted(text=text):
+            return f"{stamp} ▶ {text}"
+        case CommandFinished(text=text, ok=ok, message=message, duration=duration):
+            mark = "✔" if ok else "✘"
+            return f"{stamp} {mark} {text} ({duration:.1f}s){': ' + message if message else ''}"
+        case Message(text=text, level=level, host=host):
+            prefix = f"{host:<14} " if host else ""
+            tag = "" if level == "info" else f"{level.upper()}: "
+            return f"{stamp} {prefix}{tag}{text}"
+        case PlayStarted(play=play, hosts=hosts):
+            return f"{stamp} play {play!r} on {', '.join(hosts)}"
+        case PlayFinished(play=play, ok_hosts=ok, failed_hosts=failed, skipped_hosts=skipped):
+            return f"{stamp} play {play!r} done: ok={len(ok)} failed={len(failed)} skipped={len(skipped)}"
+        case TaskStarted():
+            return None
+        case TaskFinished(host=host, task=task, status=status, message=message, duration=duration):
+            extra = f": {message}" if status == "failed" and message else ""
+            return f"{stamp} {host:<14} {status:<7} {task} ({duration:.2f}s){extra}"
+        case OutputLine(host=host, line=line):
+            return f"{stamp} {host:<14} | {line}"
+        case HostState(host=host, activity=activity, version=version, detail=detail):
+            return f"{stamp} {host:<14} {activity}{' ' + version if version else ''}{' — ' + detail if detail and activity == 'failed' else ''}"
+        case HealthSample():
+            return None
+        case BuildUpdate(build_id=bid, commit=commit, status=status, message=message):
+            return f"{stamp} build {bid} {commit[:7]} {status}{': ' + message if message else ''}"
+    return f"{stamp} {event.kind}"
+
+
+class EventPrinter:
+    def __init__(self, out: IO[str], as_json: bool) -> None:
+        self.out = out
+        self.as_json = as_json
+
+    def __call__(self, event: Event) -> None:
+        if self.as_json:
+            self.out.write(json.dumps(event.to_dict(), default=str) + "\n")
+        else:
+            line = format_event(event)
+            if line is None:
+                return
+            self.out.write(line + "\n")
+        self.out.flush()
+
+
+async def run_script(engine: Engine, lines: Iterable[ScriptLine], *, keep_going: bool = False) -> int:
+    """Run parsed lines in order. Returns 0 if all succeeded, else 1."""
+    failed = False
+    for line in lines:
+        outcome = await engine.execute(line.command)
+        if not outcome.ok:
+            failed = True
+            if not keep_going:
+                return 1
+    return 1 if failed else 0
+
+
+def main_headless(engine: Engine, script_text: str, source: str, *, as_json: bool, keep_going: bool,
+                  out: IO[str] = sys.stdout) -> int:
+    lines = read_script(script_text, source, engine)  # SourceError propagates: exit 2 upstream
+    engine.bus.subscribe(EventPrinter(out, as_json))
+
+    async def go() -> int:
+        try:
+            return await run_script(engine, lines, keep_going=keep_going)
+        finally:
+            await engine.close()
+
+    return asyncio.run(go())

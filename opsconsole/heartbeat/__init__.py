@@ -1,0 +1,1 @@
+"""Probing hosts' health endpoints."""

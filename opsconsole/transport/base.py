@@ -1,0 +1,100 @@
+"""The interface every transport implements (`local` now, `ssh` later).
+
+Playbooks and builds only ever talk to this interface, so a play that works on
+the local demo fleet works unchanged over SSH.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Callable
+
+# Called with (line, stream) for each line of output, stream being "stdout" or "stderr".
+LineHandler = Callable[[str, str], None]
+
+
+class TransportError(Exception):
+    """The transport could not do what was asked (host unreachable, file missing, ...)."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    rc: int | None  # None when killed by a signal or timed out
+    signal: int | None = None
+    timed_out: bool = False
+    tail: tuple[str, ...] = field(default_factory=tuple)  # last lines of output, stdout and stderr interleaved
+    stdout: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and not self.timed_out
+
+    def describe(self) -> str:
+        if self.timed_out:
+            return "timed out"
+        if self.signal is not None:
+            return f"killed by signal {self.signal}"
+        return f"exit code {self.rc}"
+
+
+class Transport(abc.ABC):
+    """Runs work on one host. Relative paths are relative to the host's root directory."""
+
+    name: str
+
+    @property
+    @abc.abstractmethod
+    def root(self) -> str:
+        """The host's base directory for our files (a local dir, or a remote path)."""
+
+    @abc.abstractmethod
+    async def run(
+        self,
+        command: str,
+        *,
+        on_line: LineHandler | None = None,
+        timeout: float | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        become: bool = False,
+        stdin: bytes | None = None,
+    ) -> CommandResult:
+        """Run a shell command; stream its output lines to `on_line`; kill it (and its children) on timeout or cancel."""
+
+    @abc.abstractmethod
+    async def write_file(self, path: str, content: bytes, mode: int | None = None) -> bool:
+        """Write `content` to `path` (creating parent directories). Returns True if the file changed."""
+
+    @abc.abstractmethod
+    async def read_file(self, path: str) -> bytes:
+        """Read a file; TransportError if it does not exist."""
+
+    @abc.abstractmethod
+    async def put_file(self, local_path: str, path: str, mode: int | None = None) -> bool:
+        """Copy a file from this machine to the host. Returns True if it changed."""
+
+    @abc.abstractmethod
+    async def exists(self, path: str) -> bool:
+        """Whether a file or directory exists at `path`."""
+
+    @abc.abstractmethod
+    async def start_service(
+        self, name: str, command: str, *, cwd: str | None = None, env: dict[str, str] | None = None
+    ) -> int:
+        """Start a long-running process detached from us, with a pid file; returns its pid.
+
+        Starting a service that already runs is a no-op returning its pid.
+        Output goes to `<root>/log/<name>.log`.
+        """
+
+    @abc.abstractmethod
+    async def stop_service(self, name: str, timeout: float = 10.0) -> bool:
+        """Stop the service (TERM, then KILL after `timeout`). Returns True if it was running."""
+
+    @abc.abstractmethod
+    async def service_pid(self, name: str) -> int | None:
+        """The pid of the running service, or None if it does not run."""
+
+    async def close(self) -> None:
+        """Release connections; the local transport holds none."""

@@ -1,0 +1,71 @@
+"""Shared fixtures: a demo-like config in a temp dir, and cleanup of every service it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PLAYBOOKS = ROOT / "playbooks"
+
+
+def write_config(tmp: Path, *, count: int = 3, extra: str = "") -> Path:
+    """A config like config.example.yaml, with its state and demo repo inside `tmp`."""
+    cfg = tmp / "opsconsole.yaml"
+    cfg.write_text(textwrap.dedent(f"""\
+        project: test
+        state_dir: {tmp / 'state'}
+        heartbeat:
+          interval: 0.5s
+        groups:
+          itrust:
+            provider: local
+            role: app
+            count: {count}
+        apps:
+          itrust:
+            group: itrust
+            repo: {tmp / 'repo'}
+            demo_repo: true
+            branch: production
+            build:
+              commands: [sh build.sh]
+              artifact: dist/app.tar.gz
+              timeout: 60s
+            deploy:
+              playbook: {PLAYBOOKS / 'itrust-deploy.yml'}
+            service:
+              command: {sys.executable} current/app.py --port {{{{ port }}}}
+            health:
+              path: /health
+        """) + extra)
+    return cfg
+
+
+def kill_services(state_dir: Path) -> None:
+    """Stop every process a test left running from a pid file under `state_dir`."""
+    for pid_file in state_dir.glob("hosts/*/run/*.pid"):
+        try:
+            pid = int(pid_file.read_text().strip())
+        except ValueError:
+            continue
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            os.kill(pid, signal.SIGKILL)
+    time.sleep(0.05)
+
+
+@pytest.fixture
+def demo_config(tmp_path: Path):
+    cfg = write_config(tmp_path)
+    yield cfg
+    kill_services(tmp_path / "state")

@@ -1,0 +1,121 @@
+"""Bad config files are refused with file, line and key path, exit code 2, and nothing runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from opsconsole.config import SourceError, load_config
+from tests.conftest import ROOT, write_config
+
+
+def test_example_config_is_valid() -> None:
+    config = load_config(ROOT / "config.example.yaml")
+    assert config.heartbeat.interval == 2.5
+    assert config.groups["itrust"].count == 5
+    assert config.apps["itrust"].branch == "production"
+    assert config.apps["itrust"].deploy_playbook.name == "itrust-deploy.yml"
+
+
+def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("groups:\n  web:\n    provider: local\n    count: 2\n")
+    config = load_config(cfg)
+    assert config.state_dir == tmp_path / "xdg" / "opsconsole" / "opsconsole"
+    assert config.heartbeat.interval == 2.5 and config.heartbeat.fall == 3 and config.heartbeat.rise == 2
+
+
+def _replace(cfg: Path, old: str, new: str) -> None:
+    text = cfg.read_text()
+    assert old in text, old
+    cfg.write_text(text.replace(old, new, 1))
+
+
+def _line_of(cfg: Path, needle: str) -> int:
+    for number, line in enumerate(cfg.read_text().splitlines(), start=1):
+        if needle in line:
+            return number
+    raise AssertionError(needle)
+
+
+BAD_CASES = {
+    # name: (old, new, expected key path, expected words, line needle)
+    "yaml_syntax": ("branch: production", "branch: [production", "", "YAML syntax error", None),
+    "unknown_key": ("branch: production", "branch: production\n    helth: {}", "apps.itrust.helth", "unknown key", "helth:"),
+    "wrong_type": ("path: /health", "path: /health\n      status: ok", "apps.itrust.health.status", "must be a whole number", "status: ok"),
+    "missing_required": ("    group: itrust\n", "", "apps.itrust.group", "required key is missing", "  itrust:\n"),
+    "missing_playbook": ("itrust-deploy.yml", "no-such-playbook.yml", "apps.itrust.deploy.playbook", "does not exist", "no-such-playbook.yml"),
+    "port_out_of_range": ("count: 3", "count: 3\n    base_port: 70000", "groups.itrust.base_port", "out of range", "base_port"),
+    "unknown_group": ("group: itrust", "group: nosuch", "apps.itrust.group", "no host group named", "group: nosuch"),
+    "bad_duration": ("interval: 0.5s", "interval: soon", "heartbeat.interval", "not a duration", "interval: soon"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_config_names_file_line_and_key(tmp_path: Path, case: str) -> None:
+    old, new, key, words, needle = BAD_CASES[case]
+    cfg = write_config(tmp_path)
+    _replace(cfg, old, new)
+    with pytest.raises(SourceError) as info:
+        load_config(cfg)
+    err = info.value
+    assert err.file == str(cfg)
+    assert words in str(err)
+    if key:
+        assert err.path == key
+    if needle == "  itrust:\n":
+        # a missing key is reported at the mapping that lacks it: apps.itrust
+        text = cfg.read_text()
+        assert err.line == text[: text.index("apps:")].count("\n") + 2
+    elif needle:
+        assert err.line == _line_of(cfg, needle)
+    else:
+        # PyYAML notices an unclosed flow list at the first token after it
+        assert err.line in (_line_of(cfg, "branch: [production"), _line_of(cfg, "branch: [production") + 1)
+
+
+@pytest.mark.parametrize("case", ["unknown_key", "missing_playbook", "yaml_syntax"])
+def test_bad_config_exits_2_and_runs_nothing(tmp_path: Path, case: str) -> None:
+    old, new, key, words, _ = BAD_CASES[case]
+    cfg = write_config(tmp_path)
+    _replace(cfg, old, new)
+    script = tmp_path / "s.ops"
+    script.write_text("deploy itrust\n")
+    proc = subprocess.run([sys.executable, "-m", "opsconsole", "--config", str(cfg), "--script", str(script)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr
+    assert str(cfg) in proc.stderr and words in proc.stderr
+    assert key in proc.stderr
+    assert not (tmp_path / "state" / "journal.jsonl").exists()
+    assert not (tmp_path / "state" / "hosts").exists()
+    assert not (tmp_path / "repo").exists()
+
+
+def test_static_hosts_and_placeholders(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(textwrap.dedent("""\
+        state_dir: state
+        groups:
+          db:
+            provider: static
+            role: db
+            hosts:
+              - name: db1
+                address: 10.99.0.5
+                ssh_port: 2222
+        jump:
+          host: bastion
+          port: 22
+        """))
+    config = load_config(cfg)
+    assert config.groups["db"].hosts[0].ssh_port == 2222
+    assert config.jump is not None and config.jump.host == "bastion"
+    assert any("not yet supported" in n for n in config.notices)
+    _replace(cfg, "port: 22\n", "port: 0\n")
+    with pytest.raises(SourceError, match=r"jump.port: port 0 is out of range"):
+        load_config(cfg)
