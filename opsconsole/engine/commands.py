@@ -138,6 +138,16 @@ class Build(Command):
 
 
 @dataclass(frozen=True)
+class Abort(Command):
+    verb: ClassVar[str] = "abort"
+    usage: ClassVar[str] = "abort"
+    summary: ClassVar[str] = "stop the running deploy: hosts not yet reached stay untouched"
+
+    def text(self) -> str:
+        return "abort"
+
+
+@dataclass(frozen=True)
 class Help(Command):
     verb: ClassVar[str] = "help"
     usage: ClassVar[str] = "help"
@@ -308,6 +318,12 @@ def _parse_build(args: list[str], names: Names) -> Command:
     return Build(app=app, commit=commit)
 
 
+@_parser(Abort)
+def _parse_abort(args: list[str], names: Names) -> Command:
+    _no_more(args, 0)
+    return Abort()
+
+
 @_parser(Help)
 def _parse_help(args: list[str], names: Names) -> Command:
     _no_more(args, 0)
@@ -324,6 +340,6 @@ def describe_fields(cmd: Command) -> dict[str, object]:
 
 
 __all__ = [
-    "Build", "Command", "CommandError", "Deploy", "Help", "Names", "Run", "Sleep", "Start", "Status",
+    "Abort", "Build", "Command", "CommandError", "Deploy", "Help", "Names", "Run", "Sleep", "Start", "Status",
     "Stop", "WaitHealthy", "command_classes", "format_duration", "help_text", "parse_command", "verbs",
 ]

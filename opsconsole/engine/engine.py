@@ -41,6 +41,11 @@ from opsconsole.transport.base import Transport
 from opsconsole.transport.local import LocalTransport
 
 
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return bool(task and task.cancelling())
+
+
 class CommandFailed(Exception):
     """A command ran and did not succeed; the message says where and why."""
 
@@ -77,6 +82,8 @@ class Engine:
         self.runner = PlaybookRunner(self.bus, self.transport_for)
         self.views: dict[str, HostView] = {h.name: HostView(h) for h in self.inventory.hosts}
         self._transports: dict[str, Transport] = {}
+        # Commands now running: id -> (command, the task doing its work). `abort` cancels these.
+        self._running: dict[str, tuple[C.Command, asyncio.Task[str | None]]] = {}
         self._http: httpx.AsyncClient | None = None
         self._deployed_path = config.state_dir / "deployed.json"
         for name, version in self._load_deployed().items():
@@ -114,7 +121,14 @@ class Engine:
             self._http = httpx.AsyncClient()
         return self._http
 
+    async def start_background(self) -> None:
+        """Start the always-on work (heartbeat monitor, branch pollers). Front ends call this once."""
+        self._background: list[asyncio.Task[None]] = getattr(self, "_background", [])
+
     async def close(self) -> None:
+        for task in getattr(self, "_background", []):
+            task.cancel()
+        await asyncio.gather(*getattr(self, "_background", []), return_exceptions=True)
         for transport in self._transports.values():
             await transport.close()
         if self._http is not None:
@@ -129,10 +143,20 @@ class Engine:
         self.journal.append("command.start", id=cid, command=text, issuer=who)
         self.bus.emit(CommandStarted(command_id=cid, text=text, issuer=who))
         started = time.monotonic()
+        work = asyncio.ensure_future(self._dispatch(command))
+        self._running[cid] = (command, work)
         try:
-            message = await self._dispatch(command)
+            message = await asyncio.shield(work)
             outcome = Outcome(True, message or "")
         except asyncio.CancelledError:
+            if not work.done():
+                # We were cancelled from outside (Ctrl-C, quit): cancel the work too and wait for its cleanup.
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+            elif work.cancelled() and not _cancelling():
+                # The work alone was cancelled: an `abort` from the operator.
+                outcome = Outcome(False, "aborted")
+                return self._finish(cid, text, who, started, outcome)
             self.journal.append("command.interrupted", id=cid, command=text, issuer=who,
                                 duration=round(time.monotonic() - started, 3))
             self.bus.emit(CommandFinished(command_id=cid, text=text, ok=False, message="interrupted",
@@ -140,6 +164,11 @@ class Engine:
             raise
         except (CommandFailed, BuildFailed, GitError) as exc:
             outcome = Outcome(False, str(exc))
+        finally:
+            self._running.pop(cid, None)
+        return self._finish(cid, text, who, started, outcome)
+
+    def _finish(self, cid: str, text: str, who: str, started: float, outcome: Outcome) -> Outcome:
         duration = time.monotonic() - started
         self.journal.append("command.end", id=cid, command=text, issuer=who, ok=outcome.ok,
                             message=outcome.message, duration=round(duration, 3))
@@ -153,6 +182,10 @@ class Engine:
             raise CommandFailed(f"{command.verb}: not supported by this engine")
         return await handler(command)
 
+    def running(self) -> list[C.Command]:
+        """Commands whose work is under way now (the TUI asks before quitting over these)."""
+        return [command for command, _ in self._running.values()]
+
     def _emit(self, text: str, level: str = "info", host: str | None = None) -> None:
         self.bus.emit(Message(text=text, level=level, host=host))
 
@@ -161,6 +194,15 @@ class Engine:
         for line in C.help_text().splitlines():
             self._emit(line)
         return ""
+
+    async def _do_abort(self, command: C.Abort) -> str:
+        targets = [(c, t) for c, t in self._running.values() if isinstance(c, C.Deploy)]
+        if not targets:
+            raise CommandFailed("nothing to abort: no deploy is running")
+        for _, task in targets:
+            task.cancel()
+        await asyncio.gather(*(t for _, t in targets), return_exceptions=True)
+        return f"aborted {', '.join(c.text() for c, _ in targets)}"
 
     async def _do_sleep(self, command: C.Sleep) -> str:
         await asyncio.sleep(command.seconds)

@@ -1,0 +1,73 @@
+"""The command language: every front end parses lines into the same command objects."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from opsconsole.engine.commands import (
+    CommandError,
+    Deploy,
+    Names,
+    Run,
+    Sleep,
+    Status,
+    WaitHealthy,
+    command_classes,
+    parse_command,
+)
+
+NAMES = Names(apps=("itrust", "checkbox"), groups=("itrust", "db"), hosts=("itrust-1", "itrust-2", "db1"))
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("status", Status()),
+    ("status itrust", Status(app="itrust")),
+    ("deploy itrust", Deploy(app="itrust")),
+    ("deploy itrust --hosts itrust-1,itrust-2 --version abc123", Deploy(app="itrust", hosts=("itrust-1", "itrust-2"), version="abc123")),
+    ("run itrust -- echo 'hi there' | wc -c", Run(target="itrust", command="echo 'hi there' | wc -c")),
+    ("wait healthy itrust 30s", WaitHealthy(app="itrust", timeout=30.0)),
+    ("wait healthy itrust 1m30s", WaitHealthy(app="itrust", timeout=90.0)),
+    ("sleep 250ms", Sleep(seconds=0.25)),
+    ("sleep 2   # a comment", Sleep(seconds=2.0)),
+])
+def test_parse(line: str, expected: object) -> None:
+    command = parse_command(line, NAMES)
+    assert command == expected
+    # the canonical text parses back to the same command: journals replay as scripts
+    assert parse_command(command.text(), NAMES) == command
+
+
+@pytest.mark.parametrize("line, words", [
+    ("", "empty command"),
+    ("deploi itrust", "unknown command 'deploi'; valid commands: build, deploy"),
+    ("deploy", "an app name is required; apps: itrust, checkbox"),
+    ("deploy nosuch", "unknown app 'nosuch'; apps: itrust, checkbox"),
+    ("deploy itrust --hosts nosuch", "unknown host 'nosuch'"),
+    ("deploy itrust --fast", "unknown option '--fast'; options: --hosts, --version"),
+    ("deploy itrust --version", "--version needs a value"),
+    ("wait healthy itrust", "a timeout is required"),
+    ("wait healthy itrust soon", "'soon' is not a duration"),
+    ("wait sick itrust 3s", "wait healthy APP TIMEOUT"),
+    ("run nosuch -- ls", "unknown group or host 'nosuch'; groups: itrust, db"),
+    ("run itrust ls", "the command goes after ' -- '"),
+    ("status itrust extra", "unexpected 'extra'"),
+    ("sleep 'unclosed", "cannot split the line"),
+])
+def test_bad_lines_say_what_is_valid(line: str, words: str) -> None:
+    with pytest.raises(CommandError) as info:
+        parse_command(line, NAMES)
+    assert words in str(info.value)
+
+
+def test_every_verb_has_usage_and_summary() -> None:
+    for cls in command_classes():
+        assert cls.usage.startswith(cls.verb) and cls.summary
+
+
+def test_engine_never_imports_textual() -> None:
+    code = "import sys, opsconsole.engine, opsconsole.headless; print('textual' in sys.modules, 'rich' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
