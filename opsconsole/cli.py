@@ -21,6 +21,7 @@ same commands headless, one per line, printing one line per event.
 EPILOG = """\
 subcommands:
   opsconsole history [--as-script]   print the journal (or a replayable script)
+  opsconsole heartbeat [--count N]   only the heartbeat monitor: one line per host per interval
   opsconsole commands                list the command language
 
 exit codes: 0 all commands succeeded, 1 a command failed, 2 bad input
@@ -51,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "history":
         return _history(argv[1:])
+    if argv and argv[0] == "heartbeat":
+        from opsconsole.heartbeat.headless import main_heartbeat
+
+        return main_heartbeat(argv[1:])
     if argv and argv[0] == "commands":
         from opsconsole.engine.commands import help_text
 

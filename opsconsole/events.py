@@ -179,3 +179,15 @@ class BuildUpdate(Event):
     duration: float | None = None
     artifact: str | None = None
     message: str = ""
+
+
+@dataclass(frozen=True)
+class HeartbeatCycle(Event):
+    """One cycle of the heartbeat monitor finished: the rolling line of the heartbeat log."""
+
+    probed: int
+    up: int
+    down: int
+    lag: float  # how late the cycle started behind its schedule, seconds
+    duration: float  # first probe start to last result
+    statuses: tuple[tuple[str, str], ...] = ()  # (host, short status: "200", "DOWN", "timeout" …)

@@ -48,6 +48,10 @@ def load_config(path: str | Path) -> Config:
         timeout=hb.duration("timeout", default=2.0, minimum=0.01),
         fall=hb.int("fall", default=3, minimum=1, maximum=100),
         rise=hb.int("rise", default=2, minimum=1, maximum=100),
+        history=hb.int("history", default=100, minimum=1, maximum=100000),
+        concurrency=hb.int("concurrency", default=100, minimum=1, maximum=10000),
+        alert_command=hb.str("alert_command"),
+        alert_webhook=hb.str("alert_webhook"),
     )
     hb.done()
 
@@ -118,6 +122,7 @@ def _group(r: MappingReader, name: str, base: Path) -> GroupConfig:
     role = r.str("role", default="")
     vars_ = r.plain_mapping("vars")
     provision = _existing_file(r, "provision", base)
+    health = _health(r.mapping("health")) if r.has("health") else None
     count = 0
     base_port = None
     hosts: list[StaticHost] = []
@@ -147,7 +152,21 @@ def _group(r: MappingReader, name: str, base: Path) -> GroupConfig:
         r.mapping("ec2")
     r.done()
     return GroupConfig(name=name, provider=provider, role=role, count=count, base_port=base_port,
-                       hosts=tuple(hosts), vars=vars_, provision=provision)
+                       hosts=tuple(hosts), vars=vars_, provision=provision, health=health)
+
+
+def _health(h: MappingReader) -> HealthConfig:
+    path = h.str("path", default="/health")
+    if not path.startswith("/"):
+        raise h.error("path", f"must start with '/'; got {path!r}")
+    health = HealthConfig(kind=h.str("kind", default="http", choices=("http", "tcp")),
+                          path=path, status=h.int("status", default=200, minimum=100, maximum=599),
+                          timeout=h.duration("timeout", default=2.0, minimum=0.01),
+                          version_field=h.str("version_field", default="version"),
+                          body=h.str("body"), port=h.port("port"), interval=h.duration("interval", minimum=0.05),
+                          fall=h.int("fall", minimum=1, maximum=100), rise=h.int("rise", minimum=1, maximum=100))
+    h.done()
+    return health
 
 
 def _group_notices(group: GroupConfig, file: Path) -> list[str]:
@@ -180,14 +199,7 @@ def _app(r: MappingReader, name: str, base: Path, groups: dict[str, GroupConfig]
     on_build = d.str("on_build", default="none", choices=("none", "rolling", "canary"))
     d.done()
 
-    h = r.mapping("health")
-    path = h.str("path", default="/health")
-    if not path.startswith("/"):
-        raise h.error("path", f"must start with '/'; got {path!r}")
-    health = HealthConfig(path=path, status=h.int("status", default=200, minimum=100, maximum=599),
-                          timeout=h.duration("timeout", default=2.0, minimum=0.01),
-                          version_field=h.str("version_field", default="version"))
-    h.done()
+    health = _health(r.mapping("health"))
     s = r.mapping("service")
     service_name = s.str("name", default=name)
     _check_name(s, "name", service_name)

@@ -13,6 +13,10 @@ class HeartbeatConfig:
     timeout: float = 2.0
     fall: int = 3
     rise: int = 2
+    history: int = 100  # samples kept in memory per host
+    concurrency: int = 100  # probes in flight at once
+    alert_command: str | None = None  # run on each state change, the event as JSON on stdin
+    alert_webhook: str | None = None  # POSTed the event as JSON on each state change
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class GroupConfig:
     hosts: tuple[StaticHost, ...] = ()
     vars: dict[str, Any] = field(default_factory=dict)
     provision: Path | None = None  # provisioning playbook
+    health: "HealthConfig | None" = None  # probe for hosts that run no app (e.g. tcp for a database)
 
 
 @dataclass(frozen=True)
@@ -47,10 +52,16 @@ class BuildConfig:
 
 @dataclass(frozen=True)
 class HealthConfig:
+    kind: str = "http"  # http | tcp
     path: str = "/health"
     status: int = 200
     timeout: float = 2.0
     version_field: str | None = "version"  # JSON field of the health answer that reports the version
+    body: str | None = None  # a substring the answer must contain
+    port: int | None = None  # None: the host's app port
+    interval: float | None = None  # None: the heartbeat section's
+    fall: int | None = None
+    rise: int | None = None
 
 
 @dataclass(frozen=True)

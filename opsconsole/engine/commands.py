@@ -103,7 +103,7 @@ class Run(Command):
 @dataclass(frozen=True)
 class WaitHealthy(Command):
     verb: ClassVar[str] = "wait"
-    usage: ClassVar[str] = "wait healthy APP TIMEOUT"
+    usage: ClassVar[str] = "wait healthy APP TIMEOUT"  # `wait down HOST TIMEOUT` parses here too
     summary: ClassVar[str] = "wait until every host of the app answers its health check"
     mutating: ClassVar[bool] = False
     app: str = ""
@@ -111,6 +111,42 @@ class WaitHealthy(Command):
 
     def text(self) -> str:
         return _join("wait", "healthy", self.app, _duration_text(self.timeout))
+
+
+@dataclass(frozen=True)
+class WaitDown(Command):
+    verb: ClassVar[str] = "wait down"
+    usage: ClassVar[str] = "wait down HOST TIMEOUT"
+    summary: ClassVar[str] = "wait until the heartbeat declares a host down"
+    mutating: ClassVar[bool] = False
+    host: str = ""
+    timeout: float = 30.0
+
+    def text(self) -> str:
+        return _join("wait", "down", self.host, _duration_text(self.timeout))
+
+
+@dataclass(frozen=True)
+class Heartbeat(Command):
+    verb: ClassVar[str] = "heartbeat"
+    usage: ClassVar[str] = "heartbeat"
+    summary: ClassVar[str] = "the heartbeat table: every host's state, last status, latency"
+    mutating: ClassVar[bool] = False
+
+    def text(self) -> str:
+        return "heartbeat"
+
+
+@dataclass(frozen=True)
+class Probe(Command):
+    verb: ClassVar[str] = "probe"
+    usage: ClassVar[str] = "probe HOST"
+    summary: ClassVar[str] = "probe one host now"
+    mutating: ClassVar[bool] = False
+    host: str = ""
+
+    def text(self) -> str:
+        return _join("probe", self.host)
 
 
 @dataclass(frozen=True)
@@ -180,7 +216,10 @@ def _parser(cls: type[Command]) -> Callable[[Parser], Parser]:
 
 
 def command_classes() -> list[type[Command]]:
-    return [cls for cls, _ in _PARSERS.values()]
+    """Every command type, for help and completion (`wait down` shares the `wait` parser)."""
+    classes = [cls for cls, _ in _PARSERS.values()]
+    classes.insert(classes.index(WaitHealthy) + 1, WaitDown)
+    return classes
 
 
 def verbs() -> list[str]:
@@ -215,6 +254,15 @@ def _app(args: list[str], names: Names, position: int = 0) -> str:
     if app not in names.apps:
         raise CommandError(f"unknown app {app!r}; apps: {_list(names.apps)}")
     return app
+
+
+def _host(args: list[str], names: Names, position: int = 0) -> str:
+    if len(args) <= position:
+        raise CommandError(f"a host name is required; hosts: {_list(names.hosts)}")
+    host = args[position]
+    if host not in names.hosts:
+        raise CommandError(f"unknown host {host!r}; hosts: {_list(names.hosts)}")
+    return host
 
 
 def _list(items: Iterable[str]) -> str:
@@ -293,8 +341,15 @@ def _parse_run(args: list[str], names: Names) -> Command:
 
 @_parser(WaitHealthy)
 def _parse_wait(args: list[str], names: Names) -> Command:
-    if not args or args[0] != "healthy":
-        raise CommandError("what to wait for: `wait healthy APP TIMEOUT`")
+    if not args or args[0] not in ("healthy", "down"):
+        raise CommandError("what to wait for: `wait healthy APP TIMEOUT` or `wait down HOST TIMEOUT`")
+    if args[0] == "down":
+        host = _host(args, names, 1)
+        if len(args) < 3:
+            raise CommandError("a timeout is required, e.g. 30s")
+        timeout = _duration(args[2])
+        _no_more(args, 3)
+        return WaitDown(host=host, timeout=timeout)
     app = _app(args, names, 1)
     if len(args) < 3:
         raise CommandError("a timeout is required, e.g. 30s")
@@ -324,6 +379,19 @@ def _parse_abort(args: list[str], names: Names) -> Command:
     return Abort()
 
 
+@_parser(Heartbeat)
+def _parse_heartbeat(args: list[str], names: Names) -> Command:
+    _no_more(args, 0)
+    return Heartbeat()
+
+
+@_parser(Probe)
+def _parse_probe(args: list[str], names: Names) -> Command:
+    host = _host(args, names)
+    _no_more(args, 1)
+    return Probe(host=host)
+
+
 @_parser(Help)
 def _parse_help(args: list[str], names: Names) -> Command:
     _no_more(args, 0)
@@ -341,5 +409,5 @@ def describe_fields(cmd: Command) -> dict[str, object]:
 
 __all__ = [
     "Abort", "Build", "Command", "CommandError", "Deploy", "Help", "Names", "Run", "Sleep", "Start", "Status",
-    "Stop", "WaitHealthy", "command_classes", "format_duration", "help_text", "parse_command", "verbs",
+    "Stop", "WaitHealthy", "WaitDown", "Heartbeat", "Probe", "command_classes", "format_duration", "help_text", "parse_command", "verbs",
 ]

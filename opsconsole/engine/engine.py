@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-import httpx
-
 from opsconsole.builds.git import GitError
 from opsconsole.builds.runner import BuildFailed, Builder, BuildRecord, BuildStore
 from opsconsole.config.model import AppConfig, Config
@@ -31,7 +29,8 @@ from opsconsole.events import (
     TaskFinished,
     TaskStarted,
 )
-from opsconsole.heartbeat.probe import probe_http
+from opsconsole.heartbeat.monitor import HeartbeatMonitor
+from opsconsole.heartbeat.probe import Prober, ProbeTarget
 from opsconsole.hosts import Host
 from opsconsole.inventory import Inventory, build_inventory
 from opsconsole.playbook.loader import load_playbook
@@ -84,7 +83,10 @@ class Engine:
         self._transports: dict[str, Transport] = {}
         # Commands now running: id -> (command, the task doing its work). `abort` cancels these.
         self._running: dict[str, tuple[C.Command, asyncio.Task[str | None]]] = {}
-        self._http: httpx.AsyncClient | None = None
+        self.prober = Prober()
+        self.monitor = HeartbeatMonitor(self.bus, self.prober, self._probe_targets(), config.heartbeat,
+                                        change_log=config.state_dir / "heartbeat" / "changes.jsonl")
+        self._background: list[asyncio.Task[None]] = []
         self._deployed_path = config.state_dir / "deployed.json"
         for name, version in self._load_deployed().items():
             if name in self.views:
@@ -115,24 +117,31 @@ class Engine:
             self._transports[host.name] = LocalTransport(host)
         return self._transports[host.name]
 
-    @property
-    def http(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient()
-        return self._http
+    def _probe_targets(self) -> list[ProbeTarget]:
+        """Every host of every app with the app's health check; app-less groups with their own probe."""
+        targets: dict[str, ProbeTarget] = {}
+        for app in self.config.apps.values():
+            for host in self.inventory.group(app.group):
+                targets.setdefault(host.name, ProbeTarget(host, app.health))
+        for group in self.config.groups.values():
+            if group.health is not None:
+                for host in self.inventory.group(group.name):
+                    targets.setdefault(host.name, ProbeTarget(host, group.health))
+        return list(targets.values())
 
-    async def start_background(self) -> None:
+    async def start_background(self, *, heartbeat: bool = True) -> None:
         """Start the always-on work (heartbeat monitor, branch pollers). Front ends call this once."""
-        self._background: list[asyncio.Task[None]] = getattr(self, "_background", [])
+        if heartbeat and self.monitor.targets:
+            self._background.append(asyncio.ensure_future(self.monitor.run()))
 
     async def close(self) -> None:
-        for task in getattr(self, "_background", []):
+        for task in self._background:
             task.cancel()
-        await asyncio.gather(*getattr(self, "_background", []), return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background.clear()
         for transport in self._transports.values():
             await transport.close()
-        if self._http is not None:
-            await self._http.aclose()
+        await self.prober.aclose()
 
     # -- running commands --------------------------------------------------
     async def execute(self, command: C.Command, *, issuer: str | None = None) -> Outcome:
@@ -220,40 +229,59 @@ class Engine:
         return f"{healthy}/{len(samples)} hosts healthy"
 
     async def _status_of(self, app: AppConfig, host: Host) -> bool:
-        transport = self.transport_for(host)
-        pid = await transport.service_pid(app.service_name)
-        sample = await self.probe(app, host)
+        pid = await self.transport_for(host).service_pid(app.service_name)
+        sample = await self.monitor.probe(host.name)
         view = self.views[host.name]
         health = "healthy" if sample.ok else f"DOWN ({sample.error})"
         latency = f"{sample.latency * 1000:.0f}ms" if sample.latency is not None else "-"
-        self._emit(f"{host.name:<16} {app.name:<10} {host.address}:{host.port}  service={'running pid ' + str(pid) if pid else 'stopped'}"
-                   f"  health={health}  version={sample.version or view.version or '-'}  latency={latency}", host=host.name)
+        service = f"running pid {pid}" if pid else "stopped"
+        self._emit(f"{app.name:<10} {host.address}:{host.port}  service={service}  health={health}"
+                   f"  version={sample.version or view.version or '-'}  latency={latency}", host=host.name)
         return sample.ok
 
-    async def probe(self, app: AppConfig, host: Host) -> HealthSample:
-        sample = await probe_http(self.http, host, app.health)
-        self.bus.emit(sample)
-        return sample
+    async def _do_probe(self, command: C.Probe) -> str:
+        if command.host not in self.monitor.targets:
+            raise CommandFailed(f"{command.host} has no health check (give its app or group a `health:`)")
+        sample = await self.monitor.probe(command.host)
+        detail = f"status {sample.status}" if sample.status is not None else ("open" if sample.ok else sample.error)
+        latency = f" in {sample.latency * 1000:.0f}ms" if sample.latency is not None else ""
+        if not sample.ok:
+            raise CommandFailed(f"{command.host}: {sample.error}")
+        return f"{command.host}: {detail}{latency}" + (f", version {sample.version}" if sample.version else "")
+
+    async def _do_heartbeat(self, command: C.Heartbeat) -> str:
+        rows = self.monitor.table()
+        for name, state, status, latency, error in rows:
+            self._emit(f"{state:<10} {status:>7} {latency:>7}  {error}", host=name)
+        up = sum(1 for s in self.monitor.states.values() if s.healthy)
+        return f"{up}/{len(rows)} up"
 
     async def _do_waithealthy(self, command: C.WaitHealthy) -> str:
         app = self.config.apps[command.app]
-        hosts = self.inventory.group(app.group)
-        deadline = time.monotonic() + command.timeout
-        last: dict[str, HealthSample] = {}
+        names = [h.name for h in self.inventory.group(app.group)]
+        return await self._wait_for(names, True, command.timeout, app.name)
+
+    async def _do_waitdown(self, command: C.WaitDown) -> str:
+        if command.host not in self.monitor.targets:
+            raise CommandFailed(f"{command.host} has no health check (give its app or group a `health:`)")
+        return await self._wait_for([command.host], False, command.timeout, command.host)
+
+    async def _wait_for(self, names: list[str], healthy: bool, timeout: float, what: str) -> str:
+        """Probe until the heartbeat state of every host is `healthy` (fall/rise apply)."""
+        deadline = time.monotonic() + timeout
+        # Quick re-probes when waiting for health (a deploy just finished); the monitor's pace
+        # when waiting for a host to fall, so `fall` failures mean `fall` intervals as configured.
+        pace = 0.2 if healthy else self.config.heartbeat.interval
+        word = "healthy" if healthy else "down"
         while True:
-            samples = await asyncio.gather(*(self.probe(app, h) for h in hosts))
-            for sample in samples:
-                before = last.get(sample.host)
-                if before is None or before.ok != sample.ok:
-                    self._emit(f"{'healthy' if sample.ok else 'not healthy: ' + sample.error}"
-                               + (f" (version {sample.version})" if sample.version else ""), host=sample.host)
-                last[sample.host] = sample
-            if all(s.ok for s in samples):
-                return f"{len(hosts)}/{len(hosts)} hosts of {app.name} healthy"
+            await asyncio.gather(*(self.monitor.probe(n) for n in names))
+            pending = [n for n in names if self.monitor.states[n].healthy is not healthy]
+            if not pending:
+                return f"{len(names)}/{len(names)} {'hosts of ' + what if len(names) > 1 else what} {word}"
             if time.monotonic() >= deadline:
-                bad = [f"{s.host} ({s.error})" for s in samples if not s.ok]
-                raise CommandFailed(f"timed out after {command.timeout:g}s waiting for {app.name}: not healthy: {', '.join(bad)}")
-            await asyncio.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+                why = ", ".join(f"{n} ({self.monitor.states[n].last.error or 'up'})" for n in pending)  # type: ignore[union-attr]
+                raise CommandFailed(f"timed out after {timeout:g}s waiting for {what} to be {word}: {why}")
+            await asyncio.sleep(min(pace, max(0.0, deadline - time.monotonic())))
 
     async def _do_run(self, command: C.Run) -> str:
         hosts = [self.inventory.get(command.target)] if self.inventory.get(command.target) else self.inventory.group(command.target)

@@ -1,8 +1,16 @@
-"""One HTTP health probe of one host: status, latency, and the version it reports."""
+"""One health probe of one host: HTTP GET (status, body, version) or a TCP connect.
+
+Probes never raise for network trouble: every outcome is a HealthSample, so a
+monitor cycle cannot be broken by one bad host.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable
 
 import httpx
 
@@ -10,38 +18,120 @@ from opsconsole.config.model import HealthConfig
 from opsconsole.events import HealthSample
 from opsconsole.hosts import Host
 
+# Where to connect for (host, port): the host's own address, or a local end of an SSH forward
+# when the host sits behind a jump host.
+Endpoint = Callable[[Host, int], Awaitable[tuple[str, int]]]
 
-def health_url(host: Host, health: HealthConfig) -> str:
-    return f"http://{host.address}:{host.port}{health.path}"
+
+async def direct_endpoint(host: Host, port: int) -> tuple[str, int]:
+    return host.address, port
 
 
-async def probe_http(client: httpx.AsyncClient, host: Host, health: HealthConfig) -> HealthSample:
-    """GET the health path; ok when the status matches. Never raises for network trouble."""
-    if host.port is None:
-        return HealthSample(host=host.name, ok=False, status=None, latency=None, error="host has no app port")
+@dataclass(frozen=True)
+class ProbeTarget:
+    host: Host
+    check: HealthConfig
+
+    @property
+    def port(self) -> int | None:
+        return self.check.port or self.host.port
+
+
+def health_url(host: Host, health: HealthConfig, address: str | None = None, port: int | None = None) -> str:
+    return f"http://{address or host.address}:{port or health.port or host.port}{health.path}"
+
+
+class Prober:
+    """Probes targets with one shared httpx client (connection reuse across cycles)."""
+
+    def __init__(self, client: httpx.AsyncClient | None = None, endpoint: Endpoint = direct_endpoint) -> None:
+        self._client = client
+        self._own_client = client is None
+        self.endpoint = endpoint
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            # Keep-alive connections are the point: a probe every 2.5 s should not pay a handshake each time.
+            self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=None, max_keepalive_connections=2000))
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def probe(self, target: ProbeTarget) -> HealthSample:
+        host, check = target.host, target.check
+        if target.port is None:
+            return HealthSample(host=host.name, ok=False, status=None, latency=None, error="host has no port to probe")
+        try:
+            address, port = await self.endpoint(host, target.port)
+        except Exception as exc:  # an SSH forward that cannot be opened is a failed probe, not a crash
+            return HealthSample(host=host.name, ok=False, status=None, latency=None, error=f"no route to host: {exc}")
+        if check.kind == "tcp":
+            return await _probe_tcp(host, address, port, check)
+        return await _probe_http(self.client, host, check, health_url(host, check, address, port))
+
+
+async def _probe_tcp(host: Host, address: str, port: int, check: HealthConfig) -> HealthSample:
     started = time.monotonic()
     try:
-        response = await client.get(health_url(host, health), timeout=health.timeout)
+        _, writer = await asyncio.wait_for(asyncio.open_connection(address, port), check.timeout)
+    except asyncio.TimeoutError:
+        return HealthSample(host=host.name, ok=False, status=None, latency=None, error=f"timed out after {check.timeout:g}s")
+    except OSError as exc:
+        return HealthSample(host=host.name, ok=False, status=None, latency=None, error=_os_error(exc))
+    latency = time.monotonic() - started
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+    return HealthSample(host=host.name, ok=True, status=None, latency=latency)
+
+
+async def _probe_http(client: httpx.AsyncClient, host: Host, check: HealthConfig, url: str) -> HealthSample:
+    started = time.monotonic()
+    try:
+        response = await client.get(url, timeout=check.timeout)
     except httpx.TimeoutException:
-        return HealthSample(host=host.name, ok=False, status=None, latency=None, error=f"timed out after {health.timeout:g}s")
+        return HealthSample(host=host.name, ok=False, status=None, latency=None, error=f"timed out after {check.timeout:g}s")
     except httpx.HTTPError as exc:
         return HealthSample(host=host.name, ok=False, status=None, latency=None, error=_short_error(exc))
     latency = time.monotonic() - started
     version = None
-    if health.version_field:
+    if check.version_field:
         try:
             body = response.json()
-            if isinstance(body, dict) and body.get(health.version_field) is not None:
-                version = str(body[health.version_field])
+            if isinstance(body, dict) and body.get(check.version_field) is not None:
+                version = str(body[check.version_field])
         except ValueError:
             pass
-    ok = response.status_code == health.status
-    return HealthSample(host=host.name, ok=ok, status=response.status_code, latency=latency, version=version,
-                        error="" if ok else f"status {response.status_code}, expected {health.status}")
+    error = ""
+    if response.status_code != check.status:
+        error = f"status {response.status_code}, expected {check.status}"
+    elif check.body is not None and check.body not in response.text:
+        error = f"answer lacks {check.body!r}"
+    return HealthSample(host=host.name, ok=not error, status=response.status_code, latency=latency,
+                        version=version, error=error)
 
 
-def _short_error(exc: Exception) -> str:
+def _os_error(exc: OSError) -> str:
+    """`connection refused`, `no route to host` …: the words operators know, not asyncio's wrapping."""
+    if exc.errno:
+        return os.strerror(exc.errno).lower()
+    return str(exc) or type(exc).__name__
+
+
+def _short_error(exc: BaseException) -> str:
+    # httpx hides the socket error behind "All connection attempts failed"; the cause says what happened.
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno:
+            return _os_error(cause)
+        cause = cause.__cause__ or cause.__context__
     text = str(exc) or type(exc).__name__
-    if "Connection refused" in text or "connect" in type(exc).__name__.lower():
-        return "connection refused" if "refused" in text.lower() else f"cannot connect: {text}"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"bad answer: {text}"
     return text

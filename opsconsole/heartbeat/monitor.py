@@ -1,0 +1,157 @@
+"""The heartbeat monitor: every target probed on its interval, spread over the interval.
+
+Probes of one cycle start at staggered offsets (so 1,000 hosts do not fire at
+the same instant) and each runs as its own task under a concurrency bound, so
+one slow host never delays the others' results. Cycles are scheduled on a
+fixed grid (t0 + k·interval): a slow cycle does not push the next ones later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from opsconsole.config.model import HeartbeatConfig
+from opsconsole.events import EventBus, HealthChanged, HealthSample, HeartbeatCycle
+from opsconsole.heartbeat.alerts import AlertHooks
+from opsconsole.heartbeat.probe import Prober, ProbeTarget
+from opsconsole.heartbeat.state import HostHealth
+
+# Probes of a cycle start within this share of the interval, leaving the rest for answers.
+SPREAD_SHARE = 0.8
+
+
+class HeartbeatMonitor:
+    def __init__(self, bus: EventBus, prober: Prober, targets: list[ProbeTarget], config: HeartbeatConfig,
+                 *, change_log: Path | None = None) -> None:
+        self.bus = bus
+        self.prober = prober
+        self.config = config
+        self.targets = {t.host.name: t for t in targets}
+        self.states = {
+            t.host.name: HostHealth(t.host.name, fall=t.check.fall or config.fall, rise=t.check.rise or config.rise,
+                                    history_size=config.history)
+            for t in targets
+        }
+        self.change_log = change_log
+        self.alerts = AlertHooks(bus, config.alert_command, config.alert_webhook)
+        self._limit = asyncio.Semaphore(config.concurrency)
+        self._in_flight: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.cycle_lags: list[float] = []  # kept for the benchmark and `heartbeat` stats
+
+    # -- one probe ---------------------------------------------------------
+    async def probe(self, name: str) -> HealthSample:
+        """Probe one host now (the `probe HOST` command); the sample counts like any other."""
+        sample = await self.prober.probe(self.targets[name])
+        self.record(sample)
+        return sample
+
+    def record(self, sample: HealthSample) -> None:
+        self.bus.emit(sample)
+        state = self.states.get(sample.host)
+        if state is None:
+            return
+        changed = state.record(sample)
+        if changed is None:
+            return
+        reason = "" if sample.ok else sample.error
+        event = HealthChanged(host=sample.host, healthy=changed, reason=reason)
+        self.bus.emit(event)
+        if self.change_log is not None:
+            self.change_log.parent.mkdir(parents=True, exist_ok=True)
+            with self.change_log.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(event.to_dict()) + "\n")
+        self.alerts.fire(event)
+
+    # -- cycles ------------------------------------------------------------
+    async def run(self) -> None:
+        """Probe forever (until cancelled). One cycle loop per distinct interval."""
+        by_interval: dict[float, list[ProbeTarget]] = defaultdict(list)
+        for target in self.targets.values():
+            by_interval[target.check.interval or self.config.interval].append(target)
+        loops = [asyncio.ensure_future(self._cycle_loop(interval, targets)) for interval, targets in by_interval.items()]
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            for task in loops:
+                task.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*loops, *self._tasks, return_exceptions=True)
+            await self.alerts.drain()
+
+    async def _cycle_loop(self, interval: float, targets: list[ProbeTarget]) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        k = 0
+        while True:
+            scheduled = t0 + k * interval
+            now = loop.time()
+            if now < scheduled:
+                await asyncio.sleep(scheduled - now)
+            lag = max(0.0, loop.time() - scheduled)
+            self.cycle_lags.append(lag)
+            task = asyncio.ensure_future(self._cycle(targets, interval, scheduled, lag))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            k += 1
+            # Skip cycles we are hopelessly behind on rather than bursting to catch up.
+            while t0 + k * interval < loop.time():
+                k += 1
+
+    async def _cycle(self, targets: list[ProbeTarget], interval: float, scheduled: float, lag: float) -> None:
+        loop = asyncio.get_running_loop()
+        step = interval * SPREAD_SHARE / max(len(targets), 1)
+        started = loop.time()
+        probes = []
+        for i, target in enumerate(targets):
+            at = scheduled + i * step
+            delay = at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            name = target.host.name
+            if name in self._in_flight:
+                continue  # last cycle's probe of this host is still waiting on its timeout
+            probes.append(asyncio.ensure_future(self._probe_one(target)))
+        samples = [s for s in await asyncio.gather(*probes) if s is not None]
+        up = sum(1 for s in self.states.values() if s.healthy)
+        down = sum(1 for s in self.states.values() if s.healthy is False)
+        self.bus.emit(HeartbeatCycle(probed=len(samples), up=up, down=down, lag=lag, duration=loop.time() - started,
+                                     statuses=tuple((s.host, _short_status(s)) for s in samples)))
+
+    async def _probe_one(self, target: ProbeTarget) -> HealthSample | None:
+        name = target.host.name
+        self._in_flight.add(name)
+        try:
+            async with self._limit:
+                sample = await self.prober.probe(target)
+            self.record(sample)
+            return sample
+        finally:
+            self._in_flight.discard(name)
+
+    # -- views -------------------------------------------------------------
+    def table(self) -> list[tuple[str, str, str, str, str]]:
+        """(host, state, last status, latency, error) for every target, for `heartbeat`."""
+        rows = []
+        for name, state in self.states.items():
+            last = state.last
+            rows.append((
+                name, state.label, _short_status(last) if last else "-",
+                f"{last.latency * 1000:.0f}ms" if last and last.latency is not None else "-",
+                last.error if last else "",
+            ))
+        return rows
+
+
+def _short_status(sample: HealthSample) -> str:
+    if sample.status is not None:
+        return str(sample.status)
+    if sample.ok:
+        return "open"
+    if "timed out" in sample.error:
+        return "timeout"
+    return "DOWN"

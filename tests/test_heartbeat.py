@@ -1,0 +1,166 @@
+"""Heartbeat against real HTTP servers on loopback: fall/rise, no flapping, timeouts, history, alerts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from opsconsole.config.model import HealthConfig, HeartbeatConfig
+from opsconsole.events import EventBus, HealthChanged, HealthSample, HeartbeatCycle
+from opsconsole.heartbeat.monitor import HeartbeatMonitor
+from opsconsole.heartbeat.probe import Prober, ProbeTarget
+from opsconsole.hosts import Host
+from tests.httpstub import SwitchableServer
+
+INTERVAL = 0.15
+
+
+class Recorder:
+    def __init__(self, bus: EventBus) -> None:
+        self.events: list = []
+        bus.subscribe(self.events.append)
+
+    def samples(self, host: str) -> list[HealthSample]:
+        return [e for e in self.events if isinstance(e, HealthSample) and e.host == host]
+
+    def changes(self, host: str) -> list[HealthChanged]:
+        return [e for e in self.events if isinstance(e, HealthChanged) and e.host == host]
+
+    async def wait_change(self, host: str, healthy: bool, count: int, timeout: float = 10.0) -> None:
+        async def poll() -> None:
+            while len([c for c in self.changes(host) if c.healthy == healthy]) < count:
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(poll(), timeout)
+
+
+async def _fleet(n: int, tmp_path: Path, **hb: object):
+    servers = [await SwitchableServer().start() for _ in range(n)]
+    check = HealthConfig(path="/health", status=200, timeout=0.1)
+    targets = [ProbeTarget(Host(name=f"web-{i}", group="web", address="127.0.0.1", port=s.port), check)
+               for i, s in enumerate(servers)]
+    bus = EventBus()
+    rec = Recorder(bus)
+    prober = Prober()
+    config = HeartbeatConfig(interval=INTERVAL, timeout=0.1, fall=3, rise=2, **hb)  # type: ignore[arg-type]
+    monitor = HeartbeatMonitor(bus, prober, targets, config, change_log=tmp_path / "changes.jsonl")
+    return servers, monitor, rec, prober
+
+
+@pytest.mark.parametrize("failure", ["error", "closed", "hang"])
+async def test_down_after_fall_failures_and_up_after_rise(tmp_path: Path, failure: str) -> None:
+    servers, monitor, rec, prober = await _fleet(3, tmp_path)
+    task = asyncio.ensure_future(monitor.run())
+    try:
+        for i in range(3):
+            await rec.wait_change(f"web-{i}", True, 1)
+        before = len(rec.samples("web-1"))
+        await servers[1].set_mode(failure)
+        await rec.wait_change("web-1", False, 1)
+        after = rec.samples("web-1")[before:]
+        # exactly `fall` consecutive failures brought it down — not one, not two
+        down_at = next(i for i, e in enumerate(after) if not e.ok)
+        failures_until_down = [s for s in after[down_at:] if not s.ok]
+        assert len(failures_until_down) >= 3
+        change = rec.changes("web-1")[-1]
+        first_failure = after[down_at]
+        third_failure = failures_until_down[2]
+        assert first_failure.at < third_failure.at <= change.at
+        assert change.reason  # says why: status, refused, timed out
+        if failure == "hang":
+            assert "timed out" in change.reason
+        # the others never changed
+        assert [c.healthy for c in rec.changes("web-0")] == [True]
+        assert [c.healthy for c in rec.changes("web-2")] == [True]
+        n_before_up = len(rec.samples("web-1"))
+        await servers[1].set_mode("ok")
+        await rec.wait_change("web-1", True, 2)
+        oks = [s for s in rec.samples("web-1")[n_before_up:] if s.ok]
+        assert len(oks) >= 2
+        log = [json.loads(line) for line in (tmp_path / "changes.jsonl").read_text().splitlines()]
+        assert [(e["host"], e["healthy"]) for e in log if e["host"] == "web-1"] == [("web-1", True), ("web-1", False), ("web-1", True)]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await prober.aclose()
+        for s in servers:
+            await s.close()
+
+
+async def test_single_failure_does_not_flap(tmp_path: Path) -> None:
+    servers, monitor, rec, prober = await _fleet(2, tmp_path)
+    task = asyncio.ensure_future(monitor.run())
+    try:
+        await rec.wait_change("web-0", True, 1)
+        servers[0].fail_next = 2  # two failures in a row, fall is 3
+        while servers[0].fail_next:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(INTERVAL * 4)
+        assert any(not s.ok for s in rec.samples("web-0"))
+        assert [c.healthy for c in rec.changes("web-0")] == [True]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await prober.aclose()
+        for s in servers:
+            await s.close()
+
+
+async def test_slow_host_does_not_delay_others_and_history_is_bounded(tmp_path: Path) -> None:
+    servers, monitor, rec, prober = await _fleet(4, tmp_path, history=5)
+    await servers[0].set_mode("hang")
+    task = asyncio.ensure_future(monitor.run())
+    try:
+        await asyncio.sleep(INTERVAL * 8)
+        cycles = [e for e in rec.events if isinstance(e, HeartbeatCycle)]
+        assert len(cycles) >= 5
+        # healthy hosts answered every cycle, in well under the hung host's timeout
+        for name in ("web-1", "web-2", "web-3"):
+            samples = rec.samples(name)
+            assert len(samples) >= 5 and all(s.ok for s in samples)
+            assert max(s.latency for s in samples) < 0.1
+        assert len(monitor.states["web-1"].history) == 5
+        assert max(monitor.cycle_lags) < INTERVAL * 0.5
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await prober.aclose()
+        for s in servers:
+            await s.close()
+
+
+async def test_alert_command_gets_event_json(tmp_path: Path) -> None:
+    out = tmp_path / "alerts.jsonl"
+    servers, monitor, rec, prober = await _fleet(1, tmp_path, alert_command=f"cat >> {out}; echo >> {out}")
+    task = asyncio.ensure_future(monitor.run())
+    try:
+        await rec.wait_change("web-0", True, 1)
+        await servers[0].set_mode("closed")
+        await rec.wait_change("web-0", False, 1)
+        await monitor.alerts.drain()
+        alerts = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+        assert [(a["event"], a["host"], a["healthy"]) for a in alerts] == [
+            ("HealthChanged", "web-0", True), ("HealthChanged", "web-0", False)]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await prober.aclose()
+        for s in servers:
+            await s.close()
+
+
+async def test_tcp_probe(tmp_path: Path) -> None:
+    server = await SwitchableServer().start()
+    prober = Prober()
+    host = Host(name="db1", group="db", address="127.0.0.1", port=None)
+    check = HealthConfig(kind="tcp", port=server.port, timeout=0.5)
+    try:
+        assert (await prober.probe(ProbeTarget(host, check))).ok
+        await server.close()
+        sample = await prober.probe(ProbeTarget(host, check))
+        assert not sample.ok and "refused" in sample.error.lower()
+    finally:
+        await prober.aclose()
