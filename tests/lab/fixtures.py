@@ -1,0 +1,75 @@
+"""pytest wiring for the SSH lab: one lab per session, always torn down.
+
+tests/conftest.py pulls these in with
+
+    from tests.lab.fixtures import *  # noqa: F401,F403  (SSH lab: `lab` fixture, CI skip→fail)
+
+Without root (a newcomer's laptop) lab tests skip with a one-line reason; with
+CI=true a skipped lab test is reported as failed, so CI cannot go green
+without the lab having run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator, NoReturn
+
+import pytest
+
+from .lab import Lab, LabConfig
+
+__all__ = ["lab", "lab_unavailable", "skip_or_fail", "pytest_runtest_makereport"]
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
+def lab_unavailable() -> str | None:
+    """Why the lab cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "SSH lab tests need root (network namespaces); run as root or in CI"
+    for tool, package in (("ip", "iproute2"), ("unshare", "util-linux"), ("ssh-keygen", "openssh-client")):
+        if shutil.which(tool) is None:
+            return f"SSH lab needs `{tool}` (apt-get install {package})"
+    if not Path("/usr/sbin/sshd").exists():
+        return "SSH lab needs /usr/sbin/sshd (apt-get install openssh-server)"
+    return None
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip a lab test with a one-line reason — or fail it under CI."""
+    if _ci():
+        pytest.fail(f"{reason} (CI=true: lab tests must run, not skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    reason = lab_unavailable()
+    if reason:
+        skip_or_fail(reason)
+    instance = Lab(LabConfig.from_env())
+    # atexit covers an interpreter that exits without running fixture teardown (e.g. os._exit is not
+    # covered, SIGKILL neither: the next up() removes what such a run left).
+    atexit.register(instance.down)
+    try:
+        instance.up()
+        yield instance
+    finally:
+        instance.down()
+        atexit.unregister(instance.down)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    # A skip raised anywhere in a lab test (importorskip, a missing tool) must not turn CI green.
+    if report.skipped and _ci() and "lab" in getattr(item, "fixturenames", ()) and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"lab test skipped under CI=true: {reason}"

@@ -1,0 +1,173 @@
+"""One real OpenSSH sshd per lab host, each in its own network and mount namespace.
+
+The mount namespace is where the lab keeps the machine untouched: a private
+tmpfs on /run (sshd's privilege-separation dir /run/sshd lives there), the lab
+user `ocl` via bind-mounted copies of /etc/passwd, /etc/group and /etc/shadow
+(sudo's PAM account check wants a shadow entry), its own hostname, a sudoers
+drop-in for it on a private /etc/sudoers.d, and a light /root so a root login
+does not source the machine's heavy ~/.bashrc. Every session sshd starts
+inherits these mounts, so a lab host looks like a small separate server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from .net import LabError
+
+SSHD = "/usr/sbin/sshd"
+
+SSHD_CONFIG = """\
+# sshd for lab host {name}; written by tests/lab for one lab run
+Port 22
+ListenAddress {listen}
+HostKey {host_key}
+PidFile {state}/sshd.pid
+AuthorizedKeysFile {authorized_keys}
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+UseDNS no
+PrintMotd no
+PrintLastLog no
+AllowTcpForwarding yes
+MaxSessions 10
+MaxStartups 100:30:200
+ClientAliveInterval 0
+Subsystem sftp internal-sftp
+LogLevel VERBOSE
+"""
+
+# Runs as `sh -c` inside the new mount namespace, then becomes sshd (same pid).
+MOUNT_AND_EXEC = """\
+set -e
+mount -t tmpfs -o mode=0755 ocl-run /run
+mkdir -m 0755 /run/sshd
+mount --bind "$LAB/etc/passwd" /etc/passwd
+mount --bind "$LAB/etc/group" /etc/group
+mount --bind "$LAB/etc/shadow" /etc/shadow
+mount --bind "$LAB/etc/hosts" /etc/hosts
+hostname "$LAB_HOSTNAME"
+mount -t tmpfs -o mode=0755 ocl-sudoers /etc/sudoers.d
+printf '%s ALL=(ALL) NOPASSWD: ALL\\n' "$LAB_USER" > /etc/sudoers.d/ocl-lab
+chmod 0440 /etc/sudoers.d/ocl-lab
+mount --bind "$LAB/home/root" /root
+exec {sshd} -D -e -f "$CONFIG"
+"""
+
+
+def keygen(path: Path, comment: str) -> None:
+    path.unlink(missing_ok=True)
+    Path(f"{path}.pub").unlink(missing_ok=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+                   check=True, capture_output=True)
+
+
+def fingerprint(pub: Path) -> str:
+    out = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", str(pub)], check=True,
+                         capture_output=True, text=True).stdout
+    return out.split()[1]
+
+
+def write_config(name: str, listen: str, state: Path, authorized_keys: Path) -> Path:
+    config = state / "sshd_config"
+    config.write_text(SSHD_CONFIG.format(name=name, listen=listen, host_key=state / "ssh_host_ed25519_key",
+                                         state=state, authorized_keys=authorized_keys))
+    return config
+
+
+def start(ns: str, lab_dir: Path, state: Path, user: str, hostname: str, timeout: float = 10.0) -> int:
+    """Start sshd for one host and wait until it listens; returns its pid."""
+    log = state / "sshd.log"
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LAB": str(lab_dir), "LAB_USER": user,
+           "CONFIG": str(state / "sshd_config"), "LAB_HOSTNAME": hostname}
+    offset = log.stat().st_size if log.exists() else 0
+    with open(log, "ab") as out:
+        # A new session so the sshd outlives `python -m tests.lab up` and a Ctrl-C at the terminal.
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "unshare", "--mount", "--uts", "--propagation", "private", "--",
+             "sh", "-c", MOUNT_AND_EXEC.format(sshd=SSHD)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_bytes()[offset:].decode(errors="replace")
+        if "Server listening on" in text:
+            return proc.pid
+        if proc.poll() is not None:
+            raise LabError(f"sshd in {ns} exited with {proc.returncode}: {text.strip()[-500:]}")
+        time.sleep(0.02)
+    proc.kill()
+    raise LabError(f"sshd in {ns} did not listen within {timeout:g}s (log {log})")
+
+
+def stop(pid: int | None, sessions: bool = True) -> None:
+    """Stop the listening sshd; with `sessions`, also every connection it serves (a host going down)."""
+    if not pid:
+        return
+    victims = [pid] + (_descendants(pid) if sessions else [])
+    for p in victims:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    _reap(pid)
+
+
+def drop_sessions(pid: int) -> int:
+    """Kill the per-connection sshd processes (and what they run) but keep the listener: a dropped link."""
+    victims = _descendants(pid)
+    for p in victims:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(victims)
+
+
+def _children(pid: int) -> list[int]:
+    result = []
+    task_dir = Path(f"/proc/{pid}/task")
+    try:
+        for task in task_dir.iterdir():
+            result += [int(c) for c in (task / "children").read_text().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return result
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], _children(pid)
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(_children(p))
+    return found
+
+
+def _reap(pid: int) -> None:
+    for _ in range(100):
+        try:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return
+        except ChildProcessError:  # not our child (started by another process): wait until gone
+            if not Path(f"/proc/{pid}").exists():
+                return
+        time.sleep(0.01)
+
+
+def alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
