@@ -1,0 +1,312 @@
+"""The `ssh` transport: the Transport interface over a pooled asyncssh connection.
+
+Same semantics as the local transport: relative paths are relative to the host
+root, services keep pid files under `<root>/run` and logs under `<root>/log`,
+output is streamed line by line, and a timeout or cancel kills the command's
+whole remote process group (found by a marker line the wrapper prints first on
+stderr, because sshd gives us no pid).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import posixpath
+import re
+import shlex
+import signal
+from collections import deque
+from pathlib import Path
+
+import asyncssh
+
+from opsconsole.hosts import Host
+from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
+from opsconsole.transport.pool import SshPool
+
+TAIL_LINES = 20
+PGID_MARK = "@@opsconsole-pgid@@ "
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Shell helpers for the service scripts. A zombie still answers `kill -0`, and a pid can be reused
+# by an unrelated process, so "running" means: the process exists, is not a zombie, and is still
+# the session leader setsid made it.
+_ALIVE = ('alive() { [ -r "/proc/$1/stat" ] || return 1; read -r s < "/proc/$1/stat"; set -- $s; '
+          '[ "$3" != Z ] && [ "$6" = "$1" ]; }')
+
+
+class SshTransport(Transport):
+    """Runs work on one SSH host; `pool` is shared by every host (one connection each, one jump)."""
+
+    name = "ssh"
+
+    def __init__(self, host: Host, pool: SshPool) -> None:
+        if not posixpath.isabs(host.root):
+            raise TransportError(f"{host.name}: the host root must be an absolute path on the host, got {host.root!r}")
+        self.host = host
+        self.pool = pool
+
+    @property
+    def root(self) -> str:
+        return self.host.root
+
+    def path(self, path: str) -> str:
+        return posixpath.normpath(posixpath.join(self.root, path))
+
+    # -- commands ----------------------------------------------------------
+    def _wrap(self, command: str, cwd: str | None, env: dict[str, str] | None, become: bool) -> str:
+        exports = ""
+        for key, value in (env or {}).items():
+            if not _ENV_NAME.match(key):
+                raise TransportError(f"{self.host.name}: bad environment variable name {key!r}")
+            exports += f"export {key}={shlex.quote(str(value))}; "
+        workdir = self.path(cwd) if cwd else self.root
+        q = shlex.quote
+        # The first stderr line names the process group, so a timeout can kill the whole tree.
+        inner = (f'read -r s < /proc/$$/stat; set -- $s; printf "{PGID_MARK}%s\\n" "$5" >&2; '
+                 f"mkdir -p {q(self.root)} 2>/dev/null; cd {q(workdir)} || exit 125; "
+                 f"{exports}exec /bin/sh -c {q(command)}")
+        # `exec` keeps a user's heavy login shell out of the process tree; `sudo -n` fails fast instead of asking.
+        return f"sudo -n -H -- /bin/sh -c {q(inner)}" if become else f"exec /bin/sh -c {q(inner)}"
+
+    async def run(
+        self,
+        command: str,
+        *,
+        on_line: LineHandler | None = None,
+        timeout: float | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        become: bool = False,
+        stdin: bytes | None = None,
+    ) -> CommandResult:
+        script = self._wrap(command, cwd, env, become)
+        async with self.pool.channel(self.host):
+            proc = await self.pool.with_connection(
+                self.host, lambda conn: conn.create_process(script, encoding="utf-8", errors="replace"))
+            return await self._follow(proc, command, on_line, timeout, become, stdin)
+
+    async def _follow(self, proc: asyncssh.SSHClientProcess, command: str, on_line: LineHandler | None,
+                      timeout: float | None, become: bool, stdin: bytes | None) -> CommandResult:
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        out: list[str] = []
+        pgid: list[int] = []
+
+        async def pump(reader: asyncssh.SSHReader[str], stream: str) -> None:
+            while line := await reader.readline():
+                line = line.rstrip("\n")
+                if stream == "stderr" and not pgid and line.startswith(PGID_MARK):
+                    pgid.append(int(line[len(PGID_MARK):]))
+                    continue
+                tail.append(line)
+                if stream == "stdout":
+                    out.append(line + "\n")
+                if on_line is not None:
+                    on_line(line, stream)
+
+        async def everything() -> None:
+            if stdin:
+                proc.stdin.write(stdin.decode("utf-8", errors="replace"))
+            proc.stdin.write_eof()
+            await asyncio.gather(pump(proc.stdout, "stdout"), pump(proc.stderr, "stderr"))
+            await proc.wait_closed()
+
+        try:
+            await asyncio.wait_for(everything(), timeout)
+        except asyncio.TimeoutError:
+            await asyncio.shield(self._kill(proc, pgid, become))
+            return CommandResult(rc=None, timed_out=True, tail=tuple(tail), stdout="".join(out))
+        except asyncio.CancelledError:
+            await asyncio.shield(self._kill(proc, pgid, become))
+            raise
+        except (asyncssh.ConnectionLost, asyncssh.DisconnectError, BrokenPipeError) as exc:
+            self.pool.discard(self.host)
+            raise TransportError(f"{self.host.name}: connection lost while running {command!r}: {exc}") from exc
+        status, sig = proc.exit_status, proc.exit_signal
+        if sig:
+            return CommandResult(rc=None, signal=_signal_number(sig[0]), tail=tuple(tail), stdout="".join(out))
+        if status is None:
+            # No exit status: the channel died with the connection, not with the command.
+            self.pool.discard(self.host)
+            raise TransportError(f"{self.host.name}: connection lost while running {command!r}; "
+                                 f"it may or may not have finished")
+        return CommandResult(rc=status, tail=tuple(tail), stdout="".join(out))
+
+    async def _kill(self, proc: asyncssh.SSHClientProcess, pgid: list[int], become: bool) -> None:
+        try:
+            if pgid:
+                # /bin/sh, not the login shell: `kill -SIG -PGID` is spelled alike in dash, bash and zsh.
+                kill = f"/bin/sh -c 'kill -KILL -{pgid[0]} 2>/dev/null; true'"
+                async with self.pool.channel(self.host, spare=True):
+                    conn = await self.pool.connection(self.host)
+                    await asyncio.wait_for(conn.run(f"sudo -n {kill}" if become else f"exec {kill}"), 10)
+            else:  # killed before the wrapper spoke: ask sshd to signal the session's process
+                proc.kill()
+        except (OSError, asyncssh.Error, asyncio.TimeoutError, TransportError):
+            pass  # the host is unreachable: nothing more we can do from here
+        finally:
+            proc.close()
+
+    async def _sh(self, script: str, timeout: float = 60.0) -> CommandResult:
+        result = await self.run(script, timeout=timeout)
+        if result.timed_out:
+            raise TransportError(f"{self.host.name}: timed out after {timeout:g}s")
+        return result
+
+    # -- files (SFTP) ------------------------------------------------------
+    async def write_file(self, path: str, content: bytes, mode: int | None = None) -> bool:
+        target = self.path(path)
+
+        async def write(sftp: asyncssh.SFTPClient) -> bool:
+            current = await _stat(sftp, target)
+            if current is not None and current.size == len(content):
+                async with sftp.open(target, "rb") as f:
+                    if await f.read() == content:
+                        if mode is not None and (current.permissions or 0) & 0o7777 != mode:
+                            await sftp.chmod(target, mode)
+                            return True
+                        return False
+            await sftp.makedirs(posixpath.dirname(target), exist_ok=True)
+            # Write aside, then rename: a reader never sees half a file.
+            tmp = f"{target}.opsconsole-tmp"
+            async with sftp.open(tmp, "wb") as f:
+                await f.write(content)
+            keep = mode if mode is not None else (current.permissions & 0o7777 if current and current.permissions else None)
+            if keep is not None:
+                await sftp.chmod(tmp, keep)
+            await sftp.posix_rename(tmp, target)
+            return True
+
+        return await self._sftp(write, path)
+
+    async def read_file(self, path: str) -> bytes:
+        target = self.path(path)
+
+        async def read(sftp: asyncssh.SFTPClient) -> bytes:
+            async with sftp.open(target, "rb") as f:
+                return await f.read()
+
+        return await self._sftp(read, path)
+
+    async def put_file(self, local_path: str, path: str, mode: int | None = None) -> bool:
+        try:
+            content = Path(local_path).read_bytes()
+        except OSError as exc:
+            raise TransportError(f"{self.host.name}: cannot read {local_path}: {exc.strerror}") from exc
+        if len(content) > 1 << 20:
+            return await self._put_large(local_path, content, path, mode)
+        return await self.write_file(path, content, mode)
+
+    async def _put_large(self, local_path: str, content: bytes, path: str, mode: int | None) -> bool:
+        # Compare by checksum on the host rather than reading a big file back over the wire.
+        target = self.path(path)
+        digest = hashlib.sha256(content).hexdigest()
+        have = await self._sh(f"sha256sum {shlex.quote(target)} 2>/dev/null")
+        if have.ok and have.stdout.split()[:1] == [digest]:
+            if mode is not None:
+                await self._sh(f"chmod {mode:o} {shlex.quote(target)}")
+            return False
+
+        async def put(sftp: asyncssh.SFTPClient) -> bool:
+            await sftp.makedirs(posixpath.dirname(target), exist_ok=True)
+            tmp = f"{target}.opsconsole-tmp"
+            await sftp.put(local_path, tmp)
+            if mode is not None:
+                await sftp.chmod(tmp, mode)
+            await sftp.posix_rename(tmp, target)
+            return True
+
+        return await self._sftp(put, path)
+
+    async def exists(self, path: str) -> bool:
+        target = self.path(path)
+
+        async def check(sftp: asyncssh.SFTPClient) -> bool:
+            return await _stat(sftp, target, follow=False) is not None
+
+        return await self._sftp(check, path)
+
+    async def _sftp(self, work, path: str):  # type: ignore[no-untyped-def]
+        try:
+            return await self.pool.with_sftp(self.host, work)
+        except asyncssh.SFTPNoSuchFile as exc:
+            raise TransportError(f"{self.host.name}: {self.path(path)}: no such file") from exc
+        except asyncssh.SFTPError as exc:
+            raise TransportError(f"{self.host.name}: {self.path(path)}: {exc.reason}") from exc
+
+    # -- services ----------------------------------------------------------
+    def _service_paths(self, name: str) -> tuple[str, str]:
+        if not _SERVICE_NAME.match(name):
+            raise TransportError(f"{self.host.name}: bad service name {name!r}")
+        return self.path(f"run/{name}.pid"), self.path(f"log/{name}.log")
+
+    async def start_service(
+        self, name: str, command: str, *, cwd: str | None = None, env: dict[str, str] | None = None
+    ) -> int:
+        pid_file, log_file = self._service_paths(name)
+        q = shlex.quote
+        exports = "".join(f"export {k}={q(str(v))}; " for k, v in (env or {}).items() if _ENV_NAME.match(k))
+        workdir = self.path(cwd) if cwd else self.root
+        # setsid: the service leads its own session, so stop_service can kill its whole group
+        # and it survives this SSH channel closing.
+        script = (
+            f"{_ALIVE}\n"
+            f"mkdir -p {q(self.path('run'))} {q(self.path('log'))} || exit 1\n"
+            f'if [ -f {q(pid_file)} ] && pid=$(cat {q(pid_file)}) && alive "$pid"; then echo "$pid"; exit 0; fi\n'
+            f"cd {q(workdir)} || exit 125\n"
+            f"{exports}\n"
+            f"setsid /bin/sh -c {q(command)} </dev/null >>{q(log_file)} 2>&1 &\n"
+            f"echo $! > {q(pid_file)}.tmp && mv {q(pid_file)}.tmp {q(pid_file)} && echo $!\n"
+        )
+        result = await self._sh(script)
+        if not result.ok or not result.stdout.strip().isdigit():
+            raise TransportError(f"{self.host.name}: could not start {name}: {result.describe()}: "
+                                 f"{' | '.join(result.tail[-3:])}")
+        return int(result.stdout.strip().splitlines()[-1])
+
+    async def stop_service(self, name: str, timeout: float = 10.0) -> bool:
+        pid_file, _ = self._service_paths(name)
+        q = shlex.quote
+        steps = max(1, int(timeout * 10))
+        script = (
+            f"{_ALIVE}\n"
+            f'[ -f {q(pid_file)} ] && pid=$(cat {q(pid_file)}) || exit 3\n'
+            f'alive "$pid" || {{ rm -f {q(pid_file)}; exit 3; }}\n'
+            f'kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid"\n'
+            f'i=0; while alive "$pid" && [ $i -lt {steps} ]; do sleep 0.1; i=$((i+1)); done\n'
+            f'alive "$pid" && kill -KILL "-$pid" 2>/dev/null\n'
+            f"rm -f {q(pid_file)}; exit 0\n"
+        )
+        result = await self._sh(script, timeout=timeout + 30)
+        if result.rc not in (0, 3):
+            raise TransportError(f"{self.host.name}: could not stop {name}: {result.describe()}")
+        return result.rc == 0
+
+    async def service_pid(self, name: str) -> int | None:
+        pid_file, _ = self._service_paths(name)
+        q = shlex.quote
+        result = await self._sh(f'{_ALIVE}\n[ -f {q(pid_file)} ] && pid=$(cat {q(pid_file)}) && alive "$pid" && echo "$pid"; true')
+        text = result.stdout.strip()
+        return int(text) if text.isdigit() else None
+
+    # -- reaching the host's ports ----------------------------------------
+    async def local_endpoint(self, port: int, remote_host: str = "127.0.0.1") -> tuple[str, int]:
+        """A (host, port) on this machine that reaches `remote_host:port` as the SSH host sees it."""
+        return await self.pool.forward(self.host, port, remote_host)
+
+    async def close(self) -> None:
+        """Connections belong to the pool (shared by all hosts); the pool's owner closes it."""
+
+
+async def _stat(sftp: asyncssh.SFTPClient, path: str, follow: bool = True) -> asyncssh.SFTPAttrs | None:
+    try:
+        return await (sftp.stat(path) if follow else sftp.lstat(path))
+    except asyncssh.SFTPNoSuchFile:
+        return None
+
+
+def _signal_number(name: str) -> int:
+    try:
+        return int(signal.Signals(f"SIG{name}"))
+    except ValueError:
+        return 0
