@@ -1,0 +1,400 @@
+"""The console: a Textual app over the engine. Commands in, events out, nothing else.
+
+Every action, keyed or typed, becomes a command line in the `--script`
+grammar, is parsed by the engine and run by `engine.execute` in a worker, so
+it is journaled exactly like a headless run and the UI never waits on it.
+Events arrive on the bus from inside the engine's work; they are only queued
+there, and a timer hands them to the panes in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Iterable
+
+from textual import on
+from textual.app import App, ComposeResult, SystemCommand
+from textual.containers import Container
+from textual.screen import Screen
+from textual.widgets import Footer
+from textual.worker import Worker, WorkerState
+
+from opsconsole.engine.commands import Abort, Command, CommandError, Deploy, Run, Stop, command_classes, verbs
+from opsconsole.events import CommandFinished
+from opsconsole.ui import themes
+from opsconsole.ui.bindings import KEYS, MUTATING_ACTIONS, bindings, unknown_ids
+from opsconsole.ui.builds import BuildQueuePane
+from opsconsole.ui.canary import CanaryPane
+from opsconsole.ui.command_line import CommandLine
+from opsconsole.ui.confirm import ConfirmScreen
+from opsconsole.ui.event_log import EventLogScreen, event_line
+from opsconsole.ui.feed import EventFeed
+from opsconsole.ui.fleet import FleetPane
+from opsconsole.ui.heartbeat import HeartbeatPane
+from opsconsole.ui.help import HelpScreen
+from opsconsole.ui.history import HostHistory
+from opsconsole.ui.host_detail import HostDetailScreen
+from opsconsole.ui.log_view import LogLine
+from opsconsole.ui.status_line import StatusLine
+
+if TYPE_CHECKING:
+    from opsconsole.engine.engine import Engine
+
+PANES = ("fleet", "builds", "heartbeat", "canary")
+FLUSH_SECONDS = 0.05  # events reach the screen at most this late; also bounds redraws to 20/s
+# Verbs safe enough to run without a dialog: they change nothing, or only add something (a build, a started service).
+NO_CONFIRM = frozenset({"status", "help", "sleep", "wait", "build", "start"})
+
+
+class OpsConsoleApp(App[int]):
+    CSS_PATH = themes.css_paths()
+    BINDINGS = bindings("app")
+    TITLE = "opsconsole"
+
+    def __init__(self, engine: "Engine", *, background: bool = True, flush_seconds: float = FLUSH_SECONDS) -> None:
+        super().__init__()
+        self.engine = engine
+        self.background = background
+        self.flush_seconds = flush_seconds
+        self.feed = EventFeed(engine.bus)
+        self.hosts_seen = HostHistory()
+        self.event_lines: deque[LogLine] = deque(maxlen=5000)
+        self.theme_short = themes.choose(engine.config.theme)
+        self._closed = False
+        self.set_keymap(engine.config.keymap)
+
+    # -- layout ------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        config = self.engine.config
+        with Container(id="panes"):
+            yield FleetPane(self.engine, id="fleet")
+            yield BuildQueuePane(self.engine, id="builds")
+            yield HeartbeatPane(config.state_dir / "logs" / "heartbeat.log", id="heartbeat")
+            yield CanaryPane(self.engine, id="canary")
+        yield StatusLine(config.readonly, id="status")
+        yield CommandLine(self.engine.names, verbs(), self._journal_history(), id="command-line")
+        yield Footer(compact=True)
+
+    def _journal_history(self) -> list[str]:
+        return [e["command"] for e in self.engine.journal.entries() if e.get("kind") == "command.start"][-500:]
+
+    async def on_mount(self) -> None:
+        for theme in themes.TEXTUAL_THEMES.values():
+            self.register_theme(theme)
+        self.theme_changed_signal.subscribe(self, lambda _theme: self._on_theme_changed())
+        self.theme = themes.TEXTUAL_THEMES[self.theme_short].name
+        self._sync_theme_class()
+        if unknown := unknown_ids(self.engine.config.keymap):
+            self.notify(f"keymap: unknown binding id(s) {', '.join(unknown)}; ids are listed on the help screen (?)",
+                        severity="warning", timeout=10)
+        self.set_interval(self.flush_seconds, self.flush)
+        self.pane("fleet").focus_main()
+        if self.background:
+            try:
+                await self.engine.start_background()
+            except Exception as exc:  # the console stays useful without probes; say what broke
+                self.notify(f"background work did not start: {exc}", severity="error", timeout=15)
+
+    def pane(self, name: str) -> FleetPane | BuildQueuePane | HeartbeatPane | CanaryPane:
+        return self.query_one(f"#{name}")  # type: ignore[return-value]
+
+    @property
+    def monochrome(self) -> bool:
+        return self.no_color or self.theme_short == "mono"
+
+    def _sync_theme_class(self) -> None:
+        for name in themes.NAMES:
+            self.set_class(name == self.theme_short, f"-theme-{name}")
+
+    def _on_theme_changed(self) -> None:
+        # Cells and log lines carry colours resolved from the theme; re-render them.
+        self.theme_short = themes.short_name(self.theme) or self.theme_short
+        self._sync_theme_class()
+        fleet = self.pane("fleet")
+        assert isinstance(fleet, FleetPane)
+        fleet.rebuild()
+        self.query_one(StatusLine).redraw()
+        for pane in ("builds", "heartbeat"):
+            log = self.pane(pane).log  # type: ignore[union-attr]
+            log.rebuild()
+        self.pane("canary").render_split()  # type: ignore[union-attr]
+
+    # -- events ------------------------------------------------------------
+    def flush(self) -> None:
+        """Hand the queued events to every pane at once: one redraw per batch, however many events."""
+        batch = self.feed.drain()
+        if not batch:
+            return
+        with self.batch_update():
+            for name in PANES:
+                self.pane(name).on_events(batch)
+            self.query_one(StatusLine).on_events(batch)
+            self.hosts_seen.add(batch)
+            lines = [line for line in map(event_line, batch) if line is not None]
+            self.event_lines.extend(lines)
+            screen = self.screen
+            if isinstance(screen, HostDetailScreen):
+                screen.on_events(batch)
+            elif isinstance(screen, EventLogScreen):
+                screen.add(lines)
+            for event in batch:
+                if isinstance(event, CommandFinished) and not event.ok:
+                    self.notify(event.message or "failed", title=f"✘ {event.text}", severity="error", timeout=8)
+
+    # -- running commands --------------------------------------------------
+    def submit(self, line: str) -> None:
+        """Parse, check, confirm if destructive, then execute `line` — without ever blocking the UI."""
+        self.run_worker(self._submit(line), group="submit", exit_on_error=False)
+
+    async def _submit(self, line: str) -> None:
+        try:
+            command = self.engine.parse(line)
+        except CommandError as exc:
+            self.notify(str(exc), title=f"cannot run `{line}`", severity="error", timeout=10)
+            self.query_one(StatusLine).say(f"✘ {line}: {exc}", "bad")
+            return
+        if self.engine.config.readonly and command.mutating:
+            self.notify(f"`{command.text()}` changes something; the console is read-only",
+                        title="refused", severity="warning")
+            return
+        if command.mutating and command.verb not in NO_CONFIRM:
+            what = await self.describe(command)
+            label = {"deploy": "Roll", "abort": "Abort", "stop": "Stop", "run": "Run"}.get(command.verb, command.verb.title())
+            if not await self.push_screen_wait(ConfirmScreen(what, label, f"{command.verb}?")):
+                self.query_one(StatusLine).say(f"cancelled: {command.text()}", "dim")
+                return
+        self.start(command)
+
+    def start(self, command: Command) -> Worker[object]:
+        return self.run_worker(self.engine.execute(command), group="commands", name=command.text(),
+                               exit_on_error=False)
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        # engine.execute never raises but on cancel; an error here is a bug, so show it rather than die.
+        if event.state == WorkerState.ERROR:
+            self.notify(f"{event.worker.error!r}", title=f"internal error in {event.worker.name}", severity="error",
+                        timeout=20)
+
+    async def describe(self, command: Command) -> str:
+        """What a destructive command will do, in words, for the confirm dialog."""
+        engine = self.engine
+        if isinstance(command, Deploy):
+            app = engine.config.apps[command.app]
+            group = engine.inventory.group(app.group)
+            targets = list(command.hosts) or [h.name for h in group]
+            serial = _serial_of(engine.playbooks.get(app.name))
+            version = command.version or f"head of {app.branch}"
+            try:
+                sha = await asyncio.wait_for(engine.builder.resolve(app, command.version), timeout=5)
+                built = engine.builds.artifact_for(app.name, sha) is not None
+                version = f"{sha[:7]}" + ("" if built else " (built first)")
+            except Exception as exc:  # the dialog must still open; the deploy itself will report the error
+                version += f" (not resolved: {exc})"
+            shown = ", ".join(targets[:4]) + (f" … +{len(targets) - 4}" if len(targets) > 4 else "")
+            return (f"roll {app.name}: {len(targets)} host{'s' if len(targets) != 1 else ''}, {serial}, "
+                    f"version {version}\n\nhosts: {shown}\ncommand: {command.text()}")
+        if isinstance(command, Abort):
+            running = [c.text() for c in engine.running() if isinstance(c, Deploy)]
+            return (f"abort {', '.join(running) or 'the running deploy'}: the host being deployed stops where it is; "
+                    f"hosts not yet reached stay untouched.\n\ncommand: abort")
+        if isinstance(command, Stop):
+            app = engine.config.apps[command.app]
+            count = len(engine.inventory.group(app.group))
+            return f"stop {app.name}: its service stops on {count} host(s) of group {app.group}.\n\ncommand: {command.text()}"
+        if isinstance(command, Run):
+            count = 1 if engine.inventory.get(command.target) else len(engine.inventory.group(command.target))
+            return f"run on {command.target} ({count} host(s)):\n  {command.command}\n\ncommand: {command.text()}"
+        return f"{command.summary}\n\ncommand: {command.text()}"
+
+    def selected_app(self) -> str | None:
+        """The app an app key acts on: the focused build's app, else the selected host's app, else the first."""
+        apps = self.engine.config.apps
+        focused = self.focused
+        builds = self.pane("builds")
+        if focused is not None and builds in focused.ancestors_with_self:
+            app = builds.selected_app()  # type: ignore[union-attr]
+            if app:
+                return app
+        host = self.pane("fleet").selected_host()  # type: ignore[union-attr]
+        if host is not None:
+            group = self.engine.views[host].host.group
+            for name, app_config in apps.items():
+                if app_config.group == group:
+                    return name
+        return next(iter(apps), None)
+
+    def _with_app(self, template: str) -> None:
+        app = self.selected_app()
+        if app is None:
+            self.notify("no app is configured", severity="warning")
+            return
+        self.submit(template.format(app=app))
+
+    def _not_yet(self, what: str, why: str) -> None:
+        self.notify(f"not available yet: {why}", title=what, severity="warning")
+
+    # -- actions (every key of bindings.KEYS with scope "app") ------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.engine.config.readonly and action in MUTATING_ACTIONS:
+            return False  # hidden from the footer and never run
+        return True
+
+    def action_roll(self) -> None:
+        self._with_app("roll {app}" if "roll" in verbs() else "deploy {app}")
+
+    def action_build(self) -> None:
+        self._with_app("build {app}")
+
+    def action_abort(self) -> None:
+        if not any(isinstance(c, Deploy) or c.verb == "roll" for c in self.engine.running()):
+            self.query_one(StatusLine).say("nothing to abort: no rollout is running", "dim")
+            return
+        self.submit("abort")
+
+    def action_pause(self) -> None:
+        if "pause" not in verbs():
+            self._not_yet("pause", "the engine has no `pause` verb yet (it comes with rolling updates)")
+            return
+        self.submit("pause")
+
+    def action_canary_step(self, direction: int) -> None:
+        if "canary" not in verbs():
+            self._not_yet("canary", "canary weights need the proxy and the engine's `canary` verb")
+            return
+        step = self.engine.config.canary_step * (1 if direction > 0 else -1)
+        self._with_app(f"canary {{app}} weight {'+' if step > 0 else ''}{step}")
+
+    def action_canary_stable(self) -> None:
+        if "canary" not in verbs():
+            self._not_yet("stable", "canary weights need the proxy and the engine's `canary` verb")
+            return
+        self._with_app("canary {app} weight 0")
+
+    def action_promote(self) -> None:
+        if "promote" not in verbs():
+            self._not_yet("promote", "the engine has no `promote` verb yet (it comes with the canary issue)")
+            return
+        self._with_app("promote {app}")
+
+    def action_command_line(self, text: str = "") -> None:
+        self.query_one(StatusLine).add_class("-hidden")
+        self.query_one(CommandLine).open(text)
+
+    @on(CommandLine.Entered)
+    def _command_entered(self, event: CommandLine.Entered) -> None:
+        self._command_line_closed()
+        self.submit(event.text)
+
+    @on(CommandLine.Closed)
+    def _command_line_closed(self) -> None:
+        self.query_one(StatusLine).remove_class("-hidden")
+        self._focus_last_pane()
+
+    def _focus_last_pane(self) -> None:
+        self.pane(getattr(self, "_last_pane", "fleet")).focus_main()
+
+    def action_filter(self) -> None:
+        pane = self.pane(self._focused_pane() or "fleet")
+        if hasattr(pane, "open_filter"):
+            pane.open_filter()  # type: ignore[union-attr]
+        else:
+            self.notify("this pane has nothing to filter", severity="information")
+
+    def _focused_pane(self) -> str | None:
+        focused = self.focused
+        for name in PANES:
+            if focused is not None and self.pane(name) in focused.ancestors_with_self:
+                return name
+        return None
+
+    def action_focus_pane(self, name: str) -> None:
+        self._last_pane = name
+        self.pane(name).focus_main()
+
+    def action_next_pane(self, step: int) -> None:
+        current = self._focused_pane() or "fleet"
+        self.action_focus_pane(PANES[(PANES.index(current) + step) % len(PANES)])
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.engine.config.keymap, self.engine.config.readonly))
+
+    def action_event_log(self) -> None:
+        self.push_screen(EventLogScreen(list(self.event_lines)))
+
+    @on(FleetPane.HostChosen)
+    def _host_chosen(self, event: FleetPane.HostChosen) -> None:
+        self.push_screen(HostDetailScreen(self.engine, self.hosts_seen, event.host))
+
+    # -- quitting ------------------------------------------------------------
+    async def action_quit(self) -> None:
+        running = self.engine.running()
+        if not running:
+            await self.shutdown()
+            return
+        self.run_worker(self._confirm_quit([c.text() for c in running]), group="submit")
+
+    async def _confirm_quit(self, running: list[str]) -> None:
+        what = (f"{'; '.join(running)} {'is' if len(running) == 1 else 'are'} running.\n\n"
+                "Quitting cancels it; the journal records where it stopped.")
+        if await self.push_screen_wait(ConfirmScreen(what, "Quit anyway", "work is running")):
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Cancel running commands (the engine journals them as interrupted), close the engine, exit."""
+        commands = [w for w in self.workers if w.group == "commands" and not w.is_finished]
+        for worker in commands:
+            worker.cancel()
+        for worker in commands:
+            try:
+                await worker.wait()
+            except Exception:  # cancelled or failed: either way it is over, and the journal says how
+                pass
+        await self._close_engine()
+        self.exit(0)
+
+    async def _close_engine(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.feed.close()
+        await self.engine.close()
+
+    async def on_unmount(self) -> None:
+        await self._close_engine()
+
+    # -- command palette -----------------------------------------------------
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for spec in KEYS:
+            if spec.scope != "app" or spec.id in ("help", "quit"):
+                continue
+            if self.engine.config.readonly and spec.mutating:
+                continue
+            yield SystemCommand(f"{spec.short}: {spec.description}", f"key {spec.key} · id {spec.id}",
+                                lambda action=spec.action: self.run_action(action))
+        for cls in command_classes():
+            if self.engine.config.readonly and cls.mutating:
+                continue
+            yield SystemCommand(f":{cls.usage}", cls.summary,
+                                lambda verb=cls.verb: self.action_command_line(f"{verb} "))
+
+
+def _serial_of(playbook: object) -> str:
+    """'1 at a time' from the playbook's first play, read defensively: the playbook model is another part's."""
+    plays = getattr(playbook, "plays", None) or ([playbook] if playbook is not None else [])
+    serial = getattr(plays[0], "serial", None) if plays else None
+    if serial in (None, 0, "", "100%"):
+        return "all at once"
+    return f"{serial} at a time"
+
+
+def run_console(engine: "Engine") -> int:
+    """The CLI's entry: run the console until the operator quits; the exit code for the shell."""
+    app = OpsConsoleApp(engine)
+    result = app.run()
+    return int(result or 0) if app.return_code is None else app.return_code
+
+
+__all__ = ["OpsConsoleApp", "run_console"]

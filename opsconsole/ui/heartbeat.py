@@ -1,0 +1,124 @@
+"""The heartbeat log: like a `monitor` printing each server's status every interval, but readable.
+
+By default it shows only changes (a host's first answer, a flip of health or
+status code, and the heartbeat's own up/down verdicts); `v` shows every probe.
+Filtering on one host shows every probe of that host, monitor-style.
+Every line also goes to `<state_dir>/logs/heartbeat.log`, since the view keeps
+only the last few thousand.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+
+from opsconsole.events import Event, HealthChanged, HealthSample
+from opsconsole.ui.bindings import bindings
+from opsconsole.ui.filter_bar import FilterBar
+from opsconsole.ui.log_view import LogLine, LogView
+from opsconsole.ui.style import latency_text
+
+
+def _clock(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at))
+
+
+class HeartbeatPane(Vertical):
+    BINDINGS = bindings("heartbeat")
+    can_focus = False
+
+    def __init__(self, log_file: Path | None, id: str | None = None) -> None:
+        super().__init__(id=id, classes="pane")
+        self.border_title = "Heartbeat log (3)"
+        self.all_probes = False
+        self.host_filter = ""
+        self._last: dict[str, tuple[bool, int | None]] = {}
+        self._log_file = log_file
+
+    def compose(self) -> ComposeResult:
+        yield LogView(capacity=3000, id="heartbeat-log")
+        yield FilterBar("filter by host", id="heartbeat-filter")
+
+    @property
+    def log(self) -> LogView:  # type: ignore[override]
+        return self.query_one(LogView)
+
+    def on_mount(self) -> None:
+        self._apply_filter()
+
+    def line_for(self, event: Event) -> LogLine | None:
+        match event:
+            case HealthSample(host=host, ok=ok, status=status, latency=latency, version=version, error=error):
+                before = self._last.get(host)
+                self._last[host] = (ok, status)
+                changed = before is None or before != (ok, status)
+                mark = ("▲" if ok else "▼") if changed else ("✔" if ok else "✘")
+                answer = str(status) if status is not None else (error or "no answer")
+                text = f"{_clock(event.at)} {mark} {host:<12} {answer:<4} {latency_text(latency):>6}"
+                if version:
+                    text += f" {version}"
+                if error and status is not None:
+                    text += f" {error}"
+                return LogLine(host, text, "ok" if ok else "bad", important=changed)
+            case HealthChanged(host=host, healthy=healthy, reason=reason):
+                text = f"{_clock(event.at)} {'▲' if healthy else '▼'} {host:<12} {'UP' if healthy else 'DOWN'}"
+                return LogLine(host, text + (f": {reason}" if reason else ""), "ok" if healthy else "bad")
+        return None
+
+    def on_events(self, batch: list[Event]) -> None:
+        lines = [line for line in map(self.line_for, batch) if line is not None]
+        if not lines:
+            return
+        self.log.add(lines)
+        if self._log_file is not None:
+            try:
+                self._log_file.parent.mkdir(parents=True, exist_ok=True)
+                with self._log_file.open("a", encoding="utf-8") as f:
+                    f.write("".join(line.text + "\n" for line in lines))
+            except OSError as exc:
+                # A full disk must not take the console down; say so once and stop writing.
+                self._log_file = None
+                self.notify(f"heartbeat log not written to disk: {exc}", severity="warning")
+
+    def _apply_filter(self) -> None:
+        wanted, every = self.host_filter.lower(), self.all_probes
+
+        def show(line: LogLine) -> bool:
+            if wanted and wanted not in line.key.lower():
+                return False
+            return every or bool(wanted) or line.important
+
+        self.log.set_filter(show)
+        self._describe()
+
+    def _describe(self) -> None:
+        parts = [self.log.description, "every probe" if self.all_probes else "changes"]
+        if self.host_filter:
+            parts.append(f"/{self.host_filter}")
+        self.border_subtitle = " · ".join(parts)
+
+    def on_log_view_state_changed(self, event: LogView.StateChanged) -> None:
+        event.stop()
+        self._describe()
+
+    def action_all_probes(self) -> None:
+        self.all_probes = not self.all_probes
+        self._apply_filter()
+
+    def open_filter(self) -> None:
+        self.query_one(FilterBar).open()
+
+    def on_input_changed(self, event: FilterBar.Changed) -> None:
+        event.stop()
+        self.host_filter = event.value.strip()
+        self._apply_filter()
+
+    def on_filter_bar_done(self, event: FilterBar.Done) -> None:
+        event.stop()
+        self.log.focus()
+
+    def focus_main(self) -> None:
+        self.log.focus()

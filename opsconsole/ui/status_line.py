@@ -1,0 +1,59 @@
+"""One line above the footer: what is running now, and how the last command ended.
+
+On an 80x24 screen inside SSH this is where the eye goes after a key press, so
+it always names the command, in the command grammar.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from opsconsole.events import CommandFinished, CommandStarted, Event, Message
+from opsconsole.ui.style import level_styles
+
+
+class StatusLine(Static):
+    def __init__(self, readonly: bool, id: str | None = None) -> None:
+        super().__init__(id=id, markup=False)
+        self.readonly = readonly
+        self.running: dict[str, str] = {}  # command id -> text
+        self.last: tuple[str, str] = ("ready · ? for help · : for commands", "dim")
+
+    def on_mount(self) -> None:
+        self.redraw()
+
+    def on_events(self, batch: list[Event]) -> None:
+        changed = False
+        for event in batch:
+            if isinstance(event, CommandStarted):
+                self.running[event.command_id] = event.text
+            elif isinstance(event, CommandFinished):
+                self.running.pop(event.command_id, None)
+                mark = "✔" if event.ok else "✘"
+                self.last = (f"{mark} {event.text} ({event.duration:.1f}s)" + (f": {event.message}" if event.message else ""),
+                             "ok" if event.ok else "bad")
+            elif isinstance(event, Message) and event.host is None:
+                self.last = (event.text, {"error": "bad", "warning": "warn"}.get(event.level, ""))
+            else:
+                continue
+            changed = True
+        if changed:
+            self.redraw()
+
+    def say(self, text: str, level: str = "") -> None:
+        self.last = (text, level)
+        self.redraw()
+
+    def redraw(self) -> None:
+        styles = level_styles(self.app)
+        line = Text(no_wrap=True, overflow="ellipsis")
+        if self.readonly:
+            line.append(" READ-ONLY ", style="bold reverse")
+            line.append(" ")
+        if self.running:
+            line.append("▶ " + ", ".join(self.running.values()), style=styles["busy"])
+            line.append("  ")
+        text, level = self.last
+        line.append(text, style=styles.get(level, ""))
+        self.update(line)

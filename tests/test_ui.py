@@ -1,0 +1,331 @@
+"""Pilot tests of the console: keys in, widget state and the engine's journal out.
+
+These drive the real engine on a real config (no fakes); events are emitted on
+the real bus where a test needs a state the local fleet would take long to reach.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from textual.widgets import Button
+
+from conftest import kill_services, write_config
+from opsconsole.config import load_config
+from opsconsole.engine import Engine
+from opsconsole.engine.commands import Names, verbs
+from opsconsole.events import CommandFinished, HealthSample, HostState, OutputLine
+from opsconsole.ui.app import OpsConsoleApp
+from opsconsole.ui.bindings import KEYS
+from opsconsole.ui.command_line import CommandLine, complete
+from opsconsole.ui.confirm import ConfirmScreen
+from opsconsole.ui.fleet import FleetPane
+from opsconsole.ui.heartbeat import HeartbeatPane
+from opsconsole.ui.help import HelpScreen
+from opsconsole.ui.host_detail import HostDetailScreen
+from opsconsole.ui.log_view import LogLine, LogView
+from opsconsole.ui.testing import screen_text
+
+SIZE = (80, 24)
+
+
+def make_engine(tmp_path: Path, *, count: int = 3, extra: str = "") -> Engine:
+    engine = Engine(load_config(write_config(tmp_path, count=count, extra=extra)))
+    engine.prepare()
+    return engine
+
+
+@pytest.fixture
+def engine(tmp_path: Path):
+    engine = make_engine(tmp_path)
+    yield engine
+    kill_services(tmp_path / "state")
+
+
+def journal_commands(engine: Engine, kind: str = "command.start") -> list[str]:
+    return [e["command"] for e in engine.journal.entries() if e["kind"] == kind]
+
+
+async def settle(pilot, app: OpsConsoleApp) -> None:
+    """Let queued events reach the widgets: one flush interval and the redraw after it."""
+    await pilot.pause(app.flush_seconds * 2)
+    await pilot.pause()
+
+
+async def test_four_panes_and_every_host_fit_80x24(engine: Engine) -> None:
+    app = OpsConsoleApp(engine, background=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        text = screen_text(app)
+        for title in ("Fleet", "Build queue", "Heartbeat log", "Canary split"):
+            assert title in text
+        for host in ("itrust-1", "itrust-2", "itrust-3"):
+            assert host in text
+        assert "no proxy configured" in text
+        # The footer names the main keys.
+        last = text.splitlines()[-1]
+        for label in ("help", "roll", "abort", "quit"):
+            assert label in last
+
+
+async def test_help_lists_every_binding_with_its_rebound_key(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path, extra="keymap:\n  roll: ctrl+r\n  quit: ctrl+q\n")
+    app = OpsConsoleApp(engine, background=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        rows = {binding_id: keys for keys, binding_id, _what, _where in app.screen.rows()}
+        assert set(rows) >= {spec.id for spec in KEYS}
+        assert rows["roll"] == "^r"
+        assert rows["help"] == "? f1"
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        # The old key is gone and the new one opens the roll dialog.
+        await pilot.press("r")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+        await pilot.press("ctrl+r")
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, ConfirmScreen)
+
+
+async def test_roll_dialog_names_what_happens_and_starts_on_cancel(engine: Engine) -> None:
+    app = OpsConsoleApp(engine, background=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        await pilot.pause(0.3)
+        screen = app.screen
+        assert isinstance(screen, ConfirmScreen)
+        assert screen.what.startswith("roll itrust: 3 hosts, 1 at a time, version ")
+        assert isinstance(app.focused, Button) and app.focused.id == "cancel"
+        await pilot.press("enter")  # on Cancel: nothing runs
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert journal_commands(engine) == []
+        assert "cancelled: deploy itrust" in screen_text(app)
+
+
+async def test_typed_command_is_executed_and_journaled(engine: Engine) -> None:
+    app = OpsConsoleApp(engine, background=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("colon")
+        assert isinstance(app.focused, CommandLine)
+        await pilot.press(*"sleep 0.1s", "enter")
+        await pilot.pause(0.4)
+        await settle(pilot, app)
+        assert journal_commands(engine) == ["sleep 0.1s"]
+        assert journal_commands(engine, "command.end") == ["sleep 0.1s"]
+        assert "✔ sleep 0.1s" in screen_text(app)
+        # A bad line names what is valid and runs nothing.
+        await pilot.press("colon", *"deploy nosuchapp", "enter")
+        await pilot.pause(0.2)
+        assert journal_commands(engine) == ["sleep 0.1s"]
+        assert "unknown app 'nosuchapp'; apps: itrust" in screen_text(app)
+
+
+async def test_command_line_completes_and_recalls_history(engine: Engine) -> None:
+    engine.journal.append("command.start", id="x", command="status itrust", issuer="t")
+    app = OpsConsoleApp(engine, background=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("colon", "d", "e", "p", "tab")
+        line = app.query_one(CommandLine)
+        assert line.value == "deploy "
+        await pilot.press("i", "tab")
+        assert line.value == "deploy itrust "
+        await pilot.press("escape")
+        assert not line.has_class("-open")
+        await pilot.press("colon", "up")
+        assert line.value == "status itrust"
+        await pilot.press("down")
+        assert line.value == ""
+
+
+def test_completion_knows_the_grammar() -> None:
+    names = Names(apps=("itrust", "checkbox"), groups=("itrust", "db"), hosts=("itrust-1", "db1"))
+    assert complete("", names, verbs()) == sorted(verbs())
+    assert complete("wa", names, verbs()) == ["wait"]
+    assert complete("wait ", names, verbs()) == ["wait healthy"]
+    assert complete("wait healthy c", names, verbs()) == ["wait healthy checkbox"]
+    assert complete("run d", names, verbs()) == ["run db", "run db1"]
+    assert complete("deploy itrust --hosts i", names, verbs()) == ["deploy itrust --hosts itrust-1"]
+    assert complete("deploy itrust --", names, verbs()) == ["deploy itrust --hosts", "deploy itrust --version"]
+    assert complete("sleep ", names, verbs()) == []
+
+
+async def test_readonly_hides_and_refuses_mutating_actions(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path, extra="readonly: true\n")
+    app = OpsConsoleApp(engine, background=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        text = screen_text(app)
+        assert "READ-ONLY" in text
+        footer = text.splitlines()[-1]
+        assert "roll" not in footer and "abort" not in footer and "help" in footer
+        await pilot.press("r", "b", "a")
+        await pilot.pause(0.3)
+        assert not isinstance(app.screen, ConfirmScreen)
+        await pilot.press("colon", *"deploy itrust", "enter")
+        await pilot.pause(0.3)
+        await pilot.press("colon", *"sleep 0s", "enter")
+        await pilot.pause(0.3)
+        assert journal_commands(engine) == ["sleep 0s"]
+
+
+async def test_keys_for_verbs_not_there_yet_say_so(engine: Engine) -> None:
+    app = OpsConsoleApp(engine, background=False)
+    missing = {"plus": "canary", "minus": "canary", "0": "canary", "p": "promote", "space": "pause"}
+    async with app.run_test(size=SIZE) as pilot:
+        for key, verb in missing.items():
+            if verb in verbs():
+                continue
+            app.clear_notifications()
+            await pilot.press(key)
+            await pilot.pause()
+            messages = [n.message for n in app._notifications]
+            assert any(m.startswith("not available yet:") for m in messages), (key, messages)
+        assert journal_commands(engine) == []
+
+
+async def test_events_reach_panes_in_batches(engine: Engine) -> None:
+    app = OpsConsoleApp(engine, background=False, flush_seconds=0.2)
+    async with app.run_test(size=SIZE) as pilot:
+        fleet = app.query_one(FleetPane)
+        heartbeat = app.query_one(HeartbeatPane)
+        await pilot.pause()
+        for i in range(300):
+            engine.bus.emit(OutputLine(host="itrust-1", line=f"line {i}"))
+        engine.bus.emit(HealthSample(host="itrust-2", ok=False, status=None, latency=None, error="connection refused"))
+        engine.bus.emit(HealthSample(host="itrust-1", ok=True, status=200, latency=0.004, version="abc1234"))
+        # Nothing touched a widget yet: the bus callback only queued.
+        assert heartbeat.log.visible() == []
+        await settle(pilot, app)
+        await pilot.pause(0.2)
+        lines = [line.text for line in heartbeat.log.visible()]
+        assert len(lines) == 2 and "▼ itrust-2" in lines[0] and "connection refused" in lines[0]
+        assert "▲ itrust-1" in lines[1] and "200" in lines[1] and "4ms" in lines[1]
+        row = fleet.table.get_row("itrust-1")
+        assert str(row[1]) == "✔ up" and row[2] == "4ms" and row[3] == "abc1234"
+        assert str(fleet.table.get_row("itrust-2")[1]) == "✘ DOWN"
+        assert len(app.hosts_seen.record("itrust-1").lines) == 200  # bounded per host
+        assert (engine.config.state_dir / "logs" / "heartbeat.log").read_text().count("\n") == 2
+
+
+async def test_heartbeat_log_changes_all_probes_and_host_filter(engine: Engine) -> None:
+    app = OpsConsoleApp(engine, background=False)
+    async with app.run_test(size=SIZE) as pilot:
+        for ok in (True, True, False, True):
+            engine.bus.emit(HealthSample(host="itrust-1", ok=ok, status=200 if ok else 503, latency=0.01))
+        engine.bus.emit(HealthSample(host="itrust-2", ok=True, status=200, latency=0.01))
+        await settle(pilot, app)
+        pane = app.query_one(HeartbeatPane)
+        assert len(pane.log.visible()) == 4  # first answers and the two flips; the repeat is routine
+        await pilot.press("3", "v")
+        assert len(pane.log.visible()) == 5
+        await pilot.press("v", "slash", *"itrust-2", "enter")
+        assert [line.key for line in pane.log.visible()] == ["itrust-2"]
+        assert "/itrust-2" in pane.border_subtitle
+
+
+async def test_log_follow_pauses_when_scrolled_up_and_ring_is_bounded(engine: Engine) -> None:
+    app = OpsConsoleApp(engine, background=False)
+    async with app.run_test(size=SIZE) as pilot:
+        log = app.query_one(HeartbeatPane).log
+        log.add(LogLine("h", f"line {i}") for i in range(log.ring.maxlen + 50))
+        assert len(log.ring) == log.ring.maxlen and log.ring[0].text == "line 50"
+        await pilot.press("3")
+        assert app.focused is log and log.follow
+        await pilot.press("up")
+        assert not log.follow and "paused" in app.query_one(HeartbeatPane).border_subtitle
+        await pilot.press("f")
+        assert log.follow
+        await pilot.press("w")
+        assert log.wrap
+
+
+async def test_fleet_filter_sort_and_host_detail(engine: Engine) -> None:
+    app = OpsConsoleApp(engine, background=False)
+    async with app.run_test(size=SIZE) as pilot:
+        engine.views["itrust-3"].healthy = False
+        engine.bus.emit(HostState(host="itrust-2", group="itrust", activity="deploying", detail="unpack"))
+        engine.views["itrust-2"].activity = "deploying"
+        engine.bus.emit(OutputLine(host="itrust-2", line="unpacking release"))
+        await settle(pilot, app)
+        fleet = app.query_one(FleetPane)
+        await pilot.press("s")  # host -> health: the down host first
+        assert fleet.sort_key == "health" and fleet.shown_hosts()[0] == "itrust-3"
+        await pilot.press("slash", *"deploying", "enter")
+        assert fleet.table.row_count == 1 and fleet.selected_host() == "itrust-2"
+        await pilot.press("enter")
+        assert isinstance(app.screen, HostDetailScreen)
+        text = screen_text(app)
+        assert "itrust-2" in text and "⟳ deploying" in text and "| unpacking release" in text
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HostDetailScreen)
+        await pilot.press("slash", "escape")
+        assert fleet.table.row_count == 3
+
+
+async def test_quit_asks_while_work_runs_and_the_journal_says_interrupted(engine: Engine) -> None:
+    app = OpsConsoleApp(engine, background=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("colon", *"sleep 30s", "enter")
+        await pilot.pause(0.3)
+        assert [c.text() for c in engine.running()] == ["sleep 30s"]
+        await pilot.press("q")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, ConfirmScreen) and "sleep 30s is running" in app.screen.what
+        await pilot.press("escape")  # changed my mind: still running
+        await pilot.pause(0.2)
+        assert app.is_running and [c.text() for c in engine.running()] == ["sleep 30s"]
+        await pilot.press("q")
+        await pilot.pause(0.2)
+        await pilot.press("right", "enter")  # from Cancel over to "Quit anyway"
+        await pilot.pause(0.5)
+    assert app.return_code == 0
+    assert engine.running() == []
+    kinds = [(e["kind"], e.get("command")) for e in engine.journal.entries()]
+    assert ("command.interrupted", "sleep 30s") in kinds
+
+
+async def test_quit_with_nothing_running_does_not_ask(engine: Engine) -> None:
+    app = OpsConsoleApp(engine, background=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("q")
+        await pilot.pause(0.2)
+    assert app.return_code == 0
+
+
+async def test_failed_command_is_notified(engine: Engine) -> None:
+    app = OpsConsoleApp(engine, background=False)
+    async with app.run_test(size=SIZE) as pilot:
+        engine.bus.emit(CommandFinished(command_id="x", text="deploy itrust", ok=False, message="itrust-2: exit code 1"))
+        await settle(pilot, app)
+        assert any(n.title == "✘ deploy itrust" for n in app._notifications)
+
+
+async def test_themes_from_config_and_no_color(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = make_engine(tmp_path, extra="theme: light\n")
+    app = OpsConsoleApp(engine, background=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.theme == "opsconsole-light" and app.has_class("-theme-light")
+        app.theme = "opsconsole-mono"  # e.g. from the command palette
+        await pilot.pause()
+        assert app.has_class("-theme-mono") and not app.has_class("-theme-light")
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = OpsConsoleApp(engine, background=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.theme == "opsconsole-mono" and app.monochrome
+
+
+def test_the_engine_never_imports_textual() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, opsconsole.engine, opsconsole.headless; print('textual' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.strip() == "False"
