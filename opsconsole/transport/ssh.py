@@ -307,6 +307,6 @@ async def _stat(sftp: asyncssh.SFTPClient, path: str, follow: bool = True) -> as
 
 def _signal_number(name: str) -> int:
     try:
-        return int(signal.Signals(f"SIG{name}"))
-    except ValueError:
+        return int(signal.Signals[f"SIG{name}"])
+    except KeyError:
         return 0

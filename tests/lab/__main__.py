@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
             lab.up()
             for host in lab.hosts.values():
                 where = f" (public {host.public_address})" if host.public_address else ""
-                print(f"{host.name:8} {host.address:15}{where}  root {host.root}")
+                print(f"{host.name:8} {host.address:15}{where}  files {host.files} (seen there as {host.root})")
             print(f"lab up; try: ssh -F {lab.ssh_config} app-1 hostname   (tear down: python -m tests.lab down)")
         elif argv[0] == "down":
             removed = lab.down()

@@ -20,6 +20,7 @@ from . import net, sshd
 from .net import PRIVATE, PROXY_PUBLIC, PUBLIC, LabError, Subnets
 
 LAB_USER, LAB_UID = "ocl", 4242
+HOST_ROOT = "/srv/opsconsole"  # every lab host sees its own files dir here (a bind mount in its namespace)
 
 
 @dataclass(frozen=True)
@@ -42,13 +43,14 @@ class LabHost:
     role: str
     ns: str
     address: str  # where sshd listens (public address for the jump, private for the rest)
-    root: str  # the host root for opsconsole's files
+    files: str  # the host's files dir, as this machine sees it
+    root: str = HOST_ROOT  # the same dir as the host sees it (its opsconsole host root)
     public_address: str | None = None  # jump and proxy: the address the root namespace can reach
     sshd_pid: int | None = None
 
     @property
     def state_dir(self) -> Path:
-        return Path(self.root).parent
+        return Path(self.files).parent
 
 
 @dataclass
@@ -110,7 +112,7 @@ class Lab:
                 role = "app" if name.startswith("app-") else name
                 self.hosts[name] = LabHost(
                     name=name, role=role, ns=f"{self.config.prefix}{name}", address=nets.addr(PRIVATE, number),
-                    root=str(self.dir / name / "root"))
+                    files=str(self.dir / name / "root"))
             self.jump.address = self.jump.public_address = nets.addr(PUBLIC, 2)
             self.proxy.public_address = nets.addr(PROXY_PUBLIC, 2)
             net.build(self.config.prefix, nets, numbers)
@@ -223,8 +225,8 @@ class Lab:
         known, ssh_cfg = [], [f"# ssh -F {self.ssh_config} HOST — written by tests/lab\n"]
         for host in self.hosts.values():
             host.state_dir.mkdir(parents=True, exist_ok=True)
-            Path(host.root).mkdir(parents=True, exist_ok=True)
-            os.chown(host.root, LAB_UID, LAB_UID)
+            Path(host.files).mkdir(parents=True, exist_ok=True)
+            os.chown(host.files, LAB_UID, LAB_UID)
             sshd.keygen(host.state_dir / "ssh_host_ed25519_key", f"lab {host.name}")
             sshd.write_config(host.name, host.address, host.state_dir, authorized)
             known.append(self.known_hosts_line(host.name))

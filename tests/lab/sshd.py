@@ -5,7 +5,8 @@ tmpfs on /run (sshd's privilege-separation dir /run/sshd lives there), the lab
 user `ocl` via bind-mounted copies of /etc/passwd, /etc/group and /etc/shadow
 (sudo's PAM account check wants a shadow entry), its own hostname, a sudoers
 drop-in for it on a private /etc/sudoers.d, and a light /root so a root login
-does not source the machine's heavy ~/.bashrc. Every session sshd starts
+does not source the machine's heavy ~/.bashrc, and the host's own files dir
+seen at /srv/opsconsole (the inventory's default host root), as on a real fleet. Every session sshd starts
 inherits these mounts, so a lab host looks like a small separate server.
 """
 
@@ -59,6 +60,9 @@ mount -t tmpfs -o mode=0755 ocl-sudoers /etc/sudoers.d
 printf '%s ALL=(ALL) NOPASSWD: ALL\\n' "$LAB_USER" > /etc/sudoers.d/ocl-lab
 chmod 0440 /etc/sudoers.d/ocl-lab
 mount --bind "$LAB/home/root" /root
+mount -t tmpfs -o mode=0755 ocl-srv /srv
+mkdir /srv/opsconsole
+mount --bind "$HOST_FILES" /srv/opsconsole
 exec {sshd} -D -e -f "$CONFIG"
 """
 
@@ -87,7 +91,8 @@ def start(ns: str, lab_dir: Path, state: Path, user: str, hostname: str, timeout
     """Start sshd for one host and wait until it listens; returns its pid."""
     log = state / "sshd.log"
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LAB": str(lab_dir), "LAB_USER": user,
-           "CONFIG": str(state / "sshd_config"), "LAB_HOSTNAME": hostname}
+           "CONFIG": str(state / "sshd_config"), "LAB_HOSTNAME": hostname,
+           "HOST_FILES": str(state / "root")}
     offset = log.stat().st_size if log.exists() else 0
     with open(log, "ab") as out:
         # A new session so the sshd outlives `python -m tests.lab up` and a Ctrl-C at the terminal.

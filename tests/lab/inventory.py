@@ -1,0 +1,29 @@
+"""The lab seen from opsconsole: Host records, SSH options, and a config file for `make lab` users."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from opsconsole.config.model import JumpConfig
+from opsconsole.hosts import Host
+from opsconsole.transport.pool import SshOptions
+
+from .lab import Lab
+
+
+def lab_host(lab: Lab, name: str, *, port: int | None = None) -> Host:
+    h = lab.hosts[name]
+    role = h.role
+    return Host(name=name, group={"app": "itrust"}.get(role, role), address=h.address, transport="ssh",
+                root=h.root, port=port, role=role, ssh_user=lab.user)
+
+
+def app_hosts(lab: Lab, base_port: int = 8080) -> list[Host]:
+    return [lab_host(lab, h.name, port=base_port) for h in lab.apps]
+
+
+def ssh_options(lab: Lab, *, known_hosts: Path | None = None, **overrides: object) -> SshOptions:
+    options = SshOptions(known_hosts=str(known_hosts or lab.known_hosts), client_keys=(str(lab.client_key),),
+                         agent=False, jump=JumpConfig(host=lab.jump.address, port=22, user=lab.user))
+    return replace(options, **overrides)  # type: ignore[arg-type]

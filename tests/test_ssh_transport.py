@@ -1,0 +1,166 @@
+"""SshTransport against real sshd hosts behind the lab's jump host."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from opsconsole.transport.base import TransportError
+from opsconsole.transport.pool import SshPool
+from opsconsole.transport.ssh import SshTransport
+from tests.lab import Lab
+from tests.lab.inventory import lab_host, ssh_options
+
+pytest_plugins = ["tests.lab.fixtures"]
+
+
+@pytest.fixture
+async def pool(lab: Lab):
+    p = SshPool(ssh_options(lab))
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+def app1(lab: Lab, pool: SshPool) -> SshTransport:
+    return SshTransport(lab_host(lab, "app-1"), pool)
+
+
+def live_processes(lab: Lab, host: str, marker: str) -> list[str]:
+    """Processes on a lab host whose command line holds `marker` (zombies left out: they are dead)."""
+    out = lab.exec(host, "ps", "-eo", "stat=,args=").stdout
+    return [line for line in out.splitlines() if marker in line and not line.lstrip().startswith("Z")
+            and "ps -eo" not in line]
+
+
+async def test_direct_connect_to_app_host_has_no_route_but_the_jump_gets_there(lab: Lab, app1: SshTransport) -> None:
+    with pytest.raises(OSError) as info:
+        lab.connect_direct("app-1")
+    assert info.value.errno == errno.EHOSTUNREACH
+    result = await app1.run("hostname")
+    assert result.ok and result.stdout == "app-1\n"
+
+
+async def test_run_streams_lines_with_exit_code_cwd_env_and_stdin(app1: SshTransport) -> None:
+    lines: list[tuple[str, str]] = []
+    await app1.run("mkdir -p work/sub")
+    result = await app1.run('pwd; echo "$GREETING" >&2; cat; exit 4', cwd="work/sub", env={"GREETING": "hi there"},
+                            stdin=b"from stdin\n", on_line=lambda line, stream: lines.append((line, stream)))
+    assert result.rc == 4 and not result.ok and result.describe() == "exit code 4"
+    assert ("/srv/opsconsole/work/sub", "stdout") in lines
+    assert ("hi there", "stderr") in lines and ("from stdin", "stdout") in lines
+    assert result.stdout == "/srv/opsconsole/work/sub\nfrom stdin\n"
+    assert not any("opsconsole-pgid" in line for line, _ in lines)
+
+
+async def test_output_arrives_while_the_command_still_runs(app1: SshTransport) -> None:
+    seen: list[float] = []
+    start = time.monotonic()
+    await app1.run("echo one; sleep 1; echo two", on_line=lambda line, stream: seen.append(time.monotonic() - start))
+    assert len(seen) == 2 and seen[0] < 0.6 <= seen[1]
+
+
+async def test_killed_by_signal_is_reported(app1: SshTransport) -> None:
+    result = await app1.run("kill -TERM $$")
+    assert result.rc is None and result.signal == 15 and result.describe() == "killed by signal 15"
+
+
+async def test_timeout_kills_the_whole_remote_process_group(lab: Lab, app1: SshTransport) -> None:
+    marker = f"ocl-{uuid.uuid4().hex[:8]}"
+    start = time.monotonic()
+    result = await app1.run(f"sh -c 'sleep 300; : {marker}' & sleep 301; : {marker}", timeout=1.0)
+    assert result.timed_out and result.rc is None and result.describe() == "timed out"
+    assert time.monotonic() - start < 5
+    await asyncio.sleep(0.3)
+    assert live_processes(lab, "app-1", marker) == []
+
+
+async def test_cancel_kills_the_remote_command(lab: Lab, app1: SshTransport) -> None:
+    marker = f"ocl-{uuid.uuid4().hex[:8]}"
+    task = asyncio.create_task(app1.run(f"sleep 300; : {marker}"))
+    await asyncio.sleep(0.5)
+    assert live_processes(lab, "app-1", marker)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.3)
+    assert live_processes(lab, "app-1", marker) == []
+
+
+async def test_become_runs_as_root_via_sudo(app1: SshTransport) -> None:
+    assert (await app1.run("id -un")).stdout == "ocl\n"
+    assert (await app1.run("id -un", become=True)).stdout == "root\n"
+
+
+async def test_files_over_sftp(lab: Lab, app1: SshTransport, tmp_path: Path) -> None:
+    assert await app1.write_file("conf/app.env", b"A=1\n", mode=0o640) is True
+    assert await app1.write_file("conf/app.env", b"A=1\n", mode=0o640) is False
+    assert await app1.write_file("conf/app.env", b"A=1\n", mode=0o600) is True  # mode alone is a change
+    local = Path(lab.hosts["app-1"].files) / "conf" / "app.env"
+    assert local.read_bytes() == b"A=1\n" and local.stat().st_mode & 0o777 == 0o600
+    assert await app1.read_file("conf/app.env") == b"A=1\n"
+    assert await app1.exists("conf") and not await app1.exists("nope")
+    with pytest.raises(TransportError, match="app-1: /srv/opsconsole/missing.txt: no such file"):
+        await app1.read_file("missing.txt")
+    src = tmp_path / "payload.bin"
+    src.write_bytes(bytes(range(256)) * 4096 * 2)  # 2 MiB: the checksum path
+    assert await app1.put_file(str(src), "big/payload.bin") is True
+    assert await app1.put_file(str(src), "big/payload.bin") is False
+    assert (Path(lab.hosts["app-1"].files) / "big" / "payload.bin").read_bytes() == src.read_bytes()
+
+
+async def test_service_lifecycle_pid_and_log(lab: Lab, app1: SshTransport) -> None:
+    pid = await app1.start_service("ticker", "echo started; exec sleep 600")
+    assert pid > 0
+    assert await app1.start_service("ticker", "echo started; exec sleep 600") == pid  # already runs: no-op
+    assert await app1.service_pid("ticker") == pid
+    files = Path(lab.hosts["app-1"].files)
+    assert (files / "run" / "ticker.pid").read_text().strip() == str(pid)
+    await asyncio.sleep(0.2)
+    assert "started" in (files / "log" / "ticker.log").read_text()
+    assert await app1.stop_service("ticker") is True
+    assert await app1.service_pid("ticker") is None
+    assert await app1.stop_service("ticker") is False
+
+
+async def test_port_forward_reaches_a_service_only_listening_on_the_hosts_loopback(app1: SshTransport) -> None:
+    await app1.write_file("www/index.html", b"through the tunnel\n")
+    await app1.start_service("www", "exec python3 -m http.server 8099 --bind 127.0.0.1", cwd="www")
+    try:
+        host, port = await app1.local_endpoint(8099)
+        async with httpx.AsyncClient() as client:
+            for _ in range(50):
+                try:
+                    response = await client.get(f"http://{host}:{port}/index.html")
+                    break
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.1)
+        assert response.text == "through the tunnel\n"
+        assert await app1.local_endpoint(8099) == (host, port)  # one listener per connection
+    finally:
+        await app1.stop_service("www")
+
+
+async def test_one_connection_per_host_and_channels_bounded_below_max_sessions(lab: Lab, pool: SshPool) -> None:
+    transports = [SshTransport(lab_host(lab, h.name), pool) for h in lab.apps]
+    # 3 hosts x 20 concurrent commands: past MaxSessions 10 sshd would refuse channels without the bound.
+    results = await asyncio.gather(*(t.run("sleep 0.2; echo ok") for t in transports for _ in range(20)))
+    assert all(r.ok and r.stdout == "ok\n" for r in results)
+    assert pool.connects == 1 + len(transports)  # the jump host, then one per app host
+
+
+async def test_commands_through_the_jump_are_not_stalled_by_delayed_acks(app1: SshTransport) -> None:
+    await app1.run("true")
+    timings = []
+    for _ in range(10):
+        start = time.perf_counter()
+        await app1.run("true")
+        timings.append(time.perf_counter() - start)
+    # Without the pty on the jump host each round trip waits ~40 ms for a delayed ACK.
+    assert sorted(timings)[5] < 0.025, timings
