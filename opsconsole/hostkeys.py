@@ -15,11 +15,15 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 import asyncssh
 
 from opsconsole.transport.base import TransportError
+
+if TYPE_CHECKING:
+    from opsconsole.config.model import Config
+    from opsconsole.transport.pool import SshOptions
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 
@@ -78,7 +82,11 @@ def known_keys(path: Path, address: str, port: int) -> list[asyncssh.SSHKey]:
     except ValueError:
         addr = ""
     entries = asyncssh.read_known_hosts(str(path))
-    return list(entries.match(address, addr, port if port != 22 else None)[0])
+    unique: dict[bytes, asyncssh.SSHKey] = {}
+    # An IP address matches as host and as addr: the same entry comes back twice.
+    for key in entries.match(address, addr, port if port != 22 else None)[0]:
+        unique.setdefault(key.public_data, key)
+    return list(unique.values())
 
 
 def diagnose(name: str, address: str, port: int, path: Path, presented: asyncssh.SSHKey | None) -> HostKeyProblem:
@@ -174,3 +182,45 @@ async def accept_host_key(
     trust(path, address, port, key)
     return AcceptOutcome(True, f"{name}: trusted {shown} in {path}")
 
+
+
+async def accept_for_config(
+    config: "Config",
+    target: str,
+    *,
+    options: "SshOptions | None" = None,
+    confirm: Callable[[str], bool] = ask_tty,
+    out: Callable[[str], None] = print,
+) -> int:
+    """`opsconsole hostkeys accept HOST`; HOST is an inventory host or the jump host. Returns the exit code.
+
+    Hosts behind the jump host are asked through it, so the jump host's own key
+    must be trusted first (the refusal says so).
+    """
+    from opsconsole.inventory import build_inventory
+    from opsconsole.transport.pool import SshOptions, SshPool
+
+    pool = SshPool(options or SshOptions.from_config(config))
+    try:
+        jump = pool.options.jump
+        if jump is not None and target in (jump.host, "jump"):
+            name, address, port, via_jump = jump.host, jump.host, jump.port, False
+        else:
+            host = build_inventory(config).get(target)
+            if host is None or host.transport != "ssh":
+                out(f"opsconsole: hostkeys: {target!r} is not an SSH host of {config.file}"
+                    + (f" nor its jump host {jump.host}" if jump else ""))
+                return 2
+            name, address, port, via_jump = host.name, host.address, host.ssh_port, True
+
+        async def fetch(algorithms: list[str]) -> asyncssh.SSHKey | None:
+            return await pool.fetch_host_key(address, port, algorithms, via_jump=via_jump)
+
+        outcome = await accept_host_key(name, address, port, pool.known_hosts, fetch, confirm)
+        out(outcome.message)
+        return 0 if outcome.accepted else 1
+    except (TransportError, OSError, asyncssh.Error) as exc:
+        out(f"opsconsole: hostkeys: {target}: {exc}")
+        return 1
+    finally:
+        await pool.close()

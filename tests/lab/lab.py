@@ -189,6 +189,9 @@ class Lab:
         sshd.keygen(host.state_dir / "ssh_host_ed25519_key", f"lab {name} rotated")
         host.sshd_pid = sshd.start(host.ns, self.dir, host.state_dir, LAB_USER, host.name)
         self._write_state()
+        # The lab's own known_hosts follows, so other tests keep trusting the host; a test that wants
+        # the "changed" case copies known_hosts before rotating.
+        self.known_hosts.write_text("".join(self.known_hosts_line(n) + "\n" for n in self.hosts))
         return self.host_fingerprint(name)
 
     def known_hosts_line(self, name: str) -> str:
