@@ -203,8 +203,8 @@ async def test_events_reach_panes_in_batches(engine: Engine) -> None:
         await settle(pilot, app)
         await pilot.pause(0.2)
         lines = [line.text for line in heartbeat.log.visible()]
-        assert len(lines) == 2 and "▼ itrust-2" in lines[0] and "connection refused" in lines[0]
-        assert "▲ itrust-1" in lines[1] and "200" in lines[1] and "4ms" in lines[1]
+        assert len(lines) == 2 and "✘ itrust-2" in lines[0] and "connection refused" in lines[0]
+        assert "✔ itrust-1" in lines[1] and "200" in lines[1] and "4ms" in lines[1]
         row = fleet.table.get_row("itrust-1")
         assert str(row[1]) == "✔ up" and row[2] == "4ms" and row[3] == "abc1234"
         assert str(fleet.table.get_row("itrust-2")[1]) == "✘ DOWN"

@@ -33,9 +33,9 @@ _STATUS: dict[str, tuple[str, str]] = {
     "running": ("⟳ running", "busy"),
     "succeeded": ("✔ ok", "ok"),
     "failed": ("✘ FAILED", "bad"),
-    "cancelled": ("■ cancelled", "warn"),
+    "cancelled": ("■ cancel", "warn"),
     "timed_out": ("✘ TIMEOUT", "bad"),
-    "skipped": ("· skipped", "dim"),
+    "skipped": ("· skip", "dim"),
 }
 
 
@@ -162,7 +162,7 @@ class BuildQueuePane(Vertical):
             for build_id in (b for b in updated if b in self.table.rows):
                 for (key, value) in zip(("status", "app", "commit", "author", "took", "result"),
                                         self._cells(self.rows[build_id], styles, now)):
-                    self.table.update_cell(build_id, key, value)
+                    self.table.update_cell(build_id, key, value, update_width=True)
         if fresh_log:
             self.log.add(fresh_log)
 

@@ -48,7 +48,7 @@ class CanaryPane(VerticalScroll):
         for name, app in config.apps.items():
             hosts = len(self.engine.inventory.group(app.group))
             text.append(f"{name}", style="bold")
-            text.append(f"  pool {app.group} · {hosts} host{'s' if hosts != 1 else ''}\n")
+            text.append(f"  {hosts} host{'s' if hosts != 1 else ''}" + (f" in {app.group}" if app.group != name else "") + "\n")
             text.append("stable ")
             text.append(weight_bar(0, 16), style=styles["ok"])
             text.append(" 100%\n")

@@ -7,12 +7,14 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer
 
-from opsconsole.events import Event
+from opsconsole.events import Event, HealthChanged, HealthSample, HeartbeatCycle
 from opsconsole.headless import format_event
 from opsconsole.ui.log_view import LogLine, LogView
 
 
 def event_line(event: Event) -> LogLine | None:
+    if isinstance(event, (HealthSample, HealthChanged, HeartbeatCycle)):
+        return None  # the heartbeat log has these, in its own words
     text = format_event(event)
     if text is None:
         return None

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from opsconsole.engine.engine import Engine, HostView
 
 COLUMNS: tuple[tuple[str, str], ...] = (
-    ("host", "host"), ("health", "health"), ("ms", "latency"), ("version", "version"),
+    ("host", "host"), ("health", "health"), ("ms", "ms"), ("version", "version"),
     ("activity", "now"), ("role", "group/role"), ("address", "address"),
 )
 
@@ -119,7 +119,7 @@ class FleetPane(Vertical):
                 changed_membership = True
                 continue
             for (key, _), value in zip(COLUMNS, self._cells(view, styles)):
-                table.update_cell(name, key, value)
+                table.update_cell(name, key, value, update_width=True)
         if changed_membership:
             self.rebuild()
         else:

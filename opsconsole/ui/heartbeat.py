@@ -1,7 +1,8 @@
 """The heartbeat log: like a `monitor` printing each server's status every interval, but readable.
 
-By default it shows only changes (a host's first answer, a flip of health or
-status code, and the heartbeat's own up/down verdicts); `v` shows every probe.
+By default it shows changes (a host's first answer, a flip of health or status
+code, the monitor's up/down verdicts after fall/rise) and one rolling line per
+monitor cycle with every host's status; `v` adds every single probe.
 Filtering on one host shows every probe of that host, monitor-style.
 Every line also goes to `<state_dir>/logs/heartbeat.log`, since the view keeps
 only the last few thousand.
@@ -15,11 +16,14 @@ from pathlib import Path
 from textual.app import ComposeResult
 from textual.containers import Vertical
 
-from opsconsole.events import Event, HealthChanged, HealthSample
+from opsconsole.events import Event, HealthChanged, HealthSample, HeartbeatCycle
 from opsconsole.ui.bindings import bindings
 from opsconsole.ui.filter_bar import FilterBar
 from opsconsole.ui.log_view import LogLine, LogView
 from opsconsole.ui.style import latency_text
+
+
+CYCLE_KEY = "\0cycle"
 
 
 def _clock(at: float) -> str:
@@ -55,17 +59,18 @@ class HeartbeatPane(Vertical):
                 before = self._last.get(host)
                 self._last[host] = (ok, status)
                 changed = before is None or before != (ok, status)
-                mark = ("▲" if ok else "▼") if changed else ("✔" if ok else "✘")
-                answer = str(status) if status is not None else (error or "no answer")
-                text = f"{_clock(event.at)} {mark} {host:<12} {answer:<4} {latency_text(latency):>6}"
-                if version:
-                    text += f" {version}"
-                if error and status is not None:
-                    text += f" {error}"
+                mark = "✔" if ok else "✘"  # ▲/▼ are kept for the monitor's verdicts after fall/rise
+                text = f"{_clock(event.at)} {mark} {host:<12} {status or '---':>3} {latency_text(latency):>5}"
+                text += (f" {version}" if version else "") + (f" {error}" if error else "")
                 return LogLine(host, text, "ok" if ok else "bad", important=changed)
             case HealthChanged(host=host, healthy=healthy, reason=reason):
                 text = f"{_clock(event.at)} {'▲' if healthy else '▼'} {host:<12} {'UP' if healthy else 'DOWN'}"
                 return LogLine(host, text + (f": {reason}" if reason else ""), "ok" if healthy else "bad")
+            case HeartbeatCycle(probed=probed, up=up, down=down, statuses=statuses):
+                # The monitor's rolling line; the key matches no host, so a host filter hides it.
+                text = f"{_clock(event.at)} ○ {up}/{probed} up" + (f", {down} down" if down else "") + " │ "
+                text += " ".join(f"{host}:{status}" for host, status in statuses)
+                return LogLine(CYCLE_KEY, text, "bad" if down else "dim")
         return None
 
     def on_events(self, batch: list[Event]) -> None:

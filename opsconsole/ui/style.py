@@ -43,7 +43,7 @@ def styled(text: str, level: str, styles: dict[str, str]) -> Text:
 def health_cell(healthy: bool | None) -> tuple[str, str]:
     """(text, level) of a host's health: the symbol reads without colour."""
     if healthy is None:
-        return "? unknown", "dim"
+        return "? n/a", "dim"
     return ("✔ up", "ok") if healthy else ("✘ DOWN", "bad")
 
 
