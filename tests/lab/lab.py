@@ -46,6 +46,7 @@ class LabHost:
     files: str  # the host's files dir, as this machine sees it
     root: str = HOST_ROOT  # the same dir as the host sees it (its opsconsole host root)
     public_address: str | None = None  # jump and proxy: the address the root namespace can reach
+    lan_address: str = ""  # its address on the private network (for the jump host, not where sshd listens)
     sshd_pid: int | None = None
 
     @property
@@ -112,7 +113,7 @@ class Lab:
                 role = "app" if name.startswith("app-") else name
                 self.hosts[name] = LabHost(
                     name=name, role=role, ns=f"{self.config.prefix}{name}", address=nets.addr(PRIVATE, number),
-                    files=str(self.dir / name / "root"))
+                    files=str(self.dir / name / "root"), lan_address=nets.addr(PRIVATE, number))
             self.jump.address = self.jump.public_address = nets.addr(PUBLIC, 2)
             self.proxy.public_address = nets.addr(PROXY_PUBLIC, 2)
             net.build(self.config.prefix, nets, numbers)

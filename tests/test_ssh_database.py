@@ -1,0 +1,135 @@
+"""playbooks/database.yml on the lab's db host: MariaDB with its own datadir, app hosts in, jump host out, no password in logs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pytest
+import yaml
+
+from opsconsole.hosts import Host
+from opsconsole.transport.pool import SshPool
+from opsconsole.transport.ssh import SshTransport
+from tests.lab import Lab
+from tests.lab.inventory import lab_host, ssh_options
+
+pytest_plugins = ["tests.lab.fixtures"]
+
+PLAYBOOK = Path(__file__).resolve().parent.parent / "playbooks" / "database.yml"
+
+
+class MiniPlay:
+    """Just enough of the playbook language to run database.yml over a transport until the real
+    PlaybookRunner lands: shell, copy, service; when, register, become, ignore_errors. It logs like a
+    runner would: every rendered command and every output line, so the test can search them."""
+
+    def __init__(self, transport: SshTransport, variables: dict[str, Any]) -> None:
+        self.t = transport
+        self.env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+        self.env.globals["lookup"] = lambda kind, name: os.environ.get(name, "") if kind == "env" else ""
+        self.vars = dict(variables)
+        self.log: list[str] = []
+
+    def render(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.env.from_string(value).render(**self.vars)
+        if isinstance(value, dict):
+            return {k: self.render(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.render(v) for v in value]
+        return value
+
+    async def run(self, play: dict[str, Any]) -> None:
+        for key, value in play.get("vars", {}).items():
+            self.vars.setdefault(key, self.render(value))
+        for task in play["tasks"]:
+            if "when" in task and not self.env.compile_expression(task["when"])(**self.vars):
+                self.log.append(f"skip: {task['name']}")
+                continue
+            self.log.append(f"task: {task['name']}")
+            rc, out = await self._task(task)
+            if "register" in task:
+                self.vars[task["register"]] = {"rc": rc, "stdout": out}
+            if rc != 0 and not task.get("ignore_errors"):
+                raise AssertionError(f"task {task['name']!r} failed (rc {rc}):\n" + "\n".join(self.log[-15:]))
+
+    async def _task(self, task: dict[str, Any]) -> tuple[int, str]:
+        def line(text: str, stream: str) -> None:
+            self.log.append(f"{self.t.host.name} {stream}: {text}")
+
+        if "shell" in task:
+            command = self.render(task["shell"])
+            self.log.append(f"run: {command}")
+            result = await self.t.run(command, on_line=line, become=bool(task.get("become")), timeout=300)
+            return (result.rc if result.rc is not None else -1), result.stdout
+        if "copy" in task:
+            spec = self.render(task["copy"])
+            mode = int(spec["mode"], 8) if "mode" in spec else None
+            if "src" in spec:
+                changed = await self.t.put_file(spec["src"], spec["dest"], mode)
+            else:
+                changed = await self.t.write_file(spec["dest"], spec["content"].encode(), mode)
+            self.log.append(f"copy: {spec['dest']} {'changed' if changed else 'ok'}")
+            return 0, ""
+        if "service" in task:
+            spec = self.render(task["service"])
+            pid = await self.t.start_service(spec["name"], spec["command"])
+            self.log.append(f"service: {spec['name']} pid {pid}")
+            return 0, ""
+        raise AssertionError(f"MiniPlay does not know task {task}")
+
+
+def sql_as(lab: Lab, host: str, password: str, sql: str) -> subprocess.CompletedProcess[str]:
+    """The mariadb client from inside a lab host's network namespace, as the app user."""
+    return subprocess.run(
+        ["ip", "netns", "exec", lab.hosts[host].ns, "mariadb", "-h", lab.db.address, "-u", "itrust",
+         "--connect-timeout=5", "-N", "-e", sql],
+        capture_output=True, text=True, timeout=30, env={**os.environ, "MYSQL_PWD": password})
+
+
+async def test_database_playbook(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.lab.fixtures import skip_or_fail
+
+    if shutil.which("mariadb") is None or not Path("/usr/sbin/mariadbd").exists():
+        skip_or_fail("the database test needs MariaDB (apt-get install mariadb-server mariadb-client)")
+    password = f"pw'{uuid.uuid4().hex}\"x"  # quotes on purpose: the SQL must survive them
+    monkeypatch.setenv("OPSCONSOLE_DB_PASSWORD", password)
+    pool = SshPool(ssh_options(lab))
+    db = SshTransport(lab_host(lab, "db"), pool)
+    host: Host = db.host
+    play = MiniPlay(db, {"host_root": host.root, "ansible_host": host.address, "inventory_hostname": host.name,
+                         "db_client_hosts": [h.address for h in lab.apps]})
+    try:
+        await play.run(yaml.safe_load(PLAYBOOK.read_text())[0])
+        assert await db.service_pid("mariadb") is not None
+        # Its own data directory, under the db host's root.
+        files = Path(lab.db.files)
+        assert (files / "mariadb" / "data" / "mysql").is_dir()
+        assert (files / "mariadb" / "secrets" / "app.pw").stat().st_mode & 0o777 == 0o600
+        # Every app host gets in with the app user ...
+        for app in lab.apps:
+            got = sql_as(lab, app.name, password, "SELECT CURRENT_USER(); SHOW DATABASES LIKE 'itrust'")
+            assert got.returncode == 0, got.stderr
+            assert got.stdout.split() == [f"itrust@{app.address}", "itrust"]
+        # ... the jump host does not, password or not.
+        refused = sql_as(lab, "jump", password, "SELECT 1")
+        assert refused.returncode != 0 and f"Host '{lab.jump.lan_address}' is not allowed to connect" in refused.stderr
+        assert sql_as(lab, "app-1", "wrong", "SELECT 1").returncode != 0
+        # Running it again changes nothing that matters and still works (idempotent).
+        await play.run(yaml.safe_load(PLAYBOOK.read_text())[0])
+        assert sql_as(lab, "app-2", password, "SELECT 1").returncode == 0
+        # The password is in no log line, no command we ran, no file under the host's log dir, no sshd log.
+        logs = "\n".join(play.log)
+        for log_file in [*(files / "log").glob("*"), *Path(lab.dir).glob("*/sshd.log")]:
+            logs += log_file.read_text(errors="replace")
+        assert password not in logs and password.split("'")[1] not in logs
+        assert "task: app database and user, for the app hosts only" in logs
+    finally:
+        await db.stop_service("mariadb", timeout=20)
+        await pool.close()
