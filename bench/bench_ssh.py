@@ -1,0 +1,137 @@
+"""Benchmark: the same 3-task play, `serial: 1`, over the lab's app hosts through the jump host,
+with ansible-playbook and with opsconsole. Prints both wall times and their ratio from one run.
+
+    sudo .venv/bin/python bench/bench_ssh.py            # brings the lab up and down itself
+    sudo .venv/bin/python bench/bench_ssh.py --attach   # use a lab from `python -m tests.lab up`
+
+ansible-core is installed into its own environment (BENCH_VENV, default
+~/.cache/opsconsole-bench/venv) on first use, so it never enters opsconsole's.
+Both sides start cold: Ansible with its default SSH multiplexing, opsconsole
+with a fresh connection pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from opsconsole.transport.pool import SshPool  # noqa: E402
+from opsconsole.transport.ssh import SshTransport  # noqa: E402
+from tests.lab import Lab, LabConfig  # noqa: E402
+from tests.lab.inventory import lab_host, ssh_options  # noqa: E402
+
+BENCH_VENV = Path(os.environ.get("BENCH_VENV", Path.home() / ".cache" / "opsconsole-bench" / "venv"))
+
+PLAY = """\
+- name: bench
+  hosts: app
+  serial: 1
+  gather_facts: false
+  tasks:
+    - name: who
+      command: hostname
+    - name: a file
+      copy:
+        content: "bench {{ inventory_hostname }}\\n"
+        dest: /srv/opsconsole/bench.txt
+    - name: read it
+      shell: cat /srv/opsconsole/bench.txt
+"""
+
+
+def ansible_playbook() -> Path:
+    exe = BENCH_VENV / "bin" / "ansible-playbook"
+    if not exe.exists():
+        print(f"installing ansible-core into {BENCH_VENV} ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+        subprocess.run([str(BENCH_VENV / "bin" / "pip"), "install", "-q", "ansible-core"], check=True)
+    return exe
+
+
+def run_ansible(lab: Lab, work: Path) -> float:
+    (work / "play.yml").write_text(PLAY)
+    hosts = "\n".join(f"{h.name}" for h in lab.apps)
+    (work / "inventory.ini").write_text(textwrap.dedent(f"""\
+        [app]
+        {hosts}
+        [app:vars]
+        ansible_user={lab.user}
+        ansible_python_interpreter=/usr/bin/python3
+        ansible_ssh_common_args=-F {lab.ssh_config}
+        """))
+    env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_LOCAL_TEMP": str(work / "tmp"), "ANSIBLE_SSH_CONTROL_PATH_DIR": str(work / "cp")}
+    start = time.perf_counter()
+    proc = subprocess.run([str(ansible_playbook()), "-i", str(work / "inventory.ini"), str(work / "play.yml")],
+                          capture_output=True, text=True, env=env, cwd=work)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0 or "failed=0" not in proc.stdout:
+        raise SystemExit(f"ansible-playbook failed:\n{proc.stdout}\n{proc.stderr}")
+    return elapsed
+
+
+async def run_opsconsole(lab: Lab, work: Path) -> tuple[float, str]:
+    """Through PlaybookRunner when it exists; else the same three tasks straight over the transport."""
+    start = time.perf_counter()
+    pool = SshPool(ssh_options(lab))
+    try:
+        hosts = [lab_host(lab, h.name) for h in lab.apps]
+        try:
+            from opsconsole.events import EventBus
+            from opsconsole.playbook.loader import load_playbook
+            from opsconsole.playbook.runner import PlaybookRunner
+        except ImportError:
+            for host in hosts:  # serial: 1
+                t = SshTransport(host, pool)
+                assert (await t.run("hostname")).ok
+                await t.write_file("/srv/opsconsole/bench.txt", f"bench {host.name}\n".encode())
+                assert (await t.run("cat /srv/opsconsole/bench.txt")).ok
+            how = "transport (PlaybookRunner not available)"
+        else:
+            (work / "play-oc.yml").write_text(PLAY.replace("  gather_facts: false\n", "").replace("hosts: app", "hosts: itrust"))
+            transports: dict[str, SshTransport] = {}
+            runner = PlaybookRunner(EventBus(), lambda h: transports.setdefault(h.name, SshTransport(h, pool)))
+            result = await runner.run(load_playbook(work / "play-oc.yml"), hosts, extra_vars={})
+            assert result.ok, result
+            how = "PlaybookRunner"
+    finally:
+        await pool.close()
+    return time.perf_counter() - start, how
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--attach", action="store_true", help="use the lab that is already up")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench_ssh needs root (the lab uses network namespaces)", file=sys.stderr)
+        return 1
+    ansible_playbook()  # install before timing anything
+    lab = Lab.attach() if args.attach else Lab(LabConfig.from_env()).up()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-ssh-") as tmp:
+            work = Path(tmp)
+            ansible = run_ansible(lab, work)
+            ours, how = asyncio.run(run_opsconsole(lab, work))
+        print(f"3 tasks x {len(lab.apps)} hosts, serial: 1, through the jump host")
+        print(f"ansible-playbook: {ansible:7.3f} s")
+        print(f"opsconsole:       {ours:7.3f} s   ({how})")
+        print(f"ratio:            {ansible / ours:7.1f}x")
+    finally:
+        if not args.attach:
+            lab.down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
