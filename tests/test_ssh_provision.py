@@ -1,0 +1,66 @@
+"""playbooks/app-server.yml and proxy-host.yml on the lab's hosts (through the jump host)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import yaml
+
+from opsconsole.transport.pool import SshPool
+from opsconsole.transport.ssh import SshTransport
+from tests.lab import Lab
+from tests.lab.inventory import lab_host, ssh_options
+from tests.lab.miniplay import MiniPlay
+
+pytest_plugins = ["tests.lab.fixtures"]
+
+PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
+
+
+def first_play(name: str) -> dict:
+    return yaml.safe_load((PLAYBOOKS / name).read_text())[0]
+
+
+async def test_app_server_playbook_prepares_every_app_host(lab: Lab) -> None:
+    pool = SshPool(ssh_options(lab))
+    try:
+        for app in lab.apps:
+            t = SshTransport(lab_host(lab, app.name, port=8080), pool)
+            await t.run("rm -rf current releases")
+            play = MiniPlay(t, {"host_root": t.root, "inventory_hostname": app.name, "port": 8080,
+                                "service_command": "exec python3 current/app.py --port 8080"})
+            await play.run(first_play("app-server.yml"))
+            files = Path(app.files)
+            assert all((files / d).is_dir() for d in ("releases", "run", "log"))
+            assert any(f"{app.name} ready under /srv/opsconsole (Python 3" in line for line in play.log)
+            assert "skip: run the deployed release" in play.log  # nothing deployed yet: nothing started
+            assert await t.service_pid("itrust") is None
+    finally:
+        await pool.close()
+
+
+async def test_proxy_host_playbook_and_its_public_leg(lab: Lab) -> None:
+    pool = SshPool(ssh_options(lab))
+    t = SshTransport(lab_host(lab, "proxy"), pool)
+    backends = [f"{h.address}:8080" for h in lab.apps]
+    try:
+        play = MiniPlay(t, {"host_root": t.root, "inventory_hostname": "proxy", "proxy_backends": backends,
+                            # a stand-in for the traffic issue's proxy: serve the backend list on the public leg
+                            "proxy_command": "cd proxy && exec python3 -m http.server 8000 --bind 0.0.0.0"})
+        await play.run(first_play("proxy-host.yml"))
+        text = (Path(lab.proxy.files) / "proxy" / "backends.txt").read_text()
+        assert [line for line in text.split() if ":8080" in line] == backends
+        # The proxy's listen port answers from this (root) namespace, like a public load balancer.
+        async with httpx.AsyncClient() as client:
+            for _ in range(50):
+                try:
+                    response = await client.get(f"http://{lab.proxy.public_address}:8000/backends.txt", timeout=2)
+                    break
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.1)
+        assert response.status_code == 200 and backends[0] in response.text
+    finally:
+        await t.stop_service("proxy")
+        await pool.close()
