@@ -157,6 +157,7 @@ async def accept_host_key(
     path: Path,
     fetch: Callable[[list[str]], Awaitable[asyncssh.SSHKey | None]],
     confirm: Callable[[str], bool] = ask_tty,
+    expected: str | None = None,
 ) -> AcceptOutcome:
     """The `opsconsole hostkeys accept HOST` flow: fetch the key the host presents, show it, ask, record.
 
@@ -177,7 +178,10 @@ async def accept_host_key(
                     f"Trust the new key?")
     else:
         question = f"{name} ({address}:{port}) presents {shown}\nTrust this key?"
-    if not confirm(question):
+    if expected is not None:  # non-interactive: only the fingerprint the operator checked out of band
+        if key.get_fingerprint("sha256") != expected:
+            return AcceptOutcome(False, f"{name}: presents {shown}, not {expected}; {path} unchanged")
+    elif not confirm(question):
         return AcceptOutcome(False, f"{name}: not accepted; {path} unchanged")
     trust(path, address, port, key)
     return AcceptOutcome(True, f"{name}: trusted {shown} in {path}")
@@ -191,6 +195,7 @@ async def accept_for_config(
     options: "SshOptions | None" = None,
     confirm: Callable[[str], bool] = ask_tty,
     out: Callable[[str], None] = print,
+    expected: str | None = None,
 ) -> int:
     """`opsconsole hostkeys accept HOST`; HOST is an inventory host or the jump host. Returns the exit code.
 
@@ -216,7 +221,7 @@ async def accept_for_config(
         async def fetch(algorithms: list[str]) -> asyncssh.SSHKey | None:
             return await pool.fetch_host_key(address, port, algorithms, via_jump=via_jump)
 
-        outcome = await accept_host_key(name, address, port, pool.known_hosts, fetch, confirm)
+        outcome = await accept_host_key(name, address, port, pool.known_hosts, fetch, confirm, expected)
         out(outcome.message)
         return 0 if outcome.accepted else 1
     except (TransportError, OSError, asyncssh.Error) as exc:
@@ -224,3 +229,26 @@ async def accept_for_config(
         return 1
     finally:
         await pool.close()
+
+
+def main_hostkeys(argv: list[str]) -> int:
+    """`opsconsole hostkeys accept HOST [--fingerprint SHA256:…] [--config FILE]`."""
+    import argparse
+
+    from opsconsole.config import SourceError, load_config
+
+    p = argparse.ArgumentParser(prog="opsconsole hostkeys", description="trust an SSH host's key after checking it")
+    sub = p.add_subparsers(dest="action", required=True)
+    accept = sub.add_parser("accept", help="show HOST's key fingerprint and ask whether to trust it")
+    accept.add_argument("host", metavar="HOST", help="an inventory host, or the jump host")
+    accept.add_argument("--fingerprint", metavar="SHA256:…", help="accept without asking if and only if the key has it")
+    accept.add_argument("--config", "-c", metavar="FILE")
+    args = p.parse_args(argv)
+    try:
+        config = load_config(args.config or os.environ.get("OPSCONSOLE_CONFIG") or "opsconsole.yaml")
+    except SourceError as exc:
+        print(f"opsconsole: {exc}", file=sys.stderr)
+        return 2
+    import asyncio
+
+    return asyncio.run(accept_for_config(config, args.host, expected=args.fingerprint))

@@ -138,3 +138,20 @@ def lab_config(lab: Lab, tmp_path: Path, known: Path):  # type: ignore[no-untype
             hosts:
         """) + hosts + "\n")
     return load_config(cfg)
+
+
+def test_hostkeys_cli_accepts_only_the_checked_fingerprint(lab: Lab, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from opsconsole.hostkeys import main_hostkeys
+
+    known = known_hosts_without(lab, tmp_path, "app-1")
+    config = lab_config(lab, tmp_path, known)
+    # The config names no known_hosts file yet, so point HOME's at ours.
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    shutil.copy(known, home / ".ssh" / "known_hosts")
+    monkeypatch.setenv("HOME", str(home))
+    right = lab.host_fingerprint("app-1")
+    assert main_hostkeys(["accept", "app-1", "--fingerprint", "SHA256:wrong", "--config", str(config.file)]) == 1
+    assert known_keys(home / ".ssh" / "known_hosts", lab.hosts["app-1"].address, 22) == []
+    assert main_hostkeys(["accept", "app-1", "--fingerprint", right, "--config", str(config.file)]) == 0
+    assert [k.get_fingerprint() for k in known_keys(home / ".ssh" / "known_hosts", lab.hosts["app-1"].address, 22)] == [right]
