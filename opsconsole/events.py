@@ -191,3 +191,15 @@ class HeartbeatCycle(Event):
     lag: float  # how late the cycle started behind its schedule, seconds
     duration: float  # first probe start to last result
     statuses: tuple[tuple[str, str], ...] = ()  # (host, short status: "200", "DOWN", "timeout" …)
+
+
+@dataclass(frozen=True)
+class RolloutStep(Event):
+    """A rollout moved: a host entered a step (draining, deploying, gating, done, failed), or the rollout's status changed."""
+
+    rollout_id: str
+    app: str
+    host: str | None  # None for the rollout as a whole
+    state: str
+    detail: str = ""
+    batch: int | None = None

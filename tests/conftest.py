@@ -69,3 +69,28 @@ def demo_config(tmp_path: Path):
     cfg = write_config(tmp_path)
     yield cfg
     kill_services(tmp_path / "state")
+
+
+def git(repo: Path, *args: str) -> str:
+    import subprocess
+
+    env = {**os.environ, "GIT_AUTHOR_NAME": "Test Author", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "Test Author", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def commit_file(repo: Path, name: str, content: str, message: str, branch: str = "production") -> str:
+    """Commit a change on `branch` of a working repo (the demo repo has it checked out); returns the sha."""
+    current = git(repo, "rev-parse", "--abbrev-ref", "HEAD")
+    if current != branch:
+        try:
+            git(repo, "checkout", "-q", branch)
+        except Exception:
+            git(repo, "checkout", "-q", "-b", branch)
+    (repo / name).write_text(content)
+    git(repo, "add", name)
+    git(repo, "commit", "-q", "-m", message)
+    sha = git(repo, "rev-parse", "HEAD")
+    if current != branch:
+        git(repo, "checkout", "-q", current)
+    return sha

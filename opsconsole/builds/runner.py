@@ -108,7 +108,7 @@ class Builder:
 
     async def resolve(self, app: AppConfig, commit: str | None) -> str:
         """The full commit id to build: the branch head, or `commit` (a sha or ref) from the repo."""
-        cache = self._cache(app)
+        cache = self.cache_dir(app)
         await git.update_cache(app.repo, cache)
         if commit is None:
             return await git.branch_head(app.repo, app.branch)
@@ -117,26 +117,40 @@ class Builder:
         except git.GitError:
             raise git.GitError(f"commit {commit!r} is not in {app.repo}") from None
 
-    def _cache(self, app: AppConfig) -> Path:
+    def cache_dir(self, app: AppConfig) -> Path:
         return self.state_dir / "builds" / "cache" / f"{app.name}.git"
 
+    async def new_record(self, app: AppConfig, commit: str, status: str = "queued") -> BuildRecord:
+        """A build record for `commit` (a full sha) with its author and subject, saved and announced."""
+        info = await git.commit_info(self.cache_dir(app), commit)
+        build_id = f"{app.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+        return self._update(BuildRecord(build_id=build_id, app=app.name, commit=info.sha, status=status,
+                                        author=info.author, subject=info.subject, queued_at=time.time(),
+                                        log=str(self.store.log_path(build_id))))
+
+    def mark(self, record: BuildRecord, status: str, message: str = "") -> BuildRecord:
+        """Record a build that ends without running: skipped (a newer commit won) or cancelled in the queue."""
+        return self._update(record, status=status, finished_at=time.time(), message=message)
+
     async def build(self, app: AppConfig, commit: str) -> BuildRecord:
-        """Build `commit` (a full sha); returns the succeeded record or raises BuildFailed."""
-        cache = self._cache(app)
-        await git.update_cache(app.repo, cache)
-        info = await git.commit_info(cache, commit)
-        build_id = f"{app.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        """Build `commit` now, outside any queue; returns the succeeded record or raises BuildFailed."""
+        await git.update_cache(app.repo, self.cache_dir(app))
+        return await self.run(app, await self.new_record(app, commit))
+
+    async def run(self, app: AppConfig, record: BuildRecord) -> BuildRecord:
+        """Run a queued build; returns the succeeded record or raises BuildFailed (cancel propagates)."""
+        cache = self.cache_dir(app)
+        build_id = record.build_id
         log_path = self.store.log_path(build_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        record = self._update(BuildRecord(build_id=build_id, app=app.name, commit=info.sha, status="running",
-                                          author=info.author, subject=info.subject, queued_at=time.time(),
-                                          started_at=time.time(), log=str(log_path)))
+        record = self._update(record, status="running", started_at=time.time())
         work = self.state_dir / "builds" / "work" / app.name
         try:
-            await git.checkout_clean(cache, info.sha, work)
+            await git.checkout_clean(cache, record.commit, work)
             transport = LocalTransport(Host(name=f"build:{app.name}", group="builds", address="127.0.0.1", root=str(work)))
             deadline = time.monotonic() + app.build.timeout
-            env = {"OPSCONSOLE_APP": app.name, "OPSCONSOLE_COMMIT": info.sha, "OPSCONSOLE_VERSION": info.sha[:7]}
+            env = {"OPSCONSOLE_APP": app.name, "OPSCONSOLE_COMMIT": record.commit, "OPSCONSOLE_VERSION": record.short,
+                   "OPSCONSOLE_BUILD": build_id}
             with log_path.open("w", encoding="utf-8") as log:
                 def on_line(line: str, stream: str) -> None:
                     log.write(line + "\n")
@@ -148,20 +162,21 @@ class Builder:
                     remaining = deadline - time.monotonic()
                     result = await transport.run(command, on_line=on_line, timeout=max(remaining, 0.01), env=env)
                     if result.timed_out:
+                        log.write(f"-- timed out after {app.build.timeout:g}s; process group killed\n")
                         raise BuildFailed(self._update(record, status="timed_out", finished_at=time.time(),
                                                        message=f"timed out after {app.build.timeout:g}s in `{command}`"),
-                                          f"build {build_id} timed out")
+                                          f"build {build_id} timed out after {app.build.timeout:g}s")
                     if not result.ok:
                         tail = " | ".join(result.tail[-5:])
                         raise BuildFailed(self._update(record, status="failed", finished_at=time.time(),
                                                        message=f"`{command}` failed ({result.describe()}): {tail}"),
-                                          f"build {build_id} failed")
+                                          f"build {build_id} of {record.short} failed: `{command}` {result.describe()}: {tail}")
             artifact_src = work / app.build.artifact
             if not artifact_src.is_file():
                 raise BuildFailed(self._update(record, status="failed", finished_at=time.time(),
                                                message=f"artifact {app.build.artifact!r} was not produced"),
                                   f"build {build_id} failed")
-            dest = self.store.artifacts / app.name / info.sha / artifact_src.name
+            dest = self.store.artifacts / app.name / record.commit / artifact_src.name
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(artifact_src, dest)
             digest = hashlib.sha256(dest.read_bytes()).hexdigest()
@@ -171,5 +186,5 @@ class Builder:
         except git.GitError as exc:
             raise BuildFailed(self._update(record, status="failed", finished_at=time.time(), message=str(exc)), str(exc)) from None
         except BaseException:
-            self._update(record, status="cancelled", finished_at=time.time(), message="cancelled")
+            self._update(record, status="cancelled", finished_at=time.time(), message="cancelled; process group killed")
             raise

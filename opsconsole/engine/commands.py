@@ -174,6 +174,41 @@ class Build(Command):
 
 
 @dataclass(frozen=True)
+class Builds(Command):
+    verb: ClassVar[str] = "builds"
+    usage: ClassVar[str] = "builds [APP]"
+    summary: ClassVar[str] = "list builds: queued, running, finished, skipped"
+    mutating: ClassVar[bool] = False
+    app: str | None = None
+
+    def text(self) -> str:
+        return _join("builds", self.app)
+
+
+@dataclass(frozen=True)
+class CancelBuild(Command):
+    verb: ClassVar[str] = "cancel"
+    usage: ClassVar[str] = "cancel build ID"
+    summary: ClassVar[str] = "cancel a queued or running build (its processes are killed)"
+    build_id: str = ""
+
+    def text(self) -> str:
+        return _join("cancel", "build", self.build_id)
+
+
+@dataclass(frozen=True)
+class LogBuild(Command):
+    verb: ClassVar[str] = "log"
+    usage: ClassVar[str] = "log build ID"
+    summary: ClassVar[str] = "print a build's log"
+    mutating: ClassVar[bool] = False
+    build_id: str = ""
+
+    def text(self) -> str:
+        return _join("log", "build", self.build_id)
+
+
+@dataclass(frozen=True)
 class Abort(Command):
     verb: ClassVar[str] = "abort"
     usage: ClassVar[str] = "abort"
@@ -373,6 +408,34 @@ def _parse_build(args: list[str], names: Names) -> Command:
     return Build(app=app, commit=commit)
 
 
+@_parser(Builds)
+def _parse_builds(args: list[str], names: Names) -> Command:
+    if not args:
+        return Builds()
+    app = _app(args, names)
+    _no_more(args, 1)
+    return Builds(app=app)
+
+
+def _build_id(args: list[str]) -> str:
+    if not args or args[0] != "build":
+        raise CommandError("say `build ID`")
+    if len(args) < 2:
+        raise CommandError("a build id is required (see `builds`)")
+    _no_more(args, 2)
+    return args[1]
+
+
+@_parser(CancelBuild)
+def _parse_cancel(args: list[str], names: Names) -> Command:
+    return CancelBuild(build_id=_build_id(args))
+
+
+@_parser(LogBuild)
+def _parse_log(args: list[str], names: Names) -> Command:
+    return LogBuild(build_id=_build_id(args))
+
+
 @_parser(Abort)
 def _parse_abort(args: list[str], names: Names) -> Command:
     _no_more(args, 0)
@@ -408,6 +471,6 @@ def describe_fields(cmd: Command) -> dict[str, object]:
 
 
 __all__ = [
-    "Abort", "Build", "Command", "CommandError", "Deploy", "Help", "Names", "Run", "Sleep", "Start", "Status",
+    "Abort", "Build", "Builds", "CancelBuild", "LogBuild", "Command", "CommandError", "Deploy", "Help", "Names", "Run", "Sleep", "Start", "Status",
     "Stop", "WaitHealthy", "WaitDown", "Heartbeat", "Probe", "command_classes", "format_duration", "help_text", "parse_command", "verbs",
 ]

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from opsconsole.builds.git import GitError
+from opsconsole.builds.poller import BranchPoller, HeadBook
+from opsconsole.builds.queue import BuildQueue
 from opsconsole.builds.runner import BuildFailed, Builder, BuildRecord, BuildStore
 from opsconsole.config.model import AppConfig, Config
 from opsconsole.demo.repo import ensure_demo_repo
@@ -78,6 +80,10 @@ class Engine:
         self.journal = Journal(config.state_dir / "journal.jsonl")
         self.builds = BuildStore(config.state_dir)
         self.builder = Builder(self.bus, self.builds, config.state_dir)
+        self.build_queue = BuildQueue(self.builder, config.apps, config.max_parallel_builds, self._after_build)
+        self.heads = HeadBook(config.state_dir / "builds" / "heads.json")
+        self.pollers = {name: BranchPoller(self.bus, app, self.build_queue, self.heads)
+                        for name, app in config.apps.items() if app.build.commands}
         self.runner = PlaybookRunner(self.bus, self.transport_for)
         self.views: dict[str, HostView] = {h.name: HostView(h) for h in self.inventory.hosts}
         self._transports: dict[str, Transport] = {}
@@ -129,16 +135,29 @@ class Engine:
                     targets.setdefault(host.name, ProbeTarget(host, group.health))
         return list(targets.values())
 
-    async def start_background(self, *, heartbeat: bool = True) -> None:
+    async def start_background(self, *, heartbeat: bool = True, poll: bool = True) -> None:
         """Start the always-on work (heartbeat monitor, branch pollers). Front ends call this once."""
         if heartbeat and self.monitor.targets:
             self._background.append(asyncio.ensure_future(self.monitor.run()))
+        if poll and not self.config.readonly:
+            for poller in self.pollers.values():
+                self._background.append(asyncio.ensure_future(poller.run()))
+
+    async def _after_build(self, app: AppConfig, record: BuildRecord) -> None:
+        """A build succeeded: start the deploy the app asks for, as a journaled command like any other."""
+        if app.on_build == "none" or self.config.readonly:
+            return
+        command = C.Deploy(app=app.name, version=record.commit)  # `rolling` and `canary` drive this for now
+        self._emit(f"{app.name}: build {record.build_id} of {record.short} succeeded; starting `{command.text()}`")
+        task = asyncio.ensure_future(self.execute(command, issuer=f"{self.issuer} (build {record.build_id})"))
+        self._background.append(task)
 
     async def close(self) -> None:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._background.clear()
+        await self.build_queue.close()
         for transport in self._transports.values():
             await transport.close()
         await self.prober.aclose()
@@ -318,13 +337,47 @@ class Engine:
     async def _do_build(self, command: C.Build) -> str:
         app = self.config.apps[command.app]
         record = await self._build(app, command.commit)
-        return f"build {record.build_id} of {record.short} succeeded"
+        return f"build {record.build_id} of {record.short} succeeded ({record.artifact})"
 
     async def _build(self, app: AppConfig, commit: str | None) -> BuildRecord:
+        """Queue a build of `commit` (default: the branch head) and wait for it; raise unless it succeeded."""
         if not app.build.commands:
             raise CommandFailed(f"app {app.name} has no build commands in {self.config.file}")
         sha = await self.builder.resolve(app, commit)
-        return await self.builder.build(app, sha)
+        record = await (await self.build_queue.submit(app, sha))
+        if record.status != "succeeded":
+            raise CommandFailed(f"build {record.build_id} of {record.short} {record.status}: {record.message}")
+        return record
+
+    async def _do_builds(self, command: C.Builds) -> str:
+        records = [r for r in self.builds.records() if command.app in (None, r.app)]
+        for r in records[-30:]:
+            duration = f"{r.duration:.1f}s" if r.duration is not None else "-"
+            self._emit(f"{r.build_id:<32} {r.short} {r.status:<10} {duration:>7}  {r.author}: {r.subject}"
+                       + (f" — {r.message}" if r.message and r.status != "succeeded" else ""))
+        return f"{len(records)} build(s)"
+
+    async def _do_cancelbuild(self, command: C.CancelBuild) -> str:
+        record = self.build_queue.cancel(command.build_id)
+        if record is None:
+            known = {r.build_id: r for r in self.builds.records()}
+            if command.build_id in known:
+                raise CommandFailed(f"build {command.build_id} is already {known[command.build_id].status}")
+            raise CommandFailed(f"no build {command.build_id!r} (see `builds`)")
+        return f"build {command.build_id} cancelled"
+
+    async def _do_logbuild(self, command: C.LogBuild) -> str:
+        known = {r.build_id: r for r in self.builds.records()}
+        record = known.get(command.build_id)
+        if record is None:
+            raise CommandFailed(f"no build {command.build_id!r} (see `builds`)")
+        try:
+            text = Path(record.log or "").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            raise CommandFailed(f"build {command.build_id} has no log yet") from None
+        for line in text.splitlines():
+            self.bus.emit(OutputLine(host=f"build:{record.app}", line=line, source=record.build_id))
+        return f"build {record.build_id}: {record.status}"
 
     async def _do_deploy(self, command: C.Deploy) -> str:
         app = self.config.apps[command.app]

@@ -1,0 +1,84 @@
+"""A rollout plan: which hosts, in which batches, from which version to which, with which gates."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from opsconsole.units import format_duration
+
+
+class PlanError(ValueError):
+    """The plan cannot be made (bad batch size, no hosts …); the message says why."""
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    rollout_id: str
+    app: str
+    kind: str  # roll | rollback
+    version: str  # short id of the version going out
+    commit: str
+    artifact: str
+    batches: tuple[tuple[str, ...], ...]
+    from_versions: dict[str, str | None] = field(default_factory=dict, compare=False)
+    max_fail: int = 0
+    health_timeout: float = 60.0
+    drain_timeout: float = 30.0
+    on_failure: str = "stop"  # stop | rollback
+    previous: tuple[str, str, str] | None = None  # (version, commit, artifact) to roll back to
+
+    @property
+    def hosts(self) -> list[str]:
+        return [h for batch in self.batches for h in batch]
+
+    def summary(self) -> str:
+        sizes = {len(b) for b in self.batches}
+        per = f"{max(sizes)} at a time" if len(sizes) == 1 else f"batches of {', '.join(str(len(b)) for b in self.batches)}"
+        return f"{self.kind} {self.app}: {len(self.hosts)} hosts, {per}, version {self.version}"
+
+    def describe(self) -> list[str]:
+        """The plan as lines for the operator: batches, versions, gates, timeouts."""
+        lines = [self.summary()]
+        for i, batch in enumerate(self.batches, start=1):
+            hosts = ", ".join(f"{h} ({self.from_versions.get(h) or 'none'} → {self.version})" for h in batch)
+            lines.append(f"  batch {i}: {hosts}")
+        lines.append(f"  each batch: drain (≤{format_duration(self.drain_timeout)}) → deploy → health gate: healthy and "
+                     f"reporting {self.version} (≤{format_duration(self.health_timeout)}) → back in the pool")
+        lines.append(f"  stop after {self.max_fail + 1} failed host(s); on failure: {self.on_failure}")
+        return lines
+
+
+def parse_batch(text: str | None, host_count: int) -> int:
+    """`--batch 2` or `--batch 25%` → hosts per batch (at least 1)."""
+    if text is None:
+        return 1
+    try:
+        if text.endswith("%"):
+            share = float(text[:-1])
+            if not 0 < share <= 100:
+                raise ValueError
+            return max(1, math.floor(host_count * share / 100))
+        size = int(text)
+        if size < 1:
+            raise ValueError
+        return size
+    except ValueError:
+        raise PlanError(f"--batch {text!r}: give a number of hosts (e.g. 2) or a share (e.g. 25%)") from None
+
+
+def make_plan(app: str, hosts: list[str], *, version: str, commit: str, artifact: str, batch: str | None = None,
+              kind: str = "roll", from_versions: dict[str, str | None] | None = None, max_fail: int = 0,
+              health_timeout: float = 60.0, drain_timeout: float = 30.0, on_failure: str = "stop",
+              previous: tuple[str, str, str] | None = None) -> RolloutPlan:
+    if not hosts:
+        raise PlanError(f"app {app} has no hosts to roll")
+    size = parse_batch(batch, len(hosts))
+    batches = tuple(tuple(hosts[i:i + size]) for i in range(0, len(hosts), size))
+    rollout_id = f"{app}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    return RolloutPlan(rollout_id=rollout_id, app=app, kind=kind, version=version, commit=commit, artifact=artifact,
+                       batches=batches, from_versions=dict(from_versions or {}), max_fail=max_fail,
+                       health_timeout=health_timeout, drain_timeout=drain_timeout, on_failure=on_failure,
+                       previous=previous)

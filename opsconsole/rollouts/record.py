@@ -1,0 +1,112 @@
+"""The rollout journal: every step written to disk before it is taken.
+
+One JSON-lines file per rollout under `<state>/rollouts/`. Reading it back
+gives the exact state of every host — which survives a console killed
+mid-rollout, so `status` can tell where things stand and `roll resume`
+can finish the job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opsconsole.rollouts.plan import RolloutPlan
+
+# Host states, in the order a host normally goes through them.
+PENDING, DRAINING, DEPLOYING, GATING, DONE, FAILED = "pending", "draining", "deploying", "gating", "done", "failed"
+
+
+@dataclass
+class RolloutState:
+    """What the journal says of one rollout."""
+
+    plan: RolloutPlan
+    issuer: str
+    started: float
+    hosts: dict[str, str] = field(default_factory=dict)  # host -> state
+    reasons: dict[str, str] = field(default_factory=dict)  # host -> why it failed
+    status: str = "running"  # running | paused | succeeded | failed | aborted | interrupted
+    ended: float | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("succeeded", "failed", "aborted")
+
+    def host_versions(self) -> dict[str, str | None]:
+        """The version each host runs as far as the journal knows."""
+        return {h: (self.plan.version if s == DONE else self.plan.from_versions.get(h)) for h, s in self.hosts.items()}
+
+
+class RolloutJournal:
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir / "rollouts"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, rollout_id: str) -> Path:
+        return self.dir / f"{rollout_id}.jsonl"
+
+    def write(self, rollout_id: str, kind: str, **fields: Any) -> None:
+        entry = {"ts": time.time(), "kind": kind, **fields}
+        fd = os.open(self.path(rollout_id), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (json.dumps(entry, sort_keys=True, default=str) + "\n").encode())
+            os.fsync(fd)  # the step is on disk before we take it
+        finally:
+            os.close(fd)
+
+    def begin(self, plan: RolloutPlan, issuer: str) -> None:
+        data = asdict(plan)
+        self.write(plan.rollout_id, "plan", plan=data, issuer=issuer)
+
+    def load(self, rollout_id: str) -> RolloutState | None:
+        state: RolloutState | None = None
+        try:
+            lines = self.path(rollout_id).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return None
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # torn last line
+            kind = entry["kind"]
+            if kind == "plan":
+                p = entry["plan"]
+                p["batches"] = tuple(tuple(b) for b in p["batches"])
+                p["previous"] = tuple(p["previous"]) if p.get("previous") else None
+                plan = RolloutPlan(**p)
+                state = RolloutState(plan=plan, issuer=entry["issuer"], started=entry["ts"],
+                                     hosts={h: PENDING for h in plan.hosts})
+                continue
+            if state is None:
+                continue
+            state.steps.append(entry)
+            if kind == "host":
+                state.hosts[entry["host"]] = entry["state"]
+                if entry.get("reason"):
+                    state.reasons[entry["host"]] = entry["reason"]
+            elif kind == "status":
+                state.status = entry["status"]
+                if state.finished:
+                    state.ended = entry["ts"]
+        if state is not None and not state.finished and state.status != "paused":
+            state.status = "interrupted" if state.status == "running" else state.status
+        return state
+
+    def all(self, app: str | None = None) -> list[RolloutState]:
+        states = []
+        for path in sorted(self.dir.glob("*.jsonl"), key=lambda p: p.stat().st_mtime):
+            state = self.load(path.stem)
+            if state is not None and app in (None, state.plan.app):
+                states.append(state)
+        return sorted(states, key=lambda s: s.started)
+
+    def latest(self, app: str) -> RolloutState | None:
+        states = self.all(app)
+        return states[-1] if states else None
