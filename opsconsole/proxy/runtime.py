@@ -1,0 +1,197 @@
+"""The proxy process: listeners, admin API, checks, signals. Imports nothing of the console's engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from opsconsole.proxy.admin import AdminApi
+from opsconsole.proxy.balancer import AppState
+from opsconsole.proxy.config import FrontendConfig, Listen, ProxyConfig
+from opsconsole.proxy.health import HealthChecker
+from opsconsole.proxy.metrics import PromWriter
+from opsconsole.proxy.server import ClientConnection, Frontend
+
+
+def log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} proxy: {message}", file=sys.stderr, flush=True)
+
+
+class ProxyRuntime:
+    def __init__(self, config: ProxyConfig, token: str, *, reload_config: Callable[[], ProxyConfig] | None = None,
+                 runtime_file: Path | None = None) -> None:
+        self.config = config
+        self.token = token
+        self.reload_config = reload_config
+        self.runtime_file = runtime_file
+        self.apps: dict[str, AppState] = {}
+        self.frontends: dict[str, Frontend] = {}
+        self.listen: dict[str, Listen] = {}
+        self.bound: dict[str, dict] = {}
+        self.health = HealthChecker(log)
+        self.admin = AdminApi(token, lambda: self.apps, metrics=self.metrics, state=self.state,
+                              reload=self.reload, drain_timeout=lambda: self.config.drain_timeout)
+        self.admin_url = ""
+        self.started = time.time()
+        self._stop = asyncio.Event()
+        self._sweeper: asyncio.Task | None = None
+        self._retired: list[Frontend] = []
+
+    # -- life cycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        for name, fe_cfg in self.config.frontends.items():
+            await self._add_frontend(fe_cfg)
+        self.admin_url = await self.admin.start(self.config.admin)
+        self.health.sync(self.apps)
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        self._write_runtime_file()
+        log(f"admin API on {self.admin_url}; " + ", ".join(f"{a} on {b['host']}:{b['port']}" for a, b in self.bound.items()))
+
+    async def _add_frontend(self, cfg: FrontendConfig) -> None:
+        app = self.apps.get(cfg.app) or AppState(cfg, log)
+        self.apps[cfg.app] = app
+        fe = Frontend(app, self.config, log, self.health.check_now)
+        await self._listen(fe, cfg.listen)
+        self.frontends[cfg.app] = fe
+
+    async def _listen(self, fe: Frontend, listen: Listen) -> None:
+        loop = asyncio.get_running_loop()
+        if listen.unix:
+            fe.server = await loop.create_unix_server(lambda: ClientConnection(fe), listen.unix, backlog=1024)
+            self.bound[fe.app.name] = {"unix": listen.unix}
+        else:
+            fe.server = await loop.create_server(lambda: ClientConnection(fe), listen.host, listen.port,
+                                                 reuse_address=True, backlog=1024)
+            host, port = fe.server.sockets[0].getsockname()[:2]
+            self.bound[fe.app.name] = {"host": host, "port": port}
+        self.listen[fe.app.name] = listen
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._reload_async()))
+        await self.start()
+        await self._stop.wait()
+        await self.shutdown()
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        """Stop accepting, let requests in flight finish (up to drain_timeout), then close everything."""
+        log("draining: no new connections; finishing requests in flight")
+        for fe in list(self.frontends.values()) + self._retired:
+            fe.shutting_down = True
+            if fe.server is not None:
+                fe.server.close()
+        deadline = time.monotonic() + self.config.drain_timeout
+        while time.monotonic() < deadline and any(c.busy for fe in self.frontends.values() for c in fe.clients):
+            await asyncio.sleep(0.02)
+        for fe in self.frontends.values():
+            for c in list(fe.clients):
+                c.transport.close()
+            for m in fe.app.members.values():
+                m.close_idle()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await self.health.close()
+        await self.admin.close()
+        if self.runtime_file is not None:
+            try:
+                self.runtime_file.unlink()
+            except OSError:
+                pass
+        log("stopped")
+
+    async def _sweep(self) -> None:
+        # Timeouts are checked here, a few times a second, instead of a timer per request.
+        period = max(0.02, min(0.25, self.config.upstream_idle / 4))
+        while True:
+            await asyncio.sleep(period)
+            for fe in list(self.frontends.values()) + self._retired:
+                fe.sweep()
+
+    # -- reload (SIGHUP) --------------------------------------------------------------
+    async def _reload_async(self) -> None:
+        self.reload()
+
+    def reload(self) -> str:
+        """Re-read the config; listeners and connections stay; a bad config changes nothing."""
+        if self.reload_config is None:
+            return "no config file to reload from"
+        try:
+            new = self.reload_config()
+        except Exception as exc:  # a bad file must not take the proxy down
+            log(f"reload refused, still running the old config: {exc}")
+            return f"refused: {exc}"
+        asyncio.get_running_loop().create_task(self._apply(new))
+        return "ok"
+
+    async def _apply(self, new: ProxyConfig) -> None:
+        old_admin = self.config.admin
+        self.config = new
+        for name, cfg in new.frontends.items():
+            if name not in self.apps:
+                await self._add_frontend(cfg)
+                continue
+            app, fe = self.apps[name], self.frontends[name]
+            left = app.apply_config(cfg, keep_weights=True)
+            for m in left:
+                m.close_idle()  # requests in flight to it finish on their own connections
+            fe.configure(cfg, new)
+            if cfg.listen != self.listen[name]:
+                old_server = fe.server
+                await self._listen(fe, cfg.listen)
+                old_server.close()  # only the listening socket: accepted connections live on
+        for name in [n for n in self.apps if n not in new.frontends]:
+            fe = self.frontends.pop(name)
+            self.apps.pop(name)
+            self.bound.pop(name, None)
+            fe.shutting_down = True
+            fe.server.close()
+            self._retired.append(fe)
+        if new.admin != old_admin:
+            log("admin.listen changed; it takes effect on restart, not on reload")
+        self.health.sync(self.apps)
+        self._write_runtime_file()
+        log("config reloaded")
+
+    # -- reporting --------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"pid": os.getpid(), "started": self.started, "admin": self.admin_url,
+                "frontends": self.bound, "apps": {n: a.to_dict(self.config.drain_timeout) for n, a in self.apps.items()}}
+
+    def metrics(self) -> str:
+        w = PromWriter()
+        for app in self.apps.values():
+            w.sample("opsconsole_proxy_alert", "gauge", "1 while the canary alert is latched.", {"app": app.name},
+                     1 if app.alert else 0)
+            w.sample("opsconsole_proxy_client_errors_total", "counter", "Requests the proxy answered 502/503/504 or cut.",
+                     {"app": app.name}, app.client_errors)
+            for pool in app.pools.values():
+                labels = {"app": app.name, "pool": pool.name}
+                w.sample("opsconsole_proxy_pool_weight", "gauge", "Configured pool weight (0-100).", labels, pool.weight)
+                w.sample("opsconsole_proxy_pool_effective_weight", "gauge", "Weight in use after health and alert.",
+                         labels, app.effective_weight(pool))
+                for m in pool.members:
+                    ml = {**labels, "member": m.name}
+                    w.sample("opsconsole_proxy_member_up", "gauge", "1 if the member passes its checks.", ml, 1 if m.healthy else 0)
+                    w.sample("opsconsole_proxy_member_inflight", "gauge", "Requests in flight.", ml, m.inflight)
+                    w.stats("opsconsole_proxy_member", ml, m.stats)
+        return w.text()
+
+    def _write_runtime_file(self) -> None:
+        if self.runtime_file is None:
+            return
+        self.runtime_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.runtime_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "admin": self.admin_url, "frontends": self.bound}))
+        os.replace(tmp, self.runtime_file)  # readers never see half a file

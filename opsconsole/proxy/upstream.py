@@ -1,0 +1,171 @@
+"""One keep-alive connection to a member: sends a request, relays the response as it arrives.
+
+Protocol callbacks, not coroutines: the per-request path is a few method
+calls with no task or future, which is what keeps a Python proxy within reach of
+HAProxy's cost per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import httptools
+
+from opsconsole.proxy import http1
+
+if TYPE_CHECKING:
+    from opsconsole.proxy.balancer import Member
+    from opsconsole.proxy.server import Request
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = ("member", "transport", "parser", "req", "idle_since", "closed", "deadline", "reused",
+                 "_status", "_reason", "_headers", "_rechunk", "_raw_body", "_eof_body", "_interim", "_got_bytes")
+
+    def __init__(self, member: "Member") -> None:
+        self.member = member
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.req: "Request | None" = None
+        self.idle_since = 0.0
+        self.closed = False
+        self.reused = False  # taken from the idle pool (vs freshly connected for this request)
+        self.deadline = 0.0  # response-header deadline, checked by the frontend's sweeper
+        self._reset_response()
+
+    def _reset_response(self) -> None:
+        self._status = 0
+        self._reason = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._rechunk = False
+        self._eof_body = False  # body ends when the connection does
+        self._interim = False
+        self._got_bytes = False
+
+    # -- asyncio -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, req: "Request") -> None:
+        self.req = req
+        req.conn = self
+        self.deadline = req.client.fe.loop_time() + req.client.fe.cfg_response_timeout
+        self.transport.write(b"".join(req.wire))
+        req.sent = True
+        if not req.replayable:
+            req.wire = []
+
+    def write_body(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        self._got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail("bad-response", f"unparsable response: {exc}")
+
+    def eof_received(self) -> bool:
+        self._lost(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.req is not None:
+            self.req.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.req is not None:
+            self.req.client.transport.resume_reading()
+
+    def _lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.member.idle.remove(self)
+        except ValueError:
+            pass
+        if self.req is not None:
+            if self._eof_body and self._status:
+                req, self.req = self.req, None
+                req.client.on_response_end(req, self, reusable=False)
+            else:
+                self._fail("reset", f"connection closed before the response ended ({exc or 'EOF'})")
+        if self.transport is not None:
+            self.transport.close()
+
+    def _fail(self, kind: str, detail: str) -> None:
+        req, self.req = self.req, None
+        self.close()
+        if req is not None:
+            req.client.on_upstream_error(req, self, kind, detail)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self.member.idle.remove(self)
+            except ValueError:
+                pass
+            if self.transport is not None:
+                self.transport.close()
+
+    def timed_out(self) -> None:
+        self._fail("timeout", "no response in time")
+
+    # -- httptools callbacks ---------------------------------------------------
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        req = self.req
+        if req is None:
+            return
+        status = self.parser.get_status_code()
+        self._status = status
+        if 100 <= status < 200:
+            # An interim answer (100 Continue): pass it on, the final response follows on the same parser.
+            self._interim = True
+            req.client.on_interim(req, status, self._reason, self._headers)
+            self._reason, self._headers = b"", []
+            return
+        self.deadline = 0.0
+        if http1.has_no_body(req.method, status):
+            body = "none"
+        elif http1.is_chunked(self._headers):
+            body = "chunked"
+        elif http1.content_length(self._headers) is not None:
+            body = "length"
+        else:
+            body = "eof"
+            self._eof_body = True
+        req.client.on_response_head(req, status, self._reason, self._headers, body)
+        if req.method == "HEAD" and status >= 200:
+            # llhttp cannot be told a HEAD answer has no body; finish here and parse the next answer afresh.
+            keep = self.parser.should_keep_alive()
+            self.parser = httptools.HttpResponseParser(self)
+            self._finish(keep)
+
+    def on_body(self, body: bytes) -> None:
+        if self.req is not None:
+            self.req.client.on_response_body(self.req, body)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        if self.req is not None:
+            self._finish(self.parser.should_keep_alive())
+
+    def _finish(self, keep_alive: bool) -> None:
+        req, self.req = self.req, None
+        self._reset_response()
+        if req is not None:
+            req.client.on_response_end(req, self, reusable=keep_alive and not self.closed)
