@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check clean
+.PHONY: demo test check lab clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ test: $(STAMP)
 
 check: $(STAMP)
 	$(VENV)/bin/opsconsole --config config.example.yaml --check
+
+# The SSH lab (root only): `make lab`, `make lab ACTION=status`, `make lab ACTION=down`.
+lab: $(STAMP)
+	$(VENV)/bin/python -m tests.lab $(or $(ACTION),up)
 
 clean:
 	rm -rf $(VENV) .demo build *.egg-info

@@ -22,6 +22,8 @@ EPILOG = """\
 subcommands:
   opsconsole history [--as-script]   print the journal (or a replayable script)
   opsconsole heartbeat [--count N]   only the heartbeat monitor: one line per host per interval
+  opsconsole hostkeys accept HOST [--fingerprint FP]
+                                     trust a host's SSH key after checking its fingerprint
   opsconsole commands                list the command language
 
 exit codes: 0 all commands succeeded, 1 a command failed, 2 bad input
@@ -56,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         from opsconsole.heartbeat.headless import main_heartbeat
 
         return main_heartbeat(argv[1:])
+    if argv and argv[0] == "hostkeys":
+        from opsconsole.hostkeys import main_hostkeys
+
+        return main_hostkeys(argv[1:])
     if argv and argv[0] == "commands":
         from opsconsole.engine.commands import help_text
 

@@ -14,6 +14,7 @@ from opsconsole.config.model import (
     HealthConfig,
     HeartbeatConfig,
     JumpConfig,
+    SshConfig,
     StaticHost,
 )
 from opsconsole.config.reader import MappingReader
@@ -65,9 +66,17 @@ def load_config(path: str | Path) -> Config:
     if top.has("jump") and top.raw("jump") is not None:
         j = top.mapping("jump")
         jump = JumpConfig(host=j.str("host", required=True), port=j.port("port", default=22),
-                          user=j.str("user"), key=j.str("key"))
+                          user=j.str("user"), key=_path_text(base, j.str("key")))
         j.done()
-        notices.append(f"{file}:{top.line_of('jump')}: jump: SSH jump hosts are not yet supported; ignored")
+    sr = top.mapping("ssh")
+    ssh = SshConfig(
+        known_hosts=_path_text(base, sr.str("known_hosts")),
+        identity_files=tuple(_path_text(base, k) for k in sr.str_list("identity_files")),
+        agent=sr.bool("agent", default=True), ssh_config=sr.bool("ssh_config"),
+        max_channels=sr.int("max_channels", default=7, minimum=1, maximum=8),
+        connect_timeout=sr.duration("connect_timeout", default=15.0, minimum=0.1),
+    )
+    sr.done()
     proxy = top.plain_mapping("proxy") or None
     if proxy:
         notices.append(f"{file}:{top.line_of('proxy')}: proxy: the traffic proxy is not yet supported; ignored")
@@ -90,9 +99,16 @@ def load_config(path: str | Path) -> Config:
 
     return Config(
         file=file, project=project, state_dir=state_dir, readonly=readonly, theme=theme,
-        heartbeat=heartbeat, groups=groups, apps=apps, jump=jump, proxy=proxy, keymap=keymap,
+        heartbeat=heartbeat, groups=groups, apps=apps, jump=jump, ssh=ssh, proxy=proxy, keymap=keymap,
         canary_step=canary_step, max_parallel_builds=max_parallel_builds, notices=tuple(notices),
     )
+
+
+def _path_text(base: Path, text: str | None) -> str | None:
+    """A path from the config as text: `~` expanded, relative to the config file."""
+    if text is None:
+        return None
+    return str(_resolve(base, os.path.expanduser(text)))
 
 
 def _resolve(base: Path, text: str) -> Path:

@@ -90,6 +90,16 @@ class JumpConfig:
 
 
 @dataclass(frozen=True)
+class SshConfig:
+    known_hosts: str | None = None  # None: ~/.ssh/known_hosts
+    identity_files: tuple[str, ...] = ()  # empty: ~/.ssh/id_* and the agent
+    agent: bool = True
+    ssh_config: bool = False  # honour ~/.ssh/config
+    max_channels: int = 7
+    connect_timeout: float = 15.0
+
+
+@dataclass(frozen=True)
 class Config:
     file: Path
     project: str
@@ -100,6 +110,7 @@ class Config:
     groups: dict[str, GroupConfig]
     apps: dict[str, AppConfig]
     jump: JumpConfig | None = None
+    ssh: SshConfig = field(default_factory=SshConfig)
     proxy: dict[str, Any] | None = None
     keymap: dict[str, str] = field(default_factory=dict)
     canary_step: int = 10

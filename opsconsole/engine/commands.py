@@ -174,6 +174,109 @@ class Build(Command):
 
 
 @dataclass(frozen=True)
+class Roll(Command):
+    verb: ClassVar[str] = "roll"
+    usage: ClassVar[str] = "roll APP [--batch N|N%] [--max-fail N] [--version COMMIT] [--on-failure stop|rollback] [--plan]"
+    summary: ClassVar[str] = "rolling update: per batch drain → deploy → health gate → back in the pool"
+    app: str = ""
+    batch: str | None = None
+    max_fail: int = 0
+    version: str | None = None
+    on_failure: str = "stop"
+    plan_only: bool = False
+
+    @property
+    def mutating(self) -> bool:  # type: ignore[override]
+        return not self.plan_only
+
+    def text(self) -> str:
+        return _join("roll", self.app, *(("--batch", self.batch) if self.batch else ()),
+                     *(("--max-fail", str(self.max_fail)) if self.max_fail else ()),
+                     *(("--version", self.version) if self.version else ()),
+                     *(("--on-failure", self.on_failure) if self.on_failure != "stop" else ()),
+                     "--plan" if self.plan_only else None)
+
+
+@dataclass(frozen=True)
+class RollResume(Command):
+    verb: ClassVar[str] = "roll resume"
+    usage: ClassVar[str] = "roll resume APP"
+    summary: ClassVar[str] = "finish an interrupted rollout where it stopped"
+    app: str = ""
+
+    def text(self) -> str:
+        return _join("roll", "resume", self.app)
+
+
+@dataclass(frozen=True)
+class Rollback(Command):
+    verb: ClassVar[str] = "rollback"
+    usage: ClassVar[str] = "rollback APP [--batch N|N%]"
+    summary: ClassVar[str] = "roll the previous good version out the same way"
+    app: str = ""
+    batch: str | None = None
+
+    def text(self) -> str:
+        return _join("rollback", self.app, *(("--batch", self.batch) if self.batch else ()))
+
+
+@dataclass(frozen=True)
+class Pause(Command):
+    verb: ClassVar[str] = "pause"
+    usage: ClassVar[str] = "pause"
+    summary: ClassVar[str] = "pause the running rollout before its next batch"
+
+    def text(self) -> str:
+        return "pause"
+
+
+@dataclass(frozen=True)
+class Resume(Command):
+    verb: ClassVar[str] = "resume"
+    usage: ClassVar[str] = "resume"
+    summary: ClassVar[str] = "resume a paused rollout"
+
+    def text(self) -> str:
+        return "resume"
+
+
+@dataclass(frozen=True)
+class LockStatus(Command):
+    verb: ClassVar[str] = "lock"
+    usage: ClassVar[str] = "lock status APP"
+    summary: ClassVar[str] = "who holds an app's deploy lock, since when and why"
+    mutating: ClassVar[bool] = False
+    app: str = ""
+
+    def text(self) -> str:
+        return _join("lock", "status", self.app)
+
+
+@dataclass(frozen=True)
+class LockRelease(Command):
+    verb: ClassVar[str] = "lock release"
+    usage: ClassVar[str] = "lock release APP"
+    summary: ClassVar[str] = "remove an app's deploy lock (a stale one, or one you know is dead)"
+    app: str = ""
+
+    def text(self) -> str:
+        return _join("lock", "release", self.app)
+
+
+@dataclass(frozen=True)
+class History(Command):
+    verb: ClassVar[str] = "history"
+    usage: ClassVar[str] = "history APP [--json]"
+    summary: ClassVar[str] = "each rollout of an app as a timeline: steps, hosts, durations, who"
+    mutating: ClassVar[bool] = False
+    app: str = ""
+    as_json: bool = False
+
+    def text(self) -> str:
+        return _join("history", self.app, "--json" if self.as_json else None)
+
+
+@dataclass(frozen=True)
 class Builds(Command):
     verb: ClassVar[str] = "builds"
     usage: ClassVar[str] = "builds [APP]"
@@ -212,7 +315,7 @@ class LogBuild(Command):
 class Abort(Command):
     verb: ClassVar[str] = "abort"
     usage: ClassVar[str] = "abort"
-    summary: ClassVar[str] = "stop the running deploy: hosts not yet reached stay untouched"
+    summary: ClassVar[str] = "stop the running deploy or rollout safely: hosts not reached stay untouched"
 
     def text(self) -> str:
         return "abort"
@@ -254,6 +357,8 @@ def command_classes() -> list[type[Command]]:
     """Every command type, for help and completion (`wait down` shares the `wait` parser)."""
     classes = [cls for cls, _ in _PARSERS.values()]
     classes.insert(classes.index(WaitHealthy) + 1, WaitDown)
+    classes.insert(classes.index(Roll) + 1, RollResume)
+    classes.insert(classes.index(LockStatus) + 1, LockRelease)
     return classes
 
 
@@ -408,6 +513,87 @@ def _parse_build(args: list[str], names: Names) -> Command:
     return Build(app=app, commit=commit)
 
 
+def _flags(args: list[str], spec: dict[str, bool]) -> dict[str, str | bool]:
+    """Parse `--flag value` / `--switch` options; spec maps flag -> takes a value."""
+    found: dict[str, str | bool] = {}
+    rest = list(args)
+    while rest:
+        flag = rest.pop(0)
+        if flag not in spec:
+            raise CommandError(f"unknown option {flag!r}; options: {', '.join(spec)}")
+        if spec[flag]:
+            if not rest:
+                raise CommandError(f"{flag} needs a value")
+            found[flag] = rest.pop(0)
+        else:
+            found[flag] = True
+    return found
+
+
+def _batch(text: str | bool | None) -> str | None:
+    if text is None:
+        return None
+    value = str(text)
+    number = value[:-1] if value.endswith("%") else value
+    if not number.isdigit() or int(number) < 1 or (value.endswith("%") and int(number) > 100):
+        raise CommandError(f"--batch {value!r}: give a number of hosts (e.g. 2) or a share (e.g. 25%)")
+    return value
+
+
+@_parser(Roll)
+def _parse_roll(args: list[str], names: Names) -> Command:
+    if args and args[0] == "resume":
+        app = _app(args, names, 1)
+        _no_more(args, 2)
+        return RollResume(app=app)
+    app = _app(args, names)
+    f = _flags(args[1:], {"--batch": True, "--max-fail": True, "--version": True, "--on-failure": True, "--plan": False})
+    max_fail = str(f.get("--max-fail", "0"))
+    if not max_fail.isdigit():
+        raise CommandError(f"--max-fail {max_fail!r}: give a whole number of hosts")
+    on_failure = str(f.get("--on-failure", "stop"))
+    if on_failure not in ("stop", "rollback"):
+        raise CommandError(f"--on-failure {on_failure!r}: stop or rollback")
+    return Roll(app=app, batch=_batch(f.get("--batch")), max_fail=int(max_fail),
+                version=str(f["--version"]) if "--version" in f else None, on_failure=on_failure,
+                plan_only=bool(f.get("--plan", False)))
+
+
+@_parser(Rollback)
+def _parse_rollback(args: list[str], names: Names) -> Command:
+    app = _app(args, names)
+    f = _flags(args[1:], {"--batch": True})
+    return Rollback(app=app, batch=_batch(f.get("--batch")))
+
+
+@_parser(Pause)
+def _parse_pause(args: list[str], names: Names) -> Command:
+    _no_more(args, 0)
+    return Pause()
+
+
+@_parser(Resume)
+def _parse_resume(args: list[str], names: Names) -> Command:
+    _no_more(args, 0)
+    return Resume()
+
+
+@_parser(LockStatus)
+def _parse_lock(args: list[str], names: Names) -> Command:
+    if not args or args[0] not in ("status", "release"):
+        raise CommandError("say `lock status APP` or `lock release APP`")
+    app = _app(args, names, 1)
+    _no_more(args, 2)
+    return LockStatus(app=app) if args[0] == "status" else LockRelease(app=app)
+
+
+@_parser(History)
+def _parse_history(args: list[str], names: Names) -> Command:
+    app = _app(args, names)
+    f = _flags(args[1:], {"--json": False})
+    return History(app=app, as_json=bool(f.get("--json", False)))
+
+
 @_parser(Builds)
 def _parse_builds(args: list[str], names: Names) -> Command:
     if not args:
@@ -462,8 +648,16 @@ def _parse_help(args: list[str], names: Names) -> Command:
 
 
 def help_text() -> str:
-    width = max(len(cls.usage) for cls in command_classes())
-    return "\n".join(f"{cls.usage.ljust(width)}  {cls.summary}" for cls in command_classes())
+    """One line per command (usage, then what it does); long usages put the summary on the next line."""
+    width = 34
+    lines = []
+    for cls in command_classes():
+        if len(cls.usage) <= width:
+            lines.append(f"{cls.usage.ljust(width)}  {cls.summary}")
+        else:
+            lines.append(cls.usage)
+            lines.append(f"{'':<{width}}  {cls.summary}")
+    return "\n".join(lines)
 
 
 def describe_fields(cmd: Command) -> dict[str, object]:
@@ -471,6 +665,6 @@ def describe_fields(cmd: Command) -> dict[str, object]:
 
 
 __all__ = [
-    "Abort", "Build", "Builds", "CancelBuild", "LogBuild", "Command", "CommandError", "Deploy", "Help", "Names", "Run", "Sleep", "Start", "Status",
+    "Abort", "Build", "Roll", "RollResume", "Rollback", "Pause", "Resume", "LockStatus", "LockRelease", "History", "Builds", "CancelBuild", "LogBuild", "Command", "CommandError", "Deploy", "Help", "Names", "Run", "Sleep", "Start", "Status",
     "Stop", "WaitHealthy", "WaitDown", "Heartbeat", "Probe", "command_classes", "format_duration", "help_text", "parse_command", "verbs",
 ]

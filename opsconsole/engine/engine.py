@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -18,6 +18,7 @@ from opsconsole.config.model import AppConfig, Config
 from opsconsole.demo.repo import ensure_demo_repo
 from opsconsole.engine import commands as C
 from opsconsole.engine.journal import Journal, default_issuer
+from opsconsole.engine.rolling import Rollouts
 from opsconsole.events import (
     CommandFinished,
     CommandStarted,
@@ -40,6 +41,15 @@ from opsconsole.playbook.runner import PlaybookRunner
 from opsconsole.playbook.templating import render_string
 from opsconsole.transport.base import Transport
 from opsconsole.transport.local import LocalTransport
+from opsconsole.transport.pool import SshOptions, SshPool
+from opsconsole.transport.ssh import SshTransport
+
+
+def ssh_options(config: Config) -> SshOptions:
+    ssh = config.ssh
+    return SshOptions(known_hosts=ssh.known_hosts, client_keys=ssh.identity_files, agent=ssh.agent,
+                      ssh_config=ssh.ssh_config, jump=config.jump, max_channels=ssh.max_channels,
+                      connect_timeout=ssh.connect_timeout)
 
 
 def _cancelling() -> bool:
@@ -87,9 +97,10 @@ class Engine:
         self.runner = PlaybookRunner(self.bus, self.transport_for)
         self.views: dict[str, HostView] = {h.name: HostView(h) for h in self.inventory.hosts}
         self._transports: dict[str, Transport] = {}
+        self.ssh_pool = SshPool(ssh_options(config))
         # Commands now running: id -> (command, the task doing its work). `abort` cancels these.
         self._running: dict[str, tuple[C.Command, asyncio.Task[str | None]]] = {}
-        self.prober = Prober()
+        self.prober = Prober(endpoint=self._endpoint)
         self.monitor = HeartbeatMonitor(self.bus, self.prober, self._probe_targets(), config.heartbeat,
                                         change_log=config.state_dir / "heartbeat" / "changes.jsonl")
         self._background: list[asyncio.Task[None]] = []
@@ -99,6 +110,7 @@ class Engine:
                 self.views[name].version = version
         self.bus.subscribe(self._track)
         self.playbooks = {}  # app name -> validated Playbook, filled by prepare()
+        self.rollouts = Rollouts(self)
 
     # -- set-up ------------------------------------------------------------
     def prepare(self) -> None:
@@ -118,10 +130,19 @@ class Engine:
 
     def transport_for(self, host: Host) -> Transport:
         if host.name not in self._transports:
-            if host.transport != "local":
-                raise CommandFailed(f"{host.name}: the {host.transport} transport is not yet supported")
-            self._transports[host.name] = LocalTransport(host)
+            if host.transport == "ssh":
+                self._transports[host.name] = SshTransport(host, self.ssh_pool)
+            elif host.transport == "local":
+                self._transports[host.name] = LocalTransport(host)
+            else:
+                raise CommandFailed(f"{host.name}: unknown transport {host.transport!r}")
         return self._transports[host.name]
+
+    async def _endpoint(self, host: Host, port: int) -> tuple[str, int]:
+        """Where to reach a host's port: directly, or through an SSH forward when it sits behind the jump host."""
+        if host.transport == "ssh" and self.config.jump is not None:
+            return await self.ssh_pool.forward(host, port)
+        return host.address, port
 
     def _probe_targets(self) -> list[ProbeTarget]:
         """Every host of every app with the app's health check; app-less groups with their own probe."""
@@ -147,7 +168,7 @@ class Engine:
         """A build succeeded: start the deploy the app asks for, as a journaled command like any other."""
         if app.on_build == "none" or self.config.readonly:
             return
-        command = C.Deploy(app=app.name, version=record.commit)  # `rolling` and `canary` drive this for now
+        command: C.Command = C.Roll(app=app.name, version=record.commit)  # `canary` rolls too until canary lands
         self._emit(f"{app.name}: build {record.build_id} of {record.short} succeeded; starting `{command.text()}`")
         task = asyncio.ensure_future(self.execute(command, issuer=f"{self.issuer} (build {record.build_id})"))
         self._background.append(task)
@@ -160,6 +181,7 @@ class Engine:
         await self.build_queue.close()
         for transport in self._transports.values():
             await transport.close()
+        await self.ssh_pool.close()
         await self.prober.aclose()
 
     # -- running commands --------------------------------------------------
@@ -217,6 +239,11 @@ class Engine:
     def _emit(self, text: str, level: str = "info", host: str | None = None) -> None:
         self.bus.emit(Message(text=text, level=level, host=host))
 
+    say = _emit
+
+    def failure(self, message: str) -> CommandFailed:
+        return CommandFailed(message)
+
     # -- commands ----------------------------------------------------------
     async def _do_help(self, command: C.Help) -> str:
         for line in C.help_text().splitlines():
@@ -224,9 +251,10 @@ class Engine:
         return ""
 
     async def _do_abort(self, command: C.Abort) -> str:
-        targets = [(c, t) for c, t in self._running.values() if isinstance(c, C.Deploy)]
+        targets = [(c, t) for c, t in self._running.values()
+                   if isinstance(c, (C.Deploy, C.Roll, C.RollResume, C.Rollback))]
         if not targets:
-            raise CommandFailed("nothing to abort: no deploy is running")
+            raise CommandFailed("nothing to abort: no deploy or rollout is running")
         for _, task in targets:
             task.cancel()
         await asyncio.gather(*(t for _, t in targets), return_exceptions=True)
@@ -239,6 +267,9 @@ class Engine:
     async def _do_status(self, command: C.Status) -> str:
         apps = [self.config.apps[command.app]] if command.app else list(self.config.apps.values())
         app_groups = {a.group for a in apps}
+        for app in apps:
+            for line in await self.rollouts.status_lines(app.name):
+                self._emit(line, level="warning" if "INTERRUPTED" in line else "info")
         samples = await asyncio.gather(*(self._status_of(app, h) for app in apps for h in self.inventory.group(app.group)))
         if not command.app:
             for host in self.inventory.hosts:
@@ -379,11 +410,13 @@ class Engine:
             self.bus.emit(OutputLine(host=f"build:{record.app}", line=line, source=record.build_id))
         return f"build {record.build_id}: {record.status}"
 
+    async def artifact_for(self, app: AppConfig, version: str | None) -> BuildRecord:
+        """The built artifact of `version` (default: the branch head), building it first if needed."""
+        sha = await self.builder.resolve(app, version)
+        return self.builds.artifact_for(app.name, sha) or await self._build(app, sha)
+
     async def _do_deploy(self, command: C.Deploy) -> str:
         app = self.config.apps[command.app]
-        playbook = self.playbooks.get(app.name)
-        if playbook is None:
-            raise CommandFailed(f"app {app.name} has no deploy playbook")
         hosts = self.inventory.group(app.group)
         if command.hosts:
             outside = [h for h in command.hosts if h not in {x.name for x in hosts}]
@@ -391,27 +424,85 @@ class Engine:
                 raise CommandFailed(f"host {outside[0]} is not in group {app.group} of app {app.name}")
         for host in hosts:  # refuse early, before any host is touched
             self.transport_for(host)
-        sha = await self.builder.resolve(app, command.version)
-        record = self.builds.artifact_for(app.name, sha) or await self._build(app, sha)
-        self._emit(f"deploying {app.name} {record.short} ({record.subject}) to "
-                   f"{len(command.hosts) or len(hosts)} host(s)")
-        extra = {"app": app.name, "version": record.short, "commit": record.commit, "artifact": record.artifact,
-                 "service_name": app.service_name, "service_command": app.service_command}
-        result = await self.runner.run(playbook, [self._with_app_vars(app, h) for h in hosts],
-                                       extra_vars=extra, limit=command.hosts or None)
-        deployed = self._load_deployed()
-        for name, status in result.host_status.items():
-            if status == "ok":
-                deployed[name] = record.short
-                self.views[name].version = record.short
-                self._set_activity(self.inventory.get(name), "idle")  # type: ignore[arg-type]
-        self._save_deployed(deployed)
+        record = await self.artifact_for(app, command.version)
+        targets = list(command.hosts) or [h.name for h in hosts]
+        self._emit(f"deploying {app.name} {record.short} ({record.subject}) to {len(targets)} host(s)")
+        result = await self.run_deploy_playbook(app, targets, version=record.short, commit=record.commit,
+                                                artifact=record.artifact or "")
         if not result.ok:
             reasons = "; ".join(f"{h}: {why}" for h, why in result.failures.items())
             untouched = [h for h, s in result.host_status.items() if s == "skipped"]
             raise CommandFailed(f"deploy of {app.name} {record.short} failed — {reasons}"
                                 + (f"; not touched: {', '.join(untouched)}" if untouched else ""))
+        if len(targets) == len(hosts):
+            self.rollouts.record_release(app.name, record.short, record.commit, record.artifact or "")
         return f"{app.name} {record.short} deployed to {sum(1 for s in result.host_status.values() if s == 'ok')} host(s)"
+
+    async def run_deploy_playbook(self, app: AppConfig, targets: list[str], *, version: str, commit: str,
+                                  artifact: str, parallel: bool = False) -> Any:
+        """Run the app's deploy playbook on `targets`; remember what each host now runs.
+
+        `parallel` runs all targets at once whatever the playbook's `serial` says: a rollout
+        makes its own batches.
+        """
+        playbook = self.playbooks.get(app.name)
+        if playbook is None:
+            raise CommandFailed(f"app {app.name} has no deploy playbook")
+        if parallel:
+            playbook = replace(playbook, plays=tuple(replace(p, serial=None) for p in playbook.plays))
+        extra = {"app": app.name, "version": version, "commit": commit, "artifact": artifact,
+                 "service_name": app.service_name, "service_command": app.service_command}
+        hosts = [self._with_app_vars(app, h) for h in self.inventory.group(app.group)]
+        result = await self.runner.run(playbook, hosts, extra_vars=extra, limit=targets)
+        deployed = self._load_deployed()
+        for name, status in result.host_status.items():
+            if status == "ok":
+                deployed[name] = version
+                self.views[name].version = version
+                self._set_activity(self.inventory.get(name), "idle")
+        self._save_deployed(deployed)
+        return result
+
+    # -- rollouts ----------------------------------------------------------
+    async def _do_roll(self, command: C.Roll) -> str:
+        return await self.rollouts.roll(command)
+
+    async def _do_rollresume(self, command: C.RollResume) -> str:
+        return await self.rollouts.resume_interrupted(command)
+
+    async def _do_rollback(self, command: C.Rollback) -> str:
+        return await self.rollouts.rollback(command)
+
+    async def _do_pause(self, command: C.Pause) -> str:
+        if not self.rollouts.live:
+            raise CommandFailed("nothing to pause: no rollout is running")
+        for runner in self.rollouts.live.values():
+            runner.pause()
+        return f"pausing {', '.join(self.rollouts.live)} before the next batch"
+
+    async def _do_resume(self, command: C.Resume) -> str:
+        paused = [name for name, r in self.rollouts.live.items() if r.pause_requested]
+        if not paused:
+            raise CommandFailed("nothing to resume: no rollout is paused")
+        for name in paused:
+            self.rollouts.live[name].resume()
+        return f"resumed {', '.join(paused)}"
+
+    async def _do_lockstatus(self, command: C.LockStatus) -> str:
+        info = await self.rollouts.lock_for(self.config.apps[command.app]).status()
+        return info.describe() if info else f"{command.app}: not locked"
+
+    async def _do_lockrelease(self, command: C.LockRelease) -> str:
+        if command.app in self.rollouts.live:
+            raise CommandFailed(f"a rollout of {command.app} runs in this console; `abort` it instead")
+        info = await self.rollouts.lock_for(self.config.apps[command.app]).force_release()
+        return f"released the lock of {command.app}" + (f" (was: {info.describe()})" if info else " (it was not locked)")
+
+    async def _do_history(self, command: C.History) -> str:
+        lines = self.rollouts.history(command.app, command.as_json)
+        for line in lines:
+            self._emit(line)
+        return f"{sum(1 for line in lines if not line.startswith(' '))} rollout(s)" if not command.as_json else ""
 
     # -- host variables and state -----------------------------------------
     def host_vars(self, app: AppConfig, host: Host) -> dict[str, Any]:
@@ -419,8 +510,6 @@ class Engine:
                 "port": host.port, "host_root": self.transport_for(host).root, "app": app.name}
 
     def _with_app_vars(self, app: AppConfig, host: Host) -> Host:
-        from dataclasses import replace
-
         return replace(host, vars={**app.vars, **host.vars})
 
     def _load_deployed(self) -> dict[str, str]:

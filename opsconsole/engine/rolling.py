@@ -1,0 +1,239 @@
+"""Rolling updates as engine commands: roll, roll resume, rollback, pause/resume, lock, history.
+
+The rollout machinery itself (plan, journal, lock, runner) lives in
+`opsconsole.rollouts`; this module binds it to the engine's playbooks,
+heartbeat and traffic control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from opsconsole.engine import commands as C
+from opsconsole.rollouts.lock import FleetLock, LockHeld
+from opsconsole.rollouts.plan import PlanError, RolloutPlan, make_plan
+from opsconsole.rollouts.record import DONE, RolloutJournal, RolloutState
+from opsconsole.rollouts.runner import NoTraffic, RolloutRunner, TrafficControl
+
+if TYPE_CHECKING:
+    from opsconsole.config.model import AppConfig
+    from opsconsole.engine.engine import Engine
+
+LOCK_TTL = 60.0
+LOCK_RENEW = 10.0
+HEALTH_TIMEOUT = 60.0
+DRAIN_TIMEOUT = 30.0
+
+
+class Rollouts:
+    """The engine's rollout desk: one live runner per app at most."""
+
+    def __init__(self, engine: "Engine") -> None:
+        self.engine = engine
+        self.journal = RolloutJournal(engine.config.state_dir)
+        self.live: dict[str, RolloutRunner] = {}
+        self.releases_path = engine.config.state_dir / "releases.jsonl"
+
+    # -- what was released -------------------------------------------------
+    def record_release(self, app: str, version: str, commit: str, artifact: str) -> None:
+        with self.releases_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"ts": time.time(), "app": app, "version": version, "commit": commit,
+                                "artifact": artifact}) + "\n")
+
+    def releases(self, app: str) -> list[dict[str, Any]]:
+        try:
+            lines = self.releases_path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        result = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("app") == app:
+                result.append(entry)
+        return result
+
+    def previous_release(self, app: str, not_version: str) -> tuple[str, str, str] | None:
+        for entry in reversed(self.releases(app)):
+            if entry["version"] != not_version:
+                return entry["version"], entry["commit"], entry["artifact"]
+        return None
+
+    # -- traffic and gates -------------------------------------------------
+    def traffic_for(self, app: "AppConfig") -> TrafficControl:
+        factory = getattr(self.engine, "traffic_control", None)
+        control = factory(app) if factory is not None else None
+        return control or NoTraffic()
+
+    async def gate(self, host: str, version: str, timeout: float) -> str:
+        """'' once the host is healthy (rise applies) and reports `version`; else why not, at the timeout."""
+        monitor = self.engine.monitor
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            sample = await monitor.probe(host)
+            state = monitor.states[host]
+            if state.healthy and sample.ok and sample.version == version:
+                return ""
+            if loop.time() >= deadline:
+                if not sample.ok:
+                    return f"not healthy after {timeout:g}s: {sample.error}"
+                if sample.version != version:
+                    return f"reports version {sample.version or 'none'} after {timeout:g}s, expected {version}"
+                return f"not yet up after {timeout:g}s ({state.label})"
+            await asyncio.sleep(0.2)
+
+    # -- commands ----------------------------------------------------------
+    async def roll(self, command: C.Roll) -> str:
+        engine = self.engine
+        app = engine.config.apps[command.app]
+        record = await engine.artifact_for(app, command.version)
+        hosts = [h.name for h in engine.inventory.group(app.group)]
+        from_versions = {h: engine.views[h].version for h in hosts}
+        previous = self.previous_release(app.name, record.short)
+        try:
+            plan = make_plan(app.name, hosts, version=record.short, commit=record.commit, artifact=record.artifact or "",
+                             batch=command.batch, from_versions=from_versions, max_fail=command.max_fail,
+                             health_timeout=HEALTH_TIMEOUT, drain_timeout=DRAIN_TIMEOUT,
+                             on_failure=command.on_failure, previous=previous)
+        except PlanError as exc:
+            raise engine.failure(str(exc)) from None
+        for line in plan.describe():
+            engine.say(line)
+        if command.plan_only:
+            return "plan only: nothing changed"
+        return await self._run(app, RolloutState(plan=plan, issuer=engine.issuer, started=time.time(),
+                                                 hosts={h: "pending" for h in plan.hosts}), fresh=True)
+
+    async def resume_interrupted(self, command: C.RollResume) -> str:
+        state = self.journal.latest(command.app)
+        if state is None or state.finished or command.app in self.live:
+            raise self.engine.failure(f"no interrupted rollout of {command.app} to resume"
+                                      + (" (one is running now)" if command.app in self.live else ""))
+        app = self.engine.config.apps[command.app]
+        left = [h for h, s in state.hosts.items() if s != DONE]
+        self.engine.say(f"resuming {state.plan.rollout_id}: {len(left)} host(s) left: {', '.join(left)}")
+        return await self._run(app, state, fresh=False)
+
+    async def rollback(self, command: C.Rollback) -> str:
+        engine = self.engine
+        app = engine.config.apps[command.app]
+        latest = self.journal.latest(app.name)
+        target = latest.plan.previous if latest is not None else None
+        if target is None:
+            current = {engine.views[h.name].version for h in engine.inventory.group(app.group)}
+            target = self.previous_release(app.name, next(iter(current)) if len(current) == 1 else "")
+        if target is None:
+            raise engine.failure(f"no earlier good version of {app.name} is known to roll back to")
+        version, commit, artifact = target
+        hosts = [h.name for h in engine.inventory.group(app.group)]
+        plan = make_plan(app.name, hosts, version=version, commit=commit, artifact=artifact, batch=command.batch,
+                         kind="rollback", from_versions={h: engine.views[h].version for h in hosts},
+                         health_timeout=HEALTH_TIMEOUT, drain_timeout=DRAIN_TIMEOUT, previous=None)
+        for line in plan.describe():
+            engine.say(line)
+        return await self._run(app, RolloutState(plan=plan, issuer=engine.issuer, started=time.time(),
+                                                 hosts={h: "pending" for h in plan.hosts}), fresh=True)
+
+    async def _run(self, app: "AppConfig", state: RolloutState, *, fresh: bool) -> str:
+        engine = self.engine
+        if app.name in self.live:
+            raise engine.failure(f"a rollout of {app.name} is already running here ({self.live[app.name].plan.rollout_id})")
+        lock = self.lock_for(app)
+        try:
+            taken = await lock.acquire(f"{state.plan.kind} {app.name} to {state.plan.version}")
+        except LockHeld as exc:
+            raise engine.failure(str(exc)) from None
+        if taken is not None:
+            engine.say(f"took over a stale deploy lock of {app.name}: {taken.describe()}", level="warning")
+        if fresh:
+            self.journal.begin(state.plan, engine.issuer)
+        runner = RolloutRunner(engine.bus, self.journal, state, deploy=self._deploy_batch, gate=self.gate,
+                               traffic=self.traffic_for(app), lock=lock, lock_renew_every=LOCK_RENEW)
+        self.live[app.name] = runner
+        try:
+            result = await runner.run()
+        finally:
+            self.live.pop(app.name, None)
+            # Released even on abort: the journal, not the lock, remembers where the rollout stopped.
+            await asyncio.shield(lock.release())
+        plan = result.plan
+        if result.status == "succeeded":
+            self.record_release(app.name, plan.version, plan.commit, plan.artifact)
+            return f"{plan.kind} of {app.name} to {plan.version} done on {len(plan.hosts)} host(s)"
+        message = f"{plan.kind} of {app.name} to {plan.version} {result.status}: " + "; ".join(
+            f"{h}: {result.reasons[h]}" for h in result.reasons)
+        untouched = [h for h, s in result.hosts.items() if s == "pending"]
+        if untouched:
+            message += f"; not touched: {', '.join(untouched)} (still on their old version)"
+        if plan.on_failure == "rollback" and plan.kind == "roll":
+            done = [h for h, s in result.hosts.items() if s != "pending"]
+            if done and plan.previous is not None:
+                engine.say(f"--on-failure rollback: returning {', '.join(done)} to {plan.previous[0]}")
+                version, commit, artifact = plan.previous
+                back = make_plan(app.name, done, version=version, commit=commit, artifact=artifact, kind="rollback",
+                                 from_versions={h: plan.version for h in done},
+                                 health_timeout=plan.health_timeout, drain_timeout=plan.drain_timeout)
+                undo = await self._run(app, RolloutState(plan=back, issuer=engine.issuer, started=time.time(),
+                                                         hosts={h: "pending" for h in back.hosts}), fresh=True)
+                message += f"; {undo}"
+        raise engine.failure(message)
+
+    def lock_for(self, app: "AppConfig") -> FleetLock:
+        engine = self.engine
+        hosts = engine.inventory.group(app.group)
+        if not hosts:
+            raise engine.failure(f"app {app.name} has no hosts to hold its lock")
+        return FleetLock(engine.transport_for(hosts[0]), app.name, engine.issuer, ttl=LOCK_TTL)
+
+    async def _deploy_batch(self, hosts: list[str], plan: RolloutPlan) -> dict[str, str]:
+        engine = self.engine
+        app = engine.config.apps[plan.app]
+        result = await engine.run_deploy_playbook(app, hosts, version=plan.version, commit=plan.commit,
+                                                  artifact=plan.artifact, parallel=True)
+        return {h: ("" if result.host_status.get(h) == "ok" else result.failures.get(h, result.host_status.get(h, "not run")))
+                for h in hosts}
+
+    async def status_lines(self, app: str) -> list[str]:
+        """Lines for `status`: an interrupted rollout of `app` (from another console's journal), if any."""
+        if app in self.live:
+            runner = self.live[app]
+            return [f"rollout {runner.plan.rollout_id} {runner.state.status}: " + ", ".join(
+                f"{h}={s}" for h, s in runner.state.hosts.items())]
+        state = self.journal.latest(app)
+        if state is None or state.finished:
+            return []
+        return [f"rollout {state.plan.rollout_id} of {app} to {state.plan.version} was INTERRUPTED "
+                f"(`roll resume {app}` finishes it, `rollback {app}` undoes it):"] + [
+            f"  {h}: {s}" + (f" — {state.reasons[h]}" if h in state.reasons else "")
+            + ("" if s in ("pending", DONE) else " (drained)")
+            for h, s in state.hosts.items()]
+
+    def history(self, app: str, as_json: bool) -> list[str]:
+        lines = []
+        for state in self.journal.all(app):
+            if as_json:
+                lines.append(json.dumps({"plan": asdict(state.plan), "issuer": state.issuer, "started": state.started,
+                                         "status": state.status, "hosts": state.hosts, "reasons": state.reasons,
+                                         "steps": state.steps}, default=str))
+                continue
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(state.started))
+            lines.append(f"{stamp} {state.plan.rollout_id} {state.plan.kind} → {state.plan.version} "
+                         f"by {state.issuer}: {state.status}")
+            last_at: dict[str, float] = {}
+            for step in state.steps:
+                if step["kind"] != "host":
+                    continue
+                host = step["host"]
+                took = f" (+{step['ts'] - last_at[host]:.1f}s)" if host in last_at else ""
+                last_at[host] = step["ts"]
+                when = time.strftime("%H:%M:%S", time.localtime(step["ts"]))
+                lines.append(f"  {when} {host:<14} {step['state']}{took}"
+                             + (f" — {step['reason']}" if step.get("reason") else ""))
+        return lines
