@@ -1,0 +1,309 @@
+"""Reading a playbook file and refusing anything wrong in it before a single task runs.
+
+Every refusal is a SourceError naming the file, the line and the key path
+(`plays[0].tasks[3].copy.dest: required argument missing`), so the operator
+can fix the file without guessing.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from opsconsole.playbook.model import Play, Playbook, Task
+from opsconsole.playbook.modules import ALIASES, SPECS, canonical, find_source, parse_mode
+from opsconsole.playbook.templating import check_expression, check_syntax, is_template
+from opsconsole.units import parse_duration
+from opsconsole.yamlsource import SourceError, line_of, load_yaml
+
+PLAY_KEYS = ("name", "hosts", "serial", "vars", "tasks", "handlers", "become", "gather_facts")
+TASK_KEYS = ("name", "when", "register", "notify", "ignore_errors", "become", "vars",
+             "changed_when", "failed_when", "loop", "timeout")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PERCENT = re.compile(r"^(\d+)%$")
+
+
+def load_playbook(path: str | Path) -> Playbook:
+    """Load and validate a playbook file; SourceError on the first thing wrong with it."""
+    return _Loader(Path(path)).load()
+
+
+class _Loader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.dir = path.absolute().parent
+
+    def error(self, container: Any, key: Any, keypath: str, message: str) -> SourceError:
+        return SourceError(self.path, line_of(container, key), keypath, message)
+
+    def load(self) -> Playbook:
+        data = load_yaml(self.path)
+        if not isinstance(data, list):
+            raise SourceError(self.path, getattr(data, "line", 1), "", "a playbook is a list of plays (`- hosts: ...`)")
+        plays = tuple(self.play(data, i) for i in range(len(data)))
+        return Playbook(path=self.path, plays=plays)
+
+    # -- plays -------------------------------------------------------------
+    def play(self, plays: Any, index: int) -> Play:
+        at = f"plays[{index}]"
+        raw = plays[index]
+        if not isinstance(raw, dict):
+            raise self.error(plays, index, at, "a play is a mapping with hosts and tasks")
+        for key in raw:
+            if key not in PLAY_KEYS:
+                raise self.error(raw, key, f"{at}.{key}", f"unknown play key (known: {', '.join(PLAY_KEYS)})")
+        if "hosts" not in raw:
+            raise self.error(plays, index, f"{at}.hosts", "required: the group, host, comma list or `all` to run on")
+        hosts = raw["hosts"]
+        if isinstance(hosts, list) and all(isinstance(h, str) for h in hosts):
+            hosts = ",".join(hosts)
+        if not isinstance(hosts, str) or not hosts.strip():
+            raise self.error(raw, "hosts", f"{at}.hosts", "must be a group name, a host name, a comma list or `all`")
+        name = raw.get("name", hosts)
+        self.text(raw, "name", f"{at}.name", name)
+        vars_ = self.variables(raw, "vars", f"{at}.vars")
+        handlers = self.task_list(raw, "handlers", f"{at}.handlers", handler_names=None)
+        names = {h.name for h in handlers}
+        tasks = self.task_list(raw, "tasks", f"{at}.tasks", handler_names=names)
+        return Play(name=str(name), hosts=hosts.strip(), line=line_of(plays, index) or 1, path=at,
+                    serial=self.serial(raw, at), vars=vars_, tasks=tasks, handlers=handlers,
+                    become=self.boolean(raw, "become", f"{at}.become", False))
+
+    def serial(self, raw: dict, at: str) -> int | str | None:
+        if "serial" not in raw or raw["serial"] is None:
+            return None
+        value = raw["serial"]
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value or None
+        if isinstance(value, str):
+            m = _PERCENT.match(value.strip())
+            if m and 1 <= int(m.group(1)) <= 100:
+                return value.strip()
+            if value.strip().isdigit():
+                return int(value.strip()) or None
+        raise self.error(raw, "serial", f"{at}.serial", f"{value!r} is not a host count or a percentage like 30%")
+
+    # -- tasks -------------------------------------------------------------
+    def task_list(self, raw: dict, key: str, at: str, handler_names: set[str] | None) -> tuple[Task, ...]:
+        if key not in raw or raw[key] is None:
+            return ()
+        items = raw[key]
+        if not isinstance(items, list):
+            raise self.error(raw, key, at, "must be a list of tasks")
+        tasks = tuple(self.task(items, i, f"{at}[{i}]", handler_names) for i in range(len(items)))
+        if handler_names is None:  # handlers are found by name: each needs a unique one
+            seen: set[str] = set()
+            for i, (item, task) in enumerate(zip(items, tasks)):
+                if "name" not in item:
+                    raise self.error(items, i, f"{at}[{i}].name", "a handler needs a name (tasks notify it by name)")
+                if task.name in seen:
+                    raise self.error(item, "name", f"{at}[{i}].name", f"duplicate handler name {task.name!r}")
+                seen.add(task.name)
+        return tasks
+
+    def task(self, items: list, index: int, at: str, handler_names: set[str] | None) -> Task:
+        raw = items[index]
+        if not isinstance(raw, dict):
+            raise self.error(items, index, at, "a task is a mapping: a name, one module and its arguments")
+        module_key: str | None = None
+        for key in raw:
+            if key in TASK_KEYS:
+                continue
+            if not isinstance(key, str) or canonical(key) is None:
+                modules = ", ".join(sorted(SPECS) + sorted(k for k in ALIASES if "." not in k))
+                raise self.error(raw, key, f"{at}.{key}",
+                                 f"unknown module or task key (modules: {modules}; task keys: {', '.join(TASK_KEYS)})")
+            if module_key is not None:
+                raise self.error(raw, key, f"{at}.{key}",
+                                 f"a task runs exactly one module; this one also has {module_key!r}")
+            module_key = key
+        if module_key is None:
+            raise self.error(items, index, at, f"no module in this task (one of: {', '.join(sorted(SPECS))})")
+        module = canonical(module_key)
+        assert module is not None
+        args = self.module_args(raw, module_key, module, f"{at}.{module_key}")
+        name = raw.get("name")
+        if name is None:
+            name = f"{module_key}: {args.get('cmd', args.get('msg', args.get('dest', args.get('name', ''))))}"[:60]
+        self.text(raw, "name", f"{at}.name", name)
+        notify = raw.get("notify", ())
+        if isinstance(notify, str):
+            notify = (notify,)
+        if not isinstance(notify, (list, tuple)) or not all(isinstance(n, str) for n in notify):
+            raise self.error(raw, "notify", f"{at}.notify", "must be a handler name or a list of them")
+        if notify and handler_names is None:
+            raise self.error(raw, "notify", f"{at}.notify", "a handler cannot notify another handler")
+        for n in notify:
+            if handler_names is not None and n not in handler_names:
+                known = ", ".join(sorted(handler_names)) or "none"
+                raise self.error(raw, "notify", f"{at}.notify", f"no handler named {n!r} in this play (handlers: {known})")
+        register = raw.get("register")
+        if register is not None and (not isinstance(register, str) or not _IDENTIFIER.match(register)):
+            raise self.error(raw, "register", f"{at}.register", "must be a variable name (letters, digits, _)")
+        timeout = None
+        if raw.get("timeout") is not None:
+            try:
+                timeout = parse_duration(raw["timeout"])
+            except ValueError as exc:
+                raise self.error(raw, "timeout", f"{at}.timeout", str(exc)) from None
+        loop = raw.get("loop")
+        if loop is not None and not isinstance(loop, list) and not is_template(loop):
+            raise self.error(raw, "loop", f"{at}.loop", "must be a list or a template giving one")
+        if isinstance(loop, list):
+            self.templates(loop, raw, "loop", f"{at}.loop")
+        return Task(
+            name=str(name), module=module, args=args, line=line_of(items, index) or 1, path=at,
+            when=self.conditions(raw, "when", f"{at}.when"), register=register, notify=tuple(notify),
+            ignore_errors=self.boolean(raw, "ignore_errors", f"{at}.ignore_errors", False),
+            become=self.boolean(raw, "become", f"{at}.become", None),
+            vars=self.variables(raw, "vars", f"{at}.vars"),
+            changed_when=self.condition_or_none(raw, "changed_when", f"{at}.changed_when"),
+            failed_when=self.condition_or_none(raw, "failed_when", f"{at}.failed_when"),
+            loop=loop, timeout=timeout,
+        )
+
+    def module_args(self, raw: dict, key: str, module: str, at: str) -> dict[str, Any]:
+        spec = SPECS[module]
+        value = raw[key]
+        if isinstance(value, str) and spec.free_form:
+            args: dict[str, Any] = {spec.free_form: value}
+            container: Any = raw
+        elif isinstance(value, dict):
+            args, container = dict(value), value
+        elif value is None and not spec.required:
+            args, container = {}, raw
+        else:
+            form = f"a string or a mapping of {', '.join(spec.known)}" if spec.free_form else \
+                f"a mapping of {', '.join(spec.known)}"
+            raise self.error(raw, key, at, f"arguments must be {form}")
+        for arg in args:
+            if arg not in spec.known:
+                raise self.error(container, arg, f"{at}.{arg}", f"unknown argument (known: {', '.join(spec.known)})")
+        for arg in spec.required:
+            if arg not in args or args[arg] is None or args[arg] == "":
+                where = container if arg in args else raw
+                raise self.error(where, arg if arg in args else key, f"{at}.{arg}", "required argument missing")
+        for arg, allowed in spec.choices.items():
+            v = args.get(arg)
+            if v is not None and not is_template(v) and v not in allowed:
+                raise self.error(container, arg, f"{at}.{arg}", f"{v!r} is not one of {', '.join(allowed)}")
+        self.templates(args, container, None, at)
+        getattr(self, f"check_{module}", lambda *a: None)(args, container, raw, key, at)
+        if "mode" in args and not is_template(args["mode"]):
+            try:
+                parse_mode(args["mode"])
+            except ValueError as exc:
+                raise self.error(container, "mode", f"{at}.mode", str(exc)) from None
+        return args
+
+    # Module-specific rules, beyond required/known/choices.
+    def check_copy(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+        has_src, has_content = args.get("src") not in (None, ""), "content" in args
+        if has_src == has_content:
+            raise self.error(raw, key, f"{at}.src", "give exactly one of src (a file) or content (text)")
+        if has_src:
+            self.source(args, container, at)
+
+    def check_template(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+        self.source(args, container, at)
+
+    def check_file(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+        if args.get("state") == "link" and not args.get("src"):
+            raise self.error(container, "state", f"{at}.src", "required argument missing (state link needs src)")
+
+    def check_service(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+        if args.get("state") in ("started", "restarted") and not args.get("command"):
+            raise self.error(container, "state", f"{at}.command",
+                             f"required argument missing (state {args['state']} needs the command to run)")
+        if "env" in args and not isinstance(args["env"], dict):
+            raise self.error(container, "env", f"{at}.env", "must be a mapping of NAME: value")
+
+    def check_wait_for(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+        if ("port" in args) == ("url" in args):
+            raise self.error(raw, key, f"{at}.port", "give exactly one of port (with optional host) or url")
+        if "timeout" in args and not is_template(args["timeout"]):
+            try:
+                parse_duration(args["timeout"])
+            except ValueError as exc:
+                raise self.error(container, "timeout", f"{at}.timeout", str(exc)) from None
+        for arg in ("port", "status"):
+            v = args.get(arg)
+            if v is not None and not is_template(v) and not (isinstance(v, int) and not isinstance(v, bool)):
+                raise self.error(container, arg, f"{at}.{arg}", f"{v!r} is not a number")
+
+    def source(self, args: dict, container: Any, at: str) -> None:
+        src = args["src"]
+        if not isinstance(src, str):
+            raise self.error(container, "src", f"{at}.src", "must be a file path")
+        if is_template(src):
+            return  # known only at run time (e.g. "{{ artifact }}"); the module checks it then
+        if find_source(src, self.dir) is None:
+            raise self.error(container, "src", f"{at}.src",
+                             f"file not found: {src} (looked in {self.dir}, its templates/ and files/)")
+
+    # -- values ------------------------------------------------------------
+    def templates(self, value: Any, container: Any, key: Any, at: str) -> None:
+        """Refuse template syntax errors in every string inside `value` now, not on the third host."""
+        if isinstance(value, str):
+            problem = check_syntax(value)
+            if problem:
+                raise self.error(container, key, at, problem)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                self.templates(v, value, k, f"{at}.{k}")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                self.templates(v, value, i, f"{at}[{i}]")
+
+    def variables(self, raw: dict, key: str, at: str) -> dict[str, Any]:
+        value = raw.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.error(raw, key, at, "must be a mapping of name: value")
+        for name in value:
+            if not isinstance(name, str) or not _IDENTIFIER.match(name):
+                raise self.error(value, name, f"{at}.{name}", "not a valid variable name (letters, digits, _)")
+        self.templates(value, raw, key, at)
+        return dict(value)
+
+    def conditions(self, raw: dict, key: str, at: str) -> tuple[Any, ...]:
+        if key not in raw or raw[key] is None:
+            return ()
+        value = raw[key]
+        items = value if isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            where = f"{at}[{i}]" if isinstance(value, list) else at
+            self.condition(value if isinstance(value, list) else raw, i if isinstance(value, list) else key,
+                           where, item)
+        return tuple(items)
+
+    def condition(self, container: Any, key: Any, at: str, value: Any) -> None:
+        if isinstance(value, bool):
+            return
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(container, key, at, "must be a Jinja expression, e.g. `result.rc == 0`")
+        problem = check_syntax(value) if is_template(value) else check_expression(value)
+        if problem:
+            raise self.error(container, key, at, problem)
+
+    def condition_or_none(self, raw: dict, key: str, at: str) -> Any:
+        if raw.get(key) is None:
+            return None
+        self.condition(raw, key, at, raw[key])
+        return raw[key]
+
+    def boolean(self, raw: dict, key: str, at: str, default: Any) -> Any:
+        if key not in raw or raw[key] is None:
+            return default
+        if not isinstance(raw[key], bool):
+            raise self.error(raw, key, at, f"{raw[key]!r} is not true or false")
+        return raw[key]
+
+    def text(self, raw: dict, key: str, at: str, value: Any) -> None:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise self.error(raw, key, at, "must be text")
+
+
+__all__ = ["PLAY_KEYS", "TASK_KEYS", "load_playbook"]

@@ -1,0 +1,70 @@
+"""What a loaded, validated playbook is: plays of tasks, and what running one produced.
+
+Values are kept as written (templates unrendered): they are rendered per host
+at run time, when the host's variables are known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    module: str  # canonical module name: shell, command, copy, template, file, service, wait_for, debug
+    args: Mapping[str, Any]  # normalised: free-form strings become {"cmd": ...}
+    line: int  # where the task starts, for messages
+    path: str  # key path, e.g. "plays[0].tasks[3]"
+    when: tuple[Any, ...] = ()  # expressions (or bools), all must hold
+    register: str | None = None
+    notify: tuple[str, ...] = ()
+    ignore_errors: bool = False
+    become: bool | None = None  # None: the play's setting
+    vars: Mapping[str, Any] = field(default_factory=dict)
+    changed_when: Any = None
+    failed_when: Any = None
+    loop: Any = None  # a list, or a template yielding one
+    timeout: float | None = None  # seconds; for commands
+
+
+@dataclass(frozen=True)
+class Play:
+    name: str
+    hosts: str
+    line: int
+    path: str
+    serial: int | str | None = None  # int, or "N%"; None = all hosts at once
+    vars: Mapping[str, Any] = field(default_factory=dict)
+    tasks: tuple[Task, ...] = ()
+    handlers: tuple[Task, ...] = ()
+    become: bool = False
+
+
+@dataclass(frozen=True)
+class Playbook:
+    path: Path
+    plays: tuple[Play, ...]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+
+@dataclass
+class PlaybookResult:
+    """`host_status`: host → ok | failed | skipped, for every host a play selected.
+    `failures`: failed host → why (task, command, exit code, last output)."""
+
+    ok: bool
+    host_status: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+__all__ = ["Play", "Playbook", "PlaybookResult", "Task"]

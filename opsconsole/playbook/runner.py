@@ -1,0 +1,304 @@
+"""Running a loaded playbook over hosts: plays, serial batches, tasks, handlers; every step an event.
+
+A batch's hosts run in parallel, each host's tasks in order. A failed host
+stops its own play; a batch with a failed host stops the playbook, so with
+`serial: 1` a bad deploy stops at the first host and the rest are not touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Collection, Mapping, Sequence
+
+from opsconsole.events import EventBus, Message, OutputLine, PlayFinished, PlayStarted, TaskFinished, TaskStarted
+from opsconsole.hosts import Host
+from opsconsole.playbook.model import Play, Playbook, PlaybookResult, Task
+from opsconsole.playbook.modules import ModuleContext, Outcome, run_module
+from opsconsole.playbook.templating import Templar, TemplateFailure
+from opsconsole.transport.base import Transport
+
+OUTPUT_LINES_IN_MESSAGE = 10
+
+
+def select_hosts(pattern: str, hosts: Sequence[Host]) -> list[Host]:
+    """The hosts a play's `hosts:` names, in the given order: `all`, groups and host names, comma (or colon) separated."""
+    terms = {t.strip() for t in pattern.replace(":", ",").split(",") if t.strip()}
+    if "all" in terms:
+        return list(hosts)
+    return [h for h in hosts if h.name in terms or h.group in terms]
+
+
+def batches(hosts: list[Host], serial: int | str | None) -> list[list[Host]]:
+    """Split hosts by `serial`: a count, or a percentage of the play's hosts (at least one), like Ansible."""
+    if not hosts:
+        return []
+    if serial is None:
+        size = len(hosts)
+    elif isinstance(serial, str) and serial.endswith("%"):
+        size = max(1, math.floor(len(hosts) * int(serial[:-1]) / 100))
+    else:
+        size = max(1, int(serial))
+    return [hosts[i:i + size] for i in range(0, len(hosts), size)]
+
+
+@dataclass
+class _HostRun:
+    """One host's progress through one play."""
+
+    host: Host
+    registered: dict[str, Any] = field(default_factory=dict)
+    notified: set[str] = field(default_factory=set)
+    failure: str | None = None
+
+
+class PlaybookRunner:
+    def __init__(self, bus: EventBus, transport_for: Callable[[Host], Transport]) -> None:
+        self.bus = bus
+        self.transport_for = transport_for
+
+    async def run(
+        self,
+        playbook: Playbook,
+        hosts: Sequence[Host],
+        *,
+        extra_vars: Mapping[str, Any] = {},
+        limit: Collection[str] | None = None,
+    ) -> PlaybookResult:
+        """Run every play over the hosts it selects (narrowed to `limit` if given).
+
+        Cancelling the caller's task cancels the hosts now running (their commands are
+        killed by the transport) and starts nothing more.
+        """
+        everyone = list(hosts)
+        candidates = [h for h in everyone if limit is None or h.name in limit]
+        status: dict[str, str] = {}
+        failures: dict[str, str] = {}
+        groups: dict[str, list[str]] = {}
+        for h in everyone:
+            groups.setdefault(h.group, []).append(h.name)
+        groups["all"] = [h.name for h in everyone]
+        stopped = False
+        for play in playbook.plays:
+            selected = select_hosts(play.hosts, candidates)
+            for h in selected:
+                status.setdefault(h.name, "skipped")
+            if stopped:
+                continue
+            if not selected:
+                self.bus.emit(Message(text=f"{playbook.name}: play {play.name!r}: no hosts match {play.hosts!r}",
+                                      level="warning"))
+                continue
+            failed = await self._play(playbook, play, selected, groups, extra_vars, status, failures)
+            stopped = failed
+        return PlaybookResult(ok=not failures and all(s != "failed" for s in status.values()),
+                              host_status=status, failures=failures)
+
+    async def _play(self, playbook: Playbook, play: Play, selected: list[Host], groups: dict[str, list[str]],
+                    extra_vars: Mapping[str, Any], status: dict[str, str], failures: dict[str, str]) -> bool:
+        """Run one play; True if a host failed (which stops the playbook)."""
+        title = _best_effort(play.name, extra_vars)
+        self.bus.emit(PlayStarted(playbook=playbook.name, play=title, hosts=tuple(h.name for h in selected)))
+        ok: list[str] = []
+        failed: list[str] = []
+        running: list[str] = []
+        pending = batches(selected, play.serial)
+        try:
+            while pending and not failed:
+                batch = pending.pop(0)
+                running = [h.name for h in batch]
+                runs = await asyncio.gather(*(self._host(playbook, play, h, groups, extra_vars) for h in batch))
+                running = []
+                for run in runs:
+                    if run.failure is None:
+                        ok.append(run.host.name)
+                        if status.get(run.host.name) != "failed":
+                            status[run.host.name] = "ok"
+                    else:
+                        failed.append(run.host.name)
+                        status[run.host.name] = "failed"
+                        failures.setdefault(run.host.name, run.failure)
+        finally:
+            # Also on cancel: hosts caught mid-play count as failed, later batches as skipped (untouched).
+            failed_now = failed + running
+            skipped = [h.name for b in pending for h in b]
+            self.bus.emit(PlayFinished(playbook=playbook.name, play=title, ok_hosts=tuple(ok),
+                                       failed_hosts=tuple(failed_now), skipped_hosts=tuple(skipped)))
+        return bool(failed)
+
+    async def _host(self, playbook: Playbook, play: Play, host: Host, groups: dict[str, list[str]],
+                    extra_vars: Mapping[str, Any]) -> _HostRun:
+        run = _HostRun(host)
+        try:
+            transport = self.transport_for(host)
+        except Exception as exc:  # noqa: BLE001 - any refusal to reach the host fails that host only
+            run.failure = f"{host.name}: no transport: {exc}"
+            self.bus.emit(Message(text=run.failure, level="error", host=host.name))
+            return run
+        builtins: dict[str, Any] = {
+            "inventory_hostname": host.name, "ansible_host": host.address, "group_names": [host.group],
+            "groups": groups, "host_root": transport.root, "playbook_dir": str(playbook.directory.absolute()),
+        }
+        if host.port is not None:
+            builtins["port"] = host.port
+        # Precedence, low to high: app+group vars (merged into Host.vars by the caller), built-ins,
+        # play vars, task vars, registered results, extra vars.
+        base = [(host.vars, True), (builtins, False), (play.vars, True)]
+
+        def templar(task: Task, item: Any = _NO_ITEM) -> Templar:
+            layers = [*base, (task.vars, True), (run.registered, False), (extra_vars, True)]
+            if item is not _NO_ITEM:
+                layers.append(({"item": item}, False))
+            return Templar(layers)
+
+        for task in play.tasks:
+            if not await self._task(playbook, play, task, run, transport, templar):
+                return run
+        for handler in play.handlers:  # definition order, each at most once
+            if handler.name in run.notified:
+                if not await self._task(playbook, play, handler, run, transport, templar):
+                    return run
+        return run
+
+    async def _task(self, playbook: Playbook, play: Play, task: Task, run: _HostRun, transport: Transport,
+                    templar: Callable[..., Templar]) -> bool:
+        """Run one task on one host and report it; False if the host must stop."""
+        host = run.host
+        started = time.monotonic()
+        name = _task_title(task, templar(task))
+        self.bus.emit(TaskStarted(host=host.name, task=name))
+
+        def finish(status: str, rc: int | None = None, message: str = "") -> None:
+            self.bus.emit(TaskFinished(host=host.name, task=name, status=status, rc=rc, message=message,
+                                       duration=time.monotonic() - started))
+
+        def on_line(line: str, stream: str) -> None:
+            self.bus.emit(OutputLine(host=host.name, line=line, stream=stream, source=name))
+
+        ctx = ModuleContext(host=host, transport=transport, templar=templar(task), playbook_dir=playbook.directory,
+                            on_line=on_line, become=play.become if task.become is None else task.become,
+                            timeout=task.timeout)
+        try:
+            items = self._items(task, ctx.templar)
+            outcomes: list[tuple[Any, Outcome]] = []
+            for item in items:
+                t = templar(task) if item is _NO_ITEM else templar(task, item)
+                if not all(_truthy(t.evaluate(c) if isinstance(c, str) else c) for c in task.when):
+                    continue
+                ctx.templar = t
+                outcome = await self._outcome(task, ctx, t, run)
+                outcomes.append((item, outcome))
+                if outcome.failed:
+                    break
+        except Exception as exc:  # noqa: BLE001 - any error fails this task on this host, never the console
+            message = f"task {name!r} failed on {host.name}: {exc}"
+            run.registered.update(_registration(task, [(_NO_ITEM, Outcome(failed=True, message=str(exc)))]))
+            finish("failed", message=message)
+            return self._after_failure(task, run, message)
+        if not outcomes:
+            if task.register:
+                run.registered[task.register] = {"rc": None, "stdout": "", "stdout_lines": [], "changed": False,
+                                                 "failed": False, "skipped": True}
+            finish("skipped", message="condition false" if task.when else "empty loop")
+            return True
+        run.registered.update(_registration(task, outcomes))
+        last = outcomes[-1][1]
+        changed = any(o.changed for _, o in outcomes)
+        if any(o.failed for _, o in outcomes):
+            message = _failure_message(name, host.name, last)
+            finish("failed", rc=last.rc, message=message)
+            return self._after_failure(task, run, message)
+        if changed:
+            run.notified.update(task.notify)
+        finish("changed" if changed else "ok", rc=last.rc, message=last.message)
+        return True
+
+    def _after_failure(self, task: Task, run: _HostRun, message: str) -> bool:
+        if task.ignore_errors:
+            return True
+        run.failure = message
+        return False
+
+    def _items(self, task: Task, templar: Templar) -> list[Any]:
+        if task.loop is None:
+            return [_NO_ITEM]
+        items = templar.render(task.loop)
+        if not isinstance(items, list):
+            raise TemplateFailure(f"loop must give a list, got {type(items).__name__}: {items!r}")
+        return items
+
+    async def _outcome(self, task: Task, ctx: ModuleContext, templar: Templar, run: _HostRun) -> Outcome:
+        args = templar.render(task.args)
+        outcome = await run_module(task.module, args, ctx)
+        if task.changed_when is not None or task.failed_when is not None:
+            # The conditions see the result under the register name, as in Ansible.
+            result = _registration(task, [(_NO_ITEM, outcome)]).get(task.register or "", {})
+            layered = templar.with_layer({task.register: result} if task.register else {})
+            if task.changed_when is not None:
+                outcome.changed = _truthy(_condition(layered, task.changed_when))
+            if task.failed_when is not None:
+                outcome.failed = _truthy(_condition(layered, task.failed_when))
+                if outcome.failed and not outcome.message:
+                    outcome.message = f"failed_when: {task.failed_when}"
+        return outcome
+
+
+_NO_ITEM = object()
+
+
+def _condition(templar: Templar, value: Any) -> Any:
+    return templar.evaluate(value) if isinstance(value, str) else value
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "yes", "on", "1")
+    return bool(value)
+
+
+def _registration(task: Task, outcomes: list[tuple[Any, Outcome]]) -> dict[str, Any]:
+    """What `register:` stores: {rc, stdout, stdout_lines, changed, failed, skipped} (+ results for a loop)."""
+    if not task.register:
+        return {}
+
+    def one(o: Outcome) -> dict[str, Any]:
+        return {"rc": o.rc, "stdout": o.stdout, "stdout_lines": o.stdout.splitlines(), "changed": o.changed,
+                "failed": o.failed, "skipped": False, "msg": o.message}
+
+    if task.loop is None:
+        return {task.register: one(outcomes[-1][1])}
+    results = [{**one(o), "item": item} for item, o in outcomes]
+    last = outcomes[-1][1]
+    return {task.register: {**one(last), "changed": any(r["changed"] for r in results),
+                            "failed": any(r["failed"] for r in results), "results": results}}
+
+
+def _failure_message(task: str, host: str, outcome: Outcome) -> str:
+    """Everything an operator needs in one place: task, host, command, exit code, last output."""
+    why = f"exit code {outcome.rc}" if outcome.rc is not None else (outcome.message or "failed")
+    if outcome.rc is not None and outcome.message and not outcome.message.startswith("exit code"):
+        why += f" ({outcome.message})"
+    lines = outcome.tail[-OUTPUT_LINES_IN_MESSAGE:]
+    text = f"task {task!r} failed on {host}: `{outcome.command}`: {why}"
+    if lines:
+        text += "\n" + "\n".join(f"  | {line}" for line in lines)
+    return text
+
+
+def _task_title(task: Task, templar: Templar) -> str:
+    try:
+        return str(templar.render_text(task.name))
+    except TemplateFailure:
+        return task.name  # a name is for humans: an undefined variable in it must not fail the task
+
+
+def _best_effort(text: str, variables: Mapping[str, Any]) -> str:
+    try:
+        return Templar([(variables, True)]).render_text(text)
+    except TemplateFailure:
+        return text
+
+
+__all__ = ["PlaybookRunner", "batches", "select_hosts"]
