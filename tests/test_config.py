@@ -108,6 +108,9 @@ def test_static_hosts_and_placeholders(tmp_path: Path) -> None:
               - name: db1
                 address: 10.99.0.5
                 ssh_port: 2222
+          cloud:
+            provider: ec2
+            count: 2
         jump:
           host: bastion
           port: 22
@@ -115,7 +118,7 @@ def test_static_hosts_and_placeholders(tmp_path: Path) -> None:
     config = load_config(cfg)
     assert config.groups["db"].hosts[0].ssh_port == 2222
     assert config.jump is not None and config.jump.host == "bastion"
-    assert any("not yet supported" in n for n in config.notices)
+    assert any("groups.cloud: provider ec2 is not yet supported" in n for n in config.notices)
     _replace(cfg, "port: 22\n", "port: 0\n")
     with pytest.raises(SourceError, match=r"jump.port: port 0 is out of range"):
         load_config(cfg)

@@ -8,6 +8,7 @@ before its first line runs.
 
 from __future__ import annotations
 
+import difflib
 import shlex
 from dataclasses import dataclass, fields
 from typing import Callable, ClassVar, Iterable
@@ -377,7 +378,9 @@ def parse_command(line: str, names: Names) -> Command:
         raise CommandError("empty command")
     verb, args = words[0], words[1:]
     if verb not in _PARSERS:
-        raise CommandError(f"unknown command {verb!r}; valid commands: {', '.join(sorted(_PARSERS))}")
+        close = difflib.get_close_matches(verb, list(_PARSERS), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise CommandError(f"unknown command {verb!r}{hint}; valid commands: {', '.join(sorted(_PARSERS))}")
     cls, fn = _PARSERS[verb]
     if sep:
         args = args + ["--", tail.strip()]

@@ -11,9 +11,11 @@ may be taken over (and the takeover is reported, with the old holder's name).
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from opsconsole.transport.base import Transport
 
@@ -102,7 +104,8 @@ class FleetLock:
         self.holder = holder
         self.ttl = ttl
         self.path = f"{LOCK_DIR}/{app}.lock"
-        self.token = f"{holder}:{time.time_ns()}"
+        # The token names this process, so a console on the same machine can tell a dead holder from a live one.
+        self.token = f"{holder}:{os.getpid()}:{time.time_ns()}"
         self.since = 0.0
         self.reason = ""
 
@@ -124,6 +127,14 @@ class FleetLock:
         """Take the lock. Returns the stale lock taken over, if any; raises LockHeld if it is live."""
         self.since = time.time()
         self.reason = reason
+        current = await self.status()
+        if current is not None and current.token != self.token and _holder_died_here(current):
+            # Its console was killed on this very machine: no need to wait out the TTL.
+            await self.force_release()
+            current = replace(current, renewed=0.0)
+            self.since = time.time()
+            await self._call("take", self._content(self.since))
+            return current
         rc, before = await self._call("take", self._content(self.since))
         if rc == 10 and before is not None:
             raise LockHeld(before)
@@ -146,6 +157,23 @@ class FleetLock:
     async def force_release(self) -> LockInfo | None:
         _, before = await self._call("force")
         return before
+
+
+def _holder_died_here(info: LockInfo) -> bool:
+    """True when the lock's holder was a process on this machine that no longer runs."""
+    parts = info.token.rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False
+    holder, pid = parts[0], int(parts[1])
+    if holder.rpartition("@")[2] != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _parse(stdout: str) -> LockInfo | None:

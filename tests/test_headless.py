@@ -1,0 +1,115 @@
+"""Headless `--script` end to end against real processes on loopback, and its bad-input refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, commit_file, kill_services, write_config
+
+
+def run_script(cfg: Path, script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "opsconsole", "--config", str(cfg), "--script", "-", *args],
+                          input=script, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def journal(tmp_path: Path) -> list[dict]:
+    path = tmp_path / "state" / "journal.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_deploy_wait_status_end_to_end(demo_config: Path, tmp_path: Path) -> None:
+    proc = run_script(demo_config, "deploy itrust\nwait healthy itrust 30s\nstatus\n")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ports = json.loads((tmp_path / "state" / "inventory" / "local-ports.json").read_text())
+    versions = set()
+    for name in ("itrust-1", "itrust-2", "itrust-3"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports[name]}/health", timeout=5) as r:
+            versions.add(json.loads(r.read())["version"])
+        assert f"{name}" in proc.stdout
+    assert len(versions) == 1
+    version = versions.pop()
+    assert proc.stdout.count(f"version={version}") == 3
+    assert "3/3 hosts healthy" in proc.stdout
+    # serial: 1 — each host's play finished before the next began
+    lines = proc.stdout.splitlines()
+    first_done_2 = next(i for i, l in enumerate(lines) if "itrust-2" in l and "health check" in l)
+    first_start_3 = next(i for i, l in enumerate(lines) if "itrust-3" in l and "release directory" in l)
+    assert first_done_2 < first_start_3
+    entries = journal(tmp_path)
+    started = [e["command"] for e in entries if e["kind"] == "command.start"]
+    ended = [(e["command"], e["ok"]) for e in entries if e["kind"] == "command.end"]
+    assert started == ["deploy itrust", "wait healthy itrust 30s", "status"]
+    assert ended == [("deploy itrust", True), ("wait healthy itrust 30s", True), ("status", True)]
+    assert all("@" in e["issuer"] for e in entries)
+    history = subprocess.run([sys.executable, "-m", "opsconsole", "history", "--as-script", "--config", str(demo_config)],
+                             capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert history.stdout.splitlines() == started
+
+
+def test_json_output_and_exit_code_on_failure(demo_config: Path, tmp_path: Path) -> None:
+    proc = run_script(demo_config, "run itrust -- echo hello from $PWD\nrun itrust-2 -- exit 4\nstatus\n", "--json")
+    assert proc.returncode == 1
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    outputs = [e for e in events if e["event"] == "OutputLine"]
+    assert {e["host"] for e in outputs} == {"itrust-1", "itrust-2", "itrust-3"}
+    assert all(e["line"].startswith("hello from ") and e["line"].endswith(e["host"]) for e in outputs)
+    finished = [e for e in events if e["event"] == "CommandFinished"]
+    assert [f["ok"] for f in finished] == [True, False]  # stopped at the first failure
+    assert "itrust-2: exit code 4" in finished[1]["message"]
+    keep = run_script(demo_config, "run itrust-2 -- exit 4\nrun itrust-1 -- true\n", "--keep-going")
+    assert keep.returncode == 1 and "✔ run itrust-1 -- true" in keep.stdout
+
+
+@pytest.mark.parametrize("script, words, line", [
+    ("status\ndeploi itrust\n", "unknown command 'deploi' (did you mean deploy?)", 2),
+    ("status\n\n# comment\nwait healthy itrust\n", "a timeout is required", 4),
+    ("deploy nosuch\n", "unknown app 'nosuch'; apps: itrust", 1),
+])
+def test_bad_script_refused_before_anything_runs(demo_config: Path, tmp_path: Path, script: str, words: str,
+                                                 line: int) -> None:
+    proc = run_script(demo_config, script)
+    assert proc.returncode == 2
+    assert f"<stdin>:{line}:" in proc.stderr and words in proc.stderr
+    assert journal(tmp_path) == []
+    assert not list((tmp_path / "state").glob("hosts/*/run/*.pid"))
+
+
+def test_bad_playbook_refused_before_anything_runs(tmp_path: Path) -> None:
+    playbook = tmp_path / "bad.yml"
+    playbook.write_text("- hosts: itrust\n  tasks:\n    - name: oops\n      shel: echo hi\n")
+    cfg = write_config(tmp_path)
+    cfg.write_text(cfg.read_text().replace(str(ROOT / "playbooks" / "itrust-deploy.yml"), str(playbook)))
+    proc = run_script(cfg, "status\n")
+    assert proc.returncode == 2
+    assert f"{playbook}:4" in proc.stderr and "shel" in proc.stderr
+    assert journal(tmp_path) == []
+
+
+def test_ctrl_c_cancels_and_journals_interruption(demo_config: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "child.pid"
+    proc = subprocess.Popen([sys.executable, "-m", "opsconsole", "--config", str(demo_config), "--script", "-"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc.stdin.write(f"run itrust-1 -- sleep 300 & echo $! > {marker}; wait\n")
+    proc.stdin.close()
+    proc.stdin = None  # closed: communicate() must not flush it
+    deadline = time.time() + 30
+    while not marker.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out + err
+    child = int(marker.read_text())
+    time.sleep(0.2)
+    assert not Path(f"/proc/{child}").exists(), "the command's child was orphaned"
+    kinds = [e["kind"] for e in journal(tmp_path)]
+    assert kinds == ["command.start", "command.interrupted"]

@@ -1,0 +1,254 @@
+"""Rolling updates on the local fleet with real processes: gates, abort, pause, rollback, lock, crash + resume."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from opsconsole.config import load_config
+from opsconsole.engine import Engine
+from opsconsole.events import RolloutStep
+from tests.conftest import ROOT, commit_file, git, kill_services, write_config
+
+
+def _engine(cfg: Path) -> Engine:
+    engine = Engine(load_config(cfg))
+    engine.prepare()
+    return engine
+
+
+def _with_settle(cfg: Path, seconds: float) -> None:
+    text = cfg.read_text()
+    cfg.write_text(text.replace("    health:\n      path: /health", f"    vars:\n      settle_seconds: {seconds}\n    health:\n      path: /health", 1))
+
+
+def _version_on(engine: Engine, host: str) -> str | None:
+    h = engine.inventory.get(host)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{h.port}/health", timeout=2) as r:
+            return json.loads(r.read())["version"]
+    except OSError:
+        return None
+
+
+def _steps(engine: Engine) -> list[RolloutStep]:
+    steps: list[RolloutStep] = []
+    engine.bus.subscribe(lambda e: steps.append(e) if isinstance(e, RolloutStep) else None)
+    return steps
+
+
+@pytest.fixture
+def fleet(tmp_path: Path):
+    cfg = write_config(tmp_path, count=3)
+    yield cfg
+    kill_services(tmp_path / "state")
+
+
+async def _deploy_v1(engine: Engine) -> str:
+    outcome = await engine.execute(engine.parse("deploy itrust"))
+    assert outcome.ok, outcome.message
+    return engine.views["itrust-1"].version
+
+
+async def test_roll_updates_every_host_and_plan_changes_nothing(fleet: Path, tmp_path: Path) -> None:
+    engine = _engine(fleet)
+    try:
+        v1 = await _deploy_v1(engine)
+        sha = commit_file(tmp_path / "repo", "message.txt", "v2\n", "v2")
+        plan = await engine.execute(engine.parse("roll itrust --plan"))
+        assert plan.ok and "nothing changed" in plan.message
+        assert all(_version_on(engine, f"itrust-{i}") == v1 for i in (1, 2, 3))
+        steps = _steps(engine)
+        outcome = await engine.execute(engine.parse("roll itrust"))
+        assert outcome.ok, outcome.message
+        assert all(_version_on(engine, f"itrust-{i}") == sha[:7] for i in (1, 2, 3))
+        # one host at a time: host 2 starts draining only after host 1 is done
+        order = [(s.host, s.state) for s in steps if s.host]
+        assert order.index(("itrust-1", "done")) < order.index(("itrust-2", "draining"))
+        assert order.index(("itrust-2", "done")) < order.index(("itrust-3", "draining"))
+        state = engine.rollouts.journal.latest("itrust")
+        assert state.status == "succeeded" and set(state.hosts.values()) == {"done"}
+    finally:
+        await engine.close()
+
+
+async def test_unhealthy_build_stops_at_first_host(fleet: Path, tmp_path: Path) -> None:
+    engine = _engine(fleet)
+    try:
+        v1 = await _deploy_v1(engine)
+        commit_file(tmp_path / "repo", "HEALTHY", "no\n", "a build that fails its health check")
+        outcome = await engine.execute(engine.parse("roll itrust"))
+        assert not outcome.ok
+        assert "itrust-1" in outcome.message and "not touched: itrust-2, itrust-3" in outcome.message
+        state = engine.rollouts.journal.latest("itrust")
+        assert state.hosts == {"itrust-1": "failed", "itrust-2": "pending", "itrust-3": "pending"}
+        assert _version_on(engine, "itrust-2") == v1 and _version_on(engine, "itrust-3") == v1
+    finally:
+        await engine.close()
+
+
+async def test_abort_leaves_later_hosts_untouched(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, count=3)
+    _with_settle(cfg, 1.0)
+    engine = _engine(cfg)
+    try:
+        v1 = await _deploy_v1(engine)
+        commit_file(tmp_path / "repo", "message.txt", "v2\n", "v2")
+        steps = _steps(engine)
+        roll = asyncio.ensure_future(engine.execute(engine.parse("roll itrust")))
+        while not any(s.host == "itrust-2" and s.state == "deploying" for s in steps):
+            await asyncio.sleep(0.05)
+        aborted = await engine.execute(engine.parse("abort"))
+        assert aborted.ok, aborted.message
+        outcome = await roll
+        assert not outcome.ok and outcome.message == "aborted"
+        state = engine.rollouts.journal.latest("itrust")
+        assert state.status == "aborted"
+        assert state.hosts["itrust-1"] == "done" and state.hosts["itrust-3"] == "pending"
+        assert state.hosts["itrust-2"] == "deploying"  # left drained, never put back half-deployed
+        assert _version_on(engine, "itrust-3") == v1
+        assert not (Path(engine.inventory.get("itrust-3").root) / "releases" / state.plan.version).exists()
+        # the lock was released: a new rollout may start
+        assert (await engine.execute(engine.parse("lock status itrust"))).message.endswith("not locked")
+    finally:
+        await engine.close()
+        kill_services(tmp_path / "state")
+
+
+async def test_pause_and_resume_between_batches(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, count=3)
+    _with_settle(cfg, 0.5)
+    engine = _engine(cfg)
+    try:
+        await _deploy_v1(engine)
+        commit_file(tmp_path / "repo", "message.txt", "v2\n", "v2")
+        steps = _steps(engine)
+        roll = asyncio.ensure_future(engine.execute(engine.parse("roll itrust")))
+        while not any(s.host == "itrust-1" and s.state == "deploying" for s in steps):
+            await asyncio.sleep(0.02)
+        assert (await engine.execute(engine.parse("pause"))).ok
+        while not any(s.host is None and s.state == "paused" for s in steps):
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        assert not any(s.host == "itrust-2" for s in steps)  # nothing moves while paused
+        assert (await engine.execute(engine.parse("resume"))).ok
+        outcome = await roll
+        assert outcome.ok, outcome.message
+        bad = await engine.execute(engine.parse("resume"))
+        assert not bad.ok and "nothing to resume" in bad.message
+    finally:
+        await engine.close()
+        kill_services(tmp_path / "state")
+
+
+async def test_rollback_returns_previous_version(fleet: Path, tmp_path: Path) -> None:
+    engine = _engine(fleet)
+    try:
+        v1 = await _deploy_v1(engine)
+        commit_file(tmp_path / "repo", "message.txt", "v2\n", "v2")
+        assert (await engine.execute(engine.parse("roll itrust"))).ok
+        outcome = await engine.execute(engine.parse("rollback itrust"))
+        assert outcome.ok, outcome.message
+        assert all(_version_on(engine, f"itrust-{i}") == v1 for i in (1, 2, 3))
+        history = await engine.execute(engine.parse("history itrust"))
+        assert history.ok and history.message == "2 rollout(s)"
+    finally:
+        await engine.close()
+
+
+async def test_on_failure_rollback_keeps_fleet_on_one_version(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, count=3)
+    engine = _engine(cfg)
+    try:
+        v1 = await _deploy_v1(engine)
+        repo = tmp_path / "repo"
+        commit_file(repo, "message.txt", "v2\n", "v2")
+        outcome = await engine.execute(engine.parse("roll itrust --max-fail 0 --on-failure rollback --batch 1"))
+        assert outcome.ok, outcome.message
+        commit_file(repo, "HEALTHY", "no\n", "bad")
+        outcome = await engine.execute(engine.parse("roll itrust --on-failure rollback"))
+        assert not outcome.ok and "rollback of itrust" in outcome.message
+        versions = {_version_on(engine, f"itrust-{i}") for i in (1, 2, 3)}
+        assert len(versions) == 1 and versions != {v1}  # back on v2, the previous good one
+    finally:
+        await engine.close()
+        kill_services(tmp_path / "state")
+
+
+def _opsconsole(cfg: Path, script: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "opsconsole", "--config", str(cfg), "--script", "-"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=ROOT, **kw)
+
+
+def test_lock_keeps_out_a_second_console(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, count=2)
+    _with_settle(cfg, 2.0)
+    try:
+        first = subprocess.run([sys.executable, "-m", "opsconsole", "--config", str(cfg), "--script", "-"],
+                               input="deploy itrust\n", capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert first.returncode == 0, first.stdout + first.stderr
+        commit_file(tmp_path / "repo", "message.txt", "v2\n", "v2")
+        a = _opsconsole(cfg, "", env={**os.environ, "USER": "alice"})
+        a.stdin.write("roll itrust\n")
+        a.stdin.close()
+        a.stdin = None
+        lock_file = Path(tmp_path / "state" / "hosts" / "itrust-1" / "locks" / "itrust.lock")
+        deadline = time.time() + 60
+        while not lock_file.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        b = subprocess.run([sys.executable, "-m", "opsconsole", "--config", str(cfg), "--script", "-"],
+                           input="lock status itrust\nroll itrust\n", capture_output=True, text=True, timeout=60,
+                           cwd=ROOT)
+        assert b.returncode == 1
+        assert "held by" in b.stdout and "deploy lock of itrust" in b.stdout
+        out, _ = a.communicate(timeout=120)
+        assert a.returncode == 0, out
+    finally:
+        kill_services(tmp_path / "state")
+
+
+def test_kill_mid_rollout_then_status_and_resume(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, count=3)
+    _with_settle(cfg, 1.0)
+    try:
+        first = subprocess.run([sys.executable, "-m", "opsconsole", "--config", str(cfg), "--script", "-"],
+                               input="deploy itrust\n", capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert first.returncode == 0, first.stdout
+        sha = commit_file(tmp_path / "repo", "message.txt", "v2\n", "v2")
+        proc = _opsconsole(cfg, "")
+        proc.stdin.write("roll itrust\n")
+        proc.stdin.close()
+        proc.stdin = None
+    proc.stdin = None  # closed: communicate() must not flush it
+        journal_dir = tmp_path / "state" / "rollouts"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            files = list(journal_dir.glob("*.jsonl")) if journal_dir.exists() else []
+            if files and '"host": "itrust-2", "kind": "host", "reason": "", "state": "deploying"' in files[0].read_text():
+                break
+            time.sleep(0.05)
+        proc.kill()  # SIGKILL: no cleanup at all
+        proc.wait()
+        status = subprocess.run([sys.executable, "-m", "opsconsole", "--config", str(cfg), "--script", "-"],
+                                input="status itrust\n", capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert "INTERRUPTED" in status.stdout
+        assert "itrust-1: done" in status.stdout and "itrust-3: pending" in status.stdout
+        assert "itrust-2: deploying" in status.stdout
+        resume = subprocess.run([sys.executable, "-m", "opsconsole", "--config", str(cfg), "--script", "-"],
+                                input="roll resume itrust\nwait healthy itrust 30s\nstatus itrust\n",
+                                capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert resume.returncode == 0, resume.stdout
+        assert resume.stdout.count(f"version={sha[:7]}") == 3
+        assert "INTERRUPTED" not in resume.stdout.split("status itrust")[-1]
+    finally:
+        kill_services(tmp_path / "state")
