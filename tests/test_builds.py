@@ -135,7 +135,7 @@ async def test_failing_build_deploys_nothing_and_keeps_its_log(tmp_path: Path) -
 
 async def test_build_timeout_kills_its_children(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, count=1)
-    _set(cfg, "commands: [sh build.sh]", "commands: ['sh -c \"sleep 300 & echo $! > {pid}; wait\"']".format(pid=tmp_path / "child.pid"))
+    _set(cfg, "commands: [sh build.sh]", "commands: ['sleep 300 & echo $! > {pid}; wait']".format(pid=tmp_path / "child.pid"))
     _set(cfg, "timeout: 60s", "timeout: 1s")
     engine = _engine(cfg)
     try:

@@ -7,7 +7,7 @@ it; the one replaced is recorded as `skipped`, so nothing silently vanishes.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Awaitable, Callable
 
 from opsconsole.builds.runner import BuildFailed, Builder, BuildRecord
@@ -98,7 +98,7 @@ class BuildQueue:
         result = []
         for lane in self._lanes.values():
             if lane.running is not None:
-                result.append(lane.running[0])
+                result.append(replace(lane.running[0], status="running"))
             if lane.waiting is not None:
                 result.append(lane.waiting.record)
         return result
