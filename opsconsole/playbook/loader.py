@@ -188,7 +188,10 @@ class _Loader:
             v = args.get(arg)
             if v is not None and not is_template(v) and v not in allowed:
                 raise self.error(container, arg, f"{at}.{arg}", f"{v!r} is not one of {', '.join(allowed)}")
-        self.templates(args, container, None, at)
+        if container is raw:  # free form: the value is the module key's own
+            self.templates(value, raw, key, f"{at}.{spec.free_form}" if spec.free_form else at)
+        else:
+            self.templates(args, container, None, at)
         getattr(self, f"check_{module}", lambda *a: None)(args, container, raw, key, at)
         if "mode" in args and not is_template(args["mode"]):
             try:

@@ -264,7 +264,8 @@ def _registration(task: Task, outcomes: list[tuple[Any, Outcome]]) -> dict[str, 
         return {}
 
     def one(o: Outcome) -> dict[str, Any]:
-        return {"rc": o.rc, "stdout": o.stdout, "stdout_lines": o.stdout.splitlines(), "changed": o.changed,
+        stdout = o.stdout.rstrip("\r\n")  # as Ansible: `{{ r.stdout }}` has no trailing newline
+        return {"rc": o.rc, "stdout": stdout, "stdout_lines": stdout.splitlines(), "changed": o.changed,
                 "failed": o.failed, "skipped": False, "msg": o.message}
 
     if task.loop is None:

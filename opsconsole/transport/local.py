@@ -1,0 +1,340 @@
+"""The `local` transport: a host is a directory on this machine plus the processes started for it.
+
+It lets the whole console (deploys, services, health checks) run on a laptop
+with no root, no network and no cloud account, with the semantics the ssh
+transport has on a real host: relative paths are relative to the host root,
+services keep pid files under `<root>/run` and logs under `<root>/log`, output
+is streamed line by line, and a timeout or cancel kills the command's whole
+process group (TERM, then KILL after KILL_GRACE seconds).
+
+`become`: when the console already runs as root a command just runs; otherwise
+it runs through `sudo -n`, which fails at once instead of prompting for a
+password nobody can type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import signal
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+
+from opsconsole.hosts import Host
+from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
+
+TAIL_LINES = 20
+STDOUT_CAP = 1 << 20  # keep at most 1 MiB of stdout in the result; every line is still streamed
+KILL_GRACE = 2.0  # seconds between TERM and KILL of a timed-out or cancelled command
+# After the command exits, a background child (`daemon &`) may hold our pipes open for hours;
+# its output is not the command's, so we stop reading after this long.
+PIPE_GRACE = 0.5
+_CHUNK = 65536
+_LONG_LINE = 256 * 1024  # a "line" this long is emitted without its newline, so memory stays bounded
+_SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class LocalTransport(Transport):
+    """Runs work for one local host whose files live under `host.root` (created if missing)."""
+
+    name = "local"
+
+    def __init__(self, host: Host) -> None:
+        if not host.root:
+            raise TransportError(f"{host.name}: a local host needs a root directory")
+        self.host = host
+        self._root = Path(host.root).expanduser().absolute()
+        self._root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def root(self) -> str:
+        return str(self._root)
+
+    def path(self, path: str) -> Path:
+        """`path` made absolute against the host root (an absolute path stays as it is)."""
+        return self._root / os.path.expanduser(path)
+
+    # -- commands ----------------------------------------------------------
+    async def run(
+        self,
+        command: str,
+        *,
+        on_line: LineHandler | None = None,
+        timeout: float | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        become: bool = False,
+        stdin: bytes | None = None,
+    ) -> CommandResult:
+        self._root.mkdir(parents=True, exist_ok=True)
+        workdir = self.path(cwd) if cwd else self._root
+        if not workdir.is_dir():
+            raise TransportError(f"{self.host.name}: working directory {workdir} does not exist")
+        argv = ["bash", "-c", command]
+        if become and os.geteuid() != 0:
+            argv = ["sudo", "-n", "--", *argv]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, cwd=str(workdir), env={**os.environ, **{k: str(v) for k, v in (env or {}).items()}},
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                # Its own session and process group: one killpg reaches every descendant.
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise TransportError(f"{self.host.name}: cannot start {command!r}: {exc}") from exc
+
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        out: list[str] = []
+        out_size = 0
+
+        def emit(line: str, stream: str) -> None:
+            nonlocal out_size
+            tail.append(line)
+            if stream == "stdout" and out_size < STDOUT_CAP:
+                piece = (line + "\n")[: STDOUT_CAP - out_size]
+                out.append(piece)
+                out_size += len(piece)
+            if on_line is not None:
+                on_line(line, stream)
+
+        async def feed() -> None:
+            assert proc.stdin is not None
+            try:
+                proc.stdin.write(stdin or b"")
+                await proc.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the command did not read all of its input; that is its business
+            finally:
+                proc.stdin.close()
+
+        async def everything() -> None:
+            assert proc.stdout is not None and proc.stderr is not None
+            helpers = [asyncio.ensure_future(_pump(proc.stdout, "stdout", emit)),
+                       asyncio.ensure_future(_pump(proc.stderr, "stderr", emit))]
+            if stdin is not None:
+                helpers.append(asyncio.ensure_future(feed()))
+            try:
+                await proc.wait()
+                await asyncio.wait(helpers[:2], timeout=PIPE_GRACE)
+            finally:
+                for helper in helpers:
+                    helper.cancel()
+                await asyncio.gather(*helpers, return_exceptions=True)
+
+        try:
+            await asyncio.wait_for(everything(), timeout)
+        except asyncio.TimeoutError:
+            await asyncio.shield(_kill_group(proc))
+            return CommandResult(rc=None, timed_out=True, tail=tuple(tail), stdout="".join(out))
+        except asyncio.CancelledError:
+            await asyncio.shield(_kill_group(proc))
+            raise
+        rc = proc.returncode
+        if rc is not None and rc < 0:
+            return CommandResult(rc=None, signal=-rc, tail=tuple(tail), stdout="".join(out))
+        return CommandResult(rc=rc, tail=tuple(tail), stdout="".join(out))
+
+    # -- files -------------------------------------------------------------
+    async def write_file(self, path: str, content: bytes, mode: int | None = None) -> bool:
+        try:
+            return await asyncio.to_thread(_write_file, self.path(path), content, mode)
+        except OSError as exc:
+            raise TransportError(f"{self.host.name}: cannot write {self.path(path)}: {exc.strerror}") from None
+
+    async def read_file(self, path: str) -> bytes:
+        target = self.path(path)
+        try:
+            return await asyncio.to_thread(target.read_bytes)
+        except FileNotFoundError:
+            raise TransportError(f"{self.host.name}: {target}: no such file") from None
+        except OSError as exc:
+            raise TransportError(f"{self.host.name}: {target}: {exc.strerror}") from None
+
+    async def put_file(self, local_path: str, path: str, mode: int | None = None) -> bool:
+        try:
+            content = await asyncio.to_thread(Path(local_path).read_bytes)
+        except OSError as exc:
+            raise TransportError(f"{self.host.name}: cannot read {local_path} on this machine: {exc.strerror}") from None
+        return await self.write_file(path, content, mode)
+
+    async def exists(self, path: str) -> bool:
+        return os.path.lexists(self.path(path))
+
+    # -- services ----------------------------------------------------------
+    def _service_paths(self, name: str) -> tuple[Path, Path]:
+        if not _SERVICE_NAME.match(name):
+            raise TransportError(f"{self.host.name}: bad service name {name!r} (letters, digits, _ . -)")
+        return self._root / "run" / f"{name}.pid", self._root / "log" / f"{name}.log"
+
+    async def start_service(
+        self, name: str, command: str, *, cwd: str | None = None, env: dict[str, str] | None = None
+    ) -> int:
+        pid_file, log_file = self._service_paths(name)
+        running = await self.service_pid(name)
+        if running is not None:
+            return running
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        # The launcher starts the service in the background and exits at once: the service is
+        # re-parented away from us, so it outlives the console and never lingers as our zombie.
+        # setsid makes it lead its own session and group, which stop_service kills as a whole.
+        # `$!` is the service's pid: setsid does not fork when its caller is not a group leader,
+        # and a background job of a non-interactive shell never is. The command and the log path
+        # travel as positional parameters, so neither needs quoting inside the script.
+        script = (f"set -- {shlex.quote(command)} {shlex.quote(str(log_file))}\n"
+                  'setsid bash -c "$1" </dev/null >>"$2" 2>&1 &\necho $!')
+        result = await self.run(script, cwd=cwd, env=env, timeout=30)
+        text = result.stdout.strip()
+        if not result.ok or not text.isdigit():
+            raise TransportError(f"{self.host.name}: could not start {name}: {result.describe()}: "
+                                 f"{' | '.join(result.tail[-3:])}")
+        pid = int(text)
+        _write_file(pid_file, f"{pid}\n".encode(), None)
+        return pid
+
+    async def stop_service(self, name: str, timeout: float = 10.0) -> bool:
+        pid_file, _ = self._service_paths(name)
+        pid = await self.service_pid(name)
+        if pid is None:
+            pid_file.unlink(missing_ok=True)
+            return False
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _group_alive(pid) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if _group_alive(pid):
+            _signal_group(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            while _group_alive(pid) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        pid_file.unlink(missing_ok=True)
+        return True
+
+    async def service_pid(self, name: str) -> int | None:
+        pid_file, _ = self._service_paths(name)
+        try:
+            text = pid_file.read_text().strip()
+        except OSError:
+            return None
+        if not text.isdigit():
+            return None
+        return int(text) if _alive(int(text)) else None
+
+
+async def _pump(reader: asyncio.StreamReader, stream: str, emit: LineHandler) -> None:
+    """Split a pipe into lines as they arrive (no length limit, unlike readline); flush a partial last line."""
+    buffer = b""
+    while chunk := await reader.read(_CHUNK):
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for raw in lines:
+            emit(raw.rstrip(b"\r").decode("utf-8", errors="replace"), stream)
+        if len(buffer) >= _LONG_LINE:
+            emit(buffer.decode("utf-8", errors="replace"), stream)
+            buffer = b""
+    if buffer:
+        emit(buffer.rstrip(b"\r").decode("utf-8", errors="replace"), stream)
+
+
+async def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    """TERM the command's process group, KILL what is left after KILL_GRACE, and reap the leader."""
+    pgid = proc.pid
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + KILL_GRACE
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    # Children may outlive the shell (or ignore TERM): the group is killed whatever the shell did.
+    _signal_group(pgid, signal.SIGKILL)
+    try:
+        await asyncio.wait_for(proc.wait(), 5)
+    except asyncio.TimeoutError:
+        pass
+
+
+def _write_file(target: Path, content: bytes, mode: int | None) -> bool:
+    """Write atomically (temp file + rename) unless content and mode already match; True if changed."""
+    try:
+        st = target.stat()
+    except FileNotFoundError:
+        st = None
+    if st is not None and st.st_size == len(content) and target.read_bytes() == content:
+        if mode is not None and (st.st_mode & 0o7777) != mode:
+            os.chmod(target, mode)
+            return True
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".opsconsole-tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+        if mode is not None:
+            keep = mode
+        elif st is not None:
+            keep = st.st_mode & 0o7777
+        else:  # a new file gets what `touch` would give it, not mkstemp's 0600
+            umask = os.umask(0)
+            os.umask(umask)
+            keep = 0o666 & ~umask
+        os.chmod(tmp, keep)
+        os.replace(tmp, target)  # a reader sees the old file or the new one, never half of one
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (which may hold spaces and parentheses)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rfind(")") + 2:].split()
+
+
+def _alive(pid: int) -> bool:
+    """The process exists, is not a zombie, and still leads its own session, as setsid left it.
+
+    The session check guards against a stale pid file whose pid the kernel has since
+    given to an unrelated process.
+    """
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X") and int(fields[3]) == pid
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any live (non-zombie) process is in group `pgid`.
+
+    `killpg(pgid, 0)` alone is not enough: zombies count as members, and where pid 1
+    does not reap (some containers) a killed group would look alive forever.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                return True
+    return False
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        # A `become` command runs as root under sudo: ask sudo to deliver the signal.
+        os.system(f"sudo -n kill -{int(sig)} -- -{int(pgid)} >/dev/null 2>&1")
+
+
+__all__ = ["LocalTransport"]
