@@ -229,7 +229,6 @@ def test_kill_mid_rollout_then_status_and_resume(tmp_path: Path) -> None:
         proc.stdin.write("roll itrust\n")
         proc.stdin.close()
         proc.stdin = None
-    proc.stdin = None  # closed: communicate() must not flush it
         journal_dir = tmp_path / "state" / "rollouts"
         deadline = time.time() + 60
         while time.time() < deadline:
