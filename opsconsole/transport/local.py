@@ -118,9 +118,17 @@ class LocalTransport(Transport):
                        asyncio.ensure_future(_pump(proc.stderr, "stderr", emit))]
             if stdin is not None:
                 helpers.append(asyncio.ensure_future(feed()))
+            pumps = helpers[:2]
             try:
+                # proc.wait() would also wait for the pipes to close, which a background child
+                # may keep open for hours; so watch the exit status and the pipes separately.
+                while proc.returncode is None and not all(p.done() for p in pumps):
+                    await asyncio.wait(pumps, timeout=0.1)
+                if proc.returncode is not None and not all(p.done() for p in pumps):
+                    await asyncio.wait(pumps, timeout=PIPE_GRACE)  # output still in the pipe is the command's
+                    if not all(p.done() for p in pumps):
+                        proc._transport.close()  # type: ignore[attr-defined]  # exited: this only drops our pipe ends
                 await proc.wait()
-                await asyncio.wait(helpers[:2], timeout=PIPE_GRACE)
             finally:
                 for helper in helpers:
                     helper.cancel()
@@ -195,6 +203,11 @@ class LocalTransport(Transport):
                                  f"{' | '.join(result.tail[-3:])}")
         pid = int(text)
         _write_file(pid_file, f"{pid}\n".encode(), None)
+        # The launcher returns before the child has called setsid(); wait for it, or an immediate
+        # service_pid() would not recognise the service and a second start would launch another.
+        deadline = time.monotonic() + 2
+        while not _alive(pid) and _stat_fields(pid) is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         return pid
 
     async def stop_service(self, name: str, timeout: float = 10.0) -> bool:

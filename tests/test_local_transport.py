@@ -1,0 +1,230 @@
+"""LocalTransport with real processes and files under tmp_path."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from opsconsole.hosts import Host
+from opsconsole.transport.base import TransportError
+from opsconsole.transport.local import STDOUT_CAP, LocalTransport
+
+
+def gone(pid: int) -> bool:
+    """No such process, or only its zombie left (pid 1 in a container may not reap)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2] in "ZX"
+
+
+async def wait_gone(pid: int, seconds: float = 3.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not gone(pid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return gone(pid)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def transport(tmp_path: Path):
+    t = LocalTransport(Host(name="h1", group="g", address="127.0.0.1", root=str(tmp_path / "h1")))
+    yield t
+    for pid_file in (tmp_path / "h1" / "run").glob("*.pid"):
+        try:
+            os.killpg(int(pid_file.read_text().strip()), signal.SIGKILL)
+        except (ValueError, ProcessLookupError, PermissionError):
+            pass
+
+
+async def test_root_is_created_and_is_the_default_cwd(tmp_path: Path) -> None:
+    t = LocalTransport(Host(name="h", group="g", address="127.0.0.1", root=str(tmp_path / "a" / "b")))
+    assert Path(t.root) == tmp_path / "a" / "b" and Path(t.root).is_dir()
+    (tmp_path / "a" / "b" / "sub").mkdir()
+    assert (await t.run("pwd")).stdout == f"{tmp_path / 'a' / 'b'}\n"
+    assert (await t.run("pwd", cwd="sub")).stdout == f"{tmp_path / 'a' / 'b' / 'sub'}\n"
+    with pytest.raises(TransportError, match="does not exist"):
+        await t.run("pwd", cwd="nowhere")
+
+
+async def test_lines_stream_as_they_are_printed(transport: LocalTransport) -> None:
+    seen: list[tuple[float, str, str]] = []
+    start = time.monotonic()
+    result = await transport.run("echo first; echo oops >&2; sleep 1; printf 'last without newline'",
+                                 on_line=lambda line, stream: seen.append((time.monotonic() - start, line, stream)))
+    assert result.ok and result.rc == 0
+    assert [(line, stream) for _, line, stream in seen] in (
+        [("first", "stdout"), ("oops", "stderr"), ("last without newline", "stdout")],
+        [("oops", "stderr"), ("first", "stdout"), ("last without newline", "stdout")])
+    first_at = next(t for t, line, _ in seen if line == "first")
+    last_at = next(t for t, line, _ in seen if line == "last without newline")
+    assert last_at - first_at > 0.8, "the first line was only delivered when the command ended"
+    assert result.stdout == "first\nlast without newline\n"
+    assert set(result.tail) == {"first", "oops", "last without newline"}
+
+
+async def test_env_stdin_exit_code_tail_and_stdout_cap(transport: LocalTransport) -> None:
+    result = await transport.run('echo "$GREETING"; cat; exit 4', env={"GREETING": "hi"}, stdin=b"from stdin\n")
+    assert result.rc == 4 and not result.ok and result.describe() == "exit code 4"
+    assert result.stdout == "hi\nfrom stdin\n"
+    many = await transport.run("seq 1 30")
+    assert many.tail == tuple(str(i) for i in range(11, 31))
+    big = await transport.run("head -c 3000000 /dev/zero | tr '\\0' 'x'; echo; echo end")
+    assert big.ok and len(big.stdout) == STDOUT_CAP and big.tail[-1] == "end"
+
+
+async def test_long_line_without_newline_does_not_break_reading(transport: LocalTransport) -> None:
+    lines: list[str] = []
+    result = await transport.run("head -c 200000 /dev/zero | tr '\\0' 'y'; echo; echo after",
+                                 on_line=lambda line, _: lines.append(line))
+    assert result.ok and lines[-1] == "after" and "".join(lines[:-1]) == "y" * 200000
+
+
+async def test_timeout_kills_the_whole_process_group(transport: LocalTransport, tmp_path: Path) -> None:
+    # A child that ignores TERM and a grandchild: both must be gone after the timeout.
+    script = ("bash -c 'trap \"\" TERM; sleep 300 & echo $! > grandchild.pid; wait' & echo $! > child.pid; "
+              "echo started; wait")
+    start = time.monotonic()
+    result = await transport.run(script, timeout=0.5)
+    assert result.timed_out and result.rc is None and not result.ok and result.describe() == "timed out"
+    assert result.tail == ("started",)
+    assert time.monotonic() - start < 6
+    root = Path(transport.root)
+    for name in ("child.pid", "grandchild.pid"):
+        pid = int((root / name).read_text())
+        assert await wait_gone(pid), f"{name} {pid} survived the timeout"
+
+
+async def test_cancel_kills_the_process_group(transport: LocalTransport) -> None:
+    task = asyncio.create_task(transport.run("sleep 300 & echo $! > kid.pid; wait"))
+    kid_file = Path(transport.root) / "kid.pid"
+    for _ in range(100):
+        if kid_file.exists() and kid_file.read_text().strip():
+            break
+        await asyncio.sleep(0.05)
+    kid = int(kid_file.read_text())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 6)
+    assert await wait_gone(kid)
+
+
+async def test_a_background_child_does_not_hold_the_command(transport: LocalTransport) -> None:
+    start = time.monotonic()
+    result = await transport.run("sleep 5 & echo $! > bg.pid; echo done")
+    assert result.ok and result.stdout == "done\n"
+    assert time.monotonic() - start < 3
+    os.kill(int((Path(transport.root) / "bg.pid").read_text()), signal.SIGKILL)
+
+
+async def test_become_as_root_runs_directly(transport: LocalTransport) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root; as a user, become goes through `sudo -n`")
+    result = await transport.run("id -u", become=True)
+    assert result.stdout == "0\n"
+
+
+async def test_write_file_reports_change_and_is_atomic(transport: LocalTransport, tmp_path: Path) -> None:
+    target = Path(transport.root) / "conf" / "app.conf"
+    assert await transport.write_file("conf/app.conf", b"a=1\n") is True
+    assert target.read_bytes() == b"a=1\n"
+    inode = target.stat().st_ino
+    assert await transport.write_file("conf/app.conf", b"a=1\n") is False
+    assert target.stat().st_ino == inode  # unchanged content: the file was not rewritten
+    assert await transport.write_file("conf/app.conf", b"a=1\n", mode=0o600) is True
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert await transport.write_file("conf/app.conf", b"a=1\n", mode=0o600) is False
+    assert await transport.write_file("conf/app.conf", b"a=2\n") is True
+    assert target.stat().st_ino != inode  # replaced by rename, not written in place
+    assert target.stat().st_mode & 0o777 == 0o600  # the mode survives a rewrite
+    assert sorted(p.name for p in target.parent.iterdir()) == ["app.conf"]  # no temp files left
+    assert await transport.read_file("conf/app.conf") == b"a=2\n"
+    assert await transport.exists("conf/app.conf") and not await transport.exists("conf/other")
+    with pytest.raises(TransportError, match="no such file"):
+        await transport.read_file("conf/other")
+    source = tmp_path / "local.bin"
+    source.write_bytes(b"\x00\x01")
+    assert await transport.put_file(str(source), "bin/x", mode=0o755) is True
+    assert await transport.put_file(str(source), "bin/x", mode=0o755) is False
+    assert (Path(transport.root) / "bin" / "x").stat().st_mode & 0o777 == 0o755
+    with pytest.raises(TransportError, match="cannot read"):
+        await transport.put_file(str(tmp_path / "missing"), "bin/y")
+
+
+async def test_service_start_is_idempotent_answers_and_stops(transport: LocalTransport) -> None:
+    port = free_port()
+    command = f"echo booting; exec {sys.executable} -m http.server {port} --bind 127.0.0.1"
+    pid = await transport.start_service("web", command, env={"X": "1"})
+    root = Path(transport.root)
+    assert (root / "run" / "web.pid").read_text().strip() == str(pid)
+    assert await transport.start_service("web", command) == pid  # already running: no second one
+    assert await transport.service_pid("web") == pid
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.0\r\n\r\n")
+            assert (await reader.readline()).startswith(b"HTTP/1.0 200")
+            writer.close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "the service never answered"
+            await asyncio.sleep(0.1)
+    # Its own session: it would outlive us, and it is not in our process group.
+    assert os.getsid(pid) == pid and os.getpgid(pid) != os.getpgid(0)
+    assert "booting" in (root / "log" / "web.log").read_text()
+    assert await transport.stop_service("web") is True
+    assert await wait_gone(pid)
+    assert not (root / "run" / "web.pid").exists()
+    assert await transport.service_pid("web") is None
+    assert await transport.stop_service("web") is False
+
+
+async def test_stop_kills_children_and_escalates_to_kill(transport: LocalTransport) -> None:
+    pid = await transport.start_service("stubborn", "trap '' TERM; sleep 300 & echo $! > run/kid; wait")
+    kid_file = Path(transport.root) / "run" / "kid"
+    for _ in range(100):
+        if kid_file.exists() and kid_file.read_text().strip():
+            break
+        await asyncio.sleep(0.05)
+    kid = int(kid_file.read_text())
+    start = time.monotonic()
+    assert await transport.stop_service("stubborn", timeout=0.5) is True
+    assert time.monotonic() - start < 5
+    assert await wait_gone(pid) and await wait_gone(kid)
+
+
+async def test_stale_pid_file_starts_a_new_service(transport: LocalTransport) -> None:
+    dead = await transport.run("echo $$")
+    stale = int(dead.stdout)
+    await asyncio.sleep(0.1)
+    pid_file = Path(transport.root) / "run" / "svc.pid"
+    pid_file.parent.mkdir(parents=True)
+    pid_file.write_text(f"{stale}\n")
+    assert await transport.service_pid("svc") is None
+    pid = await transport.start_service("svc", "sleep 300")
+    assert pid != stale and await transport.service_pid("svc") == pid
+    # A pid file naming a live process that is not ours (not a session leader) is not "running" either.
+    if os.getsid(0) != os.getpid():
+        pid_file.write_text(f"{os.getpid()}\n")
+        assert await transport.service_pid("svc") is None
+    pid_file.write_text(f"{pid}\n")
+    assert await transport.stop_service("svc") is True
+
+
+async def test_bad_service_name_is_refused(transport: LocalTransport) -> None:
+    with pytest.raises(TransportError, match="bad service name"):
+        await transport.start_service("../etc", "true")
