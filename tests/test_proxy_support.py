@@ -227,6 +227,66 @@ def start_proxy(tmp: Path, config_text: str, *, token: str | None = TOKEN, wait:
     raise RuntimeError("proxy did not start in 15s: " + pp.log_text())
 
 
+# -- a real HAProxy ---------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class HaproxyProc:
+    proc: subprocess.Popen
+    cfg: Path
+    socket: str
+    port: int
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def start_haproxy(cfg: Path, sock: str, port: int, log: Path, *, replace: "HaproxyProc | None" = None) -> HaproxyProc:
+    """HAProxy in the foreground; with `replace`, a reload the way systemd does it (-sf: old one finishes and goes)."""
+    args = ["haproxy", "-db", "-f", str(cfg)]
+    if replace is not None:
+        args += ["-sf", str(replace.proc.pid)]
+    if replace is None and os.path.exists(sock):
+        os.unlink(sock)
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(log, "a"))
+    hp = HaproxyProc(proc, cfg, sock, port, log)
+    deadline = time.monotonic() + 10
+    import socket as _s
+
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"haproxy exited {proc.returncode}: {log.read_text()}")
+        try:
+            c = _s.socket(_s.AF_UNIX)
+            c.connect(sock)
+            c.sendall(b"show info\n")
+            data = b""
+            while chunk := c.recv(65536):
+                data += chunk
+            c.close()
+            if f"Pid: {proc.pid}".encode() in data:
+                return hp
+        except OSError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("haproxy did not come up: " + log.read_text())
+
+
 # -- a bounded load generator (keep-alive, real sockets) ------------------------------------------------
 
 @dataclass

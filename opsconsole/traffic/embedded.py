@@ -1,0 +1,123 @@
+"""The traffic driver for the embedded proxy: its admin API over loopback HTTP or a unix socket (httpx)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import httpx
+
+from opsconsole.traffic.base import (
+    AppTraffic,
+    Counters,
+    LatencyHistogram,
+    MemberTraffic,
+    PoolTraffic,
+    TrafficAlert,
+    TrafficBadRequest,
+    TrafficDriver,
+    TrafficError,
+    TrafficNotFound,
+    TrafficState,
+    TrafficUnavailable,
+)
+
+
+class EmbeddedDriver(TrafficDriver):
+    name = "embedded"
+
+    def __init__(self, admin: str, token: str, *, timeout: float = 5.0) -> None:
+        """`admin` is `http://127.0.0.1:PORT` or `unix:/path/admin.sock` (as the proxy's runtime file says)."""
+        self.admin = admin
+        if admin.startswith("unix:"):
+            transport = httpx.AsyncHTTPTransport(uds=admin[5:])
+            base = "http://proxy"
+        else:
+            transport = httpx.AsyncHTTPTransport()
+            base = admin.rstrip("/")
+        self._client = httpx.AsyncClient(base_url=base, transport=transport, timeout=timeout,
+                                         headers={"Authorization": f"Bearer {token}"})
+
+    @classmethod
+    def from_runtime_file(cls, path: str | Path, token: str, **kw: Any) -> "EmbeddedDriver":
+        """Find the admin API from the file the proxy writes once it listens."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise TrafficUnavailable(f"the proxy's runtime file {path} is missing or unreadable ({exc}); "
+                                     "is `opsconsole proxy` running?") from None
+        return cls(data["admin"], token, **kw)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            r = await self._client.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise TrafficUnavailable(f"cannot reach the proxy admin API at {self.admin}: {exc or type(exc).__name__}") from None
+        if r.status_code == 200:
+            return r.json()
+        try:
+            message = r.json()["error"]
+        except (ValueError, KeyError, TypeError):
+            message = r.text.strip()
+        if r.status_code == 404:
+            raise TrafficNotFound(message)
+        if r.status_code == 400:
+            raise TrafficBadRequest(message)
+        if r.status_code == 401:
+            raise TrafficError(f"the proxy admin API refused our token ({message}); check the token source in proxy.admin")
+        raise TrafficError(f"proxy admin API: {r.status_code} {message}")
+
+    async def state(self) -> TrafficState:
+        data = await self._call("GET", "/state")
+        return TrafficState("embedded", {name: app_from_json(a) for name, a in data["apps"].items()})
+
+    async def app(self, app: str) -> AppTraffic:
+        return app_from_json(await self._call("GET", f"/apps/{app}"))
+
+    async def set_weights(self, app: str, weights: Mapping[str, int]) -> AppTraffic:
+        return app_from_json(await self._call("PUT", f"/apps/{app}/weights", dict(weights)))
+
+    async def drain(self, app: str, member: str) -> None:
+        await self._call("POST", f"/apps/{app}/members/{member}/drain")
+
+    async def enable(self, app: str, member: str) -> None:
+        await self._call("POST", f"/apps/{app}/members/{member}/enable")
+
+    async def disable(self, app: str, member: str) -> None:
+        await self._call("POST", f"/apps/{app}/members/{member}/disable")
+
+    async def clear_alert(self, app: str) -> bool:
+        return bool((await self._call("POST", f"/apps/{app}/alert/clear"))["cleared"])
+
+    async def metrics(self) -> str:
+        """The Prometheus text, for whoever wants to forward it."""
+        try:
+            r = await self._client.get("/metrics")
+        except httpx.HTTPError as exc:
+            raise TrafficUnavailable(f"cannot reach the proxy admin API at {self.admin}: {exc}") from None
+        return r.text
+
+
+def _counters(d: Mapping[str, Any]) -> Counters:
+    lat = d.get("latency")
+    hist = LatencyHistogram(tuple(lat["bounds"]), tuple(lat["counts"]), lat["sum"]) if lat else None
+    return Counters(requests=d["requests"], errors=d["errors"], retries=d["retries"],
+                    responses_5xx=d["responses"]["5xx"], latency=hist)
+
+
+def app_from_json(a: Mapping[str, Any]) -> AppTraffic:
+    pools = {}
+    for pname, p in a["pools"].items():
+        members = tuple(MemberTraffic(
+            name=m["name"], pool=m["pool"], address=m["address"], port=m["port"], weight=m["weight"],
+            healthy=m["healthy"], admin=m["admin"], inflight=m["inflight"], drained=m["drained"],
+            counters=_counters(m), check=m.get("check", ""),
+        ) for m in p["members"])
+        pools[pname] = PoolTraffic(pname, p["weight"], p["effective_weight"], members, _counters(p))
+    alert = TrafficAlert(a["alert"]["reason"], a["alert"]["since"]) if a.get("alert") else None
+    return AppTraffic(app=a["app"], split=a["split"], canary_percent=a["canary_percent"], alert=alert,
+                      pools=pools, client_errors=a.get("client_errors", 0))

@@ -1,0 +1,238 @@
+"""The same split, live weight, failover, drain and console-death tests through both drivers:
+the embedded proxy (admin API) and a real HAProxy (runtime API over its stats socket)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from opsconsole.proxy.__main__ import load_proxy_config
+from opsconsole.traffic import TrafficBadRequest, TrafficDriver, TrafficNotFound, open_driver
+from opsconsole.traffic.haproxy_config import render_haproxy_config
+from test_proxy_support import (
+    PY, ROOT, TOKEN, Backend, app_block, free_port, load, proxy_config_text, start_backend, start_haproxy, start_proxy,
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@dataclass
+class Rig:
+    kind: str
+    port: int
+    config: Path
+    runtime_file: Path | None
+    backends: dict[str, Backend]
+
+    def driver(self) -> TrafficDriver:
+        cfg, _ = load_proxy_config(self.config)
+        return open_driver(cfg, runtime_file=self.runtime_file, token=TOKEN)
+
+
+@pytest.fixture(params=["embedded", "haproxy"])
+def rig(request, tmp_path):
+    """stable s1, s2 and canary c1 behind the proxy under test; weights 100/0 to begin with."""
+    started: list = []
+    try:
+        backends = {n: start_backend(n) for n in ("s1", "s2", "c1")}
+        started += backends.values()
+        apps = app_block("web", [backends["s1"], backends["s2"]], [backends["c1"]], interval="200ms")
+        if request.param == "embedded":
+            p = start_proxy(tmp_path, proxy_config_text(tmp_path, apps))
+            started.append(p)
+            yield Rig("embedded", p.port("web"), p.config, tmp_path / "proxy-runtime.json", backends)
+        else:
+            sock = str(tmp_path / "haproxy.sock")
+            text = proxy_config_text(tmp_path, apps, extra=f"driver: haproxy\nhaproxy: {{stats_socket: {sock}, nbthread: 1}}\n")
+            cfg_file = tmp_path / "opsconsole.yaml"
+            cfg_file.write_text(text)
+            port = free_port()
+            cfg, _ = load_proxy_config(cfg_file)
+            hcfg = tmp_path / "haproxy.cfg"
+            hcfg.write_text(render_haproxy_config(cfg, bind={"web": ("127.0.0.1", port)}))
+            hp = start_haproxy(hcfg, sock, port, tmp_path / "haproxy.log")
+            started.append(hp)
+            yield Rig("haproxy", port, cfg_file, None, backends)
+    finally:
+        for item in reversed(started):
+            item.kill() if isinstance(item, Backend) else item.stop()
+
+
+async def _with_driver(rig: Rig, fn):
+    async with rig.driver() as d:
+        return await fn(d)
+
+
+def run(rig: Rig, fn):
+    return asyncio.run(_with_driver(rig, fn))
+
+
+def test_split_80_20_within_3_percent(rig):
+    st = run(rig, lambda d: d.set_canary_percent("web", 20))
+    assert st.pools["canary"].weight == 20 and st.pools["stable"].weight == 80
+    r = asyncio.run(load(rig.port, total=5000, concurrency=8, seconds=90))
+    assert r.failed == 0, (r.statuses, r.errors[:5])
+    share = r.members["c1"] / sum(r.members.values())
+    assert abs(share - 0.20) <= 0.03, r.members
+    counted = run(rig, lambda d: d.app("web"))
+    assert counted.pools["canary"].counters.requests == r.members["c1"]
+    assert counted.pools["stable"].counters.requests == r.members["s1"] + r.members["s2"]
+
+
+def test_weight_change_takes_effect_for_new_requests_at_once(rig):
+    assert asyncio.run(load(rig.port, total=50, concurrency=1)).members["c1"] == 0
+    run(rig, lambda d: d.set_canary_percent("web", 50))
+    r = asyncio.run(load(rig.port, total=100, concurrency=1))
+    assert 45 <= r.members["c1"] <= 55, r.members
+    run(rig, lambda d: d.set_canary_percent("web", 0))
+    assert asyncio.run(load(rig.port, total=50, concurrency=1)).members["c1"] == 0
+
+
+def test_bad_input_raises_and_changes_nothing(rig):
+    async def scenario(d: TrafficDriver):
+        await d.set_canary_percent("web", 10)
+        for bad in ({"canary": 101}, {"stable": -1}, {"canary": "5"}, {"stable": 50, "canary": 1000}):
+            with pytest.raises(TrafficBadRequest):
+                await d.set_weights("web", bad)
+        with pytest.raises(TrafficNotFound):
+            await d.set_weights("nope", {"canary": 5})
+        with pytest.raises(TrafficNotFound):
+            await d.set_weights("web", {"blue": 5})
+        with pytest.raises(TrafficNotFound):
+            await d.drain("web", "ghost")
+        return await d.app("web")
+
+    st = run(rig, scenario)
+    assert (st.pools["stable"].weight, st.pools["canary"].weight) == (90, 10)
+
+
+async def _under_load(port: int, total: int, concurrency: int, at: float, action, **kw):
+    task = asyncio.create_task(load(port, total=total, concurrency=concurrency, seconds=90, **kw))
+    await asyncio.sleep(at)
+    assert not task.done(), "load finished before the action"
+    await action()
+    return await task
+
+
+def test_sigkill_canary_under_load_no_failed_request_and_alert(rig):
+    async def scenario(d: TrafficDriver):
+        await d.set_canary_percent("web", 50)
+        t0 = time.monotonic()
+        marks = {}
+
+        async def kill():
+            marks["kill"] = time.monotonic() - t0
+            rig.backends["c1"].kill()
+
+        r = await _under_load(rig.port, 5000, 16, 1.0, kill)
+        await asyncio.sleep(0.3)
+        return r, marks, await d.app("web")
+
+    r, marks, st = run(rig, scenario)
+    assert r.failed == 0, (r.statuses, r.errors[:5])
+    assert r.members["c1"] > 100
+    assert not [m for t, m in r.timeline if t > marks["kill"] + 0.05 and m == "c1"]
+    assert sum(1 for t, _ in r.timeline if t > marks["kill"] + 0.05) > 300
+    assert st.alert is not None
+    assert st.canary_percent == 0.0
+    assert not st.pools["canary"].members[0].healthy
+
+
+def test_canary_back_stays_out_until_the_alert_is_cleared(rig):
+    async def scenario(d: TrafficDriver):
+        await d.set_canary_percent("web", 50)
+        rig.backends["c1"].kill()
+        r1 = await load(rig.port, total=200, concurrency=4)
+        rig.backends["c1"] = start_backend("c1", port=rig.backends["c1"].port)
+        await asyncio.sleep(1.5)  # several check intervals: it answers its checks again
+        held = await load(rig.port, total=100, concurrency=2)
+        st = await d.app("web")
+        cleared = await d.clear_alert("web")
+        await asyncio.sleep(0.3)
+        back = await load(rig.port, total=100, concurrency=2)
+        return r1, held, st, cleared, back, await d.app("web")
+
+    r1, held, st, cleared, back, after = run(rig, scenario)
+    assert r1.failed == 0 and held.failed == 0 and back.failed == 0
+    assert held.members["c1"] == 0 and st.alert is not None
+    assert cleared is True and after.alert is None
+    assert 30 <= back.members["c1"] <= 70, back.members
+
+
+def test_draining_a_member_under_load_loses_nothing(rig):
+    async def scenario(d: TrafficDriver):
+        t0 = time.monotonic()
+        marks = {}
+
+        async def drain():
+            await d.drain("web", "s2")
+            m = (await d.app("web")).member("s2")
+            marks["inflight"] = m.inflight
+            assert m.admin == "draining"
+            assert await d.wait_drained("web", "s2", timeout=10)
+            marks["drained"] = time.monotonic() - t0
+
+        r = await _under_load(rig.port, 1500, 16, 1.0, drain, path="/slow?ms=30")
+        await d.enable("web", "s2")
+        again = await load(rig.port, total=40, concurrency=1)
+        return r, marks, again
+
+    r, marks, again = run(rig, scenario)
+    assert r.failed == 0, (r.statuses, r.errors[:5])
+    assert marks["inflight"] > 0, "nothing in flight on s2 when the drain began"
+    late = [m for t, m in r.timeline if t > marks["drained"] + 0.01]
+    assert late and "s2" not in late
+    assert again.members["s2"] >= 15
+
+
+CONSOLE = """
+import asyncio, sys, time
+from pathlib import Path
+sys.path.insert(0, "tests")
+from opsconsole.proxy.__main__ import load_proxy_config
+from opsconsole.traffic import open_driver
+cfg, _ = load_proxy_config(Path(sys.argv[1]))
+runtime = Path(sys.argv[2]) if sys.argv[2] != "-" else None
+
+async def main():
+    d = open_driver(cfg, runtime_file=runtime, token=sys.argv[3])
+    await d.set_canary_percent("web", 30)
+    print("set", flush=True)
+    await asyncio.sleep(60)  # a console that stays up, steering, until it is killed
+
+asyncio.run(main())
+"""
+
+
+def test_killing_the_console_under_load_changes_nothing(rig):
+    console = subprocess.Popen([PY, "-c", CONSOLE, str(rig.config), str(rig.runtime_file or "-"), TOKEN],
+                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert console.stdout.readline().strip() == "set"
+
+        async def scenario():
+            async def kill():
+                console.send_signal(signal.SIGKILL)
+                console.wait(5)
+            return await _under_load(rig.port, 4000, 8, 0.5, kill)
+
+        r = asyncio.run(scenario())
+    finally:
+        if console.poll() is None:
+            console.kill()
+            console.wait(5)
+    assert console.returncode == -signal.SIGKILL
+    assert r.failed == 0, r.errors[:5]
+    assert abs(r.members["c1"] / sum(r.members.values()) - 0.30) <= 0.03
+    st = run(rig, lambda d: d.app("web"))
+    # A new console reads the weights the dead one set (HAProxy: adopted from the servers' weights, not reset).
+    assert (st.pools["stable"].weight, st.pools["canary"].weight) == (70, 30)
+    assert st.canary_percent == pytest.approx(30, abs=0.5)
+    assert abs(asyncio.run(load(rig.port, total=1000, concurrency=4)).members["c1"] - 300) <= 30
