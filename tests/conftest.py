@@ -44,6 +44,8 @@ def write_config(tmp: Path, *, count: int = 3, extra: str = "") -> Path:
               command: {sys.executable} current/app.py --port {{{{ port }}}}
             health:
               path: /health
+            vars:
+              health_timeout: 3s
         """) + extra)
     return cfg
 

@@ -28,7 +28,7 @@ def _engine(cfg: Path) -> Engine:
 
 def _with_settle(cfg: Path, seconds: float) -> None:
     text = cfg.read_text()
-    cfg.write_text(text.replace("    health:\n      path: /health", f"    vars:\n      settle_seconds: {seconds}\n    health:\n      path: /health", 1))
+    cfg.write_text(text.replace("    vars:\n", f"    vars:\n      settle_seconds: {seconds}\n", 1))
 
 
 def _version_on(engine: Engine, host: str) -> str | None:
