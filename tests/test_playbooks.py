@@ -325,7 +325,9 @@ async def test_cancel_mid_play_kills_the_command_and_leaves_later_hosts_untouche
     assert gone(child), "the cancelled task's child process is still running"
     assert not (rig.root("web-2") / "marker").exists() and not (rig.root("web-3") / "marker").exists()
     done = [e for e in rig.events if isinstance(e, PlayFinished)]
-    assert done and done[-1].skipped_hosts == ("web-2", "web-3")
+    assert done and done[-1].skipped_hosts == ("web-2", "web-3") and done[-1].failed_hosts == ("web-1",)
+    assert [(e.task, e.status) for e in rig.finished("web-1")] == [("long", "failed")]
+    assert "cancelled" in rig.finished("web-1")[0].message
 
 
 async def test_service_started_answers_and_is_idempotent(rig: Rig) -> None:
@@ -492,3 +494,19 @@ def test_missing_hosts_and_not_a_list(tmp_path: Path) -> None:
 def test_every_shipped_playbook_loads() -> None:
     for path in sorted((Path(__file__).resolve().parent.parent / "playbooks").glob("*.yml")):
         assert load_playbook(path).plays, path
+
+
+async def test_a_host_without_transport_fails_alone(rig: Rig) -> None:
+    hosts = rig.hosts(2)
+
+    def transport_for(host: Host) -> LocalTransport:
+        if host.name == "web-2":
+            raise RuntimeError("the ssh transport is not configured")
+        return rig.transport_for(host)
+
+    runner = PlaybookRunner(rig.bus, transport_for)
+    result = await runner.run(load_playbook(rig.playbook("- hosts: web\n  tasks:\n    - {shell: touch marker}\n")),
+                              hosts)
+    assert result.host_status == {"web-1": "ok", "web-2": "failed"}
+    assert "not configured" in result.failures["web-2"]
+    assert (rig.root("web-1") / "marker").exists()

@@ -192,6 +192,9 @@ class PlaybookRunner:
                 outcomes.append((item, outcome))
                 if outcome.failed:
                     break
+        except asyncio.CancelledError:
+            finish("failed", message=f"task {name!r} on {host.name}: cancelled; its commands were killed")
+            raise
         except Exception as exc:  # noqa: BLE001 - any error fails this task on this host, never the console
             message = f"task {name!r} failed on {host.name}: {exc}"
             run.registered.update(_registration(task, [(_NO_ITEM, Outcome(failed=True, message=str(exc)))]))
