@@ -144,8 +144,9 @@ class HaproxyDriver(TrafficDriver):
     def _adopt(self, rows: list[dict[str, str]]) -> None:
         for app, fe in self.config.frontends.items():
             by_name = {r["svname"]: r for r in rows if r["pxname"] == backend_name(app)}
-            sums = {p: sum(_int(by_name.get(m.name, {}), "uweight") or _int(by_name.get(m.name, {}), "weight")
-                           for m in pool.members) for p, pool in fe.pools.items()}
+            live = {n for n, r in by_name.items() if not r["status"].startswith(("MAINT", "DRAIN"))}
+            sums = {p: sum(_int(by_name[m.name], "uweight") or _int(by_name[m.name], "weight")
+                           for m in pool.members if m.name in live) for p, pool in fe.pools.items()}
             total = sum(sums.values())
             if total:
                 self._desired[app]["weights"] = {p: round(100 * v / total) for p, v in sums.items()}
@@ -170,7 +171,9 @@ class HaproxyDriver(TrafficDriver):
             await self._run(cmds)
 
     def _weight_commands(self, fe: FrontendConfig, weights: Mapping[str, int]) -> list[str]:
-        return [f"set weight {backend_name(fe.app)}/{name} {w}" for name, w in server_weights(fe, weights).items()]
+        out = self._desired[fe.app]["admin"]
+        return [f"set weight {backend_name(fe.app)}/{name} {w}"
+                for name, w in server_weights(fe, weights, out).items() if name not in out]
 
     def _save(self) -> None:
         if self.state_file is not None:
@@ -263,11 +266,20 @@ class HaproxyDriver(TrafficDriver):
         self._check_member(fe, member)
         async with self._lock:
             await self._sync()
-            await self._run([f"set server {backend_name(app)}/{member} state {_ADMIN_TO_STATE[admin]}"])
+            states = self._desired[app]["admin"]
+            before = dict(states)
             if admin == "enabled":
-                self._desired[app]["admin"].pop(member, None)
+                states.pop(member, None)
             else:
-                self._desired[app]["admin"][member] = admin
+                states[member] = admin
+            # Weights first (the pool's share moves to its other members), then the state, in one exchange.
+            cmds = self._weight_commands(fe, self._desired[app]["weights"])
+            cmds.append(f"set server {backend_name(app)}/{member} state {_ADMIN_TO_STATE[admin]}")
+            try:
+                await self._run(cmds)
+            except TrafficError:
+                self._desired[app]["admin"] = before
+                raise
             self._save()
 
     async def drain(self, app: str, member: str) -> None:

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Collection, Mapping
 
 from opsconsole.proxy.config import FrontendConfig, ProxyConfig
 
@@ -25,15 +25,21 @@ def backend_name(app: str) -> str:
     return f"be_{app}"
 
 
-def server_weights(fe: FrontendConfig, pool_weights: Mapping[str, int]) -> dict[str, int]:
-    """HAProxy weight per member so each pool gets its share and members split it by their own weights."""
+def server_weights(fe: FrontendConfig, pool_weights: Mapping[str, int],
+                   out_of_rotation: Collection[str] = ()) -> dict[str, int]:
+    """HAProxy weight per member so each pool gets its share and members split it by their own weights.
+
+    HAProxy balances servers, not pools: a drained stable member would hand its share to everyone,
+    canary included. So members out of rotation are left out and the pool's share goes to the rest.
+    """
     total = sum(pool_weights.get(p, 0) for p in fe.pools)
     result: dict[str, int] = {}
     for pname, pool in fe.pools.items():
         share = (pool_weights.get(pname, 0) / total) if total else 0.0
-        mtotal = sum(m.weight for m in pool.members)
+        live = [m for m in pool.members if m.name not in out_of_rotation]
+        mtotal = sum(m.weight for m in live)
         for m in pool.members:
-            w = share * MAX_WEIGHT * (m.weight / mtotal) if mtotal else 0.0
+            w = share * MAX_WEIGHT * (m.weight / mtotal) if (mtotal and m in live) else 0.0
             # A small but non-zero share must not round to 0, or the pool silently gets nothing.
             result[m.name] = max(1, round(w)) if w > 0 else 0
     return result
