@@ -129,6 +129,9 @@ async def test_variable_precedence_and_builtins(rig: Rig) -> None:
             - name: register v4
               shell: echo registered
               register: v4
+            - name: register v5, which extra vars still beat
+              shell: echo registered
+              register: v5
             - name: render
               template: {src: levels.j2, dest: out/levels.txt, mode: "0640"}
               vars: {v3: task, v4: task, v5: task}
@@ -510,3 +513,26 @@ async def test_a_host_without_transport_fails_alone(rig: Rig) -> None:
     assert result.host_status == {"web-1": "ok", "web-2": "failed"}
     assert "not configured" in result.failures["web-2"]
     assert (rig.root("web-1") / "marker").exists()
+
+
+async def test_changed_when_and_failed_when_see_the_registered_result(rig: Rig) -> None:
+    result = await rig.run("""
+        - hosts: web
+          tasks:
+            - name: grep finds nothing
+              shell: grep -c needle /dev/null
+              register: found
+              failed_when: found.rc > 1
+              changed_when: false
+            - name: output says error
+              shell: 'echo "ERROR: disk"'
+              register: out
+              failed_when: "'ERROR' in out.stdout"
+            - name: not reached
+              shell: touch reached
+        """, rig.hosts(1))
+    statuses = rig.statuses("web-1")
+    assert statuses["grep finds nothing"] == "ok"
+    assert statuses["output says error"] == "failed" and "not reached" not in statuses
+    assert "ERROR: disk" in result.failures["web-1"]
+    assert not (rig.root("web-1") / "reached").exists()

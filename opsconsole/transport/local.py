@@ -73,7 +73,11 @@ class LocalTransport(Transport):
         self._root.mkdir(parents=True, exist_ok=True)
         workdir = self.path(cwd) if cwd else self._root
         if not workdir.is_dir():
-            raise TransportError(f"{self.host.name}: working directory {workdir} does not exist")
+            # As the ssh transport does (`cd DIR || exit 125`): a failed command, not a broken transport.
+            line = f"cd: {workdir}: no such directory"
+            if on_line is not None:
+                on_line(line, "stderr")
+            return CommandResult(rc=125, tail=(line,))
         argv = ["bash", "-c", command]
         if become and os.geteuid() != 0:
             argv = ["sudo", "-n", "--", *argv]
