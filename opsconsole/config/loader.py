@@ -9,6 +9,7 @@ from pathlib import Path
 from opsconsole.config.model import (
     AppConfig,
     BuildConfig,
+    CanaryConfig,
     Config,
     GroupConfig,
     HealthConfig,
@@ -77,17 +78,20 @@ def load_config(path: str | Path) -> Config:
         connect_timeout=sr.duration("connect_timeout", default=15.0, minimum=0.1),
     )
     sr.done()
-    proxy = top.plain_mapping("proxy") or None
-    if proxy:
-        notices.append(f"{file}:{top.line_of('proxy')}: proxy: the traffic proxy is not yet supported; ignored")
+    proxy = None
+    if top.has("proxy") and top.raw("proxy") is not None:
+        from opsconsole.proxy.config import parse_proxy_section
+
+        proxy = parse_proxy_section(top.mapping("proxy"), groups)
+        unknown = [a for a in proxy.frontends if a not in apps]
+        if unknown:
+            raise top.mapping("proxy").mapping("apps").error(unknown[0], f"no app named {unknown[0]!r} (apps: {', '.join(apps)})")
 
     keymap_reader = top.mapping("keymap")
     keymap = {}
     for binding_id in keymap_reader.data:
         keymap[str(binding_id)] = keymap_reader.str(str(binding_id), required=True)
-    canary = top.mapping("canary")
-    canary_step = canary.int("step", default=10, minimum=1, maximum=100)
-    canary.done()
+    canary = _canary(top.mapping("canary"))
     builds = top.mapping("builds")
     max_parallel_builds = builds.int("max_parallel", default=2, minimum=1, maximum=64)
     builds.done()
@@ -100,7 +104,7 @@ def load_config(path: str | Path) -> Config:
     return Config(
         file=file, project=project, state_dir=state_dir, readonly=readonly, theme=theme,
         heartbeat=heartbeat, groups=groups, apps=apps, jump=jump, ssh=ssh, proxy=proxy, keymap=keymap,
-        canary_step=canary_step, max_parallel_builds=max_parallel_builds, notices=tuple(notices),
+        canary_step=canary.step, canary=canary, max_parallel_builds=max_parallel_builds, notices=tuple(notices),
     )
 
 
@@ -169,6 +173,24 @@ def _group(r: MappingReader, name: str, base: Path) -> GroupConfig:
     r.done()
     return GroupConfig(name=name, provider=provider, role=role, count=count, base_port=base_port,
                        hosts=tuple(hosts), vars=vars_, provision=provision, health=health)
+
+
+def _canary(c: MappingReader) -> CanaryConfig:
+    steps = c.raw("steps", [5, 20, 50, 100])
+    if not isinstance(steps, list) or not steps or not all(isinstance(x, int) and not isinstance(x, bool)
+                                                           and 0 < x <= 100 for x in steps) \
+            or list(steps) != sorted(set(steps)):
+        raise c.error("steps", "must be a rising list of whole percentages, e.g. [5, 20, 50, 100]")
+    config = CanaryConfig(
+        step=c.int("step", default=10, minimum=1, maximum=100), steps=tuple(steps),
+        hold=c.duration("hold", default=30.0, minimum=0.0),
+        min_requests=c.int("min_requests", default=50, minimum=1),
+        max_wait=c.duration("max_wait", default=300.0, minimum=0.0),
+        max_error_rate=c.float("max_error_rate", default=0.01, minimum=0.0, maximum=1.0),
+        max_p95_ratio=c.float("max_p95_ratio", default=1.5, minimum=1.0),
+    )
+    c.done()
+    return config
 
 
 def _health(h: MappingReader) -> HealthConfig:

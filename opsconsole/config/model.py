@@ -90,6 +90,17 @@ class JumpConfig:
 
 
 @dataclass(frozen=True)
+class CanaryConfig:
+    step: int = 10  # +/- keys change the canary weight by this much
+    steps: tuple[int, ...] = (5, 20, 50, 100)  # `canary APP steps` walks these percentages
+    hold: float = 30.0  # seconds each step is held and judged
+    min_requests: int = 50  # canary requests a step needs before it can be judged
+    max_wait: float = 300.0  # how long a step may wait for enough requests before it fails
+    max_error_rate: float = 0.01  # canary error rate allowed above stable's
+    max_p95_ratio: float = 1.5  # canary p95 latency allowed, as a multiple of stable's
+
+
+@dataclass(frozen=True)
 class SshConfig:
     known_hosts: str | None = None  # None: ~/.ssh/known_hosts
     identity_files: tuple[str, ...] = ()  # empty: ~/.ssh/id_* and the agent
@@ -111,9 +122,10 @@ class Config:
     apps: dict[str, AppConfig]
     jump: JumpConfig | None = None
     ssh: SshConfig = field(default_factory=SshConfig)
-    proxy: dict[str, Any] | None = None
+    proxy: Any = None  # opsconsole.proxy.config.ProxyConfig when a `proxy:` section is given
     keymap: dict[str, str] = field(default_factory=dict)
     canary_step: int = 10
+    canary: CanaryConfig = field(default_factory=CanaryConfig)
     max_parallel_builds: int = 2
     notices: tuple[str, ...] = ()  # things we accepted but cannot do yet, told to the operator
 

@@ -86,6 +86,16 @@ class MappingReader:
                 raise self.error(key, f"must be at most {maximum}; got {value}")
         return value
 
+    def float(self, key: str, *, default: float | None = None, minimum: float | None = None,
+              maximum: float | None = None) -> Any:
+        value = self._get(key, float, False, default)
+        if value is not None and key in self.data:
+            if minimum is not None and value < minimum:
+                raise self.error(key, f"must be at least {minimum:g}; got {value:g}")
+            if maximum is not None and value > maximum:
+                raise self.error(key, f"must be at most {maximum:g}; got {value:g}")
+        return value
+
     def port(self, key: str, *, required: bool = False, default: int | None = None) -> Any:
         value = self._get(key, int, required, default)
         if value is not None and key in self.data and not 1 <= value <= 65535:

@@ -277,6 +277,36 @@ class History(Command):
         return _join("history", self.app, "--json" if self.as_json else None)
 
 
+CANARY_ACTIONS = ("weight", "steps", "promote", "rollback", "clear", "deploy")
+
+
+@dataclass(frozen=True)
+class Canary(Command):
+    verb: ClassVar[str] = "canary"
+    usage: ClassVar[str] = "canary APP weight N|steps|promote|rollback|clear|deploy [--version COMMIT]"
+    summary: ClassVar[str] = "steer the canary: set its weight, walk the steps, promote, roll back, clear the alert"
+    app: str = ""
+    action: str = "weight"
+    weight: int | None = None
+    version: str | None = None
+
+    def text(self) -> str:
+        return _join("canary", self.app, self.action, str(self.weight) if self.weight is not None else None,
+                     *(("--version", self.version) if self.version else ()))
+
+
+@dataclass(frozen=True)
+class Traffic(Command):
+    verb: ClassVar[str] = "traffic"
+    usage: ClassVar[str] = "traffic [APP]"
+    summary: ClassVar[str] = "the proxy's pools and members: weights, health, requests, errors"
+    mutating: ClassVar[bool] = False
+    app: str | None = None
+
+    def text(self) -> str:
+        return _join("traffic", self.app)
+
+
 @dataclass(frozen=True)
 class Builds(Command):
     verb: ClassVar[str] = "builds"
@@ -597,6 +627,33 @@ def _parse_history(args: list[str], names: Names) -> Command:
     return History(app=app, as_json=bool(f.get("--json", False)))
 
 
+@_parser(Canary)
+def _parse_canary(args: list[str], names: Names) -> Command:
+    app = _app(args, names)
+    if len(args) < 2 or args[1] not in CANARY_ACTIONS:
+        raise CommandError(f"what to do with the canary: {', '.join(CANARY_ACTIONS)}")
+    action = args[1]
+    if action == "weight":
+        if len(args) < 3 or not args[2].isdigit() or not 0 <= int(args[2]) <= 100:
+            raise CommandError("the weight is a whole number from 0 to 100, e.g. `canary APP weight 20`")
+        _no_more(args, 3)
+        return Canary(app=app, action=action, weight=int(args[2]))
+    if action == "deploy":
+        f = _flags(args[2:], {"--version": True})
+        return Canary(app=app, action=action, version=str(f["--version"]) if "--version" in f else None)
+    _no_more(args, 2)
+    return Canary(app=app, action=action)
+
+
+@_parser(Traffic)
+def _parse_traffic(args: list[str], names: Names) -> Command:
+    if not args:
+        return Traffic()
+    app = _app(args, names)
+    _no_more(args, 1)
+    return Traffic(app=app)
+
+
 @_parser(Builds)
 def _parse_builds(args: list[str], names: Names) -> Command:
     if not args:
@@ -668,6 +725,6 @@ def describe_fields(cmd: Command) -> dict[str, object]:
 
 
 __all__ = [
-    "Abort", "Build", "Roll", "RollResume", "Rollback", "Pause", "Resume", "LockStatus", "LockRelease", "History", "Builds", "CancelBuild", "LogBuild", "Command", "CommandError", "Deploy", "Help", "Names", "Run", "Sleep", "Start", "Status",
+    "Abort", "Build", "Canary", "Traffic", "Roll", "RollResume", "Rollback", "Pause", "Resume", "LockStatus", "LockRelease", "History", "Builds", "CancelBuild", "LogBuild", "Command", "CommandError", "Deploy", "Help", "Names", "Run", "Sleep", "Start", "Status",
     "Stop", "WaitHealthy", "WaitDown", "Heartbeat", "Probe", "command_classes", "format_duration", "help_text", "parse_command", "verbs",
 ]

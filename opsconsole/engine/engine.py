@@ -18,6 +18,7 @@ from opsconsole.config.model import AppConfig, Config
 from opsconsole.demo.repo import ensure_demo_repo
 from opsconsole.engine import commands as C
 from opsconsole.engine.journal import Journal, default_issuer
+from opsconsole.engine.canary_desk import CanaryDesk
 from opsconsole.engine.rolling import Rollouts
 from opsconsole.events import (
     CommandFinished,
@@ -39,7 +40,8 @@ from opsconsole.inventory import Inventory, build_inventory
 from opsconsole.playbook.loader import load_playbook
 from opsconsole.playbook.runner import PlaybookRunner
 from opsconsole.playbook.templating import render_string
-from opsconsole.transport.base import Transport
+from opsconsole.traffic.base import TrafficError
+from opsconsole.transport.base import Transport, TransportError
 from opsconsole.transport.local import LocalTransport
 from opsconsole.transport.pool import SshOptions, SshPool
 from opsconsole.transport.ssh import SshTransport
@@ -111,6 +113,7 @@ class Engine:
         self.bus.subscribe(self._track)
         self.playbooks = {}  # app name -> validated Playbook, filled by prepare()
         self.rollouts = Rollouts(self)
+        self.canary_desk = CanaryDesk(self)
 
     # -- set-up ------------------------------------------------------------
     def prepare(self) -> None:
@@ -168,7 +171,8 @@ class Engine:
         """A build succeeded: start the deploy the app asks for, as a journaled command like any other."""
         if app.on_build == "none" or self.config.readonly:
             return
-        command: C.Command = C.Roll(app=app.name, version=record.commit)  # `canary` rolls too until canary lands
+        command: C.Command = C.Roll(app=app.name, version=record.commit) if app.on_build == "rolling" \
+            else C.Canary(app=app.name, action="deploy", version=record.commit)
         self._emit(f"{app.name}: build {record.build_id} of {record.short} succeeded; starting `{command.text()}`")
         task = asyncio.ensure_future(self.execute(command, issuer=f"{self.issuer} (build {record.build_id})"))
         self._background.append(task)
@@ -181,6 +185,7 @@ class Engine:
         await self.build_queue.close()
         for transport in self._transports.values():
             await transport.close()
+        await self.canary_desk.close()
         await self.ssh_pool.close()
         await self.prober.aclose()
 
@@ -212,11 +217,22 @@ class Engine:
             self.bus.emit(CommandFinished(command_id=cid, text=text, ok=False, message="interrupted",
                                           duration=time.monotonic() - started))
             raise
-        except (CommandFailed, BuildFailed, GitError) as exc:
+        except (CommandFailed, BuildFailed, GitError, TransportError, TrafficError) as exc:
             outcome = Outcome(False, str(exc))
+        except Exception as exc:  # a bug of ours: say so in one line, keep the traceback on disk
+            where = self._save_traceback(cid, text)
+            outcome = Outcome(False, f"internal error ({type(exc).__name__}: {exc}); traceback in {where}")
         finally:
             self._running.pop(cid, None)
         return self._finish(cid, text, who, started, outcome)
+
+    def _save_traceback(self, cid: str, text: str) -> Path:
+        import traceback
+
+        path = self.config.state_dir / "errors" / f"{cid}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{text}\n\n{traceback.format_exc()}")
+        return path
 
     def _finish(self, cid: str, text: str, who: str, started: float, outcome: Outcome) -> Outcome:
         duration = time.monotonic() - started
@@ -462,6 +478,16 @@ class Engine:
                 self._set_activity(self.inventory.get(name), "idle")
         self._save_deployed(deployed)
         return result
+
+    def traffic_control(self, app: AppConfig) -> Any:
+        """Drain/enable controls for a rollout of `app`, or None when no proxy fronts it."""
+        return self.canary_desk.control_for(app)
+
+    async def _do_canary(self, command: C.Canary) -> str:
+        return await self.canary_desk.canary(command)
+
+    async def _do_traffic(self, command: C.Traffic) -> str:
+        return await self.canary_desk.traffic(command)
 
     # -- rollouts ----------------------------------------------------------
     async def _do_roll(self, command: C.Roll) -> str:

@@ -1,0 +1,1 @@
+"""Canary control: steering the split between stable and canary pools, and judging a canary."""

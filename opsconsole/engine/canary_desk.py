@@ -1,0 +1,179 @@
+"""The canary and traffic commands, bound to the proxy's traffic driver."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from opsconsole.canary.steps import CanaryFailed, walk_steps
+from opsconsole.engine import commands as C
+from opsconsole.traffic.base import AppTraffic, TrafficDriver, TrafficError
+
+if TYPE_CHECKING:
+    from opsconsole.config.model import AppConfig
+    from opsconsole.engine.engine import Engine
+
+
+def runtime_file(engine: "Engine") -> Path:
+    """Where the embedded proxy writes its pid and bound ports (the console reads it to find the admin API)."""
+    proxy = engine.config.proxy
+    return proxy.runtime_file if proxy is not None and proxy.runtime_file else engine.config.state_dir / "proxy" / "runtime.json"
+
+
+class AppTrafficControl:
+    """The rollout's view of the proxy: drain / wait / enable one member (host) of one app."""
+
+    def __init__(self, driver: TrafficDriver, app: str) -> None:
+        self.driver = driver
+        self.app = app
+
+    async def drain(self, host: str) -> None:
+        await self.driver.drain(self.app, host)
+
+    async def wait_drained(self, host: str, timeout: float) -> bool:
+        return await self.driver.wait_drained(self.app, host, timeout)
+
+    async def enable(self, host: str) -> None:
+        await self.driver.enable(self.app, host)
+
+
+class CanaryDesk:
+    def __init__(self, engine: "Engine") -> None:
+        self.engine = engine
+        self._driver: TrafficDriver | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.engine.config.proxy is not None
+
+    def fronted(self, app: str) -> bool:
+        proxy = self.engine.config.proxy
+        return proxy is not None and app in proxy.frontends
+
+    def driver(self) -> TrafficDriver:
+        engine = self.engine
+        if engine.config.proxy is None:
+            raise engine.failure(f"no proxy configured: add a `proxy:` section to {engine.config.file}")
+        if self._driver is None:
+            from opsconsole.traffic import open_driver
+
+            proxy = engine.config.proxy
+            transport = None
+            if proxy.driver == "haproxy" and proxy.haproxy.host:
+                host = engine.inventory.get(proxy.haproxy.host)
+                if host is None:
+                    raise engine.failure(f"proxy.haproxy.host {proxy.haproxy.host!r} is not a host of the inventory")
+                transport = engine.transport_for(host)
+            try:
+                self._driver = open_driver(proxy, runtime_file=runtime_file(engine),
+                                           state_file=engine.config.state_dir / "proxy" / "haproxy-desired.json",
+                                           transport=transport)
+            except TrafficError as exc:
+                raise engine.failure(str(exc)) from None
+        return self._driver
+
+    def control_for(self, app: "AppConfig") -> AppTrafficControl | None:
+        """The rollout's drain/enable controls when the proxy fronts `app`, else None (no draining)."""
+        return AppTrafficControl(self.driver(), app.name) if self.fronted(app.name) else None
+
+    async def close(self) -> None:
+        if self._driver is not None:
+            await self._driver.close()
+            self._driver = None
+
+    # -- commands ----------------------------------------------------------
+    async def canary(self, command: C.Canary) -> str:
+        engine = self.engine
+        if not self.fronted(command.app):
+            raise engine.failure(f"app {command.app} has no canary: the proxy does not front it "
+                                 f"(add it under proxy.apps in {engine.config.file})")
+        driver = self.driver()
+        try:
+            if command.action == "weight":
+                app = await driver.set_canary_percent(command.app, int(command.weight or 0))
+                return self.describe(app)
+            if command.action == "clear":
+                cleared = await driver.clear_alert(command.app)
+                if not cleared:
+                    raise engine.failure(f"the canary of {command.app} is still down: the alert stays")
+                return f"canary alert of {command.app} cleared"
+            if command.action == "rollback":
+                app = await driver.set_canary_percent(command.app, 0)
+                return f"canary of {command.app} rolled back: all traffic to stable. " + self.describe(app)
+            if command.action == "steps":
+                try:
+                    final = await walk_steps(driver, command.app, engine.config.canary, engine.say)
+                except CanaryFailed as exc:
+                    raise engine.failure(f"canary {command.app}: {exc}") from None
+                return f"canary {command.app} held at every step up to {final}%"
+            if command.action == "deploy":
+                return await self._deploy_canary(command)
+            if command.action == "promote":
+                return await self._promote(command)
+        except TrafficError as exc:
+            raise engine.failure(str(exc)) from None
+        raise engine.failure(f"unknown canary action {command.action!r}")
+
+    def _canary_hosts(self, app: str) -> list[str]:
+        pools = self.engine.config.proxy.frontends[app].pools
+        canary = pools.get("canary")
+        if canary is None:
+            return []
+        if canary.group:
+            return [h.name for h in self.engine.inventory.group(canary.group)]
+        return [m.name for m in canary.members]
+
+    async def _deploy_canary(self, command: C.Canary) -> str:
+        engine = self.engine
+        app = engine.config.apps[command.app]
+        hosts = self._canary_hosts(app.name)
+        if not hosts:
+            raise engine.failure(f"app {app.name} has no canary hosts (proxy.apps.{app.name}.pools.canary)")
+        record = await engine.artifact_for(app, command.version)
+        result = await engine.run_deploy_playbook(app, hosts, version=record.short, commit=record.commit,
+                                                  artifact=record.artifact or "", parallel=True)
+        if not result.ok:
+            raise engine.failure("canary deploy failed: " + "; ".join(f"{h}: {w}" for h, w in result.failures.items()))
+        return f"canary of {app.name} runs {record.short} on {', '.join(hosts)}"
+
+    async def _promote(self, command: C.Canary) -> str:
+        """Stable gets the canary's version by a rolling update; then the canary weight returns to 0."""
+        engine = self.engine
+        hosts = self._canary_hosts(command.app)
+        versions = {engine.views[h].version for h in hosts if h in engine.views}
+        versions.discard(None)
+        if len(versions) != 1:
+            raise engine.failure(f"cannot tell the canary's version (hosts report {sorted(map(str, versions)) or 'none'})")
+        version = versions.pop()
+        commit = next((r.commit for r in reversed(engine.builds.records())
+                       if r.app == command.app and r.short == version and r.status == "succeeded"), None)
+        if commit is None:
+            raise engine.failure(f"no successful build of {command.app} {version} is known to promote")
+        engine.say(f"promoting {command.app} {version}: rolling it out to the stable pool")
+        outcome = await engine.rollouts.roll(C.Roll(app=command.app, version=commit))
+        await self.driver().set_canary_percent(command.app, 0)
+        return f"{outcome}; canary weight back to 0"
+
+    async def traffic(self, command: C.Traffic) -> str:
+        state = await self.driver().state()
+        apps = [a for name, a in state.apps.items() if command.app in (None, name)]
+        for app in apps:
+            self.engine.say(self.describe(app))
+            for pool in app.pools.values():
+                c = pool.counters
+                self.engine.say(f"  {pool.name:<7} weight {pool.weight:>3} (effective {pool.effective_weight:>3})  "
+                                f"requests {c.requests}  errors {c.errors}")
+                for m in pool.members:
+                    self.engine.say(f"    {m.name:<14} {m.address}:{m.port} {'up' if m.healthy else 'DOWN':<4} "
+                                    f"{m.admin:<9} in flight {m.inflight}  requests {m.counters.requests}"
+                                    + (f"  ({m.check})" if m.check and not m.healthy else ""))
+        return f"{state.driver} proxy, {len(apps)} app(s)"
+
+    @staticmethod
+    def describe(app: AppTraffic) -> str:
+        pools = ", ".join(f"{p.name} {p.weight}%→{p.effective_weight}%" for p in app.pools.values())
+        share = f"canary gets {app.canary_percent:.0f}%" if app.canary_percent is not None else "no pool can take traffic"
+        alert = f"; ALERT since {time.strftime('%H:%M:%S', time.localtime(app.alert.since))}: {app.alert.reason}" \
+            if app.alert else ""
+        return f"{app.app} ({app.split} split): {pools}; {share}{alert}"
