@@ -96,3 +96,17 @@ def commit_file(repo: Path, name: str, content: str, message: str, branch: str =
     if current != branch:
         git(repo, "checkout", "-q", current)
     return sha
+
+
+def process_gone(pid: int, within: float = 3.0) -> bool:
+    """True once `pid` no longer runs (gone, or a zombie nobody reaped yet: it runs no code)."""
+    deadline = time.time() + within
+    while time.time() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False

@@ -12,7 +12,7 @@ import pytest
 from opsconsole.config import load_config
 from opsconsole.engine import Engine
 from opsconsole.events import BuildUpdate, Message
-from tests.conftest import commit_file, git, kill_services, write_config
+from tests.conftest import commit_file, git, kill_services, process_gone, write_config
 
 
 def _engine(cfg: Path) -> Engine:
@@ -142,8 +142,7 @@ async def test_build_timeout_kills_its_children(tmp_path: Path) -> None:
         outcome = await engine.execute(engine.parse("build itrust"))
         assert not outcome.ok and "timed_out" in outcome.message
         child = int((tmp_path / "child.pid").read_text())
-        await asyncio.sleep(0.2)
-        assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
+        assert process_gone(child)
         assert [r.status for r in engine.builds.records()] == ["timed_out"]
     finally:
         await engine.close()

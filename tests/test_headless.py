@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, commit_file, kill_services, write_config
+from tests.conftest import ROOT, commit_file, kill_services, process_gone, write_config
 
 
 def run_script(cfg: Path, script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -109,7 +109,6 @@ def test_ctrl_c_cancels_and_journals_interruption(demo_config: Path, tmp_path: P
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, out + err
     child = int(marker.read_text())
-    time.sleep(0.2)
-    assert not Path(f"/proc/{child}").exists(), "the command's child was orphaned"
+    assert process_gone(child), "the command's child was orphaned"
     kinds = [e["kind"] for e in journal(tmp_path)]
     assert kinds == ["command.start", "command.interrupted"]
