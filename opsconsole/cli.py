@@ -22,6 +22,7 @@ EPILOG = """\
 subcommands:
   opsconsole history [--as-script]   print the journal (or a replayable script)
   opsconsole heartbeat [--count N]   only the heartbeat monitor: one line per host per interval
+  opsconsole proxy                   the embedded traffic proxy (a long-running process)
   opsconsole hostkeys accept HOST [--fingerprint FP]
                                      trust a host's SSH key after checking its fingerprint
   opsconsole commands                list the command language
@@ -58,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         from opsconsole.heartbeat.headless import main_heartbeat
 
         return main_heartbeat(argv[1:])
+    if argv and argv[0] == "proxy":
+        from opsconsole.proxy.__main__ import main_proxy
+
+        return main_proxy(argv[1:])
     if argv and argv[0] == "hostkeys":
         from opsconsole.hostkeys import main_hostkeys
 

@@ -468,7 +468,8 @@ class Engine:
             playbook = replace(playbook, plays=tuple(replace(p, serial=None) for p in playbook.plays))
         extra = {"app": app.name, "version": version, "commit": commit, "artifact": artifact,
                  "service_name": app.service_name, "service_command": app.service_command}
-        hosts = [self._with_app_vars(app, h) for h in self.inventory.group(app.group)]
+        # Every inventory host is offered (a canary lives in another group than the app's); `limit` picks.
+        hosts = [self._with_app_vars(app, h) for h in self.inventory.hosts]
         result = await self.runner.run(playbook, hosts, extra_vars=extra, limit=targets)
         deployed = self._load_deployed()
         for name, status in result.host_status.items():
