@@ -133,7 +133,16 @@ TOKEN = "test-token-0123456789"
 
 
 def proxy_config_text(tmp: Path, apps: str, *, extra: str = "") -> str:
-    """A full opsconsole config: the proxy reads its section from the same file the console reads."""
+    """A full opsconsole config: the proxy reads its section from the same file the console reads.
+
+    Every app the proxy serves is also declared under `apps:` (the config loader insists).
+    """
+    import re
+
+    names = re.findall(r"^([A-Za-z][\w.-]*):", textwrap.dedent(apps), re.M)
+    playbook = tmp / "deploy.yml"  # our own: the proxy tests must not depend on the shipped playbooks
+    playbook.write_text("- hosts: web\n  tasks: []\n")
+    app_lines = "".join(f"  {n}: {{group: web, repo: {tmp / 'repo'}, deploy: {{playbook: {playbook}}}}}\n" for n in names)
     return textwrap.dedent(f"""\
         project: proxytest
         state_dir: {tmp / 'state'}
@@ -141,6 +150,7 @@ def proxy_config_text(tmp: Path, apps: str, *, extra: str = "") -> str:
           web:
             provider: static
             hosts: [{{name: web-1, address: 127.0.0.1, port: 1}}]
+        """) + "apps:\n" + app_lines + textwrap.dedent(f"""\
         proxy:
           admin:
             listen: 127.0.0.1:0

@@ -186,8 +186,7 @@ class AdminApi:
             if isinstance(w, bool) or not isinstance(w, int) or not 0 <= w <= 100:
                 raise ApiError(400, f"weight of pool {pool} must be a whole number from 0 to 100; got {w!r}")
         # All validated: apply together, so no request sees half of a change.
-        for pool, w in weights.items():
-            app.pools[pool].weight = w
+        app.set_weights(dict(weights))
         app.log(f"{app.name}: weights " + ", ".join(f"{p}={w}" for p, w in weights.items()))
         return app.to_dict(self._drain_timeout())
 

@@ -64,13 +64,17 @@ class Pool:
         self.name = name
         self.weight = weight
         self.members = members
+        self.live: list[Member] = [m for m in members if m.available]  # kept current by AppState.refresh()
         self.current = 0
 
     def pick(self, exclude: Member | None = None) -> Member | None:
+        live = self.live
+        if len(live) == 1 and exclude is None:
+            return live[0]
         best: Member | None = None
         total = 0
-        for m in self.members:
-            if not m.available or m is exclude:
+        for m in live:
+            if m is exclude:
                 continue
             m.current += m.weight
             total += m.weight
@@ -81,7 +85,7 @@ class Pool:
         return best
 
     def has_available(self) -> bool:
-        return any(m.available for m in self.members)
+        return bool(self.live)
 
 
 class Alert:
@@ -104,7 +108,22 @@ class AppState:
         self.members: dict[str, Member] = {}
         self.alert: Alert | None = None
         self.client_errors = 0  # requests we answered 502/503/504 or cut short
+        self._eff: dict[str, int] = {}
+        self._only: Pool | None = None  # the one pool with traffic, when there is just one (the common case)
         self.apply_config(cfg, keep_weights=False)
+
+    def refresh(self) -> None:
+        """Recompute what the per-request path reads; called on every change of health, admin state or weight."""
+        for pool in self.pools.values():
+            pool.live = [m for m in pool.members if m.available]
+        self._eff = {name: self._effective(pool) for name, pool in self.pools.items()}
+        with_traffic = [self.pools[n] for n, w in self._eff.items() if w > 0]
+        self._only = with_traffic[0] if len(with_traffic) == 1 else None
+
+    def set_weights(self, weights: dict[str, int]) -> None:
+        for pool, w in weights.items():
+            self.pools[pool].weight = w
+        self.refresh()
 
     def apply_config(self, cfg: FrontendConfig, *, keep_weights: bool) -> list[Member]:
         """Adopt `cfg`; keep state of members that stay; return members that left (to drain)."""
@@ -126,13 +145,17 @@ class AppState:
             weight = pool.weight if (pool is not None and keep_weights) else pcfg.weight
             self.pools[pname] = Pool(pname, weight, members)
         self.update_alert()
+        self.refresh()
         return [m for name, m in old.items() if self.members.get(name) is not m]
 
     # -- choosing ------------------------------------------------------------
     def effective_weight(self, pool: Pool) -> int:
+        return self._eff.get(pool.name, 0)
+
+    def _effective(self, pool: Pool) -> int:
         if pool.name == "canary" and self.alert is not None:
             return 0
-        return pool.weight if pool.has_available() else 0
+        return pool.weight if pool.live else 0
 
     def canary_percent(self) -> float | None:
         """The share of traffic the canary gets now, or None when no pool can take traffic."""
@@ -146,10 +169,13 @@ class AppState:
             if pct is None:
                 return None
             return self.pools["canary" if bucket < pct else "stable"]
+        if self._only is not None:
+            return self._only
         best: Pool | None = None
         total = 0
+        eff = self._eff
         for pool in self.pools.values():
-            w = self.effective_weight(pool)
+            w = eff[pool.name]
             if w <= 0:
                 continue
             pool.current += w
@@ -184,6 +210,7 @@ class AppState:
             member.close_idle()
         self.log(f"{self.name}/{member.pool}/{member.name} is {'up' if healthy else 'DOWN'}: {why}")
         self.update_alert()
+        self.refresh()
 
     def update_alert(self) -> None:
         canary = self.pools.get("canary")
@@ -202,6 +229,7 @@ class AppState:
         """Clear the latch; if the canary is still dead it latches again at once. Returns whether it stays clear."""
         self.alert = None
         self.update_alert()
+        self.refresh()
         self.log(f"{self.name}: alert cleared by the operator" + ("" if self.alert is None else "; canary still down, latched again"))
         return self.alert is None
 
@@ -212,6 +240,7 @@ class AppState:
             # New requests stop at once; idle connections go so the member can be stopped cleanly.
             member.close_idle()
         self.update_alert()
+        self.refresh()
         self.log(f"{self.name}/{member.pool}/{member.name}: {state}")
 
     def to_dict(self, drain_timeout: float) -> dict:

@@ -1,49 +1,50 @@
-"""HTTP/1.1 message heads for the proxy: what crosses a hop and what does not (RFC 9110 §7.6.1)."""
+"""HTTP/1.1 message heads for the proxy: what crosses a hop and what does not (RFC 9110 §7.6.1).
+
+Headers travel as (lowercased name, name, value) triples: each name is lowercased
+once, when parsed, because every step after that compares names.
+"""
 
 from __future__ import annotations
+
+Header = tuple[bytes, bytes, bytes]
 
 # Hop-by-hop fields: they describe one connection, never the message, so each side sets its own.
 # Transfer-Encoding is here because we re-frame bodies ourselves (chunked in, chunked out).
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
 })
+_PLAIN_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade", b"te"})
 _NO_BODY_STATUS = frozenset({204, 304})
 CRLF = b"\r\n"
 
 
-def connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Field names listed in Connection: they are hop-by-hop too."""
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    return frozenset(tokens)
+class Framing:
+    """What a head says about its connection and body, found in one pass."""
+
+    __slots__ = ("drop", "chunked", "length")
+
+    def __init__(self, headers: list[Header]) -> None:
+        self.chunked = False
+        self.length = False
+        drop = HOP_BY_HOP
+        for low, _, value in headers:
+            if low == b"transfer-encoding":
+                self.chunked = self.chunked or b"chunked" in value.lower()
+            elif low == b"content-length":
+                self.length = True
+            elif low == b"connection":
+                tokens = {t.strip().lower() for t in value.split(b",") if t.strip()}
+                if not tokens <= _PLAIN_TOKENS:
+                    drop = drop | tokens  # fields named in Connection are hop-by-hop too
+        self.drop = drop
 
 
-def is_chunked(headers: list[tuple[bytes, bytes]]) -> bool:
-    for name, value in headers:
-        if name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
-            return True
-    return False
-
-
-def content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    for name, value in headers:
-        if name.lower() == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
-def request_head(method: bytes, url: bytes, headers: list[tuple[bytes, bytes]], client_ip: str, *, chunked: bool) -> bytes:
+def request_head(method: bytes, url: bytes, headers: list[Header], drop: frozenset[bytes], client_ip: bytes,
+                 *, chunked: bool) -> bytes:
     """The head we send upstream: end-to-end fields, our forwarding fields, our framing."""
-    drop = HOP_BY_HOP | connection_tokens(headers)
     parts = [method, b" ", url, b" HTTP/1.1\r\n"]
     xff = b""
-    for name, value in headers:
-        low = name.lower()
+    for low, name, value in headers:
         if low in drop:
             continue
         if low == b"x-forwarded-for":
@@ -53,20 +54,19 @@ def request_head(method: bytes, url: bytes, headers: list[tuple[bytes, bytes]], 
             # We are the edge and speak plain HTTP; a client must not be able to claim https.
             continue
         parts += (name, b": ", value, CRLF)
-    ip = client_ip.encode()
-    parts += (b"X-Forwarded-For: ", (xff + b", " + ip) if xff else ip, CRLF, b"X-Forwarded-Proto: http\r\n")
+    parts += (b"X-Forwarded-For: ", (xff + b", " + client_ip) if xff else client_ip,
+              b"\r\nX-Forwarded-Proto: http\r\n")
     if chunked:
         parts.append(b"Transfer-Encoding: chunked\r\n")
     parts.append(CRLF)
     return b"".join(parts)
 
 
-def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]], *, chunked: bool,
-                  close: bool, keep_alive_10: bool, extra: list[bytes] | None = None) -> bytes:
-    drop = HOP_BY_HOP | connection_tokens(headers)
-    parts = [b"HTTP/1.1 %d " % status, reason or b"-", CRLF]
-    for name, value in headers:
-        if name.lower() not in drop:
+def response_head(status: int, reason: bytes, headers: list[Header], drop: frozenset[bytes], *, chunked: bool,
+                  close: bool, keep_alive_10: bool, extra: bytes | None = None) -> bytes:
+    parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason or b"-")]
+    for low, name, value in headers:
+        if low not in drop:
             parts += (name, b": ", value, CRLF)
     if chunked:
         parts.append(b"Transfer-Encoding: chunked\r\n")
@@ -75,7 +75,7 @@ def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
     elif keep_alive_10:
         parts.append(b"Connection: keep-alive\r\n")
     if extra:
-        parts.extend(extra)
+        parts.append(extra)
     parts.append(CRLF)
     return b"".join(parts)
 

@@ -74,7 +74,8 @@ class ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[Request] = deque()
         self.cur: Request | None = None
-        self.client_ip = ""
+        self.client_ip = b""
+        self.out: list[bytes] = []  # response bytes gathered during one upstream read, written at once
         self.last_active = 0.0
         self.closing = False
         self.gone = False
@@ -83,7 +84,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
-        self.client_ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
+        self.client_ip = (peer[0] if isinstance(peer, tuple) else "127.0.0.1").encode()
         self.last_active = self.fe.loop_time()
         self.fe.clients.add(self)
 
@@ -130,7 +131,7 @@ class ClientConnection(asyncio.Protocol):
         self.cur.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.cur.headers.append((name, value))
+        self.cur.headers.append((name.lower(), name, value))
 
     def on_headers_complete(self) -> None:
         req = self.cur
@@ -138,12 +139,14 @@ class ClientConnection(asyncio.Protocol):
         req.method = p.get_method().decode()
         req.keep_alive = p.should_keep_alive()
         req.http10 = p.get_http_version() == "1.0"
-        req.chunked = http1.is_chunked(req.headers)
-        if req.method not in self.fe.cfg.retry.methods:
+        framing = http1.Framing(req.headers)
+        req.chunked = framing.chunked
+        if req.method not in self.fe.retry_methods:
             req.replayable = False
-        if self.fe.cfg.split == "sticky":
+        if self.fe.sticky:
             req.bucket = self._bucket(req)
-        req.wire.append(http1.request_head(p.get_method(), req.url, req.headers, self.client_ip, chunked=req.chunked))
+        req.wire.append(http1.request_head(p.get_method(), req.url, req.headers, framing.drop, self.client_ip,
+                                           chunked=req.chunked))
         self.queue.append(req)
         if len(self.queue) == 1:
             self.fe.dispatch(req)
@@ -159,8 +162,8 @@ class ClientConnection(asyncio.Protocol):
 
     def _bucket(self, req: Request) -> int:
         name = self.fe.cookie_name
-        for hname, value in req.headers:
-            if hname.lower() == b"cookie":
+        for low, _, value in req.headers:
+            if low == b"cookie":
                 for part in value.split(b";"):
                     k, _, v = part.strip().partition(b"=")
                     if k == name and v.isdigit() and int(v) < 100:
@@ -170,10 +173,16 @@ class ClientConnection(asyncio.Protocol):
         return bucket
 
     # -- from the upstream side -------------------------------------------------
-    def on_interim(self, req: Request, status: int, reason: bytes, headers: list) -> None:
-        self.transport.write(http1.response_head(status, reason, headers, chunked=False, close=False, keep_alive_10=False))
+    def flush(self) -> None:
+        if self.out and not self.gone:
+            self.transport.write(b"".join(self.out))
+        self.out.clear()
 
-    def on_response_head(self, req: Request, status: int, reason: bytes, headers: list, body: str) -> None:
+    def on_interim(self, req: Request, status: int, reason: bytes, headers: list) -> None:
+        self.out.append(http1.response_head(status, reason, headers, http1.Framing(headers).drop, chunked=False,
+                                            close=False, keep_alive_10=False))
+
+    def on_response_head(self, req: Request, status: int, reason: bytes, headers: list, drop: frozenset, body: str) -> None:
         req.status = status
         req.responded = True
         close = not req.keep_alive or self.fe.shutting_down or self.closing
@@ -185,16 +194,15 @@ class ClientConnection(asyncio.Protocol):
         req.body_kind = "chunked" if rechunk else body
         if close:
             self.closing = True
-        extra = [req.set_cookie] if req.set_cookie else None
-        self.transport.write(http1.response_head(status, reason, headers, chunked=rechunk, close=close,
-                                                 keep_alive_10=req.http10 and not close, extra=extra))
+        self.out.append(http1.response_head(status, reason, headers, drop, chunked=rechunk, close=close,
+                                            keep_alive_10=req.http10 and not close, extra=req.set_cookie))
 
     def on_response_body(self, req: Request, data: bytes) -> None:
-        self.transport.write(http1.chunk(data) if req.body_kind == "chunked" else data)
+        self.out.append(http1.chunk(data) if req.body_kind == "chunked" else data)
 
     def on_response_end(self, req: Request, conn: UpstreamConnection, *, reusable: bool) -> None:
         if req.body_kind == "chunked":
-            self.transport.write(http1.LAST_CHUNK)
+            self.out.append(http1.LAST_CHUNK)
         self.fe.finished(req, conn, reusable)
         self._next()
 
@@ -207,8 +215,7 @@ class ClientConnection(asyncio.Protocol):
         close = not req.keep_alive or self.fe.shutting_down or self.closing
         if close:
             self.closing = True
-        if not self.gone:
-            self.transport.write(http1.simple_response(status, reason, message, close=close))
+        self.out.append(http1.simple_response(status, reason, message, close=close))
         self._next()
 
     def cut(self, req: Request) -> None:
@@ -216,10 +223,12 @@ class ClientConnection(asyncio.Protocol):
         req.done = True
         self.closing = True
         self.queue.clear()
+        self.out.clear()
         if not self.gone:
             self.transport.abort()
 
     def _next(self) -> None:
+        self.flush()
         if self.queue:
             self.queue.popleft()
         self.last_active = self.fe.loop_time()
@@ -252,6 +261,8 @@ class Frontend:
     def configure(self, cfg: FrontendConfig, proxy_cfg: ProxyConfig) -> None:
         self.cfg = cfg
         self.cookie_name = cfg.cookie.encode()
+        self.sticky = cfg.split == "sticky"
+        self.retry_methods = frozenset(cfg.retry.methods)
         self.cfg_response_timeout = proxy_cfg.response_timeout
         self.connect_timeout = proxy_cfg.connect_timeout
         self.upstream_idle = proxy_cfg.upstream_idle

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("member", "transport", "parser", "req", "idle_since", "closed", "deadline", "reused",
-                 "_status", "_reason", "_headers", "_rechunk", "_raw_body", "_eof_body", "_interim", "_got_bytes")
+                 "_status", "_reason", "_headers", "_eof_body", "_interim")
 
     def __init__(self, member: "Member") -> None:
         self.member = member
@@ -37,11 +37,9 @@ class UpstreamConnection(asyncio.Protocol):
     def _reset_response(self) -> None:
         self._status = 0
         self._reason = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._rechunk = False
+        self._headers: list[http1.Header] = []
         self._eof_body = False  # body ends when the connection does
         self._interim = False
-        self._got_bytes = False
 
     # -- asyncio -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -60,11 +58,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
-        self._got_bytes = True
+        client = self.req.client if self.req is not None else None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail("bad-response", f"unparsable response: {exc}")
+        if client is not None:
+            client.flush()  # head and body of one read leave in one write
 
     def eof_received(self) -> bool:
         self._lost(None)
@@ -90,11 +90,13 @@ class UpstreamConnection(asyncio.Protocol):
         except ValueError:
             pass
         if self.req is not None:
+            client = self.req.client
             if self._eof_body and self._status:
                 req, self.req = self.req, None
                 req.client.on_response_end(req, self, reusable=False)
             else:
                 self._fail("reset", f"connection closed before the response ended ({exc or 'EOF'})")
+            client.flush()
         if self.transport is not None:
             self.transport.close()
 
@@ -122,7 +124,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        self._headers.append((name.lower(), name, value))
 
     def on_headers_complete(self) -> None:
         req = self.req
@@ -137,16 +139,17 @@ class UpstreamConnection(asyncio.Protocol):
             self._reason, self._headers = b"", []
             return
         self.deadline = 0.0
+        framing = http1.Framing(self._headers)
         if http1.has_no_body(req.method, status):
             body = "none"
-        elif http1.is_chunked(self._headers):
+        elif framing.chunked:
             body = "chunked"
-        elif http1.content_length(self._headers) is not None:
+        elif framing.length:
             body = "length"
         else:
             body = "eof"
             self._eof_body = True
-        req.client.on_response_head(req, status, self._reason, self._headers, body)
+        req.client.on_response_head(req, status, self._reason, self._headers, framing.drop, body)
         if req.method == "HEAD" and status >= 200:
             # llhttp cannot be told a HEAD answer has no body; finish here and parse the next answer afresh.
             keep = self.parser.should_keep_alive()
