@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lab clean
+.PHONY: demo demo-stop test check lab clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/opsconsole --config config.example.yaml $(if $(SCRIPT),--script $(SCRIPT),)
+	SCRIPT=$(SCRIPT) scripts/demo
+
+demo-stop: $(STAMP)
+	scripts/demo-stop
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

@@ -15,8 +15,11 @@ from opsconsole.events import (
     CommandFinished,
     CommandStarted,
     Event,
+    HealthChanged,
     HealthSample,
+    HeartbeatCycle,
     HostState,
+    RolloutStep,
     Message,
     OutputLine,
     PlayFinished,
@@ -61,7 +64,7 @@ def format_event(event: Event) -> str | None:
             mark = "✔" if ok else "✘"
             return f"{stamp} {mark} {text} ({duration:.1f}s){': ' + message if message else ''}"
         case Message(text=text, level=level, host=host):
-            prefix = f"{host:<14} " if host else ""
+            prefix = f"{host:<16} " if host else ""
             tag = "" if level == "info" else f"{level.upper()}: "
             return f"{stamp} {prefix}{tag}{text}"
         case PlayStarted(play=play, hosts=hosts):
@@ -72,13 +75,20 @@ def format_event(event: Event) -> str | None:
             return None
         case TaskFinished(host=host, task=task, status=status, message=message, duration=duration):
             extra = f": {message}" if status == "failed" and message else ""
-            return f"{stamp} {host:<14} {status:<7} {task} ({duration:.2f}s){extra}"
+            return f"{stamp} {host:<16} {status:<7} {task} ({duration:.2f}s){extra}"
         case OutputLine(host=host, line=line):
-            return f"{stamp} {host:<14} | {line}"
+            return f"{stamp} {host:<16} | {line}"
         case HostState(host=host, activity=activity, version=version, detail=detail):
-            return f"{stamp} {host:<14} {activity}{' ' + version if version else ''}{' — ' + detail if detail and activity == 'failed' else ''}"
+            return f"{stamp} {host:<16} {activity}{' ' + version if version else ''}{' — ' + detail if detail and activity == 'failed' else ''}"
         case HealthSample():
             return None
+        case HealthChanged(host=host, healthy=healthy, reason=reason):
+            return f"{stamp} {host:<16} is {'UP' if healthy else 'DOWN'}{': ' + reason if reason else ''}"
+        case HeartbeatCycle():
+            return None
+        case RolloutStep(rollout_id=rid, host=host, state=state, detail=detail):
+            who = f"{host:<16}" if host else f"rollout {rid}"
+            return f"{stamp} {who} {state}{': ' + detail if detail else ''}"
         case BuildUpdate(build_id=bid, commit=commit, status=status, message=message):
             return f"{stamp} build {bid} {commit[:7]} {status}{': ' + message if message else ''}"
     return f"{stamp} {event.kind}"

@@ -68,6 +68,7 @@ def test_every_verb_has_usage_and_summary() -> None:
 
 
 def test_engine_never_imports_textual() -> None:
-    code = "import sys, opsconsole.engine, opsconsole.headless; print('textual' in sys.modules, 'rich' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["False", "False"]
+    # Only Textual is checked: httpx itself imports rich for its CLI whenever click is installed.
+    code = "import sys, opsconsole.engine, opsconsole.headless; print(sorted(m for m in sys.modules if m.startswith('textual')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

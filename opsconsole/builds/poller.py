@@ -80,7 +80,7 @@ class BranchPoller:
                                    + (f" ({len(skipped)} earlier commit(s) skipped)" if skipped else "")))
         self.heads.set(self.app.name, head)
         if builder.store.artifact_for(self.app.name, head) is None:
-            await self.queue.submit(self.app, head)
+            await self.queue.submit(self.app, head, auto_deploy=True)
         return head
 
     async def _between(self, last: str | None, head: str) -> list[str]:

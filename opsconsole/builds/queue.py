@@ -19,6 +19,7 @@ OnSuccess = Callable[[AppConfig, BuildRecord], Awaitable[None]]
 @dataclass
 class _Waiting:
     record: BuildRecord
+    auto_deploy: bool = False
     done: asyncio.Future[BuildRecord] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -38,8 +39,12 @@ class BuildQueue:
         self._lanes: dict[str, _AppLane] = {name: _AppLane() for name in apps}
         self.on_success = on_success
 
-    async def submit(self, app: AppConfig, commit: str) -> asyncio.Future[BuildRecord]:
-        """Queue a build of `commit`; the future resolves with its final record (succeeded, failed, skipped…)."""
+    async def submit(self, app: AppConfig, commit: str, *, auto_deploy: bool = False) -> asyncio.Future[BuildRecord]:
+        """Queue a build of `commit`; the future resolves with its final record (succeeded, failed, skipped…).
+
+        `auto_deploy`: on success, start the app's configured deploy (the poller's builds do; a build an
+        operator's `deploy` or `roll` asked for does not — that command deploys it itself).
+        """
         lane = self._lanes[app.name]
         if lane.waiting is not None and lane.waiting.record.commit == commit:
             return lane.waiting.done
@@ -47,7 +52,7 @@ class BuildQueue:
         if lane.waiting is not None:
             replaced = lane.waiting
             replaced.done.set_result(self.builder.mark(replaced.record, "skipped", f"superseded by {record.short}"))
-        lane.waiting = _Waiting(record)
+        lane.waiting = _Waiting(record, auto_deploy)
         if lane.worker is None or lane.worker.done():
             lane.worker = asyncio.ensure_future(self._work(app, lane))
         return lane.waiting.done
@@ -74,7 +79,7 @@ class BuildQueue:
                 finally:
                     lane.running = None
             job.done.set_result(record)
-            if self.on_success is not None:
+            if self.on_success is not None and job.auto_deploy:
                 await self.on_success(app, record)
 
     def _final(self, record: BuildRecord, status: str) -> BuildRecord:

@@ -88,8 +88,10 @@ class CanaryDesk:
         if not self.fronted(command.app):
             raise engine.failure(f"app {command.app} has no canary: the proxy does not front it "
                                  f"(add it under proxy.apps in {engine.config.file})")
-        driver = self.driver()
         try:
+            if command.action == "deploy":  # needs no proxy: it puts a version on the canary's hosts
+                return await self._deploy_canary(command)
+            driver = self.driver()
             if command.action == "weight":
                 app = await driver.set_canary_percent(command.app, int(command.weight or 0))
                 return self.describe(app)
@@ -107,15 +109,15 @@ class CanaryDesk:
                 except CanaryFailed as exc:
                     raise engine.failure(f"canary {command.app}: {exc}") from None
                 return f"canary {command.app} held at every step up to {final}%"
-            if command.action == "deploy":
-                return await self._deploy_canary(command)
             if command.action == "promote":
                 return await self._promote(command)
         except TrafficError as exc:
             raise engine.failure(str(exc)) from None
         raise engine.failure(f"unknown canary action {command.action!r}")
 
-    def _canary_hosts(self, app: str) -> list[str]:
+    def canary_hosts(self, app: str) -> list[str]:
+        if not self.fronted(app):
+            return []
         pools = self.engine.config.proxy.frontends[app].pools
         canary = pools.get("canary")
         if canary is None:
@@ -127,7 +129,7 @@ class CanaryDesk:
     async def _deploy_canary(self, command: C.Canary) -> str:
         engine = self.engine
         app = engine.config.apps[command.app]
-        hosts = self._canary_hosts(app.name)
+        hosts = self.canary_hosts(app.name)
         if not hosts:
             raise engine.failure(f"app {app.name} has no canary hosts (proxy.apps.{app.name}.pools.canary)")
         record = await engine.artifact_for(app, command.version)
@@ -140,7 +142,7 @@ class CanaryDesk:
     async def _promote(self, command: C.Canary) -> str:
         """Stable gets the canary's version by a rolling update; then the canary weight returns to 0."""
         engine = self.engine
-        hosts = self._canary_hosts(command.app)
+        hosts = self.canary_hosts(command.app)
         versions = {engine.views[h].version for h in hosts if h in engine.views}
         versions.discard(None)
         if len(versions) != 1:

@@ -102,6 +102,7 @@ class Engine:
         self.ssh_pool = SshPool(ssh_options(config))
         # Commands now running: id -> (command, the task doing its work). `abort` cancels these.
         self._running: dict[str, tuple[C.Command, asyncio.Task[str | None]]] = {}
+        self.canary_desk = CanaryDesk(self)
         self.prober = Prober(endpoint=self._endpoint)
         self.monitor = HeartbeatMonitor(self.bus, self.prober, self._probe_targets(), config.heartbeat,
                                         change_log=config.state_dir / "heartbeat" / "changes.jsonl")
@@ -113,7 +114,6 @@ class Engine:
         self.bus.subscribe(self._track)
         self.playbooks = {}  # app name -> validated Playbook, filled by prepare()
         self.rollouts = Rollouts(self)
-        self.canary_desk = CanaryDesk(self)
 
     # -- set-up ------------------------------------------------------------
     def prepare(self) -> None:
@@ -151,7 +151,7 @@ class Engine:
         """Every host of every app with the app's health check; app-less groups with their own probe."""
         targets: dict[str, ProbeTarget] = {}
         for app in self.config.apps.values():
-            for host in self.inventory.group(app.group):
+            for host in self.app_hosts(app):
                 targets.setdefault(host.name, ProbeTarget(host, app.health))
         for group in self.config.groups.values():
             if group.health is not None:
@@ -282,14 +282,14 @@ class Engine:
 
     async def _do_status(self, command: C.Status) -> str:
         apps = [self.config.apps[command.app]] if command.app else list(self.config.apps.values())
-        app_groups = {a.group for a in apps}
+        covered = {h.name for a in apps for h in self.app_hosts(a)}
         for app in apps:
             for line in await self.rollouts.status_lines(app.name):
                 self._emit(line, level="warning" if "INTERRUPTED" in line else "info")
-        samples = await asyncio.gather(*(self._status_of(app, h) for app in apps for h in self.inventory.group(app.group)))
+        samples = await asyncio.gather(*(self._status_of(app, h) for app in apps for h in self.app_hosts(app)))
         if not command.app:
             for host in self.inventory.hosts:
-                if host.group not in app_groups:
+                if host.name not in covered:
                     self._emit(f"{host.name:<16} group={host.group} (no app)", host=host.name)
         healthy = sum(1 for ok in samples if ok)
         return f"{healthy}/{len(samples)} hosts healthy"
@@ -324,7 +324,7 @@ class Engine:
 
     async def _do_waithealthy(self, command: C.WaitHealthy) -> str:
         app = self.config.apps[command.app]
-        names = [h.name for h in self.inventory.group(app.group)]
+        names = [h.name for h in self.app_hosts(app)]
         return await self._wait_for(names, True, command.timeout, app.name)
 
     async def _do_waitdown(self, command: C.WaitDown) -> str:
@@ -363,11 +363,20 @@ class Engine:
             OutputLine(host=host.name, line=line, stream=stream, source=shell)))
         return host.name, "" if result.ok else result.describe()
 
+    def app_hosts(self, app: AppConfig) -> list[Host]:
+        """The hosts that run `app`: its group, and its canary pool's hosts when the proxy fronts it."""
+        hosts = self.inventory.group(app.group)
+        for name in self.canary_desk.canary_hosts(app.name):
+            host = self.inventory.get(name)
+            if host is not None and host not in hosts:
+                hosts.append(host)
+        return hosts
+
     async def _do_start(self, command: C.Start) -> str:
         app = self.config.apps[command.app]
         if not app.service_command:
             raise CommandFailed(f"app {app.name} has no `service.command` in {self.config.file}")
-        for host in self.inventory.group(app.group):
+        for host in self.app_hosts(app):
             rendered = render_string(app.service_command, self.host_vars(app, host))
             pid = await self.transport_for(host).start_service(app.service_name, rendered)
             self._emit(f"{app.service_name} running (pid {pid})", host=host.name)
@@ -375,7 +384,7 @@ class Engine:
 
     async def _do_stop(self, command: C.Stop) -> str:
         app = self.config.apps[command.app]
-        for host in self.inventory.group(app.group):
+        for host in self.app_hosts(app):
             was_running = await self.transport_for(host).stop_service(app.service_name)
             self._set_activity(host, "stopped")
             self._emit(f"{app.service_name} {'stopped' if was_running else 'was not running'}", host=host.name)
@@ -564,10 +573,6 @@ class Engine:
                 self._set_activity(self.views[event.host].host, "deploying", event.task)
         elif isinstance(event, TaskFinished) and event.status == "failed" and event.host in self.views:
             self._set_activity(self.views[event.host].host, "failed", event.message)
-        elif isinstance(event, PlayFinished):
-            for name in event.ok_hosts:
-                if name in self.views and self.views[name].activity == "deploying":
-                    self._set_activity(self.views[name].host, "idle")
         elif isinstance(event, HealthSample) and event.host in self.views:
             view = self.views[event.host]
             view.healthy, view.latency = event.ok, event.latency
