@@ -113,7 +113,7 @@ async def test_deploy_with_the_playbook_runner(lab: Lab, tmp_path: Path) -> None
     artifact = build_artifact(tmp_path, "v3")
     hosts = app_hosts(lab, PORT)
     extra = {"app": "itrust", "version": "v3", "commit": "0" * 40, "artifact": str(artifact),
-             "service_name": "itrust", "service_command": "python3 current/app.py --port {{ port }}"}
+             "service_name": "itrust", "service_command": "python3 current/app.py --port {{ port }} --bind 0.0.0.0"}
     try:
         result = await runner.run(playbook, hosts, extra_vars=extra)
         assert result.ok, json.dumps(getattr(result, "failures", {}))
