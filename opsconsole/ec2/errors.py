@@ -92,7 +92,8 @@ def translate(exc: BaseException, doing: str, where: str) -> Ec2Error:
         if code.startswith("InvalidGroup"):
             return Ec2Error(f"{prefix}: unknown security group ({code}: {text}); check `security_groups` under {where}",
                             code)
-        if code == "InvalidInstanceType" or (code == "InvalidParameterValue" and "instance type" in text.lower()):
+        if code.startswith("InvalidInstanceType") or (
+                code == "InvalidParameterValue" and "instancetype" in text.lower().replace(" ", "")):
             return Ec2Error(f"{prefix}: AWS does not offer this instance type here ({code}); "
                             f"check `instance_type` under {where}", code)
         return Ec2Error(f"{prefix}: {code or 'error'}: {text or exc}", code)
