@@ -2,7 +2,8 @@
 
 The server binds port 0 and we read the port it got from its log line, so no
 port is guessed and two test runs never collide. AMI, instance-type and
-key-pair validation are switched on so moto refuses what AWS would refuse.
+key-pair validation are switched on so moto refuses what AWS would refuse,
+and no default AMIs are loaded: an AMI exists only when a test registers it.
 
 Tests get dummy credentials through the environment, with the shared config
 and credential files pointed at /dev/null: a developer's real AWS profile can
@@ -33,6 +34,8 @@ SERVER_ENV = {
     "MOTO_ENABLE_AMI_VALIDATION": "true",
     "MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION": "true",
     "MOTO_ENABLE_KEYPAIR_VALIDATION": "true",
+    # Only AMIs a test registers exist: loading moto's ~1300 default images costs seconds after every reset.
+    "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
 }
 _RUNNING_ON = re.compile(r"Running on http://127\.0\.0\.1:(\d+)")
 

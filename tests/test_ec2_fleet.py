@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -25,11 +27,23 @@ GROUPS = ("itrust", "db", "edge", "jump", "other")
 
 
 def client(server: MotoServer, **credentials: str) -> Any:
-    return boto3.session.Session(**credentials).client("ec2", region_name=REGION, endpoint_url=server.url)
+    """A test-side client, made once per server and credentials (building one costs ~0.2s)."""
+    return _client(server.url, tuple(sorted(credentials.items())))
+
+
+@functools.cache
+def _client(url: str, credentials: tuple[tuple[str, str], ...]) -> Any:
+    return boto3.session.Session(**dict(credentials)).client("ec2", region_name=REGION, endpoint_url=url)
 
 
 def an_ami(server: MotoServer) -> str:
-    return client(server).describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    """The test image, registered on first use (the server loads no default AMIs)."""
+    ec2 = client(server)
+    mine = ec2.describe_images(Owners=["self"])["Images"]
+    if mine:
+        return mine[0]["ImageId"]
+    return ec2.register_image(Name="opsconsole-test", RootDeviceName="/dev/sda1", Architecture="x86_64",
+                              VirtualizationType="hvm")["ImageId"]
 
 
 def ec2_config(server: MotoServer, extra: str = "", group: str = "itrust", role: str = "") -> Ec2GroupConfig:
@@ -212,16 +226,21 @@ async def test_a_failure_after_instances_exist_terminates_them(aws: MotoServer, 
     client(aws).create_key_pair(KeyName="deploy")
     rec = Recorder()
     app = fleet(aws, tmp_path, "itrust", 3, APP + "key_name: deploy\n", role="app", rec=rec)
-    calls = 0
+    calls, done = 0, 0
     real_call = app.api.call
 
     async def flaky(doing: str, operation: str, **params: Any) -> dict:
-        nonlocal calls
-        if operation == "run_instances":
-            calls += 1
-            if calls == 3:
-                client(aws).delete_key_pair(KeyName="deploy")
-        return await real_call(doing, operation, **params)
+        nonlocal calls, done
+        if operation != "run_instances":
+            return await real_call(doing, operation, **params)
+        calls += 1
+        if calls == 3:
+            while done < 2:  # the creates run concurrently: let the first two finish first
+                await asyncio.sleep(0.01)
+            client(aws).delete_key_pair(KeyName="deploy")
+        answer = await real_call(doing, operation, **params)
+        done += 1
+        return answer
 
     app.api.call = flaky  # type: ignore[method-assign]
     with pytest.raises(Ec2Error) as info:
