@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--readonly", action="store_true", help="refuse every command that changes something")
     p.add_argument("--theme", metavar="NAME", help="console theme: dark, light or mono")
     p.add_argument("--check", action="store_true", help="validate the config (and --script) and exit")
+    p.add_argument("--watch", action="store_true",
+                   help="headless: run the heartbeat and the branch pollers (build and deploy what is pushed) "
+                        "during --script, or until Ctrl-C without one")
     return p
 
 
@@ -113,10 +116,14 @@ def _run(args: argparse.Namespace) -> int:
             read_script(text, source, engine)
             print(f"{args.config or 'config'} and {source} are valid")
             return EXIT_OK
-        return main_headless(engine, text, source, as_json=args.json, keep_going=args.keep_going)
+        return main_headless(engine, text, source, as_json=args.json, keep_going=args.keep_going, watch=args.watch)
     if args.check:
         print(f"{config.file} is valid")
         return EXIT_OK
+    if args.watch:
+        from opsconsole.headless import main_headless
+
+        return main_headless(engine, None, "", as_json=args.json, keep_going=args.keep_going, watch=True)
     from opsconsole.ui.app import run_console
 
     return run_console(engine)

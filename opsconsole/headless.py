@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -122,15 +123,30 @@ async def run_script(engine: Engine, lines: Iterable[ScriptLine], *, keep_going:
     return 1 if failed else 0
 
 
-def main_headless(engine: Engine, script_text: str, source: str, *, as_json: bool, keep_going: bool,
-                  out: IO[str] = sys.stdout) -> int:
-    lines = read_script(script_text, source, engine)  # SourceError propagates: exit 2 upstream
+def main_headless(engine: Engine, script_text: str | None, source: str, *, as_json: bool, keep_going: bool,
+                  watch: bool = False, out: IO[str] = sys.stdout) -> int:
+    """Run a script (parsed whole first). With `watch`, the always-on work runs too — heartbeat,
+    branch polling, build-and-deploy — during the script and, without a script, until Ctrl-C/SIGTERM:
+    the console's automation with nobody at the keyboard (a CI job, a service)."""
+    lines = read_script(script_text, source, engine) if script_text is not None else []
     engine.bus.subscribe(EventPrinter(out, as_json))
 
     async def go() -> int:
+        loop = asyncio.get_running_loop()
+        main = asyncio.current_task()
+        # SIGTERM stops like Ctrl-C: work cancelled cleanly, the journal says so.
+        loop.add_signal_handler(signal.SIGTERM, lambda: main.cancel() if main else None)
         try:
-            return await run_script(engine, lines, keep_going=keep_going)
+            if watch:
+                await engine.start_background()
+            code = await run_script(engine, lines, keep_going=keep_going)
+            if watch and script_text is None:
+                await asyncio.Event().wait()  # until cancelled
+            return code
         finally:
             await engine.close()
 
-    return asyncio.run(go())
+    try:
+        return asyncio.run(go())
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
