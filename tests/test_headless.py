@@ -112,3 +112,15 @@ def test_ctrl_c_cancels_and_journals_interruption(demo_config: Path, tmp_path: P
     assert process_gone(child), "the command's child was orphaned"
     kinds = [e["kind"] for e in journal(tmp_path)]
     assert kinds == ["command.start", "command.interrupted"]
+
+
+def test_provision_runs_the_groups_playbook(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    cfg.write_text(cfg.read_text().replace("    count: 3\n", f"    count: 3\n    provision: {ROOT / 'playbooks' / 'itrust-install.yml'}\n", 1))
+    proc = run_script(cfg, "provision itrust\n")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for i in (1, 2, 3):
+        root = tmp_path / "state" / "hosts" / f"itrust-{i}"
+        assert all((root / d).is_dir() for d in ("releases", "log", "run"))
+        assert f"itrust-{i} runs Python 3" in proc.stdout
+    assert "3 host(s) of itrust provisioned" in proc.stdout

@@ -308,6 +308,17 @@ class Traffic(Command):
 
 
 @dataclass(frozen=True)
+class Provision(Command):
+    verb: ClassVar[str] = "provision"
+    usage: ClassVar[str] = "provision GROUP"
+    summary: ClassVar[str] = "create the group's machines if it has a provider (EC2), then run its provisioning playbook"
+    group: str = ""
+
+    def text(self) -> str:
+        return _join("provision", self.group)
+
+
+@dataclass(frozen=True)
 class Builds(Command):
     verb: ClassVar[str] = "builds"
     usage: ClassVar[str] = "builds [APP]"
@@ -654,6 +665,22 @@ def _parse_traffic(args: list[str], names: Names) -> Command:
     return Traffic(app=app)
 
 
+def _group(args: list[str], names: Names, position: int = 0) -> str:
+    if len(args) <= position:
+        raise CommandError(f"a group name is required; groups: {_list(names.groups)}")
+    group = args[position]
+    if group not in names.groups:
+        raise CommandError(f"unknown group {group!r}; groups: {_list(names.groups)}")
+    return group
+
+
+@_parser(Provision)
+def _parse_provision(args: list[str], names: Names) -> Command:
+    group = _group(args, names)
+    _no_more(args, 1)
+    return Provision(group=group)
+
+
 @_parser(Builds)
 def _parse_builds(args: list[str], names: Names) -> Command:
     if not args:
@@ -725,6 +752,6 @@ def describe_fields(cmd: Command) -> dict[str, object]:
 
 
 __all__ = [
-    "Abort", "Build", "Canary", "Traffic", "Roll", "RollResume", "Rollback", "Pause", "Resume", "LockStatus", "LockRelease", "History", "Builds", "CancelBuild", "LogBuild", "Command", "CommandError", "Deploy", "Help", "Names", "Run", "Sleep", "Start", "Status",
+    "Abort", "Build", "Canary", "Provision", "Traffic", "Roll", "RollResume", "Rollback", "Pause", "Resume", "LockStatus", "LockRelease", "History", "Builds", "CancelBuild", "LogBuild", "Command", "CommandError", "Deploy", "Help", "Names", "Run", "Sleep", "Start", "Status",
     "Stop", "WaitHealthy", "WaitDown", "Heartbeat", "Probe", "command_classes", "format_duration", "help_text", "parse_command", "verbs",
 ]

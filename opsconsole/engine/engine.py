@@ -112,7 +112,8 @@ class Engine:
             if name in self.views:
                 self.views[name].version = version
         self.bus.subscribe(self._track)
-        self.playbooks = {}  # app name -> validated Playbook, filled by prepare()
+        self.playbooks: dict[str, Any] = {}  # app name -> validated Playbook, filled by prepare()
+        self.provisioners: dict[str, Any] = {}  # group name -> its provisioning Playbook
         self.rollouts = Rollouts(self)
 
     # -- set-up ------------------------------------------------------------
@@ -124,6 +125,9 @@ class Engine:
         for app in self.config.apps.values():
             if app.deploy_playbook is not None:
                 self.playbooks[app.name] = load_playbook(app.deploy_playbook)
+        for group in self.config.groups.values():
+            if group.provision is not None:
+                self.provisioners[group.name] = load_playbook(group.provision)
         for app in self.config.apps.values():
             if app.demo_repo and "://" not in app.repo:
                 ensure_demo_repo(Path(app.repo), app.branch)
@@ -498,6 +502,30 @@ class Engine:
 
     async def _do_traffic(self, command: C.Traffic) -> str:
         return await self.canary_desk.traffic(command)
+
+    async def _do_provision(self, command: C.Provision) -> str:
+        group = self.config.groups[command.group]
+        created = ""
+        if group.provider == "ec2":
+            created = await self.provision_machines(group)
+        hosts = self.inventory.group(group.name)
+        playbook = self.provisioners.get(group.name)
+        if playbook is None:
+            return created or f"group {group.name} has no provisioning playbook (groups.{group.name}.provision)"
+        if not hosts:
+            raise CommandFailed(f"group {group.name} has no hosts to provision")
+        extra = {"group": group.name, "app_hosts": {g: [h.address for h in self.inventory.group(g)]
+                                                    for g in self.config.groups}}
+        result = await self.runner.run(playbook, self.inventory.hosts, extra_vars=extra,
+                                       limit=[h.name for h in hosts])
+        if not result.ok:
+            raise CommandFailed(f"provisioning {group.name} failed — "
+                                + "; ".join(f"{h}: {why}" for h, why in result.failures.items()))
+        return (created + "; " if created else "") + f"{len(hosts)} host(s) of {group.name} provisioned"
+
+    async def provision_machines(self, group: Any) -> str:
+        """Create the group's cloud machines (EC2); wired by the EC2 provider."""
+        raise CommandFailed(f"group {group.name}: provider {group.provider} is not yet supported")
 
     # -- rollouts ----------------------------------------------------------
     async def _do_roll(self, command: C.Roll) -> str:
