@@ -10,11 +10,13 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from opsconsole.config.model import GroupConfig
 from opsconsole.config.reader import MappingReader
+from opsconsole.ec2.api import RETRIES
 from opsconsole.ec2.config import Ec2GroupConfig, parse_ec2_section
-from opsconsole.ec2.errors import Ec2Error
+from opsconsole.ec2.errors import Ec2Error, translate
 from opsconsole.ec2.fleet import Ec2Fleet
 from opsconsole.ec2.inventory import ec2_hosts
 from opsconsole.ec2.records import read_instances
@@ -284,3 +286,23 @@ async def test_no_credentials_at_all(aws: MotoServer, tmp_path: Path, monkeypatc
         monkeypatch.delenv(name)
     with pytest.raises(Ec2Error, match=r"^groups.db.ec2: listing instances failed: no usable AWS credentials found"):
         await db.provision()
+
+
+async def test_throttling_while_waiting_is_retried_with_backoff(aws: MotoServer, tmp_path: Path) -> None:
+    # botocore retries each call (standard mode); when AWS still throttles, our waiter backs off and polls again.
+    app = fleet(aws, tmp_path, "itrust", 1, APP, role="app")
+    assert app.api.client.meta.config.retries == RETRIES
+    real_call = app.api.call
+    throttled = 0
+
+    async def throttling(doing: str, operation: str, **params: Any) -> dict:
+        nonlocal throttled
+        if operation == "describe_instances" and "InstanceIds" in params and throttled < 2:
+            throttled += 1
+            raise translate(ClientError({"Error": {"Code": "RequestLimitExceeded", "Message": "slow down"}},
+                                        "DescribeInstances"), doing, app.where)
+        return await real_call(doing, operation, **params)
+
+    app.api.call = throttling  # type: ignore[method-assign]
+    instances = await app.provision()
+    assert throttled == 2 and [i.state for i in instances] == ["running"]

@@ -82,7 +82,8 @@ class Ec2Fleet:
             self._say(f"{len(alive)} of {self.count} instances exist; creating {missing}…")
             await self._create(missing, alive)
         else:
-            self._say(f"{len(alive)} instances exist (count {self.count}); nothing to create")
+            surplus = f"; `scale {self.group} {self.count}` removes the surplus" if missing < 0 else ""
+            self._say(f"{len(alive)} instances exist (count {self.count}); nothing to create{surplus}")
             await self._converge_security(await self._vpc_id())
         pending = [i.instance_id for i in alive if i.state == "pending"]
         if pending:
