@@ -24,6 +24,7 @@ from opsconsole.ui.confirm import ConfirmScreen
 from opsconsole.ui.fleet import FleetPane
 from opsconsole.ui.heartbeat import HeartbeatPane
 from opsconsole.ui.help import HelpScreen
+from opsconsole.ui.history import LINES
 from opsconsole.ui.host_detail import HostDetailScreen
 from opsconsole.ui.log_view import LogLine, LogView
 from opsconsole.ui.testing import screen_text
@@ -49,8 +50,8 @@ def journal_commands(engine: Engine, kind: str = "command.start") -> list[str]:
 
 
 async def settle(pilot, app: OpsConsoleApp) -> None:
-    """Let queued events reach the widgets: one flush interval and the redraw after it."""
-    await pilot.pause(app.flush_seconds * 2)
+    """Let queued events reach the widgets: a flush, the fleet's slower refresh, and the redraw after."""
+    await pilot.pause(app.flush_seconds * 2 + app.query_one(FleetPane).refresh_seconds)
     await pilot.pause()
 
 
@@ -206,9 +207,9 @@ async def test_events_reach_panes_in_batches(engine: Engine) -> None:
         assert len(lines) == 2 and "✘ itrust-2" in lines[0] and "connection refused" in lines[0]
         assert "✔ itrust-1" in lines[1] and "200" in lines[1] and "4ms" in lines[1]
         row = fleet.table.get_row("itrust-1")
-        assert str(row[1]) == "✔ up" and row[2] == "4ms" and row[3] == "abc1234"
+        assert [str(cell) for cell in row[1:4]] == ["✔ up", "4ms", "abc1234"]
         assert str(fleet.table.get_row("itrust-2")[1]) == "✘ DOWN"
-        assert len(app.hosts_seen.record("itrust-1").lines) == 200  # bounded per host
+        assert len(app.hosts_seen.record("itrust-1").lines) == LINES  # bounded per host
         assert (engine.config.state_dir / "logs" / "heartbeat.log").read_text().count("\n") == 2
 
 

@@ -18,6 +18,7 @@ from opsconsole.config import load_config
 from opsconsole.engine import Engine
 from opsconsole.events import BuildUpdate, HealthChanged, HealthSample, HostState
 from opsconsole.ui.app import OpsConsoleApp
+from opsconsole.ui.fleet import FleetPane
 
 T0 = 1_700_000_000.0
 
@@ -72,7 +73,7 @@ def test_main_screen(theme: str, tmp_path: Path, snap_compare, monkeypatch: pyte
 
     async def run_before(pilot) -> None:
         fleet_story(engine)
-        await pilot.pause(app.flush_seconds * 3)
+        await pilot.pause(app.flush_seconds * 2 + app.query_one(FleetPane).refresh_seconds)
         await pilot.pause()
 
     try:

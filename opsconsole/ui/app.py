@@ -10,6 +10,7 @@ there, and a timer hands them to the panes in batches.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections import deque
 from typing import TYPE_CHECKING, Iterable
 
@@ -52,9 +53,11 @@ class OpsConsoleApp(App[int]):
     BINDINGS = bindings("app")
     TITLE = "opsconsole"
 
-    def __init__(self, engine: "Engine", *, background: bool = True, flush_seconds: float = FLUSH_SECONDS) -> None:
+    def __init__(self, engine: "Engine", *, background: bool = True, flush_seconds: float = FLUSH_SECONDS,
+                 freeze_startup: bool = False) -> None:
         super().__init__()
         self.engine = engine
+        self.freeze_startup = freeze_startup
         self.background = background
         self.flush_seconds = flush_seconds
         self.feed = EventFeed(engine.bus)
@@ -90,6 +93,10 @@ class OpsConsoleApp(App[int]):
                         severity="warning", timeout=10)
         self.set_interval(self.flush_seconds, self.flush)
         self.pane("fleet").focus_main()
+        if self.freeze_startup:
+            # Everything built so far (Textual, the DOM, the config) lives as long as the process; moving it
+            # out of the collector's sight keeps full collections short while floods churn through the rings.
+            self.call_after_refresh(gc.freeze)
         if self.background:
             try:
                 await self.engine.start_background()
@@ -392,7 +399,7 @@ def _serial_of(playbook: object) -> str:
 
 def run_console(engine: "Engine") -> int:
     """The CLI's entry: run the console until the operator quits; the exit code for the shell."""
-    app = OpsConsoleApp(engine)
+    app = OpsConsoleApp(engine, freeze_startup=True)
     result = app.run()
     return int(result or 0) if app.return_code is None else app.return_code
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable
@@ -72,9 +73,10 @@ class BuildQueuePane(Vertical):
 
     def compose(self) -> ComposeResult:
         table: DataTable[object] = DataTable(cursor_type="row", id="build-table")
-        for key, label in (("status", "state"), ("app", "app"), ("commit", "commit"), ("author", "author"),
-                           ("took", "took"), ("result", "result")):
-            table.add_column(label, key=key)
+        app_width = max([len(a) for a in self.engine.config.apps] + [3])
+        for key, label, width in (("status", "state", 9), ("app", "app", app_width), ("commit", "commit", 7),
+                                  ("author", "author", 10), ("took", "took", 4), ("result", "result", 40)):
+            table.add_column(label, key=key, width=width)  # fixed: see fleet.FIXED_WIDTHS
         yield table
         yield LogView(capacity=LOG_TAIL, id="build-log")
         yield FilterBar("filter by app", id="build-filter")
@@ -104,7 +106,8 @@ class BuildQueuePane(Vertical):
     def _cells(self, row: BuildRow, styles: dict[str, str], now: float) -> list[object]:
         text, level = _STATUS.get(row.status, (row.status, ""))
         result = row.message or row.subject
-        return [styled(text, level, styles), row.app, row.commit[:7], row.author or "-", row.took(now), result]
+        return [styled(text, level, styles), Text(row.app), Text(row.commit[:7]), Text(row.author or "-"),
+                Text(row.took(now)), Text(result)]
 
     def rebuild(self) -> None:
         table = self.table
@@ -131,7 +134,7 @@ class BuildQueuePane(Vertical):
         now = time.time()
         for row in self.rows.values():
             if row.status == "running" and row.build_id in self.table.rows:
-                self.table.update_cell(row.build_id, "took", row.took(now))
+                self.table.update_cell(row.build_id, "took", Text(row.took(now)))
 
     # -- events ------------------------------------------------------------
     def on_events(self, batch: list[Event]) -> None:
@@ -162,7 +165,7 @@ class BuildQueuePane(Vertical):
             for build_id in (b for b in updated if b in self.table.rows):
                 for (key, value) in zip(("status", "app", "commit", "author", "took", "result"),
                                         self._cells(self.rows[build_id], styles, now)):
-                    self.table.update_cell(build_id, key, value, update_width=True)
+                    self.table.update_cell(build_id, key, value)
         if fresh_log:
             self.log.add(fresh_log)
 

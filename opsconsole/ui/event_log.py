@@ -32,7 +32,7 @@ class EventLogScreen(Screen[None]):
         self.initial = lines
 
     def compose(self) -> ComposeResult:
-        log = LogView(capacity=5000, id="event-log")
+        log = LogView(capacity=5000, scrollback=2000, id="event-log")
         log.border_title = "Events (esc back)"
         yield log
         yield Footer()

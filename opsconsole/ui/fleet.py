@@ -2,13 +2,16 @@
 
 Rows are rendered from `engine.views` (the engine's truth), never from event
 payloads, so a batch that lost events to a flood still shows every host right.
-Only rows of hosts touched by a batch are rewritten, cell by cell.
+Hosts touched by events are only marked; a slower timer rewrites just the
+cells that changed. A table of 500 hosts redrawn 20 times a second would eat
+the time a key press needs, and nobody reads a latency column faster than 2 Hz.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
@@ -26,6 +29,12 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("host", "host"), ("health", "health"), ("ms", "ms"), ("version", "version"),
     ("activity", "now"), ("role", "group/role"), ("address", "address"),
 )
+# Fixed widths: letting the table size columns to content re-measures every row on every
+# cell update, which is what made 500 hosts under a flood take seconds per key press.
+# Rows out of view are brought up to date every this many refresh ticks; a row scrolled into
+# view is on screen, so the next tick updates it. Either way a row is at most ~2 s old.
+OFFSCREEN_EVERY = 4
+FIXED_WIDTHS = {"health": 6, "ms": 5, "version": 7, "activity": 11}
 
 # Sort orders the `s` key cycles through; problems first where that makes sense.
 SORTS: dict[str, Callable[["HostView"], object]] = {
@@ -40,6 +49,10 @@ SORTS: dict[str, Callable[["HostView"], object]] = {
 _TOUCHING = (HostState, HealthSample, HealthChanged, TaskStarted, TaskFinished)
 
 
+def _signature(cell: object) -> str:
+    return f"{cell}\0{getattr(cell, 'style', '')}"
+
+
 class FleetPane(Vertical):
     BINDINGS = bindings("fleet")
     can_focus = False  # focus lives on the table inside
@@ -49,17 +62,28 @@ class FleetPane(Vertical):
             super().__init__()
             self.host = host
 
-    def __init__(self, engine: "Engine", id: str | None = None) -> None:
+    def __init__(self, engine: "Engine", id: str | None = None, refresh_seconds: float = 0.5) -> None:
         super().__init__(id=id, classes="pane")
         self.engine = engine
+        self.refresh_seconds = refresh_seconds
+        self._dirty: set[str] = set()
+        self._ticks = 0
+        self._shown: dict[str, list[str]] = {}  # host -> the cells on screen, as plain text + level
         self.sort_key = "host"
         self.filter_text = ""
         self.border_title = "Fleet (1)"
 
     def compose(self) -> ComposeResult:
         table: DataTable[object] = DataTable(cursor_type="row", zebra_stripes=False, id="fleet-table")
+        hosts = [v.host for v in self.engine.views.values()]
+        widths = {
+            **FIXED_WIDTHS,
+            "host": max([len(h.name) for h in hosts] + [4]),
+            "role": max([len(h.group) + len(h.role) + 1 for h in hosts] + [10]),
+            "address": max([len(h.address) + 6 for h in hosts] + [7]),
+        }
         for key, label in COLUMNS:
-            table.add_column(label, key=key)
+            table.add_column(label, key=key, width=widths[key])
         yield table
         yield FilterBar("filter hosts: name, group, role, state…", id="fleet-filter")
 
@@ -69,6 +93,7 @@ class FleetPane(Vertical):
 
     def on_mount(self) -> None:
         self.rebuild()
+        self.set_interval(self.refresh_seconds, self._apply_dirty)
 
     # -- what is shown -----------------------------------------------------
     def shown_hosts(self) -> list[str]:
@@ -89,8 +114,9 @@ class FleetPane(Vertical):
         activity, activity_level = activity_cell(view.activity)
         role = host.group + (f"/{host.role}" if host.role else "")
         address = host.address + (f":{host.port}" if host.port else "")
-        return [host.name, styled(health, health_level, styles), latency_text(view.latency), view.version or "-",
-                styled(activity, activity_level, styles), role, address]
+        # Text, not str: a str cell is parsed as markup on every render.
+        return [Text(host.name), styled(health, health_level, styles), Text(latency_text(view.latency)),
+                Text(view.version or "-"), styled(activity, activity_level, styles), Text(role), Text(address)]
 
     def rebuild(self) -> None:
         """Re-create every row (filter, sort or theme changed); keeps the cursor on the same host."""
@@ -98,8 +124,12 @@ class FleetPane(Vertical):
         keep = self.selected_host()
         styles = level_styles(self.app)
         table.clear()
+        self._shown.clear()
+        self._dirty.clear()
         for name in self.shown_hosts():
-            table.add_row(*self._cells(self.engine.views[name], styles), key=name)
+            cells = self._cells(self.engine.views[name], styles)
+            self._shown[name] = [_signature(cell) for cell in cells]
+            table.add_row(*cells, key=name)
         if keep is not None and keep in table.rows:
             table.move_cursor(row=table.get_row_index(keep), animate=False)
         self._describe()
@@ -118,17 +148,35 @@ class FleetPane(Vertical):
             if not self._matches(view):
                 changed_membership = True
                 continue
-            for (key, _), value in zip(COLUMNS, self._cells(view, styles)):
-                table.update_cell(name, key, value, update_width=True)
+            shown = self._shown[name]
+            for index, ((key, _), value) in enumerate(zip(COLUMNS, self._cells(view, styles))):
+                signature = _signature(value)
+                if shown[index] != signature:  # every update_cell invalidates the whole table's render cache
+                    shown[index] = signature
+                    table.update_cell(name, key, value)
         if changed_membership:
             self.rebuild()
         else:
             self._describe()
 
     def on_events(self, batch: list[Event]) -> None:
-        touched = {e.host for e in batch if isinstance(e, _TOUCHING)}  # type: ignore[union-attr]
-        if touched:
-            self.refresh_hosts(touched)
+        self._dirty.update(e.host for e in batch if isinstance(e, _TOUCHING))  # type: ignore[union-attr]
+
+    def _apply_dirty(self) -> None:
+        """Rewrite the rows on screen now; rows scrolled out of view only every few ticks."""
+        if not self._dirty:
+            return
+        self._ticks += 1
+        if self._ticks % OFFSCREEN_EVERY == 0:
+            dirty, self._dirty = self._dirty, set()
+        else:
+            table = self.table
+            top = int(table.scroll_y)
+            on_screen = {str(row.key.value) for row in table.ordered_rows[top:top + table.size.height]}
+            dirty = self._dirty & on_screen
+            self._dirty -= dirty
+        if dirty:
+            self.refresh_hosts(dirty)
 
     def _describe(self) -> None:
         views = self.engine.views.values()

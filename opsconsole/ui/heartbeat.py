@@ -40,6 +40,8 @@ class HeartbeatPane(Vertical):
         self.all_probes = False
         self.host_filter = ""
         self._last: dict[str, tuple[bool, int | None]] = {}
+        self._last_cycle = ""
+        self.cycle_note = ""  # the last monitor cycle, in the border: proof the heartbeat is alive
         self._log_file = log_file
 
     def compose(self) -> ComposeResult:
@@ -68,9 +70,14 @@ class HeartbeatPane(Vertical):
                 return LogLine(host, text + (f": {reason}" if reason else ""), "ok" if healthy else "bad")
             case HeartbeatCycle(probed=probed, up=up, down=down, statuses=statuses):
                 # The monitor's rolling line; the key matches no host, so a host filter hides it.
-                text = f"{_clock(event.at)} ○ {up}/{probed} up" + (f", {down} down" if down else "") + " │ "
-                text += " ".join(f"{host}:{status}" for host, status in statuses)
-                return LogLine(CYCLE_KEY, text, "bad" if down else "dim")
+                # A cycle like the one before is routine: the subtitle says the monitor is alive,
+                # the log only gets a line when the picture changed (or in every-probe mode).
+                summary = f"○ {up}/{probed} up" + (f", {down} down" if down else "")
+                body = f"{summary} │ " + " ".join(f"{host}:{status}" for host, status in statuses)
+                changed = body != self._last_cycle
+                self._last_cycle = body
+                self.cycle_note = f"{_clock(event.at)} {summary}"
+                return LogLine(CYCLE_KEY, f"{_clock(event.at)} {body}", "bad" if down else "dim", important=changed)
         return None
 
     def on_events(self, batch: list[Event]) -> None:
@@ -78,6 +85,8 @@ class HeartbeatPane(Vertical):
         if not lines:
             return
         self.log.add(lines)
+        if self.cycle_note:
+            self._describe()
         if self._log_file is not None:
             try:
                 self._log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +109,8 @@ class HeartbeatPane(Vertical):
         self._describe()
 
     def _describe(self) -> None:
-        parts = [self.log.description, "every probe" if self.all_probes else "changes"]
+        parts = ([self.cycle_note] if self.cycle_note else []) + [
+            self.log.description, "every probe" if self.all_probes else "changes"]
         if self.host_filter:
             parts.append(f"/{self.host_filter}")
         self.border_subtitle = " · ".join(parts)

@@ -8,10 +8,15 @@ from dataclasses import dataclass, field
 from opsconsole.events import Event, HealthChanged, HealthSample, HostState, Message, OutputLine, TaskFinished
 
 
+# Per host, times hundreds of hosts: small, because every kept object slows the garbage collector.
+LINES = 100
+SAMPLES = 30
+
+
 @dataclass
 class HostRecord:
-    lines: deque[tuple[float, str, str]] = field(default_factory=lambda: deque(maxlen=200))  # (at, text, level)
-    samples: deque[HealthSample] = field(default_factory=lambda: deque(maxlen=60))
+    lines: deque[tuple[float, str, str]] = field(default_factory=lambda: deque(maxlen=LINES))  # (at, text, level)
+    samples: deque[HealthSample] = field(default_factory=lambda: deque(maxlen=SAMPLES))
 
 
 class HostHistory:

@@ -46,8 +46,12 @@ class LogView(RichLog):
     follow: reactive[bool] = reactive(True)
     wrap_lines: reactive[bool] = reactive(False)
 
-    def __init__(self, *, capacity: int = 2000, id: str | None = None, classes: str | None = None) -> None:
-        super().__init__(max_lines=capacity, wrap=False, auto_scroll=True, id=id, classes=classes, min_width=20)
+    def __init__(self, *, capacity: int = 2000, scrollback: int = 500, id: str | None = None,
+                 classes: str | None = None) -> None:
+        # Rendered lines (scrollback) cost a dozen objects each and slow every garbage collection,
+        # so fewer are kept rendered than raw: the ring re-renders when a filter reaches further back.
+        super().__init__(max_lines=min(scrollback, capacity), wrap=False, auto_scroll=True, id=id, classes=classes,
+                         min_width=20)
         self.ring: deque[LogLine] = deque(maxlen=capacity)
         self.line_filter: LineFilter | None = None
         self.description = "follow"

@@ -21,8 +21,19 @@ _LEVELS: dict[str, tuple[str, str]] = {
 }
 
 
+_cache: dict[tuple[int, str, bool], dict[str, str]] = {}
+
+
 def level_styles(app: App[object]) -> dict[str, str]:
     """Rich styles for each level under the app's current theme (no colour at all under NO_COLOR)."""
+    # Resolving the theme's variables takes about a millisecond; panes ask on every batch.
+    key = (id(app), app.theme, bool(app.no_color or getattr(app, "monochrome", False)))
+    if key not in _cache:
+        _cache[key] = _resolve(app)
+    return _cache[key]
+
+
+def _resolve(app: App[object]) -> dict[str, str]:
     variables = app.get_css_variables()
     background = Color.parse(variables.get("background", "#000000"))
     styles = {"": ""}
