@@ -6,7 +6,7 @@ import asyncio
 import functools
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
@@ -22,7 +22,11 @@ from opsconsole.ec2.inventory import ec2_hosts
 from opsconsole.ec2.records import read_instances
 from opsconsole.events import EventBus, Message
 from opsconsole.yamlsource import parse_yaml
-from tests.motoserver import MotoServer, aws, moto_server  # noqa: F401  (fixtures)
+
+if TYPE_CHECKING:  # imported as a plugin below; importing it here first would skip its assert rewriting
+    from tests.motoserver import MotoServer
+
+pytest_plugins = ["tests.motoserver"]  # the moto_server (one per session) and aws fixtures
 
 REGION = "us-east-1"
 GROUPS = ("itrust", "db", "edge", "jump", "other")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 
@@ -31,9 +31,11 @@ from opsconsole.yamlsource import parse_yaml
 from tests.lab import Lab
 from tests.lab.inventory import ssh_options
 from tests.lab.net import PRIVATE, Subnets
-from tests.motoserver import MotoServer, aws, moto_server  # noqa: F401  (fixtures)
 
-pytest_plugins = ["tests.lab.fixtures"]
+if TYPE_CHECKING:  # imported as a plugin below; importing it here first would skip its assert rewriting
+    from tests.motoserver import MotoServer
+
+pytest_plugins = ["tests.lab.fixtures", "tests.motoserver"]
 
 PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
 REGION = "us-east-1"
