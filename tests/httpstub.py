@@ -14,6 +14,7 @@ class SwitchableServer:
         self.version = version
         self.port = 0
         self.requests = 0
+        self.connections = 0
         self.fail_next = 0  # answer this many requests with 500, then back to mode
         self._server: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -42,6 +43,7 @@ class SwitchableServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        self.connections += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")

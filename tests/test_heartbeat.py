@@ -13,6 +13,7 @@ from opsconsole.config.model import HealthConfig, HeartbeatConfig
 from opsconsole.events import EventBus, HealthChanged, HealthSample, HeartbeatCycle
 from opsconsole.heartbeat.monitor import HeartbeatMonitor
 from opsconsole.heartbeat.probe import Prober, ProbeTarget
+from opsconsole.heartbeat.rawhttp import RawProber
 from opsconsole.hosts import Host
 from tests.httpstub import SwitchableServer
 
@@ -37,22 +38,26 @@ class Recorder:
         await asyncio.wait_for(poll(), timeout)
 
 
-async def _fleet(n: int, tmp_path: Path, **hb: object):
+PROBERS = {"httpx": Prober, "raw": RawProber}
+
+
+async def _fleet(n: int, tmp_path: Path, prober_kind: str = "raw", **hb: object):
     servers = [await SwitchableServer().start() for _ in range(n)]
     check = HealthConfig(path="/health", status=200, timeout=0.1)
     targets = [ProbeTarget(Host(name=f"web-{i}", group="web", address="127.0.0.1", port=s.port), check)
                for i, s in enumerate(servers)]
     bus = EventBus()
     rec = Recorder(bus)
-    prober = Prober()
+    prober = PROBERS[prober_kind]()
     config = HeartbeatConfig(interval=INTERVAL, timeout=0.1, fall=3, rise=2, **hb)  # type: ignore[arg-type]
     monitor = HeartbeatMonitor(bus, prober, targets, config, change_log=tmp_path / "changes.jsonl")
     return servers, monitor, rec, prober
 
 
+@pytest.mark.parametrize("kind", sorted(PROBERS))
 @pytest.mark.parametrize("failure", ["error", "closed", "hang"])
-async def test_down_after_fall_failures_and_up_after_rise(tmp_path: Path, failure: str) -> None:
-    servers, monitor, rec, prober = await _fleet(3, tmp_path)
+async def test_down_after_fall_failures_and_up_after_rise(tmp_path: Path, failure: str, kind: str) -> None:
+    servers, monitor, rec, prober = await _fleet(3, tmp_path, kind)
     task = asyncio.ensure_future(monitor.run())
     try:
         for i in range(3):
@@ -150,6 +155,23 @@ async def test_alert_command_gets_event_json(tmp_path: Path) -> None:
         await prober.aclose()
         for s in servers:
             await s.close()
+
+
+async def test_raw_prober_reads_version_and_status(tmp_path: Path) -> None:
+    server = await SwitchableServer(version="abc1234").start()
+    prober = RawProber()
+    target = ProbeTarget(Host(name="a", group="g", address="127.0.0.1", port=server.port),
+                         HealthConfig(path="/health", status=200, timeout=0.5, body='"status": "ok"'))
+    try:
+        sample = await prober.probe(target)
+        assert (sample.ok, sample.status, sample.version) == (True, 200, "abc1234")
+        await server.set_mode("error")
+        sample = await prober.probe(target)
+        assert (sample.ok, sample.status, sample.error) == (False, 500, "status 500, expected 200")
+        assert (server.requests, server.connections) == (2, 1)  # one kept-alive connection answered both
+    finally:
+        await prober.aclose()
+        await server.close()
 
 
 async def test_tcp_probe(tmp_path: Path) -> None:

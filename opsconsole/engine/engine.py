@@ -34,7 +34,8 @@ from opsconsole.events import (
     TaskStarted,
 )
 from opsconsole.heartbeat.monitor import HeartbeatMonitor
-from opsconsole.heartbeat.probe import Prober, ProbeTarget
+from opsconsole.heartbeat.probe import ProbeTarget
+from opsconsole.heartbeat.rawhttp import RawProber
 from opsconsole.hosts import Host
 from opsconsole.inventory import Inventory, build_inventory
 from opsconsole.playbook.loader import load_playbook
@@ -103,7 +104,9 @@ class Engine:
         # Commands now running: id -> (command, the task doing its work). `abort` cancels these.
         self._running: dict[str, tuple[C.Command, asyncio.Task[str | None]]] = {}
         self.canary_desk = CanaryDesk(self)
-        self.prober = Prober(endpoint=self._endpoint)
+        # Plain-HTTP probes use the lean client: httpx cost 5x the CPU and fell behind at 1,000 hosts
+        # (bench/bench_heartbeat.py); https still goes through httpx.
+        self.prober = RawProber(endpoint=self._endpoint)
         self.monitor = HeartbeatMonitor(self.bus, self.prober, self._probe_targets(), config.heartbeat,
                                         change_log=config.state_dir / "heartbeat" / "changes.jsonl")
         self._background: list[asyncio.Task[None]] = []

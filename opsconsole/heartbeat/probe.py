@@ -7,6 +7,7 @@ monitor cycle cannot be broken by one bad host.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -71,7 +72,10 @@ class Prober:
             return HealthSample(host=host.name, ok=False, status=None, latency=None, error=f"no route to host: {exc}")
         if check.kind == "tcp":
             return await _probe_tcp(host, address, port, check)
-        return await _probe_http(self.client, host, check, health_url(host, check, address, port))
+        return await self.http_probe(host, check, health_url(host, check, address, port))
+
+    async def http_probe(self, host: Host, check: HealthConfig, url: str) -> HealthSample:
+        return await _probe_http(self.client, host, check, url)
 
 
 async def _probe_tcp(host: Host, address: str, port: int, check: HealthConfig) -> HealthSample:
@@ -99,22 +103,25 @@ async def _probe_http(client: httpx.AsyncClient, host: Host, check: HealthConfig
         return HealthSample(host=host.name, ok=False, status=None, latency=None, error=f"timed out after {check.timeout:g}s")
     except httpx.HTTPError as exc:
         return HealthSample(host=host.name, ok=False, status=None, latency=None, error=_short_error(exc))
-    latency = time.monotonic() - started
+    return judge_answer(host, check, response.status_code, response.content, time.monotonic() - started)
+
+
+def judge_answer(host: Host, check: HealthConfig, status: int, body: bytes, latency: float) -> HealthSample:
+    """Turn an HTTP answer into a sample: expected status, body substring, reported version."""
     version = None
     if check.version_field:
         try:
-            body = response.json()
-            if isinstance(body, dict) and body.get(check.version_field) is not None:
-                version = str(body[check.version_field])
+            data = json.loads(body)
+            if isinstance(data, dict) and data.get(check.version_field) is not None:
+                version = str(data[check.version_field])
         except ValueError:
             pass
     error = ""
-    if response.status_code != check.status:
-        error = f"status {response.status_code}, expected {check.status}"
-    elif check.body is not None and check.body not in response.text:
+    if status != check.status:
+        error = f"status {status}, expected {check.status}"
+    elif check.body is not None and check.body not in body.decode(errors="replace"):
         error = f"answer lacks {check.body!r}"
-    return HealthSample(host=host.name, ok=not error, status=response.status_code, latency=latency,
-                        version=version, error=error)
+    return HealthSample(host=host.name, ok=not error, status=status, latency=latency, version=version, error=error)
 
 
 def _os_error(exc: OSError) -> str:
