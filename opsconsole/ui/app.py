@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 PANES = ("fleet", "builds", "heartbeat", "canary")
 FLUSH_SECONDS = 0.05  # events reach the screen at most this late; also bounds redraws to 20/s
 # Verbs safe enough to run without a dialog: they change nothing, or only add something (a build, a started service).
-NO_CONFIRM = frozenset({"status", "help", "sleep", "wait", "build", "start"})
+NO_CONFIRM = frozenset({"status", "help", "sleep", "wait", "build", "start", "pause", "resume"})
 
 
 class OpsConsoleApp(App[int]):
@@ -187,6 +187,8 @@ class OpsConsoleApp(App[int]):
     async def describe(self, command: Command) -> str:
         """What a destructive command will do, in words, for the confirm dialog."""
         engine = self.engine
+        if command.verb == "roll" and hasattr(command, "app"):
+            return await self._describe_roll(command)
         if isinstance(command, Deploy):
             app = engine.config.apps[command.app]
             group = engine.inventory.group(app.group)
@@ -194,7 +196,7 @@ class OpsConsoleApp(App[int]):
             serial = _serial_of(engine.playbooks.get(app.name))
             version = command.version or f"head of {app.branch}"
             try:
-                sha = await asyncio.wait_for(engine.builder.resolve(app, command.version), timeout=5)
+                sha = await self._resolve(app, command.version)
                 built = engine.builds.artifact_for(app.name, sha) is not None
                 version = f"{sha[:7]}" + ("" if built else " (built first)")
             except Exception as exc:  # the dialog must still open; the deploy itself will report the error
@@ -203,7 +205,7 @@ class OpsConsoleApp(App[int]):
             return (f"roll {app.name}: {len(targets)} host{'s' if len(targets) != 1 else ''}, {serial}, "
                     f"version {version}\n\nhosts: {shown}\ncommand: {command.text()}")
         if isinstance(command, Abort):
-            running = [c.text() for c in engine.running() if isinstance(c, Deploy)]
+            running = [c.text() for c in engine.running() if isinstance(c, Deploy) or c.verb in ("roll", "rollback")]
             return (f"abort {', '.join(running) or 'the running deploy'}: the host being deployed stops where it is; "
                     f"hosts not yet reached stay untouched.\n\ncommand: abort")
         if isinstance(command, Stop):
@@ -214,6 +216,41 @@ class OpsConsoleApp(App[int]):
             count = 1 if engine.inventory.get(command.target) else len(engine.inventory.group(command.target))
             return f"run on {command.target} ({count} host(s)):\n  {command.command}\n\ncommand: {command.text()}"
         return f"{command.summary}\n\ncommand: {command.text()}"
+
+    async def _describe_roll(self, command: Command) -> str:
+        """The rollout plan's own summary ("roll itrust: 5 hosts, 1 at a time, version a1b2c3d"), batches after."""
+        from opsconsole.rollouts.plan import PlanError, make_plan
+
+        engine = self.engine
+        app = engine.config.apps[command.app]  # type: ignore[attr-defined]
+        hosts = [h.name for h in engine.inventory.group(app.group)]
+        wanted = getattr(command, "version", None)
+        try:
+            # Resolving is a git call; building (which the roll itself may do) is not done for a dialog.
+            sha = await self._resolve(app, wanted)
+        except Exception as exc:
+            return f"roll {app.name}: {len(hosts)} hosts, version {wanted or 'head of ' + app.branch} " \
+                   f"(not resolved: {exc})\n\ncommand: {command.text()}"
+        try:
+            plan = make_plan(app.name, hosts, version=sha[:7], commit=sha, artifact="",
+                             batch=getattr(command, "batch", None), max_fail=getattr(command, "max_fail", 0),
+                             from_versions={h: engine.views[h].version for h in hosts},
+                             on_failure=getattr(command, "on_failure", "stop"))
+        except PlanError as exc:
+            return f"roll {app.name}: cannot plan: {exc}\n\ncommand: {command.text()}"
+        built = "" if engine.builds.artifact_for(app.name, sha) else " (built first)"
+        batches = plan.describe()[1:]
+        shown = batches[:4] + ([f"  … {len(batches) - 4} more"] if len(batches) > 4 else [])
+        return plan.summary() + built + "\n\n" + "\n".join(shown) + f"\n\ncommand: {command.text()}"
+
+    async def _resolve(self, app: object, wanted: str | None) -> str:
+        try:
+            return await asyncio.wait_for(self.engine.builder.resolve(app, wanted), timeout=5)  # type: ignore[arg-type]
+        except Exception:
+            # The branch poller may be cloning the same cache at this moment (a race in the builder);
+            # one retry after it settles beats showing the operator a spurious git error.
+            await asyncio.sleep(1.0)
+            return await asyncio.wait_for(self.engine.builder.resolve(app, wanted), timeout=5)  # type: ignore[arg-type]
 
     def selected_app(self) -> str | None:
         """The app an app key acts on: the focused build's app, else the selected host's app, else the first."""
@@ -255,7 +292,7 @@ class OpsConsoleApp(App[int]):
         self._with_app("build {app}")
 
     def action_abort(self) -> None:
-        if not any(isinstance(c, Deploy) or c.verb == "roll" for c in self.engine.running()):
+        if not any(isinstance(c, Deploy) or c.verb in ("roll", "rollback") for c in self.engine.running()):
             self.query_one(StatusLine).say("nothing to abort: no rollout is running", "dim")
             return
         self.submit("abort")
@@ -264,14 +301,22 @@ class OpsConsoleApp(App[int]):
         if "pause" not in verbs():
             self._not_yet("pause", "the engine has no `pause` verb yet (it comes with rolling updates)")
             return
-        self.submit("pause")
+        live = getattr(getattr(self.engine, "rollouts", None), "live", {}) or {}
+        paused = any(getattr(runner, "pause_requested", False) for runner in live.values())
+        self.submit("resume" if paused and "resume" in verbs() else "pause")
 
     def action_canary_step(self, direction: int) -> None:
         if "canary" not in verbs():
             self._not_yet("canary", "canary weights need the proxy and the engine's `canary` verb")
             return
-        step = self.engine.config.canary_step * (1 if direction > 0 else -1)
-        self._with_app(f"canary {{app}} weight {'+' if step > 0 else ''}{step}")
+        app = self.selected_app()
+        if app is None:
+            return
+        # The engine reports no canary weight yet; the pane's last known weight (from the commands that set it) is used.
+        canary = self.pane("canary")
+        current = canary.weights.get(app, 0)  # type: ignore[union-attr]
+        weight = max(0, min(100, current + self.engine.config.canary_step * (1 if direction > 0 else -1)))
+        self.submit(f"canary {app} weight {weight}")
 
     def action_canary_stable(self) -> None:
         if "canary" not in verbs():
@@ -280,10 +325,10 @@ class OpsConsoleApp(App[int]):
         self._with_app("canary {app} weight 0")
 
     def action_promote(self) -> None:
-        if "promote" not in verbs():
-            self._not_yet("promote", "the engine has no `promote` verb yet (it comes with the canary issue)")
+        if "canary" not in verbs():
+            self._not_yet("promote", "the engine has no `canary` verb yet (it comes with the canary issue)")
             return
-        self._with_app("promote {app}")
+        self._with_app("canary {app} promote")
 
     def action_command_line(self, text: str = "") -> None:
         self.query_one(StatusLine).add_class("-hidden")

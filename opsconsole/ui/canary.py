@@ -14,7 +14,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from opsconsole.events import Event
+from opsconsole.events import CommandFinished, Event
 from opsconsole.ui.style import level_styles
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ class CanaryPane(VerticalScroll):
         super().__init__(id=id, classes="pane")
         self.engine = engine
         self.border_title = "Canary split (4)"
+        self.weights: dict[str, int] = {}  # app -> canary weight last set by a command that succeeded
 
     def compose(self) -> ComposeResult:
         yield Static(id="canary-body")
@@ -49,9 +50,10 @@ class CanaryPane(VerticalScroll):
             hosts = len(self.engine.inventory.group(app.group))
             text.append(f"{name}", style="bold")
             text.append(f"  {hosts} host{'s' if hosts != 1 else ''}" + (f" in {app.group}" if app.group != name else "") + "\n")
+            weight = self.weights.get(name, 0)
             text.append("stable ")
-            text.append(weight_bar(0, 16), style=styles["ok"])
-            text.append(" 100%\n")
+            text.append(weight_bar(weight, 16), style=styles["ok"])
+            text.append(f" {100 - weight}%" + (f" · canary {weight}%" if weight else "") + "\n")
             if config.proxy is None:
                 text.append("no proxy configured\n", style=styles["dim"])
             else:
@@ -60,7 +62,19 @@ class CanaryPane(VerticalScroll):
         self.border_subtitle = f"step {config.canary_step}%"
 
     def on_events(self, batch: list[Event]) -> None:
-        """No engine event carries canary state yet; the proxy issue adds one and this pane draws it."""
+        """No engine event carries canary state yet, so the weights come from the commands that set them."""
+        changed = False
+        for event in batch:
+            if isinstance(event, CommandFinished) and event.ok and event.text.startswith("canary "):
+                words = event.text.split()
+                if len(words) == 4 and words[2] == "weight" and words[3].isdigit():
+                    self.weights[words[1]] = int(words[3])
+                    changed = True
+                elif len(words) == 3 and words[2] in ("promote", "rollback", "clear"):
+                    self.weights[words[1]] = 0
+                    changed = True
+        if changed:
+            self.render_split()
 
     def focus_main(self) -> None:
         self.focus()

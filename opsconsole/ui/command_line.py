@@ -23,7 +23,7 @@ def complete(line: str, names: Names, verbs: Iterable[str]) -> list[str]:
     head, _, word = line.rpartition(" ")
     words = head.split()
     if not words:
-        pool: list[str] = sorted(verbs)
+        pool: list[str] = sorted({verb.split()[0] for verb in verbs})  # "wait down" completes as "wait"
     else:
         verb, position = words[0], len(words)
         if verb == "wait":
