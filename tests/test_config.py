@@ -108,9 +108,6 @@ def test_static_hosts_and_placeholders(tmp_path: Path) -> None:
               - name: db1
                 address: 10.99.0.5
                 ssh_port: 2222
-          cloud:
-            provider: ec2
-            count: 2
         jump:
           host: bastion
           port: 22
@@ -118,7 +115,10 @@ def test_static_hosts_and_placeholders(tmp_path: Path) -> None:
     config = load_config(cfg)
     assert config.groups["db"].hosts[0].ssh_port == 2222
     assert config.jump is not None and config.jump.host == "bastion"
-    assert any("groups.cloud: provider ec2 is not yet supported" in n for n in config.notices)
+    cfg.write_text(cfg.read_text().replace("jump:", "  cloud:\n    provider: ec2\n    count: 2\njump:"))
+    with pytest.raises(SourceError, match=r"groups.cloud: a group with `provider: ec2` needs an `ec2:` section"):
+        load_config(cfg)
+    cfg.write_text(cfg.read_text().replace("  cloud:\n    provider: ec2\n    count: 2\n", ""))
     _replace(cfg, "port: 22\n", "port: 0\n")
     with pytest.raises(SourceError, match=r"jump.port: port 0 is out of range"):
         load_config(cfg)

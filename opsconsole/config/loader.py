@@ -57,7 +57,8 @@ def load_config(path: str | Path) -> Config:
     )
     hb.done()
 
-    groups = {g.name: g for g in top.each("groups", lambda r, name: _group(r, name, base))}
+    known_groups = tuple(top.raw("groups") or {})
+    groups = {g.name: g for g in top.each("groups", lambda r, name: _group(r, name, base, known_groups))}
     if not groups:
         raise top.error("groups" if top.has("groups") else None, "at least one host group is required under `groups:`")
     apps = {a.name: a for a in top.each("apps", lambda r, name: _app(r, name, base, groups))}
@@ -97,9 +98,6 @@ def load_config(path: str | Path) -> Config:
     builds.done()
     top.done()
 
-    for group in groups.values():
-        for notice in _group_notices(group, file):
-            notices.append(notice)
 
     return Config(
         file=file, project=project, state_dir=state_dir, readonly=readonly, theme=theme,
@@ -135,7 +133,7 @@ def _existing_file(reader: MappingReader, key: str, base: Path, required: bool =
     return path
 
 
-def _group(r: MappingReader, name: str, base: Path) -> GroupConfig:
+def _group(r: MappingReader, name: str, base: Path, known_groups: tuple[str, ...] = ()) -> GroupConfig:
     if not _NAME.match(name):
         raise MappingReader(None, r.file, r.path).error(None, f"{name!r} is not a valid group name")
     provider = r.str("provider", default="static", choices=("local", "static", "ec2"))
@@ -167,12 +165,17 @@ def _group(r: MappingReader, name: str, base: Path) -> GroupConfig:
                 vars=h.plain_mapping("vars"),
             ))
             h.done()
-    else:  # ec2: validated now, created by the EC2 issue
+    else:
+        from opsconsole.ec2.config import parse_ec2_section
+
         count = r.int("count", default=1, minimum=0, maximum=1000)
-        r.mapping("ec2")
+        if not r.has("ec2"):
+            raise r.error(None, "a group with `provider: ec2` needs an `ec2:` section (region, ami, …)")
+        ec2 = parse_ec2_section(r.mapping("ec2"), name, group_role=role, known_groups=known_groups)
     r.done()
     return GroupConfig(name=name, provider=provider, role=role, count=count, base_port=base_port,
-                       hosts=tuple(hosts), vars=vars_, provision=provision, health=health)
+                       hosts=tuple(hosts), vars=vars_, provision=provision, health=health,
+                       ec2=ec2 if provider == "ec2" else None)
 
 
 def _canary(c: MappingReader) -> CanaryConfig:
@@ -205,12 +208,6 @@ def _health(h: MappingReader) -> HealthConfig:
                           fall=h.int("fall", minimum=1, maximum=100), rise=h.int("rise", minimum=1, maximum=100))
     h.done()
     return health
-
-
-def _group_notices(group: GroupConfig, file: Path) -> list[str]:
-    if group.provider == "ec2":
-        return [f"{file}: groups.{group.name}: provider ec2 is not yet supported; the group has no hosts"]
-    return []
 
 
 def _app(r: MappingReader, name: str, base: Path, groups: dict[str, GroupConfig]) -> AppConfig:

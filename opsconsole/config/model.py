@@ -41,6 +41,7 @@ class GroupConfig:
     vars: dict[str, Any] = field(default_factory=dict)
     provision: Path | None = None  # provisioning playbook
     health: "HealthConfig | None" = None  # probe for hosts that run no app (e.g. tcp for a database)
+    ec2: Any = None  # opsconsole.ec2.config.Ec2GroupConfig for provider ec2
 
 
 @dataclass(frozen=True)

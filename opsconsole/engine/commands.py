@@ -319,6 +319,31 @@ class Provision(Command):
 
 
 @dataclass(frozen=True)
+class Scale(Command):
+    verb: ClassVar[str] = "scale"
+    usage: ClassVar[str] = "scale GROUP N [--yes]"
+    summary: ClassVar[str] = "add or remove EC2 instances (removing drains them first; needs --yes)"
+    group: str = ""
+    count: int = 0
+    yes: bool = False
+
+    def text(self) -> str:
+        return _join("scale", self.group, str(self.count), "--yes" if self.yes else None)
+
+
+@dataclass(frozen=True)
+class Decommission(Command):
+    verb: ClassVar[str] = "decommission"
+    usage: ClassVar[str] = "decommission GROUP [--yes]"
+    summary: ClassVar[str] = "terminate every EC2 instance of the group (without --yes: only say which)"
+    group: str = ""
+    yes: bool = False
+
+    def text(self) -> str:
+        return _join("decommission", self.group, "--yes" if self.yes else None)
+
+
+@dataclass(frozen=True)
 class Builds(Command):
     verb: ClassVar[str] = "builds"
     usage: ClassVar[str] = "builds [APP]"
@@ -681,6 +706,22 @@ def _parse_provision(args: list[str], names: Names) -> Command:
     return Provision(group=group)
 
 
+@_parser(Scale)
+def _parse_scale(args: list[str], names: Names) -> Command:
+    group = _group(args, names)
+    if len(args) < 2 or not args[1].isdigit() or int(args[1]) > 1000:
+        raise CommandError("the instance count is a whole number from 0 to 1000, e.g. `scale itrust 4`")
+    f = _flags(args[2:], {"--yes": False})
+    return Scale(group=group, count=int(args[1]), yes=bool(f.get("--yes", False)))
+
+
+@_parser(Decommission)
+def _parse_decommission(args: list[str], names: Names) -> Command:
+    group = _group(args, names)
+    f = _flags(args[1:], {"--yes": False})
+    return Decommission(group=group, yes=bool(f.get("--yes", False)))
+
+
 @_parser(Builds)
 def _parse_builds(args: list[str], names: Names) -> Command:
     if not args:
@@ -752,6 +793,6 @@ def describe_fields(cmd: Command) -> dict[str, object]:
 
 
 __all__ = [
-    "Abort", "Build", "Canary", "Provision", "Traffic", "Roll", "RollResume", "Rollback", "Pause", "Resume", "LockStatus", "LockRelease", "History", "Builds", "CancelBuild", "LogBuild", "Command", "CommandError", "Deploy", "Help", "Names", "Run", "Sleep", "Start", "Status",
+    "Abort", "Build", "Canary", "Provision", "Scale", "Decommission", "Traffic", "Roll", "RollResume", "Rollback", "Pause", "Resume", "LockStatus", "LockRelease", "History", "Builds", "CancelBuild", "LogBuild", "Command", "CommandError", "Deploy", "Help", "Names", "Run", "Sleep", "Start", "Status",
     "Stop", "WaitHealthy", "WaitDown", "Heartbeat", "Probe", "command_classes", "format_duration", "help_text", "parse_command", "verbs",
 ]

@@ -19,6 +19,7 @@ from opsconsole.demo.repo import ensure_demo_repo
 from opsconsole.engine import commands as C
 from opsconsole.engine.journal import Journal, default_issuer
 from opsconsole.engine.canary_desk import CanaryDesk
+from opsconsole.engine.cloud import CloudDesk
 from opsconsole.engine.rolling import Rollouts
 from opsconsole.events import (
     CommandFinished,
@@ -118,6 +119,7 @@ class Engine:
         self.playbooks: dict[str, Any] = {}  # app name -> validated Playbook, filled by prepare()
         self.provisioners: dict[str, Any] = {}  # group name -> its provisioning Playbook
         self.rollouts = Rollouts(self)
+        self.cloud = CloudDesk(self)
 
     # -- set-up ------------------------------------------------------------
     def prepare(self) -> None:
@@ -527,8 +529,27 @@ class Engine:
         return (created + "; " if created else "") + f"{len(hosts)} host(s) of {group.name} provisioned"
 
     async def provision_machines(self, group: Any) -> str:
-        """Create the group's cloud machines (EC2); wired by the EC2 provider."""
-        raise CommandFailed(f"group {group.name}: provider {group.provider} is not yet supported")
+        return await self.cloud.provision(group)
+
+    async def _do_scale(self, command: C.Scale) -> str:
+        return await self.cloud.scale(command)
+
+    async def _do_decommission(self, command: C.Decommission) -> str:
+        return await self.cloud.decommission(command)
+
+    def reload_inventory(self) -> None:
+        """The fleet changed (EC2 instances came or went): rebuild hosts, views and heartbeat targets."""
+        self.inventory = build_inventory(self.config)
+        self.names = C.Names(apps=tuple(self.config.apps), groups=tuple(self.config.groups),
+                             hosts=tuple(self.inventory.names()))
+        for host in self.inventory.hosts:
+            if host.name not in self.views or self.views[host.name].host != host:
+                old = self.views.get(host.name)
+                self.views[host.name] = HostView(host, version=old.version if old else None)
+                self._transports.pop(host.name, None)
+        for name in [n for n in self.views if self.inventory.get(n) is None]:
+            del self.views[name]
+        self.monitor.set_targets(self._probe_targets())
 
     # -- rollouts ----------------------------------------------------------
     async def _do_roll(self, command: C.Roll) -> str:

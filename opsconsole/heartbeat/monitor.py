@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import defaultdict
 from pathlib import Path
 
 from opsconsole.config.model import HeartbeatConfig
@@ -29,18 +28,28 @@ class HeartbeatMonitor:
         self.bus = bus
         self.prober = prober
         self.config = config
-        self.targets = {t.host.name: t for t in targets}
-        self.states = {
-            t.host.name: HostHealth(t.host.name, fall=t.check.fall or config.fall, rise=t.check.rise or config.rise,
-                                    history_size=config.history)
-            for t in targets
-        }
+        self.targets: dict[str, ProbeTarget] = {}
+        self.states: dict[str, HostHealth] = {}
+        self.set_targets(targets)
         self.change_log = change_log
         self.alerts = AlertHooks(bus, config.alert_command, config.alert_webhook)
         self._limit = asyncio.Semaphore(config.concurrency)
         self._in_flight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.cycle_lags: list[float] = []  # kept for the benchmark and `heartbeat` stats
+
+    def set_targets(self, targets: list[ProbeTarget]) -> None:
+        """Probe these from the next cycle on (hosts came or went); known hosts keep their state."""
+        self.targets = {t.host.name: t for t in targets}
+        self.states = {
+            t.host.name: self.states.get(t.host.name) or HostHealth(
+                t.host.name, fall=t.check.fall or self.config.fall, rise=t.check.rise or self.config.rise,
+                history_size=self.config.history)
+            for t in targets
+        }
+
+    def _interval(self, target: ProbeTarget) -> float:
+        return target.check.interval or self.config.interval
 
     # -- one probe ---------------------------------------------------------
     async def probe(self, name: str) -> HealthSample:
@@ -69,10 +78,8 @@ class HeartbeatMonitor:
     # -- cycles ------------------------------------------------------------
     async def run(self) -> None:
         """Probe forever (until cancelled). One cycle loop per distinct interval."""
-        by_interval: dict[float, list[ProbeTarget]] = defaultdict(list)
-        for target in self.targets.values():
-            by_interval[target.check.interval or self.config.interval].append(target)
-        loops = [asyncio.ensure_future(self._cycle_loop(interval, targets)) for interval, targets in by_interval.items()]
+        intervals = {self._interval(t) for t in self.targets.values()} or {self.config.interval}
+        loops = [asyncio.ensure_future(self._cycle_loop(interval)) for interval in sorted(intervals)]
         try:
             await asyncio.gather(*loops)
         finally:
@@ -83,7 +90,7 @@ class HeartbeatMonitor:
             await asyncio.gather(*loops, *self._tasks, return_exceptions=True)
             await self.alerts.drain()
 
-    async def _cycle_loop(self, interval: float, targets: list[ProbeTarget]) -> None:
+    async def _cycle_loop(self, interval: float) -> None:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         k = 0
@@ -94,6 +101,8 @@ class HeartbeatMonitor:
                 await asyncio.sleep(scheduled - now)
             lag = max(0.0, loop.time() - scheduled)
             self.cycle_lags.append(lag)
+            # Read the targets each cycle: the fleet may have grown or shrunk (EC2 scale).
+            targets = [t for t in self.targets.values() if self._interval(t) == interval]
             task = asyncio.ensure_future(self._cycle(targets, interval, scheduled, lag))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,85 @@
+"""EC2 through the engine's commands: `provision`, `scale`, `decommission` — moto plays AWS, the lab plays the machines."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import boto3
+
+from opsconsole.config import load_config
+from opsconsole.engine import Engine
+from tests.lab import Lab
+from tests.test_ec2_lab import REGION, lab_vpc
+
+if TYPE_CHECKING:
+    from tests.motoserver import MotoServer
+
+pytest_plugins = ["tests.lab.fixtures", "tests.motoserver"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def test_provision_scale_decommission_commands(lab: Lab, aws: "MotoServer", tmp_path: Path) -> None:
+    ec2 = boto3.session.Session().client("ec2", region_name=REGION, endpoint_url=aws.url)
+    subnet = lab_vpc(ec2, lab)
+    ami = ec2.register_image(Name="lab", RootDeviceName="/dev/sda1")["ImageId"]
+    for host in lab.apps:  # fresh machines: nothing another lab test left
+        lab.exec(host.name, "sh", "-c", "rm -rf /srv/opsconsole/releases /srv/opsconsole/run /srv/opsconsole/log")
+    cfg = tmp_path / "ec2.yaml"
+    cfg.write_text(textwrap.dedent(f"""\
+        project: lab
+        state_dir: {tmp_path / 'state'}
+        groups:
+          itrust:
+            provider: ec2
+            role: app
+            count: {len(lab.apps)}
+            provision: {ROOT / 'playbooks' / 'app-server.yml'}
+            ec2:
+              region: {REGION}
+              ami: {ami}
+              endpoint_url: {aws.url}
+              subnet_id: {subnet}
+              ssh_user: {lab.user}
+              app_port: 8080
+              proxy_group: edge
+              ssh_from: [{lab.jump.lan_address}]
+          edge:
+            provider: static
+            role: proxy
+            hosts: [{{name: edge-1, address: {lab.proxy.address}}}]
+        jump: {{host: {lab.jump.address}, user: {lab.user}, key: {lab.client_key}}}
+        ssh: {{known_hosts: {lab.known_hosts}, identity_files: [{lab.client_key}], agent: false}}
+        """))
+    engine = Engine(load_config(cfg))
+    engine.prepare()
+    try:
+        outcome = await engine.execute(engine.parse("provision itrust"))
+        assert outcome.ok, outcome.message
+        assert f"{len(lab.apps)} instance(s) of itrust running" in outcome.message
+        assert sorted(h.address for h in engine.inventory.group("itrust")) == sorted(h.address for h in lab.apps)
+        for host in lab.apps:  # the provisioning playbook ran on the machine behind each address
+            assert (Path(host.files) / "releases").is_dir()
+        again = await engine.execute(engine.parse("provision itrust"))
+        instances = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+        assert again.ok and len(instances) == len(lab.apps)  # nothing new was created
+
+        refused = await engine.execute(engine.parse("scale itrust 2"))
+        assert not refused.ok and "would terminate 1: itrust-3" in refused.message and "--yes" in refused.message
+        assert len(engine.inventory.group("itrust")) == 3
+        scaled = await engine.execute(engine.parse("scale itrust 2 --yes"))
+        assert scaled.ok, scaled.message
+        assert sorted(h.name for h in engine.inventory.group("itrust")) == ["itrust-1", "itrust-2"]
+        assert "itrust-3" not in engine.monitor.targets and "itrust-3" not in engine.names.hosts
+
+        asked = await engine.execute(engine.parse("decommission itrust"))
+        assert not asked.ok and "would terminate 2 instance(s): itrust-1 (i-" in asked.message
+        done = await engine.execute(engine.parse("decommission itrust --yes"))
+        assert done.ok, done.message
+        assert engine.inventory.group("itrust") == []
+        states = {i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
+        assert states == {"terminated"}
+    finally:
+        await engine.close()
