@@ -17,6 +17,8 @@ from opsconsole.engine import Engine
 from tests.conftest import ROOT, commit_file, kill_services, write_config
 from tests.loadgen import Load
 
+pytest_plugins = ["tests.lab.fixtures"]
+
 TOKEN = "zero-drop-test-token"
 
 
@@ -147,4 +149,39 @@ async def test_unhealthy_build_stops_at_first_host_under_load(local_fleet, tmp_p
     finally:
         if proxy is not None:
             stop(proxy)
+        await engine.close()
+
+
+async def test_rolling_update_of_lab_hosts_through_lab_proxy_drops_nothing(lab, tmp_path: Path) -> None:
+    """The same through the SSH lab: app hosts behind the jump host, the proxy on the lab's proxy host
+    (one leg public, one on the private network), the console steering it over its admin socket."""
+    from tests.lab.config import write_lab_config
+
+    public = lab.proxy.public_address
+    cfg = write_lab_config(tmp_path, lab, extra=proxy_section(tmp_path, listen=f"{public}:18080"))
+    engine = Engine(load_config(cfg))
+    engine.prepare()
+    proxy = None
+    try:
+        assert (await engine.execute(engine.parse("deploy itrust"))).ok
+        v1 = engine.views[lab.apps[0].name].version
+        proxy, runtime = start_proxy(cfg, tmp_path, prefix=["ip", "netns", "exec", lab.proxy.ns])
+        url = f"http://{public}:18080/"
+        await wait_serving(url)
+        sha = commit_file(tmp_path / "repo", "message.txt", "v2 in the lab\n", "v2")
+        load = Load(url, max_seconds=90).start()
+        await asyncio.sleep(0.5)
+        outcome = await engine.execute(engine.parse("roll itrust"))
+        await asyncio.sleep(0.5)
+        result = await load.stop()
+        assert outcome.ok, outcome.message
+        assert result.failures == [], result.failures[:5]
+        assert set(result.versions) == {v1, sha[:7]}
+        state = await engine.canary_desk.driver().app("itrust")
+        assert (state.pools["stable"].counters.errors, state.pools["stable"].counters.retries) == (0, 0)
+        assert all(engine.views[h.name].version == sha[:7] for h in lab.apps)
+    finally:
+        if proxy is not None:
+            stop(proxy)
+        await engine.execute(engine.parse("stop itrust"))
         await engine.close()
