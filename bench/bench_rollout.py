@@ -1,0 +1,138 @@
+"""Benchmark: the same rolling update of the lab's app hosts, by ansible-playbook and by opsconsole.
+
+Both go through the lab's jump host, one host at a time (`serial: 1`), and do the
+same per host: upload the artifact, unpack it, switch `current`, restart the app,
+wait until its health endpoint answers 200. opsconsole's `roll` also runs its
+health gate (healthy and reporting the new version) for every host. Prints both
+wall times from one run and their ratio.
+
+    sudo .venv/bin/python bench/bench_rollout.py [--attach]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_ssh import ansible_playbook  # noqa: E402
+from opsconsole.config import load_config  # noqa: E402
+from opsconsole.engine import Engine  # noqa: E402
+from tests.lab import Lab, LabConfig  # noqa: E402
+from tests.lab.config import write_lab_config  # noqa: E402
+
+PORT = 8080
+PLAY = """\
+- name: rolling update
+  hosts: app
+  serial: 1
+  gather_facts: false
+  tasks:
+    - name: release directory
+      file: {{path: "/srv/opsconsole/releases/{version}", state: directory}}
+    - name: upload the artifact
+      copy: {{src: "{artifact}", dest: "/srv/opsconsole/releases/{version}/app.tar.gz"}}
+    - name: unpack
+      shell: tar xzf app.tar.gz
+      args: {{chdir: "/srv/opsconsole/releases/{version}"}}
+    - name: point current at the release
+      file: {{path: /srv/opsconsole/current, src: "/srv/opsconsole/releases/{version}", state: link}}
+    - name: restart the app
+      shell: |
+        cd /srv/opsconsole; mkdir -p run log
+        [ -f run/itrust.pid ] && kill -TERM -$(cat run/itrust.pid) 2>/dev/null; sleep 0.2
+        setsid sh -c 'exec python3 current/app.py --port {port} --bind 0.0.0.0' >>log/itrust.log 2>&1 < /dev/null &
+        echo $! > run/itrust.pid
+    - name: health check
+      uri: {{url: "http://127.0.0.1:{port}/health", status_code: 200}}
+      register: health
+      retries: 50
+      delay: 0.2
+      until: health.status == 200
+"""
+
+
+def build_artifact(work: Path, version: str) -> Path:
+    src = work / f"app-{version}"
+    shutil.copytree(ROOT / "opsconsole" / "demo" / "app", src)
+    subprocess.run(["sh", "build.sh"], cwd=src, check=True, capture_output=True,
+                   env={"OPSCONSOLE_VERSION": version, "PATH": "/usr/bin:/bin"})
+    return src / "dist" / "app.tar.gz"
+
+
+def run_ansible(lab: Lab, work: Path) -> float:
+    artifact = build_artifact(work, "ansible1")
+    (work / "roll.yml").write_text(PLAY.format(version="ansible1", artifact=artifact, port=PORT))
+    hosts = "\n".join(h.name for h in lab.apps)
+    (work / "inventory.ini").write_text(textwrap.dedent(f"""\
+        [app]
+        {hosts}
+        [app:vars]
+        ansible_user={lab.user}
+        ansible_python_interpreter=/usr/bin/python3
+        ansible_ssh_common_args=-F {lab.ssh_config}
+        """))
+    env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_LOCAL_TEMP": str(work / "tmp"), "ANSIBLE_SSH_CONTROL_PATH_DIR": str(work / "cp")}
+    start = time.perf_counter()
+    proc = subprocess.run([str(ansible_playbook()), "-i", str(work / "inventory.ini"), str(work / "roll.yml")],
+                          capture_output=True, text=True, env=env, cwd=work)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0 or "failed=0" not in proc.stdout:
+        raise SystemExit(f"ansible-playbook failed:\n{proc.stdout}\n{proc.stderr}")
+    return elapsed
+
+
+async def run_opsconsole(lab: Lab, work: Path) -> float:
+    engine = Engine(load_config(write_lab_config(work, lab)))
+    engine.prepare()
+    try:
+        # build first, outside the timing: ansible gets a ready artifact too
+        record = await engine.artifact_for(engine.config.apps["itrust"], None)
+        start = time.perf_counter()
+        outcome = await engine.execute(engine.parse(f"roll itrust --version {record.commit}"))
+        elapsed = time.perf_counter() - start
+        if not outcome.ok:
+            raise SystemExit(f"opsconsole roll failed: {outcome.message}")
+        return elapsed
+    finally:
+        await engine.execute(engine.parse("stop itrust"))
+        await engine.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--attach", action="store_true", help="use the lab that is already up")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench_rollout needs root (the lab uses network namespaces)", file=sys.stderr)
+        return 1
+    ansible_playbook()  # install before timing anything
+    lab = Lab.attach() if args.attach else Lab(LabConfig.from_env()).up()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-roll-") as tmp:
+            work = Path(tmp)
+            ansible = run_ansible(lab, work)
+            ours = asyncio.run(run_opsconsole(lab, work))
+        print(f"rolling update of {len(lab.apps)} lab hosts, serial: 1, through the jump host")
+        print(f"ansible-playbook:      {ansible:7.3f} s")
+        print(f"opsconsole roll:       {ours:7.3f} s   (plus drain/health gate/version check per host)")
+        print(f"ratio ansible/ours:    {ansible / ours:7.1f}x")
+    finally:
+        if not args.attach:
+            lab.down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
