@@ -203,3 +203,16 @@ class RolloutStep(Event):
     state: str
     detail: str = ""
     batch: int | None = None
+
+
+@dataclass(frozen=True)
+class CanaryState(Event):
+    """An app's traffic split as the proxy reports it (on every change, and polled while the console runs)."""
+
+    app: str
+    split: str  # request | sticky
+    configured_weight: int  # the canary pool's weight as set
+    effective_weight: int  # what is in use (0 while no canary is healthy or the alert holds)
+    requests: tuple[tuple[str, int], ...] = ()  # (pool, requests)
+    errors: tuple[tuple[str, int], ...] = ()  # (pool, errors)
+    alert: str | None = None

@@ -68,7 +68,7 @@ class BranchPoller:
             return head
         builder = self.queue.builder
         try:
-            await git.update_cache(self.app.repo, builder.cache_dir(self.app))
+            await builder.update_cache(self.app)
             skipped = await self._between(last, head)
         except git.GitError as exc:
             self._problem(str(exc))

@@ -6,6 +6,7 @@ past its timeout or is cancelled has its whole process group killed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shutil
@@ -97,6 +98,7 @@ class Builder:
         self.bus = bus
         self.store = store
         self.state_dir = state_dir
+        self._cache_locks: dict[str, asyncio.Lock] = {}
 
     def _update(self, record: BuildRecord, **changes: object) -> BuildRecord:
         record = replace(record, **changes)  # type: ignore[arg-type]
@@ -106,10 +108,16 @@ class Builder:
                                   duration=record.duration, artifact=record.artifact, message=record.message))
         return record
 
+    async def update_cache(self, app: AppConfig) -> None:
+        """Clone or fetch the app's cached mirror; one at a time per app (poller and commands share it)."""
+        lock = self._cache_locks.setdefault(app.name, asyncio.Lock())
+        async with lock:
+            await git.update_cache(app.repo, self.cache_dir(app))
+
     async def resolve(self, app: AppConfig, commit: str | None) -> str:
         """The full commit id to build: the branch head, or `commit` (a sha or ref) from the repo."""
         cache = self.cache_dir(app)
-        await git.update_cache(app.repo, cache)
+        await self.update_cache(app)
         if commit is None:
             return await git.branch_head(app.repo, app.branch)
         try:
@@ -134,7 +142,7 @@ class Builder:
 
     async def build(self, app: AppConfig, commit: str) -> BuildRecord:
         """Build `commit` now, outside any queue; returns the succeeded record or raises BuildFailed."""
-        await git.update_cache(app.repo, self.cache_dir(app))
+        await self.update_cache(app)
         return await self.run(app, await self.new_record(app, commit))
 
     async def run(self, app: AppConfig, record: BuildRecord) -> BuildRecord:

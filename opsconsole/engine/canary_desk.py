@@ -8,7 +8,10 @@ from typing import TYPE_CHECKING
 
 from opsconsole.canary.steps import CanaryFailed, walk_steps
 from opsconsole.engine import commands as C
+from opsconsole.events import CanaryState
 from opsconsole.traffic.base import AppTraffic, TrafficDriver, TrafficError
+
+STATE_POLL = 1.0  # seconds between proxy state reports while the console runs
 
 if TYPE_CHECKING:
     from opsconsole.config.model import AppConfig
@@ -77,6 +80,36 @@ class CanaryDesk:
         """The rollout's drain/enable controls when the proxy fronts `app`, else None (no draining)."""
         return AppTrafficControl(self.driver(), app.name) if self.fronted(app.name) else None
 
+    def report(self, app: AppTraffic) -> None:
+        """Tell the front ends how the split stands now."""
+        canary = app.pools.get("canary")
+        self.engine.bus.emit(CanaryState(
+            app=app.app, split=app.split, configured_weight=canary.weight if canary else 0,
+            effective_weight=canary.effective_weight if canary else 0,
+            requests=tuple((p.name, p.counters.requests) for p in app.pools.values()),
+            errors=tuple((p.name, p.counters.errors) for p in app.pools.values()),
+            alert=app.alert.reason if app.alert else None))
+
+    async def watch(self) -> None:
+        """Report every fronted app's split each STATE_POLL; a proxy that is down is said once, not every poll."""
+        import asyncio
+
+        problem = None
+        while True:
+            try:
+                state = await self.driver().state()
+                for app in state.apps.values():
+                    self.report(app)
+                if problem is not None:
+                    self.engine.say("proxy reachable again")
+                problem = None
+            except (TrafficError, Exception) as exc:  # CommandFailed for a missing runtime file too
+                if str(exc) != problem:
+                    self.engine.say(f"proxy: {exc}", level="warning")
+                problem = str(exc)
+                self._driver = None if problem else self._driver
+            await asyncio.sleep(STATE_POLL)
+
     async def close(self) -> None:
         if self._driver is not None:
             await self._driver.close()
@@ -94,6 +127,7 @@ class CanaryDesk:
             driver = self.driver()
             if command.action == "weight":
                 app = await driver.set_canary_percent(command.app, int(command.weight or 0))
+                self.report(app)
                 return self.describe(app)
             if command.action == "clear":
                 cleared = await driver.clear_alert(command.app)
@@ -102,6 +136,7 @@ class CanaryDesk:
                 return f"canary alert of {command.app} cleared"
             if command.action == "rollback":
                 app = await driver.set_canary_percent(command.app, 0)
+                self.report(app)
                 return f"canary of {command.app} rolled back: all traffic to stable. " + self.describe(app)
             if command.action == "steps":
                 try:

@@ -26,11 +26,12 @@ from opsconsole.events import (
     CommandStarted,
     Event,
     EventBus,
+    HealthChanged,
     HealthSample,
     HostState,
     Message,
     OutputLine,
-    PlayFinished,
+    RolloutStep,
     TaskFinished,
     TaskStarted,
 )
@@ -175,6 +176,16 @@ class Engine:
         if poll and not self.config.readonly:
             for poller in self.pollers.values():
                 self._background.append(asyncio.ensure_future(poller.run()))
+        if self.config.proxy is not None:
+            self._background.append(asyncio.ensure_future(self.canary_desk.watch()))
+
+    async def plan(self, command: C.Roll) -> Any:
+        """The rollout plan `command` would run (no build, nothing changed): for confirm dialogs."""
+        return await self.rollouts.plan_for(command)
+
+    def paused(self) -> list[str]:
+        """Apps whose rollout is paused (or pausing before its next batch)."""
+        return [name for name, runner in self.rollouts.live.items() if runner.pause_requested]
 
     async def _after_build(self, app: AppConfig, record: BuildRecord) -> None:
         """A build succeeded: start the deploy the app asks for, as a journaled command like any other."""
@@ -627,6 +638,15 @@ class Engine:
             self._set_activity(self.views[event.host].host, "failed", event.message)
         elif isinstance(event, HealthSample) and event.host in self.views:
             view = self.views[event.host]
-            view.healthy, view.latency = event.ok, event.latency
+            view.latency = event.latency
+            if view.healthy is None:  # until the monitor's first verdict
+                view.healthy = event.ok
             if event.version:
                 view.version = event.version
+        elif isinstance(event, HealthChanged) and event.host in self.views:
+            self.views[event.host].healthy = event.healthy  # the verdict after fall/rise, not one probe
+        elif isinstance(event, RolloutStep) and event.host in self.views:
+            activity = {"draining": "drained", "deploying": "deploying", "gating": "deploying",
+                        "done": "idle", "failed": "failed"}.get(event.state)
+            if activity:
+                self._set_activity(self.views[event.host].host, activity, event.detail)

@@ -90,20 +90,30 @@ class Rollouts:
             await asyncio.sleep(0.2)
 
     # -- commands ----------------------------------------------------------
+    def _plan(self, command: C.Roll, app: "AppConfig", version: str, commit: str, artifact: str) -> RolloutPlan:
+        engine = self.engine
+        hosts = [h.name for h in engine.inventory.group(app.group)]
+        try:
+            return make_plan(app.name, hosts, version=version, commit=commit, artifact=artifact,
+                             batch=command.batch, from_versions={h: engine.views[h].version for h in hosts},
+                             max_fail=command.max_fail, health_timeout=HEALTH_TIMEOUT, drain_timeout=DRAIN_TIMEOUT,
+                             on_failure=command.on_failure, previous=self.previous_release(app.name, version))
+        except PlanError as exc:
+            raise engine.failure(str(exc)) from None
+
+    async def plan_for(self, command: C.Roll) -> RolloutPlan:
+        """The plan without building: the version is resolved in git only."""
+        engine = self.engine
+        app = engine.config.apps[command.app]
+        sha = await engine.builder.resolve(app, command.version)
+        built = engine.builds.artifact_for(app.name, sha)
+        return self._plan(command, app, sha[:7], sha, built.artifact or "" if built else "")
+
     async def roll(self, command: C.Roll) -> str:
         engine = self.engine
         app = engine.config.apps[command.app]
         record = await engine.artifact_for(app, command.version)
-        hosts = [h.name for h in engine.inventory.group(app.group)]
-        from_versions = {h: engine.views[h].version for h in hosts}
-        previous = self.previous_release(app.name, record.short)
-        try:
-            plan = make_plan(app.name, hosts, version=record.short, commit=record.commit, artifact=record.artifact or "",
-                             batch=command.batch, from_versions=from_versions, max_fail=command.max_fail,
-                             health_timeout=HEALTH_TIMEOUT, drain_timeout=DRAIN_TIMEOUT,
-                             on_failure=command.on_failure, previous=previous)
-        except PlanError as exc:
-            raise engine.failure(str(exc)) from None
+        plan = self._plan(command, app, record.short, record.commit, record.artifact or "")
         for line in plan.describe():
             engine.say(line)
         if command.plan_only:
