@@ -341,3 +341,26 @@ def test_the_engine_never_imports_textual() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert out.stdout.strip() == "False"
+
+
+async def test_canary_pane_draws_the_proxy_report_and_keys_step_from_it(tmp_path: Path) -> None:
+    from opsconsole.events import CanaryState
+    from tests.test_zero_drop import proxy_section
+
+    engine = make_engine(tmp_path, extra=proxy_section(tmp_path))
+    app = OpsConsoleApp(engine, background=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        assert "no report yet" in screen_text(app)
+        engine.bus.emit(CanaryState(app="itrust", split="request", configured_weight=20, effective_weight=0,
+                                    requests=(("stable", 812), ("canary", 41)), errors=(("stable", 0), ("canary", 7)),
+                                    alert="no healthy canary member"))
+        await settle(pilot, app)
+        text = screen_text(app)
+        assert "canary 20%" in text and "canary 0%" in text  # configured 20, live 0 while the alert holds
+        assert "812 req" in text and "7 err" in text and "ALERT: no healthy canary member" in text
+        await pilot.press("plus")
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, ConfirmScreen) and app.screen.what.endswith("canary itrust weight 30")
+        await pilot.press("escape")
+    kill_services(tmp_path / "state")

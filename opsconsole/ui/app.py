@@ -21,7 +21,7 @@ from textual.screen import Screen
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
-from opsconsole.engine.commands import Abort, Command, CommandError, Deploy, Run, Stop, command_classes, verbs
+from opsconsole.engine.commands import Abort, Command, CommandError, Deploy, Roll, Run, Stop, command_classes, verbs
 from opsconsole.events import CommandFinished
 from opsconsole.ui import themes
 from opsconsole.ui.bindings import KEYS, MUTATING_ACTIONS, bindings, unknown_ids
@@ -219,38 +219,18 @@ class OpsConsoleApp(App[int]):
 
     async def _describe_roll(self, command: Command) -> str:
         """The rollout plan's own summary ("roll itrust: 5 hosts, 1 at a time, version a1b2c3d"), batches after."""
-        from opsconsole.rollouts.plan import PlanError, make_plan
-
         engine = self.engine
         app = engine.config.apps[command.app]  # type: ignore[attr-defined]
-        hosts = [h.name for h in engine.inventory.group(app.group)]
-        wanted = getattr(command, "version", None)
+        if not isinstance(command, Roll):
+            return f"{command.summary}\n\ncommand: {command.text()}"
         try:
-            # Resolving is a git call; building (which the roll itself may do) is not done for a dialog.
-            sha = await self._resolve(app, wanted)
-        except Exception as exc:
-            return f"roll {app.name}: {len(hosts)} hosts, version {wanted or 'head of ' + app.branch} " \
-                   f"(not resolved: {exc})\n\ncommand: {command.text()}"
-        try:
-            plan = make_plan(app.name, hosts, version=sha[:7], commit=sha, artifact="",
-                             batch=getattr(command, "batch", None), max_fail=getattr(command, "max_fail", 0),
-                             from_versions={h: engine.views[h].version for h in hosts},
-                             on_failure=getattr(command, "on_failure", "stop"))
-        except PlanError as exc:
+            plan = await asyncio.wait_for(engine.plan(command), timeout=10)
+        except Exception as exc:  # git unreachable, a bad batch size: say so in the dialog
             return f"roll {app.name}: cannot plan: {exc}\n\ncommand: {command.text()}"
-        built = "" if engine.builds.artifact_for(app.name, sha) else " (built first)"
+        built = "" if plan.artifact else " (built first)"
         batches = plan.describe()[1:]
         shown = batches[:4] + ([f"  … {len(batches) - 4} more"] if len(batches) > 4 else [])
         return plan.summary() + built + "\n\n" + "\n".join(shown) + f"\n\ncommand: {command.text()}"
-
-    async def _resolve(self, app: object, wanted: str | None) -> str:
-        try:
-            return await asyncio.wait_for(self.engine.builder.resolve(app, wanted), timeout=5)  # type: ignore[arg-type]
-        except Exception:
-            # The branch poller may be cloning the same cache at this moment (a race in the builder);
-            # one retry after it settles beats showing the operator a spurious git error.
-            await asyncio.sleep(1.0)
-            return await asyncio.wait_for(self.engine.builder.resolve(app, wanted), timeout=5)  # type: ignore[arg-type]
 
     def selected_app(self) -> str | None:
         """The app an app key acts on: the focused build's app, else the selected host's app, else the first."""
@@ -301,9 +281,7 @@ class OpsConsoleApp(App[int]):
         if "pause" not in verbs():
             self._not_yet("pause", "the engine has no `pause` verb yet (it comes with rolling updates)")
             return
-        live = getattr(getattr(self.engine, "rollouts", None), "live", {}) or {}
-        paused = any(getattr(runner, "pause_requested", False) for runner in live.values())
-        self.submit("resume" if paused and "resume" in verbs() else "pause")
+        self.submit("resume" if self.engine.paused() else "pause")
 
     def action_canary_step(self, direction: int) -> None:
         if "canary" not in verbs():

@@ -1,12 +1,13 @@
 """The canary split: per app, configured and effective weights as a bar, requests and errors, alerts.
 
-The numbers come from the proxy, which arrives with its own issue. Until the
-engine reports canary state, each app shows its pool and says plainly that no
-proxy is configured (or that it has not reported yet), rather than a made-up 0%.
+The numbers come from the engine's CanaryState events (the proxy's view, on
+every change and polled). An app the proxy does not front says so plainly,
+rather than showing a made-up 0%.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -14,7 +15,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from opsconsole.events import CommandFinished, Event
+from opsconsole.events import CanaryState, Event
 from opsconsole.ui.style import level_styles
 
 if TYPE_CHECKING:
@@ -32,7 +33,12 @@ class CanaryPane(VerticalScroll):
         super().__init__(id=id, classes="pane")
         self.engine = engine
         self.border_title = "Canary split (4)"
-        self.weights: dict[str, int] = {}  # app -> canary weight last set by a command that succeeded
+        self.states: dict[str, CanaryState] = {}  # app -> the proxy's last report
+
+    @property
+    def weights(self) -> dict[str, int]:
+        """app -> the canary weight as configured now (what +/- step from)."""
+        return {app: state.configured_weight for app, state in self.states.items()}
 
     def compose(self) -> ComposeResult:
         yield Static(id="canary-body")
@@ -46,35 +52,47 @@ class CanaryPane(VerticalScroll):
         text = Text()
         if not config.apps:
             text.append("no apps configured", style=styles["dim"])
+        fronted = config.proxy.frontends if config.proxy is not None else {}
         for name, app in config.apps.items():
             hosts = len(self.engine.inventory.group(app.group))
             text.append(f"{name}", style="bold")
-            text.append(f"  {hosts} host{'s' if hosts != 1 else ''}" + (f" in {app.group}" if app.group != name else "") + "\n")
-            weight = self.weights.get(name, 0)
-            text.append("stable ")
-            text.append(weight_bar(weight, 16), style=styles["ok"])
-            text.append(f" {100 - weight}%" + (f" · canary {weight}%" if weight else "") + "\n")
-            if config.proxy is None:
-                text.append("no proxy configured\n", style=styles["dim"])
-            else:
-                text.append("proxy configured; no weights reported yet\n", style=styles["warn"])
+            text.append(f"  {hosts} host{'s' if hosts != 1 else ''}" + (f" in {app.group}" if app.group != name else ""))
+            state = self.states.get(name)
+            if name not in fronted:
+                text.append("\n" + ("no proxy configured" if config.proxy is None else "not behind the proxy") + "\n",
+                            style=styles["dim"])
+                continue
+            if state is None:
+                text.append("\nproxy configured; no report yet\n", style=styles["warn"])
+                continue
+            text.append(f"  {state.split} split\n")
+            for label, weight in (("set ", state.configured_weight), ("live", state.effective_weight)):
+                text.append(f"{label} ")
+                text.append(weight_bar(weight, 16), style=styles["ok"] if weight == state.configured_weight else styles["warn"])
+                text.append(f" stable {100 - weight}% · canary {weight}%\n")
+            requests, errors = dict(state.requests), dict(state.errors)
+            for pool in ("stable", "canary"):
+                if pool in requests:
+                    bad = errors.get(pool, 0)
+                    text.append(f"{pool:<7} {requests[pool]:>7} req ")
+                    text.append(f"{bad} err\n", style=styles["bad"] if bad else styles["dim"])
+            if state.alert:
+                text.append(f"⚠ ALERT: {state.alert}\n", style=styles["bad"])
         self.query_one("#canary-body", Static).update(text)
         self.border_subtitle = f"step {config.canary_step}%"
 
     def on_events(self, batch: list[Event]) -> None:
-        """No engine event carries canary state yet, so the weights come from the commands that set them."""
         changed = False
         for event in batch:
-            if isinstance(event, CommandFinished) and event.ok and event.text.startswith("canary "):
-                words = event.text.split()
-                if len(words) == 4 and words[2] == "weight" and words[3].isdigit():
-                    self.weights[words[1]] = int(words[3])
-                    changed = True
-                elif len(words) == 3 and words[2] in ("promote", "rollback", "clear"):
-                    self.weights[words[1]] = 0
-                    changed = True
-        if changed:
+            if not isinstance(event, CanaryState):
+                continue
+            old = self.states.get(event.app)
+            if old is None or replace(old, at=event.at) != event:  # a new timestamp alone draws nothing
+                self.states[event.app] = event
+                changed = True
+        if changed:  # redraw only when something the pane shows moved
             self.render_split()
 
     def focus_main(self) -> None:
         self.focus()
+
