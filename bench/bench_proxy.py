@@ -7,7 +7,7 @@ embedded proxy) is pinned to one core; wrk and the backend share the other. The
 backend is HAProxy answering `http-request return` itself, the fastest server in
 the Debian archive we need anyway. Then both proxies run at half of the
 embedded proxy's full-speed rate (wrk's Lua `delay()` paces each connection)
-to read p99 at half load. Needs `haproxy`, `wrk` and `taskset` (util-linux).
+to read p99 at half load (half of the embedded proxy's best rate, both offered the same). Needs `haproxy`, `wrk` and `taskset` (util-linux).
 Every process started here is stopped before exit.
 """
 
@@ -98,6 +98,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per target")
     ap.add_argument("--proxy-core", default="0")
     ap.add_argument("--load-core", default="1", help="wrk and the backend")
     args = ap.parse_args()
@@ -165,26 +166,37 @@ def main() -> int:
         wait_port(eport, embedded, "embedded proxy")
 
         c, d = args.connections, args.duration
-        print(f"wrk -t1 -c{c} -d{d}s; proxies pinned to core {args.proxy_core}, wrk + backend on core {args.load_core}")
-        for port in (bport, hport, eport):  # warm up connections and caches
+        print(f"wrk -t1 -c{c} -d{d}s, best of {args.rounds} interleaved rounds; proxies pinned to core "
+              f"{args.proxy_core}, wrk + backend on core {args.load_core}")
+        targets = (("direct", bport), ("haproxy", hport), ("embedded", eport))
+        for _, port in targets:  # warm up connections and caches
             wrk(port, c, 2, args.load_core)
-        results = {}
-        for name, port in (("direct", bport), ("haproxy", hport), ("embedded", eport)):
-            results[name] = wrk(port, c, d, args.load_core)
-        print(f"{'target':<10} {'req/s':>10} {'p99':>9} {'errors':>7}")
-        for name, (rps, p99, err) in results.items():
-            print(f"{name:<10} {rps:>10.0f} {p99 * 1000:>7.2f}ms {err:>7}")
-        ratio = results["embedded"][0] / results["haproxy"][0]
+        # Other work on a shared machine comes and goes: interleave the targets and keep each one's best round.
+        runs: dict[str, list[tuple[float, float, int]]] = {name: [] for name, _ in targets}
+        for _ in range(args.rounds):
+            for name, port in targets:
+                runs[name].append(wrk(port, c, d, args.load_core))
+        print(f"{'target':<10} {'req/s':>10} {'p99':>9} {'errors':>7}   all rounds req/s")
+        best = {}
+        for name, rs in runs.items():
+            best[name] = max(rs)
+            rps, p99, err = best[name]
+            print(f"{name:<10} {rps:>10.0f} {p99 * 1000:>7.2f}ms {sum(r[2] for r in rs):>7}   "
+                  + " ".join(f"{r[0]:.0f}" for r in rs))
+        ratio = best["embedded"][0] / best["haproxy"][0]
         print(f"embedded/haproxy req/s ratio: {ratio:.2f} (target >= 0.5)")
 
-        # Half load: both proxies paced at half of the embedded proxy's full rate.
-        half = results["embedded"][0] / 2
+        # Half load: the embedded proxy at half of its own best rate (HAProxy offered the same, for comparison);
+        # p99 is the median over the rounds.
+        half = best["embedded"][0] / 2
         delay = max(1, round(c * 1000 / half))
-        print(f"half load: {c} connections, {delay} ms between requests on each ≈ {c * 1000 / delay:.0f} req/s")
+        print(f"half load: {c} connections, random pauses averaging {delay} ms ≈ {c * 1000 / delay:.0f} req/s offered")
         ok = ratio >= 0.5
         for name, port in (("haproxy", hport), ("embedded", eport)):
-            rps, p99, err = wrk(port, c, d, args.load_core, delay_ms=delay)
-            print(f"{name:<10} {rps:>10.0f} {p99 * 1000:>7.2f}ms {err:>7}   (half load)")
+            rs = sorted((wrk(port, c, d, args.load_core, delay_ms=delay) for _ in range(args.rounds)), key=lambda r: r[1])
+            rps, p99, err = rs[len(rs) // 2]
+            print(f"{name:<10} {rps:>10.0f} {p99 * 1000:>7.2f}ms {err:>7}   (half load; p99 of rounds: "
+                  + " ".join(f"{r[1] * 1000:.2f}" for r in rs) + ")")
             if name == "embedded":
                 ok = ok and p99 < 0.005
         print("targets met" if ok else "targets NOT met")
