@@ -329,3 +329,24 @@ def test_http_details_chunked_head_forwarded_for_and_hop_by_hop(procs, tmp_path)
         data += chunk
     raw.close()
     assert data.startswith(b"HTTP/1.1 200") and b"Connection: close" in data and data.endswith(b"}")
+
+
+def test_a_member_that_never_answers_times_out_and_the_get_is_retried(procs, tmp_path):
+    s, c = procs.backend("s1"), procs.backend("c1")
+    text = proxy_config_text(tmp_path, app_block("web", [s], [c], stable_weight=0, canary_weight=100, interval="10s"))
+    p = procs.proxy(tmp_path, text.replace("response_timeout: 5s", "response_timeout: 800ms"))
+    t0 = time.monotonic()
+    r = httpx.get(f"http://127.0.0.1:{p.port('web')}/x?ms=5000&slow=c1", timeout=10)
+    took = time.monotonic() - t0
+    assert r.status_code == 200 and r.headers["x-member"] == "s1"
+    assert 0.7 < took < 2.5
+    st = app_state(p)
+    assert st["alert"] is not None and not st["pools"]["canary"]["members"][0]["healthy"]
+    # A POST that was sent and timed out is not retried: the client is told, with 504.
+    s2 = procs.backend("s2")
+    other = tmp_path / "second"
+    other.mkdir()
+    text = proxy_config_text(other, app_block("web", [s2], [s], stable_weight=0, canary_weight=100, interval="10s"))
+    p2 = procs.proxy(other, text.replace("response_timeout: 5s", "response_timeout: 800ms"))
+    r = httpx.post(f"http://127.0.0.1:{p2.port('web')}/x?ms=5000&slow=s1", content=b"x", timeout=10)
+    assert r.status_code == 504 and "no response in time" in r.text

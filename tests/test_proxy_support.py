@@ -71,6 +71,8 @@ class _BackendProtocol(asyncio.Protocol):
         method = self.parser.get_method()
         keep = self.parser.should_keep_alive()
         delay = float(query.get(b"ms", b"0")) / 1000
+        if b"slow" in query and query[b"slow"] != self.name:
+            delay = 0.0  # /x?ms=N&slow=NAME: only that member is slow
         if path == b"/die" and query.get(b"who") == self.name:
             os._exit(0)  # a member dying with a request on the wire: no answer, connection gone
         if path == b"/health":

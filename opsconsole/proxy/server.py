@@ -315,7 +315,8 @@ class Frontend:
 
     def _pool(self, conn: UpstreamConnection) -> None:
         m = conn.member
-        if conn.closed or m.admin != ENABLED or not m.healthy or self.shutting_down or len(m.idle) >= MAX_IDLE_PER_MEMBER:
+        if (conn.closed or m.admin != ENABLED or not m.healthy or self.shutting_down or len(m.idle) >= MAX_IDLE_PER_MEMBER
+                or self.app.members.get(m.name) is not m):  # a member a reload removed keeps no idle connections
             conn.close()
             return
         conn.idle_since = self.loop_time()

@@ -1,0 +1,101 @@
+"""The embedded driver's own edges: unix socket, refused token, proxy gone, runtime file; histogram maths."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from opsconsole.traffic import (
+    LatencyHistogram, TrafficError, TrafficNotFound, TrafficUnavailable, open_driver,
+)
+from opsconsole.traffic.embedded import EmbeddedDriver
+from opsconsole.proxy.__main__ import load_proxy_config
+from test_proxy import procs  # noqa: F401  (fixture)
+from test_proxy_support import TOKEN, app_block, load, proxy_config_text
+
+
+def test_histogram_window_and_quantile():
+    bounds = (0.001, 0.01, 0.1)
+    old = LatencyHistogram(bounds, (10, 0, 0, 0), 0.005)
+    new = LatencyHistogram(bounds, (10, 90, 8, 2), 1.0)
+    window = new.minus(old)
+    assert window.counts == (0, 90, 8, 2) and window.count == 100
+    assert window.quantile(0.5) == 0.01
+    assert window.quantile(0.95) == 0.1
+    assert window.quantile(0.99) == float("inf")
+    assert LatencyHistogram(bounds, (0, 0, 0, 0)).quantile(0.95) is None
+
+
+def test_driver_over_a_unix_socket_reads_counters_per_pool(procs, tmp_path):
+    s, c = procs.backend("s1"), procs.backend("c1")
+    sock = tmp_path / "admin.sock"
+    text = proxy_config_text(tmp_path, app_block("web", [s], [c], stable_weight=50, canary_weight=50)).replace(
+        "listen: 127.0.0.1:0\n    token_env", f"listen: unix:{sock}\n    token_env")
+    p = procs.proxy(tmp_path, text)
+    cfg, _ = load_proxy_config(p.config)
+
+    async def scenario():
+        async with open_driver(cfg, runtime_file=tmp_path / "proxy-runtime.json", token=TOKEN) as d:
+            before = await d.app("web")
+            r = await load(p.port("web"), total=200, concurrency=2)
+            after = await d.app("web")
+            return before, r, after
+
+    before, r, after = asyncio.run(scenario())
+    assert r.failed == 0
+    window = after.pools["canary"].counters.minus(before.pools["canary"].counters)
+    assert window.requests == r.members["c1"] == 100
+    assert window.error_rate == 0.0
+    assert window.p95() is not None and window.p95() < 1.0
+    assert after.split == "request" and after.canary_percent == 50.0
+
+
+def test_refused_token_and_unknown_names_raise_with_a_message(procs, tmp_path):
+    s = procs.backend("s1")
+    p = procs.proxy(tmp_path, proxy_config_text(tmp_path, app_block("web", [s], [])))
+
+    async def scenario():
+        async with EmbeddedDriver(p.admin_url, "not-the-token") as d:
+            with pytest.raises(TrafficError, match="refused our token"):
+                await d.state()
+        async with EmbeddedDriver(p.admin_url, TOKEN) as d:
+            with pytest.raises(TrafficNotFound, match="no app 'nope'"):
+                await d.app("nope")
+            with pytest.raises(TrafficNotFound, match="no member 'ghost'"):
+                await d.drain("web", "ghost")
+
+    asyncio.run(scenario())
+
+
+def test_proxy_gone_is_unavailable_not_a_crash(procs, tmp_path):
+    s = procs.backend("s1")
+    p = procs.proxy(tmp_path, proxy_config_text(tmp_path, app_block("web", [s], [])))
+    url = p.admin_url
+    p.stop()
+
+    async def scenario():
+        async with EmbeddedDriver(url, TOKEN, timeout=2) as d:
+            with pytest.raises(TrafficUnavailable, match="cannot reach the proxy admin API"):
+                await d.state()
+
+    asyncio.run(scenario())
+    # The proxy removes its runtime file on a clean stop: the next console is told it is not running.
+    with pytest.raises(TrafficUnavailable, match="is `opsconsole proxy` running"):
+        EmbeddedDriver.from_runtime_file(tmp_path / "proxy-runtime.json", TOKEN)
+
+
+def test_token_from_a_file(procs, tmp_path):
+    s = procs.backend("s1")
+    token_file = tmp_path / "proxy.token"
+    token_file.write_text("file-token-42\n")
+    text = proxy_config_text(tmp_path, app_block("web", [s], [])).replace(
+        "token_env: OPSC_TEST_PROXY_TOKEN", f"token_file: {token_file}")
+    p = procs.proxy(tmp_path, text, token=None)
+    cfg, _ = load_proxy_config(p.config)
+
+    async def scenario():
+        async with open_driver(cfg, runtime_file=tmp_path / "proxy-runtime.json") as d:
+            return await d.app("web")
+
+    assert asyncio.run(scenario()).pools["stable"].members[0].name == "s1"
