@@ -1,0 +1,143 @@
+"""Steering a canary from the command language, with the embedded proxy and real traffic on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from opsconsole.config import load_config
+from opsconsole.engine import Engine
+from tests.conftest import commit_file, kill_services, write_config
+from tests.loadgen import Load
+from tests.test_zero_drop import TOKEN, start_proxy, stop, wait_serving
+
+
+def canary_config(tmp: Path) -> Path:
+    (tmp / "token").write_text(TOKEN + "\n")
+    extra = f"""
+  itrust-canary:
+    provider: local
+    role: canary
+    count: 1
+proxy:
+  driver: embedded
+  admin: {{listen: "unix:{tmp / 'admin.sock'}", token_file: {tmp / 'token'}}}
+  runtime_file: {tmp / 'proxy.json'}
+  upstream_idle: 1s
+  apps:
+    itrust:
+      listen: 127.0.0.1:0
+      pools:
+        stable: {{group: itrust, weight: 100}}
+        canary: {{group: itrust-canary, weight: 0}}
+      health: {{path: /health, interval: 200ms, timeout: 500ms, fall: 2, rise: 1}}
+canary:
+  step: 10
+  steps: [10, 50, 100]
+  hold: 0.5s
+  min_requests: 20
+  max_wait: 10s
+"""
+    cfg = write_config(tmp, count=2)
+    text = cfg.read_text()
+    # the canary group goes under `groups:`, the rest at the top level
+    head, apps = text.split("apps:\n", 1)
+    group_part, top_part = extra.split("proxy:\n", 1)
+    cfg.write_text(head + group_part.lstrip("\n") + "apps:\n" + apps + "proxy:\n" + top_part)
+    return cfg
+
+
+@pytest.fixture
+async def canary_fleet(tmp_path: Path):
+    cfg = canary_config(tmp_path)
+    engine = Engine(load_config(cfg))
+    engine.prepare()
+    proxy = None
+    try:
+        for line in ("deploy itrust", "canary itrust deploy"):
+            outcome = await engine.execute(engine.parse(line))
+            assert outcome.ok, outcome.message
+        proxy, runtime = start_proxy(cfg, tmp_path)
+        url = f"http://127.0.0.1:{runtime['frontends']['itrust']['port']}/"
+        await wait_serving(url)
+        yield engine, url
+    finally:
+        if proxy is not None:
+            stop(proxy)
+        await engine.close()
+        kill_services(tmp_path / "state")
+
+
+async def test_weight_split_and_rollback(canary_fleet, tmp_path: Path) -> None:
+    engine, url = canary_fleet
+    repo = tmp_path / "repo"
+    sha = commit_file(repo, "message.txt", "canary\n", "canary version")
+    assert (await engine.execute(engine.parse("canary itrust deploy"))).ok
+    assert engine.views["itrust-canary-1"].version == sha[:7]
+    outcome = await engine.execute(engine.parse("canary itrust weight 20"))
+    assert outcome.ok and "canary gets 20%" in outcome.message
+    load = Load(url, clients=2, max_requests=1000).start()
+    while load.result.total < 1000:
+        await asyncio.sleep(0.05)
+    result = await load.stop()
+    share = result.versions[sha[:7]] / result.ok
+    assert result.failures == [] and 0.16 <= share <= 0.24
+    back = await engine.execute(engine.parse("canary itrust rollback"))
+    assert back.ok and "all traffic to stable" in back.message
+    load = Load(url, clients=2, max_requests=300).start()
+    while load.result.total < 300:
+        await asyncio.sleep(0.05)
+    result = await load.stop()
+    assert result.versions[sha[:7]] == 0 and result.failures == []
+
+
+async def test_steps_walk_up_while_the_canary_holds(canary_fleet, tmp_path: Path) -> None:
+    engine, url = canary_fleet
+    load = Load(url, clients=2, max_seconds=60).start()
+    try:
+        outcome = await engine.execute(engine.parse("canary itrust steps"))
+    finally:
+        result = await load.stop()
+    assert outcome.ok, outcome.message
+    assert "up to 100%" in outcome.message and result.failures == []
+    state = await engine.canary_desk.driver().app("itrust")
+    assert state.pools["canary"].weight == 100
+
+
+async def test_steps_roll_back_a_canary_that_errs(canary_fleet, tmp_path: Path) -> None:
+    engine, url = canary_fleet
+    # a canary that answers its health check but fails requests: the proxy keeps it, the judge must not
+    canary_root = Path(engine.inventory.get("itrust-canary-1").root)
+    app_py = canary_root / "current" / "app.py"
+    app_py.write_text(app_py.read_text().replace(
+        "            status = 200\n            body = {\"app\"", "            status = 503\n            body = {\"app\""))
+    assert (await engine.execute(engine.parse("stop itrust"))).ok
+    assert (await engine.execute(engine.parse("start itrust"))).ok
+    await asyncio.sleep(1.0)
+    load = Load(url, clients=2, max_seconds=60).start()
+    try:
+        outcome = await engine.execute(engine.parse("canary itrust steps"))
+    finally:
+        await load.stop()
+    assert not outcome.ok and "step 10% failed: canary error rate" in outcome.message
+    state = await engine.canary_desk.driver().app("itrust")
+    assert state.pools["canary"].weight == 0
+
+
+async def test_promote_rolls_the_canary_version_to_stable(canary_fleet, tmp_path: Path) -> None:
+    engine, url = canary_fleet
+    sha = commit_file(tmp_path / "repo", "message.txt", "promoted\n", "the canary to promote")
+    assert (await engine.execute(engine.parse("canary itrust deploy"))).ok
+    assert (await engine.execute(engine.parse("canary itrust weight 30"))).ok
+    load = Load(url, clients=2, max_seconds=60).start()
+    try:
+        outcome = await engine.execute(engine.parse("canary itrust promote"))
+    finally:
+        result = await load.stop()
+    assert outcome.ok, outcome.message
+    assert all(engine.views[f"itrust-{i}"].version == sha[:7] for i in (1, 2))
+    assert result.failures == []
+    state = await engine.canary_desk.driver().app("itrust")
+    assert state.pools["canary"].weight == 0
