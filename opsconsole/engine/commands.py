@@ -71,7 +71,7 @@ class Deploy(Command):
 class Start(Command):
     verb: ClassVar[str] = "start"
     usage: ClassVar[str] = "start APP"
-    summary: ClassVar[str] = "start the app's service on every host of its group"
+    summary: ClassVar[str] = "start the app's service on its hosts (canary included)"
     app: str = ""
 
     def text(self) -> str:
@@ -82,7 +82,7 @@ class Start(Command):
 class Stop(Command):
     verb: ClassVar[str] = "stop"
     usage: ClassVar[str] = "stop APP"
-    summary: ClassVar[str] = "stop the app's service on every host of its group"
+    summary: ClassVar[str] = "stop the app's service on its hosts (canary included)"
     app: str = ""
 
     def text(self) -> str:
