@@ -357,7 +357,7 @@ async def test_canary_pane_draws_the_proxy_report_and_keys_step_from_it(tmp_path
                                     alert="no healthy canary member"))
         await settle(pilot, app)
         text = screen_text(app)
-        assert "canary 20%" in text and "canary 0%" in text  # configured 20, live 0 while the alert holds
+        assert "80/20" in text and "100/0" in text  # configured 20, live 0 while the alert holds
         assert "812 req" in text and "7 err" in text and "ALERT: no healthy canary member" in text
         await pilot.press("plus")
         await pilot.pause(0.3)

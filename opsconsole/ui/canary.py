@@ -66,10 +66,11 @@ class CanaryPane(VerticalScroll):
                 text.append("\nproxy configured; no report yet\n", style=styles["warn"])
                 continue
             text.append(f"  {state.split} split\n")
+            text.append("stable/canary %\n", style=styles["dim"])
             for label, weight in (("set ", state.configured_weight), ("live", state.effective_weight)):
                 text.append(f"{label} ")
                 text.append(weight_bar(weight, 16), style=styles["ok"] if weight == state.configured_weight else styles["warn"])
-                text.append(f" stable {100 - weight}% · canary {weight}%\n")
+                text.append(f" {100 - weight}/{weight}\n")
             requests, errors = dict(state.requests), dict(state.errors)
             for pool in ("stable", "canary"):
                 if pool in requests:
