@@ -192,7 +192,8 @@ def main() -> int:
         delay = max(1, round(c * 1000 / half))
         print(f"half load: {c} connections, random pauses averaging {delay} ms ≈ {c * 1000 / delay:.0f} req/s offered")
         ok = ratio >= 0.5
-        for name, port in (("haproxy", hport), ("embedded", eport)):
+        # direct too: what wrk's pacing and the shared load core cost with no proxy at all.
+        for name, port in targets:
             rs = sorted((wrk(port, c, d, args.load_core, delay_ms=delay) for _ in range(args.rounds)), key=lambda r: r[1])
             rps, p99, err = rs[len(rs) // 2]
             print(f"{name:<10} {rps:>10.0f} {p99 * 1000:>7.2f}ms {err:>7}   (half load; p99 of rounds: "

@@ -195,3 +195,13 @@ def test_cli_module_entry_reports_bad_config(tmp_path):
     cfg.write_text("groups: {web: {provider: static, hosts: [a]}}\nproxy: {admin: {token_env: T}, apps: {web: {pools: {stable: {group: nope}}}}}\n")
     r = subprocess.run([PY, "-m", "opsconsole.proxy", "--config", str(cfg)], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "no host group named 'nope'" in r.stderr
+
+
+def test_the_proxy_process_imports_neither_the_engine_nor_textual(tmp_path):
+    s = tmp_path / "x.py"
+    s.write_text("import sys\nimport opsconsole.proxy.runtime, opsconsole.proxy.__main__, opsconsole.traffic.haproxy\n"
+                 "bad = [m for m in sys.modules if m.startswith(('opsconsole.engine', 'opsconsole.ui', 'textual'))]\n"
+                 "print(bad)\n")
+    r = subprocess.run([PY, str(s)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
