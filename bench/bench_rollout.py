@@ -18,14 +18,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_ssh import ansible_playbook  # noqa: E402
+from bench.bench_ssh import ansible_playbook, run_ansible_play  # noqa: E402
 from opsconsole.config import load_config  # noqa: E402
 from opsconsole.engine import Engine  # noqa: E402
 from tests.lab import Lab, LabConfig  # noqa: E402
@@ -72,25 +71,7 @@ def build_artifact(work: Path, version: str) -> Path:
 
 def run_ansible(lab: Lab, work: Path) -> float:
     artifact = build_artifact(work, "ansible1")
-    (work / "roll.yml").write_text(PLAY.format(version="ansible1", artifact=artifact, port=PORT))
-    hosts = "\n".join(h.name for h in lab.apps)
-    (work / "inventory.ini").write_text(textwrap.dedent(f"""\
-        [app]
-        {hosts}
-        [app:vars]
-        ansible_user={lab.user}
-        ansible_python_interpreter=/usr/bin/python3
-        ansible_ssh_common_args=-F {lab.ssh_config}
-        """))
-    env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_LOCAL_TEMP": str(work / "tmp"), "ANSIBLE_SSH_CONTROL_PATH_DIR": str(work / "cp")}
-    start = time.perf_counter()
-    proc = subprocess.run([str(ansible_playbook()), "-i", str(work / "inventory.ini"), str(work / "roll.yml")],
-                          capture_output=True, text=True, env=env, cwd=work)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0 or "failed=0" not in proc.stdout:
-        raise SystemExit(f"ansible-playbook failed:\n{proc.stdout}\n{proc.stderr}")
-    return elapsed
+    return run_ansible_play(lab, work, PLAY.format(version="ansible1", artifact=artifact, port=PORT), "roll.yml")
 
 
 async def run_opsconsole(lab: Lab, work: Path) -> float:

@@ -58,8 +58,9 @@ def ansible_playbook() -> Path:
     return exe
 
 
-def run_ansible(lab: Lab, work: Path) -> float:
-    (work / "play.yml").write_text(PLAY)
+def run_ansible_play(lab: Lab, work: Path, play: str, name: str = "play.yml") -> float:
+    """Run `play` over the lab's app hosts (group `app`) through the jump host; returns the wall time."""
+    (work / name).write_text(play)
     hosts = "\n".join(f"{h.name}" for h in lab.apps)
     (work / "inventory.ini").write_text(textwrap.dedent(f"""\
         [app]
@@ -72,12 +73,16 @@ def run_ansible(lab: Lab, work: Path) -> float:
     env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_LOCAL_TEMP": str(work / "tmp"), "ANSIBLE_SSH_CONTROL_PATH_DIR": str(work / "cp")}
     start = time.perf_counter()
-    proc = subprocess.run([str(ansible_playbook()), "-i", str(work / "inventory.ini"), str(work / "play.yml")],
+    proc = subprocess.run([str(ansible_playbook()), "-i", str(work / "inventory.ini"), str(work / name)],
                           capture_output=True, text=True, env=env, cwd=work)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0 or "failed=0" not in proc.stdout:
         raise SystemExit(f"ansible-playbook failed:\n{proc.stdout}\n{proc.stderr}")
     return elapsed
+
+
+def run_ansible(lab: Lab, work: Path) -> float:
+    return run_ansible_play(lab, work, PLAY)
 
 
 async def run_opsconsole(lab: Lab, work: Path) -> tuple[float, str]:
