@@ -186,3 +186,35 @@ async def test_tcp_probe(tmp_path: Path) -> None:
         assert not sample.ok and "refused" in sample.error.lower()
     finally:
         await prober.aclose()
+
+
+async def test_alert_webhook_gets_event_json(tmp_path: Path) -> None:
+    received: list[dict] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        received.append({"request": head.split(b"\r\n")[0].decode(), **json.loads(await reader.readexactly(length))})
+        writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    hook = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{hook.sockets[0].getsockname()[1]}/pager"
+    servers, monitor, rec, prober = await _fleet(1, tmp_path, alert_webhook=url)
+    task = asyncio.ensure_future(monitor.run())
+    try:
+        await rec.wait_change("web-0", True, 1)
+        await servers[0].set_mode("error")
+        await rec.wait_change("web-0", False, 1)
+        await monitor.alerts.drain()
+        assert [(r["request"], r["host"], r["healthy"]) for r in received] == [
+            ("POST /pager HTTP/1.1", "web-0", True), ("POST /pager HTTP/1.1", "web-0", False)]
+        assert "status 500" in received[-1]["reason"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await prober.aclose()
+        for s in servers:
+            await s.close()
+        hook.close()
