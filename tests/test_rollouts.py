@@ -243,6 +243,12 @@ def test_kill_mid_rollout_then_status_and_resume(tmp_path: Path) -> None:
         assert "INTERRUPTED" in status.stdout
         assert "itrust-1: done" in status.stdout and "itrust-3: pending" in status.stdout
         assert "itrust-2: deploying" in status.stdout
+        # a console opened now says the same first thing
+        restarted = _engine(cfg)
+        notices = restarted.startup_notices()
+        assert any("of itrust" in n and "was interrupted" in n and "roll resume itrust" in n for n in notices)
+        assert any("`roll itrust`" in n and "never finished" in n for n in notices)
+        assert not any("never finished" in n for n in _engine(cfg).startup_notices())  # told once
         resume = subprocess.run([sys.executable, "-m", "opsconsole", "--config", str(cfg), "--script", "-"],
                                 input="roll resume itrust\nwait healthy itrust 30s\nstatus itrust\n",
                                 capture_output=True, text=True, timeout=120, cwd=ROOT)

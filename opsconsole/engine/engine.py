@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -48,6 +50,9 @@ from opsconsole.transport.base import Transport, TransportError
 from opsconsole.transport.local import LocalTransport
 from opsconsole.transport.pool import SshOptions, SshPool
 from opsconsole.transport.ssh import SshTransport
+
+
+_MACHINE = socket.gethostname()
 
 
 def ssh_options(config: Config) -> SshOptions:
@@ -183,6 +188,20 @@ class Engine:
         """The rollout plan `command` would run (no build, nothing changed): for confirm dialogs."""
         return await self.rollouts.plan_for(command)
 
+    def startup_notices(self) -> list[str]:
+        """What a console starting up must tell the operator first: work a dead console left unfinished."""
+        notices = []
+        for app in self.config.apps:
+            state = self.rollouts.journal.latest(app)
+            if state is not None and not state.finished and app not in self.rollouts.live:
+                where = ", ".join(f"{h} {s}" for h, s in state.hosts.items())
+                notices.append(f"rollout {state.plan.rollout_id} of {app} to {state.plan.version} was interrupted "
+                               f"({where}): `roll resume {app}` finishes it, `rollback {app}` undoes it")
+        for entry in self.journal.close_unfinished(self.issuer):
+            notices.append(f"`{entry.get('command')}` by {entry.get('issuer')} never finished: the console running "
+                           "it stopped")
+        return notices
+
     def paused(self) -> list[str]:
         """Apps whose rollout is paused (or pausing before its next batch)."""
         return [name for name, runner in self.rollouts.live.items() if runner.pause_requested]
@@ -215,7 +234,7 @@ class Engine:
         cid = uuid.uuid4().hex[:12]
         who = issuer or self.issuer
         text = command.text()
-        self.journal.append("command.start", id=cid, command=text, issuer=who)
+        self.journal.append("command.start", id=cid, command=text, issuer=who, pid=os.getpid(), machine=_MACHINE)
         self.bus.emit(CommandStarted(command_id=cid, text=text, issuer=who))
         started = time.monotonic()
         work = asyncio.ensure_future(self._dispatch(command))

@@ -54,7 +54,7 @@ class Journal:
             return
 
     def unfinished(self) -> list[dict[str, Any]]:
-        """Commands that started but never recorded an end: the console died under them."""
+        """Commands that started but never recorded an end, whose console is gone (not one still running here)."""
         open_: dict[str, dict[str, Any]] = {}
         for entry in self.entries():
             cid = entry.get("id")
@@ -62,4 +62,26 @@ class Journal:
                 open_[cid] = entry
             elif entry.get("kind") in ("command.end", "command.interrupted"):
                 open_.pop(cid, None)
-        return list(open_.values())
+        return [e for e in open_.values() if not _still_running(e)]
+
+    def close_unfinished(self, noticed_by: str) -> list[dict[str, Any]]:
+        """Record each unfinished command as interrupted (once), so it is reported once, not at every start."""
+        found = self.unfinished()
+        for entry in found:
+            self.append("command.interrupted", id=entry.get("id"), command=entry.get("command"),
+                        issuer=entry.get("issuer"), noticed_by=noticed_by, message="its console stopped")
+        return found
+
+
+def _still_running(entry: dict[str, Any]) -> bool:
+    """A command started by a process on this machine that is still alive is not unfinished, it is running."""
+    pid = entry.get("pid")
+    if not isinstance(pid, int) or entry.get("machine") != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

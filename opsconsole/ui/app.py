@@ -91,6 +91,8 @@ class OpsConsoleApp(App[int]):
         if unknown := unknown_ids(self.engine.config.keymap):
             self.notify(f"keymap: unknown binding id(s) {', '.join(unknown)}; ids are listed on the help screen (?)",
                         severity="warning", timeout=10)
+        for notice in self.engine.startup_notices():
+            self.notify(notice, title="left unfinished", severity="warning", timeout=30)
         self.set_interval(self.flush_seconds, self.flush)
         self.pane("fleet").focus_main()
         if self.freeze_startup:
