@@ -22,7 +22,7 @@ EPILOG = """\
 subcommands:
   opsconsole history [--as-script]   print the journal (or a replayable script)
   opsconsole heartbeat [--count N]   only the heartbeat monitor: one line per host per interval
-  opsconsole proxy                   the embedded traffic proxy (a long-running process)
+  opsconsole proxy --config FILE     the embedded traffic proxy (a long-running process)
   opsconsole hostkeys accept HOST [--fingerprint FP]
                                      trust a host's SSH key after checking its fingerprint
   opsconsole commands                list the command language
@@ -89,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    config = load_config(_config_path(args.config))
+    path = _config_path(args.config)
+    if not path.exists() and not args.config and not os.environ.get("OPSCONSOLE_CONFIG"):
+        raise SourceError(path, None, "", "file not found: give --config FILE (config.example.yaml is a commented "
+                                          "start), or set $OPSCONSOLE_CONFIG")
+    config = load_config(path)
     if args.readonly:
         config = replace(config, readonly=True)
     if args.theme:
