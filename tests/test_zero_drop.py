@@ -180,6 +180,21 @@ async def test_rolling_update_of_lab_hosts_through_lab_proxy_drops_nothing(lab, 
         state = await engine.canary_desk.driver().app("itrust")
         assert (state.pools["stable"].counters.errors, state.pools["stable"].counters.retries) == (0, 0)
         assert all(engine.views[h.name].version == sha[:7] for h in lab.apps)
+
+        # a build that fails its health check stops at the first host, under the same load
+        commit_file(tmp_path / "repo", "HEALTHY", "no\n", "a build that fails its health check")
+        load = Load(url, max_seconds=90).start()
+        await asyncio.sleep(0.3)
+        outcome = await engine.execute(engine.parse("roll itrust"))
+        await asyncio.sleep(0.3)
+        result = await load.stop()
+        first, *others = [h.name for h in lab.apps]
+        assert not outcome.ok and first in outcome.message and "not touched" in outcome.message
+        assert result.failures == [], result.failures[:5]
+        assert set(result.versions) == {sha[:7]}  # the bad version never reached a client
+        state = await engine.canary_desk.driver().app("itrust")
+        admin = {m.name: m.admin for m in state.pools["stable"].members}
+        assert admin[first] != "enabled" and all(admin[h] == "enabled" for h in others)
     finally:
         if proxy is not None:
             stop(proxy)
