@@ -113,8 +113,9 @@ def test_bad_input_raises_and_changes_nothing(rig):
     assert (st.pools["stable"].weight, st.pools["canary"].weight) == (90, 10)
 
 
-async def _under_load(port: int, total: int, concurrency: int, at: float, action, **kw):
-    task = asyncio.create_task(load(port, total=total, concurrency=concurrency, seconds=90, **kw))
+async def _under_load(port: int, total: int, concurrency: int, at: float, action, seconds: float = 90, **kw):
+    """Load bounded by `total` and `seconds`; `action` runs `at` seconds in."""
+    task = asyncio.create_task(load(port, total=total, concurrency=concurrency, seconds=seconds, **kw))
     await asyncio.sleep(at)
     assert not task.done(), "load finished before the action"
     await action()
@@ -131,15 +132,15 @@ def test_sigkill_canary_under_load_no_failed_request_and_alert(rig):
             marks["kill"] = time.monotonic() - t0
             rig.backends["c1"].kill()
 
-        r = await _under_load(rig.port, 5000, 16, 1.0, kill)
+        r = await _under_load(rig.port, 100_000, 16, 1.0, kill, seconds=3.0)
         await asyncio.sleep(0.3)
         return r, marks, await d.app("web")
 
     r, marks, st = run(rig, scenario)
     assert r.failed == 0, (r.statuses, r.errors[:5])
     assert r.members["c1"] > 100
-    assert not [m for t, m in r.timeline if t > marks["kill"] + 0.05 and m == "c1"]
-    assert sum(1 for t, _ in r.timeline if t > marks["kill"] + 0.05) > 300
+    assert not [m for t, m in r.timeline if t > marks["kill"] + 0.3 and m == "c1"]
+    assert sum(1 for t, _ in r.timeline if t > marks["kill"] + 0.3) > 300
     assert st.alert is not None
     assert st.canary_percent == 0.0
     assert not st.pools["canary"].members[0].healthy
@@ -221,7 +222,7 @@ def test_killing_the_console_under_load_changes_nothing(rig):
             async def kill():
                 console.send_signal(signal.SIGKILL)
                 console.wait(5)
-            return await _under_load(rig.port, 4000, 8, 0.5, kill)
+            return await _under_load(rig.port, 100_000, 8, 0.5, kill, seconds=2.5)
 
         r = asyncio.run(scenario())
     finally:
