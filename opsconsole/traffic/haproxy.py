@@ -100,6 +100,7 @@ class HaproxyDriver(TrafficDriver):
         }
         self._instance: tuple[str, str] | None = None
         self._lock = asyncio.Lock()
+        self._alert_since: dict[str, float] = {}  # when we first saw each app's alert (HAProxy keeps no such time)
         self._known = False  # desired state came from somewhere (state file, our own changes, or adopted)
         self.reapplied = 0  # how many times we found a fresh HAProxy and restored the desired state
         if state_file and state_file.exists():
@@ -229,7 +230,12 @@ class HaproxyDriver(TrafficDriver):
             eff[pname] = 0 if (not up or (pname == "canary" and latched)) else p.weight
         pools = {n: PoolTraffic(p.name, p.weight, eff[n], p.members, p.counters) for n, p in pools.items()}
         total = sum(eff.values())
-        alert = TrafficAlert("no healthy canary member; HAProxy sends everything to stable", time.time()) if latched else None
+        if latched:
+            since = self._alert_since.setdefault(fe.app, time.time())
+            alert = TrafficAlert("no healthy canary member; HAProxy sends everything to stable", since)
+        else:
+            self._alert_since.pop(fe.app, None)
+            alert = None
         return AppTraffic(app=fe.app, split=fe.split, canary_percent=(100.0 * eff.get("canary", 0) / total) if total else None,
                           alert=alert, pools=pools)
 
