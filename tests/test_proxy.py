@@ -351,3 +351,46 @@ def test_a_member_that_never_answers_times_out_and_the_get_is_retried(procs, tmp
     p2 = procs.proxy(other, text.replace("response_timeout: 5s", "response_timeout: 800ms"))
     r = httpx.post(f"http://127.0.0.1:{p2.port('web')}/x?ms=5000&slow=s1", content=b"x", timeout=10)
     assert r.status_code == 504 and "no response in time" in r.text
+
+
+def test_pipelined_requests_are_answered_in_order(procs, tmp_path):
+    s1, s2 = procs.backend("s1"), procs.backend("s2")
+    p = procs.proxy(tmp_path, proxy_config_text(tmp_path, app_block("web", [s1, s2], [])))
+    sock = socket.create_connection(("127.0.0.1", p.port("web")), timeout=5)
+    try:
+        # The first is slow, the others fast, on two members: answers must still come back in request order.
+        sock.sendall(b"GET /a?ms=300 HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    finally:
+        sock.close()
+    paths = [seg.split(b'"path": "')[1].split(b'"')[0] for seg in data.split(b"HTTP/1.1 200")[1:]]
+    assert paths == [b"/a?ms=300", b"/b", b"/c"]
+
+
+def test_sighup_moves_a_listener_and_keeps_connections_on_the_old_one(procs, tmp_path):
+    import json as _json
+
+    from test_proxy_support import free_port
+
+    s = procs.backend("s1")
+    p = procs.proxy(tmp_path, proxy_config_text(tmp_path, app_block("web", [s], [])))
+    old_port, new_port = p.port("web"), free_port()
+    sock = socket.create_connection(("127.0.0.1", old_port))
+    try:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"200 OK" in sock.recv(65536)
+        p.config.write_text(p.config.read_text().replace("listen: 127.0.0.1:0\n      split", f"listen: 127.0.0.1:{new_port}\n      split"))
+        os.kill(p.proc.pid, signal.SIGHUP)
+        wait_for(lambda: "config reloaded" in p.log_text(), what="reload")
+        runtime = _json.loads((tmp_path / "proxy-runtime.json").read_text())
+        assert runtime["frontends"]["web"]["port"] == new_port
+        assert httpx.get(f"http://127.0.0.1:{new_port}/", timeout=5).status_code == 200
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # the connection accepted before the move lives on
+        assert b"200 OK" in sock.recv(65536)
+    finally:
+        sock.close()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", old_port), timeout=1)

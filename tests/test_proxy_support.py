@@ -78,7 +78,8 @@ class _BackendProtocol(asyncio.Protocol):
         if path == b"/health":
             body = b"ok\n"
         else:
-            body = json.dumps({"member": self.name.decode(), "method": method.decode(), "body": self.body}).encode()
+            body = json.dumps({"member": self.name.decode(), "method": method.decode(), "body": self.body,
+                               "path": self.url.decode()}).encode()
         head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Member: %b\r\nContent-Length: %d\r\n%b\r\n"
                 % (self.name, len(body), b"" if keep else b"Connection: close\r\n"))
         payload = head + (b"" if method == b"HEAD" else body)
