@@ -40,8 +40,9 @@ class Rig:
 def rig(request, tmp_path):
     """stable s1, s2 and canary c1 behind the proxy under test; weights 100/0 to begin with."""
     started: list = []
+    backends: dict[str, Backend] = {}
     try:
-        backends = {n: start_backend(n) for n in ("s1", "s2", "c1")}
+        backends.update({n: start_backend(n) for n in ("s1", "s2", "c1")})
         started += backends.values()
         apps = app_block("web", [backends["s1"], backends["s2"]], [backends["c1"]], interval="200ms")
         if request.param == "embedded":
@@ -61,7 +62,8 @@ def rig(request, tmp_path):
             started.append(hp)
             yield Rig("haproxy", port, cfg_file, None, backends)
     finally:
-        for item in reversed(started):
+        # Backends a test restarted live in the dict, not in `started`; stop both.
+        for item in reversed(started + list(backends.values())):
             item.kill() if isinstance(item, Backend) else item.stop()
 
 
