@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -41,6 +42,20 @@ class Recorder:
 PROBERS = {"httpx": Prober, "raw": RawProber}
 
 
+@contextlib.asynccontextmanager
+async def running(monitor: HeartbeatMonitor, prober: Prober, servers: list[SwitchableServer]):
+    """The monitor probing in the background; stopped, and every server closed, whatever the test did."""
+    task = asyncio.ensure_future(monitor.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await prober.aclose()
+        for s in servers:
+            await s.close()
+
+
 async def _fleet(n: int, tmp_path: Path, prober_kind: str = "raw", **hb: object):
     servers = [await SwitchableServer().start() for _ in range(n)]
     check = HealthConfig(path="/health", status=200, timeout=0.1)
@@ -58,8 +73,7 @@ async def _fleet(n: int, tmp_path: Path, prober_kind: str = "raw", **hb: object)
 @pytest.mark.parametrize("failure", ["error", "closed", "hang"])
 async def test_down_after_fall_failures_and_up_after_rise(tmp_path: Path, failure: str, kind: str) -> None:
     servers, monitor, rec, prober = await _fleet(3, tmp_path, kind)
-    task = asyncio.ensure_future(monitor.run())
-    try:
+    async with running(monitor, prober, servers):
         for i in range(3):
             await rec.wait_change(f"web-{i}", True, 1)
         before = len(rec.samples("web-1"))
@@ -87,18 +101,11 @@ async def test_down_after_fall_failures_and_up_after_rise(tmp_path: Path, failur
         assert len(oks) >= 2
         log = [json.loads(line) for line in (tmp_path / "changes.jsonl").read_text().splitlines()]
         assert [(e["host"], e["healthy"]) for e in log if e["host"] == "web-1"] == [("web-1", True), ("web-1", False), ("web-1", True)]
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await prober.aclose()
-        for s in servers:
-            await s.close()
 
 
 async def test_single_failure_does_not_flap(tmp_path: Path) -> None:
     servers, monitor, rec, prober = await _fleet(2, tmp_path)
-    task = asyncio.ensure_future(monitor.run())
-    try:
+    async with running(monitor, prober, servers):
         await rec.wait_change("web-0", True, 1)
         servers[0].fail_next = 2  # two failures in a row, fall is 3
         while servers[0].fail_next:
@@ -106,19 +113,12 @@ async def test_single_failure_does_not_flap(tmp_path: Path) -> None:
         await asyncio.sleep(INTERVAL * 4)
         assert any(not s.ok for s in rec.samples("web-0"))
         assert [c.healthy for c in rec.changes("web-0")] == [True]
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await prober.aclose()
-        for s in servers:
-            await s.close()
 
 
 async def test_slow_host_does_not_delay_others_and_history_is_bounded(tmp_path: Path) -> None:
     servers, monitor, rec, prober = await _fleet(4, tmp_path, history=5)
     await servers[0].set_mode("hang")
-    task = asyncio.ensure_future(monitor.run())
-    try:
+    async with running(monitor, prober, servers):
         await asyncio.sleep(INTERVAL * 8)
         cycles = [e for e in rec.events if isinstance(e, HeartbeatCycle)]
         assert len(cycles) >= 5
@@ -129,19 +129,12 @@ async def test_slow_host_does_not_delay_others_and_history_is_bounded(tmp_path: 
             assert max(s.latency for s in samples) < 0.1
         assert len(monitor.states["web-1"].history) == 5
         assert max(monitor.cycle_lags) < INTERVAL * 0.5
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await prober.aclose()
-        for s in servers:
-            await s.close()
 
 
 async def test_alert_command_gets_event_json(tmp_path: Path) -> None:
     out = tmp_path / "alerts.jsonl"
     servers, monitor, rec, prober = await _fleet(1, tmp_path, alert_command=f"cat >> {out}; echo >> {out}")
-    task = asyncio.ensure_future(monitor.run())
-    try:
+    async with running(monitor, prober, servers):
         await rec.wait_change("web-0", True, 1)
         await servers[0].set_mode("closed")
         await rec.wait_change("web-0", False, 1)
@@ -149,12 +142,6 @@ async def test_alert_command_gets_event_json(tmp_path: Path) -> None:
         alerts = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
         assert [(a["event"], a["host"], a["healthy"]) for a in alerts] == [
             ("HealthChanged", "web-0", True), ("HealthChanged", "web-0", False)]
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await prober.aclose()
-        for s in servers:
-            await s.close()
 
 
 async def test_raw_prober_reads_version_and_status(tmp_path: Path) -> None:
@@ -202,8 +189,7 @@ async def test_alert_webhook_gets_event_json(tmp_path: Path) -> None:
     hook = await asyncio.start_server(handle, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{hook.sockets[0].getsockname()[1]}/pager"
     servers, monitor, rec, prober = await _fleet(1, tmp_path, alert_webhook=url)
-    task = asyncio.ensure_future(monitor.run())
-    try:
+    async with running(monitor, prober, servers):
         await rec.wait_change("web-0", True, 1)
         await servers[0].set_mode("error")
         await rec.wait_change("web-0", False, 1)
@@ -211,10 +197,4 @@ async def test_alert_webhook_gets_event_json(tmp_path: Path) -> None:
         assert [(r["request"], r["host"], r["healthy"]) for r in received] == [
             ("POST /pager HTTP/1.1", "web-0", True), ("POST /pager HTTP/1.1", "web-0", False)]
         assert "status 500" in received[-1]["reason"]
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await prober.aclose()
-        for s in servers:
-            await s.close()
-        hook.close()
+    hook.close()
