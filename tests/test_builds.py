@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import textwrap
 from pathlib import Path
 
-import pytest
 
 from opsconsole.config import load_config
 from opsconsole.engine import Engine
 from opsconsole.events import BuildUpdate, Message
-from tests.conftest import commit_file, git, kill_services, process_gone, write_config
+from tests.conftest import commit_file, git, process_gone, write_config
 
 
 def _engine(cfg: Path) -> Engine:

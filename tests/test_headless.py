@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, commit_file, kill_services, process_gone, write_config
+from tests.conftest import ROOT, process_gone, write_config
 
 
 def run_script(cfg: Path, script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -7,8 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import httpx
 import pytest
 
 from test_proxy_support import (
-    PY, ROOT, TOKEN, Backend, ProxyProc, app_block, load, proxy_config_text, start_backend, start_proxy,
+    PY, TOKEN, Backend, ProxyProc, app_block, load, proxy_config_text, start_backend, start_proxy,
 )
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import pytest
 from opsconsole.config import load_config
 from opsconsole.engine import Engine
 from opsconsole.events import RolloutStep
-from tests.conftest import ROOT, commit_file, git, kill_services, write_config
+from tests.conftest import ROOT, commit_file, kill_services, write_config
 
 
 def _engine(cfg: Path) -> Engine:

@@ -4,7 +4,6 @@ the embedded proxy (admin API) and a real HAProxy (runtime API over its stats so
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import subprocess
 import time

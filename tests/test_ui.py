@@ -26,7 +26,7 @@ from opsconsole.ui.heartbeat import HeartbeatPane
 from opsconsole.ui.help import HelpScreen
 from opsconsole.ui.history import LINES
 from opsconsole.ui.host_detail import HostDetailScreen
-from opsconsole.ui.log_view import LogLine, LogView
+from opsconsole.ui.log_view import LogLine
 from opsconsole.ui.testing import screen_text
 
 SIZE = (80, 24)

@@ -19,7 +19,7 @@ from opsconsole.config.model import (
     StaticHost,
 )
 from opsconsole.config.reader import MappingReader
-from opsconsole.yamlsource import SourceError, YamlList, load_yaml
+from opsconsole.yamlsource import YamlList, load_yaml
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 THEMES = ("dark", "light", "mono")
