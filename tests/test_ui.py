@@ -364,3 +364,25 @@ async def test_canary_pane_draws_the_proxy_report_and_keys_step_from_it(tmp_path
         assert isinstance(app.screen, ConfirmScreen) and app.screen.what.endswith("canary itrust weight 30")
         await pilot.press("escape")
     kill_services(tmp_path / "state")
+
+
+async def test_fleet_shows_ec2_instance_id_type_and_state(tmp_path: Path) -> None:
+    from opsconsole.ec2.records import Ec2Instance, write_instances
+
+    cfg = write_config(tmp_path, count=1)
+    text = cfg.read_text()
+    head, apps = text.split("apps:\n", 1)
+    cfg.write_text(head + "  web:\n    provider: ec2\n    role: app\n    count: 2\n"
+                          "    ec2: {region: us-east-1, ami: ami-12345678}\n" + "apps:\n" + apps)
+    write_instances(tmp_path / "state", "web", "test", "us-east-1", [
+        Ec2Instance("i-0aaa", "web", 1, "running", "t3.micro", "10.9.0.11", None, None),
+        Ec2Instance("i-0bbb", "web", 2, "stopped", "t3.small", "10.9.0.12", None, None),
+    ])
+    engine = Engine(load_config(cfg))
+    engine.prepare()
+    app = OpsConsoleApp(engine, background=False)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await settle(pilot, app)
+        rows = {line.split()[1]: line for line in screen_text(app).splitlines() if "web-" in line}
+        assert "i-0aaa t3.micro" in rows["web-1"] and "■ stopped" not in rows["web-1"]
+        assert "i-0bbb t3.small" in rows["web-2"] and "■ stopped" in rows["web-2"]

@@ -24,6 +24,7 @@ from opsconsole.ui.style import activity_cell, health_cell, latency_text, level_
 
 if TYPE_CHECKING:
     from opsconsole.engine.engine import Engine, HostView
+    from opsconsole.hosts import Host
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("host", "host"), ("health", "health"), ("ms", "ms"), ("version", "version"),
@@ -35,6 +36,15 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 # view is on screen, so the next tick updates it. Either way a row is at most ~2 s old.
 OFFSCREEN_EVERY = 4
 FIXED_WIDTHS = {"health": 6, "ms": 5, "version": 7, "activity": 11}
+
+def address_text(host: "Host") -> str:
+    """Where the host answers; for an EC2 host also which instance it is and of what type."""
+    text = host.address + (f":{host.port}" if host.port else "")
+    instance = host.vars.get("instance_id")
+    if instance:
+        text += f" {instance} {host.vars.get('instance_type', '')}".rstrip()
+    return text
+
 
 # Sort orders the `s` key cycles through; problems first where that makes sense.
 SORTS: dict[str, Callable[["HostView"], object]] = {
@@ -80,7 +90,7 @@ class FleetPane(Vertical):
             **FIXED_WIDTHS,
             "host": max([len(h.name) for h in hosts] + [4]),
             "role": max([len(h.group) + len(h.role) + 1 for h in hosts] + [10]),
-            "address": max([len(h.address) + 6 for h in hosts] + [7]),
+            "address": max([len(address_text(h)) for h in hosts] + [7]),
         }
         for key, label in COLUMNS:
             table.add_column(label, key=key, width=widths[key])
@@ -113,7 +123,10 @@ class FleetPane(Vertical):
         health, health_level = health_cell(view.healthy)
         activity, activity_level = activity_cell(view.activity)
         role = host.group + (f"/{host.role}" if host.role else "")
-        address = host.address + (f":{host.port}" if host.port else "")
+        address = address_text(host)
+        state = host.vars.get("instance_state")
+        if state is not None and state != "running":  # an EC2 host AWS reports stopped, pending …
+            activity, activity_level = f"■ {state}", "warn"
         # Text, not str: a str cell is parsed as markup on every render.
         return [Text(host.name), styled(health, health_level, styles), Text(latency_text(view.latency)),
                 Text(view.version or "-"), styled(activity, activity_level, styles), Text(role), Text(address)]
