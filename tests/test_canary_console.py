@@ -141,3 +141,37 @@ async def test_promote_rolls_the_canary_version_to_stable(canary_fleet, tmp_path
     assert result.failures == []
     state = await engine.canary_desk.driver().app("itrust")
     assert state.pools["canary"].weight == 0
+
+
+async def test_a_restarted_proxy_gets_the_operators_weight_back(tmp_path: Path) -> None:
+    from opsconsole.events import Message
+
+    cfg = canary_config(tmp_path)
+    engine = Engine(load_config(cfg))
+    engine.prepare()
+    said: list[str] = []
+    engine.bus.subscribe(lambda e: said.append(e.text) if isinstance(e, Message) else None)
+    proxy = None
+    try:
+        for line in ("deploy itrust", "canary itrust deploy"):
+            assert (await engine.execute(engine.parse(line))).ok
+        proxy, _ = start_proxy(cfg, tmp_path)
+        assert (await engine.execute(engine.parse("canary itrust weight 30"))).ok
+        await engine.start_background(heartbeat=False, poll=False)
+        stop(proxy)  # the proxy goes away (a crash, a host reboot) and comes back with the config's 0%
+        proxy, _ = start_proxy(cfg, tmp_path)
+        for _ in range(100):
+            try:
+                state = await engine.canary_desk.driver().app("itrust")
+                if state.pools["canary"].weight == 30:
+                    break
+            except Exception:
+                pass
+            await asyncio.sleep(0.1)
+        assert state.pools["canary"].weight == 30, said
+        assert any("proxy restarted" in text and "set back to 30%" in text for text in said)
+    finally:
+        if proxy is not None:
+            stop(proxy)
+        await engine.close()
+        kill_services(tmp_path / "state")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -90,6 +91,52 @@ class CanaryDesk:
             errors=tuple((p.name, p.counters.errors) for p in app.pools.values()),
             alert=app.alert.reason if app.alert else None))
 
+    # -- the weights the operator set, kept so a restarted proxy gets them back ---------------
+    # The file holds the weights and the pid of the proxy that has them: a proxy with another pid has
+    # restarted since (with the config's weights), even if no console watched it happen.
+    def _desired_path(self) -> Path:
+        return self.engine.config.state_dir / "proxy" / "desired-weights.json"
+
+    def _load_desired(self) -> tuple[int | None, dict[str, int]]:
+        try:
+            data = json.loads(self._desired_path().read_text())
+            return data.get("pid"), {k: int(v) for k, v in data["weights"].items()}
+        except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
+            return None, {}
+
+    def _save_desired(self, pid: int | None, weights: dict[str, int]) -> None:
+        path = self._desired_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": pid, "weights": weights}, sort_keys=True))
+        tmp.replace(path)
+
+    def remember(self, app: str, canary_weight: int) -> None:
+        _, weights = self._load_desired()
+        self._save_desired(self._proxy_pid(), {**weights, app: canary_weight})
+
+    def _proxy_pid(self) -> int | None:
+        try:
+            return int(json.loads(runtime_file(self.engine).read_text())["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    async def reapply_if_restarted(self) -> None:
+        """The embedded proxy keeps weights in memory only: when it restarted, put the operator's back."""
+        if self.engine.config.proxy.driver != "embedded":
+            return  # the HAProxy driver keeps and re-applies its own desired state
+        pid, weights = self._load_desired()
+        now = self._proxy_pid()
+        if not weights or now is None or now == pid:
+            return
+        self._driver = None  # its admin address may have changed with it
+        driver = self.driver()
+        for app, weight in weights.items():
+            if self.fronted(app):
+                await driver.set_canary_percent(app, weight)
+                self.engine.say(f"proxy restarted (pid {pid} → {now}): canary weight of {app} set back to {weight}%")
+        self._save_desired(now, weights)
+
     async def watch(self) -> None:
         """Report every fronted app's split each STATE_POLL; a proxy that is down is said once, not every poll."""
         import asyncio
@@ -97,6 +144,7 @@ class CanaryDesk:
         problem = None
         while True:
             try:
+                await self.reapply_if_restarted()
                 state = await self.driver().state()
                 for app in state.apps.values():
                     self.report(app)
@@ -127,6 +175,7 @@ class CanaryDesk:
             driver = self.driver()
             if command.action == "weight":
                 app = await driver.set_canary_percent(command.app, int(command.weight or 0))
+                self.remember(command.app, int(command.weight or 0))
                 self.report(app)
                 return self.describe(app)
             if command.action == "clear":
@@ -136,13 +185,16 @@ class CanaryDesk:
                 return f"canary alert of {command.app} cleared"
             if command.action == "rollback":
                 app = await driver.set_canary_percent(command.app, 0)
+                self.remember(command.app, 0)
                 self.report(app)
                 return f"canary of {command.app} rolled back: all traffic to stable. " + self.describe(app)
             if command.action == "steps":
                 try:
                     final = await walk_steps(driver, command.app, engine.config.canary, engine.say)
                 except CanaryFailed as exc:
+                    self.remember(command.app, 0)
                     raise engine.failure(f"canary {command.app}: {exc}") from None
+                self.remember(command.app, final)
                 return f"canary {command.app} held at every step up to {final}%"
             if command.action == "promote":
                 return await self._promote(command)
@@ -190,6 +242,7 @@ class CanaryDesk:
         engine.say(f"promoting {command.app} {version}: rolling it out to the stable pool")
         outcome = await engine.rollouts.roll(C.Roll(app=command.app, version=commit))
         await self.driver().set_canary_percent(command.app, 0)
+        self.remember(command.app, 0)
         return f"{outcome}; canary weight back to 0"
 
     async def traffic(self, command: C.Traffic) -> str:
