@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +25,16 @@ async def git(*args: str, cwd: str | Path | None = None, timeout: float = 60.0) 
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except (asyncio.TimeoutError, asyncio.CancelledError):
-        proc.kill()
-        await proc.wait()
+        # git runs helpers of its own (index-pack, upload-pack, ssh): kill the whole group, and never
+        # wait long on it, or a cancelled build could hang on a helper that still holds a pipe.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), 5)
+        except asyncio.TimeoutError:
+            pass
         raise
     if proc.returncode != 0:
         message = err.decode(errors="replace").strip().splitlines()
