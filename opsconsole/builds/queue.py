@@ -38,6 +38,7 @@ class BuildQueue:
         self._slots = asyncio.Semaphore(max_parallel)
         self._lanes: dict[str, _AppLane] = {name: _AppLane() for name in apps}
         self.on_success = on_success
+        self._watchdogs: set[asyncio.Task[None]] = set()
 
     async def submit(self, app: AppConfig, commit: str, *, auto_deploy: bool = False) -> asyncio.Future[BuildRecord]:
         """Queue a build of `commit`; the future resolves with its final record (succeeded, failed, skipped…).
@@ -95,7 +96,11 @@ class BuildQueue:
                 job.done.set_result(record)
                 return record
             if lane.running is not None and lane.running[0].build_id == build_id:
-                lane.running[1].cancel()
+                task = lane.running[1]
+                task.cancel()
+                watchdog = asyncio.ensure_future(_insist(task))
+                self._watchdogs.add(watchdog)
+                watchdog.add_done_callback(self._watchdogs.discard)
                 return lane.running[0]
         return None
 
@@ -113,6 +118,16 @@ class BuildQueue:
         for lane in self._lanes.values():
             if lane.running is not None:
                 lane.running[1].cancel()
-        for worker in workers:
+        for worker in [*workers, *self._watchdogs]:
             worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        await asyncio.gather(*workers, *self._watchdogs, return_exceptions=True)
+
+
+async def _insist(task: asyncio.Task[BuildRecord], every: float = 1.0, tries: int = 30) -> None:
+    """Cancel `task` again until it ends: on Python 3.11 a cancel can be lost inside asyncio.wait_for
+    (seen here about one run in twenty), and a build the operator cancelled must not run on."""
+    for _ in range(tries):
+        await asyncio.sleep(every)
+        if task.done():
+            return
+        task.cancel()
