@@ -10,6 +10,7 @@ import asyncio
 from dataclasses import dataclass, field, replace
 from typing import Awaitable, Callable
 
+from opsconsole.aio import insist_cancel
 from opsconsole.builds.runner import BuildFailed, Builder, BuildRecord
 from opsconsole.config.model import AppConfig
 
@@ -98,7 +99,7 @@ class BuildQueue:
             if lane.running is not None and lane.running[0].build_id == build_id:
                 task = lane.running[1]
                 task.cancel()
-                watchdog = asyncio.ensure_future(_insist(task))
+                watchdog = asyncio.ensure_future(insist_cancel(task))
                 self._watchdogs.add(watchdog)
                 watchdog.add_done_callback(self._watchdogs.discard)
                 return lane.running[0]
@@ -122,12 +123,3 @@ class BuildQueue:
             worker.cancel()
         await asyncio.gather(*workers, *self._watchdogs, return_exceptions=True)
 
-
-async def _insist(task: asyncio.Task[BuildRecord], every: float = 1.0, tries: int = 30) -> None:
-    """Cancel `task` again until it ends: on Python 3.11 a cancel can be lost inside asyncio.wait_for
-    (seen here about one run in twenty), and a build the operator cancelled must not run on."""
-    for _ in range(tries):
-        await asyncio.sleep(every)
-        if task.done():
-            return
-        task.cancel()

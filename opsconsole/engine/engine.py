@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from opsconsole.aio import insist_cancel
 from opsconsole.builds.git import GitError
 from opsconsole.builds.poller import BranchPoller, HeadBook
 from opsconsole.builds.queue import BuildQueue
@@ -310,8 +311,7 @@ class Engine:
                    if isinstance(c, (C.Deploy, C.Roll, C.RollResume, C.Rollback))]
         if not targets:
             raise CommandFailed("nothing to abort: no deploy or rollout is running")
-        for _, task in targets:
-            task.cancel()
+        await asyncio.gather(*(insist_cancel(t) for _, t in targets))
         await asyncio.gather(*(t for _, t in targets), return_exceptions=True)
         return f"aborted {', '.join(c.text() for c, _ in targets)}"
 
