@@ -11,23 +11,20 @@ wall times from one run and their ratio.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_ssh import ansible_playbook, run_ansible_play  # noqa: E402
+from bench.bench_ssh import lab_bench, run_ansible_play  # noqa: E402
 from opsconsole.config import load_config  # noqa: E402
 from opsconsole.engine import Engine  # noqa: E402
-from tests.lab import Lab, LabConfig  # noqa: E402
+from tests.lab import Lab  # noqa: E402
 from tests.lab.config import write_lab_config  # noqa: E402
 
 PORT = 8080
@@ -92,27 +89,16 @@ async def run_opsconsole(lab: Lab, work: Path) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--attach", action="store_true", help="use the lab that is already up")
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("bench_rollout needs root (the lab uses network namespaces)", file=sys.stderr)
-        return 1
-    ansible_playbook()  # install before timing anything
-    lab = Lab.attach() if args.attach else Lab(LabConfig.from_env()).up()
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-roll-") as tmp:
-            work = Path(tmp)
-            ansible = run_ansible(lab, work)
-            ours = asyncio.run(run_opsconsole(lab, work))
+    def measure(lab: Lab, work: Path) -> tuple[float, float]:
+        return run_ansible(lab, work), asyncio.run(run_opsconsole(lab, work))
+
+    def report(lab: Lab, ansible: float, ours: float) -> None:
         print(f"rolling update of {len(lab.apps)} lab hosts, serial: 1, through the jump host")
         print(f"ansible-playbook:      {ansible:7.3f} s")
         print(f"opsconsole roll:       {ours:7.3f} s   (plus drain/health gate/version check per host)")
         print(f"ratio ansible/ours:    {ansible / ours:7.1f}x")
-    finally:
-        if not args.attach:
-            lab.down()
-    return 0
+
+    return lab_bench("bench_rollout", measure, report)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,14 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from opsconsole.events import EventBus  # noqa: E402
+from opsconsole.playbook.loader import load_playbook  # noqa: E402
+from opsconsole.playbook.runner import PlaybookRunner  # noqa: E402
 from opsconsole.transport.pool import SshPool  # noqa: E402
 from opsconsole.transport.ssh import SshTransport  # noqa: E402
 from tests.lab import Lab, LabConfig  # noqa: E402
@@ -85,57 +89,53 @@ def run_ansible(lab: Lab, work: Path) -> float:
     return run_ansible_play(lab, work, PLAY)
 
 
-async def run_opsconsole(lab: Lab, work: Path) -> tuple[float, str]:
-    """Through PlaybookRunner when it exists; else the same three tasks straight over the transport."""
+async def run_opsconsole(lab: Lab, work: Path) -> float:
+    """The same play through opsconsole's PlaybookRunner over the pooled SSH transport."""
     start = time.perf_counter()
     pool = SshPool(ssh_options(lab))
     try:
         hosts = [lab_host(lab, h.name) for h in lab.apps]
-        try:
-            from opsconsole.events import EventBus
-            from opsconsole.playbook.loader import load_playbook
-            from opsconsole.playbook.runner import PlaybookRunner
-        except ImportError:
-            for host in hosts:  # serial: 1
-                t = SshTransport(host, pool)
-                assert (await t.run("hostname")).ok
-                await t.write_file("/srv/opsconsole/bench.txt", f"bench {host.name}\n".encode())
-                assert (await t.run("cat /srv/opsconsole/bench.txt")).ok
-            how = "transport (PlaybookRunner not available)"
-        else:
-            (work / "play-oc.yml").write_text(PLAY.replace("  gather_facts: false\n", "").replace("hosts: app", "hosts: itrust"))
-            transports: dict[str, SshTransport] = {}
-            runner = PlaybookRunner(EventBus(), lambda h: transports.setdefault(h.name, SshTransport(h, pool)))
-            result = await runner.run(load_playbook(work / "play-oc.yml"), hosts, extra_vars={})
-            assert result.ok, result
-            how = "PlaybookRunner"
+        (work / "play-oc.yml").write_text(PLAY.replace("  gather_facts: false\n", "").replace("hosts: app", "hosts: itrust"))
+        transports: dict[str, SshTransport] = {}
+        runner = PlaybookRunner(EventBus(), lambda h: transports.setdefault(h.name, SshTransport(h, pool)))
+        result = await runner.run(load_playbook(work / "play-oc.yml"), hosts, extra_vars={})
+        assert result.ok, result
     finally:
         await pool.close()
-    return time.perf_counter() - start, how
+    return time.perf_counter() - start
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def lab_bench(name: str, measure: Callable[[Lab, Path], tuple[float, float]], report: Callable[[Lab, float, float], None]) -> int:
+    """Bring the lab up (or attach with --attach), measure ansible and opsconsole in one run, report, tear down."""
+    parser = argparse.ArgumentParser(description=f"{name}: ansible-playbook vs opsconsole over the SSH lab")
     parser.add_argument("--attach", action="store_true", help="use the lab that is already up")
     args = parser.parse_args()
     if os.geteuid() != 0:
-        print("bench_ssh needs root (the lab uses network namespaces)", file=sys.stderr)
+        print(f"{name} needs root (the lab uses network namespaces)", file=sys.stderr)
         return 1
     ansible_playbook()  # install before timing anything
     lab = Lab.attach() if args.attach else Lab(LabConfig.from_env()).up()
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-ssh-") as tmp:
-            work = Path(tmp)
-            ansible = run_ansible(lab, work)
-            ours, how = asyncio.run(run_opsconsole(lab, work))
-        print(f"3 tasks x {len(lab.apps)} hosts, serial: 1, through the jump host")
-        print(f"ansible-playbook: {ansible:7.3f} s")
-        print(f"opsconsole:       {ours:7.3f} s   ({how})")
-        print(f"ratio:            {ansible / ours:7.1f}x")
+        with tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp:
+            ansible, ours = measure(lab, Path(tmp))
+        report(lab, ansible, ours)
     finally:
         if not args.attach:
             lab.down()
     return 0
+
+
+def main() -> int:
+    def measure(lab: Lab, work: Path) -> tuple[float, float]:
+        return run_ansible(lab, work), asyncio.run(run_opsconsole(lab, work))
+
+    def report(lab: Lab, ansible: float, ours: float) -> None:
+        print(f"3 tasks x {len(lab.apps)} hosts, serial: 1, through the jump host")
+        print(f"ansible-playbook: {ansible:7.3f} s")
+        print(f"opsconsole:       {ours:7.3f} s   (PlaybookRunner)")
+        print(f"ratio:            {ansible / ours:7.1f}x")
+
+    return lab_bench("bench_ssh", measure, report)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -139,8 +140,6 @@ class CanaryDesk:
 
     async def watch(self) -> None:
         """Report every fronted app's split each STATE_POLL; a proxy that is down is said once, not every poll."""
-        import asyncio
-
         problem = None
         while True:
             try:
@@ -151,11 +150,11 @@ class CanaryDesk:
                 if problem is not None:
                     self.engine.say("proxy reachable again")
                 problem = None
-            except (TrafficError, Exception) as exc:  # CommandFailed for a missing runtime file too
+            except Exception as exc:  # TrafficError, or CommandFailed for a missing runtime file
                 if str(exc) != problem:
                     self.engine.say(f"proxy: {exc}", level="warning")
                 problem = str(exc)
-                self._driver = None if problem else self._driver
+                self._driver = None  # reopened next poll: the proxy may come back on another address
             await asyncio.sleep(STATE_POLL)
 
     async def close(self) -> None:

@@ -67,9 +67,7 @@ class Rollouts:
 
     # -- traffic and gates -------------------------------------------------
     def traffic_for(self, app: "AppConfig") -> TrafficControl:
-        factory = getattr(self.engine, "traffic_control", None)
-        control = factory(app) if factory is not None else None
-        return control or NoTraffic()
+        return self.engine.traffic_control(app) or NoTraffic()
 
     async def gate(self, host: str, version: str, timeout: float) -> str:
         """'' once the host is healthy (rise applies) and reports `version`; else why not, at the timeout."""
