@@ -62,17 +62,37 @@ class HealthCheckConfig:
     path: str = "/health"
     status: int = 200
     interval: float = 1.0
-    timeout: float = 0.5
+    # Longer than one SYN retransmit (1 s on Linux): a check that lands on a full accept queue is slow, not dead.
+    timeout: float = 2.0
     fall: int = 2
     rise: int = 2
-    passive: bool = True  # connect refused/reset/timeouts take a member out at once
+    passive: bool = True  # live traffic is evidence too (outlier detection, below)
     on_5xx: bool = False  # a 5xx answer also counts as a passive failure
+    # Outlier detection on live traffic, as Envoy does it: a member is ejected only after this many
+    # consecutive failures (connect timeouts, resets, response timeouts, 5xx with on_5xx) …
+    passive_failures: int = 5
+    # … but a refused connection means nothing listens (the process is gone): that is the canary-death signal.
+    passive_refused: int = 1
+    # Passive evidence never takes more than this share of the stable pool out (at least one member may go).
+    # The canary pool has no cap: a canary with no healthy member sends everything to stable and latches the alert.
+    max_ejection_percent: int = 10
 
 
 @dataclass(frozen=True)
 class RetryConfig:
     attempts: int = 1  # extra tries; only requests never sent, or GET/HEAD with nothing sent to the client
     methods: tuple[str, ...] = ("GET", "HEAD")
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """TLS termination on a frontend: PEM certificate chain and key, reloaded on SIGHUP."""
+
+    cert: Path
+    key: Path
+
+
+UPGRADES = ("websocket",)
 
 
 @dataclass(frozen=True)
@@ -85,6 +105,12 @@ class FrontendConfig:
     pools: dict[str, PoolConfig] = field(default_factory=dict)
     health: HealthCheckConfig = field(default_factory=HealthCheckConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
+    # Connections to one member at once (HAProxy's `maxconn` on a server line); more requests wait in the
+    # pool's queue, first in first out, for `queue_timeout`. 32 lets a stdlib ThreadingHTTPServer (one
+    # thread per connection, listen backlog 5) serve hundreds of clients through the proxy.
+    max_conns: int = 32
+    tls: TlsConfig | None = None
+    upgrades: tuple[str, ...] = UPGRADES  # protocols a client may switch to (tunnelled to the chosen member)
 
 
 @dataclass(frozen=True)
@@ -104,9 +130,16 @@ class ProxyConfig:
     runtime_file: Path | None = None  # where the proxy writes its pid and bound ports; None = the caller decides
     upstream_idle: float = 2.0
     client_idle: float = 30.0
-    connect_timeout: float = 1.0
+    # 5 s like HAProxy's and Envoy's examples: a dropped SYN (full accept queue) is retried by the kernel at
+    # 1 s and 3 s; a timeout at or under 1 s turns every one of those into a failure.
+    connect_timeout: float = 5.0
     response_timeout: float = 30.0
     drain_timeout: float = 30.0
+    queue_timeout: float = 10.0  # a request waiting for a free member slot longer than this gets 503 + Retry-After
+    head_timeout: float = 10.0  # the whole request head must arrive within this (HAProxy's `timeout http-request`)
+    max_head_bytes: int = 32 * 1024  # a larger request head gets 431
+    tunnel_idle: float = 3600.0  # an upgraded connection (WebSocket) with no traffic either way is closed after this
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For we extend; anyone else's is replaced
     frontends: dict[str, FrontendConfig] = field(default_factory=dict)
     haproxy: HaproxyConfig = field(default_factory=HaproxyConfig)
 
@@ -175,10 +208,21 @@ def parse_proxy_section(reader: MappingReader, groups: Mapping[str, Any]) -> Pro
     timeouts = dict(
         upstream_idle=reader.duration("upstream_idle", default=2.0, minimum=0.05),
         client_idle=reader.duration("client_idle", default=30.0, minimum=0.1),
-        connect_timeout=reader.duration("connect_timeout", default=1.0, minimum=0.01),
+        connect_timeout=reader.duration("connect_timeout", default=5.0, minimum=0.01),
         response_timeout=reader.duration("response_timeout", default=30.0, minimum=0.01),
         drain_timeout=reader.duration("drain_timeout", default=30.0, minimum=0.0),
+        queue_timeout=reader.duration("queue_timeout", default=10.0, minimum=0.0),
+        head_timeout=reader.duration("head_timeout", default=10.0, minimum=0.05),
+        max_head_bytes=reader.int("max_head_bytes", default=32 * 1024, minimum=1024, maximum=1024 * 1024),
+        tunnel_idle=reader.duration("tunnel_idle", default=3600.0, minimum=0.1),
     )
+    trusted = tuple(reader.str_list("trusted_proxies"))
+    for i, cidr in enumerate(trusted):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise reader.error("trusted_proxies", f"entry {i + 1}: {cidr!r} is not an address or CIDR "
+                                                  "(e.g. 10.0.0.0/8)") from None
     h = reader.mapping("haproxy")
     haproxy = HaproxyConfig(
         stats_socket=h.str("stats_socket", default="/run/haproxy/admin.sock"),
@@ -194,7 +238,7 @@ def parse_proxy_section(reader: MappingReader, groups: Mapping[str, Any]) -> Pro
         driver=driver, admin=admin, token_env=token_env,
         token_file=_resolve(base, token_file_text) if token_file_text else None,
         runtime_file=_resolve(base, runtime_text) if runtime_text else None,
-        frontends=frontends, haproxy=haproxy, **timeouts,
+        frontends=frontends, haproxy=haproxy, trusted_proxies=trusted, **timeouts,
     )
 
 
@@ -220,6 +264,12 @@ def _frontend(r: MappingReader, app: str, groups: Mapping[str, Any]) -> Frontend
     auto_restore = r.bool("auto_restore")
     health = _health(r.mapping("health"))
     retry = _retry(r.mapping("retry"))
+    max_conns = r.int("max_conns", default=32, minimum=1, maximum=100_000)
+    tls = _tls(r.mapping("tls"), Path(r.file).resolve().parent) if r.has("tls") else None
+    upgrades = tuple(u.lower() for u in (r.str_list("upgrades") if r.has("upgrades") else UPGRADES))
+    for u in upgrades:
+        if u not in UPGRADES:
+            raise r.error("upgrades", f"unknown protocol {u!r} (this proxy can tunnel: {', '.join(UPGRADES)})")
     p = r.mapping("pools")
     pools: dict[str, PoolConfig] = {}
     for name in list(p.data):
@@ -238,7 +288,19 @@ def _frontend(r: MappingReader, app: str, groups: Mapping[str, Any]) -> Frontend
             seen[m.name] = pool.name
     r.done()
     return FrontendConfig(app=app, listen=listen, split=split, cookie=cookie, auto_restore=auto_restore,
-                          pools=pools, health=health, retry=retry)
+                          pools=pools, health=health, retry=retry, max_conns=max_conns, tls=tls, upgrades=upgrades)
+
+
+def _tls(t: MappingReader, base: Path) -> TlsConfig:
+    paths = {}
+    for key in ("cert", "key"):
+        text = t.str(key, required=True)
+        path = _resolve(base, text)
+        if not path.is_file():
+            raise t.error(key, f"no such file: {path}")
+        paths[key] = path
+    t.done()
+    return TlsConfig(cert=paths["cert"], key=paths["key"])
 
 
 def _pool(r: MappingReader, name: str, groups: Mapping[str, Any]) -> PoolConfig:
@@ -279,9 +341,12 @@ def _health(h: MappingReader) -> HealthCheckConfig:
         kind=h.str("kind", default="http", choices=("http", "tcp")), path=path,
         status=h.int("status", default=200, minimum=100, maximum=599),
         interval=h.duration("interval", default=1.0, minimum=0.05),
-        timeout=h.duration("timeout", default=0.5, minimum=0.01),
+        timeout=h.duration("timeout", default=2.0, minimum=0.01),
         fall=h.int("fall", default=2, minimum=1, maximum=100), rise=h.int("rise", default=2, minimum=1, maximum=100),
         passive=h.bool("passive", default=True), on_5xx=h.bool("on_5xx"),
+        passive_failures=h.int("passive_failures", default=5, minimum=1, maximum=1000),
+        passive_refused=h.int("passive_refused", default=1, minimum=1, maximum=1000),
+        max_ejection_percent=h.int("max_ejection_percent", default=10, minimum=0, maximum=100),
     )
     h.done()
     return cfg
@@ -338,9 +403,15 @@ EXAMPLE_YAML = """\
 #   runtime_file: proxy.json      # the proxy writes its pid, admin URL and bound ports here (default <state_dir>/proxy/runtime.json)
 #   upstream_idle: 2s             # idle keep-alive to backends; keep it shorter than the backends' own
 #   client_idle: 30s              # idle keep-alive to clients
-#   connect_timeout: 1s
+#   connect_timeout: 5s           # over 1 s: a dropped SYN is retried by the kernel at 1 s and 3 s
 #   response_timeout: 30s         # no response header within this → a failure (GET/HEAD retried)
 #   drain_timeout: 30s            # a draining member counts as drained after this even with requests in flight
+#   queue_timeout: 10s            # a request waiting for a free member slot (max_conns) this long gets 503 + Retry-After
+#   head_timeout: 10s             # a request head must arrive whole within this, else 408 (slow clients)
+#   max_head_bytes: 32768         # a larger request head gets 431
+#   tunnel_idle: 1h               # a WebSocket tunnel with no traffic either way is closed after this
+#   trusted_proxies: []           # CIDRs of proxies in front of this one whose X-Forwarded-For is extended;
+#                                 # from anyone else the header is replaced by the client's address
 #   haproxy:                      # driver: haproxy only
 #     stats_socket: /run/haproxy/admin.sock
 #     config: /etc/haproxy/haproxy.cfg   # where `opsconsole` writes the generated config
@@ -352,6 +423,11 @@ EXAMPLE_YAML = """\
 #       split: request            # request: smooth weighted round robin per request | sticky: a cookie keeps each client on one pool
 #       cookie: opsconsole_bucket # sticky mode's cookie
 #       auto_restore: false       # false: a failed canary stays at 0% until `canary checkbox clear`
+#       max_conns: 32             # connections to one member at once; more requests wait in a queue (queue_timeout)
+#       upgrades: [websocket]     # protocol upgrades tunnelled to the chosen member; [] refuses them all
+#       # tls:                    # terminate TLS here (PEM files; SIGHUP reloads them without dropping connections)
+#       #   cert: /etc/opsconsole/checkbox.crt
+#       #   key: /etc/opsconsole/checkbox.key
 #       pools:
 #         stable:
 #           group: checkbox       # members are this group's hosts at their app port …
@@ -367,10 +443,14 @@ EXAMPLE_YAML = """\
 #         path: /health
 #         status: 200
 #         interval: 1s
-#         timeout: 500ms
+#         timeout: 2s
 #         fall: 2                 # failed checks before a member is out
-#         rise: 2                 # good checks before it is back
-#         passive: true           # connect refused/reset/timeout takes a member out at once
+#         rise: 2                 # good checks before it is back (also after a passive ejection)
+#         passive: true           # live traffic counts too (outlier detection):
+#         passive_failures: 5     #   consecutive timeouts/resets (and 5xx with on_5xx) before a member is ejected
+#         passive_refused: 1      #   consecutive refused connects (nothing listens: the process is gone)
+#         max_ejection_percent: 10  # passive ejection never takes more of the stable pool (at least one member);
+#                                 #   with every stable member down the proxy balances across all of them (panic)
 #         on_5xx: false           # a 5xx answer counts as a passive failure too
 #       retry:
 #         attempts: 1             # a request never sent, or a GET/HEAD with nothing yet sent to the client, goes to a healthy stable member
