@@ -69,6 +69,9 @@ def main_proxy(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"opsconsole proxy: cannot listen: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # e.g. a TLS certificate that does not load
+        print(f"opsconsole proxy: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

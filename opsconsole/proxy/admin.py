@@ -17,8 +17,9 @@ from opsconsole.proxy.balancer import DISABLED, DRAINING, ENABLED, AppState
 from opsconsole.proxy.config import Listen
 
 MAX_BODY = 64 * 1024
+MAX_HEAD = 8 * 1024  # the admin API's requests are small; a larger head is refused before it is buffered
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-            409: "Conflict", 413: "Payload Too Large"}
+            409: "Conflict", 413: "Payload Too Large", 431: "Request Header Fields Too Large"}
 
 
 class ApiError(Exception):
@@ -34,6 +35,10 @@ class _Parsed:
         self.body = bytearray()
         self.complete = False
         self.too_big = False
+        self.head_done = False
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -89,11 +94,20 @@ class AdminApi:
             while True:
                 msg = _Parsed()
                 parser = httptools.HttpRequestParser(msg)
+                head = 0
                 while not msg.complete:
                     data = await asyncio.wait_for(reader.read(65536), 60)
                     if not data:
                         return
                     parser.feed_data(data)
+                    if not msg.head_done:
+                        head += len(data)
+                        if head > MAX_HEAD:
+                            body = _json({"error": f"request head over {MAX_HEAD} bytes"})
+                            writer.write(f"HTTP/1.1 431 {_REASONS[431]}\r\nContent-Type: application/json\r\n"
+                                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+                            await writer.drain()
+                            return
                 method = parser.get_method().decode()
                 keep = parser.should_keep_alive()
                 if msg.too_big:
@@ -194,8 +208,8 @@ class AdminApi:
 def _body(body: bytes) -> dict:
     try:
         data = json.loads(body or b"null")
-    except ValueError:
-        raise ApiError(400, "the body must be JSON") from None
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser's stack
+        raise ApiError(400, "the body must be JSON (an object, not nested thousands deep)") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object")
     return data

@@ -1,10 +1,12 @@
-"""HTTP/1.1 message heads for the proxy: what crosses a hop and what does not (RFC 9110 §7.6.1).
+"""HTTP/1.1 message heads for the proxy: what crosses a hop and what does not (RFC 9110 §7.6.1, RFC 9112).
 
 Headers travel as (lowercased name, name, value) triples: each name is lowercased
 once, when parsed, because every step after that compares names.
 """
 
 from __future__ import annotations
+
+import re
 
 Header = tuple[bytes, bytes, bytes]
 
@@ -13,49 +15,110 @@ Header = tuple[bytes, bytes, bytes]
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
 })
+# A field that frames the message can never become hop-by-hop because `Connection` names it: dropping
+# Content-Length while forwarding the body lets the body be read as a second request (smuggling).
+FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host"})
 _PLAIN_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade", b"te"})
 _NO_BODY_STATUS = frozenset({204, 304})
 CRLF = b"\r\n"
+# RFC 9110 §7.2: uri-host [":" port]; reg-name characters, an IPv6 literal, or an IPv4 address.
+_HOST = re.compile(rb"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:[0-9]*)?$")
+
+REASONS = {
+    400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
+    431: "Request Header Fields Too Large", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Gateway Timeout",
+}
+# What a client is told. Generic on purpose: pool, member, address and parser detail go to the log only.
+MESSAGES = {
+    400: "the request is malformed", 405: "this method is not allowed here",
+    408: "the request did not arrive in time", 431: "the request head is too large",
+    501: "this protocol upgrade is not supported", 502: "the server's answer was invalid or cut short",
+    503: "no server is available to handle this request", 504: "the server did not answer in time",
+}
 
 
 class Framing:
     """What a head says about its connection and body, found in one pass."""
 
-    __slots__ = ("drop", "chunked", "length")
+    __slots__ = ("drop", "chunked", "length", "te", "upgrade")
 
     def __init__(self, headers: list[Header]) -> None:
         self.chunked = False
         self.length = False
+        self.te = b""  # the Transfer-Encoding value(s), as sent
+        self.upgrade = False  # Connection names `upgrade`
         drop = HOP_BY_HOP
         for low, _, value in headers:
             if low == b"transfer-encoding":
-                self.chunked = self.chunked or b"chunked" in value.lower()
+                self.te = value if not self.te else self.te + b", " + value
             elif low == b"content-length":
                 self.length = True
             elif low == b"connection":
                 tokens = {t.strip().lower() for t in value.split(b",") if t.strip()}
+                self.upgrade = self.upgrade or b"upgrade" in tokens
                 if not tokens <= _PLAIN_TOKENS:
-                    drop = drop | tokens  # fields named in Connection are hop-by-hop too
+                    drop = drop | (tokens - FRAMING)  # fields named in Connection are hop-by-hop too
+        if self.te:
+            self.chunked = self.te.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
         self.drop = drop
 
 
+def request_problem(method: bytes, url: bytes, headers: list[Header], framing: Framing,
+                    *, http10: bool) -> tuple[int, str] | None:
+    """Why a request head must be refused before anything is sent upstream, as (status, detail for the log)."""
+    if framing.te and framing.length:
+        return 400, "both Transfer-Encoding and Content-Length"
+    if framing.te and not framing.chunked:
+        return 400, f"Transfer-Encoding {framing.te[:40]!r} does not end in chunked"
+    if method == b"CONNECT":
+        return 405, "CONNECT to a reverse proxy"
+    if not url.startswith(b"/") and not (url == b"*" and method == b"OPTIONS"):
+        # A reverse proxy is not a forward proxy: an absolute-form target could name another host than Host.
+        return 400, f"request target {url[:60]!r} is not origin-form"
+    hosts = [v for low, _, v in headers if low == b"host"]
+    if len(hosts) > 1:
+        return 400, f"{len(hosts)} Host headers"
+    if not hosts and not http10:
+        return 400, "no Host header in an HTTP/1.1 request"
+    if hosts and not _HOST.match(hosts[0].strip()):
+        return 400, f"invalid Host {hosts[0][:60]!r}"
+    return None
+
+
+def upgrade_token(headers: list[Header]) -> bytes:
+    for low, _, value in headers:
+        if low == b"upgrade":
+            return value.split(b",")[0].split(b"/")[0].strip().lower()
+    return b""
+
+
 def request_head(method: bytes, url: bytes, headers: list[Header], drop: frozenset[bytes], client_ip: bytes,
-                 *, chunked: bool) -> bytes:
-    """The head we send upstream: end-to-end fields, our forwarding fields, our framing."""
+                 *, chunked: bool, trusted: bool, proto: bytes, upgrade: bytes = b"") -> bytes:
+    """The head we send upstream: end-to-end fields, our forwarding fields, our framing.
+
+    The client's own X-Forwarded-For is kept (and extended) only when it comes from a trusted proxy;
+    from anyone else it is a claim we cannot check, so we replace it.
+    """
     parts = [method, b" ", url, b" HTTP/1.1\r\n"]
     xff = b""
+    upgrade_value = b""
     for low, name, value in headers:
+        if low == b"upgrade":
+            upgrade_value = value
         if low in drop:
             continue
         if low == b"x-forwarded-for":
-            xff = value if not xff else xff + b", " + value
+            if trusted:
+                xff = value if not xff else xff + b", " + value
             continue
         if low == b"x-forwarded-proto":
-            # We are the edge and speak plain HTTP; a client must not be able to claim https.
-            continue
+            continue  # ours says how the client reached us; a client must not be able to claim https
         parts += (name, b": ", value, CRLF)
     parts += (b"X-Forwarded-For: ", (xff + b", " + client_ip) if xff else client_ip,
-              b"\r\nX-Forwarded-Proto: http\r\n")
+              b"\r\nX-Forwarded-Proto: ", proto, CRLF)
+    if upgrade:
+        parts += (b"Connection: Upgrade\r\nUpgrade: ", upgrade_value, CRLF)
     if chunked:
         parts.append(b"Transfer-Encoding: chunked\r\n")
     parts.append(CRLF)
@@ -68,6 +131,9 @@ def response_head(status: int, reason: bytes, headers: list[Header], drop: froze
     for low, name, value in headers:
         if low not in drop:
             parts += (name, b": ", value, CRLF)
+    if status == 101:
+        # Switching protocols: Connection and Upgrade are what the client waits for.
+        parts += [b"Connection: Upgrade\r\n"] + [b"Upgrade: %b\r\n" % v for low, _, v in headers if low == b"upgrade"]
     if chunked:
         parts.append(b"Transfer-Encoding: chunked\r\n")
     if close:
@@ -84,11 +150,14 @@ def has_no_body(method: str, status: int) -> bool:
     return method == "HEAD" or status in _NO_BODY_STATUS or 100 <= status < 200
 
 
-def simple_response(status: int, reason: str, message: str, *, close: bool) -> bytes:
-    """A response the proxy makes itself (502, 503 …), with a message that says what happened."""
-    body = (message.rstrip("\n") + "\n").encode()
+def simple_response(status: int, *, close: bool, retry_after: int | None = None) -> bytes:
+    """A response the proxy makes itself (502, 503 …): a generic message; the details are logged, not sent."""
+    reason = REASONS.get(status, "Error")
+    body = f"{status} {reason}: {MESSAGES.get(status, 'the request failed')}\n".encode()
     head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            f"Content-Length: {len(body)}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n").encode()
+            f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
+            + (f"Retry-After: {retry_after}\r\n" if retry_after is not None else "")
+            + ("Connection: close\r\n" if close else "") + "\r\n").encode()
     return head + body
 
 

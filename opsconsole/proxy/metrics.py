@@ -14,12 +14,13 @@ BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0
 
 
 class Stats:
-    __slots__ = ("requests", "errors", "retries", "responses", "buckets", "latency_sum")
+    __slots__ = ("requests", "errors", "retries", "failed", "responses", "buckets", "latency_sum")
 
     def __init__(self) -> None:
         self.requests = 0  # responses relayed to clients
         self.errors = 0  # upstream failures (connect, reset, timeout) and 5xx answers
         self.retries = 0  # requests that failed here and were sent elsewhere
+        self.failed = 0  # client-visible failures: a 5xx relayed, or one the proxy answered, or a response cut
         self.responses = [0, 0, 0, 0, 0, 0]  # by status class: index 1 = 1xx … 5 = 5xx
         self.buckets = [0] * (len(BUCKETS) + 1)  # last slot = +Inf
         self.latency_sum = 0.0
@@ -36,6 +37,7 @@ class Stats:
         self.requests += other.requests
         self.errors += other.errors
         self.retries += other.retries
+        self.failed += other.failed
         self.latency_sum += other.latency_sum
         for i, v in enumerate(other.responses):
             self.responses[i] += v
@@ -44,7 +46,7 @@ class Stats:
 
     def to_dict(self) -> dict:
         return {
-            "requests": self.requests, "errors": self.errors, "retries": self.retries,
+            "requests": self.requests, "errors": self.errors, "retries": self.retries, "failed": self.failed,
             "responses": {f"{i}xx": self.responses[i] for i in range(1, 6)},
             "latency": {"bounds": list(BUCKETS), "counts": list(self.buckets), "sum": self.latency_sum},
         }
@@ -77,6 +79,8 @@ class PromWriter:
         self.sample(f"{prefix}_requests_total", "counter", "Responses relayed to clients.", labels, s.requests)
         self.sample(f"{prefix}_errors_total", "counter", "Upstream failures and 5xx answers.", labels, s.errors)
         self.sample(f"{prefix}_retries_total", "counter", "Requests retried elsewhere after failing here.", labels, s.retries)
+        self.sample(f"{prefix}_failed_total", "counter", "Client-visible failures: 5xx relayed or answered, responses cut.",
+                    labels, s.failed)
         for i in range(1, 6):
             self.sample(f"{prefix}_responses_total", "counter", "Responses by status class.",
                         {**labels, "code": f"{i}xx"}, s.responses[i])

@@ -7,6 +7,7 @@ import gc
 import json
 import os
 import signal
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Callable
 
 from opsconsole.proxy.admin import AdminApi
 from opsconsole.proxy.balancer import AppState
-from opsconsole.proxy.config import FrontendConfig, Listen, ProxyConfig
+from opsconsole.proxy.config import FrontendConfig, Listen, ProxyConfig, TlsConfig
 from opsconsole.proxy.health import HealthChecker
 from opsconsole.proxy.metrics import PromWriter
 from opsconsole.proxy.server import ClientConnection, Frontend
@@ -33,7 +34,7 @@ class ProxyRuntime:
         self.runtime_file = runtime_file
         self.apps: dict[str, AppState] = {}
         self.frontends: dict[str, Frontend] = {}
-        self.listen: dict[str, Listen] = {}
+        self.listen: dict[str, tuple[Listen, TlsConfig | None]] = {}
         self.bound: dict[str, dict] = {}
         self.health = HealthChecker(log)
         self.admin = AdminApi(token, lambda: self.apps, metrics=self.metrics, state=self.state,
@@ -43,6 +44,7 @@ class ProxyRuntime:
         self._stop = asyncio.Event()
         self._sweeper: asyncio.Task | None = None
         self._retired: list[Frontend] = []
+        self._tasks: set[asyncio.Task] = set()
 
     # -- life cycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -61,27 +63,32 @@ class ProxyRuntime:
     async def _add_frontend(self, cfg: FrontendConfig) -> None:
         app = self.apps.get(cfg.app) or AppState(cfg, log)
         self.apps[cfg.app] = app
-        fe = Frontend(app, self.config, log, self.health.check_now)
-        await self._listen(fe, cfg.listen)
+        fe = Frontend(app, self.config, log, self.health, tls_context(cfg.tls) if cfg.tls else None)
+        await self._listen(fe, cfg)
         self.frontends[cfg.app] = fe
 
-    async def _listen(self, fe: Frontend, listen: Listen) -> None:
+    async def _listen(self, fe: Frontend, cfg: FrontendConfig) -> None:
         loop = asyncio.get_running_loop()
+        listen = cfg.listen
+        # A TLS handshake is part of a request head's time: a client that stalls in it is a slow client.
+        tls = dict(ssl=fe.tls, ssl_handshake_timeout=self.config.head_timeout) if fe.tls is not None else {}
         if listen.unix:
-            fe.server = await loop.create_unix_server(lambda: ClientConnection(fe), listen.unix, backlog=1024)
+            fe.server = await loop.create_unix_server(lambda: ClientConnection(fe), listen.unix, backlog=1024, **tls)
             self.bound[fe.app.name] = {"unix": listen.unix}
         else:
             fe.server = await loop.create_server(lambda: ClientConnection(fe), listen.host, listen.port,
-                                                 reuse_address=True, backlog=1024)
+                                                 reuse_address=True, backlog=1024, **tls)
             host, port = fe.server.sockets[0].getsockname()[:2]
             self.bound[fe.app.name] = {"host": host, "port": port}
-        self.listen[fe.app.name] = listen
+        if cfg.tls is not None:
+            self.bound[fe.app.name]["tls"] = True
+        self.listen[fe.app.name] = (listen, cfg.tls)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._reload_async()))
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         await self.start()
         await self._stop.wait()
         await self.shutdown()
@@ -125,22 +132,23 @@ class ProxyRuntime:
                 fe.sweep()
 
     # -- reload (SIGHUP) --------------------------------------------------------------
-    async def _reload_async(self) -> None:
-        self.reload()
-
     def reload(self) -> str:
         """Re-read the config; listeners and connections stay; a bad config changes nothing."""
         if self.reload_config is None:
             return "no config file to reload from"
         try:
             new = self.reload_config()
+            # Certificates are read now, so a bad one refuses the whole reload and changes nothing.
+            contexts = {name: tls_context(fe.tls) for name, fe in new.frontends.items() if fe.tls is not None}
         except Exception as exc:  # a bad file must not take the proxy down
             log(f"reload refused, still running the old config: {exc}")
             return f"refused: {exc}"
-        asyncio.get_running_loop().create_task(self._apply(new))
+        task = asyncio.get_running_loop().create_task(self._apply(new, contexts))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         return "ok"
 
-    async def _apply(self, new: ProxyConfig) -> None:
+    async def _apply(self, new: ProxyConfig, contexts: dict[str, ssl.SSLContext]) -> None:
         old_admin = self.config.admin
         self.config = new
         for name, cfg in new.frontends.items():
@@ -152,10 +160,18 @@ class ProxyRuntime:
             for m in left:
                 m.close_idle()  # requests in flight to it finish on their own connections
             fe.configure(cfg, new)
-            if cfg.listen != self.listen[name]:
+            old_listen, old_tls = self.listen[name]
+            if cfg.tls is not None and old_tls is not None and fe.tls is not None:
+                # Same listener, new certificate: load it into the context in use. New handshakes get it;
+                # connections already open keep theirs (nothing is dropped).
+                fe.tls.load_cert_chain(str(cfg.tls.cert), str(cfg.tls.key))
+            if cfg.listen != old_listen or (cfg.tls is None) != (old_tls is None):
+                fe.tls = contexts.get(name)
                 old_server = fe.server
-                await self._listen(fe, cfg.listen)
+                await self._listen(fe, cfg)
                 old_server.close()  # only the listening socket: accepted connections live on
+            else:
+                self.listen[name] = (cfg.listen, cfg.tls)
         for name in [n for n in self.apps if n not in new.frontends]:
             fe = self.frontends.pop(name)
             self.apps.pop(name)
@@ -179,13 +195,30 @@ class ProxyRuntime:
         for app in self.apps.values():
             w.sample("opsconsole_proxy_alert", "gauge", "1 while the canary alert is latched.", {"app": app.name},
                      1 if app.alert else 0)
-            w.sample("opsconsole_proxy_client_errors_total", "counter", "Requests the proxy answered 502/503/504 or cut.",
+            w.sample("opsconsole_proxy_client_errors_total", "counter", "Requests the proxy answered 5xx or cut.",
                      {"app": app.name}, app.client_errors)
+            for code, n in sorted(app.answers.items()):
+                w.sample("opsconsole_proxy_answers_total", "counter",
+                         "Responses the proxy made itself, by status (cut = a response cut short).",
+                         {"app": app.name, "code": code}, n)
+            w.sample("opsconsole_proxy_tunnels_open", "gauge", "Upgraded connections (WebSocket) open now.",
+                     {"app": app.name}, app.tunnels_open)
+            w.sample("opsconsole_proxy_tunnels_total", "counter", "Upgraded connections opened.",
+                     {"app": app.name}, app.tunnels_total)
             for pool in app.pools.values():
                 labels = {"app": app.name, "pool": pool.name}
                 w.sample("opsconsole_proxy_pool_weight", "gauge", "Configured pool weight (0-100).", labels, pool.weight)
                 w.sample("opsconsole_proxy_pool_effective_weight", "gauge", "Weight in use after health and alert.",
                          labels, app.effective_weight(pool))
+                w.sample("opsconsole_proxy_pool_panic", "gauge",
+                         "1 while no member of the pool is healthy and it balances across all of them.",
+                         labels, 1 if pool.panic else 0)
+                w.sample("opsconsole_proxy_pool_queue", "gauge", "Requests waiting for a free member slot.",
+                         labels, len(pool.queue))
+                w.sample("opsconsole_proxy_pool_queued_total", "counter", "Requests that waited for a free slot.",
+                         labels, pool.queued)
+                w.sample("opsconsole_proxy_pool_queue_timeouts_total", "counter",
+                         "Requests answered 503 after queue_timeout.", labels, pool.queue_timeouts)
                 for m in pool.members:
                     ml = {**labels, "member": m.name}
                     w.sample("opsconsole_proxy_member_up", "gauge", "1 if the member passes its checks.", ml, 1 if m.healthy else 0)
@@ -200,3 +233,14 @@ class ProxyRuntime:
         tmp = self.runtime_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"pid": os.getpid(), "admin": self.admin_url, "frontends": self.bound}))
         os.replace(tmp, self.runtime_file)  # readers never see half a file
+
+
+def tls_context(cfg: TlsConfig) -> ssl.SSLContext:
+    """A server context with Python's secure defaults (TLS 1.2+); ValueError naming the file at fault."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(str(cfg.cert), str(cfg.key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load TLS certificate {cfg.cert} with key {cfg.key}: {exc}") from None
+    return ctx

@@ -1,34 +1,50 @@
-"""The client side: parse requests, choose a member, relay, retry what is safe to retry."""
+"""The client side: check requests, choose a member, queue for a free slot, relay, retry what is safe to retry.
+
+A request is checked whole before any byte of it goes upstream: framing, Host,
+target form, head size and the upgrade it asks for. What is refused is answered
+in order (after the responses to requests pipelined before it) and never reaches
+a member. Answers the proxy makes itself are generic; the details go to the log.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import random
+import ssl
+import time
 from collections import deque
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import httptools
 
 from opsconsole.proxy import http1
-from opsconsole.proxy.balancer import ENABLED, AppState, Member
+from opsconsole.proxy.balancer import ENABLED, AppState, Member, Pool
 from opsconsole.proxy.config import FrontendConfig, ProxyConfig
 from opsconsole.proxy.upstream import UpstreamConnection
+
+if TYPE_CHECKING:
+    from opsconsole.proxy.health import HealthChecker
 
 MAX_IDLE_PER_MEMBER = 256
 MAX_REPLAY_BYTES = 64 * 1024  # a GET/HEAD body larger than this is not kept for a retry
 MAX_QUEUED = 16  # pipelined requests parsed ahead before we stop reading
+MAX_HELD = 64 * 1024  # request bytes held while no member has them yet, before we stop reading the client
+RETRY_AFTER = 1  # seconds, on a 503 the proxy answers itself
+CONNECT_RETRIES = 3  # a request not yet sent may try this many other members (HAProxy's retries + redispatch)
+LOG_BURST = 20  # detail lines logged per frontend per second; the rest are counted
 
 
 class Request:
     __slots__ = ("client", "method", "url", "headers", "keep_alive", "http10", "chunked", "wire", "replayable",
-                 "body_done", "conn", "member", "attempts", "sent", "responded", "t_send", "bucket",
-                 "set_cookie", "status", "body_kind", "done")
+                 "body_done", "conn", "member", "last", "pool", "attempts", "sent", "responded", "t_send",
+                 "bucket", "set_cookie", "status", "body_kind", "done", "refusal", "upgrade", "queued_at", "held")
 
     def __init__(self, client: "ClientConnection") -> None:
         self.client = client
         self.method = "GET"
         self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers: list[http1.Header] = []
         self.keep_alive = True
         self.http10 = False
         self.chunked = False
@@ -36,7 +52,9 @@ class Request:
         self.replayable = True
         self.body_done = False
         self.conn: UpstreamConnection | None = None
-        self.member: Member | None = None
+        self.member: Member | None = None  # holds a connection slot of this member
+        self.last: Member | None = None  # the member tried last (who a failure is counted against)
+        self.pool: Pool | None = None
         self.attempts = 0
         self.sent = False  # some byte went upstream
         self.responded = False  # some byte went to the client
@@ -46,13 +64,19 @@ class Request:
         self.status = 0
         self.body_kind = "none"
         self.done = False
+        self.refusal: tuple[int, str] | None = None  # answered by the proxy, never sent upstream
+        self.upgrade = b""  # the protocol a tunnel is asked for (b"websocket")
+        self.queued_at = 0.0
+        self.held = 0  # bytes in `wire` not yet sent (counted against the client's MAX_HELD)
 
     def add_body(self, data: bytes) -> None:
+        if self.refusal is not None:
+            return
         piece = http1.chunk(data) if self.chunked else data
         self._push(piece)
 
     def end_body(self) -> None:
-        if self.chunked:
+        if self.chunked and self.refusal is None:
             self._push(http1.LAST_CHUNK)
         self.body_done = True
 
@@ -63,6 +87,8 @@ class Request:
                 self.wire.append(piece)
         else:
             self.wire.append(piece)
+            self.held += len(piece)
+            self.client.hold(len(piece))
         if self.replayable and sum(len(w) for w in self.wire) > MAX_REPLAY_BYTES:
             self.replayable = False
 
@@ -75,89 +101,210 @@ class ClientConnection(asyncio.Protocol):
         self.queue: deque[Request] = deque()
         self.cur: Request | None = None
         self.client_ip = b""
+        self.trusted = False  # the peer is a trusted proxy: its X-Forwarded-For is extended, not replaced
         self.out: list[bytes] = []  # response bytes gathered during one upstream read, written at once
         self.last_active = 0.0
         self.closing = False
         self.gone = False
+        self.pauses: set[str] = set()  # why reading from the client is paused; resumed when empty
+        self.held = 0
+        self.stopped = False  # a refusal is queued: nothing more is read from this client
+        self.in_head = False
+        self.head_deadline = 0.0
+        self.head_bytes = 0  # parsed bytes of the head so far (URL and fields)
+        self.head_unparsed = 0  # bytes of chunks in which no head field completed (a field still arriving)
+        self._callback = False
+        self.upgrading: Request | None = None  # sent an upgrade request; waiting for 101
+        self.pending: list[bytes] = []  # client bytes that arrived after the upgrade request
+        self.tunnel: UpstreamConnection | None = None
+        self.tunnel_member: Member | None = None
 
     # -- asyncio -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
-        self.client_ip = (peer[0] if isinstance(peer, tuple) else "127.0.0.1").encode()
-        self.last_active = self.fe.loop_time()
+        ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
+        self.client_ip = ip.encode()
+        self.trusted = self.fe.is_trusted(ip)
+        now = self.fe.loop_time()
+        self.last_active = now
+        self.head_deadline = now + self.fe.head_timeout  # the first request's head, from accept (slowloris)
         self.fe.clients.add(self)
 
     def data_received(self, data: bytes) -> None:
         self.last_active = self.fe.loop_time()
+        if self.tunnel is not None:
+            self.tunnel.transport.write(data)
+            return
+        if self.upgrading is not None:
+            self.pending.append(data)  # for the tunnel, once the member agrees to switch
+            self.pause("upgrade")
+            return
+        if self.stopped:
+            return
+        self._callback = False
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._refuse(501, "Not Implemented", "protocol upgrades (WebSocket, h2c) are not supported by this proxy")
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade_requested(data[exc.args[0]:] if exc.args else b"")
+            return
         except httptools.HttpParserError as exc:
-            self._refuse(400, "Bad Request", f"the request could not be parsed: {exc}")
+            self._parse_error(f"unparsable request: {exc}")
+            return
+        if self.in_head and not self.stopped:
+            # A field still arriving is buffered inside the parser: count whole chunks until one completes.
+            self.head_unparsed = 0 if self._callback else self.head_unparsed + len(data)
+            if self.head_bytes + self.head_unparsed > self.fe.max_head:
+                self._refuse(self.cur or Request(self), 431, f"request head over {self.fe.max_head} bytes")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gone = True
         self.fe.clients.discard(self)
+        if self.tunnel is not None:
+            self.fe.tunnel_closed(self)
         for req in self.queue:
             if not req.done:
                 self.fe.abort(req)
         self.queue.clear()
 
     def pause_writing(self) -> None:
-        if self.queue and self.queue[0].conn is not None and self.queue[0].conn.transport is not None:
-            self.queue[0].conn.transport.pause_reading()
+        conn = self.tunnel or (self.queue[0].conn if self.queue else None)
+        if conn is not None and conn.transport is not None and not conn.closed:
+            conn.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.queue and self.queue[0].conn is not None and self.queue[0].conn.transport is not None:
-            self.queue[0].conn.transport.resume_reading()
+        conn = self.tunnel or (self.queue[0].conn if self.queue else None)
+        if conn is not None and conn.transport is not None and not conn.closed:
+            conn.transport.resume_reading()
 
     @property
     def busy(self) -> bool:
-        return bool(self.queue) or self.cur is not None
+        return bool(self.queue) or self.cur is not None or self.tunnel is not None
 
-    def _refuse(self, status: int, reason: str, message: str) -> None:
-        if not self.queue:
-            self.transport.write(http1.simple_response(status, reason, message, close=True))
-        self.closing = True
-        self.transport.close()
+    # -- reading: pauses for several reasons at once ---------------------------------
+    def pause(self, why: str) -> None:
+        if not self.pauses and not self.gone and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self.pauses.add(why)
+
+    def resume(self, why: str) -> None:
+        if why not in self.pauses:
+            return
+        self.pauses.discard(why)
+        if not self.pauses and not self.gone and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def hold(self, n: int) -> None:
+        """`n` more request bytes wait for a member; past MAX_HELD we stop reading (backpressure)."""
+        self.held += n
+        if self.held > MAX_HELD:
+            self.pause("held")
+
+    def unhold(self, req: Request) -> None:
+        self.held -= req.held
+        req.held = 0
+        if self.held <= MAX_HELD:
+            self.resume("held")
+
+    # -- refusing ----------------------------------------------------------------------
+    def _refuse(self, req: Request, status: int, detail: str) -> None:
+        """Answer `status` in turn, after the requests before it; read nothing more; close after."""
+        self.fe.note(f"{self.fe.app.name}: refused {status} to {self.client_ip.decode()}: {detail}")
+        req.refusal = (status, detail)
+        req.keep_alive = False
+        self.stopped = True
+        self.in_head = False
+        self.head_deadline = 0.0
+        self.pause("stopped")
+        if req not in self.queue:
+            self.queue.append(req)
+            if len(self.queue) == 1:
+                self.fe.dispatch(req)
+
+    def _parse_error(self, detail: str) -> None:
+        req = self.cur
+        if req is not None and req in self.queue and not req.done:
+            # The head was good and went upstream; its body is broken. The member must not get the rest.
+            self.fe.withdraw(req)
+            if req.responded:
+                self.cut(req)
+                return
+            req.wire = []
+        self._refuse(req or Request(self), 400, detail)
+
+    def head_timed_out(self) -> None:
+        self._refuse(self.cur or Request(self), 408, f"no complete request head within {self.fe.head_timeout:g}s")
 
     # -- httptools callbacks ---------------------------------------------------
     def on_message_begin(self) -> None:
+        self._callback = True
         self.cur = Request(self)
+        self.in_head = True
+        self.head_bytes = self.head_unparsed = 0
+        if not self.head_deadline:
+            self.head_deadline = self.fe.loop_time() + self.fe.head_timeout
 
     def on_url(self, url: bytes) -> None:
+        self._callback = True
         self.cur.url += url
+        self.head_bytes += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._callback = True
+        self.head_bytes += len(name) + len(value) + 4
         self.cur.headers.append((name.lower(), name, value))
 
     def on_headers_complete(self) -> None:
         req = self.cur
+        if self.stopped:
+            return
+        self.in_head = False
+        self.head_deadline = 0.0
         p = self.parser
-        req.method = p.get_method().decode()
+        method = p.get_method()
+        req.method = method.decode()
         req.keep_alive = p.should_keep_alive()
         req.http10 = p.get_http_version() == "1.0"
         framing = http1.Framing(req.headers)
+        if self.head_bytes > self.fe.max_head:
+            problem: tuple[int, str] | None = (431, f"request head over {self.fe.max_head} bytes")
+        else:
+            problem = http1.request_problem(method, req.url, req.headers, framing, http10=req.http10)
+        if problem is None and p.should_upgrade():
+            token = http1.upgrade_token(req.headers)
+            if token.decode(errors="replace") not in self.fe.cfg.upgrades:
+                problem = (501, f"upgrade to {token[:30]!r} is not enabled (upgrades: {list(self.fe.cfg.upgrades)})")
+            elif method != b"GET" or req.http10 or framing.length or framing.te:
+                problem = (400, "a WebSocket upgrade is an HTTP/1.1 GET without a body")
+            else:
+                req.upgrade = token
+                req.replayable = False
+        if problem is not None:
+            self._refuse(req, *problem)
+            return
         req.chunked = framing.chunked
         if req.method not in self.fe.retry_methods:
             req.replayable = False
         if self.fe.sticky:
             req.bucket = self._bucket(req)
-        req.wire.append(http1.request_head(p.get_method(), req.url, req.headers, framing.drop, self.client_ip,
-                                           chunked=req.chunked))
+        head = http1.request_head(method, req.url, req.headers, framing.drop, self.client_ip, chunked=req.chunked,
+                                  trusted=self.trusted, proto=self.fe.proto, upgrade=req.upgrade)
+        req.wire.append(head)
+        req.held += len(head)
+        self.hold(len(head))
         self.queue.append(req)
         if len(self.queue) == 1:
             self.fe.dispatch(req)
         elif len(self.queue) >= MAX_QUEUED:
-            self.transport.pause_reading()
+            self.pause("pipeline")
 
     def on_body(self, body: bytes) -> None:
-        self.cur.add_body(body)
+        if not self.stopped:
+            self.cur.add_body(body)
 
     def on_message_complete(self) -> None:
-        self.cur.end_body()
+        if self.cur is not None:
+            self.cur.end_body()
         self.cur = None
 
     def _bucket(self, req: Request) -> int:
@@ -172,6 +319,38 @@ class ClientConnection(asyncio.Protocol):
         req.set_cookie = b"Set-Cookie: %b=%d; Path=/; HttpOnly; SameSite=Lax\r\n" % (name, bucket)
         return bucket
 
+    # -- upgrades (WebSocket) -----------------------------------------------------
+    def _upgrade_requested(self, rest: bytes) -> None:
+        """The parser stopped after an upgrade request: what follows belongs to the tunnel, if there is one."""
+        req = self.queue[-1] if self.queue else None
+        if self.stopped or req is None or not req.upgrade:
+            return  # refused: answered in turn, then closed
+        self.upgrading = req
+        if rest:
+            self.pending.append(rest)
+        self.pause("upgrade")
+
+    def on_switch(self, req: Request, conn: UpstreamConnection, rest: bytes) -> None:
+        """The member answered 101: from now on bytes flow both ways untouched."""
+        self.tunnel = conn
+        self.tunnel_member = req.last
+        conn.tunnel = self
+        self.fe.tunnel_opened(req, conn, self)
+        if rest:
+            self.out.append(rest)
+        self.flush()
+        self.queue.clear()
+        self.upgrading = None
+        pending, self.pending = self.pending, []
+        if pending:
+            conn.transport.write(b"".join(pending))
+        self.resume("upgrade")
+
+    def tunnel_lost(self) -> None:
+        self.flush()
+        if not self.gone:
+            self.transport.close()
+
     # -- from the upstream side -------------------------------------------------
     def flush(self) -> None:
         if self.out and not self.gone:
@@ -185,7 +364,9 @@ class ClientConnection(asyncio.Protocol):
     def on_response_head(self, req: Request, status: int, reason: bytes, headers: list, drop: frozenset, body: str) -> None:
         req.status = status
         req.responded = True
-        close = not req.keep_alive or self.fe.shutting_down or self.closing
+        close = not req.keep_alive or self.fe.shutting_down or self.closing or (bool(req.upgrade) and status != 101)
+        if status == 101:
+            close = False
         rechunk = body in ("chunked", "eof")
         if rechunk and req.http10:
             # An HTTP/1.0 client knows no chunks: the end of the body is the end of the connection.
@@ -209,18 +390,22 @@ class ClientConnection(asyncio.Protocol):
     def on_upstream_error(self, req: Request, conn: UpstreamConnection | None, kind: str, detail: str) -> None:
         self.fe.failed(req, conn, kind, detail)
 
-    def answer(self, req: Request, status: int, reason: str, message: str) -> None:
-        """The proxy answers itself (no member could)."""
+    def answer(self, req: Request, status: int) -> None:
+        """The proxy answers itself (a refusal, or no member could)."""
         req.done = True
-        close = not req.keep_alive or self.fe.shutting_down or self.closing
+        self.fe.count_answer(req, status)
+        self.unhold(req)
+        close = (not req.keep_alive or self.fe.shutting_down or self.closing or req.refusal is not None
+                 or bool(req.upgrade))
         if close:
             self.closing = True
-        self.out.append(http1.simple_response(status, reason, message, close=close))
+        self.out.append(http1.simple_response(status, close=close, retry_after=RETRY_AFTER if status == 503 else None))
         self._next()
 
     def cut(self, req: Request) -> None:
         """A response already begun cannot be finished: close so the client sees it is incomplete."""
         req.done = True
+        self.fe.count_answer(req, 0)
         self.closing = True
         self.queue.clear()
         self.out.clear()
@@ -236,8 +421,8 @@ class ClientConnection(asyncio.Protocol):
             if not self.gone:
                 self.transport.close()
             return
-        if len(self.queue) == MAX_QUEUED - 1:
-            self.transport.resume_reading()
+        if len(self.queue) < MAX_QUEUED:
+            self.resume("pipeline")
         if self.queue:
             self.fe.dispatch(self.queue[0])
 
@@ -246,17 +431,23 @@ class Frontend:
     """One app's listener: clients in, members out."""
 
     def __init__(self, app: AppState, proxy_cfg: ProxyConfig, log: Callable[[str], None],
-                 check_now: Callable[[AppState, Member], None]) -> None:
+                 health: "HealthChecker", tls: ssl.SSLContext | None = None) -> None:
         self.app = app
         self.log = log
-        self.check_now = check_now
+        self.health = health
+        self.tls = tls
         self.loop = asyncio.get_running_loop()
         self.loop_time = self.loop.time
         self.clients: set[ClientConnection] = set()
         self.busy: set[UpstreamConnection] = set()
+        self.tasks: set[asyncio.Task] = set()
         self.server: asyncio.AbstractServer | None = None
         self.shutting_down = False
+        self._log_second = 0
+        self._log_count = 0
+        self._log_dropped = 0
         self.configure(app.cfg, proxy_cfg)
+        app.on_change = self.rebalance
 
     def configure(self, cfg: FrontendConfig, proxy_cfg: ProxyConfig) -> None:
         self.cfg = cfg
@@ -267,16 +458,79 @@ class Frontend:
         self.connect_timeout = proxy_cfg.connect_timeout
         self.upstream_idle = proxy_cfg.upstream_idle
         self.client_idle = proxy_cfg.client_idle
+        self.queue_timeout = proxy_cfg.queue_timeout
+        self.head_timeout = proxy_cfg.head_timeout
+        self.max_head = proxy_cfg.max_head_bytes
+        self.tunnel_idle = proxy_cfg.tunnel_idle
+        self.drain_timeout = proxy_cfg.drain_timeout
+        self.trusted_nets = [ipaddress.ip_network(c, strict=False) for c in proxy_cfg.trusted_proxies]
+        self.proto = b"https" if cfg.tls is not None else b"http"
+
+    def is_trusted(self, ip: str) -> bool:
+        if not self.trusted_nets:
+            return False
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.trusted_nets)
+
+    def note(self, message: str) -> None:
+        """Log a detail line, at most LOG_BURST a second: under a flood the log must not become the bottleneck."""
+        second = int(time.monotonic())
+        if second != self._log_second:
+            if self._log_dropped:
+                self.log(f"{self.app.name}: ({self._log_dropped} more such lines not logged)")
+            self._log_second, self._log_count, self._log_dropped = second, 0, 0
+        if self._log_count < LOG_BURST:
+            self._log_count += 1
+            self.log(message)
+        else:
+            self._log_dropped += 1
+
+    def count_answer(self, req: Request, status: int) -> None:
+        """Every answer the proxy makes (status 0 = a response cut short) counts, per app, pool and member."""
+        self.app.answers["cut" if status == 0 else str(status)] += 1
+        if status >= 500 or status == 0:
+            if req.last is not None:
+                req.last.stats.failed += 1
+            elif req.pool is not None:
+                req.pool.failed += 1
 
     # -- sending ------------------------------------------------------------------
     def dispatch(self, req: Request, retry_of: Member | None = None) -> None:
-        app = self.app
-        member = app.pick(req.bucket) if retry_of is None else app.pick_retry(retry_of)
-        if member is None:
-            app.client_errors += 1
-            req.client.answer(req, 503, "Service Unavailable", f"no healthy member of app {app.name} can take this request")
+        if req.refusal is not None:
+            req.client.answer(req, req.refusal[0])
             return
-        req.member = member
+        app = self.app
+        pool = app.pick_pool(req.bucket) if retry_of is None else app.retry_pool(retry_of)
+        if pool is None:
+            self.note(f"{app.name}: 503: no pool can take traffic (no healthy, enabled member)")
+            req.client.answer(req, 503)
+            return
+        self._assign(req, pool, exclude=retry_of)
+
+    def _assign(self, req: Request, pool: Pool, exclude: Member | None = None) -> None:
+        m = pool.pick(exclude)
+        if m is None and exclude is not None and exclude in pool.live and exclude.free and exclude.available:
+            m = exclude  # a kept-alive connection died, the member is fine: the same member on a fresh connection
+        if m is None:
+            if not pool.live:
+                self.note(f"{self.app.name}/{pool.name}: 503: no member can take traffic")
+                req.pool = pool
+                req.client.answer(req, 503)
+                return
+            # Every member is at max_conns: wait in line (HAProxy's server queue) rather than pile on connects.
+            req.pool = pool
+            req.queued_at = self.loop_time()
+            pool.queue.append(req)
+            pool.queued += 1
+            return
+        self._send_to(req, pool, m)
+
+    def _send_to(self, req: Request, pool: Pool, member: Member) -> None:
+        req.pool = pool
+        req.member = req.last = member
         member.inflight += 1
         req.attempts += 1
         req.t_send = self.loop_time()
@@ -289,29 +543,61 @@ class Frontend:
                 conn.send(req)
                 return
             conn.close()
-        self.loop.create_task(self._connect(req, member))
+        task = self.loop.create_task(self._connect(req, member))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def _connect(self, req: Request, member: Member) -> None:
         try:
-            _, conn = await asyncio.wait_for(
-                self.loop.create_connection(lambda: UpstreamConnection(member), member.address, member.port),
-                self.connect_timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
-            why = "connect timed out" if isinstance(exc, asyncio.TimeoutError) else f"connect failed: {exc.strerror or exc}"
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await self.loop.create_connection(lambda: UpstreamConnection(member), member.address,
+                                                            member.port)
+        except ConnectionRefusedError:
+            self.failed(req, None, "refused", "connection refused")
+            return
+        except (OSError, TimeoutError) as exc:
+            why = (f"connect timed out after {self.connect_timeout:g}s" if isinstance(exc, TimeoutError)
+                   else f"connect failed: {exc.strerror or exc}")
             self.failed(req, None, "connect", why)
             return
-        if req.done or req.client.gone:
-            self._release(req)
+        if req.done or req.client.gone or req.member is not member:
             self._pool(conn)
             return
         self.busy.add(conn)
         conn.send(req)
 
     def _release(self, req: Request) -> Member | None:
+        """Give back the request's connection slot; the next request waiting for that pool takes it."""
         m, req.member = req.member, None
         if m is not None:
             m.inflight -= 1
+            pool = self.app.pools.get(m.pool)
+            if pool is not None and pool.queue:
+                self._drain_queue(pool)
         return m
+
+    def _drain_queue(self, pool: Pool) -> None:
+        q = pool.queue
+        while q:
+            req = q[0]
+            if req.done or req.client.gone:
+                q.popleft()
+                continue
+            if not pool.live:
+                q.popleft()  # the pool lost its last member while this waited: choose afresh
+                self.dispatch(req)
+                continue
+            m = pool.pick()
+            if m is None:
+                return
+            q.popleft()
+            self._send_to(req, pool, m)
+
+    def rebalance(self) -> None:
+        """Health, admin state or weights changed: waiting requests may now have a member (or need another pool)."""
+        for pool in list(self.app.pools.values()):
+            if pool.queue:
+                self._drain_queue(pool)
 
     def _pool(self, conn: UpstreamConnection) -> None:
         m = conn.member
@@ -322,21 +608,38 @@ class Frontend:
         conn.idle_since = self.loop_time()
         m.idle.append(conn)
 
+    def withdraw(self, req: Request) -> None:
+        """Take a request back from wherever it is (a member's connection or a queue): it will not be sent on."""
+        if req.conn is not None:
+            self.busy.discard(req.conn)
+            req.conn.req = None
+            req.conn.close()
+            req.conn = None
+        self._release(req)
+        if req.pool is not None and req in req.pool.queue:
+            req.pool.queue.remove(req)
+
     # -- outcomes -------------------------------------------------------------------
     def finished(self, req: Request, conn: UpstreamConnection, reusable: bool) -> None:
         req.done = True
         self.busy.discard(conn)
+        if reusable:
+            self._pool(conn)  # first, so a request waiting for this member's slot reuses the connection
+        else:
+            conn.close()
         m = self._release(req)
         if m is not None:
             m.stats.observe(req.status, self.loop_time() - req.t_send)
             if req.status >= 500:
                 m.stats.errors += 1
-                if self.cfg.health.on_5xx and self.cfg.health.passive:
-                    self.app.mark(m, False, f"passive: answered {req.status}")
-        if reusable:
-            self._pool(conn)
-        else:
-            conn.close()
+                m.stats.failed += 1
+                h = self.cfg.health
+                if h.on_5xx and h.passive:
+                    m.failures += 1
+                    if m.failures >= h.passive_failures:
+                        self.app.eject(m, f"passive: {m.failures} consecutive {req.status} answers")
+            else:
+                m.failures = m.refused = 0
 
     def failed(self, req: Request, conn: UpstreamConnection | None, kind: str, detail: str) -> None:
         if conn is not None:
@@ -346,37 +649,63 @@ class Frontend:
             return
         if m is not None:
             m.stats.errors += 1
-            fresh = conn is None or kind == "timeout" or not conn.reused
-            if self.cfg.health.passive:
-                if fresh:
-                    self.app.mark(m, False, f"passive: {detail}")
-                else:
-                    # A kept-alive connection may die of old age with no fault of the member; ask a check, not a verdict.
-                    self.check_now(self.app, m)
+            self.note(f"{self.app.name}/{m.pool}/{m.name}: {detail}")
+            self._judge(m, conn, kind, detail)
         if req.responded:
-            self.app.client_errors += 1
             req.client.cut(req)
             return
+        limit = max(self.cfg.retry.attempts, CONNECT_RETRIES) if not req.sent else self.cfg.retry.attempts
         safe = not req.sent or (req.replayable and req.body_done)
-        if safe and m is not None and req.attempts <= self.cfg.retry.attempts:
+        if safe and m is not None and req.attempts <= limit:
             m.stats.retries += 1
             req.sent = False
             req.conn = None
             self.dispatch(req, retry_of=m)
             return
-        self.app.client_errors += 1
-        status, reason = (504, "Gateway Timeout") if kind == "timeout" else (502, "Bad Gateway")
-        where = f"{m.pool}/{m.name}" if m else "upstream"
-        req.client.answer(req, status, reason, f"{where}: {detail}")
+        status = 504 if kind == "timeout" else (503 if not req.sent else 502)
+        req.client.answer(req, status)
+
+    def _judge(self, m: Member, conn: UpstreamConnection | None, kind: str, detail: str) -> None:
+        """Outlier detection: what one failure on live traffic says about the member."""
+        h = self.cfg.health
+        if not h.passive:
+            return
+        if kind == "refused":
+            m.refused += 1
+            if m.refused >= h.passive_refused:
+                self.app.eject(m, f"passive: {m.refused} refused connect(s): nothing listens")
+            return
+        if conn is not None and conn.reused and kind == "reset" and not conn.got_bytes:
+            # A kept-alive connection may die of old age with no fault of the member: ask a check, not a verdict.
+            self.health.check_now(self.app, m)
+            return
+        m.failures += 1
+        if m.failures >= h.passive_failures:
+            self.app.eject(m, f"passive: {m.failures} consecutive failures (last: {detail})")
 
     def abort(self, req: Request) -> None:
         """The client went away: the upstream connection is mid-exchange and cannot be reused."""
         req.done = True
-        self._release(req)
-        if req.conn is not None:
-            self.busy.discard(req.conn)
-            req.conn.req = None
-            req.conn.close()
+        self.withdraw(req)
+
+    # -- tunnels --------------------------------------------------------------------
+    def tunnel_opened(self, req: Request, conn: UpstreamConnection, client: ClientConnection) -> None:
+        req.done = True
+        self.busy.discard(conn)
+        m = self._release(req)  # a tunnel does not hold a request slot; drains still wait for it
+        if m is not None:
+            m.stats.observe(101, self.loop_time() - req.t_send)
+            m.tunnels.add(client)
+        self.app.tunnels_total += 1
+
+    def tunnel_closed(self, client: ClientConnection) -> None:
+        m, client.tunnel_member = client.tunnel_member, None
+        if m is not None:
+            m.tunnels.discard(client)
+        conn, client.tunnel = client.tunnel, None
+        if conn is not None:
+            conn.tunnel = None
+            conn.close()
 
     # -- housekeeping -------------------------------------------------------------
     def sweep(self) -> None:
@@ -384,18 +713,37 @@ class Frontend:
         for conn in [c for c in self.busy if c.deadline and now > c.deadline]:
             self.busy.discard(conn)
             conn.timed_out()
+        for pool in self.app.pools.values():
+            q = pool.queue
+            while q and (q[0].done or q[0].client.gone or now - q[0].queued_at >= self.queue_timeout):
+                req = q.popleft()
+                if req.done or req.client.gone:
+                    continue
+                pool.queue_timeouts += 1
+                self.note(f"{self.app.name}/{pool.name}: 503: waited {self.queue_timeout:g}s for a free member "
+                          f"(all at max_conns {self.cfg.max_conns})")
+                req.client.answer(req, 503)
+        wall = time.time()
         for m in self.app.members.values():
             if m.idle and now - m.idle[0].idle_since >= self.upstream_idle:
                 keep = []
                 for conn in m.idle:
                     if now - conn.idle_since >= self.upstream_idle:
-                        conn.closed = True
-                        conn.transport.close()
+                        conn.close()
                     else:
                         keep.append(conn)
                 m.idle = keep
+            if m.tunnels and m.admin != ENABLED and wall - m.admin_since >= self.drain_timeout:
+                self.log(f"{self.app.name}/{m.pool}/{m.name}: drain timeout; closing {len(m.tunnels)} tunnel(s)")
+                for c in list(m.tunnels):
+                    c.transport.close()
         limit = 0.0 if self.shutting_down else self.client_idle
-        for c in [c for c in self.clients if not c.busy and now - c.last_active >= limit]:
-            c.transport.close()
-            self.clients.discard(c)
-
+        for c in list(self.clients):
+            if c.tunnel is not None:
+                if now - c.last_active >= self.tunnel_idle:
+                    c.transport.close()
+            elif c.head_deadline and now > c.head_deadline and not c.stopped:
+                c.head_timed_out()
+            elif not c.busy and now - c.last_active >= limit:
+                c.transport.close()
+                self.clients.discard(c)

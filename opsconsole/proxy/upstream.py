@@ -16,12 +16,12 @@ from opsconsole.proxy import http1
 
 if TYPE_CHECKING:
     from opsconsole.proxy.balancer import Member
-    from opsconsole.proxy.server import Request
+    from opsconsole.proxy.server import ClientConnection, Request
 
 
 class UpstreamConnection(asyncio.Protocol):
-    __slots__ = ("member", "transport", "parser", "req", "idle_since", "closed", "deadline", "reused",
-                 "_status", "_reason", "_headers", "_eof_body", "_interim")
+    __slots__ = ("member", "transport", "parser", "req", "idle_since", "closed", "deadline", "reused", "got_bytes",
+                 "tunnel", "_status", "_reason", "_headers", "_eof_body", "_interim", "_switching")
 
     def __init__(self, member: "Member") -> None:
         self.member = member
@@ -32,6 +32,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.reused = False  # taken from the idle pool (vs freshly connected for this request)
         self.deadline = 0.0  # response-header deadline, checked by the frontend's sweeper
+        self.got_bytes = False  # some byte of the current request's response arrived
+        self.tunnel: "ClientConnection | None" = None  # after a 101: the client this connection is spliced to
         self._reset_response()
 
     def _reset_response(self) -> None:
@@ -40,6 +42,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers: list[http1.Header] = []
         self._eof_body = False  # body ends when the connection does
         self._interim = False
+        self._switching = False
 
     # -- asyncio -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -49,8 +52,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.req = req
         req.conn = self
         self.deadline = req.client.fe.loop_time() + req.client.fe.cfg_response_timeout
+        self.got_bytes = False
         self.transport.write(b"".join(req.wire))
         req.sent = True
+        req.client.unhold(req)
         if not req.replayable:
             req.wire = []
 
@@ -58,9 +63,20 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.last_active = self.tunnel.fe.loop_time()
+            self.tunnel.transport.write(data)
+            return
         client = self.req.client if self.req is not None else None
+        self.got_bytes = True
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            if self.req is not None and self._switching:
+                req, self.req = self.req, None
+                req.client.on_switch(req, self, data[exc.args[0]:] if exc.args else b"")
+                return
+            self._fail("bad-response", "unexpected protocol switch")
         except httptools.HttpParserError as exc:
             self._fail("bad-response", f"unparsable response: {exc}")
         if client is not None:
@@ -74,12 +90,14 @@ class UpstreamConnection(asyncio.Protocol):
         self._lost(exc)
 
     def pause_writing(self) -> None:
-        if self.req is not None:
-            self.req.client.transport.pause_reading()
+        client = self.tunnel or (self.req.client if self.req is not None else None)
+        if client is not None:
+            client.pause("upstream")
 
     def resume_writing(self) -> None:
-        if self.req is not None:
-            self.req.client.transport.resume_reading()
+        client = self.tunnel or (self.req.client if self.req is not None else None)
+        if client is not None:
+            client.resume("upstream")
 
     def _lost(self, exc: Exception | None) -> None:
         if self.closed:
@@ -89,6 +107,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.member.idle.remove(self)
         except ValueError:
             pass
+        if self.tunnel is not None:
+            self.tunnel.tunnel_lost()
         if self.req is not None:
             client = self.req.client
             if self._eof_body and self._status:
@@ -132,6 +152,13 @@ class UpstreamConnection(asyncio.Protocol):
             return
         status = self.parser.get_status_code()
         self._status = status
+        if status == 101 and req.upgrade:
+            # The member agreed to switch: relay its 101, then splice the two connections (see data_received).
+            self._switching = True
+            self.deadline = 0.0
+            req.client.on_response_head(req, status, self._reason, self._headers, http1.Framing(self._headers).drop,
+                                        "none")
+            return
         if 100 <= status < 200:
             # An interim answer (100 Continue): pass it on, the final response follows on the same parser.
             self._interim = True
@@ -161,6 +188,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.req.client.on_response_body(self.req, body)
 
     def on_message_complete(self) -> None:
+        if self._switching:
+            return
         if self._interim:
             self._interim = False
             return

@@ -2,20 +2,37 @@
 
 - one backend per app; stable and canary members are its servers, their HAProxy
   weights (0-256) computed from pool weights (`server_weights`);
-- active checks (`check inter/fall/rise`) plus passive ones (`observe layer7`,
-  `on-error mark-down`): a failing server is out at once;
+- `maxconn <max_conns>` on every server: the excess waits in the backend's queue
+  (first in, first out) for `timeout queue <queue_timeout>`, then gets 503;
+- active checks (`check inter/fall/rise`, `timeout check` = the health timeout) plus
+  passive ones: `observe layer4 error-limit <passive_failures> on-error fail-check`,
+  so failed connections count toward `fall` and one error takes nobody down;
+  canary servers `error-limit <passive_refused> on-error mark-down`: a dead canary
+  is out on its first refused connection (see `_frontend`);
 - `retry-on conn-failure empty-response response-timeout` + `option redispatch 1`,
   with `http-request disable-l7-retry` for anything but GET/HEAD: a request never
   sent is retried whatever its method, a POST that was sent never is;
+- the edge owns the forwarding fields: a client's X-Forwarded-For is deleted unless it
+  comes from `trusted_proxies`, then `option forwardfor` adds the client's address;
+  X-Forwarded-Proto is always set (https on a TLS frontend);
+- `timeout http-request <head_timeout>` and a 431 for a head over `max_head_bytes`;
 - no auto_restore: canary servers get a `rise` too large to reach, so a canary
   that went down stays down (the latch) until `set server … health up` (clear_alert).
+
+Where HAProxy 2.6 cannot do what the embedded proxy does:
+- `max_ejection_percent`: HAProxy has no cap on how many servers passive checks take out;
+- passive evidence cannot tell a refused connection from a connect timeout (both are one
+  layer-4 error), so a canary whose connect times out is marked down (and latched) too;
+- a request head larger than `tune.bufsize` - `tune.maxrewrite` (16 KiB - 1 KiB by default;
+  left at the defaults) is answered 400 by HAProxy itself before the 431 rule can see it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Collection, Mapping
 
-from opsconsole.proxy.config import FrontendConfig, ProxyConfig
+from opsconsole.proxy.config import FrontendConfig, ProxyConfig, TlsConfig
 
 LATCH_RISE = 100000  # checks before a latched canary comes back by itself: at 1s, more than a day
 MAX_WEIGHT = 256
@@ -49,11 +66,29 @@ def _ms(seconds: float) -> str:
     return f"{max(1, int(round(seconds * 1000)))}ms"
 
 
+def _tls_crt(tls: TlsConfig) -> str:
+    """The `crt` argument for a TLS bind: HAProxy 2.6 takes one path and finds the key in that same PEM
+    or, failing that, at `<cert>.key` (its default `ssl-load-extra-files all`). A key anywhere else
+    cannot be named on a bind line, so it is refused here rather than by HAProxy at start."""
+    cert, key = str(tls.cert), str(tls.key)
+    if key in (cert, cert + ".key"):
+        return cert
+    try:
+        has_key = "PRIVATE KEY-----" in tls.cert.read_text(errors="replace")
+    except OSError:
+        has_key = False
+    if has_key:
+        return cert
+    raise ValueError(f"HAProxy needs the TLS key in the certificate's PEM ({cert}) or at {cert}.key; "
+                     f"got key {key}: concatenate them or move the key there")
+
+
 def render_haproxy_config(config: ProxyConfig, *, stats_socket: str | None = None, nbthread: int | None = None,
                           pidfile: str | None = None, bind: Mapping[str, tuple[str, int]] | None = None) -> str:
     """The whole haproxy.cfg. `config` must have its group pools resolved (`resolve_members`).
 
     `bind` overrides an app's listen address (tests bind to ports they picked; port 0 means nothing to HAProxy).
+    ValueError if a TLS frontend's key is somewhere HAProxy cannot find it (see `_tls_crt`).
     """
     sock = stats_socket or config.haproxy.stats_socket
     threads = nbthread if nbthread is not None else config.haproxy.nbthread
@@ -69,13 +104,15 @@ def render_haproxy_config(config: ProxyConfig, *, stats_socket: str | None = Non
                "defaults",
                "    mode http",
                "    option http-keep-alive",
+               # Adds the client's address as the last X-Forwarded-For; the frontend first deletes whatever an
+               # untrusted client sent (see _frontend).
                "    option forwardfor",
                f"    timeout connect {_ms(config.connect_timeout)}",
                f"    timeout client {_ms(config.client_idle)}",
                f"    timeout http-keep-alive {_ms(config.client_idle)}",
                f"    timeout server {_ms(config.response_timeout)}",
-               "    timeout http-request 10s",
-               "    timeout check 5s",
+               f"    timeout queue {_ms(config.queue_timeout)}",
+               f"    timeout http-request {_ms(config.head_timeout)}",
                "    http-reuse safe",
                ""]
     for app, fe in config.frontends.items():
@@ -92,18 +129,36 @@ def _frontend(config: ProxyConfig, fe: FrontendConfig, bind: tuple[str, int] | N
     be = backend_name(fe.app)
     methods = " ".join(f"!METH_{m}" for m in fe.retry.methods)
     h = fe.health
+    tls = f" ssl crt {_tls_crt(fe.tls)}" if fe.tls else ""
     lines = [f"frontend fe_{fe.app}",
-             f"    bind {addr}",
-             "    http-request set-header X-Forwarded-Proto http",
-             f"    default_backend {be}",
-             "",
-             f"backend {be}",
-             "    balance roundrobin",
-             f"    retries {fe.retry.attempts}",
-             "    option redispatch 1",
-             "    retry-on conn-failure empty-response response-timeout",
-             # L7 retries (after the request was sent) only for safe methods; a connect failure is retried for all.
-             f"    http-request disable-l7-retry if {methods}"]
+             f"    bind {addr}{tls}"]
+    # 431 for a head over max_head_bytes. HAProxy 2.6 has no `req.hdrs_len` (`haproxy -c`: unknown fetch
+    # method) and no built-in 431 page, hence `req.hdrs,length` (the header block without the request
+    # line) and an inline body. Heads over tune.bufsize - tune.maxrewrite (about 15 KiB at the defaults)
+    # never get here: HAProxy answers them 400 itself.
+    lines.append(f"    http-request deny deny_status 431 content-type text/plain "
+                 f"string \"request header fields too large\" if {{ req.hdrs,length gt {config.max_head_bytes} }}")
+    # We are the edge: a client's X-Forwarded-For is a claim, not a fact. Only proxies we trust may pass
+    # one on; `option forwardfor` then adds the address this connection came from.
+    if config.trusted_proxies:
+        cidrs = " ".join(str(ipaddress.ip_network(c, strict=False)) for c in config.trusted_proxies)
+        lines += [f"    acl from_trusted_proxy src {cidrs}",
+                  "    http-request del-header X-Forwarded-For if !from_trusted_proxy"]
+    else:
+        lines.append("    http-request del-header X-Forwarded-For")
+    lines += [f"    http-request set-header X-Forwarded-Proto {'https' if fe.tls else 'http'}",
+              f"    default_backend {be}",
+              "",
+              f"backend {be}",
+              "    balance roundrobin",
+              f"    retries {fe.retry.attempts}",
+              "    option redispatch 1",
+              "    retry-on conn-failure empty-response response-timeout",
+              # L7 retries (after the request was sent) only for safe methods; a connect failure is retried for all.
+              f"    http-request disable-l7-retry if {methods}",
+              # HAProxy bounds a check's connect by min(inter, timeout connect) and its answer by this:
+              # never less than the health timeout the embedded proxy gives a check.
+              f"    timeout check {_ms(h.timeout)}"]
     if fe.split == "sticky":
         lines.append(f"    cookie {fe.cookie} insert indirect nocache httponly")
     if h.kind == "http":
@@ -111,16 +166,32 @@ def _frontend(config: ProxyConfig, fe: FrontendConfig, bind: tuple[str, int] | N
     # pool-purge-delay: idle server connections go before the backends' own keep-alive closes them under us.
     observe = "    default-server check inter {i} fall {f} rise {r} pool-purge-delay {p}".format(
         i=_ms(h.interval), f=h.fall, r=h.rise, p=_ms(config.upstream_idle))
+    # Passive checks, as the embedded proxy's outlier detection: `passive_failures` consecutive errors on
+    # live traffic count as one failed check (`fail-check`), so a server goes down after `fall` of those
+    # (or of active checks), never on one error. layer4 counts failed connection attempts (refused, connect
+    # timeout); with health.on_5xx, layer7 also counts 5xx answers (but 501/505), resets and read timeouts.
+    layer = "layer7" if h.on_5xx else "layer4"
+    canary_death = ""
     if h.passive:
-        # layer7 counts refused/reset connections, timeouts and bad answers — and, unlike the embedded
-        # proxy's default (health.on_5xx: false), also 5xx answers other than 501/505.
-        observe += " observe layer7 error-limit 1 on-error mark-down"
+        observe += f" observe {layer} error-limit {h.passive_failures} on-error fail-check"
+        if layer == "layer4":
+            # Canary servers: a failed connection means nothing listens there (the embedded proxy's
+            # passive_refused, 1 by default), and the canary is what a rollout is judging, so it goes down
+            # on that at once (`mark-down`), not after fall x passive_failures errors, and with no
+            # auto_restore stays down (the latch below). With fail-check a SIGKILLed canary would still be
+            # detected (its refused connections and failed active checks count toward `fall`), only later.
+            # Under layer7 one error could be a single 5xx, so the canary keeps the stable servers' rule.
+            canary_death = f" error-limit {h.passive_refused} on-error mark-down"
     lines.append(observe)
     weights = server_weights(fe, {p: pool.weight for p, pool in fe.pools.items()})
     for pname, pool in fe.pools.items():
         for m in pool.members:
-            extra = f" cookie {m.name}" if fe.split == "sticky" else ""
-            if pname == "canary" and not fe.auto_restore:
-                extra += f" rise {LATCH_RISE}"
+            extra = f" maxconn {fe.max_conns}"
+            if fe.split == "sticky":
+                extra += f" cookie {m.name}"
+            if pname == "canary":
+                extra += canary_death
+                if not fe.auto_restore:
+                    extra += f" rise {LATCH_RISE}"
             lines.append(f"    server {m.name} {m.address}:{m.port} weight {weights[m.name]}{extra}")
     return lines + [""]
