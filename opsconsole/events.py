@@ -214,5 +214,8 @@ class CanaryState(Event):
     configured_weight: int  # the canary pool's weight as set
     effective_weight: int  # what is in use (0 while no canary is healthy or the alert holds)
     requests: tuple[tuple[str, int], ...] = ()  # (pool, requests)
-    errors: tuple[tuple[str, int], ...] = ()  # (pool, errors)
+    errors: tuple[tuple[str, int], ...] = ()  # (pool, client-visible failures: 5xx relayed or answered, cut)
     alert: str | None = None
+    answers: tuple[tuple[str, int], ...] = ()  # (status, count): answers the proxy made itself (503, 400, cut …)
+    panic: tuple[str, ...] = ()  # pools with no healthy member, balanced across all members anyway
+    tunnels: int = 0  # WebSocket tunnels open

@@ -354,11 +354,14 @@ async def test_canary_pane_draws_the_proxy_report_and_keys_step_from_it(tmp_path
         assert "no report yet" in screen_text(app)
         engine.bus.emit(CanaryState(app="itrust", split="request", configured_weight=20, effective_weight=0,
                                     requests=(("stable", 812), ("canary", 41)), errors=(("stable", 0), ("canary", 7)),
-                                    alert="no healthy canary member"))
+                                    alert="no healthy canary member", answers=(("400", 2), ("503", 9050)),
+                                    panic=("stable",)))
         await settle(pilot, app)
         text = screen_text(app)
         assert "80/20" in text and "100/0" in text  # configured 20, live 0 while the alert holds
-        assert "812 req" in text and "7 err" in text and "ALERT: no healthy canary member" in text
+        assert "812 req" in text and "7 failed" in text and "ALERT: no healthy canary member" in text
+        # Answers the proxy made itself are shown too: 9,050 failed requests never read as "0 failed".
+        assert "proxy answered 400×2 503×9050" in text and "PANIC stable" in text
         await pilot.press("plus")
         await pilot.pause(0.3)
         assert isinstance(app.screen, ConfirmScreen) and app.screen.what.endswith("canary itrust weight 30")

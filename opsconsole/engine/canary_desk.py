@@ -89,8 +89,10 @@ class CanaryDesk:
             app=app.app, split=app.split, configured_weight=canary.weight if canary else 0,
             effective_weight=canary.effective_weight if canary else 0,
             requests=tuple((p.name, p.counters.requests) for p in app.pools.values()),
-            errors=tuple((p.name, p.counters.errors) for p in app.pools.values()),
-            alert=app.alert.reason if app.alert else None))
+            errors=tuple((p.name, p.counters.failed) for p in app.pools.values()),
+            alert=app.alert.reason if app.alert else None,
+            answers=tuple(sorted((k, v) for k, v in app.answers.items() if v)),
+            panic=app.panic_pools, tunnels=app.tunnels_open))
 
     # -- the weights the operator set, kept so a restarted proxy gets them back ---------------
     # The file holds the weights and the pid of the proxy that has them: a proxy with another pid has
@@ -252,11 +254,20 @@ class CanaryDesk:
             for pool in app.pools.values():
                 c = pool.counters
                 self.engine.say(f"  {pool.name:<7} weight {pool.weight:>3} (effective {pool.effective_weight:>3})  "
-                                f"requests {c.requests}  errors {c.errors}")
+                                f"requests {c.requests}  failed {c.failed}  upstream errors {c.errors}"
+                                + (f"  queued {pool.queued} (waiting {pool.queue})" if pool.queued else "")
+                                + ("  PANIC: no healthy member, balancing across all" if pool.panic else ""))
                 for m in pool.members:
-                    self.engine.say(f"    {m.name:<14} {m.address}:{m.port} {'up' if m.healthy else 'DOWN':<4} "
+                    state = "up" if m.healthy else ("EJECTED" if m.ejected else "DOWN")
+                    self.engine.say(f"    {m.name:<14} {m.address}:{m.port} {state:<7} "
                                     f"{m.admin:<9} in flight {m.inflight}  requests {m.counters.requests}"
+                                    + (f"  tunnels {m.tunnels}" if m.tunnels else "")
                                     + (f"  ({m.check})" if m.check and not m.healthy else ""))
+            if app.answers:
+                self.engine.say("  the proxy answered itself: "
+                                + ", ".join(f"{k}×{v}" for k, v in sorted(app.answers.items())))
+            if app.tunnels_total:
+                self.engine.say(f"  tunnels (WebSocket): {app.tunnels_open} open, {app.tunnels_total} opened")
         return f"{state.driver} proxy, {len(apps)} app(s)"
 
     @staticmethod

@@ -601,7 +601,9 @@ class Frontend:
 
     def _pool(self, conn: UpstreamConnection) -> None:
         m = conn.member
-        if (conn.closed or m.admin != ENABLED or not m.healthy or self.shutting_down or len(m.idle) >= MAX_IDLE_PER_MEMBER
+        pool = self.app.pools.get(m.pool)
+        in_use = m.healthy or (pool is not None and pool.panic)  # in panic, unhealthy members still serve
+        if (conn.closed or m.admin != ENABLED or not in_use or self.shutting_down or len(m.idle) >= MAX_IDLE_PER_MEMBER
                 or self.app.members.get(m.name) is not m):  # a member a reload removed keeps no idle connections
             conn.close()
             return

@@ -64,16 +64,18 @@ class LatencyHistogram:
 @dataclass(frozen=True)
 class Counters:
     requests: int = 0
-    errors: int = 0  # upstream failures and 5xx answers
+    errors: int = 0  # upstream failures and 5xx answers (some were retried and never reached a client)
     retries: int = 0
     responses_5xx: int = 0
+    failed: int = 0  # client-visible failures: 5xx relayed or answered by the proxy, responses cut short
     latency: LatencyHistogram | None = None  # embedded proxy: full histogram
     avg_response_time: float | None = None  # HAProxy: average over its last 1024 requests (no percentiles there)
 
     def minus(self, older: "Counters") -> "Counters":
         lat = self.latency.minus(older.latency) if self.latency and older.latency else self.latency
         return Counters(self.requests - older.requests, self.errors - older.errors, self.retries - older.retries,
-                        self.responses_5xx - older.responses_5xx, lat, self.avg_response_time)
+                        self.responses_5xx - older.responses_5xx, lat, self.avg_response_time,
+                        self.failed - older.failed)
 
     @property
     def error_rate(self) -> float | None:
@@ -96,6 +98,8 @@ class MemberTraffic:
     drained: bool  # not enabled and nothing in flight (or the drain timed out)
     counters: Counters = field(default_factory=Counters)
     check: str = ""  # what the last health check said
+    ejected: bool = False  # out because live traffic failed on it (outlier detection), not by its checks
+    tunnels: int = 0  # WebSocket tunnels open to it
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,9 @@ class PoolTraffic:
     effective_weight: int  # what is in use: 0 when no member is healthy or the canary alert holds it
     members: tuple[MemberTraffic, ...]
     counters: Counters = field(default_factory=Counters)
+    panic: bool = False  # no healthy member: the proxy balances across all of them rather than refuse everyone
+    queue: int = 0  # requests waiting now for a free member slot
+    queued: int = 0  # requests that ever waited
 
 
 @dataclass(frozen=True)
@@ -120,7 +127,14 @@ class AppTraffic:
     canary_percent: float | None  # the canary's share now; None when no pool can take traffic
     alert: TrafficAlert | None
     pools: Mapping[str, PoolTraffic]
-    client_errors: int = 0
+    client_errors: int = 0  # client-visible failures the proxy answered itself or cut (5xx, cut)
+    answers: Mapping[str, int] = field(default_factory=dict)  # status the proxy answered itself ("503", "cut") → count
+    tunnels_open: int = 0
+    tunnels_total: int = 0
+
+    @property
+    def panic_pools(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.pools.values() if p.panic)
 
     def member(self, name: str) -> MemberTraffic:
         for pool in self.pools.values():

@@ -106,7 +106,7 @@ def _counters(d: Mapping[str, Any]) -> Counters:
     lat = d.get("latency")
     hist = LatencyHistogram(tuple(lat["bounds"]), tuple(lat["counts"]), lat["sum"]) if lat else None
     return Counters(requests=d["requests"], errors=d["errors"], retries=d["retries"],
-                    responses_5xx=d["responses"]["5xx"], latency=hist)
+                    responses_5xx=d["responses"]["5xx"], latency=hist, failed=d.get("failed", 0))
 
 
 def app_from_json(a: Mapping[str, Any]) -> AppTraffic:
@@ -115,9 +115,13 @@ def app_from_json(a: Mapping[str, Any]) -> AppTraffic:
         members = tuple(MemberTraffic(
             name=m["name"], pool=m["pool"], address=m["address"], port=m["port"], weight=m["weight"],
             healthy=m["healthy"], admin=m["admin"], inflight=m["inflight"], drained=m["drained"],
-            counters=_counters(m), check=m.get("check", ""),
+            counters=_counters(m), check=m.get("check", ""), ejected=m.get("ejected", False),
+            tunnels=m.get("tunnels", 0),
         ) for m in p["members"])
-        pools[pname] = PoolTraffic(pname, p["weight"], p["effective_weight"], members, _counters(p))
+        pools[pname] = PoolTraffic(pname, p["weight"], p["effective_weight"], members, _counters(p),
+                                   panic=p.get("panic", False), queue=p.get("queue", 0), queued=p.get("queued", 0))
     alert = TrafficAlert(a["alert"]["reason"], a["alert"]["since"]) if a.get("alert") else None
+    tunnels = a.get("tunnels") or {}
     return AppTraffic(app=a["app"], split=a["split"], canary_percent=a["canary_percent"], alert=alert,
-                      pools=pools, client_errors=a.get("client_errors", 0))
+                      pools=pools, client_errors=a.get("client_errors", 0), answers=dict(a.get("answers") or {}),
+                      tunnels_open=tunnels.get("open", 0), tunnels_total=tunnels.get("total", 0))

@@ -342,6 +342,7 @@ def _counters(r: Mapping[str, str]) -> Counters:
         retries=_int(r, "wretr") + _int(r, "wredis"),
         responses_5xx=_int(r, "hrsp_5xx"),
         avg_response_time=rtime / 1000 if rtime else None,
+        failed=_int(r, "hrsp_5xx") + _int(r, "eresp"),
     )
 
 
@@ -350,5 +351,5 @@ def _sum(members: list[MemberTraffic]) -> Counters:
     return Counters(
         requests=sum(m.counters.requests for m in members), errors=sum(m.counters.errors for m in members),
         retries=sum(m.counters.retries for m in members), responses_5xx=sum(m.counters.responses_5xx for m in members),
-        avg_response_time=max(rts) if rts else None,
+        avg_response_time=max(rts) if rts else None, failed=sum(m.counters.failed for m in members),
     )

@@ -76,7 +76,16 @@ class CanaryPane(VerticalScroll):
                 if pool in requests:
                     bad = errors.get(pool, 0)
                     text.append(f"{pool:<7} {requests[pool]:>7} req ")
-                    text.append(f"{bad} err\n", style=styles["bad"] if bad else styles["dim"])
+                    text.append(f"{bad} failed\n", style=styles["bad"] if bad else styles["dim"])
+            if state.answers:
+                # What the proxy answered itself reached clients too: never let a failure read as "0 failed".
+                bad = any(code == "cut" or code.startswith("5") for code, _ in state.answers)
+                text.append("proxy answered " + " ".join(f"{code}×{n}" for code, n in state.answers) + "\n",
+                            style=styles["bad"] if bad else styles["warn"])
+            for pool in state.panic:
+                text.append(f"⚠ PANIC {pool}: no healthy member; balancing across all\n", style=styles["bad"])
+            if state.tunnels:
+                text.append(f"{state.tunnels} WebSocket tunnel{'s' if state.tunnels != 1 else ''} open\n")
             if state.alert:
                 text.append(f"⚠ ALERT: {state.alert}\n", style=styles["bad"])
         self.query_one("#canary-body", Static).update(text)
