@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -115,7 +116,15 @@ async def test_steps_roll_back_a_canary_that_errs(canary_fleet, tmp_path: Path) 
         "            status = 200\n            body = {\"app\"", "            status = 503\n            body = {\"app\""))
     assert (await engine.execute(engine.parse("stop itrust"))).ok
     assert (await engine.execute(engine.parse("start itrust"))).ok
-    await asyncio.sleep(1.0)
+    # The restart took the canary down long enough for its checks to latch the alert (auto_restore is off):
+    # wait until it answers its checks again, then clear the latch as an operator would.
+    driver = engine.canary_desk.driver()
+    deadline = time.monotonic() + 20
+    while not all(m.healthy for p in (await driver.app("itrust")).pools.values() for m in p.members):
+        assert time.monotonic() < deadline, "itrust did not come back healthy after the restart"
+        await asyncio.sleep(0.05)
+    assert (await engine.execute(engine.parse("canary itrust clear"))).ok
+    assert (await driver.app("itrust")).alert is None
     load = Load(url, clients=2, max_seconds=60).start()
     try:
         outcome = await engine.execute(engine.parse("canary itrust steps"))
