@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -30,9 +35,10 @@ def lab(tmp_path):
             started.append(b)
             return b
 
-        def haproxy(self, apps: str, *, replace=None):
+        def haproxy(self, apps: str, *, replace=None, extra: str = ""):
             sock = str(tmp_path / "haproxy.sock")
-            text = proxy_config_text(tmp_path, apps, extra=f"driver: haproxy\nhaproxy: {{stats_socket: {sock}, nbthread: 1}}\n")
+            text = proxy_config_text(tmp_path, apps,
+                                     extra=f"driver: haproxy\nhaproxy: {{stats_socket: {sock}, nbthread: 1}}\n" + extra)
             self.config_file = tmp_path / "opsconsole.yaml"
             self.config_file.write_text(text)
             self.cfg, _ = load_proxy_config(self.config_file)
@@ -48,29 +54,137 @@ def lab(tmp_path):
         def driver(self, **kw) -> HaproxyDriver:
             return HaproxyDriver(self.cfg, UnixSocketChannel(self.sock), **kw)
 
+        def echo(self, name):
+            e = EchoBackend(name)
+            started.append(e)
+            return e
+
     yield Lab()
     for item in reversed(started):
         (item.kill if hasattr(item, "kill") else item.stop)()
 
 
+def _with(app: str, *, app_keys: str = "", health: str = "") -> str:
+    """An app_block with extra keys for the app (`max_conns: 1`) and its health mapping (`on_5xx: true`)."""
+    if app_keys:
+        app = app.replace("  listen: 127.0.0.1:0\n", "  listen: 127.0.0.1:0\n" + "".join(
+            f"  {line}\n" for line in app_keys.splitlines()), 1)
+    if health:
+        app = app.replace("rise: 2}", f"rise: 2, {health}}}", 1)
+    return app
+
+
+def _tls_pair(tmp_path, *, combined: bool = False, key_name: str | None = None):
+    """A throwaway self-signed certificate for 127.0.0.1 (cryptography: asyncssh needs it anyway).
+    Returns (cert, key): the key at `<cert>.key`, inside the cert's PEM (`combined`), or at `key_name`."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    d = tmp_path / f"tls-{'combined' if combined else (key_name or 'dotkey')}"
+    d.mkdir()
+    cert_path = d / "site.pem"
+    if combined:
+        cert_path.write_bytes(cert_pem + key_pem)
+        return cert_path, cert_path
+    key_path = d / (key_name or "site.pem.key")
+    cert_path.write_bytes(cert_pem)
+    key_path.write_bytes(key_pem)
+    return cert_path, key_path
+
+
+def _render(tmp_path, name: str, apps: str, extra: str = "") -> str:
+    f = tmp_path / f"{name}.yaml"
+    f.write_text(proxy_config_text(tmp_path, apps, extra="driver: haproxy\nhaproxy: {nbthread: 1}\n" + extra))
+    cfg, _ = load_proxy_config(f)
+    return render_haproxy_config(cfg, stats_socket=str(tmp_path / "x.sock"), bind={"web": ("127.0.0.1", free_port())})
+
+
+def _haproxy_check(tmp_path, name: str, text: str) -> None:
+    hf = tmp_path / f"{name}.cfg"
+    hf.write_text(text)
+    check = subprocess.run(["haproxy", "-c", "-f", str(hf)], capture_output=True, text=True)
+    assert check.returncode == 0, f"{name}:\n{text}\n{check.stdout}{check.stderr}"
+
+
 def test_generated_config_is_valid_and_carries_the_guarantees(tmp_path, lab):
     s, c = lab.backend("s1"), lab.backend("c1")
-    for split in ("request", "sticky"):
-        text = proxy_config_text(tmp_path, app_block("web", [s], [c], stable_weight=80, canary_weight=20, split=split),
-                                 extra="driver: haproxy\nhaproxy: {nbthread: 1}\n")
-        f = tmp_path / f"{split}.yaml"
-        f.write_text(text)
-        cfg, _ = load_proxy_config(f)
-        out = render_haproxy_config(cfg, stats_socket=str(tmp_path / "x.sock"), bind={"web": ("127.0.0.1", free_port())})
-        hf = tmp_path / f"{split}.cfg"
-        hf.write_text(out)
-        check = subprocess.run(["haproxy", "-c", "-f", str(hf)], capture_output=True, text=True)
-        assert check.returncode == 0, check.stdout + check.stderr
-        for needle in ("nbthread 1", "observe layer7", "on-error mark-down", "retry-on conn-failure empty-response",
-                       "option redispatch", "http-request disable-l7-retry if !METH_GET !METH_HEAD",
-                       "server c1 127.0.0.1:%d weight 51" % c.port, "rise 100000", "weight 205"):
-            assert needle in out, needle
-        assert ("cookie opsconsole_bucket insert" in out) == (split == "sticky")
+
+    def web(split="request", auto_restore=False):
+        return app_block("web", [s], [c], stable_weight=80, canary_weight=20, split=split, auto_restore=auto_restore)
+
+    combined = _tls_pair(tmp_path, combined=True)
+    dotkey = _tls_pair(tmp_path)
+    common = ["nbthread 1", "retry-on conn-failure empty-response response-timeout", "option redispatch",
+              "http-request disable-l7-retry if !METH_GET !METH_HEAD",
+              "server c1 127.0.0.1:%d weight 51 maxconn 32" % c.port, "server s1 127.0.0.1:%d weight 205 maxconn 32" % s.port,
+              # the test config's timeouts (connect 500ms) and the defaults of the rest
+              "timeout connect 500ms", "timeout queue 10000ms", "timeout http-request 10000ms",
+              "timeout check 300ms",  # the app's health timeout
+              "option forwardfor", "http-request del-header X-Forwarded-For",
+              'http-request deny deny_status 431 content-type text/plain string "request header fields too large" '
+              "if { req.hdrs,length gt 32768 }"]
+    passive = ["observe layer4 error-limit 5 on-error fail-check", "error-limit 1 on-error mark-down rise 100000"]
+    variants = {
+        # name: (apps, extra proxy keys, must contain, must not contain)
+        # The old passive rule (layer7, error-limit 1, mark-down) took any server down on one error; now only
+        # a canary goes at once, a stable server's line carries no override.
+        "request": (web(), "", common + passive + ["X-Forwarded-Proto http", "del-header X-Forwarded-For\n",
+                                                   "server s1 127.0.0.1:%d weight 205 maxconn 32\n" % s.port],
+                    ["cookie opsconsole_bucket", "ssl crt", "acl from_trusted_proxy", "layer7"]),
+        "sticky": (web(split="sticky"), "", common + passive + ["cookie opsconsole_bucket insert",
+                                                                "maxconn 32 cookie c1 error-limit 1"], []),
+        "auto_restore": (web(auto_restore=True), "", common + ["server c1 127.0.0.1:%d weight 51 maxconn 32 error-limit 1 "
+                                                               "on-error mark-down\n" % c.port], ["rise 100000"]),
+        "on_5xx": (_with(web(), health="on_5xx: true"), "",
+                   common + ["observe layer7 error-limit 5 on-error fail-check", "weight 51 maxconn 32 rise 100000"],
+                   ["layer4", "mark-down"]),
+        "no_passive": (_with(web(), health="passive: false"), "", common + ["rise 100000"], ["observe", "on-error"]),
+        "knobs": (_with(web(), app_keys="max_conns: 1", health="passive_failures: 7, passive_refused: 2")
+                  .replace("timeout: 300ms", "timeout: 3s"),
+                  "queue_timeout: 0s\nhead_timeout: 2500ms\nmax_head_bytes: 4096\n",
+                  ["timeout queue 1ms", "timeout http-request 2500ms", "timeout check 3000ms",
+                   "req.hdrs,length gt 4096", "observe layer4 error-limit 7 on-error fail-check",
+                   "weight 51 maxconn 1 error-limit 2 on-error mark-down"], ["maxconn 32"]),
+        "trusted": (web(), "trusted_proxies: [127.0.0.0/8, 10.1.2.3, '2001:db8::/32']\n",
+                    common + ["acl from_trusted_proxy src 127.0.0.0/8 10.1.2.3/32 2001:db8::/32",
+                              "http-request del-header X-Forwarded-For if !from_trusted_proxy"], []),
+        "tls_dotkey": (_with(web(), app_keys=f"tls: {{cert: {dotkey[0]}, key: {dotkey[1]}}}"), "",
+                       common + [f"ssl crt {dotkey[0]}\n", "X-Forwarded-Proto https"], ["X-Forwarded-Proto http\n"]),
+        "tls_combined": (_with(web(), app_keys=f"tls: {{cert: {combined[0]}, key: {combined[1]}}}"), "",
+                         common + [f"ssl crt {combined[0]}\n", "X-Forwarded-Proto https"], []),
+    }
+    for name, (apps, extra, needles, absent) in variants.items():
+        out = _render(tmp_path, name, apps, extra)
+        _haproxy_check(tmp_path, name, out)
+        for needle in needles:
+            assert needle in out, (name, needle, out)
+        for needle in absent:
+            assert needle not in out, (name, needle, out)
+
+
+def test_a_tls_key_haproxy_cannot_find_is_refused_when_rendering(tmp_path, lab):
+    s = lab.backend("s1")
+    cert, key = _tls_pair(tmp_path, key_name="elsewhere.key")
+    apps = _with(app_block("web", [s], []), app_keys=f"tls: {{cert: {cert}, key: {key}}}")
+    with pytest.raises(ValueError, match=r"site\.pem\.key"):
+        _render(tmp_path, "tls_elsewhere", apps)
+    # HAProxy looks for the key in the cert's PEM, then at <cert>.key only; moved there, the pair is valid.
+    key.rename(str(cert) + ".key")
+    _haproxy_check(tmp_path, "tls_moved", _render(tmp_path, "tls_moved", apps.replace(str(key), str(cert) + ".key")))
 
 
 def test_server_weights_split_pools_and_never_round_a_share_to_zero(tmp_path, lab):
@@ -177,3 +291,129 @@ def test_sticky_through_haproxy_keeps_each_client_on_one_server(lab):
     results = asyncio.run(clients())
     assert all(len(r.members) == 1 for r in results)
     assert 8 <= sum(1 for r in results if "c1" in r.members) <= 32
+
+
+# -- behaviour through a real HAProxy: forwarding fields, maxconn, head limits ----------------------------
+
+class _EchoHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = json.dumps({"xff": self.headers.get_all("X-Forwarded-For") or [],
+                           "proto": self.headers.get_all("X-Forwarded-Proto") or []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Member", self.server.member_name)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt, *args) -> None:
+        pass
+
+
+@dataclass
+class EchoBackend:
+    """A member that answers every request with the forwarding header lines it received."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
+        self.server.daemon_threads = True
+        self.server.member_name = self.name
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _xff(r: httpx.Response) -> list[str]:
+    """Every X-Forwarded-For hop the member saw, whether in one line or several."""
+    return [hop.strip() for line in r.json()["xff"] for hop in line.split(",")]
+
+
+def test_a_client_x_forwarded_for_is_replaced_at_the_edge(lab):
+    e = lab.echo("e1")
+    lab.haproxy(app_block("web", [e], []))
+    url = f"http://127.0.0.1:{lab.ports['web']}/"
+    r = httpx.get(url, headers={"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https"}, timeout=10)
+    assert r.status_code == 200 and _xff(r) == ["127.0.0.1"]
+    assert r.json()["proto"] == ["http"]  # a plain-HTTP client cannot claim https either
+    assert _xff(httpx.get(url, timeout=10)) == ["127.0.0.1"]
+
+
+def test_a_trusted_proxy_x_forwarded_for_is_extended(lab):
+    e = lab.echo("e1")
+    lab.haproxy(app_block("web", [e], []), extra="trusted_proxies: [10.0.0.0/8, 127.0.0.0/8]\n")
+    r = httpx.get(f"http://127.0.0.1:{lab.ports['web']}/", headers={"X-Forwarded-For": "203.0.113.7"}, timeout=10)
+    assert r.status_code == 200 and _xff(r) == ["203.0.113.7", "127.0.0.1"]
+
+
+def test_a_tls_frontend_terminates_and_says_https(tmp_path, lab):
+    e = lab.echo("e1")
+    cert, key = _tls_pair(tmp_path)  # the key at <cert>.key: HAProxy finds it by itself
+    lab.haproxy(_with(app_block("web", [e], []), app_keys=f"tls: {{cert: {cert}, key: {key}}}"))
+    r = httpx.get(f"https://127.0.0.1:{lab.ports['web']}/", headers={"X-Forwarded-Proto": "http"},
+                  verify=False, timeout=10)
+    assert r.status_code == 200 and r.json()["proto"] == ["https"] and _xff(r) == ["127.0.0.1"]
+
+
+def test_maxconn_queues_the_excess_instead_of_failing_it(lab):
+    s = lab.backend("s1")
+    lab.haproxy(_with(app_block("web", [s], []), app_keys="max_conns: 1"))
+    url = f"http://127.0.0.1:{lab.ports['web']}/hold?ms=1000"
+    time.sleep(0.3)  # first checks passed
+
+    def get(_):
+        t0 = time.monotonic()
+        r = httpx.get(url, timeout=15)
+        return r.status_code, time.monotonic() - t0
+
+    with ThreadPoolExecutor(2) as pool:
+        results = sorted(pool.map(get, range(2)), key=lambda x: x[1])
+    assert [code for code, _ in results] == [200, 200], results
+    # One after the other: the second waited in HAProxy's queue for the first to finish.
+    assert results[0][1] >= 0.9 and results[1][1] >= 1.9, results
+    rows = {(r["pxname"], r["svname"]): r for r in asyncio.run(lab.driver()._stats())}
+    assert rows[("be_web", "s1")]["smax"] == "1"  # never two at once on the server
+    assert int(rows[("be_web", "BACKEND")]["qmax"]) >= 1
+
+
+def test_a_request_head_over_max_head_bytes_gets_431(lab):
+    e = lab.echo("e1")
+    lab.haproxy(app_block("web", [e], []), extra="max_head_bytes: 4096\n")
+    url = f"http://127.0.0.1:{lab.ports['web']}/"
+    assert httpx.get(url, headers={"X-Big": "a" * 3000}, timeout=10).status_code == 200
+    r = httpx.get(url, headers={"X-Big": "a" * 5000}, timeout=10)
+    assert r.status_code == 431 and "too large" in r.text
+
+
+def test_passive_errors_count_toward_fall_and_a_dead_canary_goes_at_once(lab):
+    s1, s2, c = lab.backend("s1"), lab.backend("s2"), lab.backend("c1")
+    # Active checks every 10 s: within this test only live traffic can say anything about the servers.
+    lab.haproxy(app_block("web", [s1, s2], [c], stable_weight=50, canary_weight=50, interval="10s"))
+    time.sleep(0.3)  # the first checks passed
+    s2.kill()
+    c.kill()
+    d = lab.driver()
+    seen = {"s2": [], "c1": []}  # (passive failures so far, status) after each request
+    with httpx.Client(timeout=10) as client:
+        for _ in range(200):
+            r = client.get(f"http://127.0.0.1:{lab.ports['web']}/")
+            assert r.status_code == 200 and r.headers["x-member"] == "s1"  # every refused connect was redispatched
+            rows = {x["svname"]: x for x in asyncio.run(d._stats()) if x["pxname"] == "be_web"}
+            for name in seen:
+                seen[name].append((int(rows[name]["hanafail"] or 0), rows[name]["status"]))
+            if seen["s2"][-1][1].startswith("DOWN") and seen["c1"][-1][1].startswith("DOWN"):
+                break
+    # The canary: down on its first refused connection (error-limit 1, mark-down), and latched.
+    assert all(st.startswith("DOWN") for n, st in seen["c1"] if n >= 1), seen["c1"]
+    assert seen["c1"][-1][0] == 1
+    # A stable server: 5 refused connections in a row are one failed check; it stays up after the first
+    # and goes down with the second (fall 2), never on a single error.
+    assert any(n == 1 and st.startswith("UP") for n, st in seen["s2"]), seen["s2"]
+    assert all(st.startswith("UP") for n, st in seen["s2"] if n < 2), seen["s2"]
+    assert seen["s2"][-1][0] == 2 and seen["s2"][-1][1].startswith("DOWN"), seen["s2"]

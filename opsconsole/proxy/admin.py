@@ -125,6 +125,8 @@ class AdminApi:
                     return
         except (httptools.HttpParserError, asyncio.TimeoutError, ConnectionError):
             return
+        except asyncio.CancelledError:
+            return  # the proxy is stopping: a console's open admin connection ends with it, quietly
         finally:
             writer.close()
 
