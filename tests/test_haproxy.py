@@ -393,12 +393,15 @@ def test_a_request_head_over_max_head_bytes_gets_431(lab):
 
 def test_passive_errors_count_toward_fall_and_a_dead_canary_goes_at_once(lab):
     s1, s2, c = lab.backend("s1"), lab.backend("s2"), lab.backend("c1")
-    # Active checks every 10 s: within this test only live traffic can say anything about the servers.
-    lab.haproxy(app_block("web", [s1, s2], [c], stable_weight=50, canary_weight=50, interval="10s"))
-    time.sleep(0.3)  # the first checks passed
+    # Active checks every 60 s (HAProxy spreads the first ones over that interval): within this test only
+    # live traffic can say anything about the servers. Until its first check passes a server is "UP 1/2",
+    # one failure from down; `health up` gives each its full health, as passed checks would.
+    lab.haproxy(app_block("web", [s1, s2], [c], stable_weight=50, canary_weight=50, interval="60s"))
+    d = lab.driver()
+    asyncio.run(d._run([f"set server be_web/{n} health up" for n in ("s1", "s2", "c1")]))
+    assert {x["status"] for x in asyncio.run(d._stats()) if x["pxname"] == "be_web" and x["svname"] != "BACKEND"} == {"UP"}
     s2.kill()
     c.kill()
-    d = lab.driver()
     seen = {"s2": [], "c1": []}  # (passive failures so far, status) after each request
     with httpx.Client(timeout=10) as client:
         for _ in range(200):

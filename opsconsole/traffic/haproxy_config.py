@@ -111,6 +111,7 @@ def render_haproxy_config(config: ProxyConfig, *, stats_socket: str | None = Non
                f"    timeout client {_ms(config.client_idle)}",
                f"    timeout http-keep-alive {_ms(config.client_idle)}",
                f"    timeout server {_ms(config.response_timeout)}",
+               f"    timeout tunnel {_ms(config.tunnel_idle)}",  # WebSocket: idle time, like tunnel_idle
                f"    timeout queue {_ms(config.queue_timeout)}",
                f"    timeout http-request {_ms(config.head_timeout)}",
                "    http-reuse safe",
