@@ -218,8 +218,8 @@ class ClientConnection(asyncio.Protocol):
         self.pause("stopped")
         if req not in self.queue:
             self.queue.append(req)
-            if len(self.queue) == 1:
-                self.fe.dispatch(req)
+        if self.queue[0] is req:
+            self.fe.dispatch(req)  # its turn now (a request withdrawn mid-body is already at the head)
 
     def _parse_error(self, detail: str) -> None:
         req = self.cur

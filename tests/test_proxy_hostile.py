@@ -1,0 +1,480 @@
+"""An attacker's notebook: raw bytes at the proxy, and exactly what reached the member behind it.
+
+Every case talks to a real proxy process over raw sockets; the only member is a `RecordingBackend`
+that keeps each byte it receives, so "nothing reached the backend" is checked on the wire. The
+status codes here are the spec.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from rawbackend import (
+    RecordingBackend, Received, app_yaml, exchange, parse_responses, read_responses, rss_kib,
+)
+from test_proxy import admin, app_state, procs, wait_for  # noqa: F401  (procs is a fixture)
+from test_proxy_support import TOKEN, proxy_config_text
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+AFTER = b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+MIB = 1024  # rss_kib() counts KiB
+
+
+@pytest.fixture
+def lab(procs, tmp_path):
+    """Recording backends and proxies; all stopped at teardown (proxies first)."""
+    backends: list[RecordingBackend] = []
+    proxies: list = []
+
+    class Lab:
+        def backend(self, name: str = "rec1") -> RecordingBackend:
+            b = RecordingBackend(name)
+            b.start()
+            backends.append(b)
+            return b
+
+        def proxy(self, apps: str, *, extra: str = "", tmp: Path | None = None, edit=None):
+            tmp = tmp or tmp_path
+            # A short drain: stopping the proxy at teardown must not wait 10 s for a client a test left stuck.
+            text = proxy_config_text(tmp, apps, extra=extra).replace("drain_timeout: 10s", "drain_timeout: 1s")
+            if edit is not None:
+                text = edit(text)
+            p = procs.proxy(tmp, text)
+            proxies.append(p)
+            return p
+
+        def web(self, *, extra: str = "", retry: str | None = None, health: str | None = None):
+            """The usual setup: app `web` whose only (stable) member is one recording backend."""
+            b = self.backend()
+            p = self.proxy(app_yaml("web", [(b.name, b.port)], retry=retry, health=health), extra=extra)
+            return b, p
+
+    yield Lab()
+    for p in proxies:
+        p.stop()
+    for b in backends:
+        b.stop()
+
+
+def never(predicate, for_seconds: float = 0.3, what=lambda: "condition") -> None:
+    """Assert `predicate` stays false for a short while (bytes already on their way have time to land)."""
+    deadline = time.monotonic() + for_seconds
+    while time.monotonic() < deadline:
+        assert not predicate(), what() if callable(what) else what
+        time.sleep(0.02)
+
+
+def nothing_reached(b: RecordingBackend, before: bytes = b"") -> None:
+    """No byte reached the backend (besides the proxy's health checks, and `before`, what came earlier)."""
+    never(lambda: b.raw_bytes() != before, what=lambda: f"bytes reached the backend: {b.raw_bytes()[len(before):][:300]!r}")
+
+
+def describe(r: Received) -> str:
+    return f"statuses={r.statuses} closed={r.closed} raw={r.raw[:400]!r}"
+
+
+# -- 1. smuggling through the Connection header ------------------------------------------------------------
+
+@pytest.mark.parametrize("named", [b"content-length", b"host", b"Content-Length, keep-alive"])
+def test_connection_header_cannot_strip_content_length_or_host(lab, named):
+    b, p = lab.web()
+    head = (b"POST / HTTP/1.1\r\nHost: x\r\nConnection: %b\r\nContent-Length: %d\r\n\r\n" % (named, len(SMUGGLED)))
+    r = exchange(p.port("web"), head + SMUGGLED + AFTER, want=2, until_close=True)
+    # Exactly one answer for the POST, then the one for /after: no answer to a smuggled request in between.
+    assert r.statuses == [200, 200], describe(r)
+    assert r.responses[0].body.startswith(b"path=/ ") and r.responses[1].body.startswith(b"path=/after "), describe(r)
+    reqs = b.requests()
+    assert [(q.method, q.path) for q in reqs] == [("POST", "/"), ("GET", "/after")], [(q.method, q.url) for q in reqs]
+    post = reqs[0]
+    assert post.body == SMUGGLED
+    assert post.header_values("Content-Length") == [str(len(SMUGGLED))], post.headers
+    assert post.header_values("Host") == ["x"], post.headers
+
+
+def test_connection_header_cannot_strip_transfer_encoding(lab):
+    b, p = lab.web()
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n"
+    body = b"%x\r\n%b\r\n0\r\n\r\n" % (len(SMUGGLED), SMUGGLED)
+    r = exchange(p.port("web"), head + body + AFTER, want=2, until_close=True)
+    assert r.statuses == [200, 200], describe(r)
+    assert r.responses[1].body.startswith(b"path=/after "), describe(r)
+    reqs = b.requests()
+    assert [(q.method, q.path) for q in reqs] == [("POST", "/"), ("GET", "/after")], [(q.method, q.url) for q in reqs]
+    assert reqs[0].body == SMUGGLED
+    framing = reqs[0].header_values("Transfer-Encoding") + reqs[0].header_values("Content-Length")
+    assert framing in (["chunked"], [str(len(SMUGGLED))]), reqs[0].headers
+
+
+# -- 2. bad framing ----------------------------------------------------------------------------------------
+
+BAD_FRAMING = {
+    "te-and-cl": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "cl-and-te": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+    "two-cl": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    "te-gzip": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FRAMING))
+def test_bad_framing_is_400_and_closes_and_reaches_nobody(lab, case):
+    b, p = lab.web()
+    r = exchange(p.port("web"), BAD_FRAMING[case] + SMUGGLED, until_close=True)
+    assert r.statuses == [400], describe(r)
+    assert r.closed, "after a framing error the connection must close (RFC 9112 §6.3)"
+    nothing_reached(b)
+
+
+def test_invalid_chunk_size_never_lets_a_second_request_through(lab):
+    b, p = lab.web()
+    data = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n" + SMUGGLED
+    r = exchange(p.port("web"), data, until_close=True)
+    assert set(r.statuses) <= {400}, describe(r)
+    assert r.closed, describe(r)
+    never(lambda: any(q.path == "/smuggled" for q in b.requests()), what="the smuggled request reached the backend")
+    assert len(b.requests()) <= 1
+
+
+# -- 3. Host -----------------------------------------------------------------------------------------------
+
+BAD_HOST = {
+    "no-host": b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n",
+    "two-hosts": b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+    "two-equal-hosts": b"GET / HTTP/1.1\r\nHost: x\r\nHost: x\r\n\r\n",
+    "absolute-form": b"GET http://evil.example/ HTTP/1.1\r\nHost: x\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_HOST))
+def test_bad_host_is_400_and_reaches_nobody(lab, case):
+    b, p = lab.web()
+    r = exchange(p.port("web"), BAD_HOST[case], want=1)
+    assert r.statuses == [400], describe(r)
+    nothing_reached(b)
+
+
+def test_http10_without_host_is_served(lab):
+    b, p = lab.web()
+    r = exchange(p.port("web"), b"GET /old HTTP/1.0\r\n\r\n", until_close=True)
+    assert r.statuses == [200], describe(r)
+    assert r.responses[0].body.startswith(b"path=/old "), describe(r)
+    assert [q.path for q in b.requests()] == ["/old"]
+
+
+# -- 4. slow clients ---------------------------------------------------------------------------------------
+
+HEAD_TIMEOUT = "head_timeout: 1s\n"
+
+
+def _dribble(port: int, payload: bytes, *, every: float, limit: float) -> tuple[Received, float | None]:
+    """Send `payload` one byte each `every` seconds until the proxy answers or closes; stop at `limit`."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    t0 = time.monotonic()
+    got = bytearray()
+    closed_at = None
+    i = 0
+    next_send = t0
+    try:
+        while time.monotonic() - t0 < limit:
+            sock.settimeout(0.02)
+            try:
+                data = sock.recv(65536)
+                if not data:
+                    closed_at = time.monotonic() - t0
+                    break
+                got += data
+                continue  # once the proxy has spoken, only listen
+            except socket.timeout:
+                pass
+            except ConnectionResetError:
+                closed_at = time.monotonic() - t0
+                break
+            if not got and time.monotonic() >= next_send:
+                try:
+                    sock.send(payload[i % len(payload):i % len(payload) + 1])
+                except (BrokenPipeError, ConnectionResetError):
+                    continue  # read what is left, then the close
+                i += 1
+                next_send += every
+    finally:
+        sock.close()
+    complete, partial, err = parse_responses(bytes(got), closed_at is not None)
+    return Received(complete, partial, closed_at is not None, closed_at, bytes(got), err), closed_at
+
+
+@pytest.mark.parametrize("case", ["half-head", "one-byte", "dribble"])
+def test_slow_client_gets_408_and_is_closed(lab, case):
+    b, p = lab.web(extra=HEAD_TIMEOUT)
+    port = p.port("web")
+    if case == "dribble":
+        r, closed_at = _dribble(port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200, every=0.1, limit=6.0)
+    else:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        t0 = time.monotonic()
+        try:
+            sock.sendall(b"GET / HTTP/1.1\r\nHo" if case == "half-head" else b"G")
+            r = read_responses(sock, until_close=True, timeout=6.0)
+            closed_at = (time.monotonic() - t0) if r.closed else None
+        finally:
+            sock.close()
+    assert r.statuses == [408], describe(r)
+    assert closed_at is not None, "the proxy never closed the connection"
+    assert 0.8 <= closed_at < 4.0, f"closed after {closed_at:.2f}s with head_timeout 1s"
+    nothing_reached(b)
+
+
+# -- 5. oversize heads -------------------------------------------------------------------------------------
+
+def test_a_40k_header_is_431_and_reaches_nobody(lab):
+    b, p = lab.web()
+    data = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (40 * 1024) + b"\r\n\r\n"
+    r = exchange(p.port("web"), data, want=1)
+    assert r.statuses == [431], describe(r)
+    nothing_reached(b)
+
+
+def _warm_up(port: int) -> None:
+    r = exchange(port, b"GET /warm HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", until_close=True)
+    assert r.statuses == [200], describe(r)
+
+
+def test_a_4mib_header_streamed_in_is_refused_without_buffering_it(lab):
+    b, p = lab.web()
+    port, pid = p.port("web"), p.proc.pid
+    _warm_up(port)
+    before = b.raw_bytes()
+    base = peak = rss_kib(pid)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    refused_early = False
+    try:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Huge: ")
+        piece = b"a" * 65536
+        sock.settimeout(2.0)
+        for _ in range(64):  # 4 MiB
+            try:
+                sock.sendall(piece)
+            except (BrokenPipeError, ConnectionResetError, socket.timeout):
+                refused_early = True  # closed on us, or stopped reading: either way not buffered
+                break
+            peak = max(peak, rss_kib(pid))
+        r = read_responses(sock, until_close=True, timeout=3.0)
+        peak = max(peak, rss_kib(pid))
+    finally:
+        sock.close()
+    assert 431 in r.statuses or r.closed, f"neither 431 nor a close (stalled early: {refused_early}); {describe(r)}"
+    assert set(r.statuses) <= {431}, describe(r)
+    assert peak - base < 8 * MIB, f"proxy RSS grew by {(peak - base) / 1024:.1f} MiB for one oversized head"
+    nothing_reached(b, before)
+
+
+# -- 6. backpressure ---------------------------------------------------------------------------------------
+
+def test_a_pipelined_upload_behind_a_held_request_is_not_read_into_memory(lab):
+    b, p = lab.web()
+    port, pid = p.port("web"), p.proc.pid
+    _warm_up(port)
+    base = peak = rss_kib(pid)
+    total = 40_000_000
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        sock.sendall(b"GET /slow?ms=2000 HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % total)
+        wait_for(lambda: any(q.path == "/slow" for q in b.requests()), timeout=5, what="the held request at the backend")
+        sock.setblocking(False)
+        piece = b"u" * 65536
+        sent = 0
+        t_end = time.monotonic() + 1.5  # the backend holds /slow for 2 s
+        blocked = 0
+        while time.monotonic() < t_end and sent < total:
+            try:
+                sent += sock.send(piece[: min(len(piece), total - sent)])
+            except BlockingIOError:
+                blocked += 1
+                peak = max(peak, rss_kib(pid))
+                time.sleep(0.01)
+        peak = max(peak, rss_kib(pid))
+        sock.setblocking(True)
+        r = read_responses(sock, want=1, timeout=5.0)
+    finally:
+        sock.close()
+    assert peak - base < 8 * MIB, (f"proxy RSS grew by {(peak - base) / 1024:.1f} MiB while the upload waited "
+                                   f"behind a held request ({sent / 1e6:.1f} MB accepted)")
+    assert sent < 32_000_000 and blocked, f"the client's sends never blocked: {sent / 1e6:.1f} MB taken"
+    assert r.statuses[:1] == [200] and r.responses[0].body.startswith(b"path=/slow"), describe(r)
+
+
+# -- 7. X-Forwarded-For / -Proto ---------------------------------------------------------------------------
+
+FORWARDED = {
+    "one": b"X-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\n",
+    "two-lines": b"X-Forwarded-For: 1.2.3.4\r\nx-forwarded-for: 5.6.7.8\r\nX-Forwarded-Proto: https\r\n",
+}
+
+
+@pytest.mark.parametrize("case", list(FORWARDED))
+def test_forwarded_headers_from_an_untrusted_client_are_replaced(lab, case):
+    b, p = lab.web()
+    data = b"GET / HTTP/1.1\r\nHost: x\r\n" + FORWARDED[case] + b"Connection: close\r\n\r\n"
+    r = exchange(p.port("web"), data, until_close=True)
+    assert r.statuses == [200], describe(r)
+    (req,) = b.requests()
+    assert req.header_values("X-Forwarded-For") == ["127.0.0.1"], req.headers
+    assert req.header_values("X-Forwarded-Proto") == ["http"], req.headers
+
+
+def test_forwarded_for_from_a_trusted_proxy_is_extended(lab):
+    b, p = lab.web(extra="trusted_proxies: [127.0.0.0/8]\n")
+    data = b"GET / HTTP/1.1\r\nHost: x\r\n" + FORWARDED["one"] + b"Connection: close\r\n\r\n"
+    r = exchange(p.port("web"), data, until_close=True)
+    assert r.statuses == [200], describe(r)
+    (req,) = b.requests()
+    assert req.header_values("X-Forwarded-For") == ["1.2.3.4, 127.0.0.1"], req.headers
+    assert len(req.header_values("X-Forwarded-Proto")) == 1, req.headers
+
+
+# -- 8. refused upgrades -----------------------------------------------------------------------------------
+
+REFUSED = {
+    "h2c": (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+            b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n", 501),
+    "connect": (b"CONNECT evil:443 HTTP/1.1\r\nHost: evil:443\r\n\r\n", 405),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_refused_upgrade_gets_a_full_answer_and_reaches_nobody(lab, case):
+    b, p = lab.web()
+    data, status = REFUSED[case]
+    r = exchange(p.port("web"), data, want=1)
+    assert r.statuses == [status], describe(r)
+    nothing_reached(b)
+
+
+# -- 9. a bad request behind a good one --------------------------------------------------------------------
+
+def test_a_bad_request_pipelined_behind_a_good_one(lab):
+    b, p = lab.web()
+    data = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nAccept: */*\r\n\r\n"
+    r = exchange(p.port("web"), data, until_close=True)
+    assert r.statuses == [200, 400], describe(r)
+    assert r.responses[0].body.startswith(b"path=/a "), describe(r)
+    assert r.closed, describe(r)
+    never(lambda: [q.path for q in b.requests()] != ["/a"], what=lambda: f"backend saw {[q.url for q in b.requests()]}")
+
+
+# -- 10. error bodies say nothing internal -----------------------------------------------------------------
+
+def _dead_port(lab) -> int:
+    b = lab.backend("gone")
+    b.stop()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", b.port), timeout=1).close()
+    return b.port
+
+
+def _assert_says_nothing_internal(body: bytes, *needles: str) -> None:
+    low = body.lower()
+    for needle in needles:
+        assert needle.lower().encode() not in low, f"{needle!r} leaked in the error body: {body!r}"
+
+
+@pytest.mark.parametrize("retry", [None, "{attempts: 0}"])
+def test_a_refused_member_gets_a_generic_502_or_503(lab, retry):
+    port = _dead_port(lab)
+    p = lab.proxy(app_yaml("web", [("ghost-member-7", port)], retry=retry,
+                           health="{path: /__hc, interval: 10s, timeout: 500ms, fall: 2, rise: 2}"))
+    r = exchange(p.port("web"), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", want=1)
+    assert len(r.statuses) == 1 and r.statuses[0] in (502, 503), describe(r)
+    _assert_says_nothing_internal(r.responses[0].body, "ghost-member-7", "stable", str(port), "127.0.0.1", "connect")
+
+
+def test_a_garbage_response_is_a_generic_502(lab):
+    b, p = lab.web(health="{path: /__hc, interval: 1s, timeout: 500ms, fall: 2, rise: 2, passive: false}")
+    r = exchange(p.port("web"), b"POST /garbage HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", want=1)
+    assert r.statuses == [502], describe(r)
+    # Nothing of the parser's complaint (llhttp: "HPE_INVALID_CONSTANT", "Expected HTTP/, RTSP/ or ICE/"),
+    # nor of the bytes the member sent.
+    _assert_says_nothing_internal(r.responses[0].body, b.name, "stable", str(b.port), "127.0.0.1", "HPE_",
+                                  "Expected HTTP", "RTSP", "unparsable", "llhttp", "httptools", "this is not HTTP", "\\x")
+
+
+# -- 11. every answer the proxy makes itself is counted ----------------------------------------------------
+
+def _answers(p, app: str = "web") -> dict:
+    """The non-zero counts of `answers` keyed by a status code (other keys, such as a count of cuts, are left out)."""
+    st = app_state(p, app)
+    assert "answers" in st, f"GET /apps/{app} has no 'answers' mapping: keys {sorted(st)}"
+    return {k: v for k, v in st["answers"].items() if v and k.isdigit()}
+
+
+def test_every_answer_the_proxy_makes_itself_is_counted(lab):
+    b, p = lab.web(extra=HEAD_TIMEOUT)
+    port = p.port("web")
+    assert exchange(port, BAD_FRAMING["te-and-cl"], until_close=True).statuses == [400]
+    assert exchange(port, BAD_FRAMING["two-cl"], until_close=True).statuses == [400]
+    assert exchange(port, BAD_HOST["no-host"], want=1).statuses == [400]
+    assert exchange(port, b"G", until_close=True, timeout=4).statuses == [408]
+    assert exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40960 + b"\r\n\r\n", want=1).statuses == [431]
+    assert exchange(port, REFUSED["h2c"][0], want=1).statuses == [501]
+    assert exchange(port, REFUSED["connect"][0], want=1).statuses == [405]
+    assert exchange(port, b"GET /fine HTTP/1.1\r\nHost: x\r\n\r\n", want=1).statuses == [200]  # relayed: not ours
+    expected = {"400": 3, "408": 1, "431": 1, "501": 1, "405": 1}
+    wait_for(lambda: _answers(p) == expected, timeout=5, what=f"answers == {expected} (have {_answers(p)})")
+    assert app_state(p)["pools"]["stable"].get("failed") == 0, "a refusal of a bad client is no failure of the pool"
+
+
+def test_pool_failures_count_what_clients_saw(lab, tmp_path):
+    b = lab.backend()
+    dead = _dead_port(lab)
+    quiet = "{path: /__hc, interval: 10s, timeout: 500ms, fall: 2, rise: 2, passive: false}"
+    p = lab.proxy(app_yaml("web", [(b.name, b.port)], health=quiet)
+                  + app_yaml("gone", [("ghost-member-7", dead)], health=quiet))
+    web, gone = p.port("web"), p.runtime["frontends"]["gone"]["port"]
+    assert exchange(web, b"POST /garbage HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", want=1).statuses == [502]
+    cut = exchange(web, b"GET /cut HTTP/1.1\r\nHost: x\r\n\r\n", until_close=True)
+    assert cut.closed and not cut.responses and cut.partial is not None, describe(cut)  # the client sees it cut short
+    assert exchange(web, b"GET /fine HTTP/1.1\r\nHost: x\r\n\r\n", want=1).statuses == [200]
+    refused = exchange(gone, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", want=1)
+    assert len(refused.statuses) == 1 and refused.statuses[0] in (502, 503), describe(refused)
+
+    def failed(app: str):
+        return app_state(p, app)["pools"]["stable"].get("failed")
+
+    wait_for(lambda: failed("web") == 2, timeout=5, what=f"web: pools.stable.failed == 2 (have {failed('web')})")
+    wait_for(lambda: failed("gone") == 1, timeout=5, what=f"gone: pools.stable.failed == 1 (have {failed('gone')})")
+    assert _answers(p) == {"502": 1}
+    assert _answers(p, "gone") == {str(refused.statuses[0]): 1}
+
+
+# -- 12. the admin API under the same abuse ----------------------------------------------------------------
+
+def _admin_port(p) -> int:
+    return int(p.admin_url.rsplit(":", 1)[1])
+
+
+def test_admin_api_refuses_a_huge_head_and_keeps_working(lab):
+    b, p = lab.web()
+    data = (b"GET /state HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode()
+            + b"\r\nX-Big: " + b"a" * (64 * 1024) + b"\r\n\r\n")
+    r = exchange(_admin_port(p), data, want=1)
+    assert len(r.statuses) == 1 and r.statuses[0] in (431, 400), describe(r)
+    assert admin(p, "GET", "/state").status_code == 200
+
+
+@pytest.mark.parametrize("depth", [100_000, 30_000])
+def test_admin_api_refuses_deeply_nested_json_and_keeps_working(lab, depth):
+    b, p = lab.web()
+    body = ("[" * depth + "]" * depth).encode()
+    data = (b"PUT /apps/web/weights HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    r = exchange(_admin_port(p), data, want=1)
+    # 100000 levels are 200 KB, over the admin body limit (64 KiB): 413 says that just as well.
+    allowed = (400, 413) if len(body) > 64 * 1024 else (400,)
+    assert len(r.statuses) == 1 and r.statuses[0] in allowed, describe(r)
+    assert "error" in json.loads(r.responses[0].body)
+    assert admin(p, "GET", "/state").status_code == 200
+    assert app_state(p)["pools"]["stable"]["weight"] == 100
