@@ -40,6 +40,7 @@ class Member:
         self.port = cfg.port
         self.weight = cfg.weight
         self.pool = pool
+        self.pool_ref: "Pool" = None  # type: ignore[assignment]  # set when its Pool is built (the per-request path reads it)
         self.max_conns = max_conns
         self.healthy = True  # like HAProxy: up until checks say otherwise
         self.ejected = False  # out because of passive evidence (counts toward the ejection cap)
@@ -86,6 +87,8 @@ class Pool:
         self.name = name
         self.weight = weight
         self.members = members
+        for m in members:
+            m.pool_ref = self
         self.live: list[Member] = [m for m in members if m.available]  # kept current by AppState.refresh()
         self.panic = False  # no healthy member: balancing across all enabled ones (stable only)
         self.current = 0

@@ -41,16 +41,22 @@ MESSAGES = {
 class Framing:
     """What a head says about its connection and body, found in one pass."""
 
-    __slots__ = ("drop", "chunked", "length", "te", "upgrade")
+    __slots__ = ("drop", "chunked", "length", "te", "upgrade", "hosts", "host")
 
     def __init__(self, headers: list[Header]) -> None:
         self.chunked = False
         self.length = False
         self.te = b""  # the Transfer-Encoding value(s), as sent
         self.upgrade = False  # Connection names `upgrade`
+        self.hosts = 0  # Host fields, and the first one's value (a request must have exactly one)
+        self.host = b""
         drop = HOP_BY_HOP
         for low, _, value in headers:
-            if low == b"transfer-encoding":
+            if low == b"host":
+                self.hosts += 1
+                if self.hosts == 1:
+                    self.host = value
+            elif low == b"transfer-encoding":
                 self.te = value if not self.te else self.te + b", " + value
             elif low == b"content-length":
                 self.length = True
@@ -64,9 +70,10 @@ class Framing:
         self.drop = drop
 
 
-def request_problem(method: bytes, url: bytes, headers: list[Header], framing: Framing,
-                    *, http10: bool) -> tuple[int, str] | None:
+def request_problem(method: bytes, url: bytes, framing: Framing, *, http10: bool) -> tuple[int, str] | None:
     """Why a request head must be refused before anything is sent upstream, as (status, detail for the log)."""
+    if url[:1] == b"/" and framing.hosts == 1 and not framing.te and method != b"CONNECT" and _HOST.match(framing.host):
+        return None  # the common case, decided in one pass
     if framing.te and framing.length:
         return 400, "both Transfer-Encoding and Content-Length"
     if framing.te and not framing.chunked:
@@ -76,13 +83,12 @@ def request_problem(method: bytes, url: bytes, headers: list[Header], framing: F
     if not url.startswith(b"/") and not (url == b"*" and method == b"OPTIONS"):
         # A reverse proxy is not a forward proxy: an absolute-form target could name another host than Host.
         return 400, f"request target {url[:60]!r} is not origin-form"
-    hosts = [v for low, _, v in headers if low == b"host"]
-    if len(hosts) > 1:
-        return 400, f"{len(hosts)} Host headers"
-    if not hosts and not http10:
+    if framing.hosts > 1:
+        return 400, f"{framing.hosts} Host headers"
+    if not framing.hosts and not http10:
         return 400, "no Host header in an HTTP/1.1 request"
-    if hosts and not _HOST.match(hosts[0].strip()):
-        return 400, f"invalid Host {hosts[0][:60]!r}"
+    if framing.hosts and not _HOST.match(framing.host):
+        return 400, f"invalid Host {framing.host[:60]!r}"
     return None
 
 

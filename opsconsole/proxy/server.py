@@ -132,7 +132,7 @@ class ClientConnection(asyncio.Protocol):
         self.fe.clients.add(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = self.fe.loop_time()
+        self.last_active = self.fe.now
         if self.tunnel is not None:
             self.tunnel.transport.write(data)
             return
@@ -242,7 +242,7 @@ class ClientConnection(asyncio.Protocol):
         self.in_head = True
         self.head_bytes = self.head_unparsed = 0
         if not self.head_deadline:
-            self.head_deadline = self.fe.loop_time() + self.fe.head_timeout
+            self.head_deadline = self.fe.now + self.fe.head_timeout
 
     def on_url(self, url: bytes) -> None:
         self._callback = True
@@ -258,6 +258,7 @@ class ClientConnection(asyncio.Protocol):
         req = self.cur
         if self.stopped:
             return
+        fe = self.fe
         self.in_head = False
         self.head_deadline = 0.0
         p = self.parser
@@ -266,13 +267,13 @@ class ClientConnection(asyncio.Protocol):
         req.keep_alive = p.should_keep_alive()
         req.http10 = p.get_http_version() == "1.0"
         framing = http1.Framing(req.headers)
-        if self.head_bytes > self.fe.max_head:
-            problem: tuple[int, str] | None = (431, f"request head over {self.fe.max_head} bytes")
+        if self.head_bytes > fe.max_head:
+            problem: tuple[int, str] | None = (431, f"request head over {fe.max_head} bytes")
         else:
-            problem = http1.request_problem(method, req.url, req.headers, framing, http10=req.http10)
-        if problem is None and p.should_upgrade():
+            problem = http1.request_problem(method, req.url, framing, http10=req.http10)
+        if problem is None and framing.upgrade and p.should_upgrade():
             token = http1.upgrade_token(req.headers)
-            if token.decode(errors="replace") not in self.fe.cfg.upgrades:
+            if token.decode(errors="replace") not in fe.cfg.upgrades:
                 problem = (501, f"upgrade to {token[:30]!r} is not enabled (upgrades: {list(self.fe.cfg.upgrades)})")
             elif method != b"GET" or req.http10 or framing.length or framing.te:
                 problem = (400, "a WebSocket upgrade is an HTTP/1.1 GET without a body")
@@ -283,18 +284,18 @@ class ClientConnection(asyncio.Protocol):
             self._refuse(req, *problem)
             return
         req.chunked = framing.chunked
-        if req.method not in self.fe.retry_methods:
+        if req.method not in fe.retry_methods:
             req.replayable = False
-        if self.fe.sticky:
+        if fe.sticky:
             req.bucket = self._bucket(req)
         head = http1.request_head(method, req.url, req.headers, framing.drop, self.client_ip, chunked=req.chunked,
-                                  trusted=self.trusted, proto=self.fe.proto, upgrade=req.upgrade)
+                                  trusted=self.trusted, proto=fe.proto, upgrade=req.upgrade)
         req.wire.append(head)
-        req.held += len(head)
-        self.hold(len(head))
+        req.held = n = len(head)
+        self.held += n  # a head is at most max_head: no need to check MAX_HELD here
         self.queue.append(req)
         if len(self.queue) == 1:
-            self.fe.dispatch(req)
+            fe.dispatch(req)
         elif len(self.queue) >= MAX_QUEUED:
             self.pause("pipeline")
 
@@ -416,7 +417,7 @@ class ClientConnection(asyncio.Protocol):
         self.flush()
         if self.queue:
             self.queue.popleft()
-        self.last_active = self.fe.loop_time()
+        self.last_active = self.fe.now
         if self.closing or self.gone:
             if not self.gone:
                 self.transport.close()
@@ -438,6 +439,9 @@ class Frontend:
         self.tls = tls
         self.loop = asyncio.get_running_loop()
         self.loop_time = self.loop.time
+        # A clock the sweeper sets a few times a second: idle and head deadlines need no finer time, and
+        # reading it costs nothing on the per-request path.
+        self.now = self.loop_time()
         self.clients: set[ClientConnection] = set()
         self.busy: set[UpstreamConnection] = set()
         self.tasks: set[asyncio.Task] = set()
@@ -508,6 +512,11 @@ class Frontend:
             self.note(f"{app.name}: 503: no pool can take traffic (no healthy, enabled member)")
             req.client.answer(req, 503)
             return
+        if retry_of is None:
+            m = pool.pick()
+            if m is not None:  # the common case: a member has a free slot
+                self._send_to(req, pool, m)
+                return
         self._assign(req, pool, exclude=retry_of)
 
     def _assign(self, req: Request, pool: Pool, exclude: Member | None = None) -> None:
@@ -571,9 +580,8 @@ class Frontend:
         m, req.member = req.member, None
         if m is not None:
             m.inflight -= 1
-            pool = self.app.pools.get(m.pool)
-            if pool is not None and pool.queue:
-                self._drain_queue(pool)
+            if m.pool_ref.queue:
+                self._drain_queue(m.pool_ref)
         return m
 
     def _drain_queue(self, pool: Pool) -> None:
@@ -601,8 +609,7 @@ class Frontend:
 
     def _pool(self, conn: UpstreamConnection) -> None:
         m = conn.member
-        pool = self.app.pools.get(m.pool)
-        in_use = m.healthy or (pool is not None and pool.panic)  # in panic, unhealthy members still serve
+        in_use = m.healthy or m.pool_ref.panic  # in panic, unhealthy members still serve
         if (conn.closed or m.admin != ENABLED or not in_use or self.shutting_down or len(m.idle) >= MAX_IDLE_PER_MEMBER
                 or self.app.members.get(m.name) is not m):  # a member a reload removed keeps no idle connections
             conn.close()
@@ -711,7 +718,7 @@ class Frontend:
 
     # -- housekeeping -------------------------------------------------------------
     def sweep(self) -> None:
-        now = self.loop_time()
+        self.now = now = self.loop_time()
         for conn in [c for c in self.busy if c.deadline and now > c.deadline]:
             self.busy.discard(conn)
             conn.timed_out()

@@ -51,11 +51,12 @@ class UpstreamConnection(asyncio.Protocol):
     def send(self, req: "Request") -> None:
         self.req = req
         req.conn = self
-        self.deadline = req.client.fe.loop_time() + req.client.fe.cfg_response_timeout
+        self.deadline = req.t_send + req.client.fe.cfg_response_timeout
         self.got_bytes = False
         self.transport.write(b"".join(req.wire))
         req.sent = True
-        req.client.unhold(req)
+        if req.held:
+            req.client.unhold(req)
         if not req.replayable:
             req.wire = []
 
@@ -64,7 +65,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
-            self.tunnel.last_active = self.tunnel.fe.loop_time()
+            self.tunnel.last_active = self.tunnel.fe.now
             self.tunnel.transport.write(data)
             return
         client = self.req.client if self.req is not None else None
