@@ -422,7 +422,7 @@ class ClientConnection(asyncio.Protocol):
             if not self.gone:
                 self.transport.close()
             return
-        if len(self.queue) < MAX_QUEUED:
+        if self.pauses and len(self.queue) < MAX_QUEUED:
             self.resume("pipeline")
         if self.queue:
             self.fe.dispatch(self.queue[0])

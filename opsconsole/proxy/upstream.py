@@ -80,7 +80,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._fail("bad-response", "unexpected protocol switch")
         except httptools.HttpParserError as exc:
             self._fail("bad-response", f"unparsable response: {exc}")
-        if client is not None:
+        if client is not None and client.out:
             client.flush()  # head and body of one read leave in one write
 
     def eof_received(self) -> bool:
