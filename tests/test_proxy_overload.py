@@ -26,7 +26,7 @@ from loadwrk import WrkResult, missing, run_wrk, start_wrk
 from opsconsole.proxy.__main__ import load_proxy_config
 from opsconsole.traffic.haproxy_config import render_haproxy_config
 from stdlib_backend import StdlibBackend, start_backend
-from test_proxy_support import TOKEN, ProxyProc, free_port, start_haproxy, start_proxy
+from test_proxy_support import TOKEN, ProxyProc, free_port, proxy_config_text, start_haproxy, start_proxy
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -53,28 +53,9 @@ def need(*tools: str) -> None:
 # -- configs with the proxy's defaults ------------------------------------------------------------------
 
 def config_text(tmp: Path, apps: str, *, extra: str = "") -> str:
-    """A full opsconsole config whose `proxy:` section sets nothing but the admin API and the apps.
-
-    Unlike test_proxy_support.proxy_config_text, no timeout is tuned: connect_timeout, upstream_idle,
-    response_timeout, queue_timeout … are the proxy's defaults, which is what these tests judge.
-    """
-    names = re.findall(r"^([A-Za-z][\w.-]*):", textwrap.dedent(apps), re.M)
-    playbook = tmp / "deploy.yml"
-    playbook.write_text("- hosts: web\n  tasks: []\n")
-    app_lines = "".join(f"  {n}: {{group: web, repo: {tmp / 'repo'}, deploy: {{playbook: {playbook}}}}}\n" for n in names)
-    return textwrap.dedent(f"""\
-        project: overload
-        state_dir: {tmp / 'state'}
-        groups:
-          web:
-            provider: static
-            hosts: [{{name: web-1, address: 127.0.0.1, port: 1}}]
-        """) + "apps:\n" + app_lines + textwrap.dedent("""\
-        proxy:
-          admin:
-            listen: 127.0.0.1:0
-            token_env: OPSC_TEST_PROXY_TOKEN
-        """) + textwrap.indent(extra, "  ") + "  apps:\n" + textwrap.indent(textwrap.dedent(apps), "    ")
+    """A full config whose `proxy:` section sets nothing but the admin API and the apps: every timeout,
+    limit and health setting is the proxy's default, which is what these tests judge."""
+    return proxy_config_text(tmp, apps, extra=extra, tuned=False)
 
 
 def plain_app(name: str, stable: list, canary: list = (), *, stable_weight: int = 100, canary_weight: int = 0,

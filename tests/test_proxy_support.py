@@ -135,10 +135,11 @@ def start_backend(name: str, keepalive: float = 5.0, port: int = 0) -> Backend:
 TOKEN = "test-token-0123456789"
 
 
-def proxy_config_text(tmp: Path, apps: str, *, extra: str = "") -> str:
+def proxy_config_text(tmp: Path, apps: str, *, extra: str = "", tuned: bool = True) -> str:
     """A full opsconsole config: the proxy reads its section from the same file the console reads.
 
     Every app the proxy serves is also declared under `apps:` (the config loader insists).
+    With `tuned=False` no timeout is set: the proxy's defaults are what is judged.
     """
     import re
 
@@ -153,16 +154,17 @@ def proxy_config_text(tmp: Path, apps: str, *, extra: str = "") -> str:
           web:
             provider: static
             hosts: [{{name: web-1, address: 127.0.0.1, port: 1}}]
-        """) + "apps:\n" + app_lines + textwrap.dedent(f"""\
+        """) + "apps:\n" + app_lines + textwrap.dedent("""\
         proxy:
           admin:
             listen: 127.0.0.1:0
             token_env: OPSC_TEST_PROXY_TOKEN
-          upstream_idle: 1s
-          connect_timeout: 500ms
-          response_timeout: 5s
-          drain_timeout: 10s
-        """) + textwrap.indent(extra, "  ") + "  apps:\n" + textwrap.indent(textwrap.dedent(apps), "    ")
+        """) + (textwrap.indent(TUNED, "  ") if tuned else "") + textwrap.indent(extra, "  ") \
+        + "  apps:\n" + textwrap.indent(textwrap.dedent(apps), "    ")
+
+
+# Short timeouts so failures show within a test's time; `tuned=False` keeps every proxy default instead.
+TUNED = "upstream_idle: 1s\nconnect_timeout: 500ms\nresponse_timeout: 5s\ndrain_timeout: 10s\n"
 
 
 def app_block(name: str, stable: list[Backend], canary: list[Backend], *, stable_weight: int = 100,
