@@ -403,3 +403,42 @@ def test_sighup_moves_a_listener_and_keeps_connections_on_the_old_one(procs, tmp
         sock.close()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", old_port), timeout=1)
+
+
+def test_passive_evidence_never_empties_the_stable_pool(procs, tmp_path):
+    # Active checks every 10 s, so only live traffic judges here.
+    s1, s2 = procs.backend("s1"), procs.backend("s2")
+    p = procs.proxy(tmp_path, proxy_config_text(tmp_path, app_block("web", [s1, s2], [], interval="10s")))
+    s1.kill()
+    s2.kill()
+    for _ in range(6):  # each refused on both members: nothing listens
+        r = httpx.get(f"http://127.0.0.1:{p.port('web')}/", timeout=5)
+        assert r.status_code == 503
+    members = app_state(p)["pools"]["stable"]["members"]
+    # One member may be ejected (max_ejection_percent 10%, at least one); the other stays in.
+    assert sorted(m["ejected"] for m in members) == [False, True]
+    assert sum(m["healthy"] for m in members) == 1
+    assert "not ejected" in p.log_text() and "max_ejection_percent is 10" in p.log_text()
+
+
+def test_panic_when_every_stable_member_fails_its_checks_is_shown_and_balanced(procs, tmp_path):
+    s1, s2 = procs.backend("s1"), procs.backend("s2")
+    p = procs.proxy(tmp_path, proxy_config_text(tmp_path, app_block("web", [s1, s2], [])))
+    s1.kill()
+    s2.kill()
+    wait_for(lambda: app_state(p)["pools"]["stable"]["panic"], what="panic")
+    t0 = time.monotonic()
+    r = httpx.get(f"http://127.0.0.1:{p.port('web')}/", timeout=5)
+    assert r.status_code == 503 and time.monotonic() - t0 < 1.0  # members gone: refused at once, retried, then 503
+    assert r.headers["retry-after"] == "1" and "no server is available" in r.text
+    st = app_state(p)
+    assert st["panic"] is True and st["answers"]["503"] >= 1 and st["client_errors"] >= 1
+    metrics = admin(p, "GET", "/metrics").text
+    assert 'opsconsole_proxy_pool_panic{app="web",pool="stable"} 1' in metrics
+    assert 'opsconsole_proxy_answers_total{app="web",code="503"}' in metrics
+    assert "PANIC: no healthy member" in p.log_text()
+    # One member back: it rises, panic is over, clients are served.
+    procs.backend("s1", port=s1.port)
+    wait_for(lambda: not app_state(p)["pools"]["stable"]["panic"], what="panic over")
+    assert httpx.get(f"http://127.0.0.1:{p.port('web')}/", timeout=5).headers["x-member"] == "s1"
+    assert "panic over" in p.log_text()
