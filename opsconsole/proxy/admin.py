@@ -133,7 +133,7 @@ class AdminApi:
     def _handle(self, method: str, msg: _Parsed) -> tuple[int, bytes, str]:
         try:
             self._authorize(msg.headers.get(b"authorization", b""))
-            path = httptools.parse_url(msg.url).path.decode() if msg.url.startswith(b"/") else "/"
+            path = httptools.parse_url(msg.url).path.decode(errors="replace") if msg.url.startswith(b"/") else "/"
             if path == "/metrics" and method == "GET":
                 return 200, self._metrics().encode(), "text/plain; version=0.0.4; charset=utf-8"
             result = self._route(method, [p for p in path.split("/") if p], msg.body)

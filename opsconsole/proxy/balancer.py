@@ -210,9 +210,13 @@ class AppState:
                 new.queue, new.queued, new.queue_timeouts, new.failed = pool.queue, pool.queued, pool.queue_timeouts, pool.failed
                 new.panic = pool.panic
             self.pools[pname] = new
+        left = [m for name, m in old.items() if self.members.get(name) is not m]
+        for m in left:
+            # Requests still in flight to it finish; they must not pull queued requests to where it was.
+            m.pool_ref = Pool(m.pool, 0, [])
         self.update_alert()
         self.refresh()
-        return [m for name, m in old.items() if self.members.get(name) is not m]
+        return left
 
     # -- choosing ------------------------------------------------------------
     def effective_weight(self, pool: Pool) -> int:

@@ -15,6 +15,8 @@ Header = tuple[bytes, bytes, bytes]
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
 })
+# What a client could claim about where it came from: kept only from a trusted proxy, dropped from anyone else.
+FORWARDING = frozenset({b"forwarded", b"x-real-ip", b"x-forwarded-host", b"x-forwarded-port"})
 # A field that frames the message can never become hop-by-hop because `Connection` names it: dropping
 # Content-Length while forwarding the body lets the body be read as a second request (smuggling).
 FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host"})
@@ -108,6 +110,7 @@ def request_head(method: bytes, url: bytes, headers: list[Header], drop: frozens
     """
     parts = [method, b" ", url, b" HTTP/1.1\r\n"]
     xff = b""
+    xproto = b""
     upgrade_value = b""
     for low, name, value in headers:
         if low == b"upgrade":
@@ -119,10 +122,14 @@ def request_head(method: bytes, url: bytes, headers: list[Header], drop: frozens
                 xff = value if not xff else xff + b", " + value
             continue
         if low == b"x-forwarded-proto":
-            continue  # ours says how the client reached us; a client must not be able to claim https
+            if trusted and not xproto:
+                xproto = value  # a trusted proxy in front terminated the client's connection: its word stands
+            continue  # from anyone else: ours says how the client reached us; nobody may claim https
+        if low in FORWARDING and not trusted:
+            continue
         parts += (name, b": ", value, CRLF)
     parts += (b"X-Forwarded-For: ", (xff + b", " + client_ip) if xff else client_ip,
-              b"\r\nX-Forwarded-Proto: ", proto, CRLF)
+              b"\r\nX-Forwarded-Proto: ", xproto or proto, CRLF)
     if upgrade:
         parts += (b"Connection: Upgrade\r\nUpgrade: ", upgrade_value, CRLF)
     if chunked:

@@ -129,7 +129,10 @@ class ProxyRuntime:
         while True:
             await asyncio.sleep(period)
             for fe in list(self.frontends.values()) + self._retired:
-                fe.sweep()
+                try:
+                    fe.sweep()
+                except Exception:  # every timeout lives here: one bug must not end them all
+                    fe.log_exception("sweep")
 
     # -- reload (SIGHUP) --------------------------------------------------------------
     def reload(self) -> str:
@@ -164,11 +167,21 @@ class ProxyRuntime:
             if cfg.tls is not None and old_tls is not None and fe.tls is not None:
                 # Same listener, new certificate: load it into the context in use. New handshakes get it;
                 # connections already open keep theirs (nothing is dropped).
-                fe.tls.load_cert_chain(str(cfg.tls.cert), str(cfg.tls.key))
+                try:
+                    fe.tls.load_cert_chain(str(cfg.tls.cert), str(cfg.tls.key))
+                except (OSError, ssl.SSLError) as exc:
+                    log(f"{name}: certificate reload refused, keeping the old one: {exc}")
             if cfg.listen != old_listen or (cfg.tls is None) != (old_tls is None):
+                old_server, old_ctx = fe.server, fe.tls
                 fe.tls = contexts.get(name)
-                old_server = fe.server
-                await self._listen(fe, cfg)
+                try:
+                    await self._listen(fe, cfg)
+                except OSError as exc:
+                    # e.g. turning TLS on at the same port: the old socket still holds it. Nothing changes.
+                    fe.tls, fe.server = old_ctx, old_server
+                    log(f"{name}: cannot listen on {cfg.listen.describe()} ({exc.strerror or exc}); "
+                        "still on the old listener — restart the proxy to move it")
+                    continue
                 old_server.close()  # only the listening socket: accepted connections live on
             else:
                 self.listen[name] = (cfg.listen, cfg.tls)

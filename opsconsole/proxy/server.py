@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 MAX_IDLE_PER_MEMBER = 256
 MAX_REPLAY_BYTES = 64 * 1024  # a GET/HEAD body larger than this is not kept for a retry
 MAX_QUEUED = 16  # pipelined requests parsed ahead before we stop reading
+MAX_PIPELINE = 64  # … and a read already in hand may hold more, up to this; past it the client is refused
+LINGER_SECONDS = 2.0  # after refusing a client mid-request, read and drop its input this long …
+LINGER_BYTES = 1024 * 1024  # … or this much, so the answer is not lost to a reset, then close
 MAX_HELD = 64 * 1024  # request bytes held while no member has them yet, before we stop reading the client
 RETRY_AFTER = 1  # seconds, on a 503 the proxy answers itself
 CONNECT_RETRIES = 3  # a request not yet sent may try this many other members (HAProxy's retries + redispatch)
@@ -38,7 +41,8 @@ LOG_BURST = 20  # detail lines logged per frontend per second; the rest are coun
 class Request:
     __slots__ = ("client", "method", "url", "headers", "keep_alive", "http10", "chunked", "wire", "replayable",
                  "body_done", "conn", "member", "last", "pool", "attempts", "sent", "responded", "t_send",
-                 "bucket", "set_cookie", "status", "body_kind", "done", "refusal", "upgrade", "queued_at", "held")
+                 "bucket", "set_cookie", "status", "body_kind", "done", "refusal", "upgrade", "queued_at", "held",
+                 "wire_bytes")
 
     def __init__(self, client: "ClientConnection") -> None:
         self.client = client
@@ -68,6 +72,7 @@ class Request:
         self.upgrade = b""  # the protocol a tunnel is asked for (b"websocket")
         self.queued_at = 0.0
         self.held = 0  # bytes in `wire` not yet sent (counted against the client's MAX_HELD)
+        self.wire_bytes = 0  # bytes in `wire`, while it is kept for a replay
 
     def add_body(self, data: bytes) -> None:
         if self.refusal is not None:
@@ -79,8 +84,12 @@ class Request:
         if self.chunked and self.refusal is None:
             self._push(http1.LAST_CHUNK)
         self.body_done = True
+        if self.conn is not None and self.sent and not self.done:
+            self.conn.body_sent(self.client.fe.now)
 
     def _push(self, piece: bytes) -> None:
+        if self.done:
+            return  # answered already (early by the member, or by us): the rest of the body goes nowhere
         if self.conn is not None and self.sent:
             self.conn.write_body(piece)
             if self.replayable:
@@ -89,8 +98,10 @@ class Request:
             self.wire.append(piece)
             self.held += len(piece)
             self.client.hold(len(piece))
-        if self.replayable and sum(len(w) for w in self.wire) > MAX_REPLAY_BYTES:
-            self.replayable = False
+        if self.replayable:
+            self.wire_bytes += len(piece)
+            if self.wire_bytes > MAX_REPLAY_BYTES:
+                self.replayable = False
 
 
 class ClientConnection(asyncio.Protocol):
@@ -118,6 +129,10 @@ class ClientConnection(asyncio.Protocol):
         self.pending: list[bytes] = []  # client bytes that arrived after the upgrade request
         self.tunnel: UpstreamConnection | None = None
         self.tunnel_member: Member | None = None
+        self.write_paused = 0.0  # since when the client has not been reading what we write (0 = it reads)
+        self.lingering = 0.0  # refusing mid-request: drop the client's input until then, then close
+        self.linger_bytes = 0
+        self.proto = fe.proto
 
     # -- asyncio -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -126,6 +141,8 @@ class ClientConnection(asyncio.Protocol):
         ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
         self.client_ip = ip.encode()
         self.trusted = self.fe.is_trusted(ip)
+        # Per connection: after a reload that turns TLS on or off, older connections are still what they were.
+        self.proto = b"https" if transport.get_extra_info("sslcontext") is not None else b"http"
         now = self.fe.loop_time()
         self.last_active = now
         self.head_deadline = now + self.fe.head_timeout  # the first request's head, from accept (slowloris)
@@ -135,6 +152,11 @@ class ClientConnection(asyncio.Protocol):
         self.last_active = self.fe.now
         if self.tunnel is not None:
             self.tunnel.transport.write(data)
+            return
+        if self.lingering:
+            self.linger_bytes += len(data)
+            if self.linger_bytes > LINGER_BYTES:
+                self.transport.abort()
             return
         if self.upgrading is not None:
             self.pending.append(data)  # for the tunnel, once the member agrees to switch
@@ -148,14 +170,22 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade as exc:
             self._upgrade_requested(data[exc.args[0]:] if exc.args else b"")
             return
+        except httptools.HttpParserCallbackError:
+            self.fe.log_exception("client callback")  # a bug of ours: this client is dropped, nobody is blamed
+            self.transport.abort()
+            return
         except httptools.HttpParserError as exc:
             self._parse_error(f"unparsable request: {exc}")
             return
-        if self.in_head and not self.stopped:
-            # A field still arriving is buffered inside the parser: count whole chunks until one completes.
+        if self.cur is not None and not self.stopped:
+            # A field still arriving (a head's, or a trailer's) is buffered inside the parser: count whole
+            # chunks in which nothing completed, so it cannot grow past the limit unseen.
             self.head_unparsed = 0 if self._callback else self.head_unparsed + len(data)
             if self.head_bytes + self.head_unparsed > self.fe.max_head:
-                self._refuse(self.cur or Request(self), 431, f"request head over {self.fe.max_head} bytes")
+                if self.in_head:
+                    self._refuse(self.cur, 431, f"request head over {self.fe.max_head} bytes")
+                else:
+                    self._parse_error(f"request trailers over {self.fe.max_head} bytes", 431)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gone = True
@@ -167,15 +197,32 @@ class ClientConnection(asyncio.Protocol):
                 self.fe.abort(req)
         self.queue.clear()
 
+    def _answering(self) -> UpstreamConnection | None:
+        """The member connection whose answer is being relayed to this client now, if any."""
+        if self.tunnel is not None:
+            return self.tunnel
+        req = self.queue[0] if self.queue else None
+        conn = req.conn if req is not None and not req.done else None
+        return conn if conn is not None and not conn.closed and conn.req is req else None
+
     def pause_writing(self) -> None:
-        conn = self.tunnel or (self.queue[0].conn if self.queue else None)
-        if conn is not None and conn.transport is not None and not conn.closed:
+        # The client reads slower than we write: stop reading its answer (and its next requests) until it
+        # catches up, so what we buffer for it stays bounded. `sweep` drops a client stuck here too long.
+        self.write_paused = self.fe.now or 1e-9
+        self.pause("writing")
+        conn = self._answering()
+        if conn is not None:
             conn.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        conn = self.tunnel or (self.queue[0].conn if self.queue else None)
-        if conn is not None and conn.transport is not None and not conn.closed:
+        self.write_paused = 0.0
+        conn = self._answering()
+        if conn is not None:
             conn.transport.resume_reading()
+        self.resume("writing")
+        if self.queue and not self.closing and not self.gone and self.queue[0].member is None \
+                and not self.queue[0].done and self.queue[0].pool is None:
+            self.fe.dispatch(self.queue[0])  # `_next` held it back while the client was not reading
 
     @property
     def busy(self) -> bool:
@@ -221,7 +268,7 @@ class ClientConnection(asyncio.Protocol):
         if self.queue[0] is req:
             self.fe.dispatch(req)  # its turn now (a request withdrawn mid-body is already at the head)
 
-    def _parse_error(self, detail: str) -> None:
+    def _parse_error(self, detail: str, status: int = 400) -> None:
         req = self.cur
         if req is not None and req in self.queue and not req.done:
             # The head was good and went upstream; its body is broken. The member must not get the rest.
@@ -230,7 +277,27 @@ class ClientConnection(asyncio.Protocol):
                 self.cut(req)
                 return
             req.wire = []
-        self._refuse(req or Request(self), 400, detail)
+        self._refuse(req or Request(self), status, detail)
+
+    def body_timed_out(self) -> None:
+        """The client stopped sending its body: the member waits for nothing, the client gets 408."""
+        req = self.cur
+        if req is not None and req in self.queue and not req.done:
+            self.fe.withdraw(req)  # a client's stall is never counted against the member
+            if req.responded:
+                self.cut(req)
+                return
+            req.wire = []
+        self._refuse(req or Request(self), 408, f"request body stalled for {self.fe.client_idle:g}s")
+
+    def linger(self) -> None:
+        """Close without losing the answer just written: unread input at close() would reset it away."""
+        self.flush()
+        self.lingering = self.fe.now + LINGER_SECONDS
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.pauses.clear()
+        self.transport.resume_reading()
 
     def head_timed_out(self) -> None:
         self._refuse(self.cur or Request(self), 408, f"no complete request head within {self.fe.head_timeout:g}s")
@@ -252,7 +319,8 @@ class ClientConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._callback = True
         self.head_bytes += len(name) + len(value) + 4
-        self.cur.headers.append((name.lower(), name, value))
+        if self.in_head:  # after the head these are chunked trailers: counted, never forwarded
+            self.cur.headers.append((name.lower(), name, value))
 
     def on_headers_complete(self) -> None:
         req = self.cur
@@ -271,9 +339,15 @@ class ClientConnection(asyncio.Protocol):
             problem: tuple[int, str] | None = (431, f"request head over {fe.max_head} bytes")
         else:
             problem = http1.request_problem(method, req.url, framing, http10=req.http10)
+        if problem is None and len(self.queue) >= MAX_PIPELINE:
+            problem = (400, f"more than {MAX_PIPELINE} requests pipelined ahead")
         if problem is None and framing.upgrade and p.should_upgrade():
             token = http1.upgrade_token(req.headers)
-            if token.decode(errors="replace") not in fe.cfg.upgrades:
+            offers = [v for low, _, v in req.headers if low == b"upgrade"]
+            if len(offers) != 1 or b"," in offers[0]:
+                # One protocol, named once: what we check must be exactly what the member is asked for.
+                problem = (400, "an upgrade must name exactly one protocol")
+            elif token.decode(errors="replace") not in fe.cfg.upgrades:
                 problem = (501, f"upgrade to {token[:30]!r} is not enabled (upgrades: {list(self.fe.cfg.upgrades)})")
             elif method != b"GET" or req.http10 or framing.length or framing.te:
                 problem = (400, "a WebSocket upgrade is an HTTP/1.1 GET without a body")
@@ -289,7 +363,7 @@ class ClientConnection(asyncio.Protocol):
         if fe.sticky:
             req.bucket = self._bucket(req)
         head = http1.request_head(method, req.url, req.headers, framing.drop, self.client_ip, chunked=req.chunked,
-                                  trusted=self.trusted, proto=fe.proto, upgrade=req.upgrade)
+                                  trusted=self.trusted, proto=self.proto, upgrade=req.upgrade)
         req.wire.append(head)
         req.held = n = len(head)
         self.held += n  # a head is at most max_head: no need to check MAX_HELD here
@@ -300,6 +374,7 @@ class ClientConnection(asyncio.Protocol):
             self.pause("pipeline")
 
     def on_body(self, body: bytes) -> None:
+        self._callback = True
         if not self.stopped:
             self.cur.add_body(body)
 
@@ -365,7 +440,8 @@ class ClientConnection(asyncio.Protocol):
     def on_response_head(self, req: Request, status: int, reason: bytes, headers: list, drop: frozenset, body: str) -> None:
         req.status = status
         req.responded = True
-        close = not req.keep_alive or self.fe.shutting_down or self.closing or (bool(req.upgrade) and status != 101)
+        close = (not req.keep_alive or self.fe.shutting_down or self.closing or (bool(req.upgrade) and status != 101)
+                 or not req.body_done)  # answered early: the rest of the body cannot be told from a next request
         if status == 101:
             close = False
         rechunk = body in ("chunked", "eof")
@@ -397,7 +473,7 @@ class ClientConnection(asyncio.Protocol):
         self.fe.count_answer(req, status)
         self.unhold(req)
         close = (not req.keep_alive or self.fe.shutting_down or self.closing or req.refusal is not None
-                 or bool(req.upgrade))
+                 or bool(req.upgrade) or not req.body_done)  # a body still coming cannot be told from a next request
         if close:
             self.closing = True
         self.out.append(http1.simple_response(status, close=close, retry_after=RETRY_AFTER if status == 503 else None))
@@ -419,12 +495,15 @@ class ClientConnection(asyncio.Protocol):
             self.queue.popleft()
         self.last_active = self.fe.now
         if self.closing or self.gone:
-            if not self.gone:
-                self.transport.close()
+            if not self.gone and not self.lingering:
+                if self.stopped or self.cur is not None:
+                    self.linger()  # the client may still be sending: keep reading (and dropping) a while
+                else:
+                    self.transport.close()
             return
         if self.pauses and len(self.queue) < MAX_QUEUED:
             self.resume("pipeline")
-        if self.queue:
+        if self.queue and not self.write_paused:  # else resume_writing dispatches it
             self.fe.dispatch(self.queue[0])
 
 
@@ -478,6 +557,11 @@ class Frontend:
         except ValueError:
             return False
         return any(addr in net for net in self.trusted_nets)
+
+    def log_exception(self, where: str) -> None:
+        import traceback
+
+        self.log(f"{self.app.name}: INTERNAL ERROR in {where} (please report):\n{traceback.format_exc()}")
 
     def note(self, message: str) -> None:
         """Log a detail line, at most LOG_BURST a second: under a flood the log must not become the bottleneck."""
@@ -615,10 +699,12 @@ class Frontend:
             conn.close()
             return
         conn.idle_since = self.loop_time()
+        conn.transport.resume_reading()  # it may have been paused for a client that read slowly
         m.idle.append(conn)
 
     def withdraw(self, req: Request) -> None:
         """Take a request back from wherever it is (a member's connection or a queue): it will not be sent on."""
+        req.client.resume("upstream")
         if req.conn is not None:
             self.busy.discard(req.conn)
             req.conn.req = None
@@ -631,8 +717,12 @@ class Frontend:
     # -- outcomes -------------------------------------------------------------------
     def finished(self, req: Request, conn: UpstreamConnection, reusable: bool) -> None:
         req.done = True
+        req.conn = None
         self.busy.discard(conn)
-        if reusable:
+        req.client.resume("upstream")
+        # A member that answered before the whole body arrived has that body's rest still coming on this
+        # connection's request stream: it can never carry another client's request.
+        if reusable and req.body_done:
             self._pool(conn)  # first, so a request waiting for this member's slot reuses the connection
         else:
             conn.close()
@@ -653,13 +743,15 @@ class Frontend:
     def failed(self, req: Request, conn: UpstreamConnection | None, kind: str, detail: str) -> None:
         if conn is not None:
             self.busy.discard(conn)
+        req.conn = None
+        req.client.resume("upstream")
         m = self._release(req)
         if req.done or req.client.gone:
             return
         if m is not None:
             m.stats.errors += 1
             self.note(f"{self.app.name}/{m.pool}/{m.name}: {detail}")
-            self._judge(m, conn, kind, detail)
+            self._judge(m, req, conn, kind, detail)
         if req.responded:
             req.client.cut(req)
             return
@@ -674,11 +766,13 @@ class Frontend:
         status = 504 if kind == "timeout" else (503 if not req.sent else 502)
         req.client.answer(req, status)
 
-    def _judge(self, m: Member, conn: UpstreamConnection | None, kind: str, detail: str) -> None:
+    def _judge(self, m: Member, req: Request, conn: UpstreamConnection | None, kind: str, detail: str) -> None:
         """Outlier detection: what one failure on live traffic says about the member."""
         h = self.cfg.health
-        if not h.passive:
+        if not h.passive or kind == "internal":
             return
+        if kind in ("timeout", "reset") and not req.body_done:
+            return  # the client had not finished sending: the stall or the close may well be its doing
         if kind == "refused":
             m.refused += 1
             if m.refused >= h.passive_refused:
@@ -720,6 +814,9 @@ class Frontend:
     def sweep(self) -> None:
         self.now = now = self.loop_time()
         for conn in [c for c in self.busy if c.deadline and now > c.deadline]:
+            if conn.req is not None and conn.req.client.write_paused:
+                conn.deadline = now + self.cfg_response_timeout  # waiting on the client, not on the member
+                continue
             self.busy.discard(conn)
             conn.timed_out()
         for pool in self.app.pools.values():
@@ -745,14 +842,26 @@ class Frontend:
             if m.tunnels and m.admin != ENABLED and wall - m.admin_since >= self.drain_timeout:
                 self.log(f"{self.app.name}/{m.pool}/{m.name}: drain timeout; closing {len(m.tunnels)} tunnel(s)")
                 for c in list(m.tunnels):
-                    c.transport.close()
+                    m.tunnels.discard(c)
+                    c.transport.abort()  # a peer that stopped reading would hold a graceful close forever
         limit = 0.0 if self.shutting_down else self.client_idle
         for c in list(self.clients):
-            if c.tunnel is not None:
+            if c.lingering:
+                if now > c.lingering:
+                    c.transport.abort() if c.linger_bytes else c.transport.close()
+            elif c.write_paused and now - c.write_paused >= self.client_idle:
+                self.note(f"{self.app.name}: client {c.client_ip.decode()} read nothing for {self.client_idle:g}s; "
+                          "dropped")
+                c.transport.abort()  # HAProxy's `timeout client`: it holds a member slot and our buffers
+            elif c.tunnel is not None:
                 if now - c.last_active >= self.tunnel_idle:
-                    c.transport.close()
+                    c.transport.abort()
+            elif c.pauses - {"stopped"}:
+                continue  # we stopped reading it: neither a slow head nor a stalled body is its doing
             elif c.head_deadline and now > c.head_deadline and not c.stopped:
                 c.head_timed_out()
+            elif c.cur is not None and not c.in_head and not c.stopped and now - c.last_active >= self.client_idle:
+                c.body_timed_out()
             elif not c.busy and now - c.last_active >= limit:
                 c.transport.close()
                 self.clients.discard(c)

@@ -51,8 +51,12 @@ class UpstreamConnection(asyncio.Protocol):
     def send(self, req: "Request") -> None:
         self.req = req
         req.conn = self
-        self.deadline = req.t_send + req.client.fe.cfg_response_timeout
+        # The member owes an answer once it has the whole request; while the client is still sending its
+        # body, a stall is the client's (judged by the client-side body timeout, never against the member).
+        self.deadline = (req.t_send + req.client.fe.cfg_response_timeout) if req.body_done else 0.0
         self.got_bytes = False
+        if req.client.write_paused:
+            self.transport.pause_reading()  # the client is not reading: do not read its answer faster
         self.transport.write(b"".join(req.wire))
         req.sent = True
         if req.held:
@@ -61,15 +65,26 @@ class UpstreamConnection(asyncio.Protocol):
             req.wire = []
 
     def write_body(self, data: bytes) -> None:
-        self.transport.write(data)
+        if not self.closed:
+            self.transport.write(data)
+
+    def body_sent(self, now: float) -> None:
+        """The request's last body byte is written: its response is due within response_timeout."""
+        self.deadline = now + self.req.client.fe.cfg_response_timeout if self.req is not None else 0.0
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
             self.tunnel.last_active = self.tunnel.fe.now
             self.tunnel.transport.write(data)
             return
-        client = self.req.client if self.req is not None else None
+        if self.req is None:
+            # Bytes nobody asked for (an idle connection): whatever they are, this connection is out of step.
+            self.close()
+            return
+        client = self.req.client
         self.got_bytes = True
+        if self.deadline:  # a member sending its answer is alive: the timeout is one of inactivity
+            self.deadline = client.fe.now + client.fe.cfg_response_timeout
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -78,6 +93,10 @@ class UpstreamConnection(asyncio.Protocol):
                 req.client.on_switch(req, self, data[exc.args[0]:] if exc.args else b"")
                 return
             self._fail("bad-response", "unexpected protocol switch")
+        except httptools.HttpParserCallbackError:
+            # A bug of ours, not a bad answer: log it, drop this exchange, blame nobody.
+            client.fe.log_exception("upstream callback")
+            self._fail("internal", "internal error while relaying")
         except httptools.HttpParserError as exc:
             self._fail("bad-response", f"unparsable response: {exc}")
         if client is not None and client.out:
@@ -110,9 +129,11 @@ class UpstreamConnection(asyncio.Protocol):
             pass
         if self.tunnel is not None:
             self.tunnel.tunnel_lost()
+        if self.req is not None and self.req.done:
+            self.req = None
         if self.req is not None:
             client = self.req.client
-            if self._eof_body and self._status:
+            if self._eof_body and self._status and exc is None:
                 req, self.req = self.req, None
                 req.client.on_response_end(req, self, reusable=False)
             else:
@@ -154,6 +175,11 @@ class UpstreamConnection(asyncio.Protocol):
         status = self.parser.get_status_code()
         self._status = status
         if status == 101 and req.upgrade:
+            if http1.upgrade_token(self._headers) != req.upgrade:
+                # Only the protocol the client asked for (and we allowed) may be tunnelled.
+                self._fail("bad-response", f"101 switched to {http1.upgrade_token(self._headers)[:30]!r}, "
+                                           f"not {req.upgrade!r}")
+                return
             # The member agreed to switch: relay its 101, then splice the two connections (see data_received).
             self._switching = True
             self.deadline = 0.0
@@ -166,7 +192,6 @@ class UpstreamConnection(asyncio.Protocol):
             req.client.on_interim(req, status, self._reason, self._headers)
             self._reason, self._headers = b"", []
             return
-        self.deadline = 0.0
         framing = http1.Framing(self._headers)
         if http1.has_no_body(req.method, status):
             body = "none"
@@ -179,10 +204,9 @@ class UpstreamConnection(asyncio.Protocol):
             self._eof_body = True
         req.client.on_response_head(req, status, self._reason, self._headers, framing.drop, body)
         if req.method == "HEAD" and status >= 200:
-            # llhttp cannot be told a HEAD answer has no body; finish here and parse the next answer afresh.
-            keep = self.parser.should_keep_alive()
-            self.parser = httptools.HttpResponseParser(self)
-            self._finish(keep)
+            # llhttp cannot be told a HEAD answer has no body, and a member may send one anyway (HEAD done as
+            # GET): this connection cannot be trusted to be in step, so it serves nobody after this answer.
+            self._finish(False)
 
     def on_body(self, body: bytes) -> None:
         if self.req is not None:
