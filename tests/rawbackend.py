@@ -3,6 +3,7 @@
 - `RecordingBackend`: an HTTP/1.1 server in a thread of the test process that keeps every raw byte it
   receives, per connection, and answers each request it parses with a small keep-alive 200 (so a test
   can say exactly what reached the member: one request or two, which header lines, no bytes at all).
+  A few paths misbehave on purpose, the way real members do (see `_RecProtocol`).
 - `WsBackend`: a `websockets` echo server in a thread, that also answers `GET /health`.
 - `read_responses`: a raw-socket client reader that parses responses until enough arrived or the
   proxy closed the connection, with a deadline.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import struct
 import textwrap
 import threading
 import time
@@ -28,6 +30,10 @@ import httptools
 
 # The path the proxy's active checks use against a RecordingBackend: requests to it are not "traffic".
 HEALTH_PATH = "/__hc"
+# What `/headbody` sends as the body of its answer to HEAD: a whole response, as if to the next request.
+FORGED = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 7\r\n\r\nforged!"
+# The half body `/eofrst` sends before its reset.
+EOF_RST_BODY = b"first half of the file "
 
 
 # -- the recording backend -------------------------------------------------------------------------------
@@ -61,6 +67,22 @@ class SeenConnection:
 
 
 class _RecProtocol(asyncio.Protocol):
+    """One connection of a RecordingBackend. Besides the plain keep-alive 200, these paths misbehave:
+
+    - `/slow?ms=N`: the 200 comes N ms late.
+    - `/garbage`: not HTTP at all, then the connection ends.
+    - `/cut`: promises 1000 bytes, sends 10, closes.
+    - `/early`: the 200 (keep-alive) goes out as soon as the head is in, before any of the body; the body
+      is still read (and parsed as this request's body) after it.
+    - `/stall?ms=N`: once the head is in, nothing more is read (the upload stalls), and after N ms
+      (default 500) the connection is reset.
+    - `/headbody?ms=N`: answered with a body even to HEAD (an app doing HEAD as GET), N ms late; the body
+      is itself an HTTP response (`FORGED`), so a proxy that reuses the connection relays it to the next.
+    - `/eofrst?ms=N`: a 200 framed by the connection's end (no Content-Length, no chunking), half a body,
+      then after N ms (default 100) a reset instead of the end: the member crashed mid-answer.
+    - `/big?n=N`: a 200 with an N-byte body.
+    """
+
     def __init__(self, backend: "RecordingBackend") -> None:
         self.backend = backend
         self.rec = SeenConnection()
@@ -70,6 +92,7 @@ class _RecProtocol(asyncio.Protocol):
         self.slots: list[bytes | None] = []  # responses in request order; None = not ready yet (delayed)
         self.sent = 0
         self.close_after: int | None = None
+        self.answered_early = False  # the current request was acted on at its head (/early, /stall)
 
     def connection_made(self, transport):
         self.transport = transport
@@ -105,6 +128,23 @@ class _RecProtocol(asyncio.Protocol):
     def on_header(self, name, value):
         self._headers.append((name, value))
 
+    def on_headers_complete(self):
+        path, _, query = self._url.decode("latin-1").partition("?")
+        params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+        if path == "/early":
+            # Answer at once, keep-alive, body or no body: what many apps do with a request they refuse.
+            self.answered_early = True
+            idx = len(self.slots)
+            body = f"path={self._url.decode('latin-1')} n={idx}\n".encode()
+            self.slots.append(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%b"
+                              % (len(body), body))
+            self._flush()
+        elif path == "/stall":
+            # Stop reading the upload; then die with a reset (unread bytes, SO_LINGER 0).
+            self.answered_early = True
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_later(float(params.get("ms", "500")) / 1000, self._reset)
+
     def on_body(self, body):
         self._body += body
 
@@ -117,7 +157,19 @@ class _RecProtocol(asyncio.Protocol):
         req.body = bytes(self._body)
         with self.backend.lock:
             self.rec.requests.append(req)
+        if self.answered_early:
+            self.answered_early = False
+            return
         self._answer(req, self.parser.should_keep_alive())
+
+    def _reset(self) -> None:
+        """Close with a TCP reset, not a FIN: a member that crashed."""
+        if self.transport.is_closing():
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
     def _answer(self, req: SeenRequest, keep: bool) -> None:
         idx = len(self.slots)
@@ -135,13 +187,26 @@ class _RecProtocol(asyncio.Protocol):
             self.close_after = idx
             self._flush()
             return
+        if req.path == "/eofrst":
+            # No framing but the connection's end; half the body; then a reset where the end would be.
+            self.slots[idx] = (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n"
+                               + EOF_RST_BODY)
+            self._flush()
+            asyncio.get_running_loop().call_later(float(query.get("ms", "100")) / 1000, self._reset)
+            return
         body = f"path={req.url} n={idx}\n".encode()
+        if req.path == "/big":
+            body = b"x" * int(query.get("n", "0"))
         head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n" % len(body)
         if not keep:
             head += b"Connection: close\r\n"
             self.close_after = idx
         payload = head + b"\r\n" + (b"" if req.method == "HEAD" else body)
-        delay = float(query.get("ms", "0")) / 1000 if req.path == "/slow" else 0.0
+        if req.path == "/headbody":
+            # HEAD done as GET: the body goes out anyway, and it looks like a response of its own.
+            payload = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%b"
+                       % (len(FORGED), FORGED))
+        delay = float(query.get("ms", "0")) / 1000 if req.path in ("/slow", "/headbody") else 0.0
 
         def ready():
             self.slots[idx] = payload
@@ -162,10 +227,15 @@ class _RecProtocol(asyncio.Protocol):
 
 
 class RecordingBackend:
-    """Start with `start()` (returns the port); `stop()` closes the listener and every connection."""
+    """Start with `start()` (returns the port); `stop()` closes the listener and every connection.
 
-    def __init__(self, name: str = "rec") -> None:
+    `rcvbuf`: the receive buffer of every accepted connection (set on the listener, so the TCP window is
+    small from the start): a member that stops reading then stalls an upload after a few KiB, not MiBs.
+    """
+
+    def __init__(self, name: str = "rec", rcvbuf: int | None = None) -> None:
         self.name = name
+        self.rcvbuf = rcvbuf
         self.lock = threading.Lock()
         self.connections: list[SeenConnection] = []
         self.port = 0
@@ -189,8 +259,15 @@ class RecordingBackend:
                 return p
 
             try:
-                self._server = loop.run_until_complete(
-                    loop.create_server(factory, "127.0.0.1", port, reuse_address=True))
+                if self.rcvbuf:
+                    sock = socket.socket()
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+                    sock.bind(("127.0.0.1", port))
+                    self._server = loop.run_until_complete(loop.create_server(factory, sock=sock))
+                else:
+                    self._server = loop.run_until_complete(
+                        loop.create_server(factory, "127.0.0.1", port, reuse_address=True))
                 self.port = self._server.sockets[0].getsockname()[1]
             except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
                 error.append(exc)
@@ -426,19 +503,24 @@ def make_cert(directory: Path, ca_key, ca_cert, *, stem: str = "server", serial:
 # -- config ------------------------------------------------------------------------------------------------
 
 def app_yaml(name: str, members: list[tuple[str, int]], *, health: str | None = None, retry: str | None = None,
-             tls: tuple[Path, Path] | None = None, canary: list[tuple[str, int]] | None = None) -> str:
-    """An app block for `proxy_config_text`: stable members (name, port) on 127.0.0.1."""
+             tls: tuple[Path, Path] | None = None, canary: list[tuple[str, int]] | None = None,
+             canary_weight: int = 0, extra: str = "") -> str:
+    """An app block for `proxy_config_text`: stable members (name, port) on 127.0.0.1.
+
+    `canary_weight`: the canary pool's weight (the stable pool keeps 100); `extra`: more app keys, one per
+    line (`"max_conns: 1\nsplit: sticky\n"`)."""
     def ms(items):
         return "[" + ", ".join(f"{{name: {n}, address: 127.0.0.1, port: {p}}}" for n, p in items) + "]"
     health = health or f"{{path: {HEALTH_PATH}, interval: 1s, timeout: 500ms, fall: 2, rise: 2}}"
     lines = [f"{name}:", "  listen: 127.0.0.1:0", f"  health: {health}"]
     if retry:
         lines.append(f"  retry: {retry}")
+    lines += [f"  {line}" for line in extra.splitlines() if line.strip()]
     if tls:
         lines += ["  tls:", f"    cert: {tls[0]}", f"    key: {tls[1]}"]
     lines += ["  pools:", "    stable:", "      weight: 100", f"      members: {ms(members)}"]
     if canary:
-        lines += ["    canary:", "      weight: 0", f"      members: {ms(canary)}"]
+        lines += ["    canary:", f"      weight: {canary_weight}", f"      members: {ms(canary)}"]
     return textwrap.dedent("\n".join(lines)) + "\n"
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import time
 from pathlib import Path
 
 import pytest
 
 from rawbackend import (
-    RecordingBackend, Received, app_yaml, exchange, parse_responses, read_responses, rss_kib,
+    EOF_RST_BODY, RecordingBackend, Received, app_yaml, exchange, parse_responses, read_responses, rss_kib,
 )
 from test_proxy import admin, app_state, procs, wait_for  # noqa: F401  (procs is a fixture)
 from test_proxy_support import TOKEN, proxy_config_text
@@ -32,8 +33,8 @@ def lab(procs, tmp_path):
     proxies: list = []
 
     class Lab:
-        def backend(self, name: str = "rec1") -> RecordingBackend:
-            b = RecordingBackend(name)
+        def backend(self, name: str = "rec1", **kw) -> RecordingBackend:
+            b = RecordingBackend(name, **kw)
             b.start()
             backends.append(b)
             return b
@@ -478,3 +479,396 @@ def test_admin_api_refuses_deeply_nested_json_and_keeps_working(lab, depth):
     assert "error" in json.loads(r.responses[0].body)
     assert admin(p, "GET", "/state").status_code == 200
     assert app_state(p)["pools"]["stable"]["weight"] == 100
+
+
+# -- 13. the security review's findings, each once a probe that broke the proxy ---------------------------
+
+def _response_timeout(value: str):
+    """A `lab.proxy(edit=…)` that sets the tuned response_timeout (5s) to `value`."""
+    def edit(text: str) -> str:
+        assert "response_timeout: 5s" in text
+        return text.replace("response_timeout: 5s", f"response_timeout: {value}")
+    return edit
+
+
+def _connect(port: int, *, rcvbuf: int | None = None) -> socket.socket:
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect: the window starts small
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def _member(p, pool: str = "stable", app: str = "web") -> dict:
+    return app_state(p, app)["pools"][pool]["members"][0]
+
+
+TCP_CLOSE = 7  # linux/tcp_states.h: our end is gone (a reset came in)
+
+
+def _tcp_state(sock: socket.socket) -> int:
+    """The kernel's TCP state of our end (linux/tcp_states.h: 1 established, 7 closed, 8 close-wait)."""
+    return struct.unpack("B", sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[:1])[0]
+
+
+def test_an_early_answer_never_lets_the_rest_of_the_body_be_read_as_a_request(lab):
+    """p1: a member answers (keep-alive) before the request body arrived; the body that follows is a request."""
+    b, p = lab.web()
+    port = p.port("web")
+    # What the proxy sends the member for B's request, byte for byte: A's body will be exactly as long, so a
+    # proxy that gives A's member connection to B lets the member read B's request as the rest of A's body …
+    r = exchange(port, b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n", want=1)
+    assert r.statuses == [200], describe(r)
+    fwd_b = b.raw_bytes()
+    assert fwd_b.startswith(b"GET /b HTTP/1.1\r\n") and fwd_b.endswith(b"\r\n\r\n"), fwd_b
+    # … and A's body, arriving afterwards, as a request of its own, answered to B.
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\nX-Pad: "
+    pad = len(fwd_b) - len(smuggled) - 4
+    assert pad >= 0, fwd_b
+    smuggled += b"p" * pad + b"\r\n\r\n"
+    a = _connect(port)
+    bs = None
+    try:
+        a.sendall(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled))
+        ra = read_responses(a, want=1, timeout=3)
+        assert ra.statuses == [200] and ra.responses[0].body.startswith(b"path=/early "), describe(ra)
+        bs = _connect(port)
+        bs.sendall(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_for(lambda: b.raw_bytes().count(b"GET /b HTTP/1.1\r\n") == 2, timeout=3, what="B's request at the member")
+        try:
+            a.sendall(smuggled)  # the rest of A's body
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the proxy is done with A: just as good
+        rb = read_responses(bs, want=1, timeout=3)
+    finally:
+        a.close()
+        if bs is not None:
+            bs.close()
+    assert rb.statuses == [200] and rb.responses[0].body.startswith(b"path=/b "), \
+        f"B got an answer meant for another request: {describe(rb)}"
+    never(lambda: b"/smuggled" in b.raw_bytes() or b"6.6.6.6" in b.raw_bytes(), for_seconds=0.5,
+          what=lambda: f"A's body reached the member after its answer: {b.raw_bytes()[-300:]!r}")
+    forwarded = [q.header_values("X-Forwarded-For") for q in b.requests()]
+    assert all(v == ["127.0.0.1"] for v in forwarded), forwarded
+
+
+def test_a_head_answered_with_a_body_never_answers_the_next_clients(lab):
+    """p10: a member that does HEAD as GET sends a body nobody reads; it must not become B's (or C's) answer."""
+    b = lab.backend()
+    p = lab.proxy(app_yaml("web", [(b.name, b.port)], extra="max_conns: 1\n"))
+    port = p.port("web")
+    a = _connect(port)
+    bs = None
+    try:
+        a.sendall(b"HEAD /headbody?ms=600 HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_for(lambda: any(q.path == "/headbody" for q in b.requests()), timeout=3, what="the HEAD at the member")
+        bs = _connect(port)
+        bs.sendall(b"GET /b-real HTTP/1.1\r\nHost: x\r\n\r\n")
+        # B waits for the member's one slot, so it is next on whatever connection A's HEAD leaves behind.
+        wait_for(lambda: app_state(p)["pools"]["stable"]["queue"] == 1, timeout=0.5, what="B queued behind the HEAD")
+        a.settimeout(3)
+        head = a.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        rb = read_responses(bs, want=1, timeout=3)
+    finally:
+        a.close()
+        if bs is not None:
+            bs.close()
+    rc = exchange(port, b"GET /c-real HTTP/1.1\r\nHost: x\r\n\r\n", want=1, timeout=3)
+    assert rb.statuses == [200] and rb.responses[0].body.startswith(b"path=/b-real "), describe(rb)
+    assert rc.statuses == [200] and rc.responses[0].body.startswith(b"path=/c-real "), describe(rc)
+
+
+def test_unfinished_uploads_to_the_canary_never_eject_it_or_latch_the_alert(lab):
+    """p4: five uploads with the canary's bucket cookie that never send their body are the client's doing."""
+    s = lab.backend("s1")
+    c = lab.backend("c1")
+    p = lab.proxy(app_yaml("web", [(s.name, s.port)], canary=[(c.name, c.port)], canary_weight=20,
+                           extra="split: sticky\n"), edit=_response_timeout("1s"))
+    port = p.port("web")
+    before = app_state(p)
+    pct = before["canary_percent"]
+    assert before["alert"] is None and pct and pct > 1, before  # bucket 0 goes to the canary
+    socks = []
+    try:
+        for _ in range(5):
+            sock = _connect(port)
+            sock.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nCookie: opsconsole_bucket=0\r\nContent-Length: 100\r\n\r\n")
+            socks.append(sock)
+        wait_for(lambda: sum(bytes(conn.raw).startswith(b"POST /up ") for conn in c.traffic()) == 5, timeout=3,
+                 what="the five uploads at the canary member")
+
+        def hurt() -> bool:
+            st = app_state(p)
+            m = st["pools"]["canary"]["members"][0]
+            return st["alert"] is not None or m["ejected"] or not m["healthy"] or st["canary_percent"] != pct
+
+        def seen() -> str:
+            st = app_state(p)
+            m = st["pools"]["canary"]["members"][0]
+            return (f"the canary paid for its clients' stalled uploads: alert={st['alert']} "
+                    f"canary_percent={st['canary_percent']} (was {pct}) answers={st['answers']} "
+                    f"member={ {k: m[k] for k in ('healthy', 'ejected', 'errors', 'failed')} }")
+
+        # response_timeout is 1 s: a proxy that holds the member to it has ejected the canary well within this.
+        never(hurt, for_seconds=2.5, what=seen)
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+SMUGGLED_UPGRADES = {
+    "two-upgrade-headers": (b"GET /u HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                            b"Upgrade: h2c\r\n\r\n"),
+    "token-list": b"GET /v HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket, tcp-raw\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", list(SMUGGLED_UPGRADES))
+def test_an_upgrade_naming_more_than_one_protocol_is_400_and_reaches_nobody(lab, case):
+    """p12: the allow-list checked one token while the member was offered another."""
+    b, p = lab.web()
+    r = exchange(p.port("web"), SMUGGLED_UPGRADES[case], want=1, timeout=3)
+    assert r.statuses == [400], describe(r)
+    nothing_reached(b)
+
+
+def test_a_member_reset_mid_eof_framed_body_is_cut_not_ended(lab):
+    """p13: a body framed by the member's close, then a reset: the client must not be told it got all of it."""
+    _, p = lab.web()
+    r = exchange(p.port("web"), b"GET /eofrst HTTP/1.1\r\nHost: x\r\n\r\n", until_close=True, timeout=3)
+    assert r.closed, f"the client's connection was left open after the cut: {describe(r)}"
+    assert not r.responses and r.partial is not None and r.partial.status == 200, \
+        f"a response cut short was delivered as complete: {describe(r)}"
+    assert (r.partial.header("transfer-encoding") or "").lower() == "chunked", describe(r)
+    assert r.partial.body == EOF_RST_BODY and not r.raw.endswith(b"0\r\n\r\n"), describe(r)
+    wait_for(lambda: app_state(p)["answers"].get("cut"), timeout=3, what="the cut counted in answers")
+    assert app_state(p)["answers"] == {"cut": 1}, app_state(p)["answers"]
+
+
+def _read_to_end(sock: socket.socket, timeout: float) -> tuple[bytes, str]:
+    """Read until the peer's end: (bytes, "eof" | "reset" | "timeout")."""
+    deadline = time.monotonic() + timeout
+    raw = bytearray()
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(min(left, 0.5))
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return bytes(raw), "reset"
+        if not data:
+            return bytes(raw), "eof"
+        raw += data
+    return bytes(raw), "timeout"
+
+
+@pytest.mark.parametrize("size", [400_000, 2_000_000])
+def test_an_oversize_head_sent_whole_gets_its_431_and_no_reset(lab, size):
+    """p14: closing with the client's bytes unread resets the connection (RFC 9112 §9.6): a client still
+    sending, or reading to the end, gets ECONNRESET instead of the 431. The proxy must say it is done (FIN)
+    before it stops listening: then the client reads the 431 and an orderly end."""
+    b, p = lab.web()
+    sock = _connect(p.port("web"))
+    try:
+        sent = "all"
+        try:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * size + b"\r\n\r\n")
+        except ConnectionResetError:
+            sent = "reset"  # the proxy reset the connection under a client still sending
+        except BrokenPipeError:
+            sent = "after the proxy's FIN"  # it had said it was done: fine
+        raw, end = _read_to_end(sock, timeout=4)
+    finally:
+        sock.close()
+    complete, _, _ = parse_responses(raw, end != "timeout")
+    assert [x.status for x in complete] == [431], f"read {raw[:200]!r}, then {end} (sending: {sent})"
+    assert sent != "reset" and end == "eof", f"the 431 came with a reset (sending: {sent}; reading ended: {end})"
+    nothing_reached(b)
+
+
+def test_a_client_that_stops_reading_gives_its_member_slot_back(lab):
+    """p7: a client that reads nothing held the member's only slot (max_conns 1) for ever."""
+    b = lab.backend()
+    p = lab.proxy(app_yaml("web", [(b.name, b.port)], extra="max_conns: 1\n"), extra="client_idle: 1s\n",
+                  edit=_response_timeout("1s"))
+    port = p.port("web")
+    a = _connect(port, rcvbuf=4096)
+    try:
+        a.sendall(b"GET /big?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (8 * 1024 * 1024))  # then never read
+        wait_for(lambda: any(q.path == "/big" for q in b.requests()), timeout=3, what="A's request at the member")
+        t0 = time.monotonic()
+        wait_for(lambda: _member(p)["inflight"] == 0, timeout=2.5,
+                 what="the slot of a client that reads nothing back within client_idle (1 s) + ~1 s")
+        released = time.monotonic() - t0
+        r = exchange(port, b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n", want=1, timeout=3)
+    finally:
+        a.close()
+    assert r.statuses == [200] and r.responses[0].body.startswith(b"path=/b "), describe(r)
+    assert released >= 0.5, f"slot taken from a client after {released:.2f}s, before client_idle"
+
+
+def test_a_stalled_request_body_is_408_and_not_held_against_the_member(lab):
+    """p9b: a body that stops coming is the client's stall: 408 to it, nothing against the member."""
+    b = lab.backend()
+    one_strike = "{path: /__hc, interval: 1s, timeout: 500ms, fall: 2, rise: 2, passive_failures: 1}"
+    p = lab.proxy(app_yaml("web", [(b.name, b.port)], health=one_strike), extra="client_idle: 1s\n",
+                  edit=_response_timeout("1s"))
+    r = exchange(p.port("web"), b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n", want=1, timeout=4)
+    assert r.statuses == [408], describe(r)
+    assert b.raw_bytes().startswith(b"POST /up "), "the head never reached the member: nothing was tested"
+
+    def judged() -> bool:
+        m = _member(p)
+        return m["ejected"] or not m["healthy"] or m["errors"] or m["failed"]
+
+    never(judged, for_seconds=0.5, what=lambda: f"the member was judged for a client's stall: {_member(p)}")
+
+
+def _upload_until_closed(sock: socket.socket, total: int, limit: float) -> tuple[bytes, float | None, float | None]:
+    """Send body bytes as fast as the proxy takes them (up to `total`), reading all along, until the proxy
+    is gone (a send or read fails, or its reset is in) or `limit` seconds pass.
+    Returns (bytes read, seconds to the first byte read, seconds to the close or None)."""
+    sock.setblocking(False)
+    piece = b"y" * 65536
+    got = bytearray()
+    sent = 0
+    t0 = time.monotonic()
+    first = None
+    try:
+        while time.monotonic() - t0 < limit:
+            moved = False
+            try:
+                data = sock.recv(65536)
+                if data:
+                    got += data
+                    first = first if first is not None else time.monotonic() - t0
+                    moved = True
+            except BlockingIOError:
+                pass
+            except (ConnectionResetError, BrokenPipeError):
+                return bytes(got), first, time.monotonic() - t0
+            if sent < total:
+                try:
+                    sent += sock.send(piece[: total - sent])
+                    moved = True
+                except BlockingIOError:
+                    pass
+                except (ConnectionResetError, BrokenPipeError):
+                    return bytes(got), first, time.monotonic() - t0
+            if _tcp_state(sock) == TCP_CLOSE:
+                return bytes(got), first, time.monotonic() - t0
+            if not moved:
+                time.sleep(0.01)
+        return bytes(got), first, None
+    finally:
+        sock.setblocking(True)
+
+
+@pytest.mark.parametrize("case", ["503-no-member", "502-member-died"])
+def test_a_connection_answered_mid_upload_is_closed_not_wedged(lab, case):
+    """p3, p15: answered 503 (nothing to send to) or 502 (the member died) while the client still uploads."""
+    if case == "503-no-member":
+        p = lab.proxy(app_yaml("web", [("gone", _dead_port(lab))]), extra="client_idle: 1s\n")
+        path, status = b"/t", 503
+    else:
+        b = lab.backend("stall", rcvbuf=4096)  # stops reading the upload, resets after 500 ms
+        p = lab.proxy(app_yaml("web", [(b.name, b.port)]), extra="client_idle: 1s\n")
+        path, status = b"/stall?ms=500", 502
+    sock = _connect(p.port("web"))
+    total = 64 * 1024 * 1024
+    try:
+        sock.sendall(b"POST %b HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (path, total))
+        got, answered, closed = _upload_until_closed(sock, total, limit=6.0)
+    finally:
+        sock.close()
+    responses, _, err = parse_responses(got, True)
+    assert [x.status for x in responses] == [status], f"got {got[:300]!r} (parse error {err})"
+    assert closed is not None, f"the connection was still open 6 s into the upload ({status} after {answered:.2f}s)"
+    assert closed - answered < 4.0, f"closed {closed - answered:.2f}s after the {status}"
+
+
+def test_a_flood_of_chunked_trailers_is_refused_without_buffering_it(lab):
+    """p2: trailer fields after the last chunk were kept without limit (6 MB of them: +80 MiB)."""
+    b, p = lab.web()
+    port, pid = p.port("web"), p.proc.pid
+    _warm_up(port)
+    base = peak = rss_kib(pid)
+    sock = _connect(port)
+    refused_early = False
+    try:
+        sock.sendall(b"POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n")
+        blob = b"".join(b"T%06d: y\r\n" % i for i in range(100_000))  # 1.2 MB of trailer fields
+        sock.settimeout(2.0)
+        for _ in range(5):
+            try:
+                sock.sendall(blob)
+            except (BrokenPipeError, ConnectionResetError, socket.timeout):
+                refused_early = True
+                break
+            peak = max(peak, rss_kib(pid))
+        r = read_responses(sock, until_close=True, timeout=3.0)
+        peak = max(peak, rss_kib(pid))
+    finally:
+        sock.close()
+    assert peak - base < 8 * MIB, f"proxy RSS grew by {(peak - base) / 1024:.1f} MiB for one request's trailers"
+    assert refused_early or r.closed, f"the proxy still holds the connection: {describe(r)}"
+    assert set(r.statuses) <= {431}, describe(r)
+    assert b"T000000" not in b.raw_bytes(), "trailer fields reached the member"
+
+
+def test_bytes_past_a_declared_length_never_become_the_next_clients_answer(lab):
+    """A member sends more than its Content-Length says, in the same write: the start of a forged response.
+    The connection must not serve anyone after that answer, so client B gets its own answer."""
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    answered: list[bytes] = []
+
+    def handle(c: socket.socket) -> None:
+        buf = b""
+        n = 0  # answers on this connection
+        with c:
+            while True:
+                try:
+                    d = c.recv(65536)
+                except OSError:
+                    return
+                if not d:
+                    return
+                buf += d
+                while b"\r\n\r\n" in buf:
+                    head, _, buf = buf.partition(b"\r\n\r\n")
+                    line = head.split(b"\r\n")[0]
+                    if b"/__hc" in line:
+                        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        continue
+                    answered.append(line)
+                    n += 1
+                    if n == 1:  # says 2 bytes, sends more: a response head begins in the same write
+                        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nX-Forged: 1\r\nContent-Le")
+                    else:  # the next request on this connection would get the forged response
+                        c.sendall(b"ngth: 7\r\n\r\nforged!HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nreal!\n")
+
+    def serve() -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(c,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        p = lab.proxy(app_yaml("web", [("m1", srv.getsockname()[1])], extra="max_conns: 1\n"))
+        a = exchange(p.port("web"), b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", want=1)
+        assert a.statuses == [200] and a.responses[0].body == b"ok"
+        b = exchange(p.port("web"), b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n", want=1)
+        assert b.statuses == [200] and b.responses[0].body == b"ok"  # its own answer, on a fresh connection
+        assert b"forged" not in b.raw and b"X-Forged" not in b.raw
+    finally:
+        srv.close()

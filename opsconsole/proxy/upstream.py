@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("member", "transport", "parser", "req", "idle_since", "closed", "deadline", "reused", "got_bytes",
-                 "tunnel", "_status", "_reason", "_headers", "_eof_body", "_interim", "_switching")
+                 "tunnel", "_status", "_reason", "_headers", "_eof_body", "_interim", "_switching", "_complete")
 
     def __init__(self, member: "Member") -> None:
         self.member = member
@@ -43,6 +43,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._eof_body = False  # body ends when the connection does
         self._interim = False
         self._switching = False
+        self._complete: bool | None = None  # the answer ended in this read: reusable? (decided after the read)
 
     # -- asyncio -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -87,6 +88,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.deadline = client.fe.now + client.fe.cfg_response_timeout
         try:
             self.parser.feed_data(data)
+            if self._complete is not None:
+                # The answer ended, and nothing followed it in this read: only now may the connection serve
+                # another request. (Bytes past the end — a member that sent more than it declared — would
+                # otherwise be read as the next client's answer.)
+                self._finish(self._complete)
         except httptools.HttpParserUpgrade as exc:
             if self.req is not None and self._switching:
                 req, self.req = self.req, None
@@ -98,7 +104,10 @@ class UpstreamConnection(asyncio.Protocol):
             client.fe.log_exception("upstream callback")
             self._fail("internal", "internal error while relaying")
         except httptools.HttpParserError as exc:
-            self._fail("bad-response", f"unparsable response: {exc}")
+            if self._complete is not None:
+                self._finish(False)  # the answer was whole; what came after it was garbage
+            else:
+                self._fail("bad-response", f"unparsable response: {exc}")
         if client is not None and client.out:
             client.flush()  # head and body of one read leave in one write
 
@@ -165,12 +174,17 @@ class UpstreamConnection(asyncio.Protocol):
     def on_status(self, status: bytes) -> None:
         self._reason += status
 
+    def on_message_begin(self) -> None:
+        if self._complete is not None:
+            self._complete = False  # a second message in the same read, nobody asked for it: never reuse
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), name, value))
+        if self._complete is None:
+            self._headers.append((name.lower(), name, value))
 
     def on_headers_complete(self) -> None:
         req = self.req
-        if req is None:
+        if req is None or self._complete is not None:
             return
         status = self.parser.get_status_code()
         self._status = status
@@ -209,7 +223,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._finish(False)
 
     def on_body(self, body: bytes) -> None:
-        if self.req is not None:
+        if self.req is not None and self._complete is None:
             self.req.client.on_response_body(self.req, body)
 
     def on_message_complete(self) -> None:
@@ -218,8 +232,8 @@ class UpstreamConnection(asyncio.Protocol):
         if self._interim:
             self._interim = False
             return
-        if self.req is not None:
-            self._finish(self.parser.should_keep_alive())
+        if self.req is not None and self._complete is None:
+            self._complete = self.parser.should_keep_alive()  # finished once this read is parsed
 
     def _finish(self, keep_alive: bool) -> None:
         req, self.req = self.req, None
