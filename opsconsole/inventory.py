@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 
 from opsconsole.config.model import Config, GroupConfig
+from opsconsole.fsio import write_atomic
 from opsconsole.hosts import Host
 
 
@@ -94,10 +95,7 @@ class _PortBook:
 
     def save(self) -> None:
         if self.changed:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.ports, indent=1, sort_keys=True))
-            tmp.replace(self.path)
+            write_atomic(self.path, json.dumps(self.ports, indent=1, sort_keys=True))
 
 
 def _free_port(taken: set[int]) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -228,3 +229,32 @@ async def test_stale_pid_file_starts_a_new_service(transport: LocalTransport) ->
 async def test_bad_service_name_is_refused(transport: LocalTransport) -> None:
     with pytest.raises(TransportError, match="bad service name"):
         await transport.start_service("../etc", "true")
+
+
+# One shell everywhere: the ssh transport runs `/bin/sh -c`, so the local one must too, or a
+# bashism passes on the demo fleet and fails on a Debian host, where /bin/sh is dash.
+_BASHISMS = ["[[ 1 == 1 ]] && echo double-brackets", "echo {a,b}", "echo ${BASH_VERSION:-not-bash}",
+             "a=(x y); echo ${a[1]}"]
+
+
+def _sh(command: str) -> tuple[int, str]:
+    done = subprocess.run(["/bin/sh", "-c", command], check=False, capture_output=True, text=True, timeout=10)
+    return done.returncode, done.stdout
+
+
+@pytest.mark.parametrize("command", _BASHISMS)
+async def test_commands_run_in_bin_sh_like_over_ssh(transport: LocalTransport, command: str) -> None:
+    result = await transport.run(command)
+    assert (result.rc, result.stdout) == _sh(command)
+
+
+async def test_services_run_in_bin_sh_like_over_ssh(transport: LocalTransport) -> None:
+    script = "echo {a,b}; echo ${BASH_VERSION:-not-bash}; exec sleep 30"
+    pid = await transport.start_service("shelly", script)
+    log = Path(transport.root) / "log" / "shelly.log"
+    deadline = time.monotonic() + 5
+    while log.read_text().count("\n") < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert log.read_text() == _sh("echo {a,b}; echo ${BASH_VERSION:-not-bash}")[1]
+    assert await transport.stop_service("shelly") is True
+    assert await wait_gone(pid)

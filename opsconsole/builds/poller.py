@@ -17,6 +17,7 @@ from opsconsole.builds import git
 from opsconsole.builds.queue import BuildQueue
 from opsconsole.config.model import AppConfig
 from opsconsole.events import EventBus, Message
+from opsconsole.fsio import write_atomic
 
 
 class HeadBook:
@@ -34,10 +35,7 @@ class HeadBook:
 
     def set(self, app: str, sha: str) -> None:
         self.heads[app] = sha
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.heads, indent=1, sort_keys=True))
-        tmp.replace(self.path)
+        write_atomic(self.path, json.dumps(self.heads, indent=1, sort_keys=True))
 
 
 class BranchPoller:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import shutil
 import time
 import uuid
@@ -18,6 +17,7 @@ from pathlib import Path
 from opsconsole.builds import git
 from opsconsole.config.model import AppConfig
 from opsconsole.events import BuildUpdate, EventBus, OutputLine
+from opsconsole.fsio import append_jsonl, read_jsonl
 from opsconsole.hosts import Host
 from opsconsole.transport.local import LocalTransport
 
@@ -65,21 +65,15 @@ class BuildStore:
         self.artifacts = state_dir / "artifacts"
 
     def save(self, record: BuildRecord) -> None:
-        with self.history.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(asdict(record), sort_keys=True) + "\n")
+        append_jsonl(self.history, asdict(record))
 
     def records(self) -> list[BuildRecord]:
         latest: dict[str, BuildRecord] = {}
-        try:
-            with self.history.open(encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        data = json.loads(line)
-                        latest[data["build_id"]] = BuildRecord(**data)
-                    except (ValueError, TypeError, KeyError):
-                        continue  # a torn last line after a crash
-        except FileNotFoundError:
-            pass
+        for data in read_jsonl(self.history):
+            try:
+                latest[data["build_id"]] = BuildRecord(**data)
+            except (TypeError, KeyError):
+                continue  # a line of some other shape
         return sorted(latest.values(), key=lambda r: r.queued_at)
 
     def artifact_for(self, app: str, commit: str) -> BuildRecord | None:

@@ -14,6 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from opsconsole.fsio import write_atomic
+
 ALIVE = ("pending", "running", "stopping", "stopped")  # states that still count towards `count`
 GONE = ("shutting-down", "terminated")
 
@@ -80,10 +82,7 @@ def read_instances(state_dir: Path, group: str) -> list[Ec2Instance]:
 def write_instances(state_dir: Path, group: str, project: str, region: str, instances: list[Ec2Instance]) -> Path:
     """Record `instances` atomically, so a console killed mid-write never leaves half a file."""
     path = inventory_path(state_dir, group)
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = {"project": project, "group": group, "region": region, "recorded_at": time.time(),
             "instances": [i.to_json() for i in sorted(instances, key=lambda i: (i.index, i.instance_id))]}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(body, indent=1))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(body, indent=1))
     return path

@@ -8,12 +8,14 @@ the next console reads that as "interrupted". The file is never rewritten.
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import socket
 import time
 from pathlib import Path
 from typing import Any, Iterator
+
+from opsconsole.fsio import append_jsonl, read_jsonl
+from opsconsole.pids import pid_alive
 
 
 def default_issuer() -> str:
@@ -31,27 +33,12 @@ class Journal:
 
     def append(self, kind: str, **fields: Any) -> dict[str, Any]:
         entry = {"ts": time.time(), "kind": kind, **fields}
-        line = json.dumps(entry, sort_keys=True, default=str) + "\n"
-        # O_APPEND makes each write land whole at the end, even with two consoles writing.
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, line.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_jsonl(self.path, entry)  # whole at the end even with two consoles writing, on disk on return
         return entry
 
     def entries(self) -> Iterator[dict[str, Any]]:
         """Every entry in order; a torn last line (a crash mid-write) is skipped."""
-        try:
-            with self.path.open(encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        yield json.loads(line)
-                    except ValueError:
-                        continue
-        except FileNotFoundError:
-            return
+        return read_jsonl(self.path)
 
     def unfinished(self) -> list[dict[str, Any]]:
         """Commands that started but never recorded an end, whose console is gone (not one still running here)."""
@@ -78,10 +65,4 @@ def _still_running(entry: dict[str, Any]) -> bool:
     pid = entry.get("pid")
     if not isinstance(pid, int) or entry.get("machine") != socket.gethostname():
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)

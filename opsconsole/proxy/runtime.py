@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from opsconsole.fsio import write_atomic
 from opsconsole.proxy.admin import AdminApi
 from opsconsole.proxy.balancer import AppState
 from opsconsole.proxy.config import FrontendConfig, Listen, ProxyConfig, TlsConfig
@@ -242,10 +243,9 @@ class ProxyRuntime:
     def _write_runtime_file(self) -> None:
         if self.runtime_file is None:
             return
-        self.runtime_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.runtime_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "admin": self.admin_url, "frontends": self.bound}))
-        os.replace(tmp, self.runtime_file)  # readers never see half a file
+        # Readers never see half a file. 0644 as before: it holds where the proxy listens, no secret.
+        write_atomic(self.runtime_file, json.dumps({"pid": os.getpid(), "admin": self.admin_url, "frontends": self.bound}),
+                     mode=0o644)
 
 
 def tls_context(cfg: TlsConfig) -> ssl.SSLContext:

@@ -6,23 +6,37 @@ a shell `mkdir` of a lock directory serialises concurrent takers, and inside
 it we check the current holder. The holder renews it while working; a lock
 whose last renewal is older than its TTL is *stale* — its console died — and
 may be taken over (and the takeover is reported, with the old holder's name).
+
+The mutex has an age limit too. A console SIGKILLed while it holds the mutex skips the script's
+trap and leaves the directory behind, which would fail every later lock call, `lock release`
+included. No lock call runs longer than CALL_TIMEOUT, so a mutex older than MUTEX_MAX_AGE has no
+live holder: the next lock call breaks it, and says so.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import posixpath
 import shlex
 import socket
 import time
 from dataclasses import asdict, dataclass, replace
+from typing import Callable
 
-from opsconsole.transport.base import Transport
+from opsconsole.pids import pid_alive
+from opsconsole.transport.base import Transport, TransportError
 
 LOCK_DIR = "locks"
+_NOTICE = "opsconsole-lock:"  # marks the script's lines for us on stderr: `opsconsole-lock: WHAT SECONDS`
 
 
-class LockHeld(Exception):
+class LockError(Exception):
+    """What the deploy lock reports to an operator; the message says what to do."""
+
+
+class LockHeld(LockError):
     """Someone else holds the lock; the message says who, since when and why."""
 
     def __init__(self, info: "LockInfo") -> None:
@@ -52,19 +66,42 @@ class LockInfo:
                 f" for {self.reason!r}; {state}")
 
 
-# Runs on the lock host. $1 = lock file, $2 = new content, $3 = mode (take|renew|release|force),
-# $4 = our token, $5 = now, stdout = the lock's content before the change. The mkdir mutex makes
-# read-check-write atomic against another console doing the same at the same moment.
-_SCRIPT = r'''
+# Runs on the lock host. $1 = lock file, $2 = new content, $3 = mode (take|renew|release|force|show),
+# $4 = our token, $5 = now, $6 = tries at a busy mutex (0.05 s apart), $7 = the mutex's age limit
+# in seconds; stdout = the lock's content before the change. The mkdir mutex makes read-check-write
+# atomic against another console doing the same at the same moment.
+#
+# Breaking a mutex past its age limit: a claim directory named after the mutex's identity (inode
+# and mtime) lets one breaker at a time at that mutex, and it removes the mutex only if it still
+# has that identity, so a live mutex that replaced the stale one is never removed. A claim left
+# by a breaker killed in that very moment is removed in its turn once past the age limit.
+_SCRIPT = r"""
 set -u
-f="$1"; new="$2"; mode="$3"; token="$4"; now="$5"
+f="$1"; new="$2"; mode="$3"; token="$4"; now="$5"; tries="$6"; max_age="$7"
+m="$f.mutex"
 mkdir -p "$(dirname "$f")"
-i=0
-until mkdir "$f.mutex" 2>/dev/null; do
-  i=$((i+1)); [ $i -gt 100 ] && { echo "lock mutex busy: $f.mutex" >&2; exit 3; }
+ident() { stat -c '%i %Y' "$1" 2>/dev/null || stat -f '%i %m' "$1" 2>/dev/null; }  # GNU/busybox, BSD
+age_of() {  # seconds since the mtime in ident $1
+  case "$1" in *[!0-9\ ]*|"") return 1 ;; esac
+  echo $(( $(date +%s) - ${1#* } ))
+}
+i=0; age=0
+until mkdir "$m" 2>/dev/null; do
+  if id=$(ident "$m") && age=$(age_of "$id") && [ "$age" -gt "$max_age" ]; then
+    claim="$m.break.${id% *}.${id#* }"
+    if mkdir "$claim" 2>/dev/null; then
+      broke=no
+      [ "$(ident "$m")" = "$id" ] && rmdir "$m" 2>/dev/null && broke=yes
+      rmdir "$claim"
+      [ $broke = yes ] && { echo "@NOTICE@ broke-mutex $age" >&2; continue; }
+    elif cid=$(ident "$claim") && cage=$(age_of "$cid") && [ "$cage" -gt "$max_age" ]; then
+      rmdir "$claim" 2>/dev/null
+    fi
+  fi
+  i=$((i+1)); [ $i -gt "$tries" ] && { echo "@NOTICE@ mutex-busy ${age:-0}" >&2; exit 3; }
   sleep 0.05
 done
-trap 'rmdir "$f.mutex"' EXIT
+trap 'rmdir "$m"' EXIT
 cur=""; [ -f "$f" ] && cur=$(cat "$f")
 printf '%s\n' "$cur"
 case "$mode" in
@@ -90,19 +127,38 @@ case "$mode" in
     rm -f "$f" ;;
   show) ;;
 esac
-'''
+""".replace("@NOTICE@", _NOTICE)
 
 
-class LockLost(Exception):
+class LockLost(LockError):
     """Our lock was taken over (we were too slow to renew) or removed by `lock release`."""
 
 
+class LockUnavailable(LockError, TransportError):
+    """The lock script could not do its work on the lock host.
+
+    Also a TransportError: that is how the engine today tells an operator of a host it cannot
+    work on (it has no common base for operator errors yet).
+    """
+
+
+class LockBusy(LockUnavailable):
+    """The mutex on the lock host stayed taken for all of MUTEX_WAIT."""
+
+
 class FleetLock:
-    def __init__(self, transport: Transport, app: str, holder: str, ttl: float = 60.0) -> None:
+    CALL_TIMEOUT = 30.0  # a lock call still running after this long is killed
+    MUTEX_WAIT = 5.0  # how long a call waits for a busy mutex before it gives up
+    MUTEX_MAX_AGE = CALL_TIMEOUT + 5  # older than any live call can be (+ 5: the host's clock, whole seconds)
+
+    def __init__(self, transport: Transport, app: str, holder: str, ttl: float = 60.0,
+                 on_notice: Callable[[str], None] | None = None) -> None:
+        """`on_notice` hears what the operator should know that is no failure: a stale mutex broken."""
         self.transport = transport
         self.app = app
         self.holder = holder
         self.ttl = ttl
+        self.on_notice = on_notice
         self.path = f"{LOCK_DIR}/{app}.lock"
         # The token names this process, so a console on the same machine can tell a dead holder from a live one.
         self.token = f"{holder}:{os.getpid()}:{time.time_ns()}"
@@ -111,12 +167,28 @@ class FleetLock:
 
     async def _call(self, mode: str, content: str = "") -> tuple[int | None, LockInfo | None]:
         now = f"{time.time():.3f}"
-        command = " ".join(shlex.quote(a) for a in ["sh", "-c", _SCRIPT, "lock", self.path, content, mode, self.token, now])
-        result = await self.transport.run(command, timeout=30)
-        before = _parse(result.stdout)
+        tries = max(1, math.ceil(self.MUTEX_WAIT / 0.05))
+        command = " ".join(shlex.quote(a) for a in ["sh", "-c", _SCRIPT, "lock", self.path, content, mode, self.token,
+                                                    now, str(tries), str(int(self.MUTEX_MAX_AGE))])
+        result = await self.transport.run(command, timeout=self.CALL_TIMEOUT)
+        said: dict[str, int] = {}
+        for line in result.tail:
+            if line.startswith(_NOTICE):
+                what, _, seconds = line[len(_NOTICE):].strip().partition(" ")
+                said[what] = int(seconds) if seconds.lstrip("-").isdigit() else 0
+        mutex = posixpath.join(self.transport.root, self.path + ".mutex")
+        if "broke-mutex" in said and self.on_notice is not None:
+            self.on_notice(f"broke a stale lock mutex {mutex} ({said['broke-mutex']}s old, over its "
+                           f"{self.MUTEX_MAX_AGE:g}s limit): a console was killed while it held it")
+        if result.rc == 3 and "mutex-busy" in said:
+            raise LockBusy(f"the deploy lock of {self.app} is busy: its mutex {mutex} stayed taken for "
+                           f"{self.MUTEX_WAIT:g}s (it is {said['mutex-busy']}s old). Try again in a moment; a mutex "
+                           f"left by a killed console is broken by the first lock call after it is "
+                           f"{self.MUTEX_MAX_AGE:g}s old")
         if result.rc not in (0, 10, 11):
-            raise RuntimeError(f"lock on {self.transport.root}: {result.describe()}: {' | '.join(result.tail)}")
-        return result.rc, before
+            raise LockUnavailable(f"the deploy lock of {self.app} on {self.transport.root}: the lock script "
+                                  f"failed ({result.describe()}): {' | '.join(result.tail) or 'no output'}")
+        return result.rc, _parse(result.stdout)
 
     def _content(self, renewed: float) -> str:
         info = LockInfo(app=self.app, holder=self.holder, since=self.since, renewed=renewed, ttl=self.ttl,
@@ -167,13 +239,7 @@ def _holder_died_here(info: LockInfo) -> bool:
     holder, pid = parts[0], int(parts[1])
     if holder.rpartition("@")[2] != socket.gethostname():
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return not pid_alive(pid)
 
 
 def _parse(stdout: str) -> LockInfo | None:

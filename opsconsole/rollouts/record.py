@@ -8,13 +8,12 @@ can finish the job.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opsconsole.fsio import append_jsonl, read_jsonl
 from opsconsole.rollouts.plan import RolloutPlan
 
 # Host states, in the order a host normally goes through them.
@@ -52,13 +51,8 @@ class RolloutJournal:
         return self.dir / f"{rollout_id}.jsonl"
 
     def write(self, rollout_id: str, kind: str, **fields: Any) -> None:
-        entry = {"ts": time.time(), "kind": kind, **fields}
-        fd = os.open(self.path(rollout_id), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, (json.dumps(entry, sort_keys=True, default=str) + "\n").encode())
-            os.fsync(fd)  # the step is on disk before we take it
-        finally:
-            os.close(fd)
+        # On disk before we take the step.
+        append_jsonl(self.path(rollout_id), {"ts": time.time(), "kind": kind, **fields})
 
     def begin(self, plan: RolloutPlan, issuer: str) -> None:
         data = asdict(plan)
@@ -66,15 +60,7 @@ class RolloutJournal:
 
     def load(self, rollout_id: str) -> RolloutState | None:
         state: RolloutState | None = None
-        try:
-            lines = self.path(rollout_id).read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return None
-        for line in lines:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue  # torn last line
+        for entry in read_jsonl(self.path(rollout_id)):
             kind = entry["kind"]
             if kind == "plan":
                 p = entry["plan"]

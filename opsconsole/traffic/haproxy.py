@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Protocol
 
+from opsconsole.fsio import write_atomic
 from opsconsole.proxy.config import FrontendConfig, ProxyConfig
 from opsconsole.traffic.base import (
     AppTraffic,
@@ -178,10 +179,7 @@ class HaproxyDriver(TrafficDriver):
 
     def _save(self) -> None:
         if self.state_file is not None:
-            self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.state_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self._desired))
-            tmp.replace(self.state_file)
+            write_atomic(self.state_file, json.dumps(self._desired))
 
     # -- reading ---------------------------------------------------------------------
     async def state(self) -> TrafficState:

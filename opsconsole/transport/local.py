@@ -19,11 +19,11 @@ import os
 import re
 import shlex
 import signal
-import tempfile
 import time
 from collections import deque
 from pathlib import Path
 
+from opsconsole.fsio import write_atomic
 from opsconsole.hosts import Host
 from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
 
@@ -78,7 +78,8 @@ class LocalTransport(Transport):
             if on_line is not None:
                 on_line(line, "stderr")
             return CommandResult(rc=125, tail=(line,))
-        argv = ["bash", "-c", command]
+        # /bin/sh, as the ssh transport runs: a bashism must fail here too, not first on a host whose sh is dash.
+        argv = ["/bin/sh", "-c", command]
         if become and os.geteuid() != 0:
             argv = ["sudo", "-n", "--", *argv]
         try:
@@ -199,7 +200,7 @@ class LocalTransport(Transport):
         # and a background job of a non-interactive shell never is. The command and the log path
         # travel as positional parameters, so neither needs quoting inside the script.
         script = (f"set -- {shlex.quote(command)} {shlex.quote(str(log_file))}\n"
-                  'setsid bash -c "$1" </dev/null >>"$2" 2>&1 &\necho $!')
+                  'setsid /bin/sh -c "$1" </dev/null >>"$2" 2>&1 &\necho $!')
         result = await self.run(script, cwd=cwd, env=env, timeout=30)
         text = result.stdout.strip()
         if not result.ok or not text.isdigit():
@@ -274,7 +275,7 @@ async def _kill_group(proc: asyncio.subprocess.Process) -> None:
 
 
 def _write_file(target: Path, content: bytes, mode: int | None) -> bool:
-    """Write atomically (temp file + rename) unless content and mode already match; True if changed."""
+    """Write atomically and durably unless content and mode already match; True if changed."""
     try:
         st = target.stat()
     except FileNotFoundError:
@@ -284,24 +285,15 @@ def _write_file(target: Path, content: bytes, mode: int | None) -> bool:
             os.chmod(target, mode)
             return True
         return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".opsconsole-tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        if mode is not None:
-            keep = mode
-        elif st is not None:
-            keep = st.st_mode & 0o7777
-        else:  # a new file gets what `touch` would give it, not mkstemp's 0600
-            umask = os.umask(0)
-            os.umask(umask)
-            keep = 0o666 & ~umask
-        os.chmod(tmp, keep)
-        os.replace(tmp, target)  # a reader sees the old file or the new one, never half of one
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if mode is not None:
+        keep = mode
+    elif st is not None:
+        keep = st.st_mode & 0o7777
+    else:  # a new file gets what `touch` would give it
+        umask = os.umask(0)
+        os.umask(umask)
+        keep = 0o666 & ~umask
+    write_atomic(target, content, keep)  # a reader sees the old file or the new one, never half of one
     return True
 
 

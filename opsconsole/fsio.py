@@ -1,0 +1,122 @@
+"""Writing state so that a crash or a power cut leaves the old version or the new one: never half
+a file, never an empty one, never a rename that is lost although its caller went on.
+
+- `write_atomic` replaces a whole file: a temp file beside it (random name, O_EXCL, the final
+  mode from the start), written and fsynced, renamed over the target, then the directory
+  fsynced so the rename is on disk too.
+- `append_line` / `append_jsonl` add one line at the end (O_APPEND, so two writers never
+  interleave within a line) and fsync it before returning: the journals and `releases.jsonl`
+  are acted on right after they are written.
+- `read_jsonl` reads such a file back, skipping a torn last line (a crash mid-append).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o600) -> None:
+    """Replace `path` with `data` (str is written as UTF-8); the file ends with exactly `mode`."""
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    _make_dirs(path.parent)
+    while True:
+        # A random name, created exclusively: never someone else's temp file, nor a link planted where ours would be.
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode & 0o7777)
+            break
+        except FileExistsError:
+            continue
+    try:
+        try:
+            os.fchmod(fd, mode & 0o7777)  # os.open's mode went through the umask
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def append_line(path: str | os.PathLike[str], line: str, mode: int = 0o600) -> None:
+    """Append `line` and a newline to `path`, on disk when this returns (the file is created with `mode`)."""
+    path = Path(path)
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    _make_dirs(path.parent)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode & 0o7777)
+        created = True
+    except FileExistsError:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        created = False
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data  # after a torn last line: ours starts on a line of its own, whole
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        _fsync_dir(path.parent)  # a new file's name is in its directory, which must reach the disk too
+
+
+def append_jsonl(path: str | os.PathLike[str], entry: dict[str, Any]) -> None:
+    """Append `entry` as one JSON line (keys sorted; what JSON cannot hold is written as str)."""
+    append_line(path, json.dumps(entry, sort_keys=True, default=str))
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Every JSON object line of `path`, in order; nothing when it does not exist.
+
+    A line that is not a whole JSON object (a crash mid-append tears the last one) is skipped.
+    """
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict):
+                    yield entry
+    except FileNotFoundError:
+        return
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _make_dirs(directory: Path) -> None:
+    """mkdir -p, each new directory's name fsynced into its parent."""
+    if directory.is_dir():
+        return
+    _make_dirs(directory.parent)
+    try:
+        directory.mkdir()
+    except FileExistsError:
+        return
+    _fsync_dir(directory.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+__all__ = ["append_jsonl", "append_line", "read_jsonl", "write_atomic"]

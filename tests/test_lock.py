@@ -1,0 +1,124 @@
+"""The deploy lock's mutex on the lock host: a busy one is an operator error, a dead holder's is broken.
+
+The mutex is the directory `<lock>.mutex` that serialises the lock script on the lock host. A console
+SIGKILLed while it holds it skips the script's trap and leaves the directory behind; these tests put
+that directory where such a console would leave it, on a real local host, and drive the real lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from opsconsole.config import load_config
+from opsconsole.engine import Engine
+from opsconsole.events import Message
+from opsconsole.hosts import Host
+from opsconsole.rollouts import lock as lock_module
+from opsconsole.rollouts.lock import FleetLock, LockHeld
+from opsconsole.transport.local import LocalTransport
+from tests.conftest import write_config
+
+
+@pytest.fixture(autouse=True)
+def short_mutex_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    # How long a lock call waits for a busy mutex before it gives up (5 s in production).
+    monkeypatch.setattr(FleetLock, "MUTEX_WAIT", 0.5, raising=False)
+
+
+def _mutex(root: Path, app: str = "itrust", age: float = 0.0) -> Path:
+    """The mutex directory as a killed holder leaves it, last touched `age` seconds ago."""
+    mutex = root / "locks" / f"{app}.lock.mutex"
+    mutex.mkdir(parents=True)
+    then = time.time() - age
+    os.utime(mutex, (then, then))
+    return mutex
+
+
+@pytest.fixture
+async def engine(tmp_path: Path):
+    """An engine whose app itrust has one local host, itrust-1: the lock host. Nothing is deployed."""
+    engine = Engine(load_config(write_config(tmp_path, count=1)))
+    engine.prepare()
+    yield engine
+    await engine.close()
+
+
+def _lock_root(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "hosts" / "itrust-1"
+
+
+async def test_a_busy_mutex_is_an_operator_error_not_an_internal_one(engine: Engine, tmp_path: Path) -> None:
+    mutex = _mutex(_lock_root(tmp_path))  # fresh: its holder may be alive and about to finish
+    for command in ("lock status itrust", "lock release itrust"):
+        outcome = await engine.execute(engine.parse(command))
+        assert not outcome.ok
+        assert "internal error" not in outcome.message, outcome.message
+        assert "busy" in outcome.message and str(mutex) in outcome.message, outcome.message
+        assert "try again" in outcome.message.lower(), outcome.message  # says what to do
+    assert mutex.is_dir()  # a live holder's mutex is never broken
+    assert not list((tmp_path / "state").glob("errors/*.txt")), "a traceback was saved: an internal error"
+
+
+async def test_a_killed_holders_mutex_is_broken_after_its_age_limit(engine: Engine, tmp_path: Path) -> None:
+    root = _lock_root(tmp_path)
+    mutex = _mutex(root, age=FleetLock.MUTEX_MAX_AGE + 60 if hasattr(FleetLock, "MUTEX_MAX_AGE") else 3600)
+    said: list[Message] = []
+    engine.bus.subscribe(lambda e: said.append(e) if isinstance(e, Message) else None)
+    released = await engine.execute(engine.parse("lock release itrust"))  # the command an operator reaches for
+    assert released.ok, released.message
+    assert not mutex.exists()
+    warnings = [m.text for m in said if m.level == "warning"]
+    assert any("stale lock mutex" in w and str(mutex) in w for w in warnings), warnings
+    status = await engine.execute(engine.parse("lock status itrust"))
+    assert status.ok and status.message.endswith("not locked"), status.message
+    assert sorted(p.name for p in (root / "locks").iterdir()) == []  # nothing of the break left behind
+
+
+async def test_breaking_a_stale_mutex_lets_exactly_one_taker_in(tmp_path: Path) -> None:
+    transport = LocalTransport(Host(name="h1", group="g", address="127.0.0.1", root=str(tmp_path / "h1")))
+    mutex = _mutex(tmp_path / "h1", age=3600)
+    locks = [FleetLock(transport, "itrust", f"console-{i}@somewhere") for i in range(4)]
+    results = await asyncio.gather(*(lock.acquire("roll itrust") for lock in locks), return_exceptions=True)
+    won = [lock for lock, r in zip(locks, results) if r is None]
+    assert len(won) == 1, results
+    assert all(isinstance(r, LockHeld) for r in results if r is not None), results
+    assert (await won[0].status()).token == won[0].token
+    assert not mutex.exists()
+
+
+async def test_a_busy_mutex_raises_a_lock_error(tmp_path: Path) -> None:
+    transport = LocalTransport(Host(name="h1", group="g", address="127.0.0.1", root=str(tmp_path / "h1")))
+    _mutex(tmp_path / "h1", age=1.0)
+    lock = FleetLock(transport, "itrust", "me@here")
+    with pytest.raises(lock_module.LockError, match="busy"):
+        await lock.status()
+
+
+async def test_a_claim_left_by_a_killed_breaker_does_not_keep_the_mutex_forever(tmp_path: Path) -> None:
+    transport = LocalTransport(Host(name="h1", group="g", address="127.0.0.1", root=str(tmp_path / "h1")))
+    mutex = _mutex(tmp_path / "h1", age=3600)
+    st = mutex.stat()
+    claim = mutex.with_name(f"{mutex.name}.break.{st.st_ino}.{int(st.st_mtime)}")  # named after the stale mutex
+    claim.mkdir()
+    os.utime(claim, (st.st_mtime, st.st_mtime))
+    notices: list[str] = []
+    lock = FleetLock(transport, "itrust", "me@here", on_notice=notices.append)
+    assert await lock.status() is None
+    assert not mutex.exists() and not claim.exists()
+    assert len(notices) == 1 and "stale lock mutex" in notices[0]
+
+
+async def test_a_live_breakers_claim_is_left_alone(tmp_path: Path) -> None:
+    transport = LocalTransport(Host(name="h1", group="g", address="127.0.0.1", root=str(tmp_path / "h1")))
+    mutex = _mutex(tmp_path / "h1", age=3600)
+    st = mutex.stat()
+    claim = mutex.with_name(f"{mutex.name}.break.{st.st_ino}.{int(st.st_mtime)}")
+    claim.mkdir()  # fresh: another console is breaking this very mutex right now
+    with pytest.raises(lock_module.LockBusy):
+        await FleetLock(transport, "itrust", "me@here").status()
+    assert mutex.is_dir() and claim.is_dir()
