@@ -2,7 +2,8 @@
 
 There is no accept-all: an unknown or changed key stops work on that host with a
 message naming the key and the command that trusts it
-(`opsconsole hostkeys accept HOST`), which shows the fingerprint and asks.
+(`opsconsole hostkeys accept HOST`, opsconsole/cli/hostkeys.py), which shows the
+fingerprint and asks. Which known_hosts file is meant is the config's `ssh.known_hosts`.
 """
 
 from __future__ import annotations
@@ -15,15 +16,11 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import Awaitable, Callable
 
 import asyncssh
 
 from opsconsole.transport.base import TransportError
-
-if TYPE_CHECKING:
-    from opsconsole.config.model import Config
-    from opsconsole.transport.pool import SshOptions
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 
@@ -185,70 +182,3 @@ async def accept_host_key(
         return AcceptOutcome(False, f"{name}: not accepted; {path} unchanged")
     trust(path, address, port, key)
     return AcceptOutcome(True, f"{name}: trusted {shown} in {path}")
-
-
-
-async def accept_for_config(
-    config: "Config",
-    target: str,
-    *,
-    options: "SshOptions | None" = None,
-    confirm: Callable[[str], bool] = ask_tty,
-    out: Callable[[str], None] = print,
-    expected: str | None = None,
-) -> int:
-    """`opsconsole hostkeys accept HOST`; HOST is an inventory host or the jump host. Returns the exit code.
-
-    Hosts behind the jump host are asked through it, so the jump host's own key
-    must be trusted first (the refusal says so).
-    """
-    from opsconsole.inventory import build_inventory
-    from opsconsole.transport.pool import SshOptions, SshPool
-
-    pool = SshPool(options or SshOptions.from_config(config))
-    try:
-        jump = pool.options.jump
-        if jump is not None and target in (jump.host, "jump"):
-            name, address, port, via_jump = jump.host, jump.host, jump.port, False
-        else:
-            host = build_inventory(config).get(target)
-            if host is None or host.transport != "ssh":
-                out(f"opsconsole: hostkeys: {target!r} is not an SSH host of {config.file}"
-                    + (f" nor its jump host {jump.host}" if jump else ""))
-                return 2
-            name, address, port, via_jump = host.name, host.address, host.ssh_port, True
-
-        async def fetch(algorithms: list[str]) -> asyncssh.SSHKey | None:
-            return await pool.fetch_host_key(address, port, algorithms, via_jump=via_jump)
-
-        outcome = await accept_host_key(name, address, port, pool.known_hosts, fetch, confirm, expected)
-        out(outcome.message)
-        return 0 if outcome.accepted else 1
-    except (TransportError, OSError, asyncssh.Error) as exc:
-        out(f"opsconsole: hostkeys: {target}: {exc}")
-        return 1
-    finally:
-        await pool.close()
-
-
-def main_hostkeys(argv: list[str]) -> int:
-    """`opsconsole hostkeys accept HOST [--fingerprint SHA256:…] [--config FILE]`."""
-    import argparse
-
-    from opsconsole.config import SourceError, load_config
-
-    p = argparse.ArgumentParser(prog="opsconsole hostkeys", description="trust an SSH host's key after checking it")
-    sub = p.add_subparsers(dest="action", required=True)
-    accept = sub.add_parser("accept", help="show HOST's key fingerprint and ask whether to trust it")
-    accept.add_argument("host", metavar="HOST", help="an inventory host, or the jump host")
-    accept.add_argument("--fingerprint", metavar="SHA256:…", help="accept without asking if and only if the key has it")
-    accept.add_argument("--config", "-c", metavar="FILE")
-    args = p.parse_args(argv)
-    try:
-        config = load_config(args.config or os.environ.get("OPSCONSOLE_CONFIG") or "opsconsole.yaml")
-    except SourceError as exc:
-        print(f"opsconsole: {exc}", file=sys.stderr)
-        return 2
-    import asyncio
-
-    return asyncio.run(accept_for_config(config, args.host, expected=args.fingerprint))

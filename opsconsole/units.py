@@ -1,4 +1,4 @@
-"""Parsing of the small value formats operators type: durations like `2s`, `1m30s`, `250ms`."""
+"""The small value formats operators type and read: durations like `2s`, `1m30s`, `250ms`; latencies."""
 
 from __future__ import annotations
 
@@ -48,3 +48,8 @@ def format_duration(seconds: float) -> str:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
+
+
+def format_latency(latency: float | None) -> str:
+    """A probe's latency in whole milliseconds (`4ms`), `-` when there was no answer to time."""
+    return "-" if latency is None else f"{latency * 1000:.0f}ms"

@@ -5,13 +5,15 @@ from __future__ import annotations
 import shutil
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import asyncssh
 import pytest
 
 from opsconsole.config import load_config
-from opsconsole.hostkeys import HostKeyError, accept_for_config, known_keys, trust
+from opsconsole.cli.hostkeys import accept_for_config
+from opsconsole.hostkeys import HostKeyError, known_keys, trust
 from opsconsole.transport.pool import SshPool
 from opsconsole.transport.ssh import SshTransport
 from tests.lab import Lab
@@ -141,7 +143,7 @@ def lab_config(lab: Lab, tmp_path: Path, known: Path):  # type: ignore[no-untype
 
 
 def test_hostkeys_cli_accepts_only_the_checked_fingerprint(lab: Lab, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from opsconsole.hostkeys import main_hostkeys
+    from opsconsole.cli import main
 
     known = known_hosts_without(lab, tmp_path, "app-1")
     config = lab_config(lab, tmp_path, known)
@@ -151,7 +153,106 @@ def test_hostkeys_cli_accepts_only_the_checked_fingerprint(lab: Lab, tmp_path: P
     shutil.copy(known, home / ".ssh" / "known_hosts")
     monkeypatch.setenv("HOME", str(home))
     right = lab.host_fingerprint("app-1")
-    assert main_hostkeys(["accept", "app-1", "--fingerprint", "SHA256:wrong", "--config", str(config.file)]) == 1
+    assert main(["hostkeys", "accept", "app-1", "--fingerprint", "SHA256:wrong", "--config", str(config.file)]) == 1
     assert known_keys(home / ".ssh" / "known_hosts", lab.hosts["app-1"].address, 22) == []
-    assert main_hostkeys(["accept", "app-1", "--fingerprint", right, "--config", str(config.file)]) == 0
+    assert main(["--config", str(config.file), "hostkeys", "accept", "app-1", "--fingerprint", right]) == 0
     assert [k.get_fingerprint() for k in known_keys(home / ".ssh" / "known_hosts", lab.hosts["app-1"].address, 22)] == [right]
+
+
+def test_ssh_options_from_config_take_the_ssh_section(tmp_path: Path) -> None:
+    from opsconsole.transport.pool import SshOptions
+
+    cfg = tmp_path / "opsconsole.yaml"
+    cfg.write_text(textwrap.dedent(f"""\
+        project: sshopts
+        state_dir: {tmp_path / 'state'}
+        jump: {{host: 10.9.9.1, user: ops}}
+        ssh:
+          known_hosts: keys/known_hosts
+          identity_files: [keys/id_ed25519, ~/other_key]
+          agent: false
+          ssh_config: true
+          max_channels: 3
+          connect_timeout: 4s
+        groups:
+          web: {{provider: static, hosts: [10.9.9.2]}}
+        """))
+    config = load_config(cfg)
+    options = SshOptions.from_config(config)
+    assert options.known_hosts == str(tmp_path / "keys" / "known_hosts")
+    assert options.client_keys == (str(tmp_path / "keys" / "id_ed25519"), str(Path("~/other_key").expanduser()))
+    assert options.agent is False and options.ssh_config is True
+    assert options.max_channels == 3 and options.connect_timeout == 4.0
+    assert options.jump == config.jump
+    assert SshPool(options).known_hosts == tmp_path / "keys" / "known_hosts"
+
+
+def test_hostkeys_accept_uses_the_configs_known_hosts_and_identity(lab: Lab, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ssh: known_hosts` is read and written, not ~/.ssh/known_hosts; the jump login uses `identity_files`
+    (the jump entry names no key) and no agent (`agent: false`)."""
+    from opsconsole.cli import main
+
+    known = known_hosts_without(lab, tmp_path, "app-1")
+    home = tmp_path / "home"
+    home.mkdir()  # nothing in ~/.ssh: no known_hosts, no keys
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    cfg = tmp_path / "opsconsole.yaml"
+    hosts = ", ".join(f"{{name: {h.name}, address: {h.address}, user: {lab.user}}}" for h in lab.apps)
+    cfg.write_text(textwrap.dedent(f"""\
+        project: hostkeys
+        state_dir: {tmp_path / 'state'}
+        jump: {{host: {lab.jump.address}, user: {lab.user}}}
+        ssh:
+          known_hosts: {known}
+          identity_files: [{lab.client_key}]
+          agent: false
+        groups:
+          itrust:
+            provider: static
+            hosts: [{hosts}]
+        """))
+    right = lab.host_fingerprint("app-1")
+    assert main(["hostkeys", "accept", "app-1", "--fingerprint", right, "--config", str(cfg)]) == 0
+    assert [k.get_fingerprint() for k in known_keys(known, lab.hosts["app-1"].address, 22)] == [right]
+    assert not (home / ".ssh").exists()
+
+
+def test_hostkeys_accept_honours_agent_false(lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `agent: false` an agent holding the only key that logs in is not asked; with `agent: true` it is."""
+    from opsconsole.cli import main
+
+    known = known_hosts_without(lab, tmp_path, "app-1")
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.02)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        subprocess.run(["ssh-add", str(lab.client_key)], check=True, capture_output=True)
+        hosts = ", ".join(f"{{name: {h.name}, address: {h.address}, user: {lab.user}}}" for h in lab.apps)
+        right = lab.host_fingerprint("app-1")
+        for use_agent, expected in (("false", 1), ("true", 0)):
+            cfg = tmp_path / f"agent-{use_agent}.yaml"
+            cfg.write_text(textwrap.dedent(f"""\
+                project: hostkeys
+                state_dir: {tmp_path / 'state'}
+                jump: {{host: {lab.jump.address}, user: {lab.user}}}
+                ssh: {{known_hosts: {known}, agent: {use_agent}}}
+                groups:
+                  itrust:
+                    provider: static
+                    hosts: [{hosts}]
+                """))
+            assert main(["hostkeys", "accept", "app-1", "--fingerprint", right, "--config", str(cfg)]) == expected, \
+                use_agent
+        assert [k.get_fingerprint() for k in known_keys(known, lab.hosts["app-1"].address, 22)] == [right]
+    finally:
+        agent.terminate()
+        agent.wait()

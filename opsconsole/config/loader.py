@@ -54,6 +54,7 @@ def load_config(path: str | Path) -> Config:
         concurrency=hb.int("concurrency", default=100, minimum=1, maximum=10000),
         alert_command=hb.str("alert_command"),
         alert_webhook=hb.str("alert_webhook"),
+        log_file=state_dir / "logs" / "heartbeat.log",
     )
     hb.done()
 

@@ -17,6 +17,9 @@ class HeartbeatConfig:
     concurrency: int = 100  # probes in flight at once
     alert_command: str | None = None  # run on each state change, the event as JSON on stdin
     alert_webhook: str | None = None  # POSTed the event as JSON on each state change
+    # Every probe, verdict and cycle as a line (the console's heartbeat pane shows the same lines);
+    # the loader puts it at <state_dir>/logs/heartbeat.log. None: no log on disk.
+    log_file: Path | None = None
 
 
 @dataclass(frozen=True)

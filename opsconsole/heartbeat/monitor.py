@@ -4,6 +4,8 @@ Probes of one cycle start at staggered offsets (so 1,000 hosts do not fire at
 the same instant) and each runs as its own task under a concurrency bound, so
 one slow host never delays the others' results. Cycles are scheduled on a
 fixed grid (t0 + k·interval): a slow cycle does not push the next ones later.
+The monitor writes the heartbeat log (opsconsole/heartbeat/log.py) itself, whichever
+front end runs it; a line is on disk before its event goes out on the bus.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import json
 from pathlib import Path
 
 from opsconsole.config.model import HeartbeatConfig
-from opsconsole.events import EventBus, HealthChanged, HealthSample, HeartbeatCycle
+from opsconsole.events import EventBus, HealthChanged, HealthSample, HeartbeatCycle, Message
 from opsconsole.heartbeat.alerts import AlertHooks
+from opsconsole.heartbeat.log import HeartbeatLog, change_line, cycle_line, sample_line
 from opsconsole.heartbeat.probe import Prober, ProbeTarget
 from opsconsole.heartbeat.state import HostHealth
 
@@ -33,6 +36,7 @@ class HeartbeatMonitor:
         self.set_targets(targets)
         self.change_log = change_log
         self.alerts = AlertHooks(bus, config.alert_command, config.alert_webhook)
+        self.log = HeartbeatLog(config.log_file, on_error=self._log_failed) if config.log_file else None
         self._limit = asyncio.Semaphore(config.concurrency)
         self._in_flight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -59,6 +63,8 @@ class HeartbeatMonitor:
         return sample
 
     def record(self, sample: HealthSample) -> None:
+        if self.log is not None:
+            self.log.write([sample_line(sample)])
         self.bus.emit(sample)
         state = self.states.get(sample.host)
         if state is None:
@@ -68,6 +74,8 @@ class HeartbeatMonitor:
             return
         reason = "" if sample.ok else sample.error
         event = HealthChanged(host=sample.host, healthy=changed, reason=reason)
+        if self.log is not None:
+            self.log.write([change_line(event)])
         self.bus.emit(event)
         if self.change_log is not None:
             self.change_log.parent.mkdir(parents=True, exist_ok=True)
@@ -89,6 +97,8 @@ class HeartbeatMonitor:
                 task.cancel()
             await asyncio.gather(*loops, *self._tasks, return_exceptions=True)
             await self.alerts.drain()
+            if self.log is not None:
+                self.log.close()
 
     async def _cycle_loop(self, interval: float) -> None:
         loop = asyncio.get_running_loop()
@@ -128,8 +138,11 @@ class HeartbeatMonitor:
         samples = [s for s in await asyncio.gather(*probes) if s is not None]
         up = sum(1 for s in self.states.values() if s.healthy)
         down = sum(1 for s in self.states.values() if s.healthy is False)
-        self.bus.emit(HeartbeatCycle(probed=len(samples), up=up, down=down, lag=lag, duration=loop.time() - started,
-                                     statuses=tuple((s.host, _short_status(s)) for s in samples)))
+        cycle = HeartbeatCycle(probed=len(samples), up=up, down=down, lag=lag, duration=loop.time() - started,
+                               statuses=tuple((s.host, _short_status(s)) for s in samples))
+        if self.log is not None:
+            self.log.write([cycle_line(cycle)])
+        self.bus.emit(cycle)
 
     async def _probe_one(self, target: ProbeTarget) -> HealthSample | None:
         name = target.host.name
@@ -141,6 +154,9 @@ class HeartbeatMonitor:
             return sample
         finally:
             self._in_flight.discard(name)
+
+    def _log_failed(self, text: str) -> None:
+        self.bus.emit(Message(text=text, level="warning"))
 
     # -- views -------------------------------------------------------------
     def table(self) -> list[tuple[str, str, str, str, str]]:

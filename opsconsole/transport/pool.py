@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 import asyncssh
 
 from opsconsole.config.model import Config, JumpConfig
-from opsconsole.hostkeys import HostKeyError, diagnose, known_hosts_path
+from opsconsole.hostkeys import HostKeyError, diagnose, known_hosts_path, known_keys
 from opsconsole.hosts import Host
 from opsconsole.transport.base import TransportError
 
@@ -47,7 +47,12 @@ class SshOptions:
 
     @classmethod
     def from_config(cls, config: Config, **overrides: Any) -> "SshOptions":
-        return cls(jump=config.jump, **overrides)
+        """The config's `ssh:` section and jump host; every SSH connection, `hostkeys accept`'s too, uses these."""
+        ssh = config.ssh
+        options: dict[str, Any] = dict(
+            known_hosts=ssh.known_hosts, client_keys=ssh.identity_files, agent=ssh.agent, ssh_config=ssh.ssh_config,
+            jump=config.jump, max_channels=ssh.max_channels, connect_timeout=ssh.connect_timeout)
+        return cls(**{**options, **overrides})
 
 
 @dataclass
@@ -176,7 +181,7 @@ class SshPool:
         return kwargs
 
     async def _presented_key(self, address: str, port: int, tunnel: Any) -> asyncssh.SSHKey | None:
-        algs = [a.decode() for k in _known(self.known_hosts, address, port) for a in k.sig_algorithms]
+        algs = [a.decode() for k in known_keys(self.known_hosts, address, port) for a in k.sig_algorithms]
         try:
             return await asyncssh.get_server_host_key(address, port, tunnel=tunnel, server_host_key_algs=algs or (),
                                                      config=None)
@@ -256,12 +261,6 @@ class SshPool:
             self._jump.close()
             await self._jump.wait_closed()
             self._jump = None
-
-
-def _known(path: Path, address: str, port: int) -> list[asyncssh.SSHKey]:
-    from opsconsole.hostkeys import known_keys
-
-    return known_keys(path, address, port)
 
 
 def _reason(exc: BaseException) -> str:

@@ -4,37 +4,34 @@ By default it shows changes (a host's first answer, a flip of health or status
 code, the monitor's up/down verdicts after fall/rise) and one rolling line per
 monitor cycle with every host's status; `v` adds every single probe.
 Filtering on one host shows every probe of that host, monitor-style.
-Every line also goes to `<state_dir>/logs/heartbeat.log`, since the view keeps
-only the last few thousand.
+The lines are the heartbeat log's own (opsconsole/heartbeat/log.py): the monitor
+writes every one of them to `<state_dir>/logs/heartbeat.log`, whichever front end
+runs, so the view only displays and keeps the last few thousand.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
 
 from opsconsole.events import Event, HealthChanged, HealthSample, HeartbeatCycle
+from opsconsole.heartbeat.log import change_line, clock, cycle_body, cycle_line, cycle_summary, sample_line
 from opsconsole.ui.bindings import bindings
 from opsconsole.ui.filter_bar import FilterBar
 from opsconsole.ui.log_view import LogLine, LogView
-from opsconsole.ui.style import latency_text
 
 
 CYCLE_KEY = "\0cycle"
-
-
-def _clock(at: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(at))
 
 
 class HeartbeatPane(Vertical):
     BINDINGS = bindings("heartbeat")
     can_focus = False
 
-    def __init__(self, log_file: Path | None, id: str | None = None) -> None:
+    def __init__(self, log_file: Path | None = None, id: str | None = None) -> None:
+        # `log_file` names where the heartbeat writes these lines; the pane writes nothing.
         super().__init__(id=id, classes="pane")
         self.border_title = "Heartbeat log (3)"
         self.all_probes = False
@@ -42,7 +39,7 @@ class HeartbeatPane(Vertical):
         self._last: dict[str, tuple[bool, int | None]] = {}
         self._last_cycle = ""
         self.cycle_note = ""  # the last monitor cycle, in the border: proof the heartbeat is alive
-        self._log_file = log_file
+        self.log_file = log_file
 
     def compose(self) -> ComposeResult:
         yield LogView(capacity=3000, id="heartbeat-log")
@@ -57,27 +54,22 @@ class HeartbeatPane(Vertical):
 
     def line_for(self, event: Event) -> LogLine | None:
         match event:
-            case HealthSample(host=host, ok=ok, status=status, latency=latency, version=version, error=error):
+            case HealthSample(host=host, ok=ok, status=status):
                 before = self._last.get(host)
                 self._last[host] = (ok, status)
                 changed = before is None or before != (ok, status)
-                mark = "✔" if ok else "✘"  # ▲/▼ are kept for the monitor's verdicts after fall/rise
-                text = f"{_clock(event.at)} {mark} {host:<12} {status or '---':>3} {latency_text(latency):>5}"
-                text += (f" {version}" if version else "") + (f" {error}" if error else "")
-                return LogLine(host, text, "ok" if ok else "bad", important=changed)
-            case HealthChanged(host=host, healthy=healthy, reason=reason):
-                text = f"{_clock(event.at)} {'▲' if healthy else '▼'} {host:<12} {'UP' if healthy else 'DOWN'}"
-                return LogLine(host, text + (f": {reason}" if reason else ""), "ok" if healthy else "bad")
-            case HeartbeatCycle(probed=probed, up=up, down=down, statuses=statuses):
+                return LogLine(host, sample_line(event), "ok" if ok else "bad", important=changed)
+            case HealthChanged(host=host, healthy=healthy):
+                return LogLine(host, change_line(event), "ok" if healthy else "bad")
+            case HeartbeatCycle(down=down):
                 # The monitor's rolling line; the key matches no host, so a host filter hides it.
                 # A cycle like the one before is routine: the subtitle says the monitor is alive,
                 # the log only gets a line when the picture changed (or in every-probe mode).
-                summary = f"○ {up}/{probed} up" + (f", {down} down" if down else "")
-                body = f"{summary} │ " + " ".join(f"{host}:{status}" for host, status in statuses)
+                body = cycle_body(event)
                 changed = body != self._last_cycle
                 self._last_cycle = body
-                self.cycle_note = f"{_clock(event.at)} {summary}"
-                return LogLine(CYCLE_KEY, f"{_clock(event.at)} {body}", "bad" if down else "dim", important=changed)
+                self.cycle_note = f"{clock(event.at)} {cycle_summary(event)}"
+                return LogLine(CYCLE_KEY, cycle_line(event), "bad" if down else "dim", important=changed)
         return None
 
     def on_events(self, batch: list[Event]) -> None:
@@ -87,15 +79,6 @@ class HeartbeatPane(Vertical):
         self.log.add(lines)
         if self.cycle_note:
             self._describe()
-        if self._log_file is not None:
-            try:
-                self._log_file.parent.mkdir(parents=True, exist_ok=True)
-                with self._log_file.open("a", encoding="utf-8") as f:
-                    f.write("".join(line.text + "\n" for line in lines))
-            except OSError as exc:
-                # A full disk must not take the console down; say so once and stop writing.
-                self._log_file = None
-                self.notify(f"heartbeat log not written to disk: {exc}", severity="warning")
 
     def _apply_filter(self) -> None:
         wanted, every = self.host_filter.lower(), self.all_probes

@@ -11,6 +11,8 @@ from rich.text import Text
 from textual.app import App
 from textual.color import Color
 
+from opsconsole.units import format_latency
+
 # level -> (theme variable, extra style). "" is plain text.
 _LEVELS: dict[str, tuple[str, str]] = {
     "ok": ("success", ""),
@@ -72,4 +74,4 @@ def activity_cell(activity: str) -> tuple[str, str]:
 
 
 def latency_text(latency: float | None) -> str:
-    return "-" if latency is None else f"{latency * 1000:.0f}ms"
+    return format_latency(latency)

@@ -1,33 +1,33 @@
-"""`opsconsole heartbeat`: just the monitor, one line per host per interval, like the seed's monitor.js."""
+"""`opsconsole heartbeat`: only the monitor, one line per host per interval, like the seed's monitor.js.
+
+A monitor watches; it never changes the fleet, so no branch poller runs (nothing is built or
+deployed). The heartbeat log on disk is written by the monitor itself, as in every front end.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 
-from opsconsole.config import SourceError, load_config
-from opsconsole.events import Event, HealthChanged, HeartbeatCycle
+from opsconsole.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, Subcommand, load
+from opsconsole.units import format_latency
 
 
-def main_heartbeat(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="opsconsole heartbeat",
-                                description="probe every host on the heartbeat interval and print each status")
-    p.add_argument("--config", "-c", metavar="FILE", default=None)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=int, default=0, metavar="N", help="stop after N cycles (default: run until Ctrl-C)")
-    args = p.parse_args(argv)
-    from opsconsole.cli import _config_path
-    from opsconsole.engine import Engine
 
-    try:
-        engine = Engine(load_config(_config_path(args.config)))
-    except SourceError as exc:
-        print(f"opsconsole: {exc}", file=sys.stderr)
-        return 2
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from opsconsole.engine import Engine
+    from opsconsole.events import Event, HealthChanged, HeartbeatCycle
+
+    engine = Engine(load(args.config))
     if not engine.monitor.targets:
         print("opsconsole: no host has a health check: nothing to monitor", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     done = asyncio.Event()
     cycles = 0
 
@@ -37,8 +37,7 @@ def main_heartbeat(argv: list[str]) -> int:
         if isinstance(event, HeartbeatCycle):
             for host, status in sorted(event.statuses):
                 state = engine.monitor.states[host]
-                last = state.last
-                latency = f"{last.latency * 1000:.0f}ms" if last and last.latency is not None else "-"
+                latency = format_latency(state.last.latency if state.last else None)
                 print(f"{stamp} {host:<16} {status:>7} {latency:>7}  {'up' if state.healthy else 'DOWN'}", flush=True)
             cycles += 1
             if args.count and cycles >= args.count:
@@ -50,14 +49,20 @@ def main_heartbeat(argv: list[str]) -> int:
     engine.bus.subscribe(show)
 
     async def go() -> int:
-        await engine.start_background()
+        await engine.start_monitor()  # a monitor never changes the fleet: no pollers, no proxy weights
         try:
             await done.wait()
         finally:
             await engine.close()
-        return 0
+        return EXIT_OK
 
     try:
         return asyncio.run(go())
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+
+
+SUBCOMMAND = Subcommand(
+    name="heartbeat", summary="only the heartbeat monitor: one line per host per interval",
+    description="probe every host on the heartbeat interval and print each status (changes nothing)",
+    add_arguments=add_arguments, run=run)

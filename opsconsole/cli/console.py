@@ -1,0 +1,82 @@
+"""`opsconsole` without a subcommand: the console, or the same commands headless (`--script`, `--watch`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from opsconsole.cli.common import EXIT_INTERRUPTED, EXIT_OK, load
+from opsconsole.config import SourceError
+
+# The options of the console run, by argparse dest: none of them means anything to a subcommand.
+OPTIONS = {"script": "--script", "json": "--json", "keep_going": "--keep-going", "readonly": "--readonly",
+           "theme": "--theme", "check": "--check", "watch": "--watch"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--script", "-s", metavar="FILE", help="run the commands in FILE headless ('-' for stdin)")
+    p.add_argument("--json", action="store_true", help="with --script: print events as JSON lines")
+    p.add_argument("--keep-going", action="store_true", help="with --script: run every line even after a failure")
+    p.add_argument("--readonly", action="store_true", help="refuse every command that changes something")
+    p.add_argument("--theme", metavar="NAME", help="console theme: dark, light or mono")
+    p.add_argument("--check", action="store_true", help="validate the config (and --script) and exit")
+    p.add_argument("--watch", action="store_true",
+                   help="headless: run the heartbeat and the branch pollers (build and deploy what is pushed) "
+                        "during --script, or until Ctrl-C without one")
+
+
+def given(args: argparse.Namespace) -> list[str]:
+    """The console's options on this command line (a subcommand refuses them)."""
+    return [flag for dest, flag in OPTIONS.items() if getattr(args, dest, None)]
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("opsconsole: interrupted; running work was cancelled and the journal records it", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = load(args.config)
+    if args.readonly:
+        config = replace(config, readonly=True)
+    if args.theme:
+        from opsconsole.config.loader import THEMES
+
+        if args.theme not in THEMES:
+            raise SourceError("--theme", None, "", f"unknown theme {args.theme!r}; themes: {', '.join(THEMES)}")
+        config = replace(config, theme=args.theme)
+    for notice in config.notices:
+        print(f"opsconsole: note: {notice}", file=sys.stderr)
+    from opsconsole.engine import Engine
+
+    engine = Engine(config)
+    engine.prepare()
+    if args.script:
+        from opsconsole.headless import main_headless, read_script
+
+        source = "<stdin>" if args.script == "-" else args.script
+        try:
+            text = sys.stdin.read() if args.script == "-" else Path(args.script).read_text()
+        except OSError as exc:
+            raise SourceError(args.script, None, "", f"cannot read script: {exc.strerror}") from None
+        if args.check:
+            read_script(text, source, engine)
+            print(f"{args.config or 'config'} and {source} are valid")
+            return EXIT_OK
+        return main_headless(engine, text, source, as_json=args.json, keep_going=args.keep_going, watch=args.watch)
+    if args.check:
+        print(f"{config.file} is valid")
+        return EXIT_OK
+    if args.watch:
+        from opsconsole.headless import main_headless
+
+        return main_headless(engine, None, "", as_json=args.json, keep_going=args.keep_going, watch=True)
+    from opsconsole.ui.app import run_console
+
+    return run_console(engine)
+

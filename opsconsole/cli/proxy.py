@@ -1,0 +1,28 @@
+"""`opsconsole proxy`: the embedded traffic proxy, a separate long-running process.
+
+The proxy parses its own options (`opsconsole proxy --help` shows them); the cli only takes
+`--config` from either side of the word `proxy` and hands everything over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from opsconsole.cli.common import Subcommand
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    from opsconsole.proxy.__main__ import main_proxy
+
+    config = args.config or os.environ.get("OPSCONSOLE_CONFIG")
+    return main_proxy((["--config", config] if config else []) + list(args.rest))
+
+
+SUBCOMMAND = Subcommand(
+    name="proxy", summary="the embedded traffic proxy (a long-running process; --help lists its options)",
+    add_arguments=add_arguments, run=run, pass_through=True)
