@@ -9,7 +9,9 @@ This module imports nothing of ours, so any part may use it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -135,16 +137,25 @@ class HealthChanged(Event):
 
 Subscriber = Callable[[Event], None]
 
+_log = logging.getLogger(__name__)
+
 
 class EventBus:
-    """Fan-out of events to subscribers, in emit order.
+    """Fan-out of events to subscribers: every subscriber sees every event, in the order things happened.
 
     Callbacks run synchronously inside `emit`, so they must be quick; front ends
-    that need to do real work subscribe a queue instead.
+    that need to do real work subscribe a queue instead. An event emitted by a
+    subscriber (the engine's host views turn a rollout step into a host state)
+    waits until the event that caused it has reached every subscriber, so no
+    one sees the effect before its cause. A subscriber that raises is logged
+    once and dropped: a front end's failure (a closed pipe, a bug in a pane)
+    never fails the work that reported the event.
     """
 
     def __init__(self) -> None:
         self._subscribers: list[Subscriber] = []
+        self._pending: deque[Event] = deque()
+        self._delivering = False
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Register `callback`; returns a function that unsubscribes it."""
@@ -162,8 +173,28 @@ class EventBus:
         return q, self.subscribe(q.put_nowait)
 
     def emit(self, event: Event) -> None:
-        for callback in list(self._subscribers):
-            callback(event)
+        self._pending.append(event)
+        if self._delivering:
+            return  # a subscriber emitted it: delivered once the current event reached everyone
+        self._delivering = True
+        try:
+            while self._pending:
+                current = self._pending.popleft()
+                for callback in list(self._subscribers):
+                    try:
+                        callback(current)
+                    except Exception as exc:  # noqa: BLE001 - any failure of a subscriber is its own
+                        self._drop(callback, current, exc)
+        finally:
+            self._delivering = False
+
+    def _drop(self, callback: Subscriber, event: Event, exc: Exception) -> None:
+        if callback not in self._subscribers:
+            return
+        self._subscribers.remove(callback)
+        _log.error("event subscriber %r failed on %s and gets no more events", callback, event.kind, exc_info=exc)
+        self.emit(Message(text=f"an event subscriber failed on {event.kind} ({type(exc).__name__}: {exc}) and was "
+                               "removed; the work goes on", level="error"))
 
 
 @dataclass(frozen=True)

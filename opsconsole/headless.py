@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import io
 import json
+import os
 import signal
 import sys
 import time
@@ -49,7 +52,7 @@ def read_script(text: str, source: str, engine: Engine) -> list[ScriptLine]:
             command = engine.parse(stripped)
         except CommandError as exc:
             raise SourceError(source, number, "", f"{stripped!r}: {exc}") from None
-        if engine.config.readonly and command.mutating:
+        if engine.refusal(command) is not None:  # said before anything runs, in the script's terms
             raise SourceError(source, number, "", f"{stripped!r}: refused, the console is read-only")
         lines.append(ScriptLine(number, stripped, command))
     return lines
@@ -96,19 +99,54 @@ def format_event(event: Event) -> str | None:
 
 
 class EventPrinter:
-    def __init__(self, out: IO[str], as_json: bool) -> None:
+    """Prints each event as a line (or a JSON line) to `out`.
+
+    A reader that goes away (`opsconsole --script roll.ops | head -2`) stops the printing, never the
+    work: the rollout runs on, the journal records how it ended, the exit code says it too.
+    """
+
+    def __init__(self, out: IO[str], as_json: bool, *, err: IO[str] | None = None) -> None:
         self.out = out
         self.as_json = as_json
+        self.err = err if err is not None else sys.stderr
+        self.closed = False
 
     def __call__(self, event: Event) -> None:
+        if self.closed:
+            return
         if self.as_json:
-            self.out.write(json.dumps(event.to_dict(), default=str) + "\n")
+            text = json.dumps(event.to_dict(), default=str)
         else:
             line = format_event(event)
             if line is None:
                 return
-            self.out.write(line + "\n")
-        self.out.flush()
+            text = line
+        try:
+            self.out.write(text + "\n")
+            self.out.flush()
+        except OSError as exc:
+            if exc.errno != errno.EPIPE:
+                raise
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        self.closed = True
+        # What is still buffered would fail again when Python flushes at exit ("Exception ignored …",
+        # exit status 120): point the descriptor at /dev/null so that last flush has somewhere to go.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self.out.fileno())
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass
+        try:
+            self.err.write("opsconsole: the output was closed; the script runs on, and `opsconsole history` "
+                           "shows how it ended\n")
+            self.err.flush()
+        except (OSError, ValueError):
+            pass  # stderr went the same way (`2>&1 | head`)
 
 
 async def run_script(engine: Engine, lines: Iterable[ScriptLine], *, keep_going: bool = False) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, process_gone, write_config
+from tests.conftest import ROOT, commit_file, kill_services, process_gone, write_config
 
 
 def run_script(cfg: Path, script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -123,3 +123,76 @@ def test_provision_runs_the_groups_playbook(tmp_path: Path) -> None:
         assert all((root / d).is_dir() for d in ("releases", "log", "run"))
         assert f"itrust-{i} runs Python 3" in proc.stdout
     assert "3 host(s) of itrust provisioned" in proc.stdout
+
+
+def _settle(cfg: Path, seconds: float) -> None:
+    cfg.write_text(cfg.read_text().replace("    vars:\n", f"    vars:\n      settle_seconds: {seconds}\n", 1))
+
+
+def _deployed_then_committed(tmp_path: Path, count: int = 2, settle: float = 0.0) -> tuple[Path, str, str]:
+    """A fleet running v1 and a new commit on the branch: (config, v1, v2)."""
+    cfg = write_config(tmp_path, count=count)
+    if settle:
+        _settle(cfg, settle)
+    first = run_script(cfg, "deploy itrust\n")
+    assert first.returncode == 0, first.stdout + first.stderr
+    ports = json.loads((tmp_path / "state" / "inventory" / "local-ports.json").read_text())
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports['itrust-1']}/health", timeout=5) as r:
+        v1 = json.loads(r.read())["version"]
+    v2 = commit_file(tmp_path / "repo", "message.txt", "v2\n", "v2")[:7]
+    return cfg, v1, v2
+
+
+def test_roll_output_reads_in_the_order_things_happened(tmp_path: Path) -> None:
+    try:
+        cfg, v1, v2 = _deployed_then_committed(tmp_path)
+        proc = run_script(cfg, "roll itrust\n")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        words = ("draining", "drained", "deploying", "gating", "done", "idle", "failed")
+        for host in ("itrust-1", "itrust-2"):
+            seen = []
+            for line in proc.stdout.splitlines():
+                rest = line[9:]  # after the HH:MM:SS stamp
+                if rest.startswith(f"{host:<16} ") and rest[17:].split(" ")[0] in words:
+                    seen.append(rest[17:])
+            # the rollout's step first, then what it made of the host; never idle before the gate passed
+            assert seen == ["draining", f"drained {v1}", "deploying", f"deploying {v1}", "gating",
+                            f"deploying {v2}", "done", f"idle {v2}"], (host, proc.stdout)
+    finally:
+        kill_services(tmp_path / "state")
+
+
+def test_roll_runs_on_when_its_output_reader_goes_away(tmp_path: Path) -> None:
+    """`opsconsole --script roll.ops | head -2`: the rollout finishes and is journaled; exit as documented."""
+    try:
+        cfg, _, v2 = _deployed_then_committed(tmp_path, settle=0.5)
+        proc = subprocess.Popen([sys.executable, "-m", "opsconsole", "--config", str(cfg), "--script", "-"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=ROOT)
+        proc.stdin.write("roll itrust\nstatus itrust\n")
+        proc.stdin.close()
+        proc.stdin = None
+        head = [proc.stdout.readline() for _ in range(2)]
+        assert "▶ roll itrust" in head[0], head
+        proc.stdout.close()  # what `head -2` does after its second line
+        proc.stdout = None
+        try:
+            _, err = proc.communicate(timeout=90)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, err  # every command succeeded: exit 0, as documented
+        assert "Traceback" not in err and "Exception ignored" not in err, err
+        assert "the output was closed; the script runs on" in err
+        ended = [(e["command"], e["ok"]) for e in journal(tmp_path) if e["kind"] == "command.end"]
+        assert ended[-2:] == [("roll itrust", True), ("status itrust", True)], ended
+        rollouts = [json.loads(line) for f in (tmp_path / "state" / "rollouts").glob("*.jsonl")
+                    for line in f.read_text().splitlines()]
+        assert [e["status"] for e in rollouts if e["kind"] == "status"][-1] == "succeeded"
+        ports = json.loads((tmp_path / "state" / "inventory" / "local-ports.json").read_text())
+        for name in ("itrust-1", "itrust-2"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports[name]}/health", timeout=5) as r:
+                assert json.loads(r.read())["version"] == v2
+    finally:
+        kill_services(tmp_path / "state")

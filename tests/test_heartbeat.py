@@ -197,3 +197,68 @@ async def test_alert_webhook_gets_event_json(tmp_path: Path) -> None:
             ("POST /pager HTTP/1.1", "web-0", True), ("POST /pager HTTP/1.1", "web-0", False)]
         assert "status 500" in received[-1]["reason"]
     hook.close()
+
+
+def test_the_monitor_alone_never_builds_or_deploys(tmp_path: Path) -> None:
+    """`opsconsole heartbeat` while a commit lands on a polled branch: it probes, and starts no build."""
+    import subprocess
+    import sys
+
+    from opsconsole.builds.runner import BuildStore
+    from opsconsole.demo.repo import ensure_demo_repo
+    from tests.conftest import ROOT, commit_file, kill_services, write_config
+
+    cfg = write_config(tmp_path)
+    cfg.write_text(cfg.read_text().replace("    branch: production\n", "    branch: production\n    poll_interval: 0.1s\n"))
+    ensure_demo_repo(tmp_path / "repo", "production")  # what the console's start-up makes of `demo_repo: true`
+    proc = subprocess.Popen([sys.executable, "-m", "opsconsole", "heartbeat", "--config", str(cfg), "--count", "6"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        first = proc.stdout.readline()
+        assert "itrust-1" in first, first + proc.stderr.read()
+        commit_file(tmp_path / "repo", "message.txt", "pushed while the monitor runs\n", "v2")
+        out, err = proc.communicate(timeout=60)  # five more cycles (2.5s): the poller would have seen it 20 times
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        kill_services(tmp_path / "state")
+    assert proc.returncode == 0, err
+    cycles = [line for line in out.splitlines() if "itrust-1" in line and "is now" not in line]
+    assert len(cycles) >= 5, out  # the cycles after the commit ran
+    assert BuildStore(tmp_path / "state").records() == []
+    assert not (tmp_path / "state" / "journal.jsonl").exists() or "command.start" not in \
+        (tmp_path / "state" / "journal.jsonl").read_text()
+    assert not (tmp_path / "state" / "rollouts").exists() or not list((tmp_path / "state" / "rollouts").iterdir())
+
+
+async def test_start_monitor_starts_the_heartbeat_and_nothing_else(tmp_path: Path) -> None:
+    """What `opsconsole heartbeat` starts: probes only; no branch poller, no proxy watch (it re-applies weights)."""
+    from opsconsole.config import load_config
+    from opsconsole.demo.repo import ensure_demo_repo
+    from opsconsole.engine import Engine
+    from opsconsole.events import Event, Message
+    from tests.conftest import write_config
+    from tests.test_zero_drop import proxy_section
+
+    cfg = write_config(tmp_path, extra=proxy_section(tmp_path))
+    cfg.write_text(cfg.read_text().replace("    branch: production\n", "    branch: production\n    poll_interval: 0.1s\n"))
+    ensure_demo_repo(tmp_path / "repo", "production")
+
+    async def started(how: str) -> list[Event]:
+        engine = Engine(load_config(cfg))
+        events: list[Event] = []
+        engine.bus.subscribe(events.append)
+        await (engine.start_monitor() if how == "monitor" else engine.start_background())
+        try:
+            async with asyncio.timeout(10):
+                while sum(isinstance(e, HeartbeatCycle) for e in events) < 3:
+                    await asyncio.sleep(0.02)
+        finally:
+            await engine.close()
+        return [e for e in events if not isinstance(e, (HealthSample, HealthChanged, HeartbeatCycle))]
+
+    # The whole console's background work says so at once: the poller saw the branch, the proxy watch its proxy.
+    said = [e.text for e in await started("background") if isinstance(e, Message)]
+    assert any("production moved to" in t for t in said) and any(t.startswith("proxy:") for t in said), said
+    assert await started("monitor") == []

@@ -7,7 +7,6 @@ the playbook so that a rollout takes long enough per host to be watched and abor
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -16,13 +15,11 @@ import pytest
 from conftest import PLAYBOOKS, kill_services, write_config
 from opsconsole.config import load_config
 from opsconsole.engine import Engine
-from opsconsole.engine.commands import verbs
 from opsconsole.ui.app import OpsConsoleApp
 from opsconsole.ui.confirm import ConfirmScreen
 from opsconsole.ui.fleet import FleetPane
 
 SIZE = (100, 30)
-ROLL = "roll" if "roll" in verbs() else "deploy"
 
 
 def slow_engine(tmp_path: Path, count: int, pause: float) -> Engine:
@@ -57,8 +54,9 @@ async def watch_fleet(app: OpsConsoleApp, pilot, until, timeout: float) -> dict[
     return seen
 
 
-async def confirm(pilot, app: OpsConsoleApp, key: str) -> str:
-    await pilot.press(key)
+async def confirm(pilot, app: OpsConsoleApp, *keys: str) -> str:
+    """Press `keys`, wait for the confirm dialog, confirm; the dialog's text."""
+    await pilot.press(*keys)
     for _ in range(100):
         if isinstance(app.screen, ConfirmScreen):
             break
@@ -81,17 +79,16 @@ async def test_r_and_confirm_rolls_every_host_to_the_new_version(fleet_dir: Path
     app = OpsConsoleApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         what = await confirm(pilot, app, "r")
-        assert what.startswith(f"{ROLL} itrust: 3 hosts, 1 at a time, version ")
+        assert what.startswith("roll itrust: 3 hosts, 1 at a time, version ")
         version = what.split("version ")[1].split()[0]
-        seen = await watch_fleet(app, pilot, lambda: bool(ended(engine, f"{ROLL} itrust")), timeout=120)
-        await pilot.pause(app.query_one(FleetPane).refresh_seconds + 0.2)
-        [end] = ended(engine, f"{ROLL} itrust")
-        assert end["ok"], end
         fleet = app.query_one(FleetPane)
-        for name in ("itrust-1", "itrust-2", "itrust-3"):
+        hosts = ("itrust-1", "itrust-2", "itrust-3")
+        seen = await watch_fleet(app, pilot, lambda: bool(ended(engine, "roll itrust")) and all(
+            [str(c) for c in fleet.table.get_row(h)][3:5] == [version, "· idle"] for h in hosts), timeout=120)
+        [end] = ended(engine, "roll itrust")
+        assert end["ok"], end
+        for name in hosts:
             assert "⟳ deploying" in seen[name], seen
-            row = [str(cell) for cell in fleet.table.get_row(name)]
-            assert row[3] == version and row[4] == "· idle", row
         # Health follows from the heartbeat monitor: give it a cycle to see the restarted services.
         for _ in range(60):
             if all(str(fleet.table.get_cell(h, "health")) == "✔ up" for h in ("itrust-1", "itrust-2", "itrust-3")):
@@ -99,7 +96,7 @@ async def test_r_and_confirm_rolls_every_host_to_the_new_version(fleet_dir: Path
             await pilot.pause(0.1)
         assert [str(fleet.table.get_cell(h, "health")) for h in ("itrust-1", "itrust-2", "itrust-3")] == ["✔ up"] * 3
         # Keyed, confirmed, and journaled in the grammar `--script` replays.
-        assert [e["command"] for e in engine.journal.entries() if e["kind"] == "command.start"] == [f"{ROLL} itrust"]
+        assert [e["command"] for e in engine.journal.entries() if e["kind"] == "command.start"] == ["roll itrust"]
 
 
 async def test_a_and_confirm_aborts_and_later_hosts_stay_untouched(fleet_dir: Path) -> None:
@@ -111,13 +108,41 @@ async def test_a_and_confirm_aborts_and_later_hosts_stay_untouched(fleet_dir: Pa
         await watch_fleet(app, pilot, lambda: str(fleet.table.get_cell("itrust-1", "activity")) == "⟳ deploying",
                           timeout=90)
         what = await confirm(pilot, app, "a")
-        assert what.startswith(f"abort {ROLL} itrust")
-        seen = await watch_fleet(app, pilot, lambda: bool(ended(engine, f"{ROLL} itrust")), timeout=60)
-        [end] = ended(engine, f"{ROLL} itrust")
+        assert what.startswith("abort roll itrust")
+        seen = await watch_fleet(app, pilot, lambda: bool(ended(engine, "roll itrust")), timeout=60)
+        [end] = ended(engine, "roll itrust")
         assert not end["ok"]
-        await asyncio.sleep(0.2)
-        assert "⟳ deploying" not in seen.get("itrust-3", []), seen
+        assert "⟳ deploying" not in seen.get("itrust-3", []), seen  # the rollout is over: it never will
         assert engine.views["itrust-3"].version is None
         assert not (fleet_dir / "state" / "hosts" / "itrust-3" / "releases").exists()
         commands = [e["command"] for e in engine.journal.entries() if e["kind"] == "command.start"]
-        assert commands == [f"{ROLL} itrust", "abort"]
+        assert commands == ["roll itrust", "abort"]
+
+
+async def test_a_during_roll_resume_aborts_it(fleet_dir: Path) -> None:
+    """A rollout left interrupted by a dead console is resumed from the console; `a` aborts the resume."""
+    from opsconsole.rollouts.plan import make_plan
+
+    engine = slow_engine(fleet_dir, count=2, pause=3.0)
+    assert (await engine.execute(engine.parse("build itrust"))).ok
+    record = engine.builds.records()[-1]
+    plan = make_plan("itrust", ["itrust-1", "itrust-2"], version=record.short, commit=record.commit,
+                     artifact=record.artifact or "")
+    journal = engine.rollouts.journal  # what a console killed while deploying itrust-1 leaves behind
+    journal.begin(plan, "alice@elsewhere")
+    journal.write(plan.rollout_id, "status", status="running", detail=plan.summary())
+    journal.write(plan.rollout_id, "host", host="itrust-1", state="deploying", reason="", batch=1)
+    app = OpsConsoleApp(engine, background=False)
+    async with app.run_test(size=SIZE) as pilot:
+        what = await confirm(pilot, app, "colon", *"roll resume itrust", "enter")
+        assert what.startswith(f"roll resume itrust: rollout {plan.rollout_id} to {record.short}"), what
+        fleet = app.query_one(FleetPane)
+        await watch_fleet(app, pilot, lambda: str(fleet.table.get_cell("itrust-1", "activity")) == "⟳ deploying",
+                          timeout=60)
+        what = await confirm(pilot, app, "a")
+        assert what.startswith("abort roll resume itrust"), what
+        await watch_fleet(app, pilot, lambda: bool(ended(engine, "roll resume itrust")), timeout=60)
+        [end] = ended(engine, "roll resume itrust")
+        assert not end["ok"] and end["message"] == "aborted", end
+        assert [e["command"] for e in ended(engine, "abort")] == ["abort"]
+        assert engine.rollouts.journal.latest("itrust").hosts["itrust-2"] == "pending"

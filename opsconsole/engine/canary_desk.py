@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from opsconsole.canary.steps import CanaryFailed, walk_steps
 from opsconsole.engine import commands as C
 from opsconsole.events import CanaryState
+from opsconsole.fsio import write_atomic
 from opsconsole.traffic.base import AppTraffic, TrafficDriver, TrafficError
 
 STATE_POLL = 1.0  # seconds between proxy state reports while the console runs
@@ -108,11 +109,7 @@ class CanaryDesk:
             return None, {}
 
     def _save_desired(self, pid: int | None, weights: dict[str, int]) -> None:
-        path = self._desired_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": pid, "weights": weights}, sort_keys=True))
-        tmp.replace(path)
+        write_atomic(self._desired_path(), json.dumps({"pid": pid, "weights": weights}, sort_keys=True))
 
     def remember(self, app: str, canary_weight: int) -> None:
         _, weights = self._load_desired()

@@ -34,7 +34,11 @@ class Command:
     verb: ClassVar[str] = ""
     usage: ClassVar[str] = ""
     summary: ClassVar[str] = ""
-    mutating: ClassVar[bool] = True
+    mutating: ClassVar[bool] = True  # changes something: refused when the console is read-only
+    # `abort` stops it (a deploy or a rollout: hosts not yet reached stay untouched)
+    abortable: ClassVar[bool] = False
+    # a front end asks the operator first (with `engine.preview(command)`) when it also changes something
+    confirm: ClassVar[bool] = True
 
     def text(self) -> str:
         """The canonical command line; parsing it gives this command back."""
@@ -58,6 +62,7 @@ class Deploy(Command):
     verb: ClassVar[str] = "deploy"
     usage: ClassVar[str] = "deploy APP [--hosts H,H…] [--version COMMIT]"
     summary: ClassVar[str] = "build if needed, then run the app's deploy playbook (honours its serial)"
+    abortable: ClassVar[bool] = True
     app: str = ""
     hosts: tuple[str, ...] = ()
     version: str | None = None
@@ -72,6 +77,7 @@ class Start(Command):
     verb: ClassVar[str] = "start"
     usage: ClassVar[str] = "start APP"
     summary: ClassVar[str] = "start the app's service on its hosts (canary included)"
+    confirm: ClassVar[bool] = False  # it only starts what is stopped
     app: str = ""
 
     def text(self) -> str:
@@ -167,6 +173,7 @@ class Build(Command):
     verb: ClassVar[str] = "build"
     usage: ClassVar[str] = "build APP [COMMIT]"
     summary: ClassVar[str] = "build the branch head (or COMMIT) and keep the artifact"
+    confirm: ClassVar[bool] = False  # it only adds an artifact
     app: str = ""
     commit: str | None = None
 
@@ -179,6 +186,7 @@ class Roll(Command):
     verb: ClassVar[str] = "roll"
     usage: ClassVar[str] = "roll APP [--batch N|N%] [--max-fail N] [--version COMMIT] [--on-failure stop|rollback] [--plan]"
     summary: ClassVar[str] = "rolling update: per batch drain → deploy → health gate → back in the pool"
+    abortable: ClassVar[bool] = True
     app: str = ""
     batch: str | None = None
     max_fail: int = 0
@@ -203,6 +211,7 @@ class RollResume(Command):
     verb: ClassVar[str] = "roll resume"
     usage: ClassVar[str] = "roll resume APP"
     summary: ClassVar[str] = "finish an interrupted rollout where it stopped"
+    abortable: ClassVar[bool] = True
     app: str = ""
 
     def text(self) -> str:
@@ -214,6 +223,7 @@ class Rollback(Command):
     verb: ClassVar[str] = "rollback"
     usage: ClassVar[str] = "rollback APP [--batch N|N%]"
     summary: ClassVar[str] = "roll the previous good version out the same way"
+    abortable: ClassVar[bool] = True
     app: str = ""
     batch: str | None = None
 
@@ -226,6 +236,7 @@ class Pause(Command):
     verb: ClassVar[str] = "pause"
     usage: ClassVar[str] = "pause"
     summary: ClassVar[str] = "pause the running rollout before its next batch"
+    confirm: ClassVar[bool] = False  # it only holds a rollout between batches
 
     def text(self) -> str:
         return "pause"
@@ -236,6 +247,7 @@ class Resume(Command):
     verb: ClassVar[str] = "resume"
     usage: ClassVar[str] = "resume"
     summary: ClassVar[str] = "resume a paused rollout"
+    confirm: ClassVar[bool] = False  # it only lets a paused rollout go on
 
     def text(self) -> str:
         return "resume"

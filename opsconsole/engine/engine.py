@@ -24,6 +24,7 @@ from opsconsole.engine.journal import Journal, default_issuer
 from opsconsole.engine.canary_desk import CanaryDesk
 from opsconsole.engine.cloud import CloudDesk
 from opsconsole.engine.rolling import Rollouts
+from opsconsole.rollouts.plan import PlanError, make_plan
 from opsconsole.events import (
     CommandFinished,
     CommandStarted,
@@ -66,6 +67,14 @@ def ssh_options(config: Config) -> SshOptions:
 def _cancelling() -> bool:
     task = asyncio.current_task()
     return bool(task and task.cancelling())
+
+
+def _count(items: list[str], noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _names(items: list[str], shown: int = 6) -> str:
+    return ", ".join(items[:shown]) + (f" … +{len(items) - shown}" if len(items) > shown else "")
 
 
 class CommandFailed(Exception):
@@ -175,10 +184,18 @@ class Engine:
                     targets.setdefault(host.name, ProbeTarget(host, group.health))
         return list(targets.values())
 
-    async def start_background(self, *, heartbeat: bool = True, poll: bool = True) -> None:
-        """Start the always-on work (heartbeat monitor, branch pollers). Front ends call this once."""
-        if heartbeat and self.monitor.targets:
+    async def start_monitor(self) -> None:
+        """Start the heartbeat monitor and nothing else: for a front end that only watches (`opsconsole
+        heartbeat`). No branch poller, no build, no deploy, no proxy weight: a monitor never changes the fleet."""
+        if self.monitor.targets:
             self._background.append(asyncio.ensure_future(self.monitor.run()))
+
+    async def start_background(self, *, heartbeat: bool = True, poll: bool = True) -> None:
+        """Start the console's always-on work: the heartbeat monitor, the branch pollers (which build and deploy
+        what is pushed) and the proxy watch (which puts back the canary weights a restarted proxy lost).
+        The console and `--watch` call this once; a front end that only watches calls `start_monitor`."""
+        if heartbeat:
+            await self.start_monitor()
         if poll and not self.config.readonly:
             for poller in self.pollers.values():
                 self._background.append(asyncio.ensure_future(poller.run()))
@@ -188,6 +205,126 @@ class Engine:
     async def plan(self, command: C.Roll) -> Any:
         """The rollout plan `command` would run (no build, nothing changed): for confirm dialogs."""
         return await self.rollouts.plan_for(command)
+
+    # -- what a command will do, before it runs --------------------------------
+    async def preview(self, command: C.Command) -> str:
+        """What `command` will do, in words: the text every front end shows before a destructive or long
+        command runs (the console's confirm dialog). Changes nothing; a problem it finds (git unreachable,
+        nothing to resume) is said in the text, since the command itself will report it again."""
+        body = await self._preview_body(command)
+        return f"{body}\n\ncommand: {command.text()}"
+
+    async def _preview_body(self, command: C.Command) -> str:
+        match command:
+            case C.Roll(plan_only=False):
+                return await self._preview_roll(command)
+            case C.RollResume(app=app):
+                return self._preview_resume(app)
+            case C.Rollback():
+                return self._preview_rollback(command)
+            case C.Deploy():
+                return await self._preview_deploy(command)
+            case C.Abort():
+                running = [c.text() for c in self.running() if c.abortable]
+                if not running:
+                    return "abort: nothing to abort: no deploy or rollout is running"
+                return (f"abort {', '.join(running)}: the host being deployed stops where it is and stays out of "
+                        "the pool; hosts not yet reached stay untouched.")
+            case C.Stop(app=app) | C.Start(app=app):
+                hosts = [h.name for h in self.app_hosts(self.config.apps[app])]
+                verb = "stops" if isinstance(command, C.Stop) else "starts"
+                return f"{command.verb} {app}: its service {verb} on {_count(hosts, 'host')}: {_names(hosts)}"
+            case C.Run(target=target, command=shell):
+                hosts = [target] if self.inventory.get(target) else [h.name for h in self.inventory.group(target)]
+                return f"run on {target} ({_count(hosts, 'host')}: {_names(hosts)}):\n  {shell}"
+            case C.Canary():
+                return self._preview_canary(command)
+            case C.Provision(group=group) | C.Decommission(group=group) | C.Scale(group=group):
+                hosts = [h.name for h in self.inventory.group(group)]
+                now = f"group {group} has {_count(hosts, 'host')}" + (f": {_names(hosts)}" if hosts else "")
+                if isinstance(command, C.Scale):
+                    return f"scale {group} to {command.count} instance(s) ({now}); {command.summary}"
+                return f"{command.verb} {group}: {command.summary} ({now})"
+            case C.LockRelease(app=app):
+                return (f"lock release {app}: remove the deploy lock of {app} whoever holds it; a rollout still "
+                        "running elsewhere loses it and stops")
+            case C.CancelBuild(build_id=build_id):
+                return f"cancel build {build_id}: its processes are killed"
+        return f"{command.verb}: {command.summary}"
+
+    async def _preview_roll(self, command: C.Roll) -> str:
+        try:
+            async with asyncio.timeout(10):
+                plan = await self.plan(command)
+        except (CommandFailed, GitError, TimeoutError, OSError) as exc:
+            return f"roll {command.app}: cannot plan: {str(exc) or 'git did not answer within 10s'}"
+        built = "" if plan.artifact else " (built first)"
+        batches = plan.describe()[1:]
+        shown = batches[:4] + ([f"  … {len(batches) - 4} more"] if len(batches) > 4 else [])
+        return plan.summary() + built + "\n\n" + "\n".join(shown)
+
+    def _preview_resume(self, app: str) -> str:
+        state = self.rollouts.journal.latest(app)
+        if state is None or state.finished or app in self.rollouts.live:
+            return f"roll resume {app}: no interrupted rollout of {app} to resume" + (
+                " (one is running now)" if app in self.rollouts.live else "")
+        left = [h for h, s in state.hosts.items() if s != "done"]
+        where = ", ".join(f"{h} {s}" for h, s in state.hosts.items())
+        return (f"roll resume {app}: rollout {state.plan.rollout_id} to {state.plan.version} by {state.issuer} "
+                f"was interrupted ({where}); {_count(left, 'host')} left: {_names(left)}")
+
+    def _preview_rollback(self, command: C.Rollback) -> str:
+        app = self.config.apps[command.app]
+        latest = self.rollouts.journal.latest(app.name)
+        target = latest.plan.previous if latest is not None else None
+        hosts = [h.name for h in self.inventory.group(app.group)]
+        if target is None:
+            current = {self.views[h].version for h in hosts}
+            target = self.rollouts.previous_release(app.name, next(iter(current)) if len(current) == 1 else "")
+        if target is None:
+            return f"rollback {app.name}: no earlier good version of {app.name} is known to roll back to"
+        try:
+            plan = make_plan(app.name, hosts, version=target[0], commit=target[1], artifact=target[2],
+                             batch=command.batch, kind="rollback",
+                             from_versions={h: self.views[h].version for h in hosts})
+        except PlanError as exc:
+            return f"rollback {app.name}: cannot plan: {exc}"
+        return plan.summary() + "\n\n" + "\n".join(plan.describe()[1:][:4])
+
+    async def _preview_deploy(self, command: C.Deploy) -> str:
+        app = self.config.apps[command.app]
+        targets = list(command.hosts) or [h.name for h in self.inventory.group(app.group)]
+        playbook = self.playbooks.get(app.name)
+        serial = playbook.plays[0].serial if playbook is not None and playbook.plays else None
+        pace = "all at once" if serial in (None, 0, "", "100%") else f"{serial} at a time"
+        try:
+            async with asyncio.timeout(10):
+                sha = await self.builder.resolve(app, command.version)
+            built = self.builds.artifact_for(app.name, sha) is not None
+            version = sha[:7] + ("" if built else " (built first)")
+        except (GitError, TimeoutError, OSError) as exc:
+            version = f"{command.version or 'head of ' + app.branch} (not resolved: {str(exc) or 'git did not answer within 10s'})"
+        return f"deploy {app.name}: {_count(targets, 'host')}, {pace}, version {version}\n\nhosts: {_names(targets)}"
+
+    def _preview_canary(self, command: C.Canary) -> str:
+        app = command.app
+        hosts = self.canary_desk.canary_hosts(app)
+        if command.action == "weight":
+            weight = int(command.weight or 0)
+            return f"canary {app}: the canary gets {weight}% of the traffic, stable {100 - weight}%"
+        if command.action == "deploy":
+            version = command.version or f"the head of {self.config.apps[app].branch}"
+            return f"canary {app} deploy: {version} goes on the canary's {_count(hosts, 'host')}: {_names(hosts)}"
+        if command.action == "promote":
+            return (f"canary {app} promote: the canary's version is rolled out to the stable pool, then all "
+                    "traffic goes to stable")
+        if command.action == "rollback":
+            return f"canary {app} rollback: all traffic to stable (canary weight 0)"
+        if command.action == "steps":
+            steps = ", ".join(f"{w}%" for w in self.config.canary.steps)
+            return (f"canary {app} steps: the canary weight walks {steps}, each held and judged for "
+                    f"{self.config.canary.hold:g}s; back to 0 if the canary does worse than stable")
+        return f"canary {app} {command.action}: {command.summary}"
 
     def startup_notices(self) -> list[str]:
         """What a console starting up must tell the operator first: work a dead console left unfinished."""
@@ -230,11 +367,28 @@ class Engine:
         await self.prober.aclose()
 
     # -- running commands --------------------------------------------------
+    def refusal(self, command: C.Command) -> str | None:
+        """Why this engine will not run `command`, or None. Front ends may say it in their own words first."""
+        if self.config.readonly and command.mutating:
+            return (f"refused: `{command.text()}` changes something and this console is read-only "
+                    f"(`readonly: true` in {self.config.file}, or --readonly)")
+        return None
+
     async def execute(self, command: C.Command, *, issuer: str | None = None) -> Outcome:
-        """Run one command: journaled before and after, reported by events, never raises but on cancel."""
+        """Run one command: journaled before and after, reported by events, never raises but on cancel.
+
+        A command this engine refuses (a change while read-only) is journaled as refused and never runs,
+        whichever front end sent it.
+        """
         cid = uuid.uuid4().hex[:12]
         who = issuer or self.issuer
         text = command.text()
+        refused = self.refusal(command)
+        if refused is not None:
+            self.journal.append("command.refused", id=cid, command=text, issuer=who, message=refused)
+            self.bus.emit(CommandStarted(command_id=cid, text=text, issuer=who))
+            self.bus.emit(CommandFinished(command_id=cid, text=text, ok=False, message=refused))
+            return Outcome(False, refused)
         self.journal.append("command.start", id=cid, command=text, issuer=who, pid=os.getpid(), machine=_MACHINE)
         self.bus.emit(CommandStarted(command_id=cid, text=text, issuer=who))
         started = time.monotonic()
@@ -307,8 +461,7 @@ class Engine:
         return ""
 
     async def _do_abort(self, command: C.Abort) -> str:
-        targets = [(c, t) for c, t in self._running.values()
-                   if isinstance(c, (C.Deploy, C.Roll, C.RollResume, C.Rollback))]
+        targets = [(c, t) for c, t in self._running.values() if c.abortable]
         if not targets:
             raise CommandFailed("nothing to abort: no deploy or rollout is running")
         await asyncio.gather(*(insist_cancel(t) for _, t in targets))
@@ -520,11 +673,15 @@ class Engine:
         hosts = [self._with_app_vars(app, h) for h in self.inventory.hosts]
         result = await self.runner.run(playbook, hosts, extra_vars=extra, limit=targets)
         deployed = self._load_deployed()
+        # A host in a rollout is not idle after its playbook: it waits for its health gate, drained; the
+        # rollout's own steps (done, failed) say what it is next.
+        steered = {h for runner in self.rollouts.live.values() for h in runner.plan.hosts}
         for name, status in result.host_status.items():
             if status == "ok":
                 deployed[name] = version
                 self.views[name].version = version
-                self._set_activity(self.inventory.get(name), "idle")
+                if name not in steered:
+                    self._set_activity(self.inventory.get(name), "idle")
         self._save_deployed(deployed)
         return result
 

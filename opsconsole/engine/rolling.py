@@ -14,6 +14,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from opsconsole.engine import commands as C
+from opsconsole.fsio import append_jsonl, read_jsonl
 from opsconsole.rollouts.lock import FleetLock, LockHeld
 from opsconsole.rollouts.plan import PlanError, RolloutPlan, make_plan
 from opsconsole.rollouts.record import DONE, RolloutJournal, RolloutState
@@ -40,24 +41,12 @@ class Rollouts:
 
     # -- what was released -------------------------------------------------
     def record_release(self, app: str, version: str, commit: str, artifact: str) -> None:
-        with self.releases_path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"ts": time.time(), "app": app, "version": version, "commit": commit,
-                                "artifact": artifact}) + "\n")
+        # On disk before the command reports success: a later rollback picks its target from here.
+        append_jsonl(self.releases_path, {"ts": time.time(), "app": app, "version": version, "commit": commit,
+                                          "artifact": artifact})
 
     def releases(self, app: str) -> list[dict[str, Any]]:
-        try:
-            lines = self.releases_path.read_text().splitlines()
-        except FileNotFoundError:
-            return []
-        result = []
-        for line in lines:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if entry.get("app") == app:
-                result.append(entry)
-        return result
+        return [entry for entry in read_jsonl(self.releases_path) if entry.get("app") == app]
 
     def previous_release(self, app: str, not_version: str) -> tuple[str, str, str] | None:
         for entry in reversed(self.releases(app)):
@@ -198,7 +187,8 @@ class Rollouts:
         hosts = engine.inventory.group(app.group)
         if not hosts:
             raise engine.failure(f"app {app.name} has no hosts to hold its lock")
-        return FleetLock(engine.transport_for(hosts[0]), app.name, engine.issuer, ttl=LOCK_TTL)
+        return FleetLock(engine.transport_for(hosts[0]), app.name, engine.issuer, ttl=LOCK_TTL,
+                         on_notice=lambda text: engine.say(text, level="warning"))
 
     async def _deploy_batch(self, hosts: list[str], plan: RolloutPlan) -> dict[str, str]:
         engine = self.engine

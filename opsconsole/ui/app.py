@@ -9,7 +9,6 @@ there, and a timer hands them to the panes in batches.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 from collections import deque
 from typing import TYPE_CHECKING, Iterable
@@ -21,7 +20,7 @@ from textual.screen import Screen
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
-from opsconsole.engine.commands import Abort, Command, CommandError, Deploy, Roll, Run, Stop, command_classes, verbs
+from opsconsole.engine.commands import Command, CommandError, command_classes, verbs
 from opsconsole.events import CommandFinished
 from opsconsole.ui import themes
 from opsconsole.ui.bindings import KEYS, MUTATING_ACTIONS, bindings, unknown_ids
@@ -44,8 +43,8 @@ if TYPE_CHECKING:
 
 PANES = ("fleet", "builds", "heartbeat", "canary")
 FLUSH_SECONDS = 0.05  # events reach the screen at most this late; also bounds redraws to 20/s
-# Verbs safe enough to run without a dialog: they change nothing, or only add something (a build, a started service).
-NO_CONFIRM = frozenset({"status", "help", "sleep", "wait", "build", "start", "pause", "resume"})
+# The dialog's action button; any other verb is title-cased.
+ACTION_LABELS = {"roll resume": "Resume", "lock release": "Release", "cancel": "Cancel build"}
 
 
 class OpsConsoleApp(App[int]):
@@ -163,13 +162,13 @@ class OpsConsoleApp(App[int]):
             self.notify(str(exc), title=f"cannot run `{line}`", severity="error", timeout=10)
             self.query_one(StatusLine).say(f"✘ {line}: {exc}", "bad")
             return
-        if self.engine.config.readonly and command.mutating:
+        if self.engine.refusal(command) is not None:  # the engine refuses it too; say it the console's way
             self.notify(f"`{command.text()}` changes something; the console is read-only",
                         title="refused", severity="warning")
             return
-        if command.mutating and command.verb not in NO_CONFIRM:
-            what = await self.describe(command)
-            label = {"deploy": "Roll", "abort": "Abort", "stop": "Stop", "run": "Run"}.get(command.verb, command.verb.title())
+        if command.mutating and command.confirm:
+            what = await self.engine.preview(command)
+            label = ACTION_LABELS.get(command.verb, command.verb.title())
             if not await self.push_screen_wait(ConfirmScreen(what, label, f"{command.verb}?")):
                 self.query_one(StatusLine).say(f"cancelled: {command.text()}", "dim")
                 return
@@ -185,54 +184,6 @@ class OpsConsoleApp(App[int]):
         if event.state == WorkerState.ERROR:
             self.notify(f"{event.worker.error!r}", title=f"internal error in {event.worker.name}", severity="error",
                         timeout=20)
-
-    async def describe(self, command: Command) -> str:
-        """What a destructive command will do, in words, for the confirm dialog."""
-        engine = self.engine
-        if command.verb == "roll" and hasattr(command, "app"):
-            return await self._describe_roll(command)
-        if isinstance(command, Deploy):
-            app = engine.config.apps[command.app]
-            group = engine.inventory.group(app.group)
-            targets = list(command.hosts) or [h.name for h in group]
-            serial = _serial_of(engine.playbooks.get(app.name))
-            version = command.version or f"head of {app.branch}"
-            try:
-                sha = await self._resolve(app, command.version)
-                built = engine.builds.artifact_for(app.name, sha) is not None
-                version = f"{sha[:7]}" + ("" if built else " (built first)")
-            except Exception as exc:  # the dialog must still open; the deploy itself will report the error
-                version += f" (not resolved: {exc})"
-            shown = ", ".join(targets[:4]) + (f" … +{len(targets) - 4}" if len(targets) > 4 else "")
-            return (f"roll {app.name}: {len(targets)} host{'s' if len(targets) != 1 else ''}, {serial}, "
-                    f"version {version}\n\nhosts: {shown}\ncommand: {command.text()}")
-        if isinstance(command, Abort):
-            running = [c.text() for c in engine.running() if isinstance(c, Deploy) or c.verb in ("roll", "rollback")]
-            return (f"abort {', '.join(running) or 'the running deploy'}: the host being deployed stops where it is; "
-                    f"hosts not yet reached stay untouched.\n\ncommand: abort")
-        if isinstance(command, Stop):
-            app = engine.config.apps[command.app]
-            count = len(engine.inventory.group(app.group))
-            return f"stop {app.name}: its service stops on {count} host(s) of group {app.group}.\n\ncommand: {command.text()}"
-        if isinstance(command, Run):
-            count = 1 if engine.inventory.get(command.target) else len(engine.inventory.group(command.target))
-            return f"run on {command.target} ({count} host(s)):\n  {command.command}\n\ncommand: {command.text()}"
-        return f"{command.summary}\n\ncommand: {command.text()}"
-
-    async def _describe_roll(self, command: Command) -> str:
-        """The rollout plan's own summary ("roll itrust: 5 hosts, 1 at a time, version a1b2c3d"), batches after."""
-        engine = self.engine
-        app = engine.config.apps[command.app]  # type: ignore[attr-defined]
-        if not isinstance(command, Roll):
-            return f"{command.summary}\n\ncommand: {command.text()}"
-        try:
-            plan = await asyncio.wait_for(engine.plan(command), timeout=10)
-        except Exception as exc:  # git unreachable, a bad batch size: say so in the dialog
-            return f"roll {app.name}: cannot plan: {exc}\n\ncommand: {command.text()}"
-        built = "" if plan.artifact else " (built first)"
-        batches = plan.describe()[1:]
-        shown = batches[:4] + ([f"  … {len(batches) - 4} more"] if len(batches) > 4 else [])
-        return plan.summary() + built + "\n\n" + "\n".join(shown) + f"\n\ncommand: {command.text()}"
 
     def selected_app(self) -> str | None:
         """The app an app key acts on: the focused build's app, else the selected host's app, else the first."""
@@ -258,9 +209,6 @@ class OpsConsoleApp(App[int]):
             return
         self.submit(template.format(app=app))
 
-    def _not_yet(self, what: str, why: str) -> None:
-        self.notify(f"not available yet: {why}", title=what, severity="warning")
-
     # -- actions (every key of bindings.KEYS with scope "app") ------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if self.engine.config.readonly and action in MUTATING_ACTIONS:
@@ -268,46 +216,34 @@ class OpsConsoleApp(App[int]):
         return True
 
     def action_roll(self) -> None:
-        self._with_app("roll {app}" if "roll" in verbs() else "deploy {app}")
+        self._with_app("roll {app}")
 
     def action_build(self) -> None:
         self._with_app("build {app}")
 
     def action_abort(self) -> None:
-        if not any(isinstance(c, Deploy) or c.verb in ("roll", "rollback") for c in self.engine.running()):
-            self.query_one(StatusLine).say("nothing to abort: no rollout is running", "dim")
+        if not any(c.abortable for c in self.engine.running()):
+            self.query_one(StatusLine).say("nothing to abort: no deploy or rollout is running", "dim")
             return
         self.submit("abort")
 
     def action_pause(self) -> None:
-        if "pause" not in verbs():
-            self._not_yet("pause", "the engine has no `pause` verb yet (it comes with rolling updates)")
-            return
         self.submit("resume" if self.engine.paused() else "pause")
 
     def action_canary_step(self, direction: int) -> None:
-        if "canary" not in verbs():
-            self._not_yet("canary", "canary weights need the proxy and the engine's `canary` verb")
-            return
         app = self.selected_app()
         if app is None:
             return
-        # The engine reports no canary weight yet; the pane's last known weight (from the commands that set it) is used.
+        # The pane's last known weight: from the proxy's reports, or the commands that set it.
         canary = self.pane("canary")
         current = canary.weights.get(app, 0)  # type: ignore[union-attr]
         weight = max(0, min(100, current + self.engine.config.canary_step * (1 if direction > 0 else -1)))
         self.submit(f"canary {app} weight {weight}")
 
     def action_canary_stable(self) -> None:
-        if "canary" not in verbs():
-            self._not_yet("stable", "canary weights need the proxy and the engine's `canary` verb")
-            return
         self._with_app("canary {app} weight 0")
 
     def action_promote(self) -> None:
-        if "canary" not in verbs():
-            self._not_yet("promote", "the engine has no `canary` verb yet (it comes with the canary issue)")
-            return
         self._with_app("canary {app} promote")
 
     def action_command_line(self, text: str = "") -> None:
@@ -411,15 +347,6 @@ class OpsConsoleApp(App[int]):
                 continue
             yield SystemCommand(f":{cls.usage}", cls.summary,
                                 lambda verb=cls.verb: self.action_command_line(f"{verb} "))
-
-
-def _serial_of(playbook: object) -> str:
-    """'1 at a time' from the playbook's first play, read defensively: the playbook model is another part's."""
-    plays = getattr(playbook, "plays", None) or ([playbook] if playbook is not None else [])
-    serial = getattr(plays[0], "serial", None) if plays else None
-    if serial in (None, 0, "", "100%"):
-        return "all at once"
-    return f"{serial} at a time"
 
 
 def run_console(engine: "Engine") -> int:
