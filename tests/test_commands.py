@@ -72,3 +72,20 @@ def test_engine_never_imports_textual() -> None:
     code = "import sys, opsconsole.engine, opsconsole.headless; print(sorted(m for m in sys.modules if m.startswith('textual')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+@pytest.mark.parametrize("batch", ["0", "x", "101%", "12.5%", "-1"])
+def test_batch_is_refused_by_one_rule_in_the_command_and_the_plan(batch: str) -> None:
+    from opsconsole.rollouts.plan import PlanError, make_plan
+
+    with pytest.raises(CommandError) as by_command:
+        parse_command(f"roll itrust --batch {batch}", NAMES)
+    with pytest.raises(PlanError) as by_plan:
+        make_plan("itrust", ["itrust-1", "itrust-2"], version="v", commit="c", artifact="", batch=batch)
+    assert str(by_plan.value) in str(by_command.value)
+
+
+def test_batch_sizes() -> None:
+    from opsconsole.rollouts.batch import batch_size
+
+    assert [batch_size(b, 10) for b in (None, "3", "25%", "1%", "100%")] == [1, 3, 2, 1, 10]

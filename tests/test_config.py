@@ -30,6 +30,16 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.heartbeat.interval == 2.5 and config.heartbeat.fall == 3 and config.heartbeat.rise == 2
 
 
+def test_rollout_timing_defaults_and_custom_values(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    timing = load_config(cfg).apps["itrust"].rollout
+    assert (timing.health_timeout, timing.drain_timeout, timing.lock_ttl, timing.lock_renew) == (60.0, 30.0, 60.0, 10.0)
+    _replace(cfg, "    vars:\n", "    rollout:\n      health_timeout: 1500ms\n      drain_timeout: 2s\n"
+                                  "      lock_ttl: 20s\n      lock_renew: 4s\n    vars:\n")
+    timing = load_config(cfg).apps["itrust"].rollout
+    assert (timing.health_timeout, timing.drain_timeout, timing.lock_ttl, timing.lock_renew) == (1.5, 2.0, 20.0, 4.0)
+
+
 def _replace(cfg: Path, old: str, new: str) -> None:
     text = cfg.read_text()
     assert old in text, old
@@ -53,6 +63,14 @@ BAD_CASES = {
     "port_out_of_range": ("count: 3", "count: 3\n    base_port: 70000", "groups.itrust.base_port", "out of range", "base_port"),
     "unknown_group": ("group: itrust", "group: nosuch", "apps.itrust.group", "no host group named", "group: nosuch"),
     "bad_duration": ("interval: 0.5s", "interval: soon", "heartbeat.interval", "not a duration", "interval: soon"),
+    "rollout_bad_duration": ("    vars:\n", "    rollout:\n      drain_timeout: soon\n    vars:\n",
+                             "apps.itrust.rollout.drain_timeout", "not a duration", "drain_timeout: soon"),
+    "rollout_too_short": ("    vars:\n", "    rollout:\n      health_timeout: 0s\n    vars:\n",
+                          "apps.itrust.rollout.health_timeout", "must be at least", "health_timeout: 0s"),
+    "rollout_unknown_key": ("    vars:\n", "    rollout:\n      drain: 5s\n    vars:\n",
+                            "apps.itrust.rollout.drain", "unknown key", "drain: 5s"),
+    "rollout_renew_not_below_ttl": ("    vars:\n", "    rollout:\n      lock_ttl: 5s\n      lock_renew: 5s\n    vars:\n",
+                                    "apps.itrust.rollout.lock_renew", "must be shorter than lock_ttl", "lock_renew: 5s"),
 }
 
 
@@ -74,6 +92,7 @@ def test_bad_config_names_file_line_and_key(tmp_path: Path, case: str) -> None:
         assert err.line == text[: text.index("apps:")].count("\n") + 2
     elif needle:
         assert err.line == _line_of(cfg, needle)
+        assert str(err).startswith(f"{cfg}:{err.line}: {err.path}: ")
     else:
         # PyYAML notices an unclosed flow list at the first token after it
         assert err.line in (_line_of(cfg, "branch: [production"), _line_of(cfg, "branch: [production") + 1)

@@ -256,3 +256,30 @@ def test_kill_mid_rollout_then_status_and_resume(tmp_path: Path) -> None:
         assert "INTERRUPTED" not in resume.stdout.split("status itrust")[-1]
     finally:
         kill_services(tmp_path / "state")
+
+
+async def test_rollout_timing_comes_from_the_apps_rollout_config(tmp_path: Path) -> None:
+    """`apps.X.rollout` sets the health gate's wait (and the drain shown in the plan), not a code constant."""
+    cfg = write_config(tmp_path, count=2)
+    text = cfg.read_text()
+    # A build that comes up healthy but reports another version: only the rollout's health gate catches it.
+    text = text.replace("commands: [sh build.sh]", "commands: ['OPSCONSOLE_VERSION=elsewhere sh build.sh']")
+    cfg.write_text(text.replace("    vars:\n", "    rollout:\n      health_timeout: 1s\n      drain_timeout: 2s\n"
+                                               "      lock_ttl: 20s\n      lock_renew: 4s\n    vars:\n", 1))
+    engine = _engine(cfg)
+    lines: list[str] = []
+    engine.bus.subscribe(lambda e: lines.append(getattr(e, "text", "")))
+    try:
+        started = time.monotonic()
+        async with asyncio.timeout(40):
+            outcome = await engine.execute(engine.parse("roll itrust"))
+        took = time.monotonic() - started
+        assert not outcome.ok
+        assert "itrust-1: health gate: reports version elsewhere after 1s" in outcome.message, outcome.message
+        assert "not touched: itrust-2" in outcome.message
+        assert any("drain (≤2.0s)" in line and "(≤1.0s)" in line for line in lines), lines
+        assert took < 30, f"the gate waited {took:.0f}s, not the 1s the config asks for"
+        assert engine.rollouts.lock_for(engine.config.apps["itrust"]).ttl == 20.0
+    finally:
+        await engine.close()
+        kill_services(tmp_path / "state")

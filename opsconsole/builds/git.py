@@ -23,8 +23,9 @@ async def git(*args: str, cwd: str | Path | None = None, timeout: float = 60.0) 
         env={**os.environ, **_GIT_ENV}, start_new_session=True,
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except (asyncio.TimeoutError, asyncio.CancelledError):
+        async with asyncio.timeout(timeout):
+            out, err = await proc.communicate()
+    except (TimeoutError, asyncio.CancelledError):
         # git runs helpers of its own (index-pack, upload-pack, ssh): kill the whole group, and never
         # wait long on it, or a cancelled build could hang on a helper that still holds a pipe.
         try:
@@ -32,8 +33,9 @@ async def git(*args: str, cwd: str | Path | None = None, timeout: float = 60.0) 
         except ProcessLookupError:
             pass
         try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), 5)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(5):
+                await asyncio.shield(proc.wait())
+        except TimeoutError:
             pass
         raise
     if proc.returncode != 0:

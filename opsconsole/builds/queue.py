@@ -10,7 +10,6 @@ import asyncio
 from dataclasses import dataclass, field, replace
 from typing import Awaitable, Callable
 
-from opsconsole.aio import insist_cancel
 from opsconsole.builds.runner import BuildFailed, Builder, BuildRecord
 from opsconsole.config.model import AppConfig
 
@@ -39,7 +38,6 @@ class BuildQueue:
         self._slots = asyncio.Semaphore(max_parallel)
         self._lanes: dict[str, _AppLane] = {name: _AppLane() for name in apps}
         self.on_success = on_success
-        self._watchdogs: set[asyncio.Task[None]] = set()
 
     async def submit(self, app: AppConfig, commit: str, *, auto_deploy: bool = False) -> asyncio.Future[BuildRecord]:
         """Queue a build of `commit`; the future resolves with its final record (succeeded, failed, skipped…).
@@ -97,11 +95,7 @@ class BuildQueue:
                 job.done.set_result(record)
                 return record
             if lane.running is not None and lane.running[0].build_id == build_id:
-                task = lane.running[1]
-                task.cancel()
-                watchdog = asyncio.ensure_future(insist_cancel(task))
-                self._watchdogs.add(watchdog)
-                watchdog.add_done_callback(self._watchdogs.discard)
+                lane.running[1].cancel()
                 return lane.running[0]
         return None
 
@@ -119,7 +113,7 @@ class BuildQueue:
         for lane in self._lanes.values():
             if lane.running is not None:
                 lane.running[1].cancel()
-        for worker in [*workers, *self._watchdogs]:
+        for worker in workers:
             worker.cancel()
-        await asyncio.gather(*workers, *self._watchdogs, return_exceptions=True)
+        await asyncio.gather(*workers, return_exceptions=True)
 

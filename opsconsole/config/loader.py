@@ -15,6 +15,7 @@ from opsconsole.config.model import (
     HealthConfig,
     HeartbeatConfig,
     JumpConfig,
+    RolloutConfig,
     SshConfig,
     StaticHost,
 )
@@ -242,7 +243,24 @@ def _app(r: MappingReader, name: str, base: Path, groups: dict[str, GroupConfig]
     service_command = s.str("command", default="")
     s.done()
     vars_ = r.plain_mapping("vars")
+    rollout = _rollout(r.mapping("rollout"))
     r.done()
     return AppConfig(service_name=service_name, service_command=service_command, name=name, group=group, repo=repo, branch=branch, demo_repo=demo_repo,
                      poll_interval=poll_interval, build=build, deploy_playbook=playbook, on_build=on_build,
-                     health=health, vars=vars_)
+                     health=health, vars=vars_, rollout=rollout)
+
+
+def _rollout(t: MappingReader) -> RolloutConfig:
+    default = RolloutConfig()
+    rollout = RolloutConfig(
+        health_timeout=t.duration("health_timeout", default=default.health_timeout, minimum=0.1),
+        drain_timeout=t.duration("drain_timeout", default=default.drain_timeout, minimum=0.0),
+        lock_ttl=t.duration("lock_ttl", default=default.lock_ttl, minimum=1.0),
+        lock_renew=t.duration("lock_renew", default=default.lock_renew, minimum=0.1),
+    )
+    if rollout.lock_renew >= rollout.lock_ttl:
+        key = "lock_renew" if t.has("lock_renew") else "lock_ttl"
+        raise t.error(key, f"lock_renew ({rollout.lock_renew:g}s) must be shorter than lock_ttl ({rollout.lock_ttl:g}s), "
+                           "or the lock goes stale between renewals")
+    t.done()
+    return rollout

@@ -69,6 +69,16 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class RolloutConfig:
+    """An app's rollout timing (`apps.X.rollout`)."""
+
+    health_timeout: float = 60.0  # how long a deployed host has to answer healthy with the new version
+    drain_timeout: float = 30.0  # how long a drained host's requests in flight get before it is deployed anyway
+    lock_ttl: float = 60.0  # a deploy lock not renewed for this long is stale: its console died
+    lock_renew: float = 10.0  # how often a running rollout renews its lock (below lock_ttl)
+
+
+@dataclass(frozen=True)
 class AppConfig:
     name: str
     group: str
@@ -83,6 +93,7 @@ class AppConfig:
     service_name: str = ""  # defaults to the app name
     service_command: str = ""  # Jinja2 template, e.g. "python3 current/app.py --port {{ port }}"
     vars: dict[str, Any] = field(default_factory=dict)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
 
 @dataclass(frozen=True)

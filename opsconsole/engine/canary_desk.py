@@ -221,7 +221,7 @@ class CanaryDesk:
         result = await engine.run_deploy_playbook(app, hosts, version=record.short, commit=record.commit,
                                                   artifact=record.artifact or "", parallel=True)
         if not result.ok:
-            raise engine.failure("canary deploy failed: " + "; ".join(f"{h}: {w}" for h, w in result.failures.items()))
+            raise engine.failure(f"canary deploy failed: {result.failure_text()}")
         return f"canary of {app.name} runs {record.short} on {', '.join(hosts)}"
 
     async def _promote(self, command: C.Canary) -> str:

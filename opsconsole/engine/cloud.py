@@ -83,7 +83,7 @@ class CloudDesk:
             if control is not None:
                 for instance in plan.remove:
                     await control.drain(instance.name)
-                    await control.wait_drained(instance.name, 30.0)
+                    await control.wait_drained(instance.name, app.rollout.drain_timeout)
         added, removed = await self._guard(fleet.scale(command.count, plan))
         engine.reload_inventory()
         if added:

@@ -13,6 +13,7 @@ import shlex
 from dataclasses import dataclass, fields
 from typing import Callable, ClassVar, Iterable
 
+from opsconsole.rollouts.batch import BatchError, check_batch
 from opsconsole.units import format_duration, parse_duration
 
 
@@ -614,11 +615,10 @@ def _flags(args: list[str], spec: dict[str, bool]) -> dict[str, str | bool]:
 def _batch(text: str | bool | None) -> str | None:
     if text is None:
         return None
-    value = str(text)
-    number = value[:-1] if value.endswith("%") else value
-    if not number.isdigit() or int(number) < 1 or (value.endswith("%") and int(number) > 100):
-        raise CommandError(f"--batch {value!r}: give a number of hosts (e.g. 2) or a share (e.g. 25%)")
-    return value
+    try:
+        return check_batch(str(text))
+    except BatchError as exc:
+        raise CommandError(str(exc)) from None
 
 
 @_parser(Roll)

@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from opsconsole.aio import insist_cancel
 from opsconsole.builds.git import GitError
 from opsconsole.builds.poller import BranchPoller, HeadBook
 from opsconsole.builds.queue import BuildQueue
@@ -42,6 +41,7 @@ from opsconsole.events import (
 from opsconsole.heartbeat.monitor import HeartbeatMonitor
 from opsconsole.heartbeat.probe import ProbeTarget
 from opsconsole.heartbeat.rawhttp import RawProber
+from opsconsole.heartbeat.until import probe_until
 from opsconsole.hosts import Host
 from opsconsole.inventory import Inventory, build_inventory
 from opsconsole.playbook.loader import load_playbook
@@ -286,7 +286,8 @@ class Engine:
         try:
             plan = make_plan(app.name, hosts, version=target[0], commit=target[1], artifact=target[2],
                              batch=command.batch, kind="rollback",
-                             from_versions={h: self.views[h].version for h in hosts})
+                             from_versions={h: self.views[h].version for h in hosts},
+                             health_timeout=app.rollout.health_timeout, drain_timeout=app.rollout.drain_timeout)
         except PlanError as exc:
             return f"rollback {app.name}: cannot plan: {exc}"
         return plan.summary() + "\n\n" + "\n".join(plan.describe()[1:][:4])
@@ -464,7 +465,8 @@ class Engine:
         targets = [(c, t) for c, t in self._running.values() if c.abortable]
         if not targets:
             raise CommandFailed("nothing to abort: no deploy or rollout is running")
-        await asyncio.gather(*(insist_cancel(t) for _, t in targets))
+        for _, task in targets:
+            task.cancel()
         await asyncio.gather(*(t for _, t in targets), return_exceptions=True)
         return f"aborted {', '.join(c.text() for c, _ in targets)}"
 
@@ -526,20 +528,16 @@ class Engine:
 
     async def _wait_for(self, names: list[str], healthy: bool, timeout: float, what: str) -> str:
         """Probe until the heartbeat state of every host is `healthy` (fall/rise apply)."""
-        deadline = time.monotonic() + timeout
         # Quick re-probes when waiting for health (a deploy just finished); the monitor's pace
         # when waiting for a host to fall, so `fall` failures mean `fall` intervals as configured.
         pace = 0.2 if healthy else self.config.heartbeat.interval
         word = "healthy" if healthy else "down"
-        while True:
-            await asyncio.gather(*(self.monitor.probe(n) for n in names))
-            pending = [n for n in names if self.monitor.states[n].healthy is not healthy]
-            if not pending:
-                return f"{len(names)}/{len(names)} {'hosts of ' + what if len(names) > 1 else what} {word}"
-            if time.monotonic() >= deadline:
-                why = ", ".join(f"{n} ({self.monitor.states[n].last.error or 'up'})" for n in pending)  # type: ignore[union-attr]
-                raise CommandFailed(f"timed out after {timeout:g}s waiting for {what} to be {word}: {why}")
-            await asyncio.sleep(min(pace, max(0.0, deadline - time.monotonic())))
+        pending = await probe_until(self.monitor, names, lambda name, _: self.monitor.states[name].healthy is healthy,
+                                    timeout=timeout, pace=pace)
+        if not pending:
+            return f"{len(names)}/{len(names)} {'hosts of ' + what if len(names) > 1 else what} {word}"
+        why = ", ".join(f"{n} ({self.monitor.states[n].last.error or 'up'})" for n in pending)  # type: ignore[union-attr]
+        raise CommandFailed(f"timed out after {timeout:g}s waiting for {what} to be {word}: {why}")
 
     async def _do_run(self, command: C.Run) -> str:
         hosts = [self.inventory.get(command.target)] if self.inventory.get(command.target) else self.inventory.group(command.target)
@@ -647,9 +645,8 @@ class Engine:
         result = await self.run_deploy_playbook(app, targets, version=record.short, commit=record.commit,
                                                 artifact=record.artifact or "")
         if not result.ok:
-            reasons = "; ".join(f"{h}: {why}" for h, why in result.failures.items())
             untouched = [h for h, s in result.host_status.items() if s == "skipped"]
-            raise CommandFailed(f"deploy of {app.name} {record.short} failed — {reasons}"
+            raise CommandFailed(f"deploy of {app.name} {record.short} failed — {result.failure_text()}"
                                 + (f"; not touched: {', '.join(untouched)}" if untouched else ""))
         if len(targets) == len(hosts):
             self.rollouts.record_release(app.name, record.short, record.commit, record.artifact or "")
@@ -711,8 +708,7 @@ class Engine:
         result = await self.runner.run(playbook, self.inventory.hosts, extra_vars=extra,
                                        limit=[h.name for h in hosts])
         if not result.ok:
-            raise CommandFailed(f"provisioning {group.name} failed — "
-                                + "; ".join(f"{h}: {why}" for h, why in result.failures.items()))
+            raise CommandFailed(f"provisioning {group.name} failed — {result.failure_text()}")
         return (created + "; " if created else "") + f"{len(hosts)} host(s) of {group.name} provisioned"
 
     async def provision_machines(self, group: Any) -> str:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from opsconsole.engine import commands as C
 from opsconsole.fsio import append_jsonl, read_jsonl
+from opsconsole.heartbeat.until import probe_until
 from opsconsole.rollouts.lock import FleetLock, LockHeld
 from opsconsole.rollouts.plan import PlanError, RolloutPlan, make_plan
 from opsconsole.rollouts.record import DONE, RolloutJournal, RolloutState
@@ -23,11 +24,6 @@ from opsconsole.rollouts.runner import NoTraffic, RolloutRunner, TrafficControl
 if TYPE_CHECKING:
     from opsconsole.config.model import AppConfig
     from opsconsole.engine.engine import Engine
-
-LOCK_TTL = 60.0
-LOCK_RENEW = 10.0
-HEALTH_TIMEOUT = 60.0
-DRAIN_TIMEOUT = 30.0
 
 
 class Rollouts:
@@ -61,20 +57,16 @@ class Rollouts:
     async def gate(self, host: str, version: str, timeout: float) -> str:
         """'' once the host is healthy (rise applies) and reports `version`; else why not, at the timeout."""
         monitor = self.engine.monitor
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            sample = await monitor.probe(host)
-            state = monitor.states[host]
-            if state.healthy and sample.ok and sample.version == version:
-                return ""
-            if loop.time() >= deadline:
-                if not sample.ok:
-                    return f"not healthy after {timeout:g}s: {sample.error}"
-                if sample.version != version:
-                    return f"reports version {sample.version or 'none'} after {timeout:g}s, expected {version}"
-                return f"not yet up after {timeout:g}s ({state.label})"
-            await asyncio.sleep(0.2)
+        late = await probe_until(monitor, [host], lambda name, sample: bool(
+            monitor.states[name].healthy and sample.ok and sample.version == version), timeout=timeout, pace=0.2)
+        if not late:
+            return ""
+        sample = late[host]
+        if not sample.ok:
+            return f"not healthy after {timeout:g}s: {sample.error}"
+        if sample.version != version:
+            return f"reports version {sample.version or 'none'} after {timeout:g}s, expected {version}"
+        return f"not yet up after {timeout:g}s ({monitor.states[host].label})"
 
     # -- commands ----------------------------------------------------------
     def _plan(self, command: C.Roll, app: "AppConfig", version: str, commit: str, artifact: str) -> RolloutPlan:
@@ -83,7 +75,8 @@ class Rollouts:
         try:
             return make_plan(app.name, hosts, version=version, commit=commit, artifact=artifact,
                              batch=command.batch, from_versions={h: engine.views[h].version for h in hosts},
-                             max_fail=command.max_fail, health_timeout=HEALTH_TIMEOUT, drain_timeout=DRAIN_TIMEOUT,
+                             max_fail=command.max_fail, health_timeout=app.rollout.health_timeout,
+                             drain_timeout=app.rollout.drain_timeout,
                              on_failure=command.on_failure, previous=self.previous_release(app.name, version))
         except PlanError as exc:
             raise engine.failure(str(exc)) from None
@@ -132,7 +125,8 @@ class Rollouts:
         hosts = [h.name for h in engine.inventory.group(app.group)]
         plan = make_plan(app.name, hosts, version=version, commit=commit, artifact=artifact, batch=command.batch,
                          kind="rollback", from_versions={h: engine.views[h].version for h in hosts},
-                         health_timeout=HEALTH_TIMEOUT, drain_timeout=DRAIN_TIMEOUT, previous=None)
+                         health_timeout=app.rollout.health_timeout, drain_timeout=app.rollout.drain_timeout,
+                         previous=None)
         for line in plan.describe():
             engine.say(line)
         return await self._run(app, RolloutState(plan=plan, issuer=engine.issuer, started=time.time(),
@@ -152,7 +146,7 @@ class Rollouts:
         if fresh:
             self.journal.begin(state.plan, engine.issuer)
         runner = RolloutRunner(engine.bus, self.journal, state, deploy=self._deploy_batch, gate=self.gate,
-                               traffic=self.traffic_for(app), lock=lock, lock_renew_every=LOCK_RENEW)
+                               traffic=self.traffic_for(app), lock=lock, lock_renew_every=app.rollout.lock_renew)
         self.live[app.name] = runner
         try:
             result = await runner.run()
@@ -187,7 +181,7 @@ class Rollouts:
         hosts = engine.inventory.group(app.group)
         if not hosts:
             raise engine.failure(f"app {app.name} has no hosts to hold its lock")
-        return FleetLock(engine.transport_for(hosts[0]), app.name, engine.issuer, ttl=LOCK_TTL,
+        return FleetLock(engine.transport_for(hosts[0]), app.name, engine.issuer, ttl=app.rollout.lock_ttl,
                          on_notice=lambda text: engine.say(text, level="warning"))
 
     async def _deploy_batch(self, hosts: list[str], plan: RolloutPlan) -> dict[str, str]:

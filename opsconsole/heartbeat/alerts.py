@@ -40,10 +40,11 @@ class AlertHooks:
                 proc = await asyncio.create_subprocess_shell(
                     self.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
                     stderr=asyncio.subprocess.PIPE, start_new_session=True)
-                _, err = await asyncio.wait_for(proc.communicate(payload), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    _, err = await proc.communicate(payload)
                 if proc.returncode != 0:
                     self._warn(f"alert command exited {proc.returncode}: {err.decode(errors='replace').strip()[-200:]}")
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
                 self._warn(f"alert command timed out after {self.timeout:g}s")
             except OSError as exc:

@@ -81,8 +81,9 @@ class Prober:
 async def _probe_tcp(host: Host, address: str, port: int, check: HealthConfig) -> HealthSample:
     started = time.monotonic()
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(address, port), check.timeout)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(check.timeout):
+            _, writer = await asyncio.open_connection(address, port)
+    except TimeoutError:
         return HealthSample(host=host.name, ok=False, status=None, latency=None, error=f"timed out after {check.timeout:g}s")
     except OSError as exc:
         return HealthSample(host=host.name, ok=False, status=None, latency=None, error=_os_error(exc))

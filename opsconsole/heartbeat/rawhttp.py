@@ -53,8 +53,9 @@ class RawProber(Prober):
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         started = time.monotonic()
         try:
-            status, body = await asyncio.wait_for(self._get(address, port, target or "/"), check.timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(check.timeout):
+                status, body = await self._get(address, port, target or "/")
+        except TimeoutError:
             return HealthSample(host=host.name, ok=False, status=None, latency=None,
                                 error=f"timed out after {check.timeout:g}s")
         except OSError as exc:

@@ -66,5 +66,9 @@ class PlaybookResult:
     host_status: dict[str, str] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
 
+    def failure_text(self) -> str:
+        """Why it failed, for the operator: `host: why` for each failed host, `; ` between them."""
+        return "; ".join(f"{host}: {why}" for host, why in self.failures.items())
+
 
 __all__ = ["Play", "Playbook", "PlaybookResult", "Task"]

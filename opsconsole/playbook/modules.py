@@ -265,10 +265,11 @@ async def _wait_for(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
         target = await _reachable(host, port, ctx.transport)
         while True:
             try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(*target), 2.0)
+                async with asyncio.timeout(2.0):
+                    _, writer = await asyncio.open_connection(*target)
                 writer.close()
                 return Outcome(command=f"wait for {what}", message=f"{host}:{port} is open")
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (OSError, TimeoutError) as exc:
                 last = str(exc) or type(exc).__name__
             if time.monotonic() >= deadline:
                 break

@@ -96,7 +96,8 @@ class AdminApi:
                 parser = httptools.HttpRequestParser(msg)
                 head = 0
                 while not msg.complete:
-                    data = await asyncio.wait_for(reader.read(65536), 60)
+                    async with asyncio.timeout(60):
+                        data = await reader.read(65536)
                     if not data:
                         return
                     parser.feed_data(data)
@@ -123,7 +124,7 @@ class AdminApi:
                 await writer.drain()
                 if not keep:
                     return
-        except (httptools.HttpParserError, asyncio.TimeoutError, ConnectionError):
+        except (httptools.HttpParserError, TimeoutError, ConnectionError):
             return
         except asyncio.CancelledError:
             return  # the proxy is stopping: a console's open admin connection ends with it, quietly

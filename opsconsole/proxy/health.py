@@ -14,18 +14,20 @@ async def probe(cfg: HealthCheckConfig, member: Member) -> tuple[bool, str]:
     """One check on a fresh connection (a kept-alive one would hide a member that stopped accepting)."""
     writer = None
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(member.address, member.port), cfg.timeout)
+        async with asyncio.timeout(cfg.timeout):
+            reader, writer = await asyncio.open_connection(member.address, member.port)
         if cfg.kind == "tcp":
             return True, "tcp connect ok"
         writer.write(f"GET {cfg.path} HTTP/1.1\r\nHost: {member.address}:{member.port}\r\n"
                      "User-Agent: opsconsole-proxy-check\r\nConnection: close\r\n\r\n".encode())
-        line = await asyncio.wait_for(reader.readline(), cfg.timeout)
+        async with asyncio.timeout(cfg.timeout):
+            line = await reader.readline()
         parts = line.split()
         if len(parts) < 2 or not parts[1].isdigit():
             return False, f"not an HTTP answer: {line[:60]!r}"
         status = int(parts[1])
         return (status == cfg.status), f"status {status}"
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return False, f"no answer within {cfg.timeout}s"
     except OSError as exc:
         return False, f"connect failed: {exc.strerror or exc}"
@@ -39,6 +41,7 @@ class HealthChecker:
         self.log = log
         self._loops: dict[Member, asyncio.Task] = {}
         self._now: set[Member] = set()
+        self._once: set[asyncio.Task[None]] = set()  # check_now's checks: the loop keeps only weak references
 
     def sync(self, apps: dict[str, AppState]) -> None:
         """Start checks for new members and stop them for members that left (after a reload)."""
@@ -88,10 +91,13 @@ class HealthChecker:
             finally:
                 self._now.discard(m)
 
-        asyncio.get_running_loop().create_task(once())
+        task = asyncio.get_running_loop().create_task(once())
+        self._once.add(task)
+        task.add_done_callback(self._once.discard)
 
     async def close(self) -> None:
-        for task in self._loops.values():
+        tasks = [*self._loops.values(), *self._once]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._loops.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._loops.clear()

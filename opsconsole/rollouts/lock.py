@@ -25,6 +25,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
+from opsconsole.config.model import RolloutConfig
 from opsconsole.pids import pid_alive
 from opsconsole.transport.base import Transport, TransportError
 
@@ -151,7 +152,7 @@ class FleetLock:
     MUTEX_WAIT = 5.0  # how long a call waits for a busy mutex before it gives up
     MUTEX_MAX_AGE = CALL_TIMEOUT + 5  # older than any live call can be (+ 5: the host's clock, whole seconds)
 
-    def __init__(self, transport: Transport, app: str, holder: str, ttl: float = 60.0,
+    def __init__(self, transport: Transport, app: str, holder: str, ttl: float = RolloutConfig.lock_ttl,
                  on_notice: Callable[[str], None] | None = None) -> None:
         """`on_notice` hears what the operator should know that is no failure: a stale mutex broken."""
         self.transport = transport

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from dataclasses import dataclass, field
 
+from opsconsole.config.model import RolloutConfig
+from opsconsole.rollouts.batch import BatchError, batch_size
 from opsconsole.units import format_duration
 
 
@@ -25,8 +26,8 @@ class RolloutPlan:
     batches: tuple[tuple[str, ...], ...]
     from_versions: dict[str, str | None] = field(default_factory=dict, compare=False)
     max_fail: int = 0
-    health_timeout: float = 60.0
-    drain_timeout: float = 30.0
+    health_timeout: float = RolloutConfig.health_timeout
+    drain_timeout: float = RolloutConfig.drain_timeout
     on_failure: str = "stop"  # stop | rollback
     previous: tuple[str, str, str] | None = None  # (version, commit, artifact) to roll back to
 
@@ -51,31 +52,17 @@ class RolloutPlan:
         return lines
 
 
-def parse_batch(text: str | None, host_count: int) -> int:
-    """`--batch 2` or `--batch 25%` → hosts per batch (at least 1)."""
-    if text is None:
-        return 1
-    try:
-        if text.endswith("%"):
-            share = float(text[:-1])
-            if not 0 < share <= 100:
-                raise ValueError
-            return max(1, math.floor(host_count * share / 100))
-        size = int(text)
-        if size < 1:
-            raise ValueError
-        return size
-    except ValueError:
-        raise PlanError(f"--batch {text!r}: give a number of hosts (e.g. 2) or a share (e.g. 25%)") from None
-
-
 def make_plan(app: str, hosts: list[str], *, version: str, commit: str, artifact: str, batch: str | None = None,
               kind: str = "roll", from_versions: dict[str, str | None] | None = None, max_fail: int = 0,
-              health_timeout: float = 60.0, drain_timeout: float = 30.0, on_failure: str = "stop",
+              health_timeout: float = RolloutConfig.health_timeout,
+              drain_timeout: float = RolloutConfig.drain_timeout, on_failure: str = "stop",
               previous: tuple[str, str, str] | None = None) -> RolloutPlan:
     if not hosts:
         raise PlanError(f"app {app} has no hosts to roll")
-    size = parse_batch(batch, len(hosts))
+    try:
+        size = batch_size(batch, len(hosts))
+    except BatchError as exc:
+        raise PlanError(str(exc)) from None
     batches = tuple(tuple(hosts[i:i + size]) for i in range(0, len(hosts), size))
     rollout_id = f"{app}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     return RolloutPlan(rollout_id=rollout_id, app=app, kind=kind, version=version, commit=commit, artifact=artifact,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, Callable, Protocol
 
+from opsconsole.config.model import RolloutConfig
 from opsconsole.events import EventBus, RolloutStep
 from opsconsole.rollouts.lock import FleetLock
 from opsconsole.rollouts.plan import RolloutPlan
@@ -61,7 +62,7 @@ class NoTraffic:
 class RolloutRunner:
     def __init__(self, bus: EventBus, journal: RolloutJournal, state: RolloutState, *, deploy: DeployBatch,
                  gate: HealthGate, traffic: TrafficControl, lock: FleetLock | None = None,
-                 lock_renew_every: float = 10.0) -> None:
+                 lock_renew_every: float = RolloutConfig.lock_renew) -> None:
         self.bus = bus
         self.journal = journal
         self.state = state

@@ -56,15 +56,18 @@ class UnixSocketChannel:
 
     async def command(self, line: str) -> str:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(self.path), self.timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
+            async with asyncio.timeout(self.timeout):
+                reader, writer = await asyncio.open_unix_connection(self.path)
+        except (OSError, TimeoutError) as exc:
             raise TrafficUnavailable(f"cannot open HAProxy's stats socket {self.path}: {exc}; is HAProxy running "
                                      "with `stats socket … level admin`?") from None
         try:
             writer.write(line.encode() + b"\n")
             # Non-interactive mode: HAProxy answers and closes, so EOF ends the answer.
-            return (await asyncio.wait_for(reader.read(), self.timeout)).decode(errors="replace")
-        except (OSError, asyncio.TimeoutError) as exc:
+            async with asyncio.timeout(self.timeout):
+                answer = await reader.read()
+            return answer.decode(errors="replace")
+        except (OSError, TimeoutError) as exc:
             raise TrafficUnavailable(f"HAProxy's stats socket {self.path} did not answer: {exc}") from None
         finally:
             writer.close()

@@ -140,8 +140,11 @@ class LocalTransport(Transport):
                 await asyncio.gather(*helpers, return_exceptions=True)
 
         try:
-            await asyncio.wait_for(everything(), timeout)
-        except asyncio.TimeoutError:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that arrives as the command
+            # ends (gh-86296), and a cancelled build then ran its next command.
+            async with asyncio.timeout(timeout):
+                await everything()
+        except TimeoutError:
             await asyncio.shield(_kill_group(proc))
             return CommandResult(rc=None, timed_out=True, tail=tuple(tail), stdout="".join(out))
         except asyncio.CancelledError:
@@ -201,13 +204,25 @@ class LocalTransport(Transport):
         # travel as positional parameters, so neither needs quoting inside the script.
         script = (f"set -- {shlex.quote(command)} {shlex.quote(str(log_file))}\n"
                   'setsid /bin/sh -c "$1" </dev/null >>"$2" 2>&1 &\necho $!')
-        result = await self.run(script, cwd=cwd, env=env, timeout=30)
-        text = result.stdout.strip()
-        if not result.ok or not text.isdigit():
-            raise TransportError(f"{self.host.name}: could not start {name}: {result.describe()}: "
-                                 f"{' | '.join(result.tail[-3:])}")
-        pid = int(text)
-        _write_file(pid_file, f"{pid}\n".encode(), None)
+
+        async def launch() -> int:
+            result = await self.run(script, cwd=cwd, env=env, timeout=30)
+            text = result.stdout.strip()
+            if not result.ok or not text.isdigit():
+                raise TransportError(f"{self.host.name}: could not start {name}: {result.describe()}: "
+                                     f"{' | '.join(result.tail[-3:])}")
+            _write_file(pid_file, f"{text}\n".encode(), None)
+            return int(text)
+
+        # A cancel (an abort) must not land between the launch and the pid file: the service, in its own
+        # session, would run on unrecorded, holding its port, and no stop would find it. Let the launcher
+        # finish (it exits at once) and record the pid; then the cancel goes on.
+        launching = asyncio.ensure_future(launch())
+        try:
+            pid = await asyncio.shield(launching)
+        except asyncio.CancelledError:
+            await asyncio.wait([launching])
+            raise
         # The launcher returns before the child has called setsid(); wait for it, or an immediate
         # service_pid() would not recognise the service and a second start would launch another.
         deadline = time.monotonic() + 2
@@ -269,8 +284,9 @@ async def _kill_group(proc: asyncio.subprocess.Process) -> None:
     # Children may outlive the shell (or ignore TERM): the group is killed whatever the shell did.
     _signal_group(pgid, signal.SIGKILL)
     try:
-        await asyncio.wait_for(proc.wait(), 5)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(5):
+            await proc.wait()
+    except TimeoutError:
         pass
 
 

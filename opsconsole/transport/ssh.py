@@ -112,8 +112,9 @@ class SshTransport(Transport):
             await proc.wait_closed()
 
         try:
-            await asyncio.wait_for(everything(), timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):
+                await everything()
+        except TimeoutError:
             await asyncio.shield(self._kill(proc, pgid, become))
             return CommandResult(rc=None, timed_out=True, tail=tuple(tail), stdout="".join(out))
         except asyncio.CancelledError:
@@ -139,10 +140,11 @@ class SshTransport(Transport):
                 kill = f"/bin/sh -c 'kill -KILL -{pgid[0]} 2>/dev/null; true'"
                 async with self.pool.channel(self.host, spare=True):
                     conn = await self.pool.connection(self.host)
-                    await asyncio.wait_for(conn.run(f"sudo -n {kill}" if become else f"exec {kill}"), 10)
+                    async with asyncio.timeout(10):
+                        await conn.run(f"sudo -n {kill}" if become else f"exec {kill}")
             else:  # killed before the wrapper spoke: ask sshd to signal the session's process
                 proc.kill()
-        except (OSError, asyncssh.Error, asyncio.TimeoutError, TransportError):
+        except (OSError, asyncssh.Error, TimeoutError, TransportError):
             pass  # the host is unreachable: nothing more we can do from here
         finally:
             proc.close()
