@@ -6,6 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from opsconsole.config import load_config
@@ -116,12 +117,24 @@ async def test_steps_roll_back_a_canary_that_errs(canary_fleet, tmp_path: Path) 
         "            status = 200\n            body = {\"app\"", "            status = 503\n            body = {\"app\""))
     assert (await engine.execute(engine.parse("stop itrust"))).ok
     assert (await engine.execute(engine.parse("start itrust"))).ok
-    # The restart took the canary down long enough for its checks to latch the alert (auto_restore is off):
-    # wait until it answers its checks again, then clear the latch as an operator would.
+    # The restart may take the canary down long enough for its checks to latch the alert (auto_restore is
+    # off): wait until every instance answers its health check itself, then until the proxy sees them
+    # healthy, then clear the latch as an operator would.
     driver = engine.canary_desk.driver()
     deadline = time.monotonic() + 20
+    hosts = engine.inventory.group("itrust") + engine.inventory.group("itrust-canary")
+    async with httpx.AsyncClient(timeout=1) as client:
+        for host in hosts:
+            while True:
+                try:
+                    if (await client.get(f"http://{host.address}:{host.port}/health")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, f"{host.name} did not come back after the restart"
+                await asyncio.sleep(0.05)
     while not all(m.healthy for p in (await driver.app("itrust")).pools.values() for m in p.members):
-        assert time.monotonic() < deadline, "itrust did not come back healthy after the restart"
+        assert time.monotonic() < deadline, "the proxy did not see itrust healthy after the restart"
         await asyncio.sleep(0.05)
     assert (await engine.execute(engine.parse("canary itrust clear"))).ok
     assert (await driver.app("itrust")).alert is None

@@ -94,9 +94,9 @@ def _ns_pids(lab: Lab, name: str) -> str:
 
 
 async def test_deploy_with_the_playbook_runner(lab: Lab, tmp_path: Path) -> None:
-    """The real itrust-deploy.yml through PlaybookRunner, once the runner exists (issue: playbooks)."""
-    runner_mod = pytest.importorskip("opsconsole.playbook.runner", reason="the playbook runner has not landed yet")
-    loader = pytest.importorskip("opsconsole.playbook.loader")
+    """The real itrust-deploy.yml through PlaybookRunner."""
+    from opsconsole.playbook import loader
+    from opsconsole.playbook import runner as runner_mod
     from opsconsole.events import EventBus
 
     pool = SshPool(ssh_options(lab))

@@ -155,12 +155,13 @@ async def test_one_connection_per_host_and_channels_bounded_below_max_sessions(l
     assert pool.connects == 1 + len(transports)  # the jump host, then one per app host
 
 
-async def test_commands_through_the_jump_are_not_stalled_by_delayed_acks(app1: SshTransport) -> None:
+async def test_the_jump_connection_holds_a_pty_so_round_trips_are_not_stalled_by_delayed_acks(
+        app1: SshTransport) -> None:
+    # Without a pty session on the jump host its sshd leaves Nagle on, and each round trip waits ~40 ms
+    # for a delayed ACK (the speed itself is bench_ssh.py's to measure, not a test's).
     await app1.run("true")
-    timings = []
-    for _ in range(10):
-        start = time.perf_counter()
-        await app1.run("true")
-        timings.append(time.perf_counter() - start)
-    # Without the pty on the jump host each round trip waits ~40 ms for a delayed ACK.
-    assert sorted(timings)[5] < 0.025, timings
+    held = app1.pool._jump_pty
+    assert held is not None and not held.is_closing() and held.exit_status is None
+    # sshd granted the pty (PermitTTY): the session sees a terminal.
+    probe = await app1.pool._jump.run("tty", term_type="dumb", check=False)
+    assert probe.exit_status == 0 and probe.stdout.startswith("/dev/pts/"), probe.stdout

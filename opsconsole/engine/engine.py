@@ -126,7 +126,7 @@ class Engine:
         self.prober = RawProber(endpoint=self._endpoint)
         self.monitor = HeartbeatMonitor(self.bus, self.prober, self._probe_targets(), config.heartbeat,
                                         change_log=config.state_dir / "heartbeat" / "changes.jsonl")
-        self._background: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Future[None]] = set()  # kept until done: a dropped task may be collected
         self._deployed_path = config.state_dir / "deployed.json"
         for name, version in self._load_deployed().items():
             if name in self.views:
@@ -188,7 +188,7 @@ class Engine:
         """Start the heartbeat monitor and nothing else: for a front end that only watches (`opsconsole
         heartbeat`). No branch poller, no build, no deploy, no proxy weight: a monitor never changes the fleet."""
         if self.monitor.targets:
-            self._background.append(asyncio.ensure_future(self.monitor.run()))
+            self._keep(asyncio.ensure_future(self.monitor.run()))
 
     async def start_background(self, *, heartbeat: bool = True, poll: bool = True) -> None:
         """Start the console's always-on work: the heartbeat monitor, the branch pollers (which build and deploy
@@ -198,9 +198,9 @@ class Engine:
             await self.start_monitor()
         if poll and not self.config.readonly:
             for poller in self.pollers.values():
-                self._background.append(asyncio.ensure_future(poller.run()))
+                self._keep(asyncio.ensure_future(poller.run()))
         if self.config.proxy is not None:
-            self._background.append(asyncio.ensure_future(self.canary_desk.watch()))
+            self._keep(asyncio.ensure_future(self.canary_desk.watch()))
 
     async def plan(self, command: C.Roll) -> Any:
         """The rollout plan `command` would run (no build, nothing changed): for confirm dialogs."""
@@ -352,13 +352,18 @@ class Engine:
         command: C.Command = C.Roll(app=app.name, version=record.commit) if app.on_build == "rolling" \
             else C.Canary(app=app.name, action="deploy", version=record.commit)
         self._emit(f"{app.name}: build {record.build_id} of {record.short} succeeded; starting `{command.text()}`")
-        task = asyncio.ensure_future(self.execute(command, issuer=f"{self.issuer} (build {record.build_id})"))
-        self._background.append(task)
+        self._keep(asyncio.ensure_future(self.execute(command, issuer=f"{self.issuer} (build {record.build_id})")))
+
+    def _keep(self, task: "asyncio.Future[None]") -> None:
+        """Hold a background task until it ends (a deploy per build must not grow a list for ever)."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
-        for task in self._background:
+        tasks = list(self._background)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._background.clear()
         await self.build_queue.close()
         for transport in self._transports.values():
