@@ -8,7 +8,7 @@ from textual.screen import Screen
 from textual.widgets import Footer
 
 from opsconsole.events import Event, HealthChanged, HealthSample, HeartbeatCycle
-from opsconsole.headless import format_event
+from opsconsole.event_lines import format_event
 from opsconsole.ui.log_view import LogLine, LogView
 
 
