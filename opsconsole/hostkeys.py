@@ -20,6 +20,7 @@ from typing import Awaitable, Callable
 
 import asyncssh
 
+from opsconsole.fsio import write_atomic
 from opsconsole.transport.base import TransportError
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
@@ -106,11 +107,9 @@ def trust(path: Path, address: str, port: int, key: asyncssh.SSHKey) -> None:
     public = key.export_public_key("openssh").decode().split()
     kept.append(f"{pattern} {public[0]} {public[1]}")
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".opsconsole-tmp")
-    tmp.write_text("\n".join(kept) + "\n")
-    if path.exists():
-        os.chmod(tmp, path.stat().st_mode & 0o777)
-    tmp.replace(path)
+    # The file's own mode is kept (known_hosts is often 0644); a new one is 0600.
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+    write_atomic(path, "\n".join(kept) + "\n", mode=mode)
 
 
 def _names_host(line: str, pattern: str) -> bool:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from opsconsole.fsio import write_atomic
 from opsconsole.builds.git import GitError
 from opsconsole.builds.poller import BranchPoller, HeadBook
 from opsconsole.builds.queue import BuildQueue
@@ -795,9 +796,7 @@ class Engine:
             return {}
 
     def _save_deployed(self, deployed: dict[str, str]) -> None:
-        tmp = self._deployed_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(deployed, indent=1, sort_keys=True))
-        tmp.replace(self._deployed_path)
+        write_atomic(self._deployed_path, json.dumps(deployed, indent=1, sort_keys=True))
 
     def _set_activity(self, host: Host | None, activity: str, detail: str = "") -> None:
         if host is None:

@@ -11,9 +11,9 @@ front end runs it; a line is on disk before its event goes out on the bus.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
+from opsconsole.fsio import append_jsonl
 from opsconsole.config.model import HeartbeatConfig
 from opsconsole.events import EventBus, HealthChanged, HealthSample, HeartbeatCycle, Message
 from opsconsole.heartbeat.alerts import AlertHooks
@@ -78,9 +78,7 @@ class HeartbeatMonitor:
             self.log.write([change_line(event)])
         self.bus.emit(event)
         if self.change_log is not None:
-            self.change_log.parent.mkdir(parents=True, exist_ok=True)
-            with self.change_log.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(event.to_dict()) + "\n")
+            append_jsonl(self.change_log, event.to_dict())
         self.alerts.fire(event)
 
     # -- cycles ------------------------------------------------------------
