@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from opsconsole.config import load_config
-from opsconsole.engine import Engine
+from opsconsole.engine.engine import Engine
 from opsconsole.events import HealthSample, HostState, OutputLine, TaskFinished
 from opsconsole.ui.app import OpsConsoleApp
 from opsconsole.ui.fleet import FleetPane

@@ -12,7 +12,8 @@ import sys
 from dataclasses import dataclass
 from typing import IO, Iterable
 
-from opsconsole.engine import Command, CommandError, Engine
+from opsconsole.engine.commands import Command, CommandError
+from opsconsole.engine.engine import Engine
 from opsconsole.event_lines import format_event
 from opsconsole.events import Event
 from opsconsole.yamlsource import SourceError

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 from opsconsole.config import load_config
-from opsconsole.engine import Engine
+from opsconsole.engine.engine import Engine
 from opsconsole.events import BuildUpdate, Message
 from tests.conftest import commit_file, git, process_gone, write_config
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from opsconsole.config import load_config
-from opsconsole.engine import Engine
+from opsconsole.engine.engine import Engine
 from tests.conftest import commit_file, kill_services, write_config
 from tests.loadgen import Load
 from tests.test_zero_drop import TOKEN, start_proxy, stop, wait_serving

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from opsconsole.config import load_config
-from opsconsole.engine import Engine
+from opsconsole.engine.engine import Engine
 from opsconsole.engine.commands import Canary, RollResume, command_classes
 from opsconsole.events import CommandFinished, Event, EventBus, Message
 from tests.conftest import kill_services, write_config

@@ -236,7 +236,7 @@ async def test_start_monitor_starts_the_heartbeat_and_nothing_else(tmp_path: Pat
     """What `opsconsole heartbeat` starts: probes only; no branch poller, no proxy watch (it re-applies weights)."""
     from opsconsole.config import load_config
     from opsconsole.demo.repo import ensure_demo_repo
-    from opsconsole.engine import Engine
+    from opsconsole.engine.engine import Engine
     from opsconsole.events import Event, Message
     from tests.conftest import write_config
     from tests.test_zero_drop import proxy_section

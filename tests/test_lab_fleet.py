@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from opsconsole.config import load_config
-from opsconsole.engine import Engine
+from opsconsole.engine.engine import Engine
 from opsconsole.events import HealthChanged
 from tests.conftest import commit_file
 from tests.lab import Lab

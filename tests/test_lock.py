@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from opsconsole.config import load_config
-from opsconsole.engine import Engine
+from opsconsole.engine.engine import Engine
 from opsconsole.events import Message
 from opsconsole.hosts import Host
 from opsconsole.rollouts import lock as lock_module

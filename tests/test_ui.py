@@ -14,7 +14,7 @@ from textual.widgets import Button
 
 from conftest import kill_services, write_config
 from opsconsole.config import load_config
-from opsconsole.engine import Engine
+from opsconsole.engine.engine import Engine
 from opsconsole.engine.commands import Names, verbs
 from opsconsole.events import CommandFinished, HealthSample, HostState, OutputLine
 from opsconsole.ui.app import OpsConsoleApp

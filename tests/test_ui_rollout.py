@@ -14,7 +14,7 @@ import pytest
 
 from conftest import PLAYBOOKS, kill_services, write_config
 from opsconsole.config import load_config
-from opsconsole.engine import Engine
+from opsconsole.engine.engine import Engine
 from opsconsole.ui.app import OpsConsoleApp
 from opsconsole.ui.confirm import ConfirmScreen
 from opsconsole.ui.fleet import FleetPane

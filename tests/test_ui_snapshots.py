@@ -15,7 +15,7 @@ import pytest
 
 from conftest import PLAYBOOKS
 from opsconsole.config import load_config
-from opsconsole.engine import Engine
+from opsconsole.engine.engine import Engine
 from opsconsole.events import BuildUpdate, HealthChanged, HealthSample, HostState
 from opsconsole.ui.app import OpsConsoleApp
 from opsconsole.ui.fleet import FleetPane

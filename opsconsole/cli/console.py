@@ -52,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
         config = replace(config, theme=args.theme)
     for notice in config.notices:
         print(f"opsconsole: note: {notice}", file=sys.stderr)
-    from opsconsole.engine import Engine
+    from opsconsole.engine.engine import Engine
 
     engine = Engine(config)
     engine.prepare()

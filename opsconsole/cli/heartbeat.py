@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from opsconsole.engine import Engine
+    from opsconsole.engine.engine import Engine
     from opsconsole.events import Event, HealthChanged, HeartbeatCycle
 
     engine = Engine(load(args.config))

@@ -1,6 +1,6 @@
-"""The engine: commands in, events out. Imports no UI library."""
+"""The engine: commands in, events out. Imports no UI library.
 
-from opsconsole.engine.commands import Command, CommandError, parse_command
-from opsconsole.engine.engine import CommandFailed, Engine, Outcome
-
-__all__ = ["Command", "CommandError", "CommandFailed", "Engine", "Outcome", "parse_command"]
+Import what you need from its modules (`opsconsole.engine.engine`, `opsconsole.engine.commands`): this
+package re-exports nothing, because every module inside imports `opsconsole.engine.commands`, and a
+package that imported them back would make one import circle of the whole engine.
+"""

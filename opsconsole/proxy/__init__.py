@@ -1,15 +1,7 @@
-"""The embedded traffic proxy: a separate process (`opsconsole proxy`) that keeps serving when the console dies.
+"""The embedded traffic proxy: a separate process (`opsconsole proxy`, entry `opsconsole.proxy.__main__`)
+that keeps serving when the console dies.
 
-Nothing in the console imports this package except the launcher and the config
-loader (for `parse_proxy_section`).
+Nothing in the console imports this package except the launcher and the config loader (for
+`opsconsole.proxy.config.parse_proxy_section`). It re-exports nothing, so importing one of its modules
+never pulls in the others (the package is imported first whenever a module of it is).
 """
-
-from opsconsole.proxy.config import ProxyConfig, parse_proxy_section
-
-__all__ = ["ProxyConfig", "parse_proxy_section", "main_proxy"]
-
-
-def main_proxy(argv: list[str] | None = None) -> int:
-    from opsconsole.proxy.__main__ import main_proxy as run
-
-    return run(argv)
