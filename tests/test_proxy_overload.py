@@ -6,12 +6,14 @@ proxy with DEFAULT settings — at 50, 200 and 500 clients; then a slow member, 
 canary SIGKILLed under 200 clients.
 
 Needs `wrk` (and `haproxy` for the comparison); a missing tool skips — or fails when CI is set, so CI cannot
-go green without these having run. `pytest -s` prints the figures. On a shared machine run it under
-`flock /tmp/opsconsole-load.lock` so two load runs never overlap.
+go green without these having run. `pytest -s` prints the figures. The module holds
+`/tmp/opsconsole-load.lock` (as bench/bench_proxy.py should be run under `flock` of it) so two load runs on one
+machine take turns instead of skewing each other's figures.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import signal
@@ -32,6 +34,13 @@ pytestmark = pytest.mark.timeout(300)
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SECONDS = int(os.environ.get("OPSC_OVERLOAD_SECONDS", "10"))  # per target in the overload tests
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_load_at_a_time():
+    with open("/tmp/opsconsole-load.lock", "a") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        yield
 
 
 # -- skip, or fail under CI ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ without the lab having run.
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import shutil
 from pathlib import Path
@@ -52,6 +53,10 @@ def lab() -> Iterator[Lab]:
     reason = lab_unavailable()
     if reason:
         skip_or_fail(reason)
+    # The lab has fixed names (its dir, `ocl-` namespaces, one address range): two suites on one
+    # machine (two checkouts, a helper's worktree) take turns instead of tearing each other's lab down.
+    holder = open("/tmp/opsconsole-lab.lock", "a")
+    fcntl.flock(holder, fcntl.LOCK_EX)
     instance = Lab(LabConfig.from_env())
     # atexit covers an interpreter that exits without running fixture teardown (e.g. os._exit is not
     # covered, SIGKILL neither: the next up() removes what such a run left).
@@ -62,6 +67,7 @@ def lab() -> Iterator[Lab]:
     finally:
         instance.down()
         atexit.unregister(instance.down)
+        holder.close()
 
 
 @pytest.hookimpl(hookwrapper=True)
