@@ -101,6 +101,39 @@ def test_websocket_echo_through_the_proxy_is_counted_as_a_tunnel(lab):
     assert tunnels(p)["total"] >= 1
 
 
+def test_tunnels_to_a_member_are_bounded_by_max_tunnels_and_plain_requests_still_pass(lab):
+    """A tunnel gives back its request slot at the 101; `max_tunnels` bounds what it keeps open instead."""
+    a = lab.ws("wsa")
+    p = lab.proxy(app_yaml("web", [("wsa", a.port)], health=WS_HEALTH, extra="max_tunnels: 2\nmax_conns: 4\n"))
+    port = p.port("web")
+    with contextlib.ExitStack() as stack:
+        open_now = [stack.enter_context(open_ws(port)) for _ in range(2)]
+        for i, ws in enumerate(open_now):
+            ws.send(f"t{i}")
+            assert ws.recv(timeout=5) == f"t{i}"
+        wait_for(lambda: member(p, "wsa").get("tunnels") == 2, timeout=5, what="two tunnels counted")
+        # A third upgrade is refused at once (waiting would not help: tunnels close when users leave) …
+        started = time.monotonic()
+        data = (b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        r = exchange(port, data, want=1, timeout=5)
+        assert r.statuses == [503], f"statuses={r.statuses} raw={r.raw[:300]!r}"
+        assert time.monotonic() - started < 2.0, "the refusal waited for the queue timeout"
+        assert a.total == 2, "the member never saw the refused upgrade"
+        # … while plain requests still get through, and the open tunnels still work.
+        r = exchange(port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", want=1, timeout=5)
+        assert r.statuses == [200], r.raw[:300]
+        open_now[0].send("still")
+        assert open_now[0].recv(timeout=5) == "still"
+        # One closes: a new tunnel fits again.
+        open_now[0].close()
+        wait_for(lambda: member(p, "wsa")["tunnels"] == 1, timeout=5, what="the closed tunnel uncounted")
+        third = stack.enter_context(open_ws(port))
+        third.send("third")
+        assert third.recv(timeout=5) == "third"
+    assert app_state(p, "web")["answers"].get("503") == 1
+
+
 # -- 2. drain with a tunnel open -----------------------------------------------------------------------
 
 def test_draining_a_member_waits_for_its_tunnel_then_closes_it_at_drain_timeout(lab):

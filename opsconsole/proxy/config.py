@@ -109,6 +109,10 @@ class FrontendConfig:
     # pool's queue, first in first out, for `queue_timeout`. 32 lets a stdlib ThreadingHTTPServer (one
     # thread per connection, listen backlog 5) serve hundreds of clients through the proxy.
     max_conns: int = 32
+    # Open tunnels (WebSocket) to one member at once. A tunnel gives back its request slot once the member
+    # answers 101, so without this bound a WebSocket-heavy client base could open connections without end;
+    # 1024 is Envoy's default circuit-breaker figure for connections. Past it an upgrade is answered 503.
+    max_tunnels: int = 1024
     tls: TlsConfig | None = None
     upgrades: tuple[str, ...] = UPGRADES  # protocols a client may switch to (tunnelled to the chosen member)
 
@@ -265,6 +269,7 @@ def _frontend(r: MappingReader, app: str, groups: Mapping[str, Any]) -> Frontend
     health = _health(r.mapping("health"))
     retry = _retry(r.mapping("retry"))
     max_conns = r.int("max_conns", default=32, minimum=1, maximum=100_000)
+    max_tunnels = r.int("max_tunnels", default=1024, minimum=1, maximum=1_000_000)
     tls = _tls(r.mapping("tls"), Path(r.file).resolve().parent) if r.has("tls") else None
     upgrades = tuple(u.lower() for u in (r.str_list("upgrades") if r.has("upgrades") else UPGRADES))
     for u in upgrades:
@@ -288,7 +293,8 @@ def _frontend(r: MappingReader, app: str, groups: Mapping[str, Any]) -> Frontend
             seen[m.name] = pool.name
     r.done()
     return FrontendConfig(app=app, listen=listen, split=split, cookie=cookie, auto_restore=auto_restore,
-                          pools=pools, health=health, retry=retry, max_conns=max_conns, tls=tls, upgrades=upgrades)
+                          pools=pools, health=health, retry=retry, max_conns=max_conns, max_tunnels=max_tunnels,
+                          tls=tls, upgrades=upgrades)
 
 
 def _tls(t: MappingReader, base: Path) -> TlsConfig:
@@ -424,6 +430,7 @@ EXAMPLE_YAML = """\
 #       cookie: opsconsole_bucket # sticky mode's cookie
 #       auto_restore: false       # false: a failed canary stays at 0% until `canary checkbox clear`
 #       max_conns: 32             # connections to one member at once; more requests wait in a queue (queue_timeout)
+#       max_tunnels: 1024         # open WebSocket tunnels to one member at once; past it an upgrade gets 503
 #       upgrades: [websocket]     # protocol upgrades tunnelled to the chosen member; [] refuses them all
 #       # tls:                    # terminate TLS here (PEM files; SIGHUP reloads them without dropping connections)
 #       #   cert: /etc/opsconsole/checkbox.crt

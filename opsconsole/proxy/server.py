@@ -544,6 +544,7 @@ class Frontend:
         self.queue_timeout = proxy_cfg.queue_timeout
         self.head_timeout = proxy_cfg.head_timeout
         self.max_head = proxy_cfg.max_head_bytes
+        self.max_tunnels = cfg.max_tunnels
         self.tunnel_idle = proxy_cfg.tunnel_idle
         self.drain_timeout = proxy_cfg.drain_timeout
         self.trusted_nets = [ipaddress.ip_network(c, strict=False) for c in proxy_cfg.trusted_proxies]
@@ -596,20 +597,39 @@ class Frontend:
             self.note(f"{app.name}: 503: no pool can take traffic (no healthy, enabled member)")
             req.client.answer(req, 503)
             return
-        if retry_of is None:
+        if retry_of is None and not req.upgrade:
             m = pool.pick()
             if m is not None:  # the common case: a member has a free slot
                 self._send_to(req, pool, m)
                 return
         self._assign(req, pool, exclude=retry_of)
 
-    def _assign(self, req: Request, pool: Pool, exclude: Member | None = None) -> None:
+    def _pick(self, req: Request, pool: Pool, exclude: Member | None = None) -> Member | None:
+        """A member with a free slot for `req`; an upgrade also needs one with room for another tunnel."""
         m = pool.pick(exclude)
-        if m is None and exclude is not None and exclude in pool.live and exclude.free and exclude.available:
+        if m is None or not req.upgrade or len(m.tunnels) < self.max_tunnels:
+            return m
+        for _ in range(len(pool.live) - 1):  # smooth WRR moves on each call: each other member once
+            m = pool.pick(exclude)
+            if m is None or len(m.tunnels) < self.max_tunnels:
+                return m
+        return None
+
+    def _assign(self, req: Request, pool: Pool, exclude: Member | None = None) -> None:
+        m = self._pick(req, pool, exclude)
+        if m is None and exclude is not None and exclude in pool.live and exclude.free and exclude.available \
+                and not (req.upgrade and len(exclude.tunnels) >= self.max_tunnels):
             m = exclude  # a kept-alive connection died, the member is fine: the same member on a fresh connection
         if m is None:
             if not pool.live:
                 self.note(f"{self.app.name}/{pool.name}: 503: no member can take traffic")
+                req.pool = pool
+                req.client.answer(req, 503)
+                return
+            if req.upgrade and all(len(x.tunnels) >= self.max_tunnels for x in pool.live):
+                # Waiting would not help: a tunnel closes when its users leave, not within queue_timeout.
+                self.note(f"{self.app.name}/{pool.name}: 503: every member has max_tunnels "
+                          f"({self.max_tunnels}) tunnels open")
                 req.pool = pool
                 req.client.answer(req, 503)
                 return
@@ -679,9 +699,9 @@ class Frontend:
                 q.popleft()  # the pool lost its last member while this waited: choose afresh
                 self.dispatch(req)
                 continue
-            m = pool.pick()
+            m = self._pick(req, pool)
             if m is None:
-                return
+                return  # (an upgrade at the head that fits nowhere yet waits like any request: FIFO)
             q.popleft()
             self._send_to(req, pool, m)
 
