@@ -160,8 +160,9 @@ async def test_the_jump_connection_holds_a_pty_so_round_trips_are_not_stalled_by
     # Without a pty session on the jump host its sshd leaves Nagle on, and each round trip waits ~40 ms
     # for a delayed ACK (the speed itself is bench_ssh.py's to measure, not a test's).
     await app1.run("true")
-    held = app1.pool._jump_pty
-    assert held is not None and not held.is_closing() and held.exit_status is None
+    assert len(app1.pool._jump_ptys) == 1
+    held = app1.pool._jump_ptys[0]
+    assert not held.is_closing() and held.exit_status is None
     # sshd granted the pty (PermitTTY): the session sees a terminal.
-    probe = await app1.pool._jump.run("tty", term_type="dumb", check=False)
+    probe = await app1.pool._jumps[""].run("tty", term_type="dumb", check=False)
     assert probe.exit_status == 0 and probe.stdout.startswith("/dev/pts/"), probe.stdout

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
@@ -74,9 +76,12 @@ class SshPool:
         self._locks: dict[str, asyncio.Lock] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._spare: dict[str, asyncio.Semaphore] = {}
-        self._jump: asyncssh.SSHClientConnection | None = None
+        # Jump connections, shared by every host behind the same one: the config's `jump:` (key ""), and
+        # with `ssh_config: true` each distinct ProxyJump of ~/.ssh/config (key: its spec, "user@host:port,…").
+        self._jumps: dict[str, asyncssh.SSHClientConnection] = {}
         self._jump_lock = asyncio.Lock()
-        self._jump_pty: asyncssh.SSHClientProcess | None = None
+        self._jump_ptys: list[asyncssh.SSHClientProcess] = []
+        self._hops: list[asyncssh.SSHClientConnection] = []
         self.connects = 0  # connections opened so far (tests and the bench read it)
 
     # -- connections -------------------------------------------------------
@@ -110,42 +115,104 @@ class SshPool:
         link.conn.abort()
 
     async def _open(self, host: Host) -> asyncssh.SSHClientConnection:
-        tunnel = await self._jump_connection() if self.options.jump else ()
-        via = f" through jump host {self.options.jump.host}" if self.options.jump else ""
+        tunnel, via = await self._tunnel(host)
         kwargs = self._connect_kwargs(host.ssh_user)
+        port = host.ssh_port
         if host.ssh_port != 22 or not self.options.ssh_config:
             kwargs["port"] = host.ssh_port
+        else:
+            port = self._from_ssh_config(host.address, host.ssh_user).port  # for messages: ssh's own choice
         try:
             conn = await asyncssh.connect(host.address, tunnel=tunnel, **kwargs)
         except asyncssh.HostKeyNotVerifiable:
-            presented = await self._presented_key(host.address, host.ssh_port, tunnel)
-            raise HostKeyError(diagnose(host.name, host.address, host.ssh_port, self.known_hosts, presented)) from None
+            presented = await self._presented_key(host.address, port, tunnel)
+            raise HostKeyError(diagnose(host.name, host.address, port, self.known_hosts, presented)) from None
         except Exception as exc:  # noqa: BLE001 - every failure becomes one clear TransportError
-            raise TransportError(f"{host.name}: cannot connect to {host.address}:{host.ssh_port}{via}: "
+            raise TransportError(f"{host.name}: cannot connect to {host.address}:{port}{via}: "
                                  f"{_reason(exc)}") from exc
         self.connects += 1
         return conn
 
+    async def _tunnel(self, host: Host) -> tuple[asyncssh.SSHClientConnection | tuple[()], str]:
+        """The shared connection `host` is reached through (or `()`: directly), and words for messages."""
+        if self.options.jump:
+            return await self._jump_connection(), f" through jump host {self.options.jump.host}"
+        if self.options.ssh_config:
+            # asyncssh would open a fresh ProxyJump connection for every host; ssh(1) users expect one
+            # connection to the bastion, so we open each distinct ProxyJump once and tunnel through it.
+            spec = self._from_ssh_config(host.address, host.ssh_user).proxy_jump
+            if spec:
+                return await self._config_jump(spec), f" through ProxyJump {spec}"
+        return (), ""
+
     async def _jump_connection(self) -> asyncssh.SSHClientConnection:
         jump = self.options.jump
         assert jump is not None
-        if self._jump is not None and not self._jump.is_closed():
-            return self._jump
+
+        async def open_jump() -> asyncssh.SSHClientConnection:
+            kwargs = self._connect_kwargs(jump.user, jump.key)
+            kwargs["port"] = jump.port
+            return await self._connect_jump(jump.host, jump.port, (), kwargs)
+
+        return await self._shared_jump("", open_jump)
+
+    async def _config_jump(self, spec: str) -> asyncssh.SSHClientConnection:
+        """The connection through a ProxyJump chain (`[user@]host[:port],…`, as ssh -J), opened once."""
+        async def open_chain() -> asyncssh.SSHClientConnection:
+            conn: asyncssh.SSHClientConnection | tuple[()] = ()
+            for hop in spec.split(","):
+                user, address, port = _split_hop(hop)
+                kwargs = self._connect_kwargs(user)
+                if port is None:
+                    port = self._from_ssh_config(address, user).port
+                else:
+                    kwargs["port"] = port
+                if not isinstance(conn, tuple):
+                    self._hops.append(conn)  # an inner hop of a chain: closed with the pool
+                conn = await self._connect_jump(address, port, conn, kwargs)
+            assert not isinstance(conn, tuple)
+            return conn
+
+        return await self._shared_jump(spec, open_chain)
+
+    async def _shared_jump(self, key: str, open_it: Callable[[], Awaitable[asyncssh.SSHClientConnection]]
+                           ) -> asyncssh.SSHClientConnection:
+        conn = self._jumps.get(key)
+        if conn is not None and not conn.is_closed():
+            return conn
         async with self._jump_lock:
-            if self._jump is None or self._jump.is_closed():
-                kwargs = self._connect_kwargs(jump.user, jump.key)
-                kwargs["port"] = jump.port
-                name = f"jump host {jump.host}"
-                try:
-                    self._jump = await asyncssh.connect(jump.host, **kwargs)
-                except asyncssh.HostKeyNotVerifiable:
-                    presented = await self._presented_key(jump.host, jump.port, ())
-                    raise HostKeyError(diagnose(jump.host, jump.host, jump.port, self.known_hosts, presented)) from None
-                except Exception as exc:  # noqa: BLE001
-                    raise TransportError(f"cannot connect to {name}:{jump.port}: {_reason(exc)}") from exc
-                self.connects += 1
-                await self._hold_pty(self._jump)
-            return self._jump
+            conn = self._jumps.get(key)
+            if conn is None or conn.is_closed():
+                conn = self._jumps[key] = await open_it()
+                await self._hold_pty(conn)
+            return conn
+
+    async def _connect_jump(self, address: str, port: int, tunnel: Any, kwargs: dict[str, Any]
+                            ) -> asyncssh.SSHClientConnection:
+        try:
+            conn = await asyncssh.connect(address, tunnel=tunnel, **kwargs)
+        except asyncssh.HostKeyNotVerifiable:
+            presented = await self._presented_key(address, port, tunnel)
+            raise HostKeyError(diagnose(address, address, port, self.known_hosts, presented)) from None
+        except Exception as exc:  # noqa: BLE001
+            raise TransportError(f"cannot connect to jump host {address}:{port}: {_reason(exc)}") from exc
+        self.connects += 1
+        return conn
+
+    def _from_ssh_config(self, address: str, user: str | None) -> "_SshConfigEntry":
+        """What ~/.ssh/config says for `address` (Port, ProxyJump), the way ssh and asyncssh read it."""
+        path = Path("~", ".ssh", "config").expanduser()
+        if not self.options.ssh_config or not os.access(path, os.R_OK):
+            return _SshConfigEntry(22, None)
+        try:
+            local_user = getpass.getuser()
+        except (KeyError, OSError):
+            local_user = os.environ.get("USER", "root")
+        cfg = asyncssh.config.SSHClientConfig.load(None, [path], False, False, False, local_user,
+                                                   user if user else (), address, ())
+        jump = cfg.get("ProxyJump")
+        return _SshConfigEntry(int(cfg.get("Port", 22) or 22),
+                               jump if isinstance(jump, str) and jump.lower() != "none" else None)
 
     async def _hold_pty(self, jump: asyncssh.SSHClientConnection) -> None:
         """Keep a pty session open on the jump host, so its sshd turns Nagle off on our connection.
@@ -157,9 +224,9 @@ class SshPool:
         if not self.options.jump_nodelay:
             return
         try:
-            self._jump_pty = await jump.create_process("exec cat >/dev/null", term_type="dumb")
+            self._jump_ptys.append(await jump.create_process("exec cat >/dev/null", term_type="dumb"))
         except (asyncssh.Error, OSError):
-            self._jump_pty = None  # PermitTTY no: slower, still correct
+            pass  # PermitTTY no: slower, still correct
 
     def _connect_kwargs(self, user: str | None, key: str | None = None) -> dict[str, Any]:
         o = self.options
@@ -190,7 +257,12 @@ class SshPool:
 
     async def fetch_host_key(self, address: str, port: int, algorithms: list[str], *, via_jump: bool) -> asyncssh.SSHKey | None:
         """The key a host presents now (for `hostkeys accept`); the jump host itself is asked directly."""
-        tunnel = await self._jump_connection() if via_jump and self.options.jump else ()
+        tunnel: Any = ()
+        if via_jump and self.options.jump:
+            tunnel = await self._jump_connection()
+        elif via_jump and self.options.ssh_config:
+            spec = self._from_ssh_config(address, None).proxy_jump
+            tunnel = await self._config_jump(spec) if spec else ()
         return await asyncssh.get_server_host_key(address, port, tunnel=tunnel,
                                                  server_host_key_algs=algorithms or (), config=None)
 
@@ -255,12 +327,30 @@ class SshPool:
         for name, link in list(self._links.items()):
             self._forget(name, link)
             await link.conn.wait_closed()
-        if self._jump_pty is not None:
-            self._jump_pty.close()
-        if self._jump is not None:
-            self._jump.close()
-            await self._jump.wait_closed()
-            self._jump = None
+        for pty in self._jump_ptys:
+            pty.close()
+        self._jump_ptys.clear()
+        jumps, self._jumps, self._hops = list(self._jumps.values()) + self._hops[::-1], {}, []
+        for conn in jumps:  # a chain's last hop first: it runs inside the ones before it
+            conn.close()
+            await conn.wait_closed()
+
+
+def _split_hop(hop: str) -> tuple[str | None, str, int | None]:
+    """`[user@]host[:port]` or `[user@][v6]:port`, as in ssh's -J and ProxyJump."""
+    user, _, rest = hop.strip().rpartition("@")
+    if rest.startswith("["):
+        address, _, tail = rest[1:].partition("]")
+        port_text = tail[1:] if tail.startswith(":") else ""
+    else:
+        address, _, port_text = rest.partition(":")
+    return user or None, address, int(port_text) if port_text.isdigit() else None
+
+
+@dataclass(frozen=True)
+class _SshConfigEntry:
+    port: int
+    proxy_jump: str | None
 
 
 def _reason(exc: BaseException) -> str:

@@ -25,6 +25,7 @@ SSHD = "/usr/sbin/sshd"
 SSHD_CONFIG = """\
 # sshd for lab host {name}; written by tests/lab for one lab run
 Port 22
+Port 2222
 ListenAddress {listen}
 HostKey {host_key}
 PidFile {state}/sshd.pid
