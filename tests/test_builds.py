@@ -12,10 +12,9 @@ from opsconsole.events import BuildUpdate, Message
 from tests.conftest import commit_file, git, process_gone, write_config
 
 
-def _engine(cfg: Path) -> Engine:
-    engine = Engine(load_config(cfg))
-    engine.prepare()
-    return engine
+def _engine(cfg: Path, *, poll: bool = False) -> Engine:
+    # `poll`: what the console starts but the heartbeat (the branch pollers and the proxy watch)
+    return Engine.open(load_config(cfg), poll=poll, watch_proxy=poll)
 
 
 def _set(cfg: Path, old: str, new: str) -> None:
@@ -40,9 +39,9 @@ async def _until(predicate, timeout: float = 20.0) -> None:
 async def test_push_to_production_is_built_within_one_poll_and_other_branches_ignored(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, count=1)
     _set(cfg, "branch: production", "branch: production\n    poll_interval: 0.3s")
-    engine = _engine(cfg)
+    engine = _engine(cfg, poll=True)
     updates = _updates(engine)
-    await engine.start_background(heartbeat=False)
+    await engine.start()
     try:
         repo = tmp_path / "repo"
         first = git(repo, "rev-parse", "HEAD")
@@ -185,11 +184,11 @@ async def test_unreachable_repo_reported_once_and_other_apps_keep_polling(tmp_pa
     cfg.write_text(text + broken)
     _set(cfg, "branch: production", "branch: production\n    poll_interval: 0.2s")
     _set(cfg, "repo: " + str(tmp_path / "nowhere"), "poll_interval: 0.2s\n    repo: " + str(tmp_path / "nowhere"))
-    engine = _engine(cfg)
+    engine = _engine(cfg, poll=True)
     messages: list[Message] = []
     engine.bus.subscribe(lambda e: messages.append(e) if isinstance(e, Message) else None)
     updates = _updates(engine)
-    await engine.start_background(heartbeat=False)
+    await engine.start()
     try:
         await asyncio.sleep(1.5)
         assert engine.pollers["broken"].polls >= 4

@@ -232,7 +232,7 @@ def test_the_monitor_alone_never_builds_or_deploys(tmp_path: Path) -> None:
     assert not (tmp_path / "state" / "rollouts").exists() or not list((tmp_path / "state" / "rollouts").iterdir())
 
 
-async def test_start_monitor_starts_the_heartbeat_and_nothing_else(tmp_path: Path) -> None:
+async def test_an_engine_opened_for_the_heartbeat_starts_it_and_nothing_else(tmp_path: Path) -> None:
     """What `opsconsole heartbeat` starts: probes only; no branch poller, no proxy watch (it re-applies weights)."""
     from opsconsole.config import load_config
     from opsconsole.demo.repo import ensure_demo_repo
@@ -246,10 +246,11 @@ async def test_start_monitor_starts_the_heartbeat_and_nothing_else(tmp_path: Pat
     ensure_demo_repo(tmp_path / "repo", "production")
 
     async def started(how: str) -> list[Event]:
-        engine = Engine(load_config(cfg))
+        console = how == "background"  # what the console asks for, else what `opsconsole heartbeat` asks for
+        engine = Engine.open(load_config(cfg), heartbeat=True, poll=console, watch_proxy=console)
         events: list[Event] = []
         engine.bus.subscribe(events.append)
-        await (engine.start_monitor() if how == "monitor" else engine.start_background())
+        await engine.start()
         try:
             async with asyncio.timeout(10):
                 while sum(isinstance(e, HeartbeatCycle) for e in events) < 3:

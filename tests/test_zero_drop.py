@@ -112,7 +112,7 @@ async def test_rolling_update_under_load_drops_nothing(local_fleet, tmp_path: Pa
         assert result.ok > 200
         assert set(result.versions) == {v1, sha[:7]}  # both versions served during the roll, no error between
         assert all(engine.views[f"itrust-{i}"].version == sha[:7] for i in (1, 2, 3))
-        state = await engine.canary_desk.driver().app("itrust")
+        state = await engine.traffic.driver().app("itrust")
         assert all(m.admin == "enabled" for m in state.pools["stable"].members)  # every host back in the pool
         # Clients saw no error; and thanks to the drain the proxy never even had to retry one
         # (its retries would hide a rollout that restarts hosts still in the pool).
@@ -142,7 +142,7 @@ async def test_unhealthy_build_stops_at_first_host_under_load(local_fleet, tmp_p
         assert not outcome.ok and "itrust-1" in outcome.message
         assert result.failures == [], result.failures[:5]
         assert set(result.versions) == {v1}  # the bad version never served a client
-        state = await engine.canary_desk.driver().app("itrust")
+        state = await engine.traffic.driver().app("itrust")
         admin = {m.name: m.admin for m in state.pools["stable"].members}
         assert admin["itrust-1"] != "enabled" and admin["itrust-2"] == admin["itrust-3"] == "enabled"
     finally:
@@ -176,7 +176,7 @@ async def test_rolling_update_of_lab_hosts_through_lab_proxy_drops_nothing(lab, 
         assert outcome.ok, outcome.message
         assert result.failures == [], result.failures[:5]
         assert set(result.versions) == {v1, sha[:7]}
-        state = await engine.canary_desk.driver().app("itrust")
+        state = await engine.traffic.driver().app("itrust")
         assert (state.pools["stable"].counters.errors, state.pools["stable"].counters.retries) == (0, 0)
         assert all(engine.views[h.name].version == sha[:7] for h in lab.apps)
 
@@ -191,7 +191,7 @@ async def test_rolling_update_of_lab_hosts_through_lab_proxy_drops_nothing(lab, 
         assert not outcome.ok and first in outcome.message and "not touched" in outcome.message
         assert result.failures == [], result.failures[:5]
         assert set(result.versions) == {sha[:7]}  # the bad version never reached a client
-        state = await engine.canary_desk.driver().app("itrust")
+        state = await engine.traffic.driver().app("itrust")
         admin = {m.name: m.admin for m in state.pools["stable"].members}
         assert admin[first] != "enabled" and all(admin[h] == "enabled" for h in others)
     finally:
