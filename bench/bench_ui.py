@@ -25,7 +25,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from opsconsole.config import load_config
+from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from opsconsole.events import HealthSample, HostState, OutputLine, TaskFinished
 from opsconsole.ui.app import OpsConsoleApp

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 
-from opsconsole.config import load_config
+from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from opsconsole.events import BuildUpdate, Message
 from tests.conftest import commit_file, git, process_gone, write_config

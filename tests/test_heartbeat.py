@@ -234,7 +234,7 @@ def test_the_monitor_alone_never_builds_or_deploys(tmp_path: Path) -> None:
 
 async def test_an_engine_opened_for_the_heartbeat_starts_it_and_nothing_else(tmp_path: Path) -> None:
     """What `opsconsole heartbeat` starts: probes only; no branch poller, no proxy watch (it re-applies weights)."""
-    from opsconsole.config import load_config
+    from opsconsole.config.loader import load_config
     from opsconsole.demo.repo import ensure_demo_repo
     from opsconsole.engine.engine import Engine
     from opsconsole.events import Event, Message

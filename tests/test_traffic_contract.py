@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from opsconsole.proxy.__main__ import load_proxy_config
-from opsconsole.traffic import TrafficBadRequest, TrafficDriver, TrafficNotFound, open_driver
+from opsconsole.traffic.base import TrafficBadRequest, TrafficDriver, TrafficNotFound
+from opsconsole.traffic.drivers import open_driver
 from opsconsole.traffic.haproxy_config import render_haproxy_config
 from test_proxy_support import (
     PY, ROOT, TOKEN, Backend, app_block, free_port, load, proxy_config_text, start_backend, start_haproxy, start_proxy,
@@ -208,7 +209,7 @@ import asyncio, sys, time
 from pathlib import Path
 sys.path.insert(0, "tests")
 from opsconsole.proxy.__main__ import load_proxy_config
-from opsconsole.traffic import open_driver
+from opsconsole.traffic.drivers import open_driver
 cfg, _ = load_proxy_config(Path(sys.argv[1]))
 runtime = Path(sys.argv[2]) if sys.argv[2] != "-" else None
 

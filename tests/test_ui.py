@@ -13,7 +13,7 @@ import pytest
 from textual.widgets import Button
 
 from conftest import kill_services, write_config
-from opsconsole.config import load_config
+from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from opsconsole.engine.commands import Names, verbs
 from opsconsole.events import CommandFinished, HealthSample, HostState, OutputLine

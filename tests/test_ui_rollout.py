@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PLAYBOOKS, kill_services, write_config
-from opsconsole.config import load_config
+from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from opsconsole.ui.app import OpsConsoleApp
 from opsconsole.ui.confirm import ConfirmScreen

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PLAYBOOKS
-from opsconsole.config import load_config
+from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from opsconsole.events import BuildUpdate, HealthChanged, HealthSample, HostState
 from opsconsole.ui.app import OpsConsoleApp

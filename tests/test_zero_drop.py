@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from opsconsole.config import load_config
+from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from tests.conftest import ROOT, commit_file, kill_services, write_config
 from tests.loadgen import Load

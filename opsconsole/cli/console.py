@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from opsconsole.cli.common import EXIT_INTERRUPTED, EXIT_OK, load
-from opsconsole.config import SourceError
+from opsconsole.yamlsource import SourceError
 
 # The options of the console run, by argparse dest: none of them means anything to a subcommand.
 OPTIONS = {"script": "--script", "json": "--json", "keep_going": "--keep-going", "readonly": "--readonly",

@@ -96,7 +96,7 @@ class TrafficService:
         if proxy is None:
             raise CommandFailed(f"no proxy configured: add a `proxy:` section to {self.config.file}")
         if self._driver is None:
-            from opsconsole.traffic import open_driver
+            from opsconsole.traffic.drivers import open_driver
 
             transport = None
             if proxy.driver == "haproxy" and proxy.haproxy.host:
