@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from opsconsole.config.model import Config, GroupConfig
 from opsconsole.engine import commands as C
@@ -11,6 +11,7 @@ from opsconsole.engine.fleet import Fleet
 from opsconsole.engine.traffic_service import TrafficService
 from opsconsole.errors import CommandFailed
 from opsconsole.events import EventBus
+from opsconsole.heartbeat.monitor import HeartbeatMonitor
 from opsconsole.hosts import Host
 
 if TYPE_CHECKING:  # boto3 is imported only when an EC2 group is worked on
@@ -22,18 +23,21 @@ SSH_WAIT = 300.0
 class CloudDesk:
     """`provision` (its machines), `scale` and `decommission` of EC2 groups.
 
-    `on_fleet_changed` is called when instances came or went: the engine rebuilds the fleet's hosts and
-    the heartbeat's targets (the desk holds no engine).
+    When instances came or went it rebuilds the fleet's hosts and the heartbeat's targets.
     """
 
     def __init__(self, config: Config, fleet: Fleet, bus: EventBus, traffic: TrafficService,
-                 on_fleet_changed: Callable[[], None]) -> None:
+                 monitor: HeartbeatMonitor) -> None:
         self.config = config
         self.hosts = fleet
         self.bus = bus
         self.traffic = traffic
-        self.on_fleet_changed = on_fleet_changed
+        self.monitor = monitor
         self._fleets: dict[str, Ec2Fleet] = {}
+
+    def on_fleet_changed(self) -> None:
+        self.hosts.reload()
+        self.monitor.set_targets(self.hosts.probe_targets())
 
     def fleet(self, group: GroupConfig) -> Ec2Fleet:
         if group.provider != "ec2":

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable
 
-from opsconsole.builds.runner import BuildRecord
+from opsconsole.builds.poller import BranchPoller
+from opsconsole.builds.queue import BuildQueue
+from opsconsole.builds.runner import Builder, BuildRecord, BuildStore
 from opsconsole.config.model import AppConfig, Config
 from opsconsole.demo.repo import ensure_demo_repo
 from opsconsole.engine import commands as C
@@ -40,7 +42,6 @@ from opsconsole.engine.traffic_service import AppTrafficControl, TrafficService
 from opsconsole.errors import CommandFailed, OperatorError
 from opsconsole.events import CommandFinished, CommandStarted, EventBus, OutputLine
 from opsconsole.heartbeat.monitor import HeartbeatMonitor
-from opsconsole.heartbeat.probe import ProbeTarget
 from opsconsole.heartbeat.rawhttp import RawProber
 from opsconsole.heartbeat.until import probe_until
 from opsconsole.hosts import Host
@@ -110,15 +111,15 @@ class Engine:
         # Plain-HTTP probes use the lean client: httpx cost 5x the CPU and fell behind at 1,000 hosts
         # (bench/bench_heartbeat.py); https still goes through httpx.
         self.prober = RawProber(endpoint=self.fleet.endpoint)
-        self.monitor = HeartbeatMonitor(self.bus, self.prober, self._probe_targets(), config.heartbeat,
+        self.monitor = HeartbeatMonitor(self.bus, self.prober, self.fleet.probe_targets(), config.heartbeat,
                                         change_log=config.state_dir / "heartbeat" / "changes.jsonl")
         self.rollouts = Rollouts(config, self.fleet, self.bus, issuer=self.issuer, deployer=self.deployer,
                                  traffic=self.traffic, monitor=self.monitor)
         self.canary_desk = CanaryDesk(config, self.fleet, self.traffic, self.deployer, self.rollouts)
-        self.cloud = CloudDesk(config, self.fleet, self.bus, self.traffic, on_fleet_changed=self.reload_inventory)
-        self.previews = Preview(config, self.fleet, self.deployer, self.rollouts, self.running)
+        self.cloud = CloudDesk(config, self.fleet, self.bus, self.traffic, self.monitor)
         # Commands now running: id -> (command, the task doing its work). `abort` cancels these.
         self._running: dict[str, tuple[C.Command, asyncio.Task[str | None]]] = {}
+        self.previews = Preview(config, self.fleet, self.deployer, self.rollouts, self._running)
         self._background: set[asyncio.Future[None]] = set()  # kept until done: a dropped task may be collected
         self._started = False
         self._closed = False
@@ -216,19 +217,19 @@ class Engine:
         return self.fleet.names
 
     @property
-    def builds(self):  # type: ignore[no-untyped-def]  # the deployer's BuildStore
+    def builds(self) -> BuildStore:
         return self.deployer.builds
 
     @property
-    def builder(self):  # type: ignore[no-untyped-def]
+    def builder(self) -> Builder:
         return self.deployer.builder
 
     @property
-    def build_queue(self):  # type: ignore[no-untyped-def]
+    def build_queue(self) -> BuildQueue:
         return self.deployer.build_queue
 
     @property
-    def pollers(self):  # type: ignore[no-untyped-def]
+    def pollers(self) -> dict[str, BranchPoller]:
         return self.deployer.pollers
 
     @property
@@ -289,22 +290,9 @@ class Engine:
         return CommandFailed(message)
 
     # -- the fleet changing --------------------------------------------------------
-    def _probe_targets(self) -> list[ProbeTarget]:
-        """Every host of every app with the app's health check; app-less groups with their own probe."""
-        targets: dict[str, ProbeTarget] = {}
-        for app in self.config.apps.values():
-            for host in self.fleet.app_hosts(app):
-                targets.setdefault(host.name, ProbeTarget(host, app.health))
-        for group in self.config.groups.values():
-            if group.health is not None:
-                for host in self.fleet.inventory.group(group.name):
-                    targets.setdefault(host.name, ProbeTarget(host, group.health))
-        return list(targets.values())
-
     def reload_inventory(self) -> None:
         """The fleet changed (EC2 instances came or went): rebuild hosts, views and heartbeat targets."""
-        self.fleet.reload()
-        self.monitor.set_targets(self._probe_targets())
+        self.cloud.on_fleet_changed()
 
     async def _after_build(self, app: AppConfig, record: BuildRecord) -> None:
         """A build succeeded: start the deploy the app asks for, as a journaled command like any other."""
@@ -583,10 +571,7 @@ class Engine:
         extra = {"group": group.name, "app_hosts": {g: [h.address for h in self.inventory.group(g)]
                                                     for g in self.config.groups}}
         result = await self.deployer.runner.run(playbook, self.inventory.hosts, extra_vars=extra,
-                                       limit=[h.name for h in hosts])
+                                                limit=[h.name for h in hosts])
         if not result.ok:
             raise CommandFailed(f"provisioning {group.name} failed — {result.failure_text()}")
         return (created + "; " if created else "") + f"{len(hosts)} host(s) of {group.name} provisioned"
-
-    async def provision_machines(self, group: Any) -> str:
-        return await self.cloud.provision(group)

@@ -23,6 +23,7 @@ from opsconsole.events import (
     TaskFinished,
     TaskStarted,
 )
+from opsconsole.heartbeat.probe import ProbeTarget
 from opsconsole.hosts import Host
 from opsconsole.inventory import Inventory, build_inventory
 from opsconsole.transport.base import Transport
@@ -108,6 +109,18 @@ class Fleet:
             if host is not None and host not in hosts:
                 hosts.append(host)
         return hosts
+
+    def probe_targets(self) -> list[ProbeTarget]:
+        """Every host of every app with the app's health check; app-less groups with their own probe."""
+        targets: dict[str, ProbeTarget] = {}
+        for app in self.config.apps.values():
+            for host in self.app_hosts(app):
+                targets.setdefault(host.name, ProbeTarget(host, app.health))
+        for group in self.config.groups.values():
+            if group.health is not None:
+                for host in self.inventory.group(group.name):
+                    targets.setdefault(host.name, ProbeTarget(host, group.health))
+        return list(targets.values())
 
     def host_vars(self, app: AppConfig, host: Host) -> dict[str, Any]:
         return {**app.vars, **host.vars, "inventory_hostname": host.name, "ansible_host": host.address,

@@ -7,7 +7,7 @@ the command itself will report it again when it runs.
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from typing import Mapping
 
 from opsconsole.config.model import Config
 from opsconsole.engine import commands as C
@@ -28,12 +28,15 @@ def _names(items: list[str], shown: int = 6) -> str:
 
 class Preview:
     def __init__(self, config: Config, fleet: Fleet, deployer: Deployer, rollouts: Rollouts,
-                 running: Callable[[], list[C.Command]]) -> None:
+                 running: Mapping[str, tuple[C.Command, object]]) -> None:
         self.config = config
         self.fleet = fleet
         self.deployer = deployer
         self.rollouts = rollouts
-        self.running = running  # the commands under way now (an `abort` names them)
+        self._running = running  # the engine's commands under way, by id (an `abort` names them)
+
+    def running(self) -> list[C.Command]:
+        return [command for command, _ in self._running.values()]
 
     async def text(self, command: C.Command) -> str:
         """What `command` will do, in words: the text every front end shows before a destructive or long
