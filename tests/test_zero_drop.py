@@ -103,9 +103,9 @@ async def test_rolling_update_under_load_drops_nothing(local_fleet, tmp_path: Pa
         await wait_serving(url)
         sha = commit_file(tmp_path / "repo", "message.txt", "v2\n", "v2")
         load = Load(url).start()
-        await asyncio.sleep(0.5)
+        await load.more()  # clients are being served before the roll starts
         outcome = await engine.execute(engine.parse("roll itrust"))
-        await asyncio.sleep(0.5)
+        await load.more()  # … and after it ends
         result = await load.stop()
         assert outcome.ok, outcome.message
         assert result.failures == [], result.failures[:5]
@@ -135,9 +135,9 @@ async def test_unhealthy_build_stops_at_first_host_under_load(local_fleet, tmp_p
         await wait_serving(url)
         commit_file(tmp_path / "repo", "HEALTHY", "no\n", "a build that fails its health check")
         load = Load(url).start()
-        await asyncio.sleep(0.3)
+        await load.more()  # clients are being served before the roll starts
         outcome = await engine.execute(engine.parse("roll itrust"))
-        await asyncio.sleep(0.5)
+        await load.more()  # … and after it ends
         result = await load.stop()
         assert not outcome.ok and "itrust-1" in outcome.message
         assert result.failures == [], result.failures[:5]
@@ -169,9 +169,9 @@ async def test_rolling_update_of_lab_hosts_through_lab_proxy_drops_nothing(lab, 
         await wait_serving(url)
         sha = commit_file(tmp_path / "repo", "message.txt", "v2 in the lab\n", "v2")
         load = Load(url, max_seconds=90).start()
-        await asyncio.sleep(0.5)
+        await load.more()  # clients are being served before the roll starts
         outcome = await engine.execute(engine.parse("roll itrust"))
-        await asyncio.sleep(0.5)
+        await load.more()  # … and after it ends
         result = await load.stop()
         assert outcome.ok, outcome.message
         assert result.failures == [], result.failures[:5]
@@ -183,9 +183,9 @@ async def test_rolling_update_of_lab_hosts_through_lab_proxy_drops_nothing(lab, 
         # a build that fails its health check stops at the first host, under the same load
         commit_file(tmp_path / "repo", "HEALTHY", "no\n", "a build that fails its health check")
         load = Load(url, max_seconds=90).start()
-        await asyncio.sleep(0.3)
+        await load.more()  # clients are being served before the roll starts
         outcome = await engine.execute(engine.parse("roll itrust"))
-        await asyncio.sleep(0.3)
+        await load.more()  # … and after it ends
         result = await load.stop()
         first, *others = [h.name for h in lab.apps]
         assert not outcome.ok and first in outcome.message and "not touched" in outcome.message
