@@ -135,8 +135,11 @@ def test_sigkill_canary_under_load_no_failed_request_and_alert(rig):
             rig.backends["c1"].kill()
 
         r = await _under_load(rig.port, 100_000, 16, 1.0, kill, seconds=3.0)
-        await asyncio.sleep(0.3)
-        return r, marks, await d.app("web")
+        deadline = time.monotonic() + 10  # until the driver reports what it saw: the canary down, the alert up
+        while (st := await d.app("web")).alert is None or st.pools["canary"].members[0].healthy:
+            assert time.monotonic() < deadline, "the killed canary never raised the alert"
+            await asyncio.sleep(0.05)
+        return r, marks, st
 
     r, marks, st = run(rig, scenario)
     assert r.failed == 0, (r.statuses, r.errors[:5])
@@ -167,7 +170,10 @@ def test_canary_back_stays_out_until_the_alert_is_cleared(rig):
         held = await load(rig.port, total=100, concurrency=2)
         st = await d.app("web")
         cleared = await d.clear_alert("web")
-        await asyncio.sleep(0.3)
+        deadline = time.monotonic() + 10  # until the canary is back in its pool, ready for traffic
+        while not (await d.app("web")).member("c1").healthy:
+            assert time.monotonic() < deadline, "the cleared canary never came back"
+            await asyncio.sleep(0.05)
         back = await load(rig.port, total=100, concurrency=2)
         return r1, held, st, cleared, back, await d.app("web")
 
