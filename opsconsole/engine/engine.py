@@ -286,9 +286,6 @@ class Engine:
     def say(self, text: str, level: str = "info", host: str | None = None) -> None:
         self.fleet.say(text, level=level, host=host)
 
-    def failure(self, message: str) -> CommandFailed:
-        return CommandFailed(message)
-
     # -- the fleet changing --------------------------------------------------------
     def reload_inventory(self) -> None:
         """The fleet changed (EC2 instances came or went): rebuild hosts, views and heartbeat targets."""
