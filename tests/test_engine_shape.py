@@ -127,3 +127,22 @@ async def test_engine_open_prepares_and_starts_only_what_was_asked(tmp_path: Pat
     engine = Engine.open(load_config(cfg), heartbeat=True)  # `opsconsole heartbeat`: the monitor only
     async with engine:
         assert [t.get_coro().__qualname__ for t in engine._background] == ["HeartbeatMonitor.run"]
+
+
+def test_every_front_end_starts_the_engine_one_way() -> None:
+    """Front ends open the engine with `Engine.open(...)`; none builds, prepares or starts one by its own steps."""
+    front_ends = [*(PKG / "cli").glob("*.py"), *(PKG / "ui").rglob("*.py"), PKG / "headless.py"]
+    opened = []
+    for path in front_ends:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            if isinstance(func, ast.Name) and func.id == "Engine":
+                pytest.fail(f"{path.relative_to(PKG)}:{node.lineno} builds an Engine itself")
+            if isinstance(func, ast.Attribute) and func.attr in ("prepare", "start_background", "start_monitor"):
+                pytest.fail(f"{path.relative_to(PKG)}:{node.lineno} calls {func.attr}() itself")
+            if isinstance(func, ast.Attribute) and func.attr == "open" and \
+                    isinstance(func.value, ast.Name) and func.value.id == "Engine":
+                opened.append(path.name)
+    assert sorted(opened) == ["console.py", "heartbeat.py"]  # the console run (TUI, --script, --watch), the monitor
