@@ -106,6 +106,7 @@ class Engine:
         # -- the services, built once and handed to each other (none holds the engine) --
         self.fleet = Fleet(config, self.bus)
         self.bus.subscribe(self.fleet.track)
+        # The one hook back into the engine: what a successful build starts is a command, run by `execute`.
         self.deployer = Deployer(config, self.fleet, self.bus, on_build=self._after_build)
         self.traffic = TrafficService(config, self.fleet, self.bus)
         # Plain-HTTP probes use the lean client: httpx cost 5x the CPU and fell behind at 1,000 hosts
