@@ -40,7 +40,7 @@ class CloudDesk:
         self.monitor.set_targets(self.hosts.probe_targets())
 
     def fleet(self, group: GroupConfig) -> Ec2Fleet:
-        if group.provider != "ec2":
+        if group.provider != "ec2" or group.ec2 is None:
             raise CommandFailed(f"group {group.name} is not an EC2 group (provider: {group.provider})")
         if group.name not in self._fleets:
             from opsconsole.ec2.fleet import Ec2Fleet

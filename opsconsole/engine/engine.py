@@ -73,10 +73,10 @@ def check_handlers(handlers: dict[type[C.Command], Handler], commands: Iterable[
     commands = list(commands)
     missing = [cls.__name__ for cls in commands if cls not in handlers]
     stray = [cls.__name__ for cls in handlers if cls not in commands]
-    if missing or stray:
-        raise TypeError("the engine's handler table does not match the command types: "
-                        + "; ".join(filter(None, [missing and f"no handler for {', '.join(missing)}",
-                                                  stray and f"a handler for unknown {', '.join(stray)}"])))
+    problems = ([f"no handler for {', '.join(missing)}"] if missing else []) + \
+        ([f"a handler for unknown {', '.join(stray)}"] if stray else [])
+    if problems:
+        raise TypeError("the engine's handler table does not match the command types: " + "; ".join(problems))
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,8 @@ class Releases:
     def of(self, app: str) -> list[dict[str, Any]]:
         return [entry for entry in read_jsonl(self.path) if entry.get("app") == app]
 
-    def previous(self, app: str, not_version: str) -> tuple[str, str, str] | None:
-        """The latest release of `app` that is not `not_version`: (version, commit, artifact)."""
+    def previous(self, app: str, not_version: str | None) -> tuple[str, str, str] | None:
+        """The latest release of `app` that is not `not_version` (what runs now): (version, commit, artifact)."""
         for entry in reversed(self.of(app)):
             if entry["version"] != not_version:
                 return entry["version"], entry["commit"], entry["artifact"]
