@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_ssh import lab_bench, run_ansible_play  # noqa: E402
-from opsconsole.config import load_config  # noqa: E402
+from opsconsole.config.loader import load_config  # noqa: E402
 from opsconsole.engine.engine import Engine  # noqa: E402
 from tests.lab import Lab  # noqa: E402
 from tests.lab.config import write_lab_config  # noqa: E402

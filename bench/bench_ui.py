@@ -25,7 +25,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from opsconsole.config import load_config
+from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from opsconsole.events import HealthSample, HostState, OutputLine, TaskFinished
 from opsconsole.ui.app import OpsConsoleApp
@@ -85,7 +85,7 @@ async def flood(engine: Engine, names: list[str], rate: int, stop: asyncio.Event
 async def run(hosts: int, rate: int, presses: int, size: tuple[int, int]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         engine = Engine(load_config(config_file(Path(tmp), hosts)))
-        app = OpsConsoleApp(engine, background=False, freeze_startup=True)  # as run_console does
+        app = OpsConsoleApp(engine, freeze_startup=True)  # as run_console does
         frames: list[float] = []
         flushes: list[float] = []
         moves: list[float] = []

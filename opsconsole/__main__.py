@@ -1,5 +1,5 @@
 import sys
 
-from opsconsole.cli import main
+from opsconsole.cli.main import main
 
 sys.exit(main())

@@ -107,10 +107,10 @@ async def run_script(engine: Engine, lines: Iterable[ScriptLine], *, keep_going:
 
 
 def main_headless(engine: Engine, script_text: str | None, source: str, *, as_json: bool, keep_going: bool,
-                  watch: bool = False, out: IO[str] = sys.stdout) -> int:
-    """Run a script (parsed whole first). With `watch`, the always-on work runs too — heartbeat,
-    branch polling, build-and-deploy — during the script and, without a script, until Ctrl-C/SIGTERM:
-    the console's automation with nobody at the keyboard (a CI job, a service)."""
+                  out: IO[str] = sys.stdout) -> int:
+    """Run a script (parsed whole first), with the always-on work the engine was opened for
+    (`Engine.open(…, heartbeat=, poll=)`: `--watch`) running meanwhile. Without a script, run that work
+    until Ctrl-C/SIGTERM: the console's automation with nobody at the keyboard (a CI job, a service)."""
     lines = read_script(script_text, source, engine) if script_text is not None else []
     engine.bus.subscribe(EventPrinter(out, as_json))
 
@@ -119,15 +119,11 @@ def main_headless(engine: Engine, script_text: str | None, source: str, *, as_js
         main = asyncio.current_task()
         # SIGTERM stops like Ctrl-C: work cancelled cleanly, the journal says so.
         loop.add_signal_handler(signal.SIGTERM, lambda: main.cancel() if main else None)
-        try:
-            if watch:
-                await engine.start_background()
+        async with engine:  # starts what it was opened for; closed however this ends
             code = await run_script(engine, lines, keep_going=keep_going)
-            if watch and script_text is None:
+            if script_text is None:
                 await asyncio.Event().wait()  # until cancelled
             return code
-        finally:
-            await engine.close()
 
     try:
         return asyncio.run(go())

@@ -55,7 +55,7 @@ def build_inventory(config: Config) -> Inventory:
                     role=sh.role or group.role, vars={**group.vars, **sh.vars},
                     ssh_port=sh.ssh_port, ssh_user=sh.user,
                 ))
-        elif group.provider == "ec2":
+        elif group.provider == "ec2" and group.ec2 is not None:  # the loader gives every ec2 group its section
             from opsconsole.ec2.inventory import ec2_hosts
 
             hosts.extend(ec2_hosts(group, config.state_dir, ssh_user=group.ec2.ssh_user, port=group.ec2.app_port))

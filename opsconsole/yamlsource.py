@@ -8,6 +8,7 @@ dict/list subclasses that keep the line of each key and item.
 
 from __future__ import annotations
 
+from opsconsole.errors import OperatorError
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import yaml
 import yaml.constructor
 
 
-class SourceError(Exception):
+class SourceError(OperatorError):
     """Bad input in a file we read: names the file, the line and the key path."""
 
     def __init__(self, file: str | Path, line: int | None, path: str, message: str) -> None:

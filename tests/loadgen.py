@@ -43,6 +43,15 @@ class Load:
         self._tasks = [asyncio.ensure_future(self._client()) for _ in range(self.clients)]
         return self
 
+    async def more(self, count: int = 50, timeout: float = 30.0) -> None:
+        """Until `count` more requests have been answered (ok or not): traffic has flowed for a while."""
+        target = self.result.total + count
+        async with asyncio.timeout(timeout):
+            while self.result.total < target:
+                if all(task.done() for task in self._tasks):
+                    raise AssertionError(f"the load stopped at {self.result.total} requests")
+                await asyncio.sleep(0.01)
+
     async def stop(self) -> LoadResult:
         self._stop.set()
         await asyncio.gather(*self._tasks)

@@ -6,16 +6,15 @@ import asyncio
 from pathlib import Path
 
 
-from opsconsole.config import load_config
+from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from opsconsole.events import BuildUpdate, Message
 from tests.conftest import commit_file, git, process_gone, write_config
 
 
-def _engine(cfg: Path) -> Engine:
-    engine = Engine(load_config(cfg))
-    engine.prepare()
-    return engine
+def _engine(cfg: Path, *, poll: bool = False) -> Engine:
+    # `poll`: what the console starts but the heartbeat (the branch pollers and the proxy watch)
+    return Engine.open(load_config(cfg), poll=poll, watch_proxy=poll)
 
 
 def _set(cfg: Path, old: str, new: str) -> None:
@@ -40,9 +39,9 @@ async def _until(predicate, timeout: float = 20.0) -> None:
 async def test_push_to_production_is_built_within_one_poll_and_other_branches_ignored(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, count=1)
     _set(cfg, "branch: production", "branch: production\n    poll_interval: 0.3s")
-    engine = _engine(cfg)
+    engine = _engine(cfg, poll=True)
     updates = _updates(engine)
-    await engine.start_background(heartbeat=False)
+    await engine.start()
     try:
         repo = tmp_path / "repo"
         first = git(repo, "rev-parse", "HEAD")
@@ -60,7 +59,10 @@ async def test_push_to_production_is_built_within_one_poll_and_other_branches_ig
         # a push to another branch builds nothing
         count = len(updates)
         other = commit_file(repo, "message.txt", "dev\n", "dev work", branch="dev")
-        await asyncio.sleep(1.0)
+        # Poll N may have read the head before the push; poll N+1 starts after it and ends before N+2 starts.
+        poller = engine.pollers["itrust"]
+        after = poller.polls + 2
+        await _until(lambda: poller.polls >= after)
         assert not any(u.commit == other for u in updates)
         assert len(updates) == count
     finally:
@@ -119,7 +121,8 @@ async def test_failing_build_deploys_nothing_and_keeps_its_log(tmp_path: Path) -
         git(repo, "commit", "-qam", "broken build")
         await engine.pollers["itrust"].poll_once()
         await _until(lambda: any(r.status == "failed" for r in engine.builds.records()))
-        await asyncio.sleep(0.3)
+        # The queue is done with it and no deploy was started for it (one would be a background task).
+        await _until(lambda: not engine.build_queue.active() and not engine._background)
         record = [r for r in engine.builds.records() if r.status == "failed"][0]
         assert "exit code 3" in record.message and "it broke" in record.message
         log = Path(record.log).read_text()
@@ -185,19 +188,17 @@ async def test_unreachable_repo_reported_once_and_other_apps_keep_polling(tmp_pa
     cfg.write_text(text + broken)
     _set(cfg, "branch: production", "branch: production\n    poll_interval: 0.2s")
     _set(cfg, "repo: " + str(tmp_path / "nowhere"), "poll_interval: 0.2s\n    repo: " + str(tmp_path / "nowhere"))
-    engine = _engine(cfg)
+    engine = _engine(cfg, poll=True)
     messages: list[Message] = []
     engine.bus.subscribe(lambda e: messages.append(e) if isinstance(e, Message) else None)
     updates = _updates(engine)
-    await engine.start_background(heartbeat=False)
+    await engine.start()
     try:
-        await asyncio.sleep(1.5)
-        assert engine.pollers["broken"].polls >= 4
+        await _until(lambda: engine.pollers["broken"].polls >= 4 and engine.pollers["itrust"].polls >= 2)
         warnings = [m for m in messages if m.level == "warning" and "broken" in m.text]
         assert len(warnings) == 1 and "cannot poll" in warnings[0].text
         assert any(u.app == "itrust" and u.status == "succeeded" for u in updates) or \
             any(u.app == "itrust" and u.status == "running" for u in updates)
-        assert engine.pollers["itrust"].polls >= 2
     finally:
         await engine.close()
 

@@ -38,7 +38,11 @@ def test_commit_to_production_is_built_and_rolled_out(tmp_path: Path) -> None:
         assert len(set(v1)) == 1 and v1[0]
         watcher = subprocess.Popen([sys.executable, "-m", "opsconsole", "--config", str(cfg), "--watch", "--json"],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        time.sleep(1.5)  # the poller has seen the current head by now: nothing is rebuilt
+        heads = tmp_path / "state" / "builds" / "heads.json"  # the poller's first poll records the current head
+        deadline = time.time() + 30
+        while time.time() < deadline and not (heads.exists() and "itrust" in heads.read_text()):
+            time.sleep(0.05)
+        assert heads.exists(), "the watcher's poller never polled"
         sha = commit_file(tmp_path / "repo", "message.txt", "hello from v2\n", "v2: new greeting")
         deadline = time.time() + 90
         while time.time() < deadline and _versions(tmp_path) != [sha[:7]] * 3:

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from opsconsole.config import load_config
+from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from tests.conftest import commit_file, kill_services, write_config
 from tests.loadgen import Load
@@ -104,7 +104,7 @@ async def test_steps_walk_up_while_the_canary_holds(canary_fleet, tmp_path: Path
         result = await load.stop()
     assert outcome.ok, outcome.message
     assert "up to 100%" in outcome.message and result.failures == []
-    state = await engine.canary_desk.driver().app("itrust")
+    state = await engine.traffic.driver().app("itrust")
     assert state.pools["canary"].weight == 100
 
 
@@ -120,7 +120,7 @@ async def test_steps_roll_back_a_canary_that_errs(canary_fleet, tmp_path: Path) 
     # The restart may take the canary down long enough for its checks to latch the alert (auto_restore is
     # off): wait until every instance answers its health check itself, then until the proxy sees them
     # healthy, then clear the latch as an operator would.
-    driver = engine.canary_desk.driver()
+    driver = engine.traffic.driver()
     deadline = time.monotonic() + 20
     hosts = engine.inventory.group("itrust") + engine.inventory.group("itrust-canary")
     async with httpx.AsyncClient(timeout=1) as client:
@@ -144,7 +144,7 @@ async def test_steps_roll_back_a_canary_that_errs(canary_fleet, tmp_path: Path) 
     finally:
         await load.stop()
     assert not outcome.ok and "step 10% failed: canary error rate" in outcome.message
-    state = await engine.canary_desk.driver().app("itrust")
+    state = await engine.traffic.driver().app("itrust")
     assert state.pools["canary"].weight == 0
 
 
@@ -161,7 +161,7 @@ async def test_promote_rolls_the_canary_version_to_stable(canary_fleet, tmp_path
     assert outcome.ok, outcome.message
     assert all(engine.views[f"itrust-{i}"].version == sha[:7] for i in (1, 2))
     assert result.failures == []
-    state = await engine.canary_desk.driver().app("itrust")
+    state = await engine.traffic.driver().app("itrust")
     assert state.pools["canary"].weight == 0
 
 
@@ -169,8 +169,7 @@ async def test_a_restarted_proxy_gets_the_operators_weight_back(tmp_path: Path) 
     from opsconsole.events import Message
 
     cfg = canary_config(tmp_path)
-    engine = Engine(load_config(cfg))
-    engine.prepare()
+    engine = Engine.open(load_config(cfg), watch_proxy=True)
     said: list[str] = []
     engine.bus.subscribe(lambda e: said.append(e.text) if isinstance(e, Message) else None)
     proxy = None
@@ -179,12 +178,12 @@ async def test_a_restarted_proxy_gets_the_operators_weight_back(tmp_path: Path) 
             assert (await engine.execute(engine.parse(line))).ok
         proxy, _ = start_proxy(cfg, tmp_path)
         assert (await engine.execute(engine.parse("canary itrust weight 30"))).ok
-        await engine.start_background(heartbeat=False, poll=False)
+        await engine.start()
         stop(proxy)  # the proxy goes away (a crash, a host reboot) and comes back with the config's 0%
         proxy, _ = start_proxy(cfg, tmp_path)
         for _ in range(100):
             try:
-                state = await engine.canary_desk.driver().app("itrust")
+                state = await engine.traffic.driver().app("itrust")
                 if state.pools["canary"].weight == 30:
                     break
             except Exception:

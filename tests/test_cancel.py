@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from opsconsole.config import load_config
+from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from opsconsole.events import OutputLine, TaskFinished, TaskStarted
 from tests.conftest import ROOT, commit_file, git, kill_services, write_config

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ast
 import importlib
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from opsconsole.cli import main
+from opsconsole.cli.main import main
 from tests.conftest import write_config
 
 PKG = Path(__file__).resolve().parent.parent / "opsconsole"
@@ -111,7 +112,9 @@ def _imports(path: Path) -> set[tuple[str, str]]:
 def test_one_module_per_subcommand_and_parts_never_import_the_cli() -> None:
     cli = importlib.import_module("opsconsole.cli")
     assert hasattr(cli, "__path__"), "opsconsole.cli is a package"
-    assert cli.main is main  # the entry point pyproject names
+    entry = tomllib.loads((PKG.parent / "pyproject.toml").read_text())["project"]["scripts"]["opsconsole"]
+    module, _, function = entry.partition(":")
+    assert getattr(importlib.import_module(module), function) is main  # the entry point pyproject names
     for name in SUBCOMMANDS:
         assert (PKG / "cli" / f"{name}.py").is_file(), name
     # A subcommand never reaches into another's private helpers.

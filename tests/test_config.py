@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from opsconsole.config import SourceError, load_config
+from opsconsole.config.loader import load_config
+from opsconsole.yamlsource import SourceError
 from tests.conftest import ROOT, write_config
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import boto3
 
-from opsconsole.config import load_config
+from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from tests.lab import Lab
 from tests.test_ec2_lab import REGION, lab_vpc

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from opsconsole.config import load_config
+from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from opsconsole.engine.commands import Canary, RollResume, command_classes
 from opsconsole.events import CommandFinished, Event, EventBus, Message

@@ -64,6 +64,16 @@ def lab(tmp_path):
         (item.kill if hasattr(item, "kill") else item.stop)()
 
 
+def _checks_passed(lab, *members: tuple[str, str], timeout: float = 10.0) -> None:
+    """Until HAProxy's first checks have passed on each (app, member): it starts checking at once."""
+    driver = lab.driver()
+    deadline = time.monotonic() + timeout
+    for app, member in members:
+        while not asyncio.run(driver.app(app)).member(member).healthy:
+            assert time.monotonic() < deadline, f"{member} of {app} never passed a check"
+            time.sleep(0.05)
+
+
 def _with(app: str, *, app_keys: str = "", health: str = "") -> str:
     """An app_block with extra keys for the app (`max_conns: 1`) and its health mapping (`on_5xx: true`)."""
     if app_keys:
@@ -205,7 +215,7 @@ def test_retry_rules_through_haproxy(lab):
                 + app_block("p", [s], [cp], stable_weight=1, canary_weight=100, interval="10s")
                 + app_block("n", [s], [dead], stable_weight=1, canary_weight=100, interval="10s"))
     # HAProxy runs its first check at once; let it pass on the live canaries before we kill one by request.
-    time.sleep(0.3)
+    _checks_passed(lab, ("g", "cg"), ("p", "cp"))
     r = httpx.get(f"http://127.0.0.1:{lab.ports['g']}/die?who=cg", timeout=10)
     assert r.status_code == 200 and r.headers["x-member"] == "s1"
     r = httpx.post(f"http://127.0.0.1:{lab.ports['p']}/die?who=cp", content=b"pay=1", timeout=10)
@@ -239,7 +249,10 @@ def test_desired_state_is_reapplied_after_a_haproxy_reload(lab):
     async def watch_and_load():
         stop = asyncio.Event()
         watcher = asyncio.create_task(d.watch(0.2, stop))
-        await asyncio.sleep(0.8)
+        deadline = time.monotonic() + 10
+        while d.reapplied < 1:  # the watch has seen the new HAProxy and given it the desired state
+            assert time.monotonic() < deadline, "the desired state was never re-applied"
+            await asyncio.sleep(0.05)
         r = await load(lab.ports["web"], total=500, concurrency=4)
         stop.set()
         await watcher
@@ -365,7 +378,7 @@ def test_maxconn_queues_the_excess_instead_of_failing_it(lab):
     s = lab.backend("s1")
     lab.haproxy(_with(app_block("web", [s], []), app_keys="max_conns: 1"))
     url = f"http://127.0.0.1:{lab.ports['web']}/hold?ms=1000"
-    time.sleep(0.3)  # first checks passed
+    _checks_passed(lab, ("web", "s1"))
 
     def get(_):
         t0 = time.monotonic()

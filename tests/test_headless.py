@@ -101,9 +101,8 @@ def test_ctrl_c_cancels_and_journals_interruption(demo_config: Path, tmp_path: P
     proc.stdin.close()
     proc.stdin = None  # closed: communicate() must not flush it
     deadline = time.time() + 30
-    while not marker.exists() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.2)
+    while not (marker.exists() and marker.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.05)  # until the child runs and its pid is written whole
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, out + err

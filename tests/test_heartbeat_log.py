@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from opsconsole.cli import main
+from opsconsole.cli.main import main
 from opsconsole.config.model import HealthConfig, HeartbeatConfig
 from opsconsole.events import EventBus, HeartbeatCycle, Message
 from opsconsole.heartbeat.log import HeartbeatLog

@@ -28,9 +28,9 @@ def _is_type_checking(node: ast.If) -> bool:
         (isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
 
 
-def imports_of(path: Path, modules: set[str]) -> set[str]:
-    """The opsconsole modules `path` imports (at run time)."""
-    name = module_name(path)
+def imports_of(path: Path, modules: set[str], *, name: str | None = None) -> set[str]:
+    """The opsconsole modules `path` (the module `name`, by default its place in the package) imports at run time."""
+    name = name or module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
 
@@ -40,6 +40,13 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
             target = target.rpartition(".")[0]
         if target and target != name:
             found.add(target)
+        # Importing opsconsole.pkg.mod runs opsconsole/pkg/__init__.py first: a package that imports its
+        # modules back (re-exports) closes a circle with every module that imports a sibling.
+        parent = target.rpartition(".")[0]
+        while parent:
+            if parent in modules and parent != name:
+                found.add(parent)
+            parent = parent.rpartition(".")[0]
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
@@ -126,6 +133,21 @@ def test_the_import_graph_is_read_correctly():
     assert cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
     # A package's __init__ counts: importing opsconsole.proxy.server runs opsconsole.proxy first.
     assert "opsconsole.proxy" in g["opsconsole.proxy.server"]
+    # … also when only a module inside it is named: `from opsconsole.config.model import X` runs opsconsole.config.
+    assert {"opsconsole.config.model", "opsconsole.config"} <= g["opsconsole.inventory"]
+
+
+def test_a_package_that_re_exports_its_modules_is_a_circle(tmp_path: Path) -> None:
+    # pkg/__init__ imports pkg.a (a re-export); pkg.a imports its sibling pkg.b, which runs pkg first.
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("from opsconsole.pkg.a import f\n")
+    (tmp_path / "pkg" / "a.py").write_text("from opsconsole.pkg.b import g\n\ndef f(): return g()\n")
+    (tmp_path / "pkg" / "b.py").write_text("def g(): return 1\n")
+    modules = {"opsconsole.pkg", "opsconsole.pkg.a", "opsconsole.pkg.b"}
+    g = {"opsconsole.pkg": imports_of(tmp_path / "pkg" / "__init__.py", modules, name="opsconsole.pkg"),
+         "opsconsole.pkg.a": imports_of(tmp_path / "pkg" / "a.py", modules, name="opsconsole.pkg.a"),
+         "opsconsole.pkg.b": imports_of(tmp_path / "pkg" / "b.py", modules, name="opsconsole.pkg.b")}
+    assert cycles(g) == [["opsconsole.pkg", "opsconsole.pkg.a"]]
 
 
 def test_no_import_cycles_inside_the_package():

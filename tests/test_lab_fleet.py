@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from opsconsole.config import load_config
+from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from opsconsole.events import HealthChanged
 from tests.conftest import commit_file
@@ -16,15 +16,14 @@ pytest_plugins = ["tests.lab.fixtures"]
 
 
 async def test_deploy_heartbeat_and_roll_through_the_jump_host(lab: Lab, tmp_path: Path) -> None:
-    engine = Engine(load_config(write_lab_config(tmp_path, lab)))
-    engine.prepare()
+    engine = Engine.open(load_config(write_lab_config(tmp_path, lab)), heartbeat=True, watch_proxy=True)
     changes: list[HealthChanged] = []
     engine.bus.subscribe(lambda e: changes.append(e) if isinstance(e, HealthChanged) else None)
     names = [h.name for h in lab.apps]
     try:
         outcome = await engine.execute(engine.parse("deploy itrust"))
         assert outcome.ok, outcome.message
-        await engine.start_background(poll=False)
+        await engine.start()
         outcome = await engine.execute(engine.parse("wait healthy itrust 20s"))
         assert outcome.ok, outcome.message
         first = engine.views[names[0]].version

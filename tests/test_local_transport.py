@@ -211,7 +211,7 @@ async def test_stop_kills_children_and_escalates_to_kill(transport: LocalTranspo
 async def test_stale_pid_file_starts_a_new_service(transport: LocalTransport) -> None:
     dead = await transport.run("echo $$")
     stale = int(dead.stdout)
-    await asyncio.sleep(0.1)
+    assert await wait_gone(stale)
     pid_file = Path(transport.root) / "run" / "svc.pid"
     pid_file.parent.mkdir(parents=True)
     pid_file.write_text(f"{stale}\n")

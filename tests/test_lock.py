@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from opsconsole.config import load_config
+from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from opsconsole.events import Message
 from opsconsole.hosts import Host

@@ -300,7 +300,13 @@ def test_sigterm_finishes_requests_in_flight_then_exits(procs, tmp_path):
 
     async def scenario():
         task = asyncio.create_task(load(p.port("web"), total=8, concurrency=8, path="/slow?ms=700"))
-        await asyncio.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while True:  # until all 8 are in flight at the member: the SIGTERM lands while they run
+            state = await asyncio.to_thread(app_state, p)
+            if sum(m["inflight"] for pool in state["pools"].values() for m in pool["members"]) >= 8:
+                break
+            assert time.monotonic() < deadline and not task.done(), "the 8 requests were never in flight together"
+            await asyncio.sleep(0.02)
         os.kill(p.proc.pid, signal.SIGTERM)
         return await task
 

@@ -131,6 +131,17 @@ def all_members(st: dict) -> list[dict]:
     return [m for pool in st["pools"].values() for m in pool["members"]]
 
 
+def settled_state(p: ProxyProc, app: str = "web", timeout: float = 10.0) -> dict:
+    """The app's state once no member has a request in flight: the proxy finished what clients walked away from."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = app_state(p, app)
+        if not any(m["inflight"] for m in all_members(st)):
+            return st
+        assert time.monotonic() < deadline, f"requests still in flight after {timeout:g}s"
+        time.sleep(0.02)
+
+
 def proxy_answers(st: dict) -> tuple[int, int]:
     """(answers the proxy made itself with a status, responses it cut short) from the app's `answers`.
 
@@ -173,8 +184,7 @@ def test_overload_embedded_fails_no_more_than_direct_or_haproxy(clients, procs, 
             sick_seen.update(m["name"] for m in all_members(app_state(p, client=client)) if not m["healthy"])
             time.sleep(0.1)
     embedded = run.wait()
-    time.sleep(0.5)  # let the proxy finish the requests wrk walked away from
-    st = app_state(p)
+    st = settled_state(p)  # the proxy has finished the requests wrk walked away from
     down_lines = [line for line in p.log_text().splitlines() if " is DOWN" in line or "PANIC" in line]
 
     print(f"\n{clients} clients, {SECONDS}s each, wrk -t1 keep-alive --timeout 5s; 3 stdlib members (backlog 5)")
@@ -228,8 +238,7 @@ def test_slow_member_is_queued_for_not_ejected(procs, tmp_path):
             seen.append(next(m for m in all_members(st) if m["name"] == "slow")["healthy"])
             time.sleep(0.05)
     r = run.wait()
-    time.sleep(0.3)
-    st = app_state(p)
+    st = settled_state(p)
     slow_st = next(m for m in all_members(st) if m["name"] == "slow")
     stable = st["pools"]["stable"]
     print(f"\nslow member next to two fast ones, max_conns 2, 50 clients:\n{row('embedded', r)}\n"
@@ -273,7 +282,10 @@ def test_all_members_dead_answers_503_at_once_and_names_nothing(procs, tmp_path)
         assert not leaks, f"{when}: the body names {leaks}: {r.text!r}"
 
     check(*one(), "right after the SIGKILL")
-    time.sleep(3.0)  # active checks (defaults: every 1s, fall 2) have had their say
+    deadline = time.monotonic() + 10  # active checks (defaults: every 1s, fall 2) have had their say
+    while any(m["healthy"] for m in all_members(app_state(p))):
+        assert time.monotonic() < deadline, "the active checks never marked the dead members down"
+        time.sleep(0.1)
     check(*one(), "once the checks saw it")
 
 
@@ -300,8 +312,7 @@ def test_canary_sigkill_under_200_clients_no_failure_and_alert_within_half_a_sec
             time.sleep(0.02)
     c1.proc.wait(5)
     r = run.wait()
-    time.sleep(0.3)
-    final = app_state(p)
+    final = settled_state(p)
     latch = None if alert_at is None else alert_at - killed_at
     print(f"\ncanary SIGKILL ~2s into 6s at 200 clients:\n{row('embedded', r)}\n"
           f"  alert {'never' if latch is None else f'{latch * 1000:.0f} ms'} after the kill; "

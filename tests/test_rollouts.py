@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from opsconsole.config import load_config
+from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from opsconsole.events import RolloutStep
 from tests.conftest import ROOT, commit_file, kill_services, write_config

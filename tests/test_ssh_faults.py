@@ -63,8 +63,9 @@ async def test_dropped_connection_is_reopened_for_the_next_task(lab: Lab, pool: 
     app1 = SshTransport(lab_host(lab, "app-1"), pool)
     assert (await app1.run("echo before")).ok
     before = pool.connects
+    conn = await pool.connection(app1.host)
     assert lab.drop_connections("app-1") > 0
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(conn.wait_closed(), 10)  # the client has seen the drop
     result = await app1.run("echo after")
     assert result.ok and result.stdout == "after\n"
     assert pool.connects == before + 1
@@ -75,8 +76,9 @@ async def test_dropped_jump_connection_is_reopened_too(lab: Lab, pool: SshPool) 
     app1 = SshTransport(lab_host(lab, "app-1"), pool)
     assert (await app1.run("true")).ok
     before = pool.connects
+    conn = await pool.connection(app1.host)  # tunnelled through the jump host: it goes down with it
     assert lab.drop_connections("jump") > 0
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(conn.wait_closed(), 10)
     assert (await app1.run("echo again")).stdout == "again\n"
     assert pool.connects == before + 2  # the jump host, then the host behind it
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from opsconsole.config import load_config
+from opsconsole.config.loader import load_config
 from opsconsole.cli.hostkeys import accept_for_config
 from opsconsole.hostkeys import HostKeyError, known_keys, trust
 from opsconsole.transport.pool import SshPool
@@ -143,7 +143,7 @@ def lab_config(lab: Lab, tmp_path: Path, known: Path):  # type: ignore[no-untype
 
 
 def test_hostkeys_cli_accepts_only_the_checked_fingerprint(lab: Lab, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from opsconsole.cli import main
+    from opsconsole.cli.main import main
 
     known = known_hosts_without(lab, tmp_path, "app-1")
     config = lab_config(lab, tmp_path, known)
@@ -191,7 +191,7 @@ def test_hostkeys_accept_uses_the_configs_known_hosts_and_identity(lab: Lab, tmp
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """`ssh: known_hosts` is read and written, not ~/.ssh/known_hosts; the jump login uses `identity_files`
     (the jump entry names no key) and no agent (`agent: false`)."""
-    from opsconsole.cli import main
+    from opsconsole.cli.main import main
 
     known = known_hosts_without(lab, tmp_path, "app-1")
     home = tmp_path / "home"
@@ -221,7 +221,7 @@ def test_hostkeys_accept_uses_the_configs_known_hosts_and_identity(lab: Lab, tmp
 
 def test_hostkeys_accept_honours_agent_false(lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With `agent: false` an agent holding the only key that logs in is not asked; with `agent: true` it is."""
-    from opsconsole.cli import main
+    from opsconsole.cli.main import main
 
     known = known_hosts_without(lab, tmp_path, "app-1")
     home = tmp_path / "home"

@@ -32,6 +32,14 @@ def app1(lab: Lab, pool: SshPool) -> SshTransport:
     return SshTransport(lab_host(lab, "app-1"), pool)
 
 
+async def until(check, what: str, timeout: float = 10.0) -> None:
+    """Poll `check()` until it is true; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} after {timeout:g}s"
+        await asyncio.sleep(0.05)
+
+
 def live_processes(lab: Lab, host: str, marker: str) -> list[str]:
     """Processes on a lab host whose command line holds `marker` (zombies left out: they are dead)."""
     out = lab.exec(host, "ps", "-eo", "stat=,args=").stdout
@@ -77,20 +85,17 @@ async def test_timeout_kills_the_whole_remote_process_group(lab: Lab, app1: SshT
     result = await app1.run(f"sh -c 'sleep 300; : {marker}' & sleep 301; : {marker}", timeout=1.0)
     assert result.timed_out and result.rc is None and result.describe() == "timed out"
     assert time.monotonic() - start < 5
-    await asyncio.sleep(0.3)
-    assert live_processes(lab, "app-1", marker) == []
+    await until(lambda: live_processes(lab, "app-1", marker) == [], "the timed-out process group still runs")
 
 
 async def test_cancel_kills_the_remote_command(lab: Lab, app1: SshTransport) -> None:
     marker = f"ocl-{uuid.uuid4().hex[:8]}"
     task = asyncio.create_task(app1.run(f"sleep 300; : {marker}"))
-    await asyncio.sleep(0.5)
-    assert live_processes(lab, "app-1", marker)
+    await until(lambda: live_processes(lab, "app-1", marker), "the remote command never started")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.sleep(0.3)
-    assert live_processes(lab, "app-1", marker) == []
+    await until(lambda: live_processes(lab, "app-1", marker) == [], "the cancelled remote command still runs")
 
 
 async def test_become_runs_as_root_via_sudo(app1: SshTransport) -> None:
@@ -122,8 +127,8 @@ async def test_service_lifecycle_pid_and_log(lab: Lab, app1: SshTransport) -> No
     assert await app1.service_pid("ticker") == pid
     files = Path(lab.hosts["app-1"].files)
     assert (files / "run" / "ticker.pid").read_text().strip() == str(pid)
-    await asyncio.sleep(0.2)
-    assert "started" in (files / "log" / "ticker.log").read_text()
+    log = files / "log" / "ticker.log"
+    await until(lambda: log.exists() and "started" in log.read_text(), "the service's log never said it started")
     assert await app1.stop_service("ticker") is True
     assert await app1.service_pid("ticker") is None
     assert await app1.stop_service("ticker") is False

@@ -21,9 +21,9 @@ import pytest
 from opsconsole.builds.poller import HeadBook
 from opsconsole.builds.runner import BuildRecord, BuildStore
 from opsconsole.ec2.records import Ec2Instance, inventory_path, write_instances
-from opsconsole.engine.canary_desk import CanaryDesk
 from opsconsole.engine.journal import Journal
-from opsconsole.engine.rolling import Rollouts
+from opsconsole.engine.rolling import Releases
+from opsconsole.engine.traffic_service import DesiredWeights
 from opsconsole.hosts import Host
 from opsconsole.inventory import _PortBook
 from opsconsole.proxy.runtime import ProxyRuntime
@@ -71,10 +71,6 @@ def fsyncs(monkeypatch: pytest.MonkeyPatch) -> FsyncWatch:
     return FsyncWatch(monkeypatch)
 
 
-def _fake_engine(state: Path) -> SimpleNamespace:
-    return SimpleNamespace(config=SimpleNamespace(state_dir=state, proxy=None))
-
-
 def _record(build_id: str) -> BuildRecord:
     return BuildRecord(build_id=build_id, app="itrust", commit="a" * 40, status="queued", queued_at=1.0)
 
@@ -120,8 +116,8 @@ def _proxy_runtime(state: Path):
 
 
 def _canary_desired(state: Path):
-    desk = CanaryDesk(_fake_engine(state))
-    return desk._desired_path(), lambda: desk._save_desired(1, {"a": 10}), lambda: desk._save_desired(2, {"a": 20})
+    desired = DesiredWeights(state / "proxy" / "desired-weights.json", state / "proxy" / "runtime.json")
+    return desired.path, lambda: desired.save(1, {"a": 10}), lambda: desired.save(2, {"a": 20})
 
 
 def _local_transport(state: Path):
@@ -151,9 +147,9 @@ def test_replaced_state_is_fsynced_with_its_directory(writer: str, tmp_path: Pat
 
 
 def _releases(state: Path):
-    rollouts = Rollouts(_fake_engine(state))
-    return (rollouts.releases_path, lambda: rollouts.record_release("itrust", "v1", "a" * 40, "/a.tgz"),
-            lambda: rollouts.record_release("itrust", "v2", "b" * 40, "/b.tgz"))
+    releases = Releases(state / "releases.jsonl")
+    return (releases.path, lambda: releases.record("itrust", "v1", "a" * 40, "/a.tgz"),
+            lambda: releases.record("itrust", "v2", "b" * 40, "/b.tgz"))
 
 
 def _build_history(state: Path):
@@ -190,14 +186,14 @@ def test_appended_state_is_fsynced(writer: str, tmp_path: Path, fsyncs: FsyncWat
 
 
 def test_releases_pick_the_rollback_target_after_a_torn_line(tmp_path: Path) -> None:
-    rollouts = Rollouts(_fake_engine(tmp_path))
-    rollouts.record_release("itrust", "v1", "a" * 40, "/a.tgz")
-    rollouts.record_release("itrust", "v2", "b" * 40, "/b.tgz")
-    with rollouts.releases_path.open("a") as f:
+    releases = Releases(tmp_path / "releases.jsonl")
+    releases.record("itrust", "v1", "a" * 40, "/a.tgz")
+    releases.record("itrust", "v2", "b" * 40, "/b.tgz")
+    with releases.path.open("a") as f:
         f.write('{"app": "itrust", "version": "v3", "com')  # a crash mid-append
-    assert rollouts.previous_release("itrust", "v2") == ("v1", "a" * 40, "/a.tgz")
-    rollouts.record_release("itrust", "v3", "c" * 40, "/c.tgz")  # starts on a line of its own
-    assert [r["version"] for r in rollouts.releases("itrust")] == ["v1", "v2", "v3"]
+    assert releases.previous("itrust", "v2") == ("v1", "a" * 40, "/a.tgz")
+    releases.record("itrust", "v3", "c" * 40, "/c.tgz")  # starts on a line of its own
+    assert [r["version"] for r in releases.of("itrust")] == ["v1", "v2", "v3"]
 
 
 def test_write_atomic_mode_temp_name_and_failure(tmp_path: Path) -> None:

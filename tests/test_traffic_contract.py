@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from opsconsole.proxy.__main__ import load_proxy_config
-from opsconsole.traffic import TrafficBadRequest, TrafficDriver, TrafficNotFound, open_driver
+from opsconsole.traffic.base import TrafficBadRequest, TrafficDriver, TrafficNotFound
+from opsconsole.traffic.drivers import open_driver
 from opsconsole.traffic.haproxy_config import render_haproxy_config
 from test_proxy_support import (
     PY, ROOT, TOKEN, Backend, app_block, free_port, load, proxy_config_text, start_backend, start_haproxy, start_proxy,
@@ -134,8 +135,11 @@ def test_sigkill_canary_under_load_no_failed_request_and_alert(rig):
             rig.backends["c1"].kill()
 
         r = await _under_load(rig.port, 100_000, 16, 1.0, kill, seconds=3.0)
-        await asyncio.sleep(0.3)
-        return r, marks, await d.app("web")
+        deadline = time.monotonic() + 10  # until the driver reports what it saw: the canary down, the alert up
+        while (st := await d.app("web")).alert is None or st.pools["canary"].members[0].healthy:
+            assert time.monotonic() < deadline, "the killed canary never raised the alert"
+            await asyncio.sleep(0.05)
+        return r, marks, st
 
     r, marks, st = run(rig, scenario)
     assert r.failed == 0, (r.statuses, r.errors[:5])
@@ -166,7 +170,10 @@ def test_canary_back_stays_out_until_the_alert_is_cleared(rig):
         held = await load(rig.port, total=100, concurrency=2)
         st = await d.app("web")
         cleared = await d.clear_alert("web")
-        await asyncio.sleep(0.3)
+        deadline = time.monotonic() + 10  # until the canary is back in its pool, ready for traffic
+        while not (await d.app("web")).member("c1").healthy:
+            assert time.monotonic() < deadline, "the cleared canary never came back"
+            await asyncio.sleep(0.05)
         back = await load(rig.port, total=100, concurrency=2)
         return r1, held, st, cleared, back, await d.app("web")
 
@@ -208,7 +215,7 @@ import asyncio, sys, time
 from pathlib import Path
 sys.path.insert(0, "tests")
 from opsconsole.proxy.__main__ import load_proxy_config
-from opsconsole.traffic import open_driver
+from opsconsole.traffic.drivers import open_driver
 cfg, _ = load_proxy_config(Path(sys.argv[1]))
 runtime = Path(sys.argv[2]) if sys.argv[2] != "-" else None
 

@@ -6,9 +6,8 @@ import asyncio
 
 import pytest
 
-from opsconsole.traffic import (
-    LatencyHistogram, TrafficError, TrafficNotFound, TrafficUnavailable, open_driver,
-)
+from opsconsole.traffic.base import LatencyHistogram, TrafficError, TrafficNotFound, TrafficUnavailable
+from opsconsole.traffic.drivers import open_driver
 from opsconsole.traffic.embedded import EmbeddedDriver
 from opsconsole.proxy.__main__ import load_proxy_config
 from test_proxy import procs  # noqa: F401  (fixture)

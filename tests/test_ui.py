@@ -13,7 +13,7 @@ import pytest
 from textual.widgets import Button
 
 from conftest import kill_services, write_config
-from opsconsole.config import load_config
+from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from opsconsole.engine.commands import Names, verbs
 from opsconsole.events import CommandFinished, HealthSample, HostState, OutputLine
@@ -65,7 +65,7 @@ async def dialog_for(pilot, app: OpsConsoleApp, line: str) -> str:
 
 
 async def test_four_panes_and_every_host_fit_80x24(engine: Engine) -> None:
-    app = OpsConsoleApp(engine, background=False)
+    app = OpsConsoleApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         text = screen_text(app)
@@ -82,7 +82,7 @@ async def test_four_panes_and_every_host_fit_80x24(engine: Engine) -> None:
 
 async def test_help_lists_every_binding_with_its_rebound_key(tmp_path: Path) -> None:
     engine = make_engine(tmp_path, extra="keymap:\n  roll: ctrl+r\n  quit: ctrl+q\n")
-    app = OpsConsoleApp(engine, background=False)
+    app = OpsConsoleApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f1")
         assert isinstance(app.screen, HelpScreen)
@@ -100,7 +100,7 @@ async def test_help_lists_every_binding_with_its_rebound_key(tmp_path: Path) -> 
 
 
 async def test_roll_dialog_names_what_happens_and_starts_on_cancel(engine: Engine) -> None:
-    app = OpsConsoleApp(engine, background=False)
+    app = OpsConsoleApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("r")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the roll dialog")
@@ -114,7 +114,7 @@ async def test_roll_dialog_names_what_happens_and_starts_on_cancel(engine: Engin
 
 
 async def test_typed_command_is_executed_and_journaled(engine: Engine) -> None:
-    app = OpsConsoleApp(engine, background=False)
+    app = OpsConsoleApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("colon")
         assert isinstance(app.focused, CommandLine)
@@ -130,7 +130,7 @@ async def test_typed_command_is_executed_and_journaled(engine: Engine) -> None:
 
 async def test_command_line_completes_and_recalls_history(engine: Engine) -> None:
     engine.journal.append("command.start", id="x", command="status itrust", issuer="t")
-    app = OpsConsoleApp(engine, background=False)
+    app = OpsConsoleApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("colon", "d", "e", "p", "tab")
         line = app.query_one(CommandLine)
@@ -159,7 +159,7 @@ def test_completion_knows_the_grammar() -> None:
 
 async def test_readonly_hides_and_refuses_mutating_actions(tmp_path: Path) -> None:
     engine = make_engine(tmp_path, extra="readonly: true\n")
-    app = OpsConsoleApp(engine, background=False)
+    app = OpsConsoleApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         text = screen_text(app)
@@ -178,7 +178,7 @@ async def test_readonly_hides_and_refuses_mutating_actions(tmp_path: Path) -> No
 
 async def test_canary_and_pause_keys_run_their_command(engine: Engine) -> None:
     """Each key becomes its command: the canary's behind the confirm dialog, pause without one."""
-    app = OpsConsoleApp(engine, background=False)
+    app = OpsConsoleApp(engine)
     step = engine.config.canary_step
     keys = (("plus", f"canary itrust weight {step}"), ("0", "canary itrust weight 0"), ("p", "canary itrust promote"),
             ("minus", "canary itrust weight 0"))  # `minus` never goes below 0
@@ -195,7 +195,7 @@ async def test_canary_and_pause_keys_run_their_command(engine: Engine) -> None:
 
 
 async def test_events_reach_panes_in_batches(engine: Engine) -> None:
-    app = OpsConsoleApp(engine, background=False, flush_seconds=0.2)
+    app = OpsConsoleApp(engine, flush_seconds=0.2)
     async with app.run_test(size=SIZE) as pilot:
         fleet = app.query_one(FleetPane)
         heartbeat = app.query_one(HeartbeatPane)
@@ -220,7 +220,7 @@ async def test_events_reach_panes_in_batches(engine: Engine) -> None:
 
 
 async def test_heartbeat_log_changes_all_probes_and_host_filter(engine: Engine) -> None:
-    app = OpsConsoleApp(engine, background=False)
+    app = OpsConsoleApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         for ok in (True, True, False, True):
             engine.bus.emit(HealthSample(host="itrust-1", ok=ok, status=200 if ok else 503, latency=0.01))
@@ -236,7 +236,7 @@ async def test_heartbeat_log_changes_all_probes_and_host_filter(engine: Engine) 
 
 
 async def test_log_follow_pauses_when_scrolled_up_and_ring_is_bounded(engine: Engine) -> None:
-    app = OpsConsoleApp(engine, background=False)
+    app = OpsConsoleApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         log = app.query_one(HeartbeatPane).log
         log.add(LogLine("h", f"line {i}") for i in range(log.ring.maxlen + 50))
@@ -252,7 +252,7 @@ async def test_log_follow_pauses_when_scrolled_up_and_ring_is_bounded(engine: En
 
 
 async def test_fleet_filter_sort_and_host_detail(engine: Engine) -> None:
-    app = OpsConsoleApp(engine, background=False)
+    app = OpsConsoleApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         engine.views["itrust-3"].healthy = False
         engine.bus.emit(HostState(host="itrust-2", group="itrust", activity="deploying", detail="unpack"))
@@ -276,7 +276,7 @@ async def test_fleet_filter_sort_and_host_detail(engine: Engine) -> None:
 
 
 async def test_quit_asks_while_work_runs_and_the_journal_says_interrupted(engine: Engine) -> None:
-    app = OpsConsoleApp(engine, background=False)
+    app = OpsConsoleApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("colon", *"sleep 30s", "enter")
         await until(pilot, lambda: [c.text() for c in engine.running()] == ["sleep 30s"], what="sleep to start")
@@ -297,7 +297,7 @@ async def test_quit_asks_while_work_runs_and_the_journal_says_interrupted(engine
 
 
 async def test_quit_with_nothing_running_does_not_ask(engine: Engine) -> None:
-    app = OpsConsoleApp(engine, background=False)
+    app = OpsConsoleApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("q")
         await until(pilot, lambda: app.return_code is not None, what="the app to exit")
@@ -305,7 +305,7 @@ async def test_quit_with_nothing_running_does_not_ask(engine: Engine) -> None:
 
 
 async def test_failed_command_is_notified(engine: Engine) -> None:
-    app = OpsConsoleApp(engine, background=False)
+    app = OpsConsoleApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         engine.bus.emit(CommandFinished(command_id="x", text="deploy itrust", ok=False, message="itrust-2: exit code 1"))
         await until(pilot, lambda: any(n.title == "✘ deploy itrust" for n in app._notifications), what="the notice")
@@ -313,7 +313,7 @@ async def test_failed_command_is_notified(engine: Engine) -> None:
 
 async def test_themes_from_config_and_no_color(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = make_engine(tmp_path, extra="theme: light\n")
-    app = OpsConsoleApp(engine, background=False)
+    app = OpsConsoleApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert app.theme == "opsconsole-light" and app.has_class("-theme-light")
@@ -321,7 +321,7 @@ async def test_themes_from_config_and_no_color(tmp_path: Path, monkeypatch: pyte
         await pilot.pause()
         assert app.has_class("-theme-mono") and not app.has_class("-theme-light")
     monkeypatch.setenv("NO_COLOR", "1")
-    app = OpsConsoleApp(engine, background=False)
+    app = OpsConsoleApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert app.theme == "opsconsole-mono" and app.monochrome
@@ -332,7 +332,7 @@ async def test_canary_pane_draws_the_proxy_report_and_keys_step_from_it(tmp_path
     from tests.test_zero_drop import proxy_section
 
     engine = make_engine(tmp_path, extra=proxy_section(tmp_path))
-    app = OpsConsoleApp(engine, background=False)
+    app = OpsConsoleApp(engine)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         assert "no report yet" in screen_text(app)
@@ -367,7 +367,7 @@ async def test_fleet_shows_ec2_instance_id_type_and_state(tmp_path: Path) -> Non
     ])
     engine = Engine(load_config(cfg))
     engine.prepare()
-    app = OpsConsoleApp(engine, background=False)
+    app = OpsConsoleApp(engine)
     async with app.run_test(size=(160, 30)) as pilot:
         await until(pilot, lambda: "i-0bbb" in screen_text(app), what="the fleet's refresh")
         rows = {line.split()[1]: line for line in screen_text(app).splitlines() if "web-" in line}
@@ -377,7 +377,7 @@ async def test_fleet_shows_ec2_instance_id_type_and_state(tmp_path: Path) -> Non
 
 async def test_deploy_dialog_names_the_resolved_version(engine: Engine) -> None:
     sha = await engine.builder.resolve(engine.config.apps["itrust"], None)
-    app = OpsConsoleApp(engine, background=False)
+    app = OpsConsoleApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         what = await dialog_for(pilot, app, "deploy itrust")
         assert what.startswith(f"deploy itrust: 3 hosts, 1 at a time, version {sha[:7]} (built first)"), what
@@ -392,7 +392,7 @@ async def test_stop_dialog_counts_the_canary_hosts_the_engine_stops_too(tmp_path
 
     engine = Engine(load_config(canary_config(tmp_path)))
     engine.prepare()
-    app = OpsConsoleApp(engine, background=False)
+    app = OpsConsoleApp(engine)
     async with app.run_test(size=(100, 30)) as pilot:
         what = await dialog_for(pilot, app, "stop itrust")
         assert what.startswith("stop itrust: its service stops on 3 hosts: itrust-1, itrust-2, itrust-canary-1"), what

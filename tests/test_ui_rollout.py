@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PLAYBOOKS, kill_services, write_config
-from opsconsole.config import load_config
+from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from opsconsole.ui.app import OpsConsoleApp
 from opsconsole.ui.confirm import ConfirmScreen
@@ -132,7 +132,7 @@ async def test_a_during_roll_resume_aborts_it(fleet_dir: Path) -> None:
     journal.begin(plan, "alice@elsewhere")
     journal.write(plan.rollout_id, "status", status="running", detail=plan.summary())
     journal.write(plan.rollout_id, "host", host="itrust-1", state="deploying", reason="", batch=1)
-    app = OpsConsoleApp(engine, background=False)
+    app = OpsConsoleApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         what = await confirm(pilot, app, "colon", *"roll resume itrust", "enter")
         assert what.startswith(f"roll resume itrust: rollout {plan.rollout_id} to {record.short}"), what

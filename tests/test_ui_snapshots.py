@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PLAYBOOKS
-from opsconsole.config import load_config
+from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from opsconsole.events import BuildUpdate, HealthChanged, HealthSample, HostState
 from opsconsole.ui.app import OpsConsoleApp
@@ -69,7 +69,7 @@ def test_main_screen(theme: str, tmp_path: Path, snap_compare, monkeypatch: pyte
     monkeypatch.delenv("NO_COLOR", raising=False)
     time.tzset()
     engine = fixed_engine(tmp_path, theme)
-    app = OpsConsoleApp(engine, background=False)
+    app = OpsConsoleApp(engine)
 
     async def run_before(pilot) -> None:
         fleet_story(engine)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from opsconsole.config import load_config
+from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from tests.conftest import ROOT, commit_file, kill_services, write_config
 from tests.loadgen import Load
@@ -103,16 +103,16 @@ async def test_rolling_update_under_load_drops_nothing(local_fleet, tmp_path: Pa
         await wait_serving(url)
         sha = commit_file(tmp_path / "repo", "message.txt", "v2\n", "v2")
         load = Load(url).start()
-        await asyncio.sleep(0.5)
+        await load.more()  # clients are being served before the roll starts
         outcome = await engine.execute(engine.parse("roll itrust"))
-        await asyncio.sleep(0.5)
+        await load.more()  # … and after it ends
         result = await load.stop()
         assert outcome.ok, outcome.message
         assert result.failures == [], result.failures[:5]
         assert result.ok > 200
         assert set(result.versions) == {v1, sha[:7]}  # both versions served during the roll, no error between
         assert all(engine.views[f"itrust-{i}"].version == sha[:7] for i in (1, 2, 3))
-        state = await engine.canary_desk.driver().app("itrust")
+        state = await engine.traffic.driver().app("itrust")
         assert all(m.admin == "enabled" for m in state.pools["stable"].members)  # every host back in the pool
         # Clients saw no error; and thanks to the drain the proxy never even had to retry one
         # (its retries would hide a rollout that restarts hosts still in the pool).
@@ -135,14 +135,14 @@ async def test_unhealthy_build_stops_at_first_host_under_load(local_fleet, tmp_p
         await wait_serving(url)
         commit_file(tmp_path / "repo", "HEALTHY", "no\n", "a build that fails its health check")
         load = Load(url).start()
-        await asyncio.sleep(0.3)
+        await load.more()  # clients are being served before the roll starts
         outcome = await engine.execute(engine.parse("roll itrust"))
-        await asyncio.sleep(0.5)
+        await load.more()  # … and after it ends
         result = await load.stop()
         assert not outcome.ok and "itrust-1" in outcome.message
         assert result.failures == [], result.failures[:5]
         assert set(result.versions) == {v1}  # the bad version never served a client
-        state = await engine.canary_desk.driver().app("itrust")
+        state = await engine.traffic.driver().app("itrust")
         admin = {m.name: m.admin for m in state.pools["stable"].members}
         assert admin["itrust-1"] != "enabled" and admin["itrust-2"] == admin["itrust-3"] == "enabled"
     finally:
@@ -169,29 +169,29 @@ async def test_rolling_update_of_lab_hosts_through_lab_proxy_drops_nothing(lab, 
         await wait_serving(url)
         sha = commit_file(tmp_path / "repo", "message.txt", "v2 in the lab\n", "v2")
         load = Load(url, max_seconds=90).start()
-        await asyncio.sleep(0.5)
+        await load.more()  # clients are being served before the roll starts
         outcome = await engine.execute(engine.parse("roll itrust"))
-        await asyncio.sleep(0.5)
+        await load.more()  # … and after it ends
         result = await load.stop()
         assert outcome.ok, outcome.message
         assert result.failures == [], result.failures[:5]
         assert set(result.versions) == {v1, sha[:7]}
-        state = await engine.canary_desk.driver().app("itrust")
+        state = await engine.traffic.driver().app("itrust")
         assert (state.pools["stable"].counters.errors, state.pools["stable"].counters.retries) == (0, 0)
         assert all(engine.views[h.name].version == sha[:7] for h in lab.apps)
 
         # a build that fails its health check stops at the first host, under the same load
         commit_file(tmp_path / "repo", "HEALTHY", "no\n", "a build that fails its health check")
         load = Load(url, max_seconds=90).start()
-        await asyncio.sleep(0.3)
+        await load.more()  # clients are being served before the roll starts
         outcome = await engine.execute(engine.parse("roll itrust"))
-        await asyncio.sleep(0.3)
+        await load.more()  # … and after it ends
         result = await load.stop()
         first, *others = [h.name for h in lab.apps]
         assert not outcome.ok and first in outcome.message and "not touched" in outcome.message
         assert result.failures == [], result.failures[:5]
         assert set(result.versions) == {sha[:7]}  # the bad version never reached a client
-        state = await engine.canary_desk.driver().app("itrust")
+        state = await engine.traffic.driver().app("itrust")
         admin = {m.name: m.admin for m in state.pools["stable"].members}
         assert admin[first] != "enabled" and all(admin[h] == "enabled" for h in others)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from opsconsole.errors import OperatorError
 import asyncio
 import os
 import signal
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-class GitError(Exception):
+class GitError(OperatorError):
     """git failed; the message carries its own last words."""
 
 

@@ -6,6 +6,7 @@ past its timeout or is cancelled has its whole process group killed.
 
 from __future__ import annotations
 
+from opsconsole.errors import OperatorError
 import asyncio
 import hashlib
 import shutil
@@ -22,7 +23,7 @@ from opsconsole.hosts import Host
 from opsconsole.transport.local import LocalTransport
 
 
-class BuildFailed(Exception):
+class BuildFailed(OperatorError):
     def __init__(self, record: "BuildRecord", message: str) -> None:
         self.record = record
         super().__init__(message)

@@ -8,6 +8,7 @@ failing on no data. A failed step sends everything back to stable.
 
 from __future__ import annotations
 
+from opsconsole.errors import OperatorError
 import asyncio
 import time
 from typing import Callable
@@ -20,7 +21,7 @@ Say = Callable[[str], None]
 POLL = 1.0
 
 
-class CanaryFailed(Exception):
+class CanaryFailed(OperatorError):
     pass
 
 

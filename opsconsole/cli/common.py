@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from opsconsole.config import SourceError, load_config
+from opsconsole.config.loader import load_config
+from opsconsole.yamlsource import SourceError
 from opsconsole.config.model import Config
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from opsconsole.cli.common import EXIT_INTERRUPTED, EXIT_OK, load
-from opsconsole.config import SourceError
+from opsconsole.yamlsource import SourceError
 
 # The options of the console run, by argparse dest: none of them means anything to a subcommand.
 OPTIONS = {"script": "--script", "json": "--json", "keep_going": "--keep-going", "readonly": "--readonly",
@@ -54,8 +54,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"opsconsole: note: {notice}", file=sys.stderr)
     from opsconsole.engine.engine import Engine
 
-    engine = Engine(config)
-    engine.prepare()
+    # The console and --watch run the always-on work; a plain --script or --check runs none of it.
+    always_on = args.watch or not (args.script or args.check)
+    engine = Engine.open(config, heartbeat=always_on, poll=always_on, watch_proxy=always_on)
     if args.script:
         from opsconsole.headless import main_headless, read_script
 
@@ -68,14 +69,14 @@ def _run(args: argparse.Namespace) -> int:
             read_script(text, source, engine)
             print(f"{args.config or 'config'} and {source} are valid")
             return EXIT_OK
-        return main_headless(engine, text, source, as_json=args.json, keep_going=args.keep_going, watch=args.watch)
+        return main_headless(engine, text, source, as_json=args.json, keep_going=args.keep_going)
     if args.check:
         print(f"{config.file} is valid")
         return EXIT_OK
     if args.watch:
         from opsconsole.headless import main_headless
 
-        return main_headless(engine, None, "", as_json=args.json, keep_going=args.keep_going, watch=True)
+        return main_headless(engine, None, "", as_json=args.json, keep_going=args.keep_going)
     from opsconsole.ui.app import run_console
 
     return run_console(engine)

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from opsconsole.engine.engine import Engine
     from opsconsole.events import Event, HealthChanged, HeartbeatCycle
 
-    engine = Engine(load(args.config))
+    engine = Engine.open(load(args.config), heartbeat=True)  # a monitor never changes the fleet: nothing else
     if not engine.monitor.targets:
         print("opsconsole: no host has a health check: nothing to monitor", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -49,11 +49,8 @@ def run(args: argparse.Namespace) -> int:
     engine.bus.subscribe(show)
 
     async def go() -> int:
-        await engine.start_monitor()  # a monitor never changes the fleet: no pollers, no proxy weights
-        try:
+        async with engine:
             await done.wait()
-        finally:
-            await engine.close()
         return EXIT_OK
 
     try:

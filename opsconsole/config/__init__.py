@@ -1,7 +1,5 @@
-"""Loading and validating the YAML config into typed objects."""
+"""Loading and validating the YAML config into typed objects: `loader.load_config`, the types in `model`.
 
-from opsconsole.config.loader import load_config
-from opsconsole.config.model import AppConfig, Config, GroupConfig
-from opsconsole.yamlsource import SourceError
-
-__all__ = ["AppConfig", "Config", "GroupConfig", "SourceError", "load_config"]
+This package re-exports nothing (its modules import each other; a package importing them back would
+close an import circle). Bad input raises `opsconsole.yamlsource.SourceError`.
+"""

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # their modules read their own sections; importing them here would make a circle
+    from opsconsole.ec2.config import Ec2GroupConfig
+    from opsconsole.proxy.config import ProxyConfig
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class GroupConfig:
     vars: dict[str, Any] = field(default_factory=dict)
     provision: Path | None = None  # provisioning playbook
     health: "HealthConfig | None" = None  # probe for hosts that run no app (e.g. tcp for a database)
-    ec2: Any = None  # opsconsole.ec2.config.Ec2GroupConfig for provider ec2
+    ec2: Ec2GroupConfig | None = None  # for provider ec2
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,7 @@ class Config:
     apps: dict[str, AppConfig]
     jump: JumpConfig | None = None
     ssh: SshConfig = field(default_factory=SshConfig)
-    proxy: Any = None  # opsconsole.proxy.config.ProxyConfig when a `proxy:` section is given
+    proxy: ProxyConfig | None = None  # when a `proxy:` section is given
     keymap: dict[str, str] = field(default_factory=dict)
     canary_step: int = 10
     canary: CanaryConfig = field(default_factory=CanaryConfig)

@@ -10,6 +10,7 @@ error code, AWS's own message (which never echoes a secret) and our config keys.
 
 from __future__ import annotations
 
+from opsconsole.errors import OperatorError
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -31,7 +32,7 @@ _QUOTA = {"InstanceLimitExceeded", "VcpuLimitExceeded", "MaxSpotInstanceCountExc
 _THROTTLED = {"RequestLimitExceeded", "Throttling", "ThrottlingException", "TooManyRequestsException"}
 
 
-class Ec2Error(Exception):
+class Ec2Error(OperatorError):
     """An EC2 operation failed; `str()` is one line naming the cause and what to do."""
 
     def __init__(self, message: str, code: str = "") -> None:

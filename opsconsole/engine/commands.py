@@ -8,6 +8,7 @@ before its first line runs.
 
 from __future__ import annotations
 
+from opsconsole.errors import OperatorError
 import difflib
 import shlex
 from dataclasses import dataclass, fields
@@ -17,7 +18,7 @@ from opsconsole.rollouts.batch import BatchError, check_batch
 from opsconsole.units import format_duration, parse_duration
 
 
-class CommandError(ValueError):
+class CommandError(OperatorError, ValueError):
     """A command line that cannot be parsed; the message says what would have been valid."""
 
 

@@ -1,68 +1,62 @@
-"""The engine: runs commands as asyncio work and reports by events. Knows nothing of Textual."""
+"""The engine: runs commands as asyncio work and reports by events. Knows nothing of Textual.
+
+It builds its services once and hands each what it needs (none of them holds the engine):
+
+    Fleet           inventory, host views, transports        (engine/fleet.py)
+    Deployer        builds, artifacts, deploy playbook runs  (engine/deployer.py)
+    TrafficService  proxy driver, desired weights, drain     (engine/traffic_service.py)
+    HeartbeatMonitor                                         (heartbeat/monitor.py)
+    Rollouts, CanaryDesk, CloudDesk: the command desks over them
+    Preview         what a command will do, for confirm dialogs
+
+`HANDLERS` maps every command type to the service method that runs it; a command type without a
+handler stops the engine from being built. Front ends start it with `Engine.open(...)`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 import time
+import traceback
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable
 
-from opsconsole.fsio import write_atomic
-from opsconsole.builds.git import GitError
-from opsconsole.builds.poller import BranchPoller, HeadBook
+from opsconsole.builds.poller import BranchPoller
 from opsconsole.builds.queue import BuildQueue
-from opsconsole.builds.runner import BuildFailed, Builder, BuildRecord, BuildStore
+from opsconsole.builds.runner import Builder, BuildRecord, BuildStore
 from opsconsole.config.model import AppConfig, Config
 from opsconsole.demo.repo import ensure_demo_repo
 from opsconsole.engine import commands as C
-from opsconsole.engine.journal import Journal, default_issuer
 from opsconsole.engine.canary_desk import CanaryDesk
 from opsconsole.engine.cloud import CloudDesk
+from opsconsole.engine.deployer import Deployer
+from opsconsole.engine.fleet import Fleet, HostView, ssh_options
+from opsconsole.engine.journal import Journal, default_issuer
+from opsconsole.engine.preview import Preview
 from opsconsole.engine.rolling import Rollouts
-from opsconsole.rollouts.plan import PlanError, make_plan
-from opsconsole.events import (
-    CommandFinished,
-    CommandStarted,
-    Event,
-    EventBus,
-    HealthChanged,
-    HealthSample,
-    HostState,
-    Message,
-    OutputLine,
-    RolloutStep,
-    TaskFinished,
-    TaskStarted,
-)
+from opsconsole.engine.traffic_service import AppTrafficControl, TrafficService
+from opsconsole.errors import CommandFailed, OperatorError
+from opsconsole.events import CommandFinished, CommandStarted, EventBus, OutputLine
 from opsconsole.heartbeat.monitor import HeartbeatMonitor
-from opsconsole.heartbeat.probe import ProbeTarget
 from opsconsole.heartbeat.rawhttp import RawProber
 from opsconsole.heartbeat.until import probe_until
 from opsconsole.hosts import Host
-from opsconsole.inventory import Inventory, build_inventory
-from opsconsole.playbook.loader import load_playbook
-from opsconsole.playbook.runner import PlaybookRunner
+from opsconsole.inventory import Inventory
+from opsconsole.playbook.model import Playbook
 from opsconsole.playbook.templating import render_string
-from opsconsole.traffic.base import TrafficError
-from opsconsole.transport.base import Transport, TransportError
-from opsconsole.transport.local import LocalTransport
-from opsconsole.transport.pool import SshOptions, SshPool
-from opsconsole.transport.ssh import SshTransport
+from opsconsole.rollouts.plan import RolloutPlan
+from opsconsole.transport.base import Transport
 
+__all__ = ["CommandFailed", "Engine", "HostView", "Outcome", "check_handlers", "ssh_options"]
 
 _MACHINE = socket.gethostname()
 
-
-def ssh_options(config: Config) -> SshOptions:
-    ssh = config.ssh
-    return SshOptions(known_hosts=ssh.known_hosts, client_keys=ssh.identity_files, agent=ssh.agent,
-                      ssh_config=ssh.ssh_config, jump=config.jump, max_channels=ssh.max_channels,
-                      connect_timeout=ssh.connect_timeout)
+# A handler runs one command type; what it returns is the command's success message.
+Handler = Callable[[Any], Awaitable[str | None]]
 
 
 def _cancelling() -> bool:
@@ -70,16 +64,19 @@ def _cancelling() -> bool:
     return bool(task and task.cancelling())
 
 
-def _count(items: list[str], noun: str) -> str:
-    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+def check_handlers(handlers: dict[type[C.Command], Handler], commands: Iterable[type[C.Command]]) -> None:
+    """Every command type has exactly one handler, and every handler a command type; else TypeError.
 
-
-def _names(items: list[str], shown: int = 6) -> str:
-    return ", ".join(items[:shown]) + (f" … +{len(items) - shown}" if len(items) > shown else "")
-
-
-class CommandFailed(Exception):
-    """A command ran and did not succeed; the message says where and why."""
+    Run when an engine is built, so a new command without a handler (or a handler left behind) fails
+    at once, not when an operator first types it.
+    """
+    commands = list(commands)
+    missing = [cls.__name__ for cls in commands if cls not in handlers]
+    stray = [cls.__name__ for cls in handlers if cls not in commands]
+    problems = ([f"no handler for {', '.join(missing)}"] if missing else []) + \
+        ([f"a handler for unknown {', '.join(stray)}"] if stray else [])
+    if problems:
+        raise TypeError("the engine's handler table does not match the command types: " + "; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -88,245 +85,182 @@ class Outcome:
     message: str = ""
 
 
-@dataclass
-class HostView:
-    """What the engine knows of a host right now (front ends render this)."""
+@dataclass(frozen=True)
+class Startup:
+    """The always-on work a front end asked `Engine.open` for."""
 
-    host: Host
-    activity: str = "idle"
-    version: str | None = None
-    healthy: bool | None = None
-    latency: float | None = None
-    detail: str = ""
+    heartbeat: bool = False  # the heartbeat monitor
+    poll: bool = False  # the branch pollers: build what is pushed, and deploy it as `on_build` says
+    watch_proxy: bool = False  # report the canary split, and put back weights a restarted proxy lost
 
 
 class Engine:
-    def __init__(self, config: Config, *, bus: EventBus | None = None, issuer: str | None = None) -> None:
+    def __init__(self, config: Config, *, bus: EventBus | None = None, issuer: str | None = None,
+                 startup: Startup = Startup()) -> None:
         self.config = config
         self.bus = bus or EventBus()
         self.issuer = issuer or default_issuer()
+        self.startup = startup
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.inventory: Inventory = build_inventory(config)
-        self.names = C.Names(apps=tuple(config.apps), groups=tuple(config.groups), hosts=tuple(self.inventory.names()))
         self.journal = Journal(config.state_dir / "journal.jsonl")
-        self.builds = BuildStore(config.state_dir)
-        self.builder = Builder(self.bus, self.builds, config.state_dir)
-        self.build_queue = BuildQueue(self.builder, config.apps, config.max_parallel_builds, self._after_build)
-        self.heads = HeadBook(config.state_dir / "builds" / "heads.json")
-        self.pollers = {name: BranchPoller(self.bus, app, self.build_queue, self.heads)
-                        for name, app in config.apps.items() if app.build.commands}
-        self.runner = PlaybookRunner(self.bus, self.transport_for)
-        self.views: dict[str, HostView] = {h.name: HostView(h) for h in self.inventory.hosts}
-        self._transports: dict[str, Transport] = {}
-        self.ssh_pool = SshPool(ssh_options(config))
-        # Commands now running: id -> (command, the task doing its work). `abort` cancels these.
-        self._running: dict[str, tuple[C.Command, asyncio.Task[str | None]]] = {}
-        self.canary_desk = CanaryDesk(self)
+        # -- the services, built once and handed to each other (none holds the engine) --
+        self.fleet = Fleet(config, self.bus)
+        self.bus.subscribe(self.fleet.track)
+        # The one hook back into the engine: what a successful build starts is a command, run by `execute`.
+        self.deployer = Deployer(config, self.fleet, self.bus, on_build=self._after_build)
+        self.traffic = TrafficService(config, self.fleet, self.bus)
         # Plain-HTTP probes use the lean client: httpx cost 5x the CPU and fell behind at 1,000 hosts
         # (bench/bench_heartbeat.py); https still goes through httpx.
-        self.prober = RawProber(endpoint=self._endpoint)
-        self.monitor = HeartbeatMonitor(self.bus, self.prober, self._probe_targets(), config.heartbeat,
+        self.prober = RawProber(endpoint=self.fleet.endpoint)
+        self.monitor = HeartbeatMonitor(self.bus, self.prober, self.fleet.probe_targets(), config.heartbeat,
                                         change_log=config.state_dir / "heartbeat" / "changes.jsonl")
+        self.rollouts = Rollouts(config, self.fleet, self.bus, issuer=self.issuer, deployer=self.deployer,
+                                 traffic=self.traffic, monitor=self.monitor)
+        self.canary_desk = CanaryDesk(config, self.fleet, self.traffic, self.deployer, self.rollouts)
+        self.cloud = CloudDesk(config, self.fleet, self.bus, self.traffic, self.monitor)
+        # Commands now running: id -> (command, the task doing its work). `abort` cancels these.
+        self._running: dict[str, tuple[C.Command, asyncio.Task[str | None]]] = {}
+        self.previews = Preview(config, self.fleet, self.deployer, self.rollouts, self._running)
         self._background: set[asyncio.Future[None]] = set()  # kept until done: a dropped task may be collected
-        self._deployed_path = config.state_dir / "deployed.json"
-        for name, version in self._load_deployed().items():
-            if name in self.views:
-                self.views[name].version = version
-        self.bus.subscribe(self._track)
-        self.playbooks: dict[str, Any] = {}  # app name -> validated Playbook, filled by prepare()
-        self.provisioners: dict[str, Any] = {}  # group name -> its provisioning Playbook
-        self.rollouts = Rollouts(self)
-        self.cloud = CloudDesk(self)
+        self._started = False
+        self._closed = False
+        self.handlers: dict[type[C.Command], Handler] = self._handler_table()
+        check_handlers(self.handlers, C.command_classes())
 
-    # -- set-up ------------------------------------------------------------
+    def _handler_table(self) -> dict[type[C.Command], Handler]:
+        rollouts, canary, cloud = self.rollouts, self.canary_desk, self.cloud
+        return {
+            C.Help: self._help, C.Abort: self._abort, C.Sleep: self._sleep,
+            C.Status: self._status, C.Probe: self._probe, C.Heartbeat: self._heartbeat,
+            C.WaitHealthy: self._wait_healthy, C.WaitDown: self._wait_down, C.Run: self._run,
+            C.Start: self._start_service, C.Stop: self._stop_service,
+            C.Build: self._build, C.Builds: self._builds, C.CancelBuild: self._cancel_build, C.LogBuild: self._log_build,
+            C.Deploy: self._deploy, C.Provision: self._provision,
+            C.Roll: rollouts.roll, C.RollResume: rollouts.resume_interrupted, C.Rollback: rollouts.rollback,
+            C.Pause: rollouts.pause, C.Resume: rollouts.resume, C.History: rollouts.show_history,
+            C.LockStatus: rollouts.lock_status, C.LockRelease: rollouts.lock_release,
+            C.Canary: canary.canary, C.Traffic: canary.traffic,
+            C.Scale: cloud.scale, C.Decommission: cloud.decommission,
+        }
+
+    # -- the one way a front end starts an engine ------------------------------------
+    @classmethod
+    def open(cls, config: Config, *, heartbeat: bool = False, poll: bool = False, watch_proxy: bool = False,
+             bus: EventBus | None = None, issuer: str | None = None) -> "Engine":
+        """An engine prepared for its first command, that starts exactly the always-on work asked for.
+
+        Prepared now: every playbook parses (SourceError names a bad one's file and line), demo repos
+        exist. Started by `await engine.start()`, or `async with engine:` (which also closes it), once
+        the front end's event loop runs: `heartbeat` the monitor, `poll` the branch pollers (never when
+        read-only), `watch_proxy` the proxy watch. A monitor asks for `heartbeat` only: it never changes
+        the fleet.
+        """
+        engine = cls(config, bus=bus, issuer=issuer, startup=Startup(heartbeat, poll, watch_proxy))
+        engine.prepare()
+        return engine
+
     def prepare(self) -> None:
         """Everything that must be right before the first command: playbooks parse, demo repos exist.
 
         Raises SourceError naming the file and line of a bad playbook.
         """
-        for app in self.config.apps.values():
-            if app.deploy_playbook is not None:
-                self.playbooks[app.name] = load_playbook(app.deploy_playbook)
-        for group in self.config.groups.values():
-            if group.provision is not None:
-                self.provisioners[group.name] = load_playbook(group.provision)
+        self.deployer.load_playbooks()
         for app in self.config.apps.values():
             if app.demo_repo and "://" not in app.repo:
                 ensure_demo_repo(Path(app.repo), app.branch)
+
+    async def start(self) -> None:
+        """Start what `Engine.open` was asked for (once; an engine built without `open` starts nothing)."""
+        if self._started:
+            return
+        self._started = True
+        if self.startup.heartbeat and self.monitor.targets:
+            self._keep(asyncio.ensure_future(self.monitor.run()))
+        if self.startup.poll and not self.config.readonly:
+            for poller in self.deployer.pollers.values():
+                self._keep(asyncio.ensure_future(poller.run()))
+        if self.startup.watch_proxy and self.config.proxy is not None:
+            self._keep(asyncio.ensure_future(self.traffic.watch()))
+
+    async def __aenter__(self) -> "Engine":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Cancel the always-on work and close every connection; a second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = list(self._background)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._background.clear()
+        await self.deployer.close()
+        await self.fleet.close()
+        await self.traffic.close()
+        await self.prober.aclose()
+
+    # -- what front ends read ------------------------------------------------------
+    @property
+    def inventory(self) -> Inventory:
+        return self.fleet.inventory
+
+    @property
+    def views(self) -> dict[str, HostView]:
+        return self.fleet.views
+
+    @property
+    def names(self) -> C.Names:
+        return self.fleet.names
+
+    @property
+    def builds(self) -> BuildStore:
+        return self.deployer.builds
+
+    @property
+    def builder(self) -> Builder:
+        return self.deployer.builder
+
+    @property
+    def build_queue(self) -> BuildQueue:
+        return self.deployer.build_queue
+
+    @property
+    def pollers(self) -> dict[str, BranchPoller]:
+        return self.deployer.pollers
+
+    @property
+    def playbooks(self) -> dict[str, Playbook]:
+        return self.deployer.playbooks
 
     def parse(self, line: str) -> C.Command:
         return C.parse_command(line, self.names)
 
     def transport_for(self, host: Host) -> Transport:
-        if host.name not in self._transports:
-            if host.transport == "ssh":
-                self._transports[host.name] = SshTransport(host, self.ssh_pool)
-            elif host.transport == "local":
-                self._transports[host.name] = LocalTransport(host)
-            else:
-                raise CommandFailed(f"{host.name}: unknown transport {host.transport!r}")
-        return self._transports[host.name]
+        return self.fleet.transport_for(host)
 
-    async def _endpoint(self, host: Host, port: int) -> tuple[str, int]:
-        """Where to reach a host's port: directly, or through an SSH forward when it sits behind the jump host."""
-        if host.transport == "ssh" and self.config.jump is not None:
-            return await self.ssh_pool.forward(host, port)
-        return host.address, port
+    def app_hosts(self, app: AppConfig) -> list[Host]:
+        """The hosts that run `app`: its group, and its canary pool's hosts when the proxy fronts it."""
+        return self.fleet.app_hosts(app)
 
-    def _probe_targets(self) -> list[ProbeTarget]:
-        """Every host of every app with the app's health check; app-less groups with their own probe."""
-        targets: dict[str, ProbeTarget] = {}
-        for app in self.config.apps.values():
-            for host in self.app_hosts(app):
-                targets.setdefault(host.name, ProbeTarget(host, app.health))
-        for group in self.config.groups.values():
-            if group.health is not None:
-                for host in self.inventory.group(group.name):
-                    targets.setdefault(host.name, ProbeTarget(host, group.health))
-        return list(targets.values())
-
-    async def start_monitor(self) -> None:
-        """Start the heartbeat monitor and nothing else: for a front end that only watches (`opsconsole
-        heartbeat`). No branch poller, no build, no deploy, no proxy weight: a monitor never changes the fleet."""
-        if self.monitor.targets:
-            self._keep(asyncio.ensure_future(self.monitor.run()))
-
-    async def start_background(self, *, heartbeat: bool = True, poll: bool = True) -> None:
-        """Start the console's always-on work: the heartbeat monitor, the branch pollers (which build and deploy
-        what is pushed) and the proxy watch (which puts back the canary weights a restarted proxy lost).
-        The console and `--watch` call this once; a front end that only watches calls `start_monitor`."""
-        if heartbeat:
-            await self.start_monitor()
-        if poll and not self.config.readonly:
-            for poller in self.pollers.values():
-                self._keep(asyncio.ensure_future(poller.run()))
-        if self.config.proxy is not None:
-            self._keep(asyncio.ensure_future(self.canary_desk.watch()))
-
-    async def plan(self, command: C.Roll) -> Any:
+    async def plan(self, command: C.Roll) -> RolloutPlan:
         """The rollout plan `command` would run (no build, nothing changed): for confirm dialogs."""
         return await self.rollouts.plan_for(command)
 
-    # -- what a command will do, before it runs --------------------------------
     async def preview(self, command: C.Command) -> str:
-        """What `command` will do, in words: the text every front end shows before a destructive or long
-        command runs (the console's confirm dialog). Changes nothing; a problem it finds (git unreachable,
-        nothing to resume) is said in the text, since the command itself will report it again."""
-        body = await self._preview_body(command)
-        return f"{body}\n\ncommand: {command.text()}"
+        """What `command` will do, in words: the text every front end shows before it runs (changes nothing)."""
+        return await self.previews.text(command)
 
-    async def _preview_body(self, command: C.Command) -> str:
-        match command:
-            case C.Roll(plan_only=False):
-                return await self._preview_roll(command)
-            case C.RollResume(app=app):
-                return self._preview_resume(app)
-            case C.Rollback():
-                return self._preview_rollback(command)
-            case C.Deploy():
-                return await self._preview_deploy(command)
-            case C.Abort():
-                running = [c.text() for c in self.running() if c.abortable]
-                if not running:
-                    return "abort: nothing to abort: no deploy or rollout is running"
-                return (f"abort {', '.join(running)}: the host being deployed stops where it is and stays out of "
-                        "the pool; hosts not yet reached stay untouched.")
-            case C.Stop(app=app) | C.Start(app=app):
-                hosts = [h.name for h in self.app_hosts(self.config.apps[app])]
-                verb = "stops" if isinstance(command, C.Stop) else "starts"
-                return f"{command.verb} {app}: its service {verb} on {_count(hosts, 'host')}: {_names(hosts)}"
-            case C.Run(target=target, command=shell):
-                hosts = [target] if self.inventory.get(target) else [h.name for h in self.inventory.group(target)]
-                return f"run on {target} ({_count(hosts, 'host')}: {_names(hosts)}):\n  {shell}"
-            case C.Canary():
-                return self._preview_canary(command)
-            case C.Provision(group=group) | C.Decommission(group=group) | C.Scale(group=group):
-                hosts = [h.name for h in self.inventory.group(group)]
-                now = f"group {group} has {_count(hosts, 'host')}" + (f": {_names(hosts)}" if hosts else "")
-                if isinstance(command, C.Scale):
-                    return f"scale {group} to {command.count} instance(s) ({now}); {command.summary}"
-                return f"{command.verb} {group}: {command.summary} ({now})"
-            case C.LockRelease(app=app):
-                return (f"lock release {app}: remove the deploy lock of {app} whoever holds it; a rollout still "
-                        "running elsewhere loses it and stops")
-            case C.CancelBuild(build_id=build_id):
-                return f"cancel build {build_id}: its processes are killed"
-        return f"{command.verb}: {command.summary}"
+    def traffic_control(self, app: AppConfig) -> AppTrafficControl | None:
+        """Drain/enable controls for a rollout of `app`, or None when no proxy fronts it."""
+        return self.traffic.control_for(app)
 
-    async def _preview_roll(self, command: C.Roll) -> str:
-        try:
-            async with asyncio.timeout(10):
-                plan = await self.plan(command)
-        except (CommandFailed, GitError, TimeoutError, OSError) as exc:
-            return f"roll {command.app}: cannot plan: {str(exc) or 'git did not answer within 10s'}"
-        built = "" if plan.artifact else " (built first)"
-        batches = plan.describe()[1:]
-        shown = batches[:4] + ([f"  … {len(batches) - 4} more"] if len(batches) > 4 else [])
-        return plan.summary() + built + "\n\n" + "\n".join(shown)
-
-    def _preview_resume(self, app: str) -> str:
-        state = self.rollouts.journal.latest(app)
-        if state is None or state.finished or app in self.rollouts.live:
-            return f"roll resume {app}: no interrupted rollout of {app} to resume" + (
-                " (one is running now)" if app in self.rollouts.live else "")
-        left = [h for h, s in state.hosts.items() if s != "done"]
-        where = ", ".join(f"{h} {s}" for h, s in state.hosts.items())
-        return (f"roll resume {app}: rollout {state.plan.rollout_id} to {state.plan.version} by {state.issuer} "
-                f"was interrupted ({where}); {_count(left, 'host')} left: {_names(left)}")
-
-    def _preview_rollback(self, command: C.Rollback) -> str:
-        app = self.config.apps[command.app]
-        latest = self.rollouts.journal.latest(app.name)
-        target = latest.plan.previous if latest is not None else None
-        hosts = [h.name for h in self.inventory.group(app.group)]
-        if target is None:
-            current = {self.views[h].version for h in hosts}
-            target = self.rollouts.previous_release(app.name, next(iter(current)) if len(current) == 1 else "")
-        if target is None:
-            return f"rollback {app.name}: no earlier good version of {app.name} is known to roll back to"
-        try:
-            plan = make_plan(app.name, hosts, version=target[0], commit=target[1], artifact=target[2],
-                             batch=command.batch, kind="rollback",
-                             from_versions={h: self.views[h].version for h in hosts},
-                             health_timeout=app.rollout.health_timeout, drain_timeout=app.rollout.drain_timeout)
-        except PlanError as exc:
-            return f"rollback {app.name}: cannot plan: {exc}"
-        return plan.summary() + "\n\n" + "\n".join(plan.describe()[1:][:4])
-
-    async def _preview_deploy(self, command: C.Deploy) -> str:
-        app = self.config.apps[command.app]
-        targets = list(command.hosts) or [h.name for h in self.inventory.group(app.group)]
-        playbook = self.playbooks.get(app.name)
-        serial = playbook.plays[0].serial if playbook is not None and playbook.plays else None
-        pace = "all at once" if serial in (None, 0, "", "100%") else f"{serial} at a time"
-        try:
-            async with asyncio.timeout(10):
-                sha = await self.builder.resolve(app, command.version)
-            built = self.builds.artifact_for(app.name, sha) is not None
-            version = sha[:7] + ("" if built else " (built first)")
-        except (GitError, TimeoutError, OSError) as exc:
-            version = f"{command.version or 'head of ' + app.branch} (not resolved: {str(exc) or 'git did not answer within 10s'})"
-        return f"deploy {app.name}: {_count(targets, 'host')}, {pace}, version {version}\n\nhosts: {_names(targets)}"
-
-    def _preview_canary(self, command: C.Canary) -> str:
-        app = command.app
-        hosts = self.canary_desk.canary_hosts(app)
-        if command.action == "weight":
-            weight = int(command.weight or 0)
-            return f"canary {app}: the canary gets {weight}% of the traffic, stable {100 - weight}%"
-        if command.action == "deploy":
-            version = command.version or f"the head of {self.config.apps[app].branch}"
-            return f"canary {app} deploy: {version} goes on the canary's {_count(hosts, 'host')}: {_names(hosts)}"
-        if command.action == "promote":
-            return (f"canary {app} promote: the canary's version is rolled out to the stable pool, then all "
-                    "traffic goes to stable")
-        if command.action == "rollback":
-            return f"canary {app} rollback: all traffic to stable (canary weight 0)"
-        if command.action == "steps":
-            steps = ", ".join(f"{w}%" for w in self.config.canary.steps)
-            return (f"canary {app} steps: the canary weight walks {steps}, each held and judged for "
-                    f"{self.config.canary.hold:g}s; back to 0 if the canary does worse than stable")
-        return f"canary {app} {command.action}: {command.summary}"
+    async def artifact_for(self, app: AppConfig, version: str | None) -> BuildRecord:
+        return await self.deployer.artifact_for(app, version)
 
     def startup_notices(self) -> list[str]:
         """What a console starting up must tell the operator first: work a dead console left unfinished."""
@@ -344,7 +278,19 @@ class Engine:
 
     def paused(self) -> list[str]:
         """Apps whose rollout is paused (or pausing before its next batch)."""
-        return [name for name, runner in self.rollouts.live.items() if runner.pause_requested]
+        return self.rollouts.paused()
+
+    def running(self) -> list[C.Command]:
+        """Commands whose work is under way now (the TUI asks before quitting over these)."""
+        return [command for command, _ in self._running.values()]
+
+    def say(self, text: str, level: str = "info", host: str | None = None) -> None:
+        self.fleet.say(text, level=level, host=host)
+
+    # -- the fleet changing --------------------------------------------------------
+    def reload_inventory(self) -> None:
+        """The fleet changed (EC2 instances came or went): rebuild hosts, views and heartbeat targets."""
+        self.cloud.on_fleet_changed()
 
     async def _after_build(self, app: AppConfig, record: BuildRecord) -> None:
         """A build succeeded: start the deploy the app asks for, as a journaled command like any other."""
@@ -352,26 +298,13 @@ class Engine:
             return
         command: C.Command = C.Roll(app=app.name, version=record.commit) if app.on_build == "rolling" \
             else C.Canary(app=app.name, action="deploy", version=record.commit)
-        self._emit(f"{app.name}: build {record.build_id} of {record.short} succeeded; starting `{command.text()}`")
+        self.say(f"{app.name}: build {record.build_id} of {record.short} succeeded; starting `{command.text()}`")
         self._keep(asyncio.ensure_future(self.execute(command, issuer=f"{self.issuer} (build {record.build_id})")))
 
-    def _keep(self, task: "asyncio.Future[None]") -> None:
+    def _keep(self, task: "asyncio.Future[Any]") -> None:
         """Hold a background task until it ends (a deploy per build must not grow a list for ever)."""
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def close(self) -> None:
-        tasks = list(self._background)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._background.clear()
-        await self.build_queue.close()
-        for transport in self._transports.values():
-            await transport.close()
-        await self.canary_desk.close()
-        await self.ssh_pool.close()
-        await self.prober.aclose()
 
     # -- running commands --------------------------------------------------
     def refusal(self, command: C.Command) -> str | None:
@@ -385,7 +318,8 @@ class Engine:
         """Run one command: journaled before and after, reported by events, never raises but on cancel.
 
         A command this engine refuses (a change while read-only) is journaled as refused and never runs,
-        whichever front end sent it.
+        whichever front end sent it. An OperatorError is the command's failure, said in its own words;
+        anything else is a bug of ours: "internal error", with the traceback in a file.
         """
         cid = uuid.uuid4().hex[:12]
         who = issuer or self.issuer
@@ -418,8 +352,8 @@ class Engine:
             self.bus.emit(CommandFinished(command_id=cid, text=text, ok=False, message="interrupted",
                                           duration=time.monotonic() - started))
             raise
-        except (CommandFailed, BuildFailed, GitError, TransportError, TrafficError) as exc:
-            outcome = Outcome(False, str(exc))
+        except OperatorError as exc:
+            outcome = Outcome(False, exc.report())
         except Exception as exc:  # a bug of ours: say so in one line, keep the traceback on disk
             where = self._save_traceback(cid, text)
             outcome = Outcome(False, f"internal error ({type(exc).__name__}: {exc}); traceback in {where}")
@@ -428,8 +362,6 @@ class Engine:
         return self._finish(cid, text, who, started, outcome)
 
     def _save_traceback(self, cid: str, text: str) -> Path:
-        import traceback
-
         path = self.config.state_dir / "errors" / f"{cid}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"{text}\n\n{traceback.format_exc()}")
@@ -444,30 +376,18 @@ class Engine:
         return outcome
 
     async def _dispatch(self, command: C.Command) -> str | None:
-        handler: Callable[[Any], Awaitable[str | None]] | None = getattr(self, f"_do_{type(command).__name__.lower()}", None)
-        if handler is None:
-            raise CommandFailed(f"{command.verb}: not supported by this engine")
+        handler = self.handlers.get(type(command))
+        if handler is None:  # a Command subclass made outside the command language: a bug, said loudly
+            raise TypeError(f"no handler for command type {type(command).__name__}")
         return await handler(command)
 
-    def running(self) -> list[C.Command]:
-        """Commands whose work is under way now (the TUI asks before quitting over these)."""
-        return [command for command, _ in self._running.values()]
-
-    def _emit(self, text: str, level: str = "info", host: str | None = None) -> None:
-        self.bus.emit(Message(text=text, level=level, host=host))
-
-    say = _emit
-
-    def failure(self, message: str) -> CommandFailed:
-        return CommandFailed(message)
-
-    # -- commands ----------------------------------------------------------
-    async def _do_help(self, command: C.Help) -> str:
+    # -- the engine's own commands -------------------------------------------
+    async def _help(self, command: C.Help) -> str:
         for line in C.help_text().splitlines():
-            self._emit(line)
+            self.say(line)
         return ""
 
-    async def _do_abort(self, command: C.Abort) -> str:
+    async def _abort(self, command: C.Abort) -> str:
         targets = [(c, t) for c, t in self._running.values() if c.abortable]
         if not targets:
             raise CommandFailed("nothing to abort: no deploy or rollout is running")
@@ -476,36 +396,36 @@ class Engine:
         await asyncio.gather(*(t for _, t in targets), return_exceptions=True)
         return f"aborted {', '.join(c.text() for c, _ in targets)}"
 
-    async def _do_sleep(self, command: C.Sleep) -> str:
+    async def _sleep(self, command: C.Sleep) -> str:
         await asyncio.sleep(command.seconds)
         return ""
 
-    async def _do_status(self, command: C.Status) -> str:
+    async def _status(self, command: C.Status) -> str:
         apps = [self.config.apps[command.app]] if command.app else list(self.config.apps.values())
         covered = {h.name for a in apps for h in self.app_hosts(a)}
         for app in apps:
             for line in await self.rollouts.status_lines(app.name):
-                self._emit(line, level="warning" if "INTERRUPTED" in line else "info")
+                self.say(line, level="warning" if "INTERRUPTED" in line else "info")
         samples = await asyncio.gather(*(self._status_of(app, h) for app in apps for h in self.app_hosts(app)))
         if not command.app:
             for host in self.inventory.hosts:
                 if host.name not in covered:
-                    self._emit(f"{host.name:<16} group={host.group} (no app)", host=host.name)
+                    self.say(f"{host.name:<16} group={host.group} (no app)", host=host.name)
         healthy = sum(1 for ok in samples if ok)
         return f"{healthy}/{len(samples)} hosts healthy"
 
     async def _status_of(self, app: AppConfig, host: Host) -> bool:
-        pid = await self.transport_for(host).service_pid(app.service_name)
+        pid = await self.fleet.transport_for(host).service_pid(app.service_name)
         sample = await self.monitor.probe(host.name)
         view = self.views[host.name]
         health = "healthy" if sample.ok else f"DOWN ({sample.error})"
         latency = f"{sample.latency * 1000:.0f}ms" if sample.latency is not None else "-"
         service = f"running pid {pid}" if pid else "stopped"
-        self._emit(f"{app.name:<10} {host.address}:{host.port}  service={service}  health={health}"
+        self.say(f"{app.name:<10} {host.address}:{host.port}  service={service}  health={health}"
                    f"  version={sample.version or view.version or '-'}  latency={latency}", host=host.name)
         return sample.ok
 
-    async def _do_probe(self, command: C.Probe) -> str:
+    async def _probe(self, command: C.Probe) -> str:
         if command.host not in self.monitor.targets:
             raise CommandFailed(f"{command.host} has no health check (give its app or group a `health:`)")
         sample = await self.monitor.probe(command.host)
@@ -515,19 +435,19 @@ class Engine:
             raise CommandFailed(f"{command.host}: {sample.error}")
         return f"{command.host}: {detail}{latency}" + (f", version {sample.version}" if sample.version else "")
 
-    async def _do_heartbeat(self, command: C.Heartbeat) -> str:
+    async def _heartbeat(self, command: C.Heartbeat) -> str:
         rows = self.monitor.table()
         for name, state, status, latency, error in rows:
-            self._emit(f"{state:<10} {status:>7} {latency:>7}  {error}", host=name)
+            self.say(f"{state:<10} {status:>7} {latency:>7}  {error}", host=name)
         up = sum(1 for s in self.monitor.states.values() if s.healthy)
         return f"{up}/{len(rows)} up"
 
-    async def _do_waithealthy(self, command: C.WaitHealthy) -> str:
+    async def _wait_healthy(self, command: C.WaitHealthy) -> str:
         app = self.config.apps[command.app]
         names = [h.name for h in self.app_hosts(app)]
         return await self._wait_for(names, True, command.timeout, app.name)
 
-    async def _do_waitdown(self, command: C.WaitDown) -> str:
+    async def _wait_down(self, command: C.WaitDown) -> str:
         if command.host not in self.monitor.targets:
             raise CommandFailed(f"{command.host} has no health check (give its app or group a `health:`)")
         return await self._wait_for([command.host], False, command.timeout, command.host)
@@ -545,7 +465,7 @@ class Engine:
         why = ", ".join(f"{n} ({self.monitor.states[n].last.error or 'up'})" for n in pending)  # type: ignore[union-attr]
         raise CommandFailed(f"timed out after {timeout:g}s waiting for {what} to be {word}: {why}")
 
-    async def _do_run(self, command: C.Run) -> str:
+    async def _run(self, command: C.Run) -> str:
         hosts = [self.inventory.get(command.target)] if self.inventory.get(command.target) else self.inventory.group(command.target)
         results = await asyncio.gather(*(self._run_on(h, command.command) for h in hosts if h is not None))
         failed = [f"{name}: {why}" for name, why in results if why]
@@ -554,62 +474,43 @@ class Engine:
         return f"ok on {len(results)} host(s)"
 
     async def _run_on(self, host: Host, shell: str) -> tuple[str, str]:
-        transport = self.transport_for(host)
+        transport = self.fleet.transport_for(host)
         result = await transport.run(shell, on_line=lambda line, stream: self.bus.emit(
             OutputLine(host=host.name, line=line, stream=stream, source=shell)))
         return host.name, "" if result.ok else result.describe()
 
-    def app_hosts(self, app: AppConfig) -> list[Host]:
-        """The hosts that run `app`: its group, and its canary pool's hosts when the proxy fronts it."""
-        hosts = self.inventory.group(app.group)
-        for name in self.canary_desk.canary_hosts(app.name):
-            host = self.inventory.get(name)
-            if host is not None and host not in hosts:
-                hosts.append(host)
-        return hosts
-
-    async def _do_start(self, command: C.Start) -> str:
+    async def _start_service(self, command: C.Start) -> str:
         app = self.config.apps[command.app]
         if not app.service_command:
             raise CommandFailed(f"app {app.name} has no `service.command` in {self.config.file}")
         for host in self.app_hosts(app):
-            rendered = render_string(app.service_command, self.host_vars(app, host))
-            pid = await self.transport_for(host).start_service(app.service_name, rendered)
-            self._emit(f"{app.service_name} running (pid {pid})", host=host.name)
+            rendered = render_string(app.service_command, self.fleet.host_vars(app, host))
+            pid = await self.fleet.transport_for(host).start_service(app.service_name, rendered)
+            self.say(f"{app.service_name} running (pid {pid})", host=host.name)
         return ""
 
-    async def _do_stop(self, command: C.Stop) -> str:
+    async def _stop_service(self, command: C.Stop) -> str:
         app = self.config.apps[command.app]
         for host in self.app_hosts(app):
-            was_running = await self.transport_for(host).stop_service(app.service_name)
-            self._set_activity(host, "stopped")
-            self._emit(f"{app.service_name} {'stopped' if was_running else 'was not running'}", host=host.name)
+            was_running = await self.fleet.transport_for(host).stop_service(app.service_name)
+            self.fleet.set_activity(host, "stopped")
+            self.say(f"{app.service_name} {'stopped' if was_running else 'was not running'}", host=host.name)
         return ""
 
-    async def _do_build(self, command: C.Build) -> str:
+    async def _build(self, command: C.Build) -> str:
         app = self.config.apps[command.app]
-        record = await self._build(app, command.commit)
+        record = await self.deployer.build(app, command.commit)
         return f"build {record.build_id} of {record.short} succeeded ({record.artifact})"
 
-    async def _build(self, app: AppConfig, commit: str | None) -> BuildRecord:
-        """Queue a build of `commit` (default: the branch head) and wait for it; raise unless it succeeded."""
-        if not app.build.commands:
-            raise CommandFailed(f"app {app.name} has no build commands in {self.config.file}")
-        sha = await self.builder.resolve(app, commit)
-        record = await (await self.build_queue.submit(app, sha))
-        if record.status != "succeeded":
-            raise CommandFailed(f"build {record.build_id} of {record.short} {record.status}: {record.message}")
-        return record
-
-    async def _do_builds(self, command: C.Builds) -> str:
+    async def _builds(self, command: C.Builds) -> str:
         records = [r for r in self.builds.records() if command.app in (None, r.app)]
         for r in records[-30:]:
             duration = f"{r.duration:.1f}s" if r.duration is not None else "-"
-            self._emit(f"{r.build_id:<32} {r.short} {r.status:<10} {duration:>7}  {r.author}: {r.subject}"
+            self.say(f"{r.build_id:<32} {r.short} {r.status:<10} {duration:>7}  {r.author}: {r.subject}"
                        + (f" — {r.message}" if r.message and r.status != "succeeded" else ""))
         return f"{len(records)} build(s)"
 
-    async def _do_cancelbuild(self, command: C.CancelBuild) -> str:
+    async def _cancel_build(self, command: C.CancelBuild) -> str:
         record = self.build_queue.cancel(command.build_id)
         if record is None:
             known = {r.build_id: r for r in self.builds.records()}
@@ -618,7 +519,7 @@ class Engine:
             raise CommandFailed(f"no build {command.build_id!r} (see `builds`)")
         return f"build {command.build_id} cancelled"
 
-    async def _do_logbuild(self, command: C.LogBuild) -> str:
+    async def _log_build(self, command: C.LogBuild) -> str:
         known = {r.build_id: r for r in self.builds.records()}
         record = known.get(command.build_id)
         if record is None:
@@ -631,12 +532,7 @@ class Engine:
             self.bus.emit(OutputLine(host=f"build:{record.app}", line=line, source=record.build_id))
         return f"build {record.build_id}: {record.status}"
 
-    async def artifact_for(self, app: AppConfig, version: str | None) -> BuildRecord:
-        """The built artifact of `version` (default: the branch head), building it first if needed."""
-        sha = await self.builder.resolve(app, version)
-        return self.builds.artifact_for(app.name, sha) or await self._build(app, sha)
-
-    async def _do_deploy(self, command: C.Deploy) -> str:
+    async def _deploy(self, command: C.Deploy) -> str:
         app = self.config.apps[command.app]
         hosts = self.inventory.group(app.group)
         if command.hosts:
@@ -644,185 +540,36 @@ class Engine:
             if outside:
                 raise CommandFailed(f"host {outside[0]} is not in group {app.group} of app {app.name}")
         for host in hosts:  # refuse early, before any host is touched
-            self.transport_for(host)
-        record = await self.artifact_for(app, command.version)
+            self.fleet.transport_for(host)
+        record = await self.deployer.artifact_for(app, command.version)
         targets = list(command.hosts) or [h.name for h in hosts]
-        self._emit(f"deploying {app.name} {record.short} ({record.subject}) to {len(targets)} host(s)")
-        result = await self.run_deploy_playbook(app, targets, version=record.short, commit=record.commit,
-                                                artifact=record.artifact or "")
+        self.say(f"deploying {app.name} {record.short} ({record.subject}) to {len(targets)} host(s)")
+        result = await self.deployer.run_deploy_playbook(app, targets, version=record.short, commit=record.commit,
+                                                         artifact=record.artifact or "",
+                                                         steered=self.rollouts.steered_hosts())
         if not result.ok:
             untouched = [h for h, s in result.host_status.items() if s == "skipped"]
             raise CommandFailed(f"deploy of {app.name} {record.short} failed — {result.failure_text()}"
                                 + (f"; not touched: {', '.join(untouched)}" if untouched else ""))
         if len(targets) == len(hosts):
-            self.rollouts.record_release(app.name, record.short, record.commit, record.artifact or "")
+            self.rollouts.releases.record(app.name, record.short, record.commit, record.artifact or "")
         return f"{app.name} {record.short} deployed to {sum(1 for s in result.host_status.values() if s == 'ok')} host(s)"
 
-    async def run_deploy_playbook(self, app: AppConfig, targets: list[str], *, version: str, commit: str,
-                                  artifact: str, parallel: bool = False) -> Any:
-        """Run the app's deploy playbook on `targets`; remember what each host now runs.
-
-        `parallel` runs all targets at once whatever the playbook's `serial` says: a rollout
-        makes its own batches.
-        """
-        playbook = self.playbooks.get(app.name)
-        if playbook is None:
-            raise CommandFailed(f"app {app.name} has no deploy playbook")
-        if parallel:
-            playbook = replace(playbook, plays=tuple(replace(p, serial=None) for p in playbook.plays))
-        extra = {"app": app.name, "version": version, "commit": commit, "artifact": artifact,
-                 "service_name": app.service_name, "service_command": app.service_command}
-        # Every inventory host is offered (a canary lives in another group than the app's); `limit` picks.
-        hosts = [self._with_app_vars(app, h) for h in self.inventory.hosts]
-        result = await self.runner.run(playbook, hosts, extra_vars=extra, limit=targets)
-        deployed = self._load_deployed()
-        # A host in a rollout is not idle after its playbook: it waits for its health gate, drained; the
-        # rollout's own steps (done, failed) say what it is next.
-        steered = {h for runner in self.rollouts.live.values() for h in runner.plan.hosts}
-        for name, status in result.host_status.items():
-            if status == "ok":
-                deployed[name] = version
-                self.views[name].version = version
-                if name not in steered:
-                    self._set_activity(self.inventory.get(name), "idle")
-        self._save_deployed(deployed)
-        return result
-
-    def traffic_control(self, app: AppConfig) -> Any:
-        """Drain/enable controls for a rollout of `app`, or None when no proxy fronts it."""
-        return self.canary_desk.control_for(app)
-
-    async def _do_canary(self, command: C.Canary) -> str:
-        return await self.canary_desk.canary(command)
-
-    async def _do_traffic(self, command: C.Traffic) -> str:
-        return await self.canary_desk.traffic(command)
-
-    async def _do_provision(self, command: C.Provision) -> str:
+    async def _provision(self, command: C.Provision) -> str:
         group = self.config.groups[command.group]
         created = ""
         if group.provider == "ec2":
-            created = await self.provision_machines(group)
+            created = await self.cloud.provision(group)
         hosts = self.inventory.group(group.name)
-        playbook = self.provisioners.get(group.name)
+        playbook = self.deployer.provisioners.get(group.name)
         if playbook is None:
             return created or f"group {group.name} has no provisioning playbook (groups.{group.name}.provision)"
         if not hosts:
             raise CommandFailed(f"group {group.name} has no hosts to provision")
         extra = {"group": group.name, "app_hosts": {g: [h.address for h in self.inventory.group(g)]
                                                     for g in self.config.groups}}
-        result = await self.runner.run(playbook, self.inventory.hosts, extra_vars=extra,
-                                       limit=[h.name for h in hosts])
+        result = await self.deployer.runner.run(playbook, self.inventory.hosts, extra_vars=extra,
+                                                limit=[h.name for h in hosts])
         if not result.ok:
             raise CommandFailed(f"provisioning {group.name} failed — {result.failure_text()}")
         return (created + "; " if created else "") + f"{len(hosts)} host(s) of {group.name} provisioned"
-
-    async def provision_machines(self, group: Any) -> str:
-        return await self.cloud.provision(group)
-
-    async def _do_scale(self, command: C.Scale) -> str:
-        return await self.cloud.scale(command)
-
-    async def _do_decommission(self, command: C.Decommission) -> str:
-        return await self.cloud.decommission(command)
-
-    def reload_inventory(self) -> None:
-        """The fleet changed (EC2 instances came or went): rebuild hosts, views and heartbeat targets."""
-        self.inventory = build_inventory(self.config)
-        self.names = C.Names(apps=tuple(self.config.apps), groups=tuple(self.config.groups),
-                             hosts=tuple(self.inventory.names()))
-        for host in self.inventory.hosts:
-            if host.name not in self.views or self.views[host.name].host != host:
-                old = self.views.get(host.name)
-                self.views[host.name] = HostView(host, version=old.version if old else None)
-                self._transports.pop(host.name, None)
-        for name in [n for n in self.views if self.inventory.get(n) is None]:
-            del self.views[name]
-        self.monitor.set_targets(self._probe_targets())
-
-    # -- rollouts ----------------------------------------------------------
-    async def _do_roll(self, command: C.Roll) -> str:
-        return await self.rollouts.roll(command)
-
-    async def _do_rollresume(self, command: C.RollResume) -> str:
-        return await self.rollouts.resume_interrupted(command)
-
-    async def _do_rollback(self, command: C.Rollback) -> str:
-        return await self.rollouts.rollback(command)
-
-    async def _do_pause(self, command: C.Pause) -> str:
-        if not self.rollouts.live:
-            raise CommandFailed("nothing to pause: no rollout is running")
-        for runner in self.rollouts.live.values():
-            runner.pause()
-        return f"pausing {', '.join(self.rollouts.live)} before the next batch"
-
-    async def _do_resume(self, command: C.Resume) -> str:
-        paused = [name for name, r in self.rollouts.live.items() if r.pause_requested]
-        if not paused:
-            raise CommandFailed("nothing to resume: no rollout is paused")
-        for name in paused:
-            self.rollouts.live[name].resume()
-        return f"resumed {', '.join(paused)}"
-
-    async def _do_lockstatus(self, command: C.LockStatus) -> str:
-        info = await self.rollouts.lock_for(self.config.apps[command.app]).status()
-        return info.describe() if info else f"{command.app}: not locked"
-
-    async def _do_lockrelease(self, command: C.LockRelease) -> str:
-        if command.app in self.rollouts.live:
-            raise CommandFailed(f"a rollout of {command.app} runs in this console; `abort` it instead")
-        info = await self.rollouts.lock_for(self.config.apps[command.app]).force_release()
-        return f"released the lock of {command.app}" + (f" (was: {info.describe()})" if info else " (it was not locked)")
-
-    async def _do_history(self, command: C.History) -> str:
-        lines = self.rollouts.history(command.app, command.as_json)
-        for line in lines:
-            self._emit(line)
-        return f"{sum(1 for line in lines if not line.startswith(' '))} rollout(s)" if not command.as_json else ""
-
-    # -- host variables and state -----------------------------------------
-    def host_vars(self, app: AppConfig, host: Host) -> dict[str, Any]:
-        return {**app.vars, **host.vars, "inventory_hostname": host.name, "ansible_host": host.address,
-                "port": host.port, "host_root": self.transport_for(host).root, "app": app.name}
-
-    def _with_app_vars(self, app: AppConfig, host: Host) -> Host:
-        return replace(host, vars={**app.vars, **host.vars})
-
-    def _load_deployed(self) -> dict[str, str]:
-        try:
-            return json.loads(self._deployed_path.read_text())
-        except (FileNotFoundError, ValueError):
-            return {}
-
-    def _save_deployed(self, deployed: dict[str, str]) -> None:
-        write_atomic(self._deployed_path, json.dumps(deployed, indent=1, sort_keys=True))
-
-    def _set_activity(self, host: Host | None, activity: str, detail: str = "") -> None:
-        if host is None:
-            return
-        view = self.views[host.name]
-        view.activity, view.detail = activity, detail
-        self.bus.emit(HostState(host=host.name, group=host.group, activity=activity, version=view.version, detail=detail))
-
-    def _track(self, event: Event) -> None:
-        """Keep host views current from what the parts report."""
-        if isinstance(event, TaskStarted) and event.host in self.views:
-            if self.views[event.host].activity != "deploying":
-                self._set_activity(self.views[event.host].host, "deploying", event.task)
-        elif isinstance(event, TaskFinished) and event.status == "failed" and event.host in self.views:
-            self._set_activity(self.views[event.host].host, "failed", event.message)
-        elif isinstance(event, HealthSample) and event.host in self.views:
-            view = self.views[event.host]
-            view.latency = event.latency
-            if view.healthy is None:  # until the monitor's first verdict
-                view.healthy = event.ok
-            if event.version:
-                view.version = event.version
-        elif isinstance(event, HealthChanged) and event.host in self.views:
-            self.views[event.host].healthy = event.healthy  # the verdict after fall/rise, not one probe
-        elif isinstance(event, RolloutStep) and event.host in self.views:
-            activity = {"draining": "drained", "deploying": "deploying", "gating": "deploying",
-                        "done": "idle", "failed": "failed"}.get(event.state)
-            if activity:
-                self._set_activity(self.views[event.host].host, activity, event.detail)

@@ -1,8 +1,8 @@
 """Rolling updates as engine commands: roll, roll resume, rollback, pause/resume, lock, history.
 
-The rollout machinery itself (plan, journal, lock, runner) lives in
-`opsconsole.rollouts`; this module binds it to the engine's playbooks,
-heartbeat and traffic control.
+The rollout machinery itself (plan, journal, lock, runner) lives in `opsconsole.rollouts`; this
+module binds it to the deployer, the heartbeat monitor and the traffic service, which the engine
+builds once and hands in. The desk holds no engine.
 """
 
 from __future__ import annotations
@@ -11,52 +11,78 @@ import asyncio
 import json
 import time
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
+from opsconsole.config.model import AppConfig, Config
 from opsconsole.engine import commands as C
+from opsconsole.engine.deployer import Deployer
+from opsconsole.engine.fleet import Fleet
+from opsconsole.engine.traffic_service import TrafficService
+from opsconsole.errors import CommandFailed
+from opsconsole.events import EventBus
 from opsconsole.fsio import append_jsonl, read_jsonl
+from opsconsole.heartbeat.monitor import HeartbeatMonitor
 from opsconsole.heartbeat.until import probe_until
-from opsconsole.rollouts.lock import FleetLock, LockHeld
-from opsconsole.rollouts.plan import PlanError, RolloutPlan, make_plan
+from opsconsole.rollouts.lock import FleetLock
+from opsconsole.rollouts.plan import RolloutPlan, make_plan
 from opsconsole.rollouts.record import DONE, RolloutJournal, RolloutState
 from opsconsole.rollouts.runner import NoTraffic, RolloutRunner, TrafficControl
 
-if TYPE_CHECKING:
-    from opsconsole.config.model import AppConfig
-    from opsconsole.engine.engine import Engine
+
+class Releases:
+    """What was released, app by app (`releases.jsonl`): a rollback picks its target from here."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def record(self, app: str, version: str, commit: str, artifact: str) -> None:
+        # On disk before the command reports success: a later rollback picks its target from here.
+        append_jsonl(self.path, {"ts": time.time(), "app": app, "version": version, "commit": commit,
+                                 "artifact": artifact})
+
+    def of(self, app: str) -> list[dict[str, Any]]:
+        return [entry for entry in read_jsonl(self.path) if entry.get("app") == app]
+
+    def previous(self, app: str, not_version: str | None) -> tuple[str, str, str] | None:
+        """The latest release of `app` that is not `not_version` (what runs now): (version, commit, artifact)."""
+        for entry in reversed(self.of(app)):
+            if entry["version"] != not_version:
+                return entry["version"], entry["commit"], entry["artifact"]
+        return None
 
 
 class Rollouts:
     """The engine's rollout desk: one live runner per app at most."""
 
-    def __init__(self, engine: "Engine") -> None:
-        self.engine = engine
-        self.journal = RolloutJournal(engine.config.state_dir)
+    def __init__(self, config: Config, fleet: Fleet, bus: EventBus, *, issuer: str, deployer: Deployer,
+                 traffic: TrafficService, monitor: HeartbeatMonitor) -> None:
+        self.config = config
+        self.fleet = fleet
+        self.bus = bus
+        self.issuer = issuer
+        self.deployer = deployer
+        self.traffic = traffic
+        self.monitor = monitor
+        self.journal = RolloutJournal(config.state_dir)
+        self.releases = Releases(config.state_dir / "releases.jsonl")
         self.live: dict[str, RolloutRunner] = {}
-        self.releases_path = engine.config.state_dir / "releases.jsonl"
 
-    # -- what was released -------------------------------------------------
-    def record_release(self, app: str, version: str, commit: str, artifact: str) -> None:
-        # On disk before the command reports success: a later rollback picks its target from here.
-        append_jsonl(self.releases_path, {"ts": time.time(), "app": app, "version": version, "commit": commit,
-                                          "artifact": artifact})
+    def steered_hosts(self) -> set[str]:
+        """Hosts a live rollout steers: their next state is the rollout's to say."""
+        return {h for runner in self.live.values() for h in runner.plan.hosts}
 
-    def releases(self, app: str) -> list[dict[str, Any]]:
-        return [entry for entry in read_jsonl(self.releases_path) if entry.get("app") == app]
-
-    def previous_release(self, app: str, not_version: str) -> tuple[str, str, str] | None:
-        for entry in reversed(self.releases(app)):
-            if entry["version"] != not_version:
-                return entry["version"], entry["commit"], entry["artifact"]
-        return None
+    def paused(self) -> list[str]:
+        """Apps whose rollout is paused (or pausing before its next batch)."""
+        return [name for name, runner in self.live.items() if runner.pause_requested]
 
     # -- traffic and gates -------------------------------------------------
-    def traffic_for(self, app: "AppConfig") -> TrafficControl:
-        return self.engine.traffic_control(app) or NoTraffic()
+    def traffic_for(self, app: AppConfig) -> TrafficControl:
+        return self.traffic.control_for(app) or NoTraffic()
 
     async def gate(self, host: str, version: str, timeout: float) -> str:
         """'' once the host is healthy (rise applies) and reports `version`; else why not, at the timeout."""
-        monitor = self.engine.monitor
+        monitor = self.monitor
         late = await probe_until(monitor, [host], lambda name, sample: bool(
             monitor.states[name].healthy and sample.ok and sample.version == version), timeout=timeout, pace=0.2)
         if not late:
@@ -69,83 +95,72 @@ class Rollouts:
         return f"not yet up after {timeout:g}s ({monitor.states[host].label})"
 
     # -- commands ----------------------------------------------------------
-    def _plan(self, command: C.Roll, app: "AppConfig", version: str, commit: str, artifact: str) -> RolloutPlan:
-        engine = self.engine
-        hosts = [h.name for h in engine.inventory.group(app.group)]
-        try:
-            return make_plan(app.name, hosts, version=version, commit=commit, artifact=artifact,
-                             batch=command.batch, from_versions={h: engine.views[h].version for h in hosts},
-                             max_fail=command.max_fail, health_timeout=app.rollout.health_timeout,
-                             drain_timeout=app.rollout.drain_timeout,
-                             on_failure=command.on_failure, previous=self.previous_release(app.name, version))
-        except PlanError as exc:
-            raise engine.failure(str(exc)) from None
+    def _plan(self, command: C.Roll, app: AppConfig, version: str, commit: str, artifact: str) -> RolloutPlan:
+        hosts = [h.name for h in self.fleet.inventory.group(app.group)]
+        return make_plan(app.name, hosts, version=version, commit=commit, artifact=artifact,
+                         batch=command.batch, from_versions={h: self.fleet.views[h].version for h in hosts},
+                         max_fail=command.max_fail, health_timeout=app.rollout.health_timeout,
+                         drain_timeout=app.rollout.drain_timeout,
+                         on_failure=command.on_failure, previous=self.releases.previous(app.name, version))
 
     async def plan_for(self, command: C.Roll) -> RolloutPlan:
         """The plan without building: the version is resolved in git only."""
-        engine = self.engine
-        app = engine.config.apps[command.app]
-        sha = await engine.builder.resolve(app, command.version)
-        built = engine.builds.artifact_for(app.name, sha)
+        app = self.config.apps[command.app]
+        sha = await self.deployer.builder.resolve(app, command.version)
+        built = self.deployer.builds.artifact_for(app.name, sha)
         return self._plan(command, app, sha[:7], sha, built.artifact or "" if built else "")
 
     async def roll(self, command: C.Roll) -> str:
-        engine = self.engine
-        app = engine.config.apps[command.app]
-        record = await engine.artifact_for(app, command.version)
+        app = self.config.apps[command.app]
+        record = await self.deployer.artifact_for(app, command.version)
         plan = self._plan(command, app, record.short, record.commit, record.artifact or "")
         for line in plan.describe():
-            engine.say(line)
+            self.fleet.say(line)
         if command.plan_only:
             return "plan only: nothing changed"
-        return await self._run(app, RolloutState(plan=plan, issuer=engine.issuer, started=time.time(),
+        return await self._run(app, RolloutState(plan=plan, issuer=self.issuer, started=time.time(),
                                                  hosts={h: "pending" for h in plan.hosts}), fresh=True)
 
     async def resume_interrupted(self, command: C.RollResume) -> str:
         state = self.journal.latest(command.app)
         if state is None or state.finished or command.app in self.live:
-            raise self.engine.failure(f"no interrupted rollout of {command.app} to resume"
-                                      + (" (one is running now)" if command.app in self.live else ""))
-        app = self.engine.config.apps[command.app]
+            raise CommandFailed(f"no interrupted rollout of {command.app} to resume"
+                                + (" (one is running now)" if command.app in self.live else ""))
+        app = self.config.apps[command.app]
         left = [h for h, s in state.hosts.items() if s != DONE]
-        self.engine.say(f"resuming {state.plan.rollout_id}: {len(left)} host(s) left: {', '.join(left)}")
+        self.fleet.say(f"resuming {state.plan.rollout_id}: {len(left)} host(s) left: {', '.join(left)}")
         return await self._run(app, state, fresh=False)
 
     async def rollback(self, command: C.Rollback) -> str:
-        engine = self.engine
-        app = engine.config.apps[command.app]
+        app = self.config.apps[command.app]
         latest = self.journal.latest(app.name)
         target = latest.plan.previous if latest is not None else None
         if target is None:
-            current = {engine.views[h.name].version for h in engine.inventory.group(app.group)}
-            target = self.previous_release(app.name, next(iter(current)) if len(current) == 1 else "")
+            current = {self.fleet.views[h.name].version for h in self.fleet.inventory.group(app.group)}
+            target = self.releases.previous(app.name, next(iter(current)) if len(current) == 1 else "")
         if target is None:
-            raise engine.failure(f"no earlier good version of {app.name} is known to roll back to")
+            raise CommandFailed(f"no earlier good version of {app.name} is known to roll back to")
         version, commit, artifact = target
-        hosts = [h.name for h in engine.inventory.group(app.group)]
+        hosts = [h.name for h in self.fleet.inventory.group(app.group)]
         plan = make_plan(app.name, hosts, version=version, commit=commit, artifact=artifact, batch=command.batch,
-                         kind="rollback", from_versions={h: engine.views[h].version for h in hosts},
+                         kind="rollback", from_versions={h: self.fleet.views[h].version for h in hosts},
                          health_timeout=app.rollout.health_timeout, drain_timeout=app.rollout.drain_timeout,
                          previous=None)
         for line in plan.describe():
-            engine.say(line)
-        return await self._run(app, RolloutState(plan=plan, issuer=engine.issuer, started=time.time(),
+            self.fleet.say(line)
+        return await self._run(app, RolloutState(plan=plan, issuer=self.issuer, started=time.time(),
                                                  hosts={h: "pending" for h in plan.hosts}), fresh=True)
 
-    async def _run(self, app: "AppConfig", state: RolloutState, *, fresh: bool) -> str:
-        engine = self.engine
+    async def _run(self, app: AppConfig, state: RolloutState, *, fresh: bool) -> str:
         if app.name in self.live:
-            raise engine.failure(f"a rollout of {app.name} is already running here ({self.live[app.name].plan.rollout_id})")
+            raise CommandFailed(f"a rollout of {app.name} is already running here ({self.live[app.name].plan.rollout_id})")
         lock = self.lock_for(app)
-        try:
-            taken = await lock.acquire(f"{state.plan.kind} {app.name} to {state.plan.version}")
-        except LockHeld as exc:
-            raise engine.failure(str(exc)) from None
+        taken = await lock.acquire(f"{state.plan.kind} {app.name} to {state.plan.version}")  # LockHeld: someone else's
         if taken is not None:
-            engine.say(f"took over a stale deploy lock of {app.name}: {taken.describe()}", level="warning")
+            self.fleet.say(f"took over a stale deploy lock of {app.name}: {taken.describe()}", level="warning")
         if fresh:
-            self.journal.begin(state.plan, engine.issuer)
-        runner = RolloutRunner(engine.bus, self.journal, state, deploy=self._deploy_batch, gate=self.gate,
+            self.journal.begin(state.plan, self.issuer)
+        runner = RolloutRunner(self.bus, self.journal, state, deploy=self._deploy_batch, gate=self.gate,
                                traffic=self.traffic_for(app), lock=lock, lock_renew_every=app.rollout.lock_renew)
         self.live[app.name] = runner
         try:
@@ -156,7 +171,7 @@ class Rollouts:
             await asyncio.shield(lock.release())
         plan = result.plan
         if result.status == "succeeded":
-            self.record_release(app.name, plan.version, plan.commit, plan.artifact)
+            self.releases.record(app.name, plan.version, plan.commit, plan.artifact)
             return f"{plan.kind} of {app.name} to {plan.version} done on {len(plan.hosts)} host(s)"
         message = f"{plan.kind} of {app.name} to {plan.version} {result.status}: " + "; ".join(
             f"{h}: {result.reasons[h]}" for h in result.reasons)
@@ -166,29 +181,59 @@ class Rollouts:
         if plan.on_failure == "rollback" and plan.kind == "roll":
             done = [h for h, s in result.hosts.items() if s != "pending"]
             if done and plan.previous is not None:
-                engine.say(f"--on-failure rollback: returning {', '.join(done)} to {plan.previous[0]}")
+                self.fleet.say(f"--on-failure rollback: returning {', '.join(done)} to {plan.previous[0]}")
                 version, commit, artifact = plan.previous
                 back = make_plan(app.name, done, version=version, commit=commit, artifact=artifact, kind="rollback",
                                  from_versions={h: plan.version for h in done},
                                  health_timeout=plan.health_timeout, drain_timeout=plan.drain_timeout)
-                undo = await self._run(app, RolloutState(plan=back, issuer=engine.issuer, started=time.time(),
+                undo = await self._run(app, RolloutState(plan=back, issuer=self.issuer, started=time.time(),
                                                          hosts={h: "pending" for h in back.hosts}), fresh=True)
                 message += f"; {undo}"
-        raise engine.failure(message)
+        raise CommandFailed(message)
 
-    def lock_for(self, app: "AppConfig") -> FleetLock:
-        engine = self.engine
-        hosts = engine.inventory.group(app.group)
+    async def pause(self, command: C.Pause) -> str:
+        if not self.live:
+            raise CommandFailed("nothing to pause: no rollout is running")
+        for runner in self.live.values():
+            runner.pause()
+        return f"pausing {', '.join(self.live)} before the next batch"
+
+    async def resume(self, command: C.Resume) -> str:
+        paused = self.paused()
+        if not paused:
+            raise CommandFailed("nothing to resume: no rollout is paused")
+        for name in paused:
+            self.live[name].resume()
+        return f"resumed {', '.join(paused)}"
+
+    async def lock_status(self, command: C.LockStatus) -> str:
+        info = await self.lock_for(self.config.apps[command.app]).status()
+        return info.describe() if info else f"{command.app}: not locked"
+
+    async def lock_release(self, command: C.LockRelease) -> str:
+        if command.app in self.live:
+            raise CommandFailed(f"a rollout of {command.app} runs in this console; `abort` it instead")
+        info = await self.lock_for(self.config.apps[command.app]).force_release()
+        return f"released the lock of {command.app}" + (f" (was: {info.describe()})" if info else " (it was not locked)")
+
+    async def show_history(self, command: C.History) -> str:
+        lines = self.history(command.app, command.as_json)
+        for line in lines:
+            self.fleet.say(line)
+        return f"{sum(1 for line in lines if not line.startswith(' '))} rollout(s)" if not command.as_json else ""
+
+    def lock_for(self, app: AppConfig) -> FleetLock:
+        hosts = self.fleet.inventory.group(app.group)
         if not hosts:
-            raise engine.failure(f"app {app.name} has no hosts to hold its lock")
-        return FleetLock(engine.transport_for(hosts[0]), app.name, engine.issuer, ttl=app.rollout.lock_ttl,
-                         on_notice=lambda text: engine.say(text, level="warning"))
+            raise CommandFailed(f"app {app.name} has no hosts to hold its lock")
+        return FleetLock(self.fleet.transport_for(hosts[0]), app.name, self.issuer, ttl=app.rollout.lock_ttl,
+                         on_notice=lambda text: self.fleet.say(text, level="warning"))
 
     async def _deploy_batch(self, hosts: list[str], plan: RolloutPlan) -> dict[str, str]:
-        engine = self.engine
-        app = engine.config.apps[plan.app]
-        result = await engine.run_deploy_playbook(app, hosts, version=plan.version, commit=plan.commit,
-                                                  artifact=plan.artifact, parallel=True)
+        app = self.config.apps[plan.app]
+        result = await self.deployer.run_deploy_playbook(app, hosts, version=plan.version, commit=plan.commit,
+                                                        artifact=plan.artifact, parallel=True,
+                                                        steered=self.steered_hosts())
         return {h: ("" if result.host_status.get(h) == "ok" else result.failures.get(h, result.host_status.get(h, "not run")))
                 for h in hosts}
 

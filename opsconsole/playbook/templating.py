@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from opsconsole.errors import OperatorError
 import json
 import os
 import posixpath
@@ -26,7 +27,7 @@ import jinja2.meta
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.S)
 
 
-class TemplateFailure(Exception):
+class TemplateFailure(OperatorError):
     """A template could not be rendered: an undefined variable, a bad filter, a recursive variable."""
 
 

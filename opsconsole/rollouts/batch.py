@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from opsconsole.errors import OperatorError
 import math
 
 
-class BatchError(ValueError):
+class BatchError(OperatorError, ValueError):
     """A `--batch` value that is neither a number of hosts nor a share; the message says what to give."""
 
 

@@ -15,6 +15,7 @@ live holder: the next lock call breaks it, and says so.
 
 from __future__ import annotations
 
+from opsconsole.errors import OperatorError
 import json
 import math
 import os
@@ -27,13 +28,13 @@ from typing import Callable
 
 from opsconsole.config.model import RolloutConfig
 from opsconsole.pids import pid_alive
-from opsconsole.transport.base import Transport, TransportError
+from opsconsole.transport.base import Transport
 
 LOCK_DIR = "locks"
 _NOTICE = "opsconsole-lock:"  # marks the script's lines for us on stderr: `opsconsole-lock: WHAT SECONDS`
 
 
-class LockError(Exception):
+class LockError(OperatorError):
     """What the deploy lock reports to an operator; the message says what to do."""
 
 
@@ -135,12 +136,8 @@ class LockLost(LockError):
     """Our lock was taken over (we were too slow to renew) or removed by `lock release`."""
 
 
-class LockUnavailable(LockError, TransportError):
-    """The lock script could not do its work on the lock host.
-
-    Also a TransportError: that is how the engine today tells an operator of a host it cannot
-    work on (it has no common base for operator errors yet).
-    """
+class LockUnavailable(LockError):
+    """The lock script could not do its work on the lock host (unreachable, or the script failed)."""
 
 
 class LockBusy(LockUnavailable):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from opsconsole.errors import OperatorError
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from opsconsole.rollouts.batch import BatchError, batch_size
 from opsconsole.units import format_duration
 
 
-class PlanError(ValueError):
+class PlanError(OperatorError, ValueError):
     """The plan cannot be made (bad batch size, no hosts …); the message says why."""
 
 

@@ -1,55 +1,6 @@
-"""The traffic interface: read and steer the proxy in front of an app, embedded or HAProxy."""
+"""The traffic interface: read and steer the proxy in front of an app, embedded or HAProxy.
 
-from __future__ import annotations
-
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-from opsconsole.traffic.base import (
-    AppTraffic,
-    Counters,
-    LatencyHistogram,
-    MemberTraffic,
-    PoolTraffic,
-    TrafficAlert,
-    TrafficBadRequest,
-    TrafficDriver,
-    TrafficError,
-    TrafficNotFound,
-    TrafficState,
-    TrafficUnavailable,
-)
-
-if TYPE_CHECKING:
-    from opsconsole.proxy.config import ProxyConfig
-    from opsconsole.transport.base import Transport
-
-__all__ = [
-    "AppTraffic", "Counters", "LatencyHistogram", "MemberTraffic", "PoolTraffic", "TrafficAlert",
-    "TrafficBadRequest", "TrafficDriver", "TrafficError", "TrafficNotFound", "TrafficState", "TrafficUnavailable", "open_driver",
-]
-
-
-def open_driver(config: ProxyConfig, *, runtime_file: Path | None = None, token: str | None = None,
-                state_file: Path | None = None, transport: Transport | None = None) -> TrafficDriver:
-    """The driver `config.driver` names.
-
-    embedded: finds the admin API in the proxy's `runtime_file`; the token defaults to the config's source.
-    haproxy: the stats socket `config.haproxy.stats_socket`, on this machine or through `transport`
-    (the inventory host `config.haproxy.host`, reached with socat); `state_file` keeps the desired state.
-    """
-    if config.driver == "embedded":
-        from opsconsole.traffic.embedded import EmbeddedDriver
-
-        if runtime_file is None:
-            raise TrafficUnavailable("the embedded proxy's runtime file is needed to find its admin API")
-        try:
-            secret = token or config.read_token()
-        except ValueError as exc:
-            raise TrafficError(str(exc)) from None
-        return EmbeddedDriver.from_runtime_file(runtime_file, secret)
-    from opsconsole.traffic.haproxy import HaproxyDriver, TransportChannel, UnixSocketChannel
-
-    sock = config.haproxy.stats_socket
-    channel = TransportChannel(transport, sock) if transport is not None else UnixSocketChannel(sock)
-    return HaproxyDriver(config, channel, state_file=state_file)
+`base` holds the driver interface and the state it reports, `drivers.open_driver` opens the one a
+config names. This package re-exports nothing: its modules import each other, and a package that
+imported them back would close an import circle.
+"""

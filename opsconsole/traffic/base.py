@@ -6,6 +6,7 @@ snapshots below, so a canary step reads the same whichever proxy is in front.
 
 from __future__ import annotations
 
+from opsconsole.errors import OperatorError
 import abc
 import asyncio
 import time
@@ -15,7 +16,7 @@ from typing import Mapping
 POOLS = ("stable", "canary")
 
 
-class TrafficError(Exception):
+class TrafficError(OperatorError):
     """The proxy refused or could not do what was asked; the message says which and why."""
 
 

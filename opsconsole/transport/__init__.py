@@ -1,5 +1,4 @@
-"""Transports run commands, copy files and manage services on one host."""
+"""Transports run commands, copy files and manage services on one host: `base` (the interface), `local`, `ssh`.
 
-from opsconsole.transport.base import CommandResult, Transport, TransportError
-
-__all__ = ["CommandResult", "Transport", "TransportError"]
+This package re-exports nothing, so that no module of it closes an import circle through it.
+"""

@@ -6,6 +6,7 @@ the local demo fleet works unchanged over SSH.
 
 from __future__ import annotations
 
+from opsconsole.errors import OperatorError
 import abc
 from dataclasses import dataclass, field
 from typing import Callable
@@ -14,7 +15,7 @@ from typing import Callable
 LineHandler = Callable[[str, str], None]
 
 
-class TransportError(Exception):
+class TransportError(OperatorError):
     """The transport could not do what was asked (host unreachable, file missing, ...)."""
 
 

@@ -52,12 +52,11 @@ class OpsConsoleApp(App[int]):
     BINDINGS = bindings("app")
     TITLE = "opsconsole"
 
-    def __init__(self, engine: "Engine", *, background: bool = True, flush_seconds: float = FLUSH_SECONDS,
+    def __init__(self, engine: "Engine", *, flush_seconds: float = FLUSH_SECONDS,
                  freeze_startup: bool = False) -> None:
         super().__init__()
         self.engine = engine
         self.freeze_startup = freeze_startup
-        self.background = background
         self.flush_seconds = flush_seconds
         self.feed = EventFeed(engine.bus)
         self.hosts_seen = HostHistory()
@@ -98,11 +97,8 @@ class OpsConsoleApp(App[int]):
             # Everything built so far (Textual, the DOM, the config) lives as long as the process; moving it
             # out of the collector's sight keeps full collections short while floods churn through the rings.
             self.call_after_refresh(gc.freeze)
-        if self.background:
-            try:
-                await self.engine.start_background()
-            except Exception as exc:  # the console stays useful without probes; say what broke
-                self.notify(f"background work did not start: {exc}", severity="error", timeout=15)
+        # What always runs (heartbeat, pollers, proxy watch) was chosen by whoever opened the engine.
+        await self.engine.start()
 
     def pane(self, name: str) -> FleetPane | BuildQueuePane | HeartbeatPane | CanaryPane:
         return self.query_one(f"#{name}")  # type: ignore[return-value]

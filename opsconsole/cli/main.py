@@ -1,0 +1,78 @@
+"""`opsconsole`: the command-line entry point for every front end.
+
+Without a subcommand it runs the console, or its commands headless (cli/console.py);
+each subcommand is its own module here. `--config` may come before or after the
+subcommand (`opsconsole --config X heartbeat` and `opsconsole heartbeat --config X`),
+because people type both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from opsconsole.cli import commands, console, heartbeat, history, hostkeys, proxy
+from opsconsole.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, Subcommand, add_config_option
+from opsconsole.yamlsource import SourceError
+
+SUBCOMMANDS: tuple[Subcommand, ...] = (history.SUBCOMMAND, heartbeat.SUBCOMMAND, proxy.SUBCOMMAND,
+                                       hostkeys.SUBCOMMAND, commands.SUBCOMMAND)
+
+DESCRIPTION = """\
+A terminal operations console: fleet, builds, rolling updates, heartbeat and canary.
+
+Without --script it opens the console (a Textual app). With --script it runs the
+same commands headless, one per line, printing one line per event.
+"""
+
+EPILOG = """\
+--config goes before or after a subcommand: `opsconsole --config X heartbeat` and
+`opsconsole heartbeat --config X` are the same. The config file is taken from
+--config, else $OPSCONSOLE_CONFIG, else ./opsconsole.yaml.
+`opsconsole SUBCOMMAND --help` lists a subcommand's own options.
+
+exit codes: 0 all commands succeeded, 1 a command failed, 2 bad input
+(config, script, arguments), 130 interrupted.
+"""
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The `opsconsole` parser, and each subcommand's own (its errors show its usage)."""
+    parser = argparse.ArgumentParser(
+        prog="opsconsole", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="opsconsole [--config FILE] [--script FILE] [options]\n"
+              "       opsconsole [--config FILE] SUBCOMMAND [options]")
+    add_config_option(parser, top_level=True)
+    console.add_arguments(parser)
+    subparsers = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", title="subcommands")
+    parsers: dict[str, argparse.ArgumentParser] = {}
+    for sub in SUBCOMMANDS:
+        p = subparsers.add_parser(sub.name, prog=f"opsconsole {sub.name}", help=sub.summary,
+                                  description=sub.description or sub.summary, add_help=not sub.pass_through)
+        add_config_option(p)
+        sub.add_arguments(p)
+        p.set_defaults(subcommand=sub)
+        parsers[sub.name] = p
+    return parser, parsers
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, parsers = build_parser()
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    sub: Subcommand | None = getattr(args, "subcommand", None)
+    if rest and not (sub and sub.pass_through):
+        (parsers[sub.name] if sub else parser).error(f"unrecognized arguments: {' '.join(rest)}")
+    if sub is not None and (misplaced := console.given(args)):
+        parsers[sub.name].error(f"{', '.join(misplaced)} belongs to the console run (no subcommand), not to "
+                                f"`opsconsole {sub.name}`")
+    args.rest = rest
+    try:
+        return sub.run(args) if sub is not None else console.run(args)
+    except SourceError as exc:
+        print(f"opsconsole: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]

@@ -1,0 +1,159 @@
+"""What a command will do, in words, before it runs: the text of every confirm dialog.
+
+Changes nothing. A problem it finds (git unreachable, nothing to resume) is said in the text, since
+the command itself will report it again when it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Mapping
+
+from opsconsole.config.model import Config
+from opsconsole.engine import commands as C
+from opsconsole.engine.deployer import Deployer
+from opsconsole.engine.fleet import Fleet
+from opsconsole.engine.rolling import Rollouts
+from opsconsole.errors import OperatorError
+from opsconsole.rollouts.plan import make_plan
+
+
+def _count(items: list[str], noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _names(items: list[str], shown: int = 6) -> str:
+    return ", ".join(items[:shown]) + (f" … +{len(items) - shown}" if len(items) > shown else "")
+
+
+class Preview:
+    def __init__(self, config: Config, fleet: Fleet, deployer: Deployer, rollouts: Rollouts,
+                 running: Mapping[str, tuple[C.Command, object]]) -> None:
+        self.config = config
+        self.fleet = fleet
+        self.deployer = deployer
+        self.rollouts = rollouts
+        self._running = running  # the engine's commands under way, by id (an `abort` names them)
+
+    def running(self) -> list[C.Command]:
+        return [command for command, _ in self._running.values()]
+
+    async def text(self, command: C.Command) -> str:
+        """What `command` will do, in words: the text every front end shows before a destructive or long
+        command runs (the console's confirm dialog). Changes nothing; a problem it finds (git unreachable,
+        nothing to resume) is said in the text, since the command itself will report it again."""
+        body = await self._preview_body(command)
+        return f"{body}\n\ncommand: {command.text()}"
+
+    async def _preview_body(self, command: C.Command) -> str:
+        match command:
+            case C.Roll(plan_only=False):
+                return await self._preview_roll(command)
+            case C.RollResume(app=app):
+                return self._preview_resume(app)
+            case C.Rollback():
+                return self._preview_rollback(command)
+            case C.Deploy():
+                return await self._preview_deploy(command)
+            case C.Abort():
+                running = [c.text() for c in self.running() if c.abortable]
+                if not running:
+                    return "abort: nothing to abort: no deploy or rollout is running"
+                return (f"abort {', '.join(running)}: the host being deployed stops where it is and stays out of "
+                        "the pool; hosts not yet reached stay untouched.")
+            case C.Stop(app=app) | C.Start(app=app):
+                hosts = [h.name for h in self.fleet.app_hosts(self.config.apps[app])]
+                verb = "stops" if isinstance(command, C.Stop) else "starts"
+                return f"{command.verb} {app}: its service {verb} on {_count(hosts, 'host')}: {_names(hosts)}"
+            case C.Run(target=target, command=shell):
+                hosts = [target] if self.fleet.inventory.get(target) else [h.name for h in self.fleet.inventory.group(target)]
+                return f"run on {target} ({_count(hosts, 'host')}: {_names(hosts)}):\n  {shell}"
+            case C.Canary():
+                return self._preview_canary(command)
+            case C.Provision(group=group) | C.Decommission(group=group) | C.Scale(group=group):
+                hosts = [h.name for h in self.fleet.inventory.group(group)]
+                now = f"group {group} has {_count(hosts, 'host')}" + (f": {_names(hosts)}" if hosts else "")
+                if isinstance(command, C.Scale):
+                    return f"scale {group} to {command.count} instance(s) ({now}); {command.summary}"
+                return f"{command.verb} {group}: {command.summary} ({now})"
+            case C.LockRelease(app=app):
+                return (f"lock release {app}: remove the deploy lock of {app} whoever holds it; a rollout still "
+                        "running elsewhere loses it and stops")
+            case C.CancelBuild(build_id=build_id):
+                return f"cancel build {build_id}: its processes are killed"
+        return f"{command.verb}: {command.summary}"
+
+    async def _preview_roll(self, command: C.Roll) -> str:
+        try:
+            async with asyncio.timeout(10):
+                plan = await self.rollouts.plan_for(command)
+        except (OperatorError, TimeoutError, OSError) as exc:
+            return f"roll {command.app}: cannot plan: {str(exc) or 'git did not answer within 10s'}"
+        built = "" if plan.artifact else " (built first)"
+        batches = plan.describe()[1:]
+        shown = batches[:4] + ([f"  … {len(batches) - 4} more"] if len(batches) > 4 else [])
+        return plan.summary() + built + "\n\n" + "\n".join(shown)
+
+    def _preview_resume(self, app: str) -> str:
+        state = self.rollouts.journal.latest(app)
+        if state is None or state.finished or app in self.rollouts.live:
+            return f"roll resume {app}: no interrupted rollout of {app} to resume" + (
+                " (one is running now)" if app in self.rollouts.live else "")
+        left = [h for h, s in state.hosts.items() if s != "done"]
+        where = ", ".join(f"{h} {s}" for h, s in state.hosts.items())
+        return (f"roll resume {app}: rollout {state.plan.rollout_id} to {state.plan.version} by {state.issuer} "
+                f"was interrupted ({where}); {_count(left, 'host')} left: {_names(left)}")
+
+    def _preview_rollback(self, command: C.Rollback) -> str:
+        app = self.config.apps[command.app]
+        latest = self.rollouts.journal.latest(app.name)
+        target = latest.plan.previous if latest is not None else None
+        hosts = [h.name for h in self.fleet.inventory.group(app.group)]
+        if target is None:
+            current = {self.fleet.views[h].version for h in hosts}
+            target = self.rollouts.releases.previous(app.name, next(iter(current)) if len(current) == 1 else "")
+        if target is None:
+            return f"rollback {app.name}: no earlier good version of {app.name} is known to roll back to"
+        try:
+            plan = make_plan(app.name, hosts, version=target[0], commit=target[1], artifact=target[2],
+                             batch=command.batch, kind="rollback",
+                             from_versions={h: self.fleet.views[h].version for h in hosts},
+                             health_timeout=app.rollout.health_timeout, drain_timeout=app.rollout.drain_timeout)
+        except OperatorError as exc:
+            return f"rollback {app.name}: cannot plan: {exc}"
+        return plan.summary() + "\n\n" + "\n".join(plan.describe()[1:][:4])
+
+    async def _preview_deploy(self, command: C.Deploy) -> str:
+        app = self.config.apps[command.app]
+        targets = list(command.hosts) or [h.name for h in self.fleet.inventory.group(app.group)]
+        playbook = self.deployer.playbooks.get(app.name)
+        serial = playbook.plays[0].serial if playbook is not None and playbook.plays else None
+        pace = "all at once" if serial in (None, 0, "", "100%") else f"{serial} at a time"
+        try:
+            async with asyncio.timeout(10):
+                sha = await self.deployer.builder.resolve(app, command.version)
+            built = self.deployer.builds.artifact_for(app.name, sha) is not None
+            version = sha[:7] + ("" if built else " (built first)")
+        except (OperatorError, TimeoutError, OSError) as exc:
+            version = f"{command.version or 'head of ' + app.branch} (not resolved: {str(exc) or 'git did not answer within 10s'})"
+        return f"deploy {app.name}: {_count(targets, 'host')}, {pace}, version {version}\n\nhosts: {_names(targets)}"
+
+    def _preview_canary(self, command: C.Canary) -> str:
+        app = command.app
+        hosts = self.fleet.canary_hosts(app)
+        if command.action == "weight":
+            weight = int(command.weight or 0)
+            return f"canary {app}: the canary gets {weight}% of the traffic, stable {100 - weight}%"
+        if command.action == "deploy":
+            version = command.version or f"the head of {self.config.apps[app].branch}"
+            return f"canary {app} deploy: {version} goes on the canary's {_count(hosts, 'host')}: {_names(hosts)}"
+        if command.action == "promote":
+            return (f"canary {app} promote: the canary's version is rolled out to the stable pool, then all "
+                    "traffic goes to stable")
+        if command.action == "rollback":
+            return f"canary {app} rollback: all traffic to stable (canary weight 0)"
+        if command.action == "steps":
+            steps = ", ".join(f"{w}%" for w in self.config.canary.steps)
+            return (f"canary {app} steps: the canary weight walks {steps}, each held and judged for "
+                    f"{self.config.canary.hold:g}s; back to 0 if the canary does worse than stable")
+        return f"canary {app} {command.action}: {command.summary}"

@@ -1,0 +1,176 @@
+"""The engine's traffic service: the proxy's driver, the weights the operator set, drain/enable per app.
+
+Built once by the engine and given to the rollouts, the canary desk and the cloud desk; it holds
+no engine, only the config, the fleet (to reach an HAProxy host) and the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from opsconsole.config.model import AppConfig, Config
+from opsconsole.engine.fleet import Fleet
+from opsconsole.errors import CommandFailed
+from opsconsole.events import CanaryState, EventBus, Message
+from opsconsole.fsio import write_atomic
+from opsconsole.traffic.base import AppTraffic, TrafficDriver
+
+STATE_POLL = 1.0  # seconds between proxy state reports while the console runs
+
+
+def runtime_file(config: Config) -> Path:
+    """Where the embedded proxy writes its pid and bound ports (the console reads it to find the admin API)."""
+    proxy = config.proxy
+    return proxy.runtime_file if proxy is not None and proxy.runtime_file else config.state_dir / "proxy" / "runtime.json"
+
+
+class AppTrafficControl:
+    """The rollout's view of the proxy: drain / wait / enable one member (host) of one app."""
+
+    def __init__(self, driver: TrafficDriver, app: str) -> None:
+        self.driver = driver
+        self.app = app
+
+    async def drain(self, host: str) -> None:
+        await self.driver.drain(self.app, host)
+
+    async def wait_drained(self, host: str, timeout: float) -> bool:
+        return await self.driver.wait_drained(self.app, host, timeout)
+
+    async def enable(self, host: str) -> None:
+        await self.driver.enable(self.app, host)
+
+
+class DesiredWeights:
+    """The canary weights the operator set, kept so a restarted embedded proxy gets them back.
+
+    The file holds the weights and the pid of the proxy that has them: a proxy with another pid has
+    restarted since (with the config's weights), even if no console watched it happen.
+    """
+
+    def __init__(self, path: Path, runtime: Path) -> None:
+        self.path = path
+        self.runtime = runtime
+
+    def load(self) -> tuple[int | None, dict[str, int]]:
+        try:
+            data = json.loads(self.path.read_text())
+            return data.get("pid"), {k: int(v) for k, v in data["weights"].items()}
+        except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
+            return None, {}
+
+    def save(self, pid: int | None, weights: dict[str, int]) -> None:
+        write_atomic(self.path, json.dumps({"pid": pid, "weights": weights}, sort_keys=True))
+
+    def remember(self, app: str, canary_weight: int) -> None:
+        _, weights = self.load()
+        self.save(self.proxy_pid(), {**weights, app: canary_weight})
+
+    def proxy_pid(self) -> int | None:
+        try:
+            return int(json.loads(self.runtime.read_text())["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+
+class TrafficService:
+    def __init__(self, config: Config, fleet: Fleet, bus: EventBus) -> None:
+        self.config = config
+        self.fleet = fleet
+        self.bus = bus
+        self.desired = DesiredWeights(config.state_dir / "proxy" / "desired-weights.json", runtime_file(config))
+        self._driver: TrafficDriver | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.config.proxy is not None
+
+    def fronted(self, app: str) -> bool:
+        proxy = self.config.proxy
+        return proxy is not None and app in proxy.frontends
+
+    def driver(self) -> TrafficDriver:
+        proxy = self.config.proxy
+        if proxy is None:
+            raise CommandFailed(f"no proxy configured: add a `proxy:` section to {self.config.file}")
+        if self._driver is None:
+            from opsconsole.traffic.drivers import open_driver
+
+            transport = None
+            if proxy.driver == "haproxy" and proxy.haproxy.host:
+                host = self.fleet.inventory.get(proxy.haproxy.host)
+                if host is None:
+                    raise CommandFailed(f"proxy.haproxy.host {proxy.haproxy.host!r} is not a host of the inventory")
+                transport = self.fleet.transport_for(host)
+            self._driver = open_driver(proxy, runtime_file=runtime_file(self.config),
+                                       state_file=self.config.state_dir / "proxy" / "haproxy-desired.json",
+                                       transport=transport)
+        return self._driver
+
+    def control_for(self, app: AppConfig) -> AppTrafficControl | None:
+        """The rollout's drain/enable controls when the proxy fronts `app`, else None (no draining)."""
+        return AppTrafficControl(self.driver(), app.name) if self.fronted(app.name) else None
+
+    def report(self, app: AppTraffic) -> None:
+        """Tell the front ends how the split stands now."""
+        canary = app.pools.get("canary")
+        self.bus.emit(CanaryState(
+            app=app.app, split=app.split, configured_weight=canary.weight if canary else 0,
+            effective_weight=canary.effective_weight if canary else 0,
+            requests=tuple((p.name, p.counters.requests) for p in app.pools.values()),
+            errors=tuple((p.name, p.counters.failed) for p in app.pools.values()),
+            alert=app.alert.reason if app.alert else None,
+            answers=tuple(sorted((k, v) for k, v in app.answers.items() if v)),
+            panic=app.panic_pools, tunnels=app.tunnels_open))
+
+    async def set_canary_weight(self, app: str, weight: int) -> AppTraffic:
+        """Set the canary's share of `app`'s traffic, remember it for a restarted proxy, and report it."""
+        state = await self.driver().set_canary_percent(app, weight)
+        self.desired.remember(app, weight)
+        self.report(state)
+        return state
+
+    def _say(self, text: str, level: str = "info") -> None:
+        self.bus.emit(Message(text=text, level=level))
+
+    async def reapply_if_restarted(self) -> None:
+        """The embedded proxy keeps weights in memory only: when it restarted, put the operator's back."""
+        if self.config.proxy is None or self.config.proxy.driver != "embedded":
+            return  # the HAProxy driver keeps and re-applies its own desired state
+        pid, weights = self.desired.load()
+        now = self.desired.proxy_pid()
+        if not weights or now is None or now == pid:
+            return
+        self._driver = None  # its admin address may have changed with it
+        driver = self.driver()
+        for app, weight in weights.items():
+            if self.fronted(app):
+                await driver.set_canary_percent(app, weight)
+                self._say(f"proxy restarted (pid {pid} → {now}): canary weight of {app} set back to {weight}%")
+        self.desired.save(now, weights)
+
+    async def watch(self) -> None:
+        """Report every fronted app's split each STATE_POLL; a proxy that is down is said once, not every poll."""
+        problem = None
+        while True:
+            try:
+                await self.reapply_if_restarted()
+                state = await self.driver().state()
+                for app in state.apps.values():
+                    self.report(app)
+                if problem is not None:
+                    self._say("proxy reachable again")
+                problem = None
+            except Exception as exc:  # a watch must outlive anything a poll meets: down, no runtime file yet, …
+                if str(exc) != problem:
+                    self._say(f"proxy: {exc}", level="warning")
+                problem = str(exc)
+                self._driver = None  # reopened next poll: the proxy may come back on another address
+            await asyncio.sleep(STATE_POLL)
+
+    async def close(self) -> None:
+        if self._driver is not None:
+            await self._driver.close()
+            self._driver = None
