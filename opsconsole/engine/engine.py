@@ -574,7 +574,7 @@ class Engine:
             raise CommandFailed(f"app {app.name} has no `service.command` in {self.config.file}")
         for host in self.app_hosts(app):
             rendered = render_string(app.service_command, self.host_vars(app, host))
-            pid = await self.transport_for(host).start_service(app.service_name, rendered)
+            pid = await self.transport_for(host).start_service(app.service_name, rendered, port=host.port)
             self._emit(f"{app.service_name} running (pid {pid})", host=host.name)
         return ""
 
