@@ -111,6 +111,16 @@ def test_help_and_check_work_from_the_install(installed: Installed) -> None:
     assert "is valid" in installed.run("--config", str(cfg), "--check").stdout
 
 
+def test_init_from_the_install_writes_a_fleet_that_checks(installed: Installed) -> None:
+    """`init` copies the bundled playbooks: they must be in the wheel, and `--check` parses them."""
+    fleet = installed.work / "fleet"
+    assert "fill in" in installed.run("init", "--proxy", "embedded", str(fleet)).stdout
+    for name in ("app-server.yml", "database.yml", "proxy-host.yml", "deploy.yml", "templates/app.env.j2"):
+        assert (fleet / "playbooks" / name).is_file(), name
+    assert f"{fleet / 'opsconsole.yaml'} is valid" in installed.run("--config", str(fleet / "opsconsole.yaml"),
+                                                                    "--check").stdout
+
+
 def test_the_installed_console_opens_in_tmux_and_quits(installed: Installed) -> None:
     cfg = _local_config(installed.work)
     tmux = Tmux()
