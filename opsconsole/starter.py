@@ -132,6 +132,8 @@ ssh:
 PROXY_HAPROXY = """\
 # The traffic proxy in front of the app: HAProxy on the proxy host, steered over SSH through its
 # runtime API (socat on the host). The console changes weights and drains backends there.
+# HAProxy and socat come from the distribution's packages (apt-get install haproxy socat) if
+# playbooks/proxy-host.yml does not install them.
 proxy:
   driver: haproxy
   haproxy:
@@ -150,6 +152,7 @@ proxy:
 PROXY_EMBEDDED = """\
 # The traffic proxy in front of the app: the embedded proxy, `opsconsole proxy --config opsconsole.yaml`,
 # a separate process from the console (traffic keeps flowing when the console is closed).
+# The console reaches its admin API on loopback: run it where the console runs, or forward the port.
 proxy:
   driver: embedded
   admin:
