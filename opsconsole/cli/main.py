@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from opsconsole.cli import commands, console, heartbeat, history, hostkeys, proxy
+from opsconsole.cli import commands, console, heartbeat, history, hostkeys, init, proxy
 from opsconsole.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, Subcommand, add_config_option
 from opsconsole.yamlsource import SourceError
 
 SUBCOMMANDS: tuple[Subcommand, ...] = (history.SUBCOMMAND, heartbeat.SUBCOMMAND, proxy.SUBCOMMAND,
-                                       hostkeys.SUBCOMMAND, commands.SUBCOMMAND)
+                                       hostkeys.SUBCOMMAND, commands.SUBCOMMAND, init.SUBCOMMAND)
 
 DESCRIPTION = """\
 A terminal operations console: fleet, builds, rolling updates, heartbeat and canary.

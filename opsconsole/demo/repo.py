@@ -7,7 +7,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-APP_SOURCE = Path(__file__).resolve().parent / "app"
+from opsconsole.bundled import bundled_path
+
+APP_SOURCE = bundled_path("demo", "app")
 _IDENTITY = {"GIT_AUTHOR_NAME": "opsconsole demo", "GIT_AUTHOR_EMAIL": "demo@opsconsole.invalid",
              "GIT_COMMITTER_NAME": "opsconsole demo", "GIT_COMMITTER_EMAIL": "demo@opsconsole.invalid"}
 

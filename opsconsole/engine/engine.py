@@ -485,7 +485,7 @@ class Engine:
             raise CommandFailed(f"app {app.name} has no `service.command` in {self.config.file}")
         for host in self.app_hosts(app):
             rendered = render_string(app.service_command, self.fleet.host_vars(app, host))
-            pid = await self.fleet.transport_for(host).start_service(app.service_name, rendered)
+            pid = await self.fleet.transport_for(host).start_service(app.service_name, rendered, port=host.port)
             self.say(f"{app.service_name} running (pid {pid})", host=host.name)
         return ""
 

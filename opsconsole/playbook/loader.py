@@ -221,6 +221,9 @@ class _Loader:
                              f"required argument missing (state {args['state']} needs the command to run)")
         if "env" in args and not isinstance(args["env"], dict):
             raise self.error(container, "env", f"{at}.env", "must be a mapping of NAME: value")
+        v = args.get("port")
+        if v is not None and not is_template(v) and not (isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536):
+            raise self.error(container, "port", f"{at}.port", f"{v!r} is not a TCP port (1-65535)")
 
     def check_wait_for(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
         if ("port" in args) == ("url" in args):

@@ -44,7 +44,7 @@ SPECS: dict[str, ModuleSpec] = {
     "template": ModuleSpec(required=("src", "dest"), optional=("mode",)),
     "file": ModuleSpec(required=("path", "state"), optional=("src", "mode"),
                        choices={"state": ("directory", "absent", "touch", "link")}),
-    "service": ModuleSpec(required=("name", "state"), optional=("command", "chdir", "env"),
+    "service": ModuleSpec(required=("name", "state"), optional=("command", "chdir", "env", "port"),
                           choices={"state": ("started", "stopped", "restarted")}),
     "wait_for": ModuleSpec(optional=("port", "host", "url", "status", "timeout")),
     "debug": ModuleSpec(required=("msg",), free_form="msg"),
@@ -221,12 +221,14 @@ async def _service(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
     if not command:
         raise ModuleFailure(f"service {name}: state {state} needs a command (it rendered empty)")
     env = {str(k): str(v) for k, v in (args.get("env") or {}).items()}
+    port = _service_port(name, args.get("port"))
     running = await t.service_pid(name)
     if state == "started" and running is not None:
         return Outcome(changed=False, command=command, message=f"{name} already running (pid {running})")
     if state == "restarted" and running is not None:
         await t.stop_service(name)
-    pid = await t.start_service(name, command, cwd=_opt_str(args.get("chdir")), env=env)
+    # With `port`, a port another program holds is refused here by name (PortInUse), before the start.
+    pid = await t.start_service(name, command, cwd=_opt_str(args.get("chdir")), env=env, port=port)
     # A service that dies at once (bad command, port taken) fails here, with its log, not at a later health check.
     await asyncio.sleep(0.2)
     if await t.service_pid(name) is None:
@@ -237,6 +239,16 @@ async def _service(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
         return Outcome(changed=True, failed=True, command=command, tail=tuple(log),
                        message=f"service {name} (pid {pid}) exited right after starting")
     return Outcome(changed=True, command=command, message=f"{name} running (pid {pid})")
+
+
+def _service_port(name: str, value: Any) -> int | None:
+    """The service's `port` argument: a TCP port, or None when not given (or rendered empty)."""
+    if value is None or str(value).strip() == "":
+        return None
+    text = str(value).strip()
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ModuleFailure(f"service {name}: port {text!r} is not a TCP port (1-65535)")
+    return int(text)
 
 
 async def _wait_for(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:

@@ -81,12 +81,14 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     async def start_service(
-        self, name: str, command: str, *, cwd: str | None = None, env: dict[str, str] | None = None
+        self, name: str, command: str, *, cwd: str | None = None, env: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> int:
         """Start a long-running process detached from us, with a pid file; returns its pid.
 
         Starting a service that already runs is a no-op returning its pid.
-        Output goes to `<root>/log/<name>.log`.
+        Output goes to `<root>/log/<name>.log`. With `port`, a port another program already
+        listens on raises PortInUse (opsconsole.transport.ports), naming the port and the host.
         """
 
     @abc.abstractmethod

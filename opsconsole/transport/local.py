@@ -26,6 +26,7 @@ from pathlib import Path
 from opsconsole.fsio import write_atomic
 from opsconsole.hosts import Host
 from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
+from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_script, holder_from
 
 TAIL_LINES = 20
 STDOUT_CAP = 1 << 20  # keep at most 1 MiB of stdout in the result; every line is still streamed
@@ -188,7 +189,8 @@ class LocalTransport(Transport):
         return self._root / "run" / f"{name}.pid", self._root / "log" / f"{name}.log"
 
     async def start_service(
-        self, name: str, command: str, *, cwd: str | None = None, env: dict[str, str] | None = None
+        self, name: str, command: str, *, cwd: str | None = None, env: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> int:
         pid_file, log_file = self._service_paths(name)
         running = await self.service_pid(name)
@@ -202,11 +204,14 @@ class LocalTransport(Transport):
         # `$!` is the service's pid: setsid does not fork when its caller is not a group leader,
         # and a background job of a non-interactive shell never is. The command and the log path
         # travel as positional parameters, so neither needs quoting inside the script.
-        script = (f"set -- {shlex.quote(command)} {shlex.quote(str(log_file))}\n"
+        script = ((check_port_script(port) if port is not None else "")
+                  + f"set -- {shlex.quote(command)} {shlex.quote(str(log_file))}\n"
                   'setsid /bin/sh -c "$1" </dev/null >>"$2" 2>&1 &\necho $!')
 
         async def launch() -> int:
             result = await self.run(script, cwd=cwd, env=env, timeout=30)
+            if port is not None and result.rc == PORT_IN_USE_RC:
+                raise PortInUse(self.host.name, self.host.address, name, port, holder_from(result.stdout))
             text = result.stdout.strip()
             if not result.ok or not text.isdigit():
                 raise TransportError(f"{self.host.name}: could not start {name}: {result.describe()}: "

@@ -23,6 +23,7 @@ import asyncssh
 from opsconsole.hosts import Host
 from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
 from opsconsole.transport.pool import SshPool
+from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_script, holder_from
 
 TAIL_LINES = 20
 PGID_MARK = "@@opsconsole-pgid@@ "
@@ -243,7 +244,8 @@ class SshTransport(Transport):
         return self.path(f"run/{name}.pid"), self.path(f"log/{name}.log")
 
     async def start_service(
-        self, name: str, command: str, *, cwd: str | None = None, env: dict[str, str] | None = None
+        self, name: str, command: str, *, cwd: str | None = None, env: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> int:
         pid_file, log_file = self._service_paths(name)
         q = shlex.quote
@@ -255,12 +257,15 @@ class SshTransport(Transport):
             f"{_ALIVE}\n"
             f"mkdir -p {q(self.path('run'))} {q(self.path('log'))} || exit 1\n"
             f'if [ -f {q(pid_file)} ] && pid=$(cat {q(pid_file)}) && alive "$pid"; then echo "$pid"; exit 0; fi\n'
-            f"cd {q(workdir)} || exit 125\n"
+            + (check_port_script(port) if port is not None else "")
+            + f"cd {q(workdir)} || exit 125\n"
             f"{exports}\n"
             f"setsid /bin/sh -c {q(command)} </dev/null >>{q(log_file)} 2>&1 &\n"
             f"echo $! > {q(pid_file)}.tmp && mv {q(pid_file)}.tmp {q(pid_file)} && echo $!\n"
         )
         result = await self._sh(script)
+        if port is not None and result.rc == PORT_IN_USE_RC:
+            raise PortInUse(self.host.name, self.host.address, name, port, holder_from(result.stdout))
         if not result.ok or not result.stdout.strip().isdigit():
             raise TransportError(f"{self.host.name}: could not start {name}: {result.describe()}: "
                                  f"{' | '.join(result.tail[-3:])}")

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from textual.theme import Theme
 
-THEMES_DIR = Path(__file__).resolve().parent.parent.parent / "themes"
+from opsconsole.bundled import bundled_path
+
+THEMES_DIR = bundled_path("themes")  # package data (the top-level themes/ of the repository)
 NAMES = ("dark", "light", "mono")
 
 TEXTUAL_THEMES: dict[str, Theme] = {
