@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from opsconsole.fsio import write_atomic
+from opsconsole.fsio import make_private_dir, write_atomic
 from opsconsole.builds.git import GitError
 from opsconsole.builds.poller import BranchPoller, HeadBook
 from opsconsole.builds.queue import BuildQueue
@@ -47,7 +47,7 @@ from opsconsole.hosts import Host
 from opsconsole.inventory import Inventory, build_inventory
 from opsconsole.playbook.loader import load_playbook
 from opsconsole.playbook.runner import PlaybookRunner
-from opsconsole.playbook.templating import render_string
+from opsconsole.playbook.templating import Templar, TemplateFailure, is_template, render_string
 from opsconsole.traffic.base import TrafficError
 from opsconsole.transport.base import Transport, TransportError
 from opsconsole.transport.local import LocalTransport
@@ -105,17 +105,19 @@ class Engine:
         self.config = config
         self.bus = bus or EventBus()
         self.issuer = issuer or default_issuer()
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(config.state_dir)
+        # Secrets are masked from here on in every event (TUI, headless, --json), the journal and the build logs.
+        self.bus.redactor.add(config.secrets.values())
         self.inventory: Inventory = build_inventory(config)
         self.names = C.Names(apps=tuple(config.apps), groups=tuple(config.groups), hosts=tuple(self.inventory.names()))
-        self.journal = Journal(config.state_dir / "journal.jsonl")
+        self.journal = Journal(config.state_dir / "journal.jsonl", redactor=self.bus.redactor)
         self.builds = BuildStore(config.state_dir)
         self.builder = Builder(self.bus, self.builds, config.state_dir)
         self.build_queue = BuildQueue(self.builder, config.apps, config.max_parallel_builds, self._after_build)
         self.heads = HeadBook(config.state_dir / "builds" / "heads.json")
         self.pollers = {name: BranchPoller(self.bus, app, self.build_queue, self.heads)
                         for name, app in config.apps.items() if app.build.commands}
-        self.runner = PlaybookRunner(self.bus, self.transport_for)
+        self.runner = PlaybookRunner(self.bus, self.transport_for, secrets=config.secrets)
         self.views: dict[str, HostView] = {h.name: HostView(h) for h in self.inventory.hosts}
         self._transports: dict[str, Transport] = {}
         self.ssh_pool = SshPool(ssh_options(config))
@@ -431,8 +433,7 @@ class Engine:
         import traceback
 
         path = self.config.state_dir / "errors" / f"{cid}.txt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"{text}\n\n{traceback.format_exc()}")
+        write_atomic(path, self.bus.redactor.text(f"{self.bus.redactor.command(text)}\n\n{traceback.format_exc()}"))
         return path
 
     def _finish(self, cid: str, text: str, who: str, started: float, outcome: Outcome) -> Outcome:
@@ -555,8 +556,15 @@ class Engine:
 
     async def _run_on(self, host: Host, shell: str) -> tuple[str, str]:
         transport = self.transport_for(host)
+        typed = shell  # what the output lines are labelled with: never the rendered secret
+        if is_template(shell):
+            # Only `{{ secrets.NAME }}` is offered: a `run` line is the operator's own shell, not a playbook.
+            try:
+                shell = Templar([({"secrets": dict(self.config.secrets)}, False)]).render_text(shell)
+            except TemplateFailure as exc:
+                raise CommandFailed(f"run: {exc}") from None
         result = await transport.run(shell, on_line=lambda line, stream: self.bus.emit(
-            OutputLine(host=host.name, line=line, stream=stream, source=shell)))
+            OutputLine(host=host.name, line=line, stream=stream, source=typed)))
         return host.name, "" if result.ok else result.describe()
 
     def app_hosts(self, app: AppConfig) -> list[Host]:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import posixpath
@@ -36,9 +37,18 @@ def _bool(value: Any) -> bool:
     return bool(value)
 
 
+# While a `no_log` task renders, the values its lookup('env', …) calls return are collected here,
+# so the console can mask them everywhere afterwards (a password read from the environment).
+LOOKED_UP: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("looked_up", default=None)
+
+
 def _lookup_env(kind: str, *names: str) -> str:
     if kind == "env":
-        return ",".join(os.environ.get(n, "") for n in names)
+        values = [os.environ.get(n, "") for n in names]
+        seen = LOOKED_UP.get()
+        if seen is not None:
+            seen.extend(values)
+        return ",".join(values)
     if kind == "file":
         try:
             return ",".join(Path(n).read_text().rstrip("\n") for n in names)
