@@ -19,7 +19,7 @@ from typing import Mapping
 from opsconsole.builds import git
 from opsconsole.config.model import AppConfig
 from opsconsole.events import BuildUpdate, EventBus, OutputLine
-from opsconsole.fsio import append_jsonl, read_jsonl
+from opsconsole.fsio import append_jsonl, make_private_dir, read_jsonl
 from opsconsole.hosts import Host
 from opsconsole.transport.local import LocalTransport
 
@@ -77,7 +77,7 @@ class BuildStore:
 
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir / "builds"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.dir)
         self.history = self.dir / "history.jsonl"
         self.artifacts = state_dir / "artifacts"
 
@@ -162,7 +162,7 @@ class Builder:
         cache = self.cache_dir(app)
         build_id = record.build_id
         log_path = self.store.log_path(build_id)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(log_path.parent)
         record = self._update(record, status="running", started_at=time.time())
         work = self.state_dir / "builds" / "work" / app.name
         try:
@@ -200,8 +200,9 @@ class Builder:
                                                message=f"artifact {app.build.artifact!r} was not produced"),
                                   f"build {build_id} failed")
             dest = self.store.artifacts / app.name / record.commit / artifact_src.name
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(dest.parent)
             shutil.copy2(artifact_src, dest)
+            os.chmod(dest, 0o600)  # like everything under the state dir
             digest = hashlib.sha256(dest.read_bytes()).hexdigest()
             return self._update(record, status="succeeded", finished_at=time.time(), artifact=str(dest), sha256=digest)
         except BuildFailed:

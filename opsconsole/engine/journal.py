@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from opsconsole.fsio import append_jsonl, read_jsonl
+from opsconsole.fsio import append_jsonl, make_private_dir, read_jsonl
 from opsconsole.pids import pid_alive
 from opsconsole.redact import Redactor
 
@@ -32,7 +32,7 @@ class Journal:
         self.path = path
         # Secrets never reach the file: configured values, and secret-looking `NAME=value` in typed commands.
         self.redactor = redactor if redactor is not None else Redactor()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
 
     def append(self, kind: str, **fields: Any) -> dict[str, Any]:
         if isinstance(fields.get("command"), str):
