@@ -81,6 +81,15 @@ class Redactor:
                     changes[f.name] = new
         return dataclasses.replace(event, **changes) if changes else event
 
+    def learn(self, command: str) -> None:
+        """Hide from now on the values a typed command assigns to secret-looking names (`PGPASSWORD=…`),
+        so the command's own output and errors mask them too."""
+        values = []
+        for m in _SECRET_ASSIGNMENT.finditer(command):
+            value = m.group("value")
+            values.append(value[1:-1] if value[:1] in "'\"" and value[-1:] == value[:1] and len(value) > 1 else value)
+        self.add(values)
+
     def command(self, text: str) -> str:
         """A typed command as it may be kept or shown: secret values, and the values of assignments whose
         name says they hold one (`PGPASSWORD=hunter2`), masked."""

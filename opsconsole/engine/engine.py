@@ -391,7 +391,8 @@ class Engine:
         """
         cid = uuid.uuid4().hex[:12]
         who = issuer or self.issuer
-        text = command.text()
+        self.bus.redactor.learn(command.text())  # `PGPASSWORD=…` typed here is masked wherever it would show
+        text = self.bus.redactor.command(command.text())
         refused = self.refusal(command)
         if refused is not None:
             self.journal.append("command.refused", id=cid, command=text, issuer=who, message=refused)
