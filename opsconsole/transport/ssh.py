@@ -300,7 +300,7 @@ async def _replace(sftp: asyncssh.SFTPClient, target: str, content: bytes, mode:
         tmp = posixpath.join(directory, f".{posixpath.basename(target)}.{secrets.token_hex(6)}.tmp")
         try:
             f = await sftp.open(tmp, asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL,
-                                asyncssh.SFTPAttrs(permissions=final))
+                                asyncssh.SFTPAttrs(permissions=final), encoding=None)
             break
         except asyncssh.SFTPError:
             if attempt == 2:  # 48 random bits taken three times: not a collision, a real refusal
