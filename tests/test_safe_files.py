@@ -74,6 +74,7 @@ async def test_file_module_path_injection_runs_nothing_locally(tmp_path: Path) -
 async def test_file_module_path_injection_runs_nothing_over_ssh(lab: Lab) -> None:
     app = lab.apps[0]
     marker = f"{app.root}/PWNED"
+    (Path(app.files) / "PWNED").unlink(missing_ok=True)  # the lab's files outlive a test
     pool = SshPool(ssh_options(lab))
     host = lab_host(lab, app.name)
     try:
@@ -110,6 +111,8 @@ async def test_sftp_write_never_follows_a_planted_link_and_is_never_wider_than_i
     app = lab.apps[0]
     files = Path(app.files)
     victim = files / "victim.txt"
+    for left in ("conf.txt.opsconsole-tmp", "conf.txt", "big.bin"):  # the lab's files outlive a test
+        (files / left).unlink(missing_ok=True)
     victim.write_text("untouched\n")
     os.chown(victim, files.stat().st_uid, files.stat().st_gid)
     # The old writer's temp name was predictable: a link there made it write through into the victim.
