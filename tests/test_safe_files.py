@@ -153,12 +153,13 @@ async def test_sftp_write_never_follows_a_planted_link_and_is_never_wider_than_i
 
 def test_builds_see_an_allow_listed_environment(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
-    text = cfg.read_text().replace("commands: [sh build.sh]", "commands: [\"mkdir -p dist && env > dist/env.txt\"]\n"
-                                   "      env: [BUILD_CACHE_URL]").replace("artifact: dist/app.tar.gz", "artifact: dist/env.txt")
-    cfg.write_text(text)
+    text = cfg.read_text().replace(
+        "commands: [sh build.sh]", "commands: [\"mkdir -p dist && env > dist/env.txt && echo pw $BUILD_DB_PW\"]\n"
+        "      env: [BUILD_CACHE_URL, BUILD_DB_PW]").replace("artifact: dist/app.tar.gz", "artifact: dist/env.txt")
+    cfg.write_text(text + "secrets:\n  db: {env: BUILD_DB_PW}\n")
     env = {**os.environ, "AWS_SECRET_ACCESS_KEY": "aws-Ty7", "SSH_AUTH_SOCK": "/tmp/agent.sock",
            "OPSCONSOLE_PROXY_TOKEN": "tok-Gh3", "OPSCONSOLE_DB_PASSWORD": "db-Pp1",
-           "BUILD_CACHE_URL": "http://cache.example", "LC_ALL": "C.UTF-8"}
+           "BUILD_CACHE_URL": "http://cache.example", "LC_ALL": "C.UTF-8", "BUILD_DB_PW": "build-pw-Wq4"}
     proc = subprocess.run([sys.executable, "-m", "opsconsole", "--config", str(cfg), "--script", "-"],
                           input="build itrust\n", capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -168,6 +169,11 @@ def test_builds_see_an_allow_listed_environment(tmp_path: Path) -> None:
     assert seen["PATH"] == os.environ["PATH"] and seen["OPSCONSOLE_APP"] == "itrust"
     for name in ("AWS_SECRET_ACCESS_KEY", "SSH_AUTH_SOCK", "OPSCONSOLE_PROXY_TOKEN", "OPSCONSOLE_DB_PASSWORD"):
         assert name not in seen, name
+    # A secret the build was given and printed is masked in its log and on screen (the artifact is its own).
+    assert seen["BUILD_DB_PW"] == "build-pw-Wq4"
+    [log] = (tmp_path / "state" / "builds" / "logs").glob("*.log")
+    assert "pw ***" in log.read_text() and "build-pw-Wq4" not in log.read_text()
+    assert "pw ***" in proc.stdout and "build-pw-Wq4" not in proc.stdout
 
 
 def non_loopback_address() -> str | None:
