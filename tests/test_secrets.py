@@ -18,6 +18,7 @@ import pytest
 
 from conftest import ROOT, kill_services
 from opsconsole.config import load_config
+from opsconsole.config.secrets import fill_secrets
 from opsconsole.engine.engine import Engine
 from opsconsole.redact import MASK, NO_LOG, Redactor
 from opsconsole.ui.app import OpsConsoleApp
@@ -203,3 +204,11 @@ def test_redactor_masks_values_quoted_forms_and_secret_assignments() -> None:
     assert r.text("x 's3cret pass' y s3cret pass abc") == f"x {MASK} y {MASK} abc"
     assert r.command("run db -- PGPASSWORD=hunter2 AWS_SECRET_ACCESS_KEY='a b' HOME=/x psql") == \
         f"run db -- PGPASSWORD={MASK} AWS_SECRET_ACCESS_KEY={MASK} HOME=/x psql"
+
+
+def test_run_fills_in_secrets_only() -> None:
+    secrets = {"db": "a b'c"}
+    line = "docker inspect -f '{{ .State.Status }}' x; echo {{ secrets.db | quote }} {{secrets.db}}"
+    assert fill_secrets(line, secrets) == "docker inspect -f '{{ .State.Status }}' x; echo 'a b'\"'\"'c' a b'c"
+    with pytest.raises(ValueError, match="no secret named 'nosuch' \\(secrets: db\\)"):
+        fill_secrets("echo {{ secrets.nosuch }}", secrets)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import stat
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -19,6 +20,7 @@ from typing import Iterator, Mapping
 from opsconsole.config.reader import MappingReader
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_REFERENCE = re.compile(r"\{\{\s*secrets\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<quote>\|\s*quote\s*)?\}\}")
 
 
 class Secrets(Mapping[str, str]):
@@ -77,4 +79,19 @@ def _read_file(s: MappingReader, base: Path, text: str) -> str:
         raise s.error("file", f"cannot read secret file {path}: {exc.strerror}") from None
 
 
-__all__ = ["Secrets", "read_secrets"]
+def fill_secrets(command: str, secrets: Mapping[str, str]) -> str:
+    """A `run` line with each `{{ secrets.NAME }}` (or `{{ secrets.NAME | quote }}`) filled in.
+
+    Nothing else in the line is templated: it is the operator's own shell, where `{{ .State }}`
+    (docker, kubectl) means something else. ValueError names an unknown secret."""
+    def fill(m: re.Match[str]) -> str:
+        name = m.group("name")
+        if name not in secrets:
+            known = ", ".join(secrets) or "none configured"
+            raise ValueError(f"no secret named {name!r} (secrets: {known})")
+        return shlex.quote(secrets[name]) if m.group("quote") else secrets[name]
+
+    return _REFERENCE.sub(fill, command)
+
+
+__all__ = ["Secrets", "fill_secrets", "read_secrets"]

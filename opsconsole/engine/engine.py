@@ -18,6 +18,7 @@ from opsconsole.builds.poller import BranchPoller, HeadBook
 from opsconsole.builds.queue import BuildQueue
 from opsconsole.builds.runner import BuildFailed, Builder, BuildRecord, BuildStore
 from opsconsole.config.model import AppConfig, Config
+from opsconsole.config.secrets import fill_secrets
 from opsconsole.demo.repo import ensure_demo_repo
 from opsconsole.engine import commands as C
 from opsconsole.engine.journal import Journal, default_issuer
@@ -47,7 +48,7 @@ from opsconsole.hosts import Host
 from opsconsole.inventory import Inventory, build_inventory
 from opsconsole.playbook.loader import load_playbook
 from opsconsole.playbook.runner import PlaybookRunner
-from opsconsole.playbook.templating import Templar, TemplateFailure, is_template, render_string
+from opsconsole.playbook.templating import render_string
 from opsconsole.traffic.base import TrafficError
 from opsconsole.transport.base import Transport, TransportError
 from opsconsole.transport.local import LocalTransport
@@ -557,13 +558,11 @@ class Engine:
 
     async def _run_on(self, host: Host, shell: str) -> tuple[str, str]:
         transport = self.transport_for(host)
-        typed = shell  # what the output lines are labelled with: never the rendered secret
-        if is_template(shell):
-            # Only `{{ secrets.NAME }}` is offered: a `run` line is the operator's own shell, not a playbook.
-            try:
-                shell = Templar([({"secrets": dict(self.config.secrets)}, False)]).render_text(shell)
-            except TemplateFailure as exc:
-                raise CommandFailed(f"run: {exc}") from None
+        typed = shell  # what the output lines are labelled with: never the filled-in secret
+        try:
+            shell = fill_secrets(shell, self.config.secrets)
+        except ValueError as exc:
+            raise CommandFailed(f"run: {exc}") from None
         result = await transport.run(shell, on_line=lambda line, stream: self.bus.emit(
             OutputLine(host=host.name, line=line, stream=stream, source=typed)))
         return host.name, "" if result.ok else result.describe()
