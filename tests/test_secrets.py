@@ -39,6 +39,13 @@ PLAYBOOK = """\
       template:
         src: app.env.j2
         dest: "{{ out_dir }}/app.env"
+    - name: a task that reads a password from the environment
+      no_log: true
+      shell: "echo {{ lookup('env', 'LOOKUP_PW') | quote }}"
+      register: read
+    - name: what it read, shown by a task without no_log
+      debug:
+        msg: "it read {{ read.stdout }}"
     - name: a task that runs with a password and fails
       no_log: true
       shell: >
@@ -117,6 +124,7 @@ def test_secrets_never_shown_nor_written(tmp_path: Path) -> None:
     assert "a task that runs with a password and fails" in plain.stdout
     assert f"exit code 3 {NO_LOG}" in plain.stdout
     assert f"db is {MASK}" in plain.stdout and f"typed {MASK}" in plain.stdout
+    assert f"it read {MASK}" in plain.stdout  # a no_log task's lookup('env', …) value is masked from then on
     assert not leaks(plain.stdout + plain.stderr), plain.stdout
 
     events = [json.loads(line) for line in as_json.stdout.splitlines()]
