@@ -3,7 +3,7 @@
 Every part reports what it does by emitting events; front ends (the TUI, the
 headless printer, tests) subscribe. Events are frozen dataclasses so a
 subscriber can keep them without fear that someone changes them later.
-This module imports nothing of ours, so any part may use it.
+This module imports only the leaf opsconsole.redact, so any part may use it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from opsconsole.redact import Redactor
 
 def _now() -> float:
     return time.time()
@@ -150,9 +151,13 @@ class EventBus:
     one sees the effect before its cause. A subscriber that raises is logged
     once and dropped: a front end's failure (a closed pipe, a bug in a pane)
     never fails the work that reported the event.
+
+    Every event passes the bus's `redactor` before any subscriber sees it: secrets are masked
+    here once, for the TUI, the headless printer, `--json` and every log fed from events.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        self.redactor = redactor if redactor is not None else Redactor()
         self._subscribers: list[Subscriber] = []
         self._pending: deque[Event] = deque()
         self._delivering = False
@@ -173,7 +178,7 @@ class EventBus:
         return q, self.subscribe(q.put_nowait)
 
     def emit(self, event: Event) -> None:
-        self._pending.append(event)
+        self._pending.append(self.redactor.event(event))
         if self._delivering:
             return  # a subscriber emitted it: delivered once the current event reached everyone
         self._delivering = True

@@ -99,13 +99,21 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+def make_private_dir(directory: str | os.PathLike[str]) -> Path:
+    """mkdir -p `directory` and make it 0700 (the state dir: logs, journal and builds are the operator's alone)."""
+    directory = Path(directory)
+    _make_dirs(directory)
+    os.chmod(directory, 0o700)
+    return directory
+
+
 def _make_dirs(directory: Path) -> None:
-    """mkdir -p, each new directory's name fsynced into its parent."""
+    """mkdir -p, each new directory 0700 and its name fsynced into its parent."""
     if directory.is_dir():
         return
     _make_dirs(directory.parent)
     try:
-        directory.mkdir()
+        directory.mkdir(mode=0o700)
     except FileExistsError:
         return
     _fsync_dir(directory.parent)
@@ -119,4 +127,4 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["append_jsonl", "append_line", "read_jsonl", "write_atomic"]
+__all__ = ["append_jsonl", "append_line", "make_private_dir", "read_jsonl", "write_atomic"]

@@ -9,18 +9,35 @@ from __future__ import annotations
 from opsconsole.errors import OperatorError
 import asyncio
 import hashlib
+import os
 import shutil
 import time
 import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Mapping
 
 from opsconsole.builds import git
 from opsconsole.config.model import AppConfig
 from opsconsole.events import BuildUpdate, EventBus, OutputLine
-from opsconsole.fsio import append_jsonl, read_jsonl
+from opsconsole.fsio import append_jsonl, make_private_dir, read_jsonl
 from opsconsole.hosts import Host
 from opsconsole.transport.local import LocalTransport
+
+
+# What a build sees of the console's environment, beyond `build.env`: enough for compilers, package
+# managers and git to find their tools, home, locale, time zone and scratch space. Not the rest:
+# AWS keys, SSH_AUTH_SOCK, the proxy token and database password variables stay with the console,
+# since a build runs whatever anyone who can push to the branch wrote.
+BUILD_ENV_ALLOWED = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM")
+BUILD_ENV_PREFIXES = ("LC_",)
+
+
+def build_environment(app: AppConfig, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment an app's build commands run with: the allow-list plus what `build.env` names."""
+    environ = os.environ if environ is None else environ
+    return {name: value for name, value in environ.items()
+            if name in BUILD_ENV_ALLOWED or name.startswith(BUILD_ENV_PREFIXES) or name in app.build.env}
 
 
 class BuildFailed(OperatorError):
@@ -61,7 +78,7 @@ class BuildStore:
 
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir / "builds"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.dir)
         self.history = self.dir / "history.jsonl"
         self.artifacts = state_dir / "artifacts"
 
@@ -97,6 +114,7 @@ class Builder:
 
     def _update(self, record: BuildRecord, **changes: object) -> BuildRecord:
         record = replace(record, **changes)  # type: ignore[arg-type]
+        record = replace(record, message=self.bus.redactor.text(record.message))  # history.jsonl holds no secret
         self.store.save(record)
         self.bus.emit(BuildUpdate(build_id=record.build_id, app=record.app, commit=record.commit,
                                   status=record.status, author=record.author, subject=record.subject,
@@ -145,25 +163,28 @@ class Builder:
         cache = self.cache_dir(app)
         build_id = record.build_id
         log_path = self.store.log_path(build_id)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(log_path.parent)
         record = self._update(record, status="running", started_at=time.time())
         work = self.state_dir / "builds" / "work" / app.name
         try:
             await git.checkout_clean(cache, record.commit, work)
             transport = LocalTransport(Host(name=f"build:{app.name}", group="builds", address="127.0.0.1", root=str(work)))
             deadline = time.monotonic() + app.build.timeout
-            env = {"OPSCONSOLE_APP": app.name, "OPSCONSOLE_COMMIT": record.commit, "OPSCONSOLE_VERSION": record.short,
-                   "OPSCONSOLE_BUILD": build_id}
-            with log_path.open("w", encoding="utf-8") as log:
+            env = {**build_environment(app), "OPSCONSOLE_APP": app.name, "OPSCONSOLE_COMMIT": record.commit,
+                   "OPSCONSOLE_VERSION": record.short, "OPSCONSOLE_BUILD": build_id}
+            hide = self.bus.redactor.text  # the log file gets what the bus shows: secrets masked
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as log:
                 def on_line(line: str, stream: str) -> None:
-                    log.write(line + "\n")
+                    log.write(hide(line) + "\n")
                     log.flush()
                     self.bus.emit(OutputLine(host=f"build:{app.name}", line=line, stream=stream, source=build_id))
 
                 for command in app.build.commands:
-                    log.write(f"$ {command}\n")
+                    log.write(hide(f"$ {command}") + "\n")
                     remaining = deadline - time.monotonic()
-                    result = await transport.run(command, on_line=on_line, timeout=max(remaining, 0.01), env=env)
+                    result = await transport.run(command, on_line=on_line, timeout=max(remaining, 0.01), env=env,
+                                                 inherit_env=False)
                     if result.timed_out:
                         log.write(f"-- timed out after {app.build.timeout:g}s; process group killed\n")
                         raise BuildFailed(self._update(record, status="timed_out", finished_at=time.time(),
@@ -180,8 +201,9 @@ class Builder:
                                                message=f"artifact {app.build.artifact!r} was not produced"),
                                   f"build {build_id} failed")
             dest = self.store.artifacts / app.name / record.commit / artifact_src.name
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(dest.parent)
             shutil.copy2(artifact_src, dest)
+            os.chmod(dest, 0o600)  # like everything under the state dir
             digest = hashlib.sha256(dest.read_bytes()).hexdigest()
             return self._update(record, status="succeeded", finished_at=time.time(), artifact=str(dest), sha256=digest)
         except BuildFailed:

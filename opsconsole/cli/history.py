@@ -17,10 +17,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from opsconsole.engine.journal import Journal
+    from opsconsole.redact import Redactor
 
     config = load(args.config)
     journal = Journal(config.state_dir / "journal.jsonl")
+    # The journal is masked when written; masked again here with today's secrets, for entries written
+    # before a secret was configured. A masked `PGPASSWORD=***` line replays as a failure, not a leak.
+    hide = Redactor(config.secrets.values())
     for entry in journal.entries():
+        entry = hide.value(entry)
+        if isinstance(entry.get("command"), str):
+            entry["command"] = hide.command(entry["command"])
         if args.raw_json:
             print(json.dumps(entry, sort_keys=True))
         elif args.as_script:

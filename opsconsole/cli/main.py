@@ -9,6 +9,7 @@ because people type both.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from opsconsole.cli import commands, console, heartbeat, history, hostkeys, init, proxy
@@ -66,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         parsers[sub.name].error(f"{', '.join(misplaced)} belongs to the console run (no subcommand), not to "
                                 f"`opsconsole {sub.name}`")
     args.rest = rest
+    # Everything the console creates while it runs (state, logs, git caches, local hosts' files, what
+    # their commands write) is the operator's alone: 0700 directories, 0600 files. Restored on return
+    # for callers that run main() in their own process.
+    umask = os.umask(0o077)
     try:
         return sub.run(args) if sub is not None else console.run(args)
     except SourceError as exc:
@@ -73,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    finally:
+        os.umask(umask)
 
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]

@@ -20,6 +20,7 @@ from opsconsole.config.model import (
     StaticHost,
 )
 from opsconsole.config.reader import MappingReader
+from opsconsole.config.secrets import read_secrets
 from opsconsole.yamlsource import YamlList, load_yaml
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
@@ -98,6 +99,7 @@ def load_config(path: str | Path) -> Config:
     builds = top.mapping("builds")
     max_parallel_builds = builds.int("max_parallel", default=2, minimum=1, maximum=64)
     builds.done()
+    secrets = read_secrets(top.mapping("secrets"), base)
     top.done()
 
 
@@ -105,6 +107,7 @@ def load_config(path: str | Path) -> Config:
         file=file, project=project, state_dir=state_dir, readonly=readonly, theme=theme,
         heartbeat=heartbeat, groups=groups, apps=apps, jump=jump, ssh=ssh, proxy=proxy, keymap=keymap,
         canary_step=canary.step, canary=canary, max_parallel_builds=max_parallel_builds, notices=tuple(notices),
+        secrets=secrets,
     )
 
 
@@ -226,7 +229,10 @@ def _app(r: MappingReader, name: str, base: Path, groups: dict[str, GroupConfig]
 
     b = r.mapping("build")
     build = BuildConfig(commands=tuple(b.str_list("commands")), artifact=b.str("artifact", default=""),
-                        timeout=b.duration("timeout", default=600.0, minimum=0.1))
+                        timeout=b.duration("timeout", default=600.0, minimum=0.1), env=tuple(b.str_list("env")))
+    for i, env_name in enumerate(build.env):
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", env_name):
+            raise b.error("env", f"env[{i}]: {env_name!r} is not an environment variable name")
     b.done()
     if build.commands and not build.artifact:
         raise b.error(None, "`artifact` is required when build `commands` are given")

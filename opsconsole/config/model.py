@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:  # their modules read their own sections; importing them here would make a circle
     from opsconsole.ec2.config import Ec2GroupConfig
@@ -56,6 +56,9 @@ class BuildConfig:
     commands: tuple[str, ...] = ()
     artifact: str = ""
     timeout: float = 600.0
+    # Names of the console's environment variables a build may see, beyond the small allow-list
+    # (opsconsole.builds.environment): a build runs whatever the branch says, so it gets no more.
+    env: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,8 @@ class Config:
     canary: CanaryConfig = field(default_factory=CanaryConfig)
     max_parallel_builds: int = 2
     notices: tuple[str, ...] = ()  # things we accepted but cannot do yet, told to the operator
+    # `secrets:`: name -> value, read from env vars or private files; masked wherever shown or written.
+    secrets: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:

@@ -34,7 +34,7 @@ class Deployer:
         self.heads = HeadBook(config.state_dir / "builds" / "heads.json")
         self.pollers = {name: BranchPoller(bus, app, self.build_queue, self.heads)
                         for name, app in config.apps.items() if app.build.commands}
-        self.runner = PlaybookRunner(bus, fleet.transport_for)
+        self.runner = PlaybookRunner(bus, fleet.transport_for, secrets=config.secrets)
         self.playbooks: dict[str, Playbook] = {}  # app name -> its deploy playbook, filled by load_playbooks()
         self.provisioners: dict[str, Playbook] = {}  # group name -> its provisioning playbook
         self._deployed_path = config.state_dir / "deployed.json"

@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable
 
 from opsconsole.builds.poller import BranchPoller
+from opsconsole.fsio import make_private_dir, write_atomic
 from opsconsole.builds.queue import BuildQueue
 from opsconsole.builds.runner import Builder, BuildRecord, BuildStore
 from opsconsole.config.model import AppConfig, Config
+from opsconsole.config.secrets import fill_secrets
 from opsconsole.demo.repo import ensure_demo_repo
 from opsconsole.engine import commands as C
 from opsconsole.engine.canary_desk import CanaryDesk
@@ -101,8 +103,10 @@ class Engine:
         self.bus = bus or EventBus()
         self.issuer = issuer or default_issuer()
         self.startup = startup
-        config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(config.state_dir / "journal.jsonl")
+        make_private_dir(config.state_dir)
+        # Secrets are masked from here on in every event (TUI, headless, --json), the journal and the build logs.
+        self.bus.redactor.add(config.secrets.values())
+        self.journal = Journal(config.state_dir / "journal.jsonl", redactor=self.bus.redactor)
         # -- the services, built once and handed to each other (none holds the engine) --
         self.fleet = Fleet(config, self.bus)
         self.bus.subscribe(self.fleet.track)
@@ -323,7 +327,8 @@ class Engine:
         """
         cid = uuid.uuid4().hex[:12]
         who = issuer or self.issuer
-        text = command.text()
+        self.bus.redactor.learn(command.text())  # `PGPASSWORD=…` typed here is masked wherever it would show
+        text = self.bus.redactor.command(command.text())
         refused = self.refusal(command)
         if refused is not None:
             self.journal.append("command.refused", id=cid, command=text, issuer=who, message=refused)
@@ -363,8 +368,7 @@ class Engine:
 
     def _save_traceback(self, cid: str, text: str) -> Path:
         path = self.config.state_dir / "errors" / f"{cid}.txt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"{text}\n\n{traceback.format_exc()}")
+        write_atomic(path, self.bus.redactor.text(f"{self.bus.redactor.command(text)}\n\n{traceback.format_exc()}"))
         return path
 
     def _finish(self, cid: str, text: str, who: str, started: float, outcome: Outcome) -> Outcome:
@@ -475,8 +479,13 @@ class Engine:
 
     async def _run_on(self, host: Host, shell: str) -> tuple[str, str]:
         transport = self.fleet.transport_for(host)
+        typed = shell  # what the output lines are labelled with: never the filled-in secret
+        try:
+            shell = fill_secrets(shell, self.config.secrets)
+        except ValueError as exc:
+            raise CommandFailed(f"run: {exc}") from None
         result = await transport.run(shell, on_line=lambda line, stream: self.bus.emit(
-            OutputLine(host=host.name, line=line, stream=stream, source=shell)))
+            OutputLine(host=host.name, line=line, stream=stream, source=typed)))
         return host.name, "" if result.ok else result.describe()
 
     async def _start_service(self, command: C.Start) -> str:

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from opsconsole.fsio import append_jsonl, read_jsonl
+from opsconsole.fsio import append_jsonl, make_private_dir, read_jsonl
 from opsconsole.pids import pid_alive
+from opsconsole.redact import Redactor
 
 
 def default_issuer() -> str:
@@ -27,12 +28,16 @@ def default_issuer() -> str:
 
 
 class Journal:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, redactor: Redactor | None = None) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Secrets never reach the file: configured values, and secret-looking `NAME=value` in typed commands.
+        self.redactor = redactor if redactor is not None else Redactor()
+        make_private_dir(path.parent)
 
     def append(self, kind: str, **fields: Any) -> dict[str, Any]:
-        entry = {"ts": time.time(), "kind": kind, **fields}
+        if isinstance(fields.get("command"), str):
+            fields["command"] = self.redactor.command(fields["command"])
+        entry = self.redactor.value({"ts": time.time(), "kind": kind, **fields})
         append_jsonl(self.path, entry)  # whole at the end even with two consoles writing, on disk on return
         return entry
 

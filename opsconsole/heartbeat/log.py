@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from opsconsole.events import HealthChanged, HealthSample, HeartbeatCycle
+from opsconsole.fsio import make_private_dir
 from opsconsole.units import format_latency
 
 MAX_BYTES = 16 * 1024 * 1024  # per file; with the one rotated file at most twice that is kept
@@ -102,7 +103,7 @@ class HeartbeatLog:
                 self.on_error(f"heartbeat log not written to disk ({self.path}): {exc.strerror or exc}")
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.path.parent)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, MODE)
         self._fd = fd
         self._closer = weakref.finalize(self, _close, fd)

@@ -19,7 +19,7 @@ from opsconsole.yamlsource import SourceError, line_of, load_yaml
 
 PLAY_KEYS = ("name", "hosts", "serial", "vars", "tasks", "handlers", "become", "gather_facts")
 TASK_KEYS = ("name", "when", "register", "notify", "ignore_errors", "become", "vars",
-             "changed_when", "failed_when", "loop", "timeout")
+             "changed_when", "failed_when", "loop", "timeout", "no_log")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PERCENT = re.compile(r"^(\d+)%$")
 
@@ -124,6 +124,9 @@ class _Loader:
         assert module is not None
         args = self.module_args(raw, module_key, module, f"{at}.{module_key}")
         name = raw.get("name")
+        no_log = self.boolean(raw, "no_log", f"{at}.no_log", False)
+        if name is None and no_log:
+            name = f"{module_key} (no_log)"  # the default name would show the command
         if name is None:
             name = f"{module_key}: {args.get('cmd', args.get('msg', args.get('dest', args.get('name', ''))))}"[:60]
         self.text(raw, "name", f"{at}.name", name)
@@ -160,7 +163,7 @@ class _Loader:
             vars=self.variables(raw, "vars", f"{at}.vars"),
             changed_when=self.condition_or_none(raw, "changed_when", f"{at}.changed_when"),
             failed_when=self.condition_or_none(raw, "failed_when", f"{at}.failed_when"),
-            loop=loop, timeout=timeout,
+            loop=loop, timeout=timeout, no_log=no_log,
         )
 
     def module_args(self, raw: dict, key: str, module: str, at: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ class Task:
     failed_when: Any = None
     loop: Any = None  # a list, or a template yielding one
     timeout: float | None = None  # seconds; for commands
+    no_log: bool = False  # as Ansible: command, arguments and output shown as "(output hidden: no_log)"
 
 
 @dataclass(frozen=True)

@@ -180,7 +180,7 @@ def _file_script(state: str, path: str, src: str | None, mode: int | None) -> st
     chmod = (f'[ "$(stat -c %a {q})" = "{mode:o}" ] || {{ chmod {mode:o} {q} && echo CHANGED; }}'
              if mode is not None else "true")
     if state == "directory":
-        return (f"if [ -e {q} ] && [ ! -d {q} ]; then echo '{path} exists and is not a directory' >&2; exit 1; fi\n"
+        return (f"if [ -e {q} ] && [ ! -d {q} ]; then echo {shlex.quote(path + ' exists and is not a directory')} >&2; exit 1; fi\n"
                 f"[ -d {q} ] || {{ mkdir -p -- {q} && echo CHANGED; }} || exit 1\n{chmod}")
     if state == "touch":
         return f"[ -e {q} ] || echo CHANGED\ntouch -- {q} || exit 1\n{chmod}"
@@ -189,7 +189,7 @@ def _file_script(state: str, path: str, src: str | None, mode: int | None) -> st
     assert state == "link" and src is not None
     s = shlex.quote(src)
     # Build the link aside and rename it over: `current` never points nowhere, even for a moment.
-    return (f"if [ -d {q} ] && [ ! -L {q} ]; then echo '{path} is a directory, not a link' >&2; exit 1; fi\n"
+    return (f"if [ -d {q} ] && [ ! -L {q} ]; then echo {shlex.quote(path + ' is a directory, not a link')} >&2; exit 1; fi\n"
             f'[ -L {q} ] && [ "$(readlink {q})" = {s} ] && exit 0\n'
             f"ln -sfn -- {s} {q}.opsconsole-tmp && mv -Tf -- {q}.opsconsole-tmp {q} && echo CHANGED")
 

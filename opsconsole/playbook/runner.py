@@ -17,7 +17,8 @@ from opsconsole.events import EventBus, Message, OutputLine, PlayFinished, PlayS
 from opsconsole.hosts import Host
 from opsconsole.playbook.model import Play, Playbook, PlaybookResult, Task
 from opsconsole.playbook.modules import ModuleContext, Outcome, run_module
-from opsconsole.playbook.templating import Templar, TemplateFailure
+from opsconsole.playbook.templating import LOOKED_UP, Templar, TemplateFailure
+from opsconsole.redact import NO_LOG
 from opsconsole.transport.base import Transport
 
 OUTPUT_LINES_IN_MESSAGE = 10
@@ -55,9 +56,11 @@ class _HostRun:
 
 
 class PlaybookRunner:
-    def __init__(self, bus: EventBus, transport_for: Callable[[Host], Transport]) -> None:
+    def __init__(self, bus: EventBus, transport_for: Callable[[Host], Transport], *,
+                 secrets: Mapping[str, str] = {}) -> None:
         self.bus = bus
         self.transport_for = transport_for
+        self.secrets = dict(secrets)  # `{{ secrets.NAME }}`; the bus's redactor masks the values
 
     async def run(
         self,
@@ -140,6 +143,7 @@ class PlaybookRunner:
         builtins: dict[str, Any] = {
             "inventory_hostname": host.name, "ansible_host": host.address, "group_names": [host.group],
             "groups": groups, "host_root": transport.root, "playbook_dir": str(playbook.directory.absolute()),
+            "secrets": self.secrets,  # a raw layer: a password holding `{{` stays a password
         }
         if host.port is not None:
             builtins["port"] = host.port
@@ -165,17 +169,36 @@ class PlaybookRunner:
     async def _task(self, playbook: Playbook, play: Play, task: Task, run: _HostRun, transport: Transport,
                     templar: Callable[..., Templar]) -> bool:
         """Run one task on one host and report it; False if the host must stop."""
+        # A no_log task's lookup('env', …) values are masked everywhere from the moment they are read.
+        looked_up = LOOKED_UP.set([] if task.no_log else None)
+        try:
+            return await self._task_hiding(playbook, play, task, run, transport, templar)
+        finally:
+            self._hide_looked_up()
+            LOOKED_UP.reset(looked_up)
+
+    def _hide_looked_up(self) -> None:
+        values = LOOKED_UP.get()
+        if values:
+            self.bus.redactor.add(values)
+
+    async def _task_hiding(self, playbook: Playbook, play: Play, task: Task, run: _HostRun, transport: Transport,
+                           templar: Callable[..., Templar]) -> bool:
         host = run.host
         started = time.monotonic()
         name = _task_title(task, templar(task))
+        self._hide_looked_up()
         self.bus.emit(TaskStarted(host=host.name, task=name))
 
         def finish(status: str, rc: int | None = None, message: str = "") -> None:
+            if task.no_log and status in ("ok", "changed"):
+                message = NO_LOG  # a failure's message is built without the command and output already
             self.bus.emit(TaskFinished(host=host.name, task=name, status=status, rc=rc, message=message,
                                        duration=time.monotonic() - started))
 
         def on_line(line: str, stream: str) -> None:
-            self.bus.emit(OutputLine(host=host.name, line=line, stream=stream, source=name))
+            if not task.no_log:
+                self.bus.emit(OutputLine(host=host.name, line=line, stream=stream, source=name))
 
         ctx = ModuleContext(host=host, transport=transport, templar=templar(task), playbook_dir=playbook.directory,
                             on_line=on_line, become=play.become if task.become is None else task.become,
@@ -196,7 +219,8 @@ class PlaybookRunner:
             finish("failed", message=f"task {name!r} on {host.name}: cancelled; its commands were killed")
             raise
         except Exception as exc:  # noqa: BLE001 - any error fails this task on this host, never the console
-            message = f"task {name!r} failed on {host.name}: {exc}"
+            self._hide_looked_up()
+            message = self.bus.redactor.text(f"task {name!r} failed on {host.name}: {NO_LOG if task.no_log else exc}")
             run.registered.update(_registration(task, [(_NO_ITEM, Outcome(failed=True, message=str(exc)))]))
             finish("failed", message=message)
             return self._after_failure(task, run, message)
@@ -210,7 +234,7 @@ class PlaybookRunner:
         last = outcomes[-1][1]
         changed = any(o.changed for _, o in outcomes)
         if any(o.failed for _, o in outcomes):
-            message = _failure_message(name, host.name, last)
+            message = self.bus.redactor.text(_failure_message(name, host.name, last, task.no_log))
             finish("failed", rc=last.rc, message=message)
             return self._after_failure(task, run, message)
         if changed:
@@ -234,6 +258,7 @@ class PlaybookRunner:
 
     async def _outcome(self, task: Task, ctx: ModuleContext, templar: Templar, run: _HostRun) -> Outcome:
         args = templar.render(task.args)
+        self._hide_looked_up()
         outcome = await run_module(task.module, args, ctx)
         if task.changed_when is not None or task.failed_when is not None:
             # The conditions see the result under the register name, as in Ansible.
@@ -279,8 +304,12 @@ def _registration(task: Task, outcomes: list[tuple[Any, Outcome]]) -> dict[str, 
                             "failed": any(r["failed"] for r in results), "results": results}}
 
 
-def _failure_message(task: str, host: str, outcome: Outcome) -> str:
-    """Everything an operator needs in one place: task, host, command, exit code, last output."""
+def _failure_message(task: str, host: str, outcome: Outcome, no_log: bool = False) -> str:
+    """Everything an operator needs in one place: task, host, command, exit code, last output
+    (for a no_log task: task, host and exit code only)."""
+    if no_log:
+        code = f"exit code {outcome.rc} " if outcome.rc is not None else ""
+        return f"task {task!r} failed on {host}: {code}{NO_LOG}"
     why = f"exit code {outcome.rc}" if outcome.rc is not None else (outcome.message or "failed")
     if outcome.rc is not None and outcome.message and not outcome.message.startswith("exit code"):
         why += f" ({outcome.message})"

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from opsconsole.errors import OperatorError
+import contextvars
 import json
 import os
 import posixpath
@@ -23,6 +23,8 @@ from typing import Any, Iterable, Mapping
 
 import jinja2
 import jinja2.meta
+
+from opsconsole.errors import OperatorError
 
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.S)
 
@@ -37,9 +39,18 @@ def _bool(value: Any) -> bool:
     return bool(value)
 
 
+# While a `no_log` task renders, the values its lookup('env', …) calls return are collected here,
+# so the console can mask them everywhere afterwards (a password read from the environment).
+LOOKED_UP: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("looked_up", default=None)
+
+
 def _lookup_env(kind: str, *names: str) -> str:
     if kind == "env":
-        return ",".join(os.environ.get(n, "") for n in names)
+        values = [os.environ.get(n, "") for n in names]
+        seen = LOOKED_UP.get()
+        if seen is not None:
+            seen.extend(values)
+        return ",".join(values)
     if kind == "file":
         try:
             return ",".join(Path(n).read_text().rstrip("\n") for n in names)

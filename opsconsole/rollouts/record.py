@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opsconsole.fsio import append_jsonl, read_jsonl
+from opsconsole.fsio import append_jsonl, make_private_dir, read_jsonl
 from opsconsole.rollouts.plan import RolloutPlan
 
 # Host states, in the order a host normally goes through them.
@@ -45,7 +45,7 @@ class RolloutState:
 class RolloutJournal:
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir / "rollouts"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.dir)
 
     def path(self, rollout_id: str) -> Path:
         return self.dir / f"{rollout_id}.jsonl"

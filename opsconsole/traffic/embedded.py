@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import urllib.parse
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,12 +26,32 @@ from opsconsole.traffic.base import (
 )
 
 
+def refuse_remote_admin(url: str) -> None:
+    """TrafficError unless `url` is http(s) to a loopback address (127.0.0.0/8, ::1, localhost)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if parts.scheme not in ("http", "https") or not loopback:
+        raise TrafficError(f"refusing the proxy admin URL {url!r}: the admin token is only sent to a loopback "
+                           "address (http://127.0.0.1:PORT) or a unix: socket; reach a remote proxy through an "
+                           "SSH-forwarded local port")
+
+
 class EmbeddedDriver(TrafficDriver):
     name = "embedded"
 
     def __init__(self, admin: str, token: str, *, timeout: float = 5.0) -> None:
-        """`admin` is `http://127.0.0.1:PORT` or `unix:/path/admin.sock` (as the proxy's runtime file says)."""
+        """`admin` is `http://127.0.0.1:PORT` or `unix:/path/admin.sock` (as the proxy's runtime file says).
+
+        Any other host is refused before a request is made: the token is a bearer credential and goes
+        over plain HTTP, so it is only ever sent on this machine (a proxy elsewhere is reached through
+        an SSH-forwarded loopback port)."""
         self.admin = admin
+        if not admin.startswith("unix:"):
+            refuse_remote_admin(admin)
         if admin.startswith("unix:"):
             transport = httpx.AsyncHTTPTransport(uds=admin[5:])
             base = "http://proxy"

@@ -70,7 +70,9 @@ class LocalTransport(Transport):
         cwd: str | None = None,
         become: bool = False,
         stdin: bytes | None = None,
+        inherit_env: bool = True,
     ) -> CommandResult:
+        """`inherit_env=False`: the command sees `env` only, not this process's environment (builds)."""
         self._root.mkdir(parents=True, exist_ok=True)
         workdir = self.path(cwd) if cwd else self._root
         if not workdir.is_dir():
@@ -85,7 +87,8 @@ class LocalTransport(Transport):
             argv = ["sudo", "-n", "--", *argv]
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, cwd=str(workdir), env={**os.environ, **{k: str(v) for k, v in (env or {}).items()}},
+                *argv, cwd=str(workdir),
+                env={**(os.environ if inherit_env else {}), **{k: str(v) for k, v in (env or {}).items()}},
                 stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 # Its own session and process group: one killpg reaches every descendant.

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import posixpath
 import re
+import secrets
 import shlex
 import signal
 from collections import deque
@@ -169,15 +170,8 @@ class SshTransport(Transport):
                             await sftp.chmod(target, mode)
                             return True
                         return False
-            await sftp.makedirs(posixpath.dirname(target), exist_ok=True)
-            # Write aside, then rename: a reader never sees half a file.
-            tmp = f"{target}.opsconsole-tmp"
-            async with sftp.open(tmp, "wb") as f:
-                await f.write(content)
             keep = mode if mode is not None else (current.permissions & 0o7777 if current and current.permissions else None)
-            if keep is not None:
-                await sftp.chmod(tmp, keep)
-            await sftp.posix_rename(tmp, target)
+            await _replace(sftp, target, content, keep)
             return True
 
         return await self._sftp(write, path)
@@ -211,12 +205,7 @@ class SshTransport(Transport):
             return False
 
         async def put(sftp: asyncssh.SFTPClient) -> bool:
-            await sftp.makedirs(posixpath.dirname(target), exist_ok=True)
-            tmp = f"{target}.opsconsole-tmp"
-            await sftp.put(local_path, tmp)
-            if mode is not None:
-                await sftp.chmod(tmp, mode)
-            await sftp.posix_rename(tmp, target)
+            await _replace(sftp, target, content, mode)
             return True
 
         return await self._sftp(put, path)
@@ -303,6 +292,39 @@ class SshTransport(Transport):
 
     async def close(self) -> None:
         """Connections belong to the pool (shared by all hosts); the pool's owner closes it."""
+
+
+async def _replace(sftp: asyncssh.SFTPClient, target: str, content: bytes, mode: int | None) -> None:
+    """Replace `target` as fsio.write_atomic does locally: a temp file beside it with a random name, created
+    exclusively (a symlink or file planted at a guessable name is never followed nor reused) with its final
+    mode before a byte is written, fsynced when the server can (fsync@openssh.com), renamed over the target."""
+    final = 0o644 if mode is None else mode
+    directory = posixpath.dirname(target)
+    await sftp.makedirs(directory, exist_ok=True)
+    for attempt in range(3):
+        tmp = posixpath.join(directory, f".{posixpath.basename(target)}.{secrets.token_hex(6)}.tmp")
+        try:
+            f = await sftp.open(tmp, asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL,
+                                asyncssh.SFTPAttrs(permissions=final), encoding=None)
+            break
+        except asyncssh.SFTPError:
+            if attempt == 2:  # 48 random bits taken three times: not a collision, a real refusal
+                raise
+    try:
+        async with f:
+            await f.chmod(final)  # the server's umask trimmed the mode given at creation
+            await f.write(content)
+            try:
+                await f.fsync()
+            except asyncssh.SFTPOpUnsupported:
+                pass  # a server without fsync@openssh.com: the rename is still atomic
+        await sftp.posix_rename(tmp, target)
+    except BaseException:
+        try:
+            await sftp.remove(tmp)
+        except (asyncssh.SFTPError, OSError):
+            pass
+        raise
 
 
 async def _stat(sftp: asyncssh.SFTPClient, path: str, follow: bool = True) -> asyncssh.SFTPAttrs | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from typing import Any
 
 import jinja2
@@ -19,6 +20,7 @@ class MiniPlay:
         self.t = transport
         self.env = jinja2.Environment(undefined=jinja2.StrictUndefined)
         self.env.globals["lookup"] = lambda kind, name: os.environ.get(name, "") if kind == "env" else ""
+        self.env.filters["quote"] = lambda v: shlex.quote(str(v))  # as opsconsole's templating has it
         self.vars = dict(variables)
         self.log: list[str] = []
 

@@ -1,0 +1,99 @@
+"""Keeping secret values out of everything the console shows or writes.
+
+One Redactor is shared by the event bus (so the TUI, the headless printer and
+`--json` see events already cleaned), the journal and the files the console
+writes (build logs, tracebacks): secrets are hidden at these few points, not
+at every place that formats a message. Its values are the configured secrets
+plus what a `no_log` task read from the environment.
+This module imports nothing of ours, so the event bus may use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+from typing import Any, Iterable
+
+MASK = "***"
+NO_LOG = "(output hidden: no_log)"
+# Shorter values would mask ordinary words and digits all over the output (a secret "1" would
+# turn every exit code into ***); such a value is no secret worth the name anyway.
+MIN_LENGTH = 4
+
+# `NAME=value` in a typed command, where NAME says it holds a secret (PGPASSWORD=…, AWS_SECRET_ACCESS_KEY=…).
+_SECRET_ASSIGNMENT = re.compile(
+    r"(?P<name>\b[A-Za-z_][A-Za-z0-9_]*(?:PASSWORD|PASSWD|PASS|SECRET|TOKEN|API_?KEY|ACCESS_KEY|PRIVATE_KEY)"
+    r"[A-Za-z0-9_]*)=(?P<value>'[^']*'|\"[^\"]*\"|\S+)",
+    re.IGNORECASE,
+)
+
+
+class Redactor:
+    """Replaces every known secret value by `***` in text, events and JSON-like values."""
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        self._values: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        self.add(values)
+
+    def add(self, values: Iterable[str]) -> None:
+        """Hide these values from now on (too short or empty ones are ignored, see MIN_LENGTH)."""
+        new = {v for v in values if isinstance(v, str) and len(v) >= MIN_LENGTH} - self._values
+        if not new:
+            return
+        self._values |= new
+        # Each secret also as it appears shell-quoted (a value with a quote or space in `| quote`).
+        forms = self._values | {shlex.quote(v) for v in self._values}
+        # Longest first: a secret that contains another is masked whole.
+        self._pattern = re.compile("|".join(re.escape(v) for v in sorted(forms, key=len, reverse=True)))
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
+
+    def text(self, text: str) -> str:
+        if self._pattern is None or not text:
+            return text
+        return self._pattern.sub(MASK, text)
+
+    def value(self, value: Any) -> Any:
+        """`value` with secrets masked in every string inside it (dicts, lists, tuples)."""
+        if self._pattern is None:
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {k: self.value(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.value(v) for v in value)
+        return value
+
+    def event(self, event: Any) -> Any:
+        """A frozen dataclass event with secrets masked in its string fields (the same object if none)."""
+        if self._pattern is None or not dataclasses.is_dataclass(event):
+            return event
+        changes = {}
+        for f in dataclasses.fields(event):
+            old = getattr(event, f.name)
+            if isinstance(old, (str, tuple)):
+                new = self.value(old)
+                if new != old:
+                    changes[f.name] = new
+        return dataclasses.replace(event, **changes) if changes else event
+
+    def learn(self, command: str) -> None:
+        """Hide from now on the values a typed command assigns to secret-looking names (`PGPASSWORD=…`),
+        so the command's own output and errors mask them too."""
+        values = []
+        for m in _SECRET_ASSIGNMENT.finditer(command):
+            value = m.group("value")
+            values.append(value[1:-1] if value[:1] in "'\"" and value[-1:] == value[:1] and len(value) > 1 else value)
+        self.add(values)
+
+    def command(self, text: str) -> str:
+        """A typed command as it may be kept or shown: secret values, and the values of assignments whose
+        name says they hold one (`PGPASSWORD=hunter2`), masked."""
+        return _SECRET_ASSIGNMENT.sub(lambda m: f"{m.group('name')}={MASK}", self.text(text))
+
+
+__all__ = ["MASK", "NO_LOG", "Redactor"]

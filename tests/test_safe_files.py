@@ -1,0 +1,227 @@
+"""Safe files: no shell injection through a module's arguments, a private state dir, SFTP writes that never
+follow a planted link nor exist with a wider mode, builds without the console's environment, and an admin
+client that sends its token to loopback only.
+
+Real parts: the playbook runner on the local transport and on the SSH lab's hosts, the console as a
+subprocess on a local fleet, a real HTTP listener on this machine's non-loopback address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, kill_services, write_config
+from opsconsole.events import EventBus, TaskFinished
+from opsconsole.hosts import Host
+from opsconsole.playbook.loader import load_playbook
+from opsconsole.playbook.runner import PlaybookRunner
+from opsconsole.traffic.base import TrafficError
+from opsconsole.traffic.embedded import EmbeddedDriver
+from opsconsole.transport.local import LocalTransport
+from opsconsole.transport.pool import SshPool
+from opsconsole.transport.ssh import SshTransport
+from tests.lab import Lab
+from tests.lab.inventory import lab_host, ssh_options
+
+pytest_plugins = ["tests.lab.fixtures"]
+
+
+def injection_path(marker: str) -> str:
+    return f"x'; fi; touch {marker}; if false; then echo '"
+
+
+def injection_playbook(tmp: Path, marker: str) -> Path:
+    """The issue's path: it closes the module's quoted echo and runs `touch` if pasted raw into the script."""
+    path = injection_path(marker)
+    book = tmp / "inject.yml"
+    book.write_text(f"- hosts: all\n  tasks:\n    - file:\n        path: {json.dumps(path)}\n        state: directory\n"
+                    f"    - file:\n        path: {json.dumps(path + '-link')}\n        src: /nowhere\n        state: link\n")
+    return book
+
+
+async def run_playbook(book: Path, host: Host, transport_for) -> list[TaskFinished]:  # type: ignore[no-untyped-def]
+    bus = EventBus()
+    finished: list[TaskFinished] = []
+    bus.subscribe(lambda e: finished.append(e) if isinstance(e, TaskFinished) else None)
+    await PlaybookRunner(bus, transport_for).run(load_playbook(book), [host])
+    return finished
+
+
+async def test_file_module_path_injection_runs_nothing_locally(tmp_path: Path) -> None:
+    root = tmp_path / "host"
+    marker = tmp_path / "PWNED"
+    host = Host(name="h1", group="g", address="127.0.0.1", root=str(root))
+    finished = await run_playbook(injection_playbook(tmp_path, str(marker)), host, LocalTransport)
+    assert [f.status for f in finished] == ["changed", "changed"], finished
+    assert not marker.exists()
+    # What was asked for, literally: a directory and a link whose names hold the quotes and semicolons.
+    assert (root / injection_path(str(marker))).is_dir()
+    assert (root / (injection_path(str(marker)) + "-link")).is_symlink()
+
+
+async def test_file_module_path_injection_runs_nothing_over_ssh(lab: Lab) -> None:
+    app = lab.apps[0]
+    marker = f"{app.root}/PWNED"
+    (Path(app.files) / "PWNED").unlink(missing_ok=True)  # the lab's files outlive a test
+    pool = SshPool(ssh_options(lab))
+    host = lab_host(lab, app.name)
+    try:
+        book_dir = Path(app.files).parent / "books"
+        book_dir.mkdir(exist_ok=True)
+        finished = await run_playbook(injection_playbook(book_dir, marker), host, lambda h: SshTransport(h, pool))
+    finally:
+        await pool.close()
+    assert [f.status for f in finished] == ["changed", "changed"], finished
+    assert not (Path(app.files) / "PWNED").exists()
+    assert (Path(app.files) / injection_path(marker).lstrip("/")).is_dir()
+
+
+def test_state_dir_private_after_a_demo_like_run(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, count=2)
+    state = tmp_path / "state"
+    try:
+        proc = subprocess.run([sys.executable, "-m", "opsconsole", "--config", str(cfg), "--script", "-", "--keep-going"],
+                              input="deploy itrust\nwait healthy itrust 30s\nrun itrust-1 -- exit 3\nstatus\n",
+                              capture_output=True, text=True, timeout=180, cwd=ROOT)
+    finally:
+        kill_services(state)
+    assert "2/2 hosts of itrust healthy" in proc.stdout and "✔ status" in proc.stdout, proc.stdout + proc.stderr
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    kinds = {p.relative_to(state).parts[0] for p in state.rglob("*")}
+    assert {"journal.jsonl", "builds", "artifacts", "inventory", "hosts"} <= kinds  # a real run's worth
+    assert list(state.glob("builds/logs/*.log")) and list(state.glob("inventory/*"))
+    open_ = [f"{p.relative_to(state)} {stat.S_IMODE(p.lstat().st_mode):04o}" for p in state.rglob("*")
+             if not p.is_symlink() and stat.S_IMODE(p.lstat().st_mode) & 0o077]
+    assert open_ == [], open_
+
+
+async def test_sftp_write_never_follows_a_planted_link_and_is_never_wider_than_its_mode(lab: Lab) -> None:
+    app = lab.apps[0]
+    files = Path(app.files)
+    victim = files / "victim.txt"
+    for left in ("conf.txt.opsconsole-tmp", "conf.txt", "big.bin"):  # the lab's files outlive a test
+        (files / left).unlink(missing_ok=True)
+    victim.write_text("untouched\n")
+    os.chown(victim, files.stat().st_uid, files.stat().st_gid)
+    # The old writer's temp name was predictable: a link there made it write through into the victim.
+    (files / "conf.txt.opsconsole-tmp").symlink_to(victim)
+    pool = SshPool(ssh_options(lab))
+    t = SshTransport(lab_host(lab, app.name), pool)
+    modes: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        # Every temp file this write creates, seen while it is being written: it must already be 0600.
+        while not stop.is_set():
+            for entry in os.scandir(files):
+                if entry.name.startswith(".big.bin") or entry.name == "big.bin.opsconsole-tmp":
+                    try:
+                        modes.append(stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode))
+                    except FileNotFoundError:
+                        pass
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    try:
+        assert await t.write_file("conf.txt", b"new content\n", 0o640)
+        watcher.start()
+        deadline = time.monotonic() + 60
+        while not modes and time.monotonic() < deadline:  # write until the watcher has caught a temp file
+            await t.write_file("big.bin", os.urandom(24 << 20), 0o600)
+    finally:
+        stop.set()
+        await pool.close()
+    assert victim.read_text() == "untouched\n"
+    assert (files / "conf.txt").read_bytes() == b"new content\n" and not (files / "conf.txt").is_symlink()
+    assert stat.S_IMODE((files / "conf.txt").stat().st_mode) == 0o640
+    assert modes, "the watcher never saw a temp file"
+    assert set(modes) == {0o600}, [f"{m:04o}" for m in modes]
+    assert stat.S_IMODE((files / "big.bin").stat().st_mode) == 0o600
+    assert not [p.name for p in files.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_builds_see_an_allow_listed_environment(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    text = cfg.read_text().replace(
+        "commands: [sh build.sh]", "commands: [\"mkdir -p dist && env > dist/env.txt && echo pw $BUILD_DB_PW\"]\n"
+        "      env: [BUILD_CACHE_URL, BUILD_DB_PW]").replace("artifact: dist/app.tar.gz", "artifact: dist/env.txt")
+    cfg.write_text(text + "secrets:\n  db: {env: BUILD_DB_PW}\n")
+    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": "aws-Ty7", "SSH_AUTH_SOCK": "/tmp/agent.sock",
+           "OPSCONSOLE_PROXY_TOKEN": "tok-Gh3", "OPSCONSOLE_DB_PASSWORD": "db-Pp1",
+           "BUILD_CACHE_URL": "http://cache.example", "LC_ALL": "C.UTF-8", "BUILD_DB_PW": "build-pw-Wq4"}
+    proc = subprocess.run([sys.executable, "-m", "opsconsole", "--config", str(cfg), "--script", "-"],
+                          input="build itrust\n", capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [artifact] = (tmp_path / "state" / "artifacts" / "itrust").glob("*/env.txt")
+    seen = dict(line.split("=", 1) for line in artifact.read_text().splitlines() if "=" in line)
+    assert seen["BUILD_CACHE_URL"] == "http://cache.example" and seen["LC_ALL"] == "C.UTF-8"
+    assert seen["PATH"] == os.environ["PATH"] and seen["OPSCONSOLE_APP"] == "itrust"
+    for name in ("AWS_SECRET_ACCESS_KEY", "SSH_AUTH_SOCK", "OPSCONSOLE_PROXY_TOKEN", "OPSCONSOLE_DB_PASSWORD"):
+        assert name not in seen, name
+    # A secret the build was given and printed is masked in its log and on screen (the artifact is its own).
+    assert seen["BUILD_DB_PW"] == "build-pw-Wq4"
+    [log] = (tmp_path / "state" / "builds" / "logs").glob("*.log")
+    assert "pw ***" in log.read_text() and "build-pw-Wq4" not in log.read_text()
+    assert "pw ***" in proc.stdout and "build-pw-Wq4" not in proc.stdout
+
+
+def non_loopback_address() -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing address
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+async def test_admin_client_refuses_a_non_loopback_url_and_sends_no_token(tmp_path: Path) -> None:
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback address to listen on")
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            seen.append(self.headers.get("Authorization", ""))
+            body = b'{"apps": {}}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((address, 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    runtime = tmp_path / "proxy.json"
+    runtime.write_text(json.dumps({"pid": 1, "admin": f"http://{address}:{server.server_port}"}))
+    try:
+        with pytest.raises(TrafficError, match="only sent to a loopback address"):
+            driver = EmbeddedDriver.from_runtime_file(runtime, "the-admin-token")
+            try:
+                await driver.state()
+            finally:
+                await driver.close()
+        with pytest.raises(TrafficError, match="refusing the proxy admin URL 'http://example.com:80'"):
+            EmbeddedDriver("http://example.com:80", "the-admin-token")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == []
+    # Loopback forms are accepted (the SSH-forwarded port of a remote proxy is one of them).
+    for url in ("http://127.0.0.1:1", "http://localhost:1", "http://[::1]:1", "unix:/tmp/admin.sock"):
+        await EmbeddedDriver(url, "t").close()
+    await asyncio.sleep(0)

@@ -1,0 +1,222 @@
+"""Secrets stay secret: configured secrets and a no_log task's environment lookups are masked in the
+journal, every file under the state dir, headless and --json output, `history`, and the console's screen.
+
+Real processes throughout: the console runs headless as a subprocess on a local fleet, the playbook's
+commands and `run` really run and print the secrets, and the console is driven through Textual's Pilot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, kill_services
+from opsconsole.config.loader import load_config
+from opsconsole.config.secrets import fill_secrets
+from opsconsole.engine.engine import Engine
+from opsconsole.redact import MASK, NO_LOG, Redactor
+from opsconsole.ui.app import OpsConsoleApp
+from opsconsole.ui.confirm import ConfirmScreen
+from opsconsole.ui.host_detail import HostDetailScreen
+from opsconsole.ui.testing import screen_text
+
+ENV_SECRET = "env-pw-Zq81xv"  # DB password, in the console's environment (secrets: {env: …})
+FILE_SECRET = "file-token-Kp55dw"  # an API token, in a 0600 file (secrets: {file: …})
+LOOKUP_SECRET = "lookup-pw-Hh27ru"  # read by a no_log task with lookup('env', …), configured nowhere
+TYPED_SECRET = "hunter2-Mm93tb"  # typed by the operator as PGPASSWORD=… and configured nowhere
+EVERY_SECRET = (ENV_SECRET, FILE_SECRET, LOOKUP_SECRET, TYPED_SECRET)
+
+PLAYBOOK = """\
+- hosts: vault
+  tasks:
+    - name: the app's env file, from a template using a configured secret
+      template:
+        src: app.env.j2
+        dest: "{{ out_dir }}/app.env"
+    - name: a task that reads a password from the environment
+      no_log: true
+      shell: "echo {{ lookup('env', 'LOOKUP_PW') | quote }}"
+      register: read
+    - name: what it read, shown by a task without no_log
+      debug:
+        msg: "it read {{ read.stdout }}"
+    - name: a task that runs with a password and fails
+      no_log: true
+      shell: >
+        echo "connecting with {{ lookup('env', 'LOOKUP_PW') }}";
+        echo "refused for {{ lookup('env', 'LOOKUP_PW') }}" >&2; exit 3
+"""
+
+
+def setup(tmp: Path) -> tuple[Path, dict[str, str]]:
+    """A local one-host group provisioned by a playbook that uses secrets, and the environment to run it."""
+    out = tmp / "out"
+    out.mkdir()
+    (tmp / "app.env.j2").write_text("DB_PASSWORD={{ secrets.db_password }}\nAPI_TOKEN={{ secrets.api_token }}\n")
+    (tmp / "vault.yml").write_text(PLAYBOOK)
+    token = tmp / "api_token"
+    token.write_text(FILE_SECRET + "\n")
+    token.chmod(0o600)
+    cfg = tmp / "opsconsole.yaml"
+    cfg.write_text(textwrap.dedent(f"""\
+        project: secrets
+        state_dir: {tmp / 'state'}
+        secrets:
+          db_password: {{env: TEST_DB_PASSWORD}}
+          api_token: {{file: {token}}}
+        groups:
+          vault:
+            provider: local
+            count: 1
+            provision: {tmp / 'vault.yml'}
+            vars:
+              out_dir: {out}
+        """))
+    env = {**os.environ, "TEST_DB_PASSWORD": ENV_SECRET, "LOOKUP_PW": LOOKUP_SECRET}
+    return cfg, env
+
+
+SCRIPT = (
+    "provision vault\n"
+    f"run vault -- echo {{{{ secrets.db_password | quote }}}} > {{out}}/run.txt; echo db is {{{{ secrets.db_password }}}}; exit 5\n"
+    f"run vault -- echo typed {FILE_SECRET}\n"
+    f"run vault -- PGPASSWORD={TYPED_SECRET} true\n"
+)
+
+
+def opsconsole(cfg: Path, env: dict[str, str], *args: str, script: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "opsconsole", "--config", str(cfg), *args], input=script,
+                          capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+
+
+def leaks(text: str, secrets: tuple[str, ...] = EVERY_SECRET) -> list[str]:
+    return [s for s in secrets if s in text]
+
+
+def files_with_secrets(state_dir: Path) -> list[str]:
+    found = []
+    for path in state_dir.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            found += [f"{path}: {s}" for s in EVERY_SECRET if s.encode() in data]
+    return found
+
+
+def test_secrets_never_shown_nor_written(tmp_path: Path) -> None:
+    cfg, env = setup(tmp_path)
+    out = tmp_path / "out"
+    script = SCRIPT.replace("{out}", str(out))
+    try:
+        plain = opsconsole(cfg, env, "--script", "-", "--keep-going", script=script)
+        as_json = opsconsole(cfg, env, "--script", "-", "--keep-going", "--json", script=script)
+    finally:
+        kill_services(tmp_path / "state")
+    # The secrets were really used: by the template, by `run`, by the no_log task (which failed).
+    assert (out / "app.env").read_text() == f"DB_PASSWORD={ENV_SECRET}\nAPI_TOKEN={FILE_SECRET}\n"
+    assert (out / "run.txt").read_text() == ENV_SECRET + "\n"
+    assert plain.returncode == 1, plain.stdout + plain.stderr
+    assert "a task that runs with a password and fails" in plain.stdout
+    assert f"exit code 3 {NO_LOG}" in plain.stdout
+    assert f"db is {MASK}" in plain.stdout and f"typed {MASK}" in plain.stdout
+    assert f"it read {MASK}" in plain.stdout  # a no_log task's lookup('env', …) value is masked from then on
+    assert not leaks(plain.stdout + plain.stderr), plain.stdout
+
+    events = [json.loads(line) for line in as_json.stdout.splitlines()]
+    finished = [e for e in events if e["event"] == "TaskFinished" and e["status"] == "failed"]
+    assert finished and finished[0]["message"].endswith(NO_LOG)
+    assert not [e for e in events if e["event"] == "OutputLine" and "connecting" in e["line"]]
+    assert not leaks(as_json.stdout + as_json.stderr), as_json.stdout
+
+    state = tmp_path / "state"
+    journal = (state / "journal.jsonl").read_text()
+    assert f"PGPASSWORD={MASK} true" in journal
+    assert not leaks(journal), journal
+    assert files_with_secrets(state) == []
+
+    for args in (("history",), ("history", "--as-script"), ("history", "--json")):
+        shown = opsconsole(cfg, env, *args)
+        assert shown.returncode == 0 and "provision vault" in shown.stdout, shown.stderr
+        assert not leaks(shown.stdout + shown.stderr), (args, shown.stdout)
+    script_lines = opsconsole(cfg, env, "history", "--as-script").stdout.splitlines()
+    assert f"run vault -- PGPASSWORD={MASK} true" in script_lines
+    assert f"run vault -- echo typed {MASK}" in script_lines
+
+
+async def test_console_screen_shows_no_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, env = setup(tmp_path)
+    monkeypatch.setenv("TEST_DB_PASSWORD", ENV_SECRET)
+    monkeypatch.setenv("LOOKUP_PW", LOOKUP_SECRET)
+    engine = Engine(load_config(cfg))
+    engine.prepare()
+    app = OpsConsoleApp(engine)
+    try:
+        async with app.run_test(size=(160, 50)) as pilot:
+            seen: list[str] = []
+
+            async def typed(line: str) -> None:
+                await pilot.press("colon", *line, "enter")
+                for _ in range(500):
+                    if isinstance(app.screen, ConfirmScreen):
+                        seen.append(screen_text(app))
+                        await pilot.click("#confirm")
+                        return
+                    await pilot.pause(0.02)
+                raise AssertionError(f"no confirm dialog for {line!r}")
+
+            await typed(f"run vault -- echo db is {{{{ secrets.db_password }}}} and {{{{ secrets.api_token }}}}")
+            await typed("provision vault")
+
+            async def shows(words: str) -> bool:
+                for _ in range(500):
+                    text = screen_text(app)
+                    seen.append(text)
+                    if words in text:
+                        return True
+                    await pilot.pause(0.02)
+                return False
+
+            assert await shows("✘ provision vault"), seen[-1]
+            status_line = seen[-1]
+            await pilot.press("enter")  # the fleet's one host: its detail, with its output and task results
+            assert isinstance(app.screen, HostDetailScreen)
+            assert await shows(f"| db is {MASK} and {MASK}"), seen[-1]
+            assert await shows(NO_LOG), seen[-1]
+            screenshot = app.export_screenshot()
+        assert "exit code 3" in status_line
+        assert not [leak for text in seen for leak in leaks(text)]
+        assert not leaks(screenshot)
+        assert files_with_secrets(tmp_path / "state") == []
+    finally:
+        kill_services(tmp_path / "state")
+
+
+def test_secret_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    cfg, env = setup(tmp_path)
+    (tmp_path / "api_token").chmod(0o644)
+    proc = opsconsole(cfg, env, "--check")
+    assert proc.returncode == 2
+    assert f"{cfg}:5: secrets.api_token.file:" in proc.stderr and "readable by others (mode 0644)" in proc.stderr
+    assert not (tmp_path / "state").exists()
+    missing = opsconsole(cfg, {k: v for k, v in env.items() if k != "TEST_DB_PASSWORD"}, "--check")
+    assert missing.returncode == 2 and "environment variable TEST_DB_PASSWORD is not set" in missing.stderr
+
+
+def test_redactor_masks_values_quoted_forms_and_secret_assignments() -> None:
+    r = Redactor(["s3cret pass", "abc"])  # "abc" is too short to mask without masking ordinary text
+    assert r.text("x 's3cret pass' y s3cret pass abc") == f"x {MASK} y {MASK} abc"
+    assert r.command("run db -- PGPASSWORD=hunter2 AWS_SECRET_ACCESS_KEY='a b' HOME=/x psql") == \
+        f"run db -- PGPASSWORD={MASK} AWS_SECRET_ACCESS_KEY={MASK} HOME=/x psql"
+
+
+def test_run_fills_in_secrets_only() -> None:
+    secrets = {"db": "a b'c"}
+    line = "docker inspect -f '{{ .State.Status }}' x; echo {{ secrets.db | quote }} {{secrets.db}}"
+    assert fill_secrets(line, secrets) == "docker inspect -f '{{ .State.Status }}' x; echo 'a b'\"'\"'c' a b'c"
+    with pytest.raises(ValueError, match="no secret named 'nosuch' \\(secrets: db\\)"):
+        fill_secrets("echo {{ secrets.nosuch }}", secrets)
