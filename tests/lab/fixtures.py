@@ -22,7 +22,7 @@ import pytest
 
 from .lab import Lab, LabConfig
 
-__all__ = ["lab", "lab_unavailable", "skip_or_fail", "pytest_runtest_makereport"]
+__all__ = ["lab", "lab_unavailable", "skip_or_fail", "pytest_runtest_makereport", "pytest_collection_modifyitems"]
 
 
 def _ci() -> bool:
@@ -48,6 +48,30 @@ def skip_or_fail(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+_LOCK_PATH = "/tmp/opsconsole-lab.lock"
+_holder = None  # the open lock file while this process holds the lab; released when the process ends
+
+
+def _take_lab_lock():  # type: ignore[no-untyped-def]
+    """Hold the machine-wide lab lock (waiting for another suite to finish with the lab), once per process."""
+    global _holder
+    if _holder is None:
+        holder = open(_LOCK_PATH, "a")
+        try:
+            fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"\n(waiting for the SSH lab: another suite on this machine holds {_LOCK_PATH})", flush=True)
+            fcntl.flock(holder, fcntl.LOCK_EX)
+        _holder = holder
+    return _holder
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Wait for the lab here, before any test's timeout runs, rather than inside the first lab test's setup.
+    if any("lab" in getattr(item, "fixturenames", ()) for item in items) and lab_unavailable() is None:
+        _take_lab_lock()
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
     reason = lab_unavailable()
@@ -55,8 +79,7 @@ def lab() -> Iterator[Lab]:
         skip_or_fail(reason)
     # The lab has fixed names (its dir, `ocl-` namespaces, one address range): two suites on one
     # machine (two checkouts, a helper's worktree) take turns instead of tearing each other's lab down.
-    holder = open("/tmp/opsconsole-lab.lock", "a")
-    fcntl.flock(holder, fcntl.LOCK_EX)
+    holder = _take_lab_lock()
     instance = Lab(LabConfig.from_env())
     # atexit covers an interpreter that exits without running fixture teardown (e.g. os._exit is not
     # covered, SIGKILL neither: the next up() removes what such a run left).
@@ -67,7 +90,6 @@ def lab() -> Iterator[Lab]:
     finally:
         instance.down()
         atexit.unregister(instance.down)
-        holder.close()
 
 
 @pytest.hookimpl(hookwrapper=True)
