@@ -171,3 +171,21 @@ async def test_the_jump_connection_holds_a_pty_so_round_trips_are_not_stalled_by
     # sshd granted the pty (PermitTTY): the session sees a terminal.
     probe = await app1.pool._jumps[""].run("tty", term_type="dumb", check=False)
     assert probe.exit_status == 0 and probe.stdout.startswith("/dev/pts/"), probe.stdout
+
+
+async def test_connection_set_up_is_paced_by_max_connecting(lab: Lab) -> None:
+    """Hundreds of hosts must not all handshake at once (sshd's MaxStartups); each still gets its connection."""
+    pool = SshPool(ssh_options(lab, max_connecting=1))
+    try:
+        transports = [SshTransport(lab_host(lab, h.name), pool) for h in lab.apps]
+        results = await asyncio.gather(*(t.run("hostname") for t in transports))
+        assert [r.stdout.strip() for r in results] == [h.name for h in lab.apps]
+        assert pool.connecting_peak == 1
+    finally:
+        await pool.close()
+    pool = SshPool(ssh_options(lab))  # the default lets them overlap
+    try:
+        await asyncio.gather(*(SshTransport(lab_host(lab, h.name), pool).run("true") for h in lab.apps))
+        assert pool.connecting_peak == len(lab.apps)
+    finally:
+        await pool.close()

@@ -80,6 +80,7 @@ def load_config(path: str | Path) -> Config:
         agent=sr.bool("agent", default=True), ssh_config=sr.bool("ssh_config"),
         max_channels=sr.int("max_channels", default=7, minimum=1, maximum=8),
         connect_timeout=sr.duration("connect_timeout", default=15.0, minimum=0.1),
+        max_connecting=sr.int("max_connecting", default=10, minimum=1, maximum=1000),
     )
     sr.done()
     proxy = None

@@ -130,6 +130,9 @@ class SshConfig:
     ssh_config: bool = False  # honour ~/.ssh/config
     max_channels: int = 7
     connect_timeout: float = 15.0
+    # SSH handshakes in flight at once (Ansible's forks, for connection set-up only): sshd's MaxStartups
+    # 10:30:100 starts refusing unauthenticated connections past 10, and a bastion is one sshd for all.
+    max_connecting: int = 10
 
 
 @dataclass(frozen=True)

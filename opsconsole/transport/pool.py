@@ -45,6 +45,7 @@ class SshOptions:
     keepalive_interval: float = 10.0
     keepalive_count_max: int = 3
     connect_timeout: float = 15.0
+    max_connecting: int = 10  # handshakes in flight at once (see SshConfig.max_connecting)
     jump_nodelay: bool = True  # hold a pty session on the jump host (see SshPool._hold_pty)
 
     @classmethod
@@ -53,7 +54,8 @@ class SshOptions:
         ssh = config.ssh
         options: dict[str, Any] = dict(
             known_hosts=ssh.known_hosts, client_keys=ssh.identity_files, agent=ssh.agent, ssh_config=ssh.ssh_config,
-            jump=config.jump, max_channels=ssh.max_channels, connect_timeout=ssh.connect_timeout)
+            jump=config.jump, max_channels=ssh.max_channels, connect_timeout=ssh.connect_timeout,
+            max_connecting=ssh.max_connecting)
         return cls(**{**options, **overrides})
 
 
@@ -82,6 +84,10 @@ class SshPool:
         self._jump_lock = asyncio.Lock()
         self._jump_ptys: list[asyncssh.SSHClientProcess] = []
         self._hops: list[asyncssh.SSHClientConnection] = []
+        # Paces connection set-up: a play over hundreds of hosts opens them all at once otherwise.
+        self._connecting = asyncio.Semaphore(self.options.max_connecting)
+        self.connecting_peak = 0  # most handshakes in flight at once so far (tests read it)
+        self._in_flight = 0
         self.connects = 0  # connections opened so far (tests and the bench read it)
 
     # -- connections -------------------------------------------------------
@@ -123,7 +129,13 @@ class SshPool:
         else:
             port = self._from_ssh_config(host.address, host.ssh_user).port  # for messages: ssh's own choice
         try:
-            conn = await asyncssh.connect(host.address, tunnel=tunnel, **kwargs)
+            async with self._connecting:
+                self._in_flight += 1
+                self.connecting_peak = max(self.connecting_peak, self._in_flight)
+                try:
+                    conn = await asyncssh.connect(host.address, tunnel=tunnel, **kwargs)
+                finally:
+                    self._in_flight -= 1
         except asyncssh.HostKeyNotVerifiable:
             presented = await self._presented_key(host.address, port, tunnel)
             raise HostKeyError(diagnose(host.name, host.address, port, self.known_hosts, presented)) from None
