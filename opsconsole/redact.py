@@ -11,8 +11,10 @@ This module imports nothing of ours, so the event bus may use it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import shlex
+import urllib.parse
 from typing import Any, Iterable
 
 MASK = "***"
@@ -21,12 +23,43 @@ NO_LOG = "(output hidden: no_log)"
 # turn every exit code into ***); such a value is no secret worth the name anyway.
 MIN_LENGTH = 4
 
-# `NAME=value` in a typed command, where NAME says it holds a secret (PGPASSWORD=…, AWS_SECRET_ACCESS_KEY=…).
+_VALUE = r"(?P<value>'[^']*'|\"[^\"]*\"|[^\s'\"]+)"
+# How a credential is typed on a command line, each with the part to keep (`name`) and the value to hide:
 _SECRET_ASSIGNMENT = re.compile(
-    r"(?P<name>\b[A-Za-z_][A-Za-z0-9_]*(?:PASSWORD|PASSWD|PASS|SECRET|TOKEN|API_?KEY|ACCESS_KEY|PRIVATE_KEY)"
-    r"[A-Za-z0-9_]*)=(?P<value>'[^']*'|\"[^\"]*\"|\S+)",
+    "|".join((
+        # NAME=value where NAME says it holds a secret: PASSWORD=…, PGPASSWORD=…, AWS_SECRET_ACCESS_KEY=…
+        r"(?P<name>\b[A-Za-z0-9_]*(?:PASSWORD|PASSWD|PASS|SECRET|TOKEN|API_?KEY|ACCESS_KEY|PRIVATE_KEY)"
+        r"[A-Za-z0-9_]*=)" + _VALUE,
+        # --password=X, --password X, --token X, --secret=X …
+        r"(?P<name2>--(?:password|passwd|pass|token|secret|api-key)[= ])" + _VALUE.replace("value", "value2"),
+        # mysql's -pX (the value glued to the flag; elsewhere -p is an ordinary flag: tar -pxf, cp -pR)
+        r"(?P<name3>\b(?:mysql|mysqldump|mysqladmin|mariadb|mariadb-dump)\b[^|;&\n]*?\s-p)(?P<value3>[^\s'\"]+)",
+        # curl -u user:X (curl's and wget's; `-u` means other things to other programs)
+        r"(?P<name4>\b(?:curl|wget)\b[^|;&\n]*?\s-u\s+['\"]?[^\s:'\"]+:)(?P<value4>[^\s'\"]+)",
+        # Authorization: Bearer X / Basic X
+        r"(?P<name5>Authorization:\s*(?:Bearer|Basic|Token)\s+)(?P<value5>[^\s'\"]+)",
+        # scheme://user:X@host
+        r"(?P<name6>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]+:)(?P<value6>[^\s@/'\"]+)(?=@)",
+    )),
     re.IGNORECASE,
 )
+
+
+def _assigned(m: re.Match[str]) -> tuple[str, str]:
+    """(the part kept, the secret value) of one _SECRET_ASSIGNMENT match."""
+    for i in ("", "2", "3", "4", "5", "6"):
+        if m.group("name" + (i or "")) is not None:
+            return m.group("name" + (i or "")), m.group("value" + i)
+    raise AssertionError("no alternative matched")
+
+
+def _forms(value: str) -> set[str]:
+    """The ways a secret appears in what we show: as is, shell-quoted, URL-encoded, JSON- and repr-escaped,
+    and each of its lines (output is masked line by line, so a multi-line key shows one line at a time)."""
+    forms = {value, shlex.quote(value), urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value),
+             json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1], repr(value)[1:-1]}
+    forms |= {line.strip() for line in value.splitlines()}
+    return {f for f in forms if len(f) >= MIN_LENGTH}
 
 
 class Redactor:
@@ -43,8 +76,7 @@ class Redactor:
         if not new:
             return
         self._values |= new
-        # Each secret also as it appears shell-quoted (a value with a quote or space in `| quote`).
-        forms = self._values | {shlex.quote(v) for v in self._values}
+        forms = set().union(*(_forms(v) for v in self._values))
         # Longest first: a secret that contains another is masked whole.
         self._pattern = re.compile("|".join(re.escape(v) for v in sorted(forms, key=len, reverse=True)))
 
@@ -86,14 +118,14 @@ class Redactor:
         so the command's own output and errors mask them too."""
         values = []
         for m in _SECRET_ASSIGNMENT.finditer(command):
-            value = m.group("value")
+            _, value = _assigned(m)
             values.append(value[1:-1] if value[:1] in "'\"" and value[-1:] == value[:1] and len(value) > 1 else value)
         self.add(values)
 
     def command(self, text: str) -> str:
         """A typed command as it may be kept or shown: secret values, and the values of assignments whose
         name says they hold one (`PGPASSWORD=hunter2`), masked."""
-        return _SECRET_ASSIGNMENT.sub(lambda m: f"{m.group('name')}={MASK}", self.text(text))
+        return _SECRET_ASSIGNMENT.sub(lambda m: f"{_assigned(m)[0]}{MASK}", self.text(text))
 
 
 __all__ = ["MASK", "NO_LOG", "Redactor"]

@@ -12,10 +12,12 @@ import asyncio
 import http.server
 import json
 import os
+import shutil
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -225,3 +227,30 @@ async def test_admin_client_refuses_a_non_loopback_url_and_sends_no_token(tmp_pa
     for url in ("http://127.0.0.1:1", "http://localhost:1", "http://[::1]:1", "unix:/tmp/admin.sock"):
         await EmbeddedDriver(url, "t").close()
     await asyncio.sleep(0)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv (util-linux)")
+def test_the_console_environment_is_not_readable_by_its_own_users_builds() -> None:
+    """Another process of the same user (a build's code) cannot read the console's environment or memory."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="opsconsole-dumpable-"))  # pytest's tmp dirs are root's alone
+    tmp_path.chmod(0o777)
+    cfg = tmp_path / "opsconsole.yaml"
+    cfg.write_text(f"project: p\nstate_dir: {tmp_path / 'state'}\ngroups:\n  g: {{provider: local, count: 1}}\n"
+                   "heartbeat: {interval: 1s}\n")
+    cfg.chmod(0o644)
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CONSOLE_SECRET": "environ-Secret-5150"}
+    console = subprocess.Popen([*nobody, sys.executable, "-m", "opsconsole.cli.main", "--config", str(cfg),
+                                "heartbeat"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "state").exists():  # the console is up and past its start
+            assert console.poll() is None and time.monotonic() < deadline, console.stderr.read()  # type: ignore[union-attr]
+            time.sleep(0.05)
+        peek = subprocess.run([*nobody, "cat", f"/proc/{console.pid}/environ"], capture_output=True)
+        assert b"environ-Secret-5150" not in peek.stdout
+        assert peek.returncode != 0 and b"Permission denied" in peek.stderr, peek
+    finally:
+        console.terminate()
+        console.wait(timeout=10)
+        shutil.rmtree(tmp_path, ignore_errors=True)

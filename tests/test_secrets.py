@@ -21,6 +21,7 @@ from opsconsole.config.loader import load_config
 from opsconsole.config.secrets import fill_secrets
 from opsconsole.engine.engine import Engine
 from opsconsole.redact import MASK, NO_LOG, Redactor
+from opsconsole.yamlsource import SourceError
 from opsconsole.ui.app import OpsConsoleApp
 from opsconsole.ui.confirm import ConfirmScreen
 from opsconsole.ui.host_detail import HostDetailScreen
@@ -220,3 +221,59 @@ def test_run_fills_in_secrets_only() -> None:
     assert fill_secrets(line, secrets) == "docker inspect -f '{{ .State.Status }}' x; echo 'a b'\"'\"'c' a b'c"
     with pytest.raises(ValueError, match="no secret named 'nosuch' \\(secrets: db\\)"):
         fill_secrets("echo {{ secrets.nosuch }}", secrets)
+
+
+@pytest.mark.parametrize("typed, shown, secret", [
+    ("PASSWORD=typedA-1111 true", f"PASSWORD={MASK} true", "typedA-1111"),
+    ("TOKEN=typedD-4444 SECRET=typedE-5555 x", f"TOKEN={MASK} SECRET={MASK} x", "typedE-5555"),
+    ("mysql --password=pw-12345 -e x", f"mysql --password={MASK} -e x", "pw-12345"),
+    ("mysql --password pw-23456", f"mysql --password {MASK}", "pw-23456"),
+    ("mysql -uapp -ppw-34567 db", f"mysql -uapp -p{MASK} db", "pw-34567"),
+    ("curl -s -u admin:pw-45678 http://x", f"curl -s -u admin:{MASK} http://x", "pw-45678"),
+    ("curl -H 'Authorization: Bearer tok-56789' x", f"curl -H 'Authorization: Bearer {MASK}' x", "tok-56789"),
+    ("psql postgres://app:pw-67890@db/app", f"psql postgres://app:{MASK}@db/app", "pw-67890"),
+    ("tar -pxf a.tgz && cp -pR a b && sort -u a:b", "tar -pxf a.tgz && cp -pR a b && sort -u a:b", None),
+])
+def test_typed_credentials_are_masked_and_learned_but_ordinary_flags_are_not(typed: str, shown: str,
+                                                                            secret: str | None) -> None:
+    """The review's probes: bare PASSWORD=, --password, mysql -pX, curl -u, Authorization, URL userinfo."""
+    r = Redactor()
+    r.learn(typed)
+    assert r.command(typed) == shown
+    if secret is not None:
+        assert r.text(f"error from {secret}") == f"error from {MASK}"  # learned: its output is masked too
+    else:
+        assert not r  # nothing was taken for a secret
+
+
+def test_a_secret_is_masked_in_its_encoded_forms_and_line_by_line() -> None:
+    key = "line-one-AAAA1111\nline-two-BBBB2222"
+    r = Redactor(["p@ss w/rd+Xy9", key, 'jsön"Sec\\9'])
+    assert r.text("postgres://app:p%40ss%20w%2Frd%2BXy9@db") == f"postgres://app:{MASK}@db"
+    assert r.text("form=p%40ss+w%2Frd%2BXy9") == f"form={MASK}"
+    assert r.text('{"pw": "js\\u00f6n\\"Sec\\\\9"}') == f'{{"pw": "{MASK}"}}'
+    assert r.text("vault-1 | line-two-BBBB2222") == f"vault-1 | {MASK}"  # one line of a multi-line key
+
+
+def test_a_file_read_by_a_no_log_task_is_learned(tmp_path: Path) -> None:
+    from opsconsole.playbook.templating import LOOKED_UP, render_string
+
+    f = tmp_path / "pw"
+    f.write_text("file-secret-8080\n")
+    seen: list[str] = []
+    token = LOOKED_UP.set(seen)
+    try:
+        assert render_string(f"{{{{ lookup('file', '{f}') }}}}", {}) == "file-secret-8080"
+    finally:
+        LOOKED_UP.reset(token)
+    assert seen == ["file-secret-8080"]
+
+
+def test_a_secret_too_short_to_mask_is_refused_at_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHORT_PW", "k9Z")
+    cfg = tmp_path / "opsconsole.yaml"
+    cfg.write_text(f"project: p\nstate_dir: {tmp_path / 'state'}\nsecrets:\n  pin: {{env: SHORT_PW}}\n"
+                   "groups:\n  g: {provider: local, count: 1}\n")
+    with pytest.raises(SourceError, match="shorter than 4 characters") as info:
+        load_config(cfg)
+    assert "k9Z" not in str(info.value) and ":4" in str(info.value)

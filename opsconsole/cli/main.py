@@ -57,6 +57,23 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     return parser, parsers
 
 
+def _not_dumpable() -> None:
+    """Keep our memory and environment (secrets, the proxy token, AWS keys) from processes of the same user.
+
+    A build runs code anyone who can push to the branch wrote, as our user: without this it could read
+    /proc/<our pid>/environ and mem, whatever environment we hand it. Linux only; elsewhere nothing changes.
+    """
+    if sys.platform != "linux":
+        return
+    try:
+        import ctypes
+
+        pr_set_dumpable = 4
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # no libc prctl: nothing to do
+
+
 def main(argv: list[str] | None = None) -> int:
     parser, parsers = build_parser()
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
@@ -71,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     # their commands write) is the operator's alone: 0700 directories, 0600 files. Restored on return
     # for callers that run main() in their own process.
     umask = os.umask(0o077)
+    _not_dumpable()
     try:
         return sub.run(args) if sub is not None else console.run(args)
     except SourceError as exc:
@@ -83,3 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from opsconsole.config.reader import MappingReader
+from opsconsole.redact import MIN_LENGTH
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REFERENCE = re.compile(r"\{\{\s*secrets\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<quote>\|\s*quote\s*)?\}\}")
@@ -61,6 +62,12 @@ def read_secrets(r: MappingReader, base: Path) -> Secrets:
                 raise s.error("env", f"environment variable {env} is not set (secret {key!r})")
         else:
             value = _read_file(s, base, str(file))
+        if len(value) < MIN_LENGTH:
+            # The redactor cannot mask so short a value without masking ordinary words and digits: refuse it
+            # rather than show it everywhere.
+            raise s.error("env" if env is not None else "file",
+                          f"secret {key!r} is shorter than {MIN_LENGTH} characters: it could not be kept out of "
+                          "the output; use a longer one")
         s.done()
         values[key] = value
     return Secrets(values)

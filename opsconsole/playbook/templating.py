@@ -39,7 +39,7 @@ def _bool(value: Any) -> bool:
     return bool(value)
 
 
-# While a `no_log` task renders, the values its lookup('env', …) calls return are collected here,
+# While a `no_log` task renders, the values its lookup('env'|'file', …) calls return are collected here,
 # so the console can mask them everywhere afterwards (a password read from the environment).
 LOOKED_UP: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("looked_up", default=None)
 
@@ -53,9 +53,13 @@ def _lookup_env(kind: str, *names: str) -> str:
         return ",".join(values)
     if kind == "file":
         try:
-            return ",".join(Path(n).read_text().rstrip("\n") for n in names)
+            values = [Path(n).read_text().rstrip("\n") for n in names]
         except OSError as exc:
             raise TemplateFailure(f"lookup('file', ...): {exc.filename}: {exc.strerror}") from None
+        seen = LOOKED_UP.get()
+        if seen is not None:
+            seen.extend(values)  # a key file read by a no_log task is as secret as an env value
+        return ",".join(values)
     raise TemplateFailure(f"lookup({kind!r}) is not supported (only 'env' and 'file')")
 
 

@@ -66,6 +66,7 @@ def _take_lab_lock():  # type: ignore[no-untyped-def]
     return _holder
 
 
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: only a run that keeps a lab test waits for the lab
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     # Wait for the lab here, before any test's timeout runs, rather than inside the first lab test's setup.
     if any("lab" in getattr(item, "fixturenames", ()) for item in items) and lab_unavailable() is None:
