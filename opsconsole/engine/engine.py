@@ -36,6 +36,7 @@ from opsconsole.engine.cloud import CloudDesk
 from opsconsole.engine.deployer import Deployer
 from opsconsole.engine.fleet import Fleet, HostView, ssh_options
 from opsconsole.engine.journal import Journal, default_issuer
+from opsconsole.engine.kube_desk import KubeDesk
 from opsconsole.engine.preview import Preview
 from opsconsole.engine.rolling import Rollouts
 from opsconsole.engine.traffic_service import AppTrafficControl, TrafficService
@@ -118,6 +119,7 @@ class Engine:
                                  traffic=self.traffic, monitor=self.monitor)
         self.canary_desk = CanaryDesk(config, self.fleet, self.traffic, self.deployer, self.rollouts)
         self.cloud = CloudDesk(config, self.fleet, self.bus, self.traffic, self.monitor)
+        self.kube = KubeDesk(config, self.bus, self.rollouts.releases)
         # Commands now running: id -> (command, the task doing its work). `abort` cancels these.
         self._running: dict[str, tuple[C.Command, asyncio.Task[str | None]]] = {}
         self.previews = Preview(config, self.fleet, self.deployer, self.rollouts, self._running)
@@ -141,6 +143,7 @@ class Engine:
             C.LockStatus: rollouts.lock_status, C.LockRelease: rollouts.lock_release,
             C.Canary: canary.canary, C.Traffic: canary.traffic,
             C.Scale: cloud.scale, C.Decommission: cloud.decommission,
+            C.Manifests: self.kube.manifests, C.Apply: self.kube.apply,
         }
 
     # -- the one way a front end starts an engine ------------------------------------
