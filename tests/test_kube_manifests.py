@@ -6,7 +6,6 @@ official 1.30 schemas (a real subprocess, not our idea of the schema).
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import textwrap
