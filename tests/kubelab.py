@@ -7,7 +7,8 @@ tests therefore do not cover:
 - server-side apply: kmock merges a PATCH into an object that exists and answers 404 otherwise. A real
   API server creates the object on apply; `ApplyingEmulator` below does the same (and no more: no
   managedFields, no field ownership conflicts);
-- no controllers, admission, defaulting, schema validation (the suite validates manifests with
+- metadata.generation: kmock never sets it; `ApplyingEmulator` bumps it on a spec change;
+- no controllers (tests/kubecontroller.py plays the Deployment controller), admission, defaulting, schema validation (the suite validates manifests with
   kubernetes-validate instead), authentication or TLS.
 """
 
@@ -29,9 +30,9 @@ class ApplyingEmulator(kmock.KubernetesEmulator):
 
     async def _handle(self, request):  # type: ignore[no-untyped-def,override]
         content_type = {k.lower(): v for k, v in request.headers.items()}.get("content-type", "")
+        key = (request.resource, request.namespace, request.name)
         if (request.resource is not None and request.action == enums.action.UPDATE and request.name is not None
                 and content_type.startswith(APPLY_TYPE)):
-            key = (request.resource, request.namespace, request.name)
             async with self._lock:
                 if key not in self._objects or self._objects[key].deleted:
                     body = dict(request.data or {})
@@ -40,6 +41,15 @@ class ApplyingEmulator(kmock.KubernetesEmulator):
                         self._objects[key] = {"metadata": body["metadata"]}
                     else:
                         self._objects[key].create({"metadata": body["metadata"]})
+        # The API server bumps metadata.generation on every spec change; kmock does not. Without it
+        # `observedGeneration` would mean nothing, so bump it in the same write (one watch event).
+        if request.action == enums.action.UPDATE and request.subresource is None and \
+                isinstance(request.data, dict) and isinstance(request.data.get("spec"), dict):
+            current = self._objects[key] if key in self._objects else None
+            old_spec = (current.raw.get("spec") or {}) if current is not None else {}
+            if any(old_spec.get(k) != v for k, v in request.data["spec"].items()):
+                generation = int((current.raw.get("metadata") or {}).get("generation") or 0) if current else 0
+                request.data.setdefault("metadata", {})["generation"] = generation + 1
         return await super()._handle(request)
 
     async def _serve_list(self, request):  # type: ignore[no-untyped-def,override]

@@ -130,7 +130,7 @@ class Engine:
         check_handlers(self.handlers, C.command_classes())
 
     def _handler_table(self) -> dict[type[C.Command], Handler]:
-        rollouts, canary, cloud = self.rollouts, self.canary_desk, self.cloud
+        rollouts, canary, cloud, kube = self.rollouts, self.canary_desk, self.cloud, self.kube
         return {
             C.Help: self._help, C.Abort: self._abort, C.Sleep: self._sleep,
             C.Status: self._status, C.Probe: self._probe, C.Heartbeat: self._heartbeat,
@@ -138,12 +138,16 @@ class Engine:
             C.Start: self._start_service, C.Stop: self._stop_service,
             C.Build: self._build, C.Builds: self._builds, C.CancelBuild: self._cancel_build, C.LogBuild: self._log_build,
             C.Deploy: self._deploy, C.Provision: self._provision,
-            C.Roll: rollouts.roll, C.RollResume: rollouts.resume_interrupted, C.Rollback: rollouts.rollback,
-            C.Pause: rollouts.pause, C.Resume: rollouts.resume, C.History: rollouts.show_history,
+            # A Kubernetes app's rollout is the Deployment controller's: kube routes those commands there.
+            C.Roll: kube.route(rollouts.roll, kube.roll), C.RollResume: rollouts.resume_interrupted,
+            C.Rollback: kube.route(rollouts.rollback, kube.rollback),
+            C.Pause: kube.both(rollouts.pause, lambda: bool(rollouts.live), kube.pause),
+            C.Resume: kube.both(rollouts.resume, lambda: bool(rollouts.paused()), kube.resume),
+            C.History: kube.route(rollouts.show_history, kube.history),
             C.LockStatus: rollouts.lock_status, C.LockRelease: rollouts.lock_release,
             C.Canary: canary.canary, C.Traffic: canary.traffic,
             C.Scale: cloud.scale, C.Decommission: cloud.decommission,
-            C.Manifests: self.kube.manifests, C.Apply: self.kube.apply,
+            C.Manifests: kube.manifests, C.Apply: kube.apply,
         }
 
     # -- the one way a front end starts an engine ------------------------------------

@@ -1,17 +1,42 @@
-"""The Kubernetes commands (`manifests`, `apply`) for apps on a `provider: kubernetes` group.
+"""The Kubernetes commands for apps on a `provider: kubernetes` group.
 
-Plugged in beside the SSH desks: it reads the config and the release record and talks to the API
-server through `opsconsole.kube.client`; it holds no engine.
+`manifests` and `apply`, and `roll`, `rollback`, `pause`, `resume`, `history` and `abort` where the
+app runs on Kubernetes: the engine hands a command here when its app is a Kubernetes app (`route`),
+and to the SSH desk otherwise, so the keys and the command language are the same for both. It reads
+the config and the release record and talks to the API server through `opsconsole.kube.client`;
+it holds no engine.
 """
 
 from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opsconsole.config.model import AppConfig, Config
 from opsconsole.engine import commands as C
 from opsconsole.engine.rolling import Releases
 from opsconsole.errors import CommandFailed
-from opsconsole.events import EventBus
-from opsconsole.kube.manifests import app_manifests, kube_section, to_yaml
+from opsconsole.events import EventBus, RolloutStep
+from opsconsole.kube.manifests import (NAME_LABEL, TRACK_LABEL, app_manifests, deployment, deployment_name,
+                                       image_for, kube_section, to_yaml, version_of_image)
+from opsconsole.kube.progress import Progress, batch_strategy, read_progress
+
+if TYPE_CHECKING:  # lightkube loads only when a cluster is used
+    from opsconsole.kube.client import KubeClient
+
+Cmd = TypeVar("Cmd", bound=C.Command)
+REVISION = "deployment.kubernetes.io/revision"
+
+
+@dataclass
+class _Live:
+    client: "KubeClient"
+    name: str
+    rollout_id: str
+    paused: bool = False
 
 
 class KubeDesk:
@@ -19,6 +44,30 @@ class KubeDesk:
         self.config = config
         self.bus = bus
         self.releases = releases
+        self.live: dict[str, _Live] = {}  # app -> its rollout being watched
+
+    # -- routing: the same command, the Kubernetes way when the app is on Kubernetes -------------
+    def is_kube(self, app: str | None) -> bool:
+        spec = self.config.apps.get(app or "")
+        return spec is not None and self.config.groups[spec.group].provider == "kubernetes"
+
+    def route(self, ssh: Callable[[Cmd], Awaitable[str | None]],
+              kube: Callable[[Cmd], Awaitable[str | None]]) -> Callable[[Cmd], Awaitable[str | None]]:
+        async def handler(command: Cmd) -> str | None:
+            return await (kube if self.is_kube(getattr(command, "app", None)) else ssh)(command)
+        return handler
+
+    def both(self, ssh: Callable[[Cmd], Awaitable[str | None]], ssh_busy: Callable[[], bool],
+             kube: Callable[[Cmd], Awaitable[str]]) -> Callable[[Cmd], Awaitable[str | None]]:
+        """`pause`/`resume` name no app: they act on the live rollouts of both kinds."""
+        async def handler(command: Cmd) -> str | None:
+            if not self.live:
+                return await ssh(command)
+            said = [await kube(command)]
+            if ssh_busy():
+                said.append(str(await ssh(command)))
+            return "; ".join(said)
+        return handler
 
     def kube_app(self, name: str) -> AppConfig:
         app = self.config.apps[name]
@@ -37,6 +86,15 @@ class KubeDesk:
             return str(released[-1]["version"])
         raise CommandFailed(f"app {app.name} has no release yet: give the image version with --version")
 
+    def _client(self, app: AppConfig) -> "KubeClient":
+        from opsconsole.kube.client import KubeClient
+
+        return KubeClient(kube_section(self.config.groups[app.group]))
+
+    def _step(self, live: _Live, app: str, state: str, detail: str = "") -> None:
+        self.bus.emit(RolloutStep(rollout_id=live.rollout_id, app=app, host=None, state=state, detail=detail))
+
+    # -- manifests and apply ---------------------------------------------------------------------
     async def manifests(self, command: C.Manifests) -> str:
         app = self.kube_app(command.app)
         version = self.version_for(app, command.version)
@@ -47,9 +105,141 @@ class KubeDesk:
         group = self.config.groups[app.group]
         version = self.version_for(app, command.version)
         documents = app_manifests(app, group, version)  # built first: a bad template sends nothing
-        from opsconsole.kube.client import KubeClient  # lightkube loads only when a cluster is used
-
-        async with KubeClient(kube_section(group)) as client:
+        async with self._client(app) as client:
             applied = await client.apply(documents)
         return f"applied {len(applied)} objects of {app.name} at {version} (server-side, field manager opsconsole): " \
                + ", ".join(applied)
+
+    # -- roll ----------------------------------------------------------------------------------
+    async def roll(self, command: C.Roll) -> str:
+        app = self.kube_app(command.app)
+        group = self.config.groups[app.group]
+        kube = kube_section(group)
+        if not command.version:
+            raise CommandFailed(f"roll {app.name}: give the image version with --version "
+                                f"(the tag in {app.image!r}); images are built outside opsconsole")
+        if app.name in self.live:
+            raise CommandFailed(f"a rollout of {app.name} is already running")
+        unavailable, surge = batch_strategy(command.batch, kube.replicas)
+        target = deployment(app, group, command.version, max_unavailable=unavailable, max_surge=surge)
+        image = image_for(app, command.version)
+        name = deployment_name(app)
+        if command.plan_only:
+            return (f"roll {app.name}: Deployment {kube.namespace or 'default'}/{name} to {image}, "
+                    f"{kube.replicas} replicas, maxUnavailable {unavailable}, maxSurge {surge}, "
+                    f"progress deadline {kube.progress_deadline}s")
+        async with self._client(app) as client:
+            current = await client.get_deployment(name)  # also: a bad context or server fails here, changing nothing
+            previous = _image_of(current)
+            live = _Live(client, name, f"{app.name}-k8s-{int(time.time() * 1000)}")
+            self.live[app.name] = live
+            try:
+                self._step(live, app.name, "running", f"Deployment {name}: {previous or 'none'} → {image}, "
+                                                      f"maxUnavailable {unavailable}, maxSurge {surge}")
+                await client.apply([target])
+                progress = await self._watch(live, app.name, kube.progress_deadline)
+                if progress.failed:
+                    return await self._failed(live, app, command, progress, previous)
+            except asyncio.CancelledError:  # `abort`: stop here and go back to what ran before
+                await asyncio.shield(self._undo(live, app, previous, "aborted"))
+                raise
+            finally:
+                self.live.pop(app.name, None)
+        self.releases.record(app.name, command.version, command.version, image)
+        self._step(live, app.name, "succeeded", f"{kube.replicas} pod(s) run {command.version}")
+        return f"rolled {app.name} to {command.version}: {progress.text}"
+
+    async def _watch(self, live: _Live, app: str, deadline: int) -> Progress:
+        """Follow the Deployment until it is done or failed. Our own limit is a safety net past the
+        controller's deadline, for a controller that never reports at all."""
+        last = ""
+        try:
+            async with asyncio.timeout(deadline * 2 + 30):
+                async for state in live.client.watch_deployment(live.name):
+                    progress = read_progress(state)
+                    if progress.paused != live.paused:
+                        live.paused = progress.paused
+                        self._step(live, app, "paused" if progress.paused else "running", progress.text)
+                    elif progress.text != last:
+                        self._step(live, app, "running", progress.text)
+                    last = progress.text
+                    if progress.done or progress.failed:
+                        return progress
+        except TimeoutError:
+            return Progress(False, f"no report from the Deployment controller within {deadline * 2 + 30}s", False, last)
+        return Progress(False, "the watch ended", False, last)
+
+    async def _failed(self, live: _Live, app: AppConfig, command: C.Roll, progress: Progress,
+                      previous: str | None) -> str:
+        self._step(live, app.name, "failed", progress.failed)
+        if command.on_failure == "rollback" and previous:
+            undone = await self._undo(live, app, previous, "rolled-back")
+            raise CommandFailed(f"roll {app.name} to {command.version} failed: {progress.failed}; {undone}")
+        raise CommandFailed(f"roll {app.name} to {command.version} failed: {progress.failed} "
+                            f"(the Deployment stays as it is; `rollback {app.name}` or `roll {app.name} --version …`)")
+
+    async def _undo(self, live: _Live, app: AppConfig, previous: str | None, state: str) -> str:
+        """What `kubectl rollout undo` does: the previous template again (un-paused), watched until it runs."""
+        group = self.config.groups[app.group]
+        if previous is None:
+            await live.client.set_paused(live.name, True)
+            self._step(live, app.name, state, "nothing ran before: the Deployment is left paused")
+            return "nothing ran before: the Deployment is left paused"
+        await live.client.set_paused(live.name, True)  # stop new pods at once, before the undo is applied
+        version = version_of_image(previous)
+        target = deployment(app, group, version)
+        target["spec"]["paused"] = False
+        await live.client.apply([target])
+        progress = await self._watch(live, app.name, kube_section(group).progress_deadline)
+        text = f"undone to {previous}" + (f" ({progress.text})" if progress.done else f", but {progress.failed}")
+        self._step(live, app.name, state, text)
+        return text
+
+    async def rollback(self, command: C.Rollback) -> str:
+        app = self.kube_app(command.app)
+        async with self._client(app) as client:
+            current = version_of_image(_image_of(await client.get_deployment(deployment_name(app))) or "")
+        target = self.releases.previous(app.name, current or None)
+        if target is None:
+            raise CommandFailed(f"rollback {app.name}: no earlier release than {current or 'the running one'}")
+        return await self.roll(C.Roll(app=app.name, version=target[0], batch=command.batch))
+
+    async def pause(self, command: C.Pause) -> str:
+        for live in self.live.values():
+            await live.client.set_paused(live.name, True)
+        return f"paused the Deployment of {', '.join(self.live)} (spec.paused)"
+
+    async def resume(self, command: C.Resume) -> str:
+        paused = list(self.live)
+        for live in self.live.values():
+            await live.client.set_paused(live.name, False)
+        return f"resumed the Deployment of {', '.join(paused)}"
+
+    def busy(self) -> bool:
+        return bool(self.live)
+
+    async def history(self, command: C.History) -> str:
+        """The Deployment's revisions, from its ReplicaSets (what `kubectl rollout history` shows)."""
+        app = self.kube_app(command.app)
+        async with self._client(app) as client:
+            labels = {NAME_LABEL: app.service_name, TRACK_LABEL: "stable"}
+            # filtered here as well: not every server honours a label selector (kmock does not)
+            sets = [rs for rs in await client.replica_sets(labels)
+                    if labels.items() <= (rs.get("metadata", {}).get("labels") or {}).items()]
+        rows = sorted(((int(rs["metadata"].get("annotations", {}).get(REVISION, 0)), rs) for rs in sets),
+                      key=lambda row: row[0])
+        if not rows:
+            return f"{app.name}: no revisions yet"
+        lines = [f"{app.name} revisions:"]
+        for revision, rs in rows:
+            image = _image_of(rs) or "?"
+            lines.append(f"  {revision:>3}  {version_of_image(image) or '?':<12} {image}  "
+                         f"replicas {rs.get('spec', {}).get('replicas', 0)}")
+        return "\n".join(lines)
+
+
+def _image_of(obj: dict[str, Any] | None) -> str | None:
+    if not obj:
+        return None
+    containers = obj.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or []
+    return containers[0].get("image") if containers else None

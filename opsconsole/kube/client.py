@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import TracebackType
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
@@ -24,7 +25,8 @@ from lightkube import AsyncClient
 from lightkube.codecs import from_dict
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.core.exceptions import ApiError, ConfigError
-from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.apps_v1 import Deployment, ReplicaSet
+from lightkube.types import PatchType
 
 from opsconsole.errors import OperatorError
 from opsconsole.kube.config import KubeGroupConfig
@@ -141,8 +143,12 @@ class KubeClient:
             code = exc.status.code if exc.status is not None else "?"
             message = exc.status.message if exc.status is not None else str(exc)
             return KubeError(f"{what}: the API server {self.server} (context {self.context}) answered {code}: {message}")
+        if isinstance(exc, httpx2.HTTPStatusError):
+            return KubeError(f"{what}: the API server {self.server} (context {self.context}) answered "
+                             f"{exc.response.status_code} {exc.response.reason_phrase}")
+        detail = " ".join(str(exc).split()) or "no answer"  # one line, whatever the library wrote
         return KubeError(f"{what}: cannot reach the API server {self.server} (context {self.context}): "
-                         f"{type(exc).__name__}: {exc or 'no answer'}")
+                         f"{type(exc).__name__}: {detail}")
 
     async def check_reachable(self) -> str:
         """Read the namespace's Deployments once: a KubeError before anything is sent that could change something."""
@@ -169,3 +175,45 @@ class KubeClient:
                 raise self._failure(exc, f"apply {what}") from None
             applied.append(what)
         return applied
+
+    # -- one Deployment: what `roll` and its relatives read and change --------------------------
+    @property
+    def namespace(self) -> str:
+        return namespace_of(self.kube)
+
+    async def get_deployment(self, name: str) -> dict[str, Any] | None:
+        """The Deployment as a dict, or None when there is none."""
+        try:
+            return (await self._client.get(Deployment, name, namespace=self.namespace)).to_dict()
+        except httpx2.HTTPStatusError as exc:  # ApiError too; a server's 404 may come without a Status body
+            if exc.response.status_code == 404:
+                return None
+            raise self._failure(exc, f"get Deployment {self.namespace}/{name}") from None
+        except (httpx2.HTTPError, OSError) as exc:
+            raise self._failure(exc, f"get Deployment {self.namespace}/{name}") from None
+
+    async def set_paused(self, name: str, paused: bool) -> None:
+        """`spec.paused`, as `kubectl rollout pause/resume` sets it (a merge patch: we own no other field here)."""
+        try:
+            await self._client.patch(Deployment, name, {"spec": {"paused": paused}}, namespace=self.namespace,
+                                     patch_type=PatchType.MERGE)
+        except (ApiError, httpx2.HTTPError, OSError) as exc:
+            raise self._failure(exc, f"{'pause' if paused else 'resume'} Deployment {self.namespace}/{name}") from None
+
+    async def watch_deployment(self, name: str) -> AsyncIterator[dict[str, Any]]:
+        """Each state of the Deployment as the server reports it (a watch, not a poll); restarts a dropped watch."""
+        while True:
+            try:
+                async for _kind, obj in self._client.watch(Deployment, namespace=self.namespace,
+                                                           fields={"metadata.name": name}):
+                    data = obj.to_dict()
+                    if data.get("metadata", {}).get("name") == name:  # not every server filters by field
+                        yield data
+            except (ApiError, httpx2.HTTPError, OSError) as exc:
+                raise self._failure(exc, f"watch Deployment {self.namespace}/{name}") from None
+
+    async def replica_sets(self, labels: dict[str, str]) -> list[dict[str, Any]]:
+        try:
+            return [rs.to_dict() async for rs in self._client.list(ReplicaSet, namespace=self.namespace, labels=labels)]
+        except (ApiError, httpx2.HTTPError, OSError) as exc:
+            raise self._failure(exc, f"list ReplicaSets in {self.namespace}") from None
