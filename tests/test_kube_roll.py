@@ -158,3 +158,28 @@ async def test_kube_history_and_rollback_to_the_previous_release(lab: Lab) -> No
     history = await lab.run("history checkbox")
     # as `kubectl rollout undo`: the old ReplicaSet comes back as the newest revision
     assert [line.split()[:2] for line in history.message.splitlines()[1:]] == [["2", "v2"], ["3", "v1"]]
+
+
+async def test_kube_canary_deploy_promote_and_rollback(lab: Lab) -> None:
+    """No proxy fronts the app in this config: the weight is approximated by replica counts, and said so."""
+    def canary() -> dict:
+        for (resource, _, name), obj in lab.api.objects.items():
+            if resource.plural == "deployments" and name == "checkbox-canary":
+                return obj.raw
+        raise AssertionError("no canary Deployment")
+
+    deployed = await lab.run("canary checkbox deploy --version v2")
+    assert deployed.ok, deployed.message
+    assert "approximated by replica counts" in deployed.message and "about 33%" in deployed.message
+    assert canary()["spec"]["replicas"] == 1 and canary()["status"]["availableReplicas"] == 1
+    assert canary()["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/checkbox:v2"
+    assert lab.image() == "registry.example/checkbox:v1"  # stable untouched
+    weighted = await lab.run("canary checkbox weight 50")
+    assert weighted.ok and canary()["spec"]["replicas"] == 2, weighted.message
+    back = await lab.run("canary checkbox rollback")
+    assert back.ok and canary()["spec"]["replicas"] == 0 and lab.image() == "registry.example/checkbox:v1"
+    assert (await lab.run("canary checkbox deploy --version v2")).ok
+    promoted = await lab.run("canary checkbox promote")
+    assert promoted.ok, promoted.message
+    assert lab.image() == "registry.example/checkbox:v2" and canary()["spec"]["replicas"] == 0
+    assert lab.deployment()["status"]["availableReplicas"] == 2

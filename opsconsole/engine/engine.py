@@ -145,7 +145,7 @@ class Engine:
             C.Resume: kube.both(rollouts.resume, lambda: bool(rollouts.paused()), kube.resume),
             C.History: kube.route(rollouts.show_history, kube.history),
             C.LockStatus: rollouts.lock_status, C.LockRelease: rollouts.lock_release,
-            C.Canary: canary.canary, C.Traffic: canary.traffic,
+            C.Canary: kube.route_canary(canary.canary), C.Traffic: canary.traffic,
             C.Scale: cloud.scale, C.Decommission: cloud.decommission,
             C.Manifests: kube.manifests, C.Apply: kube.apply,
         }

@@ -215,6 +215,63 @@ class KubeDesk:
             await live.client.set_paused(live.name, False)
         return f"resumed the Deployment of {', '.join(paused)}"
 
+    # -- the canary: a second Deployment beside the stable one ----------------------------------
+    KUBE_CANARY_ACTIONS = ("deploy", "promote", "rollback", "weight")
+
+    def routes_canary(self, command: C.Canary) -> bool:
+        """Kubernetes handles deploy/promote/rollback, and `weight` while no proxy fronts the app."""
+        if not self.is_kube(command.app) or command.action not in self.KUBE_CANARY_ACTIONS:
+            return False
+        return command.action != "weight" or not (self.config.proxy and command.app in self.config.proxy.frontends)
+
+    def route_canary(self, ssh: Callable[[C.Canary], Awaitable[str | None]]) -> Callable[[C.Canary], Awaitable[str | None]]:
+        async def handler(command: C.Canary) -> str | None:
+            return await (self.canary if self.routes_canary(command) else ssh)(command)
+        return handler
+
+    async def canary(self, command: C.Canary) -> str:
+        app = self.kube_app(command.app)
+        group = self.config.groups[app.group]
+        stable_replicas = kube_section(group).replicas
+        name = deployment_name(app, "canary")
+        async with self._client(app) as client:
+            current = await client.get_deployment(name)
+            running = version_of_image(_image_of(current) or "")
+            if command.action == "promote":
+                if not running or not (current or {}).get("spec", {}).get("replicas"):
+                    raise CommandFailed(f"canary of {app.name} runs no pods: `canary {app.name} deploy --version V` first")
+                said = await self.roll(C.Roll(app=app.name, version=running))
+                await self._scale_canary(client, app, running, 0)
+                return f"{said}; canary scaled to 0"
+            if command.action == "rollback":
+                await self._scale_canary(client, app, running or self.version_for(app, None), 0)
+                return f"canary of {app.name} scaled to 0: all pods are stable ({stable_replicas})"
+            if command.action == "weight":
+                weight = int(command.weight or 0)
+                # Without a traffic router, a Service splits by pods: canary/(stable+canary) ≈ weight.
+                replicas = 0 if weight == 0 else max(1, round(stable_replicas * weight / max(1, 100 - weight)))
+                if not running:
+                    raise CommandFailed(f"canary of {app.name} has no version yet: `canary {app.name} deploy --version V`")
+                await self._scale_canary(client, app, running, replicas)
+                return self._split(app.name, stable_replicas, replicas)
+            version = command.version or self.version_for(app, None)
+            replicas = max(1, int((current or {}).get("spec", {}).get("replicas") or 0))
+            await self._scale_canary(client, app, version, replicas)
+        return f"canary of {app.name} runs {version}: " + self._split(app.name, stable_replicas, replicas)
+
+    async def _scale_canary(self, client: "KubeClient", app: AppConfig, version: str, replicas: int) -> None:
+        group = self.config.groups[app.group]
+        live = _Live(client, deployment_name(app, "canary"), f"{app.name}-canary-{int(time.time() * 1000)}")
+        await client.apply([deployment(app, group, version, track="canary", replicas=replicas)])
+        progress = await self._watch(live, app.name, kube_section(group).progress_deadline)
+        if progress.failed:
+            raise CommandFailed(f"canary of {app.name} at {version}: {progress.failed}")
+
+    def _split(self, app: str, stable: int, canary: int) -> str:
+        share = 100 * canary / max(1, stable + canary)
+        return (f"{canary} canary pod(s) beside {stable} stable: about {share:.0f}% of requests "
+                f"(no proxy fronts {app}: the weight is approximated by replica counts)")
+
     def busy(self) -> bool:
         return bool(self.live)
 
