@@ -119,7 +119,7 @@ class Engine:
                                  traffic=self.traffic, monitor=self.monitor)
         self.canary_desk = CanaryDesk(config, self.fleet, self.traffic, self.deployer, self.rollouts)
         self.cloud = CloudDesk(config, self.fleet, self.bus, self.traffic, self.monitor)
-        self.kube = KubeDesk(config, self.bus, self.rollouts.releases)
+        self.kube = KubeDesk(config, self.bus, self.rollouts.releases, self.fleet)
         # Commands now running: id -> (command, the task doing its work). `abort` cancels these.
         self._running: dict[str, tuple[C.Command, asyncio.Task[str | None]]] = {}
         self.previews = Preview(config, self.fleet, self.deployer, self.rollouts, self._running)
@@ -183,6 +183,8 @@ class Engine:
         self._started = True
         if self.startup.heartbeat and self.monitor.targets:
             self._keep(asyncio.ensure_future(self.monitor.run()))
+        if self.startup.heartbeat and self.kube.kube_groups():  # pods are watched, not probed
+            self._keep(asyncio.ensure_future(self.kube.watch_pods()))
         if self.startup.poll and not self.config.readonly:
             for poller in self.deployer.pollers.values():
                 self._keep(asyncio.ensure_future(poller.run()))

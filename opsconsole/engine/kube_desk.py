@@ -15,13 +15,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from opsconsole.config.model import AppConfig, Config
+from opsconsole.config.model import AppConfig, Config, GroupConfig
 from opsconsole.engine import commands as C
+from opsconsole.engine.fleet import Fleet
 from opsconsole.engine.rolling import Releases
 from opsconsole.errors import CommandFailed
 from opsconsole.events import EventBus, RolloutStep
 from opsconsole.kube.manifests import (NAME_LABEL, TRACK_LABEL, app_manifests, deployment, deployment_name,
                                        image_for, kube_section, to_yaml, version_of_image)
+from opsconsole.kube.pods import pod_state
 from opsconsole.kube.progress import Progress, batch_strategy, read_progress
 
 if TYPE_CHECKING:  # lightkube loads only when a cluster is used
@@ -40,10 +42,11 @@ class _Live:
 
 
 class KubeDesk:
-    def __init__(self, config: Config, bus: EventBus, releases: Releases) -> None:
+    def __init__(self, config: Config, bus: EventBus, releases: Releases, fleet: Fleet) -> None:
         self.config = config
         self.bus = bus
         self.releases = releases
+        self.fleet = fleet
         self.live: dict[str, _Live] = {}  # app -> its rollout being watched
 
     # -- routing: the same command, the Kubernetes way when the app is on Kubernetes -------------
@@ -271,6 +274,43 @@ class KubeDesk:
         share = 100 * canary / max(1, stable + canary)
         return (f"{canary} canary pod(s) beside {stable} stable: about {share:.0f}% of requests "
                 f"(no proxy fronts {app}: the weight is approximated by replica counts)")
+
+    # -- pods as hosts of the fleet -----------------------------------------------------------
+    BROKEN = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "Error", "OOMKilled", "CreateContainerConfigError")
+    RETRY_WATCH = 5.0  # seconds before a failed pod watch is opened again
+
+    def kube_groups(self) -> list[GroupConfig]:
+        return [g for g in self.config.groups.values() if g.provider == "kubernetes"]
+
+    async def watch_pods(self) -> None:
+        """Keep each Kubernetes group's pods in the fleet as hosts, from a watch (a change shows at once)."""
+        await asyncio.gather(*(self._watch_group(group) for group in self.kube_groups()))
+
+    async def _watch_group(self, group: GroupConfig) -> None:
+        from opsconsole.kube.client import KubeClient, KubeError
+
+        kube = kube_section(group)
+        apps = {a.service_name for a in self.config.apps.values() if a.group == group.name}
+        while True:
+            try:
+                async with KubeClient(kube) as client:
+                    async for kind, pod in client.watch_pods():
+                        self._pod_event(kind, pod, group.name, kube.port, apps)
+            except KubeError as exc:
+                self.fleet.say(f"pods of {group.name}: {exc}; watching again in {self.RETRY_WATCH:g}s", "warn")
+            await asyncio.sleep(self.RETRY_WATCH)
+
+    def _pod_event(self, kind: str, pod: dict[str, Any], group: str, port: int, apps: set[str]) -> None:
+        state = pod_state(pod, group, port)
+        if state.app not in apps:
+            return
+        if kind == "DELETED":
+            self.fleet.drop_host(state.host.name)
+            return
+        activity = "idle" if state.ready else ("failed" if state.reason in self.BROKEN else "deploying")
+        detail = ", ".join(part for part in (state.reason, f"{state.restarts} restart(s)" if state.restarts else "",
+                                            f"node {state.host.vars['node']}") if part)
+        self.fleet.put_host(state.host, version=state.version, healthy=state.ready, activity=activity, detail=detail)
 
     def busy(self) -> bool:
         return bool(self.live)

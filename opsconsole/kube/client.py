@@ -26,6 +26,7 @@ from lightkube.codecs import from_dict
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.core.exceptions import ApiError, ConfigError
 from lightkube.resources.apps_v1 import Deployment, ReplicaSet
+from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 
 from opsconsole.errors import OperatorError
@@ -217,3 +218,11 @@ class KubeClient:
             return [rs.to_dict() async for rs in self._client.list(ReplicaSet, namespace=self.namespace, labels=labels)]
         except (ApiError, httpx2.HTTPError, OSError) as exc:
             raise self._failure(exc, f"list ReplicaSets in {self.namespace}") from None
+
+    async def watch_pods(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Every pod change in the namespace as (ADDED|MODIFIED|DELETED, pod): the fleet pane follows a watch."""
+        try:
+            async for kind, obj in self._client.watch(Pod, namespace=self.namespace):
+                yield kind, obj.to_dict()
+        except (ApiError, httpx2.HTTPError, OSError) as exc:
+            raise self._failure(exc, f"watch pods in {self.namespace}") from None
