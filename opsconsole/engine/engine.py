@@ -262,6 +262,8 @@ class Engine:
 
     async def preview(self, command: C.Command) -> str:
         """What `command` will do, in words: the text every front end shows before it runs (changes nothing)."""
+        if isinstance(command, (C.Roll, C.Rollback, C.Canary)) and self.kube.is_kube(command.app):
+            return f"{await self.kube.preview(command)}\n\ncommand: {command.text()}"
         return await self.previews.text(command)
 
     def traffic_control(self, app: AppConfig) -> AppTrafficControl | None:
@@ -287,7 +289,7 @@ class Engine:
 
     def paused(self) -> list[str]:
         """Apps whose rollout is paused (or pausing before its next batch)."""
-        return self.rollouts.paused()
+        return self.rollouts.paused() + self.kube.paused()
 
     def running(self) -> list[C.Command]:
         """Commands whose work is under way now (the TUI asks before quitting over these)."""

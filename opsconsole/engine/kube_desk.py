@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opsconsole.config.model import AppConfig, Config, GroupConfig
 from opsconsole.engine import commands as C
 from opsconsole.engine.fleet import Fleet
 from opsconsole.engine.rolling import Releases
-from opsconsole.errors import CommandFailed
+from opsconsole.errors import CommandFailed, OperatorError
 from opsconsole.events import EventBus, RolloutStep
 from opsconsole.kube.manifests import (NAME_LABEL, TRACK_LABEL, app_manifests, deployment, deployment_name,
                                        image_for, kube_section, to_yaml, version_of_image)
@@ -38,7 +38,8 @@ class _Live:
     client: "KubeClient"
     name: str
     rollout_id: str
-    paused: bool = False
+    paused: bool = False  # as we asked (pause/resume)
+    watched_paused: bool = False  # as the watch last showed it
 
 
 class KubeDesk:
@@ -118,14 +119,12 @@ class KubeDesk:
         app = self.kube_app(command.app)
         group = self.config.groups[app.group]
         kube = kube_section(group)
-        if not command.version:
-            raise CommandFailed(f"roll {app.name}: give the image version with --version "
-                                f"(the tag in {app.image!r}); images are built outside opsconsole")
+        version = command.version or await self.branch_version(app)
         if app.name in self.live:
             raise CommandFailed(f"a rollout of {app.name} is already running")
         unavailable, surge = batch_strategy(command.batch, kube.replicas)
-        target = deployment(app, group, command.version, max_unavailable=unavailable, max_surge=surge)
-        image = image_for(app, command.version)
+        target = deployment(app, group, version, max_unavailable=unavailable, max_surge=surge)
+        image = image_for(app, version)
         name = deployment_name(app)
         if command.plan_only:
             return (f"roll {app.name}: Deployment {kube.namespace or 'default'}/{name} to {image}, "
@@ -148,9 +147,41 @@ class KubeDesk:
                 raise
             finally:
                 self.live.pop(app.name, None)
-        self.releases.record(app.name, command.version, command.version, image)
-        self._step(live, app.name, "succeeded", f"{kube.replicas} pod(s) run {command.version}")
-        return f"rolled {app.name} to {command.version}: {progress.text}"
+        self.releases.record(app.name, version, version, image)
+        self._step(live, app.name, "succeeded", f"{kube.replicas} pod(s) run {version}")
+        return f"rolled {app.name} to {version}: {progress.text}"
+
+    async def branch_version(self, app: AppConfig) -> str:
+        """No --version: the branch head's short commit, the tag CI gives the image it builds of that commit
+        (the same version an SSH roll deploys)."""
+        from opsconsole.builds.git import branch_head
+
+        try:
+            return (await branch_head(app.repo, app.branch))[:7]
+        except OperatorError as exc:
+            raise CommandFailed(f"roll {app.name}: no --version and the branch head is unknown: {exc}") from None
+
+    def paused(self) -> list[str]:
+        """Apps whose Deployment is paused (the console's space key resumes these)."""
+        return [name for name, live in self.live.items() if live.paused]
+
+    async def preview(self, command: C.Command) -> str:
+        """The confirm text of a command on a Kubernetes app (changes nothing)."""
+        if isinstance(command, C.Roll):
+            try:
+                return await self.roll(command if command.plan_only else replace(command, plan_only=True))
+            except OperatorError as exc:
+                return f"roll {command.app}: cannot plan: {exc}"
+        if isinstance(command, C.Rollback):
+            return f"rollback {command.app}: the Deployment rolls back to the release before the one running"
+        if isinstance(command, C.Canary):
+            return f"canary {command.app} {command.action}: the canary Deployment " + {
+                "deploy": f"runs {command.version or 'the last release'} beside stable",
+                "promote": "'s version is rolled out to stable, then the canary scales to 0",
+                "rollback": "scales to 0: all pods are stable",
+                "weight": f"is scaled so it gets about {command.weight}% of requests (replica counts)",
+            }.get(command.action, command.action)
+        return command.text()
 
     async def _watch(self, live: _Live, app: str, deadline: int) -> Progress:
         """Follow the Deployment until it is done or failed. Our own limit is a safety net past the
@@ -160,8 +191,8 @@ class KubeDesk:
             async with asyncio.timeout(deadline * 2 + 30):
                 async for state in live.client.watch_deployment(live.name):
                     progress = read_progress(state)
-                    if progress.paused != live.paused:
-                        live.paused = progress.paused
+                    if progress.paused != live.watched_paused:
+                        live.watched_paused = progress.paused
                         self._step(live, app, "paused" if progress.paused else "running", progress.text)
                     elif progress.text != last:
                         self._step(live, app, "running", progress.text)
@@ -210,12 +241,14 @@ class KubeDesk:
     async def pause(self, command: C.Pause) -> str:
         for live in self.live.values():
             await live.client.set_paused(live.name, True)
+            live.paused = True  # the watch confirms it; the console's space key reads this at once
         return f"paused the Deployment of {', '.join(self.live)} (spec.paused)"
 
     async def resume(self, command: C.Resume) -> str:
         paused = list(self.live)
         for live in self.live.values():
             await live.client.set_paused(live.name, False)
+            live.paused = False
         return f"resumed the Deployment of {', '.join(paused)}"
 
     # -- the canary: a second Deployment beside the stable one ----------------------------------
@@ -253,6 +286,8 @@ class KubeDesk:
                 weight = int(command.weight or 0)
                 # Without a traffic router, a Service splits by pods: canary/(stable+canary) ≈ weight.
                 replicas = 0 if weight == 0 else max(1, round(stable_replicas * weight / max(1, 100 - weight)))
+                if not running and replicas == 0:
+                    return f"canary of {app.name} runs no pods: all traffic is stable"
                 if not running:
                     raise CommandFailed(f"canary of {app.name} has no version yet: `canary {app.name} deploy --version V`")
                 await self._scale_canary(client, app, running, replicas)
