@@ -141,7 +141,7 @@ class KubeDesk:
                 await client.apply([target])
                 progress = await self._watch(live, app.name, kube.progress_deadline)
                 if progress.failed:
-                    return await self._failed(live, app, command, progress, previous)
+                    return await self._failed(live, app, command, version, progress, previous)
             except asyncio.CancelledError:  # `abort`: stop here and go back to what ran before
                 await asyncio.shield(self._undo(live, app, previous, "aborted"))
                 raise
@@ -203,13 +203,13 @@ class KubeDesk:
             return Progress(False, f"no report from the Deployment controller within {deadline * 2 + 30}s", False, last)
         return Progress(False, "the watch ended", False, last)
 
-    async def _failed(self, live: _Live, app: AppConfig, command: C.Roll, progress: Progress,
+    async def _failed(self, live: _Live, app: AppConfig, command: C.Roll, version: str, progress: Progress,
                       previous: str | None) -> str:
         self._step(live, app.name, "failed", progress.failed)
         if command.on_failure == "rollback" and previous:
             undone = await self._undo(live, app, previous, "rolled-back")
-            raise CommandFailed(f"roll {app.name} to {command.version} failed: {progress.failed}; {undone}")
-        raise CommandFailed(f"roll {app.name} to {command.version} failed: {progress.failed} "
+            raise CommandFailed(f"roll {app.name} to {version} failed: {progress.failed}; {undone}")
+        raise CommandFailed(f"roll {app.name} to {version} failed: {progress.failed} "
                             f"(the Deployment stays as it is; `rollback {app.name}` or `roll {app.name} --version …`)")
 
     async def _undo(self, live: _Live, app: AppConfig, previous: str | None, state: str) -> str:
