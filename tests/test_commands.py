@@ -42,7 +42,7 @@ def test_parse(line: str, expected: object) -> None:
 
 @pytest.mark.parametrize("line, words", [
     ("", "empty command"),
-    ("deploi itrust", "unknown command 'deploi' (did you mean deploy?); valid commands: abort, build"),
+    ("deploi itrust", "unknown command 'deploi' (did you mean deploy?); valid commands: abort, apply, build"),
     ("deploy", "an app name is required; apps: itrust, checkbox"),
     ("deploy nosuch", "unknown app 'nosuch'; apps: itrust, checkbox"),
     ("deploy itrust --hosts nosuch", "unknown host 'nosuch'"),

@@ -142,7 +142,7 @@ def _existing_file(reader: MappingReader, key: str, base: Path, required: bool =
 def _group(r: MappingReader, name: str, base: Path, known_groups: tuple[str, ...] = ()) -> GroupConfig:
     if not _NAME.match(name):
         raise MappingReader(None, r.file, r.path).error(None, f"{name!r} is not a valid group name")
-    provider = r.str("provider", default="static", choices=("local", "static", "ec2"))
+    provider = r.str("provider", default="static", choices=("local", "static", "ec2", "kubernetes"))
     role = r.str("role", default="")
     vars_ = r.plain_mapping("vars")
     provision = _existing_file(r, "provision", base)
@@ -171,6 +171,13 @@ def _group(r: MappingReader, name: str, base: Path, known_groups: tuple[str, ...
                 vars=h.plain_mapping("vars"),
             ))
             h.done()
+    elif provider == "kubernetes":
+        from opsconsole.kube.config import parse_kubernetes_section
+
+        if not r.has("kubernetes"):
+            raise r.error(None, "a group with `provider: kubernetes` needs a `kubernetes:` section (namespace, replicas, port, …)")
+        k = r.mapping("kubernetes")
+        kube = parse_kubernetes_section(k, _path_text(base, k.str("kubeconfig")))
     else:
         from opsconsole.ec2.config import parse_ec2_section
 
@@ -181,7 +188,8 @@ def _group(r: MappingReader, name: str, base: Path, known_groups: tuple[str, ...
     r.done()
     return GroupConfig(name=name, provider=provider, role=role, count=count, base_port=base_port,
                        hosts=tuple(hosts), vars=vars_, provision=provision, health=health,
-                       ec2=ec2 if provider == "ec2" else None)
+                       ec2=ec2 if provider == "ec2" else None,
+                       kubernetes=kube if provider == "kubernetes" else None)
 
 
 def _canary(c: MappingReader) -> CanaryConfig:
@@ -238,8 +246,13 @@ def _app(r: MappingReader, name: str, base: Path, groups: dict[str, GroupConfig]
     if build.commands and not build.artifact:
         raise b.error(None, "`artifact` is required when build `commands` are given")
 
+    on_kubernetes = groups[group].provider == "kubernetes"
+    image = r.str("image", required=on_kubernetes)
+    if image is not None and not on_kubernetes:
+        raise r.error("image", f"`image` is for apps on a kubernetes group; group {group!r} is {groups[group].provider}")
     d = r.mapping("deploy")
-    playbook = _existing_file(d, "playbook", base, required=True)
+    # Kubernetes apps deploy by applying manifests: no playbook runs on a pod.
+    playbook = _existing_file(d, "playbook", base, required=not on_kubernetes)
     on_build = d.str("on_build", default="none", choices=("none", "rolling", "canary"))
     d.done()
 
@@ -254,7 +267,7 @@ def _app(r: MappingReader, name: str, base: Path, groups: dict[str, GroupConfig]
     r.done()
     return AppConfig(service_name=service_name, service_command=service_command, name=name, group=group, repo=repo, branch=branch, demo_repo=demo_repo,
                      poll_interval=poll_interval, build=build, deploy_playbook=playbook, on_build=on_build,
-                     health=health, vars=vars_, rollout=rollout)
+                     health=health, vars=vars_, rollout=rollout, image=image)
 
 
 def _rollout(t: MappingReader) -> RolloutConfig:

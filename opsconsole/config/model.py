@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:  # their modules read their own sections; importing them here would make a circle
     from opsconsole.ec2.config import Ec2GroupConfig
+    from opsconsole.kube.config import KubeGroupConfig
     from opsconsole.proxy.config import ProxyConfig
 
 
@@ -40,7 +41,7 @@ class StaticHost:
 @dataclass(frozen=True)
 class GroupConfig:
     name: str
-    provider: str  # local | static | ec2
+    provider: str  # local | static | ec2 | kubernetes
     role: str = ""
     count: int = 0  # local and ec2
     base_port: int | None = None  # local: first port; None = pick free ports once and remember them
@@ -49,6 +50,7 @@ class GroupConfig:
     provision: Path | None = None  # provisioning playbook
     health: "HealthConfig | None" = None  # probe for hosts that run no app (e.g. tcp for a database)
     ec2: Ec2GroupConfig | None = None  # for provider ec2
+    kubernetes: KubeGroupConfig | None = None  # for provider kubernetes
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,9 @@ class AppConfig:
     service_command: str = ""  # Jinja2 template, e.g. "python3 current/app.py --port {{ port }}"
     vars: dict[str, Any] = field(default_factory=dict)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    # Kubernetes apps: the container image, a Jinja2 template of the version,
+    # e.g. "registry.example/checkbox:{{ version }}"
+    image: str | None = None
 
 
 @dataclass(frozen=True)

@@ -291,6 +291,31 @@ class History(Command):
         return _join("history", self.app, "--json" if self.as_json else None)
 
 
+@dataclass(frozen=True)
+class Manifests(Command):
+    verb: ClassVar[str] = "manifests"
+    usage: ClassVar[str] = "manifests APP [--version V]"
+    summary: ClassVar[str] = "print the Kubernetes objects `apply` would send, as multi-document YAML"
+    mutating: ClassVar[bool] = False
+    app: str = ""
+    version: str | None = None
+
+    def text(self) -> str:
+        return _join("manifests", self.app, *(("--version", self.version) if self.version else ()))
+
+
+@dataclass(frozen=True)
+class Apply(Command):
+    verb: ClassVar[str] = "apply"
+    usage: ClassVar[str] = "apply APP [--version V]"
+    summary: ClassVar[str] = "server-side apply an app's Kubernetes objects (what `manifests` prints)"
+    app: str = ""
+    version: str | None = None
+
+    def text(self) -> str:
+        return _join("apply", self.app, *(("--version", self.version) if self.version else ()))
+
+
 CANARY_ACTIONS = ("weight", "steps", "promote", "rollback", "clear", "deploy")
 
 
@@ -809,3 +834,22 @@ __all__ = [
     "Abort", "Build", "Canary", "Provision", "Scale", "Decommission", "Traffic", "Roll", "RollResume", "Rollback", "Pause", "Resume", "LockStatus", "LockRelease", "History", "Builds", "CancelBuild", "LogBuild", "Command", "CommandError", "Deploy", "Help", "Names", "Run", "Sleep", "Start", "Status",
     "Stop", "WaitHealthy", "WaitDown", "Heartbeat", "Probe", "command_classes", "format_duration", "help_text", "parse_command", "verbs",
 ]
+
+
+def _app_and_version(args: list[str], names: Names) -> tuple[str, str | None]:
+    app = _app(args, names)
+    f = _flags(args[1:], {"--version": True})
+    version = f.get("--version")
+    return app, str(version) if version is not None else None
+
+
+@_parser(Manifests)
+def _parse_manifests(args: list[str], names: Names) -> Command:
+    app, version = _app_and_version(args, names)
+    return Manifests(app=app, version=version)
+
+
+@_parser(Apply)
+def _parse_apply(args: list[str], names: Names) -> Command:
+    app, version = _app_and_version(args, names)
+    return Apply(app=app, version=version)

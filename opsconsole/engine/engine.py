@@ -38,6 +38,7 @@ from opsconsole.engine.cloud import CloudDesk
 from opsconsole.engine.deployer import Deployer
 from opsconsole.engine.fleet import Fleet, HostView, ssh_options
 from opsconsole.engine.journal import Journal, default_issuer
+from opsconsole.engine.kube_desk import KubeDesk
 from opsconsole.engine.preview import Preview
 from opsconsole.engine.rolling import Rollouts
 from opsconsole.engine.traffic_service import AppTrafficControl, TrafficService
@@ -122,6 +123,7 @@ class Engine:
                                  traffic=self.traffic, monitor=self.monitor)
         self.canary_desk = CanaryDesk(config, self.fleet, self.traffic, self.deployer, self.rollouts)
         self.cloud = CloudDesk(config, self.fleet, self.bus, self.traffic, self.monitor)
+        self.kube = KubeDesk(config, self.bus, self.rollouts.releases, self.fleet)
         # Commands now running: id -> (command, the task doing its work). `abort` cancels these.
         self._running: dict[str, tuple[C.Command, asyncio.Task[str | None]]] = {}
         self.previews = Preview(config, self.fleet, self.deployer, self.rollouts, self._running)
@@ -132,7 +134,7 @@ class Engine:
         check_handlers(self.handlers, C.command_classes())
 
     def _handler_table(self) -> dict[type[C.Command], Handler]:
-        rollouts, canary, cloud = self.rollouts, self.canary_desk, self.cloud
+        rollouts, canary, cloud, kube = self.rollouts, self.canary_desk, self.cloud, self.kube
         return {
             C.Help: self._help, C.Abort: self._abort, C.Sleep: self._sleep,
             C.Status: self._status, C.Probe: self._probe, C.Heartbeat: self._heartbeat,
@@ -140,11 +142,16 @@ class Engine:
             C.Start: self._start_service, C.Stop: self._stop_service,
             C.Build: self._build, C.Builds: self._builds, C.CancelBuild: self._cancel_build, C.LogBuild: self._log_build,
             C.Deploy: self._deploy, C.Provision: self._provision,
-            C.Roll: rollouts.roll, C.RollResume: rollouts.resume_interrupted, C.Rollback: rollouts.rollback,
-            C.Pause: rollouts.pause, C.Resume: rollouts.resume, C.History: rollouts.show_history,
+            # A Kubernetes app's rollout is the Deployment controller's: kube routes those commands there.
+            C.Roll: kube.route(rollouts.roll, kube.roll), C.RollResume: rollouts.resume_interrupted,
+            C.Rollback: kube.route(rollouts.rollback, kube.rollback),
+            C.Pause: kube.both(rollouts.pause, lambda: bool(rollouts.live), kube.pause),
+            C.Resume: kube.both(rollouts.resume, lambda: bool(rollouts.paused()), kube.resume),
+            C.History: kube.route(rollouts.show_history, kube.history),
             C.LockStatus: rollouts.lock_status, C.LockRelease: rollouts.lock_release,
-            C.Canary: canary.canary, C.Traffic: canary.traffic,
+            C.Canary: kube.route_canary(canary.canary), C.Traffic: canary.traffic,
             C.Scale: cloud.scale, C.Decommission: cloud.decommission,
+            C.Manifests: kube.manifests, C.Apply: kube.apply,
         }
 
     # -- the one way a front end starts an engine ------------------------------------
@@ -180,6 +187,8 @@ class Engine:
         self._started = True
         if self.startup.heartbeat and self.monitor.targets:
             self._keep(asyncio.ensure_future(self.monitor.run()))
+        if self.startup.heartbeat and self.kube.kube_groups():  # pods are watched, not probed
+            self._keep(asyncio.ensure_future(self.kube.watch_pods()))
         if self.startup.poll and not self.config.readonly:
             for poller in self.deployer.pollers.values():
                 self._keep(asyncio.ensure_future(poller.run()))
@@ -257,6 +266,8 @@ class Engine:
 
     async def preview(self, command: C.Command) -> str:
         """What `command` will do, in words: the text every front end shows before it runs (changes nothing)."""
+        if isinstance(command, (C.Roll, C.Rollback, C.Canary)) and self.kube.is_kube(command.app):
+            return f"{await self.kube.preview(command)}\n\ncommand: {command.text()}"
         return await self.previews.text(command)
 
     def traffic_control(self, app: AppConfig) -> AppTrafficControl | None:
@@ -282,7 +293,7 @@ class Engine:
 
     def paused(self) -> list[str]:
         """Apps whose rollout is paused (or pausing before its next batch)."""
-        return self.rollouts.paused()
+        return self.rollouts.paused() + self.kube.paused()
 
     def running(self) -> list[C.Command]:
         """Commands whose work is under way now (the TUI asks before quitting over these)."""

@@ -156,6 +156,24 @@ class Fleet:
             if activity:
                 self.set_activity(self.views[event.host].host, activity, event.detail)
 
+    # -- hosts that come and go without the inventory (Kubernetes pods) ---------------------
+    def put_host(self, host: Host, *, version: str | None, healthy: bool, activity: str, detail: str) -> None:
+        """Add or update a host reported from outside the inventory, and tell the front ends."""
+        view = self.views.get(host.name)
+        if view is None or view.host != host:
+            view = self.views[host.name] = HostView(host, version=version)
+        view.version = version
+        if view.healthy != healthy:
+            view.healthy = healthy
+            self.bus.emit(HealthChanged(host=host.name, healthy=healthy, reason=detail))
+        self.set_activity(host, activity, detail)
+
+    def drop_host(self, name: str) -> None:
+        view = self.views.pop(name, None)
+        if view is not None:
+            self.bus.emit(HostState(host=name, group=view.host.group, activity="stopped", version=view.version,
+                                    detail="gone"))
+
     def reload(self) -> None:
         """The fleet changed (EC2 instances came or went): rebuild hosts and views; versions known are kept."""
         self.inventory = build_inventory(self.config)
@@ -164,7 +182,8 @@ class Fleet:
                 old = self.views.get(host.name)
                 self.views[host.name] = HostView(host, version=old.version if old else None)
                 self._transports.pop(host.name, None)
-        for name in [n for n in self.views if self.inventory.get(n) is None]:
+        # Pods are not in the inventory: the pod watch keeps them (put_host/drop_host).
+        for name in [n for n, v in self.views.items() if self.inventory.get(n) is None and v.host.transport != "kube"]:
             del self.views[name]
 
     async def close(self) -> None:

@@ -1,0 +1,1 @@
+"""Kubernetes as a deploy target: the group section, the manifests and the API client."""

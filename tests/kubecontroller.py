@@ -1,0 +1,193 @@
+"""A STAND-IN for the Kubernetes Deployment controller, for tests against kmock (which runs no controllers).
+
+It watches Deployments through the API like the real one, keeps one ReplicaSet per pod template (with
+the `deployment.kubernetes.io/revision` annotation, an undo reusing the old one under a new revision),
+moves replicas between them within maxSurge/maxUnavailable, and writes the Deployment's status:
+observedGeneration, replicas, updatedReplicas, readyReplicas, availableReplicas and the Progressing
+condition, which turns False with reason ProgressDeadlineExceeded when nothing moved for
+progressDeadlineSeconds. A paused Deployment does not move.
+
+Pods are simulated, not created: a pod of an image whose tag contains "bad" never becomes ready (the
+stand-in for ImagePullBackOff/CrashLoopBackOff); any other is ready one tick after it was created.
+The tick is the simulated cluster's pace, not a wait for a condition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.codecs import from_dict
+from lightkube.config.kubeconfig import KubeConfig
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.types import PatchType
+
+REVISION = "deployment.kubernetes.io/revision"
+
+
+@dataclass
+class _Set:
+    name: str
+    template: dict[str, Any]
+    revision: int
+    count: int = 0
+    ready: int = 0
+
+    @property
+    def good(self) -> bool:
+        image = self.template["spec"]["containers"][0]["image"]
+        return "bad" not in image.rsplit(":", 1)[-1]
+
+
+@dataclass
+class _Track:
+    sets: dict[str, _Set] = field(default_factory=dict)
+    last_move: float = field(default_factory=time.monotonic)
+    status: dict[str, Any] | None = None
+
+
+def _resolve(value: int | str, replicas: int, round_up: bool) -> int:
+    if isinstance(value, str) and value.endswith("%"):
+        share = replicas * int(value[:-1]) / 100
+        return math.ceil(share) if round_up else math.floor(share)
+    return int(value)
+
+
+class StandInDeploymentController:
+    def __init__(self, kubeconfig: Path, namespace: str = "checkbox", tick: float = 0.1) -> None:
+        self.client = AsyncClient(KubeConfig.from_file(kubeconfig), namespace=namespace)
+        self.namespace = namespace
+        self.tick = tick
+        self.deployments: dict[str, dict[str, Any]] = {}
+        self.tracks: dict[str, _Track] = {}
+        self.ticks = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> "StandInDeploymentController":
+        self._tasks = [asyncio.ensure_future(self._watch()), asyncio.ensure_future(self._loop())]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.client.close()
+
+    async def wait_ticks(self, n: int) -> None:
+        """Until the controller has reconciled `n` more times (a condition, not a fixed sleep)."""
+        target = self.ticks + n
+        async with asyncio.timeout(30):
+            while self.ticks < target:
+                await asyncio.sleep(self.tick / 4)
+
+    async def _watch(self) -> None:
+        async for kind, obj in self.client.watch(Deployment, namespace=self.namespace):
+            data = obj.to_dict()
+            if kind == "DELETED":
+                self.deployments.pop(data["metadata"]["name"], None)
+            else:
+                self.deployments[data["metadata"]["name"]] = data
+
+    async def _loop(self) -> None:
+        while True:
+            for name, dep in list(self.deployments.items()):
+                await self._reconcile(name, dep)
+            self.ticks += 1
+            await asyncio.sleep(self.tick)
+
+    async def _reconcile(self, name: str, dep: dict[str, Any]) -> None:
+        spec = dep["spec"]
+        track = self.tracks.setdefault(name, _Track())
+        template = spec["template"]
+        key = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+        top = max((s.revision for s in track.sets.values()), default=0)
+        if key not in track.sets:
+            track.sets[key] = _Set(f"{name}-{key}", template, top + 1)
+            track.last_move = time.monotonic()
+            await self._write_set(dep, track.sets[key])
+        elif track.sets[key].revision != top:  # an undo: the old ReplicaSet is the newest revision again
+            track.sets[key].revision = top + 1
+            track.last_move = time.monotonic()
+            await self._write_set(dep, track.sets[key])
+        new = track.sets[key]
+        olds = [s for k, s in track.sets.items() if k != key and s.count > 0]
+        desired = int(spec.get("replicas", 1))
+        moved = False
+        if not spec.get("paused"):
+            if new.good and new.ready < new.count:  # last tick's pods are ready now
+                new.ready, moved = new.count, True
+            strategy = spec.get("strategy", {}).get("rollingUpdate", {})
+            surge = _resolve(strategy.get("maxSurge", "25%"), desired, round_up=True)
+            unavailable = _resolve(strategy.get("maxUnavailable", "25%"), desired, round_up=False)
+            old_count = sum(s.count for s in olds)
+            available = new.ready + sum(s.ready for s in olds)
+            if new.count < desired and new.count + old_count < desired + surge:
+                new.count += 1
+                moved = True
+            elif new.count > desired:
+                new.count -= 1
+                new.ready = min(new.ready, new.count)
+                moved = True
+            unhealthy = [s for s in olds if s.count > s.ready]
+            if unhealthy:  # as the real controller: old pods that are not ready go first, costing no availability
+                unhealthy[0].count -= 1
+                moved = True
+            elif olds and available - 1 >= desired - unavailable:
+                oldest = min(olds, key=lambda s: s.revision)
+                oldest.count -= 1
+                oldest.ready = min(oldest.ready, oldest.count)
+                moved = True
+            if moved:
+                track.last_move = time.monotonic()
+                for s in [new, *olds]:
+                    await self._write_set(dep, s)
+        old_count = sum(s.count for s in olds if s.count > 0)
+        available = new.ready + sum(s.ready for s in olds)
+        complete = new.count == desired and new.ready == desired and old_count == 0
+        deadline = int(spec.get("progressDeadlineSeconds", 600))
+        if spec.get("paused"):
+            progressing = {"status": "Unknown", "reason": "DeploymentPaused", "message": "Deployment is paused"}
+        elif complete:
+            progressing = {"status": "True", "reason": "NewReplicaSetAvailable",
+                           "message": f'ReplicaSet "{new.name}" has successfully progressed.'}
+        elif time.monotonic() - track.last_move > deadline:
+            progressing = {"status": "False", "reason": "ProgressDeadlineExceeded",
+                           "message": f'ReplicaSet "{new.name}" has timed out progressing.'}
+        else:
+            progressing = {"status": "True", "reason": "ReplicaSetUpdated",
+                           "message": f'ReplicaSet "{new.name}" is progressing.'}
+        status = {
+            "observedGeneration": int(dep["metadata"].get("generation") or 1),
+            "replicas": new.count + old_count, "updatedReplicas": new.count,
+            "readyReplicas": available, "availableReplicas": available,
+            "unavailableReplicas": max(0, new.count + old_count - available),
+            "conditions": [{"type": "Progressing", **progressing}],
+        }
+        if status != track.status:
+            track.status = status
+            await self.client.patch(Deployment.Status, name, {"status": status}, namespace=self.namespace,
+                                    patch_type=PatchType.MERGE)
+
+    async def _write_set(self, dep: dict[str, Any], s: _Set) -> None:
+        body = {
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": s.name, "namespace": self.namespace, "labels": dep["spec"]["selector"]["matchLabels"],
+                         "annotations": {REVISION: str(s.revision)},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                              "name": dep["metadata"]["name"], "uid": "stand-in", "controller": True}]},
+            "spec": {"replicas": s.count, "selector": dep["spec"]["selector"], "template": s.template},
+            "status": {"replicas": s.count, "readyReplicas": s.ready, "availableReplicas": s.ready},
+        }
+        with contextlib.suppress(Exception):  # lightkube has no "create or replace": try create, then patch
+            await self.client.create(from_dict(body))
+            return
+        await self.client.patch(type(from_dict(body)), s.name, body, namespace=self.namespace,
+                                patch_type=PatchType.MERGE)
