@@ -277,3 +277,13 @@ def test_a_secret_too_short_to_mask_is_refused_at_load(tmp_path: Path, monkeypat
     with pytest.raises(SourceError, match="shorter than 4 characters") as info:
         load_config(cfg)
     assert "k9Z" not in str(info.value) and ":4" in str(info.value)
+
+
+async def test_a_confirm_dialog_never_shows_a_typed_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from opsconsole.engine.commands import parse_command
+
+    cfg, _ = setup(tmp_path)
+    monkeypatch.setenv("TEST_DB_PASSWORD", ENV_SECRET)
+    engine = Engine(load_config(cfg))
+    text = await engine.preview(parse_command("run vault -- PGPASSWORD=typed-Pw-4242 psql", engine.names))
+    assert "typed-Pw-4242" not in text and f"PGPASSWORD={MASK}" in text

@@ -265,10 +265,15 @@ class Engine:
         return await self.rollouts.plan_for(command)
 
     async def preview(self, command: C.Command) -> str:
-        """What `command` will do, in words: the text every front end shows before it runs (changes nothing)."""
+        """What `command` will do, in words: the text every front end shows before it runs (changes nothing).
+
+        A credential typed in the command (`PGPASSWORD=…`) is learned here, before any dialog shows it."""
+        self.bus.redactor.learn(command.text())
         if isinstance(command, (C.Roll, C.Rollback, C.Canary)) and self.kube.is_kube(command.app):
-            return f"{await self.kube.preview(command)}\n\ncommand: {command.text()}"
-        return await self.previews.text(command)
+            text = f"{await self.kube.preview(command)}\n\ncommand: {command.text()}"
+        else:
+            text = await self.previews.text(command)
+        return self.bus.redactor.command(text)
 
     def traffic_control(self, app: AppConfig) -> AppTrafficControl | None:
         """Drain/enable controls for a rollout of `app`, or None when no proxy fronts it."""
