@@ -342,16 +342,16 @@ async def test_service_started_answers_and_is_idempotent(rig: Rig) -> None:
         - hosts: app
           tasks:
             - name: run the server
-              daemon:
+              opsconsole.builtin.service:
                 name: web
                 state: "{{ want }}"
                 command: exec {{ python }} -m http.server {{ port }} --bind 127.0.0.1
                 chdir: www
                 env: {GREETING: hi}
             - name: port open
-              wait_for: {port: "{{ port }}", timeout: 10s}
+              ansible.builtin.wait_for: {port: "{{ port }}", timeout: 10}
             - name: health
-              wait_for: {url: "http://{{ ansible_host }}:{{ port }}/health", timeout: 10s}
+              opsconsole.builtin.health: {url: "http://{{ ansible_host }}:{{ port }}/health", timeout: 10s}
         """
     extra = {"python": sys.executable, "want": "started"}
     t = rig.transport_for(hosts[0])
@@ -377,8 +377,8 @@ async def test_service_started_answers_and_is_idempotent(rig: Rig) -> None:
     stop = await rig.run("""
         - hosts: app
           tasks:
-            - {name: stop, service: {name: web, state: stopped}}
-            - {name: closed, wait_for: {port: "{{ port }}", timeout: 1s}}
+            - {name: stop, opsconsole.builtin.service: {name: web, state: stopped}}
+            - {name: closed, wait_for: {port: "{{ port }}", timeout: 1}}
         """, hosts)
     assert rig.statuses("app-1")["stop"] == "changed"
     assert gone(new_pid) and not (rig.root("app-1") / "run" / "web.pid").exists()
@@ -451,8 +451,23 @@ BAD = {
                          "plays[0].tasks[1].template.src", "file not found: nope.j2"),
     "missing copy src": ("    - name: c\n      copy: {src: files/gone.txt, dest: x}\n", 6,
                          "plays[0].tasks[1].copy.src", "file not found"),
-    "service without command": ("    - name: s\n      service:\n        name: web\n        state: started\n", 8,
-                                "plays[0].tasks[1].service.command", "required argument missing"),
+    "service without command": ("    - name: s\n      opsconsole.builtin.service:\n        name: web\n"
+                                "        state: started\n", 8,
+                                "plays[0].tasks[1].opsconsole.builtin.service.command", "required argument missing"),
+    # Names that meant opsconsole's own behaviour: refused, naming the new name.
+    "old service name": ("    - name: s\n      service:\n        name: web\n        state: started\n", 6,
+                         "plays[0].tasks[1].service", "opsconsole's service started by its command is "
+                         "`opsconsole.builtin.service` (same arguments)"),
+    "old daemon name": ("    - name: s\n      daemon: {name: web, state: stopped}\n", 6,
+                        "plays[0].tasks[1].daemon", "is `opsconsole.builtin.service`"),
+    "wait_for url": ("    - name: w\n      wait_for:\n        url: http://x/health\n", 7,
+                     "plays[0].tasks[1].wait_for.url", "Ansible's wait_for has no url; for an HTTP answer use "
+                     "`opsconsole.builtin.health`"),
+    "wait_for timeout with unit": ("    - name: w\n      wait_for: {port: 80, timeout: 10s}\n", 6,
+                                   "plays[0].tasks[1].wait_for.timeout", "'10s' is not a number of seconds"),
+    "unknown argument of an FQCN": ("    - name: c\n      ansible.builtin.copy:\n        content: x\n"
+                                    "        dest: y\n        frce: true\n", 9,
+                                    "plays[0].tasks[1].ansible.builtin.copy.frce", "unknown argument"),
     "unknown argument": ("    - name: d\n      debug:\n        msg: x\n        verbosity: 2\n", 8,
                          "plays[0].tasks[1].debug.verbosity", "unknown argument"),
     "bad when": ("    - name: w\n      shell: echo\n      when: result.rc ==\n", 7, "plays[0].tasks[1].when",
@@ -461,8 +476,8 @@ BAD = {
                             "syntax error"),
     "unknown handler": ("    - name: n\n      shell: echo\n      notify: restart app\n", 7, "plays[0].tasks[1].notify",
                         "no handler named 'restart app'"),
-    "wait_for without target": ("    - name: w\n      wait_for: {timeout: 5s}\n", 6, "plays[0].tasks[1].wait_for.port",
-                                "exactly one of port"),
+    "wait_for without target": ("    - name: w\n      wait_for: {timeout: 5}\n", 6, "plays[0].tasks[1].wait_for.port",
+                                "required argument missing"),
     "bad mode": ("    - name: m\n      copy: {content: x, dest: y, mode: rw-r--r--}\n", 6,
                  "plays[0].tasks[1].copy.mode", "not an octal file mode"),
     "unknown play key": ("  hostz: web\n", 5, "plays[0].hostz", "unknown play key"),

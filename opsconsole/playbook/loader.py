@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from opsconsole.playbook.model import Play, Playbook, Task
-from opsconsole.playbook.modules import ALIASES, SPECS, canonical, find_source, parse_mode
+from opsconsole.playbook.modules import (ALIASES, MOVED_ARGUMENTS, MOVED_MODULES, SPECS, canonical, find_source,
+                                         parse_mode)
 from opsconsole.playbook.templating import check_expression, check_syntax, is_template
 from opsconsole.units import parse_duration
 from opsconsole.yamlsource import SourceError, line_of, load_yaml
@@ -110,6 +111,8 @@ class _Loader:
         for key in raw:
             if key in TASK_KEYS:
                 continue
+            if isinstance(key, str) and key in MOVED_MODULES:
+                raise self.error(raw, key, f"{at}.{key}", MOVED_MODULES[key])
             if not isinstance(key, str) or canonical(key) is None:
                 modules = ", ".join(sorted(SPECS) + sorted(k for k in ALIASES if "." not in k))
                 raise self.error(raw, key, f"{at}.{key}",
@@ -181,6 +184,8 @@ class _Loader:
                 f"a mapping of {', '.join(spec.known)}"
             raise self.error(raw, key, at, f"arguments must be {form}")
         for arg in args:
+            if (module, arg) in MOVED_ARGUMENTS:
+                raise self.error(container, arg, f"{at}.{arg}", MOVED_ARGUMENTS[module, arg])
             if arg not in spec.known:
                 raise self.error(container, arg, f"{at}.{arg}", f"unknown argument (known: {', '.join(spec.known)})")
         for arg in spec.required:
@@ -195,7 +200,8 @@ class _Loader:
             self.templates(value, raw, key, f"{at}.{spec.free_form}" if spec.free_form else at)
         else:
             self.templates(args, container, None, at)
-        getattr(self, f"check_{module}", lambda *a: None)(args, container, raw, key, at)
+        # check_copy, check_opsconsole_builtin_service, ...
+        getattr(self, f"check_{module.replace('.', '_')}", lambda *a: None)(args, container, raw, key, at)
         if "mode" in args and not is_template(args["mode"]):
             try:
                 parse_mode(args["mode"])
@@ -218,7 +224,7 @@ class _Loader:
         if args.get("state") == "link" and not args.get("src"):
             raise self.error(container, "state", f"{at}.src", "required argument missing (state link needs src)")
 
-    def check_service(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+    def check_opsconsole_builtin_service(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
         if args.get("state") in ("started", "restarted") and not args.get("command"):
             raise self.error(container, "state", f"{at}.command",
                              f"required argument missing (state {args['state']} needs the command to run)")
@@ -229,17 +235,24 @@ class _Loader:
             raise self.error(container, "port", f"{at}.port", f"{v!r} is not a TCP port (1-65535)")
 
     def check_wait_for(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
-        if ("port" in args) == ("url" in args):
-            raise self.error(raw, key, f"{at}.port", "give exactly one of port (with optional host) or url")
+        self.number(args, container, at, "port")
+        v = args.get("timeout")
+        if v is not None and not is_template(v) and not _is_number(v):
+            raise self.error(container, "timeout", f"{at}.timeout",
+                             f"{v!r} is not a number of seconds (Ansible's wait_for takes 10, not 10s)")
+
+    def check_opsconsole_builtin_health(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
         if "timeout" in args and not is_template(args["timeout"]):
             try:
                 parse_duration(args["timeout"])
             except ValueError as exc:
                 raise self.error(container, "timeout", f"{at}.timeout", str(exc)) from None
-        for arg in ("port", "status"):
-            v = args.get(arg)
-            if v is not None and not is_template(v) and not (isinstance(v, int) and not isinstance(v, bool)):
-                raise self.error(container, arg, f"{at}.{arg}", f"{v!r} is not a number")
+        self.number(args, container, at, "status")
+
+    def number(self, args: dict, container: Any, at: str, arg: str) -> None:
+        v = args.get(arg)
+        if v is not None and not is_template(v) and not (isinstance(v, int) and not isinstance(v, bool)):
+            raise self.error(container, arg, f"{at}.{arg}", f"{v!r} is not a number")
 
     def source(self, args: dict, container: Any, at: str) -> None:
         src = args["src"]
@@ -313,6 +326,18 @@ class _Loader:
     def text(self, raw: dict, key: str, at: str, value: Any) -> None:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise self.error(raw, key, at, "must be text")
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    try:
+        float(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 __all__ = ["PLAY_KEYS", "TASK_KEYS", "load_playbook"]

@@ -37,6 +37,11 @@ class ModuleSpec:
         return self.required + self.optional
 
 
+# opsconsole's own behaviours live under their own FQCN, so no name means two things: Ansible's
+# `service` drives the host's service manager, ours starts a command detached with a pid file.
+SERVICE = "opsconsole.builtin.service"
+HEALTH = "opsconsole.builtin.health"
+
 SPECS: dict[str, ModuleSpec] = {
     "shell": ModuleSpec(required=("cmd",), optional=("chdir",), free_form="cmd"),
     "command": ModuleSpec(required=("cmd",), optional=("chdir",), free_form="cmd"),
@@ -44,13 +49,29 @@ SPECS: dict[str, ModuleSpec] = {
     "template": ModuleSpec(required=("src", "dest"), optional=("mode",)),
     "file": ModuleSpec(required=("path", "state"), optional=("src", "mode"),
                        choices={"state": ("directory", "absent", "touch", "link")}),
-    "service": ModuleSpec(required=("name", "state"), optional=("command", "chdir", "env", "port"),
-                          choices={"state": ("started", "stopped", "restarted")}),
-    "wait_for": ModuleSpec(optional=("port", "host", "url", "status", "timeout")),
+    # As Ansible's: a TCP port to accept connections, `timeout` in seconds (a number).
+    "wait_for": ModuleSpec(required=("port",), optional=("host", "timeout")),
     "debug": ModuleSpec(required=("msg",), free_form="msg"),
+    SERVICE: ModuleSpec(required=("name", "state"), optional=("command", "chdir", "env", "port"),
+                        choices={"state": ("started", "stopped", "restarted")}),
+    HEALTH: ModuleSpec(required=("url",), optional=("status", "timeout")),
 }
-# Names Ansible users write that mean one of ours.
-ALIASES = {"daemon": "service", **{f"ansible.builtin.{name}": name for name in SPECS}}
+# The names an Ansible user may write for the same module: `ansible.builtin.copy` is `copy`.
+ALIASES = {f"{prefix}.{name}": name for name in SPECS if "." not in name
+           for prefix in ("ansible.builtin", "ansible.legacy")}
+
+# Names that meant opsconsole's own behaviour before they meant Ansible's: refused, naming the new
+# name (accepting them would make `service` switch meaning silently once Ansible's lands natively).
+MOVED_MODULES = {
+    name: f"`{name}` is Ansible's service manager module, which opsconsole does not run natively yet; "
+          f"opsconsole's service started by its command is `{SERVICE}` (same arguments)"
+    for name in ("service", "daemon", "ansible.builtin.service", "ansible.builtin.systemd", "systemd")
+}
+# Arguments of ours that Ansible's module of that name does not have.
+MOVED_ARGUMENTS = {
+    ("wait_for", "url"): f"Ansible's wait_for has no url; for an HTTP answer use `{HEALTH}` (url, status, timeout)",
+    ("wait_for", "status"): f"Ansible's wait_for has no status; for an HTTP answer use `{HEALTH}` (url, status, timeout)",
+}
 
 
 def canonical(name: str) -> str | None:
@@ -211,7 +232,7 @@ async def _file(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
 
 async def _service(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
     name, state = str(args["name"]), str(args["state"])
-    if state not in SPECS["service"].choices["state"]:
+    if state not in SPECS[SERVICE].choices["state"]:
         raise ModuleFailure(f"service: state {state!r} is not one of started, stopped, restarted")
     t = ctx.transport
     if state == "stopped":
@@ -252,7 +273,22 @@ def _service_port(name: str, value: Any) -> int | None:
 
 
 async def _wait_for(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
-    timeout = parse_duration(args.get("timeout", 30))
+    # Ansible's default is 300 s; its timeout is a number of seconds.
+    return await _wait(args, ctx, _seconds(args.get("timeout", 300)))
+
+
+async def _health(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+    return await _wait(args, ctx, parse_duration(args.get("timeout", 30)))
+
+
+def _seconds(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ModuleFailure(f"wait_for: timeout {value!r} is not a number of seconds") from None
+
+
+async def _wait(args: Mapping[str, Any], ctx: ModuleContext, timeout: float) -> Outcome:
     deadline = time.monotonic() + timeout
     last = "not tried"
     if args.get("url"):
@@ -326,8 +362,8 @@ def _opt_str(value: Any) -> str | None:
 
 _RUNNERS: dict[str, Callable[[Mapping[str, Any], ModuleContext], Any]] = {
     "shell": _shell, "command": _command, "copy": _copy, "template": _template, "file": _file,
-    "service": _service, "wait_for": _wait_for, "debug": _debug,
+    SERVICE: _service, "wait_for": _wait_for, HEALTH: _health, "debug": _debug,
 }
 
-__all__ = ["ALIASES", "SPECS", "ModuleContext", "ModuleFailure", "ModuleSpec", "Outcome", "canonical",
+__all__ = ["ALIASES", "HEALTH", "MOVED_ARGUMENTS", "MOVED_MODULES", "SERVICE", "SPECS", "ModuleContext", "ModuleFailure", "ModuleSpec", "Outcome", "canonical",
            "find_source", "parse_mode", "run_module"]
