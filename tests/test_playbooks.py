@@ -468,8 +468,8 @@ BAD = {
     "unknown argument of an FQCN": ("    - name: c\n      ansible.builtin.copy:\n        content: x\n"
                                     "        dest: y\n        frce: true\n", 9,
                                     "plays[0].tasks[1].ansible.builtin.copy.frce", "unknown argument"),
-    "unknown argument": ("    - name: d\n      debug:\n        msg: x\n        verbosity: 2\n", 8,
-                         "plays[0].tasks[1].debug.verbosity", "unknown argument"),
+    "unknown argument": ("    - name: d\n      debug:\n        msg: x\n        verbose: 2\n", 8,
+                         "plays[0].tasks[1].debug.verbose", "unknown argument"),
     "bad when": ("    - name: w\n      shell: echo\n      when: result.rc ==\n", 7, "plays[0].tasks[1].when",
                  "syntax error"),
     "bad template syntax": ("    - name: b\n      shell: echo {{ oops\n", 6, "plays[0].tasks[1].shell.cmd",
@@ -478,6 +478,20 @@ BAD = {
                         "no handler named 'restart app'"),
     "wait_for without target": ("    - name: w\n      wait_for: {timeout: 5}\n", 6, "plays[0].tasks[1].wait_for.port",
                                 "required argument missing"),
+    "bad block key": ("    - name: b\n      block: [{debug: {msg: x}}]\n      register: r\n", 7,
+                      "plays[0].tasks[1].register", "not a block key"),
+    "bad task in rescue": ("    - block: [{debug: {msg: x}}]\n      rescue:\n        - copy: {dest: x, frce: 1}\n", 7,
+                           "plays[0].tasks[1].rescue[0].copy.frce", "unknown argument"),
+    "missing include": ("    - include_tasks: tasks/nope.yml\n", 5, "plays[0].tasks[1].include_tasks",
+                        "file not found: tasks/nope.yml"),
+    "templated include": ("    - include_tasks: \"{{ which }}.yml\"\n", 5, "plays[0].tasks[1].include_tasks",
+                          "not run natively"),
+    "bad set_fact name": ("    - set_fact: {not-a-name: 1}\n", 5, "plays[0].tasks[1].set_fact.not-a-name",
+                          "not a valid variable name"),
+    "bad assert": ("    - assert: {that: [x ==]}\n", 5, "plays[0].tasks[1].assert.that[0]", "syntax error"),
+    "loop and with_items": ("    - debug: {msg: x}\n      loop: [1]\n      with_items: [2]\n", 7,
+                            "plays[0].tasks[1].with_items", "not both"),
+    "bad tags": ("    - debug: {msg: x}\n      tags: {a: 1}\n", 6, "plays[0].tasks[1].tags", "a tag or a list"),
     "bad mode": ("    - name: m\n      copy: {content: x, dest: y, mode: rw-r--r--}\n", 6,
                  "plays[0].tasks[1].copy.mode", "not an octal file mode"),
     "unknown play key": ("  hostz: web\n", 5, "plays[0].hostz", "unknown play key"),
@@ -507,6 +521,21 @@ def test_missing_hosts_and_not_a_list(tmp_path: Path) -> None:
     p.write_text("hosts: all\n")
     with pytest.raises(SourceError, match=r"p\.yml:1: a playbook is a list of plays"):
         load_playbook(p)
+
+
+def test_an_error_in_an_included_file_names_that_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "inner.yml").write_text("- name: ok\n  debug: {msg: x}\n- name: bad\n  file: {path: x}\n")
+    (tmp_path / "outer.yml").write_text("- hosts: all\n  tasks:\n    - import_tasks: inner.yml\n")
+    with pytest.raises(SourceError) as info:
+        load_playbook(tmp_path / "outer.yml")
+    assert str(info.value).startswith(f"{tmp_path / 'tasks' / 'inner.yml'}:4: tasks[1].file.state: required"), info.value
+    (tmp_path / "tasks" / "inner.yml").write_text("- import_tasks: inner.yml\n")
+    with pytest.raises(SourceError, match="inner.yml includes itself"):
+        load_playbook(tmp_path / "outer.yml")
+    (tmp_path / "outer.yml").write_text("- hosts: all\n  vars_files: [vars/none.yml]\n  tasks: []\n")
+    with pytest.raises(SourceError, match=r"outer\.yml:2: plays\[0\]\.vars_files\[0\]: file not found: vars/none\.yml"):
+        load_playbook(tmp_path / "outer.yml")
 
 
 def test_every_shipped_playbook_loads() -> None:

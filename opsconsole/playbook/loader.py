@@ -7,6 +7,7 @@ can fix the file without guessing.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,12 @@ from opsconsole.playbook.templating import check_expression, check_syntax, is_te
 from opsconsole.units import parse_duration
 from opsconsole.yamlsource import SourceError, line_of, load_yaml
 
-PLAY_KEYS = ("name", "hosts", "serial", "vars", "tasks", "handlers", "become", "gather_facts")
+PLAY_KEYS = ("name", "hosts", "serial", "vars", "vars_files", "tasks", "handlers", "become", "gather_facts", "tags")
 TASK_KEYS = ("name", "when", "register", "notify", "ignore_errors", "become", "vars",
-             "changed_when", "failed_when", "loop", "timeout", "no_log")
+             "changed_when", "failed_when", "loop", "with_items", "timeout", "no_log", "tags")
+BLOCK_KEYS = ("name", "block", "rescue", "always", "when", "tags", "become", "vars", "ignore_errors", "no_log")
+INCLUDES = {f"{prefix}{name}": name for name in ("include_tasks", "import_tasks") for prefix in ("", "ansible.builtin.")}
+_MAX_INCLUDE_DEPTH = 20
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PERCENT = re.compile(r"^(\d+)%$")
 
@@ -31,9 +35,11 @@ def load_playbook(path: str | Path) -> Playbook:
 
 
 class _Loader:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, playbook_dir: Path | None = None, including: tuple[Path, ...] = ()) -> None:
         self.path = path
-        self.dir = path.absolute().parent
+        # Sources (copy src, template src, included files) are found from the playbook's directory.
+        self.dir = playbook_dir or path.absolute().parent
+        self.including = including  # the files that included this one, to refuse an include loop
 
     def error(self, container: Any, key: Any, keypath: str, message: str) -> SourceError:
         return SourceError(self.path, line_of(container, key), keypath, message)
@@ -63,10 +69,14 @@ class _Loader:
             raise self.error(raw, "hosts", f"{at}.hosts", "must be a group name, a host name, a comma list or `all`")
         name = raw.get("name", hosts)
         self.text(raw, "name", f"{at}.name", name)
-        vars_ = self.variables(raw, "vars", f"{at}.vars")
+        # vars_files win over vars, as in Ansible.
+        vars_ = {**self.variables(raw, "vars", f"{at}.vars"), **self.vars_files(raw, f"{at}.vars_files")}
         handlers = self.task_list(raw, "handlers", f"{at}.handlers", handler_names=None)
         names = {h.name for h in handlers}
         tasks = self.task_list(raw, "tasks", f"{at}.tasks", handler_names=names)
+        play_tags = self.tags(raw, f"{at}.tags")
+        if play_tags:
+            tasks = tuple(_inherit(t, tags=play_tags) for t in tasks)
         return Play(name=str(name), hosts=hosts.strip(), line=line_of(plays, index) or 1, path=at,
                     serial=self.serial(raw, at), vars=vars_, tasks=tasks, handlers=handlers,
                     become=self.boolean(raw, "become", f"{at}.become", False))
@@ -92,8 +102,8 @@ class _Loader:
         items = raw[key]
         if not isinstance(items, list):
             raise self.error(raw, key, at, "must be a list of tasks")
-        tasks = tuple(self.task(items, i, f"{at}[{i}]", handler_names) for i in range(len(items)))
-        if handler_names is None:  # handlers are found by name: each needs a unique one
+        if handler_names is None:
+            tasks = tuple(self.task(items, i, f"{at}[{i}]", handler_names) for i in range(len(items)))  # handlers are found by name: each needs a unique one
             seen: set[str] = set()
             for i, (item, task) in enumerate(zip(items, tasks)):
                 if "name" not in item:
@@ -101,7 +111,87 @@ class _Loader:
                 if task.name in seen:
                     raise self.error(item, "name", f"{at}[{i}].name", f"duplicate handler name {task.name!r}")
                 seen.add(task.name)
-        return tasks
+            return tasks
+        return self.tasks_of(items, at, handler_names)
+
+    def tasks_of(self, items: list, at: str, handler_names: set[str]) -> tuple[Task, ...]:
+        """The tasks of a list: blocks kept as blocks, includes replaced by the tasks they include."""
+        tasks: list[Task] = []
+        for i, raw in enumerate(items):
+            where = f"{at}[{i}]"
+            if isinstance(raw, dict) and "block" in raw:
+                tasks.append(self.block(items, i, where, handler_names))
+            elif isinstance(raw, dict) and any(k in INCLUDES for k in raw):
+                tasks.extend(self.include(items, i, where, handler_names))
+            else:
+                tasks.append(self.task(items, i, where, handler_names))
+        return tuple(tasks)
+
+    def block(self, items: list, index: int, at: str, handler_names: set[str]) -> Task:
+        raw = items[index]
+        for key in raw:
+            if key not in BLOCK_KEYS:
+                raise self.error(raw, key, f"{at}.{key}", f"not a block key (a block has: {', '.join(BLOCK_KEYS)})")
+        parts: dict[str, tuple[Task, ...]] = {}
+        for part in ("block", "rescue", "always"):
+            if raw.get(part) is None:
+                parts[part] = ()
+                continue
+            if not isinstance(raw[part], list):
+                raise self.error(raw, part, f"{at}.{part}", "must be a list of tasks")
+            parts[part] = self.tasks_of(raw[part], f"{at}.{part}", handler_names)
+        if not parts["block"]:
+            raise self.error(raw, "block", f"{at}.block", "a block needs at least one task")
+        # What is set on the block holds for each of its tasks (each evaluates the block's `when`).
+        inherited = dict(when=self.conditions(raw, "when", f"{at}.when"), tags=self.tags(raw, f"{at}.tags"),
+                         vars=self.variables(raw, "vars", f"{at}.vars"),
+                         become=self.boolean(raw, "become", f"{at}.become", None),
+                         ignore_errors=self.boolean(raw, "ignore_errors", f"{at}.ignore_errors", None),
+                         no_log=self.boolean(raw, "no_log", f"{at}.no_log", None))
+        name = raw.get("name", "block")
+        self.text(raw, "name", f"{at}.name", name)
+        return Task(name=str(name), module="block", args={}, line=line_of(items, index) or 1, path=at,
+                    **{part: tuple(_inherit(t, **inherited) for t in tasks) for part, tasks in parts.items()})
+
+    def include(self, items: list, index: int, at: str, handler_names: set[str]) -> tuple[Task, ...]:
+        """include_tasks/import_tasks of a file named as it is written: loaded now, checked like the rest."""
+        raw = items[index]
+        key = next(k for k in raw if k in INCLUDES)
+        allowed = ("name", key, "when", "tags", "vars", "become", "ignore_errors", "no_log")
+        for k in raw:
+            if k not in allowed:
+                raise self.error(raw, k, f"{at}.{k}", f"not a key of {key} (known: {', '.join(allowed)})")
+        value = raw[key]
+        if isinstance(value, dict):
+            unknown = [k for k in value if k != "file"]
+            if unknown:
+                raise self.error(value, unknown[0], f"{at}.{key}.{unknown[0]}", "unknown argument (known: file)")
+            value = value.get("file")
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(raw, key, f"{at}.{key}", "must name a task file (`tasks/setup.yml`)")
+        if is_template(value):
+            raise self.error(raw, key, f"{at}.{key}",
+                             "a task file named by a template is not run natively (name the file as it is)")
+        path = next((p for p in (self.path.absolute().parent / value, self.dir / value, self.dir / "tasks" / value)
+                     if p.is_file()), None)
+        if path is None:
+            raise self.error(raw, key, f"{at}.{key}", f"file not found: {value} (looked next to "
+                             f"{self.path.name}, in {self.dir} and its tasks/)")
+        if path.resolve() in self.including or len(self.including) > _MAX_INCLUDE_DEPTH:
+            raise self.error(raw, key, f"{at}.{key}", f"{value} includes itself (through {self.path.name})")
+        sub = _Loader(path, self.dir, (*self.including, self.path.resolve()))
+        data = load_yaml(path)
+        if data is None:
+            return ()
+        if not isinstance(data, list):
+            raise SourceError(path, getattr(data, "line", 1), "", "a task file is a list of tasks")
+        tasks = sub.tasks_of(data, "tasks", handler_names)
+        inherited = dict(when=self.conditions(raw, "when", f"{at}.when"), tags=self.tags(raw, f"{at}.tags"),
+                         vars=self.variables(raw, "vars", f"{at}.vars"),
+                         become=self.boolean(raw, "become", f"{at}.become", None),
+                         ignore_errors=self.boolean(raw, "ignore_errors", f"{at}.ignore_errors", None),
+                         no_log=self.boolean(raw, "no_log", f"{at}.no_log", None))
+        return tuple(_inherit(t, **inherited) for t in tasks)
 
     def task(self, items: list, index: int, at: str, handler_names: set[str] | None) -> Task:
         raw = items[index]
@@ -153,11 +243,14 @@ class _Loader:
                 timeout = parse_duration(raw["timeout"])
             except ValueError as exc:
                 raise self.error(raw, "timeout", f"{at}.timeout", str(exc)) from None
-        loop = raw.get("loop")
+        if "loop" in raw and "with_items" in raw:
+            raise self.error(raw, "with_items", f"{at}.with_items", "give loop or with_items, not both")
+        loop_key = "with_items" if "with_items" in raw else "loop"
+        loop = raw.get(loop_key)
         if loop is not None and not isinstance(loop, list) and not is_template(loop):
-            raise self.error(raw, "loop", f"{at}.loop", "must be a list or a template giving one")
+            raise self.error(raw, loop_key, f"{at}.{loop_key}", "must be a list or a template giving one")
         if isinstance(loop, list):
-            self.templates(loop, raw, "loop", f"{at}.loop")
+            self.templates(loop, raw, loop_key, f"{at}.{loop_key}")
         return Task(
             name=str(name), module=module, args=args, line=line_of(items, index) or 1, path=at,
             when=self.conditions(raw, "when", f"{at}.when"), register=register, notify=tuple(notify),
@@ -166,12 +259,17 @@ class _Loader:
             vars=self.variables(raw, "vars", f"{at}.vars"),
             changed_when=self.condition_or_none(raw, "changed_when", f"{at}.changed_when"),
             failed_when=self.condition_or_none(raw, "failed_when", f"{at}.failed_when"),
-            loop=loop, timeout=timeout, no_log=no_log,
+            loop=loop, timeout=timeout, no_log=no_log, tags=self.tags(raw, f"{at}.tags"),
+            flatten_loop=loop_key == "with_items",
         )
 
     def module_args(self, raw: dict, key: str, module: str, at: str) -> dict[str, Any]:
         spec = SPECS[module]
         value = raw[key]
+        if spec.any_args and isinstance(value, dict):
+            for arg in value:
+                if not isinstance(arg, str) or not _IDENTIFIER.match(arg):
+                    raise self.error(value, arg, f"{at}.{arg}", "not a valid variable name (letters, digits, _)")
         if isinstance(value, str) and spec.free_form:
             args: dict[str, Any] = {spec.free_form: value}
             container: Any = raw
@@ -184,6 +282,8 @@ class _Loader:
                 f"a mapping of {', '.join(spec.known)}"
             raise self.error(raw, key, at, f"arguments must be {form}")
         for arg in args:
+            if spec.any_args:
+                break
             if (module, arg) in MOVED_ARGUMENTS:
                 raise self.error(container, arg, f"{at}.{arg}", MOVED_ARGUMENTS[module, arg])
             if arg not in spec.known:
@@ -253,6 +353,52 @@ class _Loader:
         v = args.get(arg)
         if v is not None and not is_template(v) and not (isinstance(v, int) and not isinstance(v, bool)):
             raise self.error(container, arg, f"{at}.{arg}", f"{v!r} is not a number")
+
+    def check_assert(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+        that = args["that"]
+        conditions = that if isinstance(that, list) else [that]
+        for i, condition in enumerate(conditions):
+            where, holder = (f"{at}.that[{i}]", that) if isinstance(that, list) else (f"{at}.that", container)
+            self.condition(holder, i if isinstance(that, list) else "that", where, condition)
+
+    def check_debug(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+        if "msg" in args and "var" in args:
+            raise self.error(container, "var", f"{at}.var", "give msg or var, not both")
+        if "var" in args:
+            self.condition(container, "var", f"{at}.var", args["var"])
+
+    def vars_files(self, raw: dict, at: str) -> dict[str, Any]:
+        value = raw.get("vars_files")
+        if value is None:
+            return {}
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise self.error(raw, "vars_files", at, "must be a file name or a list of them")
+        merged: dict[str, Any] = {}
+        for i, name in enumerate(names):
+            where, holder, key = (f"{at}[{i}]", names, i) if isinstance(value, list) else (at, raw, "vars_files")
+            if is_template(name):
+                raise self.error(holder, key, where, "a vars file named by a template is not read natively")
+            path = self.dir / name
+            if not path.is_file():
+                raise self.error(holder, key, where, f"file not found: {name} (looked in {self.dir})")
+            data = load_yaml(path)
+            if data is None:
+                continue
+            if not isinstance(data, dict):
+                raise SourceError(path, getattr(data, "line", 1), "", "a vars file is a mapping of name: value")
+            merged.update(_Loader(path, self.dir).variables({"vars": data}, "vars", "vars"))
+        return merged
+
+    def tags(self, raw: dict, at: str) -> tuple[str, ...]:
+        value = raw.get("tags")
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            return tuple(t.strip() for t in value.split(",") if t.strip())
+        if isinstance(value, list) and all(isinstance(t, (str, int)) and not isinstance(t, bool) for t in value):
+            return tuple(str(t) for t in value)
+        raise self.error(raw, "tags", at, "must be a tag or a list of tags")
 
     def source(self, args: dict, container: Any, at: str) -> None:
         src = args["src"]
@@ -326,6 +472,26 @@ class _Loader:
     def text(self, raw: dict, key: str, at: str, value: Any) -> None:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise self.error(raw, key, at, "must be text")
+
+
+def _inherit(task: Task, when: tuple[Any, ...] = (), tags: tuple[str, ...] = (), vars: dict[str, Any] | None = None,
+             become: bool | None = None, ignore_errors: bool | None = None, no_log: bool | None = None) -> Task:
+    """`task` with what its block, include or play sets (the task's own settings win)."""
+    changes: dict[str, Any] = {"when": (*when, *task.when), "tags": (*tags, *[t for t in task.tags if t not in tags])}
+    if vars:
+        changes["vars"] = {**vars, **task.vars}
+    if task.become is None and become is not None:
+        changes["become"] = become
+    if ignore_errors:
+        changes["ignore_errors"] = True
+    if no_log:
+        changes["no_log"] = True
+    if task.module == "block":  # a nested block hands it all down again
+        for part in ("block", "rescue", "always"):
+            changes[part] = tuple(_inherit(t, when, tags, vars, become, ignore_errors, no_log)
+                                  for t in getattr(task, part))
+        changes["when"], changes["tags"] = (), ()
+    return dataclasses.replace(task, **changes)
 
 
 def _is_number(value: Any) -> bool:

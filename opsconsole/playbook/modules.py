@@ -31,6 +31,7 @@ class ModuleSpec:
     optional: tuple[str, ...] = ()
     choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     free_form: str | None = None
+    any_args: bool = False  # set_fact: every argument is a variable name
 
     @property
     def known(self) -> tuple[str, ...]:
@@ -51,7 +52,10 @@ SPECS: dict[str, ModuleSpec] = {
                        choices={"state": ("directory", "absent", "touch", "link")}),
     # As Ansible's: a TCP port to accept connections, `timeout` in seconds (a number).
     "wait_for": ModuleSpec(required=("port",), optional=("host", "timeout")),
-    "debug": ModuleSpec(required=("msg",), free_form="msg"),
+    "debug": ModuleSpec(optional=("msg", "var", "verbosity"), free_form="msg"),
+    "set_fact": ModuleSpec(optional=("cacheable",), any_args=True),
+    "assert": ModuleSpec(required=("that",), optional=("fail_msg", "msg", "success_msg", "quiet")),
+    "fail": ModuleSpec(optional=("msg",), free_form="msg"),
     SERVICE: ModuleSpec(required=("name", "state"), optional=("command", "chdir", "env", "port"),
                         choices={"state": ("started", "stopped", "restarted")}),
     HEALTH: ModuleSpec(required=("url",), optional=("status", "timeout")),
@@ -131,6 +135,7 @@ class Outcome:
     command: str = ""  # what ran, for the failure message
     tail: tuple[str, ...] = ()
     message: str = ""
+    facts: dict[str, Any] = field(default_factory=dict)  # set_fact: variables for the host's next tasks
 
 
 class ModuleFailure(Exception):
@@ -342,11 +347,51 @@ async def _reachable_url(url: str, transport: Transport) -> str:
 
 
 async def _debug(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
-    msg = args["msg"]
+    if _verbosity(args.get("verbosity")) > 0:  # shown from `-v` on in Ansible; opsconsole runs at 0
+        return Outcome(message=f"verbosity {args['verbosity']}: not shown")
+    if args.get("var") not in (None, ""):
+        # As Ansible: `var` names a variable (or an expression) and shows its value.
+        name = str(args["var"])
+        msg: Any = {name: ctx.templar.evaluate(name)}
+    else:
+        msg = args.get("msg", "Hello world!")
     text = msg if isinstance(msg, str) else json.dumps(msg, default=str)
     for line in text.splitlines() or [""]:
         ctx.on_line(line, "stdout")
     return Outcome(stdout=text + "\n", message=text)
+
+
+async def _set_fact(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+    facts = {k: v for k, v in args.items() if k != "cacheable"}
+    return Outcome(facts=facts, message=", ".join(sorted(facts)))
+
+
+async def _assert(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+    that = args["that"]
+    for condition in that if isinstance(that, list) else [that]:
+        value = ctx.templar.evaluate(condition) if isinstance(condition, str) else condition
+        if not truthy(value):
+            why = args.get("fail_msg") or args.get("msg") or f"Assertion failed: {condition}"
+            return Outcome(failed=True, command=f"assert {condition}", message=str(why))
+    return Outcome(message=str(args.get("success_msg") or "All assertions passed"))
+
+
+async def _fail(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+    return Outcome(failed=True, command="fail", message=str(args.get("msg") or "Failed as requested from task"))
+
+
+def _verbosity(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        raise ModuleFailure(f"debug: verbosity {value!r} is not a number") from None
+
+
+def truthy(value: Any) -> bool:
+    """Ansible's truth of a condition's value: the strings yes/true/on/1/y are true."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "yes", "on", "1", "y")
+    return bool(value)
 
 
 def _mode(args: Mapping[str, Any]) -> int | None:
@@ -363,7 +408,8 @@ def _opt_str(value: Any) -> str | None:
 _RUNNERS: dict[str, Callable[[Mapping[str, Any], ModuleContext], Any]] = {
     "shell": _shell, "command": _command, "copy": _copy, "template": _template, "file": _file,
     SERVICE: _service, "wait_for": _wait_for, HEALTH: _health, "debug": _debug,
+    "set_fact": _set_fact, "assert": _assert, "fail": _fail,
 }
 
 __all__ = ["ALIASES", "HEALTH", "MOVED_ARGUMENTS", "MOVED_MODULES", "SERVICE", "SPECS", "ModuleContext", "ModuleFailure", "ModuleSpec", "Outcome", "canonical",
-           "find_source", "parse_mode", "run_module"]
+           "find_source", "parse_mode", "run_module", "truthy"]
