@@ -273,6 +273,8 @@ class _Loader:
         if isinstance(value, str) and spec.free_form:
             args: dict[str, Any] = {spec.free_form: value}
             container: Any = raw
+            if module in ("shell", "command"):
+                args = _free_form_options(value)
         elif isinstance(value, dict):
             args, container = dict(value), value
         elif value is None and not spec.required:
@@ -292,6 +294,11 @@ class _Loader:
             if arg not in args or args[arg] is None or args[arg] == "":
                 where = container if arg in args else raw
                 raise self.error(where, arg if arg in args else key, f"{at}.{arg}", "required argument missing")
+        for arg in spec.booleans:
+            v = args.get(arg)
+            if v is not None and not is_template(v) and not isinstance(v, bool) and \
+                    str(v).strip().lower() not in ("yes", "no", "true", "false", "on", "off", "1", "0", "y", "n"):
+                raise self.error(container, arg, f"{at}.{arg}", f"{v!r} is not a boolean (true/false, yes/no)")
         for arg, allowed in spec.choices.items():
             v = args.get(arg)
             if v is not None and not is_template(v) and v not in allowed:
@@ -335,6 +342,8 @@ class _Loader:
             raise self.error(container, "port", f"{at}.port", f"{v!r} is not a TCP port (1-65535)")
 
     def check_wait_for(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+        if "port" in args and "path" in args:
+            raise self.error(container, "path", f"{at}.path", "give port or path, not both")
         self.number(args, container, at, "port")
         v = args.get("timeout")
         if v is not None and not is_template(v) and not _is_number(v):
@@ -472,6 +481,56 @@ class _Loader:
     def text(self, raw: dict, key: str, at: str, value: Any) -> None:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise self.error(raw, key, at, "must be text")
+
+
+_FREE_FORM_OPTIONS = ("creates", "removes", "chdir")
+
+
+def _free_form_options(text: str) -> dict[str, Any]:
+    """`shell: make creates=build/app chdir={{ src }}` as Ansible reads it: the options leave the command.
+    Words are split on blanks outside quotes and `{{ }}`/`{% %}`, so a templated value stays whole."""
+    options: dict[str, Any] = {}
+    spans: list[tuple[int, int]] = []
+    for start, end in _words(text):
+        key, sep, value = text[start:end].partition("=")
+        if sep and key in _FREE_FORM_OPTIONS and value:
+            options[key] = value.strip("'\"")
+            spans.append((start, end))
+    if not options:
+        return {"cmd": text}
+    command = text
+    for start, end in reversed(spans):
+        command = command[:start] + command[end:]
+    return {"cmd": " ".join(command.split(" ")).strip(), **options}
+
+
+def _words(text: str) -> list[tuple[int, int]]:
+    words, start, depth, quote, i = [], None, 0, "", 0
+    while i < len(text):
+        two = text[i:i + 2]
+        if not quote and two in ("{{", "{%"):
+            depth, i = depth + 1, i + 2
+            start = i - 2 if start is None else start
+            continue
+        if not quote and depth and two in ("}}", "%}"):
+            depth, i = depth - 1, i + 2
+            continue
+        c = text[i]
+        if quote:
+            quote = "" if c == quote else quote
+        elif c in "'\"" and not depth:
+            quote = c
+            start = i if start is None else start
+        elif c.isspace() and not depth:
+            if start is not None:
+                words.append((start, i))
+            start = None
+        elif start is None:
+            start = i
+        i += 1
+    if start is not None:
+        words.append((start, len(text)))
+    return words
 
 
 def _inherit(task: Task, when: tuple[Any, ...] = (), tags: tuple[str, ...] = (), vars: dict[str, Any] | None = None,

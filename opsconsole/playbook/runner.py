@@ -338,7 +338,7 @@ def _registration(task: Task, outcomes: list[tuple[Any, Outcome]]) -> dict[str, 
     def one(o: Outcome) -> dict[str, Any]:
         stdout = o.stdout.rstrip("\r\n")  # as Ansible: `{{ r.stdout }}` has no trailing newline
         return {"rc": o.rc, "stdout": stdout, "stdout_lines": stdout.splitlines(), "changed": o.changed,
-                "failed": o.failed, "skipped": False, "msg": o.message}
+                "failed": o.failed, "skipped": False, "msg": o.message, **o.result}
 
     if task.loop is None:
         return {task.register: one(outcomes[-1][1])}
