@@ -440,7 +440,7 @@ BAD = {
     "unknown module": ("    - name: typo\n      shel: echo hi\n", 6, "plays[0].tasks[1].shel", "unknown module"),
     "two modules": ("    - name: two\n      shell: echo\n      debug: {msg: x}\n", 7, "plays[0].tasks[1].debug",
                     "exactly one module"),
-    "unknown task key": ("    - name: k\n      shell: echo\n      retries: 3\n", 7, "plays[0].tasks[1].retries",
+    "unknown task key": ("    - name: k\n      shell: echo\n      retriez: 3\n", 7, "plays[0].tasks[1].retriez",
                          "task key"),
     "no module": ("    - name: nothing\n      when: true\n", 5, "plays[0].tasks[1]", "no module"),
     "missing required": ("    - name: copy\n      copy:\n        content: x\n", 6, "plays[0].tasks[1].copy.dest",

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from opsconsole.playbook.fallback import EXTRA, ansible_playbook, builtin_module_exists
 from opsconsole.playbook.model import Play, Playbook, Task
 from opsconsole.playbook.modules import (ALIASES, MOVED_ARGUMENTS, MOVED_MODULES, SPECS, canonical, find_source,
                                          parse_mode)
@@ -69,6 +70,15 @@ class _Loader:
             raise self.error(raw, "hosts", f"{at}.hosts", "must be a group name, a host name, a comma list or `all`")
         name = raw.get("name", hosts)
         self.text(raw, "name", f"{at}.name", name)
+        foreign = self.foreign(raw, at)
+        if foreign is not None:
+            container, key, where, what = foreign
+            why = f"play {index + 1} uses {what}: runs with ansible-playbook"
+            if ansible_playbook() is None:
+                raise self.error(container, key, where, f"{what} is not run natively and ansible-playbook is not "
+                                 f"installed: {EXTRA} to run this play with it")
+            return Play(name=str(name), hosts=hosts.strip(), line=line_of(plays, index) or 1, path=at,
+                        serial=self.serial(raw, at), runner="ansible", why=why, source=raw)
         # vars_files win over vars, as in Ansible.
         vars_ = {**self.variables(raw, "vars", f"{at}.vars"), **self.vars_files(raw, f"{at}.vars_files")}
         handlers = self.task_list(raw, "handlers", f"{at}.handlers", handler_names=None)
@@ -80,6 +90,40 @@ class _Loader:
         return Play(name=str(name), hosts=hosts.strip(), line=line_of(plays, index) or 1, path=at,
                     serial=self.serial(raw, at), vars=vars_, tasks=tasks, handlers=handlers,
                     become=self.boolean(raw, "become", f"{at}.become", False))
+
+    def foreign(self, play: dict, at: str) -> tuple[Any, Any, str, str] | None:
+        """The first thing in the play the native runner does not have (a module or a keyword Ansible
+        knows): (container, key, key path, what) — or None when the play runs natively."""
+        for key in play:
+            if key in ANSIBLE_PLAY_KEYS and key not in PLAY_KEYS:
+                return play, key, f"{at}.{key}", f"the play keyword {key!r}"
+        for part in ("tasks", "handlers", "pre_tasks", "post_tasks"):
+            if isinstance(play.get(part), list):
+                found = self.foreign_tasks(play[part], f"{at}.{part}")
+                if found:
+                    return found
+        return None
+
+    def foreign_tasks(self, items: list, at: str) -> tuple[Any, Any, str, str] | None:
+        for i, task in enumerate(items):
+            if not isinstance(task, dict):
+                continue
+            if "block" in task:
+                for part in ("block", "rescue", "always"):
+                    if isinstance(task.get(part), list):
+                        found = self.foreign_tasks(task[part], f"{at}[{i}].{part}")
+                        if found:
+                            return found
+                continue
+            for key in task:
+                if not isinstance(key, str) or key in TASK_KEYS or key in INCLUDES or key in MOVED_MODULES:
+                    continue
+                where = f"{at}[{i}].{key}"
+                if key in ANSIBLE_TASK_KEYS:
+                    return task, key, where, f"the task keyword {key!r}"
+                if canonical(key) is None and _looks_like_ansible_module(key):
+                    return task, key, where, key
+        return None
 
     def serial(self, raw: dict, at: str) -> int | str | None:
         if "serial" not in raw or raw["serial"] is None:
@@ -205,8 +249,10 @@ class _Loader:
                 raise self.error(raw, key, f"{at}.{key}", MOVED_MODULES[key])
             if not isinstance(key, str) or canonical(key) is None:
                 modules = ", ".join(sorted(SPECS) + sorted(k for k in ALIASES if "." not in k))
-                raise self.error(raw, key, f"{at}.{key}",
-                                 f"unknown module or task key (modules: {modules}; task keys: {', '.join(TASK_KEYS)})")
+                more = "" if ansible_playbook() else \
+                    f"; ansible-core's other modules run through ansible-playbook once installed: {EXTRA}"
+                raise self.error(raw, key, f"{at}.{key}", f"unknown module or task key (native modules: {modules}; "
+                                 f"task keys: {', '.join(TASK_KEYS)}{more})")
             if module_key is not None:
                 raise self.error(raw, key, f"{at}.{key}",
                                  f"a task runs exactly one module; this one also has {module_key!r}")
@@ -481,6 +527,37 @@ class _Loader:
     def text(self, raw: dict, key: str, at: str, value: Any) -> None:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise self.error(raw, key, at, "must be text")
+
+
+# Ansible's keywords the native runner does not have: a play using one runs with ansible-playbook.
+ANSIBLE_PLAY_KEYS = ("roles", "pre_tasks", "post_tasks", "strategy", "max_fail_percentage", "any_errors_fatal",
+                     "force_handlers", "environment", "collections", "module_defaults", "remote_user", "become_user",
+                     "become_method", "connection", "order", "vars_prompt", "run_once", "throttle", "check_mode",
+                     "diff", "ignore_unreachable", "port", "debugger", "fact_path", "gather_subset",
+                     "gather_timeout", "no_log", "when", "ignore_errors")
+ANSIBLE_TASK_KEYS = ("until", "retries", "delay", "delegate_to", "delegate_facts", "run_once", "environment",
+                     "args", "check_mode", "diff", "async", "poll", "listen", "throttle", "any_errors_fatal",
+                     "module_defaults", "collections", "debugger", "local_action", "connection", "remote_user",
+                     "become_user", "become_method", "become_flags", "loop_control", "with_dict", "with_list",
+                     "with_fileglob", "with_together", "with_nested", "with_sequence", "with_subelements",
+                     "with_lines", "include_role", "import_role", "ansible.builtin.include_role",
+                     "ansible.builtin.import_role", "include_vars", "ansible.builtin.include_vars", "meta",
+                     "ansible.builtin.meta", "ignore_unreachable", "action")
+
+
+def _looks_like_ansible_module(name: str) -> bool:
+    """A collection's module (namespace.collection.module), or one of ansible-core's by its short name.
+    Anything else is an unknown name (a typo), which the loader refuses as such."""
+    parts = name.split(".")
+    if len(parts) == 3 and all(_IDENTIFIER.match(p) for p in parts):
+        if parts[0] == "opsconsole":
+            return False  # ours are all native: a wrong one is a typo
+        if parts[:2] in (["ansible", "builtin"], ["ansible", "legacy"]):
+            return builtin_module_exists(parts[2])
+        return True
+    if len(parts) == 1 and _IDENTIFIER.match(name):
+        return builtin_module_exists(name)
+    return False
 
 
 _FREE_FORM_OPTIONS = ("creates", "removes", "chdir")

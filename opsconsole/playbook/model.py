@@ -49,6 +49,10 @@ class Play:
     tasks: tuple[Task, ...] = ()
     handlers: tuple[Task, ...] = ()
     become: bool = False
+    # "native", or "ansible" for a play that uses what the native runner does not have; `why` says what.
+    runner: str = "native"
+    why: str = ""
+    source: Any = None  # an ansible play as written, handed to ansible-playbook
 
 
 @dataclass(frozen=True)

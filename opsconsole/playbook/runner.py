@@ -15,11 +15,13 @@ from typing import Any, Callable, Collection, Mapping, Sequence
 
 from opsconsole.events import EventBus, Message, OutputLine, PlayFinished, PlayStarted, TaskFinished, TaskStarted
 from opsconsole.hosts import Host
+from opsconsole.playbook.fallback import run_play
 from opsconsole.playbook.model import Play, Playbook, PlaybookResult, Task
 from opsconsole.playbook.modules import ModuleContext, Outcome, run_module, truthy
 from opsconsole.playbook.templating import LOOKED_UP, Templar, TemplateFailure
 from opsconsole.redact import NO_LOG
 from opsconsole.transport.base import Transport
+from opsconsole.transport.pool import SshOptions
 
 OUTPUT_LINES_IN_MESSAGE = 10
 
@@ -59,9 +61,10 @@ class _HostRun:
 
 class PlaybookRunner:
     def __init__(self, bus: EventBus, transport_for: Callable[[Host], Transport], *,
-                 secrets: Mapping[str, str] = {}) -> None:
+                 secrets: Mapping[str, str] = {}, ssh: SshOptions | None = None) -> None:
         self.bus = bus
         self.transport_for = transport_for
+        self.ssh = ssh  # how ansible-playbook reaches SSH hosts, for plays that run with it
         self.secrets = dict(secrets)  # `{{ secrets.NAME }}`; the bus's redactor masks the values
 
     async def run(
@@ -115,11 +118,17 @@ class PlaybookRunner:
         failed: list[str] = []
         running: list[str] = []
         pending = batches(selected, play.serial)
+        if play.runner == "ansible":
+            self.bus.emit(Message(text=f"{playbook.name}: {play.why}"))
         try:
             while pending and not failed:
                 batch = pending.pop(0)
                 running = [h.name for h in batch]
-                runs = await asyncio.gather(*(self._host(playbook, play, h, groups, extra_vars, selection) for h in batch))
+                if play.runner == "ansible":
+                    runs = await self._ansible(playbook, play, batch, extra_vars)
+                else:
+                    runs = await asyncio.gather(*(self._host(playbook, play, h, groups, extra_vars, selection)
+                                                  for h in batch))
                 running = []
                 for run in runs:
                     if run.failure is None:
@@ -137,6 +146,18 @@ class PlaybookRunner:
             self.bus.emit(PlayFinished(playbook=playbook.name, play=title, ok_hosts=tuple(ok),
                                        failed_hosts=tuple(failed_now), skipped_hosts=tuple(skipped)))
         return bool(failed)
+
+    async def _ansible(self, playbook: Playbook, play: Play, batch: list[Host],
+                       extra_vars: Mapping[str, Any]) -> list[_HostRun]:
+        """One batch of a play that runs with ansible-playbook; its events reach the bus as the native ones do."""
+        def host_vars(host: Host) -> dict[str, Any]:
+            return {"port": host.port} if host.port is not None else {}
+
+        status, failures = await run_play(self.bus, playbook.directory.absolute(), play.source, batch,
+                                          self.transport_for, self.ssh, {**extra_vars, "secrets": self.secrets},
+                                          host_vars)
+        return [_HostRun(h, failure=(failures.get(h.name) or f"{h.name}: failed under ansible-playbook")
+                         if status.get(h.name) == "failed" else None) for h in batch]
 
     async def _host(self, playbook: Playbook, play: Play, host: Host, groups: dict[str, list[str]],
                     extra_vars: Mapping[str, Any],
