@@ -57,8 +57,11 @@ def inventory(hosts: Sequence[Host], transport_for: Callable[[Host], Transport],
     all_hosts: dict[str, Any] = {}
     groups: dict[str, Any] = {}
     for host in hosts:
-        hv: dict[str, Any] = {**host.vars, **extra_host_vars(host), "host_root": transport_for(host).root,
-                              "ansible_python_interpreter": "auto_silent"}
+        root = transport_for(host).root
+        # ansible's own temp files stay under the host's root, like everything opsconsole writes there.
+        hv: dict[str, Any] = {**host.vars, **extra_host_vars(host), "host_root": root,
+                              "ansible_python_interpreter": "auto_silent",
+                              "ansible_remote_tmp": f"{root.rstrip('/')}/.ansible/tmp"}
         if host.transport == "local":
             hv["ansible_connection"] = "local"
             hv["ansible_python_interpreter"] = sys.executable
@@ -74,26 +77,23 @@ def inventory(hosts: Sequence[Host], transport_for: Callable[[Host], Transport],
 
 def ssh_args(ssh: SshOptions) -> str:
     """What ssh needs to reach a host the way opsconsole does: strict host keys from our known_hosts,
-    our keys (and the agent only if allowed), the bastion as ProxyJump."""
-    args = ["-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={os.path.expanduser(ssh.known_hosts or '~/.ssh/known_hosts')}"]
+    our keys (and the agent only if allowed), through the bastion."""
+    common = ["-o", "StrictHostKeyChecking=yes",
+              "-o", f"UserKnownHostsFile={os.path.expanduser(ssh.known_hosts or '~/.ssh/known_hosts')}"]
     if not ssh.ssh_config:
-        args += ["-F", "/dev/null"]
-    for key in ssh.client_keys:
-        args += ["-i", os.path.expanduser(key)]
+        common += ["-F", "/dev/null"]
     if not ssh.agent:
-        args += ["-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"]
+        common += ["-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"]
+    args = [*common, *[a for key in ssh.client_keys for a in ("-i", os.path.expanduser(key))]]
     if ssh.jump is not None:
+        # ProxyJump's own ssh would not get our -i/-o options (ssh passes only -F and -v on): the same
+        # hop written as the ProxyCommand ssh runs for ProxyJump, `ssh -W %h:%p`, with them spelt out.
         j = ssh.jump
-        target = f"{j.user + '@' if j.user else ''}{j.host}:{j.port}"
-        if j.key:  # ProxyJump cannot take the jump host's own key: a ProxyCommand can
-            inner = shlex.join(["ssh", "-W", "%h:%p", "-p", str(j.port), "-i", os.path.expanduser(j.key),
-                                "-o", "StrictHostKeyChecking=yes",
-                                "-o", f"UserKnownHostsFile={os.path.expanduser(ssh.known_hosts or '~/.ssh/known_hosts')}",
-                                *(["-l", j.user] if j.user else []), j.host])
-            args += ["-o", f"ProxyCommand={inner}"]
-        else:
-            args += ["-J", target]
+        keys = [j.key] if j.key else list(ssh.client_keys)
+        inner = ["ssh", "-W", "%h:%p", "-p", str(j.port), *common,
+                 *[a for key in keys for a in ("-i", os.path.expanduser(key))],
+                 *(["-l", j.user] if j.user else []), j.host]
+        args += ["-o", f"ProxyCommand={shlex.join(inner)}"]
     return shlex.join(args)
 
 

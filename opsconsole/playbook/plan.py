@@ -21,8 +21,9 @@ def describe(playbook: Playbook, hosts: Sequence[Host], limit: Sequence[str] | N
     for number, play in enumerate(playbook.plays, 1):
         chosen = [h.name for h in select_hosts(play.hosts, candidates)]
         serial = f", serial {play.serial}" if play.serial else ""
+        how = "runs natively" if play.runner == "native" else play.why.split(": ", 1)[-1] + f" ({play.why.split(':')[0]})"
         lines.append(f"play {number} {play.name!r} on {', '.join(chosen) or 'no host'} "
-                     f"(hosts: {play.hosts}{serial}): runs natively")
+                     f"(hosts: {play.hosts}{serial}): {how}")
         lines += _tasks(play.tasks, "  ")
         if play.handlers:
             lines.append("  handlers (when notified): " + ", ".join(h.name for h in play.handlers))
