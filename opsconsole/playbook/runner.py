@@ -153,9 +153,13 @@ class PlaybookRunner:
         def host_vars(host: Host) -> dict[str, Any]:
             return {"port": host.port} if host.port is not None else {}
 
-        status, failures = await run_play(self.bus, playbook.directory.absolute(), play.source, batch,
-                                          self.transport_for, self.ssh, {**extra_vars, "secrets": self.secrets},
-                                          host_vars)
+        try:
+            status, failures = await run_play(self.bus, playbook.directory.absolute(), play.source, batch,
+                                              self.transport_for, self.ssh, {**extra_vars, "secrets": self.secrets},
+                                              host_vars)
+        except (OSError, RuntimeError) as exc:  # no ansible-playbook, an unwritable playbook directory
+            why = f"{play.why}, which could not start: {exc}"
+            status, failures = {h.name: "failed" for h in batch}, {h.name: why for h in batch}
         return [_HostRun(h, failure=(failures.get(h.name) or f"{h.name}: failed under ansible-playbook")
                          if status.get(h.name) == "failed" else None) for h in batch]
 
