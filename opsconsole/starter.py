@@ -28,6 +28,7 @@ CONFIG_NAME = "opsconsole.yaml"
 FILL_IN = "# FILL IN"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 
+_COLLECTION = "collections/ansible_collections/opsconsole/builtin"
 # written path -> (bundled playbook, the group its play runs on; None = keep the playbook's own `hosts:`)
 PLAYBOOKS: dict[str, tuple[str, str | None]] = {
     "playbooks/app-server.yml": ("app-server.yml", "app"),
@@ -35,6 +36,10 @@ PLAYBOOKS: dict[str, tuple[str, str | None]] = {
     "playbooks/proxy-host.yml": ("proxy-host.yml", "proxy"),
     "playbooks/deploy.yml": ("itrust-deploy.yml", None),  # `hosts: all`: opsconsole names the hosts
     "playbooks/templates/app.env.j2": ("templates/app.env.j2", None),
+    # opsconsole's own modules as a collection next to the playbooks, where ansible-playbook finds it.
+    **{f"playbooks/{_COLLECTION}/{name}": (f"{_COLLECTION}/{name}", None)
+       for name in ("galaxy.yml", "README.md", "meta/runtime.yml", "plugins/modules/service.py",
+                    "plugins/modules/health.py", "plugins/callback/events.py")},
 }
 _PLAY_HOSTS = re.compile(r"^(  hosts: )\S+$", re.MULTILINE)
 

@@ -52,7 +52,7 @@ async def test_readonly_is_enforced_by_execute_not_only_by_the_front_ends(tmp_pa
 
 def test_abortable_is_a_property_of_the_command() -> None:
     abortable = {cls.verb for cls in command_classes() if cls.abortable}
-    assert abortable == {"deploy", "roll", "roll resume", "rollback"}
+    assert abortable == {"deploy", "roll", "roll resume", "rollback", "playbook"}
     assert RollResume(app="itrust").abortable and not Canary(app="itrust", action="weight", weight=10).abortable
 
 

@@ -17,7 +17,10 @@ from opsconsole.playbook.loader import load_playbook
 from opsconsole.playbook.runner import select_hosts
 
 WRITTEN = ("opsconsole.yaml", "playbooks/app-server.yml", "playbooks/database.yml", "playbooks/proxy-host.yml",
-           "playbooks/deploy.yml", "playbooks/templates/app.env.j2")
+           "playbooks/deploy.yml", "playbooks/templates/app.env.j2",
+           *(f"playbooks/collections/ansible_collections/opsconsole/builtin/{name}"
+             for name in ("galaxy.yml", "README.md", "meta/runtime.yml", "plugins/modules/service.py",
+                          "plugins/modules/health.py", "plugins/callback/events.py")))
 
 
 def opsconsole(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -342,16 +342,16 @@ async def test_service_started_answers_and_is_idempotent(rig: Rig) -> None:
         - hosts: app
           tasks:
             - name: run the server
-              daemon:
+              opsconsole.builtin.service:
                 name: web
                 state: "{{ want }}"
                 command: exec {{ python }} -m http.server {{ port }} --bind 127.0.0.1
                 chdir: www
                 env: {GREETING: hi}
             - name: port open
-              wait_for: {port: "{{ port }}", timeout: 10s}
+              ansible.builtin.wait_for: {port: "{{ port }}", timeout: 10}
             - name: health
-              wait_for: {url: "http://{{ ansible_host }}:{{ port }}/health", timeout: 10s}
+              opsconsole.builtin.health: {url: "http://{{ ansible_host }}:{{ port }}/health", timeout: 10s}
         """
     extra = {"python": sys.executable, "want": "started"}
     t = rig.transport_for(hosts[0])
@@ -377,8 +377,8 @@ async def test_service_started_answers_and_is_idempotent(rig: Rig) -> None:
     stop = await rig.run("""
         - hosts: app
           tasks:
-            - {name: stop, service: {name: web, state: stopped}}
-            - {name: closed, wait_for: {port: "{{ port }}", timeout: 1s}}
+            - {name: stop, opsconsole.builtin.service: {name: web, state: stopped}}
+            - {name: closed, wait_for: {port: "{{ port }}", timeout: 1}}
         """, hosts)
     assert rig.statuses("app-1")["stop"] == "changed"
     assert gone(new_pid) and not (rig.root("app-1") / "run" / "web.pid").exists()
@@ -440,7 +440,7 @@ BAD = {
     "unknown module": ("    - name: typo\n      shel: echo hi\n", 6, "plays[0].tasks[1].shel", "unknown module"),
     "two modules": ("    - name: two\n      shell: echo\n      debug: {msg: x}\n", 7, "plays[0].tasks[1].debug",
                     "exactly one module"),
-    "unknown task key": ("    - name: k\n      shell: echo\n      retries: 3\n", 7, "plays[0].tasks[1].retries",
+    "unknown task key": ("    - name: k\n      shell: echo\n      retriez: 3\n", 7, "plays[0].tasks[1].retriez",
                          "task key"),
     "no module": ("    - name: nothing\n      when: true\n", 5, "plays[0].tasks[1]", "no module"),
     "missing required": ("    - name: copy\n      copy:\n        content: x\n", 6, "plays[0].tasks[1].copy.dest",
@@ -451,18 +451,52 @@ BAD = {
                          "plays[0].tasks[1].template.src", "file not found: nope.j2"),
     "missing copy src": ("    - name: c\n      copy: {src: files/gone.txt, dest: x}\n", 6,
                          "plays[0].tasks[1].copy.src", "file not found"),
-    "service without command": ("    - name: s\n      service:\n        name: web\n        state: started\n", 8,
-                                "plays[0].tasks[1].service.command", "required argument missing"),
-    "unknown argument": ("    - name: d\n      debug:\n        msg: x\n        verbosity: 2\n", 8,
-                         "plays[0].tasks[1].debug.verbosity", "unknown argument"),
+    "service without command": ("    - name: s\n      opsconsole.builtin.service:\n        name: web\n"
+                                "        state: started\n", 8,
+                                "plays[0].tasks[1].opsconsole.builtin.service.command", "required argument missing"),
+    # Names that meant opsconsole's own behaviour: refused, naming the new name.
+    "old service name": ("    - name: s\n      service:\n        name: web\n        state: started\n", 6,
+                         "plays[0].tasks[1].service", "opsconsole's service started by its command is "
+                         "`opsconsole.builtin.service` (same arguments)"),
+    "old daemon name": ("    - name: s\n      daemon: {name: web, state: stopped}\n", 6,
+                        "plays[0].tasks[1].daemon", "is `opsconsole.builtin.service`"),
+    "wait_for url": ("    - name: w\n      wait_for:\n        url: http://x/health\n", 7,
+                     "plays[0].tasks[1].wait_for.url", "Ansible's wait_for has no url; for an HTTP answer use "
+                     "`opsconsole.builtin.health`"),
+    "wait_for timeout with unit": ("    - name: w\n      wait_for: {port: 80, timeout: 10s}\n", 6,
+                                   "plays[0].tasks[1].wait_for.timeout", "'10s' is not a number of seconds"),
+    "unknown argument of an FQCN": ("    - name: c\n      ansible.builtin.copy:\n        content: x\n"
+                                    "        dest: y\n        frce: true\n", 9,
+                                    "plays[0].tasks[1].ansible.builtin.copy.frce", "unknown argument"),
+    "unknown argument": ("    - name: d\n      debug:\n        msg: x\n        verbose: 2\n", 8,
+                         "plays[0].tasks[1].debug.verbose", "unknown argument"),
     "bad when": ("    - name: w\n      shell: echo\n      when: result.rc ==\n", 7, "plays[0].tasks[1].when",
                  "syntax error"),
     "bad template syntax": ("    - name: b\n      shell: echo {{ oops\n", 6, "plays[0].tasks[1].shell.cmd",
                             "syntax error"),
     "unknown handler": ("    - name: n\n      shell: echo\n      notify: restart app\n", 7, "plays[0].tasks[1].notify",
                         "no handler named 'restart app'"),
-    "wait_for without target": ("    - name: w\n      wait_for: {timeout: 5s}\n", 6, "plays[0].tasks[1].wait_for.port",
-                                "exactly one of port"),
+    # Ansible's wait_for without port or path waits out its timeout; both at once is an error.
+    "wait_for port and path": ("    - name: w\n      wait_for: {port: 80, path: /tmp/x}\n", 6,
+                               "plays[0].tasks[1].wait_for.path", "give port or path, not both"),
+    "bad block key": ("    - name: b\n      block: [{debug: {msg: x}}]\n      register: r\n", 7,
+                      "plays[0].tasks[1].register", "not a block key"),
+    "bad task in rescue": ("    - block: [{debug: {msg: x}}]\n      rescue:\n        - copy: {dest: x, frce: 1}\n", 7,
+                           "plays[0].tasks[1].rescue[0].copy.frce", "unknown argument"),
+    "missing include": ("    - include_tasks: tasks/nope.yml\n", 5, "plays[0].tasks[1].include_tasks",
+                        "file not found: tasks/nope.yml"),
+    "templated include": ("    - include_tasks: \"{{ which }}.yml\"\n", 5, "plays[0].tasks[1].include_tasks",
+                          "not run natively"),
+    "bad set_fact name": ("    - set_fact: {not-a-name: 1}\n", 5, "plays[0].tasks[1].set_fact.not-a-name",
+                          "not a valid variable name"),
+    "bad assert": ("    - assert: {that: [x ==]}\n", 5, "plays[0].tasks[1].assert.that[0]", "syntax error"),
+    "loop and with_items": ("    - debug: {msg: x}\n      loop: [1]\n      with_items: [2]\n", 7,
+                            "plays[0].tasks[1].with_items", "not both"),
+    "bad tags": ("    - debug: {msg: x}\n      tags: {a: 1}\n", 6, "plays[0].tasks[1].tags", "a tag or a list"),
+    "wrong type": ("    - name: l\n      lineinfile: {path: x, line: y, create: maybe}\n", 6,
+                   "plays[0].tasks[1].lineinfile.create", "'maybe' is not a boolean"),
+    "unknown argument of lineinfile": ("    - lineinfile: {path: x, line: y, backrefs: true}\n", 5,
+                                       "plays[0].tasks[1].lineinfile.backrefs", "unknown argument"),
     "bad mode": ("    - name: m\n      copy: {content: x, dest: y, mode: rw-r--r--}\n", 6,
                  "plays[0].tasks[1].copy.mode", "not an octal file mode"),
     "unknown play key": ("  hostz: web\n", 5, "plays[0].hostz", "unknown play key"),
@@ -492,6 +526,21 @@ def test_missing_hosts_and_not_a_list(tmp_path: Path) -> None:
     p.write_text("hosts: all\n")
     with pytest.raises(SourceError, match=r"p\.yml:1: a playbook is a list of plays"):
         load_playbook(p)
+
+
+def test_an_error_in_an_included_file_names_that_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "inner.yml").write_text("- name: ok\n  debug: {msg: x}\n- name: bad\n  file: {path: x}\n")
+    (tmp_path / "outer.yml").write_text("- hosts: all\n  tasks:\n    - import_tasks: inner.yml\n")
+    with pytest.raises(SourceError) as info:
+        load_playbook(tmp_path / "outer.yml")
+    assert str(info.value).startswith(f"{tmp_path / 'tasks' / 'inner.yml'}:4: tasks[1].file.state: required"), info.value
+    (tmp_path / "tasks" / "inner.yml").write_text("- import_tasks: inner.yml\n")
+    with pytest.raises(SourceError, match="inner.yml includes itself"):
+        load_playbook(tmp_path / "outer.yml")
+    (tmp_path / "outer.yml").write_text("- hosts: all\n  vars_files: [vars/none.yml]\n  tasks: []\n")
+    with pytest.raises(SourceError, match=r"outer\.yml:2: plays\[0\]\.vars_files\[0\]: file not found: vars/none\.yml"):
+        load_playbook(tmp_path / "outer.yml")
 
 
 def test_every_shipped_playbook_loads() -> None:

@@ -91,8 +91,9 @@ def test_a_service_port_that_is_no_port_is_refused_when_the_playbook_loads(tmp_p
     from opsconsole.playbook.loader import load_playbook
 
     playbook = tmp_path / "bad.yml"
-    playbook.write_text("- hosts: all\n  tasks:\n    - name: run it\n      service:\n        name: web\n"
+    playbook.write_text("- hosts: all\n  tasks:\n    - name: run it\n      opsconsole.builtin.service:\n"
+                        "        name: web\n"
                         "        state: started\n        command: sleep 1\n        port: 70000\n")
     with pytest.raises(SourceError) as info:
         load_playbook(playbook)
-    assert f"{playbook}:8: plays[0].tasks[0].service.port: 70000 is not a TCP port" in str(info.value)
+    assert f"{playbook}:8: plays[0].tasks[0].opsconsole.builtin.service.port: 70000 is not a TCP port" in str(info.value)

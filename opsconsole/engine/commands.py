@@ -358,6 +358,22 @@ class Provision(Command):
 
 
 @dataclass(frozen=True)
+class PlaybookRun(Command):
+    verb: ClassVar[str] = "playbook"
+    usage: ClassVar[str] = "playbook run FILE [--limit HOSTS] [--check]"
+    summary: ClassVar[str] = ("run any playbook against the fleet (--limit: hosts or groups, comma separated; "
+                              "--check: load it and show what would run, touching no host)")
+    abortable: ClassVar[bool] = True
+    file: str = ""
+    limit: tuple[str, ...] = ()
+    check: bool = False
+
+    def text(self) -> str:
+        return _join("playbook", "run", self.file, *(("--limit", ",".join(self.limit)) if self.limit else ()),
+                     "--check" if self.check else None)
+
+
+@dataclass(frozen=True)
 class Scale(Command):
     verb: ClassVar[str] = "scale"
     usage: ClassVar[str] = "scale GROUP N [--yes]"
@@ -744,6 +760,22 @@ def _parse_provision(args: list[str], names: Names) -> Command:
     return Provision(group=group)
 
 
+@_parser(PlaybookRun)
+def _parse_playbook(args: list[str], names: Names) -> Command:
+    if not args or args[0] != "run":
+        raise CommandError("say `playbook run FILE [--limit HOSTS] [--check]`")
+    if len(args) < 2 or args[1].startswith("--"):
+        raise CommandError("a playbook file is required, e.g. `playbook run playbooks/site.yml`")
+    f = _flags(args[2:], {"--limit": True, "--check": False})
+    limit = tuple(t.strip() for t in str(f.get("--limit", "")).split(",") if t.strip())
+    for term in limit:
+        if term not in names.hosts and term not in names.groups and term != "all":
+            raise CommandError(f"--limit: {term!r} is neither a host nor a group; groups: {_list(names.groups)}")
+    if "--limit" in f and not limit:
+        raise CommandError("--limit needs host or group names, comma separated")
+    return PlaybookRun(file=args[1], limit=limit, check=bool(f.get("--check", False)))
+
+
 @_parser(Scale)
 def _parse_scale(args: list[str], names: Names) -> Command:
     group = _group(args, names)
@@ -831,7 +863,7 @@ def describe_fields(cmd: Command) -> dict[str, object]:
 
 
 __all__ = [
-    "Abort", "Build", "Canary", "Provision", "Scale", "Decommission", "Traffic", "Roll", "RollResume", "Rollback", "Pause", "Resume", "LockStatus", "LockRelease", "History", "Builds", "CancelBuild", "LogBuild", "Command", "CommandError", "Deploy", "Help", "Names", "Run", "Sleep", "Start", "Status",
+    "Abort", "Build", "Canary", "PlaybookRun", "Provision", "Scale", "Decommission", "Traffic", "Roll", "RollResume", "Rollback", "Pause", "Resume", "LockStatus", "LockRelease", "History", "Builds", "CancelBuild", "LogBuild", "Command", "CommandError", "Deploy", "Help", "Names", "Run", "Sleep", "Start", "Status",
     "Stop", "WaitHealthy", "WaitDown", "Heartbeat", "Probe", "command_classes", "format_duration", "help_text", "parse_command", "verbs",
 ]
 

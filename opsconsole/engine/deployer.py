@@ -14,7 +14,7 @@ from opsconsole.builds.poller import BranchPoller, HeadBook
 from opsconsole.builds.queue import BuildQueue, OnSuccess
 from opsconsole.builds.runner import Builder, BuildRecord, BuildStore
 from opsconsole.config.model import AppConfig, Config
-from opsconsole.engine.fleet import Fleet, with_app_vars
+from opsconsole.engine.fleet import Fleet, ssh_options, with_app_vars
 from opsconsole.errors import CommandFailed
 from opsconsole.events import EventBus
 from opsconsole.fsio import write_atomic
@@ -34,7 +34,7 @@ class Deployer:
         self.heads = HeadBook(config.state_dir / "builds" / "heads.json")
         self.pollers = {name: BranchPoller(bus, app, self.build_queue, self.heads)
                         for name, app in config.apps.items() if app.build.commands}
-        self.runner = PlaybookRunner(bus, fleet.transport_for, secrets=config.secrets)
+        self.runner = PlaybookRunner(bus, fleet.transport_for, secrets=config.secrets, ssh=ssh_options(config))
         self.playbooks: dict[str, Playbook] = {}  # app name -> its deploy playbook, filled by load_playbooks()
         self.provisioners: dict[str, Playbook] = {}  # group name -> its provisioning playbook
         self._deployed_path = config.state_dir / "deployed.json"

@@ -49,10 +49,13 @@ from opsconsole.heartbeat.rawhttp import RawProber
 from opsconsole.heartbeat.until import probe_until
 from opsconsole.hosts import Host
 from opsconsole.inventory import Inventory
+from opsconsole.playbook.loader import load_playbook
 from opsconsole.playbook.model import Playbook
+from opsconsole.playbook.plan import describe as describe_plan, limit_hosts
 from opsconsole.playbook.templating import render_string
 from opsconsole.rollouts.plan import RolloutPlan
 from opsconsole.transport.base import Transport
+from opsconsole.yamlsource import SourceError
 
 __all__ = ["CommandFailed", "Engine", "HostView", "Outcome", "check_handlers", "ssh_options"]
 
@@ -141,7 +144,7 @@ class Engine:
             C.WaitHealthy: self._wait_healthy, C.WaitDown: self._wait_down, C.Run: self._run,
             C.Start: self._start_service, C.Stop: self._stop_service,
             C.Build: self._build, C.Builds: self._builds, C.CancelBuild: self._cancel_build, C.LogBuild: self._log_build,
-            C.Deploy: self._deploy, C.Provision: self._provision,
+            C.Deploy: self._deploy, C.Provision: self._provision, C.PlaybookRun: self._playbook_run,
             # A Kubernetes app's rollout is the Deployment controller's: kube routes those commands there.
             C.Roll: kube.route(rollouts.roll, kube.roll), C.RollResume: rollouts.resume_interrupted,
             C.Rollback: kube.route(rollouts.rollback, kube.rollback),
@@ -579,6 +582,23 @@ class Engine:
         if len(targets) == len(hosts):
             self.rollouts.releases.record(app.name, record.short, record.commit, record.artifact or "")
         return f"{app.name} {record.short} deployed to {sum(1 for s in result.host_status.values() if s == 'ok')} host(s)"
+
+    async def _playbook_run(self, command: C.PlaybookRun) -> str:
+        """Any playbook against the fleet; its path is relative to the config file's directory."""
+        path = self.config.base_dir / command.file
+        try:
+            playbook = load_playbook(path)
+        except SourceError as exc:
+            raise CommandFailed(f"playbook run: {exc}") from None  # names file, line and key; nothing ran
+        hosts = self.inventory.hosts
+        limit = limit_hosts(command.limit, hosts) if command.limit else None
+        if command.check:
+            return describe_plan(playbook, hosts, limit)
+        result = await self.deployer.runner.run(playbook, hosts, limit=limit)
+        if not result.ok:
+            raise CommandFailed(f"playbook {command.file} failed — {result.failure_text()}")
+        done = [h for h, s in result.host_status.items() if s == "ok"]
+        return f"playbook {command.file}: ran on {len(done)} host(s): {', '.join(done) or 'none'}"
 
     async def _provision(self, command: C.Provision) -> str:
         group = self.config.groups[command.group]

@@ -7,19 +7,25 @@ can fix the file without guessing.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
 
+from opsconsole.playbook.fallback import EXTRA, ansible_playbook, builtin_module_exists
 from opsconsole.playbook.model import Play, Playbook, Task
-from opsconsole.playbook.modules import ALIASES, SPECS, canonical, find_source, parse_mode
+from opsconsole.playbook.modules import (ALIASES, MOVED_ARGUMENTS, MOVED_MODULES, SPECS, canonical, find_source,
+                                         parse_mode)
 from opsconsole.playbook.templating import check_expression, check_syntax, is_template
 from opsconsole.units import parse_duration
 from opsconsole.yamlsource import SourceError, line_of, load_yaml
 
-PLAY_KEYS = ("name", "hosts", "serial", "vars", "tasks", "handlers", "become", "gather_facts")
+PLAY_KEYS = ("name", "hosts", "serial", "vars", "vars_files", "tasks", "handlers", "become", "gather_facts", "tags")
 TASK_KEYS = ("name", "when", "register", "notify", "ignore_errors", "become", "vars",
-             "changed_when", "failed_when", "loop", "timeout", "no_log")
+             "changed_when", "failed_when", "loop", "with_items", "timeout", "no_log", "tags")
+BLOCK_KEYS = ("name", "block", "rescue", "always", "when", "tags", "become", "vars", "ignore_errors", "no_log")
+INCLUDES = {f"{prefix}{name}": name for name in ("include_tasks", "import_tasks") for prefix in ("", "ansible.builtin.")}
+_MAX_INCLUDE_DEPTH = 20
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PERCENT = re.compile(r"^(\d+)%$")
 
@@ -30,9 +36,11 @@ def load_playbook(path: str | Path) -> Playbook:
 
 
 class _Loader:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, playbook_dir: Path | None = None, including: tuple[Path, ...] = ()) -> None:
         self.path = path
-        self.dir = path.absolute().parent
+        # Sources (copy src, template src, included files) are found from the playbook's directory.
+        self.dir = playbook_dir or path.absolute().parent
+        self.including = including  # the files that included this one, to refuse an include loop
 
     def error(self, container: Any, key: Any, keypath: str, message: str) -> SourceError:
         return SourceError(self.path, line_of(container, key), keypath, message)
@@ -62,13 +70,60 @@ class _Loader:
             raise self.error(raw, "hosts", f"{at}.hosts", "must be a group name, a host name, a comma list or `all`")
         name = raw.get("name", hosts)
         self.text(raw, "name", f"{at}.name", name)
-        vars_ = self.variables(raw, "vars", f"{at}.vars")
+        foreign = self.foreign(raw, at)
+        if foreign is not None:
+            container, key, where, what = foreign
+            why = f"play {index + 1} uses {what}: runs with ansible-playbook"
+            if ansible_playbook() is None:
+                raise self.error(container, key, where, f"{what} is not run natively and ansible-playbook is not "
+                                 f"installed: {EXTRA} to run this play with it")
+            return Play(name=str(name), hosts=hosts.strip(), line=line_of(plays, index) or 1, path=at,
+                        serial=self.serial(raw, at), runner="ansible", why=why, source=raw)
+        # vars_files win over vars, as in Ansible.
+        vars_ = {**self.variables(raw, "vars", f"{at}.vars"), **self.vars_files(raw, f"{at}.vars_files")}
         handlers = self.task_list(raw, "handlers", f"{at}.handlers", handler_names=None)
         names = {h.name for h in handlers}
         tasks = self.task_list(raw, "tasks", f"{at}.tasks", handler_names=names)
+        play_tags = self.tags(raw, f"{at}.tags")
+        if play_tags:
+            tasks = tuple(_inherit(t, tags=play_tags) for t in tasks)
         return Play(name=str(name), hosts=hosts.strip(), line=line_of(plays, index) or 1, path=at,
                     serial=self.serial(raw, at), vars=vars_, tasks=tasks, handlers=handlers,
                     become=self.boolean(raw, "become", f"{at}.become", False))
+
+    def foreign(self, play: dict, at: str) -> tuple[Any, Any, str, str] | None:
+        """The first thing in the play the native runner does not have (a module or a keyword Ansible
+        knows): (container, key, key path, what) — or None when the play runs natively."""
+        for key in play:
+            if key in ANSIBLE_PLAY_KEYS and key not in PLAY_KEYS:
+                return play, key, f"{at}.{key}", f"the play keyword {key!r}"
+        for part in ("tasks", "handlers", "pre_tasks", "post_tasks"):
+            if isinstance(play.get(part), list):
+                found = self.foreign_tasks(play[part], f"{at}.{part}")
+                if found:
+                    return found
+        return None
+
+    def foreign_tasks(self, items: list, at: str) -> tuple[Any, Any, str, str] | None:
+        for i, task in enumerate(items):
+            if not isinstance(task, dict):
+                continue
+            if "block" in task:
+                for part in ("block", "rescue", "always"):
+                    if isinstance(task.get(part), list):
+                        found = self.foreign_tasks(task[part], f"{at}[{i}].{part}")
+                        if found:
+                            return found
+                continue
+            for key in task:
+                if not isinstance(key, str) or key in TASK_KEYS or key in INCLUDES or key in MOVED_MODULES:
+                    continue
+                where = f"{at}[{i}].{key}"
+                if key in ANSIBLE_TASK_KEYS:
+                    return task, key, where, f"the task keyword {key!r}"
+                if canonical(key) is None and _looks_like_ansible_module(key):
+                    return task, key, where, key
+        return None
 
     def serial(self, raw: dict, at: str) -> int | str | None:
         if "serial" not in raw or raw["serial"] is None:
@@ -91,8 +146,8 @@ class _Loader:
         items = raw[key]
         if not isinstance(items, list):
             raise self.error(raw, key, at, "must be a list of tasks")
-        tasks = tuple(self.task(items, i, f"{at}[{i}]", handler_names) for i in range(len(items)))
-        if handler_names is None:  # handlers are found by name: each needs a unique one
+        if handler_names is None:
+            tasks = tuple(self.task(items, i, f"{at}[{i}]", handler_names) for i in range(len(items)))  # handlers are found by name: each needs a unique one
             seen: set[str] = set()
             for i, (item, task) in enumerate(zip(items, tasks)):
                 if "name" not in item:
@@ -100,7 +155,87 @@ class _Loader:
                 if task.name in seen:
                     raise self.error(item, "name", f"{at}[{i}].name", f"duplicate handler name {task.name!r}")
                 seen.add(task.name)
-        return tasks
+            return tasks
+        return self.tasks_of(items, at, handler_names)
+
+    def tasks_of(self, items: list, at: str, handler_names: set[str]) -> tuple[Task, ...]:
+        """The tasks of a list: blocks kept as blocks, includes replaced by the tasks they include."""
+        tasks: list[Task] = []
+        for i, raw in enumerate(items):
+            where = f"{at}[{i}]"
+            if isinstance(raw, dict) and "block" in raw:
+                tasks.append(self.block(items, i, where, handler_names))
+            elif isinstance(raw, dict) and any(k in INCLUDES for k in raw):
+                tasks.extend(self.include(items, i, where, handler_names))
+            else:
+                tasks.append(self.task(items, i, where, handler_names))
+        return tuple(tasks)
+
+    def block(self, items: list, index: int, at: str, handler_names: set[str]) -> Task:
+        raw = items[index]
+        for key in raw:
+            if key not in BLOCK_KEYS:
+                raise self.error(raw, key, f"{at}.{key}", f"not a block key (a block has: {', '.join(BLOCK_KEYS)})")
+        parts: dict[str, tuple[Task, ...]] = {}
+        for part in ("block", "rescue", "always"):
+            if raw.get(part) is None:
+                parts[part] = ()
+                continue
+            if not isinstance(raw[part], list):
+                raise self.error(raw, part, f"{at}.{part}", "must be a list of tasks")
+            parts[part] = self.tasks_of(raw[part], f"{at}.{part}", handler_names)
+        if not parts["block"]:
+            raise self.error(raw, "block", f"{at}.block", "a block needs at least one task")
+        # What is set on the block holds for each of its tasks (each evaluates the block's `when`).
+        inherited = dict(when=self.conditions(raw, "when", f"{at}.when"), tags=self.tags(raw, f"{at}.tags"),
+                         vars=self.variables(raw, "vars", f"{at}.vars"),
+                         become=self.boolean(raw, "become", f"{at}.become", None),
+                         ignore_errors=self.boolean(raw, "ignore_errors", f"{at}.ignore_errors", None),
+                         no_log=self.boolean(raw, "no_log", f"{at}.no_log", None))
+        name = raw.get("name", "block")
+        self.text(raw, "name", f"{at}.name", name)
+        return Task(name=str(name), module="block", args={}, line=line_of(items, index) or 1, path=at,
+                    **{part: tuple(_inherit(t, **inherited) for t in tasks) for part, tasks in parts.items()})
+
+    def include(self, items: list, index: int, at: str, handler_names: set[str]) -> tuple[Task, ...]:
+        """include_tasks/import_tasks of a file named as it is written: loaded now, checked like the rest."""
+        raw = items[index]
+        key = next(k for k in raw if k in INCLUDES)
+        allowed = ("name", key, "when", "tags", "vars", "become", "ignore_errors", "no_log")
+        for k in raw:
+            if k not in allowed:
+                raise self.error(raw, k, f"{at}.{k}", f"not a key of {key} (known: {', '.join(allowed)})")
+        value = raw[key]
+        if isinstance(value, dict):
+            unknown = [k for k in value if k != "file"]
+            if unknown:
+                raise self.error(value, unknown[0], f"{at}.{key}.{unknown[0]}", "unknown argument (known: file)")
+            value = value.get("file")
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(raw, key, f"{at}.{key}", "must name a task file (`tasks/setup.yml`)")
+        if is_template(value):
+            raise self.error(raw, key, f"{at}.{key}",
+                             "a task file named by a template is not run natively (name the file as it is)")
+        path = next((p for p in (self.path.absolute().parent / value, self.dir / value, self.dir / "tasks" / value)
+                     if p.is_file()), None)
+        if path is None:
+            raise self.error(raw, key, f"{at}.{key}", f"file not found: {value} (looked next to "
+                             f"{self.path.name}, in {self.dir} and its tasks/)")
+        if path.resolve() in self.including or len(self.including) > _MAX_INCLUDE_DEPTH:
+            raise self.error(raw, key, f"{at}.{key}", f"{value} includes itself (through {self.path.name})")
+        sub = _Loader(path, self.dir, (*self.including, self.path.resolve()))
+        data = load_yaml(path)
+        if data is None:
+            return ()
+        if not isinstance(data, list):
+            raise SourceError(path, getattr(data, "line", 1), "", "a task file is a list of tasks")
+        tasks = sub.tasks_of(data, "tasks", handler_names)
+        inherited = dict(when=self.conditions(raw, "when", f"{at}.when"), tags=self.tags(raw, f"{at}.tags"),
+                         vars=self.variables(raw, "vars", f"{at}.vars"),
+                         become=self.boolean(raw, "become", f"{at}.become", None),
+                         ignore_errors=self.boolean(raw, "ignore_errors", f"{at}.ignore_errors", None),
+                         no_log=self.boolean(raw, "no_log", f"{at}.no_log", None))
+        return tuple(_inherit(t, **inherited) for t in tasks)
 
     def task(self, items: list, index: int, at: str, handler_names: set[str] | None) -> Task:
         raw = items[index]
@@ -110,10 +245,14 @@ class _Loader:
         for key in raw:
             if key in TASK_KEYS:
                 continue
+            if isinstance(key, str) and key in MOVED_MODULES:
+                raise self.error(raw, key, f"{at}.{key}", MOVED_MODULES[key])
             if not isinstance(key, str) or canonical(key) is None:
                 modules = ", ".join(sorted(SPECS) + sorted(k for k in ALIASES if "." not in k))
-                raise self.error(raw, key, f"{at}.{key}",
-                                 f"unknown module or task key (modules: {modules}; task keys: {', '.join(TASK_KEYS)})")
+                more = "" if ansible_playbook() else \
+                    f"; ansible-core's other modules run through ansible-playbook once installed: {EXTRA}"
+                raise self.error(raw, key, f"{at}.{key}", f"unknown module or task key (native modules: {modules}; "
+                                 f"task keys: {', '.join(TASK_KEYS)}{more})")
             if module_key is not None:
                 raise self.error(raw, key, f"{at}.{key}",
                                  f"a task runs exactly one module; this one also has {module_key!r}")
@@ -150,11 +289,14 @@ class _Loader:
                 timeout = parse_duration(raw["timeout"])
             except ValueError as exc:
                 raise self.error(raw, "timeout", f"{at}.timeout", str(exc)) from None
-        loop = raw.get("loop")
+        if "loop" in raw and "with_items" in raw:
+            raise self.error(raw, "with_items", f"{at}.with_items", "give loop or with_items, not both")
+        loop_key = "with_items" if "with_items" in raw else "loop"
+        loop = raw.get(loop_key)
         if loop is not None and not isinstance(loop, list) and not is_template(loop):
-            raise self.error(raw, "loop", f"{at}.loop", "must be a list or a template giving one")
+            raise self.error(raw, loop_key, f"{at}.{loop_key}", "must be a list or a template giving one")
         if isinstance(loop, list):
-            self.templates(loop, raw, "loop", f"{at}.loop")
+            self.templates(loop, raw, loop_key, f"{at}.{loop_key}")
         return Task(
             name=str(name), module=module, args=args, line=line_of(items, index) or 1, path=at,
             when=self.conditions(raw, "when", f"{at}.when"), register=register, notify=tuple(notify),
@@ -163,15 +305,22 @@ class _Loader:
             vars=self.variables(raw, "vars", f"{at}.vars"),
             changed_when=self.condition_or_none(raw, "changed_when", f"{at}.changed_when"),
             failed_when=self.condition_or_none(raw, "failed_when", f"{at}.failed_when"),
-            loop=loop, timeout=timeout, no_log=no_log,
+            loop=loop, timeout=timeout, no_log=no_log, tags=self.tags(raw, f"{at}.tags"),
+            flatten_loop=loop_key == "with_items",
         )
 
     def module_args(self, raw: dict, key: str, module: str, at: str) -> dict[str, Any]:
         spec = SPECS[module]
         value = raw[key]
+        if spec.any_args and isinstance(value, dict):
+            for arg in value:
+                if not isinstance(arg, str) or not _IDENTIFIER.match(arg):
+                    raise self.error(value, arg, f"{at}.{arg}", "not a valid variable name (letters, digits, _)")
         if isinstance(value, str) and spec.free_form:
             args: dict[str, Any] = {spec.free_form: value}
             container: Any = raw
+            if module in ("shell", "command"):
+                args = _free_form_options(value)
         elif isinstance(value, dict):
             args, container = dict(value), value
         elif value is None and not spec.required:
@@ -181,12 +330,21 @@ class _Loader:
                 f"a mapping of {', '.join(spec.known)}"
             raise self.error(raw, key, at, f"arguments must be {form}")
         for arg in args:
+            if spec.any_args:
+                break
+            if (module, arg) in MOVED_ARGUMENTS:
+                raise self.error(container, arg, f"{at}.{arg}", MOVED_ARGUMENTS[module, arg])
             if arg not in spec.known:
                 raise self.error(container, arg, f"{at}.{arg}", f"unknown argument (known: {', '.join(spec.known)})")
         for arg in spec.required:
             if arg not in args or args[arg] is None or args[arg] == "":
                 where = container if arg in args else raw
                 raise self.error(where, arg if arg in args else key, f"{at}.{arg}", "required argument missing")
+        for arg in spec.booleans:
+            v = args.get(arg)
+            if v is not None and not is_template(v) and not isinstance(v, bool) and \
+                    str(v).strip().lower() not in ("yes", "no", "true", "false", "on", "off", "1", "0", "y", "n"):
+                raise self.error(container, arg, f"{at}.{arg}", f"{v!r} is not a boolean (true/false, yes/no)")
         for arg, allowed in spec.choices.items():
             v = args.get(arg)
             if v is not None and not is_template(v) and v not in allowed:
@@ -195,7 +353,8 @@ class _Loader:
             self.templates(value, raw, key, f"{at}.{spec.free_form}" if spec.free_form else at)
         else:
             self.templates(args, container, None, at)
-        getattr(self, f"check_{module}", lambda *a: None)(args, container, raw, key, at)
+        # check_copy, check_opsconsole_builtin_service, ...
+        getattr(self, f"check_{module.replace('.', '_')}", lambda *a: None)(args, container, raw, key, at)
         if "mode" in args and not is_template(args["mode"]):
             try:
                 parse_mode(args["mode"])
@@ -218,7 +377,7 @@ class _Loader:
         if args.get("state") == "link" and not args.get("src"):
             raise self.error(container, "state", f"{at}.src", "required argument missing (state link needs src)")
 
-    def check_service(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+    def check_opsconsole_builtin_service(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
         if args.get("state") in ("started", "restarted") and not args.get("command"):
             raise self.error(container, "state", f"{at}.command",
                              f"required argument missing (state {args['state']} needs the command to run)")
@@ -229,17 +388,72 @@ class _Loader:
             raise self.error(container, "port", f"{at}.port", f"{v!r} is not a TCP port (1-65535)")
 
     def check_wait_for(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
-        if ("port" in args) == ("url" in args):
-            raise self.error(raw, key, f"{at}.port", "give exactly one of port (with optional host) or url")
+        if "port" in args and "path" in args:
+            raise self.error(container, "path", f"{at}.path", "give port or path, not both")
+        self.number(args, container, at, "port")
+        v = args.get("timeout")
+        if v is not None and not is_template(v) and not _is_number(v):
+            raise self.error(container, "timeout", f"{at}.timeout",
+                             f"{v!r} is not a number of seconds (Ansible's wait_for takes 10, not 10s)")
+
+    def check_opsconsole_builtin_health(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
         if "timeout" in args and not is_template(args["timeout"]):
             try:
                 parse_duration(args["timeout"])
             except ValueError as exc:
                 raise self.error(container, "timeout", f"{at}.timeout", str(exc)) from None
-        for arg in ("port", "status"):
-            v = args.get(arg)
-            if v is not None and not is_template(v) and not (isinstance(v, int) and not isinstance(v, bool)):
-                raise self.error(container, arg, f"{at}.{arg}", f"{v!r} is not a number")
+        self.number(args, container, at, "status")
+
+    def number(self, args: dict, container: Any, at: str, arg: str) -> None:
+        v = args.get(arg)
+        if v is not None and not is_template(v) and not (isinstance(v, int) and not isinstance(v, bool)):
+            raise self.error(container, arg, f"{at}.{arg}", f"{v!r} is not a number")
+
+    def check_assert(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+        that = args["that"]
+        conditions = that if isinstance(that, list) else [that]
+        for i, condition in enumerate(conditions):
+            where, holder = (f"{at}.that[{i}]", that) if isinstance(that, list) else (f"{at}.that", container)
+            self.condition(holder, i if isinstance(that, list) else "that", where, condition)
+
+    def check_debug(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+        if "msg" in args and "var" in args:
+            raise self.error(container, "var", f"{at}.var", "give msg or var, not both")
+        if "var" in args:
+            self.condition(container, "var", f"{at}.var", args["var"])
+
+    def vars_files(self, raw: dict, at: str) -> dict[str, Any]:
+        value = raw.get("vars_files")
+        if value is None:
+            return {}
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise self.error(raw, "vars_files", at, "must be a file name or a list of them")
+        merged: dict[str, Any] = {}
+        for i, name in enumerate(names):
+            where, holder, key = (f"{at}[{i}]", names, i) if isinstance(value, list) else (at, raw, "vars_files")
+            if is_template(name):
+                raise self.error(holder, key, where, "a vars file named by a template is not read natively")
+            path = self.dir / name
+            if not path.is_file():
+                raise self.error(holder, key, where, f"file not found: {name} (looked in {self.dir})")
+            data = load_yaml(path)
+            if data is None:
+                continue
+            if not isinstance(data, dict):
+                raise SourceError(path, getattr(data, "line", 1), "", "a vars file is a mapping of name: value")
+            merged.update(_Loader(path, self.dir).variables({"vars": data}, "vars", "vars"))
+        return merged
+
+    def tags(self, raw: dict, at: str) -> tuple[str, ...]:
+        value = raw.get("tags")
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            return tuple(t.strip() for t in value.split(",") if t.strip())
+        if isinstance(value, list) and all(isinstance(t, (str, int)) and not isinstance(t, bool) for t in value):
+            return tuple(str(t) for t in value)
+        raise self.error(raw, "tags", at, "must be a tag or a list of tags")
 
     def source(self, args: dict, container: Any, at: str) -> None:
         src = args["src"]
@@ -313,6 +527,119 @@ class _Loader:
     def text(self, raw: dict, key: str, at: str, value: Any) -> None:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise self.error(raw, key, at, "must be text")
+
+
+# Ansible's keywords the native runner does not have: a play using one runs with ansible-playbook.
+ANSIBLE_PLAY_KEYS = ("roles", "pre_tasks", "post_tasks", "strategy", "max_fail_percentage", "any_errors_fatal",
+                     "force_handlers", "environment", "collections", "module_defaults", "remote_user", "become_user",
+                     "become_method", "connection", "order", "vars_prompt", "run_once", "throttle", "check_mode",
+                     "diff", "ignore_unreachable", "port", "debugger", "fact_path", "gather_subset",
+                     "gather_timeout", "no_log", "when", "ignore_errors")
+ANSIBLE_TASK_KEYS = ("until", "retries", "delay", "delegate_to", "delegate_facts", "run_once", "environment",
+                     "args", "check_mode", "diff", "async", "poll", "listen", "throttle", "any_errors_fatal",
+                     "module_defaults", "collections", "debugger", "local_action", "connection", "remote_user",
+                     "become_user", "become_method", "become_flags", "loop_control", "with_dict", "with_list",
+                     "with_fileglob", "with_together", "with_nested", "with_sequence", "with_subelements",
+                     "with_lines", "include_role", "import_role", "ansible.builtin.include_role",
+                     "ansible.builtin.import_role", "include_vars", "ansible.builtin.include_vars", "meta",
+                     "ansible.builtin.meta", "ignore_unreachable", "action")
+
+
+def _looks_like_ansible_module(name: str) -> bool:
+    """A collection's module (namespace.collection.module), or one of ansible-core's by its short name.
+    Anything else is an unknown name (a typo), which the loader refuses as such."""
+    parts = name.split(".")
+    if len(parts) == 3 and all(_IDENTIFIER.match(p) for p in parts):
+        if parts[0] == "opsconsole":
+            return False  # ours are all native: a wrong one is a typo
+        if parts[:2] in (["ansible", "builtin"], ["ansible", "legacy"]):
+            return builtin_module_exists(parts[2])
+        return True
+    if len(parts) == 1 and _IDENTIFIER.match(name):
+        return builtin_module_exists(name)
+    return False
+
+
+_FREE_FORM_OPTIONS = ("creates", "removes", "chdir")
+
+
+def _free_form_options(text: str) -> dict[str, Any]:
+    """`shell: make creates=build/app chdir={{ src }}` as Ansible reads it: the options leave the command.
+    Words are split on blanks outside quotes and `{{ }}`/`{% %}`, so a templated value stays whole."""
+    options: dict[str, Any] = {}
+    spans: list[tuple[int, int]] = []
+    for start, end in _words(text):
+        key, sep, value = text[start:end].partition("=")
+        if sep and key in _FREE_FORM_OPTIONS and value:
+            options[key] = value.strip("'\"")
+            spans.append((start, end))
+    if not options:
+        return {"cmd": text}
+    command = text
+    for start, end in reversed(spans):
+        command = command[:start] + command[end:]
+    return {"cmd": " ".join(command.split(" ")).strip(), **options}
+
+
+def _words(text: str) -> list[tuple[int, int]]:
+    words, start, depth, quote, i = [], None, 0, "", 0
+    while i < len(text):
+        two = text[i:i + 2]
+        if not quote and two in ("{{", "{%"):
+            depth, i = depth + 1, i + 2
+            start = i - 2 if start is None else start
+            continue
+        if not quote and depth and two in ("}}", "%}"):
+            depth, i = depth - 1, i + 2
+            continue
+        c = text[i]
+        if quote:
+            quote = "" if c == quote else quote
+        elif c in "'\"" and not depth:
+            quote = c
+            start = i if start is None else start
+        elif c.isspace() and not depth:
+            if start is not None:
+                words.append((start, i))
+            start = None
+        elif start is None:
+            start = i
+        i += 1
+    if start is not None:
+        words.append((start, len(text)))
+    return words
+
+
+def _inherit(task: Task, when: tuple[Any, ...] = (), tags: tuple[str, ...] = (), vars: dict[str, Any] | None = None,
+             become: bool | None = None, ignore_errors: bool | None = None, no_log: bool | None = None) -> Task:
+    """`task` with what its block, include or play sets (the task's own settings win)."""
+    changes: dict[str, Any] = {"when": (*when, *task.when), "tags": (*tags, *[t for t in task.tags if t not in tags])}
+    if vars:
+        changes["vars"] = {**vars, **task.vars}
+    if task.become is None and become is not None:
+        changes["become"] = become
+    if ignore_errors:
+        changes["ignore_errors"] = True
+    if no_log:
+        changes["no_log"] = True
+    if task.module == "block":  # a nested block hands it all down again
+        for part in ("block", "rescue", "always"):
+            changes[part] = tuple(_inherit(t, when, tags, vars, become, ignore_errors, no_log)
+                                  for t in getattr(task, part))
+        changes["when"], changes["tags"] = (), ()
+    return dataclasses.replace(task, **changes)
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    try:
+        float(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 __all__ = ["PLAY_KEYS", "TASK_KEYS", "load_playbook"]

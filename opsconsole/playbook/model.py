@@ -14,7 +14,7 @@ from typing import Any, Mapping
 @dataclass(frozen=True)
 class Task:
     name: str
-    module: str  # canonical module name: shell, command, copy, template, file, service, wait_for, debug
+    module: str  # canonical module name (shell, copy, opsconsole.builtin.service, ...), or "block"
     args: Mapping[str, Any]  # normalised: free-form strings become {"cmd": ...}
     line: int  # where the task starts, for messages
     path: str  # key path, e.g. "plays[0].tasks[3]"
@@ -29,6 +29,13 @@ class Task:
     loop: Any = None  # a list, or a template yielding one
     timeout: float | None = None  # seconds; for commands
     no_log: bool = False  # as Ansible: command, arguments and output shown as "(output hidden: no_log)"
+    tags: tuple[str, ...] = ()  # its own and those inherited from its play, block or include
+    flatten_loop: bool = False  # `with_items`: the list is flattened one level, as Ansible does
+    # A block (module "block"): its tasks, then `rescue` if one of them failed, then `always`.
+    # Its when/tags/vars/become/ignore_errors were handed down to these tasks when it was loaded.
+    block: tuple["Task", ...] = ()
+    rescue: tuple["Task", ...] = ()
+    always: tuple["Task", ...] = ()
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,10 @@ class Play:
     tasks: tuple[Task, ...] = ()
     handlers: tuple[Task, ...] = ()
     become: bool = False
+    # "native", or "ansible" for a play that uses what the native runner does not have; `why` says what.
+    runner: str = "native"
+    why: str = ""
+    source: Any = None  # an ansible play as written, handed to ansible-playbook
 
 
 @dataclass(frozen=True)

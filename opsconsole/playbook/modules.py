@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shlex
 import time
 import urllib.parse
@@ -31,26 +32,61 @@ class ModuleSpec:
     optional: tuple[str, ...] = ()
     choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     free_form: str | None = None
+    any_args: bool = False  # set_fact: every argument is a variable name
+    booleans: tuple[str, ...] = ()  # arguments that are true/false (yes/no, as Ansible reads them)
 
     @property
     def known(self) -> tuple[str, ...]:
         return self.required + self.optional
 
 
+# opsconsole's own behaviours live under their own FQCN, so no name means two things: Ansible's
+# `service` drives the host's service manager, ours starts a command detached with a pid file.
+SERVICE = "opsconsole.builtin.service"
+HEALTH = "opsconsole.builtin.health"
+
 SPECS: dict[str, ModuleSpec] = {
-    "shell": ModuleSpec(required=("cmd",), optional=("chdir",), free_form="cmd"),
-    "command": ModuleSpec(required=("cmd",), optional=("chdir",), free_form="cmd"),
-    "copy": ModuleSpec(required=("dest",), optional=("src", "content", "mode")),
+    "shell": ModuleSpec(required=("cmd",), optional=("chdir", "creates", "removes"), free_form="cmd"),
+    "command": ModuleSpec(required=("cmd",), optional=("chdir", "creates", "removes"), free_form="cmd"),
+    "raw": ModuleSpec(required=("cmd",), free_form="cmd"),
+    "copy": ModuleSpec(required=("dest",), optional=("src", "content", "mode", "force"), booleans=("force",)),
+    "stat": ModuleSpec(required=("path",), optional=("follow",), booleans=("follow",)),
+    "lineinfile": ModuleSpec(required=("path",), optional=("line", "regexp", "state", "insertafter", "insertbefore",
+                                                           "create", "mode"),
+                             choices={"state": ("present", "absent")}, booleans=("create",)),
+    "blockinfile": ModuleSpec(required=("path",), optional=("block", "marker", "state", "insertafter",
+                                                            "insertbefore", "create", "mode"),
+                              choices={"state": ("present", "absent")}, booleans=("create",)),
     "template": ModuleSpec(required=("src", "dest"), optional=("mode",)),
     "file": ModuleSpec(required=("path", "state"), optional=("src", "mode"),
                        choices={"state": ("directory", "absent", "touch", "link")}),
-    "service": ModuleSpec(required=("name", "state"), optional=("command", "chdir", "env", "port"),
-                          choices={"state": ("started", "stopped", "restarted")}),
-    "wait_for": ModuleSpec(optional=("port", "host", "url", "status", "timeout")),
-    "debug": ModuleSpec(required=("msg",), free_form="msg"),
+    # As Ansible's: a TCP port to accept connections, `timeout` in seconds (a number).
+    "wait_for": ModuleSpec(optional=("port", "host", "path", "state", "timeout"),
+                           choices={"state": ("started", "stopped", "present", "absent")}),
+    "debug": ModuleSpec(optional=("msg", "var", "verbosity"), free_form="msg"),
+    "set_fact": ModuleSpec(optional=("cacheable",), any_args=True),
+    "assert": ModuleSpec(required=("that",), optional=("fail_msg", "msg", "success_msg", "quiet")),
+    "fail": ModuleSpec(optional=("msg",), free_form="msg"),
+    SERVICE: ModuleSpec(required=("name", "state"), optional=("command", "chdir", "env", "port"),
+                        choices={"state": ("started", "stopped", "restarted")}),
+    HEALTH: ModuleSpec(required=("url",), optional=("status", "timeout")),
 }
-# Names Ansible users write that mean one of ours.
-ALIASES = {"daemon": "service", **{f"ansible.builtin.{name}": name for name in SPECS}}
+# The names an Ansible user may write for the same module: `ansible.builtin.copy` is `copy`.
+ALIASES = {f"{prefix}.{name}": name for name in SPECS if "." not in name
+           for prefix in ("ansible.builtin", "ansible.legacy")}
+
+# Names that meant opsconsole's own behaviour before they meant Ansible's: refused, naming the new
+# name (accepting them would make `service` switch meaning silently once Ansible's lands natively).
+MOVED_MODULES = {
+    name: f"`{name}` is Ansible's service manager module, which opsconsole does not run natively yet; "
+          f"opsconsole's service started by its command is `{SERVICE}` (same arguments)"
+    for name in ("service", "daemon", "ansible.builtin.service", "ansible.builtin.systemd", "systemd")
+}
+# Arguments of ours that Ansible's module of that name does not have.
+MOVED_ARGUMENTS = {
+    ("wait_for", "url"): f"Ansible's wait_for has no url; for an HTTP answer use `{HEALTH}` (url, status, timeout)",
+    ("wait_for", "status"): f"Ansible's wait_for has no status; for an HTTP answer use `{HEALTH}` (url, status, timeout)",
+}
 
 
 def canonical(name: str) -> str | None:
@@ -110,6 +146,8 @@ class Outcome:
     command: str = ""  # what ran, for the failure message
     tail: tuple[str, ...] = ()
     message: str = ""
+    facts: dict[str, Any] = field(default_factory=dict)  # set_fact: variables for the host's next tasks
+    result: dict[str, Any] = field(default_factory=dict)  # more return values for `register` (stat: {...})
 
 
 class ModuleFailure(Exception):
@@ -126,7 +164,31 @@ def _from_result(command: str, result: CommandResult, changed: bool = True) -> O
                    tail=result.tail, message="" if result.ok else result.describe())
 
 
+async def _skip_for(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome | None:
+    """Ansible's creates/removes: the command does not run when `creates` exists or `removes` does not.
+    Relative paths are relative to chdir, as in Ansible."""
+    for arg, skip_if_there in (("creates", True), ("removes", False)):
+        path = _opt_str(args.get(arg))
+        if path is None:
+            continue
+        chdir = _opt_str(args.get("chdir"))
+        full = path if path.startswith("/") or chdir is None else f"{chdir.rstrip('/')}/{path}"
+        if await ctx.transport.exists(full) == skip_if_there:
+            why = f"skipped, since {path} {'exists' if skip_if_there else 'does not exist'}"
+            return Outcome(rc=0, stdout=why, command=f"{args['cmd']}", message=why)
+    return None
+
+
+async def _raw(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+    cmd = str(args["cmd"])
+    result = await ctx.transport.run(cmd, on_line=ctx.on_line, become=ctx.become, timeout=ctx.timeout)
+    return _from_result(cmd, result)
+
+
 async def _shell(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+    skipped = await _skip_for(args, ctx)
+    if skipped is not None:
+        return skipped
     cmd = str(args["cmd"])
     result = await ctx.transport.run(cmd, on_line=ctx.on_line, cwd=_opt_str(args.get("chdir")),
                                      become=ctx.become, timeout=ctx.timeout)
@@ -141,6 +203,9 @@ async def _command(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
         raise ModuleFailure(f"cannot split command {args['cmd']!r}: {exc}") from None
     if not argv:
         raise ModuleFailure("empty command")
+    skipped = await _skip_for(args, ctx)
+    if skipped is not None:
+        return skipped
     cmd = shlex.join(argv)
     result = await ctx.transport.run(f"exec {cmd}", on_line=ctx.on_line, cwd=_opt_str(args.get("chdir")),
                                      become=ctx.become, timeout=ctx.timeout)
@@ -149,6 +214,8 @@ async def _command(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
 
 async def _copy(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
     dest, mode = str(args["dest"]), _mode(args)
+    if not truthy(args.get("force", True)) and await ctx.transport.exists(dest):
+        return Outcome(command=f"copy -> {dest}", message=f"{dest} exists and force is false")
     if args.get("src") not in (None, ""):
         src = find_source(str(args["src"]), ctx.playbook_dir)
         if src is None:
@@ -211,7 +278,7 @@ async def _file(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
 
 async def _service(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
     name, state = str(args["name"]), str(args["state"])
-    if state not in SPECS["service"].choices["state"]:
+    if state not in SPECS[SERVICE].choices["state"]:
         raise ModuleFailure(f"service: state {state!r} is not one of started, stopped, restarted")
     t = ctx.transport
     if state == "stopped":
@@ -252,7 +319,22 @@ def _service_port(name: str, value: Any) -> int | None:
 
 
 async def _wait_for(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
-    timeout = parse_duration(args.get("timeout", 30))
+    # Ansible's default is 300 s; its timeout is a number of seconds.
+    return await _wait(args, ctx, _seconds(args.get("timeout", 300)))
+
+
+async def _health(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+    return await _wait(args, ctx, parse_duration(args.get("timeout", 30)))
+
+
+def _seconds(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ModuleFailure(f"wait_for: timeout {value!r} is not a number of seconds") from None
+
+
+async def _wait(args: Mapping[str, Any], ctx: ModuleContext, timeout: float) -> Outcome:
     deadline = time.monotonic() + timeout
     last = "not tried"
     if args.get("url"):
@@ -271,8 +353,37 @@ async def _wait_for(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
                 if time.monotonic() >= deadline:
                     break
                 await asyncio.sleep(0.2)
+    elif args.get("path") not in (None, ""):
+        path, gone = str(args["path"]), args.get("state") in ("absent", "stopped")
+        what = f"{path} to {'go away' if gone else 'exist'}"
+        while True:
+            if await ctx.transport.exists(path) != gone:
+                return Outcome(command=f"wait for {what}", message=f"{path} {'is gone' if gone else 'exists'}")
+            last = f"{path} {'still exists' if gone else 'does not exist'}"
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.2)
+    elif args.get("port") in (None, ""):
+        await asyncio.sleep(timeout)  # Ansible: neither port nor path waits out the timeout
+        return Outcome(command=f"sleep {timeout:g}", message=f"waited {timeout:g}s")
     else:
         host, port = str(args.get("host") or ctx.host.address), int(args["port"])
+        closed = args.get("state") in ("stopped", "absent")
+        if closed:
+            what = f"{host}:{port} to stop accepting connections"
+            target = await _reachable(host, port, ctx.transport)
+            while True:
+                try:
+                    async with asyncio.timeout(2.0):
+                        _, writer = await asyncio.open_connection(*target)
+                    writer.close()
+                    last = f"{host}:{port} still open"
+                except (OSError, TimeoutError):
+                    return Outcome(command=f"wait for {what}", message=f"{host}:{port} is closed")
+                if time.monotonic() >= deadline:
+                    return Outcome(failed=True, command=f"wait for {what}",
+                                   message=f"timed out after {timeout:g}s (last: {last})")
+                await asyncio.sleep(0.2)
         what = f"{host}:{port} to accept connections"
         target = await _reachable(host, port, ctx.transport)
         while True:
@@ -306,11 +417,150 @@ async def _reachable_url(url: str, transport: Transport) -> str:
 
 
 async def _debug(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
-    msg = args["msg"]
+    if _verbosity(args.get("verbosity")) > 0:  # shown from `-v` on in Ansible; opsconsole runs at 0
+        return Outcome(message=f"verbosity {args['verbosity']}: not shown")
+    if args.get("var") not in (None, ""):
+        # As Ansible: `var` names a variable (or an expression) and shows its value.
+        name = str(args["var"])
+        msg: Any = {name: ctx.templar.evaluate(name)}
+    else:
+        msg = args.get("msg", "Hello world!")
     text = msg if isinstance(msg, str) else json.dumps(msg, default=str)
     for line in text.splitlines() or [""]:
         ctx.on_line(line, "stdout")
     return Outcome(stdout=text + "\n", message=text)
+
+
+async def _set_fact(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+    facts = {k: v for k, v in args.items() if k != "cacheable"}
+    return Outcome(facts=facts, message=", ".join(sorted(facts)))
+
+
+async def _assert(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+    that = args["that"]
+    for condition in that if isinstance(that, list) else [that]:
+        value = ctx.templar.evaluate(condition) if isinstance(condition, str) else condition
+        if not truthy(value):
+            why = args.get("fail_msg") or args.get("msg") or f"Assertion failed: {condition}"
+            return Outcome(failed=True, command=f"assert {condition}", message=str(why))
+    return Outcome(message=str(args.get("success_msg") or "All assertions passed"))
+
+
+async def _fail(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+    return Outcome(failed=True, command="fail", message=str(args.get("msg") or "Failed as requested from task"))
+
+
+def _verbosity(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        raise ModuleFailure(f"debug: verbosity {value!r} is not a number") from None
+
+
+def truthy(value: Any) -> bool:
+    """Ansible's truth of a condition's value: the strings yes/true/on/1/y are true."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "yes", "on", "1", "y")
+    return bool(value)
+
+
+_STAT = ("if [ -e {q} ] || [ -L {q} ]; then stat {follow}-c '%F|%a|%s|%U|%G|%Y|%u|%g' -- {q}; "
+         "else echo MISSING; fi")
+
+
+async def _stat(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+    path = str(args["path"])
+    follow = truthy(args.get("follow", False))
+    result = await ctx.transport.run(_STAT.format(q=shlex.quote(path), follow="-L " if follow else ""),
+                                     become=ctx.become, timeout=ctx.timeout)
+    if not result.ok:
+        return _from_result(f"stat {path}", result, changed=False)
+    out = result.stdout.strip()
+    if out == "MISSING":
+        return Outcome(command=f"stat {path}", result={"stat": {"exists": False}})
+    kind, mode, size, owner, group, mtime, uid, gid = out.split("|")
+    stat = {"exists": True, "path": path, "isdir": kind == "directory", "isreg": kind.startswith("regular"),
+            "islnk": kind == "symbolic link", "mode": f"{int(mode, 8):04o}", "size": int(size), "pw_name": owner,
+            "gr_name": group, "uid": int(uid), "gid": int(gid), "mtime": float(mtime)}
+    return Outcome(command=f"stat {path}", result={"stat": stat})
+
+
+async def _read_text(ctx: ModuleContext, path: str, create: bool, module: str) -> str | None:
+    """The file's text; None if it does not exist and `create` allows that; ModuleFailure otherwise."""
+    if not await ctx.transport.exists(path):
+        if not create:
+            raise ModuleFailure(f"{module}: Destination {path} does not exist !")  # Ansible's words
+        return None
+    return (await ctx.transport.read_file(path)).decode("utf-8", errors="surrogateescape")
+
+
+async def _write_text(ctx: ModuleContext, path: str, before: str | None, lines: list[str], mode: int | None,
+                      what: str) -> Outcome:
+    text = "".join(line + "\n" for line in lines)
+    if before is not None and text == before and mode is None:
+        return Outcome(command=what, message="unchanged")
+    changed = await ctx.transport.write_file(path, text.encode("utf-8", errors="surrogateescape"), mode)
+    return Outcome(changed=changed or (before is not None and text != before), command=what)
+
+
+async def _lineinfile(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+    path, state = str(args["path"]), str(args.get("state") or "present")
+    regexp = _opt_str(args.get("regexp"))
+    line = args.get("line")
+    if state == "present" and line is None:
+        raise ModuleFailure("lineinfile: line is required with state=present")
+    before = await _read_text(ctx, path, truthy(args.get("create", False)), "lineinfile")
+    lines = (before or "").splitlines()
+    pattern = re.compile(regexp) if regexp else None
+
+    def matches(text: str) -> bool:
+        return bool(pattern.search(text)) if pattern else text == str(line)
+
+    if state == "absent":
+        kept = [x for x in lines if not matches(x)]
+        return await _write_text(ctx, path, before, kept, _mode(args), f"lineinfile {path} absent")
+    new = str(line)
+    found = [i for i, x in enumerate(lines) if matches(x)]
+    if found:  # as Ansible: the last matching line is replaced
+        lines[found[-1]] = new
+    else:
+        lines.insert(_insert_at(lines, args), new)
+    return await _write_text(ctx, path, before, lines, _mode(args), f"lineinfile {path}")
+
+
+def _insert_at(lines: list[str], args: Mapping[str, Any]) -> int:
+    """Where a new line goes: after the last line matching insertafter, before the last matching
+    insertbefore (BOF/EOF as the ends), else at the end — Ansible's defaults."""
+    after, before = _opt_str(args.get("insertafter")), _opt_str(args.get("insertbefore"))
+    if before is not None:
+        if before == "BOF":
+            return 0
+        hits = [i for i, x in enumerate(lines) if re.search(before, x)]
+        return hits[-1] if hits else len(lines)
+    if after is not None and after != "EOF":
+        hits = [i for i, x in enumerate(lines) if re.search(after, x)]
+        return hits[-1] + 1 if hits else len(lines)
+    return len(lines)
+
+
+async def _blockinfile(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+    path, state = str(args["path"]), str(args.get("state") or "present")
+    marker = str(args.get("marker") or "# {mark} ANSIBLE MANAGED BLOCK")
+    begin, end = marker.replace("{mark}", "BEGIN"), marker.replace("{mark}", "END")
+    before = await _read_text(ctx, path, truthy(args.get("create", False)), "blockinfile")
+    lines = (before or "").splitlines()
+    block = str(args.get("block") or "")
+    start = lines.index(begin) if begin in lines else None
+    stop = lines.index(end, start) if start is not None and end in lines[start:] else None
+    if start is not None and stop is not None:
+        del lines[start:stop + 1]
+        at = start
+    else:
+        at = None
+    if state == "present" and block:
+        where = at if at is not None else _insert_at(lines, args)
+        lines[where:where] = [begin, *block.splitlines(), end]
+    return await _write_text(ctx, path, before, lines, _mode(args), f"blockinfile {path}")
 
 
 def _mode(args: Mapping[str, Any]) -> int | None:
@@ -326,8 +576,10 @@ def _opt_str(value: Any) -> str | None:
 
 _RUNNERS: dict[str, Callable[[Mapping[str, Any], ModuleContext], Any]] = {
     "shell": _shell, "command": _command, "copy": _copy, "template": _template, "file": _file,
-    "service": _service, "wait_for": _wait_for, "debug": _debug,
+    SERVICE: _service, "wait_for": _wait_for, HEALTH: _health, "debug": _debug,
+    "set_fact": _set_fact, "assert": _assert, "fail": _fail, "raw": _raw, "stat": _stat,
+    "lineinfile": _lineinfile, "blockinfile": _blockinfile,
 }
 
-__all__ = ["ALIASES", "SPECS", "ModuleContext", "ModuleFailure", "ModuleSpec", "Outcome", "canonical",
-           "find_source", "parse_mode", "run_module"]
+__all__ = ["ALIASES", "HEALTH", "MOVED_ARGUMENTS", "MOVED_MODULES", "SERVICE", "SPECS", "ModuleContext", "ModuleFailure", "ModuleSpec", "Outcome", "canonical",
+           "find_source", "parse_mode", "run_module", "truthy"]

@@ -15,11 +15,13 @@ from typing import Any, Callable, Collection, Mapping, Sequence
 
 from opsconsole.events import EventBus, Message, OutputLine, PlayFinished, PlayStarted, TaskFinished, TaskStarted
 from opsconsole.hosts import Host
+from opsconsole.playbook.fallback import run_play
 from opsconsole.playbook.model import Play, Playbook, PlaybookResult, Task
-from opsconsole.playbook.modules import ModuleContext, Outcome, run_module
+from opsconsole.playbook.modules import ModuleContext, Outcome, run_module, truthy
 from opsconsole.playbook.templating import LOOKED_UP, Templar, TemplateFailure
 from opsconsole.redact import NO_LOG
 from opsconsole.transport.base import Transport
+from opsconsole.transport.pool import SshOptions
 
 OUTPUT_LINES_IN_MESSAGE = 10
 
@@ -53,13 +55,16 @@ class _HostRun:
     registered: dict[str, Any] = field(default_factory=dict)
     notified: set[str] = field(default_factory=set)
     failure: str | None = None
+    tags: frozenset[str] | None = None  # --tags: run only these (None: all)
+    skip_tags: frozenset[str] = frozenset()  # --skip-tags
 
 
 class PlaybookRunner:
     def __init__(self, bus: EventBus, transport_for: Callable[[Host], Transport], *,
-                 secrets: Mapping[str, str] = {}) -> None:
+                 secrets: Mapping[str, str] = {}, ssh: SshOptions | None = None) -> None:
         self.bus = bus
         self.transport_for = transport_for
+        self.ssh = ssh  # how ansible-playbook reaches SSH hosts, for plays that run with it
         self.secrets = dict(secrets)  # `{{ secrets.NAME }}`; the bus's redactor masks the values
 
     async def run(
@@ -69,12 +74,16 @@ class PlaybookRunner:
         *,
         extra_vars: Mapping[str, Any] = {},
         limit: Collection[str] | None = None,
+        tags: Collection[str] | None = None,
+        skip_tags: Collection[str] = (),
     ) -> PlaybookResult:
         """Run every play over the hosts it selects (narrowed to `limit` if given).
 
         Cancelling the caller's task cancels the hosts now running (their commands are
-        killed by the transport) and starts nothing more.
+        killed by the transport) and starts nothing more. `tags`/`skip_tags` select tasks as
+        ansible-playbook's --tags/--skip-tags do (with `always`, `never`, `tagged`, `untagged`, `all`).
         """
+        selection = (frozenset(tags) if tags is not None else None, frozenset(skip_tags))
         everyone = list(hosts)
         candidates = [h for h in everyone if limit is None or h.name in limit]
         status: dict[str, str] = {}
@@ -94,13 +103,14 @@ class PlaybookRunner:
                 self.bus.emit(Message(text=f"{playbook.name}: play {play.name!r}: no hosts match {play.hosts!r}",
                                       level="warning"))
                 continue
-            failed = await self._play(playbook, play, selected, groups, extra_vars, status, failures)
+            failed = await self._play(playbook, play, selected, groups, extra_vars, status, failures, selection)
             stopped = failed
         return PlaybookResult(ok=not failures and all(s != "failed" for s in status.values()),
                               host_status=status, failures=failures)
 
     async def _play(self, playbook: Playbook, play: Play, selected: list[Host], groups: dict[str, list[str]],
-                    extra_vars: Mapping[str, Any], status: dict[str, str], failures: dict[str, str]) -> bool:
+                    extra_vars: Mapping[str, Any], status: dict[str, str], failures: dict[str, str],
+                    selection: tuple[frozenset[str] | None, frozenset[str]] = (None, frozenset())) -> bool:
         """Run one play; True if a host failed (which stops the playbook)."""
         title = _best_effort(play.name, extra_vars)
         self.bus.emit(PlayStarted(playbook=playbook.name, play=title, hosts=tuple(h.name for h in selected)))
@@ -108,11 +118,17 @@ class PlaybookRunner:
         failed: list[str] = []
         running: list[str] = []
         pending = batches(selected, play.serial)
+        if play.runner == "ansible":
+            self.bus.emit(Message(text=f"{playbook.name}: {play.why}"))
         try:
             while pending and not failed:
                 batch = pending.pop(0)
                 running = [h.name for h in batch]
-                runs = await asyncio.gather(*(self._host(playbook, play, h, groups, extra_vars) for h in batch))
+                if play.runner == "ansible":
+                    runs = await self._ansible(playbook, play, batch, extra_vars)
+                else:
+                    runs = await asyncio.gather(*(self._host(playbook, play, h, groups, extra_vars, selection)
+                                                  for h in batch))
                 running = []
                 for run in runs:
                     if run.failure is None:
@@ -131,9 +147,26 @@ class PlaybookRunner:
                                        failed_hosts=tuple(failed_now), skipped_hosts=tuple(skipped)))
         return bool(failed)
 
+    async def _ansible(self, playbook: Playbook, play: Play, batch: list[Host],
+                       extra_vars: Mapping[str, Any]) -> list[_HostRun]:
+        """One batch of a play that runs with ansible-playbook; its events reach the bus as the native ones do."""
+        def host_vars(host: Host) -> dict[str, Any]:
+            return {"port": host.port} if host.port is not None else {}
+
+        try:
+            status, failures = await run_play(self.bus, playbook.directory.absolute(), play.source, batch,
+                                              self.transport_for, self.ssh, {**extra_vars, "secrets": self.secrets},
+                                              host_vars)
+        except (OSError, RuntimeError) as exc:  # no ansible-playbook, an unwritable playbook directory
+            why = f"{play.why}, which could not start: {exc}"
+            status, failures = {h.name: "failed" for h in batch}, {h.name: why for h in batch}
+        return [_HostRun(h, failure=(failures.get(h.name) or f"{h.name}: failed under ansible-playbook")
+                         if status.get(h.name) == "failed" else None) for h in batch]
+
     async def _host(self, playbook: Playbook, play: Play, host: Host, groups: dict[str, list[str]],
-                    extra_vars: Mapping[str, Any]) -> _HostRun:
-        run = _HostRun(host)
+                    extra_vars: Mapping[str, Any],
+                    selection: tuple[frozenset[str] | None, frozenset[str]] = (None, frozenset())) -> _HostRun:
+        run = _HostRun(host, tags=selection[0], skip_tags=selection[1])
         try:
             transport = self.transport_for(host)
         except Exception as exc:  # noqa: BLE001 - any refusal to reach the host fails that host only
@@ -157,14 +190,40 @@ class PlaybookRunner:
                 layers.append(({"item": item}, False))
             return Templar(layers)
 
-        for task in play.tasks:
-            if not await self._task(playbook, play, task, run, transport, templar):
-                return run
-        for handler in play.handlers:  # definition order, each at most once
+        if not await self._tasks(playbook, play, play.tasks, run, transport, templar):
+            return run
+        for handler in play.handlers:  # definition order, each at most once; tags do not select handlers
             if handler.name in run.notified:
                 if not await self._task(playbook, play, handler, run, transport, templar):
                     return run
         return run
+
+    async def _tasks(self, playbook: Playbook, play: Play, tasks: Sequence[Task], run: _HostRun,
+                     transport: Transport, templar: Callable[..., Templar]) -> bool:
+        """Run tasks in order on one host; False when the host must stop (a failure not rescued)."""
+        for task in tasks:
+            if task.module == "block":
+                if not await self._block(playbook, play, task, run, transport, templar):
+                    return False
+            elif _selected(task.tags, run.tags, run.skip_tags):
+                if not await self._task(playbook, play, task, run, transport, templar):
+                    return False
+        return True
+
+    async def _block(self, playbook: Playbook, play: Play, block: Task, run: _HostRun, transport: Transport,
+                     templar: Callable[..., Templar]) -> bool:
+        """block, then rescue if a task of it failed (which clears the failure, as in Ansible), then always."""
+        ok = await self._tasks(playbook, play, block.block, run, transport, templar)
+        if not ok and block.rescue:
+            run.registered["ansible_failed_result"] = {"failed": True, "msg": run.failure}
+            run.failure = None
+            ok = await self._tasks(playbook, play, block.rescue, run, transport, templar)
+        if block.always:
+            failure, run.failure = run.failure, None
+            always_ok = await self._tasks(playbook, play, block.always, run, transport, templar)
+            run.failure = run.failure if not always_ok else failure
+            ok = ok and always_ok
+        return ok
 
     async def _task(self, playbook: Playbook, play: Play, task: Task, run: _HostRun, transport: Transport,
                     templar: Callable[..., Templar]) -> bool:
@@ -208,7 +267,7 @@ class PlaybookRunner:
             outcomes: list[tuple[Any, Outcome]] = []
             for item in items:
                 t = templar(task) if item is _NO_ITEM else templar(task, item)
-                if not all(_truthy(t.evaluate(c) if isinstance(c, str) else c) for c in task.when):
+                if not all(truthy(t.evaluate(c) if isinstance(c, str) else c) for c in task.when):
                     continue
                 ctx.templar = t
                 outcome = await self._outcome(task, ctx, t, run)
@@ -231,6 +290,8 @@ class PlaybookRunner:
             finish("skipped", message="condition false" if task.when else "empty loop")
             return True
         run.registered.update(_registration(task, outcomes))
+        for _, outcome in outcomes:
+            run.registered.update(outcome.facts)  # set_fact: rendered values, used as they are
         last = outcomes[-1][1]
         changed = any(o.changed for _, o in outcomes)
         if any(o.failed for _, o in outcomes):
@@ -254,6 +315,8 @@ class PlaybookRunner:
         items = templar.render(task.loop)
         if not isinstance(items, list):
             raise TemplateFailure(f"loop must give a list, got {type(items).__name__}: {items!r}")
+        if task.flatten_loop:  # with_items flattens one level: [a, [b, c]] is a, b, c
+            items = [x for item in items for x in (item if isinstance(item, list) else [item])]
         return items
 
     async def _outcome(self, task: Task, ctx: ModuleContext, templar: Templar, run: _HostRun) -> Outcome:
@@ -265,9 +328,9 @@ class PlaybookRunner:
             result = _registration(task, [(_NO_ITEM, outcome)]).get(task.register or "", {})
             layered = templar.with_layer({task.register: result} if task.register else {})
             if task.changed_when is not None:
-                outcome.changed = _truthy(_condition(layered, task.changed_when))
+                outcome.changed = truthy(_condition(layered, task.changed_when))
             if task.failed_when is not None:
-                outcome.failed = _truthy(_condition(layered, task.failed_when))
+                outcome.failed = truthy(_condition(layered, task.failed_when))
                 if outcome.failed and not outcome.message:
                     outcome.message = f"failed_when: {task.failed_when}"
         return outcome
@@ -280,10 +343,16 @@ def _condition(templar: Templar, value: Any) -> Any:
     return templar.evaluate(value) if isinstance(value, str) else value
 
 
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "yes", "on", "1")
-    return bool(value)
+def _selected(task_tags: tuple[str, ...], tags: frozenset[str] | None, skip: frozenset[str]) -> bool:
+    """Whether --tags/--skip-tags select a task with these tags, by ansible-playbook's rules."""
+    own = set(task_tags)
+    if own & skip or ("tagged" in skip and own) or ("untagged" in skip and not own):
+        return False
+    if tags is None or ("all" in tags and "never" not in own):
+        return "never" not in own or bool(tags and own & tags - {"all"})
+    if "always" in own and "always" not in skip:
+        return True
+    return bool(own & tags) or ("tagged" in tags and bool(own)) or ("untagged" in tags and not own)
 
 
 def _registration(task: Task, outcomes: list[tuple[Any, Outcome]]) -> dict[str, Any]:
@@ -294,7 +363,7 @@ def _registration(task: Task, outcomes: list[tuple[Any, Outcome]]) -> dict[str, 
     def one(o: Outcome) -> dict[str, Any]:
         stdout = o.stdout.rstrip("\r\n")  # as Ansible: `{{ r.stdout }}` has no trailing newline
         return {"rc": o.rc, "stdout": stdout, "stdout_lines": stdout.splitlines(), "changed": o.changed,
-                "failed": o.failed, "skipped": False, "msg": o.message}
+                "failed": o.failed, "skipped": False, "msg": o.message, **o.result}
 
     if task.loop is None:
         return {task.register: one(outcomes[-1][1])}

@@ -13,7 +13,7 @@ from opsconsole.transport.ssh import SshTransport
 
 class MiniPlay:
     """Just enough of the playbook language to run database.yml over a transport until the real
-    PlaybookRunner lands: shell, copy, service; when, register, become, ignore_errors. It logs like a
+    PlaybookRunner lands: shell, copy, opsconsole.builtin.service; when, register, become, ignore_errors. It logs like a
     runner would: every rendered command and every output line, so the test can search them."""
 
     def __init__(self, transport: SshTransport, variables: dict[str, Any]) -> None:
@@ -52,7 +52,8 @@ class MiniPlay:
             self.log.append(f"{self.t.host.name} {stream}: {text}")
 
         if "shell" in task:
-            command = self.render(task["shell"])
+            shell = task["shell"]
+            command = self.render(shell["cmd"] if isinstance(shell, dict) else shell)
             self.log.append(f"run: {command}")
             result = await self.t.run(command, on_line=line, become=bool(task.get("become")), timeout=300)
             return (result.rc if result.rc is not None else -1), result.stdout
@@ -65,8 +66,8 @@ class MiniPlay:
                 changed = await self.t.write_file(spec["dest"], spec["content"].encode(), mode)
             self.log.append(f"copy: {spec['dest']} {'changed' if changed else 'ok'}")
             return 0, ""
-        if "service" in task:
-            spec = self.render(task["service"])
+        if "opsconsole.builtin.service" in task:
+            spec = self.render(task["opsconsole.builtin.service"])
             if spec.get("state") == "restarted":
                 await self.t.stop_service(spec["name"])
             pid = await self.t.start_service(spec["name"], spec["command"])

@@ -1,0 +1,126 @@
+"""Names mean what Ansible means: our playbooks parse in real ansible-playbook, FQCNs are the same
+modules, and opsconsole's own modules live in their own collection (playbooks/collections/...)."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from opsconsole.starter import starter_files
+from test_playbooks import Rig, rig  # noqa: F401  (rig is a fixture)
+
+ROOT = Path(__file__).resolve().parent.parent
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+SHIPPED = sorted(p.name for p in (ROOT / "playbooks").glob("*.yml"))
+
+
+def ansible_playbook(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Real ansible-playbook, on this machine only (`-c local`), its state kept under tmp_path."""
+    env = {**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-local"), "HOME": str(tmp_path),
+           "ANSIBLE_REMOTE_TEMP": str(tmp_path / "ansible-remote"), "ANSIBLE_LOCALHOST_WARNING": "false",
+           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_PYTHON_INTERPRETER": sys.executable}
+    return subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", *args],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_playbook_passes_ansible_syntax_check(tmp_path: Path, name: str) -> None:
+    done = ansible_playbook(tmp_path, "--syntax-check", str(ROOT / "playbooks" / name))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_what_init_writes_passes_ansible_syntax_check(tmp_path: Path) -> None:
+    target = tmp_path / "ops"
+    for f in starter_files("ops", "haproxy"):
+        (target / f.path).parent.mkdir(parents=True, exist_ok=True)
+        (target / f.path).write_text(f.text)
+    written = sorted((target / "playbooks").glob("*.yml"))
+    assert [p.name for p in written] == ["app-server.yml", "database.yml", "deploy.yml", "proxy-host.yml"]
+    for path in written:
+        done = ansible_playbook(tmp_path, "--syntax-check", str(path))
+        assert done.returncode == 0, f"{path}:\n{done.stdout}{done.stderr}"
+
+
+def test_syntax_check_can_fail_on_an_unresolvable_name(tmp_path: Path) -> None:
+    # The check above proves something only if ansible-playbook refuses a name it cannot resolve.
+    (tmp_path / "p.yml").write_text("- hosts: all\n  tasks:\n    - opsconsole.service: {name: x, state: stopped}\n")
+    done = ansible_playbook(tmp_path, "--syntax-check", str(tmp_path / "p.yml"))
+    assert done.returncode != 0 and "couldn't resolve module/action 'opsconsole.service'" in done.stdout + done.stderr
+
+
+FILES_PLAY = """
+    - hosts: web
+      tasks:
+        - {name: dir, MOD_FILE: {path: conf, state: directory, mode: "0750"}}
+        - {name: text, MOD_COPY: {content: "hello {{ inventory_hostname }}\\n", dest: conf/a.txt, mode: "0640"}}
+        - {name: read, MOD_COMMAND: cat conf/a.txt, register: out}
+        - {name: say, MOD_DEBUG: {msg: "{{ out.stdout }}"}}
+    """
+
+
+@pytest.mark.parametrize("prefix", ["ansible.builtin.", "ansible.legacy."])
+async def test_an_fqcn_is_the_same_module_as_its_short_name(rig: Rig, prefix: str) -> None:
+    def play(p: str) -> str:
+        return (FILES_PLAY.replace("MOD_FILE", f"{p}file").replace("MOD_COPY", f"{p}copy")
+                .replace("MOD_COMMAND", f"{p}command").replace("MOD_DEBUG", f"{p}debug"))
+
+    short, full = rig.hosts(1, group="web"), [h for h in rig.hosts(2, group="web")][1:]
+    first = await rig.run(play(""), short)
+    statuses_short = rig.statuses("web-1")
+    second = await rig.run(play(prefix), full)
+    assert first.ok and second.ok, (first.failures, second.failures)
+    assert rig.statuses("web-2") == statuses_short == {"dir": "changed", "text": "changed", "read": "changed",
+                                                       "say": "ok"}
+    for name in ("web-1", "web-2"):
+        conf = rig.root(name) / "conf"
+        assert (conf.stat().st_mode & 0o777, (conf / "a.txt").stat().st_mode & 0o777) == (0o750, 0o640)
+        assert (conf / "a.txt").read_text() == f"hello {name}\n"
+
+
+@pytest.fixture
+def health_server() -> Iterator[str]:
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/health" else 503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def test_our_collection_runs_under_ansible_playbook(tmp_path: Path, health_server: str) -> None:
+    # opsconsole.builtin.health means the same under ansible-playbook: it waits for the status, or fails.
+    (tmp_path / "collections").symlink_to(ROOT / "playbooks" / "collections")
+    (tmp_path / "p.yml").write_text(f"""
+- hosts: all
+  gather_facts: false
+  tasks:
+    - opsconsole.builtin.health: {{url: "{health_server}/health", timeout: 5s}}
+    - opsconsole.builtin.health: {{url: "{health_server}/other", timeout: 1}}
+""")
+    done = ansible_playbook(tmp_path, str(tmp_path / "p.yml"))
+    out = done.stdout + done.stderr
+    assert done.returncode != 0, out
+    assert f"{health_server}/health answered 200" not in out  # not shown without -v; the counts say it
+    assert "ok=1" in out and "failed=1" in out, out
+    assert f"{health_server}/other: timed out after 1s (last: status 503)" in out, out
+
+    # opsconsole.builtin.service refuses under ansible-playbook, saying where it runs.
+    (tmp_path / "s.yml").write_text("- hosts: all\n  gather_facts: false\n  tasks:\n"
+                                    "    - opsconsole.builtin.service: {name: web, state: started, command: sleep 9}\n")
+    done = ansible_playbook(tmp_path, str(tmp_path / "s.yml"))
+    assert done.returncode != 0 and "runs under opsconsole's native runner only" in done.stdout, done.stdout

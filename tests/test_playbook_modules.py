@@ -1,0 +1,56 @@
+"""The native modules mean what Ansible's mean: tests/playbooks/modules/site.yml (copy force/mode, lineinfile,
+blockinfile, stat + register, command/shell creates/removes/chdir in both forms, raw, wait_for path/state) run
+natively and by real ansible-playbook (`-c local`) leaves the same files with the same modes and reports the
+same number of changes; a second run changes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from opsconsole.hosts import Host
+from opsconsole.playbook.loader import load_playbook
+from test_ansible_names import ansible_playbook
+from test_playbook_keywords import recap, tree
+from test_playbooks import Rig, rig  # noqa: F401  (rig is a fixture)
+
+SITE = Path(__file__).resolve().parent / "playbooks" / "modules" / "site.yml"
+
+
+async def native(rig: Rig, root: Path) -> int:
+    rig.events.clear()
+    host = Host(name="localhost", group="all", address="127.0.0.1", root=str(root))
+    result = await rig.runner.run(load_playbook(SITE), [host], extra_vars={"host_root": str(root)})
+    assert result.ok, result.failures
+    return sum(1 for e in rig.finished("localhost") if e.status == "changed")
+
+
+def ansible(tmp_path: Path, root: Path) -> int:
+    done = ansible_playbook(tmp_path, str(SITE), "-e", f"host_root={root}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return recap(done.stdout)["changed"]
+
+
+async def test_native_modules_leave_what_ansible_leaves_and_a_second_run_changes_nothing(
+        rig: Rig, tmp_path: Path) -> None:
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    for root in (ours, theirs):  # keep.conf exists before: `force: false` must leave it alone
+        (root / "etc").mkdir(parents=True)
+        (root / "etc").chmod(0o755)
+        (root / "etc" / "keep.conf").write_text("mine!\n")
+        (root / "etc" / "keep.conf").chmod(0o640)
+    first_ours, first_theirs = await native(rig, ours), ansible(tmp_path, theirs)
+    assert tree(ours) == tree(theirs)
+    assert first_ours == first_theirs
+    files = tree(ours)
+    assert files["etc/keep.conf"] == ("0o640", "mine!\n")
+    assert files["etc/app.conf"][1] == "# app\nport=8080\n[section]\nowner=ops\nname=old\n"
+    assert files["etc/new.conf"] == ("0o600", "made=yes\n")
+    assert files["etc/hosts.conf"][1] == ("# BEGIN ANSIBLE MANAGED BLOCK\n10.0.0.1 app-1\n10.0.0.2 app-2\n"
+                                          "# END ANSIBLE MANAGED BLOCK\n")
+    assert "etc/built" in files and "etc/cleaned.txt" not in files  # removes: its file was never there
+    statuses = rig.statuses("localhost")
+    assert statuses["build once (creates, chdir, free form)"] == "changed"
+
+    assert await native(rig, ours) == 0 == ansible(tmp_path, theirs)
+    assert tree(ours) == tree(theirs)
+    assert rig.statuses("localhost")["build once (creates, chdir, free form)"] == "ok"  # skipped: built exists
