@@ -17,7 +17,7 @@ from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Container
 from textual.screen import Screen
-from textual.widgets import Footer
+from textual.widgets import DataTable, Footer
 from textual.worker import Worker, WorkerState
 
 from opsconsole.engine.commands import Command, CommandError, command_classes, verbs
@@ -36,6 +36,7 @@ from opsconsole.ui.help import HelpScreen
 from opsconsole.ui.history import HostHistory
 from opsconsole.ui.host_detail import HostDetailScreen
 from opsconsole.ui.log_view import LogLine
+from opsconsole.ui.selection import SelectionChanged
 from opsconsole.ui.status_line import StatusLine
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class OpsConsoleApp(App[int]):
         self.event_lines: deque[LogLine] = deque(maxlen=5000)
         self.theme_short = themes.choose(engine.config.theme)
         self._closed = False
+        self._last_pane = "fleet"  # the pane whose selection the keys act on while a line or dialog has focus
         self.set_keymap(engine.config.keymap)
 
     # -- layout ------------------------------------------------------------
@@ -93,6 +95,7 @@ class OpsConsoleApp(App[int]):
             self.notify(notice, title="left unfinished", severity="warning", timeout=30)
         self.set_interval(self.flush_seconds, self.flush)
         self.pane("fleet").focus_main()
+        self._show_scope()
         if self.freeze_startup:
             # Everything built so far (Textual, the DOM, the config) lives as long as the process; moving it
             # out of the collector's sight keeps full collections short while floods churn through the rings.
@@ -181,22 +184,49 @@ class OpsConsoleApp(App[int]):
             self.notify(f"{event.worker.error!r}", title=f"internal error in {event.worker.name}", severity="error",
                         timeout=20)
 
-    def selected_app(self) -> str | None:
-        """The app an app key acts on: the focused build's app, else the selected host's app, else the first."""
-        apps = self.engine.config.apps
-        focused = self.focused
-        builds = self.pane("builds")
-        if focused is not None and builds in focused.ancestors_with_self:
-            app = builds.selected_app()  # type: ignore[union-attr]
+    def scope(self) -> tuple[str | None, str]:
+        """The app an app key acts on, and whose selection chose it: the focused pane's, else the fleet's."""
+        # The command line or a dialog has the focus for a moment: the pane that had it still sets the scope.
+        pane = self._focused_pane() or self._last_pane
+        if pane == "canary":
+            chosen = self.pane("canary").selected  # type: ignore[union-attr]
+            if chosen:
+                return chosen, "canary pane"
+        if pane == "builds":
+            build = self.pane("builds").selected_build()  # type: ignore[union-attr]
+            app = self.pane("builds").selected_app()  # type: ignore[union-attr]
             if app:
-                return app
+                return app, f"build {build}"
         host = self.pane("fleet").selected_host()  # type: ignore[union-attr]
         if host is not None:
             group = self.engine.views[host].host.group
+            apps = self.engine.config.apps
             for name, app_config in apps.items():
                 if app_config.group == group:
-                    return name
-        return next(iter(apps), None)
+                    return name, host
+            for name, app_config in apps.items():  # a canary host belongs to the app whose canary pool it is in
+                if any(h.name == host for h in self.engine.app_hosts(app_config)):
+                    return name, host
+        return next(iter(self.engine.config.apps), None), "first app"
+
+    def selected_app(self) -> str | None:
+        return self.scope()[0]
+
+    def _show_scope(self) -> None:
+        if self._closed or len(self.screen_stack) != 1:  # only the main screen has panes (and no stack at exit)
+            return
+        app, where = self.scope()
+        self.query_one(StatusLine).set_scope(app, where)
+
+    def on_descendant_focus(self) -> None:
+        if len(self.screen_stack) == 1 and (pane := self._focused_pane()) is not None:
+            self._last_pane = pane
+        self._show_scope()
+
+    @on(DataTable.RowHighlighted)
+    @on(SelectionChanged)
+    def _selection_moved(self) -> None:
+        self._show_scope()
 
     def _with_app(self, template: str) -> None:
         app = self.selected_app()
@@ -226,8 +256,18 @@ class OpsConsoleApp(App[int]):
     def action_pause(self) -> None:
         self.submit("resume" if self.engine.paused() else "pause")
 
-    def action_canary_step(self, direction: int) -> None:
+    def _canary_app(self) -> str | None:
+        """The selected app if it has a canary; else say which pane selects one, and run nothing."""
         app = self.selected_app()
+        if app is None or self.engine.traffic.fronted(app):
+            return app
+        text = f"app {app} has no canary: the proxy does not front it; the canary pane (4) selects one that has"
+        self.query_one(StatusLine).say(text, "warn")
+        self.notify(text, severity="warning")
+        return None
+
+    def action_canary_step(self, direction: int) -> None:
+        app = self._canary_app()
         if app is None:
             return
         # The pane's last known weight: from the proxy's reports, or the commands that set it.
@@ -237,10 +277,12 @@ class OpsConsoleApp(App[int]):
         self.submit(f"canary {app} weight {weight}")
 
     def action_canary_stable(self) -> None:
-        self._with_app("canary {app} weight 0")
+        if (app := self._canary_app()) is not None:
+            self.submit(f"canary {app} weight 0")
 
     def action_promote(self) -> None:
-        self._with_app("canary {app} promote")
+        if (app := self._canary_app()) is not None:
+            self.submit(f"canary {app} promote")
 
     def action_command_line(self, text: str = "") -> None:
         self.query_one(StatusLine).add_class("-hidden")
@@ -257,7 +299,7 @@ class OpsConsoleApp(App[int]):
         self._focus_last_pane()
 
     def _focus_last_pane(self) -> None:
-        self.pane(getattr(self, "_last_pane", "fleet")).focus_main()
+        self.pane(self._last_pane).focus_main()
 
     def action_filter(self) -> None:
         pane = self.pane(self._focused_pane() or "fleet")

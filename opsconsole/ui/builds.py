@@ -20,6 +20,8 @@ from textual.widgets import DataTable
 
 from opsconsole.events import BuildUpdate, Event, OutputLine
 from opsconsole.ui.filter_bar import FilterBar
+from opsconsole.ui.row_table import RowTable
+from opsconsole.ui.selection import SelectionChanged
 from opsconsole.ui.log_view import LogLine, LogView
 from opsconsole.ui.style import level_styles, styled
 
@@ -72,7 +74,7 @@ class BuildQueuePane(Vertical):
         self.app_filter = ""
 
     def compose(self) -> ComposeResult:
-        table: DataTable[object] = DataTable(cursor_type="row", id="build-table")
+        table: DataTable[object] = RowTable(cursor_type="row", id="build-table")
         app_width = max([len(a) for a in self.engine.config.apps] + [3])
         for key, label, width in (("status", "state", 9), ("app", "app", app_width), ("commit", "commit", 7),
                                   ("author", "author", 10), ("took", "took", 4), ("result", "result", 40)):
@@ -174,6 +176,7 @@ class BuildQueuePane(Vertical):
         event.stop()
         if event.row_key is not None and event.row_key.value is not None:
             self._show_log(str(event.row_key.value))
+        self.post_message(SelectionChanged())
 
     def _show_log(self, build_id: str | None) -> None:
         if build_id == self.shown_build:

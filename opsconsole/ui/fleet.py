@@ -20,6 +20,7 @@ from textual.widgets import DataTable
 from opsconsole.events import Event, HealthChanged, HealthSample, HostState, TaskFinished, TaskStarted
 from opsconsole.ui.bindings import bindings
 from opsconsole.ui.filter_bar import FilterBar
+from opsconsole.ui.row_table import RowTable
 from opsconsole.ui.style import activity_cell, health_cell, latency_text, level_styles, styled
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ class FleetPane(Vertical):
         self.border_title = "Fleet (1)"
 
     def compose(self) -> ComposeResult:
-        table: DataTable[object] = DataTable(cursor_type="row", zebra_stripes=False, id="fleet-table")
+        table: DataTable[object] = RowTable(cursor_type="row", zebra_stripes=False, id="fleet-table")
         hosts = [v.host for v in self.engine.views.values()]
         widths = {
             **FIXED_WIDTHS,
