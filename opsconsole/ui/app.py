@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
+from textual.command import CommandPalette
 from textual.containers import Container
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
     from opsconsole.engine.engine import Engine
 
 PANES = ("fleet", "builds", "heartbeat", "canary")
+# App keys that act on the panes' selections: off while another screen is on top (help and quit stay on).
+PANE_ACTIONS = frozenset(s.action.split("(")[0] for s in KEYS if s.scope == "app" and s.id not in ("help", "quit"))
 FLUSH_SECONDS = 0.05  # events reach the screen at most this late; also bounds redraws to 20/s
 # The dialog's action button; any other verb is title-cased.
 ACTION_LABELS = {"roll resume": "Resume", "lock release": "Release", "cancel": "Cancel build"}
@@ -239,7 +242,13 @@ class OpsConsoleApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if self.engine.config.readonly and action in MUTATING_ACTIONS:
             return False  # hidden from the footer and never run
+        if action in PANE_ACTIONS and not self._on_main_screen():
+            return False  # a screen of its own (event log, host detail) owns its keys: `r` there is not roll
         return True
+
+    def _on_main_screen(self) -> bool:
+        # The palette runs its chosen action while it is still on the stack; that action is the operator's choice.
+        return len(self.screen_stack) == 1 or isinstance(self.screen, CommandPalette)
 
     def action_roll(self) -> None:
         self._with_app("roll {app}")

@@ -9,6 +9,7 @@ from textual.widgets import Footer
 
 from opsconsole.events import Event, HealthChanged, HealthSample, HeartbeatCycle
 from opsconsole.event_lines import format_event
+from opsconsole.ui.filter_bar import FilterBar
 from opsconsole.ui.log_view import LogLine, LogView
 
 
@@ -25,17 +26,37 @@ def event_line(event: Event) -> LogLine | None:
 
 
 class EventLogScreen(Screen[None]):
-    BINDINGS = [Binding("escape,q,l", "app.pop_screen", "back", id="back")]
+    """A screen of its own: its keys are its own (the app's pane keys are off here, see App.check_action)."""
+
+    BINDINGS = [Binding("escape,q,l", "app.pop_screen", "back", id="back"),
+                Binding("slash", "filter", "filter", id="log_filter")]
 
     def __init__(self, lines: list[LogLine]) -> None:
         super().__init__()
         self.initial = lines
+        self.filter_text = ""
 
     def compose(self) -> ComposeResult:
         log = LogView(capacity=5000, scrollback=2000, id="event-log")
         log.border_title = "Events (esc back)"
         yield log
+        yield FilterBar("filter events: words in the line or host", id="event-filter")
         yield Footer()
+
+    def action_filter(self) -> None:
+        self.query_one(FilterBar).open()
+
+    def on_input_changed(self, event: FilterBar.Changed) -> None:
+        event.stop()
+        self.filter_text = event.value.strip().lower()
+        words = self.filter_text.split()
+        log = self.query_one(LogView)
+        log.set_filter((lambda line: all(w in f"{line.key} {line.text}".lower() for w in words)) if words else None)
+        log.border_title = "Events" + (f" /{self.filter_text}" if words else "") + " (esc back)"
+
+    def on_filter_bar_done(self, event: FilterBar.Done) -> None:
+        event.stop()
+        self.query_one(LogView).focus()
 
     def on_mount(self) -> None:
         log = self.query_one(LogView)
