@@ -61,3 +61,82 @@ async def test_typing_in_the_event_log_fires_no_global_key(tmp_path: Path) -> No
         assert journal_commands(engine) == []
     finally:
         kill_services(tmp_path / "state")
+
+
+async def test_status_shows_every_hosts_line_in_a_result_view_until_esc(tmp_path: Path) -> None:
+    from opsconsole.ui.result_view import ResultScreen
+    from opsconsole.ui.testing import screen_text
+
+    engine = fresh_engine(tmp_path)
+    app = OpsConsoleApp(engine)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("colon", *"status itrust", "enter")
+            await until(pilot, lambda: isinstance(app.screen, ResultScreen), what="the result view")
+            view = app.screen
+            await until(pilot, lambda: view.outcome is not None and any("hosts healthy" in t for t in view.lines()),
+                        what="the status to finish")
+            text = screen_text(app)
+            for host in ("itrust-1", "itrust-2", "itrust-3"):
+                row = next((line for line in text.splitlines() if host in line), "")
+                assert "service=" in row and "health=" in row, (host, text)
+            assert "✘ status itrust" in text or "✔ status itrust" in text  # the outcome heads the view
+            # Searchable: / narrows to the lines with the words, esc clears the search, esc again closes.
+            await pilot.press("slash", *"itrust-2")
+            await until(pilot, lambda: len(view.lines()) == 1, what="the search")
+            assert "itrust-2" in view.lines()[0]
+            await pilot.press("escape")
+            await until(pilot, lambda: len(view.lines()) > 3, what="the search cleared")
+            assert app.screen is view  # the view stays until the operator leaves it
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, ResultScreen), what="back to the panes")
+    finally:
+        kill_services(tmp_path / "state")
+
+
+async def test_run_output_reaches_the_screen_and_no_other_commands_output_mixes_in(tmp_path: Path) -> None:
+    from opsconsole.ui.result_view import ResultScreen
+
+    engine = fresh_engine(tmp_path)
+    app = OpsConsoleApp(engine)
+    try:
+        async with app.run_test(size=(120, 30)) as pilot:
+            # Another command's output while `run` runs must not land in run's view.
+            engine.bus.emit(Message(text="unrelated line from elsewhere", level="info"))
+            await pilot.press("colon", *"run itrust -- echo out-$((6*7))", "enter")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="run's dialog")
+            await pilot.press("tab", "enter")  # Tab to the action button, Enter
+            await until(pilot, lambda: isinstance(app.screen, ResultScreen), what="the result view")
+            view = app.screen
+            await until(pilot, lambda: view.outcome is not None, what="run to finish")
+            await until(pilot, lambda: sum("| out-42" in t for t in view.lines()) == 3, what="every host's line")
+            assert not any("unrelated" in t for t in view.lines())
+    finally:
+        kill_services(tmp_path / "state")
+
+
+async def test_log_wrap_sticks_and_canary_refreshes_are_not_events(tmp_path: Path) -> None:
+    from opsconsole.events import CanaryState
+
+    engine = fresh_engine(tmp_path)
+    app = OpsConsoleApp(engine)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            for n in range(3):  # what the proxy watch reports every second
+                engine.bus.emit(CanaryState(app="itrust", split="request", configured_weight=0, effective_weight=0,
+                                            requests=(("stable", n),), errors=(("stable", 0),)))
+            engine.bus.emit(Message(text="a real event", level="info"))
+            await until(pilot, lambda: any("a real event" in line.text for line in app.event_lines))
+            assert not any("CanaryState" in line.text for line in app.event_lines)
+            await pilot.press("l")
+            await until(pilot, lambda: isinstance(app.screen, EventLogScreen))
+            await pilot.press("w")
+            await until(pilot, lambda: app.screen.query_one(LogView).wrap_lines, what="wrap on")
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, EventLogScreen))
+            await pilot.press("l")
+            await until(pilot, lambda: isinstance(app.screen, EventLogScreen))
+            await until(pilot, lambda: app.screen.query_one(LogView).is_mounted)
+            assert app.screen.query_one(LogView).wrap_lines, "wrap was reset on reopening the log"
+    finally:
+        kill_services(tmp_path / "state")

@@ -16,6 +16,7 @@ handler stops the engine from being built. Front ends start it with `Engine.open
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import socket
 import time
@@ -40,7 +41,7 @@ from opsconsole.engine.preview import Preview
 from opsconsole.engine.rolling import Rollouts
 from opsconsole.engine.traffic_service import AppTrafficControl, TrafficService
 from opsconsole.errors import CommandFailed, OperatorError
-from opsconsole.events import CommandFinished, CommandStarted, EventBus, OutputLine
+from opsconsole.events import CommandFinished, CommandStarted, Event, EventBus, OutputLine
 from opsconsole.heartbeat.monitor import HeartbeatMonitor
 from opsconsole.heartbeat.rawhttp import RawProber
 from opsconsole.heartbeat.until import probe_until
@@ -54,6 +55,17 @@ from opsconsole.transport.base import Transport
 __all__ = ["CommandFailed", "Engine", "HostView", "Outcome", "check_handlers", "ssh_options"]
 
 _MACHINE = socket.gethostname()
+# Where the events of the command whose work runs in this context go besides the bus (see `execute(output=)`).
+# A context variable, not a command id on every event: tasks a command starts inherit it, and the heartbeat,
+# pollers and other commands, which run in contexts of their own, never leak into its output.
+_OUTPUT: contextvars.ContextVar[Callable[[Event], None] | None] = contextvars.ContextVar("command_output",
+                                                                                          default=None)
+
+
+def _route_output(event: Event) -> None:
+    sink = _OUTPUT.get()
+    if sink is not None:
+        sink(event)
 
 # A handler runs one command type; what it returns is the command's success message.
 Handler = Callable[[Any], Awaitable[str | None]]
@@ -106,6 +118,7 @@ class Engine:
         # -- the services, built once and handed to each other (none holds the engine) --
         self.fleet = Fleet(config, self.bus)
         self.bus.subscribe(self.fleet.track)
+        self.bus.subscribe(_route_output)
         # The one hook back into the engine: what a successful build starts is a command, run by `execute`.
         self.deployer = Deployer(config, self.fleet, self.bus, on_build=self._after_build)
         self.traffic = TrafficService(config, self.fleet, self.bus)
@@ -314,8 +327,12 @@ class Engine:
                     f"(`readonly: true` in {self.config.file}, or --readonly)")
         return None
 
-    async def execute(self, command: C.Command, *, issuer: str | None = None) -> Outcome:
+    async def execute(self, command: C.Command, *, issuer: str | None = None,
+                      output: Callable[[Event], None] | None = None) -> Outcome:
         """Run one command: journaled before and after, reported by events, never raises but on cancel.
+
+        `output`, if given, also gets every event the command's own work emits (its lines, messages,
+        task results), synchronously as they happen: a front end shows them as that command's result.
 
         A command this engine refuses (a change while read-only) is journaled as refused and never runs,
         whichever front end sent it. An OperatorError is the command's failure, said in its own words;
@@ -333,7 +350,11 @@ class Engine:
         self.journal.append("command.start", id=cid, command=text, issuer=who, pid=os.getpid(), machine=_MACHINE)
         self.bus.emit(CommandStarted(command_id=cid, text=text, issuer=who))
         started = time.monotonic()
-        work = asyncio.ensure_future(self._dispatch(command))
+        token = _OUTPUT.set(output)  # the task copies the context now; set even when None, so no outer sink leaks in
+        try:
+            work = asyncio.ensure_future(self._dispatch(command))
+        finally:
+            _OUTPUT.reset(token)
         self._running[cid] = (command, work)
         try:
             message = await asyncio.shield(work)

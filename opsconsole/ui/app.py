@@ -10,6 +10,7 @@ there, and a timer hands them to the panes in batches.
 from __future__ import annotations
 
 import gc
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Iterable
 
@@ -37,6 +38,7 @@ from opsconsole.ui.help import HelpScreen
 from opsconsole.ui.history import HostHistory
 from opsconsole.ui.host_detail import HostDetailScreen
 from opsconsole.ui.log_view import LogLine
+from opsconsole.ui.result_view import ResultScreen
 from opsconsole.ui.selection import SelectionChanged
 from opsconsole.ui.status_line import StatusLine
 
@@ -67,6 +69,7 @@ class OpsConsoleApp(App[int]):
         self.event_lines: deque[LogLine] = deque(maxlen=5000)
         self.theme_short = themes.choose(engine.config.theme)
         self._closed = False
+        self.log_wrap = False  # the event log's and result views' wrap: the operator's last choice sticks
         self._last_pane = "fleet"  # the pane whose selection the keys act on while a line or dialog has focus
         self.set_keymap(engine.config.keymap)
 
@@ -177,8 +180,18 @@ class OpsConsoleApp(App[int]):
         self.start(command)
 
     def start(self, command: Command) -> Worker[object]:
+        if command.reports:
+            return self.run_worker(self._report(command), group="commands", name=command.text(), exit_on_error=False)
         return self.run_worker(self.engine.execute(command), group="commands", name=command.text(),
                                exit_on_error=False)
+
+    async def _report(self, command: Command) -> None:
+        """A command whose output is the point: run it with its output in a result view of its own."""
+        view = ResultScreen(command, wrap=self.log_wrap)
+        await self.push_screen(view)
+        started = time.monotonic()
+        outcome = await self.engine.execute(command, output=view.take)
+        view.finished(outcome, time.monotonic() - started)
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
@@ -336,7 +349,7 @@ class OpsConsoleApp(App[int]):
         self.push_screen(HelpScreen(self.engine.config.keymap, self.engine.config.readonly))
 
     def action_event_log(self) -> None:
-        self.push_screen(EventLogScreen(list(self.event_lines)))
+        self.push_screen(EventLogScreen(list(self.event_lines), wrap=self.log_wrap))
 
     @on(FleetPane.HostChosen)
     def _host_chosen(self, event: FleetPane.HostChosen) -> None:
