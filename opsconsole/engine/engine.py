@@ -415,7 +415,10 @@ class Engine:
         for _, task in targets:
             task.cancel()
         await asyncio.gather(*(t for _, t in targets), return_exceptions=True)
-        return f"aborted {', '.join(c.text() for c, _ in targets)}"
+        # After the stop, the way on: what is left and the command that does it (the operator reads it here).
+        apps = {app for c, _ in targets if isinstance(app := getattr(c, "app", None), str)}
+        way_on = [line for app in sorted(apps) if (line := self.rollouts.way_on(app))]
+        return "; ".join([f"aborted {', '.join(c.text() for c, _ in targets)}", *way_on])
 
     async def _sleep(self, command: C.Sleep) -> str:
         await asyncio.sleep(command.seconds)

@@ -90,19 +90,22 @@ class Preview:
         except (OperatorError, TimeoutError, OSError) as exc:
             return f"roll {command.app}: cannot plan: {str(exc) or 'git did not answer within 10s'}"
         built = "" if plan.artifact else " (built first)"
+        skipped = self.rollouts.already_done(command.app, plan.commit)
+        if skipped:
+            built += f"; {_names(skipped)} left alone: already on {plan.version} by the stopped rollout"
         batches = plan.describe()[1:]
         shown = batches[:4] + ([f"  … {len(batches) - 4} more"] if len(batches) > 4 else [])
         return plan.summary() + built + "\n\n" + "\n".join(shown)
 
     def _preview_resume(self, app: str) -> str:
-        state = self.rollouts.journal.latest(app)
-        if state is None or state.finished or app in self.rollouts.live:
-            return f"roll resume {app}: no interrupted rollout of {app} to resume" + (
+        state = self.rollouts.stopped(app)
+        if state is None:
+            return f"roll resume {app}: no stopped rollout of {app} to resume" + (
                 " (one is running now)" if app in self.rollouts.live else "")
-        left = [h for h, s in state.hosts.items() if s != "done"]
+        left = state.left()
         where = ", ".join(f"{h} {s}" for h, s in state.hosts.items())
         return (f"roll resume {app}: rollout {state.plan.rollout_id} to {state.plan.version} by {state.issuer} "
-                f"was interrupted ({where}); {_count(left, 'host')} left: {_names(left)}")
+                f"was {state.status} ({where}); {_count(left, 'host')} left: {_names(left)}")
 
     def _preview_rollback(self, command: C.Rollback) -> str:
         app = self.config.apps[command.app]
