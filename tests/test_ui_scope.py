@@ -127,3 +127,33 @@ async def test_home_and_end_move_the_fleet_cursor(engine: Engine) -> None:
         await until(pilot, lambda: scope_of(app) == ("checkbox", "checkbox-1"), what="the scope following")
         await pilot.press("down", "down")  # a canary host is its app's too, not the first app's
         await until(pilot, lambda: scope_of(app) == ("checkbox", "checkbox-canary-1"), what="the canary host's app")
+
+
+async def test_minus_dialog_shows_weights_before_and_after_and_y_confirms(tmp_path: Path) -> None:
+    """With the real embedded proxy: `-` says 80/20 → 90/10, `y` runs it, and the result reads before → after."""
+    from tests.test_zero_drop import start_proxy
+
+    cfg = two_app_config(tmp_path)
+    engine = Engine(load_config(cfg))
+    engine.prepare()
+    proxy, _runtime = start_proxy(cfg, tmp_path)
+    try:
+        assert (await engine.execute(engine.parse("canary checkbox weight 20"))).ok
+        app = OpsConsoleApp(engine)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("4")
+            await until(pilot, lambda: scope_of(app) == ("checkbox", "canary pane"))
+            await pilot.press("minus")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the dialog of -")
+            assert app.screen.what.startswith("canary checkbox: stable/canary 80/20 → 90/10"), app.screen.what
+            await pilot.press("y")  # no Tab, no Enter: y answers
+            await until(pilot, lambda: any(e["kind"] == "command.end" and e["command"] == "canary checkbox weight 10"
+                                           for e in engine.journal.entries()), what="the weight change to end")
+        [end] = [e for e in engine.journal.entries()
+                 if e["kind"] == "command.end" and e["command"] == "canary checkbox weight 10"]
+        assert end["ok"] and end["message"].startswith("stable/canary 80/20 → 90/10"), end
+        assert "%→" not in end["message"]  # configured→effective no longer reads as before→after
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
+        kill_services(tmp_path / "state")

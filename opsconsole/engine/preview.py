@@ -68,6 +68,8 @@ class Preview:
             case C.Run(target=target, command=shell):
                 hosts = [target] if self.fleet.inventory.get(target) else [h.name for h in self.fleet.inventory.group(target)]
                 return f"run on {target} ({_count(hosts, 'host')}: {_names(hosts)}):\n  {shell}"
+            case C.Canary(action="weight", app=app, weight=weight):
+                return await self._preview_weight(app, int(weight or 0))
             case C.Canary():
                 return self._preview_canary(command)
             case C.Provision(group=group) | C.Decommission(group=group) | C.Scale(group=group):
@@ -140,6 +142,12 @@ class Preview:
         except (OperatorError, TimeoutError, OSError) as exc:
             version = f"{command.version or 'head of ' + app.branch} (not resolved: {str(exc) or 'git did not answer within 10s'})"
         return f"deploy {app.name}: {_count(targets, 'host')}, {pace}, version {version}\n\nhosts: {_names(targets)}"
+
+    async def _preview_weight(self, app: str, weight: int) -> str:
+        before = await self.rollouts.traffic.canary_weight(app)
+        now = f"{100 - before}/{before}" if before is not None else "unknown (the proxy did not answer)"
+        return (f"canary {app}: stable/canary {now} → {100 - weight}/{weight}: the canary gets {weight}% of the "
+                f"traffic" + (f" (was {before}%)" if before is not None else ""))
 
     def _preview_canary(self, command: C.Canary) -> str:
         app = command.app

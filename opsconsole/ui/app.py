@@ -292,11 +292,16 @@ class OpsConsoleApp(App[int]):
         app = self._canary_app()
         if app is None:
             return
-        # The pane's last known weight: from the proxy's reports, or the commands that set it.
-        canary = self.pane("canary")
-        current = canary.weights.get(app, 0)  # type: ignore[union-attr]
+        self.run_worker(self._canary_step(app, direction), group="submit", exit_on_error=False)
+
+    async def _canary_step(self, app: str, direction: int) -> None:
+        # A step from the weight the engine knows now (the proxy's answer, else the last one set); the pane's
+        # last report only when neither is known: a pane that missed a report would step from a stale weight.
+        current = await self.engine.traffic.canary_weight(app)
+        if current is None:
+            current = self.pane("canary").weights.get(app, 0)  # type: ignore[union-attr]
         weight = max(0, min(100, current + self.engine.config.canary_step * (1 if direction > 0 else -1)))
-        self.submit(f"canary {app} weight {weight}")
+        await self._submit(f"canary {app} weight {weight}")
 
     def action_canary_stable(self) -> None:
         if (app := self._canary_app()) is not None:
