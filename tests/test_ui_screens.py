@@ -140,3 +140,33 @@ async def test_log_wrap_sticks_and_canary_refreshes_are_not_events(tmp_path: Pat
             assert app.screen.query_one(LogView).wrap_lines, "wrap was reset on reopening the log"
     finally:
         kill_services(tmp_path / "state")
+
+
+async def test_enter_on_a_failed_build_shows_the_failing_command_and_exit_code(tmp_path: Path) -> None:
+    from opsconsole.ui.result_view import ResultScreen
+    from opsconsole.ui.testing import screen_text
+
+    from conftest import write_config
+    from opsconsole.config.loader import load_config
+
+    cfg = write_config(tmp_path)
+    cfg.write_text(cfg.read_text().replace("commands: [sh build.sh]", "commands: [sh build.sh, \"echo linking; exit 3\"]"))
+    engine = Engine(load_config(cfg))
+    engine.prepare()
+    outcome = await engine.execute(engine.parse("build itrust"))
+    assert not outcome.ok
+    [record] = engine.builds.records()
+    app = OpsConsoleApp(engine)
+    try:
+        async with app.run_test(size=(120, 30)) as pilot:
+            await pilot.press("2", "enter")
+            await until(pilot, lambda: isinstance(app.screen, ResultScreen), what="the build's log")
+            view = app.screen
+            await until(pilot, lambda: view.outcome is not None, what="the log to load")
+            first = view.lines()[0]
+            assert f"build {record.build_id} of {record.short} FAILED: `echo linking; exit 3` failed (exit code 3)" \
+                in first, view.lines()[:3]
+            assert any(line.endswith("| linking") for line in view.lines())  # the full log follows
+            assert "FAILED: `echo linking; exit 3` failed (exit code 3)" in screen_text(app)
+    finally:
+        kill_services(tmp_path / "state")

@@ -552,9 +552,14 @@ class Engine:
             text = Path(record.log or "").read_text(encoding="utf-8", errors="replace")
         except OSError:
             raise CommandFailed(f"build {command.build_id} has no log yet") from None
+        # The verdict first, with the failing command and its exit code: the log's end is where it failed,
+        # but a long log's top is what the reader sees.
+        verdict = f"build {record.build_id} of {record.short} {record.status.upper()}" + (
+            f": {record.message}" if record.message and record.status != "succeeded" else "")
+        self.say(verdict, level="info" if record.status == "succeeded" else "error")
         for line in text.splitlines():
             self.bus.emit(OutputLine(host=f"build:{record.app}", line=line, source=record.build_id))
-        return f"build {record.build_id}: {record.status}"
+        return verdict
 
     async def _deploy(self, command: C.Deploy) -> str:
         app = self.config.apps[command.app]

@@ -356,6 +356,10 @@ class OpsConsoleApp(App[int]):
     def action_event_log(self) -> None:
         self.push_screen(EventLogScreen(list(self.event_lines), wrap=self.log_wrap))
 
+    @on(BuildQueuePane.BuildChosen)
+    def _build_chosen(self, event: BuildQueuePane.BuildChosen) -> None:
+        self.submit(f"log build {event.build_id}")
+
     @on(FleetPane.HostChosen)
     def _host_chosen(self, event: FleetPane.HostChosen) -> None:
         self.push_screen(HostDetailScreen(self.engine, self.hosts_seen, event.host))

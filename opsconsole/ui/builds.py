@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import DataTable
 
 from opsconsole.events import BuildUpdate, Event, OutputLine
@@ -170,6 +171,18 @@ class BuildQueuePane(Vertical):
                     self.table.update_cell(build_id, key, value)
         if fresh_log:
             self.log.add(fresh_log)
+
+    class BuildChosen(Message):
+        """Enter on a build: its full log, in a result view."""
+
+        def __init__(self, build_id: str) -> None:
+            super().__init__()
+            self.build_id = build_id
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key is not None and event.row_key.value is not None:
+            self.post_message(self.BuildChosen(str(event.row_key.value)))
 
     # -- the selected build's log -------------------------------------------
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
