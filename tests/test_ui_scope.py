@@ -157,3 +157,16 @@ async def test_minus_dialog_shows_weights_before_and_after_and_y_confirms(tmp_pa
         proxy.terminate()
         proxy.wait(10)
         kill_services(tmp_path / "state")
+
+
+async def test_esc_on_a_filtered_table_clears_the_filter(engine: Engine) -> None:
+    app = OpsConsoleApp(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        fleet = app.query_one(FleetPane)
+        await until(pilot, lambda: fleet.selected_host() is not None)
+        await pilot.press("slash", *"itrust-2", "enter")  # enter keeps the filter and gives the keys back
+        await until(pilot, lambda: fleet.shown_hosts() == ["itrust-2"] and app.focused is fleet.table,
+                    what="the filtered fleet")
+        await pilot.press("escape")
+        await until(pilot, lambda: len(fleet.shown_hosts()) == 6 and fleet.filter_text == "", what="the filter cleared")
+        assert fleet.table.row_count == 6 and app.focused is fleet.table

@@ -51,6 +51,7 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("details", "enter", "details", "detail", "fleet: the selected host's detail", "fleet"),
     KeySpec("canary_next", "down,j", "select(1)", "next app", "canary: select the next app behind the proxy", "canary"),
     KeySpec("canary_prev", "up,k", "select(-1)", "prev app", "canary: select the previous app behind the proxy", "canary"),
+    KeySpec("clear_filter", "escape", "clear_filter", "clear filter", "fleet / builds: clear the filter", "table"),
     KeySpec("back", "escape", "back", "back", "back / cancel / close", "screen"),
 )
 

@@ -20,6 +20,7 @@ from textual.message import Message
 from textual.widgets import DataTable
 
 from opsconsole.events import BuildUpdate, Event, OutputLine
+from opsconsole.ui.bindings import bindings
 from opsconsole.ui.filter_bar import FilterBar
 from opsconsole.ui.row_table import RowTable
 from opsconsole.ui.selection import SelectionChanged
@@ -63,6 +64,7 @@ class BuildRow:
 
 
 class BuildQueuePane(Vertical):
+    BINDINGS = bindings("table")
     can_focus = False
 
     def __init__(self, engine: "Engine", id: str | None = None) -> None:
@@ -217,6 +219,13 @@ class BuildQueuePane(Vertical):
     # -- focus and filter ----------------------------------------------------
     def open_filter(self) -> None:
         self.query_one(FilterBar).open()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Esc clears a filter in force; with none, the key is not ours (and the footer does not offer it).
+        return bool(self.app_filter) if action == "clear_filter" else True
+
+    def action_clear_filter(self) -> None:
+        self.query_one(FilterBar).action_clear()
 
     def on_input_changed(self, event: FilterBar.Changed) -> None:
         event.stop()

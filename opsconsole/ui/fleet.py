@@ -65,7 +65,7 @@ def _signature(cell: object) -> str:
 
 
 class FleetPane(Vertical):
-    BINDINGS = bindings("fleet")
+    BINDINGS = bindings("fleet") + bindings("table")
     can_focus = False  # focus lives on the table inside
 
     class HostChosen(Message):
@@ -227,6 +227,13 @@ class FleetPane(Vertical):
 
     def open_filter(self) -> None:
         self.query_one(FilterBar).open()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Esc clears a filter in force; with none, the key is not ours (and the footer does not offer it).
+        return bool(self.filter_text) if action == "clear_filter" else True
+
+    def action_clear_filter(self) -> None:
+        self.query_one(FilterBar).action_clear()
 
     def on_input_changed(self, event: FilterBar.Changed) -> None:
         event.stop()
