@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Iterable
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.command import CommandPalette
+from textual.css.query import NoMatches
 from textual.containers import Container
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer
@@ -139,10 +140,14 @@ class OpsConsoleApp(App[int]):
         batch = self.feed.drain()
         if not batch:
             return
+        try:
+            panes, status = [self.pane(name) for name in PANES], self.query_one(StatusLine)
+        except NoMatches:
+            return  # the app is closing and its panes are gone; a last tick of the timer has nothing to draw
         with self.batch_update():
-            for name in PANES:
-                self.pane(name).on_events(batch)
-            self.query_one(StatusLine).on_events(batch)
+            for pane in panes:
+                pane.on_events(batch)
+            status.on_events(batch)
             self.hosts_seen.add(batch)
             lines = [line for line in map(event_line, batch) if line is not None]
             self.event_lines.extend(lines)
