@@ -46,7 +46,7 @@ def format_event(event: Event) -> str | None:
         case TaskStarted():
             return None
         case TaskFinished(host=host, task=task, status=status, message=message, duration=duration):
-            extra = f": {message}" if status == "failed" and message else ""
+            extra = f": {message}" if status in ("failed", "cancelled") and message else ""
             return f"{stamp} {host:<16} {status:<7} {task} ({duration:.2f}s){extra}"
         case OutputLine(host=host, line=line):
             return f"{stamp} {host:<16} | {line}"

@@ -176,8 +176,11 @@ async def test_readonly_hides_and_refuses_mutating_actions(tmp_path: Path) -> No
         assert not isinstance(app.screen, ConfirmScreen)
 
 
-async def test_canary_and_pause_keys_run_their_command(engine: Engine) -> None:
+async def test_canary_and_pause_keys_run_their_command(tmp_path: Path) -> None:
     """Each key becomes its command: the canary's behind the confirm dialog, pause without one."""
+    from tests.test_zero_drop import proxy_section
+
+    engine = make_engine(tmp_path, extra=proxy_section(tmp_path))  # the canary keys need an app with a canary
     app = OpsConsoleApp(engine)
     step = engine.config.canary_step
     keys = (("plus", f"canary itrust weight {step}"), ("0", "canary itrust weight 0"), ("p", "canary itrust promote"),
@@ -192,6 +195,7 @@ async def test_canary_and_pause_keys_run_their_command(engine: Engine) -> None:
         await pilot.press("space")
         await until(pilot, lambda: journal_commands(engine, "command.end") == ["pause"], what="pause to run")
         assert journal_commands(engine) == ["pause"]
+    kill_services(tmp_path / "state")
 
 
 async def test_events_reach_panes_in_batches(engine: Engine) -> None:

@@ -32,7 +32,12 @@ class CanaryDesk:
         if command.action == "deploy":  # needs no proxy: it puts a version on the canary's hosts
             return await self._deploy_canary(command)
         if command.action == "weight":
-            return self.describe(await service.set_canary_weight(command.app, int(command.weight or 0)))
+            before = await service.canary_weight(command.app)
+            after = await service.set_canary_weight(command.app, int(command.weight or 0))
+            weight = int(command.weight or 0)
+            change = (f"stable/canary {100 - before}/{before} → {100 - weight}/{weight}. " if before is not None
+                      else f"stable/canary now {100 - weight}/{weight}. ")
+            return change + self.describe(after)
         if command.action == "clear":
             if not await service.driver().clear_alert(command.app):
                 raise CommandFailed(f"the canary of {command.app} is still down: the alert stays")
@@ -108,7 +113,9 @@ class CanaryDesk:
 
     @staticmethod
     def describe(app: AppTraffic) -> str:
-        pools = ", ".join(f"{p.name} {p.weight}%→{p.effective_weight}%" for p in app.pools.values())
+        # weight set, then what the proxy applies now: "→" here read as before→after, which it never was
+        pools = ", ".join(f"{p.name} {p.weight}%" + (f" (live {p.effective_weight}%)" if p.effective_weight != p.weight else "")
+                          for p in app.pools.values())
         share = f"canary gets {app.canary_percent:.0f}%" if app.canary_percent is not None else "no pool can take traffic"
         alert = f"; ALERT since {time.strftime('%H:%M:%S', time.localtime(app.alert.since))}: {app.alert.reason}" \
             if app.alert else ""

@@ -41,6 +41,8 @@ class Command:
     abortable: ClassVar[bool] = False
     # a front end asks the operator first (with `engine.preview(command)`) when it also changes something
     confirm: ClassVar[bool] = True
+    # its output is the point (a table, a log): a front end shows all of it until the operator is done reading
+    reports: ClassVar[bool] = False
 
     def text(self) -> str:
         """The canonical command line; parsing it gives this command back."""
@@ -52,6 +54,7 @@ class Status(Command):
     verb: ClassVar[str] = "status"
     usage: ClassVar[str] = "status [APP]"
     summary: ClassVar[str] = "show every host: service, health, version"
+    reports: ClassVar[bool] = True
     mutating: ClassVar[bool] = False
     app: str | None = None
 
@@ -102,6 +105,7 @@ class Run(Command):
     verb: ClassVar[str] = "run"
     usage: ClassVar[str] = "run GROUP|HOST -- COMMAND…"
     summary: ClassVar[str] = "run a shell command on every host of a group (or one host)"
+    reports: ClassVar[bool] = True
     target: str = ""
     command: str = ""
 
@@ -140,6 +144,7 @@ class Heartbeat(Command):
     verb: ClassVar[str] = "heartbeat"
     usage: ClassVar[str] = "heartbeat"
     summary: ClassVar[str] = "the heartbeat table: every host's state, last status, latency"
+    reports: ClassVar[bool] = True
     mutating: ClassVar[bool] = False
 
     def text(self) -> str:
@@ -260,6 +265,7 @@ class LockStatus(Command):
     verb: ClassVar[str] = "lock"
     usage: ClassVar[str] = "lock status APP"
     summary: ClassVar[str] = "who holds an app's deploy lock, since when and why"
+    reports: ClassVar[bool] = True
     mutating: ClassVar[bool] = False
     app: str = ""
 
@@ -283,6 +289,7 @@ class History(Command):
     verb: ClassVar[str] = "history"
     usage: ClassVar[str] = "history APP [--json]"
     summary: ClassVar[str] = "each rollout of an app as a timeline: steps, hosts, durations, who"
+    reports: ClassVar[bool] = True
     mutating: ClassVar[bool] = False
     app: str = ""
     as_json: bool = False
@@ -339,6 +346,7 @@ class Traffic(Command):
     verb: ClassVar[str] = "traffic"
     usage: ClassVar[str] = "traffic [APP]"
     summary: ClassVar[str] = "the proxy's pools and members: weights, health, requests, errors"
+    reports: ClassVar[bool] = True
     mutating: ClassVar[bool] = False
     app: str | None = None
 
@@ -403,6 +411,7 @@ class Builds(Command):
     verb: ClassVar[str] = "builds"
     usage: ClassVar[str] = "builds [APP]"
     summary: ClassVar[str] = "list builds: queued, running, finished, skipped"
+    reports: ClassVar[bool] = True
     mutating: ClassVar[bool] = False
     app: str | None = None
 
@@ -426,6 +435,7 @@ class LogBuild(Command):
     verb: ClassVar[str] = "log"
     usage: ClassVar[str] = "log build ID"
     summary: ClassVar[str] = "print a build's log"
+    reports: ClassVar[bool] = True
     mutating: ClassVar[bool] = False
     build_id: str = ""
 
@@ -448,6 +458,7 @@ class Help(Command):
     verb: ClassVar[str] = "help"
     usage: ClassVar[str] = "help"
     summary: ClassVar[str] = "list the commands"
+    reports: ClassVar[bool] = True
     mutating: ClassVar[bool] = False
 
     def text(self) -> str:

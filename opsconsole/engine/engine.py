@@ -16,6 +16,7 @@ handler stops the engine from being built. Front ends start it with `Engine.open
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import socket
 import time
@@ -43,7 +44,7 @@ from opsconsole.engine.preview import Preview
 from opsconsole.engine.rolling import Rollouts
 from opsconsole.engine.traffic_service import AppTrafficControl, TrafficService
 from opsconsole.errors import CommandFailed, OperatorError
-from opsconsole.events import CommandFinished, CommandStarted, EventBus, OutputLine
+from opsconsole.events import CommandFinished, CommandStarted, Event, EventBus, OutputLine
 from opsconsole.heartbeat.monitor import HeartbeatMonitor
 from opsconsole.heartbeat.rawhttp import RawProber
 from opsconsole.heartbeat.until import probe_until
@@ -60,6 +61,17 @@ from opsconsole.yamlsource import SourceError
 __all__ = ["CommandFailed", "Engine", "HostView", "Outcome", "check_handlers", "ssh_options"]
 
 _MACHINE = socket.gethostname()
+# Where the events of the command whose work runs in this context go besides the bus (see `execute(output=)`).
+# A context variable, not a command id on every event: tasks a command starts inherit it, and the heartbeat,
+# pollers and other commands, which run in contexts of their own, never leak into its output.
+_OUTPUT: contextvars.ContextVar[Callable[[Event], None] | None] = contextvars.ContextVar("command_output",
+                                                                                          default=None)
+
+
+def _route_output(event: Event) -> None:
+    sink = _OUTPUT.get()
+    if sink is not None:
+        sink(event)
 
 # A handler runs one command type; what it returns is the command's success message.
 Handler = Callable[[Any], Awaitable[str | None]]
@@ -114,6 +126,7 @@ class Engine:
         # -- the services, built once and handed to each other (none holds the engine) --
         self.fleet = Fleet(config, self.bus)
         self.bus.subscribe(self.fleet.track)
+        self.bus.subscribe(_route_output)
         # The one hook back into the engine: what a successful build starts is a command, run by `execute`.
         self.deployer = Deployer(config, self.fleet, self.bus, on_build=self._after_build)
         self.traffic = TrafficService(config, self.fleet, self.bus)
@@ -337,8 +350,12 @@ class Engine:
                     f"(`readonly: true` in {self.config.file}, or --readonly)")
         return None
 
-    async def execute(self, command: C.Command, *, issuer: str | None = None) -> Outcome:
+    async def execute(self, command: C.Command, *, issuer: str | None = None,
+                      output: Callable[[Event], None] | None = None) -> Outcome:
         """Run one command: journaled before and after, reported by events, never raises but on cancel.
+
+        `output`, if given, also gets every event the command's own work emits (its lines, messages,
+        task results), synchronously as they happen: a front end shows them as that command's result.
 
         A command this engine refuses (a change while read-only) is journaled as refused and never runs,
         whichever front end sent it. An OperatorError is the command's failure, said in its own words;
@@ -357,7 +374,11 @@ class Engine:
         self.journal.append("command.start", id=cid, command=text, issuer=who, pid=os.getpid(), machine=_MACHINE)
         self.bus.emit(CommandStarted(command_id=cid, text=text, issuer=who))
         started = time.monotonic()
-        work = asyncio.ensure_future(self._dispatch(command))
+        token = _OUTPUT.set(output)  # the task copies the context now; set even when None, so no outer sink leaks in
+        try:
+            work = asyncio.ensure_future(self._dispatch(command))
+        finally:
+            _OUTPUT.reset(token)
         self._running[cid] = (command, work)
         try:
             message = await asyncio.shield(work)
@@ -417,7 +438,10 @@ class Engine:
         for _, task in targets:
             task.cancel()
         await asyncio.gather(*(t for _, t in targets), return_exceptions=True)
-        return f"aborted {', '.join(c.text() for c, _ in targets)}"
+        # After the stop, the way on: what is left and the command that does it (the operator reads it here).
+        apps = {app for c, _ in targets if isinstance(app := getattr(c, "app", None), str)}
+        way_on = [line for app in sorted(apps) if (line := self.rollouts.way_on(app))]
+        return "; ".join([f"aborted {', '.join(c.text() for c, _ in targets)}", *way_on])
 
     async def _sleep(self, command: C.Sleep) -> str:
         await asyncio.sleep(command.seconds)
@@ -556,9 +580,14 @@ class Engine:
             text = Path(record.log or "").read_text(encoding="utf-8", errors="replace")
         except OSError:
             raise CommandFailed(f"build {command.build_id} has no log yet") from None
+        # The verdict first, with the failing command and its exit code: the log's end is where it failed,
+        # but a long log's top is what the reader sees.
+        verdict = f"build {record.build_id} of {record.short} {record.status.upper()}" + (
+            f": {record.message}" if record.message and record.status != "succeeded" else "")
+        self.say(verdict, level="info" if record.status == "succeeded" else "error")
         for line in text.splitlines():
             self.bus.emit(OutputLine(host=f"build:{record.app}", line=line, source=record.build_id))
-        return f"build {record.build_id}: {record.status}"
+        return verdict
 
     async def _deploy(self, command: C.Deploy) -> str:
         app = self.config.apps[command.app]

@@ -139,8 +139,10 @@ class Fleet:
         if isinstance(event, TaskStarted) and event.host in self.views:
             if self.views[event.host].activity != "deploying":
                 self.set_activity(self.views[event.host].host, "deploying", event.task)
-        elif isinstance(event, TaskFinished) and event.status == "failed" and event.host in self.views:
-            self.set_activity(self.views[event.host].host, "failed", event.message)
+        elif isinstance(event, TaskFinished) and event.status in ("failed", "cancelled") and event.host in self.views:
+            # A host whose work was stopped is not FAILED: it stays where the stop found it, and says so.
+            self.set_activity(self.views[event.host].host, "failed" if event.status == "failed" else "aborted",
+                              event.message)
         elif isinstance(event, HealthSample) and event.host in self.views:
             view = self.views[event.host]
             view.latency = event.latency

@@ -68,6 +68,8 @@ class Preview:
             case C.Run(target=target, command=shell):
                 hosts = [target] if self.fleet.inventory.get(target) else [h.name for h in self.fleet.inventory.group(target)]
                 return f"run on {target} ({_count(hosts, 'host')}: {_names(hosts)}):\n  {shell}"
+            case C.Canary(action="weight", app=app, weight=weight):
+                return await self._preview_weight(app, int(weight or 0))
             case C.Canary():
                 return self._preview_canary(command)
             case C.Provision(group=group) | C.Decommission(group=group) | C.Scale(group=group):
@@ -90,19 +92,22 @@ class Preview:
         except (OperatorError, TimeoutError, OSError) as exc:
             return f"roll {command.app}: cannot plan: {str(exc) or 'git did not answer within 10s'}"
         built = "" if plan.artifact else " (built first)"
+        skipped = self.rollouts.already_done(command.app, plan.commit)
+        if skipped:
+            built += f"; {_names(skipped)} left alone: already on {plan.version} by the stopped rollout"
         batches = plan.describe()[1:]
         shown = batches[:4] + ([f"  … {len(batches) - 4} more"] if len(batches) > 4 else [])
         return plan.summary() + built + "\n\n" + "\n".join(shown)
 
     def _preview_resume(self, app: str) -> str:
-        state = self.rollouts.journal.latest(app)
-        if state is None or state.finished or app in self.rollouts.live:
-            return f"roll resume {app}: no interrupted rollout of {app} to resume" + (
+        state = self.rollouts.stopped(app)
+        if state is None:
+            return f"roll resume {app}: no stopped rollout of {app} to resume" + (
                 " (one is running now)" if app in self.rollouts.live else "")
-        left = [h for h, s in state.hosts.items() if s != "done"]
+        left = state.left()
         where = ", ".join(f"{h} {s}" for h, s in state.hosts.items())
         return (f"roll resume {app}: rollout {state.plan.rollout_id} to {state.plan.version} by {state.issuer} "
-                f"was interrupted ({where}); {_count(left, 'host')} left: {_names(left)}")
+                f"was {state.status} ({where}); {_count(left, 'host')} left: {_names(left)}")
 
     def _preview_rollback(self, command: C.Rollback) -> str:
         app = self.config.apps[command.app]
@@ -137,6 +142,12 @@ class Preview:
         except (OperatorError, TimeoutError, OSError) as exc:
             version = f"{command.version or 'head of ' + app.branch} (not resolved: {str(exc) or 'git did not answer within 10s'})"
         return f"deploy {app.name}: {_count(targets, 'host')}, {pace}, version {version}\n\nhosts: {_names(targets)}"
+
+    async def _preview_weight(self, app: str, weight: int) -> str:
+        before = await self.rollouts.traffic.canary_weight(app)
+        now = f"{100 - before}/{before}" if before is not None else "unknown (the proxy did not answer)"
+        return (f"canary {app}: stable/canary {now} → {100 - weight}/{weight}: the canary gets {weight}% of the "
+                f"traffic" + (f" (was {before}%)" if before is not None else ""))
 
     def _preview_canary(self, command: C.Canary) -> str:
         app = command.app

@@ -95,8 +95,31 @@ class Rollouts:
         return f"not yet up after {timeout:g}s ({monitor.states[host].label})"
 
     # -- commands ----------------------------------------------------------
+    def stopped(self, app: str) -> RolloutState | None:
+        """The latest rollout of `app` if it stopped with hosts left (aborted, interrupted, paused) and none runs."""
+        state = self.journal.latest(app)
+        return state if state is not None and state.resumable and app not in self.live else None
+
+    def already_done(self, app: str, commit: str) -> list[str]:
+        """Hosts a stopped rollout of `app` already brought to `commit`: a new roll to it leaves them alone."""
+        state = self.stopped(app)
+        if state is None or state.plan.commit != commit:
+            return []
+        return [h for h, s in state.hosts.items() if s == DONE and self.fleet.views[h].version in (None, state.plan.version)]
+
+    def way_on(self, app: str) -> str | None:
+        """What the operator can do about a stopped rollout of `app`, in one line (None when nothing stopped)."""
+        state = self.stopped(app)
+        if state is None:
+            return None
+        left = state.left()
+        return (f"{len(left)} host(s) of {app} not on {state.plan.version} ({', '.join(left)}): "
+                f"`roll resume {app}` finishes, `rollback {app}` undoes")
+
     def _plan(self, command: C.Roll, app: AppConfig, version: str, commit: str, artifact: str) -> RolloutPlan:
-        hosts = [h.name for h in self.fleet.inventory.group(app.group)]
+        done = set(self.already_done(app.name, commit))
+        hosts = [h.name for h in self.fleet.inventory.group(app.group) if h.name not in done] or \
+            [h.name for h in self.fleet.inventory.group(app.group)]
         return make_plan(app.name, hosts, version=version, commit=commit, artifact=artifact,
                          batch=command.batch, from_versions={h: self.fleet.views[h].version for h in hosts},
                          max_fail=command.max_fail, health_timeout=app.rollout.health_timeout,
@@ -113,21 +136,24 @@ class Rollouts:
     async def roll(self, command: C.Roll) -> str:
         app = self.config.apps[command.app]
         record = await self.deployer.artifact_for(app, command.version)
+        skipped = self.already_done(app.name, record.commit)
         plan = self._plan(command, app, record.short, record.commit, record.artifact or "")
         for line in plan.describe():
             self.fleet.say(line)
+        if skipped:
+            self.fleet.say(f"  left alone: {', '.join(skipped)} (already on {record.short} by the stopped rollout)")
         if command.plan_only:
             return "plan only: nothing changed"
         return await self._run(app, RolloutState(plan=plan, issuer=self.issuer, started=time.time(),
                                                  hosts={h: "pending" for h in plan.hosts}), fresh=True)
 
     async def resume_interrupted(self, command: C.RollResume) -> str:
-        state = self.journal.latest(command.app)
-        if state is None or state.finished or command.app in self.live:
-            raise CommandFailed(f"no interrupted rollout of {command.app} to resume"
+        state = self.stopped(command.app)
+        if state is None:
+            raise CommandFailed(f"no stopped rollout of {command.app} to resume"
                                 + (" (one is running now)" if command.app in self.live else ""))
         app = self.config.apps[command.app]
-        left = [h for h, s in state.hosts.items() if s != DONE]
+        left = state.left()
         self.fleet.say(f"resuming {state.plan.rollout_id}: {len(left)} host(s) left: {', '.join(left)}")
         return await self._run(app, state, fresh=False)
 
@@ -243,10 +269,10 @@ class Rollouts:
             runner = self.live[app]
             return [f"rollout {runner.plan.rollout_id} {runner.state.status}: " + ", ".join(
                 f"{h}={s}" for h, s in runner.state.hosts.items())]
-        state = self.journal.latest(app)
-        if state is None or state.finished:
+        state = self.stopped(app)
+        if state is None:
             return []
-        return [f"rollout {state.plan.rollout_id} of {app} to {state.plan.version} was INTERRUPTED "
+        return [f"rollout {state.plan.rollout_id} of {app} to {state.plan.version} was {state.status.upper()} "
                 f"(`roll resume {app}` finishes it, `rollback {app}` undoes it):"] + [
             f"  {h}: {s}" + (f" — {state.reasons[h]}" if h in state.reasons else "")
             + ("" if s in ("pending", DONE) else " (drained)")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from opsconsole.config.model import AppConfig, Config
 from opsconsole.engine.fleet import Fleet
-from opsconsole.errors import CommandFailed
+from opsconsole.errors import CommandFailed, OperatorError
 from opsconsole.events import CanaryState, EventBus, Message
 from opsconsole.fsio import write_atomic
 from opsconsole.traffic.base import AppTraffic, TrafficDriver
@@ -124,6 +124,16 @@ class TrafficService:
             alert=app.alert.reason if app.alert else None,
             answers=tuple(sorted((k, v) for k, v in app.answers.items() if v)),
             panic=app.panic_pools, tunnels=app.tunnels_open))
+
+    async def canary_weight(self, app: str) -> int | None:
+        """The canary weight of `app` now: the proxy's answer; else what the operator last set; else None."""
+        try:
+            async with asyncio.timeout(3):
+                state = await self.driver().state()
+            canary = state.apps[app].pools.get("canary")
+            return canary.weight if canary is not None else 0
+        except (OperatorError, TimeoutError, OSError, KeyError, ValueError):
+            return self.desired.load()[1].get(app)
 
     async def set_canary_weight(self, app: str, weight: int) -> AppTraffic:
         """Set the canary's share of `app`'s traffic, remember it for a restarted proxy, and report it."""

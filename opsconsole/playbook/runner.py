@@ -275,7 +275,8 @@ class PlaybookRunner:
                 if outcome.failed:
                     break
         except asyncio.CancelledError:
-            finish("failed", message=f"task {name!r} on {host.name}: cancelled; its commands were killed")
+            # Not "failed": nothing went wrong on the host, the operator stopped the work (abort, quit).
+            finish("cancelled", message=f"task {name!r} on {host.name}: cancelled; its commands were killed")
             raise
         except Exception as exc:  # noqa: BLE001 - any error fails this task on this host, never the console
             self._hide_looked_up()

@@ -37,6 +37,15 @@ class RolloutState:
     def finished(self) -> bool:
         return self.status in ("succeeded", "failed", "aborted")
 
+    @property
+    def resumable(self) -> bool:
+        """Stopped with hosts left by an abort, a dead console or a pause: `roll resume` carries on from here."""
+        return self.status in ("aborted", "interrupted", "paused") and self.left() != []
+
+    def left(self) -> list[str]:
+        """The hosts not yet on the rollout's version."""
+        return [h for h, s in self.hosts.items() if s != DONE]
+
     def host_versions(self) -> dict[str, str | None]:
         """The version each host runs as far as the journal knows."""
         return {h: (self.plan.version if s == DONE else self.plan.from_versions.get(h)) for h, s in self.hosts.items()}

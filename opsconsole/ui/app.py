@@ -10,14 +10,17 @@ there, and a timer hands them to the panes in batches.
 from __future__ import annotations
 
 import gc
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Iterable
 
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
+from textual.command import CommandPalette
+from textual.css.query import NoMatches
 from textual.containers import Container
 from textual.screen import Screen
-from textual.widgets import Footer
+from textual.widgets import DataTable, Footer
 from textual.worker import Worker, WorkerState
 
 from opsconsole.engine.commands import Command, CommandError, command_classes, verbs
@@ -36,12 +39,16 @@ from opsconsole.ui.help import HelpScreen
 from opsconsole.ui.history import HostHistory
 from opsconsole.ui.host_detail import HostDetailScreen
 from opsconsole.ui.log_view import LogLine
+from opsconsole.ui.result_view import ResultScreen
+from opsconsole.ui.selection import SelectionChanged
 from opsconsole.ui.status_line import StatusLine
 
 if TYPE_CHECKING:
     from opsconsole.engine.engine import Engine
 
 PANES = ("fleet", "builds", "heartbeat", "canary")
+# App keys that act on the panes' selections: off while another screen is on top (help and quit stay on).
+PANE_ACTIONS = frozenset(s.action.split("(")[0] for s in KEYS if s.scope == "app" and s.id not in ("help", "quit"))
 FLUSH_SECONDS = 0.05  # events reach the screen at most this late; also bounds redraws to 20/s
 # The dialog's action button; any other verb is title-cased.
 ACTION_LABELS = {"roll resume": "Resume", "lock release": "Release", "cancel": "Cancel build"}
@@ -63,6 +70,8 @@ class OpsConsoleApp(App[int]):
         self.event_lines: deque[LogLine] = deque(maxlen=5000)
         self.theme_short = themes.choose(engine.config.theme)
         self._closed = False
+        self.log_wrap = False  # the event log's and result views' wrap: the operator's last choice sticks
+        self._last_pane = "fleet"  # the pane whose selection the keys act on while a line or dialog has focus
         self.set_keymap(engine.config.keymap)
 
     # -- layout ------------------------------------------------------------
@@ -93,6 +102,7 @@ class OpsConsoleApp(App[int]):
             self.notify(notice, title="left unfinished", severity="warning", timeout=30)
         self.set_interval(self.flush_seconds, self.flush)
         self.pane("fleet").focus_main()
+        self._show_scope()
         if self.freeze_startup:
             # Everything built so far (Textual, the DOM, the config) lives as long as the process; moving it
             # out of the collector's sight keeps full collections short while floods churn through the rings.
@@ -130,10 +140,14 @@ class OpsConsoleApp(App[int]):
         batch = self.feed.drain()
         if not batch:
             return
+        try:
+            panes, status = [self.pane(name) for name in PANES], self.query_one(StatusLine)
+        except NoMatches:
+            return  # the app is closing and its panes are gone; a last tick of the timer has nothing to draw
         with self.batch_update():
-            for name in PANES:
-                self.pane(name).on_events(batch)
-            self.query_one(StatusLine).on_events(batch)
+            for pane in panes:
+                pane.on_events(batch)
+            status.on_events(batch)
             self.hosts_seen.add(batch)
             lines = [line for line in map(event_line, batch) if line is not None]
             self.event_lines.extend(lines)
@@ -171,8 +185,18 @@ class OpsConsoleApp(App[int]):
         self.start(command)
 
     def start(self, command: Command) -> Worker[object]:
+        if command.reports:
+            return self.run_worker(self._report(command), group="commands", name=command.text(), exit_on_error=False)
         return self.run_worker(self.engine.execute(command), group="commands", name=command.text(),
                                exit_on_error=False)
+
+    async def _report(self, command: Command) -> None:
+        """A command whose output is the point: run it with its output in a result view of its own."""
+        view = ResultScreen(command, wrap=self.log_wrap)
+        await self.push_screen(view)
+        started = time.monotonic()
+        outcome = await self.engine.execute(command, output=view.take)
+        view.finished(outcome, time.monotonic() - started)
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
@@ -181,22 +205,49 @@ class OpsConsoleApp(App[int]):
             self.notify(f"{event.worker.error!r}", title=f"internal error in {event.worker.name}", severity="error",
                         timeout=20)
 
-    def selected_app(self) -> str | None:
-        """The app an app key acts on: the focused build's app, else the selected host's app, else the first."""
-        apps = self.engine.config.apps
-        focused = self.focused
-        builds = self.pane("builds")
-        if focused is not None and builds in focused.ancestors_with_self:
-            app = builds.selected_app()  # type: ignore[union-attr]
+    def scope(self) -> tuple[str | None, str]:
+        """The app an app key acts on, and whose selection chose it: the focused pane's, else the fleet's."""
+        # The command line or a dialog has the focus for a moment: the pane that had it still sets the scope.
+        pane = self._focused_pane() or self._last_pane
+        if pane == "canary":
+            chosen = self.pane("canary").selected  # type: ignore[union-attr]
+            if chosen:
+                return chosen, "canary pane"
+        if pane == "builds":
+            build = self.pane("builds").selected_build()  # type: ignore[union-attr]
+            app = self.pane("builds").selected_app()  # type: ignore[union-attr]
             if app:
-                return app
+                return app, f"build {build}"
         host = self.pane("fleet").selected_host()  # type: ignore[union-attr]
         if host is not None:
             group = self.engine.views[host].host.group
+            apps = self.engine.config.apps
             for name, app_config in apps.items():
                 if app_config.group == group:
-                    return name
-        return next(iter(apps), None)
+                    return name, host
+            for name, app_config in apps.items():  # a canary host belongs to the app whose canary pool it is in
+                if any(h.name == host for h in self.engine.app_hosts(app_config)):
+                    return name, host
+        return next(iter(self.engine.config.apps), None), "first app"
+
+    def selected_app(self) -> str | None:
+        return self.scope()[0]
+
+    def _show_scope(self) -> None:
+        if self._closed or len(self.screen_stack) != 1:  # only the main screen has panes (and no stack at exit)
+            return
+        app, where = self.scope()
+        self.query_one(StatusLine).set_scope(app, where)
+
+    def on_descendant_focus(self) -> None:
+        if len(self.screen_stack) == 1 and (pane := self._focused_pane()) is not None:
+            self._last_pane = pane
+        self._show_scope()
+
+    @on(DataTable.RowHighlighted)
+    @on(SelectionChanged)
+    def _selection_moved(self) -> None:
+        self._show_scope()
 
     def _with_app(self, template: str) -> None:
         app = self.selected_app()
@@ -209,7 +260,13 @@ class OpsConsoleApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if self.engine.config.readonly and action in MUTATING_ACTIONS:
             return False  # hidden from the footer and never run
+        if action in PANE_ACTIONS and not self._on_main_screen():
+            return False  # a screen of its own (event log, host detail) owns its keys: `r` there is not roll
         return True
+
+    def _on_main_screen(self) -> bool:
+        # The palette runs its chosen action while it is still on the stack; that action is the operator's choice.
+        return len(self.screen_stack) == 1 or isinstance(self.screen, CommandPalette)
 
     def action_roll(self) -> None:
         self._with_app("roll {app}")
@@ -226,21 +283,38 @@ class OpsConsoleApp(App[int]):
     def action_pause(self) -> None:
         self.submit("resume" if self.engine.paused() else "pause")
 
-    def action_canary_step(self, direction: int) -> None:
+    def _canary_app(self) -> str | None:
+        """The selected app if it has a canary; else say which pane selects one, and run nothing."""
         app = self.selected_app()
+        if app is None or self.engine.traffic.fronted(app):
+            return app
+        text = f"app {app} has no canary: the proxy does not front it; the canary pane (4) selects one that has"
+        self.query_one(StatusLine).say(text, "warn")
+        self.notify(text, severity="warning")
+        return None
+
+    def action_canary_step(self, direction: int) -> None:
+        app = self._canary_app()
         if app is None:
             return
-        # The pane's last known weight: from the proxy's reports, or the commands that set it.
-        canary = self.pane("canary")
-        current = canary.weights.get(app, 0)  # type: ignore[union-attr]
+        self.run_worker(self._canary_step(app, direction), group="submit", exit_on_error=False)
+
+    async def _canary_step(self, app: str, direction: int) -> None:
+        # A step from the weight the engine knows now (the proxy's answer, else the last one set); the pane's
+        # last report only when neither is known: a pane that missed a report would step from a stale weight.
+        current = await self.engine.traffic.canary_weight(app)
+        if current is None:
+            current = self.pane("canary").weights.get(app, 0)  # type: ignore[union-attr]
         weight = max(0, min(100, current + self.engine.config.canary_step * (1 if direction > 0 else -1)))
-        self.submit(f"canary {app} weight {weight}")
+        await self._submit(f"canary {app} weight {weight}")
 
     def action_canary_stable(self) -> None:
-        self._with_app("canary {app} weight 0")
+        if (app := self._canary_app()) is not None:
+            self.submit(f"canary {app} weight 0")
 
     def action_promote(self) -> None:
-        self._with_app("canary {app} promote")
+        if (app := self._canary_app()) is not None:
+            self.submit(f"canary {app} promote")
 
     def action_command_line(self, text: str = "") -> None:
         self.query_one(StatusLine).add_class("-hidden")
@@ -257,7 +331,7 @@ class OpsConsoleApp(App[int]):
         self._focus_last_pane()
 
     def _focus_last_pane(self) -> None:
-        self.pane(getattr(self, "_last_pane", "fleet")).focus_main()
+        self.pane(self._last_pane).focus_main()
 
     def action_filter(self) -> None:
         pane = self.pane(self._focused_pane() or "fleet")
@@ -285,7 +359,11 @@ class OpsConsoleApp(App[int]):
         self.push_screen(HelpScreen(self.engine.config.keymap, self.engine.config.readonly))
 
     def action_event_log(self) -> None:
-        self.push_screen(EventLogScreen(list(self.event_lines)))
+        self.push_screen(EventLogScreen(list(self.event_lines), wrap=self.log_wrap))
+
+    @on(BuildQueuePane.BuildChosen)
+    def _build_chosen(self, event: BuildQueuePane.BuildChosen) -> None:
+        self.submit(f"log build {event.build_id}")
 
     @on(FleetPane.HostChosen)
     def _host_chosen(self, event: FleetPane.HostChosen) -> None:

@@ -16,10 +16,14 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import DataTable
 
 from opsconsole.events import BuildUpdate, Event, OutputLine
+from opsconsole.ui.bindings import bindings
 from opsconsole.ui.filter_bar import FilterBar
+from opsconsole.ui.row_table import RowTable
+from opsconsole.ui.selection import SelectionChanged
 from opsconsole.ui.log_view import LogLine, LogView
 from opsconsole.ui.style import level_styles, styled
 
@@ -60,6 +64,7 @@ class BuildRow:
 
 
 class BuildQueuePane(Vertical):
+    BINDINGS = bindings("table")
     can_focus = False
 
     def __init__(self, engine: "Engine", id: str | None = None) -> None:
@@ -72,7 +77,7 @@ class BuildQueuePane(Vertical):
         self.app_filter = ""
 
     def compose(self) -> ComposeResult:
-        table: DataTable[object] = DataTable(cursor_type="row", id="build-table")
+        table: DataTable[object] = RowTable(cursor_type="row", id="build-table")
         app_width = max([len(a) for a in self.engine.config.apps] + [3])
         for key, label, width in (("status", "state", 9), ("app", "app", app_width), ("commit", "commit", 7),
                                   ("author", "author", 10), ("took", "took", 4), ("result", "result", 40)):
@@ -169,11 +174,24 @@ class BuildQueuePane(Vertical):
         if fresh_log:
             self.log.add(fresh_log)
 
+    class BuildChosen(Message):
+        """Enter on a build: its full log, in a result view."""
+
+        def __init__(self, build_id: str) -> None:
+            super().__init__()
+            self.build_id = build_id
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key is not None and event.row_key.value is not None:
+            self.post_message(self.BuildChosen(str(event.row_key.value)))
+
     # -- the selected build's log -------------------------------------------
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
         if event.row_key is not None and event.row_key.value is not None:
             self._show_log(str(event.row_key.value))
+        self.post_message(SelectionChanged())
 
     def _show_log(self, build_id: str | None) -> None:
         if build_id == self.shown_build:
@@ -201,6 +219,13 @@ class BuildQueuePane(Vertical):
     # -- focus and filter ----------------------------------------------------
     def open_filter(self) -> None:
         self.query_one(FilterBar).open()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Esc clears a filter in force; with none, the key is not ours (and the footer does not offer it).
+        return bool(self.app_filter) if action == "clear_filter" else True
+
+    def action_clear_filter(self) -> None:
+        self.query_one(FilterBar).action_clear()
 
     def on_input_changed(self, event: FilterBar.Changed) -> None:
         event.stop()

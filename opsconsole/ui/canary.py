@@ -16,6 +16,8 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from opsconsole.events import CanaryState, Event
+from opsconsole.ui.bindings import bindings
+from opsconsole.ui.selection import SelectionChanged
 from opsconsole.ui.style import level_styles
 
 if TYPE_CHECKING:
@@ -29,21 +31,46 @@ def weight_bar(canary_percent: int, width: int) -> str:
 
 
 class CanaryPane(VerticalScroll):
+    """One block per app the proxy fronts; the selected one (▶) is what the canary keys act on."""
+
+    BINDINGS = bindings("canary")
+
     def __init__(self, engine: "Engine", id: str | None = None) -> None:
         super().__init__(id=id, classes="pane")
         self.engine = engine
         self.border_title = "Canary split (4)"
         self.states: dict[str, CanaryState] = {}  # app -> the proxy's last report
+        fronted = self.fronted_apps()
+        self.selected: str | None = fronted[0] if fronted else None
 
     @property
     def weights(self) -> dict[str, int]:
         """app -> the canary weight as configured now (what +/- step from)."""
         return {app: state.configured_weight for app, state in self.states.items()}
 
+    def fronted_apps(self) -> list[str]:
+        """The apps that have a canary: those the proxy fronts, in config order."""
+        return [name for name in self.engine.config.apps if self.engine.traffic.fronted(name)]
+
     def compose(self) -> ComposeResult:
         yield Static(id="canary-body")
 
     def on_mount(self) -> None:
+        self.render_split()
+
+    def action_select(self, step: int) -> None:
+        apps = self.fronted_apps()
+        if not apps:
+            return
+        index = apps.index(self.selected) if self.selected in apps else 0
+        self.selected = apps[(index + step) % len(apps)]
+        self.render_split()
+        self.post_message(SelectionChanged())
+
+    def on_focus(self) -> None:
+        self.render_split()  # the selection is drawn stronger while the pane has the keys
+
+    def on_blur(self) -> None:
         self.render_split()
 
     def render_split(self) -> None:
@@ -52,16 +79,19 @@ class CanaryPane(VerticalScroll):
         text = Text()
         if not config.apps:
             text.append("no apps configured", style=styles["dim"])
-        fronted = config.proxy.frontends if config.proxy is not None else {}
-        for name, app in config.apps.items():
+        fronted = self.fronted_apps()
+        selected_line = 0
+        for name in fronted:
+            app = config.apps[name]
             hosts = len(self.engine.inventory.group(app.group))
-            text.append(f"{name}", style="bold")
+            if name == self.selected:
+                selected_line = text.plain.count("\n")
+                text.append("▶ ", style="bold")
+                text.append(name, style="bold reverse" if self.has_focus else "bold")
+            else:
+                text.append(f"  {name}", style="bold")
             text.append(f"  {hosts} host{'s' if hosts != 1 else ''}" + (f" in {app.group}" if app.group != name else ""))
             state = self.states.get(name)
-            if name not in fronted:
-                text.append("\n" + ("no proxy configured" if config.proxy is None else "not behind the proxy") + "\n",
-                            style=styles["dim"])
-                continue
             if state is None:
                 text.append("\nproxy configured; no report yet\n", style=styles["warn"])
                 continue
@@ -88,8 +118,15 @@ class CanaryPane(VerticalScroll):
                 text.append(f"{state.tunnels} WebSocket tunnel{'s' if state.tunnels != 1 else ''} open\n")
             if state.alert:
                 text.append(f"⚠ ALERT: {state.alert}\n", style=styles["bad"])
+        # Apps without a canary share one line: at 80x24 two lines each would push the numbers out of sight.
+        others = [name for name in config.apps if name not in fronted]
+        if others:
+            why = "no proxy configured" if config.proxy is None else "not behind the proxy"
+            text.append(f"{why}: {', '.join(others)}\n", style=styles["dim"])
         self.query_one("#canary-body", Static).update(text)
         self.border_subtitle = f"step {config.canary_step}%"
+        if self.is_mounted and not (self.scroll_y <= selected_line < self.scroll_y + self.scrollable_content_region.height):
+            self.scroll_to(y=selected_line, animate=False)
 
     def on_events(self, batch: list[Event]) -> None:
         changed = False

@@ -1,7 +1,7 @@
 """The confirm dialog for destructive actions: says what will happen; focus starts on Cancel.
 
 Starting on Cancel means a stray `enter` (or a key meant for the pane behind)
-never rolls a fleet; the operator has to move to the action on purpose.
+never rolls a fleet; the operator has to move to the action on purpose, or say `y`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ class ConfirmScreen(ModalScreen[bool]):
     ConfirmScreen Button { margin-left: 2; min-width: 10; }
     """
     BINDINGS = [
-        Binding("escape", "answer(False)", "cancel", id="back"),
+        Binding("escape,n", "answer(False)", "cancel", id="back"),
+        Binding("y", "answer(True)", "yes", id="confirm_yes"),
         Binding("left,right", "app.focus_previous", "other button", show=False),
     ]
 
@@ -39,8 +40,8 @@ class ConfirmScreen(ModalScreen[bool]):
             box.border_title = self.title_text
             yield Static(self.what, id="confirm-what", markup=False)
             with Horizontal():
-                yield Button("Cancel", id="cancel", variant="default")
-                yield Button(self.action_label, id="confirm", variant="error")
+                yield Button("Cancel (n)", id="cancel", variant="default")
+                yield Button(f"{self.action_label} (y)", id="confirm", variant="error")
 
     def on_mount(self) -> None:
         self.query_one("#cancel", Button).focus()

@@ -7,14 +7,17 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer
 
-from opsconsole.events import Event, HealthChanged, HealthSample, HeartbeatCycle
+from opsconsole.events import CanaryState, Event, HealthChanged, HealthSample, HeartbeatCycle
 from opsconsole.event_lines import format_event
-from opsconsole.ui.log_view import LogLine, LogView
+from opsconsole.ui.filter_bar import FilterBar
+from opsconsole.ui.log_view import LogLine, LogView, words_filter
 
 
 def event_line(event: Event) -> LogLine | None:
     if isinstance(event, (HealthSample, HealthChanged, HeartbeatCycle)):
         return None  # the heartbeat log has these, in its own words
+    if isinstance(event, CanaryState):
+        return None  # a periodic refresh of what the canary pane shows, not an event; commands report changes
     text = format_event(event)
     if text is None:
         return None
@@ -25,25 +28,47 @@ def event_line(event: Event) -> LogLine | None:
 
 
 class EventLogScreen(Screen[None]):
-    BINDINGS = [Binding("escape,q,l", "app.pop_screen", "back", id="back")]
+    """A screen of its own: its keys are its own (the app's pane keys are off here, see App.check_action)."""
 
-    def __init__(self, lines: list[LogLine]) -> None:
+    BINDINGS = [Binding("escape,q,l", "app.pop_screen", "back", id="back"),
+                Binding("slash", "filter", "filter", id="log_filter")]
+
+    def __init__(self, lines: list[LogLine], wrap: bool = False) -> None:
         super().__init__()
         self.initial = lines
+        self.wrap = wrap
+        self.filter_text = ""
 
     def compose(self) -> ComposeResult:
         log = LogView(capacity=5000, scrollback=2000, id="event-log")
         log.border_title = "Events (esc back)"
         yield log
+        yield FilterBar("filter events: words in the line or host", id="event-filter")
         yield Footer()
+
+    def action_filter(self) -> None:
+        self.query_one(FilterBar).open()
+
+    def on_input_changed(self, event: FilterBar.Changed) -> None:
+        event.stop()
+        self.filter_text = event.value.strip()
+        log = self.query_one(LogView)
+        log.set_filter(words_filter(self.filter_text))
+        log.border_title = "Events" + (f" /{self.filter_text}" if self.filter_text else "") + " (esc back)"
+
+    def on_filter_bar_done(self, event: FilterBar.Done) -> None:
+        event.stop()
+        self.query_one(LogView).focus()
 
     def on_mount(self) -> None:
         log = self.query_one(LogView)
+        log.wrap_lines = self.wrap
         log.add(self.initial)
         log.focus()
 
     def on_log_view_state_changed(self, event: LogView.StateChanged) -> None:
         event.log.border_subtitle = event.description
+        self.app.log_wrap = event.log.wrap_lines  # type: ignore[attr-defined]  # wrap sticks across openings
 
     def add(self, lines: list[LogLine]) -> None:
         self.query_one(LogView).add(lines)

@@ -20,6 +20,7 @@ from textual.widgets import DataTable
 from opsconsole.events import Event, HealthChanged, HealthSample, HostState, TaskFinished, TaskStarted
 from opsconsole.ui.bindings import bindings
 from opsconsole.ui.filter_bar import FilterBar
+from opsconsole.ui.row_table import RowTable
 from opsconsole.ui.style import activity_cell, health_cell, latency_text, level_styles, styled
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ def _signature(cell: object) -> str:
 
 
 class FleetPane(Vertical):
-    BINDINGS = bindings("fleet")
+    BINDINGS = bindings("fleet") + bindings("table")
     can_focus = False  # focus lives on the table inside
 
     class HostChosen(Message):
@@ -84,7 +85,7 @@ class FleetPane(Vertical):
         self.border_title = "Fleet (1)"
 
     def compose(self) -> ComposeResult:
-        table: DataTable[object] = DataTable(cursor_type="row", zebra_stripes=False, id="fleet-table")
+        table: DataTable[object] = RowTable(cursor_type="row", zebra_stripes=False, id="fleet-table")
         hosts = [v.host for v in self.engine.views.values()]
         widths = {
             **FIXED_WIDTHS,
@@ -226,6 +227,13 @@ class FleetPane(Vertical):
 
     def open_filter(self) -> None:
         self.query_one(FilterBar).open()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Esc clears a filter in force; with none, the key is not ours (and the footer does not offer it).
+        return bool(self.filter_text) if action == "clear_filter" else True
+
+    def action_clear_filter(self) -> None:
+        self.query_one(FilterBar).action_clear()
 
     def on_input_changed(self, event: FilterBar.Changed) -> None:
         event.stop()

@@ -13,7 +13,7 @@ from textual.widgets import Static
 from opsconsole.engine.commands import help_text
 from opsconsole.ui.bindings import KEYS, key_for
 
-SCOPES = {"app": "anywhere", "fleet": "fleet pane", "log": "logs", "heartbeat": "heartbeat log", "screen": "screens"}
+SCOPES = {"app": "anywhere", "fleet": "fleet pane", "log": "logs", "heartbeat": "heartbeat log", "canary": "canary pane", "table": "fleet, build queue", "screen": "screens"}
 
 
 class HelpScreen(ModalScreen[None]):

@@ -35,7 +35,7 @@ class HostHistory:
                     self.record(host).lines.append((event.at, f"| {line}", "warn" if stream == "stderr" else ""))
                 case TaskFinished(host=host, task=task, status=status, message=message):
                     level = {"failed": "bad", "changed": "busy", "ok": "ok"}.get(status, "dim")
-                    self.record(host).lines.append((event.at, f"{status:<7} {task}" + (f": {message}" if message and status == "failed" else ""), level))
+                    self.record(host).lines.append((event.at, f"{status:<7} {task}" + (f": {message}" if message and status in ("failed", "cancelled") else ""), level))
                 case HostState(host=host, activity=activity, version=version, detail=detail):
                     self.record(host).lines.append((event.at, f"now {activity}" + (f" {version}" if version else "") + (f" — {detail}" if detail else ""), "dim"))
                 case HealthChanged(host=host, healthy=healthy, reason=reason):

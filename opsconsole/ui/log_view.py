@@ -32,6 +32,14 @@ class LogLine:
 LineFilter = Callable[[LogLine], bool]
 
 
+def words_filter(text: str) -> LineFilter | None:
+    """A filter keeping lines with every word of `text` in their key or text; None when `text` is blank."""
+    words = text.lower().split()
+    if not words:
+        return None
+    return lambda line: all(w in f"{line.key} {line.text}".lower() for w in words)
+
+
 class LogView(RichLog):
     BINDINGS = bindings("log")
 

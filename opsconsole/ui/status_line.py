@@ -19,6 +19,12 @@ class StatusLine(Static):
         self.readonly = readonly
         self.running: dict[str, str] = {}  # command id -> text
         self.last: tuple[str, str] = ("ready · ? for help · : for commands", "dim")
+        self.scope: tuple[str | None, str] = (None, "")  # the app the keys act on, and whose selection it is
+
+    def set_scope(self, app: str | None, where: str) -> None:
+        if (app, where) != self.scope:
+            self.scope = (app, where)
+            self.redraw()
 
     def on_mount(self) -> None:
         self.redraw()
@@ -51,6 +57,11 @@ class StatusLine(Static):
         if self.readonly:
             line.append(" READ-ONLY ", style="bold reverse")
             line.append(" ")
+        app, where = self.scope
+        if app is not None:
+            # First on the line: which app r/b/+/-/0/p act on must be visible before a key is pressed.
+            line.append(f" {app} ", style="bold reverse")
+            line.append(f" {where} │ ", style=styles["dim"])
         if self.running:
             line.append("▶ " + ", ".join(self.running.values()), style=styles["busy"])
             line.append("  ")

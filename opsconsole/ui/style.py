@@ -66,6 +66,7 @@ _ACTIVITY: dict[str, tuple[str, str]] = {
     "drained": ("◌ drained", "warn"),
     "failed": ("✘ FAILED", "bad"),
     "stopped": ("■ stopped", "warn"),
+    "aborted": ("■ aborted", "warn"),
 }
 
 
