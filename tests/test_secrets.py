@@ -25,6 +25,7 @@ from opsconsole.yamlsource import SourceError
 from opsconsole.ui.app import OpsConsoleApp
 from opsconsole.ui.confirm import ConfirmScreen
 from opsconsole.ui.host_detail import HostDetailScreen
+from opsconsole.ui.result_view import ResultScreen
 from opsconsole.ui.testing import screen_text
 
 ENV_SECRET = "env-pw-Zq81xv"  # DB password, in the console's environment (secrets: {env: …})
@@ -171,6 +172,14 @@ async def test_console_screen_shows_no_secret(tmp_path: Path, monkeypatch: pytes
                 raise AssertionError(f"no confirm dialog for {line!r}")
 
             await typed(f"run vault -- echo db is {{{{ secrets.db_password }}}} and {{{{ secrets.api_token }}}}")
+            # `run` shows its output in a result view until Esc: that screen must mask the secrets too.
+            for _ in range(500):
+                if isinstance(app.screen, ResultScreen) and f"db is {MASK} and {MASK}" in screen_text(app):
+                    break
+                await pilot.pause(0.02)
+            seen.append(screen_text(app))
+            assert f"db is {MASK} and {MASK}" in seen[-1], seen[-1]
+            await pilot.press("escape")
             await typed("provision vault")
 
             async def shows(words: str) -> bool:

@@ -291,6 +291,10 @@ class Engine:
             text = await self.previews.text(command)
         return self.bus.redactor.command(text)
 
+    def has_canary(self, app: str) -> bool:
+        """Whether canary commands can act on `app`: the proxy fronts it, or Kubernetes runs its canary."""
+        return self.traffic.fronted(app) or self.kube.is_kube(app)
+
     def traffic_control(self, app: AppConfig) -> AppTrafficControl | None:
         """Drain/enable controls for a rollout of `app`, or None when no proxy fronts it."""
         return self.traffic.control_for(app)

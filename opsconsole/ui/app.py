@@ -286,7 +286,7 @@ class OpsConsoleApp(App[int]):
     def _canary_app(self) -> str | None:
         """The selected app if it has a canary; else say which pane selects one, and run nothing."""
         app = self.selected_app()
-        if app is None or self.engine.traffic.fronted(app):
+        if app is None or self.engine.has_canary(app):
             return app
         text = f"app {app} has no canary: the proxy does not front it; the canary pane (4) selects one that has"
         self.query_one(StatusLine).say(text, "warn")
