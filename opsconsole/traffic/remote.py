@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
-from opsconsole.traffic.base import TrafficUnavailable
+from opsconsole.traffic.base import AppTraffic, TrafficDriver, TrafficState, TrafficUnavailable
 
 if TYPE_CHECKING:
     from opsconsole.traffic.embedded import EmbeddedDriver
@@ -41,3 +41,59 @@ async def open_remote_embedded(transport: SshTransport, runtime_file: str, token
     port = await remote_admin_port(transport, runtime_file)
     address, local = await transport.pool.forward(transport.host, port)
     return EmbeddedDriver(f"http://{address}:{local}", token, **kw)
+
+
+REMOTE_RUNTIME_FILE = "run/proxy.json"  # where playbooks/proxy-host.yml has the proxy write it, under the host root
+
+
+class ForwardedEmbeddedDriver(TrafficDriver):
+    """The engine's driver for `proxy.host:` — opens the forward on first use (the engine's driver() is not
+    async) and again after the proxy became unreachable (it may have restarted on another admin port)."""
+
+    name = "embedded"
+
+    def __init__(self, transport: SshTransport, token: str, runtime_file: str = REMOTE_RUNTIME_FILE) -> None:
+        self.transport = transport
+        self.token = token
+        self.runtime_file = runtime_file
+        self._inner: EmbeddedDriver | None = None
+
+    async def _driver(self) -> EmbeddedDriver:
+        if self._inner is None:
+            self._inner = await open_remote_embedded(self.transport, self.runtime_file, self.token)
+        return self._inner
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        driver = await self._driver()
+        try:
+            return await getattr(driver, method)(*args)
+        except TrafficUnavailable:
+            self._inner = None
+            await driver.close()
+            raise
+
+    async def state(self) -> TrafficState:
+        return await self._call("state")  # type: ignore[no-any-return]
+
+    async def app(self, app: str) -> AppTraffic:
+        return await self._call("app", app)  # type: ignore[no-any-return]
+
+    async def set_weights(self, app: str, weights: Mapping[str, int]) -> AppTraffic:
+        return await self._call("set_weights", app, weights)  # type: ignore[no-any-return]
+
+    async def drain(self, app: str, member: str) -> None:
+        await self._call("drain", app, member)
+
+    async def enable(self, app: str, member: str) -> None:
+        await self._call("enable", app, member)
+
+    async def disable(self, app: str, member: str) -> None:
+        await self._call("disable", app, member)
+
+    async def clear_alert(self, app: str) -> bool:
+        return bool(await self._call("clear_alert", app))
+
+    async def close(self) -> None:
+        if self._inner is not None:
+            await self._inner.close()
+            self._inner = None
