@@ -107,6 +107,17 @@ class TrafficService:
                 if host is None:
                     raise CommandFailed(f"proxy.haproxy.host {proxy.haproxy.host!r} is not a host of the inventory")
                 transport = self.fleet.transport_for(host)
+            if proxy.driver == "haproxy":
+                # HAProxy's servers are named after the hosts of each pool's group: the driver must know them.
+                from opsconsole.proxy.config import GroupHost, resolve_members
+
+                groups: dict[str, list[GroupHost]] = {}
+                for h in self.fleet.inventory.hosts:
+                    groups.setdefault(h.group, []).append(GroupHost(h.name, h.address, h.port))
+                try:
+                    proxy = resolve_members(proxy, groups)
+                except ValueError as exc:
+                    raise CommandFailed(str(exc)) from None
             self._driver = open_driver(proxy, runtime_file=runtime_file(self.config),
                                        state_file=self.config.state_dir / "proxy" / "haproxy-desired.json",
                                        transport=transport)
