@@ -95,8 +95,13 @@ async def test_provisioned_haproxy_on_its_host_rolls_survives_a_canary_kill_and_
         # The canary SIGKILLed under load: HAProxy retries elsewhere, no client sees an error.
         load = Load(url, max_seconds=60).start()
         await load.more()
-        killed = await engine.execute(engine.parse(f"run {canary} -- kill -KILL $(cat run/itrust-canary.pid)"))
+        # the whole process group (the service leads its own session): nothing of it may keep the port
+        killed = await engine.execute(engine.parse(f"run {canary} -- kill -KILL -$(cat run/itrust-canary.pid)"))
         assert killed.ok, killed.message
+        deadline = asyncio.get_running_loop().time() + 10
+        while lab.exec(canary, "ss", "-Htln", "sport = :8080").stdout.strip():
+            assert asyncio.get_running_loop().time() < deadline, "the canary still listens after SIGKILL"
+            await asyncio.sleep(0.1)
         deadline = asyncio.get_running_loop().time() + 15
         while (await engine.traffic.driver().app("itrust")).member(canary).healthy:
             assert asyncio.get_running_loop().time() < deadline, "HAProxy never saw the canary die"
