@@ -79,6 +79,23 @@ async def test_provision_scale_decommission_commands(lab: Lab, aws: "MotoServer"
             {"itrust-1", "itrust-2", "itrust-3"} - {doomed})
         assert doomed not in engine.monitor.targets and doomed not in engine.names.hosts
 
+        # The scaled count is remembered: `status` shows it, and a later `provision` — here by another
+        # console over the same state dir — keeps 2 instead of going back to the config's 3.
+        lines: list[str] = []
+        engine.bus.subscribe(lambda e: lines.append(getattr(e, "text", "")))
+        status = await engine.execute(engine.parse("status"))
+        assert status.ok and any("itrust: scaled to 2 (config count 3)" in line for line in lines), lines
+        other = Engine(load_config(cfg))
+        other.prepare()
+        try:
+            kept = await other.execute(other.parse("provision itrust"))
+            assert kept.ok and "2 instance(s) of itrust running" in kept.message, kept.message
+            alive = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+                     if i["State"]["Name"] == "running"]
+            assert len(alive) == 2
+        finally:
+            await other.close()
+
         asked = await engine.execute(engine.parse("decommission itrust"))
         assert not asked.ok and "would terminate 2 instance(s): itrust-1 (i-" in asked.message
         done = await engine.execute(engine.parse("decommission itrust --yes"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from opsconsole.config.model import Config, GroupConfig
@@ -11,6 +13,7 @@ from opsconsole.engine.fleet import Fleet
 from opsconsole.engine.traffic_service import TrafficService
 from opsconsole.errors import CommandFailed
 from opsconsole.events import EventBus
+from opsconsole.fsio import write_atomic
 from opsconsole.heartbeat.monitor import HeartbeatMonitor
 from opsconsole.hosts import Host
 
@@ -18,6 +21,50 @@ if TYPE_CHECKING:  # boto3 is imported only when an EC2 group is worked on
     from opsconsole.ec2.fleet import Ec2Fleet
 
 SSH_WAIT = 300.0
+
+
+class ScaleMemory:
+    """The counts `scale` set, kept in the state dir so a later `provision` (or console) keeps them.
+
+    Each entry also holds the config's `count` at the time: when the operator edits `count`, the
+    config speaks again and the scaled count is forgotten.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "ec2" / "scaled.json"
+
+    def _load(self) -> dict[str, dict[str, int]]:
+        try:
+            data = json.loads(self.path.read_text())
+            return {g: {"count": int(e["count"]), "config_count": int(e["config_count"])} for g, e in data.items()}
+        except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
+            return {}  # none yet, or unreadable: the config's count holds
+
+    def _save(self, entries: dict[str, dict[str, int]]) -> None:
+        write_atomic(self.path, json.dumps(entries, sort_keys=True, indent=1) + "\n")
+
+    def remember(self, group: str, count: int, config_count: int) -> None:
+        entries = self._load()
+        entries.pop(group, None)
+        if count != config_count:  # back at the config's count: nothing to remember
+            entries[group] = {"count": count, "config_count": config_count}
+        self._save(entries)
+
+    def scaled(self, group: GroupConfig) -> int | None:
+        """The count `scale` set for `group`, or None when there is none or the config's `count` changed since."""
+        entry = self._load().get(group.name)
+        if entry is None:
+            return None
+        if entry["config_count"] != group.count:
+            entries = self._load()
+            entries.pop(group.name, None)
+            self._save(entries)
+            return None
+        return entry["count"]
+
+    def count(self, group: GroupConfig) -> int:
+        scaled = self.scaled(group)
+        return group.count if scaled is None else scaled
 
 
 class CloudDesk:
@@ -34,6 +81,7 @@ class CloudDesk:
         self.traffic = traffic
         self.monitor = monitor
         self._fleets: dict[str, Ec2Fleet] = {}
+        self.scales = ScaleMemory(config.state_dir)
 
     def on_fleet_changed(self) -> None:
         self.hosts.reload()
@@ -45,13 +93,25 @@ class CloudDesk:
         if group.name not in self._fleets:
             from opsconsole.ec2.fleet import Ec2Fleet
 
-            self._fleets[group.name] = Ec2Fleet(self.config.project, group.name, group.ec2, group.count,
-                                                self.config.state_dir, self.bus)
+            self._fleets[group.name] = Ec2Fleet(self.config.project, group.name, group.ec2,
+                                                self.scales.count(group), self.config.state_dir, self.bus)
         return self._fleets[group.name]
 
+    def status_lines(self) -> list[str]:
+        """One line per EC2 group whose running count `scale` set, for `status`."""
+        lines = []
+        for group in self.config.groups.values():
+            scaled = self.scales.scaled(group) if group.provider == "ec2" else None
+            if scaled is not None:
+                lines.append(f"{group.name}: scaled to {scaled} (config count {group.count}); `provision` keeps "
+                             f"{scaled} until count changes in {self.config.file}")
+        return lines
+
     async def provision(self, group: GroupConfig) -> str:
-        """Create what is missing to reach `count`, record it, and wait until each answers SSH."""
-        instances = await self.fleet(group).provision()
+        """Create what is missing to reach `count` (or the count `scale` set since), record it, wait for SSH."""
+        fleet = self.fleet(group)
+        fleet.count = self.scales.count(group)  # a scale done by another console, or a count edited since
+        instances = await fleet.provision()
         self.on_fleet_changed()
         await self._wait_for_ssh(group)
         return f"{len(instances)} instance(s) of {group.name} running"
@@ -92,6 +152,7 @@ class CloudDesk:
                     await control.drain(instance.name)
                     await control.wait_drained(instance.name, app.rollout.drain_timeout)
         added, removed = await fleet.scale(command.count, plan)
+        self.scales.remember(group.name, command.count, group.count)
         self.on_fleet_changed()
         if added:
             await self._wait_for_ssh(group)
@@ -106,5 +167,7 @@ class CloudDesk:
             raise CommandFailed(f"decommission {group.name} would terminate {len(plan)} instance(s): {names}; "
                                  f"say `decommission {group.name} --yes` to do it")
         removed = await fleet.decommission(plan)
+        self.scales.remember(group.name, group.count, group.count)  # a group started afresh follows its config
+        fleet.count = group.count
         self.on_fleet_changed()
         return f"{group.name}: terminated {len(removed)} instance(s): {names}"

@@ -459,6 +459,8 @@ class Engine:
                 self.say(line, level="warning" if "INTERRUPTED" in line else "info")
         samples = await asyncio.gather(*(self._status_of(app, h) for app in apps for h in self.app_hosts(app)))
         if not command.app:
+            for line in self.cloud.status_lines():
+                self.say(line)
             for host in self.inventory.hosts:
                 if host.name not in covered:
                     self.say(f"{host.name:<16} group={host.group} (no app)", host=host.name)

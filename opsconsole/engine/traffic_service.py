@@ -98,16 +98,50 @@ class TrafficService:
         if self._driver is None:
             from opsconsole.traffic.drivers import open_driver
 
+            if proxy.driver == "embedded" and proxy.host:
+                self._driver = self._forwarded_driver(proxy.host)
+                return self._driver
             transport = None
             if proxy.driver == "haproxy" and proxy.haproxy.host:
                 host = self.fleet.inventory.get(proxy.haproxy.host)
                 if host is None:
                     raise CommandFailed(f"proxy.haproxy.host {proxy.haproxy.host!r} is not a host of the inventory")
                 transport = self.fleet.transport_for(host)
+            if proxy.driver == "haproxy":
+                # HAProxy's servers are named after the hosts of each pool's group: the driver must know them.
+                from opsconsole.proxy.config import GroupHost, resolve_members
+
+                groups: dict[str, list[GroupHost]] = {}
+                for h in self.fleet.inventory.hosts:
+                    groups.setdefault(h.group, []).append(GroupHost(h.name, h.address, h.port))
+                try:
+                    proxy = resolve_members(proxy, groups)
+                except ValueError as exc:
+                    raise CommandFailed(str(exc)) from None
             self._driver = open_driver(proxy, runtime_file=runtime_file(self.config),
                                        state_file=self.config.state_dir / "proxy" / "haproxy-desired.json",
                                        transport=transport)
         return self._driver
+
+    def _forwarded_driver(self, name: str) -> TrafficDriver:
+        """The embedded proxy on inventory host `name`, its admin API through an SSH-forwarded port."""
+        from opsconsole.traffic.remote import ForwardedEmbeddedDriver
+        from opsconsole.transport.ssh import SshTransport
+
+        proxy = self.config.proxy
+        assert proxy is not None
+        host = self.fleet.inventory.get(name)
+        if host is None:
+            raise CommandFailed(f"proxy.host {name!r} is not a host of the inventory")
+        transport = self.fleet.transport_for(host)
+        if not isinstance(transport, SshTransport):
+            raise CommandFailed(f"proxy.host {name!r} is reached with the {host.transport} transport; the admin "
+                                "API of a proxy on another host needs SSH (its port is forwarded)")
+        try:
+            token = proxy.read_token()
+        except ValueError as exc:
+            raise CommandFailed(str(exc)) from None
+        return ForwardedEmbeddedDriver(transport, token)
 
     def control_for(self, app: AppConfig) -> AppTrafficControl | None:
         """The rollout's drain/enable controls when the proxy fronts `app`, else None (no draining)."""

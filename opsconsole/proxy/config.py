@@ -146,6 +146,9 @@ class ProxyConfig:
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For we extend; anyone else's is replaced
     frontends: dict[str, FrontendConfig] = field(default_factory=dict)
     haproxy: HaproxyConfig = field(default_factory=HaproxyConfig)
+    # embedded: the inventory host the proxy runs on (provisioned by playbooks/proxy-host.yml); the console
+    # reaches its admin API through an SSH-forwarded loopback port. None = this machine.
+    host: str | None = None
 
     def read_token(self) -> str:
         """The admin bearer token; ValueError saying where it was looked for when there is none."""
@@ -208,6 +211,7 @@ def parse_proxy_section(reader: MappingReader, groups: Mapping[str, Any]) -> Pro
     if driver == "embedded" and not token_env and not token_file_text:
         raise a.error(None, "the admin API needs a token: set `token_env` (an environment variable) or `token_file`")
     runtime_text = reader.str("runtime_file")
+    host = reader.str("host")
 
     timeouts = dict(
         upstream_idle=reader.duration("upstream_idle", default=2.0, minimum=0.05),
@@ -242,7 +246,7 @@ def parse_proxy_section(reader: MappingReader, groups: Mapping[str, Any]) -> Pro
         driver=driver, admin=admin, token_env=token_env,
         token_file=_resolve(base, token_file_text) if token_file_text else None,
         runtime_file=_resolve(base, runtime_text) if runtime_text else None,
-        frontends=frontends, haproxy=haproxy, trusted_proxies=trusted, **timeouts,
+        frontends=frontends, haproxy=haproxy, trusted_proxies=trusted, host=host, **timeouts,
     )
 
 
@@ -418,6 +422,8 @@ EXAMPLE_YAML = """\
 #   tunnel_idle: 1h               # a WebSocket tunnel with no traffic either way is closed after this
 #   trusted_proxies: []           # CIDRs of proxies in front of this one whose X-Forwarded-For is extended;
 #                                 # from anyone else the header is replaced by the client's address
+#   host: proxy-1                 # embedded: the proxy runs on this inventory host (playbooks/proxy-host.yml);
+#                                 # its admin API is reached through an SSH-forwarded port. omit = this machine
 #   haproxy:                      # driver: haproxy only
 #     stats_socket: /run/haproxy/admin.sock
 #     config: /etc/haproxy/haproxy.cfg   # where `opsconsole` writes the generated config
