@@ -71,7 +71,9 @@ async def commit_info(repo_dir: Path, commit: str) -> CommitInfo:
 async def update_cache(repo: str, cache_dir: Path) -> None:
     """Keep a bare mirror of `repo` so each build fetches only what is new."""
     if (cache_dir / "HEAD").exists():
-        await git("fetch", "--prune", "--quiet", "origin", "+refs/heads/*:refs/heads/*", cwd=cache_dir, timeout=600)
+        # From `repo` as the config names it now, not the mirror's stored origin: after `repo:` changes (or
+        # another checkout's demo repo made this cache), the old origin would be built from without a word.
+        await git("fetch", "--prune", "--quiet", repo, "+refs/heads/*:refs/heads/*", cwd=cache_dir, timeout=600)
     else:
         cache_dir.parent.mkdir(parents=True, exist_ok=True)
         await git("clone", "--bare", "--quiet", repo, str(cache_dir), timeout=600)
