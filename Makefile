@@ -19,7 +19,7 @@ demo-stop: $(STAMP)
 	scripts/demo-stop
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest --durations=30 $(PYTEST_ARGS)
 
 check: $(STAMP)
 	$(VENV)/bin/opsconsole --config config.example.yaml --check
