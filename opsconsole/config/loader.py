@@ -248,7 +248,8 @@ def _app(r: MappingReader, name: str, base: Path, groups: dict[str, GroupConfig]
 
     b = r.mapping("build")
     build = BuildConfig(commands=tuple(b.str_list("commands")), artifact=b.str("artifact", default=""),
-                        timeout=b.duration("timeout", default=600.0, minimum=0.1), env=tuple(b.str_list("env")))
+                        timeout=b.duration("timeout", default=600.0, minimum=0.1), env=tuple(b.str_list("env")),
+                        host=b.str("host"))
     for i, env_name in enumerate(build.env):
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", env_name):
             raise b.error("env", f"env[{i}]: {env_name!r} is not an environment variable name")
