@@ -1,6 +1,8 @@
 """The console outside the bastion with the embedded proxy on the lab's proxy host: `provision proxy`
-installs and starts it (playbooks/proxy-host.yml through the real playbook runner), then a rolling update
-under load drops nothing and `canary … weight` changes its weights — over an SSH-forwarded admin port."""
+installs and starts it (playbooks/proxy-host.yml through the real playbook runner) with the config it
+renders from the console's own `proxy:` section and the admin token from `secrets:`; then a rolling update
+under load drops nothing, `canary … weight` changes its weights — over an SSH-forwarded admin port — and a
+proxy killed and started again there gets the operator's weights back from the console's proxy watch."""
 
 from __future__ import annotations
 

@@ -158,6 +158,10 @@ class ProxyConfig:
         if self.token_secret:
             if secrets is not None and self.token_secret in secrets:
                 return secrets[self.token_secret]
+            if secrets is None:  # `opsconsole proxy` given the console's own config
+                raise ValueError(f"proxy.admin.token_secret {self.token_secret!r} is a secret of the console: "
+                                 "run the proxy with the config `provision` renders for its host (it reads "
+                                 "the token from a 0600 file), or give it token_env or token_file")
             raise ValueError(f"no admin token: proxy.admin.token_secret names {self.token_secret!r}, "
                              "which is not in the config's `secrets:` section")
         if self.token_env:
