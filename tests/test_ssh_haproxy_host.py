@@ -44,12 +44,9 @@ def console_config(tmp: Path, lab: Lab) -> Path:
     data["apps"]["itrust-canary"] = {**data["apps"]["itrust"], "group": "itrust-canary"}
     data["groups"]["proxy"] = {"provider": "static", "role": "proxy",
                                "provision": str(ROOT / "playbooks" / "proxy-host.yml"),
-                               "vars": {"proxy_driver": "haproxy"},
+                               "vars": {},
                                "hosts": [{"name": "proxy", "address": lab.proxy.address, "user": lab.user}]}
-    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
-    # The generated haproxy.cfg, handed to the playbook (the proxy host binds the public port itself).
-    proxy, _ = load_proxy_config(cfg)
-    data["groups"]["proxy"]["vars"]["haproxy_config"] = render_haproxy_config(proxy)
+    # No haproxy_config variable: `provision proxy` renders haproxy.cfg from the `proxy:` section above.
     cfg.write_text(yaml.safe_dump(data, sort_keys=False))
     assert len(stable) >= 2
     return cfg
@@ -70,6 +67,9 @@ async def test_provisioned_haproxy_on_its_host_rolls_survives_a_canary_kill_and_
         assert any("/usr/sbin/haproxy" in s for s in said), said
         assert not any("apt-get" in s for s in said), [s for s in said if "apt-get" in s]
         assert (Path(lab.proxy.files) / "run" / "haproxy.sock").is_socket()
+        # The config on the host is the one the console renders from its own `proxy:` section.
+        proxy, _ = load_proxy_config(tmp_path / "lab.yaml")
+        assert (Path(lab.proxy.files) / "proxy" / "haproxy.cfg").read_text() == render_haproxy_config(proxy)
 
         assert (await engine.execute(engine.parse("deploy itrust"))).ok
         assert (await engine.execute(engine.parse("deploy itrust-canary"))).ok

@@ -35,8 +35,9 @@ def proxy_config(lab: Lab) -> str:
         groups:
           web: {{provider: static, hosts: [{{name: {stable.name}, address: {stable.address}, port: {PORT}}}]}}
         apps:
-          # The loader wants an existing deploy playbook even in the proxy's process: this file will do.
-          web: {{group: web, repo: https://git.invalid/web.git, deploy: {{playbook: /srv/opsconsole/proxy/opsconsole.yaml}}}}
+          # A copy of the console's whole config: its deploy playbook is not on the proxy host, and the proxy
+          # needs it not (the loader's rule that it exists is the console's, not the proxy's).
+          web: {{group: web, repo: https://git.invalid/web.git, deploy: {{playbook: playbooks/web-deploy.yml}}}}
         proxy:
           admin: {{listen: 127.0.0.1:0, token_file: /srv/opsconsole/proxy/token}}
           connect_timeout: 1s

@@ -1,7 +1,8 @@
 """Build one commit of an app: clean checkout, build commands, artifact stored by commit.
 
-Builds run on this machine through the local transport, so a build that runs
-past its timeout or is cancelled has its whole process group killed.
+Builds run on this machine through the local transport, or on `build.host` through its transport
+(opsconsole.builds.remote); either way a build that runs past its timeout or is cancelled has its
+whole process group killed.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 from opsconsole.builds import git
 from opsconsole.config.model import AppConfig
 from opsconsole.events import BuildUpdate, EventBus, OutputLine
 from opsconsole.fsio import append_jsonl, make_private_dir, read_jsonl
 from opsconsole.hosts import Host
+from opsconsole.transport.base import CommandResult, LineHandler
+from opsconsole.builds import remote
+from opsconsole.transport.base import Transport
 from opsconsole.transport.local import LocalTransport
 
 
@@ -106,10 +110,13 @@ class BuildStore:
 
 
 class Builder:
-    def __init__(self, bus: EventBus, store: BuildStore, state_dir: Path) -> None:
+    def __init__(self, bus: EventBus, store: BuildStore, state_dir: Path,
+                 build_host: Callable[[str], Transport] | None = None) -> None:
         self.bus = bus
         self.store = store
         self.state_dir = state_dir
+        # `build.host` name -> its transport (the fleet's); OperatorError when there is no such host
+        self.build_host = build_host
         self._cache_locks: dict[str, asyncio.Lock] = {}
 
     def _update(self, record: BuildRecord, **changes: object) -> BuildRecord:
@@ -137,6 +144,12 @@ class Builder:
             return await git.resolve_commit(cache, commit)
         except git.GitError:
             raise git.GitError(f"commit {commit!r} is not in {app.repo}") from None
+
+    def _host_transport(self, app: AppConfig) -> Transport:
+        if self.build_host is None:
+            raise OperatorError(f"app {app.name}: build.host {app.build.host!r} needs the fleet, which this "
+                                "builder was not given")
+        return self.build_host(str(app.build.host))
 
     def cache_dir(self, app: AppConfig) -> Path:
         return self.state_dir / "builds" / "cache" / f"{app.name}.git"
@@ -168,10 +181,25 @@ class Builder:
         work = self.state_dir / "builds" / "work" / app.name
         try:
             await git.checkout_clean(cache, record.commit, work)
-            transport = LocalTransport(Host(name=f"build:{app.name}", group="builds", address="127.0.0.1", root=str(work)))
             deadline = time.monotonic() + app.build.timeout
-            env = {**build_environment(app), "OPSCONSOLE_APP": app.name, "OPSCONSOLE_COMMIT": record.commit,
-                   "OPSCONSOLE_VERSION": record.short, "OPSCONSOLE_BUILD": build_id}
+            build_vars = {"OPSCONSOLE_APP": app.name, "OPSCONSOLE_COMMIT": record.commit,
+                          "OPSCONSOLE_VERSION": record.short, "OPSCONSOLE_BUILD": build_id}
+            host = self._host_transport(app) if app.build.host else None
+            if host is None:
+                transport: Transport = LocalTransport(Host(name=f"build:{app.name}", group="builds",
+                                                           address="127.0.0.1", root=str(work)))
+                env = {**build_environment(app), **build_vars}
+
+                async def step(command: str, timeout: float, on_line: LineHandler) -> CommandResult:
+                    return await transport.run(command, on_line=on_line, timeout=timeout, env=env, inherit_env=False)
+            else:
+                await remote.ship_source(host, work, app.name, work.parent)
+                # The host's own allow-listed variables, not ours (our PATH and HOME are this machine's).
+                given = {name: value for name, value in os.environ.items() if name in app.build.env} | build_vars
+
+                async def step(command: str, timeout: float, on_line: LineHandler) -> CommandResult:
+                    return await host.run(remote.confined(command, BUILD_ENV_ALLOWED, given), on_line=on_line,
+                                          timeout=timeout, env=given, cwd=remote.work_dir(app.name))
             hide = self.bus.redactor.text  # the log file gets what the bus shows: secrets masked
             fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as log:
@@ -183,8 +211,7 @@ class Builder:
                 for command in app.build.commands:
                     log.write(hide(f"$ {command}") + "\n")
                     remaining = deadline - time.monotonic()
-                    result = await transport.run(command, on_line=on_line, timeout=max(remaining, 0.01), env=env,
-                                                 inherit_env=False)
+                    result = await step(command, max(remaining, 0.01), on_line)
                     if result.timed_out:
                         log.write(f"-- timed out after {app.build.timeout:g}s; process group killed\n")
                         raise BuildFailed(self._update(record, status="timed_out", finished_at=time.time(),
@@ -196,11 +223,16 @@ class Builder:
                                                        message=f"`{command}` failed ({result.describe()}): {tail}"),
                                           f"build {build_id} of {record.short} failed: `{command}` {result.describe()}: {tail}")
             artifact_src = work / app.build.artifact
+            dest = self.store.artifacts / app.name / record.commit / artifact_src.name
+            if host is not None:
+                make_private_dir(dest.parent)
+                digest = await remote.fetch_artifact(host, app.name, app.build.artifact, dest)
+                return self._update(record, status="succeeded", finished_at=time.time(), artifact=str(dest),
+                                    sha256=digest)
             if not artifact_src.is_file():
                 raise BuildFailed(self._update(record, status="failed", finished_at=time.time(),
                                                message=f"artifact {app.build.artifact!r} was not produced"),
                                   f"build {build_id} failed")
-            dest = self.store.artifacts / app.name / record.commit / artifact_src.name
             make_private_dir(dest.parent)
             shutil.copy2(artifact_src, dest)
             os.chmod(dest, 0o600)  # like everything under the state dir
@@ -210,6 +242,10 @@ class Builder:
             raise
         except git.GitError as exc:
             raise BuildFailed(self._update(record, status="failed", finished_at=time.time(), message=str(exc)), str(exc)) from None
+        except OperatorError as exc:  # the build host: unknown, unreachable, or it could not ship or give back
+            where = f" on build host {app.build.host}" if app.build.host else ""
+            raise BuildFailed(self._update(record, status="failed", finished_at=time.time(),
+                                           message=f"{exc}{where}"), f"build {build_id} failed{where}: {exc}") from None
         except BaseException:
             self._update(record, status="cancelled", finished_at=time.time(), message="cancelled; process group killed")
             raise

@@ -32,8 +32,11 @@ def default_state_dir(project: str) -> Path:
     return Path(base) / "opsconsole" / project
 
 
-def load_config(path: str | Path) -> Config:
-    """Read `path` and return a validated Config, or raise SourceError."""
+def load_config(path: str | Path, *, check_files: bool = True) -> Config:
+    """Read `path` and return a validated Config, or raise SourceError.
+
+    `check_files=False` skips the rule that deploy and provisioning playbooks exist: the proxy reads its
+    own section from a copy of the config on a host where the playbooks are not (`opsconsole proxy`)."""
     file = Path(path)
     data = load_yaml(file)
     top = MappingReader(data, file, "", 1)
@@ -61,10 +64,10 @@ def load_config(path: str | Path) -> Config:
     hb.done()
 
     known_groups = tuple(top.raw("groups") or {})
-    groups = {g.name: g for g in top.each("groups", lambda r, name: _group(r, name, base, known_groups))}
+    groups = {g.name: g for g in top.each("groups", lambda r, name: _group(r, name, base, known_groups, check_files))}
     if not groups:
         raise top.error("groups" if top.has("groups") else None, "at least one host group is required under `groups:`")
-    apps = {a.name: a for a in top.each("apps", lambda r, name: _app(r, name, base, groups))}
+    apps = {a.name: a for a in top.each("apps", lambda r, name: _app(r, name, base, groups, check_files))}
 
     notices: list[str] = []
     jump = None
@@ -101,6 +104,10 @@ def load_config(path: str | Path) -> Config:
     max_parallel_builds = builds.int("max_parallel", default=2, minimum=1, maximum=64)
     builds.done()
     secrets = read_secrets(top.mapping("secrets"), base)
+    if proxy is not None and proxy.token_secret and proxy.token_secret not in secrets:
+        raise top.mapping("proxy").mapping("admin").error(
+            "token_secret", f"no secret named {proxy.token_secret!r} under `secrets:` "
+                            f"(secrets: {', '.join(secrets) or 'none configured'})")
     top.done()
 
 
@@ -129,23 +136,25 @@ def _check_name(reader: MappingReader, key: str, value: str) -> None:
         raise reader.error(key, f"{value!r} is not a valid name (letters, digits, '_', '.', '-'; starting with a letter)")
 
 
-def _existing_file(reader: MappingReader, key: str, base: Path, required: bool = False) -> Path | None:
+def _existing_file(reader: MappingReader, key: str, base: Path, required: bool = False,
+                   check: bool = True) -> Path | None:
     text = reader.str(key, required=required)
     if text is None:
         return None
     path = _resolve(base, text)
-    if not path.is_file():
+    if check and not path.is_file():
         raise reader.error(key, f"file {text!r} does not exist (looked for {path})")
     return path
 
 
-def _group(r: MappingReader, name: str, base: Path, known_groups: tuple[str, ...] = ()) -> GroupConfig:
+def _group(r: MappingReader, name: str, base: Path, known_groups: tuple[str, ...] = (),
+           check_files: bool = True) -> GroupConfig:
     if not _NAME.match(name):
         raise MappingReader(None, r.file, r.path).error(None, f"{name!r} is not a valid group name")
     provider = r.str("provider", default="static", choices=("local", "static", "ec2", "kubernetes"))
     role = r.str("role", default="")
     vars_ = r.plain_mapping("vars")
-    provision = _existing_file(r, "provision", base)
+    provision = _existing_file(r, "provision", base, check=check_files)
     health = _health(r.mapping("health")) if r.has("health") else None
     count = 0
     base_port = None
@@ -224,7 +233,8 @@ def _health(h: MappingReader) -> HealthConfig:
     return health
 
 
-def _app(r: MappingReader, name: str, base: Path, groups: dict[str, GroupConfig]) -> AppConfig:
+def _app(r: MappingReader, name: str, base: Path, groups: dict[str, GroupConfig],
+         check_files: bool = True) -> AppConfig:
     if not _NAME.match(name):
         raise MappingReader(None, r.file, r.path).error(None, f"{name!r} is not a valid app name")
     group = r.str("group", required=True)
@@ -238,7 +248,8 @@ def _app(r: MappingReader, name: str, base: Path, groups: dict[str, GroupConfig]
 
     b = r.mapping("build")
     build = BuildConfig(commands=tuple(b.str_list("commands")), artifact=b.str("artifact", default=""),
-                        timeout=b.duration("timeout", default=600.0, minimum=0.1), env=tuple(b.str_list("env")))
+                        timeout=b.duration("timeout", default=600.0, minimum=0.1), env=tuple(b.str_list("env")),
+                        host=b.str("host"))
     for i, env_name in enumerate(build.env):
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", env_name):
             raise b.error("env", f"env[{i}]: {env_name!r} is not an environment variable name")
@@ -252,7 +263,7 @@ def _app(r: MappingReader, name: str, base: Path, groups: dict[str, GroupConfig]
         raise r.error("image", f"`image` is for apps on a kubernetes group; group {group!r} is {groups[group].provider}")
     d = r.mapping("deploy")
     # Kubernetes apps deploy by applying manifests: no playbook runs on a pod.
-    playbook = _existing_file(d, "playbook", base, required=not on_kubernetes)
+    playbook = _existing_file(d, "playbook", base, required=not on_kubernetes, check=check_files)
     on_build = d.str("on_build", default="none", choices=("none", "rolling", "canary"))
     d.done()
 

@@ -61,6 +61,8 @@ class BuildConfig:
     # Names of the console's environment variables a build may see, beyond the small allow-list
     # (opsconsole.builds.environment): a build runs whatever the branch says, so it gets no more.
     env: tuple[str, ...] = ()
+    # An inventory host the build runs on (over its transport, as Jenkins on an agent); None: this machine.
+    host: str | None = None
 
 
 @dataclass(frozen=True)

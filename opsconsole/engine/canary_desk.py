@@ -49,9 +49,9 @@ class CanaryDesk:
             try:
                 final = await walk_steps(service.driver(), command.app, self.config.canary, self.fleet.say)
             except CanaryFailed as exc:
-                service.desired.remember(command.app, 0)
+                await service.remember(command.app, 0)
                 raise CommandFailed(f"canary {command.app}: {exc}") from None
-            service.desired.remember(command.app, final)
+            await service.remember(command.app, final)
             return f"canary {command.app} held at every step up to {final}%"
         if command.action == "promote":
             return await self._promote(command)
@@ -84,7 +84,7 @@ class CanaryDesk:
         self.fleet.say(f"promoting {command.app} {version}: rolling it out to the stable pool")
         outcome = await self.rollouts.roll(C.Roll(app=command.app, version=build.commit))
         await self.traffic_service.driver().set_canary_percent(command.app, 0)
-        self.traffic_service.desired.remember(command.app, 0)
+        await self.traffic_service.remember(command.app, 0)
         return f"{outcome}; canary weight back to 0"
 
     async def traffic(self, command: C.Traffic) -> str:

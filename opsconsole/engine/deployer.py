@@ -21,6 +21,7 @@ from opsconsole.fsio import write_atomic
 from opsconsole.playbook.loader import load_playbook
 from opsconsole.playbook.model import Playbook, PlaybookResult
 from opsconsole.playbook.runner import PlaybookRunner
+from opsconsole.transport.base import Transport
 
 
 class Deployer:
@@ -28,7 +29,7 @@ class Deployer:
         self.config = config
         self.fleet = fleet
         self.builds = BuildStore(config.state_dir)
-        self.builder = Builder(bus, self.builds, config.state_dir)
+        self.builder = Builder(bus, self.builds, config.state_dir, build_host=self._build_host)
         # `on_build` decides what a successful build starts (the engine's policy: on_build, read-only).
         self.build_queue = BuildQueue(self.builder, config.apps, config.max_parallel_builds, on_build)
         self.heads = HeadBook(config.state_dir / "builds" / "heads.json")
@@ -52,6 +53,13 @@ class Deployer:
                 self.provisioners[group.name] = load_playbook(group.provision)
 
     # -- builds and artifacts ------------------------------------------------------
+    def _build_host(self, name: str) -> Transport:
+        """The transport to `build.host`, an inventory host."""
+        host = self.fleet.inventory.get(name)
+        if host is None:
+            raise CommandFailed(f"build.host {name!r} is not a host of the inventory (see {self.config.file})")
+        return self.fleet.transport_for(host)
+
     async def build(self, app: AppConfig, commit: str | None) -> BuildRecord:
         """Queue a build of `commit` (default: the branch head) and wait for it; raise unless it succeeded."""
         if not app.build.commands:

@@ -55,6 +55,7 @@ from opsconsole.playbook.model import Playbook
 from opsconsole.playbook.plan import describe as describe_plan, limit_hosts
 from opsconsole.playbook.templating import render_string
 from opsconsole.rollouts.plan import RolloutPlan
+from opsconsole.traffic.proxy_host import proxy_host_name, proxy_host_vars
 from opsconsole.transport.base import Transport
 from opsconsole.yamlsource import SourceError
 
@@ -648,6 +649,12 @@ class Engine:
             raise CommandFailed(f"group {group.name} has no hosts to provision")
         extra = {"group": group.name, "app_hosts": {g: [h.address for h in self.inventory.group(g)]
                                                     for g in self.config.groups}}
+        proxy = self.config.proxy
+        if proxy is not None and proxy_host_name(proxy) in {h.name for h in hosts}:
+            try:  # the proxy's config comes from our `proxy:` section, not from a playbook variable
+                extra.update(proxy_host_vars(self.config, self.inventory.hosts))
+            except ValueError as exc:
+                raise CommandFailed(f"provisioning {group.name}: {exc}") from None
         result = await self.deployer.runner.run(playbook, self.inventory.hosts, extra_vars=extra,
                                                 limit=[h.name for h in hosts])
         if not result.ok:

@@ -16,6 +16,7 @@ from opsconsole.errors import CommandFailed, OperatorError
 from opsconsole.events import CanaryState, EventBus, Message
 from opsconsole.fsio import write_atomic
 from opsconsole.traffic.base import AppTraffic, TrafficDriver
+from opsconsole.traffic.proxy_host import resolved_proxy
 
 STATE_POLL = 1.0  # seconds between proxy state reports while the console runs
 
@@ -46,27 +47,28 @@ class AppTrafficControl:
 class DesiredWeights:
     """The canary weights the operator set, kept so a restarted embedded proxy gets them back.
 
-    The file holds the weights and the pid of the proxy that has them: a proxy with another pid has
-    restarted since (with the config's weights), even if no console watched it happen.
+    The file holds the weights and which proxy process has them (here: its pid from the runtime file; on
+    another host: the pid and start time its admin API reports): a proxy with another one has restarted
+    since (with the config's weights), even if no console watched it happen.
     """
 
     def __init__(self, path: Path, runtime: Path) -> None:
         self.path = path
         self.runtime = runtime
 
-    def load(self) -> tuple[int | None, dict[str, int]]:
+    def load(self) -> tuple[int | str | None, dict[str, int]]:
         try:
             data = json.loads(self.path.read_text())
             return data.get("pid"), {k: int(v) for k, v in data["weights"].items()}
         except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
             return None, {}
 
-    def save(self, pid: int | None, weights: dict[str, int]) -> None:
+    def save(self, pid: int | str | None, weights: dict[str, int]) -> None:
         write_atomic(self.path, json.dumps({"pid": pid, "weights": weights}, sort_keys=True))
 
-    def remember(self, app: str, canary_weight: int) -> None:
+    def remember(self, app: str, canary_weight: int, instance: int | str | None) -> None:
         _, weights = self.load()
-        self.save(self.proxy_pid(), {**weights, app: canary_weight})
+        self.save(instance, {**weights, app: canary_weight})
 
     def proxy_pid(self) -> int | None:
         try:
@@ -107,18 +109,16 @@ class TrafficService:
                 if host is None:
                     raise CommandFailed(f"proxy.haproxy.host {proxy.haproxy.host!r} is not a host of the inventory")
                 transport = self.fleet.transport_for(host)
-            if proxy.driver == "haproxy":
-                # HAProxy's servers are named after the hosts of each pool's group: the driver must know them.
-                from opsconsole.proxy.config import GroupHost, resolve_members
-
-                groups: dict[str, list[GroupHost]] = {}
-                for h in self.fleet.inventory.hosts:
-                    groups.setdefault(h.group, []).append(GroupHost(h.name, h.address, h.port))
-                try:
-                    proxy = resolve_members(proxy, groups)
-                except ValueError as exc:
-                    raise CommandFailed(str(exc)) from None
-            self._driver = open_driver(proxy, runtime_file=runtime_file(self.config),
+            token = None
+            try:
+                if proxy.driver == "haproxy":
+                    # HAProxy's servers are named after the hosts of each pool's group: the driver must know them.
+                    proxy = resolved_proxy(proxy, self.fleet.inventory.hosts)
+                elif proxy.token_secret:
+                    token = proxy.read_token(self.config.secrets)
+            except ValueError as exc:
+                raise CommandFailed(str(exc)) from None
+            self._driver = open_driver(proxy, runtime_file=runtime_file(self.config), token=token,
                                        state_file=self.config.state_dir / "proxy" / "haproxy-desired.json",
                                        transport=transport)
         return self._driver
@@ -138,7 +138,7 @@ class TrafficService:
             raise CommandFailed(f"proxy.host {name!r} is reached with the {host.transport} transport; the admin "
                                 "API of a proxy on another host needs SSH (its port is forwarded)")
         try:
-            token = proxy.read_token()
+            token = proxy.read_token(self.config.secrets)
         except ValueError as exc:
             raise CommandFailed(str(exc)) from None
         return ForwardedEmbeddedDriver(transport, token)
@@ -172,9 +172,13 @@ class TrafficService:
     async def set_canary_weight(self, app: str, weight: int) -> AppTraffic:
         """Set the canary's share of `app`'s traffic, remember it for a restarted proxy, and report it."""
         state = await self.driver().set_canary_percent(app, weight)
-        self.desired.remember(app, weight)
+        await self.remember(app, weight)
         self.report(state)
         return state
+
+    async def remember(self, app: str, weight: int) -> None:
+        """Keep `weight` as `app`'s desired canary weight, with which proxy process has it."""
+        self.desired.remember(app, weight, await self._proxy_instance())
 
     def _say(self, text: str, level: str = "info") -> None:
         self.bus.emit(Message(text=text, level=level))
@@ -184,16 +188,31 @@ class TrafficService:
         if self.config.proxy is None or self.config.proxy.driver != "embedded":
             return  # the HAProxy driver keeps and re-applies its own desired state
         pid, weights = self.desired.load()
-        now = self.desired.proxy_pid()
-        if not weights or now is None or now == pid:
+        if not weights:
             return
-        self._driver = None  # its admin address may have changed with it
+        now = await self._proxy_instance()
+        if now is None or now == pid:
+            return
+        if not self.config.proxy.host:
+            self._driver = None  # its admin address may have changed with it (a forward finds it by itself)
         driver = self.driver()
+        where = f" on {self.config.proxy.host}" if self.config.proxy.host else ""
         for app, weight in weights.items():
             if self.fronted(app):
                 await driver.set_canary_percent(app, weight)
-                self._say(f"proxy restarted (pid {pid} → {now}): canary weight of {app} set back to {weight}%")
+                self._say(f"proxy{where} restarted (pid {pid} → {now}): canary weight of {app} set back to {weight}%")
         self.desired.save(now, weights)
+
+    async def _proxy_instance(self) -> int | str | None:
+        """Which embedded proxy process runs now, None if unknown: its pid from the runtime file here; for
+        `proxy.host`, its pid and start time from the admin API (the runtime file is on that host)."""
+        proxy = self.config.proxy
+        if proxy is None or not proxy.host:
+            return self.desired.proxy_pid()
+        try:
+            return (await self.driver().state()).instance
+        except OperatorError:
+            return None  # down or restarting: the watch says so and asks again next poll
 
     async def watch(self) -> None:
         """Report every fronted app's split each STATE_POLL; a proxy that is down is said once, not every poll."""

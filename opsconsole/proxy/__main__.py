@@ -11,13 +11,24 @@ from opsconsole.proxy.config import GroupHost, ProxyConfig, parse_proxy_section,
 
 
 def load_proxy_config(path: Path) -> tuple[ProxyConfig, Path]:
-    """The resolved proxy section of an opsconsole config, and the default runtime-file path."""
+    """The resolved proxy section of an opsconsole config, and the default runtime-file path.
+
+    A file with a `proxy:` section and no `groups:` is a proxy's own config, as `provision` renders it
+    for the proxy host (every pool's members spelled out); any other is a whole opsconsole config."""
     from opsconsole.config.loader import load_config
     from opsconsole.config.reader import MappingReader
     from opsconsole.inventory import build_inventory
     from opsconsole.yamlsource import SourceError, load_yaml
 
-    config = load_config(path)
+    data = load_yaml(path)
+    if isinstance(data, dict) and "proxy" in data and "groups" not in data:
+        top = MappingReader(data, path, "", 1)
+        top.str("project")  # named for the operator reading the file; the proxy needs nothing else
+        proxy = parse_proxy_section(top.mapping("proxy"), {})
+        top.done()
+        return proxy, path.parent / "runtime.json"
+    # The proxy's host need not hold the deploy playbooks the console's copy of this config names.
+    config = load_config(path, check_files=False)
     proxy = config.proxy
     if not isinstance(proxy, ProxyConfig):
         # The loader may still hand the section over raw; read it here with located errors.

@@ -131,6 +131,7 @@ class ProxyConfig:
     admin: Listen = field(default_factory=Listen)
     token_env: str | None = None
     token_file: Path | None = None
+    token_secret: str | None = None  # the name of a `secrets:` entry holding the token (the console's config)
     runtime_file: Path | None = None  # where the proxy writes its pid and bound ports; None = the caller decides
     upstream_idle: float = 2.0
     client_idle: float = 30.0
@@ -150,8 +151,19 @@ class ProxyConfig:
     # reaches its admin API through an SSH-forwarded loopback port. None = this machine.
     host: str | None = None
 
-    def read_token(self) -> str:
-        """The admin bearer token; ValueError saying where it was looked for when there is none."""
+    def read_token(self, secrets: Mapping[str, str] | None = None) -> str:
+        """The admin bearer token; ValueError saying where it was looked for when there is none.
+
+        `secrets` is the config's `secrets:` section, where `token_secret` names the token."""
+        if self.token_secret:
+            if secrets is not None and self.token_secret in secrets:
+                return secrets[self.token_secret]
+            if secrets is None:  # `opsconsole proxy` given the console's own config
+                raise ValueError(f"proxy.admin.token_secret {self.token_secret!r} is a secret of the console: "
+                                 "run the proxy with the config `provision` renders for its host (it reads "
+                                 "the token from a 0600 file), or give it token_env or token_file")
+            raise ValueError(f"no admin token: proxy.admin.token_secret names {self.token_secret!r}, "
+                             "which is not in the config's `secrets:` section")
         if self.token_env:
             value = os.environ.get(self.token_env, "").strip()
             if value:
@@ -207,9 +219,14 @@ def parse_proxy_section(reader: MappingReader, groups: Mapping[str, Any]) -> Pro
     admin = _listen(a, "listen", "127.0.0.1:0", loopback_only=True)
     token_env = a.str("token_env")
     token_file_text = a.str("token_file")
+    token_secret = a.str("token_secret")
+    if token_secret and (token_env or token_file_text):
+        # token_env falls back to token_file; a secret is the whole answer, so mixing them is a mistake
+        raise a.error("token_secret", "give `token_secret` alone, without `token_env` or `token_file`")
     a.done()
-    if driver == "embedded" and not token_env and not token_file_text:
-        raise a.error(None, "the admin API needs a token: set `token_env` (an environment variable) or `token_file`")
+    if driver == "embedded" and not (token_env or token_file_text or token_secret):
+        raise a.error(None, "the admin API needs a token: set `token_secret` (a name in `secrets:`), "
+                            "`token_env` (an environment variable) or `token_file`")
     runtime_text = reader.str("runtime_file")
     host = reader.str("host")
 
@@ -244,7 +261,7 @@ def parse_proxy_section(reader: MappingReader, groups: Mapping[str, Any]) -> Pro
     reader.done()
     return ProxyConfig(
         driver=driver, admin=admin, token_env=token_env,
-        token_file=_resolve(base, token_file_text) if token_file_text else None,
+        token_file=_resolve(base, token_file_text) if token_file_text else None, token_secret=token_secret,
         runtime_file=_resolve(base, runtime_text) if runtime_text else None,
         frontends=frontends, haproxy=haproxy, trusted_proxies=trusted, host=host, **timeouts,
     )
@@ -410,6 +427,8 @@ EXAMPLE_YAML = """\
 #     listen: 127.0.0.1:0         # loopback HOST:PORT (0 = pick a free port) or unix:/path/admin.sock
 #     token_env: OPSCONSOLE_PROXY_TOKEN   # bearer token from this environment variable …
 #     token_file: proxy.token     # … or from this file (relative to this config); the proxy refuses to start without one
+#     token_secret: proxy_token   # … or from the `secrets:` entry of this name (a proxy on its own host: `provision`
+#                                 #   hands it to the proxy host's 0600 token file, no_log)
 #   runtime_file: proxy.json      # the proxy writes its pid, admin URL and bound ports here (default <state_dir>/proxy/runtime.json)
 #   upstream_idle: 2s             # idle keep-alive to backends; keep it shorter than the backends' own
 #   client_idle: 30s              # idle keep-alive to clients

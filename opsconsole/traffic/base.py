@@ -150,6 +150,8 @@ class TrafficState:
     driver: str  # embedded | haproxy
     apps: Mapping[str, AppTraffic]
     at: float = field(default_factory=time.time)
+    # Which proxy process answered (embedded: "PID@START-TIME"): another value means it restarted since.
+    instance: str | None = None
 
 
 class TrafficDriver(abc.ABC):

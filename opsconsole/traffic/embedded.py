@@ -95,7 +95,8 @@ class EmbeddedDriver(TrafficDriver):
 
     async def state(self) -> TrafficState:
         data = await self._call("GET", "/state")
-        return TrafficState("embedded", {name: app_from_json(a) for name, a in data["apps"].items()})
+        instance = f"{data['pid']}@{data['started']}" if "pid" in data and "started" in data else None
+        return TrafficState("embedded", {name: app_from_json(a) for name, a in data["apps"].items()}, instance=instance)
 
     async def app(self, app: str) -> AppTraffic:
         return app_from_json(await self._call("GET", f"/apps/{app}"))
