@@ -210,6 +210,8 @@ class Engine:
                 self._keep(asyncio.ensure_future(poller.run()))
         if self.startup.watch_proxy and self.config.proxy is not None:
             self._keep(asyncio.ensure_future(self.traffic.watch()))
+            if self.kube.fronted_apps():  # Kubernetes apps: the proxy's members follow their EndpointSlices
+                self._keep(asyncio.ensure_future(self.kube.follow_endpoints(self.traffic.driver)))
 
     async def __aenter__(self) -> "Engine":
         await self.start()

@@ -28,6 +28,7 @@ from opsconsole.kube.progress import Progress, batch_strategy, read_progress
 
 if TYPE_CHECKING:  # lightkube loads only when a cluster is used
     from opsconsole.kube.client import KubeClient
+    from opsconsole.traffic.base import TrafficDriver
 
 Cmd = TypeVar("Cmd", bound=C.Command)
 REVISION = "deployment.kubernetes.io/revision"
@@ -349,6 +350,29 @@ class KubeDesk:
 
     def busy(self) -> bool:
         return bool(self.live)
+
+    # -- EndpointSlices into the traffic proxy ----------------------------------------------------
+    def fronted_apps(self) -> list[AppConfig]:
+        """Kubernetes apps the traffic proxy fronts: their pools' members are the Services' ready endpoints."""
+        proxy = self.config.proxy
+        return [a for a in self.config.apps.values() if self.is_kube(a.name) and proxy and a.name in proxy.frontends]
+
+    async def follow_endpoints(self, driver: Callable[[], "TrafficDriver"]) -> None:
+        """Keep each fronted app's stable/canary pools equal to its Services' ready endpoints (until cancelled)."""
+        await asyncio.gather(*(self._follow(app, driver) for app in self.fronted_apps()))
+
+    async def _follow(self, app: AppConfig, driver: Callable[[], "TrafficDriver"]) -> None:
+        from opsconsole.kube.client import KubeError
+        from opsconsole.kube.endpoints import EndpointFollower
+
+        services = {track: deployment_name(app, track) for track in ("stable", "canary")}
+        while True:
+            try:
+                async with self._client(app) as client:
+                    await EndpointFollower(client, app.name, services, driver, self.fleet.say).run()
+            except KubeError as exc:  # a kubeconfig that cannot be used: say so, try again later
+                self.fleet.say(f"endpoints of {app.name}: {exc}; trying again in {self.RETRY_WATCH:g}s", "warn")
+            await asyncio.sleep(self.RETRY_WATCH)
 
     async def history(self, command: C.History) -> str:
         """The Deployment's revisions, from its ReplicaSets (what `kubectl rollout history` shows)."""

@@ -1,0 +1,180 @@
+"""EndpointSlices → the traffic proxy: the stable and canary Services' ready endpoints become the
+proxy's pool members, canary weights stay exact, and a dropped watch is reopened.
+
+The API server is kmock (a real HTTP server, tests/kubelab.py) behind a TCP relay that can cut the
+client's connections; the slices are written by a stand-in for the EndpointSlice controller
+(tests/kubecontroller.py). The "pods" are real loopback processes, the proxy is the real embedded
+proxy process, the traffic real HTTP requests through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from opsconsole.config.loader import load_config
+from opsconsole.kube.client import KubeClient
+from opsconsole.kube.endpoints import EndpointFollower, ready_endpoints
+from opsconsole.kube.manifests import kube_section
+from opsconsole.traffic.base import AppTraffic, Endpoint
+from opsconsole.traffic.embedded import EmbeddedDriver
+from tests.kubecontroller import StandInEndpointSlices
+from tests.kubelab import Relay, kube_api, write_kubeconfig
+from tests.test_proxy_support import TOKEN, Backend, ProxyProc, load, start_backend, start_proxy
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.timeout(120)
+
+
+def proxy_lab_config(tmp_path: Path, kubeconfig: Path) -> str:
+    """examples/kubernetes.yaml with the lab's kubeconfig, a token from the environment and quick checks."""
+    text = (ROOT / "examples" / "kubernetes.yaml").read_text()
+    text = text.replace("state_dir: ../.demo/state-k8s", f"state_dir: {tmp_path / 'state'}")
+    text = text.replace("      # kubeconfig: ~/.kube/lab ", f"      kubeconfig: {kubeconfig} ")
+    text = text.replace("    token_file: ../.demo/proxy.token", "    token_env: OPSC_TEST_PROXY_TOKEN")
+    text = text.replace("  runtime_file: ../.demo/proxy-k8s.json\n", "")
+    text = text.replace("health: {path: /health, interval: 1s, timeout: 2s, fall: 2, rise: 2}",
+                        "health: {path: /health, interval: 200ms, timeout: 300ms, fall: 2, rise: 2}")
+    assert "token_env" in text and "interval: 200ms" in text, "examples/kubernetes.yaml changed shape"
+    return text
+
+
+@dataclass
+class Lab:
+    proxy: ProxyProc
+    driver: EmbeddedDriver
+    slices: StandInEndpointSlices
+    relay: Relay
+    follower: EndpointFollower
+    backends: dict[str, Backend]
+    said: list[str]
+
+    @property
+    def port(self) -> int:
+        return self.proxy.port("checkbox")
+
+    async def until(self, what: str, check: Callable[[AppTraffic], bool], timeout: float = 15) -> AppTraffic:
+        deadline = time.monotonic() + timeout
+        while True:
+            st = await self.driver.app("checkbox")
+            if check(st):
+                return st
+            assert time.monotonic() < deadline, f"{what}: never happened; proxy has {members(st)}; said {self.said[-5:]}"
+            await asyncio.sleep(0.05)
+
+
+def members(st: AppTraffic, pool: str | None = None) -> dict[str, list[str]] | list[str]:
+    if pool is not None:
+        return sorted(m.name for m in st.pools[pool].members if not m.removed)
+    return {p: sorted(m.name for m in st.pools[p].members if not m.removed) for p in st.pools}
+
+
+def _all_members(st: AppTraffic, pool: str) -> list[str]:
+    """Draining ones too."""
+    return [m.name for m in st.pools[pool].members]
+
+
+@pytest.fixture
+async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
+    backends = {n: start_backend(n) for n in ("checkbox-s1", "checkbox-s2", "checkbox-s3", "checkbox-c1", "checkbox-c2")}
+    proxy = None
+    try:
+        async with kube_api() as (api, url), Relay(url) as relay:
+            kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", relay.url)  # opsconsole's way in: cuttable
+            direct = write_kubeconfig(tmp_path / "kubeconfig-direct", url)  # the stand-in controller's
+            text = proxy_lab_config(tmp_path, kubeconfig)
+            proxy = start_proxy(tmp_path, text)
+            config = load_config(tmp_path / "opsconsole.yaml")
+            said: list[str] = []
+            async with KubeClient(kube_section(config.groups["checkbox"])) as client, \
+                    StandInEndpointSlices(direct) as slices, \
+                    EmbeddedDriver.from_runtime_file(tmp_path / "proxy-runtime.json", TOKEN) as driver:
+                follower = EndpointFollower(client, "checkbox", {"stable": "checkbox", "canary": "checkbox-canary"},
+                                            lambda: driver, lambda text, level: said.append(text))
+                task = asyncio.ensure_future(follower.run())
+                try:
+                    yield Lab(proxy, driver, slices, relay, follower, backends, said)
+                finally:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        for b in backends.values():
+            b.kill()
+
+
+def test_kube_ready_endpoints_from_slices() -> None:
+    def slice_(service: str, port: int, *endpoints: dict) -> dict:
+        return {"metadata": {"name": f"{service}-x", "labels": {"kubernetes.io/service-name": service}},
+                "ports": [{"name": "metrics", "port": 9090}, {"name": "http", "port": port}],
+                "endpoints": list(endpoints)}
+
+    got = ready_endpoints([slice_("web", 8080,
+                                  {"addresses": ["10.0.0.1"], "conditions": {"ready": True}, "targetRef": {"name": "web-a"}},
+                                  {"addresses": ["10.0.0.2"], "conditions": {}, "targetRef": {"name": "web-b"}},
+                                  {"addresses": ["10.0.0.3"], "conditions": {"ready": False}, "targetRef": {"name": "web-c"}},
+                                  {"addresses": ["10.0.0.4"], "conditions": {"ready": False, "terminating": True}},
+                                  {"addresses": ["10.0.0.5"]})])
+    # unset `ready` counts as ready (the API's rule); not ready and terminating do not; no targetRef: address:port
+    assert got == [Endpoint("10.0.0.5:8080", "10.0.0.5", 8080), Endpoint("web-a", "10.0.0.1", 8080),
+                   Endpoint("web-b", "10.0.0.2", 8080)]
+
+
+async def test_kube_endpoints_become_pool_members_and_canary_weights_stay_exact(lab: Lab) -> None:
+    b = lab.backends
+    for pod in ("checkbox-s1", "checkbox-s2"):
+        await lab.slices.publish("checkbox", pod, b[pod].port)
+    await lab.slices.publish("checkbox-canary", "checkbox-c1", b["checkbox-c1"].port)
+    await lab.until("the pods became members", lambda st: members(st) ==
+                    {"stable": ["checkbox-s1", "checkbox-s2"], "canary": ["checkbox-c1"]})
+
+    await lab.driver.set_canary_percent("checkbox", 20)
+    r = await load(lab.port, total=2000, concurrency=8)
+    assert r.failed == 0, (r.statuses, r.errors[:5])
+    assert abs(r.members["checkbox-c1"] / sum(r.members.values()) - 0.20) <= 0.03, r.members
+
+    # A pod goes not-ready: out of its pool, nothing fails, and the canary's share does not move.
+    await lab.slices.set_ready("checkbox", "checkbox-s2", b["checkbox-s2"].port, ready=False)
+    await lab.until("the not-ready pod left", lambda st: members(st, "stable") == ["checkbox-s1"])
+    # A second canary pod comes: the canary's 20% is now split between two pods, still 20% in all.
+    await lab.slices.publish("checkbox-canary", "checkbox-c2", b["checkbox-c2"].port)
+    st = await lab.until("the second canary pod joined", lambda st: members(st, "canary") == ["checkbox-c1", "checkbox-c2"])
+    assert (st.pools["stable"].weight, st.pools["canary"].weight) == (80, 20)
+    r = await load(lab.port, total=2000, concurrency=8)
+    assert r.failed == 0, (r.statuses, r.errors[:5])
+    assert r.members["checkbox-s2"] == 0, r.members
+    canary = r.members["checkbox-c1"] + r.members["checkbox-c2"]
+    assert abs(canary / sum(r.members.values()) - 0.20) <= 0.03, r.members
+    assert min(r.members["checkbox-c1"], r.members["checkbox-c2"]) > 100, r.members
+
+    # The slice deleted (the Service's pod gone): its member goes too.
+    await lab.slices.remove("checkbox-c1")
+    await lab.until("the deleted slice's pod left", lambda st: members(st, "canary") == ["checkbox-c2"])
+
+
+async def test_kube_endpoints_watch_dropped_is_reopened_from_its_resource_version(lab: Lab) -> None:
+    b = lab.backends
+    await lab.slices.publish("checkbox", "checkbox-s1", b["checkbox-s1"].port)
+    await lab.until("the first pod became a member", lambda st: members(st, "stable") == ["checkbox-s1"])
+    watches_before = [line for line in lab.relay.requests if "watch=" in line and "endpointslices" in line]
+    assert len(watches_before) == 1, lab.relay.requests
+
+    lab.relay.drop()  # the server's side of every open connection, the watch stream among them, is gone
+    await lab.slices.publish("checkbox", "checkbox-s3", b["checkbox-s3"].port)
+    await lab.until("a pod published after the drop became a member",
+                    lambda st: members(st, "stable") == ["checkbox-s1", "checkbox-s3"])
+    assert lab.follower.reopened >= 1
+    watches = [line for line in lab.relay.requests if "watch=" in line and "endpointslices" in line]
+    assert len(watches) >= 2
+    assert "resourceVersion=" in watches[-1], watches[-1]  # reopened from where it was, not listed afresh
+    lists = [line for line in lab.relay.requests if "endpointslices" in line and "watch=" not in line]
+    assert len(lists) == 1, lists
+    assert any("watching again" in s for s in lab.said), lab.said
+
