@@ -178,3 +178,73 @@ async def test_kube_endpoints_watch_dropped_is_reopened_from_its_resource_versio
     assert len(lists) == 1, lists
     assert any("watching again" in s for s in lab.said), lab.said
 
+
+async def test_kube_canary_endpoint_killed_under_load_zero_failed_requests(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's test: under load through the embedded proxy, a canary pod's process is killed and the
+    stand-in controller turns its endpoint not-ready. No client request fails, the other canary pod
+    keeps the canary's exact share, and the engine (not the test) moved the proxy's members."""
+    from opsconsole.engine.engine import Engine
+
+    backends = {n: start_backend(n) for n in ("checkbox-s1", "checkbox-s2", "checkbox-c1", "checkbox-c2")}
+    proxy = None
+    monkeypatch.setenv("OPSC_TEST_PROXY_TOKEN", TOKEN)
+    try:
+        async with kube_api() as (api, url):
+            kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", url)
+            text = proxy_lab_config(tmp_path, kubeconfig)
+            text = text.replace("  admin:\n", f"  runtime_file: {tmp_path / 'proxy-runtime.json'}\n  admin:\n", 1)
+            proxy = start_proxy(tmp_path, text)
+            engine = Engine.open(load_config(tmp_path / "opsconsole.yaml"), watch_proxy=True)
+            async with StandInEndpointSlices(kubeconfig) as slices, engine, \
+                    EmbeddedDriver.from_runtime_file(tmp_path / "proxy-runtime.json", TOKEN) as driver:
+                for pod in ("checkbox-s1", "checkbox-s2"):
+                    await slices.publish("checkbox", pod, backends[pod].port)
+                for pod in ("checkbox-c1", "checkbox-c2"):
+                    await slices.publish("checkbox-canary", pod, backends[pod].port)
+                deadline = time.monotonic() + 15
+                while members(await driver.app("checkbox")) != {"stable": ["checkbox-s1", "checkbox-s2"],
+                                                                "canary": ["checkbox-c1", "checkbox-c2"]}:
+                    assert time.monotonic() < deadline, "the engine never set the proxy's members from the slices"
+                    await asyncio.sleep(0.05)
+                outcome = await engine.execute(engine.parse("canary checkbox weight 50"))
+                assert outcome.ok, outcome.message
+
+                async def served(pod: str) -> int:
+                    return (await driver.app("checkbox")).member(pod).counters.requests
+
+                async def until_served(pod: str, count: int) -> None:
+                    deadline = time.monotonic() + 30
+                    while await served(pod) < count:
+                        assert time.monotonic() < deadline and not task.done(), f"{pod} never served {count}"
+                        await asyncio.sleep(0.05)
+
+                stop = asyncio.Event()
+                t0 = time.monotonic()
+                task = asyncio.ensure_future(load(proxy.port("checkbox"), total=500_000, concurrency=16,
+                                                  seconds=60, stop=stop))
+                await until_served("checkbox-c1", 100)  # traffic flows to both canary pods
+                killed_at = time.monotonic() - t0
+                backends["checkbox-c1"].kill()
+                await slices.set_ready("checkbox-canary", "checkbox-c1", backends["checkbox-c1"].port, ready=False)
+                await until_served("checkbox-c2", await served("checkbox-c2") + 500)  # and goes on a while
+                stop.set()
+                r = await task
+                deadline = time.monotonic() + 10
+                while "checkbox-c1" in _all_members(st := await driver.app("checkbox"), "canary"):
+                    assert time.monotonic() < deadline, "the killed pod's endpoint never left the canary pool"
+                    await asyncio.sleep(0.05)
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        for b in backends.values():
+            b.kill()
+    assert r.failed == 0, (r.statuses, r.errors[:5])
+    before = [m for t, m in r.timeline if t < killed_at]
+    assert before.count("checkbox-c1") >= 50, (killed_at, Counter(before), r.members)  # it served before it died
+    after = [m for t, m in r.timeline if t > killed_at + 0.5]
+    assert len(after) > 500 and "checkbox-c1" not in after, Counter(after)
+    share = after.count("checkbox-c2") / len(after)  # the canary's 50% now all on the pod that is left
+    assert abs(share - 0.50) <= 0.05, r.members
+    assert st.alert is None and st.pools["canary"].weight == 50 and st.client_errors == 0
+    assert members(st, "canary") == ["checkbox-c2"]
