@@ -248,3 +248,66 @@ async def test_kube_canary_endpoint_killed_under_load_zero_failed_requests(tmp_p
     assert abs(share - 0.50) <= 0.05, r.members
     assert st.alert is None and st.pools["canary"].weight == 50 and st.client_errors == 0
     assert members(st, "canary") == ["checkbox-c2"]
+
+
+async def test_kube_canary_steps_and_clear_same_as_on_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`canary APP steps` (judged on the proxy's counters) and `canary APP clear` (the latch) on a
+    Kubernetes app take the SSH fleet's code path: the proxy in front, its members from EndpointSlices."""
+    from opsconsole.engine.engine import Engine
+
+    backends = {n: start_backend(n) for n in ("checkbox-s1", "checkbox-c1")}
+    proxy = None
+    monkeypatch.setenv("OPSC_TEST_PROXY_TOKEN", TOKEN)
+    try:
+        async with kube_api() as (api, url):
+            kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", url)
+            text = proxy_lab_config(tmp_path, kubeconfig)
+            text = text.replace("  admin:\n", f"  runtime_file: {tmp_path / 'proxy-runtime.json'}\n  admin:\n", 1)
+            text = text.replace("\nproxy:\n", "\ncanary: {steps: [20, 50], hold: 300ms, min_requests: 20, max_wait: 20s}"
+                                              "\n\nproxy:\n", 1)
+            proxy = start_proxy(tmp_path, text)
+            engine = Engine.open(load_config(tmp_path / "opsconsole.yaml"), watch_proxy=True)
+            async with StandInEndpointSlices(kubeconfig) as slices, engine, \
+                    EmbeddedDriver.from_runtime_file(tmp_path / "proxy-runtime.json", TOKEN) as driver:
+                await slices.publish("checkbox", "checkbox-s1", backends["checkbox-s1"].port)
+                await slices.publish("checkbox-canary", "checkbox-c1", backends["checkbox-c1"].port)
+                deadline = time.monotonic() + 15
+                while members(await driver.app("checkbox")) != {"stable": ["checkbox-s1"], "canary": ["checkbox-c1"]}:
+                    assert time.monotonic() < deadline, "the engine never set the proxy's members from the slices"
+                    await asyncio.sleep(0.05)
+                stop = asyncio.Event()
+                task = asyncio.ensure_future(load(proxy.port("checkbox"), total=500_000, concurrency=4, seconds=60,
+                                                  stop=stop))
+                stepped = await engine.execute(engine.parse("canary checkbox steps"))
+                held = await driver.app("checkbox")
+                # The canary's process dies (its endpoint still listed ready: the kubelet has not noticed yet).
+                backends["checkbox-c1"].kill()
+                deadline = time.monotonic() + 10
+                while (await driver.app("checkbox")).alert is None:
+                    assert time.monotonic() < deadline, "the dead canary never latched the alert"
+                    await asyncio.sleep(0.05)
+                refused = await engine.execute(engine.parse("canary checkbox clear"))  # still dead: stays latched
+                backends["checkbox-c1"] = start_backend("checkbox-c1", port=backends["checkbox-c1"].port)  # restarted
+                deadline = time.monotonic() + 10
+                while "passed" not in (await driver.app("checkbox")).member("checkbox-c1").check and \
+                        not (await driver.app("checkbox")).member("checkbox-c1").healthy:
+                    assert time.monotonic() < deadline, "the restarted canary never passed a check"
+                    await asyncio.sleep(0.05)
+                latched = await driver.app("checkbox")
+                cleared = await engine.execute(engine.parse("canary checkbox clear"))
+                after = await driver.app("checkbox")
+                stop.set()
+                r = await task
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        for b in backends.values():
+            b.kill()
+    assert stepped.ok, stepped.message
+    assert "up to 50%" in stepped.message
+    assert (held.pools["stable"].weight, held.pools["canary"].weight) == (50, 50)
+    assert not refused.ok and "still down" in refused.message
+    assert latched.alert is not None and latched.canary_percent == 0.0
+    assert cleared.ok, cleared.message
+    assert after.alert is None and after.canary_percent == 50.0
+    assert r.failed == 0, (r.statuses, r.errors[:5])
