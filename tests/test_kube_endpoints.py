@@ -10,11 +10,13 @@ proxy process, the traffic real HTTP requests through it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -27,6 +29,9 @@ from opsconsole.traffic.embedded import EmbeddedDriver
 from tests.kubecontroller import StandInEndpointSlices
 from tests.kubelab import Relay, kube_api, write_kubeconfig
 from tests.test_proxy_support import TOKEN, Backend, ProxyProc, load, start_backend, start_proxy
+
+if TYPE_CHECKING:
+    from opsconsole.engine.engine import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(120)
@@ -179,71 +184,89 @@ async def test_kube_endpoints_watch_dropped_is_reopened_from_its_resource_versio
     assert any("watching again" in s for s in lab.said), lab.said
 
 
-async def test_kube_canary_endpoint_killed_under_load_zero_failed_requests(tmp_path: Path,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """The issue's test: under load through the embedded proxy, a canary pod's process is killed and the
-    stand-in controller turns its endpoint not-ready. No client request fails, the other canary pod
-    keeps the canary's exact share, and the engine (not the test) moved the proxy's members."""
+@dataclass
+class EngineLab:
+    engine: "Engine"
+    driver: EmbeddedDriver
+    slices: StandInEndpointSlices
+    proxy: ProxyProc
+    backends: dict[str, Backend]
+
+
+@contextlib.asynccontextmanager
+async def engine_lab(tmp_path: Path, stable: list[str], canary: list[str], extra: str = "") -> AsyncIterator[EngineLab]:
+    """The engine (watch_proxy: it runs the EndpointSlice follower) with the embedded proxy in front of
+    loopback "pods" published by the stand-in controller; yields once the proxy's pools hold them.
+    OPSC_TEST_PROXY_TOKEN must be set (monkeypatch)."""
     from opsconsole.engine.engine import Engine
 
-    backends = {n: start_backend(n) for n in ("checkbox-s1", "checkbox-s2", "checkbox-c1", "checkbox-c2")}
+    backends = {n: start_backend(n) for n in stable + canary}
     proxy = None
-    monkeypatch.setenv("OPSC_TEST_PROXY_TOKEN", TOKEN)
     try:
         async with kube_api() as (api, url):
             kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", url)
             text = proxy_lab_config(tmp_path, kubeconfig)
             text = text.replace("  admin:\n", f"  runtime_file: {tmp_path / 'proxy-runtime.json'}\n  admin:\n", 1)
+            text = text.replace("\nproxy:\n", f"\n{extra}\nproxy:\n", 1)
             proxy = start_proxy(tmp_path, text)
             engine = Engine.open(load_config(tmp_path / "opsconsole.yaml"), watch_proxy=True)
             async with StandInEndpointSlices(kubeconfig) as slices, engine, \
                     EmbeddedDriver.from_runtime_file(tmp_path / "proxy-runtime.json", TOKEN) as driver:
-                for pod in ("checkbox-s1", "checkbox-s2"):
-                    await slices.publish("checkbox", pod, backends[pod].port)
-                for pod in ("checkbox-c1", "checkbox-c2"):
-                    await slices.publish("checkbox-canary", pod, backends[pod].port)
+                for service, pods in (("checkbox", stable), ("checkbox-canary", canary)):
+                    for pod in pods:
+                        await slices.publish(service, pod, backends[pod].port)
                 deadline = time.monotonic() + 15
-                while members(await driver.app("checkbox")) != {"stable": ["checkbox-s1", "checkbox-s2"],
-                                                                "canary": ["checkbox-c1", "checkbox-c2"]}:
+                while members(await driver.app("checkbox")) != {"stable": sorted(stable), "canary": sorted(canary)}:
                     assert time.monotonic() < deadline, "the engine never set the proxy's members from the slices"
                     await asyncio.sleep(0.05)
-                outcome = await engine.execute(engine.parse("canary checkbox weight 50"))
-                assert outcome.ok, outcome.message
-
-                async def served(pod: str) -> int:
-                    return (await driver.app("checkbox")).member(pod).counters.requests
-
-                async def until_served(pod: str, count: int) -> None:
-                    deadline = time.monotonic() + 30
-                    while await served(pod) < count:
-                        assert time.monotonic() < deadline and not task.done(), f"{pod} never served {count}"
-                        await asyncio.sleep(0.05)
-
-                stop = asyncio.Event()
-                t0 = time.monotonic()
-                task = asyncio.ensure_future(load(proxy.port("checkbox"), total=500_000, concurrency=16,
-                                                  seconds=60, stop=stop))
-                await until_served("checkbox-c1", 100)  # traffic flows to both canary pods
-                killed_at = time.monotonic() - t0
-                backends["checkbox-c1"].kill()
-                await slices.set_ready("checkbox-canary", "checkbox-c1", backends["checkbox-c1"].port, ready=False)
-                await until_served("checkbox-c2", await served("checkbox-c2") + 500)  # and goes on a while
-                stop.set()
-                r = await task
-                deadline = time.monotonic() + 10
-                while "checkbox-c1" in _all_members(st := await driver.app("checkbox"), "canary"):
-                    assert time.monotonic() < deadline, "the killed pod's endpoint never left the canary pool"
-                    await asyncio.sleep(0.05)
+                yield EngineLab(engine, driver, slices, proxy, backends)
     finally:
         if proxy is not None:
             proxy.stop()
         for b in backends.values():
             b.kill()
+
+
+async def test_kube_canary_endpoint_killed_under_load_zero_failed_requests(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's test: under load through the embedded proxy, a canary pod's process is killed and the
+    stand-in controller turns its endpoint not-ready. No client request fails, the other canary pod
+    keeps the canary's exact share, and the engine (not the test) moved the proxy's members."""
+    monkeypatch.setenv("OPSC_TEST_PROXY_TOKEN", TOKEN)
+    async with engine_lab(tmp_path, ["checkbox-s1", "checkbox-s2"], ["checkbox-c1", "checkbox-c2"]) as lab:
+        engine, driver, slices, proxy, backends = lab.engine, lab.driver, lab.slices, lab.proxy, lab.backends
+        outcome = await engine.execute(engine.parse("canary checkbox weight 50"))
+        assert outcome.ok, outcome.message
+
+        async def served(pod: str) -> int:
+            return (await driver.app("checkbox")).member(pod).counters.requests
+
+        async def until_served(pod: str, count: int) -> None:
+            deadline = time.monotonic() + 30
+            while await served(pod) < count:
+                assert time.monotonic() < deadline and not task.done(), f"{pod} never served {count}"
+                await asyncio.sleep(0.05)
+
+        stop = asyncio.Event()
+        t0 = time.monotonic()
+        task = asyncio.ensure_future(load(proxy.port("checkbox"), total=500_000, concurrency=16,
+                                          seconds=60, stop=stop))
+        await until_served("checkbox-c1", 100)  # traffic flows to both canary pods
+        killed_at = time.monotonic() - t0
+        backends["checkbox-c1"].kill()
+        await slices.set_ready("checkbox-canary", "checkbox-c1", backends["checkbox-c1"].port, ready=False)
+        await until_served("checkbox-c2", await served("checkbox-c2") + 600)  # and goes on a while
+        stop.set()
+        r = await task
+        deadline = time.monotonic() + 10
+        while "checkbox-c1" in _all_members(st := await driver.app("checkbox"), "canary"):
+            assert time.monotonic() < deadline, "the killed pod's endpoint never left the canary pool"
+            await asyncio.sleep(0.05)
     assert r.failed == 0, (r.statuses, r.errors[:5])
     before = [m for t, m in r.timeline if t < killed_at]
     assert before.count("checkbox-c1") >= 50, (killed_at, Counter(before), r.members)  # it served before it died
     after = [m for t, m in r.timeline if t > killed_at + 0.5]
-    assert len(after) > 500 and "checkbox-c1" not in after, Counter(after)
+    assert len(after) > 300 and "checkbox-c1" not in after, Counter(after)
     share = after.count("checkbox-c2") / len(after)  # the canary's 50% now all on the pod that is left
     assert abs(share - 0.50) <= 0.05, r.members
     assert st.alert is None and st.pools["canary"].weight == 50 and st.client_errors == 0
@@ -253,56 +276,33 @@ async def test_kube_canary_endpoint_killed_under_load_zero_failed_requests(tmp_p
 async def test_kube_canary_steps_and_clear_same_as_on_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`canary APP steps` (judged on the proxy's counters) and `canary APP clear` (the latch) on a
     Kubernetes app take the SSH fleet's code path: the proxy in front, its members from EndpointSlices."""
-    from opsconsole.engine.engine import Engine
-
-    backends = {n: start_backend(n) for n in ("checkbox-s1", "checkbox-c1")}
-    proxy = None
     monkeypatch.setenv("OPSC_TEST_PROXY_TOKEN", TOKEN)
-    try:
-        async with kube_api() as (api, url):
-            kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", url)
-            text = proxy_lab_config(tmp_path, kubeconfig)
-            text = text.replace("  admin:\n", f"  runtime_file: {tmp_path / 'proxy-runtime.json'}\n  admin:\n", 1)
-            text = text.replace("\nproxy:\n", "\ncanary: {steps: [20, 50], hold: 300ms, min_requests: 20, max_wait: 20s}"
-                                              "\n\nproxy:\n", 1)
-            proxy = start_proxy(tmp_path, text)
-            engine = Engine.open(load_config(tmp_path / "opsconsole.yaml"), watch_proxy=True)
-            async with StandInEndpointSlices(kubeconfig) as slices, engine, \
-                    EmbeddedDriver.from_runtime_file(tmp_path / "proxy-runtime.json", TOKEN) as driver:
-                await slices.publish("checkbox", "checkbox-s1", backends["checkbox-s1"].port)
-                await slices.publish("checkbox-canary", "checkbox-c1", backends["checkbox-c1"].port)
-                deadline = time.monotonic() + 15
-                while members(await driver.app("checkbox")) != {"stable": ["checkbox-s1"], "canary": ["checkbox-c1"]}:
-                    assert time.monotonic() < deadline, "the engine never set the proxy's members from the slices"
-                    await asyncio.sleep(0.05)
-                stop = asyncio.Event()
-                task = asyncio.ensure_future(load(proxy.port("checkbox"), total=500_000, concurrency=4, seconds=60,
-                                                  stop=stop))
-                stepped = await engine.execute(engine.parse("canary checkbox steps"))
-                held = await driver.app("checkbox")
-                # The canary's process dies (its endpoint still listed ready: the kubelet has not noticed yet).
-                backends["checkbox-c1"].kill()
-                deadline = time.monotonic() + 10
-                while (await driver.app("checkbox")).alert is None:
-                    assert time.monotonic() < deadline, "the dead canary never latched the alert"
-                    await asyncio.sleep(0.05)
-                refused = await engine.execute(engine.parse("canary checkbox clear"))  # still dead: stays latched
-                backends["checkbox-c1"] = start_backend("checkbox-c1", port=backends["checkbox-c1"].port)  # restarted
-                deadline = time.monotonic() + 10
-                while "passed" not in (await driver.app("checkbox")).member("checkbox-c1").check and \
-                        not (await driver.app("checkbox")).member("checkbox-c1").healthy:
-                    assert time.monotonic() < deadline, "the restarted canary never passed a check"
-                    await asyncio.sleep(0.05)
-                latched = await driver.app("checkbox")
-                cleared = await engine.execute(engine.parse("canary checkbox clear"))
-                after = await driver.app("checkbox")
-                stop.set()
-                r = await task
-    finally:
-        if proxy is not None:
-            proxy.stop()
-        for b in backends.values():
-            b.kill()
+    steps = "canary: {steps: [20, 50], hold: 300ms, min_requests: 20, max_wait: 20s}\n"
+    async with engine_lab(tmp_path, ["checkbox-s1"], ["checkbox-c1"], extra=steps) as lab:
+        engine, driver, proxy, backends = lab.engine, lab.driver, lab.proxy, lab.backends
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(load(proxy.port("checkbox"), total=500_000, concurrency=4, seconds=60,
+                                          stop=stop))
+        stepped = await engine.execute(engine.parse("canary checkbox steps"))
+        held = await driver.app("checkbox")
+        # The canary's process dies (its endpoint still listed ready: the kubelet has not noticed yet).
+        backends["checkbox-c1"].kill()
+        deadline = time.monotonic() + 10
+        while (await driver.app("checkbox")).alert is None:
+            assert time.monotonic() < deadline, "the dead canary never latched the alert"
+            await asyncio.sleep(0.05)
+        refused = await engine.execute(engine.parse("canary checkbox clear"))  # still dead: stays latched
+        backends["checkbox-c1"] = start_backend("checkbox-c1", port=backends["checkbox-c1"].port)  # restarted
+        deadline = time.monotonic() + 10
+        while "passed" not in (await driver.app("checkbox")).member("checkbox-c1").check and \
+                not (await driver.app("checkbox")).member("checkbox-c1").healthy:
+            assert time.monotonic() < deadline, "the restarted canary never passed a check"
+            await asyncio.sleep(0.05)
+        latched = await driver.app("checkbox")
+        cleared = await engine.execute(engine.parse("canary checkbox clear"))
+        after = await driver.app("checkbox")
+        stop.set()
+        r = await task
     assert stepped.ok, stepped.message
     assert "up to 50%" in stepped.message
     assert (held.pools["stable"].weight, held.pools["canary"].weight) == (50, 50)

@@ -13,6 +13,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+from opsconsole.proxy.config import MemberConfig
+
+# One member a runtime member set names: an IP address and port (e.g. a ready EndpointSlice endpoint) — the
+# proxy config's own member type, so the traffic interface and the proxy speak of members the same way.
+Endpoint = MemberConfig
+
 POOLS = ("stable", "canary")
 
 
@@ -102,19 +108,6 @@ class MemberTraffic:
     ejected: bool = False  # out because live traffic failed on it (outlier detection), not by its checks
     tunnels: int = 0  # WebSocket tunnels open to it
     removed: bool = False  # taken out of its pool's member set: draining until it is gone
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One member a runtime member set names: an IP address and port (e.g. a ready EndpointSlice endpoint)."""
-
-    name: str
-    address: str
-    port: int
-    weight: int = 1
-
-    def to_json(self) -> dict[str, object]:
-        return {"name": self.name, "address": self.address, "port": self.port, "weight": self.weight}
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import urllib.parse
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -106,7 +107,7 @@ class EmbeddedDriver(TrafficDriver):
 
     async def set_members(self, app: str, pool: str, members: Sequence[Endpoint]) -> AppTraffic:
         return app_from_json(await self._call("PUT", f"/apps/{app}/pools/{pool}/members",
-                                              {"members": [m.to_json() for m in members]}))
+                                              {"members": [asdict(m) for m in members]}))
 
     async def drain(self, app: str, member: str) -> None:
         await self._call("POST", f"/apps/{app}/members/{member}/drain")

@@ -16,7 +16,7 @@ import json
 import re
 import shlex
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
@@ -276,7 +276,7 @@ class HaproxyDriver(TrafficDriver):
             others |= {m.name for p, pl in fe.pools.items() if p != pool and p not in self._desired[app]["members"]
                        for m in pl.members}
             try:
-                wanted = member_configs([m.to_json() for m in members], taken=others)
+                wanted = member_configs([asdict(m) for m in members], taken=others)
             except ValueError as exc:
                 raise TrafficBadRequest(f"app {app} pool {pool}: {exc}") from None
             await self._reap(app, await self._stats())
