@@ -182,6 +182,12 @@ class HaproxyDriver(TrafficDriver):
                     entries.append({"name": r["addr"], "server": name, "address": address.strip("[]"),
                                     "port": int(port), "weight": 1, "removed": r["status"].startswith("DRAIN"),
                                     "slot": True})
+            for entries in self._desired[app]["members"].values():
+                # Beside slots in use, a config server in maintenance is one the member set left out.
+                gone = [e for e in entries if not e["slot"] and by_name.get(e["server"], {}).get("status", "").startswith("MAINT")]
+                entries[:] = [e for e in entries if e not in gone]
+                for e in gone:
+                    admin.pop(e["server"], None)
 
     async def _apply_all(self) -> None:
         cmds: list[str] = []
