@@ -16,7 +16,7 @@ import pytest
 
 from opsconsole.hosts import Host
 from opsconsole.proxy.__main__ import load_proxy_config
-from opsconsole.traffic.base import Endpoint
+from opsconsole.traffic.base import Endpoint, TrafficBadRequest
 from opsconsole.traffic.haproxy import HaproxyDriver, TransportChannel, UnixSocketChannel
 from opsconsole.traffic.haproxy_config import render_haproxy_config, server_weights
 from opsconsole.transport.local import LocalTransport
@@ -469,3 +469,22 @@ def test_runtime_member_set_is_reapplied_after_a_haproxy_reload_and_adopted_by_a
     assert sorted((m.address, m.port) for m in adopted.pools["stable"].members) == \
         sorted([("127.0.0.1", s1.port), ("127.0.0.1", s3.port)])
     assert new.proc.poll() is None
+
+
+def test_member_set_beyond_the_slots_is_refused_and_changes_nothing(lab):
+    s1, s2, s3 = lab.backend("s1"), lab.backend("s2"), lab.backend("s3")
+    lab.haproxy(app_block("web", [s1], []), slots=1)
+    d = lab.driver()
+
+    async def scenario():
+        await d.set_members("web", "stable", [Endpoint("s1", "127.0.0.1", s1.port), Endpoint("p2", "127.0.0.1", s2.port)])
+        with pytest.raises(TrafficBadRequest) as err:  # p2 holds the one slot; p3 needs another
+            await d.set_members("web", "stable", [Endpoint("s1", "127.0.0.1", s1.port),
+                                                  Endpoint("p2", "127.0.0.1", s2.port),
+                                                  Endpoint("p3", "127.0.0.1", s3.port)])
+        return err.value, await d.app("web"), await load(lab.ports["web"], total=200, concurrency=2)
+
+    error, st, r = asyncio.run(scenario())
+    assert "no free HAProxy server slot for p3" in str(error) and "proxy.haproxy.slots" in str(error)
+    assert [m.name for m in st.pools["stable"].members] == ["s1", "p2"]
+    assert r.failed == 0 and r.members["s3"] == 0 and r.members["s2"] > 50, r.members
