@@ -191,3 +191,47 @@ class StandInDeploymentController:
             return
         await self.client.patch(type(from_dict(body)), s.name, body, namespace=self.namespace,
                                 patch_type=PatchType.MERGE)
+
+
+class StandInEndpointSlices:
+    """A STAND-IN for the EndpointSlice controller: publishes a pod's endpoint in its Service's slices
+    and turns it ready or not-ready, as the real controller does from the pod's Ready condition.
+
+    One slice per pod, because the test's "pods" are loopback processes sharing 127.0.0.1 on different
+    ports, and a slice has one port list (the real controller also splits pods whose named port
+    differs into separate slices)."""
+
+    def __init__(self, kubeconfig: Path, namespace: str = "checkbox") -> None:
+        self.client = AsyncClient(KubeConfig.from_file(kubeconfig), namespace=namespace)
+        self.namespace = namespace
+
+    async def __aenter__(self) -> "StandInEndpointSlices":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.close()
+
+    def _body(self, service: str, pod: str, port: int, ready: bool) -> dict[str, Any]:
+        return {
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"name": f"{pod}-slice", "namespace": self.namespace,
+                         "labels": {"kubernetes.io/service-name": service,
+                                    "endpointslice.kubernetes.io/managed-by": "stand-in"}},
+            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": ready, "serving": ready,
+                                                                      "terminating": False},
+                           "targetRef": {"kind": "Pod", "name": pod, "namespace": self.namespace}}],
+        }
+
+    async def publish(self, service: str, pod: str, port: int, ready: bool = True) -> None:
+        await self.client.create(from_dict(self._body(service, pod, port, ready)))
+
+    async def set_ready(self, service: str, pod: str, port: int, ready: bool) -> None:
+        body = self._body(service, pod, port, ready)
+        await self.client.patch(type(from_dict(body)), body["metadata"]["name"], body,
+                                namespace=self.namespace, patch_type=PatchType.MERGE)
+
+    async def remove(self, pod: str) -> None:
+        from lightkube.resources.discovery_v1 import EndpointSlice
+
+        await self.client.delete(EndpointSlice, f"{pod}-slice", namespace=self.namespace)

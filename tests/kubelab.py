@@ -14,6 +14,7 @@ tests therefore do not cover:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -95,3 +96,63 @@ async def kube_api() -> AsyncIterator[tuple[ApplyingEmulator, str]]:
             emulator.resources[kmock.resource(group, version, plural)] = kmock.ResourceInfo(namespaced=True, kind=kind, singular=singular,
                                                          verbs=VERBS, shortnames=short)
         yield emulator, str(server.url).rstrip("/")
+
+
+class Relay:
+    """A TCP relay in front of the API server, so a test can cut the connections a client has open
+    (its watch streams among them) the way a load balancer or a restarting API server does."""
+
+    def __init__(self, target: str) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(target)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.server: asyncio.AbstractServer | None = None
+        self.links: set[asyncio.StreamWriter] = set()
+        self.drops = 0
+        self.url = ""
+        self.requests: list[str] = []  # each request line a client sent (e.g. "GET /apis/…?watch=true&resourceVersion=…")
+
+    async def __aenter__(self) -> "Relay":
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.drop()
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    def open_connections(self) -> int:
+        return len(self.links) // 2
+
+    def drop(self) -> None:
+        """Cut every open connection at once (RST): streaming watches end mid-stream."""
+        self.drops += 1
+        for w in list(self.links):
+            w.transport.abort()
+        self.links.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self.links |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    if dst is up_writer and data[:4] in (b"GET ", b"POST", b"PATC", b"PUT ", b"DELE"):
+                        self.requests.append(data.split(b"\r\n", 1)[0].decode(errors="replace"))
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.transport.abort() if dst.transport else None
+                self.links.discard(dst)
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))

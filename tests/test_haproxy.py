@@ -16,6 +16,7 @@ import pytest
 
 from opsconsole.hosts import Host
 from opsconsole.proxy.__main__ import load_proxy_config
+from opsconsole.traffic.base import Endpoint, TrafficBadRequest
 from opsconsole.traffic.haproxy import HaproxyDriver, TransportChannel, UnixSocketChannel
 from opsconsole.traffic.haproxy_config import render_haproxy_config, server_weights
 from opsconsole.transport.local import LocalTransport
@@ -35,10 +36,10 @@ def lab(tmp_path):
             started.append(b)
             return b
 
-        def haproxy(self, apps: str, *, replace=None, extra: str = ""):
+        def haproxy(self, apps: str, *, replace=None, extra: str = "", slots: int = 0):
             sock = str(tmp_path / "haproxy.sock")
-            text = proxy_config_text(tmp_path, apps,
-                                     extra=f"driver: haproxy\nhaproxy: {{stats_socket: {sock}, nbthread: 1}}\n" + extra)
+            text = proxy_config_text(tmp_path, apps, extra=f"driver: haproxy\nhaproxy: {{stats_socket: {sock}, "
+                                                           f"nbthread: 1, slots: {slots}}}\n" + extra)
             self.config_file = tmp_path / "opsconsole.yaml"
             self.config_file.write_text(text)
             self.cfg, _ = load_proxy_config(self.config_file)
@@ -433,3 +434,57 @@ def test_passive_errors_count_toward_fall_and_a_dead_canary_goes_at_once(lab):
     assert any(n == 1 and st.startswith("UP") for n, st in seen["s2"]), seen["s2"]
     assert all(st.startswith("UP") for n, st in seen["s2"] if n < 2), seen["s2"]
     assert seen["s2"][-1][0] == 2 and seen["s2"][-1][1].startswith("DOWN"), seen["s2"]
+
+
+def test_runtime_member_set_is_reapplied_after_a_haproxy_reload_and_adopted_by_a_new_console(lab):
+    """Members set at runtime live in server-template slots, in HAProxy's memory only: a reloaded HAProxy
+    gets them back from the driver's desired state, and a console started with no state file adopts them."""
+    s1, s2, s3, c = lab.backend("s1"), lab.backend("s2"), lab.backend("s3"), lab.backend("c1")
+    apps = app_block("web", [s1, s2], [c])
+    hp = lab.haproxy(apps, slots=2)
+    d = lab.driver()
+
+    async def swap():
+        await d.set_members("web", "stable", [Endpoint("s1", "127.0.0.1", s1.port), Endpoint("pod-s3", "127.0.0.1", s3.port)])
+        deadline = time.monotonic() + 10
+        while "s2" in [m.name for m in (await d.app("web")).pools["stable"].members]:
+            assert time.monotonic() < deadline, "s2 was never reaped"
+            await asyncio.sleep(0.05)
+        return await load(lab.ports["web"], total=300, concurrency=4)
+
+    r = asyncio.run(swap())
+    assert r.failed == 0 and r.members["s2"] == 0 and r.members["s3"] > 100, r.members
+    new = lab.haproxy(apps, replace=hp, slots=2)  # the reload: a fresh HAProxy from the file (slots empty, s2 in)
+    hp.proc.wait(10)
+
+    async def after_reload():
+        st = await d.app("web")  # the driver sees the new instance and re-applies
+        return st, await load(lab.ports["web"], total=300, concurrency=4)
+
+    st, r = asyncio.run(after_reload())
+    assert d.reapplied == 1
+    assert [m.name for m in st.pools["stable"].members] == ["s1", "pod-s3"]
+    assert r.failed == 0 and r.members["s2"] == 0 and r.members["s3"] > 100, r.members
+    adopted = asyncio.run(lab.driver().app("web"))  # a new console, no state file: reads the slots in use
+    assert sorted((m.address, m.port) for m in adopted.pools["stable"].members) == \
+        sorted([("127.0.0.1", s1.port), ("127.0.0.1", s3.port)])
+    assert new.proc.poll() is None
+
+
+def test_member_set_beyond_the_slots_is_refused_and_changes_nothing(lab):
+    s1, s2, s3 = lab.backend("s1"), lab.backend("s2"), lab.backend("s3")
+    lab.haproxy(app_block("web", [s1], []), slots=1)
+    d = lab.driver()
+
+    async def scenario():
+        await d.set_members("web", "stable", [Endpoint("s1", "127.0.0.1", s1.port), Endpoint("p2", "127.0.0.1", s2.port)])
+        with pytest.raises(TrafficBadRequest) as err:  # p2 holds the one slot; p3 needs another
+            await d.set_members("web", "stable", [Endpoint("s1", "127.0.0.1", s1.port),
+                                                  Endpoint("p2", "127.0.0.1", s2.port),
+                                                  Endpoint("p3", "127.0.0.1", s3.port)])
+        return err.value, await d.app("web"), await load(lab.ports["web"], total=200, concurrency=2)
+
+    error, st, r = asyncio.run(scenario())
+    assert "no free HAProxy server slot for p3" in str(error) and "proxy.haproxy.slots" in str(error)
+    assert [m.name for m in st.pools["stable"].members] == ["s1", "p2"]
+    assert r.failed == 0 and r.members["s3"] == 0 and r.members["s2"] > 50, r.members

@@ -59,8 +59,9 @@ async def test_kube_pods_show_in_the_fleet_pane_and_follow_a_watch(tmp_path: Pat
                 assert view.version == "v1" and view.healthy is True and view.host.vars["node"] == "node-a"
                 pane = app.query_one(FleetPane)
                 await until(pilot, lambda: "checkbox-5d8f-x2k" in pane.table.rows, what="the pod's row")
-                # (the pane sizes its host column when it opens, before any pod exists: the name is cut short)
+                # The pane opened before any pod existed; the host column widens for the pod's name, not cut.
                 await until(pilot, lambda: "✔ up" in fleet_row(app) and " v1 " in fleet_row(app), what="up, v1")
+                assert "checkbox-5d8f-x2k" in fleet_row(app), fleet_row(app)
                 # The pod's container crashes: the kubelet marks it not ready.
                 since = time.monotonic()
                 await kubelet.patch(Pod, "checkbox-5d8f-x2k", {"status": {

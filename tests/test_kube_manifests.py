@@ -133,3 +133,56 @@ async def test_kube_image_template_with_a_typo_is_one_clear_line(tmp_path: Path)
     async with engine:
         outcome = await engine.execute(engine.parse("manifests cb --version v1"))
     assert not outcome.ok and "apps.cb.image" in outcome.message and "verison" in outcome.message
+
+
+TEMPLATES = ROOT / "examples" / "kubernetes-templates"
+
+
+async def test_kube_manifest_template_directory_renders_validates_and_feeds_roll(tmp_path: Path) -> None:
+    """`manifests: DIR` (examples/kubernetes-templates): what `manifests` prints comes from the templates and
+    passes kubernetes-validate --strict; the Deployment a roll applies is the template's, with the roll's
+    replicas and strategy set on it."""
+    from opsconsole.kube.manifests import deployment
+
+    file = kube_config(tmp_path, app_extra=f"    image: reg.example/cb:{{{{ version }}}}\n    manifests: {TEMPLATES}\n")
+    config = load_config(file)
+    assert config.apps["cb"].manifests_dir == TEMPLATES
+    text = await _manifests(file, "manifests cb --version v7")
+    docs = list(yaml.safe_load_all(text))
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
+        ("Deployment", "cb"), ("Deployment", "cb-canary"), ("Service", "cb"), ("Service", "cb-canary")]
+    assert all(d["metadata"]["namespace"] == "shop" for d in docs)  # the group's namespace, filled in
+    assert docs[0]["spec"]["template"]["spec"]["containers"][0]["image"] == "reg.example/cb:v7"
+    assert docs[1]["spec"]["replicas"] == 0
+    out = tmp_path / "cb.yaml"
+    out.write_text(text)
+    run = subprocess.run([str(VALIDATE), "--strict", "-k", "1.30.0", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.count(" passed for resource ") == 4, run.stdout + run.stderr
+    app, group = config.apps["cb"], config.groups["web"]
+    rolled = deployment(app, group, "v8", max_unavailable=1, max_surge=0)
+    assert rolled["metadata"]["name"] == "cb" and rolled["spec"]["progressDeadlineSeconds"] == 120  # the template's
+    assert rolled["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 1, "maxSurge": 0}
+    assert rolled["spec"]["template"]["spec"]["containers"][0]["image"] == "reg.example/cb:v8"
+    assert deployment(app, group, "v8", track="canary", replicas=2)["spec"]["replicas"] == 2
+
+
+async def test_kube_manifest_template_faults_are_one_clear_line(tmp_path: Path) -> None:
+    templates = tmp_path / "tpl"
+    templates.mkdir()
+    (templates / "svc.yaml").write_text("apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ nmae }}\n")
+    file = kube_config(tmp_path, app_extra=f"    image: reg.example/cb:{{{{ version }}}}\n    manifests: {templates}\n")
+    engine = Engine.open(load_config(file))
+    async with engine:
+        typo = await engine.execute(engine.parse("manifests cb --version v1"))
+        (templates / "svc.yaml").write_text("kind: Service\nmetadata: {name: x}\n")
+        no_api = await engine.execute(engine.parse("manifests cb --version v1"))
+        (templates / "svc.yaml").write_text("apiVersion: v1\nkind: Service\nmetadata: {name: {{ name }}}\n")
+        no_deployment = await engine.execute(engine.parse("roll cb --version v1 --plan"))
+    assert not typo.ok and str(templates / "svc.yaml") in typo.message and "nmae" in typo.message, typo.message
+    assert "\n" not in typo.message
+    assert not no_api.ok and "document 1 is not a Kubernetes object" in no_api.message, no_api.message
+    assert not no_deployment.ok and "no Deployment named cb" in no_deployment.message, no_deployment.message
+    file.write_text(file.read_text().replace(str(templates), str(tmp_path / "missing")))
+    with pytest.raises(SourceError) as err:
+        load_config(file)
+    assert "apps.cb.manifests" in str(err.value) and "does not exist" in str(err.value)

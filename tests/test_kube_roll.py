@@ -183,3 +183,27 @@ async def test_kube_canary_deploy_promote_and_rollback(lab: Lab) -> None:
     assert promoted.ok, promoted.message
     assert lab.image() == "registry.example/checkbox:v2" and canary()["spec"]["replicas"] == 0
     assert lab.deployment()["status"]["availableReplicas"] == 2
+
+
+async def test_kube_roll_takes_the_fleet_lock_like_an_ssh_roll(lab: Lab) -> None:
+    """Someone else's roll holds the lock: ours is refused, naming the holder, and sends nothing. Ours holds
+    it while the Deployment moves and gives it back at the end."""
+    from opsconsole.rollouts.lock import FleetLock
+
+    ours = lab.engine.rollouts.lock_for(lab.engine.config.apps["checkbox"])
+    other = FleetLock(ours.transport, "checkbox", "alice@laptop", ttl=60)
+    await other.acquire("alice rolls checkbox to v9")
+    generation = lab.deployment()["metadata"]["generation"]
+    refused = await lab.run("roll checkbox --version v2")
+    assert not refused.ok
+    assert "held by alice@laptop" in refused.message and "alice rolls checkbox to v9" in refused.message, refused.message
+    assert lab.image() == "registry.example/checkbox:v1" and lab.deployment()["metadata"]["generation"] == generation
+    await other.release()
+
+    roll = asyncio.ensure_future(lab.run("roll checkbox --version v2"))
+    await lab.step("running", "1/2 updated")
+    held = await ours.status()
+    assert held is not None and held.holder == lab.engine.issuer and "roll checkbox to v2" in held.reason
+    outcome = await roll
+    assert outcome.ok, outcome.message
+    assert (await lab.run("lock status checkbox")).message == "checkbox: not locked"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from opsconsole.proxy.__main__ import load_proxy_config
-from opsconsole.traffic.base import TrafficBadRequest, TrafficDriver, TrafficNotFound
+from opsconsole.traffic.base import Endpoint, TrafficBadRequest, TrafficDriver, TrafficNotFound
 from opsconsole.traffic.drivers import open_driver
 from opsconsole.traffic.haproxy_config import render_haproxy_config
 from test_proxy_support import (
@@ -51,7 +51,7 @@ def rig(request, tmp_path):
             yield Rig("embedded", p.port("web"), p.config, tmp_path / "proxy-runtime.json", backends)
         else:
             sock = str(tmp_path / "haproxy.sock")
-            text = proxy_config_text(tmp_path, apps, extra=f"driver: haproxy\nhaproxy: {{stats_socket: {sock}, nbthread: 1}}\n")
+            text = proxy_config_text(tmp_path, apps, extra=f"driver: haproxy\nhaproxy: {{stats_socket: {sock}, nbthread: 1, slots: 4}}\n")
             cfg_file = tmp_path / "opsconsole.yaml"
             cfg_file.write_text(text)
             port = free_port()
@@ -254,3 +254,75 @@ def test_killing_the_console_under_load_changes_nothing(rig):
     assert (st.pools["stable"].weight, st.pools["canary"].weight) == (70, 30)
     assert st.canary_percent == pytest.approx(30, abs=0.5)
     assert abs(asyncio.run(load(rig.port, total=1000, concurrency=4)).members["c1"] - 300) <= 30
+
+
+def _names(st, pool: str) -> list[str]:
+    return [m.name for m in st.pools[pool].members]
+
+
+def test_member_set_under_load_adds_at_once_and_drains_the_removed(rig):
+    """The runtime member set (what Kubernetes EndpointSlices drive): s2 leaves, s3 joins, under load.
+    The new member takes traffic at once; the removed one finishes what it has in flight and gets nothing new."""
+    rig.backends["s3"] = start_backend("s3")
+    s1, s3 = rig.backends["s1"], rig.backends["s3"]
+
+    async def scenario(d: TrafficDriver):
+        t0 = time.monotonic()
+        marks = {}
+
+        async def swap():
+            marks["set"] = time.monotonic() - t0
+            st = await d.set_members("web", "stable", [Endpoint("s1", "127.0.0.1", s1.port),
+                                                        Endpoint("s3", "127.0.0.1", s3.port)])
+            marks["after_set"], marks["set_done"] = st, time.monotonic() - t0
+            deadline = time.monotonic() + 10
+            while True:  # until s2 finished its requests in flight (then it is gone, or shown drained)
+                st = await d.app("web")
+                names = [m.name for m in st.pools["stable"].members]
+                if "s2" not in names or st.member("s2").drained:
+                    break
+                assert time.monotonic() < deadline, "the removed member never drained"
+                await asyncio.sleep(0.02)
+            marks["drained"] = time.monotonic() - t0
+
+        # s2 is slow (300 ms a request), so it still has requests in flight when the set has been answered.
+        r = await _under_load(rig.port, 3000, 16, 1.0, swap, path="/slow?ms=300&slow=s2")
+        deadline = time.monotonic() + 10
+        while "s2" in _names(st := await d.app("web"), "stable"):
+            assert time.monotonic() < deadline, "the drained member was never dropped from the pool"
+            await asyncio.sleep(0.05)
+        return r, marks, st
+
+    r, marks, st = run(rig, scenario)
+    assert r.failed == 0, (r.statuses, r.errors[:5])
+    after = marks["after_set"]
+    s2 = after.member("s2")
+    assert s2.removed and s2.admin == "draining"
+    assert s2.inflight > 0, "nothing in flight on s2 when it was removed: the drain proved nothing"
+    assert after.member("s3").healthy and after.member("s3").admin == "enabled"  # a new member starts healthy
+    assert [m.name for m in st.pools["stable"].members] == ["s1", "s3"]
+    # Nothing new went to s2: what it answered after the set were the requests it had in flight then.
+    assert sum(1 for t, m in r.timeline if t > marks["set_done"] and m == "s2") <= s2.inflight
+    late = [m for t, m in r.timeline if t > marks["drained"] + 0.3]
+    assert late and "s2" not in late
+    assert late.count("s3") > 50  # the new member took its share
+    assert (st.pools["stable"].weight, st.pools["canary"].weight) == (100, 0)
+
+
+def test_bad_member_set_changes_nothing(rig):
+    async def scenario(d: TrafficDriver):
+        good = Endpoint("s1", "127.0.0.1", rig.backends["s1"].port)
+        for bad in ([Endpoint("x", "not-an-ip", 80)], [Endpoint("x", "127.0.0.1", 0)],
+                    [good, Endpoint("s1", "127.0.0.1", 9)], [good, Endpoint("y", "127.0.0.1", good.port)],
+                    [Endpoint("c1", "127.0.0.1", 9)]):  # c1 is the canary pool's member
+            with pytest.raises(TrafficBadRequest):
+                await d.set_members("web", "stable", bad)
+        with pytest.raises(TrafficNotFound):
+            await d.set_members("web", "blue", [good])
+        return await d.app("web")
+
+    st = run(rig, scenario)
+    assert [m.name for m in st.pools["stable"].members] == ["s1", "s2"]
+    assert all(m.admin == "enabled" and not m.removed for m in st.pools["stable"].members)
+    r = asyncio.run(load(rig.port, total=100, concurrency=2))
+    assert r.failed == 0 and r.members["s2"] > 20

@@ -261,6 +261,15 @@ def _app(r: MappingReader, name: str, base: Path, groups: dict[str, GroupConfig]
     image = r.str("image", required=on_kubernetes)
     if image is not None and not on_kubernetes:
         raise r.error("image", f"`image` is for apps on a kubernetes group; group {group!r} is {groups[group].provider}")
+    manifests_dir = None
+    if r.has("manifests"):
+        if not on_kubernetes:
+            raise r.error("manifests", f"`manifests` is for apps on a kubernetes group; group {group!r} is "
+                                       f"{groups[group].provider}")
+        text = r.str("manifests")
+        manifests_dir = _resolve(base, text or "")
+        if not manifests_dir.is_dir():
+            raise r.error("manifests", f"directory {text!r} does not exist (looked for {manifests_dir})")
     d = r.mapping("deploy")
     # Kubernetes apps deploy by applying manifests: no playbook runs on a pod.
     playbook = _existing_file(d, "playbook", base, required=not on_kubernetes, check=check_files)
@@ -278,7 +287,8 @@ def _app(r: MappingReader, name: str, base: Path, groups: dict[str, GroupConfig]
     r.done()
     return AppConfig(service_name=service_name, service_command=service_command, name=name, group=group, repo=repo, branch=branch, demo_repo=demo_repo,
                      poll_interval=poll_interval, build=build, deploy_playbook=playbook, on_build=on_build,
-                     health=health, vars=vars_, rollout=rollout, image=image)
+                     health=health, vars=vars_, rollout=rollout, image=image,
+                     manifests_dir=manifests_dir)
 
 
 def _rollout(t: MappingReader) -> RolloutConfig:

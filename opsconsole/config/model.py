@@ -108,6 +108,7 @@ class AppConfig:
     # Kubernetes apps: the container image, a Jinja2 template of the version,
     # e.g. "registry.example/checkbox:{{ version }}"
     image: str | None = None
+    manifests_dir: Path | None = None  # Kubernetes apps: Jinja2 manifest templates instead of the generated ones
 
 
 @dataclass(frozen=True)

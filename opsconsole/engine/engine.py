@@ -140,7 +140,7 @@ class Engine:
                                  traffic=self.traffic, monitor=self.monitor)
         self.canary_desk = CanaryDesk(config, self.fleet, self.traffic, self.deployer, self.rollouts)
         self.cloud = CloudDesk(config, self.fleet, self.bus, self.traffic, self.monitor)
-        self.kube = KubeDesk(config, self.bus, self.rollouts.releases, self.fleet)
+        self.kube = KubeDesk(config, self.bus, self.rollouts.releases, self.fleet, lock_for=self.rollouts.lock_for)
         # Commands now running: id -> (command, the task doing its work). `abort` cancels these.
         self._running: dict[str, tuple[C.Command, asyncio.Task[str | None]]] = {}
         self.previews = Preview(config, self.fleet, self.deployer, self.rollouts, self._running)
@@ -211,6 +211,8 @@ class Engine:
                 self._keep(asyncio.ensure_future(poller.run()))
         if self.startup.watch_proxy and self.config.proxy is not None:
             self._keep(asyncio.ensure_future(self.traffic.watch()))
+            if self.kube.fronted_apps():  # Kubernetes apps: the proxy's members follow their EndpointSlices
+                self._keep(asyncio.ensure_future(self.kube.follow_endpoints(self.traffic.driver)))
 
     async def __aenter__(self) -> "Engine":
         await self.start()

@@ -10,8 +10,9 @@ it holds no engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,6 +29,8 @@ from opsconsole.kube.progress import Progress, batch_strategy, read_progress
 
 if TYPE_CHECKING:  # lightkube loads only when a cluster is used
     from opsconsole.kube.client import KubeClient
+    from opsconsole.rollouts.lock import FleetLock
+    from opsconsole.traffic.base import TrafficDriver
 
 Cmd = TypeVar("Cmd", bound=C.Command)
 REVISION = "deployment.kubernetes.io/revision"
@@ -43,8 +46,11 @@ class _Live:
 
 
 class KubeDesk:
-    def __init__(self, config: Config, bus: EventBus, releases: Releases, fleet: Fleet) -> None:
+    def __init__(self, config: Config, bus: EventBus, releases: Releases, fleet: Fleet,
+                 lock_for: Callable[[AppConfig], "FleetLock"] | None = None) -> None:
+        """`lock_for`: the app's FleetLock, the one an SSH roll takes (None: no lock, for tests of parts)."""
         self.config = config
+        self.lock_for = lock_for
         self.bus = bus
         self.releases = releases
         self.fleet = fleet
@@ -130,10 +136,11 @@ class KubeDesk:
             return (f"roll {app.name}: Deployment {kube.namespace or 'default'}/{name} to {image}, "
                     f"{kube.replicas} replicas, maxUnavailable {unavailable}, maxSurge {surge}, "
                     f"progress deadline {kube.progress_deadline}s")
-        async with self._client(app) as client:
+        async with self._client(app) as client, contextlib.AsyncExitStack() as held:
             current = await client.get_deployment(name)  # also: a bad context or server fails here, changing nothing
             previous = _image_of(current)
             live = _Live(client, name, f"{app.name}-k8s-{int(time.time() * 1000)}")
+            await held.enter_async_context(self._locked(app, live, f"roll {app.name} to {version}"))  # LockHeld: nothing sent
             self.live[app.name] = live
             try:
                 self._step(live, app.name, "running", f"Deployment {name}: {previous or 'none'} → {image}, "
@@ -150,6 +157,38 @@ class KubeDesk:
         self.releases.record(app.name, version, version, image)
         self._step(live, app.name, "succeeded", f"{kube.replicas} pod(s) run {version}")
         return f"rolled {app.name} to {version}: {progress.text}"
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, app: AppConfig, live: _Live, reason: str) -> AsyncIterator[None]:
+        """Hold the app's FleetLock like an SSH roll: taken first (someone else's → LockHeld, nothing changed),
+        renewed while the Deployment moves (lost → the roll stops, as `abort`), released however it ends."""
+        if self.lock_for is None:
+            yield
+            return
+        lock = self.lock_for(app)
+        taken = await lock.acquire(reason)
+        if taken is not None:
+            self.fleet.say(f"took over a stale deploy lock of {app.name}: {taken.describe()}", level="warning")
+        owner = asyncio.current_task()
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(app.rollout.lock_renew)
+                try:
+                    await lock.renew()
+                except Exception as exc:  # LockLost, or the lock's place unreachable: stop, as SSH rolls do
+                    self._step(live, app.name, "lock-lost", str(exc))
+                    if owner is not None:
+                        owner.cancel()
+                    return
+
+        renewer = asyncio.ensure_future(renew())
+        try:
+            yield
+        finally:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
+            await asyncio.shield(lock.release())
 
     async def branch_version(self, app: AppConfig) -> str:
         """No --version: the branch head's short commit, the tag CI gives the image it builds of that commit
@@ -349,6 +388,29 @@ class KubeDesk:
 
     def busy(self) -> bool:
         return bool(self.live)
+
+    # -- EndpointSlices into the traffic proxy ----------------------------------------------------
+    def fronted_apps(self) -> list[AppConfig]:
+        """Kubernetes apps the traffic proxy fronts: their pools' members are the Services' ready endpoints."""
+        proxy = self.config.proxy
+        return [a for a in self.config.apps.values() if self.is_kube(a.name) and proxy and a.name in proxy.frontends]
+
+    async def follow_endpoints(self, driver: Callable[[], "TrafficDriver"]) -> None:
+        """Keep each fronted app's stable/canary pools equal to its Services' ready endpoints (until cancelled)."""
+        await asyncio.gather(*(self._follow(app, driver) for app in self.fronted_apps()))
+
+    async def _follow(self, app: AppConfig, driver: Callable[[], "TrafficDriver"]) -> None:
+        from opsconsole.kube.client import KubeError
+        from opsconsole.kube.endpoints import EndpointFollower
+
+        services = {track: deployment_name(app, track) for track in ("stable", "canary")}
+        while True:
+            try:
+                async with self._client(app) as client:
+                    await EndpointFollower(client, app.name, services, driver, self.fleet.say).run()
+            except KubeError as exc:  # a kubeconfig that cannot be used: say so, try again later
+                self.fleet.say(f"endpoints of {app.name}: {exc}; trying again in {self.RETRY_WATCH:g}s", "warn")
+            await asyncio.sleep(self.RETRY_WATCH)
 
     async def history(self, command: C.History) -> str:
         """The Deployment's revisions, from its ReplicaSets (what `kubectl rollout history` shows)."""

@@ -24,6 +24,7 @@ from opsconsole.events import EventBus
 from opsconsole.fsio import append_jsonl, read_jsonl
 from opsconsole.heartbeat.monitor import HeartbeatMonitor
 from opsconsole.heartbeat.until import probe_until
+from opsconsole.hosts import Host
 from opsconsole.rollouts.lock import FleetLock
 from opsconsole.rollouts.plan import RolloutPlan, make_plan
 from opsconsole.rollouts.record import DONE, RolloutJournal, RolloutState
@@ -250,6 +251,11 @@ class Rollouts:
 
     def lock_for(self, app: AppConfig) -> FleetLock:
         hosts = self.fleet.inventory.group(app.group)
+        if not hosts and self.config.groups[app.group].provider == "kubernetes":
+            # Pods are no hosts to keep a file on: the lock lives on this machine, under the state directory,
+            # shared by every console here (a Lease in the cluster would share it across machines too).
+            hosts = [Host(name=f"{app.name}-lock", group=app.group, address="127.0.0.1", transport="local",
+                          root=str(self.config.state_dir / "kube-locks"))]
         if not hosts:
             raise CommandFailed(f"app {app.name} has no hosts to hold its lock")
         return FleetLock(self.fleet.transport_for(hosts[0]), app.name, self.issuer, ttl=app.rollout.lock_ttl,

@@ -27,6 +27,8 @@ from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.core.exceptions import ApiError, ConfigError
 from lightkube.resources.apps_v1 import Deployment, ReplicaSet
 from lightkube.resources.core_v1 import Pod
+from lightkube.resources.discovery_v1 import EndpointSlice
+from lightkube.operators import in_
 from lightkube.types import PatchType
 
 from opsconsole.errors import OperatorError
@@ -34,10 +36,15 @@ from opsconsole.kube.config import KubeGroupConfig
 from opsconsole.kube.manifests import MANAGER, namespace_of
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # the EndpointSlice controller labels each slice with its Service
 
 
 class KubeError(OperatorError):
     """The Kubernetes API cannot be reached, refused a request, or the kubeconfig is unusable."""
+
+
+class KubeWatchGone(KubeError):
+    """The server no longer has the history a watch asked to start from (410 Gone): list again."""
 
 
 def kubeconfig_files(explicit: str | None, environ: dict[str, str] | None = None) -> list[Path]:
@@ -226,3 +233,35 @@ class KubeClient:
                 yield kind, obj.to_dict()
         except (ApiError, httpx2.HTTPError, OSError) as exc:
             raise self._failure(exc, f"watch pods in {self.namespace}") from None
+
+    # -- EndpointSlices: where the proxy in front finds the pods ------------------------------------
+    async def list_endpoint_slices(self, services: list[str]) -> tuple[list[dict[str, Any]], str | None]:
+        """The slices of `services` and the list's resourceVersion (to watch from)."""
+        selector = {SERVICE_NAME_LABEL: in_(services)}
+        try:
+            listing = self._client.list(EndpointSlice, namespace=self.namespace, labels=selector)
+            items = [s.to_dict() async for s in listing]
+        except (ApiError, httpx2.HTTPError, OSError) as exc:
+            raise self._failure(exc, f"list EndpointSlices of {', '.join(services)} in {self.namespace}") from None
+        try:
+            version: str | None = listing.resourceVersion
+        except Exception:  # lightkube's NotReadyError on an empty answer from some servers
+            version = None
+        return items, version
+
+    async def watch_endpoint_slices(self, services: list[str], resource_version: str | None
+                                    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Slice changes from `resource_version` on. Any failure (a dropped stream too) is a KubeError;
+        the caller reopens (lightkube reopens by itself only a stream the server ended cleanly)."""
+        selector = {SERVICE_NAME_LABEL: in_(services)}
+        try:
+            async for kind, obj in self._client.watch(EndpointSlice, namespace=self.namespace, labels=selector,
+                                                      resource_version=resource_version):
+                yield kind, obj.to_dict()
+        except ApiError as exc:
+            if exc.status is not None and exc.status.code == 410:
+                raise KubeWatchGone(f"watch EndpointSlices in {self.namespace}: resourceVersion "
+                                    f"{resource_version} is too old (410 Gone)") from None
+            raise self._failure(exc, f"watch EndpointSlices in {self.namespace}") from None
+        except (httpx2.HTTPError, OSError) as exc:
+            raise self._failure(exc, f"watch EndpointSlices in {self.namespace}") from None

@@ -3,6 +3,11 @@
 A stable Deployment, a canary Deployment (0 replicas until a canary is deployed) and one Service per
 track, so a traffic proxy in front can weigh the two tracks' endpoints exactly. `manifests APP`
 prints these documents; `apply APP` sends the same dicts, so what is printed is what is applied.
+
+An app may instead name a directory of Jinja2 templates (`manifests: DIR`): every *.yaml, *.yml and *.j2
+file in it, in name order, rendered with `TEMPLATE_VARIABLES` (undefined ones are errors). `roll` and
+the canary then take their Deployments from there (named as the generated ones: NAME and NAME-canary)
+and set only what they steer: the replicas and the rolling-update strategy.
 """
 
 from __future__ import annotations
@@ -25,6 +30,13 @@ TRACKS = ("stable", "canary")
 
 class ManifestError(OperatorError):
     """The config cannot make a valid manifest (e.g. an image template that does not render)."""
+
+
+TEMPLATE_SUFFIXES = (".yaml", ".yml", ".j2")
+TEMPLATE_VARIABLES = ("app", "name", "version", "image", "namespace", "replicas", "port", "service_port", "health_path")
+# Kinds with no namespace: every other object of a template without one goes to the group's namespace.
+_CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume", "StorageClass",
+                   "CustomResourceDefinition", "PriorityClass", "IngressClass"}
 
 
 def kube_section(group: GroupConfig) -> KubeGroupConfig:
@@ -84,6 +96,8 @@ def deployment(app: AppConfig, group: GroupConfig, version: str, *, track: str =
                replicas: int | None = None, max_unavailable: int | str = "25%",
                max_surge: int | str = "25%") -> dict[str, Any]:
     kube = kube_section(group)
+    if app.manifests_dir is not None:
+        return _template_deployment(app, group, version, track, replicas, max_unavailable, max_surge)
     image = image_for(app, version)
     labels = _labels(app, track)
     if replicas is None:
@@ -121,6 +135,8 @@ def service(app: AppConfig, group: GroupConfig, track: str = "stable") -> dict[s
 
 def app_manifests(app: AppConfig, group: GroupConfig, version: str) -> list[dict[str, Any]]:
     """Everything `apply APP` sends, in the order it is sent."""
+    if app.manifests_dir is not None:
+        return render_templates(app, group, version)
     return [deployment(app, group, version, track="stable"), deployment(app, group, version, track="canary"),
             service(app, group, "stable"), service(app, group, "canary")]
 
@@ -138,3 +154,63 @@ def _label_value(text: str) -> str:
     """A label value (63 characters of [-A-Za-z0-9_.], alphanumeric at both ends): a commit hash fits."""
     cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in text)[:63].strip("-_.")
     return cleaned
+
+
+def template_context(app: AppConfig, group: GroupConfig, version: str) -> dict[str, Any]:
+    kube = kube_section(group)
+    return {"app": app.name, "name": app.service_name, "version": version, "image": image_for(app, version),
+            "namespace": namespace_of(kube), "replicas": kube.replicas, "port": kube.port,
+            "service_port": kube.service_port or kube.port, "health_path": app.health.path}
+
+
+def render_templates(app: AppConfig, group: GroupConfig, version: str) -> list[dict[str, Any]]:
+    """The app's template directory rendered: ManifestError naming the file (and line) at fault."""
+    directory = app.manifests_dir
+    assert directory is not None
+    where = f"apps.{app.name}.manifests"
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.name.endswith(TEMPLATE_SUFFIXES))
+    if not files:
+        raise ManifestError(f"{where}: no templates ({', '.join('*' + s for s in TEMPLATE_SUFFIXES)}) in {directory}")
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, loader=jinja2.FileSystemLoader(str(directory)),
+                             keep_trailing_newline=True, autoescape=False)
+    context = template_context(app, group, version)
+    documents: list[dict[str, Any]] = []
+    for file in files:
+        try:
+            text = env.get_template(file.name).render(**context)
+        except jinja2.TemplateError as exc:
+            line = getattr(exc, "lineno", None)
+            raise ManifestError(f"{file}{f':{line}' if line else ''}: {exc} "
+                                f"(variables: {', '.join(TEMPLATE_VARIABLES)})") from None
+        try:
+            loaded = list(yaml.safe_load_all(text))
+        except yaml.YAMLError as exc:
+            raise ManifestError(f"{file}: the rendered template is not YAML: {' '.join(str(exc).split())}") from None
+        for i, doc in enumerate(loaded):
+            if doc is None:
+                continue
+            if not (isinstance(doc, dict) and doc.get("apiVersion") and doc.get("kind")
+                    and isinstance(doc.get("metadata"), dict) and doc["metadata"].get("name")):
+                raise ManifestError(f"{file}: document {i + 1} is not a Kubernetes object "
+                                    "(it needs apiVersion, kind and metadata.name)")
+            if doc["kind"] not in _CLUSTER_SCOPED:
+                doc["metadata"].setdefault("namespace", context["namespace"])
+            documents.append(doc)
+    return documents
+
+
+def _template_deployment(app: AppConfig, group: GroupConfig, version: str, track: str, replicas: int | None,
+                         max_unavailable: int | str, max_surge: int | str) -> dict[str, Any]:
+    name = deployment_name(app, track)
+    for doc in render_templates(app, group, version):
+        if doc["kind"] == "Deployment" and doc["metadata"]["name"] == name:
+            spec = doc.setdefault("spec", {})
+            if replicas is not None:
+                spec["replicas"] = replicas
+            elif track != "stable":
+                spec["replicas"] = 0  # a canary runs no pod until it is deployed
+            spec["strategy"] = {"type": "RollingUpdate",
+                                "rollingUpdate": {"maxUnavailable": max_unavailable, "maxSurge": max_surge}}
+            return doc
+    raise ManifestError(f"apps.{app.name}.manifests: no Deployment named {name} in {app.manifests_dir} "
+                        f"(roll and the canary need {deployment_name(app)} and {deployment_name(app, 'canary')})")

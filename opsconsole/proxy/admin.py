@@ -14,7 +14,8 @@ from typing import Any, Callable
 import httptools
 
 from opsconsole.proxy.balancer import DISABLED, DRAINING, ENABLED, AppState
-from opsconsole.proxy.config import Listen
+from opsconsole.proxy.config import Listen, MemberConfig
+from opsconsole.proxy.members import USAGE, member_configs
 
 MAX_BODY = 64 * 1024
 MAX_HEAD = 8 * 1024  # the admin API's requests are small; a larger head is refused before it is buffered
@@ -58,8 +59,10 @@ class _Parsed:
 
 class AdminApi:
     def __init__(self, token: str, apps: Callable[[], dict[str, AppState]], *, metrics: Callable[[], str],
-                 state: Callable[[], dict], reload: Callable[[], str], drain_timeout: Callable[[], float]) -> None:
+                 state: Callable[[], dict], reload: Callable[[], str], drain_timeout: Callable[[], float],
+                 members_changed: Callable[[], None] | None = None) -> None:
         self._token = token.encode()
+        self._members_changed = members_changed  # the health checker starts/stops checks
         self._apps = apps
         self._metrics = metrics
         self._state = state
@@ -168,6 +171,9 @@ class AdminApi:
                 if set(data) != {"weight"}:
                     raise ApiError(400, 'send {"weight": N} with N from 0 to 100')
                 return self._set_weights(app, {rest[1]: data["weight"]})
+            if len(rest) == 3 and rest[0] == "pools" and rest[2] == "members" and method in ("PUT", "POST"):
+                self._pool(app, rest[1])
+                return self._set_members(app, rest[1], _body(body))
             if rest == ["alert", "clear"] and method == "POST":
                 return {"cleared": app.clear_alert(), **app.to_dict(self._drain_timeout())}
             if len(rest) >= 2 and rest[0] == "members":
@@ -206,6 +212,26 @@ class AdminApi:
         app.set_weights(dict(weights))
         app.log(f"{app.name}: weights " + ", ".join(f"{p}={w}" for p, w in weights.items()))
         return app.to_dict(self._drain_timeout())
+
+
+    def _set_members(self, app: AppState, pool: str, data: dict) -> dict:
+        wanted = _member_list(app, pool, data)
+        # All validated: one swap, so no request sees half of the new set.
+        app.set_members(pool, wanted)
+        if self._members_changed is not None:
+            self._members_changed()
+        return app.to_dict(self._drain_timeout())
+
+
+def _member_list(app: AppState, pool: str, data: dict) -> list[MemberConfig]:
+    """The body's member list checked whole: ApiError(400) naming the entry at fault, before anything changes."""
+    if set(data) != {"members"}:
+        raise ApiError(400, USAGE)
+    others = {m.name for m in app.members.values() if m.pool != pool and not m.removed}
+    try:
+        return member_configs(data["members"], taken=others)
+    except ValueError as exc:
+        raise ApiError(400, f"app {app.name} pool {pool}: {exc}") from None
 
 
 def _body(body: bytes) -> dict:

@@ -56,6 +56,7 @@ class Member:
         self.check_bad = 0
         self.last_check = ""  # what the last check said, for the operator
         self.current = 0  # smooth WRR state
+        self.removed = False  # taken out of its pool's member set at runtime: draining until reaped
 
     @property
     def available(self) -> bool:
@@ -78,6 +79,7 @@ class Member:
             "weight": self.weight, "healthy": self.healthy, "ejected": self.ejected, "admin": self.admin,
             "inflight": self.inflight, "max_conns": self.max_conns, "tunnels": len(self.tunnels),
             "drained": drained or timed_out, "drain_timed_out": timed_out, "check": self.last_check,
+            "removed": self.removed,
             **self.stats.to_dict(),
         }
 
@@ -142,6 +144,7 @@ class AppState:
         self.answers: Counter[str] = Counter()  # status the proxy answered itself ("503" …) or "cut" → count
         self.tunnels_total = 0
         self.on_change: Callable[[], None] | None = None  # the frontend re-routes its queues
+        self.runtime_pools: set[str] = set()  # pools whose members were set at runtime (a reload keeps them)
         self._eff: dict[str, int] = {}
         self._only: Pool | None = None  # the one pool with traffic, when there is just one (the common case)
         self.apply_config(cfg, keep_weights=False)
@@ -192,7 +195,14 @@ class AppState:
         self.members = {}
         for pname, pcfg in cfg.pools.items():
             members = []
-            for mcfg in pcfg.members:
+            runtime = keep_weights and pname in self.runtime_pools and pname in self.pools
+            if runtime:
+                # Set at runtime (e.g. from EndpointSlices): the config file does not know them, keep them.
+                for m in self.pools[pname].members:
+                    m.max_conns = cfg.max_conns
+                    members.append(m)
+                    self.members[m.name] = m
+            for mcfg in () if runtime else pcfg.members:
                 m = old.get(mcfg.name)
                 if m is None or (m.address, m.port, m.pool) != (mcfg.address, mcfg.port, pname):
                     m = Member(mcfg, pname, cfg.max_conns)
@@ -217,6 +227,82 @@ class AppState:
         self.update_alert()
         self.refresh()
         return left
+
+    # -- runtime member sets -------------------------------------------------------
+    def set_members(self, pool_name: str, wanted: list[MemberConfig]) -> tuple[list[Member], list[Member]]:
+        """Make `wanted` the pool's members at once; return (added, removed). The caller validated `wanted`.
+
+        A member that stays keeps its state and counters. A new one starts healthy, as a config member
+        does and as Envoy adds a host (ignore_new_hosts_until_first_hc is off by default): whoever sets
+        members has checked them already (Kubernetes lists an endpoint ready only once its readiness
+        probe, our own health path, passed), and a dead one is out on its first refused connection, the
+        request retried elsewhere. A removed member drains: no new requests, those in flight finish;
+        `reap_removed` drops it once it is idle.
+        """
+        pool = self.pools[pool_name]
+        current = {m.name: m for m in pool.members}
+        members: list[Member] = []
+        added: list[Member] = []
+        for mcfg in wanted:
+            m = current.get(mcfg.name)
+            if m is not None and (m.address, m.port) == (mcfg.address, mcfg.port):
+                m.weight = mcfg.weight
+                if m.removed:  # back before it was reaped: in rotation again
+                    m.removed = False
+                    m.admin, m.admin_since = ENABLED, time.time()
+            else:
+                m = Member(mcfg, pool_name, self.cfg.max_conns)
+                m.pool_ref = pool
+                added.append(m)
+            members.append(m)
+        names = {m.name for m in members}
+        kept = set(map(id, members))
+        removed = []
+        for m in pool.members:
+            if id(m) in kept:
+                continue
+            if not m.removed:
+                m.removed = True
+                m.admin, m.admin_since = DRAINING, time.time()
+                m.close_idle()
+                removed.append(m)
+            if (m.inflight or m.tunnels) and m.name not in names:  # finishing requests: shown, draining, until reaped
+                members.append(m)
+            else:  # (a new member under the same name replaced it: its requests in flight still finish)
+                self._forget(m)
+        pool.members = members
+        for m in members:
+            self.members[m.name] = m
+        self.runtime_pools.add(pool_name)
+        self.update_alert()
+        self.refresh()
+        if added or removed:
+            self.log(f"{self.name}/{pool_name}: members set: " + ", ".join(
+                [f"+{m.name} {m.address}:{m.port}" for m in added] + [f"-{m.name} (draining)" for m in removed]))
+        return added, removed
+
+    def reap_removed(self, drain_timeout: float) -> list[Member]:
+        """Drop removed members that finished their requests (or whose drain timed out); return them."""
+        now = time.time()
+        gone = []
+        for pool in self.pools.values():
+            done = [m for m in pool.members if m.removed and
+                    ((not m.inflight and not m.tunnels) or now - m.admin_since >= drain_timeout)]
+            if done:
+                pool.members = [m for m in pool.members if m not in done]
+                for m in done:
+                    self._forget(m)
+                gone += done
+        if gone:
+            self.refresh()
+        return gone
+
+    def _forget(self, m: Member) -> None:
+        if self.members.get(m.name) is m:
+            del self.members[m.name]
+        m.close_idle()
+        # Requests still in flight to it finish; they must not pull queued requests to where it was.
+        m.pool_ref = Pool(m.pool, 0, [])
 
     # -- choosing ------------------------------------------------------------
     def effective_weight(self, pool: Pool) -> int:
@@ -308,7 +394,7 @@ class AppState:
         canary = self.pools.get("canary")
         if canary is None:
             return
-        wanted = [m for m in canary.members if m.admin != DISABLED]
+        wanted = [m for m in canary.members if m.admin != DISABLED and not m.removed]
         dead = bool(wanted) and not any(m.healthy for m in wanted)
         if dead and self.alert is None:
             self.alert = Alert("no healthy canary member; traffic goes 100% to stable")

@@ -123,6 +123,7 @@ class HaproxyConfig:
     config_path: str = "/etc/haproxy/haproxy.cfg"
     host: str | None = None  # run the runtime API through this host's transport (socat); None = this machine
     nbthread: int | None = None  # None: HAProxy's default (all cores)
+    slots: int = 0  # spare servers per pool (`server-template`) for members set at runtime (Kubernetes endpoints)
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,7 @@ def parse_proxy_section(reader: MappingReader, groups: Mapping[str, Any]) -> Pro
         stats_socket=h.str("stats_socket", default="/run/haproxy/admin.sock"),
         config_path=h.str("config", default="/etc/haproxy/haproxy.cfg"),
         host=h.str("host"), nbthread=h.int("nbthread", minimum=1, maximum=64),
+        slots=h.int("slots", default=0, minimum=0, maximum=1000),
     )
     h.done()
     frontends = {f.app: f for f in reader.each("apps", lambda r, name: _frontend(r, name, groups))}
@@ -448,6 +450,8 @@ EXAMPLE_YAML = """\
 #     config: /etc/haproxy/haproxy.cfg   # where `opsconsole` writes the generated config
 #     host: proxy-1               # HAProxy runs on this inventory host (runtime API via socat over SSH); omit = this machine
 #     nbthread: 1
+#     slots: 16                   # spare servers per pool for members set at runtime: a Kubernetes app's
+#                                 # pods (EndpointSlices) need one each; default 0 (config members only)
 #   apps:
 #     checkbox:
 #       listen: 127.0.0.1:0       # where clients connect (0 = pick; the runtime file tells which)

@@ -61,7 +61,7 @@ class HealthChecker:
         # Spread the first checks so N members do not all connect in the same millisecond.
         await asyncio.sleep(random.uniform(0, min(0.05, app.cfg.health.interval)))
         while True:
-            if m.admin != DISABLED:
+            if m.admin != DISABLED and not m.removed:  # a removed member is draining, not coming back
                 await self.check(app, m)
             await asyncio.sleep(app.cfg.health.interval)
 

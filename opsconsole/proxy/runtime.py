@@ -39,7 +39,8 @@ class ProxyRuntime:
         self.bound: dict[str, dict] = {}
         self.health = HealthChecker(log)
         self.admin = AdminApi(token, lambda: self.apps, metrics=self.metrics, state=self.state,
-                              reload=self.reload, drain_timeout=lambda: self.config.drain_timeout)
+                              reload=self.reload, drain_timeout=lambda: self.config.drain_timeout,
+                              members_changed=lambda: self.health.sync(self.apps))
         self.admin_url = ""
         self.started = time.time()
         self._stop = asyncio.Event()
@@ -134,6 +135,10 @@ class ProxyRuntime:
                     fe.sweep()
                 except Exception:  # every timeout lives here: one bug must not end them all
                     fe.log_exception("sweep")
+            # Members a runtime member set removed go once their requests finished (or the drain timed out).
+            reaped = [app.reap_removed(self.config.drain_timeout) for app in list(self.apps.values()) if app.runtime_pools]
+            if any(reaped):  # (every app reaps: a list, not a short-circuiting any() over a generator)
+                self.health.sync(self.apps)
 
     # -- reload (SIGHUP) --------------------------------------------------------------
     def reload(self) -> str:

@@ -11,7 +11,13 @@ import abc
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
+
+from opsconsole.proxy.config import MemberConfig
+
+# One member a runtime member set names: an IP address and port (e.g. a ready EndpointSlice endpoint) — the
+# proxy config's own member type, so the traffic interface and the proxy speak of members the same way.
+Endpoint = MemberConfig
 
 POOLS = ("stable", "canary")
 
@@ -101,6 +107,7 @@ class MemberTraffic:
     check: str = ""  # what the last health check said
     ejected: bool = False  # out because live traffic failed on it (outlier detection), not by its checks
     tunnels: int = 0  # WebSocket tunnels open to it
+    removed: bool = False  # taken out of its pool's member set: draining until it is gone
 
 
 @dataclass(frozen=True)
@@ -193,6 +200,11 @@ class TrafficDriver(abc.ABC):
     @abc.abstractmethod
     async def disable(self, app: str, member: str) -> None:
         """Out of rotation and out of health checks (maintenance)."""
+
+    async def set_members(self, app: str, pool: str, members: Sequence[Endpoint]) -> AppTraffic:
+        """Make `members` the pool's members at once: new ones take traffic, removed ones drain (in-flight
+        requests finish, no new ones). All are checked before any change."""
+        raise TrafficError(f"the {self.name} driver cannot change a pool's members at runtime")
 
     @abc.abstractmethod
     async def clear_alert(self, app: str) -> bool:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import ipaddress
 import json
 import urllib.parse
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import httpx
 
 from opsconsole.traffic.base import (
     AppTraffic,
     Counters,
+    Endpoint,
     LatencyHistogram,
     MemberTraffic,
     PoolTraffic,
@@ -104,6 +106,10 @@ class EmbeddedDriver(TrafficDriver):
     async def set_weights(self, app: str, weights: Mapping[str, int]) -> AppTraffic:
         return app_from_json(await self._call("PUT", f"/apps/{app}/weights", dict(weights)))
 
+    async def set_members(self, app: str, pool: str, members: Sequence[Endpoint]) -> AppTraffic:
+        return app_from_json(await self._call("PUT", f"/apps/{app}/pools/{pool}/members",
+                                              {"members": [asdict(m) for m in members]}))
+
     async def drain(self, app: str, member: str) -> None:
         await self._call("POST", f"/apps/{app}/members/{member}/drain")
 
@@ -139,7 +145,7 @@ def app_from_json(a: Mapping[str, Any]) -> AppTraffic:
             name=m["name"], pool=m["pool"], address=m["address"], port=m["port"], weight=m["weight"],
             healthy=m["healthy"], admin=m["admin"], inflight=m["inflight"], drained=m["drained"],
             counters=_counters(m), check=m.get("check", ""), ejected=m.get("ejected", False),
-            tunnels=m.get("tunnels", 0),
+            tunnels=m.get("tunnels", 0), removed=m.get("removed", False),
         ) for m in p["members"])
         pools[pname] = PoolTraffic(pname, p["weight"], p["effective_weight"], members, _counters(p),
                                    panic=p.get("panic", False), queue=p.get("queue", 0), queued=p.get("queued", 0))

@@ -13,16 +13,20 @@ import asyncio
 import csv
 import io
 import json
+import re
 import shlex
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 from opsconsole.fsio import write_atomic
-from opsconsole.proxy.config import FrontendConfig, ProxyConfig
+from opsconsole.proxy.config import FrontendConfig, MemberConfig, ProxyConfig
+from opsconsole.proxy.members import member_configs
 from opsconsole.traffic.base import (
     AppTraffic,
     Counters,
+    Endpoint,
     MemberTraffic,
     PoolTraffic,
     TrafficAlert,
@@ -33,13 +37,15 @@ from opsconsole.traffic.base import (
     TrafficState,
     TrafficUnavailable,
 )
-from opsconsole.traffic.haproxy_config import backend_name, server_weights
+from opsconsole.traffic.haproxy_config import backend_name, server_weights, slot_names
 
 if TYPE_CHECKING:
     from opsconsole.transport.base import Transport
 
 _CHECK_OK = ("L4OK", "L6OK", "L7OK", "L7OKC")
 _ADMIN_TO_STATE = {"enabled": "ready", "draining": "drain", "disabled": "maint"}
+# What `set server … addr` answers when it worked: information, not an error.
+_INFO = re.compile(r"^(IP changed from|no need to change the addr|port changed from|IP and port changed)")
 
 
 class RuntimeChannel(Protocol):
@@ -99,7 +105,10 @@ class HaproxyDriver(TrafficDriver):
         self.channel = channel
         self.state_file = state_file
         self._desired: dict[str, dict] = {
-            app: {"weights": {p: pool.weight for p, pool in fe.pools.items()}, "admin": {}, "latched": False}
+            # members: pool → entries, for pools whose members were set at runtime (each entry a config
+            # server or a `server-template` slot, and the name its setter gave it: see set_members)
+            app: {"weights": {p: pool.weight for p, pool in fe.pools.items()}, "admin": {}, "latched": False,
+                  "members": {}}
             for app, fe in config.frontends.items()
         }
         self._instance: tuple[str, str] | None = None
@@ -117,7 +126,7 @@ class HaproxyDriver(TrafficDriver):
     # -- the runtime API ------------------------------------------------------------
     async def _run(self, commands: list[str]) -> str:
         out = await self.channel.command("; ".join(commands))
-        errors = [line for line in out.splitlines() if line.strip()]
+        errors = [line for line in out.splitlines() if line.strip() and not _INFO.match(line.strip())]
         if errors:
             raise TrafficError(f"HAProxy refused `{'; '.join(commands)}`: {' '.join(errors)}")
         return out
@@ -150,35 +159,179 @@ class HaproxyDriver(TrafficDriver):
         for app, fe in self.config.frontends.items():
             by_name = {r["svname"]: r for r in rows if r["pxname"] == backend_name(app)}
             live = {n for n, r in by_name.items() if not r["status"].startswith(("MAINT", "DRAIN"))}
-            sums = {p: sum(_int(by_name[m.name], "uweight") or _int(by_name[m.name], "weight")
-                           for m in pool.members if m.name in live) for p, pool in fe.pools.items()}
+            sums = {p: sum(_int(by_name[n], "uweight") or _int(by_name[n], "weight")
+                           for n in self._servers(app, p) if n in live) for p in fe.pools}
             total = sum(sums.values())
             if total:
                 self._desired[app]["weights"] = {p: round(100 * v / total) for p, v in sums.items()}
+            slots = {s: p for p in fe.pools for s in slot_names(p, self.config.haproxy.slots)}
             admin = {}
             for name, r in by_name.items():
+                if name in slots:
+                    continue  # a slot in maintenance is a free slot, not a member taken out
                 if r["status"].startswith("MAINT"):
                     admin[name] = "disabled"
                 elif r["status"].startswith("DRAIN"):
                     admin[name] = "draining"
             self._desired[app]["admin"] = admin
+            # Slots in use: members someone set at runtime. Their given names are not in HAProxy; address:port is.
+            for name, r in by_name.items():
+                if name in slots and not r["status"].startswith("MAINT") and ":" in r.get("addr", ""):
+                    address, _, port = r["addr"].rpartition(":")
+                    entries = self._entries(app, slots[name])
+                    entries.append({"name": r["addr"], "server": name, "address": address.strip("[]"),
+                                    "port": int(port), "weight": 1, "removed": r["status"].startswith("DRAIN"),
+                                    "slot": True})
+            for entries in self._desired[app]["members"].values():
+                # Beside slots in use, a config server in maintenance is one the member set left out.
+                gone = [e for e in entries if not e["slot"] and by_name.get(e["server"], {}).get("status", "").startswith("MAINT")]
+                entries[:] = [e for e in entries if e not in gone]
+                for e in gone:
+                    admin.pop(e["server"], None)
 
     async def _apply_all(self) -> None:
         cmds: list[str] = []
-        for app, fe in self.config.frontends.items():
+        for app in self.config.frontends:
+            fe = self._view(app)
+            be = backend_name(app)
+            for pname, entries in self._desired[app]["members"].items():
+                # A fresh HAProxy has nothing in flight: members that were draining are simply gone.
+                entries[:] = [e for e in entries if not e["removed"]]
+                used = {e["server"] for e in entries}
+                for server in self._servers(app, pname):
+                    if server not in used:
+                        cmds.append(f"set server {be}/{server} state maint")
+                for e in entries:
+                    if e["slot"]:
+                        cmds.append(f"set server {be}/{e['server']} addr {e['address']} port {e['port']}")
             cmds += self._weight_commands(fe, self._desired[app]["weights"])
+            for pname, entries in self._desired[app]["members"].items():
+                cmds += [f"set server {be}/{e['server']} state ready" for e in entries
+                         if e["server"] not in self._desired[app]["admin"]]
             for member, admin in self._desired[app]["admin"].items():
                 cmds.append(f"set server {backend_name(app)}/{member} state {_ADMIN_TO_STATE[admin]}")
             if self._desired[app]["latched"] and "canary" in fe.pools:
                 # A fresh HAProxy starts every server up; the latch we saw must hold across the reload.
-                cmds += [f"set server {backend_name(app)}/{m.name} health down" for m in fe.pools["canary"].members]
+                cmds += [f"set server {be}/{m.name} health down" for m in fe.pools["canary"].members]
         if cmds:
             await self._run(cmds)
 
     def _weight_commands(self, fe: FrontendConfig, weights: Mapping[str, int]) -> list[str]:
-        out = self._desired[fe.app]["admin"]
+        out = set(self._desired[fe.app]["admin"]) | self._removed(fe.app)
         return [f"set weight {backend_name(fe.app)}/{name} {w}"
                 for name, w in server_weights(fe, weights, out).items() if name not in out]
+
+    # -- runtime member sets: config servers and `server-template` slots ---------------------------
+    def _servers(self, app: str, pool: str) -> list[str]:
+        """Every server HAProxy has for the pool: the config's members, then the pool's slots."""
+        fe = self.config.frontends[app]
+        return [m.name for m in fe.pools[pool].members] + slot_names(pool, self.config.haproxy.slots)
+
+    def _view(self, app: str) -> FrontendConfig:
+        """The app as HAProxy runs it now: a runtime pool's members are its entries, named by server."""
+        fe = self.config.frontends[app]
+        runtime = self._desired[app]["members"]
+        if not runtime:
+            return fe
+        pools = {p: (replace(pool, members=tuple(MemberConfig(e["server"], e["address"], e["port"], e["weight"])
+                                                 for e in runtime[p])) if p in runtime else pool)
+                 for p, pool in fe.pools.items()}
+        return replace(fe, pools=pools)
+
+    def _removed(self, app: str) -> set[str]:
+        return {e["server"] for entries in self._desired[app]["members"].values() for e in entries if e["removed"]}
+
+    def _labels(self, app: str) -> dict[str, str]:
+        """Server name → the member name its setter gave (pod names for Kubernetes endpoints)."""
+        return {e["server"]: e["name"] for entries in self._desired[app]["members"].values() for e in entries}
+
+    def _server_of(self, app: str, member: str) -> str:
+        for server, name in self._labels(app).items():
+            if name == member:
+                return server
+        return member
+
+    def _entries(self, app: str, pool: str) -> list[dict[str, Any]]:
+        runtime = self._desired[app]["members"]
+        if pool not in runtime:  # the first set: the config's members are where it starts from
+            runtime[pool] = [{"name": m.name, "server": m.name, "address": m.address, "port": m.port,
+                              "weight": m.weight, "removed": False, "slot": False}
+                             for m in self.config.frontends[app].pools[pool].members]
+        return runtime[pool]  # type: ignore[no-any-return]
+
+    async def _reap(self, app: str, rows: list[dict[str, str]]) -> None:
+        """Removed members with no session left go to maintenance; their slots are free again."""
+        by_name = {r["svname"]: r for r in rows if r["pxname"] == backend_name(app)}
+        done = [e for entries in self._desired[app]["members"].values() for e in entries
+                if e["removed"] and int(by_name.get(e["server"], {}).get("scur") or 0) == 0]
+        if not done:
+            return
+        await self._run([f"set server {backend_name(app)}/{e['server']} state maint" for e in done])
+        for entries in self._desired[app]["members"].values():
+            entries[:] = [e for e in entries if not any(e is d for d in done)]
+        self._save()
+
+    async def set_members(self, app: str, pool: str, members: Sequence[Endpoint]) -> AppTraffic:
+        fe = self._frontend(app)
+        if pool not in fe.pools:
+            raise TrafficNotFound(f"app {app} has no pool {pool!r} (pools: {', '.join(fe.pools)})")
+        async with self._lock:
+            await self._sync()
+            others = {e["name"] for p, entries in self._desired[app]["members"].items() if p != pool
+                      for e in entries if not e["removed"]}
+            others |= {m.name for p, pl in fe.pools.items() if p != pool and p not in self._desired[app]["members"]
+                       for m in pl.members}
+            try:
+                wanted = member_configs([asdict(m) for m in members], taken=others)
+            except ValueError as exc:
+                raise TrafficBadRequest(f"app {app} pool {pool}: {exc}") from None
+            await self._reap(app, await self._stats())
+            before = json.loads(json.dumps(self._desired[app]))
+            entries = self._entries(app, pool)
+            be = backend_name(app)
+            current = {e["name"]: e for e in entries}
+            free = [s for s in slot_names(pool, self.config.haproxy.slots) if s not in {e["server"] for e in entries}]
+            kept, new, cmds, ready = [], [], [], []
+            for m in wanted:
+                e = current.get(m.name)
+                if e is not None and (e["address"], e["port"]) == (m.address, m.port):
+                    e["weight"] = m.weight
+                    if e["removed"]:
+                        e["removed"] = False
+                        ready.append(e["server"])
+                    kept.append(e)
+                    continue
+                if not free:
+                    self._desired[app] = before
+                    raise TrafficBadRequest(
+                        f"app {app} pool {pool}: no free HAProxy server slot for {m.name} ({self.config.haproxy.slots} "
+                        "slots, all in use or still draining); raise proxy.haproxy.slots and regenerate the config")
+                server = free.pop(0)
+                new.append({"name": m.name, "server": server, "address": m.address, "port": m.port,
+                            "weight": m.weight, "removed": False, "slot": True})
+                cmds.append(f"set server {be}/{server} addr {m.address} port {m.port}")
+                ready.append(server)
+            names = {m.name for m in wanted}
+            drain = []
+            for e in entries:
+                if not any(e is k for k in kept) and not e["removed"]:
+                    e["removed"] = True
+                    drain.append(e)
+            # Replaced under the same name (a new address): the old one drains unseen, its name is the new one's.
+            entries[:] = kept + new + [e for e in entries if e["removed"] and e["name"] not in names] +                 [dict(e, name=f"{e['name']} (old)") for e in entries if e["removed"] and e["name"] in names]
+            self._desired[app]["admin"] = {s: a for s, a in self._desired[app]["admin"].items()
+                                           if s not in {e["server"] for e in drain} and s not in ready}
+            # One exchange: addresses, then every weight (the pool's share over its new members), then states.
+            cmds += self._weight_commands(self._view(app), self._desired[app]["weights"])
+            cmds += [f"set server {be}/{s} state ready" for s in ready]
+            cmds += [f"set server {be}/{e['server']} state drain" for e in drain]
+            try:
+                await self._run(cmds)
+            except TrafficError:
+                self._desired[app] = before
+                raise
+            self._save()
+        return await self.app(app)
 
     def _save(self) -> None:
         if self.state_file is not None:
@@ -189,9 +342,13 @@ class HaproxyDriver(TrafficDriver):
         async with self._lock:
             await self._sync()
             rows = await self._stats()
+            if any(self._removed(app) for app in self.config.frontends):
+                for app in self.config.frontends:
+                    await self._reap(app, rows)
+                rows = await self._stats()
             apps = {}
-            for app, fe in self.config.frontends.items():
-                apps[app] = self._app_state(fe, rows)
+            for app in self.config.frontends:
+                apps[app] = self._app_state(self._view(app), rows)
             # The latch is ours to keep: HAProxy only knows servers up and down.
             for app, a in apps.items():
                 if a.alert is not None and not self._desired[app]["latched"] and not self.config.frontends[app].auto_restore:
@@ -203,6 +360,7 @@ class HaproxyDriver(TrafficDriver):
         be = backend_name(fe.app)
         by_name = {r["svname"]: r for r in rows if r["pxname"] == be}
         desired = self._desired[fe.app]
+        labels, removed = self._labels(fe.app), self._removed(fe.app)
         pools: dict[str, PoolTraffic] = {}
         canary_dead = False
         for pname, pool in fe.pools.items():
@@ -213,14 +371,15 @@ class HaproxyDriver(TrafficDriver):
                     raise TrafficError(f"HAProxy has no server {be}/{m.name}; regenerate and reload its config")
                 status = r["status"]
                 admin = "disabled" if status.startswith("MAINT") else ("draining" if status.startswith("DRAIN") else desired["admin"].get(m.name, "enabled"))
+                gone = m.name in removed
                 healthy = status.startswith(("UP", "DRAIN", "NOLB")) or status == "no check"
                 scur = int(r["scur"] or 0)
                 members.append(MemberTraffic(
-                    name=m.name, pool=pname, address=m.address, port=m.port, weight=m.weight, healthy=healthy,
-                    admin=admin, inflight=scur, drained=admin != "enabled" and scur == 0,
-                    counters=_counters(r), check=r.get("check_desc") or r.get("check_status", ""),
+                    name=labels.get(m.name, m.name), pool=pname, address=m.address, port=m.port, weight=m.weight,
+                    healthy=healthy, admin=admin, inflight=scur, drained=admin != "enabled" and scur == 0,
+                    counters=_counters(r), check=r.get("check_desc") or r.get("check_status", ""), removed=gone,
                 ))
-            wanted = [mm for mm in members if mm.admin != "disabled"]
+            wanted = [mm for mm in members if mm.admin != "disabled" and not mm.removed]
             if pname == "canary" and wanted and not any(mm.healthy for mm in wanted):
                 canary_dead = True
             pools[pname] = PoolTraffic(pname, desired["weights"].get(pname, 0), 0, tuple(members), _sum(members))
@@ -247,7 +406,8 @@ class HaproxyDriver(TrafficDriver):
         return self.config.frontends[app]
 
     def _check_member(self, fe: FrontendConfig, member: str) -> None:
-        if not any(m.name == member for p in fe.pools.values() for m in p.members):
+        labels = self._labels(fe.app)
+        if not any(labels.get(m.name, m.name) == member for p in self._view(fe.app).pools.values() for m in p.members):
             raise TrafficNotFound(f"app {fe.app} has no member {member!r}")
 
     async def set_weights(self, app: str, weights: Mapping[str, int]) -> AppTraffic:
@@ -263,7 +423,7 @@ class HaproxyDriver(TrafficDriver):
             await self._sync()
             new = {**self._desired[app]["weights"], **weights}
             # One socket exchange for every server's weight: no request sees half of the change for long.
-            await self._run(self._weight_commands(fe, new))
+            await self._run(self._weight_commands(self._view(app), new))
             self._desired[app]["weights"] = new
             self._save()
         return await self.app(app)
@@ -271,6 +431,7 @@ class HaproxyDriver(TrafficDriver):
     async def _set_admin(self, app: str, member: str, admin: str) -> None:
         fe = self._frontend(app)
         self._check_member(fe, member)
+        member = self._server_of(app, member)  # a runtime member's server (its slot)
         async with self._lock:
             await self._sync()
             states = self._desired[app]["admin"]
@@ -280,7 +441,7 @@ class HaproxyDriver(TrafficDriver):
             else:
                 states[member] = admin
             # Weights first (the pool's share moves to its other members), then the state, in one exchange.
-            cmds = self._weight_commands(fe, self._desired[app]["weights"])
+            cmds = self._weight_commands(self._view(app), self._desired[app]["weights"])
             cmds.append(f"set server {backend_name(app)}/{member} state {_ADMIN_TO_STATE[admin]}")
             try:
                 await self._run(cmds)
@@ -306,7 +467,7 @@ class HaproxyDriver(TrafficDriver):
         async with self._lock:
             await self._sync()
             rows = {r["svname"]: r for r in await self._stats() if r["pxname"] == backend_name(app)}
-            passing = [m.name for m in fe.pools["canary"].members
+            passing = [m.name for m in self._view(app).pools["canary"].members
                        if rows.get(m.name, {}).get("check_status", "").split(" ")[0] in _CHECK_OK]
             if passing:
                 await self._run([f"set server {backend_name(app)}/{n} health up" for n in passing])

@@ -42,6 +42,12 @@ def backend_name(app: str) -> str:
     return f"be_{app}"
 
 
+def slot_names(pool: str, slots: int) -> list[str]:
+    """The spare servers `server-template` makes for a pool: members set at runtime take them
+    (`set server … addr`, then `state ready`); unused ones stay in maintenance at address 0.0.0.0:0."""
+    return [f"{pool}.slot{i}" for i in range(1, slots + 1)]
+
+
 def server_weights(fe: FrontendConfig, pool_weights: Mapping[str, int],
                    out_of_rotation: Collection[str] = ()) -> dict[str, int]:
     """HAProxy weight per member so each pool gets its share and members split it by their own weights.
@@ -195,4 +201,11 @@ def _frontend(config: ProxyConfig, fe: FrontendConfig, bind: tuple[str, int] | N
                 if not fe.auto_restore:
                     extra += f" rise {LATCH_RISE}"
             lines.append(f"    server {m.name} {m.address}:{m.port} weight {weights[m.name]}{extra}")
+        if config.haproxy.slots:
+            # (no `cookie`: whether a template numbers it per server is not documented for 2.6, so sticky
+            # mode balances slot members without a server cookie)
+            extra = f" maxconn {fe.max_conns}"
+            if pname == "canary":
+                extra += canary_death + ("" if fe.auto_restore else f" rise {LATCH_RISE}")
+            lines.append(f"    server-template {pname}.slot 1-{config.haproxy.slots} 0.0.0.0:0 disabled weight 0{extra}")
     return lines + [""]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from opsconsole.traffic.base import AppTraffic, TrafficDriver, TrafficState, TrafficUnavailable
+from opsconsole.traffic.base import AppTraffic, Endpoint, TrafficDriver, TrafficState, TrafficUnavailable
 
 if TYPE_CHECKING:
     from opsconsole.traffic.embedded import EmbeddedDriver
@@ -80,6 +80,9 @@ class ForwardedEmbeddedDriver(TrafficDriver):
 
     async def set_weights(self, app: str, weights: Mapping[str, int]) -> AppTraffic:
         return await self._call("set_weights", app, weights)  # type: ignore[no-any-return]
+
+    async def set_members(self, app: str, pool: str, members: Sequence[Endpoint]) -> AppTraffic:
+        return await self._call("set_members", app, pool, members)  # type: ignore[no-any-return]
 
     async def drain(self, app: str, member: str) -> None:
         await self._call("drain", app, member)

@@ -81,22 +81,38 @@ class FleetPane(Vertical):
         self._ticks = 0
         self._shown: dict[str, list[str]] = {}  # host -> the cells on screen, as plain text + level
         self.sort_key = "host"
+        self._column_widths: dict[str, int] = {}  # as the table has them now (see _fit_columns)
         self.filter_text = ""
         self.border_title = "Fleet (1)"
 
     def compose(self) -> ComposeResult:
         table: DataTable[object] = RowTable(cursor_type="row", zebra_stripes=False, id="fleet-table")
+        widths = self._widths()
+        for key, label in COLUMNS:
+            table.add_column(label, key=key, width=widths[key])
+        self._column_widths = widths
+        yield table
+        yield FilterBar("filter hosts: name, group, role, state…", id="fleet-filter")
+
+    def _widths(self) -> dict[str, int]:
         hosts = [v.host for v in self.engine.views.values()]
-        widths = {
+        return {
             **FIXED_WIDTHS,
             "host": max([len(h.name) for h in hosts] + [4]),
             "role": max([len(h.group) + len(h.role) + 1 for h in hosts] + [10]),
             "address": max([len(address_text(h)) for h in hosts] + [7]),
         }
+
+    def _fit_columns(self) -> None:
+        """Widen the columns for hosts that came after the pane opened (pods from a watch): a name is
+        never cut. Only on a rebuild (membership changed), so cell updates keep the fixed widths."""
+        wanted = self._widths()
+        if all(wanted[k] <= self._column_widths.get(k, 0) for k in wanted):
+            return
+        self._column_widths = {k: max(wanted[k], self._column_widths.get(k, 0)) for k in wanted}
+        self.table.clear(columns=True)
         for key, label in COLUMNS:
-            table.add_column(label, key=key, width=widths[key])
-        yield table
-        yield FilterBar("filter hosts: name, group, role, state…", id="fleet-filter")
+            self.table.add_column(label, key=key, width=self._column_widths[key])
 
     @property
     def table(self) -> DataTable[object]:
@@ -137,6 +153,7 @@ class FleetPane(Vertical):
         table = self.table
         keep = self.selected_host()
         styles = level_styles(self.app)
+        self._fit_columns()
         table.clear()
         self._shown.clear()
         self._dirty.clear()
