@@ -309,7 +309,9 @@ class LoadResult:
     members: Counter = field(default_factory=Counter)
     statuses: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
-    timeline: list[tuple[float, str]] = field(default_factory=list)  # (time, member) per ok response
+    # (time the request was sent, member) per ok response. The send time, not the arrival: a response already
+    # on its way when a member was drained or killed may be read late by a busy client, which is no fault.
+    timeline: list[tuple[float, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> int:
@@ -355,6 +357,7 @@ async def load(port: int, *, total: int, concurrency: int = 8, seconds: float = 
                 body = b"x" * 10 if method == "POST" else b""
                 req = (f"{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {len(body)}\r\n".encode()
                        + (b"Cookie: " + jar + b"\r\n" if jar else b"") + b"\r\n" + body)
+                sent = time.monotonic() - t0
                 writer.write(req)
                 resp = _Resp()
                 parser = httptools.HttpResponseParser(resp)
@@ -368,7 +371,7 @@ async def load(port: int, *, total: int, concurrency: int = 8, seconds: float = 
                 if status == 200:
                     member = resp.headers.get(b"x-member", b"?").decode()
                     result.members[member] += 1
-                    result.timeline.append((time.monotonic() - t0, member))
+                    result.timeline.append((sent, member))
                 if cookie and b"set-cookie" in resp.headers:
                     jar = resp.headers[b"set-cookie"].split(b";")[0]
                 if not parser.should_keep_alive():
