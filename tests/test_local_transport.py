@@ -258,3 +258,23 @@ async def test_services_run_in_bin_sh_like_over_ssh(transport: LocalTransport) -
     assert log.read_text() == _sh("echo {a,b}; echo ${BASH_VERSION:-not-bash}")[1]
     assert await transport.stop_service("shelly") is True
     assert await wait_gone(pid)
+
+
+async def test_a_running_command_its_secret_and_its_env_are_in_no_process_arguments(transport: LocalTransport) -> None:
+    # Another local user can read every process's arguments; a rendered secret must not be among them.
+    from tests.cmdlines import cmdlines_holding
+    secret, env_secret = f"s3cret-{os.urandom(6).hex()}", f"env-{os.urandom(6).hex()}"
+    running = asyncio.ensure_future(transport.run(
+        f"TOKEN='{secret}'; printf %s \"$TOKEN\" > token.out; cat > stdin.out; sleep 30",
+        env={"API_TOKEN": env_secret}, stdin=b"input after the script\n"))
+    out = Path(transport.root) / "stdin.out"
+    deadline = time.monotonic() + 10
+    while not (out.exists() and out.read_text()):
+        assert time.monotonic() < deadline and not running.done(), "the command never started"
+        await asyncio.sleep(0.02)
+    assert (Path(transport.root) / "token.out").read_text() == secret  # it is the running command we look at
+    assert out.read_text() == "input after the script\n"  # the command's own stdin still reaches it
+    assert cmdlines_holding(secret) == [] and cmdlines_holding(env_secret) == []
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running

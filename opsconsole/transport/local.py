@@ -26,6 +26,7 @@ from pathlib import Path
 from opsconsole.fsio import write_atomic
 from opsconsole.hosts import Host
 from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
+from opsconsole.transport.script_stdin import BOOTSTRAP, script_payload
 from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_script, holder_from
 
 TAIL_LINES = 20
@@ -82,21 +83,23 @@ class LocalTransport(Transport):
                 on_line(line, "stderr")
             return CommandResult(rc=125, tail=(line,))
         # /bin/sh, as the ssh transport runs: a bashism must fail here too, not first on a host whose sh is dash.
-        argv = ["/bin/sh", "-c", command]
+        # The command goes on stdin, not in argv: other users can read argv (/proc/PID/cmdline), see script_stdin.
+        argv = ["/bin/sh", "-c", BOOTSTRAP]
         if become and os.geteuid() != 0:
             argv = ["sudo", "-n", "--", *argv]
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=str(workdir),
                 env={**(os.environ if inherit_env else {}), **{k: str(v) for k, v in (env or {}).items()}},
-                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 # Its own session and process group: one killpg reaches every descendant.
                 start_new_session=True,
             )
         except OSError as exc:
-            raise TransportError(f"{self.host.name}: cannot start {command!r}: {exc}") from exc
+            raise TransportError(f"{self.host.name}: cannot start /bin/sh: {exc}") from exc
 
+        payload = script_payload(command, stdin)
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         out: list[str] = []
         out_size = 0
@@ -114,7 +117,7 @@ class LocalTransport(Transport):
         async def feed() -> None:
             assert proc.stdin is not None
             try:
-                proc.stdin.write(stdin or b"")
+                proc.stdin.write(payload)
                 await proc.stdin.drain()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the command did not read all of its input; that is its business
@@ -125,8 +128,7 @@ class LocalTransport(Transport):
             assert proc.stdout is not None and proc.stderr is not None
             helpers = [asyncio.ensure_future(_pump(proc.stdout, "stdout", emit)),
                        asyncio.ensure_future(_pump(proc.stderr, "stderr", emit))]
-            if stdin is not None:
-                helpers.append(asyncio.ensure_future(feed()))
+            helpers.append(asyncio.ensure_future(feed()))
             pumps = helpers[:2]
             try:
                 # proc.wait() would also wait for the pipes to close, which a background child

@@ -24,6 +24,7 @@ import asyncssh
 from opsconsole.hosts import Host
 from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
 from opsconsole.transport.pool import SshPool
+from opsconsole.transport.script_stdin import BOOTSTRAP, script_payload
 from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_script, holder_from
 
 TAIL_LINES = 20
@@ -56,7 +57,9 @@ class SshTransport(Transport):
         return posixpath.normpath(posixpath.join(self.root, path))
 
     # -- commands ----------------------------------------------------------
-    def _wrap(self, command: str, cwd: str | None, env: dict[str, str] | None, become: bool) -> str:
+    def _wrap(self, command: str, cwd: str | None, env: dict[str, str] | None, become: bool) -> tuple[str, str]:
+        """(the command line sshd runs, the script it reads on stdin). The script, with `command`, the env
+        values and the paths, stays out of the command line: every user on the host can read that one."""
         exports = ""
         for key, value in (env or {}).items():
             if not _ENV_NAME.match(key):
@@ -65,11 +68,12 @@ class SshTransport(Transport):
         workdir = self.path(cwd) if cwd else self.root
         q = shlex.quote
         # The first stderr line names the process group, so a timeout can kill the whole tree.
-        inner = (f'read -r s < /proc/$$/stat; set -- $s; printf "{PGID_MARK}%s\\n" "$5" >&2; '
-                 f"mkdir -p {q(self.root)} 2>/dev/null; cd {q(workdir)} || exit 125; "
-                 f"{exports}exec /bin/sh -c {q(command)}")
+        script = (f'read -r s < /proc/$$/stat; set -- $s; printf "{PGID_MARK}%s\\n" "$5" >&2; set --; unset s\n'
+                  f"mkdir -p {q(self.root)} 2>/dev/null; cd {q(workdir)} || exit 125\n"
+                  f"{exports}\n{command}")
         # `exec` keeps a user's heavy login shell out of the process tree; `sudo -n` fails fast instead of asking.
-        return f"sudo -n -H -- /bin/sh -c {q(inner)}" if become else f"exec /bin/sh -c {q(inner)}"
+        line = f"sudo -n -H -- /bin/sh -c {q(BOOTSTRAP)}" if become else f"exec /bin/sh -c {q(BOOTSTRAP)}"
+        return line, script
 
     async def run(
         self,
@@ -82,14 +86,14 @@ class SshTransport(Transport):
         become: bool = False,
         stdin: bytes | None = None,
     ) -> CommandResult:
-        script = self._wrap(command, cwd, env, become)
+        line, script = self._wrap(command, cwd, env, become)
         async with self.pool.channel(self.host):
             proc = await self.pool.with_connection(
-                self.host, lambda conn: conn.create_process(script, encoding="utf-8", errors="replace"))
-            return await self._follow(proc, command, on_line, timeout, become, stdin)
+                self.host, lambda conn: conn.create_process(line, encoding="utf-8", errors="replace"))
+            return await self._follow(proc, command, on_line, timeout, become, script_payload(script, stdin))
 
     async def _follow(self, proc: asyncssh.SSHClientProcess, command: str, on_line: LineHandler | None,
-                      timeout: float | None, become: bool, stdin: bytes | None) -> CommandResult:
+                      timeout: float | None, become: bool, stdin: bytes) -> CommandResult:
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         out: list[str] = []
         pgid: list[int] = []
@@ -107,8 +111,8 @@ class SshTransport(Transport):
                     on_line(line, stream)
 
         async def everything() -> None:
-            if stdin:
-                proc.stdin.write(stdin.decode("utf-8", errors="replace"))
+            # The script, then the command's own input (see script_stdin); the channel is text.
+            proc.stdin.write(stdin.decode("utf-8", errors="replace"))
             proc.stdin.write_eof()
             await asyncio.gather(pump(proc.stdout, "stdout"), pump(proc.stderr, "stderr"))
             await proc.wait_closed()
