@@ -296,3 +296,54 @@ async def test_a_confirm_dialog_never_shows_a_typed_password(tmp_path: Path, mon
     engine = Engine(load_config(cfg))
     text = await engine.preview(parse_command("run vault -- PGPASSWORD=typed-Pw-4242 psql", engine.names))
     assert "typed-Pw-4242" not in text and f"PGPASSWORD={MASK}" in text
+
+
+async def test_a_typed_credential_is_never_on_screen_nor_in_history_when_cancelled_or_mistyped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from opsconsole.ui.command_line import CommandLine
+    from opsconsole.ui.status_line import StatusLine
+
+    cfg, _ = setup(tmp_path)
+    monkeypatch.setenv("TEST_DB_PASSWORD", ENV_SECRET)
+    engine = Engine(load_config(cfg))
+    engine.prepare()
+    app = OpsConsoleApp(engine)
+    typed = "hunter2"  # configured nowhere: only the way it is typed says it is a credential
+    seen: list[str] = []
+
+    def look() -> str:
+        notices = " ".join(f"{n.title} {n.message}" for n in app._notifications)
+        text = f"{screen_text(app)}\n{notices}\n{app.query_one(StatusLine).render()}"
+        seen.append(text)
+        return text
+
+    async def until(what: str) -> None:
+        for _ in range(500):
+            if what in look():
+                return
+            await pilot.pause(0.02)
+        raise AssertionError(f"never shown: {what!r}\n{seen[-1]}")
+
+    try:
+        async with app.run_test(size=(160, 50)) as pilot:
+            await pilot.press("colon", *f"run vault -- curl -u admin:{typed} http://127.0.0.1:9/", "enter")
+            for _ in range(500):
+                if isinstance(app.screen, ConfirmScreen):
+                    break
+                await pilot.pause(0.02)
+            look()
+            await pilot.click("#cancel")
+            await until("cancelled: run vault")
+            await pilot.press("colon", *f"rnu vault -- curl -u admin:{typed} http://127.0.0.1:9/", "enter")
+            await until("cannot run")
+            await pilot.press("colon", *f"run vaulf -- curl -u admin:{typed} http://127.0.0.1:9/", "enter")
+            await until("✘ run vaulf")
+            await pilot.press("colon", "up")
+            line = app.query_one(CommandLine)
+            history = list(line.history)
+            look()
+            recalled = line.value
+    finally:
+        kill_services(tmp_path / "state")
+    assert "curl -u admin:***" in recalled and len(history) == 3
+    assert not [text for text in seen + history if typed in text], [t for t in seen + history if typed in t][:1]
