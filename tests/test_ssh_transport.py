@@ -189,3 +189,29 @@ async def test_connection_set_up_is_paced_by_max_connecting(lab: Lab) -> None:
         assert pool.connecting_peak == len(lab.apps)
     finally:
         await pool.close()
+
+
+@pytest.mark.parametrize("become", [False, True])
+async def test_a_running_command_its_secret_and_its_env_are_in_no_process_arguments(lab: Lab, app1: SshTransport,
+                                                                                     become: bool) -> None:
+    # Every user on the host (and on this machine) can read every process's arguments: no secret among them.
+    from tests.cmdlines import cmdlines_holding
+    secret, env_secret = f"s3cret-{uuid.uuid4().hex[:12]}", f"env-{uuid.uuid4().hex[:12]}"
+    files = Path(lab.hosts["app-1"].files)
+    for left in ("token.out", "stdin.out"):
+        (files / left).unlink(missing_ok=True)
+    running = asyncio.ensure_future(app1.run(
+        f"TOKEN='{secret}'; printf %s \"$TOKEN\" > token.out; cat > stdin.out; sleep 30",
+        env={"API_TOKEN": env_secret}, stdin=b"input after the script\n", become=become))
+    await until(lambda: (files / "stdin.out").exists() and (files / "stdin.out").read_text() != "" or running.done(),
+                "the command never started")
+    assert not running.done(), running.result()
+    assert (files / "token.out").read_text() == secret  # it is the running command we look at
+    assert (files / "stdin.out").read_text() == "input after the script\n"  # its own stdin still reaches it
+    on_host = lab.exec("app-1", "ps", "-eo", "args=").stdout
+    assert secret not in on_host and env_secret not in on_host
+    assert cmdlines_holding(secret) == [] and cmdlines_holding(env_secret) == []
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    await until(lambda: live_processes(lab, "app-1", "sleep 30") == [], "the cancelled command still runs")
