@@ -142,15 +142,16 @@ async def test_write_file_reports_change_and_is_atomic(transport: LocalTransport
     target = Path(transport.root) / "conf" / "app.conf"
     assert await transport.write_file("conf/app.conf", b"a=1\n") is True
     assert target.read_bytes() == b"a=1\n"
+    assert target.stat().st_mode & 0o777 == 0o600  # a new file with no mode: it may hold a rendered secret
     inode = target.stat().st_ino
     assert await transport.write_file("conf/app.conf", b"a=1\n") is False
     assert target.stat().st_ino == inode  # unchanged content: the file was not rewritten
-    assert await transport.write_file("conf/app.conf", b"a=1\n", mode=0o600) is True
-    assert target.stat().st_mode & 0o777 == 0o600
-    assert await transport.write_file("conf/app.conf", b"a=1\n", mode=0o600) is False
+    assert await transport.write_file("conf/app.conf", b"a=1\n", mode=0o640) is True  # mode alone is a change
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert await transport.write_file("conf/app.conf", b"a=1\n", mode=0o640) is False
     assert await transport.write_file("conf/app.conf", b"a=2\n") is True
     assert target.stat().st_ino != inode  # replaced by rename, not written in place
-    assert target.stat().st_mode & 0o777 == 0o600  # the mode survives a rewrite
+    assert target.stat().st_mode & 0o777 == 0o640  # the mode survives a rewrite
     assert sorted(p.name for p in target.parent.iterdir()) == ["app.conf"]  # no temp files left
     assert await transport.read_file("conf/app.conf") == b"a=2\n"
     assert await transport.exists("conf/app.conf") and not await transport.exists("conf/other")
@@ -278,3 +279,18 @@ async def test_a_running_command_its_secret_and_its_env_are_in_no_process_argume
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running
+
+
+async def test_an_unchanged_file_is_never_chmod_ed_through_a_planted_link(transport: LocalTransport,
+                                                                          tmp_path: Path) -> None:
+    # Someone who can write in the host root plants a link to a file of theirs (or of root's) whose content
+    # matches: a mode change must not reach that file, and the link is replaced by our file.
+    victim = tmp_path / "victim.conf"
+    victim.write_bytes(b"a=1\n")
+    victim.chmod(0o600)
+    (Path(transport.root) / "conf").mkdir()
+    link = Path(transport.root) / "conf" / "app.conf"
+    link.symlink_to(victim)
+    assert await transport.write_file("conf/app.conf", b"a=1\n", mode=0o644) is True
+    assert victim.stat().st_mode & 0o777 == 0o600 and victim.read_bytes() == b"a=1\n"
+    assert not link.is_symlink() and link.read_bytes() == b"a=1\n" and link.stat().st_mode & 0o777 == 0o644

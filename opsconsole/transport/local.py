@@ -15,10 +15,12 @@ password nobody can type.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import re
 import shlex
 import signal
+import stat
 import time
 from collections import deque
 from pathlib import Path
@@ -30,6 +32,7 @@ from opsconsole.transport.script_stdin import BOOTSTRAP, script_payload
 from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_script, holder_from
 
 TAIL_LINES = 20
+NEW_FILE_MODE = 0o600  # a file written with no mode that did not exist (see _write_file)
 STDOUT_CAP = 1 << 20  # keep at most 1 MiB of stdout in the result; every line is still streamed
 KILL_GRACE = 2.0  # seconds between TERM and KILL of a timed-out or cancelled command
 # After the command exits, a background child (`daemon &`) may hold our pipes open for hours;
@@ -301,24 +304,30 @@ async def _kill_group(proc: asyncio.subprocess.Process) -> None:
 
 
 def _write_file(target: Path, content: bytes, mode: int | None) -> bool:
-    """Write atomically and durably unless content and mode already match; True if changed."""
+    """Write atomically and durably unless content and mode already match; True if changed.
+
+    A link planted at `target` is replaced, never read nor chmod-ed through: the file is opened with
+    O_NOFOLLOW and compared and chmod-ed through that one descriptor. A new file with no mode is 0600
+    (the ssh transport's NEW_FILE_MODE): it may hold a rendered secret; a file others must read says so."""
     try:
-        st = target.stat()
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         st = None
-    if st is not None and st.st_size == len(content) and target.read_bytes() == content:
-        if mode is not None and (st.st_mode & 0o7777) != mode:
-            os.chmod(target, mode)
-            return True
-        return False
-    if mode is not None:
-        keep = mode
-    elif st is not None:
-        keep = st.st_mode & 0o7777
-    else:  # a new file gets what `touch` would give it
-        umask = os.umask(0)
-        os.umask(umask)
-        keep = 0o666 & ~umask
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:  # ELOOP: a symbolic link, replaced below
+            raise
+        st = None
+    else:
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                st = None
+            elif st.st_size == len(content) and f.read() == content:
+                if mode is not None and (st.st_mode & 0o7777) != mode:
+                    os.fchmod(f.fileno(), mode)
+                    return True
+                return False
+    keep = mode if mode is not None else st.st_mode & 0o7777 if st is not None else NEW_FILE_MODE
     write_atomic(target, content, keep)  # a reader sees the old file or the new one, never half of one
     return True
 
