@@ -294,3 +294,22 @@ async def test_an_unchanged_file_is_never_chmod_ed_through_a_planted_link(transp
     assert await transport.write_file("conf/app.conf", b"a=1\n", mode=0o644) is True
     assert victim.stat().st_mode & 0o777 == 0o600 and victim.read_bytes() == b"a=1\n"
     assert not link.is_symlink() and link.read_bytes() == b"a=1\n" and link.stat().st_mode & 0o777 == 0o644
+
+
+async def test_an_overlong_line_is_never_cut_inside_a_secret(tmp_path: Path) -> None:
+    # A line longer than the pipe reader keeps whole is emitted in pieces, and each piece is masked on its
+    # own (the event bus masks each OutputLine): a cut inside a secret would show both halves of it.
+    from opsconsole.redact import MASK, Redactor
+    secret = "Zq81xv-s3cret-77"
+    redactor = Redactor([secret])
+    t = LocalTransport(Host(name="h", group="g", address="127.0.0.1", root=str(tmp_path / "h")), redactor)
+    pieces: list[str] = []
+    # 700 KB of "SECRET " with no newline: nearly every place a piece could end falls inside a secret.
+    count = 700000 // (len(secret) + 1)
+    result = await t.run(f"yes '{secret}' | tr '\\n' ' ' | head -c {count * (len(secret) + 1)}; echo",
+                         on_line=lambda line, stream: pieces.append(line))
+    assert result.ok and len(pieces) >= 2, [len(p) for p in pieces]
+    assert "".join(pieces) == f"{secret} " * count  # cut in pieces, nothing lost nor repeated
+    shown = "".join(redactor.text(p) for p in pieces)
+    assert secret[:8] not in shown and secret[-8:] not in shown
+    assert shown.count(MASK) == count

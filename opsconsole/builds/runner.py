@@ -168,7 +168,8 @@ class Builder:
         work = self.state_dir / "builds" / "work" / app.name
         try:
             await git.checkout_clean(cache, record.commit, work)
-            transport = LocalTransport(Host(name=f"build:{app.name}", group="builds", address="127.0.0.1", root=str(work)))
+            transport = LocalTransport(Host(name=f"build:{app.name}", group="builds", address="127.0.0.1", root=str(work)),
+                                       self.bus.redactor)
             deadline = time.monotonic() + app.build.timeout
             env = {**build_environment(app), "OPSCONSOLE_APP": app.name, "OPSCONSOLE_COMMIT": record.commit,
                    "OPSCONSOLE_VERSION": record.short, "OPSCONSOLE_BUILD": build_id}

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from opsconsole.fsio import write_atomic
 from opsconsole.hosts import Host
+from opsconsole.redact import Redactor
 from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
 from opsconsole.transport.script_stdin import BOOTSTRAP, script_payload
 from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_script, holder_from
@@ -48,10 +49,12 @@ class LocalTransport(Transport):
 
     name = "local"
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: Host, redactor: Redactor | None = None) -> None:
+        """`redactor`: the console's, so a very long output line is cut in pieces where no secret is cut."""
         if not host.root:
             raise TransportError(f"{host.name}: a local host needs a root directory")
         self.host = host
+        self.redactor = redactor
         self._root = Path(host.root).expanduser().absolute()
         self._root.mkdir(parents=True, exist_ok=True)
 
@@ -129,8 +132,8 @@ class LocalTransport(Transport):
 
         async def everything() -> None:
             assert proc.stdout is not None and proc.stderr is not None
-            helpers = [asyncio.ensure_future(_pump(proc.stdout, "stdout", emit)),
-                       asyncio.ensure_future(_pump(proc.stderr, "stderr", emit))]
+            helpers = [asyncio.ensure_future(_pump(proc.stdout, "stdout", emit, self.redactor)),
+                       asyncio.ensure_future(_pump(proc.stderr, "stderr", emit, self.redactor))]
             helpers.append(asyncio.ensure_future(feed()))
             pumps = helpers[:2]
             try:
@@ -272,7 +275,7 @@ class LocalTransport(Transport):
         return int(text) if _alive(int(text)) else None
 
 
-async def _pump(reader: asyncio.StreamReader, stream: str, emit: LineHandler) -> None:
+async def _pump(reader: asyncio.StreamReader, stream: str, emit: LineHandler, redactor: Redactor | None) -> None:
     """Split a pipe into lines as they arrive (no length limit, unlike readline); flush a partial last line."""
     buffer = b""
     while chunk := await reader.read(_CHUNK):
@@ -281,10 +284,20 @@ async def _pump(reader: asyncio.StreamReader, stream: str, emit: LineHandler) ->
         for raw in lines:
             emit(raw.rstrip(b"\r").decode("utf-8", errors="replace"), stream)
         if len(buffer) >= _LONG_LINE:
-            emit(buffer.decode("utf-8", errors="replace"), stream)
-            buffer = b""
+            buffer = _emit_long(buffer, stream, emit, redactor)
     if buffer:
         emit(buffer.rstrip(b"\r").decode("utf-8", errors="replace"), stream)
+
+
+def _emit_long(buffer: bytes, stream: str, emit: LineHandler, redactor: Redactor | None) -> bytes:
+    """Emit most of an overlong line, keeping what follows the cut: the cut leaves a tail as long as the
+    longest secret and moves back to a secret's start, so each piece, masked alone, hides it whole."""
+    text = buffer.decode("utf-8", errors="surrogateescape")  # round-trips, even a character cut by the chunk
+    at = len(text)
+    if redactor:
+        at = redactor.safe_cut(text, max(len(text) // 2, len(text) - redactor.longest))
+    emit(text[:at].encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace"), stream)
+    return text[at:].encode("utf-8", errors="surrogateescape")
 
 
 async def _kill_group(proc: asyncio.subprocess.Process) -> None:
