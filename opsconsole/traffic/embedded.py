@@ -75,6 +75,8 @@ class EmbeddedDriver(TrafficDriver):
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise TrafficUnavailable(f"the proxy's runtime file {path} is missing or unreadable ({exc}); "
                                      "is `opsconsole proxy` running?") from None
+        if not admin.startswith("unix:"):
+            refuse_remote_admin(admin)  # said first: a remote address is refused whoever holds it
         port = None if admin.startswith("unix:") else urllib.parse.urlsplit(admin).port
         problem = (f"its process {pid} is not running" if start_time(pid) is None
                    else port_holder_problem(pid, port) if port is not None else None)
