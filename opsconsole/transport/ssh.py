@@ -16,6 +16,7 @@ import re
 import secrets
 import shlex
 import signal
+import stat
 from collections import deque
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from opsconsole.transport.script_stdin import BOOTSTRAP, script_payload
 from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_script, holder_from
 
 TAIL_LINES = 20
+NEW_FILE_MODE = 0o600  # a new file written with no mode (see _replace)
 PGID_MARK = "@@opsconsole-pgid@@ "
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -166,19 +168,39 @@ class SshTransport(Transport):
         target = self.path(path)
 
         async def write(sftp: asyncssh.SFTPClient) -> bool:
-            current = await _stat(sftp, target)
-            if current is not None and current.size == len(content):
+            await self._refuse_linked_dirs(sftp, target)
+            # lstat, not stat: a link planted at the target is replaced, never read through nor chmod-ed through.
+            current = await _stat(sftp, target, follow=False)
+            regular = current is not None and stat.S_ISREG(current.permissions or 0)
+            if regular and current.size == len(content):
                 async with sftp.open(target, "rb") as f:
                     if await f.read() == content:
                         if mode is not None and (current.permissions or 0) & 0o7777 != mode:
-                            await sftp.chmod(target, mode)
+                            await f.chmod(mode)  # on the handle we compared: the file, whatever its path is now
                             return True
                         return False
-            keep = mode if mode is not None else (current.permissions & 0o7777 if current and current.permissions else None)
+            keep = mode if mode is not None else (current.permissions & 0o7777 if regular and current.permissions else None)
             await _replace(sftp, target, content, keep)
             return True
 
         return await self._sftp(write, path)
+
+    async def _refuse_linked_dirs(self, sftp: asyncssh.SFTPClient, target: str) -> None:
+        """TransportError if a directory between the host root and `target` is a symbolic link: a file meant
+        for the host root must not land wherever someone pointed a link (the root itself may be a link, and
+        paths outside the root are the playbook's own choice)."""
+        relative = posixpath.relpath(posixpath.dirname(target), self.root)
+        if relative == "." or relative.startswith(".."):
+            return
+        walked = self.root
+        for part in relative.split("/"):
+            walked = posixpath.join(walked, part)
+            attrs = await _stat(sftp, walked, follow=False)
+            if attrs is None:
+                return  # _replace creates the rest: nothing below a missing directory can be a link yet
+            if stat.S_ISLNK(attrs.permissions or 0):
+                raise TransportError(f"{self.host.name}: {walked} is a symbolic link; not writing {target} "
+                                     "through it")
 
     async def read_file(self, path: str) -> bytes:
         target = self.path(path)
@@ -199,16 +221,22 @@ class SshTransport(Transport):
         return await self.write_file(path, content, mode)
 
     async def _put_large(self, local_path: str, content: bytes, path: str, mode: int | None) -> bool:
-        # Compare by checksum on the host rather than reading a big file back over the wire.
+        # Compare by checksum on the host rather than reading a big file back over the wire; a link at the
+        # target is never read through (`[ -L ]`) but replaced.
         target = self.path(path)
         digest = hashlib.sha256(content).hexdigest()
-        have = await self._sh(f"sha256sum {shlex.quote(target)} 2>/dev/null")
-        if have.ok and have.stdout.split()[:1] == [digest]:
-            if mode is not None:
-                await self._sh(f"chmod {mode:o} {shlex.quote(target)}")
-            return False
+        have = await self._sh(f"[ ! -L {shlex.quote(target)} ] && sha256sum {shlex.quote(target)} 2>/dev/null")
 
         async def put(sftp: asyncssh.SFTPClient) -> bool:
+            await self._refuse_linked_dirs(sftp, target)
+            current = await _stat(sftp, target, follow=False)
+            if have.ok and have.stdout.split()[:1] == [digest] and current is not None \
+                    and stat.S_ISREG(current.permissions or 0):
+                if mode is None or (current.permissions or 0) & 0o7777 == mode:
+                    return False
+                async with sftp.open(target, "rb") as f:
+                    await f.chmod(mode)
+                return True
             await _replace(sftp, target, content, mode)
             return True
 
@@ -301,8 +329,10 @@ class SshTransport(Transport):
 async def _replace(sftp: asyncssh.SFTPClient, target: str, content: bytes, mode: int | None) -> None:
     """Replace `target` as fsio.write_atomic does locally: a temp file beside it with a random name, created
     exclusively (a symlink or file planted at a guessable name is never followed nor reused) with its final
-    mode before a byte is written, fsynced when the server can (fsync@openssh.com), renamed over the target."""
-    final = 0o644 if mode is None else mode
+    mode before a byte is written, fsynced when the server can (fsync@openssh.com), renamed over the target.
+    A new file with no mode is 0600, as the local transport makes it: it is the login user's, and may hold
+    a rendered secret; a file others must read says so with `mode:`."""
+    final = NEW_FILE_MODE if mode is None else mode
     directory = posixpath.dirname(target)
     await sftp.makedirs(directory, exist_ok=True)
     for attempt in range(3):
