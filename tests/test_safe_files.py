@@ -257,7 +257,8 @@ def test_the_console_environment_is_not_readable_by_its_own_users_builds() -> No
         shutil.rmtree(tmp_path, ignore_errors=True)
 
 
-async def test_sftp_never_chmods_reads_nor_writes_through_a_planted_link_and_a_new_file_is_0600(lab: Lab) -> None:
+async def test_sftp_never_chmods_reads_nor_writes_through_a_planted_link_and_a_new_file_gets_the_umask(
+        lab: Lab) -> None:
     # Everything here lives under one fresh directory of the lab host's root.
     app = lab.apps[0]
     files = Path(app.files)
@@ -301,6 +302,7 @@ async def test_sftp_never_chmods_reads_nor_writes_through_a_planted_link_and_a_n
         with pytest.raises(TransportError, match="is a symbolic link"):
             await t.write_file(f"{rel}/linked/y.conf", b"y\n")
         assert await t.write_file(f"{rel}/conf/new.conf", b"n\n") is True  # a new file with no mode
+        umask = int((await t.run("umask")).stdout.strip(), 8)  # what `touch` gets there; Ansible gives the same
     finally:
         await pool.close()
         source.unlink()
@@ -309,7 +311,7 @@ async def test_sftp_never_chmods_reads_nor_writes_through_a_planted_link_and_a_n
     for placed in (base / "conf" / "app.conf", base / "big" / "big.bin"):
         assert not placed.is_symlink() and stat.S_IMODE(placed.stat().st_mode) == 0o644
     assert sorted(p.name for p in (base / "elsewhere").iterdir()) == ["big.bin", "victim.conf"]
-    assert stat.S_IMODE((base / "conf" / "new.conf").stat().st_mode) == 0o600
+    assert stat.S_IMODE((base / "conf" / "new.conf").stat().st_mode) == 0o666 & ~umask
     shutil.rmtree(base)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from opsconsole.pids import stat_fields
+
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's `st` column
 
 
@@ -47,12 +49,8 @@ def socket_inodes(pid: int) -> set[int]:
 def start_time(pid: int) -> str | None:
     """The process's start time (clock ticks since boot), or None if it is gone or a zombie: with the pid,
     it names one process, not whichever the kernel gives that pid next."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rfind(")") + 2:].split()  # after the command name, which may hold spaces
-    return None if fields[0] in ("Z", "X") else fields[19]
+    fields = stat_fields(pid)
+    return None if fields is None or fields[0] in ("Z", "X") else fields[19]
 
 
 def port_holder_problem(pid: int, port: int) -> str | None:

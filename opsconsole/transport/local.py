@@ -27,13 +27,13 @@ from pathlib import Path
 
 from opsconsole.fsio import write_atomic
 from opsconsole.hosts import Host
+from opsconsole.pids import stat_fields as _stat_fields
 from opsconsole.redact import Redactor
 from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
 from opsconsole.transport.script_stdin import BOOTSTRAP, script_payload
 from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_script, holder_from
 
 TAIL_LINES = 20
-NEW_FILE_MODE = 0o600  # a file written with no mode that did not exist (see _write_file)
 STDOUT_CAP = 1 << 20  # keep at most 1 MiB of stdout in the result; every line is still streamed
 KILL_GRACE = 2.0  # seconds between TERM and KILL of a timed-out or cancelled command
 # After the command exits, a background child (`daemon &`) may hold our pipes open for hours;
@@ -320,8 +320,7 @@ def _write_file(target: Path, content: bytes, mode: int | None) -> bool:
     """Write atomically and durably unless content and mode already match; True if changed.
 
     A link planted at `target` is replaced, never read nor chmod-ed through: the file is opened with
-    O_NOFOLLOW and compared and chmod-ed through that one descriptor. A new file with no mode is 0600
-    (the ssh transport's NEW_FILE_MODE): it may hold a rendered secret; a file others must read says so."""
+    O_NOFOLLOW and compared and chmod-ed through that one descriptor."""
     try:
         fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -340,18 +339,16 @@ def _write_file(target: Path, content: bytes, mode: int | None) -> bool:
                     os.fchmod(f.fileno(), mode)
                     return True
                 return False
-    keep = mode if mode is not None else st.st_mode & 0o7777 if st is not None else NEW_FILE_MODE
+    if mode is not None:
+        keep = mode
+    elif st is not None:
+        keep = st.st_mode & 0o7777
+    else:  # a new file gets what `touch` would give it, as Ansible's modules do (the umask)
+        umask = os.umask(0)
+        os.umask(umask)
+        keep = 0o666 & ~umask
     write_atomic(target, content, keep)  # a reader sees the old file or the new one, never half of one
     return True
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (which may hold spaces and parentheses)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw[raw.rfind(")") + 2:].split()
 
 
 def _alive(pid: int) -> bool:

@@ -29,7 +29,6 @@ from opsconsole.transport.script_stdin import BOOTSTRAP, script_payload
 from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_script, holder_from
 
 TAIL_LINES = 20
-NEW_FILE_MODE = 0o600  # a new file written with no mode (see _replace)
 PGID_MARK = "@@opsconsole-pgid@@ "
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -330,9 +329,9 @@ async def _replace(sftp: asyncssh.SFTPClient, target: str, content: bytes, mode:
     """Replace `target` as fsio.write_atomic does locally: a temp file beside it with a random name, created
     exclusively (a symlink or file planted at a guessable name is never followed nor reused) with its final
     mode before a byte is written, fsynced when the server can (fsync@openssh.com), renamed over the target.
-    A new file with no mode is 0600, as the local transport makes it: it is the login user's, and may hold
-    a rendered secret; a file others must read says so with `mode:`."""
-    final = NEW_FILE_MODE if mode is None else mode
+    A new file with no mode gets the host's umask (created 0666, the server applies its umask), as Ansible's
+    modules and the local transport give it: not a fixed 0644, which was wider than a host's umask of 077."""
+    final = 0o666 if mode is None else mode
     directory = posixpath.dirname(target)
     await sftp.makedirs(directory, exist_ok=True)
     for attempt in range(3):
@@ -346,7 +345,8 @@ async def _replace(sftp: asyncssh.SFTPClient, target: str, content: bytes, mode:
                 raise
     try:
         async with f:
-            await f.chmod(final)  # the server's umask trimmed the mode given at creation
+            if mode is not None:
+                await f.chmod(mode)  # the server's umask trimmed the mode given at creation
             await f.write(content)
             try:
                 await f.fsync()
