@@ -312,3 +312,12 @@ async def test_an_overlong_line_is_never_cut_inside_a_secret(tmp_path: Path) -> 
     shown = "".join(redactor.text(p) for p in pieces)
     assert secret[:8] not in shown and secret[-8:] not in shown
     assert shown.count(MASK) == count
+
+
+async def test_a_command_reading_stdin_without_input_gets_none_of_the_script(transport: LocalTransport) -> None:
+    # The script itself arrives on the shell's stdin: a command reading stdin must not eat the rest of it.
+    result = await transport.run("cat; read line || echo nothing read\necho after")
+    assert result.ok and result.stdout == "nothing read\nafter\n"
+    # A syntax error fails the command with sh's 2 (and, parsed whole first, nothing of it runs).
+    broken = await transport.run("echo before\nif true; then")
+    assert broken.rc == 2 and broken.stdout == ""

@@ -215,3 +215,9 @@ async def test_a_running_command_its_secret_and_its_env_are_in_no_process_argume
     with pytest.raises(asyncio.CancelledError):
         await running
     await until(lambda: live_processes(lab, "app-1", "sleep 30") == [], "the cancelled command still runs")
+
+
+async def test_a_command_reading_stdin_without_input_gets_none_of_the_script(app1: SshTransport) -> None:
+    result = await app1.run("cat; read line || echo nothing read\necho after")
+    assert result.ok and result.stdout == "nothing read\nafter\n"
+    assert (await app1.run("exit 7", become=True)).rc == 7

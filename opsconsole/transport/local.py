@@ -30,7 +30,7 @@ from opsconsole.hosts import Host
 from opsconsole.pids import stat_fields as _stat_fields
 from opsconsole.redact import Redactor
 from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
-from opsconsole.transport.script_stdin import BOOTSTRAP, script_payload
+from opsconsole.transport.script_stdin import shell_for
 from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_script, holder_from
 
 TAIL_LINES = 20
@@ -90,7 +90,7 @@ class LocalTransport(Transport):
             return CommandResult(rc=125, tail=(line,))
         # /bin/sh, as the ssh transport runs: a bashism must fail here too, not first on a host whose sh is dash.
         # The command goes on stdin, not in argv: other users can read argv (/proc/PID/cmdline), see script_stdin.
-        argv = ["/bin/sh", "-c", BOOTSTRAP]
+        argv, payload = shell_for(command, stdin)
         if become and os.geteuid() != 0:
             argv = ["sudo", "-n", "--", *argv]
         try:
@@ -105,7 +105,6 @@ class LocalTransport(Transport):
         except OSError as exc:
             raise TransportError(f"{self.host.name}: cannot start /bin/sh: {exc}") from exc
 
-        payload = script_payload(command, stdin)
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         out: list[str] = []
         out_size = 0

@@ -25,7 +25,7 @@ import asyncssh
 from opsconsole.hosts import Host
 from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
 from opsconsole.transport.pool import SshPool
-from opsconsole.transport.script_stdin import BOOTSTRAP, script_payload
+from opsconsole.transport.script_stdin import shell_for
 from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_script, holder_from
 
 TAIL_LINES = 20
@@ -58,9 +58,10 @@ class SshTransport(Transport):
         return posixpath.normpath(posixpath.join(self.root, path))
 
     # -- commands ----------------------------------------------------------
-    def _wrap(self, command: str, cwd: str | None, env: dict[str, str] | None, become: bool) -> tuple[str, str]:
-        """(the command line sshd runs, the script it reads on stdin). The script, with `command`, the env
-        values and the paths, stays out of the command line: every user on the host can read that one."""
+    def _wrap(self, command: str, cwd: str | None, env: dict[str, str] | None, become: bool,
+              stdin: bytes | None) -> tuple[str, bytes]:
+        """(the command line sshd runs, what it reads on stdin). The script, with `command`, the env values
+        and the paths, stays out of the command line: every user on the host can read that one."""
         exports = ""
         for key, value in (env or {}).items():
             if not _ENV_NAME.match(key):
@@ -73,8 +74,8 @@ class SshTransport(Transport):
                   f"mkdir -p {q(self.root)} 2>/dev/null; cd {q(workdir)} || exit 125\n"
                   f"{exports}\n{command}")
         # `exec` keeps a user's heavy login shell out of the process tree; `sudo -n` fails fast instead of asking.
-        line = f"sudo -n -H -- /bin/sh -c {q(BOOTSTRAP)}" if become else f"exec /bin/sh -c {q(BOOTSTRAP)}"
-        return line, script
+        argv, payload = shell_for(script, stdin)
+        return (f"sudo -n -H -- {shlex.join(argv)}" if become else f"exec {shlex.join(argv)}"), payload
 
     async def run(
         self,
@@ -87,11 +88,11 @@ class SshTransport(Transport):
         become: bool = False,
         stdin: bytes | None = None,
     ) -> CommandResult:
-        line, script = self._wrap(command, cwd, env, become)
+        line, payload = self._wrap(command, cwd, env, become, stdin)
         async with self.pool.channel(self.host):
             proc = await self.pool.with_connection(
                 self.host, lambda conn: conn.create_process(line, encoding="utf-8", errors="replace"))
-            return await self._follow(proc, command, on_line, timeout, become, script_payload(script, stdin))
+            return await self._follow(proc, command, on_line, timeout, become, payload)
 
     async def _follow(self, proc: asyncssh.SSHClientProcess, command: str, on_line: LineHandler | None,
                       timeout: float | None, become: bool, stdin: bytes) -> CommandResult:
