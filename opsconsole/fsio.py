@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -58,6 +59,9 @@ def append_line(path: str | os.PathLike[str], line: str, mode: int = 0o600) -> N
     except FileExistsError:
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
         created = False
+        wider = stat.S_IMODE(os.fstat(fd).st_mode) & ~mode & 0o7777
+        if wider:  # a file an older version left wider than `mode` is tightened as it is opened
+            os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) & ~wider)
     try:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -100,11 +104,30 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def make_private_dir(directory: str | os.PathLike[str]) -> Path:
-    """mkdir -p `directory` and make it 0700 (the state dir: logs, journal and builds are the operator's alone)."""
+    """mkdir -p `directory` and make it 0700 (the state dir: logs, journal and builds are the operator's alone).
+
+    A directory that was open to others (a state dir an older version made 0755, its files 0644) has
+    everything in it closed to them too, once: after that it is 0700 and is not walked again."""
     directory = Path(directory)
     _make_dirs(directory)
+    if stat.S_IMODE(os.lstat(directory).st_mode) & 0o077:
+        _close_to_others(directory)
     os.chmod(directory, 0o700)
     return directory
+
+
+def _close_to_others(directory: Path) -> None:
+    """Take group and other permissions off everything under `directory` (links are left alone: a chmod
+    would act on what they point to)."""
+    for top, dirs, files in os.walk(directory):
+        for name in dirs + files:
+            path = os.path.join(top, name)
+            try:
+                st = os.lstat(path)
+                if not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
+                    os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o077)
+            except FileNotFoundError:
+                pass  # gone meanwhile
 
 
 def _make_dirs(directory: Path) -> None:

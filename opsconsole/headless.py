@@ -33,12 +33,13 @@ def read_script(text: str, source: str, engine: Engine) -> list[ScriptLine]:
         stripped = raw.strip()
         if not stripped or stripped.startswith("#"):
             continue
+        shown = engine.masked(stripped)  # a credential typed in the line is not echoed in an error
         try:
             command = engine.parse(stripped)
         except CommandError as exc:
-            raise SourceError(source, number, "", f"{stripped!r}: {exc}") from None
+            raise SourceError(source, number, "", f"{shown!r}: {engine.masked(str(exc))}") from None
         if engine.refusal(command) is not None:  # said before anything runs, in the script's terms
-            raise SourceError(source, number, "", f"{stripped!r}: refused, the console is read-only")
+            raise SourceError(source, number, "", f"{shown!r}: refused, the console is read-only")
         lines.append(ScriptLine(number, stripped, command))
     return lines
 

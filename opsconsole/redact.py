@@ -68,6 +68,7 @@ class Redactor:
     def __init__(self, values: Iterable[str] = ()) -> None:
         self._values: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self.longest = 0  # the length of the longest form of a secret: how far a cut must look past itself
         self.add(values)
 
     def add(self, values: Iterable[str]) -> None:
@@ -77,6 +78,7 @@ class Redactor:
             return
         self._values |= new
         forms = set().union(*(_forms(v) for v in self._values))
+        self.longest = max(map(len, forms), default=0)
         # Longest first: a secret that contains another is masked whole.
         self._pattern = re.compile("|".join(re.escape(v) for v in sorted(forms, key=len, reverse=True)))
 
@@ -87,6 +89,18 @@ class Redactor:
         if self._pattern is None or not text:
             return text
         return self._pattern.sub(MASK, text)
+
+    def safe_cut(self, text: str, at: int) -> int:
+        """Where to cut `text` in two, at `at` or before it, so that no secret is cut in two (each half is
+        masked on its own: a secret split across them would show). `text` must run on at least `longest`
+        characters past `at`, or a secret starting before `at` cannot be seen whole."""
+        if self._pattern is None:
+            return at
+        # From the start, as text() scans: the matches found are the ones the halves will be masked by.
+        for m in self._pattern.finditer(text, 0, min(len(text), at + self.longest)):
+            if m.end() > at:
+                return m.start() if m.start() < at else at
+        return at
 
     def value(self, value: Any) -> Any:
         """`value` with secrets masked in every string inside it (dicts, lists, tuples)."""

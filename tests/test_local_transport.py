@@ -258,3 +258,66 @@ async def test_services_run_in_bin_sh_like_over_ssh(transport: LocalTransport) -
     assert log.read_text() == _sh("echo {a,b}; echo ${BASH_VERSION:-not-bash}")[1]
     assert await transport.stop_service("shelly") is True
     assert await wait_gone(pid)
+
+
+async def test_a_running_command_its_secret_and_its_env_are_in_no_process_arguments(transport: LocalTransport) -> None:
+    # Another local user can read every process's arguments; a rendered secret must not be among them.
+    from tests.cmdlines import cmdlines_holding
+    secret, env_secret = f"s3cret-{os.urandom(6).hex()}", f"env-{os.urandom(6).hex()}"
+    running = asyncio.ensure_future(transport.run(
+        f"TOKEN='{secret}'; printf %s \"$TOKEN\" > token.out; cat > stdin.out; sleep 30",
+        env={"API_TOKEN": env_secret}, stdin=b"input after the script\n"))
+    out = Path(transport.root) / "stdin.out"
+    deadline = time.monotonic() + 10
+    while not (out.exists() and out.read_text()):
+        assert time.monotonic() < deadline and not running.done(), "the command never started"
+        await asyncio.sleep(0.02)
+    assert (Path(transport.root) / "token.out").read_text() == secret  # it is the running command we look at
+    assert out.read_text() == "input after the script\n"  # the command's own stdin still reaches it
+    assert cmdlines_holding(secret) == [] and cmdlines_holding(env_secret) == []
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+
+
+async def test_an_unchanged_file_is_never_chmod_ed_through_a_planted_link(transport: LocalTransport,
+                                                                          tmp_path: Path) -> None:
+    # Someone who can write in the host root plants a link to a file of theirs (or of root's) whose content
+    # matches: a mode change must not reach that file, and the link is replaced by our file.
+    victim = tmp_path / "victim.conf"
+    victim.write_bytes(b"a=1\n")
+    victim.chmod(0o600)
+    (Path(transport.root) / "conf").mkdir()
+    link = Path(transport.root) / "conf" / "app.conf"
+    link.symlink_to(victim)
+    assert await transport.write_file("conf/app.conf", b"a=1\n", mode=0o644) is True
+    assert victim.stat().st_mode & 0o777 == 0o600 and victim.read_bytes() == b"a=1\n"
+    assert not link.is_symlink() and link.read_bytes() == b"a=1\n" and link.stat().st_mode & 0o777 == 0o644
+
+
+async def test_an_overlong_line_is_never_cut_inside_a_secret(tmp_path: Path) -> None:
+    # A line longer than the pipe reader keeps whole is emitted in pieces, and each piece is masked on its
+    # own (the event bus masks each OutputLine): a cut inside a secret would show both halves of it.
+    from opsconsole.redact import MASK, Redactor
+    secret = "Zq81xv-s3cret-77"
+    redactor = Redactor([secret])
+    t = LocalTransport(Host(name="h", group="g", address="127.0.0.1", root=str(tmp_path / "h")), redactor)
+    pieces: list[str] = []
+    # 700 KB of "SECRET " with no newline: nearly every place a piece could end falls inside a secret.
+    count = 700000 // (len(secret) + 1)
+    result = await t.run(f"yes '{secret}' | tr '\\n' ' ' | head -c {count * (len(secret) + 1)}; echo",
+                         on_line=lambda line, stream: pieces.append(line))
+    assert result.ok and len(pieces) >= 2, [len(p) for p in pieces]
+    assert "".join(pieces) == f"{secret} " * count  # cut in pieces, nothing lost nor repeated
+    shown = "".join(redactor.text(p) for p in pieces)
+    assert secret[:8] not in shown and secret[-8:] not in shown
+    assert shown.count(MASK) == count
+
+
+async def test_a_command_reading_stdin_without_input_gets_none_of_the_script(transport: LocalTransport) -> None:
+    # The script itself arrives on the shell's stdin: a command reading stdin must not eat the rest of it.
+    result = await transport.run("cat; read line || echo nothing read\necho after")
+    assert result.ok and result.stdout == "nothing read\nafter\n"
+    # A syntax error fails the command with sh's 2 (and, parsed whole first, nothing of it runs).
+    broken = await transport.run("echo before\nif true; then")
+    assert broken.rc == 2 and broken.stdout == ""

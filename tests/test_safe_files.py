@@ -31,6 +31,7 @@ from opsconsole.playbook.loader import load_playbook
 from opsconsole.playbook.runner import PlaybookRunner
 from opsconsole.traffic.base import TrafficError
 from opsconsole.traffic.embedded import EmbeddedDriver
+from opsconsole.transport.base import TransportError
 from opsconsole.transport.local import LocalTransport
 from opsconsole.transport.pool import SshPool
 from opsconsole.transport.ssh import SshTransport
@@ -254,3 +255,92 @@ def test_the_console_environment_is_not_readable_by_its_own_users_builds() -> No
         console.terminate()
         console.wait(timeout=10)
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+async def test_sftp_never_chmods_reads_nor_writes_through_a_planted_link_and_a_new_file_gets_the_umask(
+        lab: Lab) -> None:
+    # Everything here lives under one fresh directory of the lab host's root.
+    app = lab.apps[0]
+    files = Path(app.files)
+    base = files / f"t14-{os.urandom(4).hex()}"
+    owner = files.stat().st_uid, files.stat().st_gid
+
+    def mine(path: Path) -> Path:  # what the SSH user could have planted itself
+        os.chown(path, *owner, follow_symlinks=False)
+        return path
+
+    for d in (base, base / "conf", base / "elsewhere", base / "big"):
+        d.mkdir()
+        mine(d)
+    victim = base / "elsewhere" / "victim.conf"
+    victim.write_bytes(b"a=1\n")
+    mine(victim)
+    victim.chmod(0o600)
+    # Relative links: they point alike here and inside the host's namespace (where base is under /srv/opsconsole).
+    (base / "conf" / "app.conf").symlink_to("../elsewhere/victim.conf")
+    mine(base / "conf" / "app.conf")
+    big = os.urandom(2 << 20)
+    big_victim = base / "elsewhere" / "big.bin"
+    big_victim.write_bytes(big)
+    mine(big_victim)
+    big_victim.chmod(0o600)
+    (base / "big" / "big.bin").symlink_to("../elsewhere/big.bin")
+    mine(base / "big" / "big.bin")
+    source = base.parent / f"{base.name}-source.bin"
+    source.write_bytes(big)
+    (base / "linked").symlink_to("elsewhere")  # a directory link: a write below it would land elsewhere
+    mine(base / "linked")
+    rel = base.name
+    pool = SshPool(ssh_options(lab))
+    t = SshTransport(lab_host(lab, app.name), pool)
+    try:
+        # Unchanged content through a link: the link is replaced, the file it pointed to keeps its mode.
+        assert await t.write_file(f"{rel}/conf/app.conf", b"a=1\n", 0o644) is True
+        assert await t.put_file(str(source), f"{rel}/big/big.bin", 0o644) is True
+        with pytest.raises(TransportError, match=f"/srv/opsconsole/{base.name}/linked is a symbolic link"):
+            await t.write_file(f"{rel}/linked/sub/x.conf", b"x\n")
+        with pytest.raises(TransportError, match="is a symbolic link"):
+            await t.write_file(f"{rel}/linked/y.conf", b"y\n")
+        assert await t.write_file(f"{rel}/conf/new.conf", b"n\n") is True  # a new file with no mode
+        umask = int((await t.run("umask")).stdout.strip(), 8)  # what `touch` gets there; Ansible gives the same
+    finally:
+        await pool.close()
+        source.unlink()
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600 and victim.read_bytes() == b"a=1\n"
+    assert stat.S_IMODE(big_victim.stat().st_mode) == 0o600
+    for placed in (base / "conf" / "app.conf", base / "big" / "big.bin"):
+        assert not placed.is_symlink() and stat.S_IMODE(placed.stat().st_mode) == 0o644
+    assert sorted(p.name for p in (base / "elsewhere").iterdir()) == ["big.bin", "victim.conf"]
+    assert stat.S_IMODE((base / "conf" / "new.conf").stat().st_mode) == 0o666 & ~umask
+    shutil.rmtree(base)
+
+
+def test_a_pre_existing_open_state_dir_is_closed_to_others_when_the_console_opens_it(tmp_path: Path) -> None:
+    # A state dir an older version left 0755, with 0644 logs and inventory files in it.
+    from opsconsole.config.loader import load_config
+    from opsconsole.engine.engine import Engine
+    from opsconsole.fsio import append_jsonl
+
+    cfg = write_config(tmp_path)
+    state = tmp_path / "state"
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not ours to change\n")
+    outside.chmod(0o644)
+    (state / "builds" / "logs").mkdir(parents=True)
+    (state / "inventory").mkdir()
+    (state / "builds" / "logs" / "old.log").write_text("an old build log\n")
+    (state / "inventory" / "itrust").write_text("hosts\n")
+    (state / "journal.jsonl").write_text("")
+    (state / "builds" / "link-out").symlink_to(outside)
+    for p in [state, *state.rglob("*")]:
+        if not p.is_symlink():
+            p.chmod(0o755 if p.is_dir() else 0o644)
+    Engine(load_config(cfg))
+    open_ = [f"{p.relative_to(state)} {stat.S_IMODE(p.lstat().st_mode):04o}" for p in [state, *state.rglob("*")]
+             if not p.is_symlink() and stat.S_IMODE(p.lstat().st_mode) & 0o077]
+    assert open_ == [], open_
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o644  # a link in it is not followed
+    # A journal left 0644 inside an already private dir is tightened when it is next appended to.
+    (state / "journal.jsonl").chmod(0o644)
+    append_jsonl(state / "journal.jsonl", {"kind": "test"})
+    assert stat.S_IMODE((state / "journal.jsonl").stat().st_mode) == 0o600

@@ -32,7 +32,8 @@ ENV_SECRET = "env-pw-Zq81xv"  # DB password, in the console's environment (secre
 FILE_SECRET = "file-token-Kp55dw"  # an API token, in a 0600 file (secrets: {file: …})
 LOOKUP_SECRET = "lookup-pw-Hh27ru"  # read by a no_log task with lookup('env', …), configured nowhere
 TYPED_SECRET = "hunter2-Mm93tb"  # typed by the operator as PGPASSWORD=… and configured nowhere
-EVERY_SECRET = (ENV_SECRET, FILE_SECRET, LOOKUP_SECRET, TYPED_SECRET)
+CURL_SECRET = "curlpw-Tt61qa"  # typed as `curl -u user:…`, configured nowhere
+EVERY_SECRET = (ENV_SECRET, FILE_SECRET, LOOKUP_SECRET, TYPED_SECRET, CURL_SECRET)
 
 PLAYBOOK = """\
 - hosts: vault
@@ -41,6 +42,10 @@ PLAYBOOK = """\
       template:
         src: app.env.j2
         dest: "{{ out_dir }}/app.env"
+    - name: the same file on the host's own disk (a local host's root is its disk, under the state dir)
+      template:
+        src: app.env.j2
+        dest: conf/app.env
     - name: a task that reads a password from the environment
       no_log: true
       shell: "echo {{ lookup('env', 'LOOKUP_PW') | quote }}"
@@ -89,6 +94,7 @@ SCRIPT = (
     f"run vault -- echo {{{{ secrets.db_password | quote }}}} > {{out}}/run.txt; echo db is {{{{ secrets.db_password }}}}; exit 5\n"
     f"run vault -- echo typed {FILE_SECRET}\n"
     f"run vault -- PGPASSWORD={TYPED_SECRET} true\n"
+    f"run vault -- echo would run: curl -u admin:{CURL_SECRET} http://127.0.0.1:9/\n"
 )
 
 
@@ -108,6 +114,12 @@ def files_with_secrets(state_dir: Path) -> list[str]:
             data = path.read_bytes()
             found += [f"{path}: {s}" for s in EVERY_SECRET if s.encode() in data]
     return found
+
+
+def host_file_secrets(state_dir: Path) -> list[str]:
+    """What files_with_secrets finds in the one file the playbook writes on the local host's own disk (README:
+    a local host's root is its disk, not the console's record): the configured secrets its template uses."""
+    return [f"{state_dir / 'hosts' / 'vault-1' / 'conf' / 'app.env'}: {s}" for s in (ENV_SECRET, FILE_SECRET)]
 
 
 def test_secrets_never_shown_nor_written(tmp_path: Path) -> None:
@@ -139,7 +151,11 @@ def test_secrets_never_shown_nor_written(tmp_path: Path) -> None:
     journal = (state / "journal.jsonl").read_text()
     assert f"PGPASSWORD={MASK} true" in journal
     assert not leaks(journal), journal
-    assert files_with_secrets(state) == []
+    # Nothing the console writes holds a secret. A local host's root is that host's disk, not the console's
+    # record: the file the playbook put there holds the secrets, as it would on a real server (README).
+    host_file = state / "hosts" / "vault-1" / "conf" / "app.env"
+    assert host_file.read_text() == f"DB_PASSWORD={ENV_SECRET}\nAPI_TOKEN={FILE_SECRET}\n"
+    assert files_with_secrets(state) == host_file_secrets(state)
 
     for args in (("history",), ("history", "--as-script"), ("history", "--json")):
         shown = opsconsole(cfg, env, *args)
@@ -148,6 +164,7 @@ def test_secrets_never_shown_nor_written(tmp_path: Path) -> None:
     script_lines = opsconsole(cfg, env, "history", "--as-script").stdout.splitlines()
     assert f"run vault -- PGPASSWORD={MASK} true" in script_lines
     assert f"run vault -- echo typed {MASK}" in script_lines
+    assert f"run vault -- echo would run: curl -u admin:{MASK} http://127.0.0.1:9/" in script_lines
 
 
 async def test_console_screen_shows_no_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -201,7 +218,7 @@ async def test_console_screen_shows_no_secret(tmp_path: Path, monkeypatch: pytes
         assert "exit code 3" in status_line
         assert not [leak for text in seen for leak in leaks(text)]
         assert not leaks(screenshot)
-        assert files_with_secrets(tmp_path / "state") == []
+        assert files_with_secrets(tmp_path / "state") == host_file_secrets(tmp_path / "state")
     finally:
         kill_services(tmp_path / "state")
 
@@ -296,3 +313,54 @@ async def test_a_confirm_dialog_never_shows_a_typed_password(tmp_path: Path, mon
     engine = Engine(load_config(cfg))
     text = await engine.preview(parse_command("run vault -- PGPASSWORD=typed-Pw-4242 psql", engine.names))
     assert "typed-Pw-4242" not in text and f"PGPASSWORD={MASK}" in text
+
+
+async def test_a_typed_credential_is_never_on_screen_nor_in_history_when_cancelled_or_mistyped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from opsconsole.ui.command_line import CommandLine
+    from opsconsole.ui.status_line import StatusLine
+
+    cfg, _ = setup(tmp_path)
+    monkeypatch.setenv("TEST_DB_PASSWORD", ENV_SECRET)
+    engine = Engine(load_config(cfg))
+    engine.prepare()
+    app = OpsConsoleApp(engine)
+    typed = "hunter2"  # configured nowhere: only the way it is typed says it is a credential
+    seen: list[str] = []
+
+    def look() -> str:
+        notices = " ".join(f"{n.title} {n.message}" for n in app._notifications)
+        text = f"{screen_text(app)}\n{notices}\n{app.query_one(StatusLine).render()}"
+        seen.append(text)
+        return text
+
+    async def until(what: str) -> None:
+        for _ in range(500):
+            if what in look():
+                return
+            await pilot.pause(0.02)
+        raise AssertionError(f"never shown: {what!r}\n{seen[-1]}")
+
+    try:
+        async with app.run_test(size=(160, 50)) as pilot:
+            await pilot.press("colon", *f"run vault -- curl -u admin:{typed} http://127.0.0.1:9/", "enter")
+            for _ in range(500):
+                if isinstance(app.screen, ConfirmScreen):
+                    break
+                await pilot.pause(0.02)
+            look()
+            await pilot.click("#cancel")
+            await until("cancelled: run vault")
+            await pilot.press("colon", *f"rnu vault -- curl -u admin:{typed} http://127.0.0.1:9/", "enter")
+            await until("cannot run")
+            await pilot.press("colon", *f"run vaulf -- curl -u admin:{typed} http://127.0.0.1:9/", "enter")
+            await until("✘ run vaulf")
+            await pilot.press("colon", "up")
+            line = app.query_one(CommandLine)
+            history = list(line.history)
+            look()
+            recalled = line.value
+    finally:
+        kill_services(tmp_path / "state")
+    assert "curl -u admin:***" in recalled and len(history) == 3
+    assert not [text for text in seen + history if typed in text], [t for t in seen + history if typed in t][:1]

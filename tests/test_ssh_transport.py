@@ -90,7 +90,9 @@ async def test_timeout_kills_the_whole_remote_process_group(lab: Lab, app1: SshT
 
 async def test_cancel_kills_the_remote_command(lab: Lab, app1: SshTransport) -> None:
     marker = f"ocl-{uuid.uuid4().hex[:8]}"
-    task = asyncio.create_task(app1.run(f"sleep 300; : {marker}"))
+    # The command's own text is in no process's arguments (it reaches the shell on stdin): the marker is
+    # in its child's, which the cancel must kill with the rest of the command's process group.
+    task = asyncio.create_task(app1.run(f"sh -c 'sleep 300; : {marker}'; : {marker}"))
     await until(lambda: live_processes(lab, "app-1", marker), "the remote command never started")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -189,3 +191,37 @@ async def test_connection_set_up_is_paced_by_max_connecting(lab: Lab) -> None:
         assert pool.connecting_peak == len(lab.apps)
     finally:
         await pool.close()
+
+
+@pytest.mark.parametrize("become", [False, True])
+async def test_a_running_command_its_secret_and_its_env_are_in_no_process_arguments(lab: Lab, app1: SshTransport,
+                                                                                     become: bool) -> None:
+    # Every user on the host (and on this machine) can read every process's arguments: no secret among them.
+    from tests.cmdlines import cmdlines_holding
+    secret, env_secret = f"s3cret-{uuid.uuid4().hex[:12]}", f"env-{uuid.uuid4().hex[:12]}"
+    files = Path(lab.hosts["app-1"].files)
+    for left in ("token.out", "stdin.out"):
+        (files / left).unlink(missing_ok=True)
+    marker = f"ocl-{uuid.uuid4().hex[:8]}"  # in a child's arguments, to see it killed (not the secret)
+    running = asyncio.ensure_future(app1.run(
+        f"TOKEN='{secret}'; printf %s \"$TOKEN\" > token.out; cat > stdin.out; sh -c 'sleep 30; : {marker}'",
+        env={"API_TOKEN": env_secret}, stdin=b"input after the script\n", become=become))
+    await until(lambda: (files / "stdin.out").exists() and (files / "stdin.out").read_text() != "" or running.done(),
+                "the command never started")
+    assert not running.done(), running.result()
+    assert (files / "token.out").read_text() == secret  # it is the running command we look at
+    assert (files / "stdin.out").read_text() == "input after the script\n"  # its own stdin still reaches it
+    on_host = lab.exec("app-1", "ps", "-eo", "args=").stdout
+    assert secret not in on_host and env_secret not in on_host
+    assert cmdlines_holding(secret) == [] and cmdlines_holding(env_secret) == []
+    await until(lambda: live_processes(lab, "app-1", marker) != [], "the command's child never started")
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    await until(lambda: live_processes(lab, "app-1", marker) == [], "the cancelled command still runs")
+
+
+async def test_a_command_reading_stdin_without_input_gets_none_of_the_script(app1: SshTransport) -> None:
+    result = await app1.run("cat; read line || echo nothing read\necho after")
+    assert result.ok and result.stdout == "nothing read\nafter\n"
+    assert (await app1.run("exit 7", become=True)).rc == 7

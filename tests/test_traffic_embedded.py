@@ -98,3 +98,84 @@ def test_token_from_a_file(procs, tmp_path):
             return await d.app("web")
 
     assert asyncio.run(scenario()).pools["stable"].members[0].name == "s1"
+
+
+class RogueListener:
+    """Another program on the loopback port a stale runtime file names: it records what reaches it."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.received = b""
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                try:
+                    self.received += conn.recv(65536)
+                    conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}')
+                except OSError:
+                    pass
+
+
+@pytest.mark.parametrize("runner", ["dead", "alive"])
+def test_a_stale_runtime_file_never_sends_the_token_to_whoever_holds_its_port(tmp_path, runner):
+    # The proxy died (or its pid now names another process) and another program listens on its admin port.
+    import json
+    import subprocess
+    import sys
+    rogue = RogueListener()
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        if runner == "dead":
+            proc.kill()
+            proc.wait()
+        runtime = tmp_path / "proxy-runtime.json"
+        runtime.write_text(json.dumps({"pid": proc.pid, "admin": f"http://127.0.0.1:{rogue.port}", "frontends": {}}))
+        want = "is not running" if runner == "dead" else f"port {rogue.port} is held by another process"
+        with pytest.raises(TrafficUnavailable, match=f"not sending the admin token.*stale.*{want}"):
+
+            async def scenario():
+                async with EmbeddedDriver.from_runtime_file(runtime, TOKEN, timeout=2) as d:
+                    await d.state()
+
+            asyncio.run(scenario())
+        assert TOKEN.encode() not in rogue.received and rogue.received == b""
+    finally:
+        proc.kill()
+        proc.wait()
+        rogue.sock.close()
+
+
+def test_the_token_stops_when_the_checked_proxy_dies(procs, tmp_path):
+    s = procs.backend("s1")
+    p = procs.proxy(tmp_path, proxy_config_text(tmp_path, app_block("web", [s], [])))
+    cfg, _ = load_proxy_config(p.config)
+
+    async def scenario():
+        async with open_driver(cfg, runtime_file=tmp_path / "proxy-runtime.json", token=TOKEN) as d:
+            assert (await d.app("web")).pools["stable"].members[0].name == "s1"
+            import os
+            import signal
+            import json
+            os.kill(json.loads((tmp_path / "proxy-runtime.json").read_text())["pid"], signal.SIGKILL)
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:
+                try:
+                    await d.app("web")
+                except TrafficUnavailable as exc:
+                    return str(exc)
+                assert asyncio.get_running_loop().time() < deadline, "still talking to a killed proxy"
+                await asyncio.sleep(0.05)
+
+    assert "is gone; not sending the admin token" in asyncio.run(scenario())

@@ -187,7 +187,7 @@ class Builder:
             host = self._host_transport(app) if app.build.host else None
             if host is None:
                 transport: Transport = LocalTransport(Host(name=f"build:{app.name}", group="builds",
-                                                           address="127.0.0.1", root=str(work)))
+                                                           address="127.0.0.1", root=str(work)), self.bus.redactor)
                 env = {**build_environment(app), **build_vars}
 
                 async def step(command: str, timeout: float, on_line: LineHandler) -> CommandResult:

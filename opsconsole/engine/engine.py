@@ -283,6 +283,12 @@ class Engine:
         """The rollout plan `command` would run (no build, nothing changed): for confirm dialogs."""
         return await self.rollouts.plan_for(command)
 
+    def masked(self, typed: str) -> str:
+        """A typed line (or a message quoting it) as a front end may show or keep it: the credentials it holds
+        are learned, so later output masks them too, and masked here (`curl -u admin:***`)."""
+        self.bus.redactor.learn(typed)
+        return self.bus.redactor.command(typed)
+
     async def preview(self, command: C.Command) -> str:
         """What `command` will do, in words: the text every front end shows before it runs (changes nothing).
 

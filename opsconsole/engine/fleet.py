@@ -77,7 +77,7 @@ class Fleet:
             if host.transport == "ssh":
                 self._transports[host.name] = SshTransport(host, self.ssh_pool)
             elif host.transport == "local":
-                self._transports[host.name] = LocalTransport(host)
+                self._transports[host.name] = LocalTransport(host, self.bus.redactor)
             else:
                 raise CommandFailed(f"{host.name}: unknown transport {host.transport!r}")
         return self._transports[host.name]

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 
 import httpx
 
+from opsconsole.traffic.listener_owner import port_holder_problem, start_time
 from opsconsole.traffic.base import (
     AppTraffic,
     Counters,
@@ -62,21 +63,43 @@ class EmbeddedDriver(TrafficDriver):
             base = admin.rstrip("/")
         self._client = httpx.AsyncClient(base_url=base, transport=transport, timeout=timeout,
                                          headers={"Authorization": f"Bearer {token}"})
+        self._owner: tuple[int, str] | None = None  # (pid, start time) of the proxy a runtime file named
 
     @classmethod
     def from_runtime_file(cls, path: str | Path, token: str, **kw: Any) -> "EmbeddedDriver":
-        """Find the admin API from the file the proxy writes once it listens."""
+        """Find the admin API from the file the proxy writes once it listens.
+
+        The file outlives a proxy that died, and its port may since belong to anyone: the token is only
+        sent while the file's process is alive and (for TCP) holds that port's listening socket."""
         try:
             data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
+            admin, pid = str(data["admin"]), int(data["pid"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise TrafficUnavailable(f"the proxy's runtime file {path} is missing or unreadable ({exc}); "
                                      "is `opsconsole proxy` running?") from None
-        return cls(data["admin"], token, **kw)
+        if not admin.startswith("unix:"):
+            refuse_remote_admin(admin)  # said first: a remote address is refused whoever holds it
+        port = None if admin.startswith("unix:") else urllib.parse.urlsplit(admin).port
+        problem = (f"its process {pid} is not running" if start_time(pid) is None
+                   else port_holder_problem(pid, port) if port is not None else None)
+        if problem is not None:
+            raise TrafficUnavailable(f"not sending the admin token to {admin}: the proxy's runtime file {path} "
+                                     f"is stale ({problem}); is `opsconsole proxy` running?")
+        driver = cls(admin, token, **kw)
+        driver._owner = (pid, start_time(pid) or "")
+        return driver
+
+    def _check_owner(self) -> None:
+        """The proxy we checked at open time still runs: else its port may be anyone's by now."""
+        if self._owner is not None and start_time(self._owner[0]) != self._owner[1]:
+            raise TrafficUnavailable(f"the proxy (process {self._owner[0]}) behind {self.admin} is gone; "
+                                     "not sending the admin token to whatever listens there now")
 
     async def close(self) -> None:
         await self._client.aclose()
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        self._check_owner()
         try:
             r = await self._client.request(method, path, json=body)
         except httpx.HTTPError as exc:
@@ -124,6 +147,7 @@ class EmbeddedDriver(TrafficDriver):
 
     async def metrics(self) -> str:
         """The Prometheus text, for whoever wants to forward it."""
+        self._check_owner()
         try:
             r = await self._client.get("/metrics")
         except httpx.HTTPError as exc:

@@ -15,17 +15,22 @@ password nobody can type.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import re
 import shlex
 import signal
+import stat
 import time
 from collections import deque
 from pathlib import Path
 
 from opsconsole.fsio import write_atomic
 from opsconsole.hosts import Host
+from opsconsole.pids import stat_fields as _stat_fields
+from opsconsole.redact import Redactor
 from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
+from opsconsole.transport.script_stdin import shell_for
 from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_script, holder_from
 
 TAIL_LINES = 20
@@ -44,10 +49,12 @@ class LocalTransport(Transport):
 
     name = "local"
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: Host, redactor: Redactor | None = None) -> None:
+        """`redactor`: the console's, so a very long output line is cut in pieces where no secret is cut."""
         if not host.root:
             raise TransportError(f"{host.name}: a local host needs a root directory")
         self.host = host
+        self.redactor = redactor
         self._root = Path(host.root).expanduser().absolute()
         self._root.mkdir(parents=True, exist_ok=True)
 
@@ -82,20 +89,21 @@ class LocalTransport(Transport):
                 on_line(line, "stderr")
             return CommandResult(rc=125, tail=(line,))
         # /bin/sh, as the ssh transport runs: a bashism must fail here too, not first on a host whose sh is dash.
-        argv = ["/bin/sh", "-c", command]
+        # The command goes on stdin, not in argv: other users can read argv (/proc/PID/cmdline), see script_stdin.
+        argv, payload = shell_for(command, stdin)
         if become and os.geteuid() != 0:
             argv = ["sudo", "-n", "--", *argv]
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=str(workdir),
                 env={**(os.environ if inherit_env else {}), **{k: str(v) for k, v in (env or {}).items()}},
-                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 # Its own session and process group: one killpg reaches every descendant.
                 start_new_session=True,
             )
         except OSError as exc:
-            raise TransportError(f"{self.host.name}: cannot start {command!r}: {exc}") from exc
+            raise TransportError(f"{self.host.name}: cannot start /bin/sh: {exc}") from exc
 
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         out: list[str] = []
@@ -114,7 +122,7 @@ class LocalTransport(Transport):
         async def feed() -> None:
             assert proc.stdin is not None
             try:
-                proc.stdin.write(stdin or b"")
+                proc.stdin.write(payload)
                 await proc.stdin.drain()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the command did not read all of its input; that is its business
@@ -123,10 +131,9 @@ class LocalTransport(Transport):
 
         async def everything() -> None:
             assert proc.stdout is not None and proc.stderr is not None
-            helpers = [asyncio.ensure_future(_pump(proc.stdout, "stdout", emit)),
-                       asyncio.ensure_future(_pump(proc.stderr, "stderr", emit))]
-            if stdin is not None:
-                helpers.append(asyncio.ensure_future(feed()))
+            helpers = [asyncio.ensure_future(_pump(proc.stdout, "stdout", emit, self.redactor)),
+                       asyncio.ensure_future(_pump(proc.stderr, "stderr", emit, self.redactor))]
+            helpers.append(asyncio.ensure_future(feed()))
             pumps = helpers[:2]
             try:
                 # proc.wait() would also wait for the pipes to close, which a background child
@@ -267,7 +274,7 @@ class LocalTransport(Transport):
         return int(text) if _alive(int(text)) else None
 
 
-async def _pump(reader: asyncio.StreamReader, stream: str, emit: LineHandler) -> None:
+async def _pump(reader: asyncio.StreamReader, stream: str, emit: LineHandler, redactor: Redactor | None) -> None:
     """Split a pipe into lines as they arrive (no length limit, unlike readline); flush a partial last line."""
     buffer = b""
     while chunk := await reader.read(_CHUNK):
@@ -276,10 +283,20 @@ async def _pump(reader: asyncio.StreamReader, stream: str, emit: LineHandler) ->
         for raw in lines:
             emit(raw.rstrip(b"\r").decode("utf-8", errors="replace"), stream)
         if len(buffer) >= _LONG_LINE:
-            emit(buffer.decode("utf-8", errors="replace"), stream)
-            buffer = b""
+            buffer = _emit_long(buffer, stream, emit, redactor)
     if buffer:
         emit(buffer.rstrip(b"\r").decode("utf-8", errors="replace"), stream)
+
+
+def _emit_long(buffer: bytes, stream: str, emit: LineHandler, redactor: Redactor | None) -> bytes:
+    """Emit most of an overlong line, keeping what follows the cut: the cut leaves a tail as long as the
+    longest secret and moves back to a secret's start, so each piece, masked alone, hides it whole."""
+    text = buffer.decode("utf-8", errors="surrogateescape")  # round-trips, even a character cut by the chunk
+    at = len(text)
+    if redactor:
+        at = redactor.safe_cut(text, max(len(text) // 2, len(text) - redactor.longest))
+    emit(text[:at].encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace"), stream)
+    return text[at:].encode("utf-8", errors="surrogateescape")
 
 
 async def _kill_group(proc: asyncio.subprocess.Process) -> None:
@@ -299,35 +316,38 @@ async def _kill_group(proc: asyncio.subprocess.Process) -> None:
 
 
 def _write_file(target: Path, content: bytes, mode: int | None) -> bool:
-    """Write atomically and durably unless content and mode already match; True if changed."""
+    """Write atomically and durably unless content and mode already match; True if changed.
+
+    A link planted at `target` is replaced, never read nor chmod-ed through: the file is opened with
+    O_NOFOLLOW and compared and chmod-ed through that one descriptor."""
     try:
-        st = target.stat()
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         st = None
-    if st is not None and st.st_size == len(content) and target.read_bytes() == content:
-        if mode is not None and (st.st_mode & 0o7777) != mode:
-            os.chmod(target, mode)
-            return True
-        return False
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:  # ELOOP: a symbolic link, replaced below
+            raise
+        st = None
+    else:
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                st = None
+            elif st.st_size == len(content) and f.read() == content:
+                if mode is not None and (st.st_mode & 0o7777) != mode:
+                    os.fchmod(f.fileno(), mode)
+                    return True
+                return False
     if mode is not None:
         keep = mode
     elif st is not None:
         keep = st.st_mode & 0o7777
-    else:  # a new file gets what `touch` would give it
+    else:  # a new file gets what `touch` would give it, as Ansible's modules do (the umask)
         umask = os.umask(0)
         os.umask(umask)
         keep = 0o666 & ~umask
     write_atomic(target, content, keep)  # a reader sees the old file or the new one, never half of one
     return True
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (which may hold spaces and parentheses)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw[raw.rfind(")") + 2:].split()
 
 
 def _alive(pid: int) -> bool:

@@ -16,6 +16,7 @@ import re
 import secrets
 import shlex
 import signal
+import stat
 from collections import deque
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import asyncssh
 from opsconsole.hosts import Host
 from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
 from opsconsole.transport.pool import SshPool
+from opsconsole.transport.script_stdin import shell_for
 from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_script, holder_from
 
 TAIL_LINES = 20
@@ -56,7 +58,10 @@ class SshTransport(Transport):
         return posixpath.normpath(posixpath.join(self.root, path))
 
     # -- commands ----------------------------------------------------------
-    def _wrap(self, command: str, cwd: str | None, env: dict[str, str] | None, become: bool) -> str:
+    def _wrap(self, command: str, cwd: str | None, env: dict[str, str] | None, become: bool,
+              stdin: bytes | None) -> tuple[str, bytes]:
+        """(the command line sshd runs, what it reads on stdin). The script, with `command`, the env values
+        and the paths, stays out of the command line: every user on the host can read that one."""
         exports = ""
         for key, value in (env or {}).items():
             if not _ENV_NAME.match(key):
@@ -65,11 +70,12 @@ class SshTransport(Transport):
         workdir = self.path(cwd) if cwd else self.root
         q = shlex.quote
         # The first stderr line names the process group, so a timeout can kill the whole tree.
-        inner = (f'read -r s < /proc/$$/stat; set -- $s; printf "{PGID_MARK}%s\\n" "$5" >&2; '
-                 f"mkdir -p {q(self.root)} 2>/dev/null; cd {q(workdir)} || exit 125; "
-                 f"{exports}exec /bin/sh -c {q(command)}")
+        script = (f'read -r s < /proc/$$/stat; set -- $s; printf "{PGID_MARK}%s\\n" "$5" >&2; set --; unset s\n'
+                  f"mkdir -p {q(self.root)} 2>/dev/null; cd {q(workdir)} || exit 125\n"
+                  f"{exports}\n{command}")
         # `exec` keeps a user's heavy login shell out of the process tree; `sudo -n` fails fast instead of asking.
-        return f"sudo -n -H -- /bin/sh -c {q(inner)}" if become else f"exec /bin/sh -c {q(inner)}"
+        argv, payload = shell_for(script, stdin)
+        return (f"sudo -n -H -- {shlex.join(argv)}" if become else f"exec {shlex.join(argv)}"), payload
 
     async def run(
         self,
@@ -82,14 +88,14 @@ class SshTransport(Transport):
         become: bool = False,
         stdin: bytes | None = None,
     ) -> CommandResult:
-        script = self._wrap(command, cwd, env, become)
+        line, payload = self._wrap(command, cwd, env, become, stdin)
         async with self.pool.channel(self.host):
             proc = await self.pool.with_connection(
-                self.host, lambda conn: conn.create_process(script, encoding="utf-8", errors="replace"))
-            return await self._follow(proc, command, on_line, timeout, become, stdin)
+                self.host, lambda conn: conn.create_process(line, encoding="utf-8", errors="replace"))
+            return await self._follow(proc, command, on_line, timeout, become, payload)
 
     async def _follow(self, proc: asyncssh.SSHClientProcess, command: str, on_line: LineHandler | None,
-                      timeout: float | None, become: bool, stdin: bytes | None) -> CommandResult:
+                      timeout: float | None, become: bool, stdin: bytes) -> CommandResult:
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         out: list[str] = []
         pgid: list[int] = []
@@ -107,8 +113,8 @@ class SshTransport(Transport):
                     on_line(line, stream)
 
         async def everything() -> None:
-            if stdin:
-                proc.stdin.write(stdin.decode("utf-8", errors="replace"))
+            # The script, then the command's own input (see script_stdin); the channel is text.
+            proc.stdin.write(stdin.decode("utf-8", errors="replace"))
             proc.stdin.write_eof()
             await asyncio.gather(pump(proc.stdout, "stdout"), pump(proc.stderr, "stderr"))
             await proc.wait_closed()
@@ -162,19 +168,39 @@ class SshTransport(Transport):
         target = self.path(path)
 
         async def write(sftp: asyncssh.SFTPClient) -> bool:
-            current = await _stat(sftp, target)
-            if current is not None and current.size == len(content):
+            await self._refuse_linked_dirs(sftp, target)
+            # lstat, not stat: a link planted at the target is replaced, never read through nor chmod-ed through.
+            current = await _stat(sftp, target, follow=False)
+            regular = current is not None and stat.S_ISREG(current.permissions or 0)
+            if regular and current.size == len(content):
                 async with sftp.open(target, "rb") as f:
                     if await f.read() == content:
                         if mode is not None and (current.permissions or 0) & 0o7777 != mode:
-                            await sftp.chmod(target, mode)
+                            await f.chmod(mode)  # on the handle we compared: the file, whatever its path is now
                             return True
                         return False
-            keep = mode if mode is not None else (current.permissions & 0o7777 if current and current.permissions else None)
+            keep = mode if mode is not None else (current.permissions & 0o7777 if regular and current.permissions else None)
             await _replace(sftp, target, content, keep)
             return True
 
         return await self._sftp(write, path)
+
+    async def _refuse_linked_dirs(self, sftp: asyncssh.SFTPClient, target: str) -> None:
+        """TransportError if a directory between the host root and `target` is a symbolic link: a file meant
+        for the host root must not land wherever someone pointed a link (the root itself may be a link, and
+        paths outside the root are the playbook's own choice)."""
+        relative = posixpath.relpath(posixpath.dirname(target), self.root)
+        if relative == "." or relative.startswith(".."):
+            return
+        walked = self.root
+        for part in relative.split("/"):
+            walked = posixpath.join(walked, part)
+            attrs = await _stat(sftp, walked, follow=False)
+            if attrs is None:
+                return  # _replace creates the rest: nothing below a missing directory can be a link yet
+            if stat.S_ISLNK(attrs.permissions or 0):
+                raise TransportError(f"{self.host.name}: {walked} is a symbolic link; not writing {target} "
+                                     "through it")
 
     async def read_file(self, path: str) -> bytes:
         target = self.path(path)
@@ -195,16 +221,22 @@ class SshTransport(Transport):
         return await self.write_file(path, content, mode)
 
     async def _put_large(self, local_path: str, content: bytes, path: str, mode: int | None) -> bool:
-        # Compare by checksum on the host rather than reading a big file back over the wire.
+        # Compare by checksum on the host rather than reading a big file back over the wire; a link at the
+        # target is never read through (`[ -L ]`) but replaced.
         target = self.path(path)
         digest = hashlib.sha256(content).hexdigest()
-        have = await self._sh(f"sha256sum {shlex.quote(target)} 2>/dev/null")
-        if have.ok and have.stdout.split()[:1] == [digest]:
-            if mode is not None:
-                await self._sh(f"chmod {mode:o} {shlex.quote(target)}")
-            return False
+        have = await self._sh(f"[ ! -L {shlex.quote(target)} ] && sha256sum {shlex.quote(target)} 2>/dev/null")
 
         async def put(sftp: asyncssh.SFTPClient) -> bool:
+            await self._refuse_linked_dirs(sftp, target)
+            current = await _stat(sftp, target, follow=False)
+            if have.ok and have.stdout.split()[:1] == [digest] and current is not None \
+                    and stat.S_ISREG(current.permissions or 0):
+                if mode is None or (current.permissions or 0) & 0o7777 == mode:
+                    return False
+                async with sftp.open(target, "rb") as f:
+                    await f.chmod(mode)
+                return True
             await _replace(sftp, target, content, mode)
             return True
 
@@ -297,8 +329,10 @@ class SshTransport(Transport):
 async def _replace(sftp: asyncssh.SFTPClient, target: str, content: bytes, mode: int | None) -> None:
     """Replace `target` as fsio.write_atomic does locally: a temp file beside it with a random name, created
     exclusively (a symlink or file planted at a guessable name is never followed nor reused) with its final
-    mode before a byte is written, fsynced when the server can (fsync@openssh.com), renamed over the target."""
-    final = 0o644 if mode is None else mode
+    mode before a byte is written, fsynced when the server can (fsync@openssh.com), renamed over the target.
+    A new file with no mode gets the host's umask (created 0666, the server applies its umask), as Ansible's
+    modules and the local transport give it: not a fixed 0644, which was wider than a host's umask of 077."""
+    final = 0o666 if mode is None else mode
     directory = posixpath.dirname(target)
     await sftp.makedirs(directory, exist_ok=True)
     for attempt in range(3):
@@ -312,7 +346,8 @@ async def _replace(sftp: asyncssh.SFTPClient, target: str, content: bytes, mode:
                 raise
     try:
         async with f:
-            await f.chmod(final)  # the server's umask trimmed the mode given at creation
+            if mode is not None:
+                await f.chmod(mode)  # the server's umask trimmed the mode given at creation
             await f.write(content)
             try:
                 await f.fsync()

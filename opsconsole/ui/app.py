@@ -83,7 +83,8 @@ class OpsConsoleApp(App[int]):
             yield HeartbeatPane(config.state_dir / "logs" / "heartbeat.log", id="heartbeat")
             yield CanaryPane(self.engine, id="canary")
         yield StatusLine(config.readonly, id="status")
-        yield CommandLine(self.engine.names, verbs(), self._journal_history(), id="command-line")
+        yield CommandLine(self.engine.names, verbs(), self._journal_history(), id="command-line",
+                          mask=self.engine.masked)
         yield Footer(compact=True)
 
     def _journal_history(self) -> list[str]:
@@ -169,8 +170,10 @@ class OpsConsoleApp(App[int]):
         try:
             command = self.engine.parse(line)
         except CommandError as exc:
-            self.notify(str(exc), title=f"cannot run `{line}`", severity="error", timeout=10)
-            self.query_one(StatusLine).say(f"✘ {line}: {exc}", "bad")
+            shown = self.engine.masked(line)  # learned first, so the error quoting it is masked too
+            why = self.engine.masked(str(exc))
+            self.notify(why, title=f"cannot run `{shown}`", severity="error", timeout=10)
+            self.query_one(StatusLine).say(f"✘ {shown}: {why}", "bad")
             return
         if self.engine.refusal(command) is not None:  # the engine refuses it too; say it the console's way
             self.notify(f"`{command.text()}` changes something; the console is read-only",
@@ -180,7 +183,7 @@ class OpsConsoleApp(App[int]):
             what = await self.engine.preview(command)
             label = ACTION_LABELS.get(command.verb, command.verb.title())
             if not await self.push_screen_wait(ConfirmScreen(what, label, f"{command.verb}?")):
-                self.query_one(StatusLine).say(f"cancelled: {command.text()}", "dim")
+                self.query_one(StatusLine).say(f"cancelled: {self.engine.masked(command.text())}", "dim")
                 return
         self.start(command)
 

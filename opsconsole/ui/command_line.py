@@ -6,7 +6,7 @@ of headless runs on this state dir) are one `up` away.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 from textual.binding import Binding
 from textual.message import Message
@@ -73,10 +73,12 @@ class CommandLine(Input):
     class Closed(Message):
         pass
 
-    def __init__(self, names: Names, verbs: list[str], history: list[str], id: str | None = None) -> None:
+    def __init__(self, names: Names, verbs: list[str], history: list[str], id: str | None = None,
+                 mask: Callable[[str], str] = str) -> None:
+        """`mask` turns a typed line into what history may keep: a credential typed in it is not kept."""
         super().__init__(placeholder="command (tab completes, ↑ history, esc closes)", id=id, compact=True,
                          suggester=_Suggest(names, verbs))
-        self.names, self.verbs = names, verbs
+        self.names, self.verbs, self.mask = names, verbs, mask
         self.history = history[-HISTORY_LIMIT:]
         self._at = len(self.history)  # position in history; len() = the line being typed
         self._draft = ""
@@ -100,8 +102,9 @@ class CommandLine(Input):
         self.value = ""
         self.remove_class("-open")
         if text:
-            if not self.history or self.history[-1] != text:
-                self.history.append(text)
+            kept = self.mask(text)
+            if not self.history or self.history[-1] != kept:
+                self.history.append(kept)
             self.post_message(self.Entered(text))
         else:
             self.post_message(self.Closed())
