@@ -39,6 +39,7 @@ from opsconsole.ui.help import HelpScreen
 from opsconsole.ui.history import HostHistory
 from opsconsole.ui.host_detail import HostDetailScreen
 from opsconsole.ui.log_view import LogLine
+from opsconsole.ui.quitting import exit_summary, quit_question, rollout_apps
 from opsconsole.ui.result_view import ResultScreen
 from opsconsole.ui.selection import SelectionChanged
 from opsconsole.ui.status_line import StatusLine
@@ -69,9 +70,12 @@ class OpsConsoleApp(App[int]):
         self.hosts_seen = HostHistory()
         self.event_lines: deque[LogLine] = deque(maxlen=5000)
         self.theme_short = themes.choose(engine.config.theme)
-        self._closed = False
+        # Not `_closed`: that is Textual's own message-pump flag, and setting it made the app skip its own close
+        # (after a quit that stopped a rollout the console hung on a blank screen).
+        self._engine_closed = False
         self.log_wrap = False  # the event log's and result views' wrap: the operator's last choice sticks
         self._last_pane = "fleet"  # the pane whose selection the keys act on while a line or dialog has focus
+        self.exit_summary: list[str] = []  # what quitting stopped and left; printed once the terminal is back
         self.set_keymap(engine.config.keymap)
 
     # -- layout ------------------------------------------------------------
@@ -234,7 +238,7 @@ class OpsConsoleApp(App[int]):
         return self.scope()[0]
 
     def _show_scope(self) -> None:
-        if self._closed or len(self.screen_stack) != 1:  # only the main screen has panes (and no stack at exit)
+        if self._engine_closed or len(self.screen_stack) != 1:  # only the main screen has panes (and no stack at exit)
             return
         app, where = self.scope()
         self.query_one(StatusLine).set_scope(app, where)
@@ -375,17 +379,19 @@ class OpsConsoleApp(App[int]):
         if not running:
             await self.shutdown()
             return
-        self.run_worker(self._confirm_quit([c.text() for c in running]), group="submit")
+        self.run_worker(self._confirm_quit(), group="submit")
 
-    async def _confirm_quit(self, running: list[str]) -> None:
-        what = (f"{'; '.join(running)} {'is' if len(running) == 1 else 'are'} running.\n\n"
-                "Quitting cancels it; the journal records where it stopped.")
-        if await self.push_screen_wait(ConfirmScreen(what, "Quit anyway", "work is running")):
+    async def _confirm_quit(self) -> None:
+        if await self.push_screen_wait(ConfirmScreen(quit_question(self.engine), "Stop it and quit", "work is running")):
             await self.shutdown()
 
     async def shutdown(self) -> None:
-        """Cancel running commands (the engine journals them as interrupted), close the engine, exit."""
+        """Stop running commands (the engine journals them as interrupted), say what they left, close, exit."""
+        stopped, apps = [c.text() for c in self.engine.running()], rollout_apps(self.engine)
         commands = [w for w in self.workers if w.group == "commands" and not w.is_finished]
+        if stopped and len(self.screen_stack) == 1:  # not a blank wait: say what the console is doing
+            self.query_one(StatusLine).say(f"stopping {'; '.join(stopped)}; the console closes once it has stopped",
+                                           "warn")
         for worker in commands:
             worker.cancel()
         for worker in commands:
@@ -393,13 +399,15 @@ class OpsConsoleApp(App[int]):
                 await worker.wait()
             except Exception:  # cancelled or failed: either way it is over, and the journal says how
                 pass
+        if stopped:
+            self.exit_summary = await exit_summary(self.engine, stopped, apps)
         await self._close_engine()
         self.exit(0)
 
     async def _close_engine(self) -> None:
-        if self._closed:
+        if self._engine_closed:
             return
-        self._closed = True
+        self._engine_closed = True
         self.feed.close()
         await self.engine.close()
 
@@ -427,6 +435,8 @@ def run_console(engine: "Engine") -> int:
     """The CLI's entry: run the console until the operator quits; the exit code for the shell."""
     app = OpsConsoleApp(engine, freeze_startup=True)
     result = app.run()
+    for line in app.exit_summary:  # the screen is gone: the operator reads what quitting did here
+        print(line)
     return int(result or 0) if app.return_code is None else app.return_code
 
 
