@@ -169,7 +169,7 @@ class OpsConsoleApp(App[int]):
         """Parse, check, confirm if destructive, then execute `line` — without ever blocking the UI."""
         self.run_worker(self._submit(line), group="submit", exit_on_error=False)
 
-    async def _submit(self, line: str) -> None:
+    async def _submit(self, line: str, *, confirm: bool = True) -> None:
         try:
             command = self.engine.parse(line)
         except CommandError as exc:
@@ -180,7 +180,7 @@ class OpsConsoleApp(App[int]):
             self.notify(f"`{command.text()}` changes something; the console is read-only",
                         title="refused", severity="warning")
             return
-        if command.mutating and command.confirm:
+        if command.mutating and command.confirm and confirm:
             what = await self.engine.preview(command)
             label = ACTION_LABELS.get(command.verb, command.verb.title())
             if not await self.push_screen_wait(ConfirmScreen(what, label, f"{command.verb}?")):
@@ -310,7 +310,11 @@ class OpsConsoleApp(App[int]):
         if current is None:
             current = self.pane("canary").weights.get(app, 0)  # type: ignore[union-attr]
         weight = max(0, min(100, current + self.engine.config.canary_step * (1 if direction > 0 else -1)))
-        await self._submit(f"canary {app} weight {weight}")
+        # A small step is steering: asking each time slowed it down (issue 15); `canary.confirm_steps` asks again.
+        ask = self.engine.config.canary.confirm_steps
+        if not ask:
+            self.query_one(StatusLine).say(f"canary {app}: {100 - current}/{current} → {100 - weight}/{weight}", "busy")
+        await self._submit(f"canary {app} weight {weight}", confirm=ask)
 
     def action_canary_stable(self) -> None:
         if (app := self._canary_app()) is not None:
