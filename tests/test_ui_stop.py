@@ -53,6 +53,8 @@ async def test_after_abort_roll_plans_only_hosts_left_and_resume_finishes(fleet_
         # `roll resume` works on the aborted rollout and finishes it.
         what = await confirm(pilot, app, "colon", *"roll resume itrust", "enter")
         assert "was aborted" in what and "2 hosts left: itrust-2, itrust-3" in what, what
+        # The plan of what is left, batch by batch (issue 15 item 7: resume showed no plan).
+        assert f"  batch 1: itrust-2 (none → {version})\n  batch 2: itrust-3 (none → {version})" in what, what
         await watch_fleet(app, pilot, lambda: bool(ended(engine, "roll resume itrust")), timeout=120)
         [end] = ended(engine, "roll resume itrust")
         assert end["ok"], end
