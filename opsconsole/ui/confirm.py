@@ -13,6 +13,11 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 
+class _PlanText(VerticalScroll):
+    # Not focusable: left/right and Tab move between the two buttons only, as before the text could scroll.
+    can_focus = False
+
+
 class ConfirmScreen(ModalScreen[bool]):
     DEFAULT_CSS = """
     ConfirmScreen { align: center middle; }
@@ -44,7 +49,7 @@ class ConfirmScreen(ModalScreen[bool]):
         with Vertical() as box:
             box.border_title = self.title_text
             # A whole plan can be longer than the screen: it scrolls (↑/↓, PgUp/PgDn) instead of being cut.
-            with VerticalScroll(id="confirm-scroll"):
+            with _PlanText(id="confirm-scroll"):
                 yield Static(self.what, id="confirm-what", markup=False)
             with Horizontal():
                 yield Button("Cancel (n)", id="cancel", variant="default")
@@ -59,7 +64,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def action_scroll(self, lines: int) -> None:
         # Focus stays on the buttons (y/n/Enter answer); the keys scroll the text above them.
-        self.query_one("#confirm-scroll", VerticalScroll).scroll_relative(y=lines, animate=False)
+        self.query_one("#confirm-scroll", _PlanText).scroll_relative(y=lines, animate=False)
 
     def action_answer(self, answer: bool) -> None:
         self.dismiss(answer)
