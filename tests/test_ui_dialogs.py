@@ -77,3 +77,25 @@ async def test_promote_dialog_names_the_version_the_hosts_and_the_batches(tmp_pa
             await pilot.press("n")
     finally:
         kill_services(tmp_path / "state")
+
+
+async def test_build_ids_complete_at_the_command_line(tmp_path: Path) -> None:
+    """Issue 15 item 6: you typed `log build itrust-20261201-201434-0c00` by hand. Tab completes it now."""
+    from opsconsole.ui.command_line import CommandLine
+
+    engine = make_engine(tmp_path)
+    try:
+        assert (await engine.execute(engine.parse("build itrust"))).ok
+        [build] = engine.builds.records()
+        app = OpsConsoleApp(engine)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("colon", *"log b", "tab")
+            line = app.query_one(CommandLine)
+            assert line.value == "log build "
+            await pilot.press("tab")
+            assert line.value == f"log build {build.build_id} "
+            await pilot.press("enter")
+            await until(pilot, lambda: any(e["kind"] == "command.end" and e["command"] == f"log build {build.build_id}"
+                                           for e in engine.journal.entries()), what="the log to show")
+    finally:
+        kill_services(tmp_path / "state")

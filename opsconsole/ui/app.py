@@ -87,8 +87,12 @@ class OpsConsoleApp(App[int]):
             yield HeartbeatPane(config.state_dir / "logs" / "heartbeat.log", id="heartbeat")
             yield CanaryPane(self.engine, id="canary")
         yield StatusLine(config.readonly, id="status")
-        yield CommandLine(self.engine.names, verbs(), self._journal_history(), id="command-line")
+        yield CommandLine(self.engine.names, verbs(), self._journal_history(), id="command-line",
+                          builds=self._build_ids)
         yield Footer(compact=True)
+
+    def _build_ids(self) -> list[str]:
+        return [record.build_id for record in reversed(self.engine.builds.records())][:100]
 
     def _journal_history(self) -> list[str]:
         return [e["command"] for e in self.engine.journal.entries() if e.get("kind") == "command.start"][-500:]
