@@ -367,6 +367,16 @@ class OpsConsoleApp(App[int]):
         current = self._focused_pane() or "fleet"
         self.action_focus_pane(PANES[(PANES.index(current) + step) % len(PANES)])
 
+    def action_zoom(self) -> None:
+        """The focused pane alone on the screen, or the grid back: at 80x24 nothing needs to stay cut off."""
+        panes = self.query_one("#panes")
+        name = self._focused_pane() or self._last_pane
+        zoomed = not panes.has_class("-zoomed")
+        panes.set_class(zoomed, "-zoomed")
+        for pane in PANES:
+            self.pane(pane).set_class(zoomed and pane == name, "-zoom")
+        self.pane(name).focus_main()
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.engine.config.keymap, self.engine.config.readonly))
 

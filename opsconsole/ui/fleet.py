@@ -203,8 +203,26 @@ class FleetPane(Vertical):
         parts = [f"{len(views)} hosts", f"✔{up} up", f"✘{down} down"] + ([f"{failed} FAILED"] if failed else [])
         if self.filter_text:
             parts.append(f"/{self.filter_text} {shown} shown")
+        if hidden := self.hidden_columns():  # cut off at 80x24: say so, and how to see them (issue 15)
+            parts.append(f"+{len(hidden)} cols → z")
         parts.append(f"sort {self.sort_key}")
         self.border_subtitle = " · ".join(parts)
+
+    def hidden_columns(self) -> list[str]:
+        """The columns that do not fit the table's width from the left edge: out of sight unless scrolled."""
+        table = self.table
+        room = table.scrollable_content_region.width
+        if room <= 0:
+            return []  # not laid out yet
+        used, hidden = 0, []
+        for column in table.ordered_columns:
+            used += column.get_render_width(table)
+            if used > room:
+                hidden.append(str(column.label))
+        return hidden
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._describe)  # the table has its new width after the refresh
 
     # -- selection, sorting, filter ------------------------------------------
     def selected_host(self) -> str | None:
