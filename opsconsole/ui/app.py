@@ -51,6 +51,7 @@ PANES = ("fleet", "builds", "heartbeat", "canary")
 # App keys that act on the panes' selections: off while another screen is on top (help and quit stay on).
 PANE_ACTIONS = frozenset(s.action.split("(")[0] for s in KEYS if s.scope == "app" and s.id not in ("help", "quit"))
 FLUSH_SECONDS = 0.05  # events reach the screen at most this late; also bounds redraws to 20/s
+STOPPED = ("aborted", "interrupted")  # how a command stopped by `abort` or a quit ends
 # The dialog's action button; any other verb is title-cased.
 ACTION_LABELS = {"roll resume": "Resume", "lock release": "Release", "cancel": "Cancel build"}
 
@@ -165,7 +166,8 @@ class OpsConsoleApp(App[int]):
             elif isinstance(screen, EventLogScreen):
                 screen.add(lines)
             for event in batch:
-                if isinstance(event, CommandFinished) and not event.ok:
+                # A stop the operator asked for is no error to toast over the panes: the status line says it.
+                if isinstance(event, CommandFinished) and not event.ok and event.message not in STOPPED:
                     self.notify(event.message or "failed", title=f"✘ {event.text}", severity="error", timeout=8)
 
     # -- running commands --------------------------------------------------
