@@ -110,6 +110,12 @@ def test_the_operators_walk_in_tmux(tmp_path: Path, tmux: Tmux, size: tuple[int,
     def typed(text: str) -> None:
         tmux("send-keys", "-t", "console", "-l", text)
 
+    def roll_until_deploying() -> None:
+        keys("r")
+        tmux.wait_for("(y)")
+        keys("y")
+        tmux.wait_for("⟳ deploy", timeout=90)
+
     def fits(screen: str) -> None:
         lines = screen.splitlines()
         assert len(lines) <= height and max(len(line) for line in lines) <= width, screen
@@ -137,10 +143,7 @@ def test_the_operators_walk_in_tmux(tmp_path: Path, tmux: Tmux, size: tuple[int,
         tmux.wait_for("Fleet (1)")
 
         # Roll, then abort midway: the way on is on the status line.
-        keys("r")
-        tmux.wait_for("(y)")
-        keys("y")
-        tmux.wait_for("⟳ deploy", timeout=90)
+        roll_until_deploying()
         keys("a")
         tmux.wait_for("abort roll itrust")
         keys("y")
@@ -168,10 +171,7 @@ def test_the_operators_walk_in_tmux(tmp_path: Path, tmux: Tmux, size: tuple[int,
         tmux.wait_for("Fleet (1)")
 
         # Quit while a rollout runs: the dialog says per host what happens; the summary outlives the screen.
-        keys("r")
-        tmux.wait_for("(y)")
-        keys("y")
-        tmux.wait_for("⟳ deploy", timeout=90)
+        roll_until_deploying()
         keys("q")
         screen = tmux.wait_for("work is running")
         assert "resumable" in screen, screen

@@ -16,20 +16,26 @@ from test_ui import until
 from test_ui_rollout import SIZE, confirm, ended, fleet_dir, slow_engine, watch_fleet  # noqa: F401 (fixture)
 
 
+async def roll_until_second_host_deploys(pilot, app: OpsConsoleApp, engine) -> str:
+    """`r` + confirm, then wait until itrust-1 is done and itrust-2 is deploying; the version rolled."""
+    what = await confirm(pilot, app, "r")
+    fleet = app.query_one(FleetPane)
+
+    def first_done_second_deploying() -> bool:
+        state = engine.rollouts.journal.latest("itrust")
+        return (state is not None and state.hosts.get("itrust-1") == DONE
+                and str(fleet.table.get_cell("itrust-2", "activity")) == "⟳ deploying")
+
+    await watch_fleet(app, pilot, first_done_second_deploying, timeout=90)
+    return what.split("version ")[1].split()[0]
+
+
 async def test_after_abort_roll_plans_only_hosts_left_and_resume_finishes(fleet_dir: Path) -> None:
     engine = slow_engine(fleet_dir, count=3, pause=1.5)
     app = OpsConsoleApp(engine)
     async with app.run_test(size=(170, 30)) as pilot:
-        what = await confirm(pilot, app, "r")
-        version = what.split("version ")[1].split()[0]
+        version = await roll_until_second_host_deploys(pilot, app, engine)
         fleet = app.query_one(FleetPane)
-
-        def first_done_second_deploying() -> bool:
-            state = engine.rollouts.journal.latest("itrust")
-            return (state is not None and state.hosts.get("itrust-1") == DONE
-                    and str(fleet.table.get_cell("itrust-2", "activity")) == "⟳ deploying")
-
-        await watch_fleet(app, pilot, first_done_second_deploying, timeout=90)
         await confirm(pilot, app, "a")
         seen = await watch_fleet(app, pilot, lambda: bool(ended(engine, "roll itrust")), timeout=60)
         # The host the abort caught mid-deploy is not FAILED: nothing failed on it; it says it was stopped.
@@ -70,16 +76,7 @@ async def test_quit_during_a_rollout_says_per_host_what_happens_and_leaves_it_re
     engine = slow_engine(fleet_dir, count=3, pause=1.5)
     app = OpsConsoleApp(engine)
     async with app.run_test(size=SIZE) as pilot:
-        what = await confirm(pilot, app, "r")
-        version = what.split("version ")[1].split()[0]
-        fleet = app.query_one(FleetPane)
-
-        def first_done_second_deploying() -> bool:
-            state = engine.rollouts.journal.latest("itrust")
-            return (state is not None and state.hosts.get("itrust-1") == DONE
-                    and str(fleet.table.get_cell("itrust-2", "activity")) == "⟳ deploying")
-
-        await watch_fleet(app, pilot, first_done_second_deploying, timeout=90)
+        version = await roll_until_second_host_deploys(pilot, app, engine)
         await pilot.press("q")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the quit dialog")
         what = app.screen.what
