@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,27 @@ async def test_single_failure_does_not_flap(tmp_path: Path) -> None:
         await rec.wait_cycles(rec.cycles() + 4)
         assert any(not s.ok for s in rec.samples("web-0"))
         assert [c.healthy for c in rec.changes("web-0")] == [True]
+
+
+async def test_cycle_line_shows_the_verdict_it_counts_and_a_flapping_probe_as_such(tmp_path: Path) -> None:
+    """Issue 15 item 5: "8/8 up │ itrust-1:DOWN" — the count was of verdicts, the host's word a raw probe."""
+    servers, monitor, rec, prober = await _fleet(2, tmp_path)
+    async with running(monitor, prober, servers):
+        await rec.wait_change("web-0", True, 1)
+        await rec.wait_change("web-1", True, 1)
+        servers[0].fail_next = 2  # two failures in a row, fall is 3: still up, but flapping
+        while servers[0].fail_next:
+            await asyncio.sleep(0.02)
+        await rec.wait_cycles(rec.cycles() + 3)
+    cycles = [e for e in rec.events if isinstance(e, HeartbeatCycle)]
+    for cycle in cycles:
+        # Every host's word starts with its verdict, and the verdicts add up to the count beside them.
+        up_words = [status for _, status in cycle.statuses
+                    if status.startswith("up~") or (status == "200")]  # the check expects 200
+        assert len(up_words) == cycle.up, cycle
+    flapping = [status for c in cycles for host, status in c.statuses if host == "web-0" and "~" in status]
+    assert flapping and all(re.fullmatch(r"up~(DOWN|timeout|500)\([12]/3\)", s) for s in flapping), flapping
+    assert [c.healthy for c in rec.changes("web-0")] == [True]
 
 
 async def test_slow_host_does_not_delay_others_and_history_is_bounded(tmp_path: Path) -> None:

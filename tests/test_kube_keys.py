@@ -53,7 +53,8 @@ async def test_kube_console_keys_drive_a_kubernetes_app(tmp_path: Path) -> None:
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", url)
         file = config_for(tmp_path, kubeconfig)
         text = file.read_text().replace("repo: ../.demo/repos/checkbox.git", f"repo: {repo}")
-        file.write_text(text.replace("replicas: 2", "replicas: 4"))
+        # +/- ask first here (canary.confirm_steps): the walk below confirms each key's dialog.
+        file.write_text(text.replace("replicas: 2", "replicas: 4") + "\ncanary:\n  confirm_steps: true\n")
         engine = Engine.open(load_config(file))
         app = OpsConsoleApp(engine)
         async with StandInDeploymentController(kubeconfig, tick=0.1), app.run_test(size=(100, 30)) as pilot:

@@ -180,7 +180,8 @@ async def test_canary_and_pause_keys_run_their_command(tmp_path: Path) -> None:
     """Each key becomes its command: the canary's behind the confirm dialog, pause without one."""
     from tests.test_zero_drop import proxy_section
 
-    engine = make_engine(tmp_path, extra=proxy_section(tmp_path))  # the canary keys need an app with a canary
+    # The canary keys need an app with a canary; +/- ask only when the config says so (they do here).
+    engine = make_engine(tmp_path, extra=proxy_section(tmp_path) + "canary:\n  confirm_steps: true\n")
     app = OpsConsoleApp(engine)
     step = engine.config.canary_step
     keys = (("plus", f"canary itrust weight {step}"), ("0", "canary itrust weight 0"), ("p", "canary itrust promote"),
@@ -335,7 +336,7 @@ async def test_canary_pane_draws_the_proxy_report_and_keys_step_from_it(tmp_path
     from opsconsole.events import CanaryState
     from tests.test_zero_drop import proxy_section
 
-    engine = make_engine(tmp_path, extra=proxy_section(tmp_path))
+    engine = make_engine(tmp_path, extra=proxy_section(tmp_path) + "canary:\n  confirm_steps: true\n")  # + shows its dialog
     app = OpsConsoleApp(engine)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()

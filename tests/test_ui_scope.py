@@ -23,8 +23,10 @@ from test_ui import journal_commands, until
 SIZE = (80, 24)
 
 
-def two_app_config(tmp: Path, *, count: int = 3) -> Path:
-    """itrust on its own; checkbox with a stable pool of 2 and a canary of 1 behind the embedded proxy."""
+def two_app_config(tmp: Path, *, count: int = 3, confirm_steps: bool = True) -> Path:
+    """itrust on its own; checkbox with a stable pool of 2 and a canary of 1 behind the embedded proxy.
+
+    `confirm_steps`: +/- ask first (these tests read their dialogs); the product's default is not to ask."""
     (tmp / "token").write_text("t" * 32 + "\n")
     cfg = write_config(tmp, count=count)
     head, apps = cfg.read_text().split("apps:\n", 1)
@@ -44,7 +46,8 @@ def two_app_config(tmp: Path, *, count: int = 3) -> Path:
         canary: {{group: checkbox-canary, weight: 0}}
       health: {{path: /health, interval: 200ms, timeout: 500ms, fall: 2, rise: 1}}
 """
-    cfg.write_text(head + groups + "apps:\n" + apps + "  checkbox:\n" + checkbox + proxy)
+    canary = f"canary:\n  confirm_steps: {'true' if confirm_steps else 'false'}\n"
+    cfg.write_text(head + groups + "apps:\n" + apps + "  checkbox:\n" + checkbox + canary + proxy)  # proxy: last
     return cfg
 
 
@@ -170,3 +173,40 @@ async def test_esc_on_a_filtered_table_clears_the_filter(engine: Engine) -> None
         await pilot.press("escape")
         await until(pilot, lambda: len(fleet.shown_hosts()) == 6 and fleet.filter_text == "", what="the filter cleared")
         assert fleet.table.row_count == 6 and app.focused is fleet.table
+
+
+async def test_small_canary_steps_need_no_confirm_but_0_still_asks(tmp_path: Path) -> None:
+    """Issue 15 item 7: confirming every 10% step slowed steering down. By default `-` runs at once (the
+    status line says before → after); `0` (all to stable) still asks. Real embedded proxy."""
+    from tests.test_zero_drop import start_proxy
+
+    cfg = two_app_config(tmp_path, confirm_steps=False)
+    engine = Engine(load_config(cfg))
+    engine.prepare()
+    proxy, _runtime = start_proxy(cfg, tmp_path)
+    try:
+        assert (await engine.execute(engine.parse("canary checkbox weight 20"))).ok
+        app = OpsConsoleApp(engine)
+        dialogs: list[str] = []
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("4")
+            await until(pilot, lambda: scope_of(app) == ("checkbox", "canary pane"))
+            await pilot.press("minus")
+            while not any(e["kind"] == "command.end" and e["command"] == "canary checkbox weight 10"
+                          for e in engine.journal.entries()):
+                if isinstance(app.screen, ConfirmScreen):
+                    dialogs.append(app.screen.what)
+                    break
+                await pilot.pause(0.02)
+            assert dialogs == [], dialogs
+            assert await engine.traffic.canary_weight("checkbox") == 10
+            await pilot.press("0")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the dialog of 0")
+            assert app.screen.what.startswith("canary checkbox: stable/canary 90/10 → 100/0"), app.screen.what
+            await pilot.press("n")
+            await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+        assert await engine.traffic.canary_weight("checkbox") == 10
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
+        kill_services(tmp_path / "state")

@@ -170,3 +170,32 @@ async def test_enter_on_a_failed_build_shows_the_failing_command_and_exit_code(t
             assert "FAILED: `echo linking; exit 3` failed (exit code 3)" in screen_text(app)
     finally:
         kill_services(tmp_path / "state")
+
+
+async def test_k_in_the_event_log_filters_by_kind_of_event(tmp_path: Path) -> None:
+    """Issue 15 item 3: the event log gets a filter for kinds of event (`k` cycles all → command → output …)."""
+    from opsconsole.events import CommandFinished, OutputLine
+
+    engine = fresh_engine(tmp_path)
+    app = OpsConsoleApp(engine)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            engine.bus.emit(Message(text="rollout of itrust started", level="info"))
+            engine.bus.emit(OutputLine(host="itrust-1", line="Linux itrust-1 6.1"))
+            engine.bus.emit(CommandFinished(command_id="c1", text="run itrust -- uname", ok=True, message="3 hosts"))
+            await until(pilot, lambda: len(app.event_lines) >= 3, what="the events")
+            await pilot.press("l")
+            await until(pilot, lambda: isinstance(app.screen, EventLogScreen), what="the event log")
+            log = app.screen.query_one(LogView)
+            assert len(log.visible()) == 3
+            await pilot.press("k")  # all → command
+            await until(pilot, lambda: len(log.visible()) == 1, what="commands only")
+            assert "run itrust -- uname" in log.visible()[0].text and "kind command" in log.border_title
+            await pilot.press("k")  # → output
+            await until(pilot, lambda: [line.key for line in log.visible()] == ["itrust-1"], what="output only")
+            assert "Linux itrust-1 6.1" in log.visible()[0].text
+            await pilot.press(*["k"] * 6)  # round to all again
+            await until(pilot, lambda: len(log.visible()) == 3, what="every kind again")
+            assert "kind all" in log.border_title
+    finally:
+        kill_services(tmp_path / "state")

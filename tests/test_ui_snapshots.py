@@ -1,4 +1,4 @@
-"""Snapshots of the main screen at 80x24 in each theme (pytest-textual-snapshot).
+"""Snapshots of the main screen in each theme at 120x36, and at 80x24 (pytest-textual-snapshot).
 
 Deterministic on purpose: fixed ports, no background probes, events with fixed
 timestamps in UTC, builds already finished (no ticking durations). Update with
@@ -63,8 +63,7 @@ def fleet_story(engine: Engine) -> None:
                          subject="fix login", duration=12.0, at=T0 - 50))
 
 
-@pytest.mark.parametrize("theme", ["dark", "light", "mono"])
-def test_main_screen(theme: str, tmp_path: Path, snap_compare, monkeypatch: pytest.MonkeyPatch) -> None:
+def snapshot(theme: str, size: tuple[int, int], tmp_path: Path, snap_compare, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TZ", "UTC")
     monkeypatch.delenv("NO_COLOR", raising=False)
     time.tzset()
@@ -77,6 +76,17 @@ def test_main_screen(theme: str, tmp_path: Path, snap_compare, monkeypatch: pyte
         await pilot.pause()
 
     try:
-        assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+        assert snap_compare(app, terminal_size=size, run_before=run_before)
     finally:
         time.tzset()
+
+
+@pytest.mark.parametrize("theme", ["dark", "light", "mono"])
+def test_main_screen(theme: str, tmp_path: Path, snap_compare, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each theme at 120x36, where every fleet column fits."""
+    snapshot(theme, (120, 36), tmp_path, snap_compare, monkeypatch)
+
+
+def test_main_screen_at_80x24(tmp_path: Path, snap_compare, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The smallest screen the console is for: the fleet marks the columns it cannot show."""
+    snapshot("dark", (80, 24), tmp_path, snap_compare, monkeypatch)

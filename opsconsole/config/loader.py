@@ -209,6 +209,7 @@ def _canary(c: MappingReader) -> CanaryConfig:
         raise c.error("steps", "must be a rising list of whole percentages, e.g. [5, 20, 50, 100]")
     config = CanaryConfig(
         step=c.int("step", default=10, minimum=1, maximum=100), steps=tuple(steps),
+        confirm_steps=c.bool("confirm_steps", default=False),
         hold=c.duration("hold", default=30.0, minimum=0.0),
         min_requests=c.int("min_requests", default=50, minimum=1),
         max_wait=c.duration("max_wait", default=300.0, minimum=0.0),

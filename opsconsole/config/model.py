@@ -122,6 +122,7 @@ class JumpConfig:
 @dataclass(frozen=True)
 class CanaryConfig:
     step: int = 10  # +/- keys change the canary weight by this much
+    confirm_steps: bool = False  # +/- ask first; off by default: a small step is steering, 0 and promote always ask
     steps: tuple[int, ...] = (5, 20, 50, 100)  # `canary APP steps` walks these percentages
     hold: float = 30.0  # seconds each step is held and judged
     min_requests: int = 50  # canary requests a step needs before it can be judged

@@ -49,6 +49,22 @@ class HostView:
     healthy: bool | None = None
     latency: float | None = None
     detail: str = ""
+    probe_ok: bool | None = None  # the last probe alone; `healthy` is the verdict after fall/rise
+
+    @property
+    def health(self) -> str:
+        """The one health word every view shows: the verdict, with a last probe that disagrees named as such.
+
+        up, down, unknown; "flapping" (up, but the last probe failed), "rising" (down, but it answered);
+        "restarting" while a deploy runs and the probes fail — expected, not an outage.
+        """
+        if self.healthy is None:
+            return "unknown"
+        if self.probe_ok is False and self.activity == "deploying":
+            return "restarting"
+        if self.probe_ok is None or self.probe_ok == self.healthy:
+            return "up" if self.healthy else "down"
+        return "flapping" if self.healthy else "rising"
 
 
 class Fleet:
@@ -146,6 +162,7 @@ class Fleet:
         elif isinstance(event, HealthSample) and event.host in self.views:
             view = self.views[event.host]
             view.latency = event.latency
+            view.probe_ok = event.ok
             if view.healthy is None:  # until the monitor's first verdict
                 view.healthy = event.ok
             if event.version:

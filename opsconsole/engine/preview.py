@@ -95,9 +95,18 @@ class Preview:
         skipped = self.rollouts.already_done(command.app, plan.commit)
         if skipped:
             built += f"; {_names(skipped)} left alone: already on {plan.version} by the stopped rollout"
-        batches = plan.describe()[1:]
-        shown = batches[:4] + ([f"  … {len(batches) - 4} more"] if len(batches) > 4 else [])
-        return plan.summary() + built + "\n\n" + "\n".join(shown)
+        # The whole plan: the dialog scrolls. "… 3 more" of a 5-host plan hid what the operator confirms.
+        return plan.summary() + built + self._failed_build_warning(command.app, plan.commit) + "\n\n" + \
+            "\n".join(plan.describe()[1:])
+
+    def _failed_build_warning(self, app: str, commit: str) -> str:
+        """A warning when the latest build of `commit` failed: rolling it builds the same broken commit again."""
+        builds = [r for r in self.deployer.builds.records() if r.app == app and r.commit == commit]
+        if not builds or builds[-1].status not in ("failed", "timed_out"):
+            return ""
+        last = builds[-1]
+        return (f"\n⚠ build {last.build_id} of {last.short} {last.status.replace('_', ' ')}"
+                + (f": {last.message}" if last.message else "") + f" — `log build {last.build_id}` shows why")
 
     def _preview_resume(self, app: str) -> str:
         state = self.rollouts.stopped(app)
@@ -106,8 +115,13 @@ class Preview:
                 " (one is running now)" if app in self.rollouts.live else "")
         left = state.left()
         where = ", ".join(f"{h} {s}" for h, s in state.hosts.items())
-        return (f"roll resume {app}: rollout {state.plan.rollout_id} to {state.plan.version} by {state.issuer} "
-                f"was {state.status} ({where}); {_count(left, 'host')} left: {_names(left)}")
+        plan = state.plan
+        batches = [[h for h in batch if h in left] for batch in plan.batches]
+        lines = [f"  batch {i}: " + ", ".join(f"{h} ({plan.from_versions.get(h) or 'none'} → {plan.version})" for h in b)
+                 for i, b in enumerate((b for b in batches if b), start=1)]
+        return (f"roll resume {app}: rollout {plan.rollout_id} to {plan.version} by {state.issuer} "
+                f"was {state.status} ({where}); {_count(left, 'host')} left: {_names(left)}\n\n"
+                + "\n".join(lines))
 
     def _preview_rollback(self, command: C.Rollback) -> str:
         app = self.config.apps[command.app]
@@ -159,8 +173,7 @@ class Preview:
             version = command.version or f"the head of {self.config.apps[app].branch}"
             return f"canary {app} deploy: {version} goes on the canary's {_count(hosts, 'host')}: {_names(hosts)}"
         if command.action == "promote":
-            return (f"canary {app} promote: the canary's version is rolled out to the stable pool, then all "
-                    "traffic goes to stable")
+            return self._preview_promote(app, hosts)
         if command.action == "rollback":
             return f"canary {app} rollback: all traffic to stable (canary weight 0)"
         if command.action == "steps":
@@ -168,3 +181,24 @@ class Preview:
             return (f"canary {app} steps: the canary weight walks {steps}, each held and judged for "
                     f"{self.config.canary.hold:g}s; back to 0 if the canary does worse than stable")
         return f"canary {app} {command.action}: {command.summary}"
+
+    def _preview_promote(self, app: str, canary_hosts: list[str]) -> str:
+        """Which version goes to which hosts, in which batches: the roll that promote runs."""
+        views = self.fleet.views
+        versions = sorted({str(views[h].version) for h in canary_hosts if h in views and views[h].version})
+        if len(versions) != 1:
+            return (f"canary {app} promote: cannot tell the canary's version (its hosts report "
+                    f"{', '.join(versions) or 'none'}); promote will refuse")
+        version = versions[0]
+        group = self.config.apps[app].group
+        hosts = [h.name for h in self.fleet.inventory.group(group)]
+        try:
+            rollout = self.config.apps[app].rollout
+            plan = make_plan(app, hosts, version=version, commit=version, artifact="", batch=None,
+                             from_versions={h: views[h].version for h in hosts},
+                             health_timeout=rollout.health_timeout, drain_timeout=rollout.drain_timeout)
+        except OperatorError as exc:
+            return f"canary {app} promote: cannot plan: {exc}"
+        return (f"canary {app} promote: {version} (the canary's, on {_names(canary_hosts)}) is rolled out to the "
+                f"stable pool ({_count(hosts, 'host')}), then the canary weight goes back to 0\n\n"
+                + "\n".join(plan.describe()[1:]))

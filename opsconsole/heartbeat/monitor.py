@@ -19,7 +19,7 @@ from opsconsole.events import EventBus, HealthChanged, HealthSample, HeartbeatCy
 from opsconsole.heartbeat.alerts import AlertHooks
 from opsconsole.heartbeat.log import HeartbeatLog, change_line, cycle_line, sample_line
 from opsconsole.heartbeat.probe import Prober, ProbeTarget
-from opsconsole.heartbeat.state import HostHealth
+from opsconsole.heartbeat.state import HostHealth, short_status
 
 # Probes of a cycle start within this share of the interval, leaving the rest for answers.
 SPREAD_SHARE = 0.8
@@ -137,10 +137,15 @@ class HeartbeatMonitor:
         up = sum(1 for s in self.states.values() if s.healthy)
         down = sum(1 for s in self.states.values() if s.healthy is False)
         cycle = HeartbeatCycle(probed=len(samples), up=up, down=down, lag=lag, duration=loop.time() - started,
-                               statuses=tuple((s.host, _short_status(s)) for s in samples))
+                               statuses=tuple((s.host, self._cycle_status(s)) for s in samples))
         if self.log is not None:
             self.log.write([cycle_line(cycle)])
         self.bus.emit(cycle)
+
+    def _cycle_status(self, sample: HealthSample) -> str:
+        # The verdict the up/down count is made of, not the raw probe ("8/8 up │ itrust-1:DOWN" contradicted itself).
+        state = self.states.get(sample.host)
+        return state.cycle_status() if state is not None else short_status(sample)
 
     async def _probe_one(self, target: ProbeTarget) -> HealthSample | None:
         name = target.host.name
@@ -163,18 +168,9 @@ class HeartbeatMonitor:
         for name, state in self.states.items():
             last = state.last
             rows.append((
-                name, state.label, _short_status(last) if last else "-",
+                name, state.label, short_status(last) if last else "-",
                 f"{last.latency * 1000:.0f}ms" if last and last.latency is not None else "-",
                 last.error if last else "",
             ))
         return rows
 
-
-def _short_status(sample: HealthSample) -> str:
-    if sample.status is not None:
-        return str(sample.status)
-    if sample.ok:
-        return "open"
-    if "timed out" in sample.error:
-        return "timeout"
-    return "DOWN"

@@ -46,6 +46,22 @@ class HostHealth:
             return sample.ok
         return None
 
+    def cycle_status(self) -> str:
+        """This host in the heartbeat's rolling line: the verdict first, so it agrees with the up/down count.
+
+        A last probe that disagrees with the verdict (fall/rise not reached yet) is shown as such, with
+        how far it got: `up~DOWN(1/3)` is up, its last probe refused, one of the three failures that make
+        it down. `200` and `DOWN` alone mean the verdict and the last probe agree.
+        """
+        last = self.last
+        if last is None:
+            return "-"
+        raw = short_status(last)
+        if self.healthy is None or self.healthy == last.ok:
+            return raw
+        verdict = "up" if self.healthy else "DOWN"
+        return f"{verdict}~{raw}({self.streak}/{self.rise if last.ok else self.fall})"
+
     @property
     def label(self) -> str:
         if self.healthy is None:
@@ -54,3 +70,14 @@ class HostHealth:
         if self.streak:
             state += f" ({self.streak} {'ok' if not self.healthy else 'failed'} in a row)"
         return state
+
+
+def short_status(sample: HealthSample) -> str:
+    """One probe in a word: its HTTP status, `open` (TCP), `timeout` or `DOWN`."""
+    if sample.status is not None:
+        return str(sample.status)
+    if sample.ok:
+        return "open"
+    if "timed out" in sample.error:
+        return "timeout"
+    return "DOWN"

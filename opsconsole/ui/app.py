@@ -39,6 +39,7 @@ from opsconsole.ui.help import HelpScreen
 from opsconsole.ui.history import HostHistory
 from opsconsole.ui.host_detail import HostDetailScreen
 from opsconsole.ui.log_view import LogLine
+from opsconsole.ui.quitting import exit_summary, quit_question, rollout_apps
 from opsconsole.ui.result_view import ResultScreen
 from opsconsole.ui.selection import SelectionChanged
 from opsconsole.ui.status_line import StatusLine
@@ -50,6 +51,7 @@ PANES = ("fleet", "builds", "heartbeat", "canary")
 # App keys that act on the panes' selections: off while another screen is on top (help and quit stay on).
 PANE_ACTIONS = frozenset(s.action.split("(")[0] for s in KEYS if s.scope == "app" and s.id not in ("help", "quit"))
 FLUSH_SECONDS = 0.05  # events reach the screen at most this late; also bounds redraws to 20/s
+STOPPED = ("aborted", "interrupted")  # how a command stopped by `abort` or a quit ends
 # The dialog's action button; any other verb is title-cased.
 ACTION_LABELS = {"roll resume": "Resume", "lock release": "Release", "cancel": "Cancel build"}
 
@@ -69,9 +71,12 @@ class OpsConsoleApp(App[int]):
         self.hosts_seen = HostHistory()
         self.event_lines: deque[LogLine] = deque(maxlen=5000)
         self.theme_short = themes.choose(engine.config.theme)
-        self._closed = False
+        # Not `_closed`: that is Textual's own message-pump flag, and setting it made the app skip its own close
+        # (after a quit that stopped a rollout the console hung on a blank screen).
+        self._engine_closed = False
         self.log_wrap = False  # the event log's and result views' wrap: the operator's last choice sticks
         self._last_pane = "fleet"  # the pane whose selection the keys act on while a line or dialog has focus
+        self.exit_summary: list[str] = []  # what quitting stopped and left; printed once the terminal is back
         self.set_keymap(engine.config.keymap)
 
     # -- layout ------------------------------------------------------------
@@ -84,8 +89,11 @@ class OpsConsoleApp(App[int]):
             yield CanaryPane(self.engine, id="canary")
         yield StatusLine(config.readonly, id="status")
         yield CommandLine(self.engine.names, verbs(), self._journal_history(), id="command-line",
-                          mask=self.engine.masked)
+                          mask=self.engine.masked, builds=self._build_ids)
         yield Footer(compact=True)
+
+    def _build_ids(self) -> list[str]:
+        return [record.build_id for record in reversed(self.engine.builds.records())][:100]
 
     def _journal_history(self) -> list[str]:
         return [e["command"] for e in self.engine.journal.entries() if e.get("kind") == "command.start"][-500:]
@@ -158,7 +166,8 @@ class OpsConsoleApp(App[int]):
             elif isinstance(screen, EventLogScreen):
                 screen.add(lines)
             for event in batch:
-                if isinstance(event, CommandFinished) and not event.ok:
+                # A stop the operator asked for is no error to toast over the panes: the status line says it.
+                if isinstance(event, CommandFinished) and not event.ok and event.message not in STOPPED:
                     self.notify(event.message or "failed", title=f"✘ {event.text}", severity="error", timeout=8)
 
     # -- running commands --------------------------------------------------
@@ -166,7 +175,7 @@ class OpsConsoleApp(App[int]):
         """Parse, check, confirm if destructive, then execute `line` — without ever blocking the UI."""
         self.run_worker(self._submit(line), group="submit", exit_on_error=False)
 
-    async def _submit(self, line: str) -> None:
+    async def _submit(self, line: str, *, confirm: bool = True) -> None:
         try:
             command = self.engine.parse(line)
         except CommandError as exc:
@@ -179,7 +188,7 @@ class OpsConsoleApp(App[int]):
             self.notify(f"`{command.text()}` changes something; the console is read-only",
                         title="refused", severity="warning")
             return
-        if command.mutating and command.confirm:
+        if command.mutating and command.confirm and confirm:
             what = await self.engine.preview(command)
             label = ACTION_LABELS.get(command.verb, command.verb.title())
             if not await self.push_screen_wait(ConfirmScreen(what, label, f"{command.verb}?")):
@@ -237,7 +246,7 @@ class OpsConsoleApp(App[int]):
         return self.scope()[0]
 
     def _show_scope(self) -> None:
-        if self._closed or len(self.screen_stack) != 1:  # only the main screen has panes (and no stack at exit)
+        if self._engine_closed or len(self.screen_stack) != 1:  # only the main screen has panes (and no stack at exit)
             return
         app, where = self.scope()
         self.query_one(StatusLine).set_scope(app, where)
@@ -309,7 +318,11 @@ class OpsConsoleApp(App[int]):
         if current is None:
             current = self.pane("canary").weights.get(app, 0)  # type: ignore[union-attr]
         weight = max(0, min(100, current + self.engine.config.canary_step * (1 if direction > 0 else -1)))
-        await self._submit(f"canary {app} weight {weight}")
+        # A small step is steering: asking each time slowed it down (issue 15); `canary.confirm_steps` asks again.
+        ask = self.engine.config.canary.confirm_steps
+        if not ask:
+            self.query_one(StatusLine).say(f"canary {app}: {100 - current}/{current} → {100 - weight}/{weight}", "busy")
+        await self._submit(f"canary {app} weight {weight}", confirm=ask)
 
     def action_canary_stable(self) -> None:
         if (app := self._canary_app()) is not None:
@@ -358,6 +371,16 @@ class OpsConsoleApp(App[int]):
         current = self._focused_pane() or "fleet"
         self.action_focus_pane(PANES[(PANES.index(current) + step) % len(PANES)])
 
+    def action_zoom(self) -> None:
+        """The focused pane alone on the screen, or the grid back: at 80x24 nothing needs to stay cut off."""
+        panes = self.query_one("#panes")
+        name = self._focused_pane() or self._last_pane
+        zoomed = not panes.has_class("-zoomed")
+        panes.set_class(zoomed, "-zoomed")
+        for pane in PANES:
+            self.pane(pane).set_class(zoomed and pane == name, "-zoom")
+        self.pane(name).focus_main()
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.engine.config.keymap, self.engine.config.readonly))
 
@@ -378,17 +401,19 @@ class OpsConsoleApp(App[int]):
         if not running:
             await self.shutdown()
             return
-        self.run_worker(self._confirm_quit([c.text() for c in running]), group="submit")
+        self.run_worker(self._confirm_quit(), group="submit")
 
-    async def _confirm_quit(self, running: list[str]) -> None:
-        what = (f"{'; '.join(running)} {'is' if len(running) == 1 else 'are'} running.\n\n"
-                "Quitting cancels it; the journal records where it stopped.")
-        if await self.push_screen_wait(ConfirmScreen(what, "Quit anyway", "work is running")):
+    async def _confirm_quit(self) -> None:
+        if await self.push_screen_wait(ConfirmScreen(quit_question(self.engine), "Stop it and quit", "work is running")):
             await self.shutdown()
 
     async def shutdown(self) -> None:
-        """Cancel running commands (the engine journals them as interrupted), close the engine, exit."""
+        """Stop running commands (the engine journals them as interrupted), say what they left, close, exit."""
+        stopped, apps = [c.text() for c in self.engine.running()], rollout_apps(self.engine)
         commands = [w for w in self.workers if w.group == "commands" and not w.is_finished]
+        if stopped and len(self.screen_stack) == 1:  # not a blank wait: say what the console is doing
+            self.query_one(StatusLine).say(f"stopping {'; '.join(stopped)}; the console closes once it has stopped",
+                                           "warn")
         for worker in commands:
             worker.cancel()
         for worker in commands:
@@ -396,13 +421,15 @@ class OpsConsoleApp(App[int]):
                 await worker.wait()
             except Exception:  # cancelled or failed: either way it is over, and the journal says how
                 pass
+        if stopped:
+            self.exit_summary = await exit_summary(self.engine, stopped, apps)
         await self._close_engine()
         self.exit(0)
 
     async def _close_engine(self) -> None:
-        if self._closed:
+        if self._engine_closed:
             return
-        self._closed = True
+        self._engine_closed = True
         self.feed.close()
         await self.engine.close()
 
@@ -430,6 +457,8 @@ def run_console(engine: "Engine") -> int:
     """The CLI's entry: run the console until the operator quits; the exit code for the shell."""
     app = OpsConsoleApp(engine, freeze_startup=True)
     result = app.run()
+    for line in app.exit_summary:  # the screen is gone: the operator reads what quitting did here
+        print(line)
     return int(result or 0) if app.return_code is None else app.return_code
 
 

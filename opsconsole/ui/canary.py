@@ -16,7 +16,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from opsconsole.events import CanaryState, Event
-from opsconsole.ui.bindings import bindings
+from opsconsole.ui.bindings import CANARY_KEY_IDS, bindings, pane_footer_bindings
 from opsconsole.ui.selection import SelectionChanged
 from opsconsole.ui.style import level_styles
 
@@ -33,7 +33,7 @@ def weight_bar(canary_percent: int, width: int) -> str:
 class CanaryPane(VerticalScroll):
     """One block per app the proxy fronts; the selected one (▶) is what the canary keys act on."""
 
-    BINDINGS = bindings("canary")
+    BINDINGS = bindings("canary") + pane_footer_bindings(CANARY_KEY_IDS)  # + - 0 p in the footer here
 
     def __init__(self, engine: "Engine", id: str | None = None) -> None:
         super().__init__(id=id, classes="pane")

@@ -18,8 +18,8 @@ from opsconsole.engine.commands import Names
 HISTORY_LIMIT = 500
 
 
-def complete(line: str, names: Names, verbs: Iterable[str]) -> list[str]:
-    """Every full line that completes the last word of `line` (empty when nothing fits)."""
+def complete(line: str, names: Names, verbs: Iterable[str], builds: Iterable[str] = ()) -> list[str]:
+    """Every full line that completes the last word of `line` (empty when nothing fits); `builds`: build ids."""
     head, _, word = line.rpartition(" ")
     words = head.split()
     if not words:
@@ -33,6 +33,8 @@ def complete(line: str, names: Names, verbs: Iterable[str]) -> list[str]:
         elif verb == "deploy":
             pool = list(names.hosts) if words[-1] == "--hosts" else \
                 list(names.apps) if position == 1 else ["--hosts", "--version"]
+        elif verb in ("log", "cancel"):  # `log build ID`, `cancel build ID`: nobody should type an id
+            pool = ["build"] if position == 1 else list(builds) if position == 2 and words[1] == "build" else []
         elif verb in ("sleep", "abort", "help"):
             pool = []
         elif position == 1:
@@ -44,12 +46,12 @@ def complete(line: str, names: Names, verbs: Iterable[str]) -> list[str]:
 
 
 class _Suggest(Suggester):
-    def __init__(self, names: Names, verbs: list[str]) -> None:
+    def __init__(self, names: Names, verbs: list[str], builds: Callable[[], list[str]]) -> None:
         super().__init__(use_cache=False, case_sensitive=True)
-        self.names, self.verbs = names, verbs
+        self.names, self.verbs, self.builds = names, verbs, builds
 
     async def get_suggestion(self, value: str) -> str | None:
-        found = complete(value, self.names, self.verbs)
+        found = complete(value, self.names, self.verbs, self.builds())
         return found[0] if found else None
 
 
@@ -74,11 +76,12 @@ class CommandLine(Input):
         pass
 
     def __init__(self, names: Names, verbs: list[str], history: list[str], id: str | None = None,
-                 mask: Callable[[str], str] = str) -> None:
-        """`mask` turns a typed line into what history may keep: a credential typed in it is not kept."""
+                 mask: Callable[[str], str] = str, builds: Callable[[], list[str]] = list) -> None:
+        """`mask` turns a typed line into what history may keep: a credential typed in it is not kept.
+        `builds`: the build ids to complete, newest first, asked at each completion (builds come and go)."""
         super().__init__(placeholder="command (tab completes, ↑ history, esc closes)", id=id, compact=True,
-                         suggester=_Suggest(names, verbs))
-        self.names, self.verbs, self.mask = names, verbs, mask
+                         suggester=_Suggest(names, verbs, builds))
+        self.names, self.verbs, self.mask, self.builds = names, verbs, mask, builds
         self.history = history[-HISTORY_LIMIT:]
         self._at = len(self.history)  # position in history; len() = the line being typed
         self._draft = ""
@@ -114,7 +117,7 @@ class CommandLine(Input):
         if self._cycle and self.value == self._cycle[self._cycle_at]:
             self._cycle_at = (self._cycle_at + 1) % len(self._cycle)
         else:
-            self._cycle = complete(self.value, self.names, self.verbs)
+            self._cycle = complete(self.value, self.names, self.verbs, self.builds())
             self._cycle_at = 0
             if not self._cycle:
                 self.app.bell()

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
+
+
+class _PlanText(VerticalScroll):
+    # Not focusable: left/right and Tab move between the two buttons only, as before the text could scroll.
+    can_focus = False
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -19,7 +24,8 @@ class ConfirmScreen(ModalScreen[bool]):
     ConfirmScreen > Vertical {
         width: 70; max-width: 100%; height: auto; border: thick $warning; padding: 0 1; background: $surface;
     }
-    ConfirmScreen #confirm-what { margin: 1 0; }
+    ConfirmScreen #confirm-scroll { height: auto; max-height: 80vh; margin: 1 0 0 0; }
+    ConfirmScreen #confirm-what { margin: 0 0 1 0; }
     ConfirmScreen Horizontal { height: auto; align-horizontal: right; }
     ConfirmScreen Button { margin-left: 2; min-width: 10; }
     """
@@ -27,6 +33,10 @@ class ConfirmScreen(ModalScreen[bool]):
         Binding("escape,n", "answer(False)", "cancel", id="back"),
         Binding("y", "answer(True)", "yes", id="confirm_yes"),
         Binding("left,right", "app.focus_previous", "other button", show=False),
+        Binding("up", "scroll(-1)", "scroll", show=False),
+        Binding("down", "scroll(1)", "scroll", show=False),
+        Binding("pageup", "scroll(-10)", "page", show=False),
+        Binding("pagedown", "scroll(10)", "page", show=False),
     ]
 
     def __init__(self, what: str, action_label: str = "Do it", title: str = "Confirm") -> None:
@@ -38,7 +48,9 @@ class ConfirmScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical() as box:
             box.border_title = self.title_text
-            yield Static(self.what, id="confirm-what", markup=False)
+            # A whole plan can be longer than the screen: it scrolls (↑/↓, PgUp/PgDn) instead of being cut.
+            with _PlanText(id="confirm-scroll"):
+                yield Static(self.what, id="confirm-what", markup=False)
             with Horizontal():
                 yield Button("Cancel (n)", id="cancel", variant="default")
                 yield Button(f"{self.action_label} (y)", id="confirm", variant="error")
@@ -49,6 +61,10 @@ class ConfirmScreen(ModalScreen[bool]):
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
         self.dismiss(event.button.id == "confirm")
+
+    def action_scroll(self, lines: int) -> None:
+        # Focus stays on the buttons (y/n/Enter answer); the keys scroll the text above them.
+        self.query_one("#confirm-scroll", _PlanText).scroll_relative(y=lines, animate=False)
 
     def action_answer(self, answer: bool) -> None:
         self.dismiss(answer)

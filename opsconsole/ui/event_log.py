@@ -7,10 +7,25 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer
 
-from opsconsole.events import CanaryState, Event, HealthChanged, HealthSample, HeartbeatCycle
+from opsconsole.events import (BuildUpdate, CanaryState, CommandFinished, CommandStarted, Event, HealthChanged,
+                               HealthSample, HeartbeatCycle, HostState, Message, OutputLine, PlayFinished,
+                               PlayStarted, RolloutStep, TaskFinished, TaskStarted)
 from opsconsole.event_lines import format_event
 from opsconsole.ui.filter_bar import FilterBar
 from opsconsole.ui.log_view import LogLine, LogView, words_filter
+
+
+# The kinds `k` cycles through, in order; "" shows every kind.
+KINDS: tuple[str, ...] = ("", "command", "output", "task", "rollout", "build", "message", "host")
+_KIND_OF: tuple[tuple[type, str], ...] = (
+    ((CommandStarted, CommandFinished), "command"), (OutputLine, "output"),
+    ((TaskStarted, TaskFinished, PlayStarted, PlayFinished), "task"), (RolloutStep, "rollout"),
+    (BuildUpdate, "build"), (Message, "message"), (HostState, "host"),
+)
+
+
+def kind_of(event: Event) -> str:
+    return next((kind for types, kind in _KIND_OF if isinstance(event, types)), "other")
 
 
 def event_line(event: Event) -> LogLine | None:
@@ -24,24 +39,26 @@ def event_line(event: Event) -> LogLine | None:
     level = {"error": "bad", "warning": "warn"}.get(getattr(event, "level", ""), "")
     if getattr(event, "ok", True) is False:
         level = "bad"
-    return LogLine(getattr(event, "host", None) or "", text, level)
+    return LogLine(getattr(event, "host", None) or "", text, level, kind=kind_of(event))
 
 
 class EventLogScreen(Screen[None]):
     """A screen of its own: its keys are its own (the app's pane keys are off here, see App.check_action)."""
 
     BINDINGS = [Binding("escape,q,l", "app.pop_screen", "back", id="back"),
-                Binding("slash", "filter", "filter", id="log_filter")]
+                Binding("slash", "filter", "filter", id="log_filter"),
+                Binding("k", "next_kind", "kind", id="log_kind")]
 
     def __init__(self, lines: list[LogLine], wrap: bool = False) -> None:
         super().__init__()
         self.initial = lines
         self.wrap = wrap
         self.filter_text = ""
+        self.kind = ""  # "" = every kind
 
     def compose(self) -> ComposeResult:
         log = LogView(capacity=5000, scrollback=2000, id="event-log")
-        log.border_title = "Events (esc back)"
+        log.border_title = "Events · kind all (k) (esc back)"
         yield log
         yield FilterBar("filter events: words in the line or host", id="event-filter")
         yield Footer()
@@ -52,9 +69,22 @@ class EventLogScreen(Screen[None]):
     def on_input_changed(self, event: FilterBar.Changed) -> None:
         event.stop()
         self.filter_text = event.value.strip()
+        self._apply_filter()
+
+    def action_next_kind(self) -> None:
+        self.kind = KINDS[(KINDS.index(self.kind) + 1) % len(KINDS)]
+        self._apply_filter()
+
+    def _apply_filter(self) -> None:
+        """Words and kind together: `k` narrows to one kind of event, `/` to lines with the words."""
         log = self.query_one(LogView)
-        log.set_filter(words_filter(self.filter_text))
-        log.border_title = "Events" + (f" /{self.filter_text}" if self.filter_text else "") + " (esc back)"
+        words, kind = words_filter(self.filter_text), self.kind
+        if kind:
+            log.set_filter(lambda line: line.kind == kind and (words is None or words(line)))
+        else:
+            log.set_filter(words)
+        log.border_title = ("Events" + (f" /{self.filter_text}" if self.filter_text else "")
+                            + f" · kind {kind or 'all'} (k) (esc back)")
 
     def on_filter_bar_done(self, event: FilterBar.Done) -> None:
         event.stop()

@@ -36,7 +36,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 # Rows out of view are brought up to date every this many refresh ticks; a row scrolled into
 # view is on screen, so the next tick updates it. Either way a row is at most ~2 s old.
 OFFSCREEN_EVERY = 4
-FIXED_WIDTHS = {"health": 6, "ms": 5, "version": 7, "activity": 11}
+FIXED_WIDTHS = {"health": 9, "ms": 5, "version": 7, "activity": 11}
 
 def address_text(host: "Host") -> str:
     """Where the host answers; for an EC2 host also which instance it is and of what type."""
@@ -132,12 +132,12 @@ class FleetPane(Vertical):
         if not self.filter_text:
             return True
         haystack = " ".join((view.host.name, view.host.group, view.host.role, view.activity, view.version or "",
-                             health_cell(view.healthy)[0], view.host.address)).lower()
+                             health_cell(view.health)[0], view.host.address)).lower()
         return all(word in haystack for word in self.filter_text.lower().split())
 
     def _cells(self, view: "HostView", styles: dict[str, str]) -> list[object]:
         host = view.host
-        health, health_level = health_cell(view.healthy)
+        health, health_level = health_cell(view.health)
         activity, activity_level = activity_cell(view.activity)
         role = host.group + (f"/{host.role}" if host.role else "")
         address = address_text(host)
@@ -211,14 +211,35 @@ class FleetPane(Vertical):
 
     def _describe(self) -> None:
         views = self.engine.views.values()
+        # Verdicts, counted as the heartbeat's summary counts them; a FAILED deploy is counted too, so the
+        # border never says ✘0 beside a row that says FAILED.
         up = sum(1 for v in views if v.healthy)
         down = sum(1 for v in views if v.healthy is False)
+        failed = sum(1 for v in views if v.activity == "failed")
         shown = self.table.row_count
-        parts = [f"{len(views)} hosts", f"✔{up}", f"✘{down}"]
+        parts = [f"{len(views)} hosts", f"✔{up} up", f"✘{down} down"] + ([f"{failed} FAILED"] if failed else [])
         if self.filter_text:
             parts.append(f"/{self.filter_text} {shown} shown")
+        if hidden := self.hidden_columns():  # cut off at 80x24: say so, and how to see them (issue 15)
+            parts.append(f"+{len(hidden)} cols → z")
         parts.append(f"sort {self.sort_key}")
         self.border_subtitle = " · ".join(parts)
+
+    def hidden_columns(self) -> list[str]:
+        """The columns that do not fit the table's width from the left edge: out of sight unless scrolled."""
+        table = self.table
+        room = table.scrollable_content_region.width
+        if room <= 0:
+            return []  # not laid out yet
+        used, hidden = 0, []
+        for column in table.ordered_columns:
+            used += column.get_render_width(table)
+            if used > room:
+                hidden.append(str(column.label))
+        return hidden
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._describe)  # the table has its new width after the refresh
 
     # -- selection, sorting, filter ------------------------------------------
     def selected_host(self) -> str | None:

@@ -59,7 +59,7 @@ class HostDetailScreen(Screen[None]):
         styles = level_styles(self.app)
         view = self.engine.views[self.host_name]
         host = view.host
-        health, health_level = health_cell(view.healthy)
+        health, health_level = health_cell(view.health)
         activity, activity_level = activity_cell(view.activity)
         summary = Text()
         summary.append(f"{host.name}", style="bold")

@@ -27,6 +27,7 @@ class LogLine:
     text: str
     level: str = ""  # see style.level_styles
     important: bool = True  # shown when the view hides the routine lines
+    kind: str = ""  # the event log's kind filter: command, output, task, rollout, build, message, host
 
 
 LineFilter = Callable[[LogLine], bool]

@@ -53,11 +53,19 @@ def styled(text: str, level: str, styles: dict[str, str]) -> Text:
     return Text(text, style=styles.get(level, ""), no_wrap=True, overflow="ellipsis")
 
 
-def health_cell(healthy: bool | None) -> tuple[str, str]:
-    """(text, level) of a host's health: the symbol reads without colour."""
-    if healthy is None:
-        return "? n/a", "dim"
-    return ("✔ up", "ok") if healthy else ("✘ DOWN", "bad")
+_HEALTH: dict[str, tuple[str, str]] = {
+    "unknown": ("? n/a", "dim"),
+    "up": ("✔ up", "ok"),
+    "down": ("✘ DOWN", "bad"),
+    "flapping": ("~ flap", "warn"),  # up: fall not reached, but the last probe failed
+    "rising": ("▲ rise", "warn"),  # down: rise not reached, but the last probe answered
+    "restarting": ("⟳ restart", "busy"),
+}
+
+
+def health_cell(health: str) -> tuple[str, str]:
+    """(text, level) of a host's health word (HostView.health): the symbol reads without colour."""
+    return _HEALTH.get(health, (health, ""))
 
 
 _ACTIVITY: dict[str, tuple[str, str]] = {
