@@ -123,7 +123,7 @@ class Rollouts:
         return make_plan(app.name, hosts, version=version, commit=commit, artifact=artifact,
                          batch=command.batch, from_versions={h: self.fleet.views[h].version for h in hosts},
                          max_fail=command.max_fail, health_timeout=app.rollout.health_timeout,
-                         drain_timeout=app.rollout.drain_timeout,
+                         drain_timeout=app.rollout.drain_timeout, deploy_timeout=app.rollout.deploy_timeout,
                          on_failure=command.on_failure, previous=self.releases.previous(app.name, version))
 
     async def plan_for(self, command: C.Roll) -> RolloutPlan:
@@ -171,7 +171,7 @@ class Rollouts:
         plan = make_plan(app.name, hosts, version=version, commit=commit, artifact=artifact, batch=command.batch,
                          kind="rollback", from_versions={h: self.fleet.views[h].version for h in hosts},
                          health_timeout=app.rollout.health_timeout, drain_timeout=app.rollout.drain_timeout,
-                         previous=None)
+                         deploy_timeout=app.rollout.deploy_timeout, previous=None)
         for line in plan.describe():
             self.fleet.say(line)
         return await self._run(app, RolloutState(plan=plan, issuer=self.issuer, started=time.time(),
@@ -211,7 +211,8 @@ class Rollouts:
                 version, commit, artifact = plan.previous
                 back = make_plan(app.name, done, version=version, commit=commit, artifact=artifact, kind="rollback",
                                  from_versions={h: plan.version for h in done},
-                                 health_timeout=plan.health_timeout, drain_timeout=plan.drain_timeout)
+                                 health_timeout=plan.health_timeout, drain_timeout=plan.drain_timeout,
+                                 deploy_timeout=plan.deploy_timeout)
                 undo = await self._run(app, RolloutState(plan=back, issuer=self.issuer, started=time.time(),
                                                          hosts={h: "pending" for h in back.hosts}), fresh=True)
                 message += f"; {undo}"
