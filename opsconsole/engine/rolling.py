@@ -187,7 +187,8 @@ class Rollouts:
         if fresh:
             self.journal.begin(state.plan, self.issuer)
         runner = RolloutRunner(self.bus, self.journal, state, deploy=self._deploy_batch, gate=self.gate,
-                               traffic=self.traffic_for(app), lock=lock, lock_renew_every=app.rollout.lock_renew)
+                               traffic=self.traffic_for(app), lock=lock, lock_renew_every=app.rollout.lock_renew,
+                               warm=self._warm)
         self.live[app.name] = runner
         try:
             result = await runner.run()
@@ -255,6 +256,12 @@ class Rollouts:
             raise CommandFailed(f"app {app.name} has no hosts to hold its lock")
         return FleetLock(self.fleet.transport_for(hosts[0]), app.name, self.issuer, ttl=app.rollout.lock_ttl,
                          on_notice=lambda text: self.fleet.say(text, level="warning"))
+
+    async def _warm(self, hosts: list[str]) -> None:
+        """Open the SSH connections of `hosts` (paced by the pool's max_connecting); a host that cannot be
+        reached now fails later, in its own deploy, with the reason."""
+        ssh = [h for h in map(self.fleet.inventory.get, hosts) if h is not None and h.transport == "ssh"]
+        await asyncio.gather(*(self.fleet.ssh_pool.connection(h) for h in ssh), return_exceptions=True)
 
     async def _deploy_batch(self, hosts: list[str], plan: RolloutPlan) -> dict[str, str]:
         app = self.config.apps[plan.app]

@@ -37,6 +37,8 @@ from opsconsole.rollouts.record import (
 DeployBatch = Callable[[list[str], RolloutPlan], Awaitable[dict[str, str]]]
 # gate(host, version, timeout) -> "" if healthy with that version, else why not
 HealthGate = Callable[[str, str, float], Awaitable[str]]
+# warm(hosts): get ready to work on these hosts soon (open their connections); never raises
+Warm = Callable[[list[str]], Awaitable[None]]
 
 
 class TrafficControl(Protocol):
@@ -63,7 +65,7 @@ class NoTraffic:
 class RolloutRunner:
     def __init__(self, bus: EventBus, journal: RolloutJournal, state: RolloutState, *, deploy: DeployBatch,
                  gate: HealthGate, traffic: TrafficControl, lock: FleetLock | None = None,
-                 lock_renew_every: float = RolloutConfig.lock_renew) -> None:
+                 lock_renew_every: float = RolloutConfig.lock_renew, warm: Warm | None = None) -> None:
         self.bus = bus
         self.journal = journal
         self.state = state
@@ -73,10 +75,12 @@ class RolloutRunner:
         self.traffic = traffic
         self.lock = lock
         self.lock_renew_every = lock_renew_every
+        self.warm = warm
         self.resume_event = asyncio.Event()
         self.resume_event.set()
         self.pause_requested = False
         self._abandoned: set[asyncio.Future] = set()  # deploys given up on at their timeout, still unwinding
+        self._warming: set[asyncio.Future] = set()  # connections being opened ahead of their batch
         self._started = time.monotonic()
         self._finished_before = 0  # hosts done or failed before this run (a resumed rollout)
 
@@ -113,10 +117,13 @@ class RolloutRunner:
         try:
             self._status("running", self.plan.summary())
             failures = sum(1 for s in self.state.hosts.values() if s == FAILED)
-            for number, batch in enumerate(self.plan.batches, start=1):
-                todo = [h for h in batch if self.state.hosts.get(h) != DONE]
+            left = [[h for h in batch if self.state.hosts.get(h) != DONE] for batch in self.plan.batches]
+            self._warm(next((t for t in left if t), []))
+            for number, todo in enumerate(left, start=1):
                 if not todo:
                     continue
+                # The next batch's connections open while this one works: its deploys start on ready ones.
+                self._warm(next((t for t in left[number:] if t), []))
                 if self.pause_requested:
                     self._status("paused", f"before batch {number}")
                     await self.resume_event.wait()
@@ -133,7 +140,7 @@ class RolloutRunner:
             self._status("aborted", self._where())
             raise
         finally:
-            for work in list(self._abandoned):
+            for work in [*self._abandoned, *self._warming]:
                 work.cancel()
             if renewer is not None:
                 renewer.cancel()
@@ -203,6 +210,13 @@ class RolloutRunner:
         work.add_done_callback(self._forget)
         return (f"{host} did not finish within the deploy timeout of {self.plan.deploy_timeout:g}s "
                 f"(unreachable or stalled); gave up on it, its batch went on")
+
+    def _warm(self, hosts: list[str]) -> None:
+        if self.warm is None or not hosts:
+            return
+        task = asyncio.ensure_future(self.warm(hosts))
+        self._warming.add(task)
+        task.add_done_callback(self._warming.discard)
 
     def _forget(self, task: asyncio.Future) -> None:
         self._abandoned.discard(task)
