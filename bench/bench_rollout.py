@@ -108,7 +108,8 @@ def print_breakdown(rows: dict[str, dict[str, float]]) -> None:
         print("  " + f"{host:8}" + "".join(f"{row.get(c, 0.0):13.3f}" for c in columns))
 
 
-async def run_opsconsole(lab: Lab, work: Path) -> float:
+async def run_opsconsole(lab: Lab, work: Path, roll_args: str = "") -> float:
+    """`roll itrust` (with `roll_args`, e.g. `--batch 10%`) over the lab's app hosts; returns its wall time."""
     engine = Engine(load_config(write_lab_config(work, lab)))
     engine.prepare()
     events: list[Event] = []
@@ -117,10 +118,13 @@ async def run_opsconsole(lab: Lab, work: Path) -> float:
         # build first, outside the timing: ansible gets a ready artifact too
         record = await engine.artifact_for(engine.config.apps["itrust"], None)
         start = time.perf_counter()
-        outcome = await engine.execute(engine.parse(f"roll itrust --version {record.commit}"))
+        outcome = await engine.execute(engine.parse(f"roll itrust --version {record.commit} {roll_args}".strip()))
         elapsed = time.perf_counter() - start
         if not outcome.ok:
-            raise SystemExit(f"opsconsole roll failed: {outcome.message}")
+            raise SystemExit(f"opsconsole roll over {len(lab.apps)} hosts failed: {outcome.message}")
+        behind = [h.name for h in lab.apps if (Path(h.files) / "current").readlink().name != record.short]
+        if behind:
+            raise SystemExit(f"opsconsole roll said done but {', '.join(behind)} do not run {record.short}")
         BREAKDOWN.update(breakdown(events))
         return elapsed
     finally:

@@ -30,12 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_rollout import PLAY, PORT, build_artifact  # noqa: E402
+from bench.bench_rollout import PLAY, PORT, build_artifact, run_opsconsole  # noqa: E402
 from bench.bench_ssh import ansible_playbook, run_ansible_play  # noqa: E402
-from opsconsole.config.loader import load_config  # noqa: E402
-from opsconsole.engine.engine import Engine  # noqa: E402
 from tests.lab import Lab, LabConfig  # noqa: E402
-from tests.lab.config import write_lab_config  # noqa: E402
 
 LAB_LOCK = "/tmp/opsconsole-lab.lock"  # the lab fixture's lock: a suite and this bench take turns
 # A fair Ansible: as many parallel connections as a batch has hosts, no temp-file round trips, kept connections.
@@ -55,25 +52,12 @@ def run_ansible(lab: Lab, work: Path) -> float:
     return run_ansible_play(lab, work, play, "roll-scale.yml", env=ANSIBLE_ENV)
 
 
-async def run_opsconsole(lab: Lab, work: Path) -> tuple[float, int]:
-    """`roll itrust --batch 10%` over the lab's app hosts; returns (wall time, batches)."""
+async def roll_batches(lab: Lab, work: Path) -> tuple[float, int]:
+    """`roll itrust --batch 10%` over the lab's app hosts; returns (wall time, number of batches)."""
     work.mkdir(parents=True)
-    engine = Engine(load_config(write_lab_config(work, lab)))
-    engine.prepare()
-    try:
-        # built before the clock starts: ansible gets a ready artifact too
-        record = await engine.artifact_for(engine.config.apps["itrust"], None)
-        start = time.perf_counter()
-        outcome = await engine.execute(engine.parse(f"roll itrust --version {record.commit} --batch 10%"))
-        elapsed = time.perf_counter() - start
-        if not outcome.ok:
-            raise SystemExit(f"opsconsole roll over {len(lab.apps)} hosts failed: {outcome.message}")
-        on_new = [h.name for h in lab.apps if (Path(h.files) / "current").readlink().name != record.short]
-        if on_new:
-            raise SystemExit(f"opsconsole roll said done but {', '.join(on_new)} do not run {record.short}")
-        return elapsed, -(-len(lab.apps) // max(1, len(lab.apps) // 10))
-    finally:
-        await engine.close()
+    elapsed = await run_opsconsole(lab, work, "--batch 10%")
+    per_batch = max(1, len(lab.apps) // 10)
+    return elapsed, -(-len(lab.apps) // per_batch)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -114,7 +98,7 @@ def main() -> int:
                     print(f"ansible-playbook, {args.hosts} hosts: {ansible:8.2f} s", flush=True)
                 ours: dict[int, tuple[float, int]] = {}
                 for size in sizes:
-                    ours[size] = asyncio.run(run_opsconsole(first(lab, size), work / f"oc-{size}"))
+                    ours[size] = asyncio.run(roll_batches(first(lab, size), work / f"oc-{size}"))
                     print(f"opsconsole roll, {size} hosts: {ours[size][0]:8.2f} s", flush=True)
         finally:
             t0 = time.perf_counter()

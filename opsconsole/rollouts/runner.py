@@ -203,7 +203,10 @@ class RolloutRunner:
             work.cancel()
             raise
         if work in done:
-            return work.result().get(host, "not deployed")
+            try:
+                return work.result().get(host, "not deployed")
+            except Exception as exc:  # noqa: BLE001 - this host's deploy broke: it fails, its batch-mates go on
+                return str(exc) or type(exc).__name__
         # Cancelled but not awaited: killing its commands may itself wait on the dead host's connection.
         work.cancel()
         self._abandoned.add(work)
