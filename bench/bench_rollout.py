@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_ssh import lab_bench, run_ansible_play  # noqa: E402
 from opsconsole.config.loader import load_config  # noqa: E402
 from opsconsole.engine.engine import Engine  # noqa: E402
+from opsconsole.events import Event, RolloutStep, TaskFinished  # noqa: E402
 from tests.lab import Lab  # noqa: E402
 from tests.lab.config import write_lab_config  # noqa: E402
 
@@ -71,17 +72,60 @@ def run_ansible(lab: Lab, work: Path) -> float:
     return run_ansible_play(lab, work, PLAY.format(version="ansible1", artifact=artifact, port=PORT), "roll.yml")
 
 
-async def run_opsconsole(lab: Lab, work: Path) -> float:
+# Where a host's time goes: the deploy playbook's tasks by name (its first command opens the connection),
+# and the rollout's own steps around it.
+PHASES = {"release directory": "connect", "upload the artifact": "upload", "unpack": "unpack",
+          "restart the app": "restart", "health check": "health check (playbook)"}
+BREAKDOWN: dict[str, dict[str, float]] = {}
+
+
+def breakdown(events: list[Event]) -> dict[str, dict[str, float]]:
+    """Per host: seconds in drain, connect (+ first task), upload, unpack, restart, the playbook's health
+    check, the rest of the playbook, and the rollout's health gate (healthy, reporting the new version)."""
+    hosts: dict[str, dict[str, float]] = {}
+    steps: dict[str, dict[str, float]] = {}
+    for e in events:
+        if isinstance(e, TaskFinished) and e.host:
+            phase = PHASES.get(e.task, "other tasks")
+            hosts.setdefault(e.host, {}).setdefault(phase, 0.0)
+            hosts[e.host][phase] += e.duration
+        elif isinstance(e, RolloutStep) and e.host:
+            steps.setdefault(e.host, {}).setdefault(e.state, e.at)
+    for host, at in steps.items():
+        row = hosts.setdefault(host, {})
+        row["drain"] = at["deploying"] - at["draining"]
+        row["deploy (playbook)"] = at["gating"] - at["deploying"]
+        row["health gate"] = at["done"] - at["gating"]
+    return hosts
+
+
+def print_breakdown(rows: dict[str, dict[str, float]]) -> None:
+    columns = ["drain", "connect", "upload", "unpack", "restart", "health check (playbook)", "other tasks",
+               "deploy (playbook)", "health gate"]
+    print("where opsconsole's time goes, per host (s; connect = the first task, which opens the connection):")
+    print("  " + f"{'host':8}" + "".join(f"{c.split(' (')[0][:12]:>13}" for c in columns))
+    for host, row in rows.items():
+        print("  " + f"{host:8}" + "".join(f"{row.get(c, 0.0):13.3f}" for c in columns))
+
+
+async def run_opsconsole(lab: Lab, work: Path, roll_args: str = "") -> float:
+    """`roll itrust` (with `roll_args`, e.g. `--batch 10%`) over the lab's app hosts; returns its wall time."""
     engine = Engine(load_config(write_lab_config(work, lab)))
     engine.prepare()
+    events: list[Event] = []
+    engine.bus.subscribe(lambda e: events.append(e) if isinstance(e, (TaskFinished, RolloutStep)) else None)
     try:
         # build first, outside the timing: ansible gets a ready artifact too
         record = await engine.artifact_for(engine.config.apps["itrust"], None)
         start = time.perf_counter()
-        outcome = await engine.execute(engine.parse(f"roll itrust --version {record.commit}"))
+        outcome = await engine.execute(engine.parse(f"roll itrust --version {record.commit} {roll_args}".strip()))
         elapsed = time.perf_counter() - start
         if not outcome.ok:
-            raise SystemExit(f"opsconsole roll failed: {outcome.message}")
+            raise SystemExit(f"opsconsole roll over {len(lab.apps)} hosts failed: {outcome.message}")
+        behind = [h.name for h in lab.apps if (Path(h.files) / "current").readlink().name != record.short]
+        if behind:
+            raise SystemExit(f"opsconsole roll said done but {', '.join(behind)} do not run {record.short}")
+        BREAKDOWN.update(breakdown(events))
         return elapsed
     finally:
         await engine.execute(engine.parse("stop itrust"))
@@ -97,6 +141,7 @@ def main() -> int:
         print(f"ansible-playbook:      {ansible:7.3f} s")
         print(f"opsconsole roll:       {ours:7.3f} s   (plus drain/health gate/version check per host)")
         print(f"ratio ansible/ours:    {ansible / ours:7.1f}x")
+        print_breakdown(BREAKDOWN)
 
     return lab_bench("bench_rollout", measure, report)
 

@@ -62,8 +62,11 @@ def ansible_playbook() -> Path:
     return exe
 
 
-def run_ansible_play(lab: Lab, work: Path, play: str, name: str = "play.yml") -> float:
-    """Run `play` over the lab's app hosts (group `app`) through the jump host; returns the wall time."""
+def run_ansible_play(lab: Lab, work: Path, play: str, name: str = "play.yml", env: dict[str, str] | None = None) -> float:
+    """Run `play` over the lab's app hosts (group `app`) through the jump host; returns the wall time.
+
+    `env`: more ANSIBLE_* settings (forks, pipelining …) on top of the defaults below.
+    """
     (work / name).write_text(play)
     hosts = "\n".join(f"{h.name}" for h in lab.apps)
     (work / "inventory.ini").write_text(textwrap.dedent(f"""\
@@ -75,7 +78,7 @@ def run_ansible_play(lab: Lab, work: Path, play: str, name: str = "play.yml") ->
         ansible_ssh_common_args=-F {lab.ssh_config}
         """))
     env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_LOCAL_TEMP": str(work / "tmp"), "ANSIBLE_SSH_CONTROL_PATH_DIR": str(work / "cp")}
+           "ANSIBLE_LOCAL_TEMP": str(work / "tmp"), "ANSIBLE_SSH_CONTROL_PATH_DIR": str(work / "cp"), **(env or {})}
     start = time.perf_counter()
     proc = subprocess.run([str(ansible_playbook()), "-i", str(work / "inventory.ini"), str(work / name)],
                           capture_output=True, text=True, env=env, cwd=work)

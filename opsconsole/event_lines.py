@@ -20,6 +20,7 @@ from opsconsole.events import (
     OutputLine,
     PlayFinished,
     PlayStarted,
+    RolloutProgress,
     RolloutStep,
     TaskFinished,
     TaskStarted,
@@ -61,6 +62,8 @@ def format_event(event: Event) -> str | None:
         case RolloutStep(rollout_id=rid, host=host, state=state, detail=detail):
             who = f"{host:<16}" if host else f"rollout {rid}"
             return f"{stamp} {who} {state}{': ' + detail if detail else ''}"
+        case RolloutProgress(app=app):
+            return f"{stamp} rollout {app}: {event.line()}"
         case BuildUpdate(build_id=bid, commit=commit, status=status, message=message):
             return f"{stamp} build {bid} {commit[:7]} {status}{': ' + message if message else ''}"
     return f"{stamp} {event.kind}"

@@ -242,6 +242,24 @@ class RolloutStep(Event):
 
 
 @dataclass(frozen=True)
+class RolloutProgress(Event):
+    """Where a rollout stands, after every host that finishes: `batch 3/10 · 27/100 done · 0 failed · ETA 12s`."""
+
+    rollout_id: str
+    app: str
+    batch: int
+    batches: int
+    done: int
+    total: int
+    failed: int
+    eta: float | None = None  # seconds left at the pace so far; None until a host has finished
+
+    def line(self) -> str:
+        eta = "ETA …" if self.eta is None else f"ETA {self.eta:.0f}s"
+        return f"batch {self.batch}/{self.batches} · {self.done}/{self.total} done · {self.failed} failed · {eta}"
+
+
+@dataclass(frozen=True)
 class CanaryState(Event):
     """An app's traffic split as the proxy reports it (on every change, and polled while the console runs)."""
 

@@ -161,6 +161,19 @@ def test_roll_output_reads_in_the_order_things_happened(tmp_path: Path) -> None:
         kill_services(tmp_path / "state")
 
 
+def test_roll_in_batches_prints_its_progress(tmp_path: Path) -> None:
+    try:
+        cfg, _v1, _v2 = _deployed_then_committed(tmp_path)
+        proc = run_script(cfg, "roll itrust --batch 50%\n")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        progress = [line[9:] for line in proc.stdout.splitlines() if line[9:].startswith("rollout itrust: batch ")]
+        assert progress[0] == "rollout itrust: batch 1/2 · 0/2 done · 0 failed · ETA …", proc.stdout
+        assert "rollout itrust: batch 1/2 · 1/2 done · 0 failed · ETA " in "\n".join(progress), proc.stdout
+        assert progress[-1] == "rollout itrust: batch 2/2 · 2/2 done · 0 failed · ETA 0s", proc.stdout
+    finally:
+        kill_services(tmp_path / "state")
+
+
 def test_roll_runs_on_when_its_output_reader_goes_away(tmp_path: Path) -> None:
     """`opsconsole --script roll.ops | head -2`: the rollout finishes and is journaled; exit as documented."""
     try:

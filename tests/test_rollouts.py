@@ -15,7 +15,7 @@ import pytest
 
 from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
-from opsconsole.events import RolloutStep
+from opsconsole.events import RolloutProgress, RolloutStep
 from tests.conftest import ROOT, commit_file, kill_services, write_config
 
 
@@ -280,6 +280,30 @@ async def test_rollout_timing_comes_from_the_apps_rollout_config(tmp_path: Path)
         assert any("drain (≤2.0s)" in line and "(≤1.0s)" in line for line in lines), lines
         assert took < 30, f"the gate waited {took:.0f}s, not the 1s the config asks for"
         assert engine.rollouts.lock_for(engine.config.apps["itrust"]).ttl == 20.0
+    finally:
+        await engine.close()
+        kill_services(tmp_path / "state")
+
+
+async def test_a_host_past_its_deploy_timeout_fails_with_a_clear_reason_and_progress_counts_it(tmp_path: Path) -> None:
+    """A deploy that does not finish within `rollout.deploy_timeout` fails that host at the timeout, not later."""
+    cfg = write_config(tmp_path, count=2)
+    _with_settle(cfg, 30)  # every host's deploy now hangs 30s before its restart
+    cfg.write_text(cfg.read_text().replace("    vars:\n", "    rollout:\n      deploy_timeout: 2s\n    vars:\n", 1))
+    engine = _engine(cfg)
+    progress: list[RolloutProgress] = []
+    engine.bus.subscribe(lambda e: progress.append(e) if isinstance(e, RolloutProgress) else None)
+    try:
+        started = time.monotonic()
+        outcome = await engine.execute(engine.parse("roll itrust --batch 100% --max-fail 1"))
+        took = time.monotonic() - started
+        assert not outcome.ok
+        for host in ("itrust-1", "itrust-2"):
+            assert (f"{host}: deploy: {host} did not finish within the deploy timeout of 2s (unreachable or "
+                    "stalled)") in outcome.message, outcome.message
+        assert took < 2 + 8, f"the rollout took {took:.1f}s for a 2s deploy timeout"
+        assert progress[0].line() == "batch 1/1 · 0/2 done · 0 failed · ETA …"
+        assert progress[-1].line().startswith("batch 1/1 · 0/2 done · 2 failed · ETA 0s"), progress[-1].line()
     finally:
         await engine.close()
         kill_services(tmp_path / "state")

@@ -297,6 +297,7 @@ def _rollout(t: MappingReader) -> RolloutConfig:
     rollout = RolloutConfig(
         health_timeout=t.duration("health_timeout", default=default.health_timeout, minimum=0.1),
         drain_timeout=t.duration("drain_timeout", default=default.drain_timeout, minimum=0.0),
+        deploy_timeout=t.duration("deploy_timeout", default=default.deploy_timeout, minimum=1.0),
         lock_ttl=t.duration("lock_ttl", default=default.lock_ttl, minimum=1.0),
         lock_renew=t.duration("lock_renew", default=default.lock_renew, minimum=0.1),
     )

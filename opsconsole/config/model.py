@@ -85,6 +85,8 @@ class RolloutConfig:
 
     health_timeout: float = 60.0  # how long a deployed host has to answer healthy with the new version
     drain_timeout: float = 30.0  # how long a drained host's requests in flight get before it is deployed anyway
+    # How long one host's deploy may take: past it that host alone fails (unreachable, stalled), the batch goes on.
+    deploy_timeout: float = 300.0
     lock_ttl: float = 60.0  # a deploy lock not renewed for this long is stale: its console died
     lock_renew: float = 10.0  # how often a running rollout renews its lock (below lock_ttl)
 

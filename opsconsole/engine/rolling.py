@@ -124,7 +124,7 @@ class Rollouts:
         return make_plan(app.name, hosts, version=version, commit=commit, artifact=artifact,
                          batch=command.batch, from_versions={h: self.fleet.views[h].version for h in hosts},
                          max_fail=command.max_fail, health_timeout=app.rollout.health_timeout,
-                         drain_timeout=app.rollout.drain_timeout,
+                         drain_timeout=app.rollout.drain_timeout, deploy_timeout=app.rollout.deploy_timeout,
                          on_failure=command.on_failure, previous=self.releases.previous(app.name, version))
 
     async def plan_for(self, command: C.Roll) -> RolloutPlan:
@@ -172,7 +172,7 @@ class Rollouts:
         plan = make_plan(app.name, hosts, version=version, commit=commit, artifact=artifact, batch=command.batch,
                          kind="rollback", from_versions={h: self.fleet.views[h].version for h in hosts},
                          health_timeout=app.rollout.health_timeout, drain_timeout=app.rollout.drain_timeout,
-                         previous=None)
+                         deploy_timeout=app.rollout.deploy_timeout, previous=None)
         for line in plan.describe():
             self.fleet.say(line)
         return await self._run(app, RolloutState(plan=plan, issuer=self.issuer, started=time.time(),
@@ -188,7 +188,8 @@ class Rollouts:
         if fresh:
             self.journal.begin(state.plan, self.issuer)
         runner = RolloutRunner(self.bus, self.journal, state, deploy=self._deploy_batch, gate=self.gate,
-                               traffic=self.traffic_for(app), lock=lock, lock_renew_every=app.rollout.lock_renew)
+                               traffic=self.traffic_for(app), lock=lock, lock_renew_every=app.rollout.lock_renew,
+                               warm=self._warm)
         self.live[app.name] = runner
         try:
             result = await runner.run()
@@ -212,7 +213,8 @@ class Rollouts:
                 version, commit, artifact = plan.previous
                 back = make_plan(app.name, done, version=version, commit=commit, artifact=artifact, kind="rollback",
                                  from_versions={h: plan.version for h in done},
-                                 health_timeout=plan.health_timeout, drain_timeout=plan.drain_timeout)
+                                 health_timeout=plan.health_timeout, drain_timeout=plan.drain_timeout,
+                                 deploy_timeout=plan.deploy_timeout)
                 undo = await self._run(app, RolloutState(plan=back, issuer=self.issuer, started=time.time(),
                                                          hosts={h: "pending" for h in back.hosts}), fresh=True)
                 message += f"; {undo}"
@@ -260,6 +262,12 @@ class Rollouts:
             raise CommandFailed(f"app {app.name} has no hosts to hold its lock")
         return FleetLock(self.fleet.transport_for(hosts[0]), app.name, self.issuer, ttl=app.rollout.lock_ttl,
                          on_notice=lambda text: self.fleet.say(text, level="warning"))
+
+    async def _warm(self, hosts: list[str]) -> None:
+        """Open the SSH connections of `hosts` (paced by the pool's max_connecting); a host that cannot be
+        reached now fails later, in its own deploy, with the reason."""
+        ssh = [h for h in map(self.fleet.inventory.get, hosts) if h is not None and h.transport == "ssh"]
+        await asyncio.gather(*(self.fleet.ssh_pool.connection(h) for h in ssh), return_exceptions=True)
 
     async def _deploy_batch(self, hosts: list[str], plan: RolloutPlan) -> dict[str, str]:
         app = self.config.apps[plan.app]

@@ -29,6 +29,7 @@ class RolloutPlan:
     max_fail: int = 0
     health_timeout: float = RolloutConfig.health_timeout
     drain_timeout: float = RolloutConfig.drain_timeout
+    deploy_timeout: float = RolloutConfig.deploy_timeout
     on_failure: str = "stop"  # stop | rollback
     previous: tuple[str, str, str] | None = None  # (version, commit, artifact) to roll back to
 
@@ -47,7 +48,8 @@ class RolloutPlan:
         for i, batch in enumerate(self.batches, start=1):
             hosts = ", ".join(f"{h} ({self.from_versions.get(h) or 'none'} → {self.version})" for h in batch)
             lines.append(f"  batch {i}: {hosts}")
-        lines.append(f"  each batch: drain (≤{format_duration(self.drain_timeout)}) → deploy → health gate: healthy and "
+        lines.append(f"  each batch: drain (≤{format_duration(self.drain_timeout)}) → deploy, each host in parallel "
+                     f"(≤{format_duration(self.deploy_timeout)}) → health gate: healthy and "
                      f"reporting {self.version} (≤{format_duration(self.health_timeout)}) → back in the pool")
         lines.append(f"  stop after {self.max_fail + 1} failed host(s); on failure: {self.on_failure}")
         return lines
@@ -56,7 +58,8 @@ class RolloutPlan:
 def make_plan(app: str, hosts: list[str], *, version: str, commit: str, artifact: str, batch: str | None = None,
               kind: str = "roll", from_versions: dict[str, str | None] | None = None, max_fail: int = 0,
               health_timeout: float = RolloutConfig.health_timeout,
-              drain_timeout: float = RolloutConfig.drain_timeout, on_failure: str = "stop",
+              drain_timeout: float = RolloutConfig.drain_timeout,
+              deploy_timeout: float = RolloutConfig.deploy_timeout, on_failure: str = "stop",
               previous: tuple[str, str, str] | None = None) -> RolloutPlan:
     if not hosts:
         raise PlanError(f"app {app} has no hosts to roll")
@@ -68,5 +71,6 @@ def make_plan(app: str, hosts: list[str], *, version: str, commit: str, artifact
     rollout_id = f"{app}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     return RolloutPlan(rollout_id=rollout_id, app=app, kind=kind, version=version, commit=commit, artifact=artifact,
                        batches=batches, from_versions=dict(from_versions or {}), max_fail=max_fail,
-                       health_timeout=health_timeout, drain_timeout=drain_timeout, on_failure=on_failure,
+                       health_timeout=health_timeout, drain_timeout=drain_timeout, deploy_timeout=deploy_timeout,
+                       on_failure=on_failure,
                        previous=previous)

@@ -15,10 +15,11 @@ Safety rules:
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Awaitable, Callable, Protocol
 
 from opsconsole.config.model import RolloutConfig
-from opsconsole.events import EventBus, RolloutStep
+from opsconsole.events import EventBus, RolloutProgress, RolloutStep
 from opsconsole.rollouts.lock import FleetLock
 from opsconsole.rollouts.plan import RolloutPlan
 from opsconsole.rollouts.record import (
@@ -36,6 +37,8 @@ from opsconsole.rollouts.record import (
 DeployBatch = Callable[[list[str], RolloutPlan], Awaitable[dict[str, str]]]
 # gate(host, version, timeout) -> "" if healthy with that version, else why not
 HealthGate = Callable[[str, str, float], Awaitable[str]]
+# warm(hosts): get ready to work on these hosts soon (open their connections); never raises
+Warm = Callable[[list[str]], Awaitable[None]]
 
 
 class TrafficControl(Protocol):
@@ -62,7 +65,7 @@ class NoTraffic:
 class RolloutRunner:
     def __init__(self, bus: EventBus, journal: RolloutJournal, state: RolloutState, *, deploy: DeployBatch,
                  gate: HealthGate, traffic: TrafficControl, lock: FleetLock | None = None,
-                 lock_renew_every: float = RolloutConfig.lock_renew) -> None:
+                 lock_renew_every: float = RolloutConfig.lock_renew, warm: Warm | None = None) -> None:
         self.bus = bus
         self.journal = journal
         self.state = state
@@ -72,9 +75,14 @@ class RolloutRunner:
         self.traffic = traffic
         self.lock = lock
         self.lock_renew_every = lock_renew_every
+        self.warm = warm
         self.resume_event = asyncio.Event()
         self.resume_event.set()
         self.pause_requested = False
+        self._abandoned: set[asyncio.Future] = set()  # deploys given up on at their timeout, still unwinding
+        self._warming: set[asyncio.Future] = set()  # connections being opened ahead of their batch
+        self._started = time.monotonic()
+        self._finished_before = 0  # hosts done or failed before this run (a resumed rollout)
 
     # -- operator controls -------------------------------------------------
     def pause(self) -> None:
@@ -104,13 +112,18 @@ class RolloutRunner:
     async def run(self) -> RolloutState:
         me = asyncio.current_task()
         renewer = asyncio.ensure_future(self._renew_lock(me)) if self.lock else None
+        self._started = time.monotonic()
+        self._finished_before = sum(1 for s in self.state.hosts.values() if s in (DONE, FAILED))
         try:
             self._status("running", self.plan.summary())
             failures = sum(1 for s in self.state.hosts.values() if s == FAILED)
-            for number, batch in enumerate(self.plan.batches, start=1):
-                todo = [h for h in batch if self.state.hosts.get(h) != DONE]
+            left = [[h for h in batch if self.state.hosts.get(h) != DONE] for batch in self.plan.batches]
+            self._warm(next((t for t in left if t), []))
+            for number, todo in enumerate(left, start=1):
                 if not todo:
                     continue
+                # The next batch's connections open while this one works: its deploys start on ready ones.
+                self._warm(next((t for t in left[number:] if t), []))
                 if self.pause_requested:
                     self._status("paused", f"before batch {number}")
                     await self.resume_event.wait()
@@ -127,6 +140,8 @@ class RolloutRunner:
             self._status("aborted", self._where())
             raise
         finally:
+            for work in [*self._abandoned, *self._warming]:
+                work.cancel()
             if renewer is not None:
                 renewer.cancel()
                 await asyncio.gather(renewer, return_exceptions=True)
@@ -141,7 +156,13 @@ class RolloutRunner:
         return "; ".join(f"{label}: {', '.join(hosts)}" for label, hosts in by_version.items())
 
     async def _batch(self, number: int, hosts: list[str]) -> list[str]:
-        """One batch; returns the hosts that failed (they stay drained)."""
+        """One batch; returns the hosts that failed (they stay drained).
+
+        The batch's hosts are drained together, then each goes deploy → gate → back in the pool on
+        its own: a slow host holds up nobody's gate, and one that does not answer within the plan's
+        deploy timeout fails alone while its batch-mates finish.
+        """
+        self._progress(number)
         for host in hosts:
             self._host(host, DRAINING, batch=number)
         await asyncio.gather(*(self.traffic.drain(h) for h in hosts))
@@ -152,26 +173,71 @@ class RolloutRunner:
                                           state=DRAINING, detail=f"drain timed out after {self.plan.drain_timeout:g}s; going on"))
         for host in hosts:
             self._host(host, DEPLOYING, batch=number)
-        results = await self.deploy(hosts, self.plan)
-        failed = []
-        gating = []
-        for host in hosts:
-            reason = results.get(host, "not deployed")
-            if reason:
-                self._host(host, FAILED, f"deploy: {reason}", batch=number)
-                failed.append(host)
-            else:
-                self._host(host, GATING, batch=number)
-                gating.append(host)
-        reasons = await asyncio.gather(*(self.gate(h, self.plan.version, self.plan.health_timeout) for h in gating))
-        for host, reason in zip(gating, reasons):
-            if reason:
-                self._host(host, FAILED, f"health gate: {reason}", batch=number)
-                failed.append(host)
-                continue
-            await self.traffic.enable(host)
-            self._host(host, DONE, batch=number)
-        return failed
+        outcomes = await asyncio.gather(*(self._one_host(number, h) for h in hosts))
+        return [h for h, ok in zip(hosts, outcomes) if not ok]
+
+    async def _one_host(self, number: int, host: str) -> bool:
+        """Deploy one host (bounded by the deploy timeout), gate it, put it back; False if it failed."""
+        reason = await self._deploy_within_timeout(host)
+        if reason:
+            self._host(host, FAILED, f"deploy: {reason}", batch=number)
+            self._progress(number)
+            return False
+        self._host(host, GATING, batch=number)
+        reason = await self.gate(host, self.plan.version, self.plan.health_timeout)
+        if reason:
+            self._host(host, FAILED, f"health gate: {reason}", batch=number)
+            self._progress(number)
+            return False
+        await self.traffic.enable(host)
+        self._host(host, DONE, batch=number)
+        self._progress(number)
+        return True
+
+    async def _deploy_within_timeout(self, host: str) -> str:
+        """'' once `host` is deployed; else why not — at the latest when the plan's deploy timeout runs out."""
+        work = asyncio.ensure_future(self.deploy([host], self.plan))
+        try:
+            done, _ = await asyncio.wait({work}, timeout=self.plan.deploy_timeout)
+        except asyncio.CancelledError:
+            work.cancel()
+            raise
+        if work in done:
+            try:
+                return work.result().get(host, "not deployed")
+            except Exception as exc:  # noqa: BLE001 - this host's deploy broke: it fails, its batch-mates go on
+                return str(exc) or type(exc).__name__
+        # Cancelled but not awaited: killing its commands may itself wait on the dead host's connection.
+        work.cancel()
+        self._abandoned.add(work)
+        work.add_done_callback(self._forget)
+        return (f"{host} did not finish within the deploy timeout of {self.plan.deploy_timeout:g}s "
+                f"(unreachable or stalled); gave up on it, its batch went on")
+
+    def _warm(self, hosts: list[str]) -> None:
+        if self.warm is None or not hosts:
+            return
+        task = asyncio.ensure_future(self.warm(hosts))
+        self._warming.add(task)
+        task.add_done_callback(self._warming.discard)
+
+    def _forget(self, task: asyncio.Future) -> None:
+        self._abandoned.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: whatever it raised after we gave up on the host is moot
+
+    def _progress(self, number: int) -> None:
+        """Emit where the rollout stands; the ETA is this run's pace per finished host times the hosts left."""
+        hosts = self.state.hosts
+        done = sum(1 for s in hosts.values() if s == DONE)
+        failed = sum(1 for s in hosts.values() if s == FAILED)
+        finished_here = done + failed - self._finished_before
+        left = len(self.plan.hosts) - done - failed
+        elapsed = time.monotonic() - self._started
+        eta = elapsed / finished_here * left if finished_here > 0 else None
+        self.bus.emit(RolloutProgress(rollout_id=self.plan.rollout_id, app=self.plan.app, batch=number,
+                                      batches=len(self.plan.batches), done=done, total=len(self.plan.hosts),
+                                      failed=failed, eta=eta))
 
     async def _renew_lock(self, owner: asyncio.Task | None) -> None:
         """Renew the fleet lock while we work; if it was taken from us, stop the rollout at once."""

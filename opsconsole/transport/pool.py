@@ -28,6 +28,12 @@ from opsconsole.transport.base import TransportError
 
 T = TypeVar("T")
 
+# AES-GCM first: asyncssh runs chacha20-poly1305 (its default first choice) through two cipher set-ups
+# per packet, ~5x the CPU of AES-GCM; at a hundred hosts behind a jump host (every packet encrypted
+# twice) that CPU is most of a rollout's time. All of asyncssh's defaults stay, for servers without GCM.
+ENCRYPTION_ALGS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
+                   "aes256-ctr", "aes192-ctr", "aes128-ctr"]
+
 # The connection died under us (or before we noticed): worth one retry on a fresh connection.
 LINK_ERRORS: tuple[type[BaseException], ...] = (
     asyncssh.ConnectionLost, asyncssh.DisconnectError, BrokenPipeError, ConnectionResetError,
@@ -249,6 +255,7 @@ class SshPool:
             "keepalive_count_max": o.keepalive_count_max,
             "connect_timeout": o.connect_timeout,
             "config": () if o.ssh_config else None,
+            "encryption_algs": ENCRYPTION_ALGS,
         }
         keys = [str(Path(k).expanduser()) for k in ((key,) if key else o.client_keys)]
         if keys:

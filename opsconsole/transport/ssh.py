@@ -295,13 +295,13 @@ class SshTransport(Transport):
     async def stop_service(self, name: str, timeout: float = 10.0) -> bool:
         pid_file, _ = self._service_paths(name)
         q = shlex.quote
-        steps = max(1, int(timeout * 10))
+        steps = max(1, int(timeout * 50))  # polled every 20 ms: a restart waits for the exit, not a tick
         script = (
             f"{_ALIVE}\n"
             f'[ -f {q(pid_file)} ] && pid=$(cat {q(pid_file)}) || exit 3\n'
             f'alive "$pid" || {{ rm -f {q(pid_file)}; exit 3; }}\n'
             f'kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid"\n'
-            f'i=0; while alive "$pid" && [ $i -lt {steps} ]; do sleep 0.1; i=$((i+1)); done\n'
+            f'i=0; while alive "$pid" && [ $i -lt {steps} ]; do sleep 0.02; i=$((i+1)); done\n'
             f'alive "$pid" && kill -KILL "-$pid" 2>/dev/null\n'
             f"rm -f {q(pid_file)}; exit 0\n"
         )

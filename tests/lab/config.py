@@ -10,7 +10,8 @@ from .lab import Lab
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_lab_config(tmp: Path, lab: Lab, *, port: int = 8080, extra: str = "") -> Path:
+def write_lab_config(tmp: Path, lab: Lab, *, port: int = 8080, extra: str = "", rollout: str = "") -> Path:
+    """`rollout`: the app's `rollout:` settings as flow YAML, e.g. "{deploy_timeout: 5s}"."""
     hosts = ", ".join(f"{{name: {h.name}, address: {h.address}, port: {port}, user: {lab.user}}}" for h in lab.apps)
     cfg = tmp / "lab.yaml"
     cfg.write_text(textwrap.dedent(f"""\
@@ -43,6 +44,7 @@ def write_lab_config(tmp: Path, lab: Lab, *, port: int = 8080, extra: str = "") 
               path: /health
             vars:
               health_timeout: 10s
+            rollout: {rollout or '{}'}
         jump:
           host: {lab.jump.address}
           user: {lab.user}

@@ -22,7 +22,14 @@ import pytest
 
 from .lab import Lab, LabConfig
 
-__all__ = ["lab", "lab_unavailable", "skip_or_fail", "pytest_runtest_makereport", "pytest_collection_modifyitems"]
+__all__ = ["lab", "fleet_lab", "lab_unavailable", "skip_or_fail", "pytest_runtest_makereport", "pytest_collection_modifyitems"]
+
+
+LAB_FIXTURES = ("lab", "fleet_lab")  # a test using any of these needs the machine-wide lab lock
+
+
+def _uses_lab(item: pytest.Item) -> bool:
+    return any(name in getattr(item, "fixturenames", ()) for name in LAB_FIXTURES)
 
 
 def _ci() -> bool:
@@ -69,19 +76,35 @@ def _take_lab_lock():  # type: ignore[no-untyped-def]
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection: only a run that keeps a lab test waits for the lab
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     # Wait for the lab here, before any test's timeout runs, rather than inside the first lab test's setup.
-    if any("lab" in getattr(item, "fixturenames", ()) for item in items) and lab_unavailable() is None:
+    if any(_uses_lab(item) for item in items) and lab_unavailable() is None:
         _take_lab_lock()
 
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
+    yield from _lab_up(LabConfig.from_env())
+
+
+FLEET_LAB_APPS = int(os.environ.get("OPSCONSOLE_FLEET_LAB_APPS", "20"))
+
+
+@pytest.fixture(scope="module")
+def fleet_lab() -> Iterator[Lab]:
+    """A lab of FLEET_LAB_APPS app hosts (default 20) beside the session's `lab`, for fleet-size rollouts.
+
+    Module scope: its 20+ sshds live only while the module that asked for them runs.
+    """
+    yield from _lab_up(LabConfig.fleet(FLEET_LAB_APPS))
+
+
+def _lab_up(config: LabConfig) -> Iterator[Lab]:
     reason = lab_unavailable()
     if reason:
         skip_or_fail(reason)
-    # The lab has fixed names (its dir, `ocl-` namespaces, one address range): two suites on one
+    # The lab has fixed names (its dir, namespaces with its prefix, one address range): two suites on one
     # machine (two checkouts, a helper's worktree) take turns instead of tearing each other's lab down.
-    holder = _take_lab_lock()
-    instance = Lab(LabConfig.from_env())
+    _take_lab_lock()
+    instance = Lab(config)
     # atexit covers an interpreter that exits without running fixture teardown (e.g. os._exit is not
     # covered, SIGKILL neither: the next up() removes what such a run left).
     atexit.register(instance.down)
@@ -98,7 +121,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     outcome = yield
     report = outcome.get_result()
     # A skip raised anywhere in a lab test (importorskip, a missing tool) must not turn CI green.
-    if report.skipped and _ci() and "lab" in getattr(item, "fixturenames", ()) and not hasattr(report, "wasxfail"):
+    if report.skipped and _ci() and _uses_lab(item) and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"lab test skipped under CI=true: {reason}"

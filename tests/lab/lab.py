@@ -20,6 +20,7 @@ from . import net, sshd
 from .net import PRIVATE, PROXY_PUBLIC, PUBLIC, LabError, Subnets
 
 LAB_USER, LAB_UID = "ocl", 4242
+MAX_APPS = 240  # app-N is host 10+N on the private /24
 HOST_ROOT = "/srv/opsconsole"  # every lab host sees its own files dir here (a bind mount in its namespace)
 
 
@@ -29,6 +30,16 @@ class LabConfig:
     apps: int = 3
     prefix: str = "ocl-"
     dir: str = "/tmp/opsconsole-lab"
+
+    @classmethod
+    def fleet(cls, apps: int) -> "LabConfig":
+        """A lab of `apps` app hosts that can stand beside the default one: its own names, range and dir.
+
+        For fleet-size tests and benches (20 in the suite, 100 in bench_scale); the range is
+        OPSCONSOLE_FLEET_LAB_CIDR (default 10.214.0.0/16).
+        """
+        return cls(cidr=os.environ.get("OPSCONSOLE_FLEET_LAB_CIDR", "10.214.0.0/16"), apps=apps, prefix="ocf-",
+                   dir=os.environ.get("OPSCONSOLE_FLEET_LAB_DIR", "/tmp/opsconsole-fleet-lab"))
 
     @classmethod
     def from_env(cls) -> "LabConfig":
@@ -98,6 +109,8 @@ class Lab:
 
     # -- life cycle --------------------------------------------------------
     def up(self) -> "Lab":
+        if not 1 <= self.config.apps <= MAX_APPS:
+            raise LabError(f"lab size {self.config.apps}: give 1 to {MAX_APPS} app hosts (they share one /24)")
         self.down()  # stale namespaces, links, route and files of a killed run
         nets = Subnets.parse(self.config.cidr)
         conflicts = net.range_conflicts(nets.cidr, self.config.prefix)
@@ -172,6 +185,10 @@ class Lab:
         if not sshd.alive(host.sshd_pid):
             host.sshd_pid = sshd.start(host.ns, self.dir, host.state_dir, LAB_USER, host.name)
             self._write_state()
+
+    def cut_link(self, name: str, up: bool = False) -> None:
+        """Take a host's network link down (`up` brings it back): open connections hang, new ones time out."""
+        net.ip("-n", self.hosts[name].ns, "link", "set", "lan", "up" if up else "down")
 
     def drop_connections(self, name: str) -> int:
         """Cut every SSH connection to a host (its sshd keeps listening); returns how many processes died."""
