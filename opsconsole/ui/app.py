@@ -219,6 +219,11 @@ class OpsConsoleApp(App[int]):
             if app:
                 return app, f"build {build}"
         host = self.pane("fleet").selected_host()  # type: ignore[union-attr]
+        group = self.pane("fleet").selected_group()  # type: ignore[union-attr]
+        if host is None and group is not None:  # a group's summary row in a big fleet
+            for name, app_config in self.engine.config.apps.items():
+                if app_config.group == group:
+                    return name, f"group {group}"
         if host is not None:
             group = self.engine.views[host].host.group
             apps = self.engine.config.apps
