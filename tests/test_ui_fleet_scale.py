@@ -130,3 +130,23 @@ async def test_sort_by_latency_within_an_unfolded_group(engine: Engine) -> None:
         text = screen_text(app)
         assert text.index("batch-333") < text.index("batch-77 "), text
         assert "sort latency" in str(fleet.border_subtitle)
+
+
+async def test_a_flood_keeps_every_log_at_its_bound(engine: Engine) -> None:
+    from opsconsole.events import OutputLine
+    from opsconsole.ui.app import EVENT_LINES
+    from opsconsole.ui.heartbeat import LOG_CAPACITY, HeartbeatPane
+    from opsconsole.ui.history import LINES
+
+    app = OpsConsoleApp(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        hosts = list(engine.views)
+        for i in range(LOG_CAPACITY + 500):  # every sample a change (ok flips), so every one is a log line
+            engine.bus.emit(HealthSample(host=hosts[i % 7], ok=i % 2 == 0, status=200, latency=0.01, version="v1"))
+        for i in range(EVENT_LINES + 500):
+            engine.bus.emit(OutputLine(host="web-1", line=f"line {i}"))
+        await until(pilot, lambda: not app.feed._pending, what="the flood drained")
+        log = app.query_one(HeartbeatPane).log
+        await until(pilot, lambda: len(log.ring) == LOG_CAPACITY, what="the heartbeat log full")
+        assert len(app.event_lines) == EVENT_LINES and app.event_lines[-1].text.endswith(f"line {EVENT_LINES + 499}")
+        assert len(app.hosts_seen.record("web-1").lines) == LINES and app.feed.dropped == 0

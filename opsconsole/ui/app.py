@@ -50,6 +50,7 @@ PANES = ("fleet", "builds", "heartbeat", "canary")
 # App keys that act on the panes' selections: off while another screen is on top (help and quit stay on).
 PANE_ACTIONS = frozenset(s.action.split("(")[0] for s in KEYS if s.scope == "app" and s.id not in ("help", "quit"))
 FLUSH_SECONDS = 0.05  # events reach the screen at most this late; also bounds redraws to 20/s
+EVENT_LINES = 5000  # the event log (`l`) keeps this many lines, a ring: memory stays flat under any flood
 # The dialog's action button; any other verb is title-cased.
 ACTION_LABELS = {"roll resume": "Resume", "lock release": "Release", "cancel": "Cancel build"}
 
@@ -67,7 +68,7 @@ class OpsConsoleApp(App[int]):
         self.flush_seconds = flush_seconds
         self.feed = EventFeed(engine.bus)
         self.hosts_seen = HostHistory()
-        self.event_lines: deque[LogLine] = deque(maxlen=5000)
+        self.event_lines: deque[LogLine] = deque(maxlen=EVENT_LINES)
         self.theme_short = themes.choose(engine.config.theme)
         self._closed = False
         self.log_wrap = False  # the event log's and result views' wrap: the operator's last choice sticks
