@@ -83,6 +83,7 @@ class FleetPane(Vertical):
         self._members: dict[str, list[str]] = {}  # group -> its hosts, in config order (for summary rows)
         self._matching: dict[str, int] = {}  # group -> hosts a filter in force lets through
         self._shown_set: set[str] = set()  # host rows in the table now
+        self._was_grouped = False  # whether the rows listed last had group rows
         self.folded: set[str] = set()
         self._fold_decided: set[str] = set()  # groups given their default fold state already
         self.sort_key = "host"
@@ -164,7 +165,10 @@ class FleetPane(Vertical):
             summary = summarize(group, (views[name] for name in self._members.get(group, ()) if name in views))
             folded = group in self.folded and not self.filter_text
             return summary_cells(summary, folded, self._matching.get(group), self._styles)
-        return self._cells(self.engine.views[key], self._styles)
+        view = self.engine.views.get(key)
+        if view is None:  # gone since the rows were listed; the next refresh tick drops its row
+            return [Text(key)] + [Text("")] * (len(COLUMNS) - 1)
+        return self._cells(view, self._styles)
 
     def _cells(self, view: "HostView", styles: dict[str, str]) -> list[object]:
         host = view.host
@@ -186,6 +190,7 @@ class FleetPane(Vertical):
         self._styles = level_styles(self.app)
         keys = self.rows()
         self._shown_set = {key for key in keys if group_of_key(key) is None}
+        self._was_grouped = self.grouped
         self._dirty.clear()
         table.set_rows(keys)
         if keep is not None and keep not in table.rows:  # a host folded away: stay on its group's row
@@ -196,15 +201,28 @@ class FleetPane(Vertical):
         self._describe()
 
     def refresh_hosts(self, names: set[str]) -> None:
-        """Some hosts changed: repaint, or re-list when one now enters or leaves the filter."""
-        if self.filter_text:
-            for name in names:
-                view = self.engine.views.get(name)
-                if view is not None and self._matches(view) != (name in self._shown_set):
-                    self.rebuild()
-                    return
+        """Some hosts changed: re-list the rows when one comes, goes or crosses the filter; else repaint."""
+        if self._membership_changed(names):
+            self.rebuild()
+            return
         self.table.redraw()
         self._describe()
+
+    def _membership_changed(self, names: set[str]) -> bool:
+        if self.grouped != self._was_grouped:
+            return True
+        views = self.engine.views
+        for name in names:
+            view = views.get(name)
+            listed = name in self._shown_set
+            if view is None:
+                if listed:  # gone from the fleet (a pod deleted, an instance terminated)
+                    return True
+                continue
+            folded_away = self._was_grouped and view.host.group in self.folded and not self.filter_text
+            if listed != (self._matches(view) and not folded_away):
+                return True
+        return False
 
     def on_events(self, batch: list[Event]) -> None:
         self._dirty.update(e.host for e in batch if isinstance(e, _TOUCHING))  # type: ignore[union-attr]
@@ -214,8 +232,8 @@ class FleetPane(Vertical):
         if not self._dirty:
             return
         dirty, self._dirty = self._dirty, set()
-        if self.filter_text:
-            self.refresh_hosts(dirty)
+        if self._membership_changed(dirty):
+            self.rebuild()
             return
         table = self.table
         top = int(table.scroll_y)
@@ -223,9 +241,8 @@ class FleetPane(Vertical):
         groups = {group for key in on_screen if (group := group_of_key(key)) is not None}
         views = self.engine.views
         if any(name in on_screen or (name in views and views[name].host.group in groups) for name in dirty):
-            self.refresh_hosts(dirty)
-        else:
-            self._describe()
+            table.redraw()
+        self._describe()
 
     def _describe(self) -> None:
         views = self.engine.views.values()
