@@ -78,3 +78,37 @@ async def test_200_instances_in_batches_paged_and_throttled(aws: MotoServer, tmp
     assert runs == 2 and removed == []  # 30 = 25 + 5
     assert sorted(i.name for i in added) == sorted(f"web-{n}" for n in range(COUNT + 1, COUNT + 31))
     assert len(tagged(aws, "shop", "web")) == COUNT + 30
+
+
+async def test_waiting_for_ssh_on_many_new_hosts_is_bounded_and_shows_progress(tmp_path: Path) -> None:
+    # Real transports (local: each attempt runs `true` in a process); only counted, not faked.
+    from conftest import write_config
+    from opsconsole.config.loader import load_config
+    from opsconsole.engine.engine import Engine
+    from opsconsole.events import Message
+
+    hosts = 60
+    engine = Engine(load_config(write_config(tmp_path, count=hosts, extra="ssh:\n  max_connecting: 4\n")))
+    said: list[str] = []
+    engine.bus.subscribe(lambda e: said.append(e.text) if isinstance(e, Message) else None)
+    in_flight, most, tried = 0, 0, set()
+    for host in engine.fleet.inventory.group("itrust"):
+        transport = engine.fleet.transport_for(host)
+        real_run = transport.run
+
+        async def counted(command: str, *args: object, _real=real_run, _name=host.name, **kwargs: object) -> object:
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            tried.add(_name)
+            try:
+                return await _real(command, *args, **kwargs)
+            finally:
+                in_flight -= 1
+
+        transport.run = counted  # type: ignore[method-assign]
+    await engine.cloud._wait_for_ssh(engine.config.groups["itrust"])
+    assert len(tried) == hosts and 2 <= most <= 4, f"{most} attempts in flight at once"
+    assert f"itrust: waiting for SSH on {hosts} host(s), 4 at a time" in said
+    assert f"itrust: SSH up on {hosts}/{hosts} host(s)" in said
+    assert sum("SSH up on" in line for line in said) <= 11  # progress about every tenth, not per host
