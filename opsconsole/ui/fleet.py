@@ -95,7 +95,8 @@ class FleetPane(Vertical):
         hosts = [v.host for v in self.engine.views.values()]
         widths = {
             **FIXED_WIDTHS,
-            "host": max([len(h.name) for h in hosts] + [len(g) + 2 for g in self.engine.config.groups] + [4]),
+            "host": max([len(h.name) for h in hosts] + [4]
+                        + ([len(g) + 2 for g in self.engine.config.groups] if self.grouped else [])),  # "▸ web"
             "role": max([len(h.group) + len(h.role) + 1 for h in hosts] + [10]),
             "address": max([len(address_text(h)) for h in hosts] + [7]),
         }
