@@ -63,7 +63,8 @@ class Ec2Fleet:
                                             Filters=filters)
         found = [Ec2Instance.from_api(self.group, i) for r in reservations for i in r.get("Instances", [])]
         if ids is not None:
-            found = [i for i in found if i.instance_id in set(ids)]
+            wanted = set(ids)
+            found = [i for i in found if i.instance_id in wanted]
         return sorted(found, key=lambda i: (i.index, i.instance_id))
 
     async def _alive(self) -> list[Ec2Instance]:

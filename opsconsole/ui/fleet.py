@@ -325,7 +325,11 @@ class FleetPane(Vertical):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Esc clears a filter in force; with none, the key is not ours (and the footer does not offer it).
-        return bool(self.filter_text) if action == "clear_filter" else True
+        if action == "clear_filter":
+            return bool(self.filter_text)
+        if action in ("fold", "fold_all"):
+            return self.grouped  # a small fleet has no group rows to fold
+        return True
 
     def action_clear_filter(self) -> None:
         self.query_one(FilterBar).action_clear()
