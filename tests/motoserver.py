@@ -124,3 +124,69 @@ def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mo
     moto_server.reset()
     yield moto_server
     moto_server.reset()
+
+
+THROTTLED_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>RequestLimitExceeded</Code>'
+                  b'<Message>Request limit exceeded.</Message></Error></Errors><RequestID>throttle</RequestID></Response>')
+
+
+class ThrottlingProxy:
+    """An HTTP proxy in front of moto_server that answers RequestLimitExceeded (HTTP 503, as EC2 does)
+    to the first `throttle_first` requests, and records the Action of every request it sees."""
+
+    def __init__(self, upstream: str, throttle_first: int) -> None:
+        import urllib.parse
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.upstream = upstream
+        self.throttle_first = throttle_first
+        self.throttled: list[str] = []  # the actions answered with RequestLimitExceeded
+        self.forwarded: list[tuple[str, bool]] = []  # (action, had a NextToken) of each forwarded request
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:  # quiet: the test reads the records above
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                form = urllib.parse.parse_qs(body.decode())
+                action = form.get("Action", ["?"])[0]
+                with proxy._lock:
+                    throttle = len(proxy.throttled) < proxy.throttle_first
+                    if throttle:
+                        proxy.throttled.append(action)
+                    else:
+                        proxy.forwarded.append((action, "NextToken" in form))
+                if throttle:
+                    self._answer(503, {"Content-Type": "text/xml"}, THROTTLED_BODY)
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                answer = httpx.post(proxy.upstream + self.path, content=body, headers=headers, timeout=60)
+                keep = {k: v for k, v in answer.headers.items()
+                        if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding")}
+                self._answer(answer.status_code, keep, answer.content)
+
+            def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> "ThrottlingProxy":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

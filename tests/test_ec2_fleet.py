@@ -227,11 +227,11 @@ async def test_a_create_that_fails_half_way_removes_what_it_made(aws: MotoServer
 
 
 async def test_a_failure_after_instances_exist_terminates_them(aws: MotoServer, tmp_path: Path) -> None:
-    # Three instances are asked for one by one; moto refuses the third (its key pair vanished
-    # between the check and the create, as when someone deletes it meanwhile).
+    # Three instances are asked for one by one (batches of one); moto refuses the third (its key pair
+    # vanished between the check and the create, as when someone deletes it meanwhile).
     client(aws).create_key_pair(KeyName="deploy")
     rec = Recorder()
-    app = fleet(aws, tmp_path, "itrust", 3, APP + "key_name: deploy\n", role="app", rec=rec)
+    app = fleet(aws, tmp_path, "itrust", 3, APP + "key_name: deploy\nlaunch_batch: 1\n", role="app", rec=rec)
     calls, done = 0, 0
     real_call = app.api.call
 
@@ -241,7 +241,7 @@ async def test_a_failure_after_instances_exist_terminates_them(aws: MotoServer, 
             return await real_call(doing, operation, **params)
         calls += 1
         if calls == 3:
-            while done < 2:  # the creates run concurrently: let the first two finish first
+            while done < 2:  # let the first two finish first
                 await asyncio.sleep(0.01)
             client(aws).delete_key_pair(KeyName="deploy")
         answer = await real_call(doing, operation, **params)

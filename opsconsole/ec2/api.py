@@ -1,10 +1,14 @@
 """One EC2 client per group, and calls to it that never block the event loop.
 
 boto3 is synchronous; every call runs in a worker thread (`asyncio.to_thread`)
-and any failure comes back as an `Ec2Error`. Throttling and transient errors
-are retried by botocore itself ("standard" retry mode: exponential backoff
-with jitter) — our own loops (waiting for a state) add their own backoff on
-top, see `fleet.Ec2Fleet._wait_states`.
+and any failure comes back as an `Ec2Error`. Throttling (RequestLimitExceeded)
+and transient errors are retried by botocore itself: "standard" retry mode,
+exponential backoff with full jitter (1 s, 2 s, 4 s … at most 20 s a wait, up
+to 8 attempts a call) — ours is no second implementation of that. What we add:
+a cap on the calls a group makes per second (`calls_per_second`), so 200
+instances' worth of calls does not burst into AWS's throttle in the first
+place, and our own loops (waiting for a state) back off on top, see
+`fleet.Ec2Fleet._wait_states`.
 """
 
 from __future__ import annotations
@@ -36,6 +40,18 @@ class Ec2Api:
         self.cfg = cfg
         self.where = where
         self._client: Any = None
+        self.pages_read = 0  # Describe* pages read so far (the tests see pagination happen)
+        self._pace = asyncio.Lock()
+        self._next_start = 0.0
+
+    async def _wait_turn(self) -> None:
+        """Space call starts 1/calls_per_second apart (a call that waits holds the others back, in order)."""
+        async with self._pace:
+            loop = asyncio.get_running_loop()
+            delay = self._next_start - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._next_start = max(loop.time(), self._next_start) + 1.0 / self.cfg.calls_per_second
 
     @property
     def client(self) -> Any:
@@ -49,6 +65,7 @@ class Ec2Api:
     async def call(self, doing: str, operation: str, **params: Any) -> dict[str, Any]:
         """`client.<operation>(**params)` in a thread; `doing` words the error ("creating 2 instances")."""
         client = self.client
+        await self._wait_turn()
         try:
             return await asyncio.to_thread(getattr(client, operation), **params)
         except Ec2Error:
@@ -57,16 +74,22 @@ class Ec2Api:
             raise translate(exc, doing, self.where) from None
 
     async def pages(self, doing: str, operation: str, key: str, **params: Any) -> list[Any]:
-        """Every item under `key` over all pages of a paginated operation."""
-        client = self.client
+        """Every item under `key` over all pages of a Describe* operation, `page_size` items a page.
 
-        def collect() -> list[Any]:
-            items: list[Any] = []
-            for page in client.get_paginator(operation).paginate(**params):
-                items.extend(page.get(key, []))
-            return items
-
-        try:
-            return await asyncio.to_thread(collect)
-        except Exception as exc:
-            raise translate(exc, doing, self.where) from None
+        Page by page through `call`, so each page is paced and retried like any call. (AWS refuses
+        MaxResults next to explicit ids: callers that name ids get one answer, unpaged.)
+        """
+        items: list[Any] = []
+        token: str | None = None
+        while True:
+            page_params = dict(params)
+            if not any(name.endswith("Ids") for name in params):
+                page_params["MaxResults"] = self.cfg.page_size
+            if token:
+                page_params["NextToken"] = token
+            answer = await self.call(doing, operation, **page_params)
+            self.pages_read += 1
+            items.extend(answer.get(key, []))
+            token = answer.get("NextToken")
+            if not token:
+                return items

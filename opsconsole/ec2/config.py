@@ -15,9 +15,12 @@ groups:
       key_name: deploy            # EC2 key pair put on the instances (optional)
       subnet_id: subnet-0abc      # optional; default: the region's default VPC
       security_groups: [sg-0ops]  # optional: existing groups (ids or names) attached as well
-      tags: {Team: web}           # added to every instance; Project/Group/Name/Index are ours
+      tags: {Team: web}           # added to every instance; Project/Group/Name/Index/IndexBase are ours
       ssh_user: ubuntu            # the login of the AMI (default: the ssh section's)
       wait_timeout: 5m            # how long to wait for instances to run / terminate
+      launch_batch: 50            # instances per RunInstances call (a fleet of 200 is 4 calls)
+      page_size: 100              # items per Describe* page (5–1000); every page is read
+      calls_per_second: 20        # EC2 API calls this group makes per second at most (AWS throttles bursts)
       # endpoint_url: http://127.0.0.1:5000   # AWS-compatible endpoints and tests only
       # Firewall intent: opsconsole manages one security group per group, named
       # <project>-<group>, and lets in only what is listed here.
@@ -62,7 +65,7 @@ from dataclasses import dataclass, field
 from opsconsole.config.reader import MappingReader
 
 FIREWALL_ROLES = ("app", "db", "proxy", "none")
-RESERVED_TAGS = ("Project", "Group", "Name", "Index")  # we find our instances by these
+RESERVED_TAGS = ("Project", "Group", "Name", "Index", "IndexBase")  # we find our instances by these
 _AMI = re.compile(r"^ami-[0-9a-zA-Z]+$")
 
 
@@ -86,6 +89,9 @@ class Ec2GroupConfig:
     listen_port: int | None = None
     listen_from: tuple[str, ...] = ("0.0.0.0/0",)
     ssh_from: tuple[str, ...] = ()  # group names or CIDRs
+    launch_batch: int = 50
+    page_size: int = 100
+    calls_per_second: int = 20
 
 
 def is_cidr(text: str) -> bool:
@@ -136,6 +142,9 @@ def parse_ec2_section(reader: MappingReader, group_name: str, *, group_role: str
         listen_port=reader.port("listen_port", required=firewall == "proxy"),
         listen_from=tuple(reader.str_list("listen_from") or ["0.0.0.0/0"]),
         ssh_from=tuple(reader.str_list("ssh_from")),
+        launch_batch=reader.int("launch_batch", default=50, minimum=1, maximum=1000),
+        page_size=reader.int("page_size", default=100, minimum=5, maximum=1000),
+        calls_per_second=reader.int("calls_per_second", default=20, minimum=1, maximum=1000),
     )
     if cfg.endpoint_url is not None and not re.match(r"^https?://", cfg.endpoint_url):
         raise reader.error("endpoint_url", f"must be an http:// or https:// URL; got {cfg.endpoint_url!r}")

@@ -23,6 +23,7 @@ from opsconsole.ec2.records import GONE, Ec2Instance, write_instances
 from opsconsole.ec2.security import SecurityGroups, desired_rules, sg_name
 from opsconsole.events import EventBus, Message
 
+IDS_PER_CALL = 100  # instance ids named in one DescribeInstances (AWS pages no id list; keep requests small)
 _RETRY_IN_WAIT = {"RequestLimitExceeded", "Throttling", "ThrottlingException", "InvalidInstanceID.NotFound"}
 
 
@@ -56,12 +57,14 @@ class Ec2Fleet:
         return instances
 
     async def _find(self, ids: list[str] | None = None) -> list[Ec2Instance]:
+        """Our instances by tag, every page read; `ids` narrows them (here: AWS pages no id list)."""
         filters = [{"Name": "tag:Project", "Values": [self.project]}, {"Name": "tag:Group", "Values": [self.group]}]
-        params: dict[str, Any] = {"Filters": filters}
-        if ids:
-            params["InstanceIds"] = ids
-        reservations = await self.api.pages("listing instances", "describe_instances", "Reservations", **params)
+        reservations = await self.api.pages("listing instances", "describe_instances", "Reservations",
+                                            Filters=filters)
         found = [Ec2Instance.from_api(self.group, i) for r in reservations for i in r.get("Instances", [])]
+        if ids is not None:
+            wanted = set(ids)
+            found = [i for i in found if i.instance_id in wanted]
         return sorted(found, key=lambda i: (i.index, i.instance_id))
 
     async def _alive(self) -> list[Ec2Instance]:
@@ -102,36 +105,52 @@ class Ec2Fleet:
             own = await groups.ensure(self.group)
             taken = {i.index for i in alive}
             indexes = [i for i in range(1, len(alive) + n + 1) if i not in taken][:n]
-            self._say(f"creating {n} instance{'s' if n != 1 else ''} ({self.cfg.instance_type}, {self.cfg.ami})…")
-            # One call per instance so each carries its own Index/Name tags from birth: an instance is
-            # never, even for a moment, without the tags we find it by.
-            runs = [asyncio.ensure_future(self._run_one(index, [own, *extra], created)) for index in indexes]
-            results = await asyncio.shield(asyncio.gather(*runs, return_exceptions=True))
-            failures = [r for r in results if isinstance(r, BaseException)]
-            if failures:
-                raise failures[0]
+            batches = launch_batches(indexes, self.cfg.launch_batch)
+            self._say(f"creating {n} instance{'s' if n != 1 else ''} ({self.cfg.instance_type}, {self.cfg.ami}) "
+                      f"in {len(batches)} batch{'es' if len(batches) != 1 else ''} of up to {self.cfg.launch_batch}…")
+            # One RunInstances call a batch, one batch after another: AWS counts calls against its request
+            # limit, so 200 instances in 4 calls stay far below it. A cancel lets the call in flight finish
+            # (shield) so the instances it makes are known and removed by the rollback.
+            for number, batch in enumerate(batches, 1):
+                run = asyncio.ensure_future(self._run_batch(batch, [own, *extra], created))
+                runs.append(run)
+                await asyncio.shield(run)
+                self._say(f"launched {len(created)}/{n} (batch {number}/{len(batches)})")
             await self._wait_states(created, {"running"}, f"waiting for {n} new instance(s) to run")
         except BaseException as exc:
             await asyncio.shield(self._undo(runs, created, groups.created, exc))
             raise
         return [i for i in await self._find(created)]
 
-    async def _run_one(self, index: int, sg_ids: list[str], created: list[str]) -> None:
-        tags = {**self.cfg.tags, "Project": self.project, "Group": self.group,
-                "Name": f"{self.project}-{self.group}-{index}", "Index": str(index)}
+    async def _run_batch(self, indexes: list[int], sg_ids: list[str], created: list[str]) -> None:
+        """Launch instances `indexes` (consecutive) in one call, each findable by its tags from birth.
+
+        Tags of a call are the same for all its instances, so a batch carries `IndexBase` (its first
+        index) and each instance's index is that plus its AmiLaunchIndex (0, 1, … within the launch).
+        A batch of one carries its own `Index`, as every instance did before batches.
+        """
+        first, last = indexes[0], indexes[-1]
+        tags = {**self.cfg.tags, "Project": self.project, "Group": self.group}
+        if len(indexes) == 1:
+            tags.update(Name=f"{self.project}-{self.group}-{first}", Index=str(first))
+        else:
+            tags.update(Name=f"{self.project}-{self.group}-{first}..{last}", IndexBase=str(first))
         params: dict[str, Any] = {
-            "ImageId": self.cfg.ami, "InstanceType": self.cfg.instance_type, "MinCount": 1, "MaxCount": 1,
+            "ImageId": self.cfg.ami, "InstanceType": self.cfg.instance_type,
+            "MinCount": len(indexes), "MaxCount": len(indexes),  # all of the batch or none of it
             "SecurityGroupIds": sg_ids,
             "TagSpecifications": [{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
             # botocore retries a timed-out call with the same token, and EC2 then answers with the first
-            # instance instead of starting a second one.
+            # launch instead of starting a second one.
             "ClientToken": f"opsconsole-{uuid.uuid4().hex}",
         }
         if self.cfg.key_name:
             params["KeyName"] = self.cfg.key_name
         if self.cfg.subnet_id:
             params["SubnetId"] = self.cfg.subnet_id
-        answer = await self.api.call(f"creating instance {self.group}-{index}", "run_instances", **params)
+        what = f"{self.group}-{first}" if first == last else f"{self.group}-{first}..{last}"
+        answer = await self.api.call(f"creating instance{'s' if first != last else ''} {what}", "run_instances",
+                                     **params)
         created.extend(i["InstanceId"] for i in answer.get("Instances", []))
 
     async def _precheck(self) -> None:
@@ -280,11 +299,18 @@ class Ec2Fleet:
             return
         deadline = time.monotonic() + self.cfg.wait_timeout
         pause = 0.2
+        reached = 0
         while True:
             try:
-                answer = await self.api.call(doing, "describe_instances", InstanceIds=ids)
-                states = {i["InstanceId"]: (i["State"]["Name"], i.get("StateReason", {}).get("Message", ""))
-                          for r in answer.get("Reservations", []) for i in r.get("Instances", [])}
+                states: dict[str, tuple[str, str]] = {}
+                for start in range(0, len(ids), IDS_PER_CALL):
+                    answer = await self.api.call(doing, "describe_instances", InstanceIds=ids[start:start + IDS_PER_CALL])
+                    states.update({i["InstanceId"]: (i["State"]["Name"], i.get("StateReason", {}).get("Message", ""))
+                                   for r in answer.get("Reservations", []) for i in r.get("Instances", [])})
+                done = sum(1 for state, _ in states.values() if state in want)
+                if len(ids) > 1 and done != reached:  # progress, once per change: 200 hosts take a while
+                    reached = done
+                    self._say(f"{doing}: {done}/{len(ids)} {'/'.join(sorted(want))}")
                 if "running" in want:
                     dead = [f"{k} is {s}" + (f" ({why})" if why else "") for k, (s, why) in states.items() if s in GONE]
                     if dead:
@@ -323,6 +349,17 @@ class Ec2Fleet:
 
     def _say(self, text: str, level: str = "info", host: str | None = None) -> None:
         self.bus.emit(Message(text=f"{self.group}: {text}", level=level, host=host))
+
+
+def launch_batches(indexes: list[int], size: int) -> list[list[int]]:
+    """`indexes` (ascending) cut into runs of consecutive numbers of at most `size`: one RunInstances each."""
+    batches: list[list[int]] = []
+    for index in indexes:
+        if batches and index == batches[-1][-1] + 1 and len(batches[-1]) < size:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches
 
 
 def _stamp(instance: Ec2Instance) -> float:

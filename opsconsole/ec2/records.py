@@ -57,7 +57,10 @@ class Ec2Instance:
         """From one instance of a DescribeInstances/RunInstances answer."""
         tags = {t["Key"]: t["Value"] for t in item.get("Tags", [])}
         try:
-            index = int(tags.get("Index", "0"))
+            if "Index" in tags:
+                index = int(tags["Index"])
+            else:  # one of a batch: the batch's first index plus its place in the launch
+                index = int(tags.get("IndexBase", "0")) + int(item.get("AmiLaunchIndex", 0))
         except ValueError:
             index = 0
         return cls(instance_id=item["InstanceId"], group=group, index=index,

@@ -117,13 +117,26 @@ class CloudDesk:
         return f"{len(instances)} instance(s) of {group.name} running"
 
     async def _wait_for_ssh(self, group: GroupConfig) -> None:
+        """Every host of `group` answers over SSH, or fail naming the first that did not within SSH_WAIT.
+
+        At most `ssh.max_connecting` attempts are in flight (the pool paces handshakes by the same
+        number): 200 new instances are tried ten at a time, not 200 at once against a booting sshd
+        or the bastion. A slot is held for one attempt only, never while waiting to try again.
+        """
+        hosts = self.hosts.inventory.group(group.name)
+        slots = asyncio.Semaphore(self.config.ssh.max_connecting)
+        up = 0
+        every = max(1, len(hosts) // 10)  # progress about ten times, not once per host
+
         async def one(host: Host) -> None:
+            nonlocal up
             deadline = asyncio.get_running_loop().time() + SSH_WAIT
             while True:
                 try:
-                    result = await self.hosts.transport_for(host).run("true", timeout=15)
+                    async with slots:
+                        result = await self.hosts.transport_for(host).run("true", timeout=15)
                     if result.ok:
-                        return
+                        break
                 except Exception as exc:  # not up yet: sshd still starting, or a host key to accept
                     if "host key" in str(exc).lower():
                         raise CommandFailed(str(exc)) from None
@@ -133,9 +146,13 @@ class CloudDesk:
                 if asyncio.get_running_loop().time() > deadline:
                     raise CommandFailed(f"{host.name}: no SSH after {SSH_WAIT:g}s ({last})")
                 await asyncio.sleep(2)
+            up += 1
+            if up % every == 0 or up == len(hosts):
+                self.hosts.say(f"{group.name}: SSH up on {up}/{len(hosts)} host(s)")
 
-        self.hosts.say(f"{group.name}: waiting for SSH on {len(self.hosts.inventory.group(group.name))} host(s)")
-        await asyncio.gather(*(one(h) for h in self.hosts.inventory.group(group.name)))
+        self.hosts.say(f"{group.name}: waiting for SSH on {len(hosts)} host(s), "
+                       f"{self.config.ssh.max_connecting} at a time")
+        await asyncio.gather(*(one(h) for h in hosts))
 
     async def scale(self, command: C.Scale) -> str:
         group = self.config.groups[command.group]

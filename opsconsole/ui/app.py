@@ -52,6 +52,7 @@ PANES = ("fleet", "builds", "heartbeat", "canary")
 PANE_ACTIONS = frozenset(s.action.split("(")[0] for s in KEYS if s.scope == "app" and s.id not in ("help", "quit"))
 FLUSH_SECONDS = 0.05  # events reach the screen at most this late; also bounds redraws to 20/s
 STOPPED = ("aborted", "interrupted")  # how a command stopped by `abort` or a quit ends
+EVENT_LINES = 5000  # the event log (`l`) keeps this many lines, a ring: memory stays flat under any flood
 # The dialog's action button; any other verb is title-cased.
 ACTION_LABELS = {"roll resume": "Resume", "lock release": "Release", "cancel": "Cancel build"}
 
@@ -69,7 +70,7 @@ class OpsConsoleApp(App[int]):
         self.flush_seconds = flush_seconds
         self.feed = EventFeed(engine.bus)
         self.hosts_seen = HostHistory()
-        self.event_lines: deque[LogLine] = deque(maxlen=5000)
+        self.event_lines: deque[LogLine] = deque(maxlen=EVENT_LINES)
         self.theme_short = themes.choose(engine.config.theme)
         # Not `_closed`: that is Textual's own message-pump flag, and setting it made the app skip its own close
         # (after a quit that stopped a rollout the console hung on a blank screen).
@@ -231,6 +232,11 @@ class OpsConsoleApp(App[int]):
             if app:
                 return app, f"build {build}"
         host = self.pane("fleet").selected_host()  # type: ignore[union-attr]
+        group = self.pane("fleet").selected_group()  # type: ignore[union-attr]
+        if host is None and group is not None:  # a group's summary row in a big fleet
+            for name, app_config in self.engine.config.apps.items():
+                if app_config.group == group:
+                    return name, f"group {group}"
         if host is not None:
             group = self.engine.views[host].host.group
             apps = self.engine.config.apps

@@ -53,6 +53,9 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("all_probes", "v", "all_probes", "all", "heartbeat: every probe / only changes", "heartbeat"),
     KeySpec("sort", "s", "sort", "sort", "fleet: sort by the next column", "fleet"),
     KeySpec("details", "enter", "details", "detail", "fleet: the selected host's detail", "fleet", footer=True),
+    # `o`/`O` (open/close), not `z`: `z` zooms the focused pane, in every pane.
+    KeySpec("fold", "o", "fold", "fold", "fleet: fold / unfold the selected group (big fleets)", "fleet"),
+    KeySpec("fold_all", "O", "fold_all", "fold all", "fleet: fold every group / unfold them all", "fleet"),
     KeySpec("canary_next", "down,j", "select(1)", "next app", "canary: select the next app behind the proxy", "canary"),
     KeySpec("canary_prev", "up,k", "select(-1)", "prev app", "canary: select the previous app behind the proxy", "canary"),
     KeySpec("clear_filter", "escape", "clear_filter", "clear filter", "fleet / builds: clear the filter", "table"),

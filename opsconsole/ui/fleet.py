@@ -1,10 +1,16 @@
 """The fleet pane: one row per host, read from the engine's host views.
 
-Rows are rendered from `engine.views` (the engine's truth), never from event
+Rows are drawn from `engine.views` (the engine's truth), never from event
 payloads, so a batch that lost events to a flood still shows every host right.
-Hosts touched by events are only marked; a slower timer rewrites just the
-cells that changed. A table of 500 hosts redrawn 20 times a second would eat
-the time a key press needs, and nobody reads a latency column faster than 2 Hz.
+The table is virtual (opsconsole/ui/virtual_table.py): a row is a host name and
+its cells are made only when the row is painted, so the work of a paint, a
+filter key or a sort follows the ~40 rows on screen, not the 2,000 hosts.
+Hosts touched by events are only marked; a slower timer repaints the screen
+when one of the marked hosts is on it. Nobody reads a latency column faster
+than 2 Hz, and a key press must not wait behind 20 repaints a second.
+
+A fleet of more than GROUPED_FROM hosts gets a summary row per group, and big
+groups start folded (see opsconsole/ui/fleet_groups.py for the sizes and why).
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ from textual.widgets import DataTable
 from opsconsole.events import Event, HealthChanged, HealthSample, HostState, TaskFinished, TaskStarted
 from opsconsole.ui.bindings import bindings
 from opsconsole.ui.filter_bar import FilterBar
-from opsconsole.ui.row_table import RowTable
+from opsconsole.ui.fleet_groups import FOLD_FROM, GROUPED_FROM, group_key, group_of_key, summarize, summary_cells
 from opsconsole.ui.style import activity_cell, health_cell, latency_text, level_styles, styled
+from opsconsole.ui.virtual_table import VirtualTable
 
 if TYPE_CHECKING:
     from opsconsole.engine.engine import Engine, HostView
@@ -31,12 +38,9 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("host", "host"), ("health", "health"), ("ms", "ms"), ("version", "version"),
     ("activity", "now"), ("role", "group/role"), ("address", "address"),
 )
-# Fixed widths: letting the table size columns to content re-measures every row on every
-# cell update, which is what made 500 hosts under a flood take seconds per key press.
-# Rows out of view are brought up to date every this many refresh ticks; a row scrolled into
-# view is on screen, so the next tick updates it. Either way a row is at most ~2 s old.
-OFFSCREEN_EVERY = 4
+# Fixed widths: the virtual table never measures content (that would need every row's cells).
 FIXED_WIDTHS = {"health": 9, "ms": 5, "version": 7, "activity": 11}
+
 
 def address_text(host: "Host") -> str:
     """Where the host answers; for an EC2 host also which instance it is and of what type."""
@@ -48,6 +52,7 @@ def address_text(host: "Host") -> str:
 
 
 # Sort orders the `s` key cycles through; problems first where that makes sense.
+# In a grouped fleet the order applies within each group.
 SORTS: dict[str, Callable[["HostView"], object]] = {
     "host": lambda v: v.host.name,
     "health": lambda v: ({False: 0, None: 1, True: 2}[v.healthy], v.host.name),
@@ -58,10 +63,6 @@ SORTS: dict[str, Callable[["HostView"], object]] = {
 }
 
 _TOUCHING = (HostState, HealthSample, HealthChanged, TaskStarted, TaskFinished)
-
-
-def _signature(cell: object) -> str:
-    return f"{cell}\0{getattr(cell, 'style', '')}"
 
 
 class FleetPane(Vertical):
@@ -78,15 +79,20 @@ class FleetPane(Vertical):
         self.engine = engine
         self.refresh_seconds = refresh_seconds
         self._dirty: set[str] = set()
-        self._ticks = 0
-        self._shown: dict[str, list[str]] = {}  # host -> the cells on screen, as plain text + level
+        self._styles: dict[str, str] = {}
+        self._members: dict[str, list[str]] = {}  # group -> its hosts, in config order (for summary rows)
+        self._matching: dict[str, int] = {}  # group -> hosts a filter in force lets through
+        self._shown_set: set[str] = set()  # host rows in the table now
+        self._was_grouped = False  # whether the rows listed last had group rows
+        self.folded: set[str] = set()
+        self._fold_decided: set[str] = set()  # groups given their default fold state already
         self.sort_key = "host"
         self._column_widths: dict[str, int] = {}  # as the table has them now (see _fit_columns)
         self.filter_text = ""
         self.border_title = "Fleet (1)"
 
     def compose(self) -> ComposeResult:
-        table: DataTable[object] = RowTable(cursor_type="row", zebra_stripes=False, id="fleet-table")
+        table = VirtualTable(self._row_cells, cursor_type="row", zebra_stripes=False, id="fleet-table")
         widths = self._widths()
         for key, label in COLUMNS:
             table.add_column(label, key=key, width=widths[key])
@@ -98,7 +104,8 @@ class FleetPane(Vertical):
         hosts = [v.host for v in self.engine.views.values()]
         return {
             **FIXED_WIDTHS,
-            "host": max([len(h.name) for h in hosts] + [4]),
+            "host": max([len(h.name) for h in hosts] + [4]
+                        + ([len(g) + 2 for g in self.engine.config.groups] if self.grouped else [])),  # "▸ web"
             "role": max([len(h.group) + len(h.role) + 1 for h in hosts] + [10]),
             "address": max([len(address_text(h)) for h in hosts] + [7]),
         }
@@ -115,18 +122,50 @@ class FleetPane(Vertical):
             self.table.add_column(label, key=key, width=self._column_widths[key])
 
     @property
-    def table(self) -> DataTable[object]:
-        return self.query_one("#fleet-table", DataTable)
+    def table(self) -> VirtualTable:
+        return self.query_one("#fleet-table", VirtualTable)
 
     def on_mount(self) -> None:
         self.rebuild()
         self.set_interval(self.refresh_seconds, self._apply_dirty)
 
     # -- what is shown -----------------------------------------------------
+    @property
+    def grouped(self) -> bool:
+        return len(self.engine.views) > GROUPED_FROM
+
+    def rows(self) -> list[str]:
+        """The table's row keys in order: host names, and group summary rows in a grouped fleet."""
+        views = self.engine.views
+        order = SORTS[self.sort_key]
+        if not self.grouped:
+            return [v.host.name for v in sorted(filter(self._matches, views.values()), key=order)]  # type: ignore[arg-type]
+        members: dict[str, list["HostView"]] = {}
+        for view in views.values():
+            members.setdefault(view.host.group, []).append(view)
+        for group, hosts in members.items():  # a group seen for the first time gets its default fold state
+            if group not in self._fold_decided:
+                self._fold_decided.add(group)
+                if len(hosts) > FOLD_FROM:
+                    self.folded.add(group)
+        self._members = {group: [v.host.name for v in hosts] for group, hosts in members.items()}
+        self._matching.clear()
+        keys: list[str] = []
+        for group, hosts in members.items():
+            matching = [v for v in hosts if self._matches(v)]
+            if self.filter_text:
+                if not matching:
+                    continue
+                self._matching[group] = len(matching)
+            keys.append(group_key(group))
+            # A filter shows its matches in folded groups too: they are what the operator asked to see.
+            if group not in self.folded or self.filter_text:
+                keys.extend(v.host.name for v in sorted(matching, key=order))  # type: ignore[arg-type]
+        return keys
+
     def shown_hosts(self) -> list[str]:
-        views = [v for v in self.engine.views.values() if self._matches(v)]
-        views.sort(key=SORTS[self.sort_key])  # type: ignore[arg-type]
-        return [v.host.name for v in views]
+        """The hosts with a row in the table, in table order (not those inside a folded group)."""
+        return [key for key in self.rows() if group_of_key(key) is None]
 
     def _matches(self, view: "HostView") -> bool:
         if not self.filter_text:
@@ -134,6 +173,19 @@ class FleetPane(Vertical):
         haystack = " ".join((view.host.name, view.host.group, view.host.role, view.activity, view.version or "",
                              health_cell(view.health)[0], view.host.address)).lower()
         return all(word in haystack for word in self.filter_text.lower().split())
+
+    def _row_cells(self, key: str) -> list[object]:
+        """The cells of one row, made when the table paints (or a test reads) it."""
+        group = group_of_key(key)
+        if group is not None:
+            views = self.engine.views
+            summary = summarize(group, (views[name] for name in self._members.get(group, ()) if name in views))
+            folded = group in self.folded and not self.filter_text
+            return summary_cells(summary, folded, self._matching.get(group), self._styles)
+        view = self.engine.views.get(key)
+        if view is None:  # gone since the rows were listed; the next refresh tick drops its row
+            return [Text(key)] + [Text("")] * (len(COLUMNS) - 1)
+        return self._cells(view, self._styles)
 
     def _cells(self, view: "HostView", styles: dict[str, str]) -> list[object]:
         host = view.host
@@ -149,65 +201,66 @@ class FleetPane(Vertical):
                 Text(view.version or "-"), styled(activity, activity_level, styles), Text(role), Text(address)]
 
     def rebuild(self) -> None:
-        """Re-create every row (filter, sort or theme changed); keeps the cursor on the same host."""
+        """Re-list the rows (filter, sort, fold, theme or the fleet changed); keeps the cursor on the same row."""
         table = self.table
-        keep = self.selected_host()
-        styles = level_styles(self.app)
+        keep = self._selected_key()
+        self._styles = level_styles(self.app)
         self._fit_columns()
-        table.clear()
-        self._shown.clear()
+        keys = self.rows()
+        self._shown_set = {key for key in keys if group_of_key(key) is None}
+        self._was_grouped = self.grouped
         self._dirty.clear()
-        for name in self.shown_hosts():
-            cells = self._cells(self.engine.views[name], styles)
-            self._shown[name] = [_signature(cell) for cell in cells]
-            table.add_row(*cells, key=name)
+        table.set_rows(keys)
+        if keep is not None and keep not in table.rows:  # a host folded away: stay on its group's row
+            view = self.engine.views.get(keep)
+            keep = group_key(view.host.group) if view is not None else None
         if keep is not None and keep in table.rows:
             table.move_cursor(row=table.get_row_index(keep), animate=False)
         self._describe()
 
     def refresh_hosts(self, names: set[str]) -> None:
-        table = self.table
-        styles = level_styles(self.app)
-        changed_membership = False
-        for name in names:
-            view = self.engine.views.get(name)
-            if view is None:
-                continue
-            if name not in table.rows:
-                changed_membership |= self._matches(view)
-                continue
-            if not self._matches(view):
-                changed_membership = True
-                continue
-            shown = self._shown[name]
-            for index, ((key, _), value) in enumerate(zip(COLUMNS, self._cells(view, styles))):
-                signature = _signature(value)
-                if shown[index] != signature:  # every update_cell invalidates the whole table's render cache
-                    shown[index] = signature
-                    table.update_cell(name, key, value)
-        if changed_membership:
+        """Some hosts changed: re-list the rows when one comes, goes or crosses the filter; else repaint."""
+        if self._membership_changed(names):
             self.rebuild()
-        else:
-            self._describe()
+            return
+        self.table.redraw()
+        self._describe()
+
+    def _membership_changed(self, names: set[str]) -> bool:
+        if self.grouped != self._was_grouped:
+            return True
+        views = self.engine.views
+        for name in names:
+            view = views.get(name)
+            listed = name in self._shown_set
+            if view is None:
+                if listed:  # gone from the fleet (a pod deleted, an instance terminated)
+                    return True
+                continue
+            folded_away = self._was_grouped and view.host.group in self.folded and not self.filter_text
+            if listed != (self._matches(view) and not folded_away):
+                return True
+        return False
 
     def on_events(self, batch: list[Event]) -> None:
         self._dirty.update(e.host for e in batch if isinstance(e, _TOUCHING))  # type: ignore[union-attr]
 
     def _apply_dirty(self) -> None:
-        """Rewrite the rows on screen now; rows scrolled out of view only every few ticks."""
+        """Repaint when a changed host is on screen (or its group's row is); off-screen rows are drawn fresh anyway."""
         if not self._dirty:
             return
-        self._ticks += 1
-        if self._ticks % OFFSCREEN_EVERY == 0:
-            dirty, self._dirty = self._dirty, set()
-        else:
-            table = self.table
-            top = int(table.scroll_y)
-            on_screen = {str(row.key.value) for row in table.ordered_rows[top:top + table.size.height]}
-            dirty = self._dirty & on_screen
-            self._dirty -= dirty
-        if dirty:
-            self.refresh_hosts(dirty)
+        dirty, self._dirty = self._dirty, set()
+        if self._membership_changed(dirty):
+            self.rebuild()
+            return
+        table = self.table
+        top = int(table.scroll_y)
+        on_screen = {str(row.key.value) for row in table.ordered_rows[top:top + table.size.height]}
+        groups = {group for key in on_screen if (group := group_of_key(key)) is not None}
+        views = self.engine.views
+        if any(name in on_screen or (name in views and views[name].host.group in groups) for name in dirty):
+            table.redraw()
+        self._describe()
 
     def _describe(self) -> None:
         views = self.engine.views.values()
@@ -216,10 +269,11 @@ class FleetPane(Vertical):
         up = sum(1 for v in views if v.healthy)
         down = sum(1 for v in views if v.healthy is False)
         failed = sum(1 for v in views if v.activity == "failed")
-        shown = self.table.row_count
         parts = [f"{len(views)} hosts", f"✔{up} up", f"✘{down} down"] + ([f"{failed} FAILED"] if failed else [])
         if self.filter_text:
-            parts.append(f"/{self.filter_text} {shown} shown")
+            parts.append(f"/{self.filter_text} {len(self._shown_set)} shown")
+        if self.folded and self.grouped and not self.filter_text:
+            parts.append(f"{len(self.folded)} folded (o)")
         if hidden := self.hidden_columns():  # cut off at 80x24: say so, and how to see them (issue 15)
             parts.append(f"+{len(hidden)} cols → z")
         parts.append(f"sort {self.sort_key}")
@@ -241,34 +295,79 @@ class FleetPane(Vertical):
     def on_resize(self) -> None:
         self.call_after_refresh(self._describe)  # the table has its new width after the refresh
 
-    # -- selection, sorting, filter ------------------------------------------
-    def selected_host(self) -> str | None:
+    # -- selection, sorting, folding, filter -----------------------------------
+    def _selected_key(self) -> str | None:
         table = self.table
         if table.row_count == 0:
             return None
         row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
         return str(row_key.value)
 
+    def selected_host(self) -> str | None:
+        """The host under the cursor; None on a group's summary row."""
+        key = self._selected_key()
+        return None if key is None or group_of_key(key) is not None else key
+
+    def selected_group(self) -> str | None:
+        """The group of the row under the cursor (a summary row's, or its host's)."""
+        key = self._selected_key()
+        if key is None:
+            return None
+        group = group_of_key(key)
+        if group is not None:
+            return group
+        view = self.engine.views.get(key)
+        return view.host.group if view is not None else None
+
     def action_sort(self) -> None:
         keys = list(SORTS)
         self.sort_key = keys[(keys.index(self.sort_key) + 1) % len(keys)]
         self.rebuild()
 
+    def action_fold(self) -> None:
+        """Fold the group under the cursor, or unfold it (the cursor lands on its summary row)."""
+        group = self.selected_group()
+        if group is None or not self.grouped:
+            return
+        self.folded.symmetric_difference_update({group})
+        self.rebuild()
+        table = self.table
+        if group_key(group) in table.rows:
+            table.move_cursor(row=table.get_row_index(group_key(group)), animate=False)
+
+    def action_fold_all(self) -> None:
+        """Fold every group; when all are folded already, unfold them all."""
+        if not self.grouped:
+            return
+        groups = set(self._members)
+        self.folded = set() if groups <= self.folded else groups
+        self.rebuild()
+
     def action_details(self) -> None:
-        host = self.selected_host()
-        if host is not None:
-            self.post_message(self.HostChosen(host))
+        key = self._selected_key()
+        if key is not None and group_of_key(key) is not None:
+            self.action_fold()
+        elif key is not None:
+            self.post_message(self.HostChosen(key))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
-        self.post_message(self.HostChosen(str(event.row_key.value)))
+        key = str(event.row_key.value)
+        if group_of_key(key) is not None:
+            self.action_fold()
+        else:
+            self.post_message(self.HostChosen(key))
 
     def open_filter(self) -> None:
         self.query_one(FilterBar).open()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Esc clears a filter in force; with none, the key is not ours (and the footer does not offer it).
-        return bool(self.filter_text) if action == "clear_filter" else True
+        if action == "clear_filter":
+            return bool(self.filter_text)
+        if action in ("fold", "fold_all"):
+            return self.grouped  # a small fleet has no group rows to fold
+        return True
 
     def action_clear_filter(self) -> None:
         self.query_one(FilterBar).action_clear()

@@ -24,6 +24,9 @@ from opsconsole.ui.log_view import LogLine, LogView
 
 
 CYCLE_KEY = "\0cycle"
+# The lines kept (a ring: the oldest goes); every line is in heartbeat.log on disk anyway. At 2,000 hosts
+# that is the changes of the last few cycles, and the console's memory stays flat however long it runs.
+LOG_CAPACITY = 3000
 
 
 class HeartbeatPane(Vertical):
@@ -42,7 +45,7 @@ class HeartbeatPane(Vertical):
         self.log_file = log_file
 
     def compose(self) -> ComposeResult:
-        yield LogView(capacity=3000, id="heartbeat-log")
+        yield LogView(capacity=LOG_CAPACITY, id="heartbeat-log")
         yield FilterBar("filter by host", id="heartbeat-filter")
 
     @property
