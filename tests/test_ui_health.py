@@ -73,9 +73,10 @@ async def test_summary_fleet_border_and_detail_tell_one_story(engine: Engine) ->
             health, ms = cells(fleet, host)
             assert not (health == "✔ up" and ms == "-"), (host, health, ms)
         heartbeat = app.query_one(HeartbeatPane)
-        text = screen_text(app)
-        # The summary counts three up; no host's word says DOWN beside it.
-        assert "○ 3/3 up │ itrust-1:up~DOWN(1/3) itrust-2:up~DOWN(1/3) itrust-3:200" in text, text
+        # The summary counts three up; no host's word says DOWN beside it. (Waited for: the fleet's cells are
+        # made when read, so they can be current before the heartbeat pane has had its next flush.)
+        line = "○ 3/3 up │ itrust-1:up~DOWN(1/3) itrust-2:up~DOWN(1/3) itrust-3:200"
+        await until(pilot, lambda: line in screen_text(app), what="the heartbeat's cycle line")
         assert "3/3 up" in heartbeat.border_subtitle
         assert "✔3 up · ✘0 down" in fleet.border_subtitle
 
@@ -85,7 +86,7 @@ async def test_summary_fleet_border_and_detail_tell_one_story(engine: Engine) ->
         cycle(engine)
         await until(pilot, lambda: cells(fleet, "itrust-1")[0] == "✘ DOWN", what="itrust-1 down in the fleet")
         await until(pilot, lambda: "✔2 up · ✘1 down" in fleet.border_subtitle, what="the fleet border")
-        assert "○ 2/3 up, 1 down │ itrust-1:DOWN " in screen_text(app)
+        await until(pilot, lambda: "○ 2/3 up, 1 down │ itrust-1:DOWN " in screen_text(app), what="the cycle line")
 
         # A deploy that failed on a host is counted in the border, not left as ✘0 beside a FAILED row.
         engine.views["itrust-3"].activity = "failed"
