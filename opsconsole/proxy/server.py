@@ -214,13 +214,13 @@ class ClientConnection(asyncio.Protocol):
         self.pause("writing")
         conn = self._answering()
         if conn is not None:
-            conn.transport.pause_reading()
+            conn.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = 0.0
         conn = self._answering()
         if conn is not None:
-            conn.transport.resume_reading()
+            conn.resume_reading()
         self.resume("writing")
         if self.queue and not self.closing and not self.gone and self.queue[0].member is None \
                 and not self.queue[0].done and self.queue[0].pool is None:
@@ -334,12 +334,13 @@ class ClientConnection(asyncio.Protocol):
         p = self.parser
         method = p.get_method()
         req.method = _METHOD_NAMES.get(method) or method.decode()
-        req.keep_alive = p.should_keep_alive()
-        req.http10 = p.get_http_version() == "1.0"
+        req.keep_alive = keep_alive = p.should_keep_alive()
         head = None
-        if self.head_bytes <= fe.max_head and len(self.queue) < MAX_PIPELINE:
+        if keep_alive and self.head_bytes <= fe.max_head and len(self.queue) < MAX_PIPELINE:
+            # Kept alive with no Connection field (plain has none) means HTTP/1.1 or later: http10 stays False.
             head = http1.plain_request_head(method, req.url, req.headers, self.client_ip, self.proto)
         if head is None:  # not the common case: every check, and the head built field by field
+            req.http10 = p.get_http_version() == "1.0"
             head = self._checked_head(req, method)
             if head is None:
                 return  # refused
@@ -470,6 +471,10 @@ class ClientConnection(asyncio.Protocol):
         req.body_kind = "chunked" if rechunk else body
         if close:
             self.closing = True
+        elif not rechunk and not req.http10 and req.set_cookie is None:
+            # The common answer: status line and the member's fields, nothing of ours to add.
+            self.out.append(b"HTTP/1.1 %d %b\r\n%b\r\n" % (status, reason or b"-", fields))
+            return
         self.out.append(http1.response_head(status, reason, fields, chunked=rechunk, close=close,
                                             keep_alive_10=req.http10 and not close, extra=req.set_cookie))
 
@@ -738,15 +743,16 @@ class Frontend:
             if pool.queue:
                 self._drain_queue(pool)
 
-    def _pool(self, conn: UpstreamConnection) -> None:
+    def _pool(self, conn: UpstreamConnection, now: float | None = None) -> None:
         m = conn.member
         in_use = m.healthy or m.pool_ref.panic  # in panic, unhealthy members still serve
         if (conn.closed or m.admin != ENABLED or not in_use or self.shutting_down or len(m.idle) >= MAX_IDLE_PER_MEMBER
                 or self.app.members.get(m.name) is not m):  # a member a reload removed keeps no idle connections
             conn.close()
             return
-        conn.idle_since = self.loop_time()
-        conn.transport.resume_reading()  # it may have been paused for a client that read slowly
+        conn.idle_since = self.loop_time() if now is None else now
+        if conn.read_paused:
+            conn.resume_reading()  # it was paused for a client that read slowly
         m.idle.append(conn)
 
     def withdraw(self, req: Request) -> None:
@@ -771,8 +777,9 @@ class Frontend:
             client.resume("upstream")
         # A member that answered before the whole body arrived has that body's rest still coming on this
         # connection's request stream: it can never carry another client's request.
+        now = self.loop_time()
         if reusable and req.body_done:
-            self._pool(conn)  # first, so a request waiting for this member's slot reuses the connection
+            self._pool(conn, now)  # first, so a request waiting for this member's slot reuses the connection
         else:
             conn.close()
         m, req.member = req.member, None  # _release(req), inline: this runs once per request
@@ -780,7 +787,7 @@ class Frontend:
             m.inflight -= 1
             if m.pool_ref.queue:
                 self._drain_queue(m.pool_ref)
-            m.stats.observe(req.status, self.loop_time() - req.t_send)
+            m.stats.observe(req.status, now - req.t_send)
             if req.status >= 500:
                 m.stats.errors += 1
                 m.stats.failed += 1

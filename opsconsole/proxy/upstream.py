@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("member", "transport", "parser", "req", "idle_since", "closed", "deadline", "reused", "got_bytes",
-                 "tunnel", "_status", "_reason", "_headers", "_eof_body", "_interim", "_switching", "_complete")
+                 "tunnel", "read_paused", "_status", "_reason", "_headers", "_eof_body", "_interim", "_switching", "_complete")
 
     def __init__(self, member: "Member") -> None:
         self.member = member
@@ -34,6 +34,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = 0.0  # response-header deadline, checked by the frontend's sweeper
         self.got_bytes = False  # some byte of the current request's response arrived
         self.tunnel: "ClientConnection | None" = None  # after a 101: the client this connection is spliced to
+        self.read_paused = False  # we paused reading its answer for a client that reads slowly
         self._reset_response()
 
     def _reset_response(self) -> None:
@@ -57,13 +58,21 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = (req.t_send + req.client.fe.cfg_response_timeout) if req.body_done else 0.0
         self.got_bytes = False
         if req.client.write_paused:
-            self.transport.pause_reading()  # the client is not reading: do not read its answer faster
+            self.pause_reading()  # the client is not reading: do not read its answer faster
         self.transport.write(b"".join(req.wire))
         req.sent = True
         if req.held:
             req.client.unhold(req)
         if not req.replayable:
             req.wire = []
+
+    def pause_reading(self) -> None:
+        self.read_paused = True
+        self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.read_paused = False
+        self.transport.resume_reading()
 
     def write_body(self, data: bytes) -> None:
         if not self.closed:
@@ -235,8 +244,12 @@ class UpstreamConnection(asyncio.Protocol):
             self._finish(False)
 
     def on_body(self, body: bytes) -> None:
-        if self.req is not None and self._complete is None:
-            self.req.client.on_response_body(self.req, body)
+        req = self.req
+        if req is not None and self._complete is None:
+            if req.body_kind == "chunked":
+                req.client.on_response_body(req, body)
+            else:
+                req.client.out.append(body)  # on_response_body without the call: relayed as it came
 
     def on_message_complete(self) -> None:
         if self._switching:
