@@ -12,6 +12,9 @@ the Debian archive we need anyway. Then both proxies run at half of the
 embedded proxy's full-speed rate (wrk's Lua `delay()` paces each connection)
 to read p99 at half load (half of the embedded proxy's best rate, both offered the same).
 Targets: embedded/HAProxy req/s >= --target-ratio (0.8), embedded p99 at half load < 5 ms.
+Each proxy's CPU time per request (user + sys, read from /proc around each full-speed
+round) is printed too: on a shared machine req/s moves with whoever else runs on the
+proxy core, CPU per request much less. (bench_proxy_cpu.py measures the Python path alone.)
 
 overload — what small real apps look like: three members, each a stdlib
 ThreadingHTTPServer with its default listen backlog of 5 (tests/stdlib_backend.py),
