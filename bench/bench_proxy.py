@@ -12,6 +12,9 @@ the Debian archive we need anyway. Then both proxies run at half of the
 embedded proxy's full-speed rate (wrk's Lua `delay()` paces each connection)
 to read p99 at half load (half of the embedded proxy's best rate, both offered the same).
 Targets: embedded/HAProxy req/s >= --target-ratio (0.8), embedded p99 at half load < 5 ms.
+Each proxy's CPU time per request (user + sys, read from /proc around each full-speed
+round) is printed too: on a shared machine req/s moves with whoever else runs on the
+proxy core, CPU per request much less. (bench_proxy_cpu.py measures the Python path alone.)
 
 overload — what small real apps look like: three members, each a stdlib
 ThreadingHTTPServer with its default listen backlog of 5 (tests/stdlib_backend.py),
@@ -117,6 +120,13 @@ def wrk(port: int, connections: int, duration: int, core: str, delay_ms: int = 0
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
         errors += sum(int(x) for x in m.groups())
     return rps, p99, errors
+
+
+def proc_cpu(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds a process has used so far, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick  # utime, stime (fields 14 and 15 of the line)
 
 
 def _seconds(m: re.Match) -> float:
@@ -238,8 +248,8 @@ def bench_fast(lab: Lab) -> bool:
                                "canary": PoolConfig("canary", 0)},
                         health=HealthCheckConfig(interval=1.0))
     pcfg = ProxyConfig(frontends={"bench": fe}, upstream_idle=30.0)
-    lab.haproxy("haproxy", render_haproxy_config(pcfg, stats_socket=str(tmp / "hx.sock"), nbthread=1,
-                                                 bind={"bench": ("127.0.0.1", hport)}), hport)
+    hproxy = lab.haproxy("haproxy", render_haproxy_config(pcfg, stats_socket=str(tmp / "hx.sock"), nbthread=1,
+                                                          bind={"bench": ("127.0.0.1", hport)}), hport)
 
     (tmp / "deploy.yml").write_text("- hosts: bench\n  tasks: []\n")  # the loader wants one per app
     (tmp / "opsconsole.yaml").write_text(textwrap.dedent(f"""\
@@ -270,9 +280,17 @@ def bench_fast(lab: Lab) -> bool:
         wrk(port, c, 2, args.load_core)
     # Other work on a shared machine comes and goes: interleave the targets and keep each one's best round.
     runs: dict[str, list[tuple[float, float, int]]] = {name: [] for name, _ in targets}
+    # CPU time per request of each proxy (taskset execs it: the Popen's pid is the proxy's). On a shared
+    # machine it moves much less than req/s does, since time the core spends on others is not in it.
+    pids = {"haproxy": hproxy.pid, "embedded": embedded.pid}
+    cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in pids}
     for _ in range(args.rounds):
         for name, port in targets:
+            before = proc_cpu(pids[name]) if name in pids else None
             runs[name].append(wrk(port, c, d, args.load_core))
+            if before is not None:
+                after, n = proc_cpu(pids[name]), max(1.0, runs[name][-1][0] * d)
+                cpu[name].append(((after[0] - before[0]) / n, (after[1] - before[1]) / n))
     print(f"{'target':<10} {'req/s':>10} {'p99':>9} {'errors':>7}   all rounds req/s")
     best = {}
     for name, rs in runs.items():
@@ -282,6 +300,13 @@ def bench_fast(lab: Lab) -> bool:
               + " ".join(f"{r[0]:.0f}" for r in rs))
     ratio = best["embedded"][0] / best["haproxy"][0]
     print(f"embedded/haproxy req/s ratio: {ratio:.2f} (target >= {args.target_ratio})")
+    least = {}
+    for name, rs in cpu.items():
+        least[name] = min(rs, key=sum)
+        print(f"{name:<10} CPU per request: {least[name][0] * 1e6:5.1f} us user + {least[name][1] * 1e6:5.1f} us sys "
+              f"(least of rounds; all: " + " ".join(f"{sum(r) * 1e6:.1f}" for r in rs) + ")")
+    print(f"haproxy/embedded CPU per request: {sum(least['haproxy']) / sum(least['embedded']):.2f} "
+          "(the req/s ratio a saturated proxy core would give)")
 
     # Half load: the embedded proxy at half of its own best rate (HAProxy offered the same, for comparison);
     # p99 is the median over the rounds.

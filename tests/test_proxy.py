@@ -448,3 +448,28 @@ def test_panic_when_every_stable_member_fails_its_checks_is_shown_and_balanced(p
     wait_for(lambda: not app_state(p)["pools"]["stable"]["panic"], what="panic over")
     assert httpx.get(f"http://127.0.0.1:{p.port('web')}/", timeout=5).headers["x-member"] == "s1"
     assert "panic over" in p.log_text()
+
+
+def test_a_503_to_a_request_without_a_body_keeps_the_connection(procs, tmp_path):
+    """No member can take it, decided as its head arrives: a request with no body leaves nothing unread, so the
+    client keeps its connection (as HAProxy does) and its next request on it is answered too."""
+    s1 = procs.backend("s1")
+    p = procs.proxy(tmp_path, proxy_config_text(tmp_path, app_block("web", [s1], [])))
+    assert admin(p, "POST", "/apps/web/members/s1/drain").status_code == 200
+    sock = socket.create_connection(("127.0.0.1", p.port("web")), timeout=5)
+    try:
+        sock.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = b""
+        while b"\r\n\r\n" not in first or not first.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            assert chunk, f"the proxy closed the connection after {first!r}"
+            first += chunk
+        assert first.startswith(b"HTTP/1.1 503 ") and b"connection: close" not in first.lower(), first
+        sock.sendall(b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        second = b""
+        while chunk := sock.recv(65536):
+            second += chunk
+    finally:
+        sock.close()
+    assert second.startswith(b"HTTP/1.1 503 "), second
+    assert app_state(p)["answers"]["503"] == 2

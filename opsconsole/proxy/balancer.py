@@ -146,7 +146,7 @@ class AppState:
         self.on_change: Callable[[], None] | None = None  # the frontend re-routes its queues
         self.runtime_pools: set[str] = set()  # pools whose members were set at runtime (a reload keeps them)
         self._eff: dict[str, int] = {}
-        self._only: Pool | None = None  # the one pool with traffic, when there is just one (the common case)
+        self.only_pool: Pool | None = None  # the one pool with traffic, when there is just one (the common case)
         self.apply_config(cfg, keep_weights=False)
 
     @property
@@ -179,7 +179,7 @@ class AppState:
             eff["stable"] = 100  # the weights are relative: with the canary out, stable takes everything
         self._eff = eff
         with_traffic = [self.pools[n] for n, w in eff.items() if w > 0]
-        self._only = with_traffic[0] if len(with_traffic) == 1 else None
+        self.only_pool = with_traffic[0] if len(with_traffic) == 1 else None
         if self.on_change is not None:
             self.on_change()
 
@@ -325,8 +325,8 @@ class AppState:
             if pct is None:
                 return None
             return self.pools["canary" if bucket < pct else "stable"]
-        if self._only is not None:
-            return self._only
+        if self.only_pool is not None:
+            return self.only_pool
         best: Pool | None = None
         total = 0
         eff = self._eff

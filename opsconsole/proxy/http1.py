@@ -21,7 +21,10 @@ FORWARDING = frozenset({b"forwarded", b"x-real-ip", b"x-forwarded-host", b"x-for
 # Content-Length while forwarding the body lets the body be read as a second request (smuggling).
 FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host"})
 _PLAIN_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade", b"te"})
-_NO_BODY_STATUS = frozenset({204, 304})
+# The only names Framing looks at: one set lookup skips every other field.
+_FRAMING_NAMES = frozenset({b"host", b"transfer-encoding", b"content-length", b"connection"})
+# A request head with none of these (and one Host) is the common case `plain_request_head` forwards as it is.
+_NOT_PLAIN = HOP_BY_HOP | FORWARDING | {b"content-length", b"x-forwarded-for", b"x-forwarded-proto"}
 CRLF = b"\r\n"
 # RFC 9110 §7.2: uri-host [":" port]; reg-name characters, an IPv6 literal, or an IPv4 address.
 _HOST = re.compile(rb"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:[0-9]*)?$")
@@ -54,6 +57,8 @@ class Framing:
         self.host = b""
         drop = HOP_BY_HOP
         for low, _, value in headers:
+            if low not in _FRAMING_NAMES:
+                continue
             if low == b"host":
                 self.hosts += 1
                 if self.hosts == 1:
@@ -101,6 +106,32 @@ def upgrade_token(headers: list[Header]) -> bytes:
     return b""
 
 
+def plain_request_head(method: bytes, url: bytes, headers: list[Header], client_ip: bytes, proto: bytes) -> bytes | None:
+    """The head to send upstream for the common request, checked and built in one pass; None for any other.
+
+    Common: an origin-form target, exactly one valid Host, and no field that frames a body, is hop-by-hop
+    or claims something about forwarding. Such a request has no body, nothing to refuse and nothing to
+    drop, and `request_head` would give the same bytes; every other request takes the full path
+    (Framing, request_problem, request_head).
+    """
+    if url[:1] != b"/" or method == b"CONNECT":
+        return None
+    parts = [method, b" ", url, b" HTTP/1.1\r\n"]
+    host = None
+    for low, name, value in headers:
+        if low in _NOT_PLAIN:
+            return None
+        if low == b"host":
+            if host is not None:
+                return None
+            host = value
+        parts += (name, b": ", value, CRLF)
+    if host is None or not _HOST.match(host):
+        return None
+    parts += (b"X-Forwarded-For: ", client_ip, b"\r\nX-Forwarded-Proto: ", proto, b"\r\n\r\n")
+    return b"".join(parts)
+
+
 def request_head(method: bytes, url: bytes, headers: list[Header], drop: frozenset[bytes], client_ip: bytes,
                  *, chunked: bool, trusted: bool, proto: bytes, upgrade: bytes = b"") -> bytes:
     """The head we send upstream: end-to-end fields, our forwarding fields, our framing.
@@ -138,15 +169,41 @@ def request_head(method: bytes, url: bytes, headers: list[Header], drop: frozens
     return b"".join(parts)
 
 
-def response_head(status: int, reason: bytes, headers: list[Header], drop: frozenset[bytes], *, chunked: bool,
-                  close: bool, keep_alive_10: bool, extra: bytes | None = None) -> bytes:
-    parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason or b"-")]
+def end_to_end_fields(headers: list[Header], drop: frozenset[bytes]) -> bytes:
+    """The response fields that cross our hop, as lines ready for a head."""
+    parts = []
     for low, name, value in headers:
         if low not in drop:
             parts += (name, b": ", value, CRLF)
-    if status == 101:
-        # Switching protocols: Connection and Upgrade are what the client waits for.
-        parts += [b"Connection: Upgrade\r\n"] + [b"Upgrade: %b\r\n" % v for low, _, v in headers if low == b"upgrade"]
+    return b"".join(parts)
+
+
+def plain_response_fields(headers: list[Header]) -> tuple[bytes, bool] | None:
+    """(fields as lines, has Content-Length) for a response head with no hop-by-hop field; None otherwise.
+
+    The common case, scanned once: with no hop-by-hop field, nothing is dropped, `Framing` would find
+    neither chunking nor a `Connection` list, and every field crosses as it came.
+    """
+    parts = []
+    length = False
+    for low, name, value in headers:
+        if low in HOP_BY_HOP:
+            return None
+        if low == b"content-length":
+            length = True
+        parts += (name, b": ", value, CRLF)
+    return b"".join(parts), length
+
+
+def upgrade_fields(headers: list[Header]) -> bytes:
+    """What a 101 answer says about the switch: Connection and Upgrade are what the client waits for."""
+    return b"Connection: Upgrade\r\n" + b"".join(b"Upgrade: %b\r\n" % v for low, _, v in headers if low == b"upgrade")
+
+
+def response_head(status: int, reason: bytes, fields: bytes, *, chunked: bool, close: bool, keep_alive_10: bool,
+                  extra: bytes | None = None) -> bytes:
+    """A response head from its status line and the `fields` (lines) that cross, with our framing added."""
+    parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason or b"-"), fields]
     if chunked:
         parts.append(b"Transfer-Encoding: chunked\r\n")
     if close:
@@ -157,10 +214,6 @@ def response_head(status: int, reason: bytes, headers: list[Header], drop: froze
         parts.append(extra)
     parts.append(CRLF)
     return b"".join(parts)
-
-
-def has_no_body(method: str, status: int) -> bool:
-    return method == "HEAD" or status in _NO_BODY_STATUS or 100 <= status < 200
 
 
 def simple_response(status: int, *, close: bool, retry_after: int | None = None) -> bytes:

@@ -36,6 +36,8 @@ MAX_HELD = 64 * 1024  # request bytes held while no member has them yet, before 
 RETRY_AFTER = 1  # seconds, on a 503 the proxy answers itself
 CONNECT_RETRIES = 3  # a request not yet sent may try this many other members (HAProxy's retries + redispatch)
 LOG_BURST = 20  # detail lines logged per frontend per second; the rest are counted
+# The method names a request carries most, decoded once (the per-request path compares them as str).
+_METHOD_NAMES = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
 
 class Request:
@@ -212,13 +214,13 @@ class ClientConnection(asyncio.Protocol):
         self.pause("writing")
         conn = self._answering()
         if conn is not None:
-            conn.transport.pause_reading()
+            conn.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = 0.0
         conn = self._answering()
         if conn is not None:
-            conn.transport.resume_reading()
+            conn.resume_reading()
         self.resume("writing")
         if self.queue and not self.closing and not self.gone and self.queue[0].member is None \
                 and not self.queue[0].done and self.queue[0].pool is None:
@@ -250,7 +252,7 @@ class ClientConnection(asyncio.Protocol):
     def unhold(self, req: Request) -> None:
         self.held -= req.held
         req.held = 0
-        if self.held <= MAX_HELD:
+        if self.pauses and self.held <= MAX_HELD:
             self.resume("held")
 
     # -- refusing ----------------------------------------------------------------------
@@ -331,9 +333,37 @@ class ClientConnection(asyncio.Protocol):
         self.head_deadline = 0.0
         p = self.parser
         method = p.get_method()
-        req.method = method.decode()
-        req.keep_alive = p.should_keep_alive()
-        req.http10 = p.get_http_version() == "1.0"
+        req.method = _METHOD_NAMES.get(method) or method.decode()
+        req.keep_alive = keep_alive = p.should_keep_alive()
+        head = None
+        if keep_alive and self.head_bytes <= fe.max_head and len(self.queue) < MAX_PIPELINE:
+            # Kept alive with no Connection field (plain has none) means HTTP/1.1 or later: http10 stays False.
+            head = http1.plain_request_head(method, req.url, req.headers, self.client_ip, self.proto)
+        if head is None:  # not the common case: every check, and the head built field by field
+            req.http10 = p.get_http_version() == "1.0"
+            head = self._checked_head(req, method)
+            if head is None:
+                return  # refused
+        else:
+            req.body_done = True  # no Content-Length, no Transfer-Encoding: a request without a body
+        if req.method not in fe.retry_methods:
+            req.replayable = False
+        if fe.sticky:
+            req.bucket = self._bucket(req)
+        req.wire.append(head)
+        req.held = n = len(head)
+        self.held += n  # a head is at most max_head: no need to check MAX_HELD here
+        queue = self.queue
+        queue.append(req)
+        if len(queue) == 1:
+            fe.dispatch(req)
+        elif len(queue) >= MAX_QUEUED:
+            self.pause("pipeline")
+
+    def _checked_head(self, req: Request, method: bytes) -> bytes | None:
+        """The head to send upstream for any request; None when it is refused (answered in turn)."""
+        fe = self.fe
+        p = self.parser
         framing = http1.Framing(req.headers)
         if self.head_bytes > fe.max_head:
             problem: tuple[int, str] | None = (431, f"request head over {fe.max_head} bytes")
@@ -356,22 +386,10 @@ class ClientConnection(asyncio.Protocol):
                 req.replayable = False
         if problem is not None:
             self._refuse(req, *problem)
-            return
+            return None
         req.chunked = framing.chunked
-        if req.method not in fe.retry_methods:
-            req.replayable = False
-        if fe.sticky:
-            req.bucket = self._bucket(req)
-        head = http1.request_head(method, req.url, req.headers, framing.drop, self.client_ip, chunked=req.chunked,
+        return http1.request_head(method, req.url, req.headers, framing.drop, self.client_ip, chunked=req.chunked,
                                   trusted=self.trusted, proto=self.proto, upgrade=req.upgrade)
-        req.wire.append(head)
-        req.held = n = len(head)
-        self.held += n  # a head is at most max_head: no need to check MAX_HELD here
-        self.queue.append(req)
-        if len(self.queue) == 1:
-            fe.dispatch(req)
-        elif len(self.queue) >= MAX_QUEUED:
-            self.pause("pipeline")
 
     def on_body(self, body: bytes) -> None:
         self._callback = True
@@ -379,8 +397,9 @@ class ClientConnection(asyncio.Protocol):
             self.cur.add_body(body)
 
     def on_message_complete(self) -> None:
-        if self.cur is not None:
-            self.cur.end_body()
+        cur = self.cur
+        if cur is not None and not cur.body_done:
+            cur.end_body()
         self.cur = None
 
     def _bucket(self, req: Request) -> int:
@@ -433,11 +452,11 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(b"".join(self.out))
         self.out.clear()
 
-    def on_interim(self, req: Request, status: int, reason: bytes, headers: list) -> None:
-        self.out.append(http1.response_head(status, reason, headers, http1.Framing(headers).drop, chunked=False,
-                                            close=False, keep_alive_10=False))
+    def on_interim(self, req: Request, status: int, reason: bytes, fields: bytes) -> None:
+        self.out.append(http1.response_head(status, reason, fields, chunked=False, close=False, keep_alive_10=False))
 
-    def on_response_head(self, req: Request, status: int, reason: bytes, headers: list, drop: frozenset, body: str) -> None:
+    def on_response_head(self, req: Request, status: int, reason: bytes, fields: bytes, body: str) -> None:
+        """The member's answer begins: `fields` are the lines that cross, `body` how its body is framed."""
         req.status = status
         req.responded = True
         close = (not req.keep_alive or self.fe.shutting_down or self.closing or (bool(req.upgrade) and status != 101)
@@ -452,7 +471,11 @@ class ClientConnection(asyncio.Protocol):
         req.body_kind = "chunked" if rechunk else body
         if close:
             self.closing = True
-        self.out.append(http1.response_head(status, reason, headers, drop, chunked=rechunk, close=close,
+        elif not rechunk and not req.http10 and req.set_cookie is None:
+            # The common answer: status line and the member's fields, nothing of ours to add.
+            self.out.append(b"HTTP/1.1 %d %b\r\n%b\r\n" % (status, reason or b"-", fields))
+            return
+        self.out.append(http1.response_head(status, reason, fields, chunked=rechunk, close=close,
                                             keep_alive_10=req.http10 and not close, extra=req.set_cookie))
 
     def on_response_body(self, req: Request, data: bytes) -> None:
@@ -490,7 +513,11 @@ class ClientConnection(asyncio.Protocol):
             self.transport.abort()
 
     def _next(self) -> None:
-        self.flush()
+        out = self.out
+        if out:  # flush(), inline: this runs once per request
+            if not self.gone:
+                self.transport.write(b"".join(out))
+            out.clear()
         if self.queue:
             self.queue.popleft()
         self.last_active = self.fe.now
@@ -592,7 +619,12 @@ class Frontend:
             req.client.answer(req, req.refusal[0])
             return
         app = self.app
-        pool = app.pick_pool(req.bucket) if retry_of is None else app.retry_pool(retry_of)
+        if retry_of is not None:
+            pool = app.retry_pool(retry_of)
+        elif req.bucket is None and app.only_pool is not None:
+            pool = app.only_pool  # (what pick_pool says when one pool has all the traffic, without the call)
+        else:
+            pool = app.pick_pool(req.bucket)
         if pool is None:
             self.note(f"{app.name}: 503: no pool can take traffic (no healthy, enabled member)")
             req.client.answer(req, 503)
@@ -711,15 +743,16 @@ class Frontend:
             if pool.queue:
                 self._drain_queue(pool)
 
-    def _pool(self, conn: UpstreamConnection) -> None:
+    def _pool(self, conn: UpstreamConnection, now: float | None = None) -> None:
         m = conn.member
         in_use = m.healthy or m.pool_ref.panic  # in panic, unhealthy members still serve
         if (conn.closed or m.admin != ENABLED or not in_use or self.shutting_down or len(m.idle) >= MAX_IDLE_PER_MEMBER
                 or self.app.members.get(m.name) is not m):  # a member a reload removed keeps no idle connections
             conn.close()
             return
-        conn.idle_since = self.loop_time()
-        conn.transport.resume_reading()  # it may have been paused for a client that read slowly
+        conn.idle_since = self.loop_time() if now is None else now
+        if conn.read_paused:
+            conn.resume_reading()  # it was paused for a client that read slowly
         m.idle.append(conn)
 
     def withdraw(self, req: Request) -> None:
@@ -739,16 +772,22 @@ class Frontend:
         req.done = True
         req.conn = None
         self.busy.discard(conn)
-        req.client.resume("upstream")
+        client = req.client
+        if client.pauses:
+            client.resume("upstream")
         # A member that answered before the whole body arrived has that body's rest still coming on this
         # connection's request stream: it can never carry another client's request.
+        now = self.loop_time()
         if reusable and req.body_done:
-            self._pool(conn)  # first, so a request waiting for this member's slot reuses the connection
+            self._pool(conn, now)  # first, so a request waiting for this member's slot reuses the connection
         else:
             conn.close()
-        m = self._release(req)
+        m, req.member = req.member, None  # _release(req), inline: this runs once per request
         if m is not None:
-            m.stats.observe(req.status, self.loop_time() - req.t_send)
+            m.inflight -= 1
+            if m.pool_ref.queue:
+                self._drain_queue(m.pool_ref)
+            m.stats.observe(req.status, now - req.t_send)
             if req.status >= 500:
                 m.stats.errors += 1
                 m.stats.failed += 1

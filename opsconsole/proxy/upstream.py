@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("member", "transport", "parser", "req", "idle_since", "closed", "deadline", "reused", "got_bytes",
-                 "tunnel", "_status", "_reason", "_headers", "_eof_body", "_interim", "_switching", "_complete")
+                 "tunnel", "read_paused", "_status", "_reason", "_headers", "_eof_body", "_interim", "_switching", "_complete")
 
     def __init__(self, member: "Member") -> None:
         self.member = member
@@ -34,6 +34,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = 0.0  # response-header deadline, checked by the frontend's sweeper
         self.got_bytes = False  # some byte of the current request's response arrived
         self.tunnel: "ClientConnection | None" = None  # after a 101: the client this connection is spliced to
+        self.read_paused = False  # we paused reading its answer for a client that reads slowly
         self._reset_response()
 
     def _reset_response(self) -> None:
@@ -57,13 +58,21 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = (req.t_send + req.client.fe.cfg_response_timeout) if req.body_done else 0.0
         self.got_bytes = False
         if req.client.write_paused:
-            self.transport.pause_reading()  # the client is not reading: do not read its answer faster
+            self.pause_reading()  # the client is not reading: do not read its answer faster
         self.transport.write(b"".join(req.wire))
         req.sent = True
         if req.held:
             req.client.unhold(req)
         if not req.replayable:
             req.wire = []
+
+    def pause_reading(self) -> None:
+        self.read_paused = True
+        self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.read_paused = False
+        self.transport.resume_reading()
 
     def write_body(self, data: bytes) -> None:
         if not self.closed:
@@ -197,34 +206,50 @@ class UpstreamConnection(asyncio.Protocol):
             # The member agreed to switch: relay its 101, then splice the two connections (see data_received).
             self._switching = True
             self.deadline = 0.0
-            req.client.on_response_head(req, status, self._reason, self._headers, http1.Framing(self._headers).drop,
-                                        "none")
+            headers = self._headers
+            fields = http1.end_to_end_fields(headers, http1.Framing(headers).drop) + http1.upgrade_fields(headers)
+            req.client.on_response_head(req, status, self._reason, fields, "none")
             return
         if 100 <= status < 200:
             # An interim answer (100 Continue): pass it on, the final response follows on the same parser.
             self._interim = True
-            req.client.on_interim(req, status, self._reason, self._headers)
+            headers = self._headers
+            fields = http1.end_to_end_fields(headers, http1.Framing(headers).drop)
+            if status == 101:
+                fields += http1.upgrade_fields(headers)  # (as response_head always added them to a 101)
+            req.client.on_interim(req, status, self._reason, fields)
             self._reason, self._headers = b"", []
             return
-        framing = http1.Framing(self._headers)
-        if http1.has_no_body(req.method, status):
+        plain = http1.plain_response_fields(self._headers)
+        if plain is not None:  # the common case: no hop-by-hop field, so no Framing to work out
+            fields, length = plain
+            chunked = False
+        else:
+            framing = http1.Framing(self._headers)
+            fields = http1.end_to_end_fields(self._headers, framing.drop)
+            chunked, length = framing.chunked, framing.length
+        if status == 204 or status == 304 or req.method == "HEAD":  # no body (RFC 9112 §6.3); 1xx went above
             body = "none"
-        elif framing.chunked:
+        elif chunked:
             body = "chunked"
-        elif framing.length:
+        elif length:
             body = "length"
         else:
             body = "eof"
             self._eof_body = True
-        req.client.on_response_head(req, status, self._reason, self._headers, framing.drop, body)
+        req.client.on_response_head(req, status, self._reason, fields, body)
         if req.method == "HEAD" and status >= 200:
             # llhttp cannot be told a HEAD answer has no body, and a member may send one anyway (HEAD done as
             # GET): this connection cannot be trusted to be in step, so it serves nobody after this answer.
             self._finish(False)
 
     def on_body(self, body: bytes) -> None:
-        if self.req is not None and self._complete is None:
-            self.req.client.on_response_body(self.req, body)
+        req = self.req
+        if req is not None and self._complete is None:
+            if req.body_kind == "chunked":
+                req.client.on_response_body(req, body)
+            else:
+                req.client.out.append(body)  # on_response_body without the call: relayed as it came
 
     def on_message_complete(self) -> None:
         if self._switching:
@@ -237,6 +262,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _finish(self, keep_alive: bool) -> None:
         req, self.req = self.req, None
-        self._reset_response()
+        # _reset_response(), inline: this runs once per request
+        self._status = 0
+        self._reason = b""
+        self._headers = []
+        self._eof_body = self._interim = self._switching = False
+        self._complete = None
         if req is not None:
             req.client.on_response_end(req, self, reusable=keep_alive and not self.closed)
