@@ -68,7 +68,7 @@ async def test_shipped_app_playbooks_give_the_same_end_state_under_ansible_playb
             theirs = ansible_run(stop, [twin], transports, options, tmp_path / f"stop{attempt}")
             assert mine.ok and theirs.ok, mine.text + theirs.text
             assert mine.changed == {native.name: attempt} and theirs.changed == {twin.name: attempt}
-        assert all(await t.service_pid("itrust") is None for t in transports.values())
+        assert [await t.service_pid("itrust") for t in transports.values()] == [None, None]
     finally:
         for t in transports.values():
             await t.stop_service("itrust")
