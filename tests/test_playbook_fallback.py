@@ -243,3 +243,19 @@ def test_without_ansible_core_such_a_play_is_refused_naming_module_and_extra(
                                "not run natively and ansible-playbook is not installed: pip install "
                                "'opsconsole[ansible]' to run this play with it")
     assert not rig.root("web-1").exists()
+
+
+def test_without_ansible_core_a_short_module_name_is_refused_too(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loader, "ansible_playbook", lambda: None)
+    path = rig.playbook("""
+        - hosts: web
+          tasks:
+            - name: edit
+              replace: {path: app.ini, regexp: x, replace: y}
+        """)
+    with pytest.raises(SourceError) as info:
+        load_playbook(path)
+    assert str(info.value) == (f"{path}:5: plays[0].tasks[0].replace: replace is not run natively and "
+                               "ansible-playbook is not installed: pip install 'opsconsole[ansible]' to run this "
+                               "play with it")
+    assert not rig.root("web-1").exists()

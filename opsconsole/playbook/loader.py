@@ -349,6 +349,10 @@ class _Loader:
                 raise self.error(container, arg, f"{at}.{arg}", MOVED_ARGUMENTS[module, arg])
             if arg not in spec.known:
                 raise self.error(container, arg, f"{at}.{arg}", f"unknown argument (known: {', '.join(spec.known)})")
+            if isinstance(args[arg], (dict, list)) and arg not in _STRUCTURED.get(module, ()):
+                kind = "a mapping" if isinstance(args[arg], dict) else "a list"
+                raise self.error(container, arg, f"{at}.{arg}",
+                                 f"wrong type: {kind}, where {module} takes one value (text, a number or true/false)")
         for arg in spec.required:
             if arg not in args or args[arg] is None or args[arg] == "":
                 where = container if arg in args else raw
@@ -595,6 +599,9 @@ def _looks_like_ansible_module(name: str) -> bool:
         return builtin_module_exists(name)
     return False
 
+
+# The arguments that take a list or a mapping; every other argument is one value, as in Ansible's modules.
+_STRUCTURED = {"copy": ("content",), "assert": ("that",), "debug": ("msg",), "opsconsole.builtin.service": ("env",)}
 
 _FREE_FORM_OPTIONS = ("creates", "removes", "chdir")
 
