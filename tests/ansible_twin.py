@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -86,32 +87,40 @@ def new_runner(transport_for: Any, ssh: SshOptions) -> tuple[PlaybookRunner, lis
 VOLATILE = (".ansible", "log")
 
 
-def end_state(root: Path, host: str, skip: Iterable[str] = VOLATILE) -> dict[str, tuple[str, ...]]:
-    """relative path -> (kind, mode, content or link target) for everything under a host's root; the
-    host's name in a text file reads HOST (twins differ by name only). A pid file shows only whether its
-    process is a live service (the pid itself differs between hosts); big or binary files show a digest."""
-    skipped = set(skip)
+def end_state(root: Path, names: Iterable[str], contents_of: Iterable[str] = ()) -> dict[str, tuple[str, ...]]:
+    """relative path -> (kind, mode, content or link target) for everything under a host's root but
+    VOLATILE and what is inside the directories `contents_of` (a database's own files: only the directory
+    is compared). The host's `names` (its name, its address) in a text file read HOST: twins differ by
+    those only. A pid file shows only whether its process is a live service (the pid itself differs
+    between hosts); big or binary files show a digest."""
+    inside = tuple(f"{d}/" for d in contents_of)
     state: dict[str, tuple[str, ...]] = {}
     for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if rel.parts[0] in skipped:
+        rel = str(path.relative_to(root))
+        if rel.split("/")[0] in VOLATILE or rel.startswith(inside):
             continue
         st = path.lstat()
         mode = f"{stat.S_IMODE(st.st_mode):04o}"
         if stat.S_ISLNK(st.st_mode):
-            state[str(rel)] = ("link", os.readlink(path))
+            state[rel] = ("link", os.readlink(path))
         elif stat.S_ISDIR(st.st_mode):
-            state[str(rel)] = ("dir", mode)
-        elif rel.parts[0] == "run" and path.suffix == ".pid":
-            state[str(rel)] = ("pid", mode, "live" if _live_session_leader(path.read_text().strip()) else "dead")
+            state[rel] = ("dir", mode)
+        elif stat.S_ISSOCK(st.st_mode):
+            state[rel] = ("socket", mode)
+        elif path.suffix == ".pid":
+            state[rel] = ("pid", mode, "live" if _live_session_leader(path.read_text().strip()) else "dead")
         else:
             data = path.read_bytes()
             try:
                 text = data.decode() if len(data) < 4096 else None
             except UnicodeDecodeError:
                 text = None
-            content = text.replace(host, "HOST") if text is not None else hashlib.sha256(data).hexdigest()[:16]
-            state[str(rel)] = ("file", mode, content)
+            if text is None:
+                state[rel] = ("file", mode, hashlib.sha256(data).hexdigest()[:16])
+                continue
+            for name in names:  # whole words only: the host `db` is not in `mariadb`
+                text = re.sub(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", "HOST", text)
+            state[rel] = ("file", mode, text)
     return state
 
 

@@ -618,3 +618,21 @@ async def test_module_defaults_fill_in_what_a_task_does_not_give(rig: Rig) -> No
     assert (root / "here.txt").read_text().strip() == str(root)
     assert oct((root / "a.txt").stat().st_mode & 0o777) == "0o600"
     assert oct((root / "b.txt").stat().st_mode & 0o777) == "0o640"
+
+
+async def test_a_block_tag_eats_its_newline_as_in_ansible(rig: Rig) -> None:
+    # Ansible templates with trim_blocks: the list below has no blank lines (found by the proxy-host twin test).
+    result = await rig.run("""
+        - hosts: web
+          vars: {backends: [a, b]}
+          tasks:
+            - copy:
+                dest: list.txt
+                content: |
+                  # head
+                  {% for b in backends %}
+                  {{ b }}
+                  {% endfor %}
+        """, rig.hosts(1))
+    assert result.ok, result.failures
+    assert (rig.root("web-1") / "list.txt").read_text() == "# head\na\nb\n"

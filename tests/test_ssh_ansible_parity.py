@@ -8,6 +8,9 @@ and running service, and a second run of each playbook reports changed=0 on both
 
 from __future__ import annotations
 
+import shutil
+import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -17,7 +20,9 @@ from opsconsole.transport.pool import SshPool
 from opsconsole.transport.ssh import SshTransport
 from tests.ansible_twin import ansible_run, end_state, native_run, new_runner, wipe
 from tests.lab import Lab
+from tests.lab.fixtures import skip_or_fail
 from tests.lab.inventory import lab_host, ssh_options
+from test_ssh_database import sql_as
 from test_ssh_deploy import build_artifact
 
 pytest_plugins = ["tests.lab.fixtures"]
@@ -51,11 +56,11 @@ async def test_shipped_app_playbooks_give_the_same_end_state_under_ansible_playb
                 if attempt == "second" or i == len(steps) - 1:  # the last step repeats what is already there
                     assert mine.changed == {native.name: 0}, f"{name} natively, {attempt} run"
                     assert theirs.changed == {twin.name: 0}, f"{name} with ansible-playbook, {attempt} run"
-            a, b = (end_state(Path(lab.hosts[h.name].files), h.name) for h in (native, twin))
+            a, b = (end_state(Path(lab.hosts[h.name].files), [h.name]) for h in (native, twin))
             assert a == b, f"after {name}: only natively {set(a.items()) - set(b.items())}, " \
                            f"only with ansible-playbook {set(b.items()) - set(a.items())}"
         # The deployed app runs and answers on both, the same release.
-        assert end_state(Path(lab.hosts[twin.name].files), twin.name)["run/itrust.pid"][2] == "live"
+        assert end_state(Path(lab.hosts[twin.name].files), [twin.name])["run/itrust.pid"][2] == "live"
         for t in transports.values():
             host, local = await t.local_endpoint(PORT, t.host.address)
             async with httpx.AsyncClient(timeout=5) as client:
@@ -72,4 +77,74 @@ async def test_shipped_app_playbooks_give_the_same_end_state_under_ansible_playb
     finally:
         for t in transports.values():
             await t.stop_service("itrust")
+        await pool.close()
+
+
+@pytest.mark.timeout(900)
+async def test_shipped_database_playbook_gives_the_same_end_state_under_ansible_playbook(
+        lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The db host natively; app-3, put in the database group for this test, with ansible-playbook.
+    if shutil.which("mariadb") is None or not Path("/usr/sbin/mariadbd").exists():
+        skip_or_fail("the database test needs MariaDB (apt-get install mariadb-server mariadb-client)")
+    password = f"pw'{uuid.uuid4().hex}\"x"
+    monkeypatch.setenv("OPSCONSOLE_DB_PASSWORD", password)  # read by lookup('env') on this machine, both ways
+    options = ssh_options(lab)
+    pool = SshPool(options)
+    native, twin = (replace(lab_host(lab, name), group="database") for name in ("db", "app-3"))
+    transports = {h.name: SshTransport(h, pool) for h in (native, twin)}
+    runner, events = new_runner(lambda h: transports[h.name], options)
+    clients = {"db_client_hosts": [h.address for h in lab.apps[:2]]}
+    playbook = PLAYBOOKS / "database.yml"
+    try:
+        await wipe(transports.values())
+        for attempt in ("first", "second"):
+            mine = await native_run(runner, events, playbook, [native], clients)
+            theirs = ansible_run(playbook, [twin], transports, options, tmp_path / attempt, extra_vars=clients)
+            assert mine.ok, f"natively, {attempt} run: {mine.text}"
+            assert theirs.ok, f"with ansible-playbook, {attempt} run: {theirs.text}"
+            if attempt == "second":
+                assert mine.changed == {native.name: 0} and theirs.changed == {twin.name: 0}
+        a, b = (end_state(Path(lab.hosts[h.name].files), [h.name, h.address], contents_of=["mariadb/data"])
+                for h in (native, twin))
+        assert a == b, f"only natively {set(a.items()) - set(b.items())}, " \
+                       f"only with ansible-playbook {set(b.items()) - set(a.items())}"
+        assert a["run/mariadb.pid"][2] == "live" and a["mariadb/secrets/app.pw"][:2] == ("file", "0600")
+        # Both servers let the app hosts in with the password, and no one else.
+        for server in (native, twin):
+            for app in lab.apps[:2]:
+                got = sql_as(lab, app.name, password, "SELECT CURRENT_USER()", server=server.address)
+                assert got.returncode == 0 and got.stdout.split() == [f"itrust@{app.address}"], got.stderr
+            assert sql_as(lab, lab.apps[2].name if server is native else "jump", password, "SELECT 1",
+                          server=server.address).returncode != 0
+    finally:
+        for t in transports.values():
+            await t.stop_service("mariadb", timeout=20)
+        await pool.close()
+
+
+@pytest.mark.timeout(600)
+async def test_shipped_proxy_host_playbook_gives_the_same_end_state_under_ansible_playbook(
+        lab: Lab, tmp_path: Path) -> None:
+    # The proxy host natively; app-2, put in the proxy group for this test, with ansible-playbook.
+    options = ssh_options(lab)
+    pool = SshPool(options)
+    native, twin = (replace(lab_host(lab, name), group="proxy") for name in ("proxy", "app-2"))
+    transports = {h.name: SshTransport(h, pool) for h in (native, twin)}
+    runner, events = new_runner(lambda h: transports[h.name], options)
+    extra = {"proxy_backends": [f"{h.address}:8080" for h in lab.apps], "proxy_listen": "0.0.0.0:8000"}
+    playbook = PLAYBOOKS / "proxy-host.yml"
+    try:
+        await wipe(transports.values())
+        for attempt in ("first", "second"):
+            mine = await native_run(runner, events, playbook, [native], extra)
+            theirs = ansible_run(playbook, [twin], transports, options, tmp_path / attempt, extra_vars=extra)
+            assert mine.ok, f"natively, {attempt} run: {mine.text}"
+            assert theirs.ok, f"with ansible-playbook, {attempt} run: {theirs.text}"
+            assert mine.changed == {native.name: 2 if attempt == "first" else 0}  # directories, backends
+            assert theirs.changed == {twin.name: 2 if attempt == "first" else 0}
+        a, b = (end_state(Path(lab.hosts[h.name].files), [h.name]) for h in (native, twin))
+        assert a == b, f"only natively {set(a.items()) - set(b.items())}, " \
+                       f"only with ansible-playbook {set(b.items()) - set(a.items())}"
+        assert a["proxy/backends.txt"][1] == "0644" and f"{lab.apps[0].address}:8080" in a["proxy/backends.txt"][2]
+    finally:
         await pool.close()

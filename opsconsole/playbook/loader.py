@@ -61,8 +61,8 @@ class _Loader:
         raw = plays[index]
         if not isinstance(raw, dict):
             raise self.error(plays, index, at, "a play is a mapping with hosts and tasks")
-        for key in raw:
-            if key not in PLAY_KEYS:
+        for key in raw:  # Ansible's other play keywords (roles, pre_tasks ...) send the play to ansible-playbook
+            if key not in PLAY_KEYS and key not in ANSIBLE_PLAY_KEYS:
                 raise self.error(raw, key, f"{at}.{key}", f"unknown play key (known: {', '.join(PLAY_KEYS)})")
         if "hosts" not in raw:
             raise self.error(plays, index, f"{at}.hosts", "required: the group, host, comma list or `all` to run on")
