@@ -54,3 +54,25 @@ async def test_native_modules_leave_what_ansible_leaves_and_a_second_run_changes
     assert await native(rig, ours) == 0 == ansible(tmp_path, theirs)
     assert tree(ours) == tree(theirs)
     assert rig.statuses("localhost")["build once (creates, chdir, free form)"] == "ok"  # skipped: built exists
+
+
+async def test_file_directory_gives_its_mode_to_every_directory_it_creates(rig: Rig) -> None:
+    # As Ansible's file module (found by the MariaDB corpus twin test): parents it creates get the mode too,
+    # a parent that was there keeps its own.
+    (rig.root("web-1") / "kept").mkdir(parents=True, mode=0o755)
+    result = await rig.run("""
+        - hosts: web
+          tasks:
+            - file: {path: "{{ host_root }}/kept/a/b", state: directory, mode: "0700"}
+        """, rig.hosts(1))
+    assert result.ok, result.failures
+    root = rig.root("web-1")
+    assert {p: oct((root / p).stat().st_mode & 0o777) for p in ("kept", "kept/a", "kept/a/b")} == \
+        {"kept": "0o755", "kept/a": "0o700", "kept/a/b": "0o700"}
+    rig.events.clear()
+    assert (await rig.run("""
+        - hosts: web
+          tasks:
+            - file: {path: "{{ host_root }}/kept/a/b", state: directory, mode: "0700"}
+        """, rig.hosts(1))).ok
+    assert set(rig.statuses("web-1").values()) == {"ok"}

@@ -248,7 +248,12 @@ def _file_script(state: str, path: str, src: str | None, mode: int | None) -> st
              if mode is not None else "true")
     if state == "directory":
         return (f"if [ -e {q} ] && [ ! -d {q} ]; then echo {shlex.quote(path + ' exists and is not a directory')} >&2; exit 1; fi\n"
-                f"[ -d {q} ] || {{ mkdir -p -- {q} && echo CHANGED; }} || exit 1\n{chmod}")
+                + (f"[ -d {q} ] || {{ mkdir -p -- {q} && echo CHANGED; }} || exit 1\n" if mode is None else
+                   # As Ansible: every directory it creates on the way gets the mode, not just the last one.
+                   f'set --; p={q}; while [ ! -e "$p" ] && [ ! -L "$p" ]; do set -- "$p" "$@"; p=$(dirname -- "$p"); done\n'
+                   f'for d in "$@"; do mkdir -- "$d" && chmod {mode:o} -- "$d" || exit 1; done\n'
+                   '[ $# -eq 0 ] || echo CHANGED\n')
+                + chmod)
     if state == "touch":
         return f"[ -e {q} ] || echo CHANGED\ntouch -- {q} || exit 1\n{chmod}"
     if state == "absent":
