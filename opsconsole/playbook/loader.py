@@ -421,6 +421,12 @@ class _Loader:
                 raise self.error(container, "timeout", f"{at}.timeout", str(exc)) from None
         self.number(args, container, at, "status")
 
+    def check_pause(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+        for arg in ("seconds", "minutes"):
+            v = args.get(arg)
+            if v is not None and not is_template(v) and not _is_number(v):
+                raise self.error(container, arg, f"{at}.{arg}", f"wrong type: {v!r} is not a number")
+
     def number(self, args: dict, container: Any, at: str, arg: str) -> None:
         v = args.get(arg)
         if v is not None and not is_template(v) and not (isinstance(v, int) and not isinstance(v, bool)):
