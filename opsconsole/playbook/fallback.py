@@ -37,6 +37,7 @@ from opsconsole.events import EventBus, OutputLine, TaskFinished, TaskStarted
 from opsconsole.fsio import write_atomic
 from opsconsole.hosts import Host
 from opsconsole.transport.base import Transport
+from opsconsole.transport.local import _group_alive  # zombie-aware: a killed worker not yet reaped is gone
 from opsconsole.transport.pool import SshOptions
 
 EXTRA = "pip install 'opsconsole[ansible]'"
@@ -265,16 +266,6 @@ def _groups_under(pid: int) -> set[int]:
                 found.add(child)
                 todo.append(child)
     return {pid} | {group[p] for p in found if p in group}
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _killpg(pgid: int, sig: int) -> None:
