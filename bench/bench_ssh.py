@@ -32,6 +32,7 @@ from opsconsole.playbook.runner import PlaybookRunner  # noqa: E402
 from opsconsole.transport.pool import SshPool  # noqa: E402
 from opsconsole.transport.ssh import SshTransport  # noqa: E402
 from tests.lab import Lab, LabConfig  # noqa: E402
+from tests.lab.fixtures import _take_lab_lock  # noqa: E402  (the lab tests' machine-wide lock)
 from tests.lab.inventory import lab_host, ssh_options  # noqa: E402
 
 BENCH_VENV = Path(os.environ.get("BENCH_VENV", Path.home() / ".cache" / "opsconsole-bench" / "venv"))
@@ -139,6 +140,9 @@ def lab_bench(name: str, measure: Callable[[Lab, Path], tuple[float, float]], re
         print(f"{name} needs root (the lab uses network namespaces)", file=sys.stderr)
         return 1
     ansible_playbook()  # install before timing anything
+    if not args.attach:
+        # up() first tears down whatever lab has the same names: wait for a test suite using one to finish.
+        _take_lab_lock()
     lab = Lab.attach() if args.attach else Lab(LabConfig.from_env()).up()
     try:
         with tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp:

@@ -39,7 +39,7 @@ PLAYBOOKS: dict[str, tuple[str, str | None]] = {
     # opsconsole's own modules as a collection next to the playbooks, where ansible-playbook finds it.
     **{f"playbooks/{_COLLECTION}/{name}": (f"{_COLLECTION}/{name}", None)
        for name in ("galaxy.yml", "README.md", "meta/runtime.yml", "plugins/modules/service.py",
-                    "plugins/modules/health.py", "plugins/callback/events.py")},
+                    "plugins/modules/health.py", "plugins/action/service.py", "plugins/callback/events.py")},
 }
 _PLAY_HOSTS = re.compile(r"^(  hosts: )\S+$", re.MULTILINE)
 

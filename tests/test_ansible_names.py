@@ -119,8 +119,22 @@ def test_our_collection_runs_under_ansible_playbook(tmp_path: Path, health_serve
     assert "ok=1" in out and "failed=1" in out, out
     assert f"{health_server}/other: timed out after 1s (last: status 503)" in out, out
 
-    # opsconsole.builtin.service refuses under ansible-playbook, saying where it runs.
+    # opsconsole.builtin.service runs under ansible-playbook as natively: pid file and log under host_root,
+    # the process in its own session; started again changes nothing; stopped kills its group.
+    root = tmp_path / "root"
     (tmp_path / "s.yml").write_text("- hosts: all\n  gather_facts: false\n  tasks:\n"
-                                    "    - opsconsole.builtin.service: {name: web, state: started, command: sleep 9}\n")
-    done = ansible_playbook(tmp_path, str(tmp_path / "s.yml"))
-    assert done.returncode != 0 and "runs under opsconsole's native runner only" in done.stdout, done.stdout
+                                    "    - opsconsole.builtin.service: {name: web, state: '{{ want }}', command: "
+                                    "'echo up; exec sleep 300', chdir: run}\n")
+    (root / "run").mkdir(parents=True)
+    counts = []
+    for want in ("started", "started", "stopped", "stopped"):
+        done = ansible_playbook(tmp_path, "-e", f"host_root={root}", "-e", f"want={want}", str(tmp_path / "s.yml"))
+        assert done.returncode == 0, done.stdout + done.stderr
+        counts.append("changed=1" in done.stdout)
+        if want == "started":
+            pid = int((root / "run" / "web.pid").read_text())
+            assert Path(f"/proc/{pid}/cwd").resolve() == root / "run"  # chdir is relative to host_root
+            assert os.getsid(pid) == pid  # its own session: stopping it kills its group
+    assert counts == [True, False, True, False]
+    assert not (root / "run" / "web.pid").exists() and not Path(f"/proc/{pid}").exists()
+    assert (root / "log" / "web.log").read_text() == "up\n"

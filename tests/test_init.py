@@ -20,7 +20,7 @@ WRITTEN = ("opsconsole.yaml", "playbooks/app-server.yml", "playbooks/database.ym
            "playbooks/deploy.yml", "playbooks/templates/app.env.j2",
            *(f"playbooks/collections/ansible_collections/opsconsole/builtin/{name}"
              for name in ("galaxy.yml", "README.md", "meta/runtime.yml", "plugins/modules/service.py",
-                          "plugins/modules/health.py", "plugins/callback/events.py")))
+                          "plugins/modules/health.py", "plugins/action/service.py", "plugins/callback/events.py")))
 
 
 def opsconsole(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

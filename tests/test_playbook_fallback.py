@@ -5,16 +5,21 @@ play is refused before anything runs, naming the module and the extra to install
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from opsconsole.config.loader import load_config
+from opsconsole.engine.engine import Engine
 from opsconsole.events import Message, TaskStarted
 from opsconsole.playbook import loader
 from opsconsole.playbook.loader import load_playbook
 from opsconsole.yamlsource import SourceError
 from test_playbooks import Rig, rig  # noqa: F401  (rig is a fixture)
+from tests.conftest import write_config
 
 MIXED = """
     - name: native play
@@ -77,27 +82,155 @@ async def test_a_failure_under_ansible_playbook_names_host_and_task(rig: Rig) ->
     assert "none.ini does not exist" in result.failures["web-1"]
 
 
-async def test_cancel_kills_ansible_playbook(rig: Rig) -> None:
+def _processes() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent, process group, command line) of every process on this machine."""
+    found = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid, pgid = (int(f) for f in (d / "stat").read_text().rsplit(")", 1)[1].split()[1:3])
+                found[int(d.name)] = (ppid, pgid, (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+
+
+async def _cancel_mid_play(rig: Rig, twice: bool) -> None:
+    """Start a play that runs `sleep` under ansible-playbook, cancel the awaiting task mid-task (and again
+    during the cleanup if `twice`), then nothing of the run may be left: no process in ansible-playbook's
+    group, none of its workers (ansible-core's workers setsid() into groups of their own), no sleep."""
     hosts = rig.hosts(1)
-    book = load_playbook(rig.playbook("""
+    marker = f"{60 + (time.time_ns() % 1000) / 1000:.3f}"  # a sleep this run alone runs
+    book = load_playbook(rig.playbook(f"""
         - hosts: web
           gather_facts: false
           tasks:
             - name: long
-              ansible.builtin.command: sleep 60
-              async: 120
-              poll: 1
+              ansible.builtin.command: sleep {marker}
+              register: slept
+              until: slept.rc == 0
+              retries: 1
+              delay: 0
         """))
     task = asyncio.ensure_future(rig.runner.run(book, hosts))
     deadline = time.monotonic() + 60
-    while not any(isinstance(e, TaskStarted) and e.task == "long" for e in rig.events):
-        assert time.monotonic() < deadline, "the task never started"
+    play_files = str(book.directory.absolute() / ".opsconsole-play-")
+    while True:
+        procs = _processes()
+        # ansible-playbook and its forked workers share the command line; the one we started is our child
+        leaders = [pid for pid, (ppid, pgid, cmd) in procs.items() if "ansible-playbook" in cmd
+                   and play_files in cmd and ppid == os.getpid()]
+        if leaders and any(f"sleep {marker}" in cmd for _, _, cmd in procs.values()):
+            break
+        assert time.monotonic() < deadline, "the sleep never started under ansible-playbook"
         await asyncio.sleep(0.05)
+    (leader,) = leaders
+    assert procs[leader][1] == leader  # it leads its own group
     started = time.monotonic()
     task.cancel()
+    if twice:
+        await asyncio.sleep(0.01)
+        task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert time.monotonic() - started < 10
+    left = {pid: cmd for pid, (_, pgid, cmd) in _processes().items()
+            if pgid == leader or f"sleep {marker}" in cmd or (play_files in cmd and "ansible" in cmd)}
+    assert not left, f"left running after the cancel: {left}"
+
+
+async def test_cancel_kills_ansible_playbooks_whole_process_group(rig: Rig) -> None:
+    await _cancel_mid_play(rig, twice=False)
+
+
+async def test_a_second_cancel_during_the_cleanup_still_kills_the_group(rig: Rig) -> None:
+    await _cancel_mid_play(rig, twice=True)
+
+
+CONSOLE = """
+import asyncio, sys
+from pathlib import Path
+from opsconsole.config.loader import load_config
+from opsconsole.engine.engine import Engine
+from opsconsole.events import EventBus
+from opsconsole.hosts import Host
+from opsconsole.playbook.loader import load_playbook
+from opsconsole.playbook.runner import PlaybookRunner
+from opsconsole.transport.local import LocalTransport
+host = Host(name="web-1", group="web", address="127.0.0.1", root=sys.argv[2])
+runner = PlaybookRunner(EventBus(), lambda h: LocalTransport(h))
+asyncio.run(runner.run(load_playbook(Path(sys.argv[1])), [host]))
+"""
+
+
+async def test_a_console_killed_outright_leaves_no_ansible_playbook_behind(rig: Rig) -> None:
+    # No cleanup of ours runs when the console gets SIGKILL: the kernel's parent-death signal must end
+    # ansible-playbook, which then stops its workers (their own sessions) and their commands itself.
+    marker = f"{60 + (time.time_ns() % 1000) / 1000:.3f}"
+    path = rig.playbook(f"""
+        - hosts: web
+          gather_facts: false
+          tasks:
+            - name: long
+              ansible.builtin.command: sleep {marker}
+              register: slept
+              until: slept.rc == 0
+              retries: 1
+              delay: 0
+        """)
+    console = await asyncio.create_subprocess_exec(sys.executable, "-c", CONSOLE, str(path), str(rig.root("web-1")))
+    deadline = time.monotonic() + 60
+    while not any(f"sleep {marker}" in cmd for _, _, cmd in _processes().values()):
+        assert time.monotonic() < deadline, "the sleep never started under ansible-playbook"
+        assert console.returncode is None, "the console ended early"
+        await asyncio.sleep(0.05)
+    console.kill()
+    await console.wait()
+    play_files = str(path.parent.absolute() / ".opsconsole-play-")
+    deadline = time.monotonic() + 15
+    while True:
+        left = {pid: cmd for pid, (_, _, cmd) in _processes().items()
+                if f"sleep {marker}" in cmd or (play_files in cmd and "ansible" in cmd)}
+        if not left:
+            break
+        assert time.monotonic() < deadline, f"left running 15 s after the console was killed: {left}"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize("how", ["abort", "engine close"])
+async def test_abort_or_engine_close_mid_play_leaves_no_ansible_playbook_behind(tmp_path: Path, how: str) -> None:
+    cfg = write_config(tmp_path, count=1)
+    marker = f"{60 + (time.time_ns() % 1000) / 1000:.3f}"
+    (cfg.parent / "slow.yml").write_text(f"""
+- hosts: itrust
+  gather_facts: false
+  tasks:
+    - name: long
+      ansible.builtin.command: sleep {marker}
+      register: slept
+      until: slept.rc == 0
+      retries: 1
+      delay: 0
+""")
+    engine = Engine(load_config(cfg))
+    engine.prepare()
+    running = asyncio.ensure_future(engine.execute(engine.parse("playbook run slow.yml")))
+    try:
+        deadline = time.monotonic() + 60
+        while not any(f"sleep {marker}" in cmd for _, _, cmd in _processes().values()):
+            assert time.monotonic() < deadline and not running.done(), "the sleep never started"
+            await asyncio.sleep(0.05)
+        if how == "abort":
+            assert (await engine.execute(engine.parse("abort"))).ok
+        else:
+            await engine.close()
+        outcome = await asyncio.wait_for(running, 15)
+        assert not outcome.ok and outcome.message == "aborted"
+        left = {pid: cmd for pid, (_, _, cmd) in _processes().items()
+                if f"sleep {marker}" in cmd or (".opsconsole-play-" in cmd and str(cfg.parent) in cmd)}
+        assert not left, f"left running after {how}: {left}"
+    finally:
+        await engine.close()
 
 
 def test_without_ansible_core_such_a_play_is_refused_naming_module_and_extra(
@@ -109,4 +242,20 @@ def test_without_ansible_core_such_a_play_is_refused_naming_module_and_extra(
     assert str(info.value) == (f"{path}:12: plays[1].tasks[0].ansible.builtin.replace: ansible.builtin.replace is "
                                "not run natively and ansible-playbook is not installed: pip install "
                                "'opsconsole[ansible]' to run this play with it")
+    assert not rig.root("web-1").exists()
+
+
+def test_without_ansible_core_a_short_module_name_is_refused_too(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loader, "ansible_playbook", lambda: None)
+    path = rig.playbook("""
+        - hosts: web
+          tasks:
+            - name: edit
+              replace: {path: app.ini, regexp: x, replace: y}
+        """)
+    with pytest.raises(SourceError) as info:
+        load_playbook(path)
+    assert str(info.value) == (f"{path}:5: plays[0].tasks[0].replace: replace is not run natively and "
+                               "ansible-playbook is not installed: pip install 'opsconsole[ansible]' to run this "
+                               "play with it")
     assert not rig.root("web-1").exists()

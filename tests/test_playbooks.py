@@ -498,6 +498,16 @@ BAD = {
                    "plays[0].tasks[1].lineinfile.create", "'maybe' is not a boolean"),
     "unknown argument of lineinfile": ("    - lineinfile: {path: x, line: y, backrefs: true}\n", 5,
                                        "plays[0].tasks[1].lineinfile.backrefs", "unknown argument"),
+    "wrong type, a list for one value": ("    - name: c\n      ansible.builtin.copy: {content: x, dest: [a, b]}\n", 6,
+                                          "plays[0].tasks[1].ansible.builtin.copy.dest",
+                                          "wrong type: a list, where copy takes one value"),
+    "wrong type, a mapping for one value": ("    - name: s\n      shell:\n        cmd: echo\n        chdir: {a: 1}\n", 8,
+                                            "plays[0].tasks[1].shell.chdir",
+                                            "wrong type: a mapping, where shell takes one value"),
+    "wrong type, not a number": ("    - name: w\n      wait_for: {port: http}\n", 6,
+                                 "plays[0].tasks[1].wait_for.port", "'http' is not a number"),
+    "unknown argument in module_defaults": ("  module_defaults:\n    shell: {chdr: /tmp}\n", 6,
+                                            "plays[0].module_defaults.shell.chdr", "unknown argument"),
     "bad mode": ("    - name: m\n      copy: {content: x, dest: y, mode: rw-r--r--}\n", 6,
                  "plays[0].tasks[1].copy.mode", "not an octal file mode"),
     "unknown play key": ("  hostz: web\n", 5, "plays[0].hostz", "unknown play key"),
@@ -586,3 +596,43 @@ async def test_changed_when_and_failed_when_see_the_registered_result(rig: Rig) 
     assert statuses["output says error"] == "failed" and "not reached" not in statuses
     assert "ERROR: disk" in result.failures["web-1"]
     assert not (rig.root("web-1") / "reached").exists()
+
+
+async def test_module_defaults_fill_in_what_a_task_does_not_give(rig: Rig) -> None:
+    # As Ansible: the play's module_defaults apply to the module under either name; the task's own value wins.
+    (rig.root("web-1") / "sub").mkdir(parents=True)
+    result = await rig.run("""
+        - hosts: web
+          module_defaults:
+            ansible.builtin.shell: {chdir: sub}
+            copy: {mode: "0600"}
+          tasks:
+            - shell: pwd > here.txt
+            - shell: {cmd: pwd > here.txt, chdir: .}
+            - ansible.builtin.copy: {content: "x\\n", dest: a.txt}
+            - copy: {content: "y\\n", dest: b.txt, mode: "0640"}
+        """, rig.hosts(1))
+    assert result.ok, result.failures
+    root = rig.root("web-1")
+    assert (root / "sub" / "here.txt").read_text().strip() == str(root / "sub")
+    assert (root / "here.txt").read_text().strip() == str(root)
+    assert oct((root / "a.txt").stat().st_mode & 0o777) == "0o600"
+    assert oct((root / "b.txt").stat().st_mode & 0o777) == "0o640"
+
+
+async def test_a_block_tag_eats_its_newline_as_in_ansible(rig: Rig) -> None:
+    # Ansible templates with trim_blocks: the list below has no blank lines (found by the proxy-host twin test).
+    result = await rig.run("""
+        - hosts: web
+          vars: {backends: [a, b]}
+          tasks:
+            - copy:
+                dest: list.txt
+                content: |
+                  # head
+                  {% for b in backends %}
+                  {{ b }}
+                  {% endfor %}
+        """, rig.hosts(1))
+    assert result.ok, result.failures
+    assert (rig.root("web-1") / "list.txt").read_text() == "# head\na\nb\n"

@@ -23,10 +23,11 @@ pytest_plugins = ["tests.lab.fixtures"]
 PLAYBOOK = Path(__file__).resolve().parent.parent / "playbooks" / "database.yml"
 
 
-def sql_as(lab: Lab, host: str, password: str, sql: str) -> subprocess.CompletedProcess[str]:
-    """The mariadb client from inside a lab host's network namespace, as the app user."""
+def sql_as(lab: Lab, host: str, password: str, sql: str, server: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The mariadb client from inside a lab host's network namespace, as the app user (to the db host's server
+    unless `server` names another address)."""
     return subprocess.run(
-        ["ip", "netns", "exec", lab.hosts[host].ns, "mariadb", "-h", lab.db.address, "-u", "itrust",
+        ["ip", "netns", "exec", lab.hosts[host].ns, "mariadb", "-h", server or lab.db.address, "-u", "itrust",
          "--connect-timeout=5", "-N", "-e", sql],
         capture_output=True, text=True, timeout=30, env={**os.environ, "MYSQL_PWD": password})
 

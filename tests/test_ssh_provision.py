@@ -8,6 +8,9 @@ from pathlib import Path
 import httpx
 import yaml
 
+from opsconsole.events import EventBus, OutputLine, TaskFinished
+from opsconsole.playbook.loader import load_playbook
+from opsconsole.playbook.runner import PlaybookRunner
 from opsconsole.transport.pool import SshPool
 from opsconsole.transport.ssh import SshTransport
 from tests.lab import Lab
@@ -24,19 +27,28 @@ def first_play(name: str) -> dict:
 
 
 async def test_app_server_playbook_prepares_every_app_host(lab: Lab) -> None:
+    # The real runner (the playbook uses file, stat and module_defaults, which MiniPlay does not know).
     pool = SshPool(ssh_options(lab))
+    bus = EventBus()
+    events: list[object] = []
+    bus.subscribe(events.append)
+    transports: dict[str, SshTransport] = {}
+    runner = PlaybookRunner(bus, lambda h: transports.setdefault(h.name, SshTransport(h, pool)))
     try:
         for app in lab.apps:
-            t = SshTransport(lab_host(lab, app.name, port=8080), pool)
-            await t.run("rm -rf current releases")
-            play = MiniPlay(t, {"host_root": t.root, "inventory_hostname": app.name, "port": 8080,
-                                "service_command": "exec python3 current/app.py --port 8080"})
-            await play.run(first_play("app-server.yml"))
+            events.clear()
+            host = lab_host(lab, app.name, port=8080)
+            await runner.transport_for(host).run("rm -rf current releases")
+            result = await runner.run(load_playbook(PLAYBOOKS / "app-server.yml"), [host], extra_vars={
+                "service_command": "exec python3 current/app.py --port 8080"})
+            assert result.ok, result.failures
             files = Path(app.files)
             assert all((files / d).is_dir() for d in ("releases", "run", "log"))
-            assert any(f"{app.name} ready under /srv/opsconsole (Python 3" in line for line in play.log)
-            assert "skip: run the deployed release" in play.log  # nothing deployed yet: nothing started
-            assert await t.service_pid("itrust") is None
+            lines = [e.line for e in events if isinstance(e, OutputLine)]
+            assert any(f"{app.name} ready under /srv/opsconsole (Python 3" in line for line in lines), lines
+            statuses = {e.task: e.status for e in events if isinstance(e, TaskFinished)}
+            assert statuses["run the deployed release"] == "skipped"  # nothing deployed yet: nothing started
+            assert await transports[app.name].service_pid("itrust") is None
     finally:
         await pool.close()
 

@@ -226,7 +226,9 @@ class Engine:
         if self._closed:
             return
         self._closed = True
-        tasks = list(self._background)
+        # Commands still running are aborted, so their cleanup (ansible-playbook's process groups, services
+        # mid-start) runs now, not never: a closing loop may drop a task without cancelling it.
+        tasks = [*self._background, *(work for _, work in self._running.values())]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

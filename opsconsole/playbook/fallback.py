@@ -4,12 +4,21 @@ Not a blind subprocess: ansible-playbook gets an inventory written from opsconso
 groups, vars; for SSH hosts the bastion as ProxyJump, our known_hosts file with strict checking,
 our keys and the agent), and its callback plugin (opsconsole.builtin.events, in the collection
 next to the bundled playbooks) prints one JSON line per task start and result, which become the
-same TaskStarted/TaskFinished events the native runner emits. Cancelling kills its process group.
+same TaskStarted/TaskFinished events the native runner emits.
+
+It never outlives its run: it leads its own process group, and when the run ends in any way (done,
+aborted, its awaiting task cancelled, also a second time mid-cleanup) that group gets TERM, then KILL for
+what is left. ansible-core's workers call setsid(), so they and their children (ssh, the module, the
+command it runs) are in groups of their own: those groups, found as ansible-playbook's descendants, are
+killed too (TERM lets ansible-playbook stop its workers itself; KILL leaves none to re-parent to init). If this process exits without unwinding, an exit hook kills what is
+still running, and if it dies outright the kernel sends ansible-playbook SIGTERM (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import ctypes
 import json
 import os
 import shlex
@@ -17,6 +26,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -27,10 +37,14 @@ from opsconsole.events import EventBus, OutputLine, TaskFinished, TaskStarted
 from opsconsole.fsio import write_atomic
 from opsconsole.hosts import Host
 from opsconsole.transport.base import Transport
+from opsconsole.transport.local import _group_alive  # zombie-aware: a killed worker not yet reaped is gone
 from opsconsole.transport.pool import SshOptions
 
 EXTRA = "pip install 'opsconsole[ansible]'"
 _PREFIX = "@opsconsole "
+_KILL_GRACE = 5.0  # seconds between TERM and KILL for ansible-playbook's process group
+_LIVE: set[int] = set()  # process groups of ansible-playbook runs not yet reaped, for the exit hook
+_PR_SET_PDEATHSIG = 1
 
 
 def ansible_playbook() -> str | None:
@@ -137,50 +151,61 @@ async def run_play(bus: EventBus, playbook_dir: Path, play_source: Mapping[str, 
             play_file.unlink(missing_ok=True)
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """What the child runs before exec: ask for SIGTERM when the process that started it dies (Linux).
+    Covers a console killed outright, which runs no cleanup of its own. Looked up here, in the parent:
+    loading a library between fork and exec could deadlock."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 async def _watch(bus: EventBus, argv: list[str], env: dict[str, str], names: list[str]
                  ) -> tuple[dict[str, str], dict[str, str]]:
     proc = await asyncio.create_subprocess_exec(*argv, env=env, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+                                                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+                                                preexec_fn=_die_with_parent())
+    _LIVE.add(proc.pid)
+    try:
+        return await _follow(bus, proc, names)
+    finally:
+        await _stop(proc)
+
+
+async def _follow(bus: EventBus, proc: asyncio.subprocess.Process, names: list[str]
+                  ) -> tuple[dict[str, str], dict[str, str]]:
     status = {n: "ok" for n in names}
     failures: dict[str, str] = {}
     tail: list[str] = []
     started: dict[tuple[str, str], float] = {}
     loop = asyncio.get_running_loop()
-    try:
-        assert proc.stdout is not None
-        async for raw in proc.stdout:
-            line = raw.decode(errors="replace").rstrip("\n")
-            if not line.startswith(_PREFIX):
-                if line.strip():
-                    tail = (tail + [line])[-10:]
-                    bus.emit(OutputLine(host="", line=bus.redactor.text(line), stream="stderr", source="ansible-playbook"))
-                continue
-            event = json.loads(line[len(_PREFIX):])
-            if event["event"] == "start":
-                started[(event["host"], event["task"])] = loop.time()
-                bus.emit(TaskStarted(host=event["host"], task=event["task"]))
-            elif event["event"] == "end":
-                host, task, result = event["host"], event["task"], event["status"]
-                took = loop.time() - started.pop((host, task), loop.time())
-                message = bus.redactor.text(event.get("msg") or "")
-                bus.emit(TaskFinished(host=host, task=task, status="failed" if result == "unreachable" else result,
-                                      rc=event.get("rc"), message=message, duration=took))
-                if result in ("failed", "unreachable") and not event.get("ignored"):
-                    failures.setdefault(host, f"task {task!r} failed on {host} (ansible-playbook): {message}")
-            elif event["event"] == "stats":
-                for host, counts in event["hosts"].items():
-                    if counts.get("failures") or counts.get("unreachable"):
-                        status[host] = "failed"
-        rc = await proc.wait()
-    except asyncio.CancelledError:
-        _kill(proc, signal.SIGTERM)  # ansible-playbook and its ssh children: the whole group
-        try:
-            async with asyncio.timeout(5):
-                await proc.wait()
-        except TimeoutError:
-            _kill(proc, signal.SIGKILL)
-            await proc.wait()
-        raise
+    assert proc.stdout is not None
+    async for raw in proc.stdout:
+        line = raw.decode(errors="replace").rstrip("\n")
+        if not line.startswith(_PREFIX):
+            if line.strip():
+                tail = (tail + [line])[-10:]
+                bus.emit(OutputLine(host="", line=bus.redactor.text(line), stream="stderr", source="ansible-playbook"))
+            continue
+        event = json.loads(line[len(_PREFIX):])
+        if event["event"] == "start":
+            started[(event["host"], event["task"])] = loop.time()
+            bus.emit(TaskStarted(host=event["host"], task=event["task"]))
+        elif event["event"] == "end":
+            host, task, result = event["host"], event["task"], event["status"]
+            took = loop.time() - started.pop((host, task), loop.time())
+            message = bus.redactor.text(event.get("msg") or "")
+            bus.emit(TaskFinished(host=host, task=task, status="failed" if result == "unreachable" else result,
+                                  rc=event.get("rc"), message=message, duration=took))
+            if result in ("failed", "unreachable") and not event.get("ignored"):
+                failures.setdefault(host, f"task {task!r} failed on {host} (ansible-playbook): {message}")
+        elif event["event"] == "stats":
+            for host, counts in event["hosts"].items():
+                if counts.get("failures") or counts.get("unreachable"):
+                    status[host] = "failed"
+    rc = await proc.wait()
     for host in failures:
         status[host] = "failed"
     if rc != 0 and not failures:  # a syntax error, a missing collection: every host failed, say why
@@ -190,11 +215,77 @@ async def _watch(bus: EventBus, argv: list[str], env: dict[str, str], names: lis
     return status, failures
 
 
-def _kill(proc: asyncio.subprocess.Process, sig: int) -> None:
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    """Leave nothing of the run behind: TERM its group unless it is gone already, KILL whatever is left
+    of it and of its workers' groups after the grace (or at once if this cleanup is itself cancelled),
+    and reap the leader."""
+    groups = _groups_under(proc.pid)  # now, while the workers are still ansible-playbook's children
     try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
+        if any(_group_alive(g) for g in groups):
+            _kill(proc, signal.SIGTERM)
+            deadline = time.monotonic() + _KILL_GRACE
+            while time.monotonic() < deadline:
+                groups |= _groups_under(proc.pid)
+                if not any(_group_alive(g) for g in groups):
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        # The leader may have exited on TERM while a worker or an ssh child did not: every group, always.
+        for pgid in groups | _groups_under(proc.pid):
+            _killpg(pgid, signal.SIGKILL)
+        _LIVE.discard(proc.pid)
+        if proc.returncode is None:
+            try:  # shielded: a second cancel here must not leave the killed leader unreaped
+                await asyncio.wait_for(asyncio.shield(proc.wait()), _KILL_GRACE)
+            except TimeoutError:
+                pass
+
+
+def _groups_under(pid: int) -> set[int]:
+    """The process groups of `pid` and of all its descendants (from /proc; {pid} where there is none)."""
+    parent: dict[int, int] = {}
+    group: dict[int, int] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return {pid}
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parent[int(name)], group[int(name)] = int(fields[1]), int(fields[2])
+    found, todo = {pid}, [pid]
+    while todo:
+        current = todo.pop()
+        for child, ppid in parent.items():
+            if ppid == current and child not in found:
+                found.add(child)
+                todo.append(child)
+    return {pid} | {group[p] for p in found if p in group}
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
         pass
+
+
+@atexit.register
+def _kill_all() -> None:
+    """At interpreter exit, runs whose task never unwound (a loop closed without cancelling) end too."""
+    for leader in list(_LIVE):
+        for pgid in _groups_under(leader):
+            _killpg(pgid, signal.SIGKILL)
+    _LIVE.clear()
+
+
+def _kill(proc: asyncio.subprocess.Process, sig: int) -> None:
+    _killpg(proc.pid, sig)
 
 
 __all__ = ["EXTRA", "ansible_playbook", "builtin_module_exists", "inventory", "run_play", "ssh_args"]

@@ -20,7 +20,8 @@ from opsconsole.playbook.templating import check_expression, check_syntax, is_te
 from opsconsole.units import parse_duration
 from opsconsole.yamlsource import SourceError, line_of, load_yaml
 
-PLAY_KEYS = ("name", "hosts", "serial", "vars", "vars_files", "tasks", "handlers", "become", "gather_facts", "tags")
+PLAY_KEYS = ("name", "hosts", "serial", "vars", "vars_files", "tasks", "handlers", "become", "gather_facts", "tags",
+             "module_defaults")
 TASK_KEYS = ("name", "when", "register", "notify", "ignore_errors", "become", "vars",
              "changed_when", "failed_when", "loop", "with_items", "timeout", "no_log", "tags")
 BLOCK_KEYS = ("name", "block", "rescue", "always", "when", "tags", "become", "vars", "ignore_errors", "no_log")
@@ -41,6 +42,8 @@ class _Loader:
         # Sources (copy src, template src, included files) are found from the playbook's directory.
         self.dir = playbook_dir or path.absolute().parent
         self.including = including  # the files that included this one, to refuse an include loop
+        # The play's module_defaults: module -> arguments a task of that module gets unless it gives its own.
+        self.defaults: dict[str, dict[str, Any]] = {}
 
     def error(self, container: Any, key: Any, keypath: str, message: str) -> SourceError:
         return SourceError(self.path, line_of(container, key), keypath, message)
@@ -58,8 +61,8 @@ class _Loader:
         raw = plays[index]
         if not isinstance(raw, dict):
             raise self.error(plays, index, at, "a play is a mapping with hosts and tasks")
-        for key in raw:
-            if key not in PLAY_KEYS:
+        for key in raw:  # Ansible's other play keywords (roles, pre_tasks ...) send the play to ansible-playbook
+            if key not in PLAY_KEYS and key not in ANSIBLE_PLAY_KEYS:
                 raise self.error(raw, key, f"{at}.{key}", f"unknown play key (known: {', '.join(PLAY_KEYS)})")
         if "hosts" not in raw:
             raise self.error(plays, index, f"{at}.hosts", "required: the group, host, comma list or `all` to run on")
@@ -79,6 +82,7 @@ class _Loader:
                                  f"installed: {EXTRA} to run this play with it")
             return Play(name=str(name), hosts=hosts.strip(), line=line_of(plays, index) or 1, path=at,
                         serial=self.serial(raw, at), runner="ansible", why=why, source=raw)
+        self.defaults = self.module_defaults(raw, f"{at}.module_defaults")
         # vars_files win over vars, as in Ansible.
         vars_ = {**self.variables(raw, "vars", f"{at}.vars"), **self.vars_files(raw, f"{at}.vars_files")}
         handlers = self.task_list(raw, "handlers", f"{at}.handlers", handler_names=None)
@@ -97,6 +101,12 @@ class _Loader:
         for key in play:
             if key in ANSIBLE_PLAY_KEYS and key not in PLAY_KEYS:
                 return play, key, f"{at}.{key}", f"the play keyword {key!r}"
+        defaults = play.get("module_defaults")
+        if isinstance(defaults, dict):
+            for key in defaults:  # group/... or a module we do not have: Ansible resolves those
+                if isinstance(key, str) and canonical(key) is None and \
+                        (key.startswith("group/") or _looks_like_ansible_module(key)):
+                    return defaults, key, f"{at}.module_defaults.{key}", f"module_defaults for {key}"
         for part in ("tasks", "handlers", "pre_tasks", "post_tasks"):
             if isinstance(play.get(part), list):
                 found = self.foreign_tasks(play[part], f"{at}.{part}")
@@ -224,6 +234,7 @@ class _Loader:
         if path.resolve() in self.including or len(self.including) > _MAX_INCLUDE_DEPTH:
             raise self.error(raw, key, f"{at}.{key}", f"{value} includes itself (through {self.path.name})")
         sub = _Loader(path, self.dir, (*self.including, self.path.resolve()))
+        sub.defaults = self.defaults
         data = load_yaml(path)
         if data is None:
             return ()
@@ -323,12 +334,14 @@ class _Loader:
                 args = _free_form_options(value)
         elif isinstance(value, dict):
             args, container = dict(value), value
-        elif value is None and not spec.required:
+        elif value is None and (not spec.required or module in self.defaults):
             args, container = {}, raw
         else:
             form = f"a string or a mapping of {', '.join(spec.known)}" if spec.free_form else \
                 f"a mapping of {', '.join(spec.known)}"
             raise self.error(raw, key, at, f"arguments must be {form}")
+        # As Ansible: the play's module_defaults fill in what the task does not give.
+        args = {**self.defaults.get(module, {}), **args}
         for arg in args:
             if spec.any_args:
                 break
@@ -336,6 +349,10 @@ class _Loader:
                 raise self.error(container, arg, f"{at}.{arg}", MOVED_ARGUMENTS[module, arg])
             if arg not in spec.known:
                 raise self.error(container, arg, f"{at}.{arg}", f"unknown argument (known: {', '.join(spec.known)})")
+            if isinstance(args[arg], (dict, list)) and arg not in _STRUCTURED.get(module, ()):
+                kind = "a mapping" if isinstance(args[arg], dict) else "a list"
+                raise self.error(container, arg, f"{at}.{arg}",
+                                 f"wrong type: {kind}, where {module} takes one value (text, a number or true/false)")
         for arg in spec.required:
             if arg not in args or args[arg] is None or args[arg] == "":
                 where = container if arg in args else raw
@@ -404,6 +421,12 @@ class _Loader:
                 raise self.error(container, "timeout", f"{at}.timeout", str(exc)) from None
         self.number(args, container, at, "status")
 
+    def check_pause(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+        for arg in ("seconds", "minutes"):
+            v = args.get(arg)
+            if v is not None and not is_template(v) and not _is_number(v):
+                raise self.error(container, arg, f"{at}.{arg}", f"wrong type: {v!r} is not a number")
+
     def number(self, args: dict, container: Any, at: str, arg: str) -> None:
         v = args.get(arg)
         if v is not None and not is_template(v) and not (isinstance(v, int) and not isinstance(v, bool)):
@@ -421,6 +444,29 @@ class _Loader:
             raise self.error(container, "var", f"{at}.var", "give msg or var, not both")
         if "var" in args:
             self.condition(container, "var", f"{at}.var", args["var"])
+
+    def module_defaults(self, raw: dict, at: str) -> dict[str, dict[str, Any]]:
+        """module_defaults as a mapping of module name (FQCN or short) to its default arguments; each
+        default is checked as the module's argument when a task uses it."""
+        value = raw.get("module_defaults")
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.error(raw, "module_defaults", at, "must be a mapping of module name: {argument: value}")
+        defaults: dict[str, dict[str, Any]] = {}
+        for name, args in value.items():
+            module = canonical(name) if isinstance(name, str) else None
+            if module is None:
+                raise self.error(value, name, f"{at}.{name}", "not a module name the native runner knows")
+            if not isinstance(args, dict):
+                raise self.error(value, name, f"{at}.{name}", "must be a mapping of argument: value")
+            for arg in args:
+                if arg not in SPECS[module].known:
+                    raise self.error(args, arg, f"{at}.{name}.{arg}",
+                                     f"unknown argument (known: {', '.join(SPECS[module].known)})")
+            self.templates(args, value, name, f"{at}.{name}")
+            defaults[module] = {**defaults.get(module, {}), **args}
+        return defaults
 
     def vars_files(self, raw: dict, at: str) -> dict[str, Any]:
         value = raw.get("vars_files")
@@ -531,7 +577,7 @@ class _Loader:
 
 # Ansible's keywords the native runner does not have: a play using one runs with ansible-playbook.
 ANSIBLE_PLAY_KEYS = ("roles", "pre_tasks", "post_tasks", "strategy", "max_fail_percentage", "any_errors_fatal",
-                     "force_handlers", "environment", "collections", "module_defaults", "remote_user", "become_user",
+                     "force_handlers", "environment", "collections", "remote_user", "become_user",
                      "become_method", "connection", "order", "vars_prompt", "run_once", "throttle", "check_mode",
                      "diff", "ignore_unreachable", "port", "debugger", "fact_path", "gather_subset",
                      "gather_timeout", "no_log", "when", "ignore_errors")
@@ -559,6 +605,9 @@ def _looks_like_ansible_module(name: str) -> bool:
         return builtin_module_exists(name)
     return False
 
+
+# The arguments that take a list or a mapping; every other argument is one value, as in Ansible's modules.
+_STRUCTURED = {"copy": ("content",), "assert": ("that",), "debug": ("msg",), "opsconsole.builtin.service": ("env",)}
 
 _FREE_FORM_OPTIONS = ("creates", "removes", "chdir")
 

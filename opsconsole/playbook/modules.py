@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import re
 import shlex
 import ssl
@@ -51,7 +52,8 @@ SPECS: dict[str, ModuleSpec] = {
     "shell": ModuleSpec(required=("cmd",), optional=("chdir", "creates", "removes"), free_form="cmd"),
     "command": ModuleSpec(required=("cmd",), optional=("chdir", "creates", "removes"), free_form="cmd"),
     "raw": ModuleSpec(required=("cmd",), free_form="cmd"),
-    "copy": ModuleSpec(required=("dest",), optional=("src", "content", "mode", "force"), booleans=("force",)),
+    "copy": ModuleSpec(required=("dest",), optional=("src", "content", "mode", "force", "backup", "owner", "group"),
+                       booleans=("force", "backup")),
     "stat": ModuleSpec(required=("path",), optional=("follow",), booleans=("follow",)),
     "lineinfile": ModuleSpec(required=("path",), optional=("line", "regexp", "state", "insertafter", "insertbefore",
                                                            "create", "mode"),
@@ -59,7 +61,10 @@ SPECS: dict[str, ModuleSpec] = {
     "blockinfile": ModuleSpec(required=("path",), optional=("block", "marker", "state", "insertafter",
                                                             "insertbefore", "create", "mode"),
                               choices={"state": ("present", "absent")}, booleans=("create",)),
-    "template": ModuleSpec(required=("src", "dest"), optional=("mode",)),
+    "template": ModuleSpec(required=("src", "dest"), optional=("mode", "backup", "owner", "group"),
+                           booleans=("backup",)),
+    # As Ansible's: wait `seconds` or `minutes` (no prompt: a console has no one to answer it mid-play).
+    "pause": ModuleSpec(optional=("seconds", "minutes")),
     "file": ModuleSpec(required=("path", "state"), optional=("src", "mode"),
                        choices={"state": ("directory", "absent", "touch", "link")}),
     # As Ansible's: a TCP port to accept connections, `timeout` in seconds (a number).
@@ -223,12 +228,55 @@ async def _copy(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
         if src is None:
             raise ModuleFailure(f"copy: source file {args['src']} not found (looked next to the playbook, "
                                 f"in templates/ and files/ of {ctx.playbook_dir})")
-        changed = await ctx.transport.put_file(str(src), dest, mode)
-        return Outcome(changed=changed, command=f"copy {src} -> {dest}")
+        if not truthy(args.get("backup", False)):
+            changed = await ctx.transport.put_file(str(src), dest, mode)
+            return await _owned(Outcome(changed=changed, command=f"copy {src} -> {dest}"), dest, args, ctx)
+        return await _put(ctx, dest, src.read_bytes(), mode, args, f"copy {src} -> {dest}")
     content = args.get("content", "")
     text = json.dumps(content, indent=2) if isinstance(content, (dict, list)) else str(content)
-    changed = await ctx.transport.write_file(dest, text.encode(), mode)
-    return Outcome(changed=changed, command=f"copy content -> {dest}")
+    return await _put(ctx, dest, text.encode(), mode, args, f"copy content -> {dest}")
+
+
+async def _put(ctx: ModuleContext, dest: str, content: bytes, mode: int | None, args: Mapping[str, Any],
+               what: str) -> Outcome:
+    """Write `dest` (copy, template) with Ansible's `backup` (the old file kept as DEST.PID.TIME~ when the
+    content changes) and `owner`/`group`."""
+    backup = None
+    if truthy(args.get("backup", False)) and await ctx.transport.exists(dest) and \
+            await ctx.transport.read_file(dest) != content:
+        backup = f"{dest}.{os.getpid()}.{time.strftime('%Y-%m-%d@%H:%M:%S')}~"
+        q = shlex.quote
+        result = await ctx.transport.run(f"cp -p -- {q(dest)} {q(backup)}", become=ctx.become, timeout=ctx.timeout)
+        if not result.ok:
+            raise ModuleFailure(f"backup of {dest}: {result.describe()}")
+    changed = await ctx.transport.write_file(dest, content, mode)
+    outcome = Outcome(changed=changed, command=what, result={"backup_file": backup} if backup else {})
+    return await _owned(outcome, dest, args, ctx)
+
+
+async def _owned(outcome: Outcome, path: str, args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+    """Ansible's owner/group on a file just written: changed when they were not already so."""
+    owner, group = _opt_str(args.get("owner")), _opt_str(args.get("group"))
+    if owner is None and group is None:
+        return outcome
+    q = shlex.quote(path)
+    want = f"{owner or ''}:{group or ''}"
+    have = "%U:%G" if owner and group else ("%U:" if owner else ":%G")
+    script = f'[ "$(stat -c {shlex.quote(have)} -- {q})" = {shlex.quote(want)} ] || {{ chown {shlex.quote(want)} -- {q} && echo CHANGED; }}'
+    result = await ctx.transport.run(script, become=ctx.become, timeout=ctx.timeout)
+    if not result.ok:
+        raise ModuleFailure(f"chown {want} {path}: {result.describe()}")
+    outcome.changed = outcome.changed or "CHANGED" in result.stdout.split()
+    return outcome
+
+
+async def _pause(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+    try:
+        seconds = float(args.get("seconds") or 0) + 60 * float(args.get("minutes") or 0)
+    except (TypeError, ValueError):
+        raise ModuleFailure(f"pause: {args.get('seconds') or args.get('minutes')!r} is not a number") from None
+    await asyncio.sleep(max(0.0, seconds))
+    return Outcome(command=f"pause {seconds:g}s", message=f"paused {seconds:g}s")
 
 
 async def _template(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
@@ -238,8 +286,7 @@ async def _template(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
                             f"in templates/ and files/ of {ctx.playbook_dir})")
     text = ctx.templar.render_text(src.read_text(encoding="utf-8"))
     dest = str(args["dest"])
-    changed = await ctx.transport.write_file(dest, text.encode(), _mode(args))
-    return Outcome(changed=changed, command=f"template {src} -> {dest}")
+    return await _put(ctx, dest, text.encode(), _mode(args), args, f"template {src} -> {dest}")
 
 
 # Each `file` state is a small shell script that prints CHANGED when it changed something,
@@ -250,7 +297,12 @@ def _file_script(state: str, path: str, src: str | None, mode: int | None) -> st
              if mode is not None else "true")
     if state == "directory":
         return (f"if [ -e {q} ] && [ ! -d {q} ]; then echo {shlex.quote(path + ' exists and is not a directory')} >&2; exit 1; fi\n"
-                f"[ -d {q} ] || {{ mkdir -p -- {q} && echo CHANGED; }} || exit 1\n{chmod}")
+                + (f"[ -d {q} ] || {{ mkdir -p -- {q} && echo CHANGED; }} || exit 1\n" if mode is None else
+                   # As Ansible: every directory it creates on the way gets the mode, not just the last one.
+                   f'set --; p={q}; while [ ! -e "$p" ] && [ ! -L "$p" ]; do set -- "$p" "$@"; p=$(dirname -- "$p"); done\n'
+                   f'for d in "$@"; do mkdir -- "$d" && chmod {mode:o} -- "$d" || exit 1; done\n'
+                   '[ $# -eq 0 ] || echo CHANGED\n')
+                + chmod)
     if state == "touch":
         return f"[ -e {q} ] || echo CHANGED\ntouch -- {q} || exit 1\n{chmod}"
     if state == "absent":
@@ -605,7 +657,7 @@ _RUNNERS: dict[str, Callable[[Mapping[str, Any], ModuleContext], Any]] = {
     "shell": _shell, "command": _command, "copy": _copy, "template": _template, "file": _file,
     SERVICE: _service, "wait_for": _wait_for, HEALTH: _health, "debug": _debug,
     "set_fact": _set_fact, "assert": _assert, "fail": _fail, "raw": _raw, "stat": _stat,
-    "lineinfile": _lineinfile, "blockinfile": _blockinfile,
+    "lineinfile": _lineinfile, "blockinfile": _blockinfile, "pause": _pause,
 }
 
 __all__ = ["ALIASES", "HEALTH", "MOVED_ARGUMENTS", "MOVED_MODULES", "SERVICE", "SPECS", "ModuleContext", "ModuleFailure", "ModuleSpec", "Outcome", "canonical",

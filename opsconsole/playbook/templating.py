@@ -77,8 +77,9 @@ def _configure(env: jinja2.Environment) -> jinja2.Environment:
     return env
 
 
-# keep_trailing_newline: a template file's last newline belongs to the file we write.
-ENV = _configure(jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True))
+# keep_trailing_newline: a template file's last newline belongs to the file we write. trim_blocks: as
+# Ansible (in task arguments and in the template module): the newline after a block tag is dropped.
+ENV = _configure(jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True))
 
 
 
