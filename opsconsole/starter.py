@@ -36,6 +36,7 @@ PLAYBOOKS: dict[str, tuple[str, str | None]] = {
     "playbooks/proxy-host.yml": ("proxy-host.yml", "proxy"),
     "playbooks/deploy.yml": ("itrust-deploy.yml", None),  # `hosts: all`: opsconsole names the hosts
     "playbooks/templates/app.env.j2": ("templates/app.env.j2", None),
+    "playbooks/templates/opsconsole-proxy.service.j2": ("templates/opsconsole-proxy.service.j2", None),
     # opsconsole's own modules as a collection next to the playbooks, where ansible-playbook finds it.
     **{f"playbooks/{_COLLECTION}/{name}": (f"{_COLLECTION}/{name}", None)
        for name in ("galaxy.yml", "README.md", "meta/runtime.yml", "plugins/modules/service.py",

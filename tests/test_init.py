@@ -18,6 +18,7 @@ from opsconsole.playbook.runner import select_hosts
 
 WRITTEN = ("opsconsole.yaml", "playbooks/app-server.yml", "playbooks/database.yml", "playbooks/proxy-host.yml",
            "playbooks/deploy.yml", "playbooks/templates/app.env.j2",
+           "playbooks/templates/opsconsole-proxy.service.j2",
            *(f"playbooks/collections/ansible_collections/opsconsole/builtin/{name}"
              for name in ("galaxy.yml", "README.md", "meta/runtime.yml", "plugins/modules/service.py",
                           "plugins/modules/health.py", "plugins/action/service.py", "plugins/callback/events.py")))
