@@ -311,3 +311,16 @@ async def test_kube_canary_steps_and_clear_same_as_on_ssh(tmp_path: Path, monkey
     assert cleared.ok, cleared.message
     assert after.alert is None and after.canary_percent == 50.0
     assert r.failed == 0, (r.statuses, r.errors[:5])
+
+
+def test_kube_endpoint_at_a_metadata_or_bogus_address_is_left_out_and_named() -> None:
+    """An EndpointSlice anyone with slice rights wrote must not point the proxy at the cloud metadata service,
+    nor keep the pool from following its good endpoints."""
+    slices = [{"ports": [{"name": "http", "port": 8080}], "endpoints": [
+        {"addresses": ["10.1.0.5"], "targetRef": {"name": "good"}},
+        {"addresses": ["169.254.169.254"], "targetRef": {"name": "imds"}},
+        {"addresses": ["0.0.0.0"], "targetRef": {"name": "anywhere"}},
+        {"addresses": ["not-an-ip"], "targetRef": {"name": "named"}}]}]
+    refused: list[str] = []
+    assert [(e.name, e.address) for e in ready_endpoints(slices, refused=refused)] == [("good", "10.1.0.5")]
+    assert [r.split(":")[0] for r in refused] == ["imds 169.254.169.254", "anywhere 0.0.0.0", "named not-an-ip"]

@@ -205,3 +205,34 @@ def test_the_proxy_process_imports_neither_the_engine_nor_textual(tmp_path):
     r = subprocess.run([PY, str(s)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def _admin_port(p) -> int:
+    return int(p.admin_url.rsplit(":", 1)[1])
+
+
+@pytest.mark.parametrize("member, needle", [
+    ("0.0.0.0:80", "unspecified"),
+    ("169.254.169.254:80", "link-local"),  # cloud metadata
+    ("[::ffff:169.254.169.254]:80", "link-local"),
+    ("[fe80::1]:80", "link-local"),
+    ("224.0.0.1:80", "multicast"),
+    ("255.255.255.255:80", "broadcast"),
+    ("ADMIN", "own listener"),  # the admin API itself: a frontend request with the token would read /state
+    ("FRONTEND", "own listener"),  # its own frontend: a loop
+])
+def test_a_member_set_pointing_nowhere_a_backend_lives_is_refused_and_changes_nothing(proxy, member, needle):
+    member = {"ADMIN": f"127.0.0.1:{_admin_port(proxy)}", "FRONTEND": f"127.0.0.1:{proxy.port('web')}"}.get(member, member)
+    before = _snapshot(proxy)
+    r = admin(proxy, "PUT", "/apps/web/pools/canary/members", json={"members": [member]})
+    assert r.status_code == 400, r.text
+    assert needle in r.json()["error"] and "members[0]" in r.json()["error"], r.text
+    assert _snapshot(proxy) == before
+
+
+def test_an_unnamed_ipv6_member_is_taken(proxy):
+    """Its default name used to start with "[", which the name rule refused, and with it the whole set."""
+    r = admin(proxy, "PUT", "/apps/web/pools/canary/members", json={"members": ["[2001:db8::1]:8080"]})
+    assert r.status_code == 200, r.text
+    (member,) = r.json()["pools"]["canary"]["members"]
+    assert member["name"] == "2001:db8::1:8080"

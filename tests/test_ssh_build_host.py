@@ -32,9 +32,17 @@ def build_host_config(tmp: Path, lab: Lab) -> Path:
     itrust = data["apps"]["itrust"]
     itrust["build"].update(host="builder", env=["LAB_BUILD_FLAG"], commands=["sh build.sh", "env | sort"])
     data["apps"]["slow"] = {**itrust, "demo_repo": False,
-                            "build": {"host": "builder", "artifact": "never.tar.gz", "commands": [SLEEPER]}}
+                            "build": {"host": "builder", "artifact": "never.tar.gz", "commands": [SLEEPER],
+                                      "env": ["LAB_BUILD_FLAG"]}}
     cfg.write_text(yaml.safe_dump(data, sort_keys=False))
     return cfg
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # the process is gone
+        return b""
 
 
 async def until(check, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
@@ -87,6 +95,10 @@ async def test_build_on_a_build_host_comes_back_checked_then_rolls_and_cancel_ki
         await until(lambda: pid_file.is_file() and pid_file.read_text().strip().isdigit(), "the slow build to start")
         pid = pid_file.read_text().strip()
         assert lab.exec("db", "sh", "-c", f"kill -0 {pid}", check=False).returncode == 0
+        # While it runs, the build.env value is in no process's arguments on the build host (whose processes
+        # this machine's /proc shows: the lab's hosts are network namespaces). `env -i NAME=value` put it there.
+        in_argv = [p for p in Path("/proc").glob("[0-9]*/cmdline") if b"flag-for-the-build" in _read(p)]
+        assert in_argv == [], [_read(p) for p in in_argv]
         (running,) = [r for r in engine.deployer.builds.records() if r.app == "slow" and r.status == "running"]
         cancelled = await engine.execute(engine.parse(f"cancel build {running.build_id}"))
         assert cancelled.ok, cancelled.message

@@ -5,9 +5,9 @@ over the transport, runs the build commands there and brings the artifact back, 
 the host and checked against the bytes that arrived. A cancelled or timed-out command is killed there
 with its process group, by the transport.
 
-The host's environment is confined as a local build's is: `env -i` keeps the host's own allow-listed
-variables (its PATH and HOME, not ours) and the values `build.env` names, which the transport exports
-in its wrapper — so they never appear in the command line that error messages quote.
+The host's environment is confined as a local build's is: only the host's own allow-listed variables
+(its PATH and HOME, not ours) and the values `build.env` names, which the transport exports in its
+wrapper, are left set — the rest is unset in the build's own shell, so no value is in any argv.
 """
 
 from __future__ import annotations
@@ -31,12 +31,21 @@ class RemoteBuildError(OperatorError):
     """The build host could not take the source or give the artifact back (not a failed build command)."""
 
 
-def confined(command: str, allowed: tuple[str, ...], given: Mapping[str, str]) -> str:
-    """`command` under `env -i`: the host's own `allowed` variables where set, and the names in `given`
-    (their values come from the transport's exports, not from this line)."""
-    names = [*allowed, *(n for n in given if n not in allowed)]
-    keep = " ".join(f'${{{n}+"{n}=${n}"}}' for n in names)  # one word when set, nothing when unset
-    return f"exec env -i {keep} /bin/sh -c {shlex.quote(command)}"
+def confined(command: str, allowed: tuple[str, ...], given: Mapping[str, str],
+             prefixes: tuple[str, ...] = ()) -> str:
+    """`command` with an environment confined as a local build's: the host's own `allowed` variables (and
+    those starting with `prefixes`) where set, and the names in `given`, whose values the transport exports.
+
+    Everything else is unset in the shell that runs the command, not by `env -i NAME=value …`: that would put
+    each value in a process's arguments, readable by every user of the build host (the transport sends this
+    whole script on stdin, so nothing here is in any argv)."""
+    keep = " ".join(sorted({*allowed, *given}))
+    patterns = "|".join(f"{p}*" for p in prefixes if p.replace("_", "").isalnum())
+    prefix_case = f" {patterns}) ;;" if patterns else ""
+    # `env` lists the exported names (a value with a newline may add a stray "name", which unset ignores).
+    return (f'for __v in $(env | sed -n "s/^\\([A-Za-z_][A-Za-z0-9_]*\\)=.*/\\1/p"); do\n'
+            f'  case " {keep} " in *" $__v "*) ;; *) case $__v in{prefix_case} *) unset "$__v" 2>/dev/null;; esac;; esac\n'
+            f'done; unset __v\n{command}')
 
 
 def work_dir(app: str) -> str:

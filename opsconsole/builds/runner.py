@@ -198,7 +198,7 @@ class Builder:
                 given = {name: value for name, value in os.environ.items() if name in app.build.env} | build_vars
 
                 async def step(command: str, timeout: float, on_line: LineHandler) -> CommandResult:
-                    return await host.run(remote.confined(command, BUILD_ENV_ALLOWED, given), on_line=on_line,
+                    return await host.run(remote.confined(command, BUILD_ENV_ALLOWED, given, BUILD_ENV_PREFIXES), on_line=on_line,
                                           timeout=timeout, env=given, cwd=remote.work_dir(app.name))
             hide = self.bus.redactor.text  # the log file gets what the bus shows: secrets masked
             fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)

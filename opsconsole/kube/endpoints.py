@@ -13,10 +13,12 @@ afresh. It also re-sends the member set when the proxy's differs (a restarted pr
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from opsconsole.errors import OperatorError
+from opsconsole.proxy.members import address_problem
 from opsconsole.traffic.base import Endpoint, TrafficDriver, TrafficError
 
 if TYPE_CHECKING:
@@ -28,11 +30,15 @@ MAX_BACKOFF = 10.0
 RESYNC = 2.0  # seconds between checks that the proxy still has the members we set
 
 
-def ready_endpoints(slices: Iterable[dict[str, Any]], port_name: str = "http") -> list[Endpoint]:
+def ready_endpoints(slices: Iterable[dict[str, Any]], port_name: str = "http",
+                    refused: list[str] | None = None) -> list[Endpoint]:
     """The ready endpoints of a Service's slices, named after their pods, sorted by name.
 
     `ready` unset counts as ready (the API's rule); a terminating endpoint is not ready. The port is
-    the slice's port named `port_name` (our Services name theirs `http`), else its only port.
+    the slice's port named `port_name` (our Services name theirs `http`), else its only port. An address
+    no backend can have (not an IP; link-local like the cloud metadata address, multicast, unspecified:
+    members.address_problem) is left out, and why is added to `refused`: one such endpoint must not keep
+    the pool from following the others.
     """
     found: dict[str, Endpoint] = {}
     for s in slices:
@@ -48,6 +54,14 @@ def ready_endpoints(slices: Iterable[dict[str, Any]], port_name: str = "http") -
             target = (e.get("targetRef") or {}).get("name")
             addresses = e.get("addresses") or []
             for i, address in enumerate(addresses):
+                try:
+                    problem = address_problem(ipaddress.ip_address(address))
+                except ValueError:
+                    problem = "not an IP address"
+                if problem is not None:
+                    if refused is not None:
+                        refused.append(f"{target or '?'} {address}: {problem}")
+                    continue
                 name = target if target and len(addresses) == 1 else (f"{target}-{i}" if target else f"{address}:{port}")
                 found[name] = Endpoint(name=name, address=address, port=port)
     return sorted(found.values(), key=lambda e: e.name)
@@ -64,6 +78,7 @@ class EndpointFollower:
         self.services = services
         self.driver = driver
         self.say = say
+        self._refused_said: set[str] = set()
         self.slices: dict[str, dict[str, Any]] = {}  # slice name → slice
         self.version: str | None = None
         self.listed = False  # a first list arrived: until then an empty set means "not known yet", not "none"
@@ -77,7 +92,12 @@ class EndpointFollower:
             service = ((s.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)
             if service in by_service:
                 by_service[service].append(s)
-        return {pool: ready_endpoints(by_service[service]) for pool, service in self.services.items()}
+        refused: list[str] = []
+        wanted = {pool: ready_endpoints(by_service[service], refused=refused) for pool, service in self.services.items()}
+        for reason in sorted(set(refused) - self._refused_said):
+            self.say(f"endpoints of {self.app}: left out {reason}", "warn")
+        self._refused_said = set(refused)  # said once while it lasts, not at every resync
+        return wanted
 
     async def run(self) -> None:
         pusher = asyncio.ensure_future(self._push_loop())

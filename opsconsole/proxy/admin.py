@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import socket
 from typing import Any, Callable
 
 import httptools
@@ -214,8 +215,15 @@ class AdminApi:
         return app.to_dict(self._drain_timeout())
 
 
+    def _own_listeners(self) -> list[tuple[str, int]]:
+        """(address, port) of this proxy's admin API and frontends: no member may point back at them."""
+        own = [tuple(sock.getsockname()[:2]) for sock in (self.server.sockets if self.server else ())
+               if sock.family in (socket.AF_INET, socket.AF_INET6)]
+        own += [(b["host"], b["port"]) for b in self._state().get("frontends", {}).values() if "port" in b]
+        return own  # type: ignore[return-value]
+
     def _set_members(self, app: AppState, pool: str, data: dict) -> dict:
-        wanted = _member_list(app, pool, data)
+        wanted = _member_list(app, pool, data, self._own_listeners())
         # All validated: one swap, so no request sees half of the new set.
         app.set_members(pool, wanted)
         if self._members_changed is not None:
@@ -223,13 +231,13 @@ class AdminApi:
         return app.to_dict(self._drain_timeout())
 
 
-def _member_list(app: AppState, pool: str, data: dict) -> list[MemberConfig]:
+def _member_list(app: AppState, pool: str, data: dict, own: list[tuple[str, int]]) -> list[MemberConfig]:
     """The body's member list checked whole: ApiError(400) naming the entry at fault, before anything changes."""
     if set(data) != {"members"}:
         raise ApiError(400, USAGE)
     others = {m.name for m in app.members.values() if m.pool != pool and not m.removed}
     try:
-        return member_configs(data["members"], taken=others)
+        return member_configs(data["members"], taken=others, own=own)
     except ValueError as exc:
         raise ApiError(400, f"app {app.name} pool {pool}: {exc}") from None
 

@@ -429,8 +429,8 @@ EXAMPLE_YAML = """\
 #     listen: 127.0.0.1:0         # loopback HOST:PORT (0 = pick a free port) or unix:/path/admin.sock
 #     token_env: OPSCONSOLE_PROXY_TOKEN   # bearer token from this environment variable …
 #     token_file: proxy.token     # … or from this file (relative to this config); the proxy refuses to start without one
-#     token_secret: proxy_token   # … or from the `secrets:` entry of this name (a proxy on its own host: `provision`
-#                                 #   hands it to the proxy host's 0600 token file, no_log)
+#                                 # … or, alone, token_secret: NAME, the `secrets:` entry of that name (a proxy on its
+#                                 #   own host: `provision` hands it to the proxy host's 0600 token file, no_log)
 #   runtime_file: proxy.json      # the proxy writes its pid, admin URL and bound ports here (default <state_dir>/proxy/runtime.json)
 #   upstream_idle: 2s             # idle keep-alive to backends; keep it shorter than the backends' own
 #   client_idle: 30s              # idle keep-alive to clients

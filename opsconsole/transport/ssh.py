@@ -91,7 +91,7 @@ class SshTransport(Transport):
         line, payload = self._wrap(command, cwd, env, become, stdin)
         async with self.pool.channel(self.host):
             proc = await self.pool.with_connection(
-                self.host, lambda conn: conn.create_process(line, encoding="utf-8", errors="replace"))
+                self.host, lambda conn: conn.create_process(line, encoding=None))  # bytes: see everything()
             return await self._follow(proc, command, on_line, timeout, become, payload)
 
     async def _follow(self, proc: asyncssh.SSHClientProcess, command: str, on_line: LineHandler | None,
@@ -100,9 +100,9 @@ class SshTransport(Transport):
         out: list[str] = []
         pgid: list[int] = []
 
-        async def pump(reader: asyncssh.SSHReader[str], stream: str) -> None:
-            while line := await reader.readline():
-                line = line.rstrip("\n")
+        async def pump(reader: asyncssh.SSHReader[bytes], stream: str) -> None:
+            while raw := await reader.readline():
+                line = raw.decode("utf-8", errors="replace").rstrip("\n")
                 if stream == "stderr" and not pgid and line.startswith(PGID_MARK):
                     pgid.append(int(line[len(PGID_MARK):]))
                     continue
@@ -113,8 +113,9 @@ class SshTransport(Transport):
                     on_line(line, stream)
 
         async def everything() -> None:
-            # The script, then the command's own input (see script_stdin); the channel is text.
-            proc.stdin.write(stdin.decode("utf-8", errors="replace"))
+            # The script, then the command's own input (see script_stdin), as bytes: decoding them here would
+            # turn each non-UTF-8 byte into three and break the script's length prefix.
+            proc.stdin.write(stdin)
             proc.stdin.write_eof()
             await asyncio.gather(pump(proc.stdout, "stdout"), pump(proc.stderr, "stderr"))
             await proc.wait_closed()
