@@ -179,3 +179,50 @@ def test_the_token_stops_when_the_checked_proxy_dies(procs, tmp_path):
                 await asyncio.sleep(0.05)
 
     assert "is gone; not sending the admin token" in asyncio.run(scenario())
+
+
+def test_the_token_stops_when_the_checked_proxy_lets_go_of_its_port_while_alive(tmp_path):
+    """A proxy shutting down closes its admin listener before it exits: same pid, same start time, and the
+    port free for anyone. The holder is checked at every call, not only when the runtime file is read."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    child = ("import socket, sys\n"
+             "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+             "s.bind(('127.0.0.1', 0)); s.listen(8); print(s.getsockname()[1], flush=True)\n"
+             "while True:\n"
+             "    c, _ = s.accept(); c.recv(65536)\n"
+             "    c.sendall(b'HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\n{}')\n"
+             "    if sys.stdin.readline().strip() == 'close': s.close(); print('closed', flush=True); break\n"
+             "sys.stdin.readline()\n")
+    proc = subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    rogue = None
+    try:
+        port = int(proc.stdout.readline())
+        runtime = tmp_path / "proxy-runtime.json"
+        runtime.write_text(json.dumps({"pid": proc.pid, "admin": f"http://127.0.0.1:{port}", "frontends": {}}))
+
+        async def scenario():
+            nonlocal rogue
+            async with EmbeddedDriver.from_runtime_file(runtime, TOKEN, timeout=2) as d:
+                await d._call("GET", "/state")  # the stand-in proxy answers once, holding its port
+                proc.stdin.write("close\n")
+                proc.stdin.flush()
+                assert proc.stdout.readline().strip() == "closed"
+                rogue = socket.socket()
+                rogue.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                rogue.bind(("127.0.0.1", port))  # another user's program takes the freed port
+                rogue.listen(8)
+                rogue.setblocking(False)
+                with pytest.raises(TrafficUnavailable, match="held by another process.*not sending the admin token"):
+                    await d._call("GET", "/state")
+                with pytest.raises(BlockingIOError):
+                    rogue.accept()  # nobody connected to it
+
+        asyncio.run(scenario())
+    finally:
+        proc.kill()
+        proc.wait()
+        if rogue is not None:
+            rogue.close()
