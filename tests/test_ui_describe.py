@@ -168,3 +168,65 @@ async def test_enter_on_a_host_in_a_running_rollout_drills_into_its_timeline(tmp
             await until(pilot, lambda: isinstance(app.screen, HostDetailScreen), what="the host's detail")
     finally:
         kill_services(tmp_path / "state")
+
+
+async def test_apps_without_a_canary_take_one_short_line_in_the_canary_pane(tmp_path: Path) -> None:
+    """Issue 15 item 10: apps that have no canary don't take space (at 80x24, many apps, no proxy)."""
+    cfg = write_config(tmp_path)
+    head, app_block = cfg.read_text().split("apps:\n", 1)
+    names = ["itrust"] + [f"payments-service-{n}" for n in range(1, 9)]
+    blocks = [app_block] + [app_block.replace("  itrust:\n", f"  {name}:\n", 1) for name in names[1:]]
+    cfg.write_text(head + "apps:\n" + "".join(blocks))
+    engine = Engine(load_config(cfg))
+    engine.prepare()
+    assert list(engine.config.apps) == names
+    app = OpsConsoleApp(engine)
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            body = app.query_one("#canary-body")
+            await until(pilot, lambda: "no proxy configured: " in screen_text(app), what="the canary pane")
+            await pilot.pause()
+            # one line of the pane's 27 columns: the names do not fit, so it counts them
+            rows = [row for row in screen_text(app).splitlines() if "no proxy configured" in row]
+            assert len(rows) == 1 and "no proxy configured: 9 apps" in rows[0], rows
+            assert "payments-service" not in screen_text(app)  # not wrapped onto the pane's rows
+            assert str(body.render()).strip() == "no proxy configured: 9 apps"
+        engine = Engine(load_config(cfg))
+        engine.prepare()
+        app = OpsConsoleApp(engine)
+        async with app.run_test(size=(200, 50)) as pilot:  # wide: the names that fit, then how many more
+            body = app.query_one("#canary-body")
+            await until(pilot, lambda: "no proxy configured: itrust, payments-service-1" in str(body.render()),
+                        what="the names at 200 columns")
+            line = str(body.render()).strip()
+            assert "\n" not in line and line.endswith(" more") and len(line) <= body.size.width, line
+    finally:
+        kill_services(tmp_path / "state")
+
+
+async def test_the_footer_shows_the_keys_that_act_on_the_focused_pane(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    app = OpsConsoleApp(engine)
+    try:
+        async with app.run_test(size=(120, 30)) as pilot:
+            fleet = app.query_one(FleetPane)
+            await until(pilot, lambda: fleet.selected_host() == "itrust-1", what="the fleet's first host")
+
+            def footer() -> str:
+                return screen_text(app).splitlines()[-1]
+
+            await until(pilot, lambda: "d describe" in footer(), what="the fleet's footer")
+            assert "/ filter" in footer() and "q quit" in footer() and "l log" in footer(), footer()
+            await pilot.press("3")  # the heartbeat log filters by host; it has no selection to describe
+            await until(pilot, lambda: "describe" not in footer(), what="the heartbeat pane's footer")
+            assert "/ filter" in footer() and "l log" in footer() and "q quit" in footer(), footer()
+            await pilot.press("4")  # the canary pane, no app behind a proxy: nothing to filter or describe
+            await until(pilot, lambda: "filter" not in footer(), what="the canary pane's footer")
+            assert "describe" not in footer() and "l log" in footer() and "q quit" in footer(), footer()
+            await pilot.press("2")  # the build queue: filter by app; no build yet, so nothing to describe
+            await until(pilot, lambda: "/ filter" in footer(), what="the build queue's footer")
+            assert "describe" not in footer(), footer()
+            await pilot.press("1")
+            await until(pilot, lambda: "d describe" in footer() and "/ filter" in footer(), what="the fleet again")
+    finally:
+        kill_services(tmp_path / "state")

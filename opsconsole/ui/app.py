@@ -94,7 +94,8 @@ class OpsConsoleApp(App[int]):
         yield StatusLine(config.readonly, id="status")
         yield CommandLine(self.engine.names, verbs(), self._journal_history(), id="command-line",
                           mask=self.engine.masked, builds=self._build_ids)
-        yield Footer(compact=True)
+        # No "^p palette" here: at 80 columns it pushed `q quit` off the line; the help screen (?) lists ctrl+p.
+        yield Footer(compact=True, show_command_palette=False)
 
     def _build_ids(self) -> list[str]:
         return [record.build_id for record in reversed(self.engine.builds.records())][:100]
@@ -265,11 +266,18 @@ class OpsConsoleApp(App[int]):
         if len(self.screen_stack) == 1 and (pane := self._focused_pane()) is not None:
             self._last_pane = pane
         self._show_scope()
+        self._refresh_footer()
 
     @on(DataTable.RowHighlighted)
     @on(SelectionChanged)
     def _selection_moved(self) -> None:
         self._show_scope()
+        self._refresh_footer()  # e.g. `d` on a fleet group row: nothing to describe
+
+    def _refresh_footer(self) -> None:
+        """The footer follows the focused pane and its selection (see check_action)."""
+        if not self._engine_closed and len(self.screen_stack) == 1:  # not while closing: no screen is left
+            self.refresh_bindings()
 
     def _with_app(self, template: str) -> None:
         app = self.selected_app()
@@ -284,6 +292,13 @@ class OpsConsoleApp(App[int]):
             return False  # hidden from the footer and never run
         if action in PANE_ACTIONS and not self._on_main_screen():
             return False  # a screen of its own (event log, host detail) owns its keys: `r` there is not roll
+        if len(self.screen_stack) == 1 and not self._engine_closed:
+            # The footer offers the keys that act on the focused pane: hidden here, a key that would do nothing.
+            pane = self._focused_pane() or self._last_pane
+            if action == "filter" and not hasattr(self.pane(pane), "open_filter"):
+                return False
+            if action == "describe" and self.selection() is None:
+                return False
         return True
 
     def _on_main_screen(self) -> bool:
