@@ -411,7 +411,8 @@ class OpsConsoleApp(App[int]):
 
     def selection(self) -> tuple[str, str] | None:
         """What the focused pane has selected, as (kind, name): ("host", h), ("build", id), ("canary", app)."""
-        pane = self._focused_pane() or self._last_pane
+        # The pane last chosen, not `focused`: focus moves a tick later, and `3 l` typed at once means the heartbeat.
+        pane = self._last_pane
         if pane == "fleet" and (host := self.pane("fleet").selected_host()) is not None:  # type: ignore[union-attr]
             return "host", host
         if pane == "builds" and (build := self.pane("builds").selected_build()) is not None:  # type: ignore[union-attr]

@@ -52,7 +52,7 @@ class DescribeScreen(Screen[None]):
     """Labelled rows, scrollable; Esc (or q, d) leaves."""
 
     DEFAULT_CSS = """
-    DescribeScreen VerticalScroll { padding: 0 1; }
+    DescribeScreen VerticalScroll { padding: 0 1; border: round $accent; border-title-style: bold; }
     """
     BINDINGS = [Binding("escape,q,d", "app.pop_screen", "back", id="back")]
 

@@ -45,6 +45,10 @@ def event_line(event: Event) -> LogLine | None:
 class EventLogScreen(Screen[None]):
     """A screen of its own: its keys are its own (the app's pane keys are off here, see App.check_action)."""
 
+    # The border carries the title: whose lines these are (`l` on a host) and the kind filter in force.
+    DEFAULT_CSS = """
+    EventLogScreen #event-log { border: round $accent; border-title-style: bold; }
+    """
     BINDINGS = [Binding("escape,q,l", "app.pop_screen", "back", id="back"),
                 Binding("slash", "filter", "filter", id="log_filter"),
                 Binding("k", "next_kind", "kind", id="log_kind")]
