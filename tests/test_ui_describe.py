@@ -231,3 +231,33 @@ async def test_the_footer_shows_the_keys_that_act_on_the_focused_pane(tmp_path: 
             await until(pilot, lambda: "d describe" in footer() and "/ filter" in footer(), what="the fleet again")
     finally:
         kill_services(tmp_path / "state")
+
+
+async def test_enter_during_a_real_rollout_shows_its_timeline_live(tmp_path: Path) -> None:
+    """The real engine rolls a local fleet (a slow task per host); Enter on the host being deployed opens the
+    rollout's timeline, which follows the rollout to its end."""
+    from test_ui_rollout import confirm, slow_engine, watch_fleet
+
+    engine = slow_engine(tmp_path, count=2, pause=2.0)
+    app = OpsConsoleApp(engine)
+    try:
+        async with app.run_test(size=(120, 30)) as pilot:
+            fleet = app.query_one(FleetPane)
+            await confirm(pilot, app, "r")
+            await watch_fleet(app, pilot, lambda: str(fleet.table.get_cell("itrust-1", "activity")) == "⟳ deploying",
+                              timeout=90)
+            assert fleet.selected_host() == "itrust-1"
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, DescribeScreen), what="the rollout's timeline")
+            timeline = app.screen
+            rows = dict(timeline.rows)  # type: ignore[attr-defined]
+            assert rows["app"] == "itrust" and rows["status"] == "running", rows
+            assert "deploying" in rows["itrust-1"] and "drain" in rows["itrust-1"], rows
+            assert "Rollout " in screen_text(app) and "itrust-1" in screen_text(app)
+            await until(pilot, lambda: dict(timeline.rows)["status"] == "succeeded", timeout=120,  # type: ignore[attr-defined]
+                        what="the rollout's end, live on the timeline")
+            rows = dict(timeline.rows)  # type: ignore[attr-defined]
+            assert "deploying" in rows["itrust-2"], rows
+            assert app.screen is timeline
+    finally:
+        kill_services(tmp_path / "state")
