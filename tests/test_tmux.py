@@ -160,8 +160,13 @@ def test_the_operators_walk_in_tmux(tmp_path: Path, tmux: Tmux, size: tuple[int,
         keys("z")
         tmux.wait_for("Heartbeat log")
 
-        # The event log, narrowed to commands with `k`.
+        # The selection's logs: `l` on the fleet's host is that host's lines.
         keys("l")
+        screen = tmux.wait_for("Events of host")
+        keys("Escape")
+        tmux.wait_for("Fleet (1)")
+        # The event log (`l` where nothing is selected: the heartbeat pane), narrowed to commands with `k`.
+        keys("3", "l")
         screen = tmux.wait_for("k kind")
         assert "drained" in screen, screen  # every kind: the rollout's steps too
         keys("k")

@@ -29,7 +29,7 @@ async def test_typing_in_the_event_log_fires_no_global_key(tmp_path: Path) -> No
             engine.bus.emit(Message(text="rollout of itrust started", level="info"))
             engine.bus.emit(Message(text="build of checkbox queued", level="info"))
             await until(pilot, lambda: len(app.event_lines) >= 2, what="the events")
-            await pilot.press("l")
+            await pilot.press("3", "l")  # the heartbeat pane selects nothing: `l` is every event (a host: its own)
             await until(pilot, lambda: isinstance(app.screen, EventLogScreen), what="the event log")
             log_screen = app.screen
             # Keys that mean something on the main screen mean nothing here: no roll, build, abort or prompt.
@@ -184,7 +184,7 @@ async def test_k_in_the_event_log_filters_by_kind_of_event(tmp_path: Path) -> No
             engine.bus.emit(OutputLine(host="itrust-1", line="Linux itrust-1 6.1"))
             engine.bus.emit(CommandFinished(command_id="c1", text="run itrust -- uname", ok=True, message="3 hosts"))
             await until(pilot, lambda: len(app.event_lines) >= 3, what="the events")
-            await pilot.press("l")
+            await pilot.press("3", "l")  # the heartbeat pane selects nothing: `l` is every event (a host: its own)
             await until(pilot, lambda: isinstance(app.screen, EventLogScreen), what="the event log")
             log = app.screen.query_one(LogView)
             assert len(log.visible()) == 3

@@ -31,6 +31,7 @@ from opsconsole.ui.builds import BuildQueuePane
 from opsconsole.ui.canary import CanaryPane
 from opsconsole.ui.command_line import CommandLine
 from opsconsole.ui.confirm import ConfirmScreen
+from opsconsole.ui.describe import DescribeScreen, build_description
 from opsconsole.ui.event_log import EventLogScreen, event_line
 from opsconsole.ui.feed import EventFeed
 from opsconsole.ui.fleet import FleetPane
@@ -41,6 +42,7 @@ from opsconsole.ui.host_detail import HostDetailScreen
 from opsconsole.ui.log_view import LogLine
 from opsconsole.ui.quitting import exit_summary, quit_question, rollout_apps
 from opsconsole.ui.result_view import ResultScreen
+from opsconsole.ui.rollout_timeline import RolloutTimelines
 from opsconsole.ui.selection import SelectionChanged
 from opsconsole.ui.status_line import StatusLine
 
@@ -70,6 +72,7 @@ class OpsConsoleApp(App[int]):
         self.flush_seconds = flush_seconds
         self.feed = EventFeed(engine.bus)
         self.hosts_seen = HostHistory()
+        self.rollouts = RolloutTimelines()
         self.event_lines: deque[LogLine] = deque(maxlen=EVENT_LINES)
         self.theme_short = themes.choose(engine.config.theme)
         # Not `_closed`: that is Textual's own message-pump flag, and setting it made the app skip its own close
@@ -91,7 +94,8 @@ class OpsConsoleApp(App[int]):
         yield StatusLine(config.readonly, id="status")
         yield CommandLine(self.engine.names, verbs(), self._journal_history(), id="command-line",
                           mask=self.engine.masked, builds=self._build_ids)
-        yield Footer(compact=True)
+        # No "^p palette" here: at 80 columns it pushed `q quit` off the line; the help screen (?) lists ctrl+p.
+        yield Footer(compact=True, show_command_palette=False)
 
     def _build_ids(self) -> list[str]:
         return [record.build_id for record in reversed(self.engine.builds.records())][:100]
@@ -159,6 +163,7 @@ class OpsConsoleApp(App[int]):
                 pane.on_events(batch)
             status.on_events(batch)
             self.hosts_seen.add(batch)
+            self.rollouts.add(batch)
             lines = [line for line in map(event_line, batch) if line is not None]
             self.event_lines.extend(lines)
             screen = self.screen
@@ -261,11 +266,18 @@ class OpsConsoleApp(App[int]):
         if len(self.screen_stack) == 1 and (pane := self._focused_pane()) is not None:
             self._last_pane = pane
         self._show_scope()
+        self._refresh_footer()
 
     @on(DataTable.RowHighlighted)
     @on(SelectionChanged)
     def _selection_moved(self) -> None:
         self._show_scope()
+        self._refresh_footer()  # e.g. `d` on a fleet group row: nothing to describe
+
+    def _refresh_footer(self) -> None:
+        """The footer follows the focused pane and its selection (see check_action)."""
+        if not self._engine_closed and len(self.screen_stack) == 1:  # not while closing: no screen is left
+            self.refresh_bindings()
 
     def _with_app(self, template: str) -> None:
         app = self.selected_app()
@@ -280,6 +292,13 @@ class OpsConsoleApp(App[int]):
             return False  # hidden from the footer and never run
         if action in PANE_ACTIONS and not self._on_main_screen():
             return False  # a screen of its own (event log, host detail) owns its keys: `r` there is not roll
+        if len(self.screen_stack) == 1 and not self._engine_closed:
+            # The footer offers the keys that act on the focused pane: hidden here, a key that would do nothing.
+            pane = self._focused_pane() or self._last_pane
+            if action == "filter" and not hasattr(self.pane(pane), "open_filter"):
+                return False
+            if action == "describe" and self.selection() is None:
+                return False
         return True
 
     def _on_main_screen(self) -> bool:
@@ -390,8 +409,49 @@ class OpsConsoleApp(App[int]):
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.engine.config.keymap, self.engine.config.readonly))
 
+    def selection(self) -> tuple[str, str] | None:
+        """What the focused pane has selected, as (kind, name): ("host", h), ("build", id), ("canary", app)."""
+        # The pane last chosen, not `focused`: focus moves a tick later, and `3 l` typed at once means the heartbeat.
+        pane = self._last_pane
+        if pane == "fleet" and (host := self.pane("fleet").selected_host()) is not None:  # type: ignore[union-attr]
+            return "host", host
+        if pane == "builds" and (build := self.pane("builds").selected_build()) is not None:  # type: ignore[union-attr]
+            return "build", build
+        if pane == "canary" and (app := self.pane("canary").selected) is not None:  # type: ignore[union-attr]
+            return "canary", app
+        return None
+
     def action_event_log(self) -> None:
-        self.push_screen(EventLogScreen(list(self.event_lines), wrap=self.log_wrap))
+        """`l`: the selection's logs, in the one log viewer; with nothing selected, every event."""
+        selected = self.selection()
+        if selected is None:
+            self.push_screen(EventLogScreen(list(self.event_lines), wrap=self.log_wrap))
+            return
+        kind, name = selected
+        if kind == "build":
+            self.submit(f"log build {name}")
+        elif kind == "host":
+            self.push_screen(EventLogScreen(list(self.event_lines), wrap=self.log_wrap, subject=f"host {name}",
+                                            scope=lambda line: line.key == name))
+        else:  # a canary app: its commands, messages and its hosts' lines name it
+            self.push_screen(EventLogScreen(list(self.event_lines), wrap=self.log_wrap, subject=f"app {name}",
+                                            scope=lambda line: name in line.key or name in line.text))
+
+    def action_describe(self) -> None:
+        """`d`: the selection in full, on a screen of its own (Esc leaves)."""
+        selected = self.selection()
+        if selected is None:
+            self.query_one(StatusLine).say("nothing selected to describe in this pane", "dim")
+            return
+        kind, name = selected
+        if kind == "host":
+            self.push_screen(HostDetailScreen(self.engine, self.hosts_seen, name))
+        elif kind == "build":
+            record = next((r for r in self.engine.builds.records() if r.build_id == name), None)
+            if record is not None:
+                self.push_screen(DescribeScreen(f"Build {name}", build_description(record)))
+        else:
+            self.submit(f"traffic {name}")  # pools, members, weights, health and counts, in a result view
 
     @on(BuildQueuePane.BuildChosen)
     def _build_chosen(self, event: BuildQueuePane.BuildChosen) -> None:
@@ -399,6 +459,14 @@ class OpsConsoleApp(App[int]):
 
     @on(FleetPane.HostChosen)
     def _host_chosen(self, event: FleetPane.HostChosen) -> None:
+        # A host in a running rollout drills into that rollout's timeline (what its "now" column shows a step
+        # of); `d` still describes the host. Any other host: its detail.
+        rollout_id = self.rollouts.running_for(event.host)
+        if rollout_id is not None:
+            self.push_screen(DescribeScreen(f"Rollout {rollout_id} · d on the host: its detail",
+                                            self.rollouts.rows(rollout_id),
+                                            live=lambda: self.rollouts.rows(rollout_id)))
+            return
         self.push_screen(HostDetailScreen(self.engine, self.hosts_seen, event.host))
 
     # -- quitting ------------------------------------------------------------

@@ -30,6 +30,16 @@ def weight_bar(canary_percent: int, width: int) -> str:
     return "█" * (width - canary_cells) + "░" * canary_cells
 
 
+def names_line(label: str, names: list[str], width: int) -> str:
+    """`label: a, b, c` on one line of `width` (0: any): the names that fit, then how many more."""
+    for shown in range(len(names), 0, -1):
+        rest = len(names) - shown
+        line = f"{label}: {', '.join(names[:shown])}" + (f" +{rest} more" if rest else "")
+        if width <= 0 or len(line) <= width:
+            return line
+    return f"{label}: {len(names)} apps"[:width] if width > 0 else f"{label}: {len(names)} apps"
+
+
 class CanaryPane(VerticalScroll):
     """One block per app the proxy fronts; the selected one (▶) is what the canary keys act on."""
 
@@ -72,6 +82,9 @@ class CanaryPane(VerticalScroll):
 
     def on_blur(self) -> None:
         self.render_split()
+
+    def on_resize(self) -> None:
+        self.render_split()  # the line of apps without a canary fits the new width
 
     def render_split(self) -> None:
         styles = level_styles(self.app)
@@ -122,7 +135,8 @@ class CanaryPane(VerticalScroll):
         others = [name for name in config.apps if name not in fronted]
         if others:
             why = "no proxy configured" if config.proxy is None else "not behind the proxy"
-            text.append(f"{why}: {', '.join(others)}\n", style=styles["dim"])
+            width = self.scrollable_content_region.width if self.is_mounted else 0
+            text.append(names_line(why, others, width) + "\n", style=styles["dim"])
         self.query_one("#canary-body", Static).update(text)
         self.border_subtitle = f"step {config.canary_step}%"
         if self.is_mounted and not (self.scroll_y <= selected_line < self.scroll_y + self.scrollable_content_region.height):

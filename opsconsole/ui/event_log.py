@@ -12,7 +12,7 @@ from opsconsole.events import (BuildUpdate, CanaryState, CommandFinished, Comman
                                PlayStarted, RolloutStep, TaskFinished, TaskStarted)
 from opsconsole.event_lines import format_event
 from opsconsole.ui.filter_bar import FilterBar
-from opsconsole.ui.log_view import LogLine, LogView, words_filter
+from opsconsole.ui.log_view import LineFilter, LogLine, LogView, words_filter
 
 
 # The kinds `k` cycles through, in order; "" shows every kind.
@@ -45,20 +45,28 @@ def event_line(event: Event) -> LogLine | None:
 class EventLogScreen(Screen[None]):
     """A screen of its own: its keys are its own (the app's pane keys are off here, see App.check_action)."""
 
+    # The border carries the title: whose lines these are (`l` on a host) and the kind filter in force.
+    DEFAULT_CSS = """
+    EventLogScreen #event-log { border: round $accent; border-title-style: bold; }
+    """
     BINDINGS = [Binding("escape,q,l", "app.pop_screen", "back", id="back"),
                 Binding("slash", "filter", "filter", id="log_filter"),
                 Binding("k", "next_kind", "kind", id="log_kind")]
 
-    def __init__(self, lines: list[LogLine], wrap: bool = False) -> None:
+    def __init__(self, lines: list[LogLine], wrap: bool = False, *, subject: str = "",
+                 scope: LineFilter | None = None) -> None:
+        """`subject`/`scope`: `l` on a selection shows only its lines (a host's, a canary app's), same viewer."""
         super().__init__()
-        self.initial = lines
+        self.scope = scope
+        self.initial = [line for line in lines if scope is None or scope(line)]
+        self.heading = f"Events of {subject}" if subject else "Events"
         self.wrap = wrap
         self.filter_text = ""
         self.kind = ""  # "" = every kind
 
     def compose(self) -> ComposeResult:
         log = LogView(capacity=5000, scrollback=2000, id="event-log")
-        log.border_title = "Events · kind all (k) (esc back)"
+        log.border_title = f"{self.heading} · kind all (k) (esc back)"
         yield log
         yield FilterBar("filter events: words in the line or host", id="event-filter")
         yield Footer()
@@ -83,7 +91,7 @@ class EventLogScreen(Screen[None]):
             log.set_filter(lambda line: line.kind == kind and (words is None or words(line)))
         else:
             log.set_filter(words)
-        log.border_title = ("Events" + (f" /{self.filter_text}" if self.filter_text else "")
+        log.border_title = (self.heading + (f" /{self.filter_text}" if self.filter_text else "")
                             + f" · kind {kind or 'all'} (k) (esc back)")
 
     def on_filter_bar_done(self, event: FilterBar.Done) -> None:
@@ -101,4 +109,4 @@ class EventLogScreen(Screen[None]):
         self.app.log_wrap = event.log.wrap_lines  # type: ignore[attr-defined]  # wrap sticks across openings
 
     def add(self, lines: list[LogLine]) -> None:
-        self.query_one(LogView).add(lines)
+        self.query_one(LogView).add(line for line in lines if self.scope is None or self.scope(line))
