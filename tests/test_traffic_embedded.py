@@ -174,11 +174,15 @@ def test_the_token_stops_when_the_checked_proxy_dies(procs, tmp_path):
                 try:
                     await d.app("web")
                 except TrafficUnavailable as exc:
-                    return str(exc)
+                    if "not sending the admin token" in str(exc):
+                        return str(exc)
+                    # "cannot reach": the kill landed between the owner check and the request; the next
+                    # call's check must see it.
                 assert asyncio.get_running_loop().time() < deadline, "still talking to a killed proxy"
                 await asyncio.sleep(0.05)
 
-    assert "is gone; not sending the admin token" in asyncio.run(scenario())
+    said = asyncio.run(scenario())
+    assert "is gone" in said or "nothing listens" in said, said
 
 
 def test_the_token_stops_when_the_checked_proxy_lets_go_of_its_port_while_alive(tmp_path):

@@ -236,7 +236,8 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
         _LIVE.discard(proc.pid)
         if proc.returncode is None:
             try:  # shielded: a second cancel here must not leave the killed leader unreaped
-                await asyncio.wait_for(asyncio.shield(proc.wait()), _KILL_GRACE)
+                async with asyncio.timeout(_KILL_GRACE):
+                    await asyncio.shield(proc.wait())
             except TimeoutError:
                 pass
 

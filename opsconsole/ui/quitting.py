@@ -73,7 +73,8 @@ async def exit_summary(engine: "Engine", stopped: list[str], apps: list[str]) ->
 async def _version_now(engine: "Engine", host: str) -> str:
     """What the host runs now, by asking it: the journal cannot know how far a stopped deploy got."""
     try:
-        sample = await asyncio.wait_for(engine.monitor.probe(host), PROBE_SECONDS)
+        async with asyncio.timeout(PROBE_SECONDS):
+            sample = await engine.monitor.probe(host)
     except (asyncio.TimeoutError, KeyError) as exc:
         return f"did not answer a probe ({type(exc).__name__})"
     if not sample.ok:
