@@ -82,13 +82,17 @@ SPECS: dict[str, ModuleSpec] = {
 ALIASES = {f"{prefix}.{name}": name for name in SPECS if "." not in name
            for prefix in ("ansible.builtin", "ansible.legacy")}
 
-# Names that meant opsconsole's own behaviour before they meant Ansible's: refused, naming the new
-# name (accepting them would make `service` switch meaning silently once Ansible's lands natively).
+# Names that meant opsconsole's own behaviour before they meant Ansible's: a task written the old way
+# (with our arguments: command, chdir, env, port) is refused, naming the new name. Ansible's own use
+# of `service`/`systemd` is valid and runs with ansible-playbook (see the loader).
 MOVED_MODULES = {
-    name: f"`{name}` is Ansible's service manager module, which opsconsole does not run natively yet; "
-          f"opsconsole's service started by its command is `{SERVICE}` (same arguments)"
-    for name in ("service", "daemon", "ansible.builtin.service", "ansible.builtin.systemd", "systemd")
+    name: f"`{name}` with opsconsole's arguments (command, chdir, env, port) is no longer ours: "
+          f"opsconsole's service started by its command is `{SERVICE}` (same arguments); Ansible's "
+          f"`{name}` (name, state, enabled) runs with ansible-playbook"
+    for name in ("service", "ansible.builtin.service", "ansible.builtin.systemd", "systemd")
 }
+MOVED_MODULES["daemon"] = f"`daemon` is not a module; opsconsole's service started by its command is `{SERVICE}` " \
+                          "(same arguments)"
 # Arguments of ours that Ansible's module of that name does not have.
 MOVED_ARGUMENTS = {
     ("wait_for", "url"): f"Ansible's wait_for has no url; for an HTTP answer use `{HEALTH}` (url, status, timeout)",
@@ -103,13 +107,15 @@ def canonical(name: str) -> str | None:
     return ALIASES.get(name)
 
 
-def find_source(src: str, playbook_dir: Path) -> Path | None:
-    """Where a copy/template `src` is on this machine: as given if absolute, else next to the
-    playbook or in its templates/ or files/ directory (like Ansible)."""
+def find_source(src: str, playbook_dir: Path, role_dir: Path | None = None, kind: str | None = None) -> Path | None:
+    """Where a copy/template `src` is on this machine: as given if absolute; else, for a role's task, in
+    the role's `kind` directory (templates/, files/) or the role itself; else next to the playbook or in
+    its templates/ or files/ directory (like Ansible)."""
     path = Path(src).expanduser()
     if path.is_absolute():
         return path if path.is_file() else None
-    for base in (playbook_dir, playbook_dir / "templates", playbook_dir / "files"):
+    role_bases = () if role_dir is None else ((role_dir / kind,) if kind else ()) + (role_dir, role_dir / "tasks")
+    for base in (*role_bases, playbook_dir, playbook_dir / "templates", playbook_dir / "files"):
         if (base / path).is_file():
             return base / path
     return None
@@ -142,6 +148,7 @@ class ModuleContext:
     on_line: LineHandler
     become: bool = False
     timeout: float | None = None
+    role_dir: Path | None = None  # a role's task: its sources are looked up in the role first
 
 
 @dataclass
@@ -224,7 +231,7 @@ async def _copy(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
     if not truthy(args.get("force", True)) and await ctx.transport.exists(dest):
         return Outcome(command=f"copy -> {dest}", message=f"{dest} exists and force is false")
     if args.get("src") not in (None, ""):
-        src = find_source(str(args["src"]), ctx.playbook_dir)
+        src = find_source(str(args["src"]), ctx.playbook_dir, ctx.role_dir, "files")
         if src is None:
             raise ModuleFailure(f"copy: source file {args['src']} not found (looked next to the playbook, "
                                 f"in templates/ and files/ of {ctx.playbook_dir})")
@@ -280,7 +287,7 @@ async def _pause(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
 
 
 async def _template(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
-    src = find_source(str(args["src"]), ctx.playbook_dir)
+    src = find_source(str(args["src"]), ctx.playbook_dir, ctx.role_dir, "templates")
     if src is None:
         raise ModuleFailure(f"template: {args['src']} not found (looked next to the playbook, "
                             f"in templates/ and files/ of {ctx.playbook_dir})")
