@@ -17,6 +17,7 @@ from opsconsole.playbook.model import Play, Playbook, Task
 from opsconsole.playbook.modules import (ALIASES, MOVED_ARGUMENTS, MOVED_MODULES, SPECS, canonical, find_source,
                                          parse_mode)
 from opsconsole.playbook.templating import check_expression, check_syntax, is_template
+from opsconsole.playbook.web import expected_statuses, parse_checksum
 from opsconsole.units import parse_duration
 from opsconsole.yamlsource import SourceError, line_of, load_yaml
 
@@ -521,6 +522,29 @@ class _Loader:
             raise self.error(container, "timeout", f"{at}.timeout",
                              f"{v!r} is not a number of seconds (Ansible's wait_for takes 10, not 10s)")
 
+    def check_get_url(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+        v = args.get("checksum")
+        if v not in (None, "") and not is_template(v):
+            try:
+                parse_checksum(str(v))
+            except ValueError as exc:
+                raise self.error(container, "checksum", f"{at}.checksum", str(exc)) from None
+        self.mapping(args, container, at, "headers")
+
+    def check_uri(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+        v = args.get("status_code")
+        if v is not None and not is_template(v):
+            try:
+                expected_statuses(v)
+            except ValueError:
+                raise self.error(container, "status_code", f"{at}.status_code",
+                                 f"{v!r} is not a status code or a list of them") from None
+        self.mapping(args, container, at, "headers")
+
+    def mapping(self, args: dict, container: Any, at: str, arg: str) -> None:
+        if arg in args and not isinstance(args[arg], dict) and not is_template(args[arg]):
+            raise self.error(container, arg, f"{at}.{arg}", "wrong type: must be a mapping of name: value")
+
     def check_opsconsole_builtin_health(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
         if "timeout" in args and not is_template(args["timeout"]):
             try:
@@ -773,7 +797,8 @@ def _looks_like_ansible_module(name: str) -> bool:
 
 
 # The arguments that take a list or a mapping; every other argument is one value, as in Ansible's modules.
-_STRUCTURED = {"copy": ("content",), "assert": ("that",), "debug": ("msg",), "opsconsole.builtin.service": ("env",)}
+_STRUCTURED = {"copy": ("content",), "assert": ("that",), "debug": ("msg",), "opsconsole.builtin.service": ("env",),
+               "uri": ("body", "status_code", "headers"), "get_url": ("headers",)}
 
 _FREE_FORM_OPTIONS = ("creates", "removes", "chdir")
 

@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 import httpx
 
 from opsconsole.hosts import Host
+from opsconsole.playbook import web
 from opsconsole.playbook.templating import Templar
 from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
 from opsconsole.units import parse_duration
@@ -74,6 +75,14 @@ SPECS: dict[str, ModuleSpec] = {
     "set_fact": ModuleSpec(optional=("cacheable",), any_args=True),
     "assert": ModuleSpec(required=("that",), optional=("fail_msg", "msg", "success_msg", "quiet")),
     "fail": ModuleSpec(optional=("msg",), free_form="msg"),
+    # As Ansible's: uri asks and reports (never changed); get_url downloads unless dest is there (or force).
+    "uri": ModuleSpec(required=("url",), optional=("method", "body", "body_format", "status_code", "return_content",
+                                                   "validate_certs", "headers", "timeout"),
+                      choices={"body_format": ("raw", "json", "form-urlencoded")},
+                      booleans=("return_content", "validate_certs")),
+    "get_url": ModuleSpec(required=("url", "dest"), optional=("mode", "checksum", "force", "timeout", "validate_certs",
+                                                              "headers", "owner", "group"),
+                          booleans=("force", "validate_certs")),
     SERVICE: ModuleSpec(required=("name", "state"), optional=("command", "chdir", "env", "port"),
                         choices={"state": ("started", "stopped", "restarted")}),
     HEALTH: ModuleSpec(required=("url",), optional=("status", "timeout")),
@@ -107,7 +116,8 @@ def canonical(name: str) -> str | None:
     return ALIASES.get(name)
 
 
-def find_source(src: str, playbook_dir: Path, role_dir: Path | None = None, kind: str | None = None) -> Path | None:
+def find_source(src: str, playbook_dir: Path, role_dir: Path | None = None,
+                kind: str | None = None) -> Path | None:
     """Where a copy/template `src` is on this machine: as given if absolute; else, for a role's task, in
     the role's `kind` directory (templates/, files/) or the role itself; else next to the playbook or in
     its templates/ or files/ directory (like Ansible)."""
@@ -502,6 +512,76 @@ async def _reachable_url(url: str, transport: Transport) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{host}:{port}"))
 
 
+async def _uri(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+    url, method = str(args["url"]), str(args.get("method") or "GET").upper()
+    try:
+        want = web.expected_statuses(args.get("status_code"))
+    except ValueError:
+        raise ModuleFailure(f"uri: status_code {args.get('status_code')!r} is not a status code or a list of them") \
+            from None
+    try:
+        response = await web.request(await _reachable_url(url, ctx.transport), method=method, body=args.get("body"),
+                                     body_format=str(args.get("body_format") or "raw"), headers=args.get("headers"),
+                                     timeout=_seconds(args.get("timeout", 30)), verify=_verify(args))
+    except web.WebFailure as exc:  # Ansible's words: the status is -1 when nothing answered
+        return Outcome(failed=True, command=f"{method} {url}", message=f"Status code was -1 and not {want}: {exc}",
+                       result={"status": -1, "url": url})
+    result = web.result_of(response, truthy(args.get("return_content", False)))
+    if not response.redirected:
+        result["url"] = url  # as asked, not the tunnel's address
+    failed = response.status not in want
+    if failed:
+        result["msg"] = f"Status code was {response.status} and not {want}"
+    return Outcome(failed=failed, command=f"{method} {url}", message=result["msg"], result=result)
+
+
+async def _get_url(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+    url, dest, mode = str(args["url"]), str(args["dest"]), _mode(args)
+    checksum = None
+    if args.get("checksum") not in (None, ""):
+        try:
+            checksum = web.parse_checksum(str(args["checksum"]))
+        except ValueError as exc:
+            raise ModuleFailure(f"get_url: checksum {exc}") from None
+    into_directory = dest.endswith("/") or \
+        (await ctx.transport.run(f"[ -d {shlex.quote(dest)} ]", timeout=ctx.timeout)).rc == 0
+    if into_directory:  # as Ansible: the URL's file name, always downloaded, replaced only if it differs
+        dest = f"{dest.rstrip('/')}/{web.file_name(url)}"
+    result: dict[str, Any] = {"dest": dest, "url": url}
+    if not into_directory and await ctx.transport.exists(dest) and not truthy(args.get("force", False)):
+        have = await ctx.transport.read_file(dest)
+        # As Ansible: an existing dest is kept unless force, or a checksum it does not match.
+        if checksum is None or web.digest(checksum[0], have) == checksum[1]:
+            changed = await ctx.transport.write_file(dest, have, mode) if mode is not None else False
+            outcome = Outcome(changed=changed, command=f"get_url {url}", message="file already exists",
+                              result={**result, "msg": "file already exists", "status_code": None})
+            return await _owned(outcome, dest, args, ctx)
+    try:
+        response = await web.request(await _reachable_url(url, ctx.transport), headers=args.get("headers"),
+                                     timeout=_seconds(args.get("timeout", 10)), verify=_verify(args))
+    except web.WebFailure as exc:
+        return Outcome(failed=True, command=f"get_url {url}", message=str(exc), result={**result, "status_code": -1})
+    result["status_code"] = response.status
+    if response.status != 200:
+        return Outcome(failed=True, command=f"get_url {url}", message=f"Request failed: HTTP Error {response.status}",
+                       result=result)
+    result["checksum_src"] = web.digest("sha1", response.content)
+    if checksum is not None and web.digest(checksum[0], response.content) != checksum[1]:
+        actual = web.digest(checksum[0], response.content)
+        why = f"The checksum for {dest} did not match {checksum[1]}; it was {actual}."
+        return Outcome(failed=True, command=f"get_url {url}", message=why, result=result)
+    changed = await ctx.transport.write_file(dest, response.content, mode)
+    result.update(checksum_dest=result["checksum_src"], size=len(response.content),
+                  msg=f"OK ({len(response.content)} bytes)")
+    return await _owned(Outcome(changed=changed, command=f"get_url {url} -> {dest}", message=result["msg"],
+                                result=result), dest, args, ctx)
+
+
+def _verify(args: Mapping[str, Any]) -> Any:
+    """validate_certs (default true) as httpx's verify: the shared verifying context, or False."""
+    return _tls_context() if truthy(args.get("validate_certs", True)) else False
+
+
 async def _debug(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
     if _verbosity(args.get("verbosity")) > 0:  # shown from `-v` on in Ansible; opsconsole runs at 0
         return Outcome(message=f"verbosity {args['verbosity']}: not shown")
@@ -664,7 +744,7 @@ _RUNNERS: dict[str, Callable[[Mapping[str, Any], ModuleContext], Any]] = {
     "shell": _shell, "command": _command, "copy": _copy, "template": _template, "file": _file,
     SERVICE: _service, "wait_for": _wait_for, HEALTH: _health, "debug": _debug,
     "set_fact": _set_fact, "assert": _assert, "fail": _fail, "raw": _raw, "stat": _stat,
-    "lineinfile": _lineinfile, "blockinfile": _blockinfile, "pause": _pause,
+    "lineinfile": _lineinfile, "blockinfile": _blockinfile, "pause": _pause, "uri": _uri, "get_url": _get_url,
 }
 
 __all__ = ["ALIASES", "HEALTH", "MOVED_ARGUMENTS", "MOVED_MODULES", "SERVICE", "SPECS", "ModuleContext", "ModuleFailure", "ModuleSpec", "Outcome", "canonical",
