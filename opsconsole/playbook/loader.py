@@ -522,6 +522,11 @@ class _Loader:
             raise self.error(container, "timeout", f"{at}.timeout",
                              f"{v!r} is not a number of seconds (Ansible's wait_for takes 10, not 10s)")
 
+    def check_unarchive(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+        remote = args.get("remote_src")
+        if not is_template(remote) and not (remote is True or str(remote).lower() in ("yes", "true", "on", "1", "y")):
+            self.source(args, container, at)  # on this machine: it must be there now
+
     def check_get_url(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
         v = args.get("checksum")
         if v not in (None, "") and not is_template(v):

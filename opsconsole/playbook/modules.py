@@ -83,6 +83,8 @@ SPECS: dict[str, ModuleSpec] = {
     "get_url": ModuleSpec(required=("url", "dest"), optional=("mode", "checksum", "force", "timeout", "validate_certs",
                                                               "headers", "owner", "group"),
                           booleans=("force", "validate_certs")),
+    # As Ansible's: a tar archive (gz, bz2, xz: tar tells) from this machine, or on the host with remote_src.
+    "unarchive": ModuleSpec(required=("src", "dest"), optional=("remote_src", "creates"), booleans=("remote_src",)),
     SERVICE: ModuleSpec(required=("name", "state"), optional=("command", "chdir", "env", "port"),
                         choices={"state": ("started", "stopped", "restarted")}),
     HEALTH: ModuleSpec(required=("url",), optional=("status", "timeout")),
@@ -577,6 +579,42 @@ async def _get_url(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
                                 result=result), dest, args, ctx)
 
 
+async def _unarchive(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+    src, dest, q = str(args["src"]), str(args["dest"]), shlex.quote
+    result: dict[str, Any] = {"dest": dest, "src": src, "handler": "TgzArchive"}
+    creates = _opt_str(args.get("creates"))
+    if creates is not None and await ctx.transport.exists(creates):
+        return Outcome(command=f"unarchive {src}", message=f"skipped, since {creates} exists", result=result)
+    if (await ctx.transport.run(f"[ -d {q(dest)} ]", become=ctx.become, timeout=ctx.timeout)).rc != 0:
+        return Outcome(failed=True, command=f"unarchive {src}", message=f"dest '{dest}' must be an existing dir",
+                       result=result)
+    remote_src = truthy(args.get("remote_src", False))
+    archive, scratch = src, None
+    if not remote_src:  # copied to the host first, as Ansible does, and removed after
+        local = find_source(src, ctx.playbook_dir, ctx.role_dir, "files")
+        if local is None:
+            raise ModuleFailure(f"unarchive: source file {src} not found (looked next to the playbook, "
+                                f"in templates/ and files/ of {ctx.playbook_dir})")
+        made = await ctx.transport.run("mktemp", become=ctx.become, timeout=ctx.timeout)
+        if not made.ok:
+            raise ModuleFailure(f"unarchive: no temporary file on the host: {made.describe()}")
+        archive = scratch = made.stdout.strip()
+        await ctx.transport.put_file(str(local), archive)
+    try:
+        # As Ansible's TgzArchive: unchanged when `tar --diff` finds the archive already there.
+        same = await ctx.transport.run(f"tar --diff -C {q(dest)} -f {q(archive)}", become=ctx.become,
+                                       timeout=ctx.timeout)
+        if same.rc == 0:
+            return Outcome(command=f"unarchive {src}", message=f"{src} already unpacked in {dest}", result=result)
+        cmd = f"tar --extract -C {q(dest)} -f {q(archive)}"
+        done = await ctx.transport.run(cmd, on_line=ctx.on_line, become=ctx.become, timeout=ctx.timeout)
+        return _from_result(cmd, done) if not done.ok else \
+            Outcome(changed=True, rc=0, command=cmd, message=f"{src} unpacked in {dest}", result=result)
+    finally:
+        if scratch is not None:
+            await ctx.transport.run(f"rm -f -- {q(scratch)}", become=ctx.become, timeout=ctx.timeout)
+
+
 def _verify(args: Mapping[str, Any]) -> Any:
     """validate_certs (default true) as httpx's verify: the shared verifying context, or False."""
     return _tls_context() if truthy(args.get("validate_certs", True)) else False
@@ -745,6 +783,7 @@ _RUNNERS: dict[str, Callable[[Mapping[str, Any], ModuleContext], Any]] = {
     SERVICE: _service, "wait_for": _wait_for, HEALTH: _health, "debug": _debug,
     "set_fact": _set_fact, "assert": _assert, "fail": _fail, "raw": _raw, "stat": _stat,
     "lineinfile": _lineinfile, "blockinfile": _blockinfile, "pause": _pause, "uri": _uri, "get_url": _get_url,
+    "unarchive": _unarchive,
 }
 
 __all__ = ["ALIASES", "HEALTH", "MOVED_ARGUMENTS", "MOVED_MODULES", "SERVICE", "SPECS", "ModuleContext", "ModuleFailure", "ModuleSpec", "Outcome", "canonical",
