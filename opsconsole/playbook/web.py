@@ -14,6 +14,8 @@ from typing import Any, Mapping
 
 import httpx
 
+from opsconsole.errors import OperatorError
+
 CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
 
 
@@ -27,8 +29,9 @@ class Response:
     elapsed: float
 
 
-class WebFailure(Exception):
-    """The request could not be made or answered (connection refused, TLS, timeout); the message says which."""
+class WebFailure(OperatorError):
+    """The request could not be made or answered (connection refused, TLS, timeout); the message says which.
+    The modules turn it into a failed task; should one escape, it is the operator's to read, not a crash."""
 
 
 async def request(url: str, *, method: str = "GET", body: Any = None, body_format: str = "raw",
