@@ -259,3 +259,31 @@ def test_without_ansible_core_a_short_module_name_is_refused_too(rig: Rig, monke
                                "ansible-playbook is not installed: pip install 'opsconsole[ansible]' to run this "
                                "play with it")
     assert not rig.root("web-1").exists()
+
+
+@pytest.mark.parametrize("module", ["service", "ansible.builtin.service", "ansible.builtin.systemd", "systemd"])
+def test_ansibles_service_manager_goes_to_ansible_playbook_saying_why(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch, module: str) -> None:
+    path = rig.playbook(f"""
+        - hosts: web
+          tasks:
+            - name: native
+              debug: {{msg: hi}}
+        - hosts: web
+          tasks:
+            - name: nginx up
+              {module}: {{name: nginx, state: started, enabled: true}}
+        """)
+    native, fallback = load_playbook(path).plays
+    assert native.runner == "native"
+    assert (fallback.runner, fallback.why) == ("ansible", f"play 2 uses {module} (Ansible's service manager, which "
+                                               "opsconsole does not run natively: it would drive the host's init "
+                                               "system): runs with ansible-playbook")
+    monkeypatch.setattr(loader, "ansible_playbook", lambda: None)
+    with pytest.raises(SourceError) as info:
+        load_playbook(path)
+    assert str(info.value).startswith(f"{path}:9: plays[1].tasks[0].{module}: {module} (Ansible's service manager"), \
+        info.value
+    assert str(info.value).endswith("is not run natively and ansible-playbook is not installed: pip install "
+                                    "'opsconsole[ansible]' to run this play with it")
+    assert not rig.root("web-1").exists()

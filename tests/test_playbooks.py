@@ -456,7 +456,8 @@ BAD = {
                                 "        state: started\n", 8,
                                 "plays[0].tasks[1].opsconsole.builtin.service.command", "required argument missing"),
     # Names that meant opsconsole's own behaviour: refused, naming the new name.
-    "old service name": ("    - name: s\n      service:\n        name: web\n        state: started\n", 6,
+    "old service name": ("    - name: s\n      service:\n        name: web\n        state: started\n"
+                         "        command: ./run\n", 6,
                          "plays[0].tasks[1].service", "opsconsole's service started by its command is "
                          "`opsconsole.builtin.service` (same arguments)"),
     "old daemon name": ("    - name: s\n      daemon: {name: web, state: stopped}\n", 6,

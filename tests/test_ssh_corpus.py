@@ -25,7 +25,7 @@ CORPUS = Path(__file__).resolve().parent / "playbooks" / "corpus"
 CASES = {
     "mariadb-configure.yml": ("native", "database", ["mariadb/data", "mariadb/run"]),
     "app-configure.yml": ("native", "itrust", []),
-    "website.yml": ("ansible", "itrust", []),  # roles: through the fallback (no native roles yet)
+    "website.yml": ("native", "itrust", []),  # native roles: defaults, template, handler
     "block-rescue.yml": ("native", "itrust", []),
     "replace-outside-native.yml": ("ansible", "itrust", []),
 }

@@ -17,11 +17,14 @@ from opsconsole.playbook.model import Play, Playbook, Task
 from opsconsole.playbook.modules import (ALIASES, MOVED_ARGUMENTS, MOVED_MODULES, SPECS, canonical, find_source,
                                          parse_mode)
 from opsconsole.playbook.templating import check_expression, check_syntax, is_template
+from opsconsole.playbook.web import expected_statuses, parse_checksum
 from opsconsole.units import parse_duration
 from opsconsole.yamlsource import SourceError, line_of, load_yaml
 
-PLAY_KEYS = ("name", "hosts", "serial", "vars", "vars_files", "tasks", "handlers", "become", "gather_facts", "tags",
-             "module_defaults")
+PLAY_KEYS = ("name", "hosts", "serial", "vars", "vars_files", "roles", "tasks", "handlers", "become", "gather_facts",
+             "tags", "module_defaults")
+# A `roles:` entry's keys run natively; any other plain name is a role parameter (a variable), as in Ansible.
+ROLE_KEYS = ("role", "name", "vars", "tags", "when", "become")
 TASK_KEYS = ("name", "when", "register", "notify", "ignore_errors", "become", "vars",
              "changed_when", "failed_when", "loop", "with_items", "timeout", "no_log", "tags")
 BLOCK_KEYS = ("name", "block", "rescue", "always", "when", "tags", "become", "vars", "ignore_errors", "no_log")
@@ -37,11 +40,13 @@ def load_playbook(path: str | Path) -> Playbook:
 
 
 class _Loader:
-    def __init__(self, path: Path, playbook_dir: Path | None = None, including: tuple[Path, ...] = ()) -> None:
+    def __init__(self, path: Path, playbook_dir: Path | None = None, including: tuple[Path, ...] = (),
+                 role_dir: Path | None = None) -> None:
         self.path = path
         # Sources (copy src, template src, included files) are found from the playbook's directory.
         self.dir = playbook_dir or path.absolute().parent
         self.including = including  # the files that included this one, to refuse an include loop
+        self.role_dir = role_dir  # loading a role's file: its sources are looked up in the role first
         # The play's module_defaults: module -> arguments a task of that module gets unless it gives its own.
         self.defaults: dict[str, dict[str, Any]] = {}
 
@@ -61,7 +66,7 @@ class _Loader:
         raw = plays[index]
         if not isinstance(raw, dict):
             raise self.error(plays, index, at, "a play is a mapping with hosts and tasks")
-        for key in raw:  # Ansible's other play keywords (roles, pre_tasks ...) send the play to ansible-playbook
+        for key in raw:  # Ansible's other play keywords (pre_tasks ...) send the play to ansible-playbook
             if key not in PLAY_KEYS and key not in ANSIBLE_PLAY_KEYS:
                 raise self.error(raw, key, f"{at}.{key}", f"unknown play key (known: {', '.join(PLAY_KEYS)})")
         if "hosts" not in raw:
@@ -85,15 +90,22 @@ class _Loader:
         self.defaults = self.module_defaults(raw, f"{at}.module_defaults")
         # vars_files win over vars, as in Ansible.
         vars_ = {**self.variables(raw, "vars", f"{at}.vars"), **self.vars_files(raw, f"{at}.vars_files")}
-        handlers = self.task_list(raw, "handlers", f"{at}.handlers", handler_names=None)
+        roles = [self.role(entries, i, f"{at}.roles[{i}]") for entries, i in self.role_entries(raw, f"{at}.roles")]
+        # As Ansible: the roles' handlers, then the play's; the roles' tasks, then the play's; any task may
+        # notify any handler of the play.
+        handlers = _last_of_each_name(tuple(h for role in roles for h in role.handlers) +
+                                      self.task_list(raw, "handlers", f"{at}.handlers", handler_names=None))
         names = {h.name for h in handlers}
-        tasks = self.task_list(raw, "tasks", f"{at}.tasks", handler_names=names)
+        tasks = tuple(t for role in roles for t in role.tasks(names)) + \
+            self.task_list(raw, "tasks", f"{at}.tasks", handler_names=names)
         play_tags = self.tags(raw, f"{at}.tags")
         if play_tags:
             tasks = tuple(_inherit(t, tags=play_tags) for t in tasks)
         return Play(name=str(name), hosts=hosts.strip(), line=line_of(plays, index) or 1, path=at,
                     serial=self.serial(raw, at), vars=vars_, tasks=tasks, handlers=handlers,
-                    become=self.boolean(raw, "become", f"{at}.become", False))
+                    become=self.boolean(raw, "become", f"{at}.become", False),
+                    role_defaults={k: v for role in roles for k, v in role.defaults.items()},
+                    role_exports={k: v for role in roles for k, v in role.exports.items()})
 
     def foreign(self, play: dict, at: str) -> tuple[Any, Any, str, str] | None:
         """The first thing in the play the native runner does not have (a module or a keyword Ansible
@@ -112,7 +124,101 @@ class _Loader:
                 found = self.foreign_tasks(play[part], f"{at}.{part}")
                 if found:
                     return found
+        return self.foreign_roles(play, at)
+
+    def foreign_roles(self, play: dict, at: str) -> tuple[Any, Any, str, str] | None:
+        """What in the play's roles the native runner does not have: an entry's keyword, a role's
+        dependencies (meta/main.yml), a module or keyword in its tasks or handlers."""
+        for entries, i in self.role_entries(play, f"{at}.roles"):
+            entry, where = entries[i], f"{at}.roles[{i}]"
+            for key in entry if isinstance(entry, dict) else ():
+                if key not in ROLE_KEYS and key in ANSIBLE_TASK_KEYS + ANSIBLE_PLAY_KEYS:
+                    return entry, key, f"{where}.{key}", f"the role keyword {key!r}"
+            directory = self.role_directory(entry)
+            if directory is None:
+                continue  # loading it natively names what is missing
+            meta = _role_file(directory, "meta")
+            data = load_yaml(meta) if meta else None
+            if isinstance(data, dict) and data.get("dependencies"):
+                return entries, i, where, f"role dependencies ({meta})"
+            for part in ("tasks", "handlers"):
+                path = _role_file(directory, part)
+                data = load_yaml(path) if path else None
+                if isinstance(data, list):
+                    found = self.foreign_tasks(data, f"{where}.{part}")
+                    if found:
+                        return found
         return None
+
+    # -- roles -------------------------------------------------------------
+    def role_entries(self, raw: dict, at: str) -> list[tuple[list, int]]:
+        """The play's `roles:` as (list, index) pairs; refuses a `roles:` that is not a list."""
+        value = raw.get("roles")
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.error(raw, "roles", at, "must be a list of role names or {role: NAME, vars: ...} entries")
+        return [(value, i) for i in range(len(value))]
+
+    def role_name(self, entry: Any) -> str | None:
+        name = entry.get("role", entry.get("name")) if isinstance(entry, dict) else entry
+        return name if isinstance(name, str) and name.strip() else None
+
+    def role_directory(self, entry: Any) -> Path | None:
+        """roles/NAME next to the playbook, else NAME there (Ansible's search without a roles_path)."""
+        name = self.role_name(entry)
+        if name is None or is_template(name):
+            return None
+        return next((d for d in (self.dir / "roles" / name, self.dir / name) if d.is_dir()), None)
+
+    def role(self, entries: list, index: int, at: str) -> "_Role":
+        entry = entries[index]
+        name = self.role_name(entry)
+        if name is None:
+            raise self.error(entries, index, at, "a role entry is a role name or a mapping with `role: NAME`")
+        if is_template(name):
+            raise self.error(entries, index, at, "a role named by a template is not run natively")
+        directory = self.role_directory(entry)
+        if directory is None:
+            raise self.error(entries, index, at, f"role {name!r} not found (looked for {self.dir / 'roles' / name} "
+                             f"and {self.dir / name})")
+        params: dict[str, Any] = {}
+        inherited: dict[str, Any] = {}
+        if isinstance(entry, dict):
+            for key in entry:
+                if key not in ROLE_KEYS and (not isinstance(key, str) or not _IDENTIFIER.match(key)):
+                    raise self.error(entry, key, f"{at}.{key}", f"unknown key in a role entry (known: "
+                                     f"{', '.join(ROLE_KEYS)}; a role parameter is a variable name)")
+            params = {k: v for k, v in entry.items() if k not in ROLE_KEYS}
+            self.templates(params, entries, index, at)
+            inherited = dict(when=self.conditions(entry, "when", f"{at}.when"), tags=self.tags(entry, f"{at}.tags"),
+                             become=self.boolean(entry, "become", f"{at}.become", None))
+        defaults = self.role_variables(directory, "defaults")
+        exports = self.role_variables(directory, "vars")
+        entry_vars = self.variables(entry, "vars", f"{at}.vars") if isinstance(entry, dict) else {}
+        role_vars = {**exports, **entry_vars, "role_name": name, "role_path": str(directory)}
+        handlers: tuple[Task, ...] = ()
+        path = _role_file(directory, "handlers")
+        data = load_yaml(path) if path else None
+        if data is not None:
+            if not isinstance(data, list):
+                raise SourceError(path, getattr(data, "line", 1), "", "a handlers file is a list of handlers")
+            loader = _Loader(path, self.dir, role_dir=directory)
+            handlers = loader.task_list({"handlers": data}, "handlers", "handlers", handler_names=None)
+        role = _Role(self, directory, defaults, exports, role_vars, params, inherited, ())
+        # The entry's when/become hold for the role's handlers too (tags do not select handlers).
+        handler_inherited = {k: v for k, v in inherited.items() if k != "tags"}
+        role.handlers = tuple(role.in_role(_inherit(h, **handler_inherited)) for h in handlers)
+        return role
+
+    def role_variables(self, directory: Path, part: str) -> dict[str, Any]:
+        path = _role_file(directory, part)
+        data = load_yaml(path) if path else None
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise SourceError(path, getattr(data, "line", 1), "", f"a role's {part} file is a mapping of name: value")
+        return _Loader(path, self.dir, role_dir=directory).variables({"vars": data}, "vars", part)
 
     def foreign_tasks(self, items: list, at: str) -> tuple[Any, Any, str, str] | None:
         for i, task in enumerate(items):
@@ -126,11 +232,14 @@ class _Loader:
                             return found
                 continue
             for key in task:
-                if not isinstance(key, str) or key in TASK_KEYS or key in INCLUDES or key in MOVED_MODULES:
+                if not isinstance(key, str) or key in TASK_KEYS or key in INCLUDES or _ours_renamed(key, task[key]):
                     continue
                 where = f"{at}[{i}].{key}"
                 if key in ANSIBLE_TASK_KEYS:
                     return task, key, where, f"the task keyword {key!r}"
+                if key in SERVICE_MANAGERS:
+                    return task, key, where, f"{key} (Ansible's service manager, which opsconsole does not run " \
+                                             f"natively: it would drive the host's init system)"
                 if canonical(key) is None and _looks_like_ansible_module(key):
                     return task, key, where, key
         return None
@@ -233,7 +342,7 @@ class _Loader:
                              f"{self.path.name}, in {self.dir} and its tasks/)")
         if path.resolve() in self.including or len(self.including) > _MAX_INCLUDE_DEPTH:
             raise self.error(raw, key, f"{at}.{key}", f"{value} includes itself (through {self.path.name})")
-        sub = _Loader(path, self.dir, (*self.including, self.path.resolve()))
+        sub = _Loader(path, self.dir, (*self.including, self.path.resolve()), self.role_dir)
         sub.defaults = self.defaults
         data = load_yaml(path)
         if data is None:
@@ -413,6 +522,34 @@ class _Loader:
             raise self.error(container, "timeout", f"{at}.timeout",
                              f"{v!r} is not a number of seconds (Ansible's wait_for takes 10, not 10s)")
 
+    def check_unarchive(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+        remote = args.get("remote_src")
+        if not is_template(remote) and not (remote is True or str(remote).lower() in ("yes", "true", "on", "1", "y")):
+            self.source(args, container, at)  # on this machine: it must be there now
+
+    def check_get_url(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+        v = args.get("checksum")
+        if v not in (None, "") and not is_template(v):
+            try:
+                parse_checksum(str(v))
+            except ValueError as exc:
+                raise self.error(container, "checksum", f"{at}.checksum", str(exc)) from None
+        self.mapping(args, container, at, "headers")
+
+    def check_uri(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+        v = args.get("status_code")
+        if v is not None and not is_template(v):
+            try:
+                expected_statuses(v)
+            except ValueError:
+                raise self.error(container, "status_code", f"{at}.status_code",
+                                 f"{v!r} is not a status code or a list of them") from None
+        self.mapping(args, container, at, "headers")
+
+    def mapping(self, args: dict, container: Any, at: str, arg: str) -> None:
+        if arg in args and not isinstance(args[arg], dict) and not is_template(args[arg]):
+            raise self.error(container, arg, f"{at}.{arg}", "wrong type: must be a mapping of name: value")
+
     def check_opsconsole_builtin_health(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
         if "timeout" in args and not is_template(args["timeout"]):
             try:
@@ -507,9 +644,11 @@ class _Loader:
             raise self.error(container, "src", f"{at}.src", "must be a file path")
         if is_template(src):
             return  # known only at run time (e.g. "{{ artifact }}"); the module checks it then
-        if find_source(src, self.dir) is None:
+        kind = "templates" if at.endswith((".template", ".ansible.builtin.template")) else "files"
+        if find_source(src, self.dir, self.role_dir, kind) is None:
+            where = f"{self.role_dir / kind}, {self.role_dir}, " if self.role_dir else ""
             raise self.error(container, "src", f"{at}.src",
-                             f"file not found: {src} (looked in {self.dir}, its templates/ and files/)")
+                             f"file not found: {src} (looked in {where}{self.dir}, its templates/ and files/)")
 
     # -- values ------------------------------------------------------------
     def templates(self, value: Any, container: Any, key: Any, at: str) -> None:
@@ -591,6 +730,62 @@ ANSIBLE_TASK_KEYS = ("until", "retries", "delay", "delegate_to", "delegate_facts
                      "ansible.builtin.meta", "ignore_unreachable", "action")
 
 
+@dataclasses.dataclass
+class _Role:
+    """A role of a play, read: its tasks are loaded once the play's handler names are all known."""
+
+    loader: _Loader
+    directory: Path
+    defaults: dict[str, Any]  # defaults/main.yml
+    exports: dict[str, Any]  # vars/main.yml
+    role_vars: dict[str, Any]  # vars/main.yml and the entry's `vars:`
+    params: dict[str, Any]  # the entry's other keys
+    inherited: dict[str, Any]  # the entry's when/tags/become, for each of its tasks
+    handlers: tuple[Task, ...]
+
+    def tasks(self, handler_names: set[str]) -> tuple[Task, ...]:
+        path = _role_file(self.directory, "tasks")
+        data = load_yaml(path) if path else None
+        if data is None:
+            return ()
+        if not isinstance(data, list):
+            raise SourceError(path, getattr(data, "line", 1), "", "a task file is a list of tasks")
+        loader = _Loader(path, self.loader.dir, role_dir=self.directory)
+        loader.defaults = self.loader.defaults
+        return tuple(self.in_role(_inherit(t, **self.inherited)) for t in loader.tasks_of(data, "tasks", handler_names))
+
+    def in_role(self, task: Task) -> Task:
+        """`task` (and a block's tasks) with this role's variables and directory."""
+        parts = {part: tuple(self.in_role(t) for t in getattr(task, part)) for part in ("block", "rescue", "always")}
+        return dataclasses.replace(task, role_defaults=self.defaults, role_vars=self.role_vars,
+                                   role_params=self.params, role_dir=str(self.directory), **parts)
+
+
+def _role_file(directory: Path, part: str) -> Path | None:
+    """A role's PART/main.yml (or main.yaml), or None when the role has none."""
+    return next((p for p in (directory / part / "main.yml", directory / part / "main.yaml") if p.is_file()), None)
+
+
+def _last_of_each_name(handlers: tuple[Task, ...]) -> tuple[Task, ...]:
+    """As Ansible: of handlers with the same name (a role listed twice), the last one loaded is notified."""
+    last = {h.name: i for i, h in enumerate(handlers)}
+    return tuple(h for i, h in enumerate(handlers) if last[h.name] == i)
+
+
+# Ansible's service managers: valid Ansible, so a play using one runs with ansible-playbook.
+SERVICE_MANAGERS = tuple(f"{prefix}{name}" for name in ("service", "systemd", "systemd_service", "sysvinit")
+                         for prefix in ("", "ansible.builtin.", "ansible.legacy."))
+# The arguments only opsconsole's own service had, when it was called `service`.
+_OUR_SERVICE_ARGUMENTS = ("command", "chdir", "env", "port")
+
+
+def _ours_renamed(key: str, value: Any) -> bool:
+    """A task written for opsconsole's old `service`/`daemon` (refused at load, naming the new name),
+    not one for Ansible's service manager."""
+    return key in MOVED_MODULES and (key not in SERVICE_MANAGERS or
+                                     (isinstance(value, dict) and any(a in value for a in _OUR_SERVICE_ARGUMENTS)))
+
+
 def _looks_like_ansible_module(name: str) -> bool:
     """A collection's module (namespace.collection.module), or one of ansible-core's by its short name.
     Anything else is an unknown name (a typo), which the loader refuses as such."""
@@ -607,7 +802,8 @@ def _looks_like_ansible_module(name: str) -> bool:
 
 
 # The arguments that take a list or a mapping; every other argument is one value, as in Ansible's modules.
-_STRUCTURED = {"copy": ("content",), "assert": ("that",), "debug": ("msg",), "opsconsole.builtin.service": ("env",)}
+_STRUCTURED = {"copy": ("content",), "assert": ("that",), "debug": ("msg",), "opsconsole.builtin.service": ("env",),
+               "uri": ("body", "status_code", "headers"), "get_url": ("headers",)}
 
 _FREE_FORM_OPTIONS = ("creates", "removes", "chdir")
 

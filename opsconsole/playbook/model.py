@@ -36,6 +36,13 @@ class Task:
     block: tuple["Task", ...] = ()
     rescue: tuple["Task", ...] = ()
     always: tuple["Task", ...] = ()
+    # A task from a role, as in Ansible: the role's defaults (below every other variable), its vars/main.yml
+    # and entry `vars:` (above the play's), its parameters (above registered results) and its directory
+    # (where template/copy `src` is looked up first).
+    role_defaults: Mapping[str, Any] = field(default_factory=dict)
+    role_vars: Mapping[str, Any] = field(default_factory=dict)
+    role_params: Mapping[str, Any] = field(default_factory=dict)
+    role_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,10 @@ class Play:
     runner: str = "native"
     why: str = ""
     source: Any = None  # an ansible play as written, handed to ansible-playbook
+    # Every role's defaults (lowest of all) and vars/main.yml (above the play's vars): Ansible shows them
+    # to every task of the play, not only the role's own.
+    role_defaults: Mapping[str, Any] = field(default_factory=dict)
+    role_exports: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

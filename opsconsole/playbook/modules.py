@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 import httpx
 
 from opsconsole.hosts import Host
+from opsconsole.playbook import web
 from opsconsole.playbook.templating import Templar
 from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
 from opsconsole.units import parse_duration
@@ -74,6 +75,16 @@ SPECS: dict[str, ModuleSpec] = {
     "set_fact": ModuleSpec(optional=("cacheable",), any_args=True),
     "assert": ModuleSpec(required=("that",), optional=("fail_msg", "msg", "success_msg", "quiet")),
     "fail": ModuleSpec(optional=("msg",), free_form="msg"),
+    # As Ansible's: uri asks and reports (never changed); get_url downloads unless dest is there (or force).
+    "uri": ModuleSpec(required=("url",), optional=("method", "body", "body_format", "status_code", "return_content",
+                                                   "validate_certs", "headers", "timeout"),
+                      choices={"body_format": ("raw", "json", "form-urlencoded")},
+                      booleans=("return_content", "validate_certs")),
+    "get_url": ModuleSpec(required=("url", "dest"), optional=("mode", "checksum", "force", "timeout", "validate_certs",
+                                                              "headers", "owner", "group"),
+                          booleans=("force", "validate_certs")),
+    # As Ansible's: a tar archive (gz, bz2, xz: tar tells) from this machine, or on the host with remote_src.
+    "unarchive": ModuleSpec(required=("src", "dest"), optional=("remote_src", "creates"), booleans=("remote_src",)),
     SERVICE: ModuleSpec(required=("name", "state"), optional=("command", "chdir", "env", "port"),
                         choices={"state": ("started", "stopped", "restarted")}),
     HEALTH: ModuleSpec(required=("url",), optional=("status", "timeout")),
@@ -82,13 +93,17 @@ SPECS: dict[str, ModuleSpec] = {
 ALIASES = {f"{prefix}.{name}": name for name in SPECS if "." not in name
            for prefix in ("ansible.builtin", "ansible.legacy")}
 
-# Names that meant opsconsole's own behaviour before they meant Ansible's: refused, naming the new
-# name (accepting them would make `service` switch meaning silently once Ansible's lands natively).
+# Names that meant opsconsole's own behaviour before they meant Ansible's: a task written the old way
+# (with our arguments: command, chdir, env, port) is refused, naming the new name. Ansible's own use
+# of `service`/`systemd` is valid and runs with ansible-playbook (see the loader).
 MOVED_MODULES = {
-    name: f"`{name}` is Ansible's service manager module, which opsconsole does not run natively yet; "
-          f"opsconsole's service started by its command is `{SERVICE}` (same arguments)"
-    for name in ("service", "daemon", "ansible.builtin.service", "ansible.builtin.systemd", "systemd")
+    name: f"`{name}` with opsconsole's arguments (command, chdir, env, port) is no longer ours: "
+          f"opsconsole's service started by its command is `{SERVICE}` (same arguments); Ansible's "
+          f"`{name}` (name, state, enabled) runs with ansible-playbook"
+    for name in ("service", "ansible.builtin.service", "ansible.builtin.systemd", "systemd")
 }
+MOVED_MODULES["daemon"] = f"`daemon` is not a module; opsconsole's service started by its command is `{SERVICE}` " \
+                          "(same arguments)"
 # Arguments of ours that Ansible's module of that name does not have.
 MOVED_ARGUMENTS = {
     ("wait_for", "url"): f"Ansible's wait_for has no url; for an HTTP answer use `{HEALTH}` (url, status, timeout)",
@@ -103,13 +118,16 @@ def canonical(name: str) -> str | None:
     return ALIASES.get(name)
 
 
-def find_source(src: str, playbook_dir: Path) -> Path | None:
-    """Where a copy/template `src` is on this machine: as given if absolute, else next to the
-    playbook or in its templates/ or files/ directory (like Ansible)."""
+def find_source(src: str, playbook_dir: Path, role_dir: Path | None = None,
+                kind: str | None = None) -> Path | None:
+    """Where a copy/template `src` is on this machine: as given if absolute; else, for a role's task, in
+    the role's `kind` directory (templates/, files/) or the role itself; else next to the playbook or in
+    its templates/ or files/ directory (like Ansible)."""
     path = Path(src).expanduser()
     if path.is_absolute():
         return path if path.is_file() else None
-    for base in (playbook_dir, playbook_dir / "templates", playbook_dir / "files"):
+    role_bases = () if role_dir is None else ((role_dir / kind,) if kind else ()) + (role_dir, role_dir / "tasks")
+    for base in (*role_bases, playbook_dir, playbook_dir / "templates", playbook_dir / "files"):
         if (base / path).is_file():
             return base / path
     return None
@@ -142,6 +160,7 @@ class ModuleContext:
     on_line: LineHandler
     become: bool = False
     timeout: float | None = None
+    role_dir: Path | None = None  # a role's task: its sources are looked up in the role first
 
 
 @dataclass
@@ -224,7 +243,7 @@ async def _copy(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
     if not truthy(args.get("force", True)) and await ctx.transport.exists(dest):
         return Outcome(command=f"copy -> {dest}", message=f"{dest} exists and force is false")
     if args.get("src") not in (None, ""):
-        src = find_source(str(args["src"]), ctx.playbook_dir)
+        src = find_source(str(args["src"]), ctx.playbook_dir, ctx.role_dir, "files")
         if src is None:
             raise ModuleFailure(f"copy: source file {args['src']} not found (looked next to the playbook, "
                                 f"in templates/ and files/ of {ctx.playbook_dir})")
@@ -280,7 +299,7 @@ async def _pause(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
 
 
 async def _template(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
-    src = find_source(str(args["src"]), ctx.playbook_dir)
+    src = find_source(str(args["src"]), ctx.playbook_dir, ctx.role_dir, "templates")
     if src is None:
         raise ModuleFailure(f"template: {args['src']} not found (looked next to the playbook, "
                             f"in templates/ and files/ of {ctx.playbook_dir})")
@@ -495,6 +514,112 @@ async def _reachable_url(url: str, transport: Transport) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{host}:{port}"))
 
 
+async def _uri(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+    url, method = str(args["url"]), str(args.get("method") or "GET").upper()
+    try:
+        want = web.expected_statuses(args.get("status_code"))
+    except ValueError:
+        raise ModuleFailure(f"uri: status_code {args.get('status_code')!r} is not a status code or a list of them") \
+            from None
+    try:
+        response = await web.request(await _reachable_url(url, ctx.transport), method=method, body=args.get("body"),
+                                     body_format=str(args.get("body_format") or "raw"), headers=args.get("headers"),
+                                     timeout=_seconds(args.get("timeout", 30)), verify=_verify(args))
+    except web.WebFailure as exc:  # Ansible's words: the status is -1 when nothing answered
+        return Outcome(failed=True, command=f"{method} {url}", message=f"Status code was -1 and not {want}: {exc}",
+                       result={"status": -1, "url": url})
+    result = web.result_of(response, truthy(args.get("return_content", False)))
+    if not response.redirected:
+        result["url"] = url  # as asked, not the tunnel's address
+    failed = response.status not in want
+    if failed:
+        result["msg"] = f"Status code was {response.status} and not {want}"
+    return Outcome(failed=failed, command=f"{method} {url}", message=result["msg"], result=result)
+
+
+async def _get_url(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+    url, dest, mode = str(args["url"]), str(args["dest"]), _mode(args)
+    checksum = None
+    if args.get("checksum") not in (None, ""):
+        try:
+            checksum = web.parse_checksum(str(args["checksum"]))
+        except ValueError as exc:
+            raise ModuleFailure(f"get_url: checksum {exc}") from None
+    into_directory = dest.endswith("/") or \
+        (await ctx.transport.run(f"[ -d {shlex.quote(dest)} ]", timeout=ctx.timeout)).rc == 0
+    if into_directory:  # as Ansible: the URL's file name, always downloaded, replaced only if it differs
+        dest = f"{dest.rstrip('/')}/{web.file_name(url)}"
+    result: dict[str, Any] = {"dest": dest, "url": url}
+    if not into_directory and await ctx.transport.exists(dest) and not truthy(args.get("force", False)):
+        have = await ctx.transport.read_file(dest)
+        # As Ansible: an existing dest is kept unless force, or a checksum it does not match.
+        if checksum is None or web.digest(checksum[0], have) == checksum[1]:
+            changed = await ctx.transport.write_file(dest, have, mode) if mode is not None else False
+            outcome = Outcome(changed=changed, command=f"get_url {url}", message="file already exists",
+                              result={**result, "msg": "file already exists", "status_code": None})
+            return await _owned(outcome, dest, args, ctx)
+    try:
+        response = await web.request(await _reachable_url(url, ctx.transport), headers=args.get("headers"),
+                                     timeout=_seconds(args.get("timeout", 10)), verify=_verify(args))
+    except web.WebFailure as exc:
+        return Outcome(failed=True, command=f"get_url {url}", message=str(exc), result={**result, "status_code": -1})
+    result["status_code"] = response.status
+    if response.status != 200:
+        return Outcome(failed=True, command=f"get_url {url}", message=f"Request failed: HTTP Error {response.status}",
+                       result=result)
+    result["checksum_src"] = web.digest("sha1", response.content)
+    if checksum is not None and web.digest(checksum[0], response.content) != checksum[1]:
+        actual = web.digest(checksum[0], response.content)
+        why = f"The checksum for {dest} did not match {checksum[1]}; it was {actual}."
+        return Outcome(failed=True, command=f"get_url {url}", message=why, result=result)
+    changed = await ctx.transport.write_file(dest, response.content, mode)
+    result.update(checksum_dest=result["checksum_src"], size=len(response.content),
+                  msg=f"OK ({len(response.content)} bytes)")
+    return await _owned(Outcome(changed=changed, command=f"get_url {url} -> {dest}", message=result["msg"],
+                                result=result), dest, args, ctx)
+
+
+async def _unarchive(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+    src, dest, q = str(args["src"]), str(args["dest"]), shlex.quote
+    result: dict[str, Any] = {"dest": dest, "src": src, "handler": "TgzArchive"}
+    creates = _opt_str(args.get("creates"))
+    if creates is not None and await ctx.transport.exists(creates):
+        return Outcome(command=f"unarchive {src}", message=f"skipped, since {creates} exists", result=result)
+    if (await ctx.transport.run(f"[ -d {q(dest)} ]", become=ctx.become, timeout=ctx.timeout)).rc != 0:
+        return Outcome(failed=True, command=f"unarchive {src}", message=f"dest '{dest}' must be an existing dir",
+                       result=result)
+    remote_src = truthy(args.get("remote_src", False))
+    archive, scratch = src, None
+    if not remote_src:  # copied to the host first, as Ansible does, and removed after
+        local = find_source(src, ctx.playbook_dir, ctx.role_dir, "files")
+        if local is None:
+            raise ModuleFailure(f"unarchive: source file {src} not found (looked next to the playbook, "
+                                f"in templates/ and files/ of {ctx.playbook_dir})")
+        made = await ctx.transport.run("mktemp", become=ctx.become, timeout=ctx.timeout)
+        if not made.ok:
+            raise ModuleFailure(f"unarchive: no temporary file on the host: {made.describe()}")
+        archive = scratch = made.stdout.strip()
+        await ctx.transport.put_file(str(local), archive)
+    try:
+        # As Ansible's TgzArchive: unchanged when `tar --diff` finds the archive already there.
+        same = await ctx.transport.run(f"tar --diff -C {q(dest)} -f {q(archive)}", become=ctx.become,
+                                       timeout=ctx.timeout)
+        if same.rc == 0:
+            return Outcome(command=f"unarchive {src}", message=f"{src} already unpacked in {dest}", result=result)
+        cmd = f"tar --extract -C {q(dest)} -f {q(archive)}"
+        done = await ctx.transport.run(cmd, on_line=ctx.on_line, become=ctx.become, timeout=ctx.timeout)
+        return _from_result(cmd, done) if not done.ok else \
+            Outcome(changed=True, rc=0, command=cmd, message=f"{src} unpacked in {dest}", result=result)
+    finally:
+        if scratch is not None:
+            await ctx.transport.run(f"rm -f -- {q(scratch)}", become=ctx.become, timeout=ctx.timeout)
+
+
+def _verify(args: Mapping[str, Any]) -> Any:
+    """validate_certs (default true) as httpx's verify: the shared verifying context, or False."""
+    return _tls_context() if truthy(args.get("validate_certs", True)) else False
+
+
 async def _debug(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
     if _verbosity(args.get("verbosity")) > 0:  # shown from `-v` on in Ansible; opsconsole runs at 0
         return Outcome(message=f"verbosity {args['verbosity']}: not shown")
@@ -657,7 +782,8 @@ _RUNNERS: dict[str, Callable[[Mapping[str, Any], ModuleContext], Any]] = {
     "shell": _shell, "command": _command, "copy": _copy, "template": _template, "file": _file,
     SERVICE: _service, "wait_for": _wait_for, HEALTH: _health, "debug": _debug,
     "set_fact": _set_fact, "assert": _assert, "fail": _fail, "raw": _raw, "stat": _stat,
-    "lineinfile": _lineinfile, "blockinfile": _blockinfile, "pause": _pause,
+    "lineinfile": _lineinfile, "blockinfile": _blockinfile, "pause": _pause, "uri": _uri, "get_url": _get_url,
+    "unarchive": _unarchive,
 }
 
 __all__ = ["ALIASES", "HEALTH", "MOVED_ARGUMENTS", "MOVED_MODULES", "SERVICE", "SPECS", "ModuleContext", "ModuleFailure", "ModuleSpec", "Outcome", "canonical",

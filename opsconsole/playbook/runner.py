@@ -11,6 +11,7 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Collection, Mapping, Sequence
 
 from opsconsole.events import EventBus, Message, OutputLine, PlayFinished, PlayStarted, TaskFinished, TaskStarted
@@ -182,10 +183,13 @@ class PlaybookRunner:
             builtins["port"] = host.port
         # Precedence, low to high: app+group vars (merged into Host.vars by the caller), built-ins,
         # play vars, task vars, registered results, extra vars.
+        # Roles add their layers around these, by Ansible's precedence (see Play and Task).
         base = [(host.vars, True), (builtins, False), (play.vars, True)]
 
         def templar(task: Task, item: Any = _NO_ITEM) -> Templar:
-            layers = [*base, (task.vars, True), (run.registered, False), (extra_vars, True)]
+            layers = [(play.role_defaults, True), (task.role_defaults, True), *base, (play.role_exports, True),
+                      (task.role_vars, True), (task.vars, True), (run.registered, False), (task.role_params, True),
+                      (extra_vars, True)]
             if item is not _NO_ITEM:
                 layers.append(({"item": item}, False))
             return Templar(layers)
@@ -261,7 +265,7 @@ class PlaybookRunner:
 
         ctx = ModuleContext(host=host, transport=transport, templar=templar(task), playbook_dir=playbook.directory,
                             on_line=on_line, become=play.become if task.become is None else task.become,
-                            timeout=task.timeout)
+                            timeout=task.timeout, role_dir=Path(task.role_dir) if task.role_dir else None)
         try:
             items = self._items(task, ctx.templar)
             outcomes: list[tuple[Any, Outcome]] = []

@@ -26,7 +26,8 @@ import jinja2.meta
 
 from opsconsole.errors import OperatorError
 
-_SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.S)
+# One expression, as Ansible reads it natively: `"{{ 5 }}"` and `"{{ 5 }}\n"` are 5; `" {{ 5 }} "` is text.
+_SINGLE_EXPR = re.compile(r"^\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}(?P<newlines>\n*)$", re.S)
 
 
 class TemplateFailure(OperatorError):
@@ -200,7 +201,9 @@ class Templar:
             expr = match.group("expr").strip()
             if expr and check_expression(expr) is None:
                 compiled, names = _compiled_expr(expr)
-                return self._guard(text, lambda: _defined(compiled(**self._context(names))))
+                value = self._guard(text, lambda: _defined(compiled(**self._context(names))))
+                # As Ansible: a text result keeps the template's trailing newlines (`content: "{{ x }}\n"`).
+                return value + match.group("newlines") if isinstance(value, str) else value
         return self.render_text(text)
 
     def _compile(self, text: str) -> tuple[jinja2.Template, frozenset[str]]:
