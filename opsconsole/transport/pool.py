@@ -299,7 +299,8 @@ class SshPool:
         Only for work that is safe to repeat when the first attempt never reached the host
         (opening a channel, an SFTP request).
         """
-        for attempt in (1, 2):
+        attempt, refused = 1, 0
+        while True:
             conn = await self.connection(host)
             try:
                 return await work(conn)
@@ -307,13 +308,21 @@ class SshPool:
                 self.discard(host, conn)
                 if attempt == 2:
                     raise TransportError(f"{host.name}: connection lost: {_reason(exc)}") from exc
+                attempt += 1
             except asyncssh.ChannelOpenError as exc:
                 if not conn.is_closed():
-                    raise TransportError(f"{host.name}: could not open an SSH channel: {exc.reason}") from exc
+                    # sshd frees a closed session in its loop after reading what came with the close, so an
+                    # open sent right after another channel closed can be refused ("open failed") though we
+                    # stay under MaxSessions. Nothing ran: try again shortly, a few times.
+                    refused += 1
+                    if refused > len(CHANNEL_RETRY_DELAYS):
+                        raise TransportError(f"{host.name}: could not open an SSH channel: {exc.reason}") from exc
+                    await asyncio.sleep(CHANNEL_RETRY_DELAYS[refused - 1])
+                    continue
                 self.discard(host, conn)
                 if attempt == 2:
                     raise TransportError(f"{host.name}: connection lost: {exc.reason}") from exc
-        raise AssertionError("unreachable")
+                attempt += 1
 
     async def with_sftp(self, host: Host, work: Callable[[asyncssh.SFTPClient], Awaitable[T]]) -> T:
         """Run `work` on the host's SFTP session (one per connection, opened on first use; retried like above)."""
@@ -370,6 +379,9 @@ def _split_hop(hop: str) -> tuple[str | None, str, int | None]:
 class _SshConfigEntry:
     port: int
     proxy_jump: str | None
+
+
+CHANNEL_RETRY_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.4)  # seconds; ~0.8 s in all before a refusal is reported
 
 
 def _reason(exc: BaseException) -> str:
