@@ -13,7 +13,7 @@ from opsconsole.transport.ssh import SshTransport
 
 class MiniPlay:
     """Just enough of the playbook language to run database.yml over a transport until the real
-    PlaybookRunner lands: shell, copy, opsconsole.builtin.service; when, register, become, ignore_errors. It logs like a
+    PlaybookRunner lands: shell, copy, stat, opsconsole.builtin.service; when, register, become, ignore_errors. It logs like a
     runner would: every rendered command and every output line, so the test can search them."""
 
     def __init__(self, transport: SshTransport, variables: dict[str, Any]) -> None:
@@ -41,6 +41,12 @@ class MiniPlay:
                 self.log.append(f"skip: {task['name']}")
                 continue
             self.log.append(f"task: {task['name']}")
+            if "stat" in task:  # where a path is: proxy-host.yml asks whether systemd runs
+                path = self.render(task["stat"]["path"])
+                found = await self.t.run(f"test -e {shlex.quote(path)}", timeout=60)
+                self.vars[task.get("register", "_")] = {"stat": {"exists": found.ok}}
+                self.log.append(f"stat: {path} {'exists' if found.ok else 'absent'}")
+                continue
             rc, out = await self._task(task)
             if "register" in task:
                 self.vars[task["register"]] = {"rc": rc, "stdout": out}
