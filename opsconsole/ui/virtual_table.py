@@ -11,7 +11,8 @@ Columns must have fixed widths (measuring content would need every cell again).
 This leans on DataTable internals, named here so a Textual upgrade that moves
 them shows up in tests/test_ui_fleet_scale.py: `_update_count` (the key of its
 render caches), `_update_dimensions` (the measuring pass on new rows) and the
-row registry `set_rows` fills (`_row_locations`, `_data`, `rows`).
+row registry `set_rows` fills (`_row_locations`, `_data`, `rows`); its render caches
+(`_line_cache`, `_row_render_cache`, `_cell_render_cache`) are only resized.
 """
 
 from __future__ import annotations
