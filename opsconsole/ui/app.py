@@ -120,6 +120,8 @@ class OpsConsoleApp(App[int]):
         if self.freeze_startup:
             # Everything built so far (Textual, the DOM, the config) lives as long as the process; moving it
             # out of the collector's sight keeps full collections short while floods churn through the rings.
+            # Safe: a frozen object is still freed by reference counting when dropped; only a cycle among
+            # start-up objects would stay, a fixed amount, and whatever is made after the freeze is collected.
             self.call_after_refresh(gc.freeze)
         # What always runs (heartbeat, pollers, proxy watch) was chosen by whoever opened the engine.
         await self.engine.start()

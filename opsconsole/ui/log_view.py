@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 
 from rich.text import Text
 from textual import events
+from textual.cache import LRUCache
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import RichLog
@@ -30,6 +31,7 @@ class LogLine:
     kind: str = ""  # the event log's kind filter: command, output, task, rollout, build, message, host
 
 
+RENDER_CACHE_LINES = 128  # a tall terminal's rows, with room for a scroll
 LineFilter = Callable[[LogLine], bool]
 
 
@@ -61,6 +63,9 @@ class LogView(RichLog):
         # so fewer are kept rendered than raw: the ring re-renders when a filter reaches further back.
         super().__init__(max_lines=min(scrollback, capacity), wrap=False, auto_scroll=True, id=id, classes=classes,
                          min_width=20)
+        # RichLog caches cropped lines keyed by their position, which moves with every write: under a flood its
+        # default 1,024 entries were stale strips (a dozen tracked objects each) kept for the collector to walk.
+        self._line_cache = LRUCache(RENDER_CACHE_LINES)
         self.ring: deque[LogLine] = deque(maxlen=capacity)
         self.line_filter: LineFilter | None = None
         self.description = "follow"

@@ -11,18 +11,21 @@ Columns must have fixed widths (measuring content would need every cell again).
 This leans on DataTable internals, named here so a Textual upgrade that moves
 them shows up in tests/test_ui_fleet_scale.py: `_update_count` (the key of its
 render caches), `_update_dimensions` (the measuring pass on new rows) and the
-row registry `set_rows` fills (`_row_locations`, `_data`, `rows`).
+row registry `set_rows` fills (`_row_locations`, `_data`, `rows`); its render caches
+(`_line_cache`, `_row_render_cache`, `_cell_render_cache`) are only resized.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Iterable, Sequence
 
+from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey, DuplicateKey, Row, RowDoesNotExist, RowKey
 
 from opsconsole.ui.row_table import RowTable
 
+RENDER_CACHE_LINES = 128  # a tall terminal's rows, with room for a scroll
 CellSource = Callable[[str], Sequence[object]]
 
 
@@ -34,6 +37,12 @@ class VirtualTable(RowTable):
     def __init__(self, cells: CellSource, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.cells = cells
+        # DataTable's render caches are keyed on `_update_count`, which every redraw bumps, so past a screen's
+        # worth their entries are dead; at their default sizes (1,000 lines, 10,000 cells) under a flood they
+        # kept ~30,000 stale segments and strips alive for each full garbage collection to walk.
+        self._line_cache = LRUCache(RENDER_CACHE_LINES)
+        self._row_render_cache = LRUCache(RENDER_CACHE_LINES)
+        self._cell_render_cache = LRUCache(RENDER_CACHE_LINES * 10)
 
     def set_rows(self, keys: Iterable[str]) -> None:
         """Replace every row by one per key, in this order; no cell is made here.
