@@ -64,7 +64,6 @@ class EmbeddedDriver(TrafficDriver):
         self._client = httpx.AsyncClient(base_url=base, transport=transport, timeout=timeout,
                                          headers={"Authorization": f"Bearer {token}"})
         self._owner: tuple[int, str] | None = None  # (pid, start time) of the proxy a runtime file named
-        self._owner_port: int | None = None  # its admin port, checked again at every call
 
     @classmethod
     def from_runtime_file(cls, path: str | Path, token: str, **kw: Any) -> "EmbeddedDriver":
@@ -88,20 +87,12 @@ class EmbeddedDriver(TrafficDriver):
                                      f"is stale ({problem}); is `opsconsole proxy` running?")
         driver = cls(admin, token, **kw)
         driver._owner = (pid, start_time(pid) or "")
-        driver._owner_port = port
         return driver
 
     def _check_owner(self) -> None:
-        """The proxy we checked at open time still runs and still holds the port, at every call: a proxy
-        shutting down closes its admin listener before it exits, and the port is then anyone's."""
-        if self._owner is None:
-            return
-        pid, started = self._owner
-        problem = "it is gone" if start_time(pid) != started else None
-        if problem is None and self._owner_port is not None:
-            problem = port_holder_problem(pid, self._owner_port)
-        if problem is not None:
-            raise TrafficUnavailable(f"the proxy (process {pid}) behind {self.admin}: {problem}; "
+        """The proxy we checked at open time still runs: else its port may be anyone's by now."""
+        if self._owner is not None and start_time(self._owner[0]) != self._owner[1]:
+            raise TrafficUnavailable(f"the proxy (process {self._owner[0]}) behind {self.admin} is gone; "
                                      "not sending the admin token to whatever listens there now")
 
     async def close(self) -> None:
