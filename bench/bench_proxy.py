@@ -60,6 +60,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the stdlib backend and the wrk runner
 from opsconsole.proxy.config import (  # noqa: E402
     FrontendConfig, HealthCheckConfig, Listen, MemberConfig, PoolConfig, ProxyConfig, TlsConfig,
 )
+from opsconsole.pids import stat_fields  # noqa: E402
 from opsconsole.traffic.haproxy_config import render_haproxy_config  # noqa: E402
 
 import loadwrk  # noqa: E402
@@ -124,7 +125,9 @@ def wrk(port: int, connections: int, duration: int, core: str, delay_ms: int = 0
 
 def proc_cpu(pid: int) -> tuple[float, float]:
     """(user, system) CPU seconds a process has used so far, from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = stat_fields(pid)
+    if fields is None:
+        raise RuntimeError(f"process {pid} is gone")
     tick = os.sysconf("SC_CLK_TCK")
     return int(fields[11]) / tick, int(fields[12]) / tick  # utime, stime (fields 14 and 15 of the line)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import fcntl
 import os
 import signal
 import sys
@@ -33,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_rollout import PLAY, PORT, build_artifact, run_opsconsole  # noqa: E402
 from bench.bench_ssh import ansible_playbook, run_ansible_play  # noqa: E402
 from tests.lab import Lab, LabConfig  # noqa: E402
+from tests.lab.fixtures import _take_lab_lock  # noqa: E402  (the lab tests' machine-wide lock)
 
-LAB_LOCK = "/tmp/opsconsole-lab.lock"  # the lab fixture's lock: a suite and this bench take turns
 # A fair Ansible: as many parallel connections as a batch has hosts, no temp-file round trips, kept connections.
 ANSIBLE_ENV = {"ANSIBLE_FORKS": "10", "ANSIBLE_PIPELINING": "True",
                "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=120s"}
@@ -78,34 +77,29 @@ def main() -> int:
         ansible_playbook()  # installed before anything is timed
     # SIGTERM unwinds like Ctrl-C, so the finally below tears the lab down either way.
     signal.signal(signal.SIGTERM, _interrupt)
-    with open(LAB_LOCK, "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"(waiting for the SSH lab: another run holds {LAB_LOCK})", file=sys.stderr, flush=True)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        lab = Lab(LabConfig.fleet(args.hosts))
-        try:
-            t0 = time.perf_counter()
-            lab.up()
-            print(f"lab of {len(lab.apps)} app hosts up in {time.perf_counter() - t0:.1f}s", flush=True)
-            with tempfile.TemporaryDirectory(prefix="bench_scale-") as tmp:
-                work = Path(tmp)
-                ansible = None
-                if not args.no_ansible:
-                    (work / "ansible").mkdir()
-                    ansible = run_ansible(lab, work / "ansible")
-                    print(f"ansible-playbook, {args.hosts} hosts: {ansible:8.2f} s", flush=True)
-                ours: dict[int, tuple[float, int]] = {}
-                for size in sizes:
-                    ours[size] = asyncio.run(roll_batches(first(lab, size), work / f"oc-{size}"))
-                    print(f"opsconsole roll, {size} hosts: {ours[size][0]:8.2f} s", flush=True)
-        finally:
-            t0 = time.perf_counter()
-            lab.down()
-            print(f"lab torn down in {time.perf_counter() - t0:.1f}s", flush=True)
+    _take_lab_lock()  # the lab tests' machine-wide lock: a suite and this bench take turns (held to exit)
+    lab = Lab(LabConfig.fleet(args.hosts))
+    try:
+        t0 = time.perf_counter()
+        lab.up()
+        print(f"lab of {len(lab.apps)} app hosts up in {time.perf_counter() - t0:.1f}s", flush=True)
+        with tempfile.TemporaryDirectory(prefix="bench_scale-") as tmp:
+            work = Path(tmp)
+            ansible = None
+            if not args.no_ansible:
+                (work / "ansible").mkdir()
+                ansible = run_ansible(lab, work / "ansible")
+                print(f"ansible-playbook, {args.hosts} hosts: {ansible:8.2f} s", flush=True)
+            ours: dict[int, tuple[float, int]] = {}
+            for size in sizes:
+                ours[size] = asyncio.run(roll_batches(first(lab, size), work / f"oc-{size}"))
+                print(f"opsconsole roll, {size} hosts: {ours[size][0]:8.2f} s", flush=True)
+    finally:
+        t0 = time.perf_counter()
+        lab.down()
+        print(f"lab torn down in {time.perf_counter() - t0:.1f}s", flush=True)
     print()
-    print(f"rolling update (upload, unpack, switch, restart, health check), batches of 10%, through the jump host")
+    print("rolling update (upload, unpack, switch, restart, health check), batches of 10%, through the jump host")
     if ansible is not None:
         full = ours[args.hosts][0]
         print(f"ansible-playbook  serial 10%, forks 10, pipelining, ControlPersist: {ansible:8.2f} s")

@@ -29,4 +29,24 @@ def stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rfind(")") + 2:].split()
 
 
-__all__ = ["pid_alive", "stat_fields"]
+def group_alive(pgid: int) -> bool:
+    """Whether any live (non-zombie) process is in group `pgid`.
+
+    `killpg(pgid, 0)` alone is not enough: zombies count as members, and where pid 1
+    does not reap (some containers) a killed group would look alive forever.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            fields = stat_fields(int(entry.name))
+            if fields is not None and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                return True
+    return False
+
+
+__all__ = ["group_alive", "pid_alive", "stat_fields"]

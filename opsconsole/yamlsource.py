@@ -118,6 +118,16 @@ def load_yaml(path: str | Path) -> Any:
     return parse_yaml(text, p)
 
 
+def plain(value: Any) -> Any:
+    """YamlMap/YamlList (which remember their lines) as plain dicts and lists: for yaml.safe_dump, or a
+    value handed on where line numbers mean nothing."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
 def line_of(container: Any, key: Any) -> int | None:
     """The line of `key` inside a YamlMap/YamlList, or None for plain containers."""
     if isinstance(container, YamlMap):

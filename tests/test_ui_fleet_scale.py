@@ -7,11 +7,12 @@ for the rows it paints.
 
 from __future__ import annotations
 
+import functools
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+import test_ui
 
 from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
@@ -50,11 +51,7 @@ def engine(tmp_path: Path) -> Engine:
     return engine
 
 
-async def until(pilot, condition, timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
-        await pilot.pause(0.02)
+until = functools.partial(test_ui.until, timeout=20.0)  # 2,000 hosts: a longer wait than test_ui's default
 
 
 def lines_with(app: OpsConsoleApp, word: str) -> list[str]:

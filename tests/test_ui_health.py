@@ -15,7 +15,7 @@ import pytest
 
 from conftest import kill_services
 from opsconsole.engine.engine import Engine
-from opsconsole.events import HealthSample, HeartbeatCycle, HostState
+from opsconsole.events import HealthSample, HostState
 from opsconsole.ui.app import OpsConsoleApp
 from opsconsole.ui.fleet import FleetPane
 from opsconsole.ui.heartbeat import HeartbeatPane
@@ -40,12 +40,9 @@ def probe(engine: Engine, host: str, ok: bool) -> None:
 
 
 def cycle(engine: Engine) -> None:
-    """The monitor's rolling line for this moment, made as the monitor makes it."""
-    states = engine.monitor.states
-    engine.bus.emit(HeartbeatCycle(
-        probed=len(HOSTS), up=sum(1 for s in states.values() if s.healthy),
-        down=sum(1 for s in states.values() if s.healthy is False), lag=0.0, duration=0.01,
-        statuses=tuple((h, states[h].cycle_status()) for h in HOSTS)))
+    """The monitor's rolling line for this moment, made by the monitor from each host's last probe."""
+    samples = [engine.monitor.states[h].last for h in HOSTS]
+    engine.bus.emit(engine.monitor.cycle_event([s for s in samples if s is not None], lag=0.0, duration=0.01))
 
 
 def cells(fleet: FleetPane, host: str) -> tuple[str, str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from opsconsole.units import parse_duration
-from opsconsole.yamlsource import SourceError, YamlList, YamlMap
+from opsconsole.yamlsource import SourceError, YamlList, YamlMap, plain
 
 T = TypeVar("T")
 
@@ -148,7 +148,7 @@ class MappingReader:
             return {}
         if not isinstance(value, dict):
             raise self.error(key, f"must be a mapping, got {_describe(value)}")
-        return _plain(value)
+        return plain(value)
 
     def each(self, key: str, build: Callable[["MappingReader", str], T]) -> list[T]:
         """Build one item per entry of a mapping of named sections (e.g. `apps:`)."""
@@ -166,14 +166,6 @@ class MappingReader:
             if key not in self._seen:
                 allowed = ", ".join(sorted(self._seen))
                 raise self.error(key, f"unknown key (allowed here: {allowed})")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _describe(value: Any) -> str:

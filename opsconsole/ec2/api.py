@@ -40,7 +40,6 @@ class Ec2Api:
         self.cfg = cfg
         self.where = where
         self._client: Any = None
-        self.pages_read = 0  # Describe* pages read so far (the tests see pagination happen)
         self._pace = asyncio.Lock()
         self._next_start = 0.0
 
@@ -88,7 +87,6 @@ class Ec2Api:
             if token:
                 page_params["NextToken"] = token
             answer = await self.call(doing, operation, **page_params)
-            self.pages_read += 1
             items.extend(answer.get(key, []))
             token = answer.get("NextToken")
             if not token:

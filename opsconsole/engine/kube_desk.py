@@ -371,7 +371,7 @@ class KubeDesk:
                     async for kind, pod in client.watch_pods():
                         self._pod_event(kind, pod, group.name, kube.port, apps)
             except KubeError as exc:
-                self.fleet.say(f"pods of {group.name}: {exc}; watching again in {self.RETRY_WATCH:g}s", "warn")
+                self.fleet.say(f"pods of {group.name}: {exc}; watching again in {self.RETRY_WATCH:g}s", "warning")
             await asyncio.sleep(self.RETRY_WATCH)
 
     def _pod_event(self, kind: str, pod: dict[str, Any], group: str, port: int, apps: set[str]) -> None:
@@ -409,7 +409,7 @@ class KubeDesk:
                 async with self._client(app) as client:
                     await EndpointFollower(client, app.name, services, driver, self.fleet.say).run()
             except KubeError as exc:  # a kubeconfig that cannot be used: say so, try again later
-                self.fleet.say(f"endpoints of {app.name}: {exc}; trying again in {self.RETRY_WATCH:g}s", "warn")
+                self.fleet.say(f"endpoints of {app.name}: {exc}; trying again in {self.RETRY_WATCH:g}s", "warning")
             await asyncio.sleep(self.RETRY_WATCH)
 
     async def history(self, command: C.History) -> str:

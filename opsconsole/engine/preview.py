@@ -15,7 +15,7 @@ from opsconsole.engine.deployer import Deployer
 from opsconsole.engine.fleet import Fleet
 from opsconsole.engine.rolling import Rollouts
 from opsconsole.errors import OperatorError
-from opsconsole.rollouts.plan import make_plan
+from opsconsole.rollouts.plan import make_plan, timeouts
 
 
 def _count(items: list[str], noun: str) -> str:
@@ -137,7 +137,7 @@ class Preview:
             plan = make_plan(app.name, hosts, version=target[0], commit=target[1], artifact=target[2],
                              batch=command.batch, kind="rollback",
                              from_versions={h: self.fleet.views[h].version for h in hosts},
-                             health_timeout=app.rollout.health_timeout, drain_timeout=app.rollout.drain_timeout)
+                             **timeouts(app.rollout))
         except OperatorError as exc:
             return f"rollback {app.name}: cannot plan: {exc}"
         return plan.summary() + "\n\n" + "\n".join(plan.describe()[1:][:4])
@@ -196,7 +196,7 @@ class Preview:
             rollout = self.config.apps[app].rollout
             plan = make_plan(app, hosts, version=version, commit=version, artifact="", batch=None,
                              from_versions={h: views[h].version for h in hosts},
-                             health_timeout=rollout.health_timeout, drain_timeout=rollout.drain_timeout)
+                             **timeouts(rollout))
         except OperatorError as exc:
             return f"canary {app} promote: cannot plan: {exc}"
         return (f"canary {app} promote: {version} (the canary's, on {_names(canary_hosts)}) is rolled out to the "

@@ -26,7 +26,7 @@ from opsconsole.heartbeat.monitor import HeartbeatMonitor
 from opsconsole.heartbeat.until import probe_until
 from opsconsole.hosts import Host
 from opsconsole.rollouts.lock import FleetLock
-from opsconsole.rollouts.plan import RolloutPlan, make_plan
+from opsconsole.rollouts.plan import RolloutPlan, make_plan, timeouts
 from opsconsole.rollouts.record import DONE, RolloutJournal, RolloutState
 from opsconsole.rollouts.runner import NoTraffic, RolloutRunner, TrafficControl
 
@@ -123,8 +123,7 @@ class Rollouts:
             [h.name for h in self.fleet.inventory.group(app.group)]
         return make_plan(app.name, hosts, version=version, commit=commit, artifact=artifact,
                          batch=command.batch, from_versions={h: self.fleet.views[h].version for h in hosts},
-                         max_fail=command.max_fail, health_timeout=app.rollout.health_timeout,
-                         drain_timeout=app.rollout.drain_timeout, deploy_timeout=app.rollout.deploy_timeout,
+                         max_fail=command.max_fail, **timeouts(app.rollout),
                          on_failure=command.on_failure, previous=self.releases.previous(app.name, version))
 
     async def plan_for(self, command: C.Roll) -> RolloutPlan:
@@ -171,8 +170,7 @@ class Rollouts:
         hosts = [h.name for h in self.fleet.inventory.group(app.group)]
         plan = make_plan(app.name, hosts, version=version, commit=commit, artifact=artifact, batch=command.batch,
                          kind="rollback", from_versions={h: self.fleet.views[h].version for h in hosts},
-                         health_timeout=app.rollout.health_timeout, drain_timeout=app.rollout.drain_timeout,
-                         deploy_timeout=app.rollout.deploy_timeout, previous=None)
+                         **timeouts(app.rollout), previous=None)
         for line in plan.describe():
             self.fleet.say(line)
         return await self._run(app, RolloutState(plan=plan, issuer=self.issuer, started=time.time(),

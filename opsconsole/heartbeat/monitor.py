@@ -134,13 +134,17 @@ class HeartbeatMonitor:
                 continue  # last cycle's probe of this host is still waiting on its timeout
             probes.append(asyncio.ensure_future(self._probe_one(target)))
         samples = [s for s in await asyncio.gather(*probes) if s is not None]
-        up = sum(1 for s in self.states.values() if s.healthy)
-        down = sum(1 for s in self.states.values() if s.healthy is False)
-        cycle = HeartbeatCycle(probed=len(samples), up=up, down=down, lag=lag, duration=loop.time() - started,
-                               statuses=tuple((s.host, self._cycle_status(s)) for s in samples))
+        cycle = self.cycle_event(samples, lag, loop.time() - started)
         if self.log is not None:
             self.log.write([cycle_line(cycle)])
         self.bus.emit(cycle)
+
+    def cycle_event(self, samples: list[HealthSample], lag: float, duration: float) -> HeartbeatCycle:
+        """A cycle's summary: up/down counted from every host's verdict, and each probed host's word."""
+        up = sum(1 for s in self.states.values() if s.healthy)
+        down = sum(1 for s in self.states.values() if s.healthy is False)
+        return HeartbeatCycle(probed=len(samples), up=up, down=down, lag=lag, duration=duration,
+                              statuses=tuple((s.host, self._cycle_status(s)) for s in samples))
 
     def _cycle_status(self, sample: HealthSample) -> str:
         # The verdict the up/down count is made of, not the raw probe ("8/8 up │ itrust-1:DOWN" contradicted itself).

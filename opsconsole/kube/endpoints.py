@@ -21,10 +21,11 @@ from opsconsole.errors import OperatorError
 from opsconsole.proxy.members import address_problem
 from opsconsole.traffic.base import Endpoint, TrafficDriver, TrafficError
 
+from opsconsole.kube.client import SERVICE_NAME_LABEL, KubeWatchGone
+
 if TYPE_CHECKING:
     from opsconsole.kube.client import KubeClient
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 FIRST_BACKOFF = 0.2  # seconds before reopening a dropped watch; doubles per failure in a row
 MAX_BACKOFF = 10.0
 RESYNC = 2.0  # seconds between checks that the proxy still has the members we set
@@ -67,6 +68,11 @@ def ready_endpoints(slices: Iterable[dict[str, Any]], port_name: str = "http",
     return sorted(found.values(), key=lambda e: e.name)
 
 
+def _service_of(slice_: dict[str, Any]) -> str | None:
+    """The Service an EndpointSlice belongs to, from the label its controller sets."""
+    return ((slice_.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)
+
+
 class EndpointFollower:
     """Keep `app`'s proxy pools equal to its Services' ready endpoints until cancelled."""
 
@@ -83,19 +89,18 @@ class EndpointFollower:
         self.version: str | None = None
         self.listed = False  # a first list arrived: until then an empty set means "not known yet", not "none"
         self.reopened = 0  # watches reopened after a drop (for the operator and the tests)
-        self.pushed: dict[str, list[Endpoint]] = {}  # what the proxy was last told, per pool
         self._changed = asyncio.Event()
 
     def wanted(self) -> dict[str, list[Endpoint]]:
         by_service: dict[str, list[dict[str, Any]]] = {name: [] for name in self.services.values()}
         for s in self.slices.values():
-            service = ((s.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)
+            service = _service_of(s)
             if service in by_service:
                 by_service[service].append(s)
         refused: list[str] = []
         wanted = {pool: ready_endpoints(by_service[service], refused=refused) for pool, service in self.services.items()}
         for reason in sorted(set(refused) - self._refused_said):
-            self.say(f"endpoints of {self.app}: left out {reason}", "warn")
+            self.say(f"endpoints of {self.app}: left out {reason}", "warning")
         self._refused_said = set(refused)  # said once while it lasts, not at every resync
         return wanted
 
@@ -117,12 +122,9 @@ class EndpointFollower:
 
     def _ours(self, s: dict[str, Any]) -> bool:
         # Filtered here too: not every server honours a label selector (kmock does not).
-        service = ((s.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)
-        return service in self.services.values()
+        return _service_of(s) in self.services.values()
 
     async def _watch_loop(self) -> None:
-        from opsconsole.kube.client import KubeWatchGone
-
         backoff = FIRST_BACKOFF
         listed = False
         while True:
@@ -151,7 +153,7 @@ class EndpointFollower:
                 reason = str(exc)
             self.reopened += 1
             self.say(f"endpoints of {self.app}: {reason}; watching again in {backoff:g}s "
-                     f"from resourceVersion {self.version or '(a fresh list)'}", "warn")
+                     f"from resourceVersion {self.version or '(a fresh list)'}", "warning")
             await asyncio.sleep(backoff)
             backoff = min(MAX_BACKOFF, backoff * 2)
 
@@ -167,7 +169,7 @@ class EndpointFollower:
             try:
                 await self.push()
             except TrafficError as exc:
-                self.say(f"endpoints of {self.app}: the proxy refused the member set: {exc}", "warn")
+                self.say(f"endpoints of {self.app}: the proxy refused the member set: {exc}", "warning")
                 self._changed.set()  # try again after the next wait
                 await asyncio.sleep(RESYNC)
 
@@ -185,4 +187,3 @@ class EndpointFollower:
                 await driver.set_members(self.app, pool, endpoints)
                 self.say(f"{self.app}/{pool}: members now " + (", ".join(
                     f"{e.name} {e.address}:{e.port}" for e in endpoints) or "none"), "info")
-            self.pushed[pool] = endpoints

@@ -36,9 +36,10 @@ from opsconsole.bundled import bundled_path
 from opsconsole.events import EventBus, OutputLine, TaskFinished, TaskStarted
 from opsconsole.fsio import write_atomic
 from opsconsole.hosts import Host
+from opsconsole.pids import group_alive, stat_fields  # zombie-aware: a killed worker not yet reaped is gone
 from opsconsole.transport.base import Transport
-from opsconsole.transport.local import _group_alive  # zombie-aware: a killed worker not yet reaped is gone
 from opsconsole.transport.pool import SshOptions
+from opsconsole.yamlsource import plain
 
 EXTRA = "pip install 'opsconsole[ansible]'"
 _PREFIX = "@opsconsole "
@@ -111,15 +112,6 @@ def ssh_args(ssh: SshOptions) -> str:
     return shlex.join(args)
 
 
-def _plain(value: Any) -> Any:
-    """YamlMap/YamlList (which remember lines) as plain dicts and lists, for yaml.safe_dump."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
 async def run_play(bus: EventBus, playbook_dir: Path, play_source: Mapping[str, Any], hosts: Sequence[Host],
                    transport_for: Callable[[Host], Transport], ssh: SshOptions | None,
                    extra_vars: Mapping[str, Any], host_vars: Callable[[Host], Mapping[str, Any]]
@@ -136,7 +128,7 @@ async def run_play(bus: EventBus, playbook_dir: Path, play_source: Mapping[str, 
         write_atomic(extra, json.dumps(dict(extra_vars), default=str), mode=0o600)
         # The play file sits next to the playbook: its relative paths (templates, vars_files) mean the same.
         play_file = playbook_dir / f".opsconsole-play-{os.getpid()}-{id(play_source)}.yml"
-        write_atomic(play_file, yaml.safe_dump([_plain(play_source)], sort_keys=False))
+        write_atomic(play_file, yaml.safe_dump([plain(play_source)], sort_keys=False))
         collections = str(bundled_path("playbooks", "collections"))
         env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "opsconsole.builtin.events",
                "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join([collections, os.environ.get("ANSIBLE_COLLECTIONS_PATH", "")
@@ -221,12 +213,12 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
     and reap the leader."""
     groups = _groups_under(proc.pid)  # now, while the workers are still ansible-playbook's children
     try:
-        if any(_group_alive(g) for g in groups):
+        if any(group_alive(g) for g in groups):
             _kill(proc, signal.SIGTERM)
             deadline = time.monotonic() + _KILL_GRACE
             while time.monotonic() < deadline:
                 groups |= _groups_under(proc.pid)
-                if not any(_group_alive(g) for g in groups):
+                if not any(group_alive(g) for g in groups):
                     break
                 await asyncio.sleep(0.05)
     finally:
@@ -251,12 +243,7 @@ def _groups_under(pid: int) -> set[int]:
     except OSError:
         return {pid}
     for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
+        if not name.isdigit() or (fields := stat_fields(int(name))) is None:
             continue
         parent[int(name)], group[int(name)] = int(fields[1]), int(fields[2])
     found, todo = {pid}, [pid]

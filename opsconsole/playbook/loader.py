@@ -15,7 +15,7 @@ from typing import Any
 from opsconsole.playbook.fallback import EXTRA, ansible_playbook, builtin_module_exists
 from opsconsole.playbook.model import Play, Playbook, Task
 from opsconsole.playbook.modules import (ALIASES, MOVED_ARGUMENTS, MOVED_MODULES, SPECS, canonical, find_source,
-                                         parse_mode)
+                                         parse_mode, truthy)
 from opsconsole.playbook.templating import check_expression, check_syntax, is_template
 from opsconsole.playbook.web import expected_statuses, parse_checksum
 from opsconsole.units import parse_duration
@@ -524,7 +524,7 @@ class _Loader:
 
     def check_unarchive(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
         remote = args.get("remote_src")
-        if not is_template(remote) and not (remote is True or str(remote).lower() in ("yes", "true", "on", "1", "y")):
+        if not is_template(remote) and not truthy(remote):
             self.source(args, container, at)  # on this machine: it must be there now
 
     def check_get_url(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:

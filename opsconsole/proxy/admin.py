@@ -61,8 +61,9 @@ class _Parsed:
 class AdminApi:
     def __init__(self, token: str, apps: Callable[[], dict[str, AppState]], *, metrics: Callable[[], str],
                  state: Callable[[], dict], reload: Callable[[], str], drain_timeout: Callable[[], float],
-                 members_changed: Callable[[], None] | None = None) -> None:
+                 members_changed: Callable[[], None], frontends: Callable[[], dict[str, dict]]) -> None:
         self._token = token.encode()
+        self._frontends = frontends  # app -> where its frontend listens (host, port; or unix)
         self._members_changed = members_changed  # the health checker starts/stops checks
         self._apps = apps
         self._metrics = metrics
@@ -219,15 +220,14 @@ class AdminApi:
         """(address, port) of this proxy's admin API and frontends: no member may point back at them."""
         own = [tuple(sock.getsockname()[:2]) for sock in (self.server.sockets if self.server else ())
                if sock.family in (socket.AF_INET, socket.AF_INET6)]
-        own += [(b["host"], b["port"]) for b in self._state().get("frontends", {}).values() if "port" in b]
+        own += [(b["host"], b["port"]) for b in self._frontends().values() if "port" in b]
         return own  # type: ignore[return-value]
 
     def _set_members(self, app: AppState, pool: str, data: dict) -> dict:
         wanted = _member_list(app, pool, data, self._own_listeners())
         # All validated: one swap, so no request sees half of the new set.
         app.set_members(pool, wanted)
-        if self._members_changed is not None:
-            self._members_changed()
+        self._members_changed()
         return app.to_dict(self._drain_timeout())
 
 

@@ -40,7 +40,7 @@ class ProxyRuntime:
         self.health = HealthChecker(log)
         self.admin = AdminApi(token, lambda: self.apps, metrics=self.metrics, state=self.state,
                               reload=self.reload, drain_timeout=lambda: self.config.drain_timeout,
-                              members_changed=lambda: self.health.sync(self.apps))
+                              members_changed=lambda: self.health.sync(self.apps), frontends=lambda: self.bound)
         self.admin_url = ""
         self.started = time.time()
         self._stop = asyncio.Event()

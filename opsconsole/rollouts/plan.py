@@ -55,6 +55,12 @@ class RolloutPlan:
         return lines
 
 
+def timeouts(rollout: RolloutConfig) -> dict[str, float]:
+    """An app's rollout timeouts as make_plan's keywords: one place, so no plan (or preview) misses one."""
+    return {"health_timeout": rollout.health_timeout, "drain_timeout": rollout.drain_timeout,
+            "deploy_timeout": rollout.deploy_timeout}
+
+
 def make_plan(app: str, hosts: list[str], *, version: str, commit: str, artifact: str, batch: str | None = None,
               kind: str = "roll", from_versions: dict[str, str | None] | None = None, max_fail: int = 0,
               health_timeout: float = RolloutConfig.health_timeout,

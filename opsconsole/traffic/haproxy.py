@@ -313,12 +313,14 @@ class HaproxyDriver(TrafficDriver):
                 ready.append(server)
             names = {m.name for m in wanted}
             drain = []
+            kept_ids = {id(k) for k in kept}
             for e in entries:
-                if not any(e is k for k in kept) and not e["removed"]:
+                if id(e) not in kept_ids and not e["removed"]:
                     e["removed"] = True
                     drain.append(e)
             # Replaced under the same name (a new address): the old one drains unseen, its name is the new one's.
-            entries[:] = kept + new + [e for e in entries if e["removed"] and e["name"] not in names] +                 [dict(e, name=f"{e['name']} (old)") for e in entries if e["removed"] and e["name"] in names]
+            entries[:] = (kept + new + [e for e in entries if e["removed"] and e["name"] not in names]
+                          + [dict(e, name=f"{e['name']} (old)") for e in entries if e["removed"] and e["name"] in names])
             self._desired[app]["admin"] = {s: a for s, a in self._desired[app]["admin"].items()
                                            if s not in {e["server"] for e in drain} and s not in ready}
             # One exchange: addresses, then every weight (the pool's share over its new members), then states.

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import yaml
 
 from opsconsole.proxy.config import GroupHost, ProxyConfig, resolve_members
-from opsconsole.yamlsource import load_yaml
+from opsconsole.yamlsource import load_yaml, plain
 
 if TYPE_CHECKING:
     from opsconsole.config.model import Config
@@ -40,7 +40,7 @@ def resolved_proxy(proxy: ProxyConfig, hosts: Iterable[Host]) -> ProxyConfig:
 
 def render_embedded_config(config: Config, resolved: ProxyConfig) -> str:
     """The proxy host's config: the console's `proxy:` section as written, members resolved, token from a file."""
-    raw = _plain(load_yaml(config.file)["proxy"])
+    raw = plain(load_yaml(config.file)["proxy"])
     for key in _CONSOLE_ONLY:
         raw.pop(key, None)
     admin = raw.get("admin") or {}
@@ -72,10 +72,3 @@ def proxy_host_vars(config: Config, hosts: Iterable[Host]) -> dict[str, Any]:
             "proxy_token": proxy.read_token(config.secrets)}
 
 
-def _plain(value: Any) -> Any:
-    """YamlMap/YamlList (which carry line numbers) as plain dicts and lists, for yaml.safe_dump."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value

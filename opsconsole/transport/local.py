@@ -27,7 +27,7 @@ from pathlib import Path
 
 from opsconsole.fsio import write_atomic
 from opsconsole.hosts import Host
-from opsconsole.pids import stat_fields as _stat_fields
+from opsconsole.pids import group_alive, stat_fields as _stat_fields
 from opsconsole.redact import Redactor
 from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
 from opsconsole.transport.script_stdin import shell_for
@@ -253,12 +253,12 @@ class LocalTransport(Transport):
             return False
         _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _group_alive(pid) and time.monotonic() < deadline:
+        while group_alive(pid) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        if _group_alive(pid):
+        if group_alive(pid):
             _signal_group(pid, signal.SIGKILL)
             deadline = time.monotonic() + 5
-            while _group_alive(pid) and time.monotonic() < deadline:
+            while group_alive(pid) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
         pid_file.unlink(missing_ok=True)
         return True
@@ -304,7 +304,7 @@ async def _kill_group(proc: asyncio.subprocess.Process) -> None:
     pgid = proc.pid
     _signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + KILL_GRACE
-    while _group_alive(pgid) and time.monotonic() < deadline:
+    while group_alive(pgid) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     # Children may outlive the shell (or ignore TERM): the group is killed whatever the shell did.
     _signal_group(pgid, signal.SIGKILL)
@@ -358,26 +358,6 @@ def _alive(pid: int) -> bool:
     """
     fields = _stat_fields(pid)
     return fields is not None and fields[0] not in ("Z", "X") and int(fields[3]) == pid
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any live (non-zombie) process is in group `pgid`.
-
-    `killpg(pgid, 0)` alone is not enough: zombies count as members, and where pid 1
-    does not reap (some containers) a killed group would look alive forever.
-    """
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            fields = _stat_fields(int(entry.name))
-            if fields is not None and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-                return True
-    return False
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -89,6 +89,3 @@ class DescribeScreen(Screen[None]):
             text.append(f"{value}\n")
         return text
 
-    def text(self) -> str:
-        """The screen's content as plain text (tests read this)."""
-        return "\n".join(f"{label}  {value}" for label, value in self.rows)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import time
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -14,6 +13,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from opsconsole.events import Event
+from opsconsole.heartbeat.log import clock
 from opsconsole.ui.history import HostHistory
 from opsconsole.ui.style import activity_cell, health_cell, latency_text, level_styles
 
@@ -21,10 +21,6 @@ if TYPE_CHECKING:
     from opsconsole.engine.engine import Engine
 
 JOURNAL_LINES = 15
-
-
-def _clock(at: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(at))
 
 
 class HostDetailScreen(Screen[None]):
@@ -78,7 +74,7 @@ class HostDetailScreen(Screen[None]):
         if not record.lines:
             output.append("(nothing yet in this session)", style=styles["dim"])
         for at, line, level in list(record.lines)[-30:]:
-            output.append(f"{_clock(at)} ")
+            output.append(f"{clock(at)} ")
             output.append(line + "\n", style=styles.get(level, ""))
         self.query_one("#host-output", Static).update(output)
 
@@ -87,7 +83,7 @@ class HostDetailScreen(Screen[None]):
             beats.append("(no probe yet)", style=styles["dim"])
         for sample in list(record.samples)[-20:]:
             mark = "✔" if sample.ok else "✘"
-            beats.append(f"{_clock(sample.at)} {mark} {sample.status or '---'} {latency_text(sample.latency):>6} "
+            beats.append(f"{clock(sample.at)} {mark} {sample.status or '---'} {latency_text(sample.latency):>6} "
                          f"{sample.version or ''} {sample.error}\n", style=styles["ok" if sample.ok else "bad"])
         self.query_one("#host-heartbeat", Static).update(beats)
 
@@ -109,7 +105,7 @@ class HostDetailScreen(Screen[None]):
             if words & related:
                 state = {"command.start": "start", "command.interrupted": "INTERRUPTED"}.get(
                     entry["kind"], "ok" if entry.get("ok") else "FAILED")
-                lines.append(f"{_clock(entry.get('ts', 0))} {state:<11} {command} ({entry.get('issuer', '?')})")
+                lines.append(f"{clock(entry.get('ts', 0))} {state:<11} {command} ({entry.get('issuer', '?')})")
         text = Text("Journal\n", style="bold")
         text.append("\n".join(lines[-JOURNAL_LINES:]) if lines else "(no command about this host yet)")
         return text

@@ -28,7 +28,7 @@ def quit_question(engine: "Engine") -> str:
         hosts = runner.state.hosts
         done = [h for h, s in hosts.items() if s == DONE]
         untouched = [h for h, s in hosts.items() if s == PENDING]
-        caught = [h for h, s in hosts.items() if s not in (DONE, PENDING)]
+        caught = _caught(hosts)
         lines.append(f"roll {app} to {runner.plan.version}:")
         if done:
             lines.append(f"  done, stay on {runner.plan.version}: {', '.join(done)}")
@@ -40,6 +40,11 @@ def quit_question(engine: "Engine") -> str:
     lines += ["", "Quitting stops it like `abort`; the journal records where it stopped, and what happened "
               "is printed when the console has closed."]
     return "\n".join(lines)
+
+
+def _caught(hosts: dict[str, str]) -> list[str]:
+    """The hosts a stop caught mid-way: neither done nor untouched."""
+    return [h for h, s in hosts.items() if s not in (DONE, PENDING)]
 
 
 def rollout_apps(engine: "Engine") -> list[str]:
@@ -56,15 +61,15 @@ async def exit_summary(engine: "Engine", stopped: list[str], apps: list[str]) ->
             continue
         version = state.plan.version
         lines.append(f"roll {app} to {version}: {state.status}")
-        caught = [h for h, s in state.hosts.items() if s not in (DONE, PENDING)]
-        answers = await asyncio.gather(*(_version_now(engine, h) for h in caught))
+        caught = _caught(state.hosts)
+        answers = dict(zip(caught, await asyncio.gather(*(_version_now(engine, h) for h in caught))))
         for host, s in state.hosts.items():
             if s == DONE:
                 lines.append(f"  {host}: done, on {version}")
             elif s == PENDING:
                 lines.append(f"  {host}: untouched (still {state.plan.from_versions.get(host) or 'no version'})")
             else:
-                lines.append(f"  {host}: stopped while {s}, left drained; {answers[caught.index(host)]}")
+                lines.append(f"  {host}: stopped while {s}, left drained; {answers[host]}")
         if (way_on := engine.rollouts.way_on(app)) is not None:
             lines.append(f"  {way_on}")
     return lines

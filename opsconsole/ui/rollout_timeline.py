@@ -5,18 +5,14 @@ Fed from the bus like the panes (RolloutStep events); bounded, so a day of rollo
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 
 from opsconsole.events import Event, RolloutStep
+from opsconsole.heartbeat.log import clock
 
 ROLLOUTS = 20  # the newest rollouts kept
 STEPS_PER_ROLLOUT = 5000  # a 2,000-host rollout has a few steps per host
 FINISHED = frozenset({"succeeded", "failed", "aborted", "interrupted", "cancelled"})
-
-
-def _clock(at: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(at))
 
 
 class RolloutTimelines:
@@ -56,11 +52,11 @@ class RolloutTimelines:
         rows: list[tuple[str, str]] = [("rollout", rollout_id), ("app", app),
                                        ("status", self.status.get(rollout_id, "running"))]
         for step in (s for s in steps if s.host is None):
-            rows.append((_clock(step.at), f"rollout {step.state}" + (f": {step.detail}" if step.detail else "")))
+            rows.append((clock(step.at), f"rollout {step.state}" + (f": {step.detail}" if step.detail else "")))
         per_host: dict[str, list[str]] = {}
         for step in (s for s in steps if s.host is not None):
             batch = f"[batch {step.batch}] " if step.batch is not None and step.host not in per_host else ""
             per_host.setdefault(step.host, []).append(  # type: ignore[arg-type]
-                f"{batch}{_clock(step.at)} {step.state}" + (f" ({step.detail})" if step.detail else ""))
+                f"{batch}{clock(step.at)} {step.state}" + (f" ({step.detail})" if step.detail else ""))
         rows.extend((host, " → ".join(marks)) for host, marks in per_host.items())
         return rows

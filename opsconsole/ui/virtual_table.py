@@ -23,9 +23,9 @@ from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey, DuplicateKey, Row, RowDoesNotExist, RowKey
 
+from opsconsole.ui.log_view import RENDER_CACHE_LINES
 from opsconsole.ui.row_table import RowTable
 
-RENDER_CACHE_LINES = 128  # a tall terminal's rows, with room for a scroll
 CellSource = Callable[[str], Sequence[object]]
 
 
