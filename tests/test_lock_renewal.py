@@ -17,6 +17,9 @@ from opsconsole.hosts import Host
 from opsconsole.rollouts.lock import FleetLock, LockLost
 from opsconsole.transport.local import LocalTransport
 from tests.conftest import commit_file, kill_services, write_config
+from tests.kubecontroller import StandInDeploymentController
+from tests.kubelab import kube_api, write_kubeconfig
+from tests.test_kube_roll import _lab_config
 
 
 async def _until(condition, what: str, seconds: float = 10.0) -> None:
@@ -46,8 +49,8 @@ async def test_keep_renewed_renews_then_stops_its_owner_when_the_lock_is_lost(tm
         await renewer
     assert len(lost) == 1 and isinstance(lost[0], LockLost), lost
     assert "no longer ours" in str(lost[0])
-    await asyncio.gather(owner, return_exceptions=True)
-    assert owner.cancelled()
+    await asyncio.wait([owner], timeout=5)
+    assert owner.cancelled(), "the work under a lost lock went on"
 
 
 async def test_cancelling_keep_renewed_leaves_its_owner_running(tmp_path: Path) -> None:
@@ -95,3 +98,32 @@ async def test_a_roll_whose_lock_is_released_stops_and_says_lock_lost(tmp_path: 
     finally:
         await engine.close()
         kill_services(tmp_path / "state")
+
+
+async def test_a_kube_roll_whose_lock_is_released_stops_and_goes_back_as_abort_does(tmp_path: Path) -> None:
+    async with kube_api() as (api, url):
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", url)
+        cfg = _lab_config(tmp_path, kubeconfig, 2, "60s")
+        health = "    health: {path: /health, timeout: 2s}\n"
+        cfg.write_text(cfg.read_text().replace(health, health + "    rollout: {lock_ttl: 20s, lock_renew: 0.2s}\n", 1))
+        engine = Engine.open(load_config(cfg))
+        steps: list[RolloutStep] = []
+        engine.bus.subscribe(lambda e: steps.append(e) if isinstance(e, RolloutStep) else None)
+        async with StandInDeploymentController(kubeconfig, tick=0.05), engine:
+            first = await engine.execute(engine.parse("roll checkbox --version v1"))
+            assert first.ok, first.message
+            steps.clear()
+            roll = asyncio.ensure_future(engine.execute(engine.parse("roll checkbox --version v2-bad")))
+
+            async def moving() -> bool:
+                return any(s.state == "running" and "1/2 updated" in s.detail for s in steps)
+
+            await _until(moving, "the Deployment moving", 30)
+            ours = engine.rollouts.lock_for(engine.config.apps["checkbox"])
+            await FleetLock(ours.transport, "checkbox", "operator@elsewhere").force_release()
+            async with asyncio.timeout(30):
+                outcome = await roll
+            assert not outcome.ok, outcome.message
+            lost = [s for s in steps if s.state == "lock-lost"]
+            assert len(lost) == 1 and "no longer ours" in lost[0].detail, steps
+            assert any(s.state == "aborted" and "undone to registry.example/checkbox:v1" in s.detail for s in steps), steps
