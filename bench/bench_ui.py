@@ -26,8 +26,8 @@ import argparse
 import asyncio
 import random
 import statistics
+import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -38,30 +38,8 @@ from opsconsole.ui.app import OpsConsoleApp
 from opsconsole.ui.fleet import FleetPane
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-GROUPS = ("web", "api", "batch", "edge")
-PER_GROUP = 500
-
-
-def config_file(tmp: Path, hosts: int) -> Path:
-    cfg = tmp / "opsconsole.yaml"
-    counts = [min(PER_GROUP, hosts - i * PER_GROUP) for i in range(len(GROUPS)) if hosts > i * PER_GROUP]
-    counts[-1] += hosts - sum(counts)  # past 2,000 the last group takes the rest
-    groups = "".join(f"  {name}:\n    provider: local\n    role: app\n    count: {count}\n"
-                     f"    base_port: {30000 + i * 5000}\n" for i, (name, count) in enumerate(zip(GROUPS, counts)))
-    cfg.write_text(f"project: bench\nstate_dir: {tmp / 'state'}\ngroups:\n{groups}" + textwrap.dedent(f"""\
-        apps:
-          web:
-            group: web
-            repo: {tmp / 'repo'}
-            build:
-              commands: [sh build.sh]
-              artifact: dist/app.tar.gz
-            deploy:
-              playbook: {ROOT / 'playbooks' / 'itrust-deploy.yml'}
-        """))
-    return cfg
+sys.path.insert(0, str(ROOT))
+from tests.big_fleet import big_fleet_config  # noqa: E402  (the config the scale test uses)
 
 
 async def flood(engine: Engine, names: list[str], rate: int, stop: asyncio.Event, counter: list[int]) -> None:
@@ -98,7 +76,7 @@ def rss_mb() -> float:
 
 async def run(hosts: int, rate: int, presses: int, size: tuple[int, int], minutes: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        engine = Engine(load_config(config_file(Path(tmp), hosts)))
+        engine = Engine(load_config(big_fleet_config(Path(tmp), hosts, project="bench")))
         app = OpsConsoleApp(engine, freeze_startup=True)  # as run_console does
         frames: list[float] = []
         flushes: list[float] = []

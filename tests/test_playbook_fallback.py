@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -95,14 +96,12 @@ def _processes() -> dict[int, tuple[int, int, str]]:
     return found
 
 
-async def _cancel_mid_play(rig: Rig, twice: bool) -> None:
-    """Start a play that runs `sleep` under ansible-playbook, cancel the awaiting task mid-task (and again
-    during the cleanup if `twice`), then nothing of the run may be left: no process in ansible-playbook's
-    group, none of its workers (ansible-core's workers setsid() into groups of their own), no sleep."""
-    hosts = rig.hosts(1)
-    marker = f"{60 + (time.time_ns() % 1000) / 1000:.3f}"  # a sleep this run alone runs
-    book = load_playbook(rig.playbook(f"""
-        - hosts: web
+def _sleep_play(hosts: str) -> tuple[str, str]:
+    """(marker, a play on `hosts` that runs `sleep MARKER` under ansible-playbook — `until` is not native).
+    The marker is a sleep this run alone runs: the test finds its processes by it."""
+    marker = f"{60 + (time.time_ns() % 1000) / 1000:.3f}"
+    return marker, textwrap.dedent(f"""\
+        - hosts: {hosts}
           gather_facts: false
           tasks:
             - name: long
@@ -111,7 +110,16 @@ async def _cancel_mid_play(rig: Rig, twice: bool) -> None:
               until: slept.rc == 0
               retries: 1
               delay: 0
-        """))
+        """)
+
+
+async def _cancel_mid_play(rig: Rig, twice: bool) -> None:
+    """Start a play that runs `sleep` under ansible-playbook, cancel the awaiting task mid-task (and again
+    during the cleanup if `twice`), then nothing of the run may be left: no process in ansible-playbook's
+    group, none of its workers (ansible-core's workers setsid() into groups of their own), no sleep."""
+    hosts = rig.hosts(1)
+    marker, play = _sleep_play("web")
+    book = load_playbook(rig.playbook(play))
     task = asyncio.ensure_future(rig.runner.run(book, hosts))
     deadline = time.monotonic() + 60
     play_files = str(book.directory.absolute() / ".opsconsole-play-")
@@ -166,18 +174,8 @@ asyncio.run(runner.run(load_playbook(Path(sys.argv[1])), [host]))
 async def test_a_console_killed_outright_leaves_no_ansible_playbook_behind(rig: Rig) -> None:
     # No cleanup of ours runs when the console gets SIGKILL: the kernel's parent-death signal must end
     # ansible-playbook, which then stops its workers (their own sessions) and their commands itself.
-    marker = f"{60 + (time.time_ns() % 1000) / 1000:.3f}"
-    path = rig.playbook(f"""
-        - hosts: web
-          gather_facts: false
-          tasks:
-            - name: long
-              ansible.builtin.command: sleep {marker}
-              register: slept
-              until: slept.rc == 0
-              retries: 1
-              delay: 0
-        """)
+    marker, play = _sleep_play("web")
+    path = rig.playbook(play)
     console = await asyncio.create_subprocess_exec(sys.executable, "-c", CONSOLE, str(path), str(rig.root("web-1")))
     deadline = time.monotonic() + 60
     while not any(f"sleep {marker}" in cmd for _, _, cmd in _processes().values()):
@@ -200,18 +198,8 @@ async def test_a_console_killed_outright_leaves_no_ansible_playbook_behind(rig: 
 @pytest.mark.parametrize("how", ["abort", "engine close"])
 async def test_abort_or_engine_close_mid_play_leaves_no_ansible_playbook_behind(tmp_path: Path, how: str) -> None:
     cfg = write_config(tmp_path, count=1)
-    marker = f"{60 + (time.time_ns() % 1000) / 1000:.3f}"
-    (cfg.parent / "slow.yml").write_text(f"""
-- hosts: itrust
-  gather_facts: false
-  tasks:
-    - name: long
-      ansible.builtin.command: sleep {marker}
-      register: slept
-      until: slept.rc == 0
-      retries: 1
-      delay: 0
-""")
+    marker, play = _sleep_play("itrust")
+    (cfg.parent / "slow.yml").write_text(play)
     engine = Engine(load_config(cfg))
     engine.prepare()
     running = asyncio.ensure_future(engine.execute(engine.parse("playbook run slow.yml")))

@@ -17,18 +17,9 @@ from opsconsole.ui.host_detail import HostDetailScreen
 from opsconsole.ui.log_view import LogView
 from opsconsole.ui.result_view import ResultScreen
 from opsconsole.ui.testing import screen_text
+from failed_build import failed_build_engine
 from test_ui import make_engine, until
 from test_ui_scope import two_app_config
-
-
-async def failed_build_engine(tmp_path: Path) -> Engine:
-    cfg = write_config(tmp_path)
-    cfg.write_text(cfg.read_text().replace("commands: [sh build.sh]", "commands: [sh build.sh, \"echo linking; exit 3\"]"))
-    engine = Engine(load_config(cfg))
-    engine.prepare()
-    outcome = await engine.execute(engine.parse("build itrust"))
-    assert not outcome.ok
-    return engine
 
 
 async def test_d_on_a_build_describes_its_record_and_l_shows_its_log(tmp_path: Path) -> None:

@@ -8,11 +8,11 @@ for the rows it paints.
 from __future__ import annotations
 
 import functools
-import textwrap
 from pathlib import Path
 
 import pytest
 import test_ui
+from big_fleet import GROUPS, PER_GROUP, big_fleet_config
 
 from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
@@ -21,32 +21,12 @@ from opsconsole.ui.app import OpsConsoleApp
 from opsconsole.ui.fleet import FleetPane
 from opsconsole.ui.testing import screen_text
 
-GROUPS = ("web", "api", "batch", "edge")
-PER_GROUP = 500
 SIZE = (120, 40)
-
-
-def big_config(tmp: Path) -> Path:
-    groups = "".join(f"  {g}:\n    provider: local\n    role: app\n    count: {PER_GROUP}\n"
-                     f"    base_port: {31000 + i * 1000}\n" for i, g in enumerate(GROUPS))
-    cfg = tmp / "opsconsole.yaml"
-    cfg.write_text(f"project: big\nstate_dir: {tmp / 'state'}\ngroups:\n{groups}" + textwrap.dedent(f"""\
-        apps:
-          web:
-            group: web
-            repo: {tmp / 'repo'}
-            build:
-              commands: [sh build.sh]
-              artifact: dist/app.tar.gz
-            deploy:
-              playbook: {Path(__file__).parent.parent / 'playbooks' / 'itrust-deploy.yml'}
-        """))
-    return cfg
 
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Engine:
-    engine = Engine(load_config(big_config(tmp_path)))
+    engine = Engine(load_config(big_fleet_config(tmp_path)))
     assert len(engine.views) == len(GROUPS) * PER_GROUP
     return engine
 

@@ -146,15 +146,9 @@ async def test_enter_on_a_failed_build_shows_the_failing_command_and_exit_code(t
     from opsconsole.ui.result_view import ResultScreen
     from opsconsole.ui.testing import screen_text
 
-    from conftest import write_config
-    from opsconsole.config.loader import load_config
+    from failed_build import failed_build_engine
 
-    cfg = write_config(tmp_path)
-    cfg.write_text(cfg.read_text().replace("commands: [sh build.sh]", "commands: [sh build.sh, \"echo linking; exit 3\"]"))
-    engine = Engine(load_config(cfg))
-    engine.prepare()
-    outcome = await engine.execute(engine.parse("build itrust"))
-    assert not outcome.ok
+    engine = await failed_build_engine(tmp_path)
     [record] = engine.builds.records()
     app = OpsConsoleApp(engine)
     try:

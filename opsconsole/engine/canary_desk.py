@@ -72,13 +72,8 @@ class CanaryDesk:
 
     async def _promote(self, command: C.Canary) -> str:
         """Stable gets the canary's version by a rolling update; then the canary weight returns to 0."""
-        views = self.fleet.views
-        versions = {views[h].version for h in self.fleet.canary_hosts(command.app) if h in views}
-        versions.discard(None)
-        if len(versions) != 1:
-            raise CommandFailed(f"cannot tell the canary's version (hosts report {sorted(map(str, versions)) or 'none'})")
-        version = versions.pop()
-        build = self.deployer.succeeded_build(command.app, str(version))
+        version = self.fleet.canary_version(command.app)
+        build = self.deployer.succeeded_build(command.app, version)
         if build is None:
             raise CommandFailed(f"no successful build of {command.app} {version} is known to promote")
         self.fleet.say(f"promoting {command.app} {version}: rolling it out to the stable pool")

@@ -117,6 +117,15 @@ class Fleet:
             return [h.name for h in self.inventory.group(canary.group)]
         return [m.name for m in canary.members]
 
+    def canary_version(self, app: str) -> str:
+        """The one version `app`'s canary hosts run (what `canary promote` rolls out); CommandFailed naming
+        what they report when they report none or more than one."""
+        hosts = [self.views[h] for h in self.canary_hosts(app) if h in self.views]
+        versions = sorted({str(view.version) for view in hosts if view.version})
+        if len(versions) != 1:
+            raise CommandFailed(f"cannot tell the canary's version (its hosts report {', '.join(versions) or 'none'})")
+        return versions[0]
+
     def app_hosts(self, app: AppConfig) -> list[Host]:
         """The hosts that run `app`: its group, and its canary pool's hosts when the proxy fronts it."""
         hosts = self.inventory.group(app.group)

@@ -169,20 +169,11 @@ class KubeDesk:
         taken = await lock.acquire(reason)
         if taken is not None:
             self.fleet.say(f"took over a stale deploy lock of {app.name}: {taken.describe()}", level="warning")
-        owner = asyncio.current_task()
 
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(app.rollout.lock_renew)
-                try:
-                    await lock.renew()
-                except Exception as exc:  # LockLost, or the lock's place unreachable: stop, as SSH rolls do
-                    self._step(live, app.name, "lock-lost", str(exc))
-                    if owner is not None:
-                        owner.cancel()
-                    return
+        def lost(why: Exception) -> None:  # then the roll stops, as SSH rolls do
+            self._step(live, app.name, "lock-lost", str(why))
 
-        renewer = asyncio.ensure_future(renew())
+        renewer = asyncio.ensure_future(lock.keep_renewed(app.rollout.lock_renew, asyncio.current_task(), lost))
         try:
             yield
         finally:

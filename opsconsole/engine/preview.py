@@ -14,7 +14,7 @@ from opsconsole.engine import commands as C
 from opsconsole.engine.deployer import Deployer
 from opsconsole.engine.fleet import Fleet
 from opsconsole.engine.rolling import Rollouts
-from opsconsole.errors import OperatorError
+from opsconsole.errors import CommandFailed, OperatorError
 from opsconsole.rollouts.plan import make_plan, timeouts
 
 
@@ -185,11 +185,10 @@ class Preview:
     def _preview_promote(self, app: str, canary_hosts: list[str]) -> str:
         """Which version goes to which hosts, in which batches: the roll that promote runs."""
         views = self.fleet.views
-        versions = sorted({str(views[h].version) for h in canary_hosts if h in views and views[h].version})
-        if len(versions) != 1:
-            return (f"canary {app} promote: cannot tell the canary's version (its hosts report "
-                    f"{', '.join(versions) or 'none'}); promote will refuse")
-        version = versions[0]
+        try:
+            version = self.fleet.canary_version(app)
+        except CommandFailed as exc:
+            return f"canary {app} promote: {exc}; promote will refuse"
         group = self.config.apps[app].group
         hosts = [h.name for h in self.fleet.inventory.group(group)]
         try:

@@ -15,7 +15,7 @@ from opsconsole.engine.fleet import Fleet
 from opsconsole.errors import CommandFailed, OperatorError
 from opsconsole.events import CanaryState, EventBus, Message
 from opsconsole.fsio import write_atomic
-from opsconsole.traffic.base import AppTraffic, TrafficDriver
+from opsconsole.traffic.base import AppTraffic, TrafficDriver, TrafficState
 from opsconsole.traffic.proxy_host import resolved_proxy
 
 STATE_POLL = 1.0  # seconds between proxy state reports while the console runs
@@ -183,16 +183,18 @@ class TrafficService:
     def _say(self, text: str, level: str = "info") -> None:
         self.bus.emit(Message(text=text, level=level))
 
-    async def reapply_if_restarted(self) -> None:
-        """The embedded proxy keeps weights in memory only: when it restarted, put the operator's back."""
+    async def reapply_if_restarted(self, seen: TrafficState | None = None) -> bool:
+        """The embedded proxy keeps weights in memory only: when it restarted, put the operator's back.
+        `seen`: a state just fetched from a `proxy.host` proxy, whose instance says which process runs
+        (saves asking again). True when weights were put back (a state fetched before is out of date)."""
         if self.config.proxy is None or self.config.proxy.driver != "embedded":
-            return  # the HAProxy driver keeps and re-applies its own desired state
+            return False  # the HAProxy driver keeps and re-applies its own desired state
         pid, weights = self.desired.load()
         if not weights:
-            return
-        now = await self._proxy_instance()
+            return False
+        now = seen.instance if seen is not None else await self._proxy_instance()
         if now is None or now == pid:
-            return
+            return False
         if not self.config.proxy.host:
             self._driver = None  # its admin address may have changed with it (a forward finds it by itself)
         driver = self.driver()
@@ -202,6 +204,7 @@ class TrafficService:
                 await driver.set_canary_percent(app, weight)
                 self._say(f"proxy{where} restarted (pid {pid} → {now}): canary weight of {app} set back to {weight}%")
         self.desired.save(now, weights)
+        return True
 
     async def _proxy_instance(self) -> int | str | None:
         """Which embedded proxy process runs now, None if unknown: its pid from the runtime file here; for
@@ -219,8 +222,11 @@ class TrafficService:
         problem = None
         while True:
             try:
-                await self.reapply_if_restarted()
-                state = await self.driver().state()
+                # A proxy on another host tells which process it is in its state: one fetch serves both the
+                # restart check and the report, fetched again only after weights were put back.
+                state = await self.driver().state() if self.config.proxy and self.config.proxy.host else None
+                if await self.reapply_if_restarted(state) or state is None:
+                    state = await self.driver().state()
                 for app in state.apps.values():
                     self.report(app)
                 if problem is not None:

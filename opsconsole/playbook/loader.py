@@ -49,6 +49,7 @@ class _Loader:
         self.role_dir = role_dir  # loading a role's file: its sources are looked up in the role first
         # The play's module_defaults: module -> arguments a task of that module gets unless it gives its own.
         self.defaults: dict[str, dict[str, Any]] = {}
+        self.role_files: dict[Path, Any] = {}  # a role file's YAML, parsed once per load (see role_file)
 
     def error(self, container: Any, key: Any, keypath: str, message: str) -> SourceError:
         return SourceError(self.path, line_of(container, key), keypath, message)
@@ -142,8 +143,7 @@ class _Loader:
             if isinstance(data, dict) and data.get("dependencies"):
                 return entries, i, where, f"role dependencies ({meta})"
             for part in ("tasks", "handlers"):
-                path = _role_file(directory, part)
-                data = load_yaml(path) if path else None
+                _, data = self.role_file(directory, part)
                 if isinstance(data, list):
                     found = self.foreign_tasks(data, f"{where}.{part}")
                     if found:
@@ -198,9 +198,8 @@ class _Loader:
         entry_vars = self.variables(entry, "vars", f"{at}.vars") if isinstance(entry, dict) else {}
         role_vars = {**exports, **entry_vars, "role_name": name, "role_path": str(directory)}
         handlers: tuple[Task, ...] = ()
-        path = _role_file(directory, "handlers")
-        data = load_yaml(path) if path else None
-        if data is not None:
+        path, data = self.role_file(directory, "handlers")
+        if path is not None and data is not None:
             if not isinstance(data, list):
                 raise SourceError(path, getattr(data, "line", 1), "", "a handlers file is a list of handlers")
             loader = _Loader(path, self.dir, role_dir=directory)
@@ -210,6 +209,16 @@ class _Loader:
         handler_inherited = {k: v for k, v in inherited.items() if k != "tags"}
         role.handlers = tuple(role.in_role(_inherit(h, **handler_inherited)) for h in handlers)
         return role
+
+    def role_file(self, directory: Path, part: str) -> tuple[Path | None, Any]:
+        """A role's PART/main.yml and its YAML (None, None: the role has none). Parsed once per load: the
+        check for what runs with Ansible reads a role's tasks and handlers before the loading does."""
+        path = _role_file(directory, part)
+        if path is None:
+            return None, None
+        if path not in self.role_files:
+            self.role_files[path] = load_yaml(path)
+        return path, self.role_files[path]
 
     def role_variables(self, directory: Path, part: str) -> dict[str, Any]:
         path = _role_file(directory, part)
@@ -744,9 +753,8 @@ class _Role:
     handlers: tuple[Task, ...]
 
     def tasks(self, handler_names: set[str]) -> tuple[Task, ...]:
-        path = _role_file(self.directory, "tasks")
-        data = load_yaml(path) if path else None
-        if data is None:
+        path, data = self.loader.role_file(self.directory, "tasks")
+        if path is None or data is None:
             return ()
         if not isinstance(data, list):
             raise SourceError(path, getattr(data, "line", 1), "", "a task file is a list of tasks")

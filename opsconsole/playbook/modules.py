@@ -24,7 +24,9 @@ import httpx
 from opsconsole.hosts import Host
 from opsconsole.playbook import web
 from opsconsole.playbook.templating import Templar
+from opsconsole.transport.alive import alive_function
 from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
+from opsconsole.transport.ports import listening_test
 from opsconsole.units import parse_duration
 
 
@@ -386,14 +388,11 @@ async def _service(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
 
 def _listening_or_dead(pid: int, port: int) -> str:
     """Shell lines: exit 0 as soon as something listens on TCP `port`, 1 once `pid` died, 2 if neither in ~0.2 s.
-
-    /proc/net/tcp*: column 2 is ADDRESS:PORT (port in 4 upper-case hex digits), column 4 the state (0A: LISTEN).
-    """
-    return ('alive() { [ -r "/proc/$1/stat" ] || return 1; read -r s < "/proc/$1/stat"; set -- $s; [ "$3" != Z ]; }\n'
+    `pid` was started just now: no session check (its setsid may not have run yet)."""
+    return (f'{alive_function(session_leader=False)}\n'
             'i=0; while [ $i -lt 10 ]; do\n'
             f'  alive {int(pid)} || exit 1\n'
-            f"  cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == \"0A\" && $2 ~ /:{port:04X}$/ "
-            "{ f = 1 } END { exit !f }' && exit 0\n"
+            f"  {listening_test(port)} && exit 0\n"
             '  sleep 0.02; i=$((i+1))\n'
             'done\n'
             'exit 2\n')

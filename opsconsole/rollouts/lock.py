@@ -16,6 +16,7 @@ live holder: the next lock call breaks it, and says so.
 from __future__ import annotations
 
 from opsconsole.errors import OperatorError
+import asyncio
 import json
 import math
 import os
@@ -216,6 +217,21 @@ class FleetLock:
         rc, _ = await self._call("renew", self._content(time.time()))
         if rc == 11:
             raise LockLost(f"the deploy lock of {self.app} is no longer ours")
+
+    async def keep_renewed(self, every: float, owner: asyncio.Task | None,
+                           on_lost: Callable[[Exception], None]) -> None:
+        """Renew the lock every `every` seconds until cancelled. A renewal that fails (LockLost: taken over
+        or released; or the lock host unreachable) means the work under the lock must stop at once:
+        `on_lost` hears why, then `owner`, the task doing that work, is cancelled."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.renew()
+            except Exception as exc:  # any failure: a lock we cannot renew protects nothing
+                on_lost(exc)
+                if owner is not None:
+                    owner.cancel()
+                return
 
     async def release(self) -> None:
         await self._call("release")

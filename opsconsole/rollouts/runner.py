@@ -111,7 +111,8 @@ class RolloutRunner:
     # -- the run -----------------------------------------------------------
     async def run(self) -> RolloutState:
         me = asyncio.current_task()
-        renewer = asyncio.ensure_future(self._renew_lock(me)) if self.lock else None
+        renewer = (asyncio.ensure_future(self.lock.keep_renewed(self.lock_renew_every, me, self._lock_lost))
+                   if self.lock else None)
         self._started = time.monotonic()
         self._finished_before = sum(1 for s in self.state.hosts.values() if s in (DONE, FAILED))
         try:
@@ -239,16 +240,6 @@ class RolloutRunner:
                                       batches=len(self.plan.batches), done=done, total=len(self.plan.hosts),
                                       failed=failed, eta=eta))
 
-    async def _renew_lock(self, owner: asyncio.Task | None) -> None:
-        """Renew the fleet lock while we work; if it was taken from us, stop the rollout at once."""
-        assert self.lock is not None
-        while True:
-            await asyncio.sleep(self.lock_renew_every)
-            try:
-                await self.lock.renew()
-            except Exception as exc:  # LockLost, or the lock host unreachable
-                self.bus.emit(RolloutStep(rollout_id=self.plan.rollout_id, app=self.plan.app, host=None,
-                                          state="lock-lost", detail=str(exc)))
-                if owner is not None:
-                    owner.cancel()
-                return
+    def _lock_lost(self, why: Exception) -> None:
+        self.bus.emit(RolloutStep(rollout_id=self.plan.rollout_id, app=self.plan.app, host=None,
+                                  state="lock-lost", detail=str(why)))

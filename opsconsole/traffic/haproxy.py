@@ -344,10 +344,10 @@ class HaproxyDriver(TrafficDriver):
         async with self._lock:
             await self._sync()
             rows = await self._stats()
-            if any(self._removed(app) for app in self.config.frontends):
-                for app in self.config.frontends:
-                    await self._reap(app, rows)
-                rows = await self._stats()
+            # Reaping sends the finished members to maintenance and drops them from the view: their rows
+            # are not read below, and the others' did not change, so the rows read once still serve.
+            for app in self.config.frontends:
+                await self._reap(app, rows)
             apps = {}
             for app in self.config.frontends:
                 apps[app] = self._app_state(self._view(app), rows)

@@ -33,17 +33,23 @@ class PortInUse(TransportError):
         super().__init__(f"{host}: cannot start {service}: port {port} on {where} is already in use{by}")
 
 
-def check_port_script(port: int) -> str:
-    """Shell lines that exit PORT_IN_USE_RC when something listens on TCP `port` (any address).
+def listening_test(port: int) -> str:
+    """A shell command that exits 0 when something listens on TCP `port` (any address), else 1.
 
     Column 2 of /proc/net/tcp* is ADDRESS:PORT with the port in 4 upper-case hex digits;
-    column 4 is the state, 0A = LISTEN. The holder line (from `ss`) goes to stdout, marked.
+    column 4 is the state, 0A = LISTEN.
     """
     if not 0 < port < 65536:
         raise ValueError(f"port {port} is out of range")
+    return (f"cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | "
+            f"awk '$4 == \"0A\" && $2 ~ /:{port:04X}$/ {{ found = 1 }} END {{ exit !found }}'")
+
+
+def check_port_script(port: int) -> str:
+    """Shell lines that exit PORT_IN_USE_RC when something listens on TCP `port` (any address).
+    The holder line (from `ss`) goes to stdout, marked."""
     return (
-        f"if cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | "
-        f"awk '$4 == \"0A\" && $2 ~ /:{port:04X}$/ {{ found = 1 }} END {{ exit !found }}'; then\n"
+        f"if {listening_test(port)}; then\n"
         f"  printf '%s' '{HOLDER_MARK}'; ss -Hltnp 'sport = :{port}' 2>/dev/null | head -n 1; echo\n"
         f"  exit {PORT_IN_USE_RC}\n"
         "fi\n"
@@ -60,4 +66,4 @@ def holder_from(stdout: str) -> str:
     return ""
 
 
-__all__ = ["PORT_IN_USE_RC", "PortInUse", "check_port_script", "holder_from"]
+__all__ = ["PORT_IN_USE_RC", "PortInUse", "check_port_script", "holder_from", "listening_test"]

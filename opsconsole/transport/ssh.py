@@ -23,6 +23,7 @@ from pathlib import Path
 import asyncssh
 
 from opsconsole.hosts import Host
+from opsconsole.transport.alive import alive_function
 from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
 from opsconsole.transport.pool import SshPool
 from opsconsole.transport.script_stdin import shell_for
@@ -32,11 +33,7 @@ TAIL_LINES = 20
 PGID_MARK = "@@opsconsole-pgid@@ "
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-# Shell helpers for the service scripts. A zombie still answers `kill -0`, and a pid can be reused
-# by an unrelated process, so "running" means: the process exists, is not a zombie, and is still
-# the session leader setsid made it.
-_ALIVE = ('alive() { [ -r "/proc/$1/stat" ] || return 1; read -r s < "/proc/$1/stat"; set -- $s; '
-          '[ "$3" != Z ] && [ "$6" = "$1" ]; }')
+_ALIVE = alive_function()  # `alive PID`: the service runs (not a zombie, still its own session's leader)
 
 
 class SshTransport(Transport):

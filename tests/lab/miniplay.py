@@ -47,11 +47,25 @@ class MiniPlay:
                 self.vars[task.get("register", "_")] = {"stat": {"exists": found.ok}}
                 self.log.append(f"stat: {path} {'exists' if found.ok else 'absent'}")
                 continue
+            if "file" in task:  # directories (state: directory), one per loop item
+                for item in task.get("loop", [None]):
+                    self.vars["item"] = item
+                    await self._directory(self.render(task["file"]))
+                continue
             rc, out = await self._task(task)
             if "register" in task:
                 self.vars[task["register"]] = {"rc": rc, "stdout": out}
             if rc != 0 and not task.get("ignore_errors"):
                 raise AssertionError(f"task {task['name']!r} failed (rc {rc}):\n" + "\n".join(self.log[-15:]))
+
+    async def _directory(self, spec: dict[str, Any]) -> None:
+        assert spec.get("state") == "directory", f"MiniPlay knows file: state=directory only, not {spec}"
+        path = shlex.quote(spec["path"])
+        chmod = f" && chmod {shlex.quote(str(spec['mode']))} {path}" if "mode" in spec else ""
+        result = await self.t.run(f"mkdir -p {path}{chmod}", timeout=60)
+        self.log.append(f"file: {spec['path']} directory")
+        if not result.ok:
+            raise AssertionError(f"file {spec['path']}: {result.describe()}: {' | '.join(result.tail)}")
 
     async def _task(self, task: dict[str, Any]) -> tuple[int, str]:
         def line(text: str, stream: str) -> None:
