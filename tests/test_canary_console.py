@@ -95,6 +95,27 @@ async def test_weight_split_and_rollback(canary_fleet, tmp_path: Path) -> None:
     assert result.versions[sha[:7]] == 0 and result.failures == []
 
 
+async def test_deploying_a_new_canary_under_traffic_drops_nothing_and_latches_no_alert(canary_fleet,
+                                                                                       tmp_path: Path) -> None:
+    """A canary deploy restarts the canary: the proxy must not take that for a canary death (the alert would
+    latch and send everything to stable) nor send clients to the restarting member."""
+    engine, url = canary_fleet
+    assert (await engine.execute(engine.parse("canary itrust weight 30"))).ok
+    sha = commit_file(tmp_path / "repo", "message.txt", "canary two\n", "canary two")
+    load = Load(url, clients=4, max_seconds=60).start()
+    try:
+        await load.more(100)
+        deployed = await engine.execute(engine.parse("canary itrust deploy"))
+        assert deployed.ok, deployed.message
+        await load.more(200)
+    finally:
+        result = await load.stop()
+    assert result.failures == [], result.failures[:5]
+    state = await engine.traffic.driver().app("itrust")
+    assert state.alert is None, state.alert
+    assert state.pools["canary"].effective_weight == 30 and result.versions.get(sha[:7], 0) > 0
+
+
 async def test_steps_walk_up_while_the_canary_holds(canary_fleet, tmp_path: Path) -> None:
     engine, url = canary_fleet
     load = Load(url, clients=2, max_seconds=60).start()

@@ -252,6 +252,10 @@ def test_kill_mid_rollout_then_status_and_resume(tmp_path: Path) -> None:
                                 input="roll resume itrust\nwait healthy itrust 30s\nstatus itrust\n",
                                 capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert resume.returncode == 0, resume.stdout
+        # The killed console's lock is taken over at once, and said plainly (it once read "last renewed
+        # 1796300239s ago": the epoch).
+        assert "took over a stale deploy lock" in resume.stdout, resume.stdout
+        assert "its console on this machine is gone" in resume.stdout, resume.stdout
         assert resume.stdout.count(f"version={sha[:7]}") == 3
         assert "INTERRUPTED" not in resume.stdout.split("status itrust")[-1]
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from opsconsole.canary.steps import CanaryFailed, walk_steps
@@ -12,7 +13,8 @@ from opsconsole.engine.fleet import Fleet
 from opsconsole.engine.rolling import Rollouts
 from opsconsole.engine.traffic_service import TrafficService
 from opsconsole.errors import CommandFailed
-from opsconsole.traffic.base import AppTraffic
+from opsconsole.rollouts.runner import NoTraffic
+from opsconsole.traffic.base import AppTraffic, TrafficUnavailable
 
 
 class CanaryDesk:
@@ -63,9 +65,26 @@ class CanaryDesk:
         if not hosts:
             raise CommandFailed(f"app {app.name} has no canary hosts (proxy.apps.{app.name}.pools.canary)")
         record = await self.deployer.artifact_for(app, command.version)
-        result = await self.deployer.run_deploy_playbook(app, hosts, version=record.short, commit=record.commit,
-                                                         artifact=record.artifact or "", parallel=True,
-                                                         steered=self.rollouts.steered_hosts())
+        # A deploy restarts the canary, and a restart is no canary death: out of rotation and out of health
+        # checks (maintenance) while it happens, so no client meets a restarting member and the alert does not
+        # latch (seen under load: the restart outlasted `fall` checks and the next `weight 20` gave 0%).
+        # Back in rotation whatever the deploy did: a canary that then fails its checks latches the alert, which
+        # is the seed's rule doing its job, in plain sight.
+        try:
+            control = self.rollouts.traffic_for(app)
+            await asyncio.gather(*(control.drain(h) for h in hosts))
+        except TrafficUnavailable as exc:
+            # No proxy running (a first bring-up deploys before starting it): no client to protect.
+            self.fleet.say(f"canary {app.name}: deploying without taking it out of rotation: {exc}", level="warning")
+            control = NoTraffic()
+        await asyncio.gather(*(control.wait_drained(h, app.rollout.drain_timeout) for h in hosts))
+        await asyncio.gather(*(control.disable(h) for h in hosts))
+        try:
+            result = await self.deployer.run_deploy_playbook(app, hosts, version=record.short, commit=record.commit,
+                                                             artifact=record.artifact or "", parallel=True,
+                                                             steered=self.rollouts.steered_hosts())
+        finally:
+            await asyncio.shield(asyncio.gather(*(control.enable(h) for h in hosts)))
         if not result.ok:
             raise CommandFailed(f"canary deploy failed: {result.failure_text()}")
         return f"canary of {app.name} runs {record.short} on {', '.join(hosts)}"

@@ -43,6 +43,9 @@ class AppTrafficControl:
     async def enable(self, host: str) -> None:
         await self.driver.enable(self.app, host)
 
+    async def disable(self, host: str) -> None:
+        await self.driver.disable(self.app, host)
+
 
 class DesiredWeights:
     """The canary weights the operator set, kept so a restarted embedded proxy gets them back.

@@ -64,7 +64,12 @@ class LockInfo:
 
     def describe(self) -> str:
         age = time.time() - self.renewed
-        state = f"STALE (last renewed {age:.0f}s ago, ttl {self.ttl:g}s)" if self.stale() else f"renewed {age:.0f}s ago"
+        if self.renewed == 0.0:  # acquire() found its holder dead on this machine (and said so by zeroing it)
+            state = "STALE (its console on this machine is gone)"
+        elif self.stale():
+            state = f"STALE (last renewed {age:.0f}s ago, ttl {self.ttl:g}s)"
+        else:
+            state = f"renewed {age:.0f}s ago"
         return (f"{self.app}: held by {self.holder} since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.since))}"
                 f" for {self.reason!r}; {state}")
 

@@ -47,6 +47,7 @@ class TrafficControl(Protocol):
     async def drain(self, host: str) -> None: ...
     async def wait_drained(self, host: str, timeout: float) -> bool: ...
     async def enable(self, host: str) -> None: ...
+    async def disable(self, host: str) -> None: ...
 
 
 class NoTraffic:
@@ -59,6 +60,9 @@ class NoTraffic:
         return True
 
     async def enable(self, host: str) -> None:
+        return None
+
+    async def disable(self, host: str) -> None:
         return None
 
 
