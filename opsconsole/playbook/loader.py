@@ -26,7 +26,7 @@ PLAY_KEYS = ("name", "hosts", "serial", "vars", "vars_files", "roles", "tasks", 
 # A `roles:` entry's keys run natively; any other plain name is a role parameter (a variable), as in Ansible.
 ROLE_KEYS = ("role", "name", "vars", "tags", "when", "become")
 TASK_KEYS = ("name", "when", "register", "notify", "ignore_errors", "become", "vars",
-             "changed_when", "failed_when", "loop", "with_items", "timeout", "no_log", "tags")
+             "changed_when", "failed_when", "loop", "with_items", "timeout", "no_log", "tags", "check_mode", "diff")
 BLOCK_KEYS = ("name", "block", "rescue", "always", "when", "tags", "become", "vars", "ignore_errors", "no_log")
 INCLUDES = {f"{prefix}{name}": name for name in ("include_tasks", "import_tasks") for prefix in ("", "ansible.builtin.")}
 _MAX_INCLUDE_DEPTH = 20
@@ -427,6 +427,8 @@ class _Loader:
             failed_when=self.condition_or_none(raw, "failed_when", f"{at}.failed_when"),
             loop=loop, timeout=timeout, no_log=no_log, tags=self.tags(raw, f"{at}.tags"),
             flatten_loop=loop_key == "with_items",
+            check_mode=self.boolean(raw, "check_mode", f"{at}.check_mode", None),
+            diff=self.boolean(raw, "diff", f"{at}.diff", None),
         )
 
     def module_args(self, raw: dict, key: str, module: str, at: str) -> dict[str, Any]:
@@ -721,7 +723,7 @@ ANSIBLE_PLAY_KEYS = ("roles", "pre_tasks", "post_tasks", "strategy", "max_fail_p
                      "diff", "ignore_unreachable", "port", "debugger", "fact_path", "gather_subset",
                      "gather_timeout", "no_log", "when", "ignore_errors")
 ANSIBLE_TASK_KEYS = ("until", "retries", "delay", "delegate_to", "delegate_facts", "run_once", "environment",
-                     "args", "check_mode", "diff", "async", "poll", "listen", "throttle", "any_errors_fatal",
+                     "args", "async", "poll", "listen", "throttle", "any_errors_fatal",
                      "module_defaults", "collections", "debugger", "local_action", "connection", "remote_user",
                      "become_user", "become_method", "become_flags", "loop_control", "with_dict", "with_list",
                      "with_fileglob", "with_together", "with_nested", "with_sequence", "with_subelements",
