@@ -61,7 +61,7 @@ def check_lines(result: PlaybookResult, indent: str = "  ") -> list[str]:
         told = f"would change {len(changes)} task(s): {', '.join(changes)}" if changes else "nothing would change"
         unknown = result.check_skipped.get(host, [])
         if unknown:
-            told += f"; not known before running: {', '.join(unknown)}"
+            told += f"; not run in check mode (cannot tell): {', '.join(unknown)}"
         lines.append(f"{indent}{host}: {told}")
     return lines
 
