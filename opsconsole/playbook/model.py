@@ -45,6 +45,12 @@ class Task:
     role_vars: Mapping[str, Any] = field(default_factory=dict)
     role_params: Mapping[str, Any] = field(default_factory=dict)
     role_dir: str | None = None
+    role_name: str = ""  # a role's task or handler: the role's name
+
+    @property
+    def handler_key(self) -> str:
+        """Which handler this is, as a notification names it: `ROLE : name` for a role's, else the name."""
+        return f"{self.role_name} : {self.name}" if self.role_name else self.name
 
 
 @dataclass(frozen=True)

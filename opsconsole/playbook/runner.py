@@ -226,7 +226,7 @@ class PlaybookRunner:
         if not await self._tasks(playbook, play, play.tasks, run, transport, templar):
             return run
         for handler in play.handlers:  # definition order, each at most once; tags do not select handlers
-            if handler.name in run.notified:
+            if handler.handler_key in run.notified:
                 if not await self._task(playbook, play, handler, run, transport, templar):
                     return run
         return run
