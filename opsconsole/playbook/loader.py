@@ -303,8 +303,8 @@ class _Loader:
             data = load_yaml(path) if path else None
             if isinstance(data, list):
                 found = self.foreign_tasks(data, f"{at}.{key}.{part}")
-                if found:
-                    return found
+                if found:  # told at the include's line: the container found is in the role's file
+                    return task, key, f"{at}.{key}", f"{found[3]} (in {path})"
         return None
 
     def serial(self, raw: dict, at: str) -> int | str | None:
