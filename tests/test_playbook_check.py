@@ -168,3 +168,25 @@ def test_a_bad_check_keyword_is_refused_naming_the_line(tmp_path: Path, keyword:
     key = keyword.split(":")[0]
     with pytest.raises(SourceError, match=rf"p\.yml:5: plays\[0\]\.tasks\[0\]\.{key}: .* is not true or false"):
         load_playbook(path)
+
+
+async def test_a_play_run_by_ansible_playbook_is_checked_by_it_with_its_diff_on_the_bus(rig: Rig) -> None:
+    [host] = rig.hosts(1)
+    rig.root("web-1").mkdir(parents=True)
+    (rig.root("web-1") / "app.ini").write_text("name=old\nport=1\n")
+    path = rig.playbook("""
+        - hosts: web
+          gather_facts: false
+          tasks:
+            - name: edit with a module we do not have
+              ansible.builtin.replace: {path: "{{ host_root }}/app.ini", regexp: '^port=.*$', replace: 'port=2'}
+        """)
+    book = load_playbook(path)
+    assert book.plays[0].runner == "ansible"
+    result = await rig.runner.run(book, [host], check=True, diff=True)
+    assert result.ok, result.failures
+    assert rig.statuses("web-1") == {"edit with a module we do not have": "changed"}
+    assert result.changed_tasks == {"web-1": ["edit with a module we do not have"]}
+    lines = [e.line for e in rig.events if isinstance(e, OutputLine) and e.stream == "diff"]
+    assert "-port=1" in lines and "+port=2" in lines, lines
+    assert (rig.root("web-1") / "app.ini").read_text() == "name=old\nport=1\n"  # --check reached ansible-playbook

@@ -182,6 +182,19 @@ class PlaybookRunner:
         def host_vars(host: Host) -> dict[str, Any]:
             return {"port": host.port} if host.port is not None else {}
 
+        # What changed (or, under --check, would) is told by ansible-playbook's task events on the bus.
+        names = {h.name for h in batch}
+        changed: dict[str, list[str]] = {}
+        skipped: dict[str, list[str]] = {}
+
+        def told(event: object) -> None:
+            if isinstance(event, TaskFinished) and event.host in names:
+                if event.status == "changed":
+                    changed.setdefault(event.host, []).append(event.task)
+                elif event.status == "skipped" and selection.check and "check mode" in event.message:
+                    skipped.setdefault(event.host, []).append(event.task)
+
+        stop_listening = self.bus.subscribe(told)
         try:
             status, failures = await run_play(self.bus, playbook.directory.absolute(), play.source, batch,
                                               self.transport_for, self.ssh, {**extra_vars, "secrets": self.secrets},
@@ -189,8 +202,11 @@ class PlaybookRunner:
         except (OSError, RuntimeError) as exc:  # no ansible-playbook, an unwritable playbook directory
             why = f"{play.why}, which could not start: {exc}"
             status, failures = {h.name: "failed" for h in batch}, {h.name: why for h in batch}
+        finally:
+            stop_listening()
         return [_HostRun(h, failure=(failures.get(h.name) or f"{h.name}: failed under ansible-playbook")
-                         if status.get(h.name) == "failed" else None) for h in batch]
+                         if status.get(h.name) == "failed" else None, changed_tasks=changed.get(h.name, []),
+                         check_skipped=skipped.get(h.name, [])) for h in batch]
 
     async def _host(self, playbook: Playbook, play: Play, host: Host, groups: dict[str, list[str]],
                     extra_vars: Mapping[str, Any], selection: "_Selection") -> _HostRun:
