@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -45,12 +46,12 @@ def snapshot(root: Path) -> dict[str, tuple[int, bytes | str]]:
     return out
 
 
-def ansible_check(tmp_path: Path, root: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
+def ansible_check(tmp_path: Path, root: Path, site: Path = SITE) -> tuple[dict[str, str], dict[str, list[str]]]:
     """ansible-playbook --check --diff through opsconsole's events callback: task -> status, task -> diff lines."""
     os.environ.update(ANSIBLE_STDOUT_CALLBACK="opsconsole.builtin.events",
                       ANSIBLE_COLLECTIONS_PATH=str(bundled_path("playbooks", "collections")))
     try:
-        done = ansible_playbook(tmp_path, "--check", "--diff", str(SITE), "-e", f"host_root={root}",
+        done = ansible_playbook(tmp_path, "--check", "--diff", str(site), "-e", f"host_root={root}",
                                 "-e", f"token={TOKEN}")
     finally:
         for name in ("ANSIBLE_STDOUT_CALLBACK", "ANSIBLE_COLLECTIONS_PATH"):
@@ -73,10 +74,10 @@ def same_paths(diffs: dict[str, list[str]], root: Path) -> dict[str, list[str]]:
                 for x in d] for t, d in diffs.items()}
 
 
-async def native_check(rig: Rig, root: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
+async def native_check(rig: Rig, root: Path, site: Path = SITE) -> tuple[dict[str, str], dict[str, list[str]]]:
     rig.events.clear()
     host = Host(name="localhost", group="all", address="127.0.0.1", root=str(root))
-    result = await rig.runner.run(load_playbook(SITE), [host], extra_vars={"host_root": str(root), "token": TOKEN},
+    result = await rig.runner.run(load_playbook(site), [host], extra_vars={"host_root": str(root), "token": TOKEN},
                                   check=True, diff=True)
     assert result.ok, result.failures
     diffs: dict[str, list[str]] = {}
@@ -190,3 +191,23 @@ async def test_a_play_run_by_ansible_playbook_is_checked_by_it_with_its_diff_on_
     lines = [e.line for e in rig.events if isinstance(e, OutputLine) and e.stream == "diff"]
     assert "-port=1" in lines and "+port=2" in lines, lines
     assert (rig.root("web-1") / "app.ini").read_text() == "name=old\nport=1\n"  # --check reached ansible-playbook
+
+
+async def test_unarchive_in_check_mode_is_skipped_as_ansible_does(rig: Rig, tmp_path: Path) -> None:
+    site = SITE.parent.parent / "unarchive" / "site.yml"
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    host = Host(name="localhost", group="all", address="127.0.0.1", root=str(ours))
+    for root in (ours, theirs):
+        root.mkdir()
+        assert (await rig.runner.run(load_playbook(site), [replace(host, root=str(root))],
+                                     extra_vars={"host_root": str(root)})).ok
+        unpacked = sorted(p for p in (root / "releases").rglob("*") if p.is_file())
+        unpacked[0].write_text("edited\n")  # the release on the host no longer matches the archive
+    before = snapshot(ours), snapshot(theirs)
+    ours_status, _ = await native_check(rig, ours, site)
+    theirs_status, _ = ansible_check(tmp_path, theirs, site)
+    assert (snapshot(ours), snapshot(theirs)) == before
+    assert ours_status == theirs_status
+    # Ansible's tar handler has no check mode; `creates` there skips it in any mode
+    assert ours_status["unpack the release from this machine"] == "skipped"
+    assert ours_status["unpack it there, once"] == "skipped"

@@ -30,7 +30,7 @@ PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
 async def test_include_role_and_check_mode_mean_the_same_as_under_ansible_playbook(lab: Lab, tmp_path: Path) -> None:
     options = ssh_options(lab)
     pool = SshPool(options)
-    native, twin = (replace(lab_host(lab, h), group="all") for h in ("app-1", "app-2"))
+    native, twin = (replace(lab_host(lab, h), group="itrust") for h in ("app-1", "app-2"))
     transports = {h.name: SshTransport(h, pool) for h in (native, twin)}
     runner, events = new_runner(lambda h: transports[h.name], options)
 

@@ -267,32 +267,15 @@ async def _get_url(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
 
 
 async def _unarchive(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
-    """As Ansible's: creates, then the archive compared with dest (`tar --diff`); a local archive is
-    copied to a temporary file on the host for that, and removed, as Ansible does."""
-    src, dest, q = str(args["src"]), str(args["dest"]), shlex.quote
+    """As Ansible's: skipped when `creates` is there (in any mode); a dest that is not a directory fails;
+    otherwise skipped, since its tar handler has no check mode ("does not support check mode when using gtar")."""
+    src, dest = str(args["src"]), str(args["dest"])
     creates = M._opt_str(args.get("creates"))
     if creates is not None and await ctx.transport.exists(creates):
-        return Outcome(command=f"unarchive {src}", message=f"skipped, since {creates} exists")
-    if (await ctx.transport.run(f"[ -d {q(dest)} ]", become=ctx.become, timeout=ctx.timeout)).rc != 0:
+        return skipped(f"skipped, since {creates} exists")
+    if (await ctx.transport.run(f"[ -d {shlex.quote(dest)} ]", become=ctx.become, timeout=ctx.timeout)).rc != 0:
         return Outcome(failed=True, command=f"unarchive {src}", message=f"dest '{dest}' must be an existing dir")
-    archive, scratch = src, None
-    if not M.truthy(args.get("remote_src", False)):
-        local = M.find_source(src, ctx.playbook_dir, ctx.role_dir, "files")
-        if local is None:
-            raise ModuleFailure(f"unarchive: source file {src} not found")
-        made = await ctx.transport.run("mktemp", become=ctx.become, timeout=ctx.timeout)
-        if not made.ok:
-            raise ModuleFailure(f"unarchive: no temporary file on the host: {made.describe()}")
-        archive = scratch = made.stdout.strip()
-        await ctx.transport.put_file(str(local), archive)
-    try:
-        same = await ctx.transport.run(f"tar --diff -C {q(dest)} -f {q(archive)}", become=ctx.become,
-                                       timeout=ctx.timeout)
-    finally:
-        if scratch is not None:
-            await ctx.transport.run(f"rm -f -- {q(scratch)}", become=ctx.become, timeout=ctx.timeout)
-    return Outcome(changed=same.rc != 0, command=f"unarchive {src}",
-                   message=f"{src} already unpacked in {dest}" if same.rc == 0 else f"would unpack {src} in {dest}")
+    return skipped("remote module (unarchive) does not support check mode when using gtar")
 
 
 _CHECKERS: dict[str, Callable[[Mapping[str, Any], ModuleContext], Awaitable[Outcome]]] = {
