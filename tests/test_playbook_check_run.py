@@ -88,3 +88,43 @@ async def test_roll_plan_checks_the_deploy_playbook_on_every_host(tmp_path: Path
     finally:
         await engine.close()
         kill_services(tmp_path / "state")
+
+
+async def test_roll_plan_check_is_bounded_by_deploy_timeout_per_host(tmp_path: Path) -> None:
+    import socket
+    import time
+    from test_rollouts import _engine
+    from tests.conftest import kill_services
+    with socket.socket() as s:  # a port nothing listens on: the check's wait_for waits on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    slow = tmp_path / "slow-deploy.yml"
+    slow.write_text(f"""\
+- hosts: all
+  tasks:
+    - name: a wait the check runs too
+      ansible.builtin.wait_for: {{port: {port}, host: 127.0.0.1, timeout: 120}}
+""")
+    cfg = write_config(tmp_path, count=2)
+    text = cfg.read_text()
+    cfg.write_text(text.replace(next(line for line in text.splitlines() if "itrust-deploy.yml" in line),
+                                f"      playbook: {slow}")
+                   .replace("    vars:\n", "    rollout:\n      deploy_timeout: 2s\n    vars:\n", 1))
+    engine = _engine(cfg)
+    said: list[str] = []
+    tasks: list[object] = []
+    engine.bus.subscribe(lambda e: said.append(getattr(e, "text", "")))
+    engine.bus.subscribe(lambda e: tasks.append(e) if type(e).__name__ in ("TaskStarted", "TaskFinished") else None)
+    try:
+        started = time.monotonic()
+        plan = await engine.execute(engine.parse("roll itrust --plan"))
+        assert plan.ok, plan.message
+        lines = [line.strip() for line in said]
+        for host in ("itrust-1", "itrust-2"):
+            assert f"{host}: could not check: no answer within 2s (deploy_timeout)" in lines, "\n".join(lines)
+        # both hosts at once, each given 2s: not 2 x 2s, nor the wait's 120s (the build comes first: a few s)
+        assert time.monotonic() - started < 30
+        assert not tasks  # quiet: the plan's check says one line per host, not its tasks' events
+    finally:
+        await engine.close()
+        kill_services(tmp_path / "state")

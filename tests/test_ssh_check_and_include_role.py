@@ -77,3 +77,25 @@ async def test_include_role_and_check_mode_mean_the_same_as_under_ansible_playbo
         assert state() == before  # neither run changed a thing on its host
     finally:
         await pool.close()
+
+
+@pytest.mark.timeout(300)
+async def test_a_check_on_an_unreachable_host_says_so_for_that_host_only(lab: Lab) -> None:
+    from opsconsole.playbook.plan import check_lines
+    options = ssh_options(lab)
+    pool = SshPool(options)
+    hosts = [replace(lab_host(lab, h), group="itrust") for h in ("app-1", "app-2")]
+    transports = {h.name: SshTransport(h, pool) for h in hosts}
+    runner, events = new_runner(lambda h: transports[h.name], options)
+    victim = "app-2"
+    try:
+        await wipe(transports.values())
+        lab.stop_sshd(victim)
+        result = await runner.run(load_playbook(PLAYBOOKS / "include_role" / "site.yml"), hosts, check=True)
+        lines = check_lines(result)
+        assert lines[0].startswith("  app-1: would change 6 task(s): app config, "), lines
+        assert lines[1].startswith(f"  {victim}: could not check: ") and "cannot connect" in lines[1], lines
+        assert not any(line.startswith("  | ") for line in lines)  # one line per host
+    finally:
+        lab.start_sshd(victim)
+        await pool.close()
