@@ -69,9 +69,10 @@ def ansible_run(playbook: Path, hosts: Sequence[Host], transports: Mapping[str, 
 
 
 async def native_run(runner: PlaybookRunner, bus_events: list[object], playbook: Path, hosts: Sequence[Host],
-                     extra_vars: Mapping[str, Any] = {}) -> Outcome:
+                     extra_vars: Mapping[str, Any] = {}, **run_options: Any) -> Outcome:
+    """The native runner on `hosts`; `run_options` go to PlaybookRunner.run (check, diff, tags ...)."""
     bus_events.clear()
-    result = await runner.run(load_playbook(playbook), hosts, extra_vars=extra_vars)
+    result = await runner.run(load_playbook(playbook), hosts, extra_vars=extra_vars, **run_options)
     changed = {h.name: 0 for h in hosts}
     for e in bus_events:
         if isinstance(e, TaskFinished) and e.status == "changed":

@@ -368,17 +368,19 @@ class Provision(Command):
 @dataclass(frozen=True)
 class PlaybookRun(Command):
     verb: ClassVar[str] = "playbook"
-    usage: ClassVar[str] = "playbook run FILE [--limit HOSTS] [--check]"
+    usage: ClassVar[str] = "playbook run FILE [--limit HOSTS] [--check] [--diff]"
     summary: ClassVar[str] = ("run any playbook against the fleet (--limit: hosts or groups, comma separated; "
-                              "--check: load it and show what would run, touching no host)")
+                              "--check: tell what each task would change, changing nothing; "
+                              "--diff: show the files' before/after)")
     abortable: ClassVar[bool] = True
     file: str = ""
     limit: tuple[str, ...] = ()
     check: bool = False
+    diff: bool = False
 
     def text(self) -> str:
         return _join("playbook", "run", self.file, *(("--limit", ",".join(self.limit)) if self.limit else ()),
-                     "--check" if self.check else None)
+                     "--check" if self.check else None, "--diff" if self.diff else None)
 
 
 @dataclass(frozen=True)
@@ -774,17 +776,18 @@ def _parse_provision(args: list[str], names: Names) -> Command:
 @_parser(PlaybookRun)
 def _parse_playbook(args: list[str], names: Names) -> Command:
     if not args or args[0] != "run":
-        raise CommandError("say `playbook run FILE [--limit HOSTS] [--check]`")
+        raise CommandError("say `playbook run FILE [--limit HOSTS] [--check] [--diff]`")
     if len(args) < 2 or args[1].startswith("--"):
         raise CommandError("a playbook file is required, e.g. `playbook run playbooks/site.yml`")
-    f = _flags(args[2:], {"--limit": True, "--check": False})
+    f = _flags(args[2:], {"--limit": True, "--check": False, "--diff": False})
     limit = tuple(t.strip() for t in str(f.get("--limit", "")).split(",") if t.strip())
     for term in limit:
         if term not in names.hosts and term not in names.groups and term != "all":
             raise CommandError(f"--limit: {term!r} is neither a host nor a group; groups: {_list(names.groups)}")
     if "--limit" in f and not limit:
         raise CommandError("--limit needs host or group names, comma separated")
-    return PlaybookRun(file=args[1], limit=limit, check=bool(f.get("--check", False)))
+    return PlaybookRun(file=args[1], limit=limit, check=bool(f.get("--check", False)),
+                       diff=bool(f.get("--diff", False)))
 
 
 @_parser(Scale)

@@ -6,9 +6,10 @@ The `Deployer` is built once by the engine and given to every service that puts 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
-from typing import Collection
+from typing import Any, Collection
 
 from opsconsole.builds.poller import BranchPoller, HeadBook
 from opsconsole.builds.queue import BuildQueue, OnSuccess
@@ -19,6 +20,7 @@ from opsconsole.errors import CommandFailed
 from opsconsole.events import EventBus
 from opsconsole.fsio import write_atomic
 from opsconsole.playbook.loader import load_playbook
+from opsconsole.hosts import Host
 from opsconsole.playbook.model import Playbook, PlaybookResult
 from opsconsole.playbook.runner import PlaybookRunner
 from opsconsole.transport.base import Transport
@@ -36,6 +38,10 @@ class Deployer:
         self.pollers = {name: BranchPoller(bus, app, self.build_queue, self.heads)
                         for name, app in config.apps.items() if app.build.commands}
         self.runner = PlaybookRunner(bus, fleet.transport_for, secrets=config.secrets, ssh=ssh_options(config))
+        # A plan's check runs on a bus of its own (the same redactor): its per-task events would read like a
+        # deploy in the panes; the plan says in one line per host what the check found.
+        self.quiet_runner = PlaybookRunner(EventBus(bus.redactor), fleet.transport_for, secrets=config.secrets,
+                                           ssh=ssh_options(config))
         self.playbooks: dict[str, Playbook] = {}  # app name -> its deploy playbook, filled by load_playbooks()
         self.provisioners: dict[str, Playbook] = {}  # group name -> its provisioning playbook
         self._deployed_path = config.state_dir / "deployed.json"
@@ -89,15 +95,8 @@ class Deployer:
         `parallel` runs all targets at once whatever the playbook's `serial` says: a rollout
         makes its own batches. Hosts in `steered` (a live rollout's) are left to the rollout's own steps.
         """
-        playbook = self.playbooks.get(app.name)
-        if playbook is None:
-            raise CommandFailed(f"app {app.name} has no deploy playbook")
-        if parallel:
-            playbook = replace(playbook, plays=tuple(replace(p, serial=None) for p in playbook.plays))
-        extra = {"app": app.name, "version": version, "commit": commit, "artifact": artifact,
-                 "service_name": app.service_name, "service_command": app.service_command}
-        # Every inventory host is offered (a canary lives in another group than the app's); `limit` picks.
-        hosts = [with_app_vars(app, h) for h in self.fleet.inventory.hosts]
+        playbook = self._deploy_playbook(app, parallel)
+        extra, hosts = self._deploy_inputs(app, version, commit, artifact)
         result = await self.runner.run(playbook, hosts, extra_vars=extra, limit=targets)
         deployed = self._load_deployed()
         # A host in a rollout is not idle after its playbook: it waits for its health gate, drained; the
@@ -110,6 +109,50 @@ class Deployer:
                     self.fleet.set_activity(self.fleet.inventory.get(name), "idle")
         self._save_deployed(deployed)
         return result
+
+    async def check_deploy_playbook(self, app: AppConfig, targets: list[str], *, version: str, commit: str,
+                                    artifact: str) -> PlaybookResult:
+        """The deploy playbook in check mode (Ansible's --check) on `targets`: which tasks would change on
+        each host, nothing changed. Each host is checked on its own, at most `heartbeat.concurrency` at once
+        (a check only reads, like a probe), within the app's deploy_timeout: a slow or unreachable host is
+        told about in its own line and holds up no other."""
+        playbook = self._deploy_playbook(app, parallel=True)
+        extra, hosts = self._deploy_inputs(app, version, commit, artifact)
+        gate = asyncio.Semaphore(max(1, self.config.heartbeat.concurrency))
+        timeout = app.rollout.deploy_timeout
+
+        async def one(name: str) -> PlaybookResult:
+            async with gate:
+                try:
+                    async with asyncio.timeout(timeout):
+                        return await self.quiet_runner.run(playbook, hosts, extra_vars=extra, limit=[name],
+                                                           check=True)
+                except TimeoutError:
+                    return PlaybookResult(ok=False, host_status={name: "failed"},
+                                          failures={name: f"no answer within {timeout:g}s (deploy_timeout)"})
+
+        merged = PlaybookResult(ok=True)
+        for result in await asyncio.gather(*(one(name) for name in targets)):
+            merged.ok = merged.ok and result.ok
+            for field in ("host_status", "failures", "changed_tasks", "check_skipped"):
+                getattr(merged, field).update(getattr(result, field))
+        return merged
+
+    def _deploy_playbook(self, app: AppConfig, parallel: bool) -> Playbook:
+        playbook = self.playbooks.get(app.name)
+        if playbook is None:
+            raise CommandFailed(f"app {app.name} has no deploy playbook")
+        if parallel:
+            playbook = replace(playbook, plays=tuple(replace(p, serial=None) for p in playbook.plays))
+        return playbook
+
+    def _deploy_inputs(self, app: AppConfig, version: str, commit: str,
+                       artifact: str) -> tuple[dict[str, Any], list[Host]]:
+        """The deploy playbook's extra vars, and the hosts offered to it."""
+        extra = {"app": app.name, "version": version, "commit": commit, "artifact": artifact,
+                 "service_name": app.service_name, "service_command": app.service_command}
+        # Every inventory host is offered (a canary lives in another group than the app's); `limit` picks.
+        return extra, [with_app_vars(app, h) for h in self.fleet.inventory.hosts]
 
     def _load_deployed(self) -> dict[str, str]:
         try:

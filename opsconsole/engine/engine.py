@@ -52,7 +52,7 @@ from opsconsole.hosts import Host
 from opsconsole.inventory import Inventory
 from opsconsole.playbook.loader import load_playbook
 from opsconsole.playbook.model import Playbook
-from opsconsole.playbook.plan import describe as describe_plan, limit_hosts
+from opsconsole.playbook.plan import check_lines, describe as describe_plan, limit_hosts
 from opsconsole.playbook.templating import render_string
 from opsconsole.rollouts.plan import RolloutPlan
 from opsconsole.traffic.proxy_host import proxy_host_name, proxy_host_vars
@@ -638,9 +638,12 @@ class Engine:
             raise CommandFailed(f"playbook run: {exc}") from None  # names file, line and key; nothing ran
         hosts = self.inventory.hosts
         limit = limit_hosts(command.limit, hosts) if command.limit else None
-        if command.check:
-            return describe_plan(playbook, hosts, limit)
-        result = await self.deployer.runner.run(playbook, hosts, limit=limit)
+        if command.check:  # Ansible's --check: every task says what it would change; nothing changes
+            result = await self.deployer.runner.run(playbook, hosts, limit=limit, check=True, diff=command.diff)
+            return "\n".join([describe_plan(playbook, hosts, limit).replace("; nothing was run", "; checked, "
+                                                                           "nothing changed"),
+                               "what would change:", *check_lines(result)])
+        result = await self.deployer.runner.run(playbook, hosts, limit=limit, diff=command.diff)
         if not result.ok:
             raise CommandFailed(f"playbook {command.file} failed — {result.failure_text()}")
         done = [h for h, s in result.host_status.items() if s == "ok"]

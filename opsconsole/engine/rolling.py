@@ -25,6 +25,7 @@ from opsconsole.fsio import append_jsonl, read_jsonl
 from opsconsole.heartbeat.monitor import HeartbeatMonitor
 from opsconsole.heartbeat.until import probe_until
 from opsconsole.hosts import Host
+from opsconsole.playbook.plan import check_lines
 from opsconsole.rollouts.lock import FleetLock
 from opsconsole.rollouts.plan import RolloutPlan, make_plan, timeouts
 from opsconsole.rollouts.record import DONE, RolloutJournal, RolloutState
@@ -143,9 +144,22 @@ class Rollouts:
         if skipped:
             self.fleet.say(f"  left alone: {', '.join(skipped)} (already on {record.short} by the stopped rollout)")
         if command.plan_only:
+            await self._say_check(app, plan)
             return "plan only: nothing changed"
         return await self._run(app, RolloutState(plan=plan, issuer=self.issuer, started=time.time(),
                                                  hosts={h: "pending" for h in plan.hosts}), fresh=True)
+
+    async def _say_check(self, app: AppConfig, plan: RolloutPlan) -> None:
+        """The deploy playbook's check mode on every host of the plan: which of its tasks would change there.
+        Every host, not only the first batch: a check only reads, and the later batches are where an odd
+        host (a hand-edited config, a release already there) hides."""
+        if app.name not in self.deployer.playbooks:
+            return
+        result = await self.deployer.check_deploy_playbook(app, plan.hosts, version=plan.version,
+                                                           commit=plan.commit, artifact=plan.artifact)
+        self.fleet.say(f"  deploy playbook, checked (--check) on {len(plan.hosts)} host(s):")
+        for line in check_lines(result, "    "):
+            self.fleet.say(line)
 
     async def resume_interrupted(self, command: C.RollResume) -> str:
         state = self.stopped(command.app)

@@ -114,9 +114,10 @@ def ssh_args(ssh: SshOptions) -> str:
 
 async def run_play(bus: EventBus, playbook_dir: Path, play_source: Mapping[str, Any], hosts: Sequence[Host],
                    transport_for: Callable[[Host], Transport], ssh: SshOptions | None,
-                   extra_vars: Mapping[str, Any], host_vars: Callable[[Host], Mapping[str, Any]]
-                   ) -> tuple[dict[str, str], dict[str, str]]:
-    """Run one play with ansible-playbook on `hosts`; (host -> ok|failed, host -> why)."""
+                   extra_vars: Mapping[str, Any], host_vars: Callable[[Host], Mapping[str, Any]],
+                   options: Sequence[str] = ()) -> tuple[dict[str, str], dict[str, str]]:
+    """Run one play with ansible-playbook on `hosts`; (host -> ok|failed, host -> why). `options`:
+    more of ansible-playbook's options (--check, --diff)."""
     exe = ansible_playbook()
     if exe is None:
         raise RuntimeError(f"ansible-playbook is not installed: {EXTRA}")
@@ -136,7 +137,8 @@ async def run_play(bus: EventBus, playbook_dir: Path, play_source: Mapping[str, 
                "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_RETRY_FILES_ENABLED": "False",
                "ANSIBLE_LOCAL_TEMP": str(work_dir / "tmp"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
                "ANSIBLE_LOCALHOST_WARNING": "False", "ANSIBLE_DEPRECATION_WARNINGS": "False"}
-        argv = [exe, "-i", str(inv), "-e", f"@{extra}", "--limit", ",".join(h.name for h in hosts), str(play_file)]
+        argv = [exe, "-i", str(inv), "-e", f"@{extra}", "--limit", ",".join(h.name for h in hosts), *options,
+                str(play_file)]
         try:
             return await _watch(bus, argv, env, [h.name for h in hosts])
         finally:
@@ -185,6 +187,9 @@ async def _follow(bus: EventBus, proc: asyncio.subprocess.Process, names: list[s
         if event["event"] == "start":
             started[(event["host"], event["task"])] = loop.time()
             bus.emit(TaskStarted(host=event["host"], task=event["task"]))
+        elif event["event"] == "diff":
+            for text in str(event.get("text") or "").splitlines():
+                bus.emit(OutputLine(host=event["host"], line=text, stream="diff", source=event["task"]))
         elif event["event"] == "end":
             host, task, result = event["host"], event["task"], event["status"]
             took = loop.time() - started.pop((host, task), loop.time())

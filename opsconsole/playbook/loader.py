@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from opsconsole.playbook.fallback import EXTRA, ansible_playbook, builtin_module_exists
 from opsconsole.playbook.model import Play, Playbook, Task
@@ -26,9 +26,14 @@ PLAY_KEYS = ("name", "hosts", "serial", "vars", "vars_files", "roles", "tasks", 
 # A `roles:` entry's keys run natively; any other plain name is a role parameter (a variable), as in Ansible.
 ROLE_KEYS = ("role", "name", "vars", "tags", "when", "become")
 TASK_KEYS = ("name", "when", "register", "notify", "ignore_errors", "become", "vars",
-             "changed_when", "failed_when", "loop", "with_items", "timeout", "no_log", "tags")
+             "changed_when", "failed_when", "loop", "with_items", "timeout", "no_log", "tags", "check_mode", "diff")
 BLOCK_KEYS = ("name", "block", "rescue", "always", "when", "tags", "become", "vars", "ignore_errors", "no_log")
 INCLUDES = {f"{prefix}{name}": name for name in ("include_tasks", "import_tasks") for prefix in ("", "ansible.builtin.")}
+ROLE_INCLUDES = {f"{prefix}{name}": name for name in ("include_role", "import_role") for prefix in ("", "ansible.builtin.")}
+# include_role/import_role arguments run natively (`apply` sends the play to ansible-playbook).
+ROLE_INCLUDE_ARGS = ("name", "tasks_from", "vars_from", "defaults_from", "handlers_from", "public", "allow_duplicates",
+                     "rolespec_validate")
+_INCLUDE_KEYS = ("name", "when", "tags", "vars", "become", "ignore_errors", "no_log")
 _MAX_INCLUDE_DEPTH = 20
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PERCENT = re.compile(r"^(\d+)%$")
@@ -50,6 +55,17 @@ class _Loader:
         # The play's module_defaults: module -> arguments a task of that module gets unless it gives its own.
         self.defaults: dict[str, dict[str, Any]] = {}
         self.role_files: dict[Path, Any] = {}  # a role file's YAML, parsed once per load (see role_file)
+        # include_role/import_role of the play, read before its tasks (their handlers must be known first),
+        # by id of the task mapping; and the roles whose variables the play sees (import_role, public).
+        self.included_roles: dict[int, _Role] = {}
+        self.exposed: list[_Role] = []
+
+    def sub_loader(self, path: Path, including: tuple[Path, ...] = (), role_dir: Path | None = None) -> "_Loader":
+        """A loader for a file of this play (an included task file, a role's file): same play, same state."""
+        sub = _Loader(path, self.dir, including, role_dir)
+        sub.defaults, sub.included_roles, sub.exposed = self.defaults, self.included_roles, self.exposed
+        sub.role_files = self.role_files
+        return sub
 
     def error(self, container: Any, key: Any, keypath: str, message: str) -> SourceError:
         return SourceError(self.path, line_of(container, key), keypath, message)
@@ -92,21 +108,24 @@ class _Loader:
         # vars_files win over vars, as in Ansible.
         vars_ = {**self.variables(raw, "vars", f"{at}.vars"), **self.vars_files(raw, f"{at}.vars_files")}
         roles = [self.role(entries, i, f"{at}.roles[{i}]") for entries, i in self.role_entries(raw, f"{at}.roles")]
+        self.read_role_includes(raw.get("tasks"), f"{at}.tasks")
         # As Ansible: the roles' handlers, then the play's; the roles' tasks, then the play's; any task may
-        # notify any handler of the play.
+        # notify any handler of the play (a role's also as `ROLE : handler`).
         handlers = _last_of_each_name(tuple(h for role in roles for h in role.handlers) +
+                                      tuple(h for role in self.included_roles.values() for h in role.handlers) +
                                       self.task_list(raw, "handlers", f"{at}.handlers", handler_names=None))
-        names = {h.name for h in handlers}
+        names = _notifications(handlers)
         tasks = tuple(t for role in roles for t in role.tasks(names)) + \
             self.task_list(raw, "tasks", f"{at}.tasks", handler_names=names)
         play_tags = self.tags(raw, f"{at}.tags")
         if play_tags:
             tasks = tuple(_inherit(t, tags=play_tags) for t in tasks)
+        exposed = roles + self.exposed  # import_role (and include_role with public) show theirs to the play
         return Play(name=str(name), hosts=hosts.strip(), line=line_of(plays, index) or 1, path=at,
                     serial=self.serial(raw, at), vars=vars_, tasks=tasks, handlers=handlers,
                     become=self.boolean(raw, "become", f"{at}.become", False),
-                    role_defaults={k: v for role in roles for k, v in role.defaults.items()},
-                    role_exports={k: v for role in roles for k, v in role.exports.items()})
+                    role_defaults={k: v for role in exposed for k, v in role.defaults.items()},
+                    role_exports={k: v for role in exposed for k, v in role.exports.items()})
 
     def foreign(self, play: dict, at: str) -> tuple[Any, Any, str, str] | None:
         """The first thing in the play the native runner does not have (a module or a keyword Ansible
@@ -171,8 +190,12 @@ class _Loader:
             return None
         return next((d for d in (self.dir / "roles" / name, self.dir / name) if d.is_dir()), None)
 
-    def role(self, entries: list, index: int, at: str) -> "_Role":
-        entry = entries[index]
+    def role(self, entries: Any, index: Any, at: str, files: Mapping[str, str] = {},
+             entry: dict[str, Any] | None = None) -> "_Role":
+        """A role of `roles:` (entries[index] is its entry), or of include_role/import_role (`entry`: its name
+        and parameters; entries[index] the task's include_role, for messages); `files`: the tasks, vars,
+        defaults and handlers file names (tasks_from ...), `main` when not given."""
+        entry = entries[index] if entry is None else entry
         name = self.role_name(entry)
         if name is None:
             raise self.error(entries, index, at, "a role entry is a role name or a mapping with `role: NAME`")
@@ -182,6 +205,10 @@ class _Loader:
         if directory is None:
             raise self.error(entries, index, at, f"role {name!r} not found (looked for {self.dir / 'roles' / name} "
                              f"and {self.dir / name})")
+        for part, file in files.items():
+            if _role_file(directory, part, file) is None:
+                raise self.error(entries, index, f"{at}.{part}_from", f"role {name!r} has no {part}/{file} "
+                                 f"(looked for {directory / part / file}.yml)")
         params: dict[str, Any] = {}
         inherited: dict[str, Any] = {}
         if isinstance(entry, dict):
@@ -193,35 +220,36 @@ class _Loader:
             self.templates(params, entries, index, at)
             inherited = dict(when=self.conditions(entry, "when", f"{at}.when"), tags=self.tags(entry, f"{at}.tags"),
                              become=self.boolean(entry, "become", f"{at}.become", None))
-        defaults = self.role_variables(directory, "defaults")
-        exports = self.role_variables(directory, "vars")
+        defaults = self.role_variables(directory, "defaults", files.get("defaults", "main"))
+        exports = self.role_variables(directory, "vars", files.get("vars", "main"))
         entry_vars = self.variables(entry, "vars", f"{at}.vars") if isinstance(entry, dict) else {}
         role_vars = {**exports, **entry_vars, "role_name": name, "role_path": str(directory)}
         handlers: tuple[Task, ...] = ()
-        path, data = self.role_file(directory, "handlers")
+        path, data = self.role_file(directory, "handlers", files.get("handlers", "main"))
         if path is not None and data is not None:
             if not isinstance(data, list):
                 raise SourceError(path, getattr(data, "line", 1), "", "a handlers file is a list of handlers")
-            loader = _Loader(path, self.dir, role_dir=directory)
+            loader = self.sub_loader(path, role_dir=directory)
             handlers = loader.task_list({"handlers": data}, "handlers", "handlers", handler_names=None)
-        role = _Role(self, directory, defaults, exports, role_vars, params, inherited, ())
+        role = _Role(self, directory, defaults, exports, role_vars, params, inherited, (), name,
+                     files.get("tasks", "main"))
         # The entry's when/become hold for the role's handlers too (tags do not select handlers).
         handler_inherited = {k: v for k, v in inherited.items() if k != "tags"}
         role.handlers = tuple(role.in_role(_inherit(h, **handler_inherited)) for h in handlers)
         return role
 
-    def role_file(self, directory: Path, part: str) -> tuple[Path | None, Any]:
-        """A role's PART/main.yml and its YAML (None, None: the role has none). Parsed once per load: the
+    def role_file(self, directory: Path, part: str, file: str = "main") -> tuple[Path | None, Any]:
+        """A role's PART/FILE.yml and its YAML (None, None: the role has none). Parsed once per load: the
         check for what runs with Ansible reads a role's tasks and handlers before the loading does."""
-        path = _role_file(directory, part)
+        path = _role_file(directory, part, file)
         if path is None:
             return None, None
         if path not in self.role_files:
             self.role_files[path] = load_yaml(path)
         return path, self.role_files[path]
 
-    def role_variables(self, directory: Path, part: str) -> dict[str, Any]:
-        path = _role_file(directory, part)
+    def role_variables(self, directory: Path, part: str, file: str = "main") -> dict[str, Any]:
+        path = _role_file(directory, part, file)
         data = load_yaml(path) if path else None
         if data is None:
             return {}
@@ -240,6 +268,12 @@ class _Loader:
                         if found:
                             return found
                 continue
+            role_include = next((k for k in task if k in ROLE_INCLUDES), None)
+            if role_include is not None:
+                found = self.foreign_role_include(task, role_include, f"{at}[{i}]")
+                if found:
+                    return found
+                continue
             for key in task:
                 if not isinstance(key, str) or key in TASK_KEYS or key in INCLUDES or _ours_renamed(key, task[key]):
                     continue
@@ -251,6 +285,35 @@ class _Loader:
                                              f"natively: it would drive the host's init system)"
                 if canonical(key) is None and _looks_like_ansible_module(key):
                     return task, key, where, key
+        return None
+
+    def foreign_role_include(self, task: dict, key: str, at: str) -> tuple[Any, Any, str, str] | None:
+        """What of an include_role/import_role the native runner does not have: a loop over it, `apply`, a
+        role named by a template, role dependencies, a module or keyword in the role's tasks or handlers."""
+        value = task[key]
+        if not isinstance(value, dict):
+            return None  # loading it natively says what is wrong
+        for loop in ("loop", "with_items"):
+            if loop in task:
+                return task, loop, f"{at}.{loop}", f"{key} with a loop"
+        if "apply" in value:
+            return value, "apply", f"{at}.{key}.apply", f"{key} with apply"
+        if is_template(value.get("name")):
+            return value, "name", f"{at}.{key}.name", f"{key} of a role named by a template"
+        directory = self.role_directory({"role": value.get("name")})
+        if directory is None:
+            return None
+        meta = _role_file(directory, "meta")
+        data = load_yaml(meta) if meta else None
+        if isinstance(data, dict) and data.get("dependencies"):
+            return task, key, f"{at}.{key}", f"role dependencies ({meta})"
+        for part in ("tasks", "handlers"):
+            file = value.get(f"{part}_from", "main")
+            path, data = self.role_file(directory, part, file) if isinstance(file, str) else (None, None)
+            if isinstance(data, list):
+                found = self.foreign_tasks(data, f"{at}.{key}.{part}")
+                if found:  # told at the include's line: the container found is in the role's file
+                    return task, key, f"{at}.{key}", f"{found[3]} (in {path})"
         return None
 
     def serial(self, raw: dict, at: str) -> int | str | None:
@@ -268,7 +331,7 @@ class _Loader:
         raise self.error(raw, "serial", f"{at}.serial", f"{value!r} is not a host count or a percentage like 30%")
 
     # -- tasks -------------------------------------------------------------
-    def task_list(self, raw: dict, key: str, at: str, handler_names: set[str] | None) -> tuple[Task, ...]:
+    def task_list(self, raw: dict, key: str, at: str, handler_names: Mapping[str, str] | None) -> tuple[Task, ...]:
         if key not in raw or raw[key] is None:
             return ()
         items = raw[key]
@@ -286,7 +349,7 @@ class _Loader:
             return tasks
         return self.tasks_of(items, at, handler_names)
 
-    def tasks_of(self, items: list, at: str, handler_names: set[str]) -> tuple[Task, ...]:
+    def tasks_of(self, items: list, at: str, handler_names: Mapping[str, str]) -> tuple[Task, ...]:
         """The tasks of a list: blocks kept as blocks, includes replaced by the tasks they include."""
         tasks: list[Task] = []
         for i, raw in enumerate(items):
@@ -295,11 +358,13 @@ class _Loader:
                 tasks.append(self.block(items, i, where, handler_names))
             elif isinstance(raw, dict) and any(k in INCLUDES for k in raw):
                 tasks.extend(self.include(items, i, where, handler_names))
+            elif isinstance(raw, dict) and any(k in ROLE_INCLUDES for k in raw):
+                tasks.extend(self.role_include(items, i, where, handler_names))
             else:
                 tasks.append(self.task(items, i, where, handler_names))
         return tuple(tasks)
 
-    def block(self, items: list, index: int, at: str, handler_names: set[str]) -> Task:
+    def block(self, items: list, index: int, at: str, handler_names: Mapping[str, str]) -> Task:
         raw = items[index]
         for key in raw:
             if key not in BLOCK_KEYS:
@@ -325,7 +390,7 @@ class _Loader:
         return Task(name=str(name), module="block", args={}, line=line_of(items, index) or 1, path=at,
                     **{part: tuple(_inherit(t, **inherited) for t in tasks) for part, tasks in parts.items()})
 
-    def include(self, items: list, index: int, at: str, handler_names: set[str]) -> tuple[Task, ...]:
+    def include(self, items: list, index: int, at: str, handler_names: Mapping[str, str]) -> tuple[Task, ...]:
         """include_tasks/import_tasks of a file named as it is written: loaded now, checked like the rest."""
         raw = items[index]
         key = next(k for k in raw if k in INCLUDES)
@@ -351,8 +416,7 @@ class _Loader:
                              f"{self.path.name}, in {self.dir} and its tasks/)")
         if path.resolve() in self.including or len(self.including) > _MAX_INCLUDE_DEPTH:
             raise self.error(raw, key, f"{at}.{key}", f"{value} includes itself (through {self.path.name})")
-        sub = _Loader(path, self.dir, (*self.including, self.path.resolve()), self.role_dir)
-        sub.defaults = self.defaults
+        sub = self.sub_loader(path, (*self.including, self.path.resolve()), self.role_dir)
         data = load_yaml(path)
         if data is None:
             return ()
@@ -366,7 +430,68 @@ class _Loader:
                          no_log=self.boolean(raw, "no_log", f"{at}.no_log", None))
         return tuple(_inherit(t, **inherited) for t in tasks)
 
-    def task(self, items: list, index: int, at: str, handler_names: set[str] | None) -> Task:
+    def read_role_includes(self, items: Any, at: str) -> None:
+        """Read the roles that include_role/import_role name in these tasks (and their blocks) before the
+        tasks themselves: a task may notify an included role's handler, so its handlers must be known."""
+        if not isinstance(items, list):
+            return
+        for i, raw in enumerate(items):
+            if isinstance(raw, dict) and "block" in raw:
+                for part in ("block", "rescue", "always"):
+                    self.read_role_includes(raw.get(part), f"{at}[{i}].{part}")
+            elif isinstance(raw, dict) and any(k in ROLE_INCLUDES for k in raw):
+                self.read_role_include(raw, f"{at}[{i}]")
+
+    def read_role_include(self, raw: dict, where: str) -> "_Role":
+        key = next(k for k in raw if k in ROLE_INCLUDES)
+        allowed = (key, *_INCLUDE_KEYS)
+        for k in raw:
+            if k not in allowed:
+                raise self.error(raw, k, f"{where}.{k}", f"not a key of {key} (known: {', '.join(allowed)})")
+        value = raw[key]
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not value["name"].strip():
+            raise self.error(raw, key, f"{where}.{key}.name", "required: the role's name (`name: web`)")
+        for arg in value:
+            if arg not in ROLE_INCLUDE_ARGS:
+                raise self.error(value, arg, f"{where}.{key}.{arg}",
+                                 f"unknown argument (known: {', '.join(ROLE_INCLUDE_ARGS)})")
+        files: dict[str, str] = {}
+        for part in ("tasks", "vars", "defaults", "handlers"):
+            file = value.get(f"{part}_from")
+            if file is None:
+                continue
+            if not isinstance(file, str) or not file.strip() or is_template(file):
+                raise self.error(value, f"{part}_from", f"{where}.{key}.{part}_from",
+                                 f"must name a file of the role's {part}/ (`{part}_from: setup`)")
+            files[part] = file.strip()
+        public = self.boolean(value, "public", f"{where}.{key}.public", ROLE_INCLUDES[key] == "import_role")
+        for flag in ("allow_duplicates", "rolespec_validate"):
+            self.boolean(value, flag, f"{where}.{key}.{flag}", None)
+        # The include's vars are Ansible's include params: above the role's and the task's own variables,
+        # as a role entry's parameters are.
+        params = self.variables(raw, "vars", f"{where}.vars")
+        role = self.role(raw, key, f"{where}.{key}", files, entry={"role": value["name"], **params})
+        self.included_roles[id(raw)] = role
+        if public:
+            self.exposed.append(role)
+        return role
+
+    def role_include(self, items: list, index: int, at: str, handler_names: Mapping[str, str]) -> tuple[Task, ...]:
+        """include_role/import_role: the role's tasks here, with the task's when/tags/vars/become/... on each,
+        as import_role does (include_role: its tags are its own, not its tasks'; see Ansible's docs)."""
+        raw = items[index]
+        # Read with the play's tasks, or now when in a file read after them (an included task file, a role's
+        # tasks): then its handlers are not the play's, and a task notifying one is refused by name.
+        role = self.included_roles.get(id(raw)) or self.read_role_include(raw, at)
+        key = next(k for k in raw if k in ROLE_INCLUDES)
+        inherited = dict(when=self.conditions(raw, "when", f"{at}.when"),
+                         tags=self.tags(raw, f"{at}.tags") if ROLE_INCLUDES[key] == "import_role" else (),
+                         become=self.boolean(raw, "become", f"{at}.become", None),
+                         ignore_errors=self.boolean(raw, "ignore_errors", f"{at}.ignore_errors", None),
+                         no_log=self.boolean(raw, "no_log", f"{at}.no_log", None))
+        return tuple(_inherit(t, **inherited) for t in role.tasks(handler_names))
+
+    def task(self, items: list, index: int, at: str, handler_names: Mapping[str, str] | None) -> Task:
         raw = items[index]
         if not isinstance(raw, dict):
             raise self.error(items, index, at, "a task is a mapping: a name, one module and its arguments")
@@ -407,8 +532,10 @@ class _Loader:
             raise self.error(raw, "notify", f"{at}.notify", "a handler cannot notify another handler")
         for n in notify:
             if handler_names is not None and n not in handler_names:
-                known = ", ".join(sorted(handler_names)) or "none"
+                known = ", ".join(sorted(set(handler_names.values()))) or "none"
                 raise self.error(raw, "notify", f"{at}.notify", f"no handler named {n!r} in this play (handlers: {known})")
+        # As Ansible: `name` or `ROLE : name`, the last handler so named; kept as that handler's key.
+        notify = [handler_names[n] for n in notify] if handler_names is not None else notify
         register = raw.get("register")
         if register is not None and (not isinstance(register, str) or not _IDENTIFIER.match(register)):
             raise self.error(raw, "register", f"{at}.register", "must be a variable name (letters, digits, _)")
@@ -436,6 +563,8 @@ class _Loader:
             failed_when=self.condition_or_none(raw, "failed_when", f"{at}.failed_when"),
             loop=loop, timeout=timeout, no_log=no_log, tags=self.tags(raw, f"{at}.tags"),
             flatten_loop=loop_key == "with_items",
+            check_mode=self.boolean(raw, "check_mode", f"{at}.check_mode", None),
+            diff=self.boolean(raw, "diff", f"{at}.diff", None),
         )
 
     def module_args(self, raw: dict, key: str, module: str, at: str) -> dict[str, Any]:
@@ -730,12 +859,11 @@ ANSIBLE_PLAY_KEYS = ("roles", "pre_tasks", "post_tasks", "strategy", "max_fail_p
                      "diff", "ignore_unreachable", "port", "debugger", "fact_path", "gather_subset",
                      "gather_timeout", "no_log", "when", "ignore_errors")
 ANSIBLE_TASK_KEYS = ("until", "retries", "delay", "delegate_to", "delegate_facts", "run_once", "environment",
-                     "args", "check_mode", "diff", "async", "poll", "listen", "throttle", "any_errors_fatal",
+                     "args", "async", "poll", "listen", "throttle", "any_errors_fatal",
                      "module_defaults", "collections", "debugger", "local_action", "connection", "remote_user",
                      "become_user", "become_method", "become_flags", "loop_control", "with_dict", "with_list",
                      "with_fileglob", "with_together", "with_nested", "with_sequence", "with_subelements",
-                     "with_lines", "include_role", "import_role", "ansible.builtin.include_role",
-                     "ansible.builtin.import_role", "include_vars", "ansible.builtin.include_vars", "meta",
+                     "with_lines", "include_vars", "ansible.builtin.include_vars", "meta",
                      "ansible.builtin.meta", "ignore_unreachable", "action")
 
 
@@ -751,33 +879,45 @@ class _Role:
     params: dict[str, Any]  # the entry's other keys
     inherited: dict[str, Any]  # the entry's when/tags/become, for each of its tasks
     handlers: tuple[Task, ...]
+    name: str = ""
+    tasks_file: str = "main"  # tasks/main.yml, or include_role's tasks_from
 
-    def tasks(self, handler_names: set[str]) -> tuple[Task, ...]:
-        path, data = self.loader.role_file(self.directory, "tasks")
+    def tasks(self, handler_names: Mapping[str, str]) -> tuple[Task, ...]:
+        path, data = self.loader.role_file(self.directory, "tasks", self.tasks_file)
         if path is None or data is None:
             return ()
         if not isinstance(data, list):
             raise SourceError(path, getattr(data, "line", 1), "", "a task file is a list of tasks")
-        loader = _Loader(path, self.loader.dir, role_dir=self.directory)
-        loader.defaults = self.loader.defaults
+        loader = self.loader.sub_loader(path, role_dir=self.directory)
         return tuple(self.in_role(_inherit(t, **self.inherited)) for t in loader.tasks_of(data, "tasks", handler_names))
 
     def in_role(self, task: Task) -> Task:
-        """`task` (and a block's tasks) with this role's variables and directory."""
+        """`task` (and a block's tasks) with this role's variables, directory and name."""
         parts = {part: tuple(self.in_role(t) for t in getattr(task, part)) for part in ("block", "rescue", "always")}
-        return dataclasses.replace(task, role_defaults=self.defaults, role_vars=self.role_vars,
+        return dataclasses.replace(task, role_defaults=self.defaults, role_vars=self.role_vars, role_name=self.name,
                                    role_params=self.params, role_dir=str(self.directory), **parts)
 
 
-def _role_file(directory: Path, part: str) -> Path | None:
-    """A role's PART/main.yml (or main.yaml), or None when the role has none."""
-    return next((p for p in (directory / part / "main.yml", directory / part / "main.yaml") if p.is_file()), None)
+def _role_file(directory: Path, part: str, file: str = "main") -> Path | None:
+    """A role's PART/FILE.yml (or .yaml, or FILE as written), or None when the role has none."""
+    return next((p for p in (directory / part / f"{file}.yml", directory / part / f"{file}.yaml", directory / part / file)
+                 if p.is_file()), None)
 
 
 def _last_of_each_name(handlers: tuple[Task, ...]) -> tuple[Task, ...]:
-    """As Ansible: of handlers with the same name (a role listed twice), the last one loaded is notified."""
-    last = {h.name: i for i, h in enumerate(handlers)}
-    return tuple(h for i, h in enumerate(handlers) if last[h.name] == i)
+    """As Ansible: of handlers with the same name in the same role (a role listed twice), the last one loaded
+    is notified."""
+    last = {h.handler_key: i for i, h in enumerate(handlers)}
+    return tuple(h for i, h in enumerate(handlers) if last[h.handler_key] == i)
+
+
+def _notifications(handlers: tuple[Task, ...]) -> dict[str, str]:
+    """What a task may notify -> the handler it means: a handler's name, and a role's handler also as
+    `ROLE : name`; as Ansible, the last handler defined wins a name two have."""
+    names: dict[str, str] = {}
+    for h in handlers:
+        names[h.name] = names[h.handler_key] = h.handler_key
+    return names
 
 
 # Ansible's service managers: valid Ansible, so a play using one runs with ansible-playbook.

@@ -31,6 +31,8 @@ class Task:
     no_log: bool = False  # as Ansible: command, arguments and output shown as "(output hidden: no_log)"
     tags: tuple[str, ...] = ()  # its own and those inherited from its play, block or include
     flatten_loop: bool = False  # `with_items`: the list is flattened one level, as Ansible does
+    check_mode: bool | None = None  # Ansible's task keyword: False runs it for real under --check; None: the run's
+    diff: bool | None = None  # Ansible's task keyword: show (or not) this task's before/after; None: the run's
     # A block (module "block"): its tasks, then `rescue` if one of them failed, then `always`.
     # Its when/tags/vars/become/ignore_errors were handed down to these tasks when it was loaded.
     block: tuple["Task", ...] = ()
@@ -43,6 +45,12 @@ class Task:
     role_vars: Mapping[str, Any] = field(default_factory=dict)
     role_params: Mapping[str, Any] = field(default_factory=dict)
     role_dir: str | None = None
+    role_name: str = ""  # a role's task or handler: the role's name
+
+    @property
+    def handler_key(self) -> str:
+        """Which handler this is, as a notification names it: `ROLE : name` for a role's, else the name."""
+        return f"{self.role_name} : {self.name}" if self.role_name else self.name
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,10 @@ class PlaybookResult:
     ok: bool
     host_status: dict[str, str] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    # host -> titles of the tasks that changed something (under --check: that would), in order
+    changed_tasks: dict[str, list[str]] = field(default_factory=dict)
+    # host -> titles of the tasks --check could not tell about (command/shell without creates/removes, raw, uri)
+    check_skipped: dict[str, list[str]] = field(default_factory=dict)
 
     def failure_text(self) -> str:
         """Why it failed, for the operator: `host: why` for each failed host, `; ` between them."""

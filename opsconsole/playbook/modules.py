@@ -163,6 +163,9 @@ class ModuleContext:
     become: bool = False
     timeout: float | None = None
     role_dir: Path | None = None  # a role's task: its sources are looked up in the role first
+    # Ansible's --check (tell what would change, change nothing: see checking.py) and --diff (before/after).
+    check: bool = False
+    diff: bool = False
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 from opsconsole.hosts import Host
-from opsconsole.playbook.model import Playbook, Task
+from opsconsole.playbook.model import Playbook, PlaybookResult, Task
 from opsconsole.playbook.runner import select_hosts
 
 
@@ -45,4 +45,25 @@ def _tasks(tasks: Sequence[Task], indent: str) -> list[str]:
     return lines
 
 
-__all__ = ["describe", "limit_hosts"]
+def check_lines(result: PlaybookResult, indent: str = "  ") -> list[str]:
+    """What a --check run found, one line per host: the tasks that would change, those check mode could
+    not tell about, or why the host could not be checked (unreachable, a task that failed)."""
+    lines = []
+    for host, status in result.host_status.items():
+        if status == "failed":
+            why = result.failures.get(host, "failed").splitlines()[0]
+            lines.append(f"{indent}{host}: could not check: {why}")
+            continue
+        if status == "skipped":
+            lines.append(f"{indent}{host}: not checked (an earlier host failed)")
+            continue
+        changes = result.changed_tasks.get(host, [])
+        told = f"would change {len(changes)} task(s): {', '.join(changes)}" if changes else "nothing would change"
+        unknown = result.check_skipped.get(host, [])
+        if unknown:
+            told += f"; not run in check mode (cannot tell): {', '.join(unknown)}"
+        lines.append(f"{indent}{host}: {told}")
+    return lines
+
+
+__all__ = ["check_lines", "describe", "limit_hosts"]

@@ -16,6 +16,7 @@ from typing import Any, Callable, Collection, Mapping, Sequence
 
 from opsconsole.events import EventBus, Message, OutputLine, PlayFinished, PlayStarted, TaskFinished, TaskStarted
 from opsconsole.hosts import Host
+from opsconsole.playbook.checking import DIFFABLE, check_module, diff_text
 from opsconsole.playbook.fallback import run_play
 from opsconsole.playbook.model import Play, Playbook, PlaybookResult, Task
 from opsconsole.playbook.modules import ModuleContext, Outcome, run_module, truthy
@@ -48,6 +49,16 @@ def batches(hosts: list[Host], serial: int | str | None) -> list[list[Host]]:
     return [hosts[i:i + size] for i in range(0, len(hosts), size)]
 
 
+@dataclass(frozen=True)
+class _Selection:
+    """How a run was asked for: --tags/--skip-tags, --check, --diff."""
+
+    tags: frozenset[str] | None = None
+    skip_tags: frozenset[str] = frozenset()
+    check: bool = False
+    diff: bool = False
+
+
 @dataclass
 class _HostRun:
     """One host's progress through one play."""
@@ -58,6 +69,10 @@ class _HostRun:
     failure: str | None = None
     tags: frozenset[str] | None = None  # --tags: run only these (None: all)
     skip_tags: frozenset[str] = frozenset()  # --skip-tags
+    check: bool = False  # --check: tell what would change, change nothing
+    diff: bool = False  # --diff: show before/after of the files a task changes (or would)
+    changed_tasks: list[str] = field(default_factory=list)  # titles of the tasks that changed (or would)
+    check_skipped: list[str] = field(default_factory=list)  # tasks check mode could not tell about
 
 
 class PlaybookRunner:
@@ -77,14 +92,20 @@ class PlaybookRunner:
         limit: Collection[str] | None = None,
         tags: Collection[str] | None = None,
         skip_tags: Collection[str] = (),
+        check: bool = False,
+        diff: bool = False,
     ) -> PlaybookResult:
         """Run every play over the hosts it selects (narrowed to `limit` if given).
 
         Cancelling the caller's task cancels the hosts now running (their commands are
         killed by the transport) and starts nothing more. `tags`/`skip_tags` select tasks as
         ansible-playbook's --tags/--skip-tags do (with `always`, `never`, `tagged`, `untagged`, `all`).
+        `check`/`diff` are ansible-playbook's --check/--diff: with check, nothing changes on a host and the
+        result's `changed_tasks` says what would.
         """
-        selection = (frozenset(tags) if tags is not None else None, frozenset(skip_tags))
+        selection = _Selection(frozenset(tags) if tags is not None else None, frozenset(skip_tags), check, diff)
+        changed_tasks: dict[str, list[str]] = {}
+        check_skipped: dict[str, list[str]] = {}
         everyone = list(hosts)
         candidates = [h for h in everyone if limit is None or h.name in limit]
         status: dict[str, str] = {}
@@ -104,14 +125,17 @@ class PlaybookRunner:
                 self.bus.emit(Message(text=f"{playbook.name}: play {play.name!r}: no hosts match {play.hosts!r}",
                                       level="warning"))
                 continue
-            failed = await self._play(playbook, play, selected, groups, extra_vars, status, failures, selection)
+            failed = await self._play(playbook, play, selected, groups, extra_vars, status, failures, selection,
+                                      changed_tasks, check_skipped)
             stopped = failed
         return PlaybookResult(ok=not failures and all(s != "failed" for s in status.values()),
-                              host_status=status, failures=failures)
+                              host_status=status, failures=failures, changed_tasks=changed_tasks,
+                              check_skipped=check_skipped)
 
     async def _play(self, playbook: Playbook, play: Play, selected: list[Host], groups: dict[str, list[str]],
                     extra_vars: Mapping[str, Any], status: dict[str, str], failures: dict[str, str],
-                    selection: tuple[frozenset[str] | None, frozenset[str]] = (None, frozenset())) -> bool:
+                    selection: "_Selection", changed_tasks: dict[str, list[str]],
+                    check_skipped: dict[str, list[str]]) -> bool:
         """Run one play; True if a host failed (which stops the playbook)."""
         title = _best_effort(play.name, extra_vars)
         self.bus.emit(PlayStarted(playbook=playbook.name, play=title, hosts=tuple(h.name for h in selected)))
@@ -126,12 +150,16 @@ class PlaybookRunner:
                 batch = pending.pop(0)
                 running = [h.name for h in batch]
                 if play.runner == "ansible":
-                    runs = await self._ansible(playbook, play, batch, extra_vars)
+                    runs = await self._ansible(playbook, play, batch, extra_vars, selection)
                 else:
                     runs = await asyncio.gather(*(self._host(playbook, play, h, groups, extra_vars, selection)
                                                   for h in batch))
                 running = []
                 for run in runs:
+                    if run.changed_tasks:
+                        changed_tasks.setdefault(run.host.name, []).extend(run.changed_tasks)
+                    if run.check_skipped:
+                        check_skipped.setdefault(run.host.name, []).extend(run.check_skipped)
                     if run.failure is None:
                         ok.append(run.host.name)
                         if status.get(run.host.name) != "failed":
@@ -149,25 +177,41 @@ class PlaybookRunner:
         return bool(failed)
 
     async def _ansible(self, playbook: Playbook, play: Play, batch: list[Host],
-                       extra_vars: Mapping[str, Any]) -> list[_HostRun]:
+                       extra_vars: Mapping[str, Any], selection: "_Selection") -> list[_HostRun]:
         """One batch of a play that runs with ansible-playbook; its events reach the bus as the native ones do."""
         def host_vars(host: Host) -> dict[str, Any]:
             return {"port": host.port} if host.port is not None else {}
 
+        # What changed (or, under --check, would) is told by ansible-playbook's task events on the bus.
+        names = {h.name for h in batch}
+        changed: dict[str, list[str]] = {}
+        skipped: dict[str, list[str]] = {}
+
+        def told(event: object) -> None:
+            if isinstance(event, TaskFinished) and event.host in names:
+                if event.status == "changed":
+                    changed.setdefault(event.host, []).append(event.task)
+                elif event.status == "skipped" and selection.check and "check mode" in event.message:
+                    skipped.setdefault(event.host, []).append(event.task)
+
+        stop_listening = self.bus.subscribe(told)
         try:
             status, failures = await run_play(self.bus, playbook.directory.absolute(), play.source, batch,
                                               self.transport_for, self.ssh, {**extra_vars, "secrets": self.secrets},
-                                              host_vars)
+                                              host_vars, ("--check",) * selection.check + ("--diff",) * selection.diff)
         except (OSError, RuntimeError) as exc:  # no ansible-playbook, an unwritable playbook directory
             why = f"{play.why}, which could not start: {exc}"
             status, failures = {h.name: "failed" for h in batch}, {h.name: why for h in batch}
+        finally:
+            stop_listening()
         return [_HostRun(h, failure=(failures.get(h.name) or f"{h.name}: failed under ansible-playbook")
-                         if status.get(h.name) == "failed" else None) for h in batch]
+                         if status.get(h.name) == "failed" else None, changed_tasks=changed.get(h.name, []),
+                         check_skipped=skipped.get(h.name, [])) for h in batch]
 
     async def _host(self, playbook: Playbook, play: Play, host: Host, groups: dict[str, list[str]],
-                    extra_vars: Mapping[str, Any],
-                    selection: tuple[frozenset[str] | None, frozenset[str]] = (None, frozenset())) -> _HostRun:
-        run = _HostRun(host, tags=selection[0], skip_tags=selection[1])
+                    extra_vars: Mapping[str, Any], selection: "_Selection") -> _HostRun:
+        run = _HostRun(host, tags=selection.tags, skip_tags=selection.skip_tags, check=selection.check,
+                       diff=selection.diff)
         try:
             transport = self.transport_for(host)
         except Exception as exc:  # noqa: BLE001 - any refusal to reach the host fails that host only
@@ -178,6 +222,7 @@ class PlaybookRunner:
             "inventory_hostname": host.name, "ansible_host": host.address, "group_names": [host.group],
             "groups": groups, "host_root": transport.root, "playbook_dir": str(playbook.directory.absolute()),
             "secrets": self.secrets,  # a raw layer: a password holding `{{` stays a password
+            "ansible_check_mode": run.check, "ansible_diff_mode": run.diff,
         }
         if host.port is not None:
             builtins["port"] = host.port
@@ -197,7 +242,7 @@ class PlaybookRunner:
         if not await self._tasks(playbook, play, play.tasks, run, transport, templar):
             return run
         for handler in play.handlers:  # definition order, each at most once; tags do not select handlers
-            if handler.name in run.notified:
+            if handler.handler_key in run.notified:
                 if not await self._task(playbook, play, handler, run, transport, templar):
                     return run
         return run
@@ -263,9 +308,12 @@ class PlaybookRunner:
             if not task.no_log:
                 self.bus.emit(OutputLine(host=host.name, line=line, stream=stream, source=name))
 
+        # A task's own check_mode/diff win over the run's, as in Ansible (`check_mode: false` probes for real).
         ctx = ModuleContext(host=host, transport=transport, templar=templar(task), playbook_dir=playbook.directory,
                             on_line=on_line, become=play.become if task.become is None else task.become,
-                            timeout=task.timeout, role_dir=Path(task.role_dir) if task.role_dir else None)
+                            timeout=task.timeout, role_dir=Path(task.role_dir) if task.role_dir else None,
+                            check=run.check if task.check_mode is None else task.check_mode,
+                            diff=run.diff if task.diff is None else task.diff)
         try:
             items = self._items(task, ctx.templar)
             outcomes: list[tuple[Any, Outcome]] = []
@@ -298,13 +346,23 @@ class PlaybookRunner:
         for _, outcome in outcomes:
             run.registered.update(outcome.facts)  # set_fact: rendered values, used as they are
         last = outcomes[-1][1]
+        if all(o.result.get("skipped") for _, o in outcomes):  # check mode could not tell (command, raw, uri)
+            run.check_skipped.append(name)
+            finish("skipped", message=f"skipped in check mode: {last.message}")
+            return True
         changed = any(o.changed for _, o in outcomes)
+        if ctx.diff and not task.no_log:
+            for _, outcome in outcomes:
+                if outcome.changed and outcome.result.get("diff"):
+                    for line in diff_text(outcome.result["diff"]).splitlines():
+                        self.bus.emit(OutputLine(host=host.name, line=line, stream="diff", source=name))
         if any(o.failed for _, o in outcomes):
             message = self.bus.redactor.text(_failure_message(name, host.name, last, task.no_log))
             finish("failed", rc=last.rc, message=message)
             return self._after_failure(task, run, message)
         if changed:
             run.notified.update(task.notify)
+            run.changed_tasks.append(name)
         finish("changed" if changed else "ok", rc=last.rc, message=last.message)
         return True
 
@@ -327,7 +385,17 @@ class PlaybookRunner:
     async def _outcome(self, task: Task, ctx: ModuleContext, templar: Templar, run: _HostRun) -> Outcome:
         args = templar.render(task.args)
         self._hide_looked_up()
-        outcome = await run_module(task.module, args, ctx)
+        if ctx.check:
+            outcome = await check_module(task.module, args, ctx)
+        elif ctx.diff and task.module in DIFFABLE:  # the before/after, taken before the module writes
+            diff = (await check_module(task.module, args, ctx)).result.get("diff")
+            outcome = await run_module(task.module, args, ctx)
+            if diff:
+                outcome.result["diff"] = diff
+        else:
+            outcome = await run_module(task.module, args, ctx)
+        if outcome.result.get("skipped"):
+            return outcome  # as Ansible: changed_when/failed_when are not asked of a skipped result
         if task.changed_when is not None or task.failed_when is not None:
             # The conditions see the result under the register name, as in Ansible.
             result = _registration(task, [(_NO_ITEM, outcome)]).get(task.register or "", {})

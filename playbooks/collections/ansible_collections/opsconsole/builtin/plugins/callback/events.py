@@ -50,6 +50,15 @@ class CallbackModule(CallbackBase):
     def v2_runner_on_unreachable(self, result) -> None:
         self._end(result, "unreachable")
 
+    def v2_on_file_diff(self, result) -> None:
+        # --diff: the before/after as ansible-playbook prints it (a no_log task's result holds no diff).
+        r = result._result
+        diffs = [x["diff"] for x in r.get("results", []) if x.get("diff") and x.get("changed")] \
+            if "results" in r else ([r["diff"]] if r.get("diff") and r.get("changed") else [])
+        for diff in diffs:
+            self._say(event="diff", host=result._host.get_name(), task=result._task.get_name(),
+                      text=self._get_diff(diff))
+
     def v2_playbook_on_stats(self, stats) -> None:
         hosts = sorted(stats.processed.keys())
         self._say(event="stats", hosts={h: stats.summarize(h) for h in hosts})
