@@ -67,7 +67,8 @@ async def dialog_for(pilot, app: OpsConsoleApp, line: str) -> str:
 async def test_four_panes_and_every_host_fit_80x24(engine: Engine) -> None:
     app = OpsConsoleApp(engine)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        # The first frames come in pieces on a loaded machine: wait until the footer is drawn.
+        await until(pilot, lambda: "quit" in screen_text(app).splitlines()[-1], what="the footer")
         text = screen_text(app)
         for title in ("Fleet", "Build queue", "Heartbeat log", "Canary split"):
             assert title in text
