@@ -110,3 +110,17 @@ def process_gone(pid: int, within: float = 3.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # The install test's wheel and venv take ~40 s to build: start now, beside the other tests.
+    if any(item.nodeid.startswith("tests/test_install.py") for item in session.items):
+        from tests import install_build
+
+        install_build.start(session.config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from tests import install_build
+
+    install_build.finish(config)

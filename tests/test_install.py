@@ -11,79 +11,24 @@ One wheel and one venv serve the whole module (building them is the slow part).
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from test_tmux import Tmux
+from tests import install_build
+from tests.install_build import Installed
 
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.timeout(600)
 
 
-def _clean_env(home: Path) -> dict[str, str]:
-    """The environment of a user who has only the installed console: no dev venv, no PYTHONPATH."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "OPSCONSOLE_CONFIG")}
-    env["XDG_STATE_HOME"] = str(home / "state")
-    return env
-
-
-def _copy_checkout(dest: Path) -> Path:
-    """The files git knows (committed or not, minus ignored ones), so the build leaves the checkout clean."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        src = ROOT / name
-        if not src.exists() and not src.is_symlink():
-            continue  # deleted in the work tree, not yet committed
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_symlink():
-            os.symlink(os.readlink(src), target)
-        else:
-            shutil.copy2(src, target)
-    return dest
-
-
-class Installed:
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.venv = base / "venv"
-        self.bin = self.venv / "bin"
-        self.work = base / "work"  # the user's directory: not the checkout
-        self.work.mkdir()
-        self.env = _clean_env(base)
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([str(self.bin / "opsconsole"), *args], cwd=self.work, env=self.env,
-                              capture_output=True, text=True, timeout=120)
-        if check:
-            assert done.returncode == 0, f"opsconsole {' '.join(args)} -> {done.returncode}\n{done.stdout}\n{done.stderr}"
-        return done
-
-
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    base = tmp_path_factory.mktemp("install")
-    source = _copy_checkout(base / "source")
-    wheels = base / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(source)],
-                   check=True, cwd=base, timeout=300)
-    (wheel,) = wheels.glob("opsconsole-*.whl")
-    inst = Installed(base)
-    subprocess.run([sys.executable, "-m", "venv", str(inst.venv)], check=True, timeout=120)
-    # Dependencies come from the configured package index (the local mirror); the wheel is the file just built.
-    subprocess.run([str(inst.bin / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
-                   check=True, cwd=base, env=inst.env, timeout=300)
-    shutil.rmtree(source)  # nothing may be found through the source tree after the install
-    return inst
+def installed(request: pytest.FixtureRequest) -> Installed:
+    return install_build.result(request.config)  # started at collection time by conftest.py
 
 
 def test_the_console_is_imported_from_the_venv(installed: Installed) -> None:
