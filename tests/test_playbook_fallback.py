@@ -275,3 +275,21 @@ def test_ansibles_service_manager_goes_to_ansible_playbook_saying_why(
     assert str(info.value).endswith("is not run natively and ansible-playbook is not installed: pip install "
                                     "'opsconsole[ansible]' to run this play with it")
     assert not rig.root("web-1").exists()
+
+
+def test_the_inventory_keeps_a_python_the_host_names() -> None:
+    """A host var `ansible_python_interpreter` is the operator's word: the fallback's inventory keeps it
+    (it once overwrote it with auto_silent); without one, Ansible discovers (ssh) or gets ours (local)."""
+    from opsconsole.hosts import Host
+    from opsconsole.playbook.fallback import inventory
+    from opsconsole.transport.local import LocalTransport
+
+    named = Host(name="a", group="web", address="10.0.0.1", transport="ssh", root="/srv/a",
+                 vars={"ansible_python_interpreter": "/opt/py/bin/python3"})
+    plain = Host(name="b", group="web", address="10.0.0.2", transport="ssh", root="/srv/b")
+    local = Host(name="c", group="web", address="127.0.0.1", transport="local", root="/tmp")
+    inv = inventory([named, plain, local], LocalTransport, None, lambda h: {})  # only .root is read
+    hosts = inv["all"]["hosts"]
+    assert hosts["a"]["ansible_python_interpreter"] == "/opt/py/bin/python3"
+    assert hosts["b"]["ansible_python_interpreter"] == "auto_silent"
+    assert hosts["c"]["ansible_python_interpreter"] == sys.executable

@@ -75,11 +75,11 @@ def inventory(hosts: Sequence[Host], transport_for: Callable[[Host], Transport],
         root = transport_for(host).root
         # ansible's own temp files stay under the host's root, like everything opsconsole writes there.
         hv: dict[str, Any] = {**host.vars, **extra_host_vars(host), "host_root": root,
-                              "ansible_python_interpreter": "auto_silent",
                               "ansible_remote_tmp": f"{root.rstrip('/')}/.ansible/tmp"}
+        # A python the operator names for the host wins; else Ansible finds one (a local host: ours).
+        hv.setdefault("ansible_python_interpreter", sys.executable if host.transport == "local" else "auto_silent")
         if host.transport == "local":
             hv["ansible_connection"] = "local"
-            hv["ansible_python_interpreter"] = sys.executable
         else:
             hv.update(ansible_connection="ssh", ansible_host=host.address, ansible_port=host.ssh_port)
             if host.ssh_user:
