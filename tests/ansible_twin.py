@@ -7,13 +7,16 @@ host, strict host keys). `end_state` lists what a host's root holds, so two host
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -40,6 +43,16 @@ class Outcome:
     text: str = ""  # what went wrong, for the assertion message
 
 
+_CONTROL: list[str] = []
+
+
+def _control_dir() -> str:
+    if not _CONTROL:
+        _CONTROL.append(tempfile.mkdtemp(prefix="oc-cp-"))  # short: a socket path has 108 bytes
+        atexit.register(shutil.rmtree, _CONTROL[0], True)
+    return _CONTROL[0]
+
+
 def ansible_run(playbook: Path, hosts: Sequence[Host], transports: Mapping[str, SshTransport], ssh: SshOptions,
                 work: Path, extra_vars: Mapping[str, Any] = {}, host_vars: Mapping[str, Any] = {},
                 ansible_args: Iterable[str] = ()) -> Outcome:
@@ -55,7 +68,9 @@ def ansible_run(playbook: Path, hosts: Sequence[Host], transports: Mapping[str, 
            "ANSIBLE_COLLECTIONS_PATH": str(bundled_path("playbooks", "collections")),
            "ANSIBLE_LOCAL_TEMP": str(work / "tmp"), "ANSIBLE_HOST_KEY_CHECKING": "True",
            "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_DEPRECATION_WARNINGS": "False",
-           "ANSIBLE_SSH_CONTROL_PATH_DIR": str(work / "cp"),
+           # One control directory for the session, as a user's ~/.ansible/cp is: the next run within
+           # ControlPersist reuses the connection instead of two handshakes through the jump host.
+           "ANSIBLE_SSH_CONTROL_PATH_DIR": _control_dir(),
            # Pipelining (modules sent on the SSH channel, not copied first): how people run Ansible fast;
            # it changes how a module travels, not what it does to the host.
            "ANSIBLE_PIPELINING": "True"}
