@@ -1,9 +1,10 @@
 """One real OpenSSH sshd per lab host, each in its own network and mount namespace.
 
 The mount namespace is where the lab keeps the machine untouched: a private
-tmpfs on /run (sshd's privilege-separation dir /run/sshd lives there), the lab
-user `ocl` via bind-mounted copies of /etc/passwd, /etc/group and /etc/shadow
-(sudo's PAM account check wants a shadow entry), its own hostname, a sudoers
+tmpfs on /run (sshd's privilege-separation dir /run/sshd lives there), a
+private writable /etc (an overlay, its changes on that tmpfs: a play's useradd
+stays on the host), the lab user `ocl` in its copies of /etc/passwd, /etc/group
+and /etc/shadow (sudo's PAM account check wants a shadow entry), its own hostname, a sudoers
 drop-in for it on a private /etc/sudoers.d, and a light /root so a root login
 does not source the machine's heavy ~/.bashrc, and the host's own files dir
 seen at /srv/opsconsole (the inventory's default host root), as on a real fleet. Every session sshd starts
@@ -52,9 +53,20 @@ MOUNT_AND_EXEC = """\
 set -e
 mount -t tmpfs -o mode=0755 ocl-run /run
 mkdir -m 0755 /run/sshd
-mount --bind "$LAB/etc/passwd" /etc/passwd
-mount --bind "$LAB/etc/group" /etc/group
-mount --bind "$LAB/etc/shadow" /etc/shadow
+# A private writable /etc (an overlay whose changes live on this host's /run tmpfs): useradd and groupadd
+# replace /etc/passwd by a rename, which a bind-mounted file refuses (EBUSY), and what a play does to
+# users and groups must stay on this host, never reach the machine's /etc. Without overlayfs, the old
+# bind mounts: the lab runs, only a play that adds users cannot.
+if mkdir -p /run/ocl-etc/upper /run/ocl-etc/work && mount -t overlay \
+    -o lowerdir=/etc,upperdir=/run/ocl-etc/upper,workdir=/run/ocl-etc/work ocl-etc /etc; then
+  cat "$LAB/etc/passwd" > /etc/passwd
+  cat "$LAB/etc/group" > /etc/group
+  cat "$LAB/etc/shadow" > /etc/shadow
+else
+  mount --bind "$LAB/etc/passwd" /etc/passwd
+  mount --bind "$LAB/etc/group" /etc/group
+  mount --bind "$LAB/etc/shadow" /etc/shadow
+fi
 mount --bind "$LAB/etc/hosts" /etc/hosts
 hostname "$LAB_HOSTNAME"
 mount -t tmpfs -o mode=0755 ocl-sudoers /etc/sudoers.d
