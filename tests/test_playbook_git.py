@@ -11,8 +11,11 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from opsconsole.hosts import Host
 from opsconsole.playbook.loader import load_playbook
+from opsconsole.yamlsource import SourceError
 from test_ansible_names import ansible_playbook
 from test_playbook_keywords import recap
 from test_playbooks import Rig, rig  # noqa: F401  (rig is a fixture)
@@ -145,3 +148,26 @@ async def test_git_clones_updates_and_refuses_local_changes_as_ansible_does(rig:
     assert clones(ours) == clones(theirs)
     assert (ours / "app" / "app.conf").read_text() == "port=8081\n"
     assert (ours / "app" / "untracked.txt").read_text() == "mine\n"
+
+
+@pytest.mark.parametrize(("task", "keypath", "words"), [
+    ('git: {repo: /srv/r, dest: /srv/app, branch: main}', "git.branch", "unknown argument (known: repo, dest"),
+    ('git: {repo: /srv/r, dest: /srv/app, depth: shallow}', "git.depth", "wrong type: 'shallow' is not a whole number"),
+    ('git: {dest: /srv/app}', "git.repo", "required argument missing"),
+    ('ansible.builtin.user: {name: app, uid: [1, 2]}', "ansible.builtin.user.uid", "wrong type: a list"),
+    ('user: {name: app, uid: app}', "user.uid", "wrong type: 'app' is not a whole number"),
+    ('user: {name: app, state: gone}', "user.state", "'gone' is not one of present, absent"),
+    ('user: {name: app, groups: [{a: 1}]}', "user.groups", "wrong type: groups is a list of group names"),
+    ('user: {name: app, append: maybe}', "user.append", "'maybe' is not a boolean"),
+    ('user: {name: app, passwd: x}', "user.passwd", "unknown argument (known: name, uid"),
+    ('group: {name: ops, gid: "12a"}', "group.gid", "wrong type: '12a' is not a whole number"),
+    ('group: {name: ops, system: sure}', "group.system", "'sure' is not a boolean"),
+])
+def test_a_bad_system_module_argument_names_file_line_module_and_argument(tmp_path: Path, task: str, keypath: str,
+                                                                           words: str) -> None:
+    path = tmp_path / "bad.yml"
+    path.write_text(f"- hosts: all\n  gather_facts: false\n  tasks:\n    - {task}\n")
+    with pytest.raises(SourceError) as info:
+        load_playbook(path)
+    assert str(info.value).startswith(f"{path}:4: plays[0].tasks[0].{keypath}: "), info.value
+    assert words in str(info.value), info.value
