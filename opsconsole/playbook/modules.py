@@ -85,7 +85,7 @@ SPECS: dict[str, ModuleSpec] = {
                           booleans=("force", "validate_certs")),
     # As Ansible's: a tar archive (gz, bz2, xz: tar tells) from this machine, or on the host with remote_src.
     "unarchive": ModuleSpec(required=("src", "dest"), optional=("remote_src", "creates"), booleans=("remote_src",)),
-    # As Ansible's (opsconsole/playbook/system.py): git, group, user with their commands and semantics.
+    # As Ansible's (opsconsole/playbook/system.py): git, group, user, apt with their commands and semantics.
     "git": ModuleSpec(required=("repo", "dest"), optional=("version", "force", "depth", "update", "clone", "remote",
                                                            "accept_hostkey", "accept_newhostkey"),
                       booleans=("force", "update", "clone", "accept_hostkey", "accept_newhostkey")),
@@ -96,6 +96,10 @@ SPECS: dict[str, ModuleSpec] = {
                                                      "password", "update_password"),
                        choices={"state": ("present", "absent"), "update_password": ("always", "on_create")},
                        booleans=("append", "create_home", "move_home", "system", "remove", "force")),
+    "apt": ModuleSpec(optional=("name", "state", "update_cache", "cache_valid_time", "install_recommends", "deb",
+                                "purge", "autoremove"),
+                      choices={"state": ("present", "absent", "latest")},
+                      booleans=("update_cache", "install_recommends", "purge", "autoremove")),
     SERVICE: ModuleSpec(required=("name", "state"), optional=("command", "chdir", "env", "port"),
                         choices={"state": ("started", "stopped", "restarted")}),
     HEALTH: ModuleSpec(required=("url",), optional=("status", "timeout")),
@@ -627,7 +631,7 @@ async def _unarchive(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
 
 
 def _system_module(run: Callable[[Mapping[str, Any], system.HostShell], Any], name: str) -> Callable[..., Any]:
-    """A system.py module (git, group, user) as a module: its booleans read as Ansible reads them."""
+    """A system.py module (git, group, user, apt) as a module: its booleans read as Ansible reads them."""
     async def module(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
         read = {k: truthy(v) if k in SPECS[name].booleans else v for k, v in args.items()}
         try:
@@ -808,7 +812,7 @@ _RUNNERS: dict[str, Callable[[Mapping[str, Any], ModuleContext], Any]] = {
     "set_fact": _set_fact, "assert": _assert, "fail": _fail, "raw": _raw, "stat": _stat,
     "lineinfile": _lineinfile, "blockinfile": _blockinfile, "pause": _pause, "uri": _uri, "get_url": _get_url,
     "unarchive": _unarchive, "git": _system_module(system.git, "git"), "group": _system_module(system.group, "group"),
-    "user": _system_module(system.user, "user"),
+    "user": _system_module(system.user, "user"), "apt": _system_module(system.apt, "apt"),
 }
 
 __all__ = ["ALIASES", "HEALTH", "MOVED_ARGUMENTS", "MOVED_MODULES", "SERVICE", "SPECS", "ModuleContext", "ModuleFailure", "ModuleSpec", "Outcome", "canonical",

@@ -1,7 +1,7 @@
-"""Ansible's system modules `git`, `group` and `user`, with Ansible's semantics, run with the host's own tools.
+"""Ansible's system modules `git`, `group`, `user` and `apt`, with Ansible's semantics, run with the host's own tools.
 
-Each does what ansible-core's module of that name does (ansible/modules/{git,group,user}.py): the same
-commands (git, groupadd/groupmod/groupdel, useradd/usermod/userdel), the same decisions about what needs
+Each does what ansible-core's module of that name does (ansible/modules/{git,group,user,apt}.py): the same
+commands (git, groupadd/groupmod/groupdel, useradd/usermod/userdel, dpkg-query/apt-get), the same decisions about what needs
 changing, the same `changed` and return values, so a second run of a play changes nothing.
 Kept apart from modules.py (which wraps these as modules, as it does web.py) so each stays readable.
 The wrapper hands over the arguments rendered, with the boolean ones already read as Ansible reads them.
@@ -9,6 +9,7 @@ The wrapper hands over the arguments rendered, with the boolean ones already rea
 
 from __future__ import annotations
 
+import fnmatch
 import posixpath
 import shlex
 from dataclasses import dataclass, field
@@ -425,4 +426,138 @@ async def user(args: Mapping[str, Any], sh: HostShell) -> Done:
                 values=values)
 
 
-__all__ = ["NOT_LOGGING_PASSWORD", "Done", "HostShell", "SystemFailure", "git", "group", "user"]
+# -- apt ----------------------------------------------------------------------------------------------------
+
+# As Ansible's apt: no questions, the package's own config files kept where the admin changed them.
+_APT_ENV = {**_C_LOCALE, "DEBIAN_FRONTEND": "noninteractive", "DEBIAN_PRIORITY": "critical"}
+_DPKG_OPTIONS = ("--force-confdef", "--force-confold")
+_APT_DPKG_OPTIONS = tuple(arg for option in _DPKG_OPTIONS for arg in ("-o", f"Dpkg::Options::={option}"))
+_CACHE_STAMP = "/var/lib/apt/periodic/update-success-stamp"
+_LISTS = "/var/lib/apt/lists"
+
+
+@dataclass
+class _Package:
+    name: str
+    version: str | None  # `name=version`: Ansible's version pattern (fnmatch)
+    installed: str | None  # the version dpkg has installed, or None
+    candidate: str | None  # the version apt would install, or None
+    has_files: bool  # removed but not purged: its config files are still there
+
+
+def _package_names(value: Any) -> list[str]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    return [str(p).strip() for p in items if str(p).strip() and str(p).strip() != "*"]
+
+
+async def _apt(sh: HostShell, argv: Sequence[str]) -> CommandResult:
+    return await sh.transport.run(shlex.join(argv), become=sh.become, timeout=sh.timeout, env=_APT_ENV)
+
+
+async def _package(sh: HostShell, spec: str) -> _Package:
+    name, _, version = spec.partition("=")
+    status = await sh.run(["dpkg-query", "-W", "-f", "${db:Status-Abbrev}|${Version}", name])
+    abbrev, _, have = status.stdout.partition("|") if status.ok else ("", "", "")
+    policy = await sh.run(["apt-cache", "policy", name])
+    candidate = next((line.split(":", 1)[1].strip() for line in policy.stdout.splitlines()
+                      if line.strip().startswith("Candidate:")), None) if policy.ok else None
+    return _Package(name=name, version=version or None, installed=have.strip() if abbrev.startswith("ii") else None,
+                    candidate=None if candidate in (None, "(none)") else candidate,
+                    has_files=abbrev[1:2] in ("c", "i", "U", "F", "H", "W", "t"))
+
+
+async def _cache_time(sh: HostShell) -> float:
+    """When apt's lists were last updated, as Ansible reads it: the update stamp's mtime, else the lists'."""
+    got = await sh.run(["sh", "-c", f"stat -c %Y {_CACHE_STAMP} 2>/dev/null || stat -c %Y {_LISTS} 2>/dev/null "
+                                    "|| echo 0"])
+    return float(got.stdout.split()[0]) if got.ok and got.stdout.split() else 0.0
+
+
+async def _now(sh: HostShell) -> float:
+    got = await sh.must(["date", "+%s"])
+    return float(got.strip())
+
+
+async def apt(args: Mapping[str, Any], sh: HostShell) -> Done:
+    """Ansible's apt: apt-get update when asked (and the lists are older than cache_valid_time), then
+    install (present: when missing; latest: when the candidate differs) or remove what needs it, with
+    dpkg-query and apt-get; `deb`: dpkg -i unless that version is installed."""
+    state = str(args.get("state") or "present")
+    values: dict[str, Any] = {}
+    packages = _package_names(args.get("name")) if args.get("name") is not None else []
+    deb = str(args["deb"]) if args.get("deb") not in (None, "") else None
+    if args.get("update_cache") or args.get("cache_valid_time"):
+        mtime = await _cache_time(sh)
+        valid = int(args.get("cache_valid_time") or 0)
+        if mtime + valid < await _now(sh):
+            updated = await _apt(sh, ["apt-get", "update"])
+            if not updated.ok:
+                return Done(failed=True, command="apt-get update", values=values,
+                            message=f"Failed to update apt cache: {why(updated)}")
+        after = await _cache_time(sh)
+        values.update(cache_updated=after != mtime, cache_update_time=int(after))
+        if not packages and deb is None:
+            return Done(changed=after != mtime, command="apt-get update", values=values,
+                        message="cache updated" if after != mtime else "cache valid")
+    if deb is not None:
+        if state != "present":
+            return Done(failed=True, command=f"apt deb={deb}", message="deb only supports state=present")
+        return await _install_deb(sh, deb, values)
+    for spec in packages:
+        if spec.count("=") > 1:
+            return Done(failed=True, command=f"apt {spec}", message=f"invalid package spec: {spec}")
+    found = [await _package(sh, spec) for spec in packages]
+    if state == "absent":
+        purge = bool(args.get("purge", False))
+        gone = [p.name for p in found if p.installed is not None and (p.version is None or
+                                                                     fnmatch.fnmatch(p.installed, p.version))
+                or (purge and p.has_files)]
+        if not gone:
+            return Done(command=f"apt {' '.join(packages)} absent", values=values, message="nothing to remove")
+        argv = ["apt-get", "-q", "-y", *_APT_DPKG_OPTIONS, *(["--purge"] if purge else []),
+                *(["--auto-remove"] if args.get("autoremove") else []), "remove", *gone]
+    else:
+        wanted: list[str] = []
+        for p in found:
+            if p.candidate is None and p.installed is None:
+                return Done(failed=True, command=f"apt {p.name}", values=values,
+                            message=f"No package matching '{p.name}' is available")
+            matches = p.installed is not None and (p.version is None or fnmatch.fnmatch(p.installed, p.version))
+            if p.installed is None or not matches or (state == "latest" and p.candidate not in (None, p.installed)):
+                wanted.append(f"{p.name}={p.version}" if p.version else
+                              f"{p.name}={p.candidate}" if p.candidate else p.name)
+        recommends = args.get("install_recommends")
+        argv = ["apt-get", "-y", *_APT_DPKG_OPTIONS, "install", *wanted,
+                *(["-o", f"APT::Install-Recommends={'yes' if recommends else 'no'}"] if recommends is not None else [])]
+        if not wanted:
+            argv = []
+    if argv:
+        done = await _apt(sh, argv)
+        if not done.ok:
+            return Done(failed=True, command=shlex.join(argv), message=f"'{shlex.join(argv)}' failed: {why(done)}",
+                        values={**values, "stdout": done.stdout})
+        values["stdout"] = done.stdout
+    if state != "absent" and packages:  # as Ansible: what was asked for is marked manually installed
+        await sh.must(["apt-mark", "manual", *[p.name for p in found]])
+    command = shlex.join(argv) if argv else f"apt {' '.join(packages)} {state}"
+    return Done(changed=bool(argv), command=command, values=values, message=command)
+
+
+async def _install_deb(sh: HostShell, deb: str, values: dict[str, Any]) -> Done:
+    if "://" in deb:
+        raise SystemFailure(f"deb {deb}: only a .deb file on the host is installed natively (not a URL)")
+    fields = await sh.must(["dpkg-deb", "-f", deb, "Package", "Version"], what=f"read {deb}")
+    info = dict(line.split(": ", 1) for line in fields.splitlines() if ": " in line)
+    package = await _package(sh, info.get("Package", ""))
+    if package.installed is not None and package.installed == info.get("Version"):
+        return Done(command=f"dpkg -i {deb}", values=values, message=f"{package.name} {package.installed} installed")
+    argv = ["dpkg", *_DPKG_OPTIONS, "-i", deb]
+    done = await _apt(sh, argv)
+    if not done.ok:
+        return Done(failed=True, command=shlex.join(argv), message=f"{shlex.join(argv)} failed: {why(done)}",
+                    values={**values, "stdout": done.stdout})
+    return Done(changed=True, command=shlex.join(argv), values={**values, "stdout": done.stdout},
+                message=shlex.join(argv))
+
+
+__all__ = ["NOT_LOGGING_PASSWORD", "Done", "HostShell", "SystemFailure", "apt", "git", "group", "user"]
