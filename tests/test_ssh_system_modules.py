@@ -17,6 +17,7 @@ from opsconsole.playbook.loader import load_playbook
 from opsconsole.transport.pool import SshPool
 from opsconsole.transport.ssh import SshTransport
 from tests.ansible_twin import ansible_run, end_state, native_run, new_runner, wipe
+from tests.private_host import private_host
 from tests.lab import Lab
 from tests.lab.inventory import lab_host, ssh_options
 
@@ -71,6 +72,8 @@ async def test_users_groups_and_git_leave_what_ansible_leaves_and_stay_on_the_ho
     runner, events = new_runner(lambda h: transports[h.name], options)
     extra = {"repo": str(repo), "head": head, "app_password": PASSWORD}
     try:
+        for t in transports.values():
+            await private_host(t)
         await wipe(transports.values())
         for play, first_changes in (("users.yml", 6), ("gone.yml", 2)):
             for attempt in ("first", "second"):
