@@ -104,8 +104,9 @@ async def test_users_groups_and_git_leave_what_ansible_leaves_and_stay_on_the_ho
         assert machine_etc() == before
         assert subprocess.run(["getent", "passwd", "appuser"], capture_output=True).returncode == 2
     finally:
-        for t in transports.values():  # the accounts go, so a later test starts from the lab's own
-            await t.run("userdel -r appuser; userdel deploy; groupdel appsvc; groupdel deployers; true", become=True)
+        for t in transports.values():  # the accounts and what root made go, so a later test starts clean
+            await t.run("userdel -r appuser; userdel deploy; groupdel appsvc; groupdel deployers; "
+                        "rm -rf /srv/opsconsole/app /srv/opsconsole/home; true", become=True)
         await wipe(transports.values())
         await pool.close()
 

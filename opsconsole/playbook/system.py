@@ -66,6 +66,17 @@ class HostShell:
         return (await self.run(["test", "-d", path])).ok
 
 
+def whole(args: Mapping[str, Any], name: str) -> int | None:
+    """A whole-number argument (uid, gid, depth, cache_valid_time), also when a template gave it as text."""
+    value = args.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise SystemFailure(f"{name} {value!r} is not a whole number") from None
+
+
 def why(result: CommandResult) -> str:
     """A failed command's exit code and its last lines (what Ansible reports as msg/stderr)."""
     return "; ".join([result.describe(), *result.tail[-3:]])
@@ -206,8 +217,7 @@ async def git(args: Mapping[str, Any], sh: HostShell) -> Done:
     if repo.startswith("/"):
         repo = "file://" + repo  # as Ansible: a path is a file:// URL
     dest = posixpath.normpath(str(args["dest"]))
-    depth = int(args["depth"]) if args.get("depth") not in (None, "") else None
-    g = _Git(sh, dest, str(args.get("remote") or "origin"), depth)
+    g = _Git(sh, dest, str(args.get("remote") or "origin"), whole(args, "depth"))
     values: dict[str, Any] = {"before": None}
     local_mods = remote_url_changed = False
     if not await sh.exists(f"{dest}/.git/config"):
@@ -254,7 +264,7 @@ async def _entry(sh: HostShell, database: str, name: str) -> list[str] | None:
 async def group(args: Mapping[str, Any], sh: HostShell) -> Done:
     """Ansible's group: groupadd (-g, -r) when missing, groupmod -g when the gid differs, groupdel when absent."""
     name, state = str(args["name"]), str(args.get("state") or "present")
-    gid = int(args["gid"]) if args.get("gid") not in (None, "") else None
+    gid = whole(args, "gid")
     system = bool(args.get("system", False))
     values: dict[str, Any] = {"name": name, "state": state}
     entry = await _entry(sh, "group", name)
@@ -346,7 +356,7 @@ async def user(args: Mapping[str, Any], sh: HostShell) -> Done:
             return Done(failed=True, message=why(result), command=shlex.join(argv), values=values)
         return Done(changed=True, command=shlex.join(argv), message=shlex.join(argv), values=values)
 
-    uid = str(int(args["uid"])) if args.get("uid") not in (None, "") else None
+    uid = None if whole(args, "uid") is None else str(whole(args, "uid"))
     primary = str(args["group"]) if args.get("group") not in (None, "") else None
     groups = _group_names(args.get("groups"))
     comment, home, shell = (str(args[k]) if args.get(k) is not None else None for k in ("comment", "home", "shell"))
@@ -488,7 +498,7 @@ async def apt(args: Mapping[str, Any], sh: HostShell) -> Done:
     deb = str(args["deb"]) if args.get("deb") not in (None, "") else None
     if args.get("update_cache") or args.get("cache_valid_time"):
         mtime = await _cache_time(sh)
-        valid = int(args.get("cache_valid_time") or 0)
+        valid = whole(args, "cache_valid_time") or 0
         if mtime + valid < await _now(sh):
             updated = await _apt(sh, ["apt-get", "update"])
             if not updated.ok:
