@@ -63,7 +63,7 @@ async def test_apt_installs_what_ansible_installs_and_a_second_run_changes_nothi
     assert [p.runner for p in load_playbook(PLAY).plays] == ["native"]
     options = ssh_options(lab)
     pool = SshPool(options)
-    native, twin = (replace(lab_host(lab, h), group="all") for h in ("app-1", "app-2"))
+    native, twin = (replace(lab_host(lab, h), group="servers") for h in ("app-1", "app-2"))
     transports = {h.name: SshTransport(h, pool) for h in (native, twin)}
     runner, events = new_runner(lambda h: transports[h.name], options)
     extra = {"repo": str(repo)}

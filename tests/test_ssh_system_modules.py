@@ -67,7 +67,7 @@ async def test_users_groups_and_git_leave_what_ansible_leaves_and_stay_on_the_ho
     assert [p.runner for p in load_playbook(PLAYS / "gone.yml").plays] == ["native"]
     options = ssh_options(lab)
     pool = SshPool(options)
-    native, twin = (replace(lab_host(lab, h), group="all") for h in ("app-1", "app-2"))
+    native, twin = (replace(lab_host(lab, h), group="servers") for h in ("app-1", "app-2"))
     transports = {h.name: SshTransport(h, pool) for h in (native, twin)}
     runner, events = new_runner(lambda h: transports[h.name], options)
     extra = {"repo": str(repo), "head": head, "app_password": PASSWORD}
@@ -117,7 +117,7 @@ async def test_a_failing_user_task_never_shows_the_password(lab: Lab, tmp_path: 
                     "    - user: {name: bad, group: no-such-group, password: \"{{ pw }}\"}\n")
     options = ssh_options(lab)
     pool = SshPool(options)
-    host = replace(lab_host(lab, "app-1"), group="all")
+    host = replace(lab_host(lab, "app-1"), group="servers")
     transport = SshTransport(host, pool)
     runner, events = new_runner(lambda h: transport, options)
     try:
