@@ -72,14 +72,14 @@ async def test_apt_installs_what_ansible_installs_and_a_second_run_changes_nothi
             await private_host(t)
             await use_repository(t, repo)
         # first run: the lists, ocl-hello, ocl-tools, the .deb; second: nothing; then ocl-tools 1.1 published
-        for attempt, want in (("first", 4), ("second", 0), ("newer", 2), ("after newer", 0)):
+        for n, (attempt, want) in enumerate((("first", 4), ("second", 0), ("newer", 2), ("after newer", 0))):
             if attempt == "newer":
                 build_package(repo, "ocl-tools", "1.1")
                 index(repo)
                 for t in transports.values():
                     await use_repository(t, repo)
             mine = await native_run(runner, events, PLAY, [native], extra_vars=extra)
-            theirs = ansible_run(PLAY, [twin], transports, options, tmp_path / attempt.replace(" ", "-"),
+            theirs = ansible_run(PLAY, [twin], transports, options, tmp_path / f"a{n}",
                                  extra_vars=extra)
             assert mine.ok, f"opsconsole, {attempt} run: {mine.text}"
             assert theirs.ok, f"ansible-playbook, {attempt} run: {theirs.text}"
