@@ -1,8 +1,8 @@
-"""Ansible's system modules `git`, `group`, `user` and `apt`, with Ansible's semantics, run with the host's own tools.
+"""Ansible's system modules `git`, `group`, `user` and `apt`, with Ansible's semantics, run with the host's tools.
 
 Each does what ansible-core's module of that name does (ansible/modules/{git,group,user,apt}.py): the same
-commands (git, groupadd/groupmod/groupdel, useradd/usermod/userdel, dpkg-query/apt-get), the same decisions about what needs
-changing, the same `changed` and return values, so a second run of a play changes nothing.
+commands (git, groupadd/groupmod/groupdel, useradd/usermod/userdel, dpkg-query/apt-get), the same decisions
+about what needs changing, the same `changed` and return values, so a second run of a play changes nothing.
 Kept apart from modules.py (which wraps these as modules, as it does web.py) so each stays readable.
 The wrapper hands over the arguments rendered, with the boolean ones already read as Ansible reads them.
 """
