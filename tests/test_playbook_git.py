@@ -171,3 +171,23 @@ def test_a_bad_system_module_argument_names_file_line_module_and_argument(tmp_pa
         load_playbook(path)
     assert str(info.value).startswith(f"{path}:4: plays[0].tasks[0].{keypath}: "), info.value
     assert words in str(info.value), info.value
+
+
+def test_the_system_modules_take_ansibles_argument_names_with_ansibles_choices() -> None:
+    # Every argument the native git/user/group/apt accept is one Ansible's module of that name has (so a
+    # play means the same to both), with the same choices: read from ansible-core's own module docs.
+    import subprocess as sp  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from opsconsole.playbook.modules import SPECS  # noqa: PLC0415
+
+    names = ("git", "user", "group", "apt")
+    doc = json.loads(sp.run([str(Path(sys.executable).parent / "ansible-doc"), "-j", *names], check=True,
+                            capture_output=True, text=True, timeout=120).stdout)
+    for name in names:
+        options = doc[name]["doc"]["options"]
+        assert set(SPECS[name].known) <= set(options), (name, set(SPECS[name].known) - set(options))
+        for arg, allowed in SPECS[name].choices.items():
+            assert set(allowed) <= set(options[arg]["choices"]), (name, arg)
+        for arg in SPECS[name].booleans:
+            assert options[arg]["type"] == "bool", (name, arg)
