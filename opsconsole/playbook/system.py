@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import posixpath
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 from opsconsole.errors import OperatorError
@@ -46,10 +46,11 @@ class HostShell:
     transport: Transport
     become: bool = False
     timeout: float | None = None
+    env: Mapping[str, str] = field(default_factory=dict)  # more environment (git's GIT_SSH_COMMAND)
 
     async def run(self, argv: Sequence[str], cwd: str | None = None, stdin: bytes | None = None) -> CommandResult:
         return await self.transport.run(shlex.join(argv), cwd=cwd, become=self.become, timeout=self.timeout,
-                                        env=_C_LOCALE, stdin=stdin)
+                                        env={**_C_LOCALE, **self.env}, stdin=stdin)
 
     async def must(self, argv: Sequence[str], cwd: str | None = None, stdin: bytes | None = None,
                    what: str | None = None) -> str:
@@ -217,6 +218,10 @@ async def git(args: Mapping[str, Any], sh: HostShell) -> Done:
     if repo.startswith("/"):
         repo = "file://" + repo  # as Ansible: a path is a file:// URL
     dest = posixpath.normpath(str(args["dest"]))
+    # As Ansible: accept_hostkey / accept_newhostkey are ssh's StrictHostKeyChecking for an ssh:// repo.
+    checking = "no" if args.get("accept_hostkey") else "accept-new" if args.get("accept_newhostkey") else None
+    if checking is not None:
+        sh = replace(sh, env={**sh.env, "GIT_SSH_COMMAND": f"ssh -o StrictHostKeyChecking={checking}"})
     g = _Git(sh, dest, str(args.get("remote") or "origin"), whole(args, "depth"))
     values: dict[str, Any] = {"before": None}
     local_mods = remote_url_changed = False
