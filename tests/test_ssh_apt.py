@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -53,12 +54,19 @@ def machine_packages() -> dict[str, object]:
             "opt": sorted(os.listdir("/opt")), "sources": sorted(os.listdir("/etc/apt/sources.list.d"))}
 
 
-@pytest.mark.timeout(900)
-async def test_apt_installs_what_ansible_installs_and_a_second_run_changes_nothing(lab: Lab, tmp_path: Path) -> None:
-    before = machine_packages()
+@pytest.fixture
+def repo() -> Iterator[Path]:
     # apt reads a file: repository as its unprivileged _apt user: not under pytest's private (0700) tmp dirs.
-    repo = Path(tempfile.mkdtemp(prefix="ocl-apt-repo-"))
-    repo.chmod(0o755)
+    path = Path(tempfile.mkdtemp(prefix="ocl-apt-repo-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.mark.timeout(900)
+async def test_apt_installs_what_ansible_installs_and_a_second_run_changes_nothing(lab: Lab, tmp_path: Path,
+                                                                                   repo: Path) -> None:
+    before = machine_packages()
     build_package(repo, "ocl-hello", "1.0", recommends="ocl-rec")
     build_package(repo, "ocl-rec", "1.0")
     build_package(repo, "ocl-tools", "1.0")
@@ -99,4 +107,3 @@ async def test_apt_installs_what_ansible_installs_and_a_second_run_changes_nothi
         for t in transports.values():  # the lab hosts' package state as it was for later tests
             await t.run("dpkg --purge ocl-hello ocl-tools ocl-extra ocl-rec >/dev/null 2>&1; true", become=True)
         await pool.close()
-        shutil.rmtree(repo)
