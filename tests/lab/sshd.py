@@ -3,8 +3,8 @@
 The mount namespace is where the lab keeps the machine untouched: a private
 tmpfs on /run (sshd's privilege-separation dir /run/sshd lives there),
 private writable overlays (their changes on that tmpfs) of /etc, the package
-database, apt's lists and cache, /var/log and /opt, so a play's useradd or apt
-install stays on the host, the lab user `ocl` in its copies of /etc/passwd, /etc/group
+database, apt's lists and cache, /var/log, /opt, /home and /var/mail, so a
+play's useradd or apt install stays on the host, the lab user `ocl` in its copies of /etc/passwd, /etc/group
 and /etc/shadow (sudo's PAM account check wants a shadow entry), its own hostname, a sudoers
 drop-in for it on a private /etc/sudoers.d, and a light /root so a root login
 does not source the machine's heavy ~/.bashrc, and the host's own files dir
@@ -87,7 +87,8 @@ mount --bind "$HOST_FILES" /srv/opsconsole
 exec {sshd} -D -e -f "$CONFIG"
 """
 # Besides /etc, the directories each lab host has its own writable copy of (see MOUNT_AND_EXEC).
-PRIVATE_DIRS = ("/var/lib/dpkg", "/var/lib/apt", "/var/cache/apt", "/var/log", "/opt")
+# /home and /var/mail: useradd's default home and userdel -r's mail spool, for a play that names neither.
+PRIVATE_DIRS = ("/var/lib/dpkg", "/var/lib/apt", "/var/cache/apt", "/var/log", "/opt", "/home", "/var/mail")
 
 
 def keygen(path: Path, comment: str) -> None:
