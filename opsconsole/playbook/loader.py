@@ -702,6 +702,34 @@ class _Loader:
             if v is not None and not is_template(v) and not _is_number(v):
                 raise self.error(container, arg, f"{at}.{arg}", f"wrong type: {v!r} is not a number")
 
+    # git, group, user, apt (system.py): Ansible's int arguments are whole numbers (written bare or quoted);
+    # user's groups names groups.
+    def check_git(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+        self.whole_number(args, container, at, "depth")
+
+    def check_group(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+        self.whole_number(args, container, at, "gid")
+
+    def check_apt(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+        self.whole_number(args, container, at, "cache_valid_time")
+        names = args.get("name")
+        if isinstance(names, list) and not all(isinstance(n, str) for n in names):
+            raise self.error(container, "name", f"{at}.name", "wrong type: name is a package name or a list of them")
+        if names in (None, "", []) and not any(args.get(a) for a in ("deb", "update_cache", "cache_valid_time")):
+            raise self.error(raw, key, at, "give name (packages), deb (a .deb file) or update_cache")
+
+    def check_user(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
+        self.whole_number(args, container, at, "uid")
+        groups = args.get("groups")
+        if isinstance(groups, list) and not all(isinstance(g, (str, int)) and not isinstance(g, bool) for g in groups):
+            raise self.error(container, "groups", f"{at}.groups", "wrong type: groups is a list of group names")
+
+    def whole_number(self, args: dict, container: Any, at: str, arg: str) -> None:
+        v = args.get(arg)
+        if v is not None and not is_template(v) and not (isinstance(v, int) and not isinstance(v, bool)) and \
+                not (isinstance(v, str) and v.strip().isdigit()):
+            raise self.error(container, arg, f"{at}.{arg}", f"wrong type: {v!r} is not a whole number")
+
     def number(self, args: dict, container: Any, at: str, arg: str) -> None:
         v = args.get(arg)
         if v is not None and not is_template(v) and not (isinstance(v, int) and not isinstance(v, bool)):
@@ -951,7 +979,8 @@ def _looks_like_ansible_module(name: str) -> bool:
 
 # The arguments that take a list or a mapping; every other argument is one value, as in Ansible's modules.
 _STRUCTURED = {"copy": ("content",), "assert": ("that",), "debug": ("msg",), "opsconsole.builtin.service": ("env",),
-               "uri": ("body", "status_code", "headers"), "get_url": ("headers",)}
+               "uri": ("body", "status_code", "headers"), "get_url": ("headers",), "user": ("groups",),
+               "apt": ("name",)}
 
 _FREE_FORM_OPTIONS = ("creates", "removes", "chdir")
 

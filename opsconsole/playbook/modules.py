@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 import httpx
 
 from opsconsole.hosts import Host
-from opsconsole.playbook import web
+from opsconsole.playbook import system, web
 from opsconsole.playbook.templating import Templar
 from opsconsole.transport.alive import alive_function
 from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
@@ -87,6 +87,21 @@ SPECS: dict[str, ModuleSpec] = {
                           booleans=("force", "validate_certs")),
     # As Ansible's: a tar archive (gz, bz2, xz: tar tells) from this machine, or on the host with remote_src.
     "unarchive": ModuleSpec(required=("src", "dest"), optional=("remote_src", "creates"), booleans=("remote_src",)),
+    # As Ansible's (opsconsole/playbook/system.py): git, group, user, apt with their commands and semantics.
+    "git": ModuleSpec(required=("repo", "dest"), optional=("version", "force", "depth", "update", "clone", "remote",
+                                                           "accept_hostkey", "accept_newhostkey"),
+                      booleans=("force", "update", "clone", "accept_hostkey", "accept_newhostkey")),
+    "group": ModuleSpec(required=("name",), optional=("gid", "state", "system"),
+                        choices={"state": ("present", "absent")}, booleans=("system",)),
+    "user": ModuleSpec(required=("name",), optional=("uid", "group", "groups", "append", "comment", "shell", "home",
+                                                     "create_home", "move_home", "system", "state", "remove", "force",
+                                                     "password", "update_password"),
+                       choices={"state": ("present", "absent"), "update_password": ("always", "on_create")},
+                       booleans=("append", "create_home", "move_home", "system", "remove", "force")),
+    "apt": ModuleSpec(optional=("name", "state", "update_cache", "cache_valid_time", "install_recommends", "deb",
+                                "purge", "autoremove"),
+                      choices={"state": ("present", "absent", "latest")},
+                      booleans=("update_cache", "install_recommends", "purge", "autoremove")),
     SERVICE: ModuleSpec(required=("name", "state"), optional=("command", "chdir", "env", "port"),
                         choices={"state": ("started", "stopped", "restarted")}),
     HEALTH: ModuleSpec(required=("url",), optional=("status", "timeout")),
@@ -617,6 +632,19 @@ async def _unarchive(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
             await ctx.transport.run(f"rm -f -- {q(scratch)}", become=ctx.become, timeout=ctx.timeout)
 
 
+def _system_module(run: Callable[[Mapping[str, Any], system.HostShell], Any], name: str) -> Callable[..., Any]:
+    """A system.py module (git, group, user, apt) as a module: its booleans read as Ansible reads them."""
+    async def module(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+        read = {k: truthy(v) if k in SPECS[name].booleans else v for k, v in args.items()}
+        try:
+            done = await run(read, system.HostShell(ctx.transport, ctx.become, ctx.timeout))
+        except system.SystemFailure as exc:
+            raise ModuleFailure(f"{name}: {exc}") from None
+        return Outcome(changed=done.changed, failed=done.failed, command=done.command, message=done.message,
+                       result=done.values)
+    return module
+
+
 def _verify(args: Mapping[str, Any]) -> Any:
     """validate_certs (default true) as httpx's verify: the shared verifying context, or False."""
     return _tls_context() if truthy(args.get("validate_certs", True)) else False
@@ -785,7 +813,8 @@ _RUNNERS: dict[str, Callable[[Mapping[str, Any], ModuleContext], Any]] = {
     SERVICE: _service, "wait_for": _wait_for, HEALTH: _health, "debug": _debug,
     "set_fact": _set_fact, "assert": _assert, "fail": _fail, "raw": _raw, "stat": _stat,
     "lineinfile": _lineinfile, "blockinfile": _blockinfile, "pause": _pause, "uri": _uri, "get_url": _get_url,
-    "unarchive": _unarchive,
+    "unarchive": _unarchive, "git": _system_module(system.git, "git"), "group": _system_module(system.group, "group"),
+    "user": _system_module(system.user, "user"), "apt": _system_module(system.apt, "apt"),
 }
 
 __all__ = ["ALIASES", "HEALTH", "MOVED_ARGUMENTS", "MOVED_MODULES", "SERVICE", "SPECS", "ModuleContext", "ModuleFailure", "ModuleSpec", "Outcome", "canonical",

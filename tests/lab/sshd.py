@@ -1,9 +1,11 @@
 """One real OpenSSH sshd per lab host, each in its own network and mount namespace.
 
 The mount namespace is where the lab keeps the machine untouched: a private
-tmpfs on /run (sshd's privilege-separation dir /run/sshd lives there), the lab
-user `ocl` via bind-mounted copies of /etc/passwd, /etc/group and /etc/shadow
-(sudo's PAM account check wants a shadow entry), its own hostname, a sudoers
+tmpfs on /run (sshd's privilege-separation dir /run/sshd lives there),
+private writable overlays (their changes on that tmpfs) of /etc, the package
+database, apt's lists and cache, /var/log, /opt, /home and /var/mail, so a
+play's useradd or apt install stays on the host, the lab user `ocl` in its copies of /etc/passwd, /etc/group
+and /etc/shadow (sudo's PAM account check wants a shadow entry), its own hostname, a sudoers
 drop-in for it on a private /etc/sudoers.d, and a light /root so a root login
 does not source the machine's heavy ~/.bashrc, and the host's own files dir
 seen at /srv/opsconsole (the inventory's default host root), as on a real fleet. Every session sshd starts
@@ -52,9 +54,27 @@ MOUNT_AND_EXEC = """\
 set -e
 mount -t tmpfs -o mode=0755 ocl-run /run
 mkdir -m 0755 /run/sshd
-mount --bind "$LAB/etc/passwd" /etc/passwd
-mount --bind "$LAB/etc/group" /etc/group
-mount --bind "$LAB/etc/shadow" /etc/shadow
+# Private writable copies (overlays whose changes live on this host's /run tmpfs) of what a play may
+# change on a server: /etc (useradd replaces /etc/passwd by a rename, which a bind-mounted file refuses
+# with EBUSY), the package database and apt's lists and cache, the logs dpkg and apt write, /opt. What a
+# play does to users, groups and packages stays on this host, never reaches the machine. Without
+# overlayfs, the old bind mounts for the lab user: the lab runs, only a play that changes accounts or
+# packages cannot (tests that do check for the overlays first).
+private() {{
+  upper=/run/ocl-private$(echo "$1" | tr / _)
+  mkdir -p "$upper/upper" "$upper/work"
+  mount -t overlay -o "lowerdir=$1,upperdir=$upper/upper,workdir=$upper/work" ocl-private "$1"
+}}
+if private /etc; then
+  cat "$LAB/etc/passwd" > /etc/passwd
+  cat "$LAB/etc/group" > /etc/group
+  cat "$LAB/etc/shadow" > /etc/shadow
+  for dir in {private_dirs}; do [ ! -d "$dir" ] || private "$dir"; done
+else
+  mount --bind "$LAB/etc/passwd" /etc/passwd
+  mount --bind "$LAB/etc/group" /etc/group
+  mount --bind "$LAB/etc/shadow" /etc/shadow
+fi
 mount --bind "$LAB/etc/hosts" /etc/hosts
 hostname "$LAB_HOSTNAME"
 mount -t tmpfs -o mode=0755 ocl-sudoers /etc/sudoers.d
@@ -66,6 +86,9 @@ mkdir /srv/opsconsole
 mount --bind "$HOST_FILES" /srv/opsconsole
 exec {sshd} -D -e -f "$CONFIG"
 """
+# Besides /etc, the directories each lab host has its own writable copy of (see MOUNT_AND_EXEC).
+# /home and /var/mail: useradd's default home and userdel -r's mail spool, for a play that names neither.
+PRIVATE_DIRS = ("/var/lib/dpkg", "/var/lib/apt", "/var/cache/apt", "/var/log", "/opt", "/home", "/var/mail")
 
 
 def keygen(path: Path, comment: str) -> None:
@@ -99,7 +122,7 @@ def start(ns: str, lab_dir: Path, state: Path, user: str, hostname: str, timeout
         # A new session so the sshd outlives `python -m tests.lab up` and a Ctrl-C at the terminal.
         proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, "unshare", "--mount", "--uts", "--propagation", "private", "--",
-             "sh", "-c", MOUNT_AND_EXEC.format(sshd=SSHD)],
+             "sh", "-c", MOUNT_AND_EXEC.format(sshd=SSHD, private_dirs=" ".join(PRIVATE_DIRS))],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
