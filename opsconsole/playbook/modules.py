@@ -362,11 +362,12 @@ async def _service(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
         raise ModuleFailure(f"service {name}: state {state} needs a command (it rendered empty)")
     env = {str(k): str(v) for k, v in (args.get("env") or {}).items()}
     port = _service_port(name, args.get("port"))
-    running = await t.service_pid(name)
-    if state == "started" and running is not None:
-        return Outcome(changed=False, command=command, message=f"{name} already running (pid {running})")
-    if state == "restarted" and running is not None:
-        await t.stop_service(name)
+    if state == "restarted":
+        await t.stop_service(name)  # nothing to stop is no error: one command, not a look first
+    else:
+        running = await t.service_pid(name)
+        if running is not None:
+            return Outcome(changed=False, command=command, message=f"{name} already running (pid {running})")
     # With `port`, a port another program holds is refused here by name (PortInUse), before the start.
     pid = await t.start_service(name, command, cwd=_opt_str(args.get("chdir")), env=env, port=port)
     # A service that dies at once (bad command, port taken) fails here, with its log, not at a later health check.
