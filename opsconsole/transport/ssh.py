@@ -321,6 +321,21 @@ class SshTransport(Transport):
         return int(text) if text.isdigit() else None
 
     # -- reaching the host's ports ----------------------------------------
+    async def port_open(self, port: int) -> bool | None:
+        """Asked as a direct-tcpip channel on the host's connection: sshd's connect() answers, where a
+        command polling /proc/net/tcp forked three processes on the host per look."""
+        try:
+            conn = await self.pool.connection(self.host)
+            _, writer = await conn.open_connection("127.0.0.1", port)
+        except asyncssh.ChannelOpenError as exc:
+            # sshd could not connect (refused): nothing listens. Anything else (prohibited by the server,
+            # a lost link) is no answer about the port.
+            return False if exc.code == asyncssh.OPEN_CONNECT_FAILED else None
+        except (asyncssh.Error, OSError, TransportError):
+            return None
+        writer.close()
+        return True
+
     async def local_endpoint(self, port: int, remote_host: str = "127.0.0.1") -> tuple[str, int]:
         """A (host, port) on this machine that reaches `remote_host:port` as the SSH host sees it."""
         return await self.pool.forward(self.host, port, remote_host)
