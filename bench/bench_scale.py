@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import dataclasses
 import os
+import resource
 import signal
 import sys
 import tempfile
@@ -31,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_rollout import PLAY, PORT, build_artifact, run_opsconsole  # noqa: E402
 from bench.bench_ssh import ansible_playbook, run_ansible_play  # noqa: E402
+from opsconsole.pids import stat_fields  # noqa: E402
 from tests.lab import Lab, LabConfig  # noqa: E402
 from tests.lab.fixtures import _take_lab_lock  # noqa: E402  (the lab tests' machine-wide lock)
 
@@ -59,6 +61,24 @@ async def roll_batches(lab: Lab, work: Path) -> tuple[float, int]:
     return elapsed, -(-len(lab.apps) // per_batch)
 
 
+def own_cpu() -> float:
+    """CPU seconds (user + system) this process has used so far: the controller's side of a roll."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def sshd_cpu(lab: Lab, role: str | None = None) -> float:
+    """CPU seconds of the lab's sshds (of `role` only, if given) and of the sessions and commands they reaped:
+    the hosts' side of a roll once its connections are closed (the app servers, started in their own
+    session and reparented, are not in it)."""
+    ticks = 0
+    for host in lab.hosts.values():
+        fields = stat_fields(host.sshd_pid) if host.sshd_pid and role in (None, host.role) else None
+        if fields:
+            ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -85,15 +105,21 @@ def main() -> int:
         print(f"lab of {len(lab.apps)} app hosts up in {time.perf_counter() - t0:.1f}s", flush=True)
         with tempfile.TemporaryDirectory(prefix="bench_scale-") as tmp:
             work = Path(tmp)
+            ours: dict[int, tuple[float, int]] = {}
+            cpu: dict[int, tuple[float, float, float]] = {}
+            for size in sizes:
+                before = own_cpu(), sshd_cpu(lab), sshd_cpu(lab, "jump")
+                ours[size] = asyncio.run(roll_batches(first(lab, size), work / f"oc-{size}"))
+                # the engine closed its connections: their sshd sessions have ended and been reaped
+                cpu[size] = own_cpu() - before[0], sshd_cpu(lab) - before[1], sshd_cpu(lab, "jump") - before[2]
+                print(f"opsconsole roll, {size} hosts: {ours[size][0]:8.2f} s", flush=True)
+            # Ansible after ours: its ControlPersist sessions end up to 120 s after its run, and their sshd
+            # CPU would otherwise land in our rolls' figures.
             ansible = None
             if not args.no_ansible:
                 (work / "ansible").mkdir()
                 ansible = run_ansible(lab, work / "ansible")
                 print(f"ansible-playbook, {args.hosts} hosts: {ansible:8.2f} s", flush=True)
-            ours: dict[int, tuple[float, int]] = {}
-            for size in sizes:
-                ours[size] = asyncio.run(roll_batches(first(lab, size), work / f"oc-{size}"))
-                print(f"opsconsole roll, {size} hosts: {ours[size][0]:8.2f} s", flush=True)
     finally:
         t0 = time.perf_counter()
         lab.down()
@@ -109,6 +135,10 @@ def main() -> int:
     for size, (took, batches) in ours.items():
         print(f"  {size:4d} hosts: {took:7.2f} s  {batches:3d} batches of {max(1, size // 10):3d}  "
               f"{took / batches:5.2f} s per batch")
+    print("CPU per host (s): the controller (this process), the lab's sshds and what they ran (of which the jump host):")
+    for size, (controller, hosts, jump) in cpu.items():
+        print(f"  {size:4d} hosts: controller {controller / size:6.3f}  sshds {hosts / size:6.3f}  "
+              f"(jump {jump / size:6.3f})")
     return 0
 
 

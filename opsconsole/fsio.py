@@ -6,7 +6,8 @@ a file, never an empty one, never a rename that is lost although its caller went
   fsynced so the rename is on disk too.
 - `append_line` / `append_jsonl` add one line at the end (O_APPEND, so two writers never
   interleave within a line) and fsync it before returning: the journals and `releases.jsonl`
-  are acted on right after they are written.
+  are acted on right after they are written. `append_lines` / `append_jsonl_many` add several
+  in one write and one fsync.
 - `read_jsonl` reads such a file back, skipping a torn last line (a crash mid-append).
 """
 
@@ -50,8 +51,13 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
 
 def append_line(path: str | os.PathLike[str], line: str, mode: int = 0o600) -> None:
     """Append `line` and a newline to `path`, on disk when this returns (the file is created with `mode`)."""
+    append_lines(path, [line], mode)
+
+
+def append_lines(path: str | os.PathLike[str], lines: list[str], mode: int = 0o600) -> None:
+    """Append each of `lines` with a newline, in one write and one fsync (a batch's steps cost one disk flush)."""
     path = Path(path)
-    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    data = "".join(line.rstrip("\n") + "\n" for line in lines).encode("utf-8")
     _make_dirs(path.parent)
     try:
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode & 0o7777)
@@ -77,6 +83,11 @@ def append_line(path: str | os.PathLike[str], line: str, mode: int = 0o600) -> N
 def append_jsonl(path: str | os.PathLike[str], entry: dict[str, Any]) -> None:
     """Append `entry` as one JSON line (keys sorted; what JSON cannot hold is written as str)."""
     append_line(path, json.dumps(entry, sort_keys=True, default=str))
+
+
+def append_jsonl_many(path: str | os.PathLike[str], entries: list[dict[str, Any]]) -> None:
+    """Append `entries` as JSON lines in one write and one fsync."""
+    append_lines(path, [json.dumps(entry, sort_keys=True, default=str) for entry in entries])
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
@@ -150,4 +161,4 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["append_jsonl", "append_line", "make_private_dir", "read_jsonl", "write_atomic"]
+__all__ = ["append_jsonl", "append_jsonl_many", "append_line", "append_lines", "make_private_dir", "read_jsonl", "write_atomic"]

@@ -24,6 +24,7 @@ from opsconsole.ec2.records import Ec2Instance, inventory_path, write_instances
 from opsconsole.engine.journal import Journal
 from opsconsole.engine.rolling import Releases
 from opsconsole.engine.traffic_service import DesiredWeights
+from opsconsole.fsio import read_jsonl
 from opsconsole.hosts import Host
 from opsconsole.inventory import _PortBook
 from opsconsole.proxy.runtime import ProxyRuntime
@@ -168,8 +169,14 @@ def _rollout_journal(state: Path):
         lambda: journal.write("r1", "status", status="succeeded")
 
 
+def _rollout_journal_batch(state: Path):
+    journal = RolloutJournal(state)
+    return journal.path("r1"), lambda: journal.write_many("r1", "host", [{"host": "a", "state": "draining"}]), \
+        lambda: journal.write_many("r1", "host", [{"host": "a", "state": "deploying"}])
+
+
 APPENDED = {"releases.jsonl": _releases, "build history": _build_history, "command journal": _command_journal,
-            "rollout journal": _rollout_journal}
+            "rollout journal": _rollout_journal, "rollout journal, a batch's steps": _rollout_journal_batch}
 
 
 @pytest.mark.parametrize("writer", list(APPENDED))
@@ -183,6 +190,20 @@ def test_appended_state_is_fsynced(writer: str, tmp_path: Path, fsyncs: FsyncWat
     fsyncs.assert_durable(path, new_name=False)
     assert [json.loads(line) for line in path.read_text().splitlines()][-1]  # whole lines
     assert len(path.read_text().splitlines()) == 2
+
+
+def test_a_batch_of_steps_is_one_write_after_a_torn_line(tmp_path: Path, fsyncs: FsyncWatch) -> None:
+    journal = RolloutJournal(tmp_path)
+    path = journal.path("r1")
+    journal.write("r1", "status", status="running")
+    with path.open("a") as f:
+        f.write('{"kind": "host", "ho')  # a crash mid-append
+    fsyncs.watch(path)
+    journal.write_many("r1", "host", [{"host": h, "state": "draining", "batch": 1} for h in ("a", "b", "c")])
+    fsyncs.assert_durable(path, new_name=False)
+    assert [(e["kind"], e.get("host")) for e in read_jsonl(path)] == [
+        ("status", None), ("host", "a"), ("host", "b"), ("host", "c")]
+    assert len({e["ts"] for e in read_jsonl(path) if e["kind"] == "host"}) == 1  # one step for the batch
 
 
 def test_releases_pick_the_rollback_target_after_a_torn_line(tmp_path: Path) -> None:

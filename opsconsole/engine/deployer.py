@@ -45,6 +45,7 @@ class Deployer:
         self.playbooks: dict[str, Playbook] = {}  # app name -> its deploy playbook, filled by load_playbooks()
         self.provisioners: dict[str, Playbook] = {}  # group name -> its provisioning playbook
         self._deployed_path = config.state_dir / "deployed.json"
+        self._deployed_lock = asyncio.Lock()
         for name, version in self._load_deployed().items():
             if name in fleet.views:
                 fleet.views[name].version = version
@@ -98,16 +99,18 @@ class Deployer:
         playbook = self._deploy_playbook(app, parallel)
         extra, hosts = self._deploy_inputs(app, version, commit, artifact)
         result = await self.runner.run(playbook, hosts, extra_vars=extra, limit=targets)
-        deployed = self._load_deployed()
-        # A host in a rollout is not idle after its playbook: it waits for its health gate, drained; the
-        # rollout's own steps (done, failed) say what it is next.
-        for name, status in result.host_status.items():
-            if status == "ok":
-                deployed[name] = version
-                self.fleet.views[name].version = version
-                if name not in steered:
-                    self.fleet.set_activity(self.fleet.inventory.get(name), "idle")
-        self._save_deployed(deployed)
+        # One read-modify-write at a time; its fsyncs in a thread, so a rollout's other hosts go on meanwhile.
+        async with self._deployed_lock:
+            deployed = self._load_deployed()
+            # A host in a rollout is not idle after its playbook: it waits for its health gate, drained; the
+            # rollout's own steps (done, failed) say what it is next.
+            for name, status in result.host_status.items():
+                if status == "ok":
+                    deployed[name] = version
+                    self.fleet.views[name].version = version
+                    if name not in steered:
+                        self.fleet.set_activity(self.fleet.inventory.get(name), "idle")
+            await asyncio.to_thread(self._save_deployed, deployed)
         return result
 
     async def check_deploy_playbook(self, app: AppConfig, targets: list[str], *, version: str, commit: str,

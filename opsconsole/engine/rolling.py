@@ -20,7 +20,7 @@ from opsconsole.engine.deployer import Deployer
 from opsconsole.engine.fleet import Fleet
 from opsconsole.engine.traffic_service import TrafficService
 from opsconsole.errors import CommandFailed
-from opsconsole.events import EventBus
+from opsconsole.events import EventBus, HealthSample
 from opsconsole.fsio import append_jsonl, read_jsonl
 from opsconsole.heartbeat.monitor import HeartbeatMonitor
 from opsconsole.heartbeat.until import probe_until
@@ -30,6 +30,10 @@ from opsconsole.rollouts.lock import FleetLock
 from opsconsole.rollouts.plan import RolloutPlan, make_plan, timeouts
 from opsconsole.rollouts.record import DONE, RolloutJournal, RolloutState
 from opsconsole.rollouts.runner import NoTraffic, RolloutRunner, TrafficControl
+
+
+# Seconds between a rollout gate's probes of one host (see Rollouts.gate).
+GATE_PACE = 0.1
 
 
 class Releases:
@@ -83,10 +87,22 @@ class Rollouts:
         return self.traffic.control_for(app) or NoTraffic()
 
     async def gate(self, host: str, version: str, timeout: float) -> str:
-        """'' once the host is healthy (rise applies) and reports `version`; else why not, at the timeout."""
+        """'' once the host answered healthy with `version` on `rise` probes in a row (the heartbeat's rise,
+        counted from the gate's first probe) and the monitor's verdict is up; else why not, at the timeout.
+
+        Rise as HAProxy and Envoy mean it: one good answer from a release that breaks a moment later must
+        not put the host back in the pool. The probes come GATE_PACE apart (HAProxy's fastinter), so rise 2
+        costs one pace per batch, not one heartbeat interval."""
         monitor = self.monitor
-        late = await probe_until(monitor, [host], lambda name, sample: bool(
-            monitor.states[name].healthy and sample.ok and sample.version == version), timeout=timeout, pace=0.2)
+        rise = max(1, monitor.states[host].rise)
+        in_a_row = 0
+
+        def arrived(name: str, sample: HealthSample) -> bool:
+            nonlocal in_a_row
+            in_a_row = in_a_row + 1 if sample.ok and sample.version == version else 0
+            return in_a_row >= rise and bool(monitor.states[name].healthy)
+
+        late = await probe_until(monitor, [host], arrived, timeout=timeout, pace=GATE_PACE)
         if not late:
             return ""
         sample = late[host]
@@ -94,6 +110,8 @@ class Rollouts:
             return f"not healthy after {timeout:g}s: {sample.error}"
         if sample.version != version:
             return f"reports version {sample.version or 'none'} after {timeout:g}s, expected {version}"
+        if in_a_row < rise:
+            return f"healthy on only {in_a_row} probe(s) in a row after {timeout:g}s; rise is {rise}"
         return f"not yet up after {timeout:g}s ({monitor.states[host].label})"
 
     # -- commands ----------------------------------------------------------

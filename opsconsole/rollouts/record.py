@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opsconsole.fsio import append_jsonl, make_private_dir, read_jsonl
+from opsconsole.fsio import append_jsonl, append_jsonl_many, make_private_dir, read_jsonl
 from opsconsole.rollouts.plan import RolloutPlan
 
 # Host states, in the order a host normally goes through them.
@@ -62,6 +62,11 @@ class RolloutJournal:
     def write(self, rollout_id: str, kind: str, **fields: Any) -> None:
         # On disk before we take the step.
         append_jsonl(self.path(rollout_id), {"ts": time.time(), "kind": kind, **fields})
+
+    def write_many(self, rollout_id: str, kind: str, entries: list[dict[str, Any]]) -> None:
+        """Several steps of one kind in one write and one fsync (a batch's hosts drained or deployed together)."""
+        now = time.time()
+        append_jsonl_many(self.path(rollout_id), [{"ts": now, "kind": kind, **fields} for fields in entries])
 
     def begin(self, plan: RolloutPlan, issuer: str) -> None:
         data = asdict(plan)

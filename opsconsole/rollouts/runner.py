@@ -98,8 +98,22 @@ class RolloutRunner:
         self.resume_event.set()
 
     # -- bookkeeping -------------------------------------------------------
-    def _host(self, host: str, state: str, reason: str = "", batch: int | None = None) -> None:
-        self.journal.write(self.plan.rollout_id, "host", host=host, state=state, reason=reason, batch=batch)
+    async def _host(self, host: str, state: str, reason: str = "", batch: int | None = None) -> None:
+        """One host's step, journaled (on disk) before this returns; the fsync (milliseconds on a disk) runs in
+        a thread, so the batch-mates' work goes on meanwhile."""
+        await asyncio.to_thread(self.journal.write, self.plan.rollout_id, "host", host=host, state=state,
+                                reason=reason, batch=batch)
+        self._took(host, state, reason, batch)
+
+    def _hosts(self, hosts: list[str], state: str, batch: int) -> None:
+        """A batch's hosts to `state` together: one journal write and one fsync for all of them."""
+        self.journal.write_many(self.plan.rollout_id, "host",
+                                [{"host": h, "state": state, "reason": "", "batch": batch} for h in hosts])
+        for host in hosts:
+            self._took(host, state, "", batch)
+
+    def _took(self, host: str, state: str, reason: str, batch: int | None) -> None:
+        """The step is journaled: now in memory and on the bus."""
         self.state.hosts[host] = state
         if reason:
             self.state.reasons[host] = reason
@@ -168,16 +182,14 @@ class RolloutRunner:
         deploy timeout fails alone while its batch-mates finish.
         """
         self._progress(number)
-        for host in hosts:
-            self._host(host, DRAINING, batch=number)
+        self._hosts(hosts, DRAINING, number)
         await asyncio.gather(*(self.traffic.drain(h) for h in hosts))
         drained = await asyncio.gather(*(self.traffic.wait_drained(h, self.plan.drain_timeout) for h in hosts))
         for host, ok in zip(hosts, drained):
             if not ok:  # a drain timeout is not fatal: in-flight requests had their time
                 self.bus.emit(RolloutStep(rollout_id=self.plan.rollout_id, app=self.plan.app, host=host,
                                           state=DRAINING, detail=f"drain timed out after {self.plan.drain_timeout:g}s; going on"))
-        for host in hosts:
-            self._host(host, DEPLOYING, batch=number)
+        self._hosts(hosts, DEPLOYING, number)
         outcomes = await asyncio.gather(*(self._one_host(number, h) for h in hosts))
         return [h for h, ok in zip(hosts, outcomes) if not ok]
 
@@ -185,17 +197,17 @@ class RolloutRunner:
         """Deploy one host (bounded by the deploy timeout), gate it, put it back; False if it failed."""
         reason = await self._deploy_within_timeout(host)
         if reason:
-            self._host(host, FAILED, f"deploy: {reason}", batch=number)
+            await self._host(host, FAILED, f"deploy: {reason}", batch=number)
             self._progress(number)
             return False
-        self._host(host, GATING, batch=number)
+        await self._host(host, GATING, batch=number)
         reason = await self.gate(host, self.plan.version, self.plan.health_timeout)
         if reason:
-            self._host(host, FAILED, f"health gate: {reason}", batch=number)
+            await self._host(host, FAILED, f"health gate: {reason}", batch=number)
             self._progress(number)
             return False
         await self.traffic.enable(host)
-        self._host(host, DONE, batch=number)
+        await self._host(host, DONE, batch=number)
         self._progress(number)
         return True
 

@@ -99,5 +99,10 @@ class Transport(abc.ABC):
     async def service_pid(self, name: str) -> int | None:
         """The pid of the running service, or None if it does not run."""
 
+    async def port_open(self, port: int) -> bool | None:
+        """Whether something on the host accepts TCP connections on 127.0.0.1:`port` now, asked without
+        running a command there; None when this transport cannot ask that way."""
+        return None
+
     async def close(self) -> None:
         """Release connections; the local transport holds none."""

@@ -273,6 +273,14 @@ class LocalTransport(Transport):
             return None
         return int(text) if _alive(int(text)) else None
 
+    async def port_open(self, port: int) -> bool | None:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return False
+        writer.close()
+        return True
+
 
 async def _pump(reader: asyncio.StreamReader, stream: str, emit: LineHandler, redactor: Redactor | None) -> None:
     """Split a pipe into lines as they arrive (no length limit, unlike readline); flush a partial last line."""

@@ -68,7 +68,8 @@ class SshTransport(Transport):
         q = shlex.quote
         # The first stderr line names the process group, so a timeout can kill the whole tree.
         script = (f'read -r s < /proc/$$/stat; set -- $s; printf "{PGID_MARK}%s\\n" "$5" >&2; set --; unset s\n'
-                  f"mkdir -p {q(self.root)} 2>/dev/null; cd {q(workdir)} || exit 125\n"
+                  # `[ -d ]` is a builtin: mkdir forked a process on the host for every command
+                  f"[ -d {q(self.root)} ] || mkdir -p {q(self.root)} 2>/dev/null; cd {q(workdir)} || exit 125\n"
                   f"{exports}\n{command}")
         # `exec` keeps a user's heavy login shell out of the process tree; `sudo -n` fails fast instead of asking.
         argv, payload = shell_for(script, stdin)
@@ -166,9 +167,8 @@ class SshTransport(Transport):
         target = self.path(path)
 
         async def write(sftp: asyncssh.SFTPClient) -> bool:
-            await self._refuse_linked_dirs(sftp, target)
             # lstat, not stat: a link planted at the target is replaced, never read through nor chmod-ed through.
-            current = await _stat(sftp, target, follow=False)
+            current = await self._lstat_target(sftp, target)
             regular = current is not None and stat.S_ISREG(current.permissions or 0)
             if regular and current.size == len(content):
                 async with sftp.open(target, "rb") as f:
@@ -183,22 +183,25 @@ class SshTransport(Transport):
 
         return await self._sftp(write, path)
 
-    async def _refuse_linked_dirs(self, sftp: asyncssh.SFTPClient, target: str) -> None:
-        """TransportError if a directory between the host root and `target` is a symbolic link: a file meant
-        for the host root must not land wherever someone pointed a link (the root itself may be a link, and
-        paths outside the root are the playbook's own choice)."""
+    async def _lstat_target(self, sftp: asyncssh.SFTPClient, target: str) -> asyncssh.SFTPAttrs | None:
+        """`target`'s lstat (None: not there), after refusing (TransportError) a directory between the host
+        root and `target` that is a symbolic link: a file meant for the host root must not land wherever
+        someone pointed a link (the root itself may be a link, and paths outside the root are the playbook's
+        own choice). All asked at once (SFTP requests pipeline on the session): one round trip, not one per level."""
         relative = posixpath.relpath(posixpath.dirname(target), self.root)
-        if relative == "." or relative.startswith(".."):
-            return
-        walked = self.root
-        for part in relative.split("/"):
-            walked = posixpath.join(walked, part)
-            attrs = await _stat(sftp, walked, follow=False)
+        walked, paths = self.root, []
+        if relative != "." and not relative.startswith(".."):
+            for part in relative.split("/"):
+                walked = posixpath.join(walked, part)
+                paths.append(walked)
+        *found, current = await asyncio.gather(*(_stat(sftp, p, follow=False) for p in [*paths, target]))
+        for walked, attrs in zip(paths, found):
             if attrs is None:
-                return  # _replace creates the rest: nothing below a missing directory can be a link yet
+                break  # _replace creates the rest: nothing below a missing directory can be a link yet
             if stat.S_ISLNK(attrs.permissions or 0):
                 raise TransportError(f"{self.host.name}: {walked} is a symbolic link; not writing {target} "
                                      "through it")
+        return current
 
     async def read_file(self, path: str) -> bytes:
         target = self.path(path)
@@ -226,8 +229,7 @@ class SshTransport(Transport):
         have = await self._sh(f"[ ! -L {shlex.quote(target)} ] && sha256sum {shlex.quote(target)} 2>/dev/null")
 
         async def put(sftp: asyncssh.SFTPClient) -> bool:
-            await self._refuse_linked_dirs(sftp, target)
-            current = await _stat(sftp, target, follow=False)
+            current = await self._lstat_target(sftp, target)
             if have.ok and have.stdout.split()[:1] == [digest] and current is not None \
                     and stat.S_ISREG(current.permissions or 0):
                 if mode is None or (current.permissions or 0) & 0o7777 == mode:
@@ -316,6 +318,21 @@ class SshTransport(Transport):
         return int(text) if text.isdigit() else None
 
     # -- reaching the host's ports ----------------------------------------
+    async def port_open(self, port: int) -> bool | None:
+        """Asked as a direct-tcpip channel on the host's connection: sshd's connect() answers, where a
+        command polling /proc/net/tcp forked three processes on the host per look."""
+        try:
+            conn = await self.pool.connection(self.host)
+            _, writer = await conn.open_connection("127.0.0.1", port)
+        except asyncssh.ChannelOpenError as exc:
+            # sshd could not connect (refused): nothing listens. Anything else (prohibited by the server,
+            # a lost link) is no answer about the port.
+            return False if exc.code == asyncssh.OPEN_CONNECT_FAILED else None
+        except (asyncssh.Error, OSError, TransportError):
+            return None
+        writer.close()
+        return True
+
     async def local_endpoint(self, port: int, remote_host: str = "127.0.0.1") -> tuple[str, int]:
         """A (host, port) on this machine that reaches `remote_host:port` as the SSH host sees it."""
         return await self.pool.forward(self.host, port, remote_host)
@@ -332,7 +349,9 @@ async def _replace(sftp: asyncssh.SFTPClient, target: str, content: bytes, mode:
     modules and the local transport give it: not a fixed 0644, which was wider than a host's umask of 077."""
     final = 0o666 if mode is None else mode
     directory = posixpath.dirname(target)
-    await sftp.makedirs(directory, exist_ok=True)
+    if not await _is_dir(sftp, directory):
+        # makedirs tries mkdir then stat on every level from /: ten round trips for /srv/opsconsole/releases/v.
+        await sftp.makedirs(directory, exist_ok=True)
     for attempt in range(3):
         tmp = posixpath.join(directory, f".{posixpath.basename(target)}.{secrets.token_hex(6)}.tmp")
         try:
@@ -365,6 +384,11 @@ async def _stat(sftp: asyncssh.SFTPClient, path: str, follow: bool = True) -> as
         return await (sftp.stat(path) if follow else sftp.lstat(path))
     except asyncssh.SFTPNoSuchFile:
         return None
+
+
+async def _is_dir(sftp: asyncssh.SFTPClient, path: str) -> bool:
+    attrs = await _stat(sftp, path)
+    return attrs is not None and stat.S_ISDIR(attrs.permissions or 0)
 
 
 def _signal_number(name: str) -> int:

@@ -1,0 +1,64 @@
+"""Over SSH, through the jump host: whether a port listens is asked as a channel on the host's connection
+(no command on the host), and the service module's restart says the app listens by it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from opsconsole.playbook.modules import SERVICE, ModuleContext, run_module
+from opsconsole.playbook.templating import Templar
+from opsconsole.transport.pool import SshPool
+from opsconsole.transport.ssh import SshTransport
+from tests.lab import Lab
+from tests.lab.inventory import lab_host, ssh_options
+from tests.test_ssh_port_in_use import HOLDER
+
+pytest_plugins = ["tests.lab.fixtures"]
+
+
+@pytest.fixture
+async def pool(lab: Lab):
+    p = SshPool(ssh_options(lab))
+    yield p
+    await p.close()
+
+
+async def _held_port(lab: Lab, app1: SshTransport, name: str) -> int:
+    log = Path(lab.hosts["app-1"].files) / "log" / f"{name}.log"
+    log.unlink(missing_ok=True)
+    await app1.start_service(name, HOLDER)
+    deadline = time.monotonic() + 20
+    while not (log.exists() and "PORT" in log.read_text()):
+        assert time.monotonic() < deadline, "the holder never listened"
+        await asyncio.sleep(0.05)
+    return int(log.read_text().split()[1])
+
+
+async def test_port_open_tells_a_listening_port_from_a_closed_one(lab: Lab, pool: SshPool) -> None:
+    app1 = SshTransport(lab_host(lab, "app-1"), pool)
+    port = await _held_port(lab, app1, "holder")
+    try:
+        assert await app1.port_open(port) is True
+    finally:
+        await app1.stop_service("holder")
+    assert await app1.port_open(port) is False
+
+
+async def test_service_restart_over_ssh_says_it_listens(lab: Lab, pool: SshPool, tmp_path: Path) -> None:
+    app1 = SshTransport(lab_host(lab, "app-1"), pool)
+    port = await _held_port(lab, app1, "probe-port")  # a port free for the web server once the holder stops
+    await app1.stop_service("probe-port")
+    ctx = ModuleContext(host=app1.host, transport=app1, templar=Templar([]), playbook_dir=tmp_path,
+                        on_line=lambda line, stream: None)
+    try:
+        outcome = await run_module(SERVICE, {"name": "web", "state": "restarted", "port": port,
+                                               "command": f"exec python3 -m http.server {port}"}, ctx)
+        assert not outcome.failed, outcome.message
+        assert outcome.message.endswith(f"listening on {port}"), outcome.message
+        assert await app1.port_open(port) is True
+    finally:
+        await app1.stop_service("web")
