@@ -110,6 +110,7 @@ class ProxyRuntime:
         while time.monotonic() < deadline and any(c.busy for fe in self.frontends.values() for c in fe.clients):
             await asyncio.sleep(0.02)
         for fe in self.frontends.values():
+            fe.flush_all()
             for c in list(fe.clients):
                 c.transport.close()
             for m in fe.app.members.values():

@@ -115,7 +115,8 @@ class ClientConnection(asyncio.Protocol):
         self.cur: Request | None = None
         self.client_ip = b""
         self.trusted = False  # the peer is a trusted proxy: its X-Forwarded-For is extended, not replaced
-        self.out: list[bytes] = []  # response bytes gathered during one upstream read, written at once
+        self.out: list[bytes] = []  # response bytes not yet written (see flush_soon)
+        self.flush_queued = False  # in the frontend's to_flush list
         self.last_active = 0.0
         self.closing = False
         self.gone = False
@@ -452,6 +453,12 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(b"".join(self.out))
         self.out.clear()
 
+    def flush_soon(self) -> None:
+        """Write `out` once this pass of the event loop has handled every ready socket (Frontend.flush_all)."""
+        if not self.flush_queued:
+            self.flush_queued = True
+            self.fe.queue_flush(self)
+
     def on_interim(self, req: Request, status: int, reason: bytes, fields: bytes) -> None:
         self.out.append(http1.response_head(status, reason, fields, chunked=False, close=False, keep_alive_10=False))
 
@@ -513,21 +520,19 @@ class ClientConnection(asyncio.Protocol):
             self.transport.abort()
 
     def _next(self) -> None:
-        out = self.out
-        if out:  # flush(), inline: this runs once per request
-            if not self.gone:
-                self.transport.write(b"".join(out))
-            out.clear()
         if self.queue:
             self.queue.popleft()
         self.last_active = self.fe.now
         if self.closing or self.gone:
+            self.flush()  # now: what follows closes the connection
             if not self.gone and not self.lingering:
                 if self.stopped or self.cur is not None:
                     self.linger()  # the client may still be sending: keep reading (and dropping) a while
                 else:
                     self.transport.close()
             return
+        if self.out and not self.flush_queued:
+            self.flush_soon()
         if self.pauses and len(self.queue) < MAX_QUEUED:
             self.resume("pipeline")
         if self.queue and not self.write_paused:  # else resume_writing dispatches it
@@ -553,6 +558,7 @@ class Frontend:
         self.tasks: set[asyncio.Task] = set()
         self.server: asyncio.AbstractServer | None = None
         self.shutting_down = False
+        self.to_flush: list[ClientConnection] = []  # clients with answers to write after this loop pass
         self._log_second = 0
         self._log_count = 0
         self._log_dropped = 0
@@ -576,6 +582,24 @@ class Frontend:
         self.drain_timeout = proxy_cfg.drain_timeout
         self.trusted_nets = [ipaddress.ip_network(c, strict=False) for c in proxy_cfg.trusted_proxies]
         self.proto = b"https" if cfg.tls is not None else b"http"
+
+    def queue_flush(self, client: ClientConnection) -> None:
+        self.to_flush.append(client)
+        if len(self.to_flush) == 1:
+            self.loop.call_soon(self.flush_all)
+
+    def flush_all(self) -> None:
+        """Write every answer gathered during one pass of the event loop, one after another.
+
+        As HAProxy does (strace: all recvfrom of an epoll batch, then all sendto): written as each
+        answer completes, the writes are spread over the whole pass, and a client on another core may
+        go idle between two of them and need waking again. An answer waits at most one pass; what
+        closes a connection flushes first (_next, sweep, shutdown).
+        """
+        batch, self.to_flush = self.to_flush, []
+        for c in batch:
+            c.flush_queued = False
+            c.flush()
 
     def is_trusted(self, ip: str) -> bool:
         if not self.trusted_nets:
@@ -621,8 +645,6 @@ class Frontend:
         app = self.app
         if retry_of is not None:
             pool = app.retry_pool(retry_of)
-        elif req.bucket is None and app.only_pool is not None:
-            pool = app.only_pool  # (what pick_pool says when one pool has all the traffic, without the call)
         else:
             pool = app.pick_pool(req.bucket)
         if pool is None:
@@ -782,11 +804,8 @@ class Frontend:
             self._pool(conn, now)  # first, so a request waiting for this member's slot reuses the connection
         else:
             conn.close()
-        m, req.member = req.member, None  # _release(req), inline: this runs once per request
+        m = self._release(req)
         if m is not None:
-            m.inflight -= 1
-            if m.pool_ref.queue:
-                self._drain_queue(m.pool_ref)
             m.stats.observe(req.status, now - req.t_send)
             if req.status >= 500:
                 m.stats.errors += 1
@@ -871,6 +890,7 @@ class Frontend:
 
     # -- housekeeping -------------------------------------------------------------
     def sweep(self) -> None:
+        self.flush_all()  # before anything here closes a client with an answer still to write
         self.now = now = self.loop_time()
         for conn in [c for c in self.busy if c.deadline and now > c.deadline]:
             if conn.req is not None and conn.req.client.write_paused:

@@ -117,8 +117,8 @@ class UpstreamConnection(asyncio.Protocol):
                 self._finish(False)  # the answer was whole; what came after it was garbage
             else:
                 self._fail("bad-response", f"unparsable response: {exc}")
-        if client is not None and client.out:
-            client.flush()  # head and body of one read leave in one write
+        if client is not None and client.out and not client.flush_queued:
+            client.flush_soon()  # head and body of one read leave in one write, after the loop's pass
 
     def eof_received(self) -> bool:
         self._lost(None)
@@ -246,10 +246,7 @@ class UpstreamConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         req = self.req
         if req is not None and self._complete is None:
-            if req.body_kind == "chunked":
-                req.client.on_response_body(req, body)
-            else:
-                req.client.out.append(body)  # on_response_body without the call: relayed as it came
+            req.client.on_response_body(req, body)
 
     def on_message_complete(self) -> None:
         if self._switching:
@@ -262,11 +259,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _finish(self, keep_alive: bool) -> None:
         req, self.req = self.req, None
-        # _reset_response(), inline: this runs once per request
-        self._status = 0
-        self._reason = b""
-        self._headers = []
-        self._eof_body = self._interim = self._switching = False
-        self._complete = None
+        self._reset_response()
         if req is not None:
             req.client.on_response_end(req, self, reusable=keep_alive and not self.closed)
