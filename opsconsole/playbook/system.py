@@ -485,7 +485,8 @@ async def user(args: Mapping[str, Any], sh: HostShell, check: bool = False) -> D
             await _create_home(sh, entry[5], entry[2], entry[3])
         changed = True
     done = shlex.join([*argv, name]) if argv else f"user {name} present"
-    said = ("would run " if check and argv else "") + done + (" (password set)" if set_password else "")
+    said = ("would run " if check and argv else "") + done + \
+        ((" (password would be set)" if check else " (password set)") if set_password else "")
     return Done(changed=changed, command=done, message=said,
                 values=values)
 
@@ -565,7 +566,8 @@ async def apt(args: Mapping[str, Any], sh: HostShell, check: bool = False) -> Do
         values.update(cache_updated=updated_now, cache_update_time=int(after))
         if not packages and deb is None:
             return Done(changed=updated_now, command="apt-get update", values=values,
-                        message="cache updated" if updated_now else "cache valid")
+                        message="cache valid" if not updated_now else "cache would be updated" if check else
+                        "cache updated")
     if deb is not None:
         if state != "present":
             return Done(failed=True, command=f"apt deb={deb}", message="deb only supports state=present")
