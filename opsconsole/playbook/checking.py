@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import shlex
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
-from opsconsole.playbook import modules as M, web
+from opsconsole.playbook import modules as M, system, web
 from opsconsole.playbook.modules import HEALTH, SERVICE, ModuleContext, ModuleFailure, Outcome
 from opsconsole.transport.base import CommandResult, LineHandler, Transport
 
@@ -278,10 +279,22 @@ async def _unarchive(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
     return skipped("remote module (unarchive) does not support check mode when using gtar")
 
 
+def _system(run: Callable[..., Awaitable[system.Done]], name: str, diff: bool = False) -> Callable[
+        [Mapping[str, Any], ModuleContext], Awaitable[Outcome]]:
+    """git, group, user, apt under check: system.py's own module with check=True, which only reads the host
+    (the same decisions as a real run, stopped where Ansible's check stops; `diff` only git gives)."""
+    async def checker(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+        dry = functools.partial(run, check=True, **({"diff": ctx.diff} if diff else {}))
+        return await M._system_module(dry, name)(args, ctx)
+    return checker
+
+
 _CHECKERS: dict[str, Callable[[Mapping[str, Any], ModuleContext], Awaitable[Outcome]]] = {
     "copy": _copy, "template": _template, "lineinfile": _lineinfile, "blockinfile": _blockinfile, "file": _file,
     "command": _command, "shell": _command, "raw": _not_supported, "uri": _not_supported,
     HEALTH: _not_supported, SERVICE: _service, "get_url": _get_url, "unarchive": _unarchive,
+    "git": _system(system.git, "git", diff=True), "group": _system(system.group, "group"),
+    "user": _system(system.user, "user"), "apt": _system(system.apt, "apt"),
 }
 
 
@@ -297,6 +310,8 @@ def diff_text(diff: Mapping[str, Any] | list[Mapping[str, Any]]) -> str:
         for key, which in (("dst_larger", "destination"), ("src_larger", "source")):
             if key in d:
                 ret.append(f"diff skipped: {which} file size is greater than {d[key]}\n")
+        if "prepared" in d:  # a module's own text (git's), printed as it is, as Ansible's callback does
+            ret.append(str(d["prepared"]))
         if "before" not in d or "after" not in d:
             continue
         before, after = (_serialised(d[x]) for x in ("before", "after"))

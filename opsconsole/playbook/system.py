@@ -5,6 +5,8 @@ commands (git, groupadd/groupmod/groupdel, useradd/usermod/userdel, dpkg-query/a
 about what needs changing, the same `changed` and return values, so a second run of a play changes nothing.
 Kept apart from modules.py (which wraps these as modules, as it does web.py) so each stays readable.
 The wrapper hands over the arguments rendered, with the boolean ones already read as Ansible reads them.
+With `check=True` each is Ansible's module under `--check`: the same probes and decisions, and where Ansible's
+would change something it stops and says so instead (read-only commands only; the host is left as it was).
 """
 
 from __future__ import annotations
@@ -124,9 +126,12 @@ class _Git:
         out = await self.git("status", "--porcelain")
         return any(line and not line.startswith("??") for line in out.splitlines())
 
-    async def set_remote_url(self, repo: str) -> bool:
+    async def remote_url(self) -> str | None:
         got = await self.sh.run(["git", "ls-remote", "--get-url", self.remote], cwd=self.dest)
-        url = got.stdout.strip() if got.ok else None
+        return got.stdout.strip() if got.ok else None
+
+    async def set_remote_url(self, repo: str) -> bool:
+        url = await self.remote_url()
         if url is not None and _same_repo(url, repo):
             return False
         await self.git("remote", "set-url", self.remote, repo, what=f"set a new url {repo} for {self.remote}")
@@ -189,14 +194,17 @@ class _Git:
         else:
             await self.git("checkout", "--force", version, what=f"Failed to checkout {version}")
 
-    async def remote_head(self, repo: str, version: str) -> str:
-        """The revision `version` names in the repository (for clone=no: what a clone would check out)."""
+    async def remote_head(self, repo: str, version: str, cloning: bool = True) -> str:
+        """The revision `version` names upstream: in `repo` when cloning (clone=no, or a check before the clone:
+        what a clone would check out), else in the clone's remote, HEAD then being the clone's branch (as Ansible)."""
+        where, cwd = (repo, "/") if cloning else (self.remote, self.dest)
         if version == "HEAD":
-            out = await self.ls_remote(repo, "-h", "HEAD", cwd="/")
-        elif await self.is_remote_branch(repo, version, cwd="/"):
-            out = await self.ls_remote(repo, "-h", f"refs/heads/{version}", cwd="/")
-        elif await self.is_remote_tag(repo, version, cwd="/"):
-            lines = (await self.ls_remote(repo, "-t", f"refs/tags/{version}*", cwd="/")).splitlines()
+            ref = "HEAD" if cloning else f"refs/heads/{await self.head_branch()}"
+            out = await self.ls_remote(where, "-h", ref, cwd=cwd)
+        elif await self.is_remote_branch(where, version, cwd=cwd):
+            out = await self.ls_remote(where, "-h", f"refs/heads/{version}", cwd=cwd)
+        elif await self.is_remote_tag(where, version, cwd=cwd):
+            lines = (await self.ls_remote(where, "-t", f"refs/tags/{version}*", cwd=cwd)).splitlines()
             # An annotated tag: the commit it points to (`^{}`), as Ansible takes it.
             out = next((x for x in lines if x.endswith(f"{version}^{{}}")), None) or \
                 next((x for x in reversed(lines) if x.endswith(version)), "")
@@ -211,9 +219,10 @@ def _same_repo(a: str, b: str) -> bool:
     return a == b or posixpath.normpath(a) == posixpath.normpath(b)
 
 
-async def git(args: Mapping[str, Any], sh: HostShell) -> Done:
+async def git(args: Mapping[str, Any], sh: HostShell, check: bool = False, diff: bool = False) -> Done:
     """Ansible's git: clone `repo` into `dest`, or fetch and move it to `version`; changed when HEAD moved,
-    local modifications were thrown away (force) or the remote's URL changed."""
+    local modifications were thrown away (force) or the remote's URL changed. Under check (as Ansible's):
+    nothing cloned, fetched or reset; `after` is what the remote names, changed when it is not HEAD."""
     repo, version = str(args["repo"]), str(args.get("version") or "HEAD")
     if repo.startswith("/"):
         repo = "file://" + repo  # as Ansible: a path is a file:// URL
@@ -226,9 +235,11 @@ async def git(args: Mapping[str, Any], sh: HostShell) -> Done:
     values: dict[str, Any] = {"before": None}
     local_mods = remote_url_changed = False
     if not await sh.exists(f"{dest}/.git/config"):
-        if not bool(args.get("clone", True)):
+        if check or not bool(args.get("clone", True)):
             after = await g.remote_head(repo, version)
-            return Done(changed=True, command=f"git ls-remote {repo}", values={**values, "after": after})
+            values.update(after=after, **({"diff": {"prepared": f">> Newly checked out {after}"}} if diff else {}))
+            return Done(changed=True, command=f"git ls-remote {repo}", values=values,
+                        message=f"would clone {repo} into {dest} at {after[:12]}" if check else "")
         await g.clone(repo, version)
     elif not bool(args.get("update", True)):
         before = await g.version()
@@ -241,8 +252,11 @@ async def git(args: Mapping[str, Any], sh: HostShell) -> Done:
                 message = f"Local modifications exist in the destination: {dest} (force=no)."
                 return Done(failed=True, message=message, command=f"git status --porcelain in {dest}",
                             values={**values, "msg": message})
-            await g.git("reset", "--hard", "HEAD")
-            values["msg"] = f"Local modifications exist in the destination: {dest}"
+            if not check:
+                await g.git("reset", "--hard", "HEAD")
+                values["msg"] = f"Local modifications exist in the destination: {dest}"
+        if check:
+            return await _git_check(g, repo, version, values, diff)
         remote_url_changed = await g.set_remote_url(repo)
         values["remote_url_changed"] = remote_url_changed
         await g.fetch(repo, version, bool(args.get("force", False)))
@@ -252,6 +266,31 @@ async def git(args: Mapping[str, Any], sh: HostShell) -> Done:
     short = (values["after"] or "")[:12]
     return Done(changed=changed, command=f"git {repo} -> {dest}", values=values,
                 message=f"{dest} at {short}" + ("" if changed else " (as it was)"))
+
+
+async def _git_check(g: _Git, repo: str, version: str, values: dict[str, Any], diff: bool) -> Done:
+    """A clone under check, as Ansible's: its remote asked where `version` is now; changed when that is not
+    HEAD or the remote's URL would change. Local modifications (with force) alone do not count, as in Ansible."""
+    url = await g.remote_url()
+    remote_url_changed = bool(url) and not _same_repo(url or "", repo)
+    after = await g.remote_head(repo, version, cloning=False)
+    changed = values["before"] != after or remote_url_changed
+    values.update(remote_url_changed=remote_url_changed, after=after)
+    if diff and values["before"] != after:
+        values["diff"] = {"prepared": await _git_diff(g, values["before"], after)}
+    return Done(changed=changed, command=f"git ls-remote {g.remote} in {g.dest}", values=values,
+                message=f"{g.dest} would move to {after[:12]}" if changed else f"{g.dest} at {after[:12]} (as it is)")
+
+
+async def _git_diff(g: _Git, before: str, after: str) -> str:
+    """`git diff before after` when the clone has `after` already. Ansible's check fetches it first, which
+    writes into .git; ours fetches nothing, so a commit not yet fetched is named, not shown."""
+    if not (await g.sh.run(["git", "cat-file", "-e", f"{after}^{{commit}}"], cwd=g.dest)).ok:
+        return f">> {after} is not fetched yet (check mode fetches nothing): no diff from {before}\n"
+    shown = await g.sh.run(["git", "diff", before, after], cwd=g.dest)
+    if not shown.ok:
+        return f">> Failed to get proper diff between {before} and {after}\n"
+    return shown.stdout or f">> No visual differences between {before} and {after}"
 
 
 # -- group --------------------------------------------------------------------------------------------------
@@ -266,8 +305,9 @@ async def _entry(sh: HostShell, database: str, name: str) -> list[str] | None:
     return found.stdout.strip().split("\n")[0].split(":")
 
 
-async def group(args: Mapping[str, Any], sh: HostShell) -> Done:
-    """Ansible's group: groupadd (-g, -r) when missing, groupmod -g when the gid differs, groupdel when absent."""
+async def group(args: Mapping[str, Any], sh: HostShell, check: bool = False) -> Done:
+    """Ansible's group: groupadd (-g, -r) when missing, groupmod -g when the gid differs, groupdel when absent.
+    Under check none of them runs: changed says one would."""
     name, state = str(args["name"]), str(args.get("state") or "present")
     gid = whole(args, "gid")
     system = bool(args.get("system", False))
@@ -281,7 +321,9 @@ async def group(args: Mapping[str, Any], sh: HostShell) -> Done:
         argv = ["groupadd", *(["-g", str(gid)] if gid is not None else []), *(["-r"] if system else []), name]
     elif gid is not None and int(entry[2]) != gid:
         argv = ["groupmod", "-g", str(gid), name]
-    if argv:
+    if argv and check and argv[0] != "groupmod":  # as Ansible's: it exits with changed alone
+        return Done(changed=True, command=shlex.join(argv), message=f"would run {shlex.join(argv)}")
+    if argv and not check:
         result = await sh.run(argv)
         if not result.ok:
             return Done(failed=True, message=why(result), command=shlex.join(argv), values=values)
@@ -344,9 +386,10 @@ async def _create_home(sh: HostShell, home: str, uid: str, gid: str) -> None:
     await sh.must(["sh", "-c", script, "create_home", home, mode, uid, gid], what=f"create home directory {home}")
 
 
-async def user(args: Mapping[str, Any], sh: HostShell) -> Done:
+async def user(args: Mapping[str, Any], sh: HostShell, check: bool = False) -> Done:
     """Ansible's user: useradd when missing, usermod for what differs, userdel when absent; the home
-    directory made when missing (create_home); a password hash set when it differs (never shown)."""
+    directory made when missing (create_home); a password hash set when it differs (never shown).
+    Under check nothing runs: changed says what would (useradd/userdel exit at once, as Ansible's do)."""
     name, state = str(args["name"]), str(args.get("state") or "present")
     values: dict[str, Any] = {"name": name, "state": state}
     entry = await _entry(sh, "passwd", name)
@@ -355,6 +398,8 @@ async def user(args: Mapping[str, Any], sh: HostShell) -> Done:
             return Done(command=f"getent passwd {name}", message=f"user {name} absent", values=values)
         force, remove = bool(args.get("force", False)), bool(args.get("remove", False))
         argv = ["userdel", *(["-f"] if force else []), *(["-r"] if remove else []), name]
+        if check:
+            return Done(changed=True, command=shlex.join(argv), message=f"would run {shlex.join(argv)}")
         result = await sh.run(argv)
         values.update(force=force, remove=remove)
         if not result.ok:
@@ -370,6 +415,8 @@ async def user(args: Mapping[str, Any], sh: HostShell) -> Done:
     append = bool(args.get("append", False))
     argv: list[str] = []
     set_password = False
+    if entry is None and check:
+        return Done(changed=True, command=f"useradd {name}", message=f"would add user {name}")
     if entry is None:
         argv = ["useradd", *(["-u", uid] if uid else [])]
         if primary is not None:
@@ -418,11 +465,11 @@ async def user(args: Mapping[str, Any], sh: HostShell) -> Done:
             set_password = shadow is None or shadow[1].lstrip("!") != password.lstrip("!")
         argv = argv if len(argv) > 1 else []
         values.update(append=append, move_home=bool(args.get("move_home", False)))
-    if argv:
+    if argv and not check:
         result = await sh.run([*argv, name])
         if not result.ok:
             return Done(failed=True, message=why(result), command=shlex.join([*argv, name]), values=values)
-    if set_password:
+    if set_password and not check:
         await _set_password(sh, name, password or "")
     changed = bool(argv) or set_password
     entry = await _entry(sh, "passwd", name)
@@ -434,10 +481,13 @@ async def user(args: Mapping[str, Any], sh: HostShell) -> Done:
     if password is not None:
         values["password"] = NOT_LOGGING_PASSWORD
     if create_home and not await sh.exists(entry[5]):
-        await _create_home(sh, entry[5], entry[2], entry[3])
+        if not check:
+            await _create_home(sh, entry[5], entry[2], entry[3])
         changed = True
     done = shlex.join([*argv, name]) if argv else f"user {name} present"
-    return Done(changed=changed, command=done, message=done + (" (password set)" if set_password else ""),
+    said = ("would run " if check and argv else "") + done + \
+        ((" (password would be set)" if check else " (password set)") if set_password else "")
+    return Done(changed=changed, command=done, message=said,
                 values=values)
 
 
@@ -493,10 +543,11 @@ async def _now(sh: HostShell) -> float:
     return float(got.strip())
 
 
-async def apt(args: Mapping[str, Any], sh: HostShell) -> Done:
+async def apt(args: Mapping[str, Any], sh: HostShell, check: bool = False) -> Done:
     """Ansible's apt: apt-get update when asked (and the lists are older than cache_valid_time), then
     install (present: when missing; latest: when the candidate differs) or remove what needs it, with
-    dpkg-query and apt-get; `deb`: dpkg -i unless that version is installed."""
+    dpkg-query and apt-get; `deb`: dpkg -i unless that version is installed. Under check neither apt-get nor
+    dpkg runs: stale lists count as updated, and changed says a package would be installed or removed."""
     state = str(args.get("state") or "present")
     values: dict[str, Any] = {}
     packages = _package_names(args.get("name")) if args.get("name") is not None else []
@@ -504,20 +555,23 @@ async def apt(args: Mapping[str, Any], sh: HostShell) -> Done:
     if args.get("update_cache") or args.get("cache_valid_time"):
         mtime = await _cache_time(sh)
         valid = whole(args, "cache_valid_time") or 0
-        if mtime + valid < await _now(sh):
+        stale = mtime + valid < await _now(sh)
+        if stale and not check:
             updated = await _apt(sh, ["apt-get", "update"])
             if not updated.ok:
                 return Done(failed=True, command="apt-get update", values=values,
                             message=f"Failed to update apt cache: {why(updated)}")
         after = await _cache_time(sh)
-        values.update(cache_updated=after != mtime, cache_update_time=int(after))
+        updated_now = after != mtime or (check and stale)  # as Ansible's: under check, stale lists count as updated
+        values.update(cache_updated=updated_now, cache_update_time=int(after))
         if not packages and deb is None:
-            return Done(changed=after != mtime, command="apt-get update", values=values,
-                        message="cache updated" if after != mtime else "cache valid")
+            return Done(changed=updated_now, command="apt-get update", values=values,
+                        message="cache valid" if not updated_now else "cache would be updated" if check else
+                        "cache updated")
     if deb is not None:
         if state != "present":
             return Done(failed=True, command=f"apt deb={deb}", message="deb only supports state=present")
-        return await _install_deb(sh, deb, values)
+        return await _install_deb(sh, deb, values, check)
     for spec in packages:
         if spec.count("=") > 1:
             return Done(failed=True, command=f"apt {spec}", message=f"invalid package spec: {spec}")
@@ -546,19 +600,21 @@ async def apt(args: Mapping[str, Any], sh: HostShell) -> Done:
                 *(["-o", f"APT::Install-Recommends={'yes' if recommends else 'no'}"] if recommends is not None else [])]
         if not wanted:
             argv = []
+    if argv and check:
+        return Done(changed=True, command=shlex.join(argv), values=values, message=f"would run {shlex.join(argv)}")
     if argv:
         done = await _apt(sh, argv)
         if not done.ok:
             return Done(failed=True, command=shlex.join(argv), message=f"'{shlex.join(argv)}' failed: {why(done)}",
                         values={**values, "stdout": done.stdout})
         values["stdout"] = done.stdout
-    if state != "absent" and packages:  # as Ansible: what was asked for is marked manually installed
+    if state != "absent" and packages and not check:  # as Ansible: what was asked for is marked manually installed
         await sh.must(["apt-mark", "manual", *[p.name for p in found]])
     command = shlex.join(argv) if argv else f"apt {' '.join(packages)} {state}"
     return Done(changed=bool(argv), command=command, values=values, message=command)
 
 
-async def _install_deb(sh: HostShell, deb: str, values: dict[str, Any]) -> Done:
+async def _install_deb(sh: HostShell, deb: str, values: dict[str, Any], check: bool = False) -> Done:
     if "://" in deb:
         raise SystemFailure(f"deb {deb}: only a .deb file on the host is installed natively (not a URL)")
     fields = await sh.must(["dpkg-deb", "-f", deb, "Package", "Version"], what=f"read {deb}")
@@ -567,6 +623,8 @@ async def _install_deb(sh: HostShell, deb: str, values: dict[str, Any]) -> Done:
     if package.installed is not None and package.installed == info.get("Version"):
         return Done(command=f"dpkg -i {deb}", values=values, message=f"{package.name} {package.installed} installed")
     argv = ["dpkg", *_DPKG_OPTIONS, "-i", deb]
+    if check:
+        return Done(changed=True, command=shlex.join(argv), values=values, message=f"would run {shlex.join(argv)}")
     done = await _apt(sh, argv)
     if not done.ok:
         return Done(failed=True, command=shlex.join(argv), message=f"{shlex.join(argv)} failed: {why(done)}",
