@@ -81,6 +81,7 @@ class OpsConsoleApp(App[int]):
         self.log_wrap = False  # the event log's and result views' wrap: the operator's last choice sticks
         self._last_pane = "fleet"  # the pane whose selection the keys act on while a line or dialog has focus
         self.exit_summary: list[str] = []  # what quitting stopped and left; printed once the terminal is back
+        self._footer_shown: tuple[object, ...] | None = None  # the keys the main screen's footer was last given
         self.set_keymap(engine.config.keymap)
 
     # -- layout ------------------------------------------------------------
@@ -114,6 +115,7 @@ class OpsConsoleApp(App[int]):
                         severity="warning", timeout=10)
         for notice in self.engine.startup_notices():
             self.notify(notice, title="left unfinished", severity="warning", timeout=30)
+        self.screen.bindings_updated_signal.subscribe(self, self._bindings_published)
         self.set_interval(self.flush_seconds, self.flush)
         self.pane("fleet").focus_main()
         self._show_scope()
@@ -278,8 +280,16 @@ class OpsConsoleApp(App[int]):
 
     def _refresh_footer(self) -> None:
         """The footer follows the focused pane and its selection (see check_action)."""
+        # Only when what it would show differs from what it shows: a refresh makes the Footer re-create its
+        # keys, and the layout pass that follows repaints the screen; on every cursor move that was a frame
+        # of 40+ ms under an event flood, which the next key press waited behind (issue 18).
         if not self._engine_closed and len(self.screen_stack) == 1:  # not while closing: no screen is left
-            self.refresh_bindings()
+            if _footer_keys(self.screen) != self._footer_shown:
+                self.refresh_bindings()
+
+    def _bindings_published(self, screen: Screen[object]) -> None:
+        # Every refresh of the main screen's bindings (ours, and Textual's on focus changes) passes here.
+        self._footer_shown = _footer_keys(screen)
 
     def _with_app(self, template: str) -> None:
         app = self.selected_app()
@@ -527,6 +537,12 @@ class OpsConsoleApp(App[int]):
                 continue
             yield SystemCommand(f":{cls.usage}", cls.summary,
                                 lambda verb=cls.verb: self.action_command_line(f"{verb} "))
+
+
+def _footer_keys(screen: Screen[object]) -> tuple[object, ...]:
+    """What a Footer on `screen` shows: each active key's binding, whether it is enabled, and its tooltip."""
+    return tuple((key, binding, enabled, tooltip) for key, (_node, binding, enabled, tooltip)
+                 in screen.active_bindings.items())
 
 
 def run_console(engine: "Engine") -> int:
