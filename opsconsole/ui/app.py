@@ -54,6 +54,7 @@ PANES = ("fleet", "builds", "heartbeat", "canary")
 PANE_ACTIONS = frozenset(s.action.split("(")[0] for s in KEYS if s.scope == "app" and s.id not in ("help", "quit"))
 FLUSH_SECONDS = 0.05  # events reach the screen at most this late; also bounds redraws to 20/s
 STOPPED = ("aborted", "interrupted")  # how a command stopped by `abort` or a quit ends
+GC_YOUNG_OBJECTS = 10_000  # the console's young-generation GC threshold (see on_mount)
 EVENT_LINES = 5000  # the event log (`l`) keeps this many lines, a ring: memory stays flat under any flood
 # The dialog's action button; any other verb is title-cased.
 ACTION_LABELS = {"roll resume": "Resume", "lock release": "Release", "cancel": "Cancel build"}
@@ -81,6 +82,7 @@ class OpsConsoleApp(App[int]):
         self.log_wrap = False  # the event log's and result views' wrap: the operator's last choice sticks
         self._last_pane = "fleet"  # the pane whose selection the keys act on while a line or dialog has focus
         self.exit_summary: list[str] = []  # what quitting stopped and left; printed once the terminal is back
+        self._footer_shown: tuple[object, ...] | None = None  # the keys the main screen's footer was last given
         self.set_keymap(engine.config.keymap)
 
     # -- layout ------------------------------------------------------------
@@ -114,6 +116,7 @@ class OpsConsoleApp(App[int]):
                         severity="warning", timeout=10)
         for notice in self.engine.startup_notices():
             self.notify(notice, title="left unfinished", severity="warning", timeout=30)
+        self.screen.bindings_updated_signal.subscribe(self, self._bindings_published)
         self.set_interval(self.flush_seconds, self.flush)
         self.pane("fleet").focus_main()
         self._show_scope()
@@ -123,6 +126,12 @@ class OpsConsoleApp(App[int]):
             # Safe: a frozen object is still freed by reference counting when dropped; only a cycle among
             # start-up objects would stay, a fixed amount, and whatever is made after the freeze is collected.
             self.call_after_refresh(gc.freeze)
+            # Young collections after this many new objects, not 700: in bench_ui's 200 presses under the flood
+            # the default ran ~6,700 young, ~600 middle (10 ms each) and, as they promoted short-lived render
+            # objects, ~55 full collections (~100 ms each, up to 250): stalls a key press landed behind (issue
+            # 18). Fewer, larger young collections let those objects die by reference counting first (80 young,
+            # 7 middle, no full one); a cycle still goes at the next young collection, so memory stays flat.
+            gc.set_threshold(GC_YOUNG_OBJECTS, *gc.get_threshold()[1:])
         # What always runs (heartbeat, pollers, proxy watch) was chosen by whoever opened the engine.
         await self.engine.start()
 
@@ -278,8 +287,16 @@ class OpsConsoleApp(App[int]):
 
     def _refresh_footer(self) -> None:
         """The footer follows the focused pane and its selection (see check_action)."""
+        # Only when what it would show differs from what it shows: a refresh makes the Footer re-create its
+        # keys, and the layout pass that follows repaints the screen; on every cursor move that was a frame
+        # of 40+ ms under an event flood, which the next key press waited behind (issue 18).
         if not self._engine_closed and len(self.screen_stack) == 1:  # not while closing: no screen is left
-            self.refresh_bindings()
+            if _footer_keys(self.screen) != self._footer_shown:
+                self.refresh_bindings()
+
+    def _bindings_published(self, screen: Screen[object]) -> None:
+        # Every refresh of the main screen's bindings (ours, and Textual's on focus changes) passes here.
+        self._footer_shown = _footer_keys(screen)
 
     def _with_app(self, template: str) -> None:
         app = self.selected_app()
@@ -527,6 +544,12 @@ class OpsConsoleApp(App[int]):
                 continue
             yield SystemCommand(f":{cls.usage}", cls.summary,
                                 lambda verb=cls.verb: self.action_command_line(f"{verb} "))
+
+
+def _footer_keys(screen: Screen[object]) -> tuple[object, ...]:
+    """What a Footer on `screen` shows: each active key's binding, whether it is enabled, and its tooltip."""
+    return tuple((key, binding, enabled, tooltip) for key, (_node, binding, enabled, tooltip)
+                 in screen.active_bindings.items())
 
 
 def run_console(engine: "Engine") -> int:

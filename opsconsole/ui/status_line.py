@@ -67,4 +67,6 @@ class StatusLine(Static):
             line.append("  ")
         text, level = self.last
         line.append(text, style=styles.get(level, ""))
-        self.update(line)
+        # No layout pass: the line is one row high and as wide as the screen whatever it says (themes CSS), and
+        # a layout re-arranges the whole screen; this runs on every cursor move (the scope follows the row).
+        self.update(line, layout=False)

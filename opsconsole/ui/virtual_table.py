@@ -12,7 +12,7 @@ This leans on DataTable internals, named here so a Textual upgrade that moves
 them shows up in tests/test_ui_fleet_scale.py: `_update_count` (the key of its
 render caches), `_update_dimensions` (the measuring pass on new rows) and the
 row registry `set_rows` fills (`_row_locations`, `_data`, `rows`); its render caches
-(`_line_cache`, `_row_render_cache`, `_cell_render_cache`) are only resized.
+(`_line_cache`, `_row_render_cache`, `_cell_render_cache`, `_row_renderable_cache`) are only resized.
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ class VirtualTable(RowTable):
         self._line_cache = LRUCache(RENDER_CACHE_LINES)
         self._row_render_cache = LRUCache(RENDER_CACHE_LINES)
         self._cell_render_cache = LRUCache(RENDER_CACHE_LINES * 10)
+        # Its row renderables too (keyed on `_update_count` as well): 1,000 by default, each a row's Text cells,
+        # ~20,000 dead objects for every full collection to walk, the stall a key press could land behind.
+        self._row_renderable_cache = LRUCache(RENDER_CACHE_LINES)
 
     def set_rows(self, keys: Iterable[str]) -> None:
         """Replace every row by one per key, in this order; no cell is made here.
