@@ -33,7 +33,7 @@ from opsconsole.rollouts.runner import NoTraffic, RolloutRunner, TrafficControl
 
 
 # Seconds between a rollout gate's probes of one host (see Rollouts.gate).
-GATE_PACE = 0.1
+GATE_PACE = 0.05
 
 
 class Releases:
