@@ -18,8 +18,13 @@ demo: $(STAMP)
 demo-stop: $(STAMP)
 	scripts/demo-stop
 
+# Two phases: everything but the load tests on both cores (pytest-xdist; tests/conftest.py keeps each
+# module, and all SSH-lab tests, on one worker), then the load tests alone. Exit 5 is "nothing selected".
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest --durations=30 $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n 2 --dist loadgroup -m "not exclusive" --durations=30 $(PYTEST_ARGS); a=$$?; \
+	$(VENV)/bin/python -m pytest -m exclusive --durations=10 $(PYTEST_ARGS); b=$$?; \
+	echo "make test: parallel phase exit $$a, exclusive phase exit $$b"; \
+	{ [ $$a -eq 0 ] || [ $$a -eq 5 ]; } && { [ $$b -eq 0 ] || [ $$b -eq 5 ]; } && [ $$a -ne 5 -o $$b -ne 5 ]
 
 check: $(STAMP)
 	$(VENV)/bin/opsconsole --config config.example.yaml --check

@@ -114,6 +114,9 @@ def process_gone(pid: int, within: float = 3.0) -> bool:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     # The install test's wheel and venv take ~40 s to build: start now, beside the other tests.
+    # Not in a pytest-xdist worker (each collects every test): there the other worker runs beside the build.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     if any(item.nodeid.startswith("tests/test_install.py") for item in session.items):
         from tests import install_build
 
@@ -124,3 +127,20 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     from tests import install_build
 
     install_build.finish(config)
+
+
+# Load and timing tests that need the machine to themselves: `make test` runs them after the parallel phase.
+EXCLUSIVE_MODULES = ("test_proxy_overload", "test_traffic_contract", "test_zero_drop", "test_canary_console")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by marker and before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from tests.lab.fixtures import uses_lab
+
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if getattr(item, "module", None) else item.nodeid
+        if module in EXCLUSIVE_MODULES:
+            item.add_marker(pytest.mark.exclusive)
+        # One worker per module (its module fixtures are built once) and one for the SSH lab (one lab per
+        # machine: its lock is held by the process that built it).
+        item.add_marker(pytest.mark.xdist_group("lab" if uses_lab(item) else module))

@@ -28,7 +28,7 @@ __all__ = ["lab", "fleet_lab", "lab_unavailable", "skip_or_fail", "pytest_runtes
 LAB_FIXTURES = ("lab", "fleet_lab")  # a test using any of these needs the machine-wide lab lock
 
 
-def _uses_lab(item: pytest.Item) -> bool:
+def uses_lab(item: pytest.Item) -> bool:
     return any(name in getattr(item, "fixturenames", ()) for name in LAB_FIXTURES)
 
 
@@ -76,7 +76,11 @@ def _take_lab_lock():  # type: ignore[no-untyped-def]
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection: only a run that keeps a lab test waits for the lab
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     # Wait for the lab here, before any test's timeout runs, rather than inside the first lab test's setup.
-    if any(_uses_lab(item) for item in items) and lab_unavailable() is None:
+    # Not in a pytest-xdist worker: every worker collects every test, and only the one given the lab's
+    # group may hold the lock (the lab fixture takes it there).
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    if any(uses_lab(item) for item in items) and lab_unavailable() is None:
         _take_lab_lock()
 
 
@@ -121,7 +125,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     outcome = yield
     report = outcome.get_result()
     # A skip raised anywhere in a lab test (importorskip, a missing tool) must not turn CI green.
-    if report.skipped and _ci() and _uses_lab(item) and not hasattr(report, "wasxfail"):
+    if report.skipped and _ci() and uses_lab(item) and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"lab test skipped under CI=true: {reason}"
