@@ -51,3 +51,27 @@ def test_listening_test_sees_a_listening_port_and_not_a_closed_one() -> None:
     assert _sh(listening_test(port)) == 0
     server.close()
     assert _sh(listening_test(port)) == 1
+
+
+def test_alive_reads_a_process_whose_name_holds_spaces_and_a_parenthesis() -> None:
+    """/proc/PID/stat's second field is the command name in parentheses, and a process may name itself
+    anything: counted by spaces from the start, `x) y z` shifted the state and session fields."""
+    import sys
+
+    named = subprocess.Popen([sys.executable, "-c",
+                              "open('/proc/self/comm', 'w').write('x) y z'); print('named', flush=True); "
+                              "import time; time.sleep(30)"],
+                             start_new_session=True, stdout=subprocess.PIPE, text=True)
+    try:
+        assert named.stdout is not None and named.stdout.readline() == "named\n"
+        with open(f"/proc/{named.pid}/stat") as f:
+            assert "(x) y z)" in f.read()
+        assert _alive(named.pid) and _alive(named.pid, session_leader=False)
+        named.kill()
+        deadline = time.monotonic() + 5
+        while _alive(named.pid, session_leader=False):  # a zombie now: not alive, whatever its name
+            assert time.monotonic() < deadline, "a zombie with a spaced name looked alive"
+            time.sleep(0.02)
+    finally:
+        named.kill()
+        named.wait()
