@@ -211,7 +211,9 @@ class ClientConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         # The client reads slower than we write: stop reading its answer (and its next requests) until it
         # catches up, so what we buffer for it stays bounded. `sweep` drops a client stuck here too long.
-        self.write_paused = self.fe.now or 1e-9
+        # The loop's own clock, not the sweeper's: that one may be a sweep period old, and the client would
+        # then be dropped that much before client_idle. (This runs once per stall, not per request.)
+        self.write_paused = self.fe.loop_time()
         self.pause("writing")
         conn = self._answering()
         if conn is not None:
