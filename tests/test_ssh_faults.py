@@ -10,16 +10,9 @@ from opsconsole.transport.base import TransportError
 from opsconsole.transport.pool import SshPool
 from opsconsole.transport.ssh import SshTransport
 from tests.lab import Lab
-from tests.lab.inventory import lab_host, ssh_options
+from tests.lab.inventory import lab_host
 
 pytest_plugins = ["tests.lab.fixtures"]
-
-
-@pytest.fixture
-async def pool(lab: Lab):
-    p = SshPool(ssh_options(lab))
-    yield p
-    await p.close()
 
 
 async def play(transport: SshTransport, tasks: int, after_first: asyncio.Event | None = None) -> str:

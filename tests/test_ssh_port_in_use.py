@@ -13,20 +13,13 @@ from opsconsole.transport.pool import SshPool
 from opsconsole.transport.ports import PortInUse
 from opsconsole.transport.ssh import SshTransport
 from tests.lab import Lab
-from tests.lab.inventory import lab_host, ssh_options
+from tests.lab.inventory import lab_host
 
 pytest_plugins = ["tests.lab.fixtures"]
 
 # The other program: binds port 0 on every address of the host, says which port it got, and holds it.
 HOLDER = ("exec python3 -c 'import socket, time; s = socket.socket(); s.bind((\"0.0.0.0\", 0)); s.listen(); "
           "print(\"PORT\", s.getsockname()[1], flush=True); time.sleep(600)'")
-
-
-@pytest.fixture
-async def pool(lab: Lab):
-    p = SshPool(ssh_options(lab))
-    yield p
-    await p.close()
 
 
 async def test_ssh_start_refuses_a_port_another_program_holds(lab: Lab, pool: SshPool) -> None:

@@ -12,19 +12,13 @@ import pytest
 from opsconsole.playbook.modules import SERVICE, ModuleContext, run_module
 from opsconsole.playbook.templating import Templar
 from opsconsole.transport.pool import SshPool
+from opsconsole.transport.ports import PortInUse
 from opsconsole.transport.ssh import SshTransport
 from tests.lab import Lab
-from tests.lab.inventory import lab_host, ssh_options
+from tests.lab.inventory import lab_host
 from tests.test_ssh_port_in_use import HOLDER
 
 pytest_plugins = ["tests.lab.fixtures"]
-
-
-@pytest.fixture
-async def pool(lab: Lab):
-    p = SshPool(ssh_options(lab))
-    yield p
-    await p.close()
 
 
 async def _held_port(lab: Lab, app1: SshTransport, name: str) -> int:
@@ -62,3 +56,43 @@ async def test_service_restart_over_ssh_says_it_listens(lab: Lab, pool: SshPool,
         assert await app1.port_open(port) is True
     finally:
         await app1.stop_service("web")
+
+
+async def test_restart_is_one_command_that_frees_its_own_port_first(lab: Lab, pool: SshPool) -> None:
+    """A restart stops the old process and starts the new in one command on the host (at a hundred hosts each
+    command is a fork of sshd and a shell there); the old process's port is free by the time the new one's
+    port check runs, and a port another program holds is still refused by name."""
+    app1 = SshTransport(lab_host(lab, "app-1"), pool)
+    port = await _held_port(lab, app1, "probe-port")
+    await app1.stop_service("probe-port")
+    serve = f"exec python3 -m http.server {port}"
+    commands: list[str] = []
+    real_sh = app1._sh
+
+    async def counting_sh(script: str, **kw):  # type: ignore[no-untyped-def]
+        commands.append(script)
+        return await real_sh(script, **kw)
+
+    app1._sh = counting_sh  # type: ignore[method-assign]
+    try:
+        first = await app1.restart_service("web", serve, port=port)  # nothing ran: a start
+        assert len(commands) == 1 and await app1.service_pid("web") == first
+        deadline = time.monotonic() + 20
+        while not await app1.port_open(port):
+            assert time.monotonic() < deadline, "the first web server never listened"
+            await asyncio.sleep(0.05)
+        commands.clear()
+        second = await app1.restart_service("web", serve, port=port)  # its own port: no PortInUse
+        assert len(commands) == 1, f"{len(commands)} commands for one restart"
+        assert second != first and await app1.service_pid("web") == second
+        assert not Path(f"/proc/{first}").exists() or "zombie" in Path(f"/proc/{first}/status").read_text()
+    finally:
+        app1._sh = real_sh  # type: ignore[method-assign]
+        await app1.stop_service("web")
+    other = await _held_port(lab, app1, "holder")
+    try:
+        with pytest.raises(PortInUse):
+            await app1.restart_service("web", f"exec python3 -m http.server {other}", port=other)
+        assert await app1.service_pid("web") is None
+    finally:
+        await app1.stop_service("holder")

@@ -21,13 +21,6 @@ pytest_plugins = ["tests.lab.fixtures"]
 
 
 @pytest.fixture
-async def pool(lab: Lab):
-    p = SshPool(ssh_options(lab))
-    yield p
-    await p.close()
-
-
-@pytest.fixture
 def app1(lab: Lab, pool: SshPool) -> SshTransport:
     return SshTransport(lab_host(lab, "app-1"), pool)
 

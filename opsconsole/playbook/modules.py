@@ -382,14 +382,15 @@ async def _service(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
         raise ModuleFailure(f"service {name}: state {state} needs a command (it rendered empty)")
     env = {str(k): str(v) for k, v in (args.get("env") or {}).items()}
     port = _service_port(name, args.get("port"))
-    if state == "restarted":
-        await t.stop_service(name)  # nothing to stop is no error: one command, not a look first
+    cwd = _opt_str(args.get("chdir"))
+    # With `port`, a port another program holds is refused here by name (PortInUse), before the start.
+    if state == "restarted":  # nothing to stop is no error: one command, not a look first
+        pid = await t.restart_service(name, command, cwd=cwd, env=env, port=port)
     else:
         running = await t.service_pid(name)
         if running is not None:
             return Outcome(changed=False, command=command, message=f"{name} already running (pid {running})")
-    # With `port`, a port another program holds is refused here by name (PortInUse), before the start.
-    pid = await t.start_service(name, command, cwd=_opt_str(args.get("chdir")), env=env, port=port)
+        pid = await t.start_service(name, command, cwd=cwd, env=env, port=port)
     # A service that dies at once (bad command, port taken) fails here, with its log, not at a later health check.
     # One that listens on its port is up: no need to wait out the 0.2 s that tell a quick death.
     if port is not None and await _listens_soon(t, pid, port):

@@ -95,6 +95,15 @@ class Transport(abc.ABC):
     async def stop_service(self, name: str, timeout: float = 10.0) -> bool:
         """Stop the service (TERM, then KILL after `timeout`). Returns True if it was running."""
 
+    async def restart_service(
+        self, name: str, command: str, *, cwd: str | None = None, env: dict[str, str] | None = None,
+        port: int | None = None, timeout: float = 10.0,
+    ) -> int:
+        """Stop the service as stop_service does (nothing running is no error), then start it as start_service
+        does; returns the new pid. A transport that pays per command (SSH) does both in one."""
+        await self.stop_service(name, timeout)
+        return await self.start_service(name, command, cwd=cwd, env=env, port=port)
+
     @abc.abstractmethod
     async def service_pid(self, name: str) -> int | None:
         """The pid of the running service, or None if it does not run."""

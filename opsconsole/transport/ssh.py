@@ -268,14 +268,26 @@ class SshTransport(Transport):
         self, name: str, command: str, *, cwd: str | None = None, env: dict[str, str] | None = None,
         port: int | None = None,
     ) -> int:
+        result = await self._sh(f"{_ALIVE}\n" + self._start_script(name, command, cwd, env, port))
+        return self._started(name, port, result)
+
+    async def restart_service(
+        self, name: str, command: str, *, cwd: str | None = None, env: dict[str, str] | None = None,
+        port: int | None = None, timeout: float = 10.0,
+    ) -> int:
+        # One command for both: at a hundred hosts every command is a fork of sshd and a shell on the host.
+        script = f"{_ALIVE}\n" + self._stop_script(name, timeout) + self._start_script(name, command, cwd, env, port)
+        return self._started(name, port, await self._sh(script, timeout=timeout + 30))
+
+    def _start_script(self, name: str, command: str, cwd: str | None, env: dict[str, str] | None,
+                      port: int | None) -> str:
         pid_file, log_file = self._service_paths(name)
         q = shlex.quote
         exports = "".join(f"export {k}={q(str(v))}; " for k, v in (env or {}).items() if _ENV_NAME.match(k))
         workdir = self.path(cwd) if cwd else self.root
         # setsid: the service leads its own session, so stop_service can kill its whole group
         # and it survives this SSH channel closing.
-        script = (
-            f"{_ALIVE}\n"
+        return (
             f"mkdir -p {q(self.path('run'))} {q(self.path('log'))} || exit 1\n"
             f'if [ -f {q(pid_file)} ] && pid=$(cat {q(pid_file)}) && alive "$pid"; then echo "$pid"; exit 0; fi\n'
             + (check_port_script(port) if port is not None else "")
@@ -284,7 +296,8 @@ class SshTransport(Transport):
             f"setsid /bin/sh -c {q(command)} </dev/null >>{q(log_file)} 2>&1 &\n"
             f"echo $! > {q(pid_file)}.tmp && mv {q(pid_file)}.tmp {q(pid_file)} && echo $!\n"
         )
-        result = await self._sh(script)
+
+    def _started(self, name: str, port: int | None, result: CommandResult) -> int:
         if port is not None and result.rc == PORT_IN_USE_RC:
             raise PortInUse(self.host.name, self.host.address, name, port, holder_from(result.stdout))
         if not result.ok or not result.stdout.strip().isdigit():
@@ -292,20 +305,26 @@ class SshTransport(Transport):
                                  f"{' | '.join(result.tail[-3:])}")
         return int(result.stdout.strip().splitlines()[-1])
 
-    async def stop_service(self, name: str, timeout: float = 10.0) -> bool:
+    def _stop_script(self, name: str, timeout: float) -> str:
+        """Shell lines that stop the service if it runs (TERM to its group, KILL after `timeout`) and leave
+        `$stopped` 0 if it ran, 3 if not. No exit: a restart goes on to the start."""
         pid_file, _ = self._service_paths(name)
         q = shlex.quote
         steps = max(1, int(timeout * 50))  # polled every 20 ms: a restart waits for the exit, not a tick
-        script = (
-            f"{_ALIVE}\n"
-            f'[ -f {q(pid_file)} ] && pid=$(cat {q(pid_file)}) || exit 3\n'
-            f'alive "$pid" || {{ rm -f {q(pid_file)}; exit 3; }}\n'
-            f'kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid"\n'
-            f'i=0; while alive "$pid" && [ $i -lt {steps} ]; do sleep 0.02; i=$((i+1)); done\n'
-            f'alive "$pid" && kill -KILL "-$pid" 2>/dev/null\n'
-            f"rm -f {q(pid_file)}; exit 0\n"
+        return (
+            "stopped=3\n"
+            f'if [ -f {q(pid_file)} ] && pid=$(cat {q(pid_file)}) && alive "$pid"; then\n'
+            f'  kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid"\n'
+            f'  i=0; while alive "$pid" && [ $i -lt {steps} ]; do sleep 0.02; i=$((i+1)); done\n'
+            f'  alive "$pid" && kill -KILL "-$pid" 2>/dev/null\n'
+            "  stopped=0\n"
+            "fi\n"
+            f"rm -f {q(pid_file)}\n"
         )
-        result = await self._sh(script, timeout=timeout + 30)
+
+    async def stop_service(self, name: str, timeout: float = 10.0) -> bool:
+        result = await self._sh(f"{_ALIVE}\n" + self._stop_script(name, timeout) + "exit $stopped\n",
+                                timeout=timeout + 30)
         if result.rc not in (0, 3):
             raise TransportError(f"{self.host.name}: could not stop {name}: {result.describe()}")
         return result.rc == 0

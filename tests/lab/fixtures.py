@@ -22,7 +22,7 @@ import pytest
 
 from .lab import Lab, LabConfig
 
-__all__ = ["lab", "fleet_lab", "lab_unavailable", "skip_or_fail", "pytest_runtest_makereport", "pytest_collection_modifyitems"]
+__all__ = ["lab", "fleet_lab", "pool", "lab_unavailable", "skip_or_fail", "pytest_runtest_makereport", "pytest_collection_modifyitems"]
 
 
 LAB_FIXTURES = ("lab", "fleet_lab")  # a test using any of these needs the machine-wide lab lock
@@ -87,6 +87,16 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
     yield from _lab_up(LabConfig.from_env())
+
+
+@pytest.fixture
+async def pool(lab: Lab):  # type: ignore[no-untyped-def]
+    """An SshPool to the session's lab (its options: the jump host, the lab's known_hosts and key), closed after."""
+    from opsconsole.transport.pool import SshPool
+    from .inventory import ssh_options
+    p = SshPool(ssh_options(lab))
+    yield p
+    await p.close()
 
 
 FLEET_LAB_APPS = int(os.environ.get("OPSCONSOLE_FLEET_LAB_APPS", "20"))
