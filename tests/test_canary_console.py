@@ -13,6 +13,8 @@ from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from tests.conftest import commit_file, kill_services, write_config
 from tests.loadgen import Load
+from tests.loadwrk import start_wrk
+from tests.test_proxy_overload import need
 from tests.test_zero_drop import TOKEN, start_proxy, stop, wait_serving
 
 
@@ -114,6 +116,42 @@ async def test_deploying_a_new_canary_under_traffic_drops_nothing_and_latches_no
     state = await engine.traffic.driver().app("itrust")
     assert state.alert is None, state.alert
     assert state.pools["canary"].effective_weight == 30 and result.versions.get(sha[:7], 0) > 0
+
+
+async def test_deploying_a_new_canary_under_200_clients_fails_no_request(canary_fleet, tmp_path: Path) -> None:
+    """The same deploy under the load a real site sees: 200 keep-alive clients (wrk) against the demo app's
+    stdlib servers (listen backlog 5). Not one request may fail while the canary is drained, restarted on
+    the new release and put back, and the canary alert must not latch."""
+    need("wrk")
+    engine, url = canary_fleet
+    assert (await engine.execute(engine.parse("canary itrust weight 30"))).ok
+    sha = commit_file(tmp_path / "repo", "message.txt", "canary three\n", "canary three")
+    driver = engine.traffic.driver()
+
+    async def canary_requests() -> int:
+        state = await driver.app("itrust")
+        return sum(m.counters.requests for m in state.pools["canary"].members)
+
+    async def until_canary_served_more_than(count: int, what: str) -> None:
+        deadline = time.monotonic() + 15
+        while await canary_requests() <= count:
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.05)
+
+    run = start_wrk(url, 20, 200)  # long enough for the deploy and traffic after it; wait() returns at its end
+    try:
+        await until_canary_served_more_than(await canary_requests(), "the canary serving under 200 clients")
+        deployed = await engine.execute(engine.parse("canary itrust deploy"))
+        assert deployed.ok, deployed.message
+        assert engine.views["itrust-canary-1"].version == sha[:7]
+        await until_canary_served_more_than(await canary_requests() + 100, "the new canary back in rotation")
+        assert run.proc.poll() is None, "wrk ended before the deploy was over: the load did not cover it"
+    finally:
+        result = await asyncio.to_thread(run.wait)
+    assert result.failed == 0 and result.requests > 1000, result.summary()
+    state = await driver.app("itrust")
+    assert state.alert is None, state.alert
+    assert state.pools["canary"].effective_weight == 30
 
 
 async def test_steps_walk_up_while_the_canary_holds(canary_fleet, tmp_path: Path) -> None:
