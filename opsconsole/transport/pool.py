@@ -23,6 +23,7 @@ import asyncssh
 
 from opsconsole.config.model import Config, JumpConfig
 from opsconsole.hostkeys import HostKeyError, diagnose, known_hosts_path, known_keys
+from opsconsole.transport.batched_tcp import BatchedTcp
 from opsconsole.hosts import Host
 from opsconsole.transport.base import TransportError
 
@@ -139,7 +140,7 @@ class SshPool:
                 self._in_flight += 1
                 self.connecting_peak = max(self.connecting_peak, self._in_flight)
                 try:
-                    conn = await asyncssh.connect(host.address, tunnel=tunnel, **kwargs)
+                    conn = await asyncssh.connect(host.address, tunnel=self._direct(tunnel), **kwargs)
                 finally:
                     self._in_flight -= 1
         except asyncssh.HostKeyNotVerifiable:
@@ -208,7 +209,7 @@ class SshPool:
     async def _connect_jump(self, address: str, port: int, tunnel: Any, kwargs: dict[str, Any]
                             ) -> asyncssh.SSHClientConnection:
         try:
-            conn = await asyncssh.connect(address, tunnel=tunnel, **kwargs)
+            conn = await asyncssh.connect(address, tunnel=self._direct(tunnel), **kwargs)
         except asyncssh.HostKeyNotVerifiable:
             presented = await self._presented_key(address, port, tunnel)
             raise HostKeyError(diagnose(address, address, port, self.known_hosts, presented)) from None
@@ -245,6 +246,14 @@ class SshPool:
             self._jump_ptys.append(await jump.create_process("exec cat >/dev/null", term_type="dumb"))
         except (asyncssh.Error, OSError):
             pass  # PermitTTY no: slower, still correct
+
+    def _direct(self, tunnel: Any) -> Any:
+        """A connection straight over TCP (`tunnel` is `()`) gets its writes batched per loop pass (see
+        batched_tcp: the jump connection carries every host's packets). Not with `ssh_config: true`: there
+        asyncssh's own direct connect honours a ProxyCommand in ~/.ssh/config, which a tunnel object would skip."""
+        if isinstance(tunnel, tuple) and not self.options.ssh_config:
+            return BatchedTcp()
+        return tunnel
 
     def _connect_kwargs(self, user: str | None, key: str | None = None) -> dict[str, Any]:
         o = self.options
