@@ -11,8 +11,7 @@ import pytest
 from opsconsole.hosts import Host
 from opsconsole.playbook.loader import load_playbook
 from opsconsole.yamlsource import SourceError
-from test_ansible_names import ansible_playbook
-from test_playbook_keywords import recap
+from local_twin import ansible_run, native_run
 from test_playbooks import Rig, rig  # noqa: F401  (rig is a fixture)
 
 SITE = Path(__file__).resolve().parent / "playbooks" / "unarchive" / "site.yml"
@@ -26,16 +25,12 @@ def tree(root: Path) -> dict[str, tuple[str, str]]:
 
 
 async def native(rig: Rig, root: Path, path: Path = SITE) -> tuple[bool, int]:
-    rig.events.clear()
-    host = Host(name="localhost", group="all", address="127.0.0.1", root=str(root))
-    result = await rig.runner.run(load_playbook(path), [host], extra_vars={"host_root": str(root)})
-    return result.ok, sum(1 for e in rig.finished("localhost") if e.status == "changed")
+    result, changed = await native_run(rig, path, {"host_root": str(root)})
+    return result.ok, changed
 
 
 def ansible(tmp_path: Path, root: Path) -> int:
-    done = ansible_playbook(tmp_path, str(SITE), "-e", f"host_root={root}")
-    assert done.returncode == 0, done.stdout + done.stderr
-    return recap(done.stdout)["changed"]
+    return ansible_run(tmp_path, SITE, {"host_root": str(root)})["changed"]
 
 
 async def test_unarchive_leaves_what_ansible_leaves_and_a_second_run_changes_nothing(rig: Rig, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from opsconsole.hosts import Host
 from opsconsole.playbook.loader import load_playbook
 from opsconsole.yamlsource import SourceError
 from test_ansible_names import ansible_playbook
-from test_playbook_keywords import recap
+from local_twin import recap
 from test_playbooks import Rig, rig  # noqa: F401  (rig is a fixture)
 
 PLAY = """

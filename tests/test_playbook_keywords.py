@@ -6,46 +6,26 @@ a second run changes nothing and fires no handler."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
-from opsconsole.hosts import Host
-from opsconsole.playbook.loader import load_playbook
-from test_ansible_names import ansible_playbook
+from local_twin import ansible_run, native_run, tree
 from test_playbooks import Rig, rig  # noqa: F401  (rig is a fixture)
 
 SITE = Path(__file__).resolve().parent / "playbooks" / "keywords" / "site.yml"
-_RECAP = re.compile(r"^localhost\s*:\s*(.*)$", re.M)
-
-
-def tree(root: Path) -> dict[str, tuple[str, str]]:
-    """Every file and directory under root: relative path -> (octal mode, content)."""
-    return {str(p.relative_to(root)): (oct(p.stat().st_mode & 0o777), p.read_text() if p.is_file() else "/")
-            for p in sorted(root.rglob("*"))}
-
-
-def recap(output: str) -> dict[str, int]:
-    found = _RECAP.findall(output)
-    assert found, output
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", found[-1])}
 
 
 async def native(rig: Rig, root: Path, **kw: object) -> int:
     """Run site.yml natively on one host whose root is `root`; the number of tasks that changed something."""
-    rig.events.clear()
-    host = Host(name="localhost", group="all", address="127.0.0.1", root=str(root))
-    result = await rig.runner.run(load_playbook(SITE), [host], extra_vars={"host_root": str(root)}, **kw)
+    result, changed = await native_run(rig, SITE, {"host_root": str(root)}, **kw)
     assert result.ok, result.failures
-    return sum(1 for e in rig.finished("localhost") if e.status == "changed")
+    return changed
 
 
 def ansible(tmp_path: Path, root: Path, *args: str) -> int:
-    done = ansible_playbook(tmp_path, str(SITE), "-e", f"host_root={root}", *args)
-    assert done.returncode == 0, done.stdout + done.stderr
-    counts = recap(done.stdout)
-    assert counts["failed"] == 0 and counts["rescued"] == 1 and counts["ignored"] == 1, done.stdout
+    counts = ansible_run(tmp_path, SITE, {"host_root": str(root)}, *args)
+    assert counts["failed"] == 0 and counts["rescued"] == 1 and counts["ignored"] == 1, counts
     return counts["changed"]
 
 
@@ -82,8 +62,7 @@ async def test_tags_select_the_same_tasks_as_ansible_playbook(rig: Rig, tmp_path
         d.mkdir(parents=True, mode=0o755)
         d.chmod(0o755)
     args = [*(["--tags", ",".join(tags)] if tags else []), *(["--skip-tags", ",".join(skip)] if skip else [])]
-    done = ansible_playbook(tmp_path, str(SITE), "-e", f"host_root={theirs}", *args)
-    assert done.returncode == 0, done.stdout + done.stderr
+    ansible_run(tmp_path, SITE, {"host_root": str(theirs)}, *args)
     await native(rig, ours, tags=tags or None, skip_tags=skip)
     assert tree(ours) == tree(theirs)
     ran = set(tree(ours))

@@ -10,29 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from opsconsole.hosts import Host
 from opsconsole.playbook import loader
 from opsconsole.playbook.loader import load_playbook
 from opsconsole.yamlsource import SourceError
-from test_ansible_names import ansible_playbook
-from test_playbook_keywords import recap, tree
+from local_twin import ansible_run, native_run, tree
 from test_playbooks import Rig, rig  # noqa: F401  (rig is a fixture)
 
 SITE = Path(__file__).resolve().parent / "playbooks" / "roles" / "site.yml"
 
 
 async def native(rig: Rig, root: Path, **kw: object) -> int:
-    rig.events.clear()
-    host = Host(name="localhost", group="all", address="127.0.0.1", root=str(root))
-    result = await rig.runner.run(load_playbook(SITE), [host], extra_vars={"host_root": str(root)}, **kw)
+    result, changed = await native_run(rig, SITE, {"host_root": str(root)}, **kw)
     assert result.ok, result.failures
-    return sum(1 for e in rig.finished("localhost") if e.status == "changed")
+    return changed
 
 
 def ansible(tmp_path: Path, root: Path, *args: str) -> int:
-    done = ansible_playbook(tmp_path, str(SITE), "-e", f"host_root={root}", *args)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return recap(done.stdout)["changed"]
+    return ansible_run(tmp_path, SITE, {"host_root": str(root)}, *args)["changed"]
 
 
 def test_a_play_with_roles_runs_natively() -> None:

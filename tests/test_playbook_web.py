@@ -13,11 +13,9 @@ from typing import Iterator
 
 import pytest
 
-from opsconsole.hosts import Host
 from opsconsole.playbook.loader import load_playbook
 from opsconsole.yamlsource import SourceError
-from test_ansible_names import ansible_playbook
-from test_playbook_keywords import recap, tree
+from local_twin import ansible_run, native_run, tree
 from test_playbooks import Rig, rig  # noqa: F401  (rig is a fixture)
 
 SITE = Path(__file__).resolve().parent / "playbooks" / "web" / "site.yml"
@@ -67,16 +65,12 @@ def _vars(base: str, root: Path) -> dict[str, str]:
 
 
 async def native(rig: Rig, path: Path, extra: dict[str, str]) -> tuple[bool, int]:
-    rig.events.clear()
-    host = Host(name="localhost", group="all", address="127.0.0.1", root=extra["host_root"])
-    result = await rig.runner.run(load_playbook(path), [host], extra_vars=extra)
-    return result.ok, sum(1 for e in rig.finished("localhost") if e.status == "changed")
+    result, changed = await native_run(rig, path, extra)
+    return result.ok, changed
 
 
 def ansible(tmp_path: Path, extra: dict[str, str]) -> int:
-    done = ansible_playbook(tmp_path, str(SITE), "-e", json.dumps(extra))
-    assert done.returncode == 0, done.stdout + done.stderr
-    return recap(done.stdout)["changed"]
+    return ansible_run(tmp_path, SITE, extra)["changed"]
 
 
 async def test_uri_and_get_url_leave_what_ansible_leaves_and_a_second_run_changes_nothing(
