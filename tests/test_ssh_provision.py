@@ -6,62 +6,46 @@ import asyncio
 from pathlib import Path
 
 import httpx
-import yaml
 
-from opsconsole.events import EventBus, OutputLine, TaskFinished
+from opsconsole.events import OutputLine, TaskFinished
 from opsconsole.playbook.loader import load_playbook
-from opsconsole.playbook.runner import PlaybookRunner
 from opsconsole.transport.pool import SshPool
-from opsconsole.transport.ssh import SshTransport
 from tests.lab import Lab
-from tests.lab.inventory import lab_host, ssh_options
-from tests.lab.miniplay import MiniPlay
+from tests.lab.inventory import lab_host, lab_runner
 
 pytest_plugins = ["tests.lab.fixtures"]
 
 PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
 
 
-def first_play(name: str) -> dict:
-    return yaml.safe_load((PLAYBOOKS / name).read_text())[0]
+async def test_app_server_playbook_prepares_every_app_host(lab: Lab, pool: SshPool) -> None:
+    runner, events = lab_runner(pool)
+    for app in lab.apps:
+        events.clear()
+        host = lab_host(lab, app.name, port=8080)
+        await runner.transport_for(host).run("rm -rf current releases")
+        result = await runner.run(load_playbook(PLAYBOOKS / "app-server.yml"), [host], extra_vars={
+            "service_command": "exec python3 current/app.py --port 8080"})
+        assert result.ok, result.failures
+        files = Path(app.files)
+        assert all((files / d).is_dir() for d in ("releases", "run", "log"))
+        lines = [e.line for e in events if isinstance(e, OutputLine)]
+        assert any(f"{app.name} ready under /srv/opsconsole (Python 3" in line for line in lines), lines
+        statuses = {e.task: e.status for e in events if isinstance(e, TaskFinished)}
+        assert statuses["run the deployed release"] == "skipped"  # nothing deployed yet: nothing started
+        assert await runner.transport_for(host).service_pid("itrust") is None
 
 
-async def test_app_server_playbook_prepares_every_app_host(lab: Lab) -> None:
-    # The real runner (the playbook uses file, stat and module_defaults, which MiniPlay does not know).
-    pool = SshPool(ssh_options(lab))
-    bus = EventBus()
-    events: list[object] = []
-    bus.subscribe(events.append)
-    transports: dict[str, SshTransport] = {}
-    runner = PlaybookRunner(bus, lambda h: transports.setdefault(h.name, SshTransport(h, pool)))
-    try:
-        for app in lab.apps:
-            events.clear()
-            host = lab_host(lab, app.name, port=8080)
-            await runner.transport_for(host).run("rm -rf current releases")
-            result = await runner.run(load_playbook(PLAYBOOKS / "app-server.yml"), [host], extra_vars={
-                "service_command": "exec python3 current/app.py --port 8080"})
-            assert result.ok, result.failures
-            files = Path(app.files)
-            assert all((files / d).is_dir() for d in ("releases", "run", "log"))
-            lines = [e.line for e in events if isinstance(e, OutputLine)]
-            assert any(f"{app.name} ready under /srv/opsconsole (Python 3" in line for line in lines), lines
-            statuses = {e.task: e.status for e in events if isinstance(e, TaskFinished)}
-            assert statuses["run the deployed release"] == "skipped"  # nothing deployed yet: nothing started
-            assert await transports[app.name].service_pid("itrust") is None
-    finally:
-        await pool.close()
-
-
-async def test_proxy_host_playbook_and_its_public_leg(lab: Lab) -> None:
-    pool = SshPool(ssh_options(lab))
-    t = SshTransport(lab_host(lab, "proxy"), pool)
+async def test_proxy_host_playbook_and_its_public_leg(lab: Lab, pool: SshPool) -> None:
+    runner, _ = lab_runner(pool)
+    t = runner.transport_for(lab_host(lab, "proxy"))
     backends = [f"{h.address}:8080" for h in lab.apps]
     try:
-        play = MiniPlay(t, {"host_root": t.root, "inventory_hostname": "proxy", "proxy_backends": backends,
-                            # a stand-in for the traffic issue's proxy: serve the backend list on the public leg
-                            "proxy_command": "cd proxy && exec python3 -m http.server 8000 --bind 0.0.0.0"})
-        await play.run(first_play("proxy-host.yml"))
+        result = await runner.run(load_playbook(PLAYBOOKS / "proxy-host.yml"), [t.host], extra_vars={
+            "proxy_backends": backends,
+            # a stand-in for the traffic issue's proxy: serve the backend list on the public leg
+            "proxy_command": "cd proxy && exec python3 -m http.server 8000 --bind 0.0.0.0"})
+        assert result.ok, result.failure_text()
         text = (Path(lab.proxy.files) / "proxy" / "backends.txt").read_text()
         assert [line for line in text.split() if ":8080" in line] == backends
         # The proxy's listen port answers from this (root) namespace, like a public load balancer.
@@ -75,4 +59,3 @@ async def test_proxy_host_playbook_and_its_public_leg(lab: Lab) -> None:
         assert response.status_code == 200 and backends[0] in response.text
     finally:
         await t.stop_service("proxy")
-        await pool.close()

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
+from opsconsole.playbook.loader import load_playbook
 from opsconsole.traffic.remote import open_remote_embedded
 from opsconsole.transport.pool import SshPool
 from opsconsole.transport.ssh import SshTransport
 from tests.lab import Lab
-from tests.lab.inventory import lab_host, ssh_options
-from tests.lab.miniplay import MiniPlay
+from tests.lab.inventory import lab_host, lab_runner, ssh_options
 
 pytest_plugins = ["tests.lab.fixtures"]
 
@@ -90,17 +89,19 @@ async def test_embedded_proxy_installed_on_its_host_and_steered_through_the_jump
         stable, canary = lab.apps[0].name, lab.apps[1].name
         await start_backend(pool, lab, stable)
         canary_t = await start_backend(pool, lab, canary)
-        t = SshTransport(lab_host(lab, "proxy"), pool)
+        runner, events = lab_runner(pool)
+        t = runner.transport_for(lab_host(lab, "proxy"))
         await t.stop_service("proxy")
-        play = MiniPlay(t, {"host_root": t.root, "inventory_hostname": "proxy", "proxy_driver": "embedded",
-                            "proxy_wheel": str(wheel), "proxy_pip_args": f"--no-index --find-links {wheelhouse}",
-                            "proxy_config": proxy_config(lab), "proxy_token": token})
-        await play.run(yaml.safe_load((ROOT / "playbooks" / "proxy-host.yml").read_text())[0])
+        result = await runner.run(load_playbook(ROOT / "playbooks" / "proxy-host.yml"), [t.host], extra_vars={
+            "proxy_driver": "embedded", "proxy_wheel": str(wheel),
+            "proxy_pip_args": f"--no-index --find-links {wheelhouse}", "proxy_config": proxy_config(lab),
+            "proxy_token": token})
+        assert result.ok, result.failure_text()
         files = Path(lab.proxy.files)
         assert stat.S_IMODE((files / "proxy" / "token").stat().st_mode) == 0o600
         assert (files / "proxy" / "token").read_text() == token
         assert (files / "proxy" / "venv" / "bin" / "python").exists()  # opsconsole in a venv on that host
-        assert token not in "\n".join(play.log)
+        assert token not in "\n".join(map(repr, events))  # no event field: no command, no line, no message
 
         # From outside the bastion: the admin API through an SSH forward, clients on the public leg.
         try:

@@ -6,8 +6,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from opsconsole.config.model import JumpConfig
+from opsconsole.events import EventBus
 from opsconsole.hosts import Host
-from opsconsole.transport.pool import SshOptions
+from opsconsole.playbook.runner import PlaybookRunner
+from opsconsole.transport.pool import SshOptions, SshPool
+from opsconsole.transport.ssh import SshTransport
 
 from .lab import Lab
 
@@ -17,6 +20,15 @@ def lab_host(lab: Lab, name: str, *, port: int | None = None) -> Host:
     role = h.role
     return Host(name=name, group={"app": "itrust"}.get(role, role), address=h.address, transport="ssh",
                 root=h.root, port=port, role=role, ssh_user=lab.user)
+
+
+def lab_runner(pool: SshPool) -> tuple[PlaybookRunner, list[object]]:
+    """The real playbook runner over `pool` (one SshTransport per host), and every event it emits."""
+    bus = EventBus()
+    events: list[object] = []
+    bus.subscribe(events.append)
+    transports: dict[str, SshTransport] = {}
+    return PlaybookRunner(bus, lambda h: transports.setdefault(h.name, SshTransport(h, pool))), events
 
 
 def app_hosts(lab: Lab, base_port: int = 8080) -> list[Host]:
