@@ -96,3 +96,30 @@ async def test_restart_is_one_command_that_frees_its_own_port_first(lab: Lab, po
         assert await app1.service_pid("web") is None
     finally:
         await app1.stop_service("holder")
+
+
+async def test_restart_of_a_big_process_that_ignores_term_waits_for_its_port(lab: Lab, pool: SshPool) -> None:
+    """Found by review: a restart KILLs a process that ignores TERM, and the kernel takes a while to tear
+    down a big one, its listening socket with it. The start's port check must not take that for another
+    program (it refused, and the service was left down)."""
+    app1 = SshTransport(lab_host(lab, "app-1"), pool)
+    port = await _held_port(lab, app1, "probe-port")
+    await app1.stop_service("probe-port")
+    stubborn = ("exec python3 -c 'import signal, socket, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "ballast = b\"x\" * (300 << 20); s = socket.socket(); "
+                "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+                f"s.bind((\"0.0.0.0\", {port})); s.listen(); print(\"UP\", flush=True); time.sleep(600)'")
+    log = Path(lab.hosts["app-1"].files) / "log" / "stubborn.log"
+    log.unlink(missing_ok=True)
+    try:
+        pid = await app1.start_service("stubborn", stubborn, port=port)
+        for attempt in range(3):
+            deadline = time.monotonic() + 20
+            while not await app1.port_open(port):
+                assert time.monotonic() < deadline, f"attempt {attempt}: the stubborn server never listened"
+                await asyncio.sleep(0.05)
+            new = await app1.restart_service("stubborn", stubborn, port=port, timeout=0.2)  # TERM ignored: KILL
+            assert new != pid and await app1.service_pid("stubborn") == new, f"attempt {attempt}"
+            pid = new
+    finally:
+        await app1.stop_service("stubborn", timeout=0.2)

@@ -27,7 +27,7 @@ class BatchedTcp:
         assert shim.batched is not None
         return shim.batched, shim.inner
 
-    def __repr__(self) -> str:  # asyncssh logs "via SSH tunnel" with the tunnel object
+    def __repr__(self) -> str:  # (asyncssh's debug log still says "via SSH tunnel" for any tunnel object)
         return "direct TCP"
 
 

@@ -27,7 +27,7 @@ from opsconsole.transport.alive import alive_function
 from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
 from opsconsole.transport.pool import SshPool
 from opsconsole.transport.script_stdin import shell_for
-from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_script, holder_from
+from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_script, holder_from, listening_test
 
 TAIL_LINES = 20
 PGID_MARK = "@@opsconsole-pgid@@ "
@@ -276,7 +276,13 @@ class SshTransport(Transport):
         port: int | None = None, timeout: float = 10.0,
     ) -> int:
         # One command for both: at a hundred hosts every command is a fork of sshd and a shell on the host.
-        script = f"{_ALIVE}\n" + self._stop_script(name, timeout) + self._start_script(name, command, cwd, env, port)
+        # A process just stopped may hold its port for a moment more (a KILLed one while the kernel tears down
+        # its memory; a child of its group): the port check would take that for another program. So after
+        # stopping ours, wait (bounded) for the port to be free; a real other holder is refused after that.
+        free = (f'if [ "$stopped" = 0 ]; then i=0; while {listening_test(port)} && [ $i -lt 250 ]; '
+                'do sleep 0.02; i=$((i+1)); done; fi\n') if port is not None else ""
+        script = (f"{_ALIVE}\n" + self._stop_script(name, timeout) + free
+                  + self._start_script(name, command, cwd, env, port))
         return self._started(name, port, await self._sh(script, timeout=timeout + 30))
 
     def _start_script(self, name: str, command: str, cwd: str | None, env: dict[str, str] | None,
@@ -316,7 +322,10 @@ class SshTransport(Transport):
             f'if [ -f {q(pid_file)} ] && pid=$(cat {q(pid_file)}) && alive "$pid"; then\n'
             f'  kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid"\n'
             f'  i=0; while alive "$pid" && [ $i -lt {steps} ]; do sleep 0.02; i=$((i+1)); done\n'
-            f'  alive "$pid" && kill -KILL "-$pid" 2>/dev/null\n'
+            f'  if alive "$pid"; then kill -KILL "-$pid" 2>/dev/null\n'
+            # gone only once the kernel has torn it down (a big process takes a while): then its files are closed
+            f'    i=0; while alive "$pid" && [ $i -lt 250 ]; do sleep 0.02; i=$((i+1)); done\n'
+            "  fi\n"
             "  stopped=0\n"
             "fi\n"
             f"rm -f {q(pid_file)}\n"
