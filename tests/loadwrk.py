@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -116,6 +117,12 @@ class WrkRun:
                 self._script = None
         return parse_wrk(out, self.url, self.connections)
 
+    def finish(self) -> WrkResult:
+        """End the run now (wrk stops on SIGINT and prints what it measured so far) and return its result."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        return self.wait()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -133,3 +140,16 @@ def run_wrk(url: str, seconds: float, connections: int, **kw) -> WrkResult:
 
 def missing(*tools: str) -> list[str]:
     return [t for t in tools if shutil.which(t) is None]
+
+
+def need(*tools: str) -> None:
+    """Skip when a tool is missing — fail instead when CI is set (as the SSH lab tests do), so CI cannot go
+    green without the load tests having run."""
+    import pytest  # here, not at the top: the bench imports this module without pytest
+
+    gone = missing(*tools)
+    if gone:
+        reason = f"needs {' and '.join(gone)} (apt-get install {' '.join(gone)})"
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail(f"{reason} (CI is set: the load tests must run, not skip)", pytrace=False)
+        pytest.skip(reason)

@@ -13,8 +13,7 @@ from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from tests.conftest import commit_file, kill_services, write_config
 from tests.loadgen import Load
-from tests.loadwrk import start_wrk
-from tests.test_proxy_overload import need
+from tests.loadwrk import need, start_wrk
 from tests.test_zero_drop import TOKEN, start_proxy, stop, wait_serving
 
 
@@ -138,7 +137,7 @@ async def test_deploying_a_new_canary_under_200_clients_fails_no_request(canary_
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
             await asyncio.sleep(0.05)
 
-    run = start_wrk(url, 20, 200)  # long enough for the deploy and traffic after it; wait() returns at its end
+    run = start_wrk(url, 60, 200)  # at most: finish() ends it once the new canary served under it
     try:
         await until_canary_served_more_than(await canary_requests(), "the canary serving under 200 clients")
         deployed = await engine.execute(engine.parse("canary itrust deploy"))
@@ -147,7 +146,7 @@ async def test_deploying_a_new_canary_under_200_clients_fails_no_request(canary_
         await until_canary_served_more_than(await canary_requests() + 100, "the new canary back in rotation")
         assert run.proc.poll() is None, "wrk ended before the deploy was over: the load did not cover it"
     finally:
-        result = await asyncio.to_thread(run.wait)
+        result = await asyncio.to_thread(run.finish)
     assert result.failed == 0 and result.requests > 1000, result.summary()
     state = await driver.app("itrust")
     assert state.alert is None, state.alert

@@ -28,7 +28,9 @@ from opsconsole.traffic.base import AppTraffic, Endpoint
 from opsconsole.traffic.embedded import EmbeddedDriver
 from tests.kubecontroller import StandInEndpointSlices
 from tests.kubelab import Relay, kube_api, write_kubeconfig
-from tests.test_proxy_support import TOKEN, Backend, ProxyProc, load, start_backend, start_proxy
+from tests.loadwrk import need, start_wrk
+from tests.stdlib_backend import start_backend  # small real apps: ThreadingHTTPServer, listen backlog 5
+from tests.test_proxy_support import TOKEN, Backend, LoadResult, ProxyProc, load, start_proxy
 
 if TYPE_CHECKING:
     from opsconsole.engine.engine import Engine
@@ -227,11 +229,16 @@ async def engine_lab(tmp_path: Path, stable: list[str], canary: list[str], extra
             b.kill()
 
 
+@pytest.mark.exclusive  # 200 clients: run alone, after the parallel phase
 async def test_kube_canary_endpoint_killed_under_load_zero_failed_requests(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The issue's test: under load through the embedded proxy, a canary pod's process is killed and the
     stand-in controller turns its endpoint not-ready. No client request fails, the other canary pod
-    keeps the canary's exact share, and the engine (not the test) moved the proxy's members."""
+    keeps the canary's exact share, and the engine (not the test) moved the proxy's members.
+
+    The load is 200 keep-alive clients (wrk: the failures) beside 16 of our own (which member answered
+    each request: the shares); the pods are stdlib servers with the default listen backlog of 5."""
+    need("wrk")
     monkeypatch.setenv("OPSC_TEST_PROXY_TOKEN", TOKEN)
     async with engine_lab(tmp_path, ["checkbox-s1", "checkbox-s2"], ["checkbox-c1", "checkbox-c2"]) as lab:
         engine, driver, slices, proxy, backends = lab.engine, lab.driver, lab.slices, lab.proxy, lab.backends
@@ -249,24 +256,34 @@ async def test_kube_canary_endpoint_killed_under_load_zero_failed_requests(tmp_p
 
         stop = asyncio.Event()
         t0 = time.monotonic()
+        crowd = start_wrk(f"http://127.0.0.1:{proxy.port('checkbox')}/", 60, 200)  # ended by finish() below
+        ours = LoadResult()
         task = asyncio.ensure_future(load(proxy.port("checkbox"), total=500_000, concurrency=16,
-                                          seconds=60, stop=stop))
-        await until_served("checkbox-c1", 100)  # traffic flows to both canary pods
+                                          seconds=60, stop=stop, into=ours))
+
+        async def until_ours(what: str, done: Callable[[], bool]) -> None:
+            deadline = time.monotonic() + 30
+            while not done():
+                assert time.monotonic() < deadline and not task.done(), f"timed out waiting for {what}"
+                await asyncio.sleep(0.05)
+
+        # Traffic flows to both canary pods, our own clients' too (the crowd takes most of the answers).
+        await until_ours("60 of our requests answered by checkbox-c1", lambda: ours.members["checkbox-c1"] >= 60)
         killed_at = time.monotonic() - t0
         backends["checkbox-c1"].kill()
         await slices.set_ready("checkbox-canary", "checkbox-c1", backends["checkbox-c1"].port, ready=False)
-        # The assertions read the requests sent from 0.5 s after the kill: let that window open, then fill it
-        # with 400 answers from the pod that is left (a fast machine served a fixed +600 within the 0.5 s).
-        while time.monotonic() - t0 < killed_at + 0.5:
-            await asyncio.sleep(0.05)
-        await until_served("checkbox-c2", await served("checkbox-c2") + 400)
+        # The assertions read the requests sent from 0.5 s after the kill: wait for 400 of ours in that window.
+        await until_ours("400 of our requests sent after the kill's first 0.5 s",
+                         lambda: sum(1 for t, _ in ours.timeline if t > killed_at + 0.5) >= 400)
         stop.set()
         r = await task
+        crowded = await asyncio.to_thread(crowd.finish)
         deadline = time.monotonic() + 10
         while "checkbox-c1" in _all_members(st := await driver.app("checkbox"), "canary"):
             assert time.monotonic() < deadline, "the killed pod's endpoint never left the canary pool"
             await asyncio.sleep(0.05)
     assert r.failed == 0, (r.statuses, r.errors[:5])
+    assert crowded.failed == 0 and crowded.requests > 1000, crowded.summary()
     before = [m for t, m in r.timeline if t < killed_at]
     assert before.count("checkbox-c1") >= 50, (killed_at, Counter(before), r.members)  # it served before it died
     after = [m for t, m in r.timeline if t > killed_at + 0.5]

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadwrk import WrkResult, missing, run_wrk, start_wrk
+from loadwrk import WrkResult, need, run_wrk, start_wrk
 from opsconsole.proxy.__main__ import load_proxy_config
 from opsconsole.traffic.haproxy_config import render_haproxy_config
 from stdlib_backend import StdlibBackend, start_backend
@@ -41,22 +41,6 @@ def _one_load_at_a_time():
     with open("/tmp/opsconsole-load.lock", "a") as holder:
         fcntl.flock(holder, fcntl.LOCK_EX)
         yield
-
-
-# -- skip, or fail under CI ---------------------------------------------------------------------------
-
-def _ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
-
-
-def need(*tools: str) -> None:
-    """Skip when a tool is missing — fail instead when CI is set (as the SSH lab tests do)."""
-    gone = missing(*tools)
-    if gone:
-        reason = f"needs {' and '.join(gone)} (apt-get install {' '.join(gone)})"
-        if _ci():
-            pytest.fail(f"{reason} (CI is set: the overload tests must run, not skip)", pytrace=False)
-        pytest.skip(reason)
 
 
 # -- configs with the proxy's defaults ------------------------------------------------------------------

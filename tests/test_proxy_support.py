@@ -339,9 +339,11 @@ class _Resp:
 
 
 async def load(port: int, *, total: int, concurrency: int = 8, seconds: float = 30.0, path: str = "/",
-               method: str = "GET", cookie: bool = False, stop: asyncio.Event | None = None) -> LoadResult:
-    """Send up to `total` requests over `concurrency` keep-alive connections, for at most `seconds`."""
-    result = LoadResult()
+               method: str = "GET", cookie: bool = False, stop: asyncio.Event | None = None,
+               into: LoadResult | None = None) -> LoadResult:
+    """Send up to `total` requests over `concurrency` keep-alive connections, for at most `seconds`.
+    With `into`, the result fills that object as answers come (a test can watch it while the load runs)."""
+    result = into if into is not None else LoadResult()
     left = [total]
     deadline = time.monotonic() + seconds
     t0 = time.monotonic()
