@@ -23,9 +23,9 @@ import asyncssh
 
 from opsconsole.config.model import Config, JumpConfig
 from opsconsole.hostkeys import HostKeyError, diagnose, known_hosts_path, known_keys
-from opsconsole.transport.batched_tcp import BatchedTcp
 from opsconsole.hosts import Host
 from opsconsole.transport.base import TransportError
+from opsconsole.transport.batched_tcp import BatchedTcp
 
 T = TypeVar("T")
 
