@@ -25,7 +25,7 @@ from opsconsole.hosts import Host
 from opsconsole.playbook import system, web
 from opsconsole.playbook.templating import Templar
 from opsconsole.transport.alive import alive_function
-from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
+from opsconsole.transport.base import CommandResult, LineHandler, PathInTheWay, Transport, TransportError
 from opsconsole.transport.ports import listening_test
 from opsconsole.units import parse_duration
 
@@ -363,7 +363,19 @@ async def _file(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
     src = _opt_str(args.get("src"))
     if state == "link" and not src:
         raise ModuleFailure("file: state link needs src")
-    script = _file_script(state, path, src, _mode(args) if state != "link" else None)
+    mode = _mode(args) if state != "link" else None
+    if state in ("directory", "link") and mode is None and not ctx.become:
+        # Without a command where the transport can (over SSH: its SFTP session, no fork of sshd and a shell
+        # on the host); the script below is the same step for every other case.
+        what = f"file {state} {path}"
+        try:
+            made = await (ctx.transport.ensure_directory(path) if state == "directory"
+                          else ctx.transport.ensure_link(path, str(src)))
+        except PathInTheWay as exc:
+            return Outcome(failed=True, command=what, message=str(exc))
+        if made is not None:
+            return Outcome(changed=made, command=what)
+    script = _file_script(state, path, src, mode)
     result = await ctx.transport.run(script, become=ctx.become, timeout=ctx.timeout)
     outcome = _from_result(f"file {state} {path}", result, changed="CHANGED" in result.stdout.split())
     return outcome

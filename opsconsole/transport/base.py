@@ -19,6 +19,10 @@ class TransportError(OperatorError):
     """The transport could not do what was asked (host unreachable, file missing, ...)."""
 
 
+class PathInTheWay(TransportError):
+    """Something else already stands where a directory or a link was asked for; the message names it."""
+
+
 @dataclass(frozen=True)
 class CommandResult:
     rc: int | None  # None when killed by a signal or timed out
@@ -103,6 +107,18 @@ class Transport(abc.ABC):
         does; returns the new pid. A transport that pays per command (SSH) does both in one."""
         await self.stop_service(name, timeout)
         return await self.start_service(name, command, cwd=cwd, env=env, port=port)
+
+    async def ensure_directory(self, path: str) -> bool | None:
+        """`mkdir -p path` without a command on the host, where this transport has a cheaper way (SSH: its
+        SFTP session): True if made, False if a directory (or a link to one) was there; PathInTheWay if
+        something else is. None: no cheaper way here, the caller runs its command."""
+        return None
+
+    async def ensure_link(self, path: str, src: str) -> bool | None:
+        """`path` a symbolic link to `src` (made beside it and renamed over, so it never dangles), without a
+        command where this transport can: True if made or changed, False if it already pointed there;
+        PathInTheWay if a directory stands there. None: no cheaper way here."""
+        return None
 
     @abc.abstractmethod
     async def service_pid(self, name: str) -> int | None:

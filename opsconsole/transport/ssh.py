@@ -24,7 +24,7 @@ import asyncssh
 
 from opsconsole.hosts import Host
 from opsconsole.transport.alive import alive_function
-from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
+from opsconsole.transport.base import CommandResult, LineHandler, PathInTheWay, Transport, TransportError
 from opsconsole.transport.pool import SshPool
 from opsconsole.transport.script_stdin import shell_for
 from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_script, holder_from, listening_test
@@ -241,6 +241,40 @@ class SshTransport(Transport):
             return True
 
         return await self._sftp(put, path)
+
+    async def ensure_directory(self, path: str) -> bool | None:
+        target = self.path(path)
+
+        async def make(sftp: asyncssh.SFTPClient) -> bool:
+            attrs = await _stat(sftp, target)  # followed, as `[ -d ]`: a link to a directory is one
+            if attrs is not None:
+                if stat.S_ISDIR(attrs.permissions or 0):
+                    return False
+                raise PathInTheWay(f"{path} exists and is not a directory")
+            await sftp.makedirs(target, exist_ok=True)
+            return True
+
+        return await self._sftp(make, path)
+
+    async def ensure_link(self, path: str, src: str) -> bool | None:
+        target = self.path(path)
+
+        async def link(sftp: asyncssh.SFTPClient) -> bool:
+            attrs = await _stat(sftp, target, follow=False)
+            kind = (attrs.permissions or 0) if attrs is not None else 0
+            if attrs is not None and stat.S_ISDIR(kind):
+                raise PathInTheWay(f"{path} is a directory, not a link")
+            if attrs is not None and stat.S_ISLNK(kind) and await sftp.readlink(target) == src:
+                return False
+            # Made aside and renamed over (posix-rename@openssh.com): `current` never points nowhere.
+            aside = f"{target}.opsconsole-tmp"
+            if await _stat(sftp, aside, follow=False) is not None:
+                await sftp.remove(aside)  # left by a deploy killed between the two steps
+            await sftp.symlink(src, aside)
+            await sftp.posix_rename(aside, target)
+            return True
+
+        return await self._sftp(link, path)
 
     async def exists(self, path: str) -> bool:
         target = self.path(path)

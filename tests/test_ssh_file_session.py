@@ -1,0 +1,59 @@
+"""Over SSH, `file: state=directory` and `state=link` (no mode, no become) are done on the connection's SFTP
+session, with no command on the host (each command is a fork of sshd and a shell there); they mean what
+the shell script means: made, already there, or refused when something else stands in the way."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from opsconsole.playbook.modules import ModuleContext, run_module
+from opsconsole.playbook.templating import Templar
+from opsconsole.transport.pool import SshPool
+from opsconsole.transport.ssh import SshTransport
+from tests.lab import Lab
+from tests.lab.inventory import lab_host
+
+pytest_plugins = ["tests.lab.fixtures"]
+
+
+async def test_directories_and_links_without_a_command(lab: Lab, pool: SshPool, tmp_path: Path) -> None:
+    t = SshTransport(lab_host(lab, "app-1"), pool)
+    files = Path(lab.hosts["app-1"].files)
+    base = f"{t.root}/filetest"
+    await t.run(f"rm -rf {base}")
+    commands: list[str] = []
+    real_run = t.run
+
+    async def counting_run(script: str, **kw):  # type: ignore[no-untyped-def]
+        commands.append(script)
+        return await real_run(script, **kw)
+
+    t.run = counting_run  # type: ignore[method-assign]
+    ctx = ModuleContext(host=t.host, transport=t, templar=Templar([]), playbook_dir=tmp_path,
+                        on_line=lambda line, stream: None)
+
+    async def file(**args: str):  # type: ignore[no-untyped-def]
+        return await run_module("file", args, ctx)
+
+    made = await file(path=f"{base}/releases/v1", state="directory")
+    assert not made.failed and made.changed and (files / "filetest/releases/v1").is_dir(), made.message
+    again = await file(path=f"{base}/releases/v1", state="directory")
+    assert not again.failed and not again.changed
+    (files / "filetest/plain").write_text("x")
+    refused = await file(path=f"{base}/plain", state="directory")
+    assert refused.failed and refused.message == f"{base}/plain exists and is not a directory"
+
+    link = await file(path=f"{base}/current", src="releases/v1", state="link")
+    assert not link.failed and link.changed and os.readlink(files / "filetest/current") == "releases/v1"
+    assert not (await file(path=f"{base}/current", src="releases/v1", state="link")).changed
+    await file(path=f"{base}/releases/v2", state="directory")
+    (files / "filetest/current.opsconsole-tmp").symlink_to("nowhere")  # left by a deploy killed mid-switch
+    moved = await file(path=f"{base}/current", src="releases/v2", state="link")
+    assert moved.changed and os.readlink(files / "filetest/current") == "releases/v2"
+    assert not (files / "filetest/current.opsconsole-tmp").is_symlink()
+    in_the_way = await file(path=f"{base}/releases", src="v1", state="link")
+    assert in_the_way.failed and in_the_way.message == f"{base}/releases is a directory, not a link"
+    assert commands == [], commands  # all of it on the SFTP session
+    t.run = real_run  # type: ignore[method-assign]
+    await t.run(f"rm -rf {base}")
