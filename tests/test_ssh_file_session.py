@@ -38,6 +38,7 @@ async def test_directories_and_links_without_a_command(lab: Lab, pool: SshPool, 
 
     made = await file(path=f"{base}/releases/v1", state="directory")
     assert not made.failed and made.changed and (files / "filetest/releases/v1").is_dir(), made.message
+    assert made.rc == 0  # as the script's: `failed_when: r.rc != 0` means the same on every transport
     again = await file(path=f"{base}/releases/v1", state="directory")
     assert not again.failed and not again.changed
     (files / "filetest/plain").write_text("x")
@@ -54,6 +55,19 @@ async def test_directories_and_links_without_a_command(lab: Lab, pool: SshPool, 
     assert not (files / "filetest/current.opsconsole-tmp").is_symlink()
     in_the_way = await file(path=f"{base}/releases", src="v1", state="link")
     assert in_the_way.failed and in_the_way.message == f"{base}/releases is a directory, not a link"
+    (files / "filetest/dangling").symlink_to("nowhere")
+    dangling = await file(path=f"{base}/dangling", state="directory")
+    assert dangling.failed and dangling.rc == 1 and "is a link to nothing" in dangling.message
     assert commands == [], commands  # all of it on the SFTP session
+
+    # Paths only the shell means exactly (found by review) still go to the script: `..` after a link, a
+    # trailing `/` that follows the link, the root itself.
+    trailing = await file(path="filetest/current/", src="releases/v1", state="link")
+    assert trailing.failed and len(commands) == 1  # `[ -L current/ ]` follows the link: the script refuses
+    assert os.readlink(files / "filetest/current") == "releases/v2"
+    up = await file(path="filetest/current/../made-by-shell", state="directory")
+    assert not up.failed and len(commands) == 2 and (files / "filetest/releases/made-by-shell").is_dir()
+    root = await file(path=".", src="elsewhere", state="link")
+    assert root.failed and len(commands) == 3
     t.run = real_run  # type: ignore[method-assign]
     await t.run(f"rm -rf {base}")

@@ -369,12 +369,17 @@ async def _file(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
         # on the host); the script below is the same step for every other case.
         what = f"file {state} {path}"
         try:
-            made = await (ctx.transport.ensure_directory(path) if state == "directory"
-                          else ctx.transport.ensure_link(path, str(src)))
+            async with asyncio.timeout(ctx.timeout):
+                made = await (ctx.transport.ensure_directory(path) if state == "directory"
+                              else ctx.transport.ensure_link(path, str(src)))
         except PathInTheWay as exc:
-            return Outcome(failed=True, command=what, message=str(exc))
+            return Outcome(failed=True, rc=1, command=what, message=str(exc))
+        except TransportError as exc:  # an SFTP refusal: the task fails as the script's would (rc 1, its words)
+            return Outcome(failed=True, rc=1, command=what, message=str(exc))
+        except TimeoutError:
+            return Outcome(failed=True, rc=1, command=what, message=f"timed out after {ctx.timeout:g}s")
         if made is not None:
-            return Outcome(changed=made, command=what)
+            return Outcome(changed=made, rc=0, command=what)
     script = _file_script(state, path, src, mode)
     result = await ctx.transport.run(script, become=ctx.become, timeout=ctx.timeout)
     outcome = _from_result(f"file {state} {path}", result, changed="CHANGED" in result.stdout.split())

@@ -242,8 +242,19 @@ class SshTransport(Transport):
 
         return await self._sftp(put, path)
 
+    def _plain_target(self, path: str) -> str | None:
+        """The absolute path the shell would act on, or None when only the shell means it exactly: self.path()
+        cleans a path as text, where the shell resolves `..` after a link, follows a link for a trailing
+        `/`, and acts on the root itself for "" or "."."""
+        parts = path.split("/")
+        if not path or path.endswith("/") or any(part in (".", "..") for part in parts):
+            return None
+        return self.path(path)
+
     async def ensure_directory(self, path: str) -> bool | None:
-        target = self.path(path)
+        target = self._plain_target(path)
+        if target is None:
+            return None
 
         async def make(sftp: asyncssh.SFTPClient) -> bool:
             attrs = await _stat(sftp, target)  # followed, as `[ -d ]`: a link to a directory is one
@@ -251,13 +262,17 @@ class SshTransport(Transport):
                 if stat.S_ISDIR(attrs.permissions or 0):
                     return False
                 raise PathInTheWay(f"{path} exists and is not a directory")
+            if await _stat(sftp, target, follow=False) is not None:
+                raise PathInTheWay(f"{path} is a link to nothing, not a directory")
             await sftp.makedirs(target, exist_ok=True)
             return True
 
         return await self._sftp(make, path)
 
     async def ensure_link(self, path: str, src: str) -> bool | None:
-        target = self.path(path)
+        target = self._plain_target(path)
+        if target is None:
+            return None
 
         async def link(sftp: asyncssh.SFTPClient) -> bool:
             attrs = await _stat(sftp, target, follow=False)
@@ -271,6 +286,11 @@ class SshTransport(Transport):
             if await _stat(sftp, aside, follow=False) is not None:
                 await sftp.remove(aside)  # left by a deploy killed between the two steps
             await sftp.symlink(src, aside)
+            # asyncssh swaps symlink's arguments for OpenSSH's sftp-server by the server's banner: make sure
+            # the link it made is the one meant before it goes over the target.
+            if await sftp.readlink(aside) != src:
+                await sftp.remove(aside)
+                raise TransportError(f"{self.host.name}: the SFTP server made {aside} point elsewhere than {src}")
             await sftp.posix_rename(aside, target)
             return True
 
