@@ -4,6 +4,7 @@ compares (its result and how many tasks changed something). The SSH-lab twins ar
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -43,3 +44,19 @@ def ansible_run(tmp_path: Path, site: Path, extra_vars: dict[str, str], *args: s
     done = ansible_playbook(tmp_path, str(site), "-e", json.dumps(extra_vars), *args)
     assert done.returncode == 0, done.stdout + done.stderr
     return recap(done.stdout)
+
+
+async def _native_changed(site: Path, rig: Rig, root: Path, **kw: Any) -> int:
+    result, changed = await native_run(rig, site, {"host_root": str(root)}, **kw)
+    assert result.ok, result.failures
+    return changed
+
+
+def _ansible_changed(site: Path, tmp_path: Path, root: Path, *args: str) -> int:
+    return ansible_run(tmp_path, site, {"host_root": str(root)}, *args)["changed"]
+
+
+def twins(site: Path) -> tuple[Any, Any]:
+    """`native(rig, root, **run_options)` and `ansible(tmp_path, root, *args)` for `site` on one host whose
+    root is `root`: each runs it (it must succeed) and says how many tasks changed something."""
+    return functools.partial(_native_changed, site), functools.partial(_ansible_changed, site)

@@ -12,20 +12,13 @@ import pytest
 from opsconsole.playbook import loader
 from opsconsole.playbook.loader import load_playbook
 from opsconsole.yamlsource import SourceError
-from local_twin import ansible_run, native_run, tree
+from local_twin import tree, twins
 from test_playbooks import Rig, rig  # noqa: F401  (rig is a fixture)
 
 SITE = Path(__file__).resolve().parent / "playbooks" / "include_role" / "site.yml"
 
 
-async def native(rig: Rig, root: Path, **kw: object) -> int:
-    result, changed = await native_run(rig, SITE, {"host_root": str(root)}, **kw)
-    assert result.ok, result.failures
-    return changed
-
-
-def ansible(tmp_path: Path, root: Path, *args: str) -> int:
-    return ansible_run(tmp_path, SITE, {"host_root": str(root)}, *args)["changed"]
+native, ansible = twins(SITE)
 
 
 def test_include_role_and_import_role_run_natively() -> None:

@@ -12,20 +12,13 @@ import pytest
 from opsconsole.hosts import Host
 from opsconsole.playbook.loader import load_playbook
 from test_ansible_names import ansible_playbook
-from local_twin import ansible_run, native_run, recap, tree
+from local_twin import recap, tree, twins
 from test_playbooks import Rig, rig  # noqa: F401  (rig is a fixture)
 
 SITE = Path(__file__).resolve().parent / "playbooks" / "modules" / "site.yml"
 
 
-async def native(rig: Rig, root: Path) -> int:
-    result, changed = await native_run(rig, SITE, {"host_root": str(root)})
-    assert result.ok, result.failures
-    return changed
-
-
-def ansible(tmp_path: Path, root: Path) -> int:
-    return ansible_run(tmp_path, SITE, {"host_root": str(root)})["changed"]
+native, ansible = twins(SITE)
 
 
 async def test_native_modules_leave_what_ansible_leaves_and_a_second_run_changes_nothing(

@@ -12,7 +12,7 @@ from opsconsole.playbook.templating import Templar
 from opsconsole.transport.pool import SshPool
 from opsconsole.transport.ssh import SshTransport
 from tests.lab import Lab
-from tests.lab.inventory import lab_host
+from tests.lab.inventory import lab_host, record_commands
 
 pytest_plugins = ["tests.lab.fixtures"]
 
@@ -22,14 +22,7 @@ async def test_directories_and_links_without_a_command(lab: Lab, pool: SshPool, 
     files = Path(lab.hosts["app-1"].files)
     base = f"{t.root}/filetest"
     await t.run(f"rm -rf {base}")
-    commands: list[str] = []
-    real_run = t.run
-
-    async def counting_run(script: str, **kw):  # type: ignore[no-untyped-def]
-        commands.append(script)
-        return await real_run(script, **kw)
-
-    t.run = counting_run  # type: ignore[method-assign]
+    commands = record_commands(t)
     ctx = ModuleContext(host=t.host, transport=t, templar=Templar([]), playbook_dir=tmp_path,
                         on_line=lambda line, stream: None)
 
@@ -69,5 +62,5 @@ async def test_directories_and_links_without_a_command(lab: Lab, pool: SshPool, 
     assert not up.failed and len(commands) == 2 and (files / "filetest/releases/made-by-shell").is_dir()
     root = await file(path=".", src="elsewhere", state="link")
     assert root.failed and len(commands) == 3
-    t.run = real_run  # type: ignore[method-assign]
+    del t.run  # recording ends
     await t.run(f"rm -rf {base}")

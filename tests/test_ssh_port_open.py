@@ -15,7 +15,7 @@ from opsconsole.transport.pool import SshPool
 from opsconsole.transport.ports import PortInUse
 from opsconsole.transport.ssh import SshTransport
 from tests.lab import Lab
-from tests.lab.inventory import lab_host
+from tests.lab.inventory import lab_host, record_commands
 from tests.test_ssh_port_in_use import HOLDER
 
 pytest_plugins = ["tests.lab.fixtures"]
@@ -66,14 +66,7 @@ async def test_restart_is_one_command_that_frees_its_own_port_first(lab: Lab, po
     port = await _held_port(lab, app1, "probe-port")
     await app1.stop_service("probe-port")
     serve = f"exec python3 -m http.server {port}"
-    commands: list[str] = []
-    real_sh = app1._sh
-
-    async def counting_sh(script: str, **kw):  # type: ignore[no-untyped-def]
-        commands.append(script)
-        return await real_sh(script, **kw)
-
-    app1._sh = counting_sh  # type: ignore[method-assign]
+    commands = record_commands(app1)
     try:
         first = await app1.restart_service("web", serve, port=port)  # nothing ran: a start
         assert len(commands) == 1 and await app1.service_pid("web") == first
@@ -87,7 +80,7 @@ async def test_restart_is_one_command_that_frees_its_own_port_first(lab: Lab, po
         assert second != first and await app1.service_pid("web") == second
         assert not Path(f"/proc/{first}").exists() or "zombie" in Path(f"/proc/{first}/status").read_text()
     finally:
-        app1._sh = real_sh  # type: ignore[method-assign]
+        del app1.run  # recording ends
         await app1.stop_service("web")
     other = await _held_port(lab, app1, "holder")
     try:

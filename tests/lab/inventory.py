@@ -31,6 +31,20 @@ def lab_runner(pool: SshPool) -> tuple[PlaybookRunner, list[object]]:
     return PlaybookRunner(bus, lambda h: transports.setdefault(h.name, SshTransport(h, pool))), events
 
 
+def record_commands(transport: SshTransport) -> list[str]:
+    """Every command `transport` runs on its host from now on, as sent, in the list returned (a test counts
+    them); `del transport.run` stops the recording."""
+    seen: list[str] = []
+    real = transport.run
+
+    async def run(script: str, **kw):  # type: ignore[no-untyped-def]
+        seen.append(script)
+        return await real(script, **kw)
+
+    transport.run = run  # type: ignore[method-assign]
+    return seen
+
+
 def app_hosts(lab: Lab, base_port: int = 8080) -> list[Host]:
     return [lab_host(lab, h.name, port=base_port) for h in lab.apps]
 
