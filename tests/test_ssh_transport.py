@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import time
 import uuid
 from pathlib import Path
 
+import asyncssh
 import httpx
 import pytest
 
@@ -46,6 +48,32 @@ async def test_direct_connect_to_app_host_has_no_route_but_the_jump_gets_there(l
     assert info.value.errno == errno.EHOSTUNREACH
     result = await app1.run("hostname")
     assert result.ok and result.stdout == "app-1\n"
+
+
+async def test_no_ignore_packet_pads_each_packet_once_logged_in(lab: Lab, pool: SshPool,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """asyncssh sends an empty MSG_IGNORE before every packet (a defence only CBC needs, and we offer no CBC):
+    seen here while logging in, then never again on either connection, the jump's or the host's, while a
+    command and SFTP still work. asyncssh's own packet log (debug level 3) is what is read."""
+    asyncssh.set_debug_level(3)
+    caplog.set_level(logging.DEBUG, logger="asyncssh")
+    try:
+        app1 = SshTransport(lab_host(lab, "app-1"), pool)
+        assert (await app1.run("true")).ok  # opens the jump connection, then app-1's through it
+        during_login = [r.getMessage() for r in caplog.records]
+        caplog.clear()
+        name = f"padding-{uuid.uuid4().hex}"
+        result = await app1.run("cat; hostname", stdin=b"through both\n")
+        assert result.ok and result.stdout == "through both\napp-1\n"
+        await app1.write_file(f"work/{name}", b"x" * 100_000)
+        assert await app1.read_file(f"work/{name}") == b"x" * 100_000
+        after = [r.getMessage() for r in caplog.records]
+    finally:
+        asyncssh.set_debug_level(1)
+    assert any("Sent MSG_IGNORE" in m for m in during_login), "asyncssh no longer pads: drop skip_ignore_padding"
+    sent = [m for m in after if "Sent MSG_" in m]
+    assert len(sent) > 20, f"the packet log saw too little to judge: {sent}"
+    assert not [m for m in sent if "MSG_IGNORE" in m], f"padding after log-in: {len(sent)} packets sent"
 
 
 async def test_run_streams_lines_with_exit_code_cwd_env_and_stdin(app1: SshTransport) -> None:
