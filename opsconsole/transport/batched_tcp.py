@@ -8,7 +8,9 @@ bastion's sshd. Packets written in the same pass of the loop (the batch's hosts 
 now leave in one send, in order, before the loop next waits; nothing waits longer than that pass.
 
 It plugs into asyncssh's documented `tunnel=` argument, which takes any object with a
-`create_connection(protocol_factory, host, port)` coroutine.
+`create_connection(protocol_factory, host, port)` coroutine. With `via=` (the jump host's SSH connection),
+the same holds for a host's connection inside the jump's: its packets of one pass leave as one channel
+data message instead of one each, so the jump connection carries, encrypts and forwards fewer and bigger.
 """
 
 from __future__ import annotations
@@ -18,17 +20,23 @@ from typing import Any, Callable
 
 
 class BatchedTcp:
-    """asyncssh's `tunnel=`: a direct TCP connection (what `tunnel=()` opens) with writes batched per pass."""
+    """asyncssh's `tunnel=`: a direct TCP connection (what `tunnel=()` opens), or with `via` a connection
+    tunnelled through that SSH connection (what `tunnel=via` opens), with writes batched per pass."""
+
+    def __init__(self, via: Any = None) -> None:
+        self.via = via  # an asyncssh.SSHClientConnection, or None: straight over TCP
 
     async def create_connection(self, protocol_factory: Callable[[], asyncio.Protocol], host: str,
                                 port: int) -> tuple["BatchedWrites", asyncio.Protocol]:
-        loop = asyncio.get_running_loop()
-        _, shim = await loop.create_connection(lambda: _Shim(protocol_factory()), host, port)
+        if self.via is not None:
+            _, shim = await self.via.create_connection(lambda: _Shim(protocol_factory()), host, port)
+        else:
+            _, shim = await asyncio.get_running_loop().create_connection(lambda: _Shim(protocol_factory()), host, port)
         assert shim.batched is not None
         return shim.batched, shim.inner
 
     def __repr__(self) -> str:  # (asyncssh's debug log still says "via SSH tunnel" for any tunnel object)
-        return "direct TCP"
+        return "direct TCP" if self.via is None else f"tunnel through {self.via!r}"
 
 
 class BatchedWrites:
@@ -91,8 +99,8 @@ class BatchedWrites:
 
 
 class _Shim(asyncio.Protocol):
-    """Between the socket and the SSH connection: hands the connection the batching transport and passes
-    every event on unchanged."""
+    """Between the socket (or the tunnel's SSH channel) and the SSH connection: hands the connection the
+    batching transport and passes every event on unchanged."""
 
     def __init__(self, inner: asyncio.Protocol) -> None:
         self.inner = inner
@@ -102,7 +110,10 @@ class _Shim(asyncio.Protocol):
         self.batched = BatchedWrites(transport)  # type: ignore[arg-type]
         self.inner.connection_made(self.batched)  # type: ignore[arg-type]
 
-    def data_received(self, data: bytes) -> None:
+    def session_started(self) -> None:  # (an SSH channel's session is told when it opened)
+        self.inner.session_started()  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes, datatype: Any = None) -> None:  # (an SSH channel passes a datatype)
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:

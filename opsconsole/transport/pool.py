@@ -274,12 +274,13 @@ class SshPool:
             pass  # PermitTTY no: slower, still correct
 
     def _direct(self, tunnel: Any) -> Any:
-        """A connection straight over TCP (`tunnel` is `()`) gets its writes batched per loop pass (see
-        batched_tcp: the jump connection carries every host's packets). Not with `ssh_config: true`: there
-        asyncssh's own direct connect honours a ProxyCommand in ~/.ssh/config, which a tunnel object would skip."""
-        if isinstance(tunnel, tuple) and not self.options.ssh_config:
-            return BatchedTcp()
-        return tunnel
+        """What asyncssh connects over, with writes batched per loop pass (see batched_tcp): straight over TCP
+        (`tunnel` is `()`), or inside the jump connection `tunnel` (every host's packets share it). Straight
+        over TCP with `ssh_config: true` stays asyncssh's own connect, which honours a ProxyCommand in
+        ~/.ssh/config that a tunnel object would skip."""
+        if isinstance(tunnel, tuple):
+            return tunnel if self.options.ssh_config else BatchedTcp()
+        return BatchedTcp(via=tunnel)
 
     def _connect_kwargs(self, user: str | None, key: str | None = None) -> dict[str, Any]:
         o = self.options
