@@ -157,6 +157,28 @@ async def test_service_lifecycle_pid_and_log(lab: Lab, app1: SshTransport) -> No
     assert await app1.stop_service("ticker") is False
 
 
+async def test_stop_waits_for_the_whole_group_and_kills_what_outlives_its_leader(lab: Lab, app1: SshTransport) -> None:
+    """A service whose child ignores TERM: the leader dies at once, the child would keep running (and keep
+    the port). The stop waits out its timeout for the whole group, then KILLs what is left of it."""
+    marker = f"{uuid.uuid4().int % 10**6 + 10**6}.5"  # a sleep of that many seconds: its ps line names it
+    try:
+        await app1.start_service("stubborn", f"(trap '' TERM; exec sleep {marker}) & wait")
+        await until(lambda: live_processes(lab, "app-1", f"sleep {marker}"), "the child never started")
+        started = time.monotonic()
+        assert await app1.stop_service("stubborn", timeout=1.0) is True
+        took = time.monotonic() - started
+        assert live_processes(lab, "app-1", f"sleep {marker}") == [], "a process of the stopped service outlived the stop"
+        assert took >= 1.0, f"the stop returned after {took:.2f}s, before its TERM timeout: it did not wait for the group"
+        # A service that exits on TERM with all of its group is not held for the timeout.
+        await app1.start_service("prompt", f"sleep {marker}1 & wait")
+        started = time.monotonic()
+        assert await app1.stop_service("prompt", timeout=5.0) is True
+        assert time.monotonic() - started < 3.0
+        assert live_processes(lab, "app-1", f"sleep {marker}1") == []
+    finally:
+        lab.exec("app-1", "pkill", "-KILL", "-f", f"sleep {marker}", check=False)  # a failed stop leaves none behind
+
+
 async def test_port_forward_reaches_a_service_only_listening_on_the_hosts_loopback(app1: SshTransport) -> None:
     await app1.write_file("www/index.html", b"through the tunnel\n")
     await app1.start_service("www", "exec python3 -m http.server 8099 --bind 127.0.0.1", cwd="www")

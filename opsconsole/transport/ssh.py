@@ -23,7 +23,7 @@ from pathlib import Path
 import asyncssh
 
 from opsconsole.hosts import Host
-from opsconsole.transport.alive import alive_function
+from opsconsole.transport.alive import alive_function, group_alive_function
 from opsconsole.transport.base import CommandResult, LineHandler, PathInTheWay, Transport, TransportError
 from opsconsole.transport.pool import SshPool
 from opsconsole.transport.script_stdin import shell_for
@@ -33,7 +33,8 @@ TAIL_LINES = 20
 PGID_MARK = "@@opsconsole-pgid@@ "
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_ALIVE = alive_function()  # `alive PID`: the service runs (not a zombie, still its own session's leader)
+# `alive PID`: the service runs (not a zombie, still its own session's leader); `group_alive PGID`: some of it does.
+_ALIVE = alive_function() + "\n" + group_alive_function()
 
 
 class SshTransport(Transport):
@@ -366,8 +367,8 @@ class SshTransport(Transport):
         return int(result.stdout.strip().splitlines()[-1])
 
     def _stop_script(self, name: str, timeout: float) -> str:
-        """Shell lines that stop the service if it runs (TERM to its group, KILL after `timeout`) and leave
-        `$stopped` 0 if it ran, 3 if not. No exit: a restart goes on to the start."""
+        """Shell lines that stop the service if it runs (TERM to its group, KILL to what is left of the group
+        after `timeout`) and leave `$stopped` 0 if it ran, 3 if not. No exit: a restart goes on to the start."""
         pid_file, _ = self._service_paths(name)
         q = shlex.quote
         steps = max(1, int(timeout * 50))  # polled every 20 ms: a restart waits for the exit, not a tick
@@ -375,10 +376,10 @@ class SshTransport(Transport):
             "stopped=3\n"
             f'if [ -f {q(pid_file)} ] && pid=$(cat {q(pid_file)}) && alive "$pid"; then\n'
             f'  kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid"\n'
-            f'  i=0; while alive "$pid" && [ $i -lt {steps} ]; do sleep 0.02; i=$((i+1)); done\n'
-            f'  if alive "$pid"; then kill -KILL "-$pid" 2>/dev/null\n'
+            f'  i=0; while group_alive "$pid" && [ $i -lt {steps} ]; do sleep 0.02; i=$((i+1)); done\n'
+            f'  if group_alive "$pid"; then kill -KILL "-$pid" 2>/dev/null\n'
             # gone only once the kernel has torn it down (a big process takes a while): then its files are closed
-            f'    i=0; while alive "$pid" && [ $i -lt 250 ]; do sleep 0.02; i=$((i+1)); done\n'
+            f'    i=0; while group_alive "$pid" && [ $i -lt 250 ]; do sleep 0.02; i=$((i+1)); done\n'
             "  fi\n"
             "  stopped=0\n"
             "fi\n"
