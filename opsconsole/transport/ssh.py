@@ -376,8 +376,10 @@ class SshTransport(Transport):
             "stopped=3\n"
             f'if [ -f {q(pid_file)} ] && pid=$(cat {q(pid_file)}) && alive "$pid"; then\n'
             f'  kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid"\n'
-            f'  i=0; while group_alive "$pid" && [ $i -lt {steps} ]; do sleep 0.02; i=$((i+1)); done\n'
-            f'  if group_alive "$pid"; then kill -KILL "-$pid" 2>/dev/null\n'
+            # (the answer of the last look is kept: each look at a group whose leader is gone reads /proc)
+            f'  left=0; i=0; while group_alive "$pid"; do [ $i -lt {steps} ] || {{ left=1; break; }}; '
+            f'sleep 0.02; i=$((i+1)); done\n'
+            f'  if [ $left = 1 ]; then kill -KILL "-$pid" 2>/dev/null\n'
             # gone only once the kernel has torn it down (a big process takes a while): then its files are closed
             f'    i=0; while group_alive "$pid" && [ $i -lt 250 ]; do sleep 0.02; i=$((i+1)); done\n'
             "  fi\n"
