@@ -87,3 +87,71 @@ async def test_close_delivers_what_was_written_and_abort_drops_it() -> None:
     assert sent == [] and bytes(far.data) == b""
     server.close()
     server2.close()
+
+
+class Channel:
+    """What asyncssh's SSHTCPChannel is to the session it opens: a transport, whose writes are recorded."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+class Jump:
+    """The `via` connection's side of the contract: create_connection(session_factory, host, port) opens a
+    channel, hands it to the session and starts it, and returns (channel, session) — as asyncssh's does."""
+
+    def __init__(self) -> None:
+        self.channel = Channel()
+        self.opened: tuple[str, int] | None = None
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("10.0.0.9", 22) if name == "peername" else default
+
+    async def create_connection(self, factory, host: str, port: int):  # type: ignore[no-untyped-def]
+        self.opened = (host, port)
+        session = factory()
+        session.connection_made(self.channel)
+        session.session_started()
+        session.data_received(b"banner", None)  # a channel passes a datatype (None: plain data)
+        return self.channel, session
+
+
+class Inner(Client):
+    def __init__(self) -> None:
+        super().__init__()
+        self.got: list[bytes] = []
+        self.started = False
+
+    def session_started(self) -> None:
+        self.started = True
+
+    def data_received(self, data: bytes) -> None:
+        self.got.append(data)
+
+
+async def test_through_a_jump_connection_one_pass_is_one_channel_write_and_reads_pass_through() -> None:
+    jump = Jump()
+    tunnel = BatchedTcp(via=jump)
+    assert "10.0.0.9:22" in repr(tunnel)
+    transport, inner = await tunnel.create_connection(Inner, "10.1.0.5", 22)
+    assert jump.opened == ("10.1.0.5", 22) and isinstance(inner, Inner) and inner.started
+    assert inner.got == [b"banner"]
+    assert inner.transport is transport
+    for i in range(20):
+        transport.write(b"%02d;" % i)
+    assert jump.channel.writes == []
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert jump.channel.writes == [b"".join(b"%02d;" % i for i in range(20))]
+    transport.write(b"bye")
+    transport.close()  # the goodbye written just before close still goes out, then the channel closes
+    assert jump.channel.writes[-1] == b"bye" and jump.channel.closed

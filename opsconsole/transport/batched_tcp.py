@@ -11,11 +11,13 @@ It plugs into asyncssh's documented `tunnel=` argument, which takes any object w
 `create_connection(protocol_factory, host, port)` coroutine. With `via=` (the jump host's SSH connection),
 the same holds for a host's connection inside the jump's: its packets of one pass leave as one channel
 data message instead of one each, so the jump connection carries, encrypts and forwards fewer and bigger.
+(That message then waits for the jump connection's own flush: two passes of the loop, not one.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Callable
 
 
@@ -26,6 +28,12 @@ class BatchedTcp:
     def __init__(self, via: Any = None) -> None:
         self.via = via  # an asyncssh.SSHClientConnection, or None: straight over TCP
 
+    @property
+    def logger(self) -> Any:
+        """asyncssh logs "Opening SSH connection … via SSH tunnel" to the tunnel's logger: the jump's, which
+        names its connection, as with `tunnel=jump`."""
+        return getattr(self.via, "logger", logging.getLogger("asyncssh"))
+
     async def create_connection(self, protocol_factory: Callable[[], asyncio.Protocol], host: str,
                                 port: int) -> tuple["BatchedWrites", asyncio.Protocol]:
         if self.via is not None:
@@ -35,8 +43,11 @@ class BatchedTcp:
         assert shim.batched is not None
         return shim.batched, shim.inner
 
-    def __repr__(self) -> str:  # (asyncssh's debug log still says "via SSH tunnel" for any tunnel object)
-        return "direct TCP" if self.via is None else f"tunnel through {self.via!r}"
+    def __repr__(self) -> str:
+        if self.via is None:
+            return "direct TCP"
+        peer = self.via.get_extra_info("peername") or ("?", 0)
+        return f"tunnel through the SSH connection to {peer[0]}:{peer[1]}"
 
 
 class BatchedWrites:

@@ -36,10 +36,11 @@ ENCRYPTION_ALGS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20
                    "aes256-ctr", "aes192-ctr", "aes128-ctr"]
 
 # asyncssh sends an empty SSH_MSG_IGNORE before every packet once encryption is on: the defence for CBC
-# mode, whose next IV an attacker could otherwise know (RFC 4251's security considerations; PuTTY pads only
-# under CBC). No mode we offer (ENCRYPTION_ALGS has no CBC) needs it, and OpenSSH sends none. Behind a jump host it doubles the packets of both
-# connections, each encrypted, framed, logged and decrypted by sshd: at 100 lab hosts the rollout's
-# controller CPU fell from ~52 to ~40 ms per host without them (bench_scale, session notes 2026-12-03).
+# mode, whose next IV an attacker could otherwise know (RFC 4251's security considerations; PuTTY pads
+# only under CBC). No mode we offer (ENCRYPTION_ALGS has no CBC, and a rekey picks from the same list)
+# needs it, and OpenSSH sends none. Behind a jump host it doubles the packets of both connections, each
+# encrypted, framed, logged and decrypted by sshd: at 100 lab hosts the rollout's controller CPU fell
+# from ~52 to ~40 ms per host without them (bench_scale; session notes of 2026-12-03).
 _EMPTY_IGNORE = (b"\0\0\0\0",)  # the padding packet's one argument: an empty SSH string
 _MSG_IGNORE = 2
 
