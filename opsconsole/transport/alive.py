@@ -35,4 +35,4 @@ def group_alive_function() -> str:
             'if read -r s 2>/dev/null < "/proc/$1/stat"; then s=${s##*") "}; set -- $s; '
             '[ "$1" != Z ] && [ "$3" = "$_group" ] && return 0; fi; '
                         'cat /proc/[0-9]*/stat 2>/dev/null | awk -v g="$_group" '
-            """'{ sub(/.*\) /, ""); if ($3 == g && $1 != "Z") live = 1 } END { exit !live }'; }""")
+            r"""'{ sub(/.*\) /, ""); if ($3 == g && $1 != "Z") live = 1 } END { exit !live }'; }""")
