@@ -34,5 +34,5 @@ def group_alive_function() -> str:
     return ('group_alive() { kill -0 "-$1" 2>/dev/null || return 1; _group=$1; '
             'if read -r s 2>/dev/null < "/proc/$1/stat"; then s=${s##*") "}; set -- $s; '
             '[ "$1" != Z ] && [ "$3" = "$_group" ] && return 0; fi; '
-                        'cat /proc/[0-9]*/stat 2>/dev/null | awk -v g="$_group" '
+            'cat /proc/[0-9]*/stat 2>/dev/null | awk -v g="$_group" '
             r"""'{ sub(/.*\) /, ""); if ($3 == g && $1 != "Z") live = 1 } END { exit !live }'; }""")
