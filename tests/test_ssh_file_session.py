@@ -4,8 +4,12 @@ the shell script means: made, already there, or refused when something else stan
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+
+import asyncssh
+import pytest
 
 from opsconsole.playbook.modules import ModuleContext, run_module
 from opsconsole.playbook.templating import Templar
@@ -64,3 +68,29 @@ async def test_directories_and_links_without_a_command(lab: Lab, pool: SshPool, 
     assert root.failed and len(commands) == 3
     del t.run  # recording ends
     await t.run(f"rm -rf {base}")
+
+
+async def test_a_directory_under_an_existing_one_is_one_mkdir_and_a_missing_tree_is_made_whole(
+        lab: Lab, pool: SshPool, caplog: pytest.LogCaptureFixture) -> None:
+    """asyncssh's makedirs tries mkdir (then stat) on every level from /: ten round trips for a release
+    directory. The common case, the parent there, is one mkdir; a missing tree is still made whole. Read
+    from asyncssh's own packet log (debug level 3)."""
+    t = SshTransport(lab_host(lab, "app-1"), pool)
+    files = Path(lab.hosts["app-1"].files)
+    await t.run("rm -rf mkdirs && mkdir -p mkdirs/releases")
+    assert await t.exists("mkdirs/releases")  # the SFTP session is open (its INIT is not this count's)
+    asyncssh.set_debug_level(3)
+    caplog.set_level(logging.DEBUG, logger="asyncssh")
+    try:
+        caplog.clear()
+        assert await t.ensure_directory("mkdirs/releases/v1") is True
+        one = [r.getMessage() for r in caplog.records if "Sent FXP_" in r.getMessage()]
+        caplog.clear()
+        assert await t.ensure_directory("mkdirs/a/b/c") is True
+        tree = [r.getMessage() for r in caplog.records if "Sent FXP_" in r.getMessage()]
+    finally:
+        asyncssh.set_debug_level(1)
+    assert (files / "mkdirs/releases/v1").is_dir() and (files / "mkdirs/a/b/c").is_dir()
+    assert sum("FXP_MKDIR" in m for m in one) == 1, one
+    assert len(one) == 3, f"{len(one)} SFTP requests for one directory: {one}"  # stat, lstat, mkdir
+    assert sum("FXP_MKDIR" in m for m in tree) >= 3, tree  # a, b and c were made

@@ -169,7 +169,7 @@ class SshTransport(Transport):
 
         async def write(sftp: asyncssh.SFTPClient) -> bool:
             # lstat, not stat: a link planted at the target is replaced, never read through nor chmod-ed through.
-            current = await self._lstat_target(sftp, target)
+            current, parent_is_dir = await self._lstat_target(sftp, target)
             regular = current is not None and stat.S_ISREG(current.permissions or 0)
             if regular and current.size == len(content):
                 async with sftp.open(target, "rb") as f:
@@ -179,16 +179,17 @@ class SshTransport(Transport):
                             return True
                         return False
             keep = mode if mode is not None else (current.permissions & 0o7777 if regular and current.permissions else None)
-            await _replace(sftp, target, content, keep)
+            await _replace(sftp, target, content, keep, parent_is_dir=parent_is_dir)
             return True
 
         return await self._sftp(write, path)
 
-    async def _lstat_target(self, sftp: asyncssh.SFTPClient, target: str) -> asyncssh.SFTPAttrs | None:
-        """`target`'s lstat (None: not there), after refusing (TransportError) a directory between the host
-        root and `target` that is a symbolic link: a file meant for the host root must not land wherever
-        someone pointed a link (the root itself may be a link, and paths outside the root are the playbook's
-        own choice). All asked at once (SFTP requests pipeline on the session): one round trip, not one per level."""
+    async def _lstat_target(self, sftp: asyncssh.SFTPClient, target: str) -> tuple[asyncssh.SFTPAttrs | None, bool]:
+        """`target`'s lstat (None: not there), and whether its directory is known to be one, after refusing
+        (TransportError) a directory between the host root and `target` that is a symbolic link: a file meant
+        for the host root must not land wherever someone pointed a link (the root itself may be a link, and
+        paths outside the root are the playbook's own choice). All asked at once (SFTP requests pipeline on
+        the session): one round trip, not one per level."""
         relative = posixpath.relpath(posixpath.dirname(target), self.root)
         walked, paths = self.root, []
         if relative != "." and not relative.startswith(".."):
@@ -202,7 +203,8 @@ class SshTransport(Transport):
             if stat.S_ISLNK(attrs.permissions or 0):
                 raise TransportError(f"{self.host.name}: {walked} is a symbolic link; not writing {target} "
                                      "through it")
-        return current
+        parent_is_dir = bool(found) and found[-1] is not None and stat.S_ISDIR(found[-1].permissions or 0)
+        return current, parent_is_dir
 
     async def read_file(self, path: str) -> bytes:
         target = self.path(path)
@@ -230,7 +232,7 @@ class SshTransport(Transport):
         have = await self._sh(f"[ ! -L {shlex.quote(target)} ] && sha256sum {shlex.quote(target)} 2>/dev/null")
 
         async def put(sftp: asyncssh.SFTPClient) -> bool:
-            current = await self._lstat_target(sftp, target)
+            current, parent_is_dir = await self._lstat_target(sftp, target)
             if have.ok and have.stdout.split()[:1] == [digest] and current is not None \
                     and stat.S_ISREG(current.permissions or 0):
                 if mode is None or (current.permissions or 0) & 0o7777 == mode:
@@ -238,7 +240,7 @@ class SshTransport(Transport):
                 async with sftp.open(target, "rb") as f:
                     await f.chmod(mode)
                 return True
-            await _replace(sftp, target, content, mode)
+            await _replace(sftp, target, content, mode, parent_is_dir=parent_is_dir)
             return True
 
         return await self._sftp(put, path)
@@ -258,14 +260,15 @@ class SshTransport(Transport):
             return None
 
         async def make(sftp: asyncssh.SFTPClient) -> bool:
-            attrs = await _stat(sftp, target)  # followed, as `[ -d ]`: a link to a directory is one
+            # followed, as `[ -d ]`: a link to a directory is one; and not followed, for a dangling link
+            attrs, own = await asyncio.gather(_stat(sftp, target), _stat(sftp, target, follow=False))
             if attrs is not None:
                 if stat.S_ISDIR(attrs.permissions or 0):
                     return False
                 raise PathInTheWay(f"{path} exists and is not a directory")
-            if await _stat(sftp, target, follow=False) is not None:
+            if own is not None:
                 raise PathInTheWay(f"{path} is a link to nothing, not a directory")
-            await sftp.makedirs(target, exist_ok=True)
+            await _make_directories(sftp, target)
             return True
 
         return await self._sftp(make, path)
@@ -426,17 +429,18 @@ class SshTransport(Transport):
         """Connections belong to the pool (shared by all hosts); the pool's owner closes it."""
 
 
-async def _replace(sftp: asyncssh.SFTPClient, target: str, content: bytes, mode: int | None) -> None:
+async def _replace(sftp: asyncssh.SFTPClient, target: str, content: bytes, mode: int | None, *,
+                   parent_is_dir: bool = False) -> None:
     """Replace `target` as fsio.write_atomic does locally: a temp file beside it with a random name, created
     exclusively (a symlink or file planted at a guessable name is never followed nor reused) with its final
     mode before a byte is written, fsynced when the server can (fsync@openssh.com), renamed over the target.
     A new file with no mode gets the host's umask (created 0666, the server applies its umask), as Ansible's
-    modules and the local transport give it: not a fixed 0644, which was wider than a host's umask of 077."""
+    modules and the local transport give it: not a fixed 0644, which was wider than a host's umask of 077.
+    `parent_is_dir`: the caller has just seen the directory (one round trip fewer)."""
     final = 0o666 if mode is None else mode
     directory = posixpath.dirname(target)
-    if not await _is_dir(sftp, directory):
-        # makedirs tries mkdir then stat on every level from /: ten round trips for /srv/opsconsole/releases/v.
-        await sftp.makedirs(directory, exist_ok=True)
+    if not parent_is_dir and not await _is_dir(sftp, directory):
+        await _make_directories(sftp, directory)
     for attempt in range(3):
         tmp = posixpath.join(directory, f".{posixpath.basename(target)}.{secrets.token_hex(6)}.tmp")
         try:
@@ -462,6 +466,15 @@ async def _replace(sftp: asyncssh.SFTPClient, target: str, content: bytes, mode:
         except (asyncssh.SFTPError, OSError):
             pass
         raise
+
+
+async def _make_directories(sftp: asyncssh.SFTPClient, path: str) -> None:
+    """`mkdir -p path`. Its parent usually exists: one mkdir. asyncssh's makedirs tries mkdir then stat on
+    every level from / (ten round trips for /srv/opsconsole/releases/v), so it only runs when that fails."""
+    try:
+        await sftp.mkdir(path)
+    except asyncssh.SFTPError:  # a parent is missing, or `path` appeared meanwhile: makedirs sorts out which
+        await sftp.makedirs(path, exist_ok=True)
 
 
 async def _stat(sftp: asyncssh.SFTPClient, path: str, follow: bool = True) -> asyncssh.SFTPAttrs | None:
