@@ -469,11 +469,23 @@ async def _replace(sftp: asyncssh.SFTPClient, target: str, content: bytes, mode:
 
 
 async def _make_directories(sftp: asyncssh.SFTPClient, path: str) -> None:
-    """`mkdir -p path`. Its parent usually exists: one mkdir. asyncssh's makedirs tries mkdir then stat on
-    every level from / (ten round trips for /srv/opsconsole/releases/v), so it only runs when that fails."""
+    """`mkdir -p path` (absolute). Its parent usually exists: one mkdir. Else every level's mkdir at once, in one
+    round trip (the server takes them in order; the levels that exist refuse, harmlessly), where asyncssh's
+    makedirs tries mkdir then stat on each level from / in turn: ~10 round trips for
+    /srv/opsconsole/releases/v. makedirs still settles anything else: a level made meanwhile, a server that
+    answered out of order, a real refusal (which it raises)."""
     try:
         await sftp.mkdir(path)
-    except asyncssh.SFTPError:  # a parent is missing, or `path` appeared meanwhile: makedirs sorts out which
+        return
+    except asyncssh.SFTPError:
+        pass
+    parts = path.strip("/").split("/")
+    levels = ["/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    made = await asyncio.gather(*(sftp.mkdir(level) for level in levels), return_exceptions=True)
+    for result in made:
+        if isinstance(result, BaseException) and not isinstance(result, asyncssh.SFTPError):
+            raise result  # the connection, not the path
+    if made[-1] is not None:
         await sftp.makedirs(path, exist_ok=True)
 
 
