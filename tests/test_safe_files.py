@@ -290,6 +290,9 @@ async def test_sftp_never_chmods_reads_nor_writes_through_a_planted_link_and_a_n
     source.write_bytes(big)
     (base / "linked").symlink_to("elsewhere")  # a directory link: a write below it would land elsewhere
     mine(base / "linked")
+    dotted = files / f"..{base.name}"  # inside the root though its name starts with "..": checked the same
+    dotted.symlink_to(f"{base.name}/elsewhere")
+    mine(dotted)
     rel = base.name
     pool = SshPool(ssh_options(lab))
     t = SshTransport(lab_host(lab, app.name), pool)
@@ -301,11 +304,14 @@ async def test_sftp_never_chmods_reads_nor_writes_through_a_planted_link_and_a_n
             await t.write_file(f"{rel}/linked/sub/x.conf", b"x\n")
         with pytest.raises(TransportError, match="is a symbolic link"):
             await t.write_file(f"{rel}/linked/y.conf", b"y\n")
+        with pytest.raises(TransportError, match=f"/srv/opsconsole/..{base.name} is a symbolic link"):
+            await t.write_file(f"..{base.name}/z.conf", b"z\n")
         assert await t.write_file(f"{rel}/conf/new.conf", b"n\n") is True  # a new file with no mode
         umask = int((await t.run("umask")).stdout.strip(), 8)  # what `touch` gets there; Ansible gives the same
     finally:
         await pool.close()
         source.unlink()
+        dotted.unlink()
     assert stat.S_IMODE(victim.stat().st_mode) == 0o600 and victim.read_bytes() == b"a=1\n"
     assert stat.S_IMODE(big_victim.stat().st_mode) == 0o600
     for placed in (base / "conf" / "app.conf", base / "big" / "big.bin"):

@@ -29,10 +29,20 @@ def group_alive_function() -> str:
     zombie, not yet reaped by pid 1 (a container's or VM's pid 1 may take a second, or never reap: waiting
     for it would hold every stop). That is told by looking at every process: one cat and one awk, as the
     shell's `read` takes a byte per system call and a busy host has thousands of stat lines (~10 ms at 200
-    processes, and only for a stop whose leader already went).
+    processes, and only for a stop whose leader already went). Unlike its twin here (pids.group_alive), a
+    group `kill -0` may not signal counts as gone: the stop runs as the user who started the service.
     """
     return ('group_alive() { kill -0 "-$1" 2>/dev/null || return 1; _group=$1; '
             'if read -r s 2>/dev/null < "/proc/$1/stat"; then s=${s##*") "}; set -- $s; '
             '[ "$1" != Z ] && [ "$3" = "$_group" ] && return 0; fi; '
             'cat /proc/[0-9]*/stat 2>/dev/null | awk -v g="$_group" '
-            r"""'{ sub(/.*\) /, ""); if ($3 == g && $1 != "Z") live = 1 } END { exit !live }'; }""")
+            # (NF: a process name holding a newline and a fake ") S 1 PGID" cannot pass for a stat line of 50 fields)
+            r"""'{ sub(/.*\) /, ""); if (NF >= 20 && $3 == g && $1 != "Z" && $1 != "X") live = 1 } END { exit !live }'; }""")
+
+
+def clock_function() -> str:
+    """The shell line defining `clock`: sets `$now` to the seconds since boot in hundredths (/proc/uptime), for
+    deadlines in time rather than in loop turns, whose length a slow look stretches. Leading zeros go: the
+    shell's arithmetic would read "012" as octal."""
+    return ('clock() { read -r now _ < /proc/uptime; now=${now%.*}${now#*.}; '
+            'while [ "${now#0}" != "$now" ] && [ ${#now} -gt 1 ]; do now=${now#0}; done; }')

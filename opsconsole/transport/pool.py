@@ -61,8 +61,10 @@ def skip_ignore_padding(conn: asyncssh.SSHClientConnection) -> None:
 
 
 # The connection died under us (or before we noticed): worth one retry on a fresh connection.
+# (An SFTP session that died with it says so as an SFTPError: still the link, not the path.)
 LINK_ERRORS: tuple[type[BaseException], ...] = (
     asyncssh.ConnectionLost, asyncssh.DisconnectError, BrokenPipeError, ConnectionResetError,
+    asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection,
 )
 
 

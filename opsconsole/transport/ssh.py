@@ -23,7 +23,7 @@ from pathlib import Path
 import asyncssh
 
 from opsconsole.hosts import Host
-from opsconsole.transport.alive import alive_function, group_alive_function
+from opsconsole.transport.alive import alive_function, clock_function, group_alive_function
 from opsconsole.transport.base import CommandResult, LineHandler, PathInTheWay, Transport, TransportError
 from opsconsole.transport.pool import SshPool
 from opsconsole.transport.script_stdin import shell_for
@@ -33,8 +33,9 @@ TAIL_LINES = 20
 PGID_MARK = "@@opsconsole-pgid@@ "
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-# `alive PID`: the service runs (not a zombie, still its own session's leader); `group_alive PGID`: some of it does.
-_ALIVE = alive_function() + "\n" + group_alive_function()
+# `alive PID`: the service runs (not a zombie, still its own session's leader); `group_alive PGID`: some of it
+# does; `clock`: $now, hundredths of a second since boot.
+_ALIVE = "\n".join((alive_function(), group_alive_function(), clock_function()))
 
 
 class SshTransport(Transport):
@@ -192,7 +193,8 @@ class SshTransport(Transport):
         the session): one round trip, not one per level."""
         relative = posixpath.relpath(posixpath.dirname(target), self.root)
         walked, paths = self.root, []
-        if relative != "." and not relative.startswith(".."):
+        # (".." or "../x" is outside the root; a directory named "..cache" is inside it and checked)
+        if relative != "." and relative != ".." and not relative.startswith("../"):
             for part in relative.split("/"):
                 walked = posixpath.join(walked, part)
                 paths.append(walked)
@@ -374,17 +376,19 @@ class SshTransport(Transport):
         after `timeout`) and leave `$stopped` 0 if it ran, 3 if not. No exit: a restart goes on to the start."""
         pid_file, _ = self._service_paths(name)
         q = shlex.quote
-        steps = max(1, int(timeout * 50))  # polled every 20 ms: a restart waits for the exit, not a tick
+        wait = max(1, int(timeout * 100))  # in hundredths of a second, as `clock` counts
         return (
             "stopped=3\n"
             f'if [ -f {q(pid_file)} ] && pid=$(cat {q(pid_file)}) && alive "$pid"; then\n'
             f'  kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid"\n'
-            # (the answer of the last look is kept: each look at a group whose leader is gone reads /proc)
-            f'  left=0; i=0; while group_alive "$pid"; do [ $i -lt {steps} ] || {{ left=1; break; }}; '
-            f'sleep 0.02; i=$((i+1)); done\n'
+            # Polled every 20 ms against the clock: a restart waits for the exit, not a tick, and a look that
+            # reads /proc (the leader gone, the group not) cannot stretch the timeout. The last answer is kept.
+            f'  clock; end=$((now + {wait})); left=0\n'
+            f'  while group_alive "$pid"; do clock; [ $now -lt $end ] || {{ left=1; break; }}; sleep 0.02; done\n'
             f'  if [ $left = 1 ]; then kill -KILL "-$pid" 2>/dev/null\n'
             # gone only once the kernel has torn it down (a big process takes a while): then its files are closed
-            f'    i=0; while group_alive "$pid" && [ $i -lt 250 ]; do sleep 0.02; i=$((i+1)); done\n'
+            f'    clock; end=$((now + 500))\n'
+            f'    while group_alive "$pid"; do clock; [ $now -lt $end ] || break; sleep 0.02; done\n'
             "  fi\n"
             "  stopped=0\n"
             "fi\n"
@@ -468,6 +472,10 @@ async def _replace(sftp: asyncssh.SFTPClient, target: str, content: bytes, mode:
         raise
 
 
+# SFTPErrors that say the session is gone, not that a path was refused.
+_SFTP_LINK_LOST = (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection)
+
+
 async def _make_directories(sftp: asyncssh.SFTPClient, path: str) -> None:
     """`mkdir -p path` (absolute). Its parent usually exists: one mkdir. Else every level's mkdir at once, in one
     round trip (the server takes them in order; the levels that exist refuse, harmlessly), where asyncssh's
@@ -477,13 +485,16 @@ async def _make_directories(sftp: asyncssh.SFTPClient, path: str) -> None:
     try:
         await sftp.mkdir(path)
         return
+    except _SFTP_LINK_LOST:
+        raise  # the connection, not the path
     except asyncssh.SFTPError:
         pass
     parts = path.strip("/").split("/")
     levels = ["/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1)]
     made = await asyncio.gather(*(sftp.mkdir(level) for level in levels), return_exceptions=True)
     for result in made:
-        if isinstance(result, BaseException) and not isinstance(result, asyncssh.SFTPError):
+        if isinstance(result, _SFTP_LINK_LOST) or (isinstance(result, BaseException)
+                                                   and not isinstance(result, asyncssh.SFTPError)):
             raise result  # the connection, not the path
     if made[-1] is not None:
         await sftp.makedirs(path, exist_ok=True)
