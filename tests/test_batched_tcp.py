@@ -105,6 +105,7 @@ class Channel:
     def close(self) -> None:
         self.closed = True
 
+
 class Jump:
     """The `via` connection's side of the contract: create_connection(session_factory, host, port) opens a
     channel, hands it to the session and starts it, and returns (channel, session) — as asyncssh's does."""

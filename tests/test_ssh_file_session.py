@@ -4,12 +4,10 @@ the shell script means: made, already there, or refused when something else stan
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from pathlib import Path
 
-import asyncssh
 import pytest
 
 from opsconsole.playbook.modules import ModuleContext, run_module
@@ -17,7 +15,7 @@ from opsconsole.playbook.templating import Templar
 from opsconsole.transport.pool import SshPool
 from opsconsole.transport.ssh import SshTransport
 from tests.lab import Lab
-from tests.lab.inventory import lab_host, record_commands
+from tests.lab.inventory import asyncssh_packet_log, lab_host, record_commands
 
 pytest_plugins = ["tests.lab.fixtures"]
 
@@ -80,17 +78,11 @@ async def test_a_directory_under_an_existing_one_is_one_mkdir_and_a_missing_tree
     files = Path(lab.hosts["app-1"].files)
     await t.run("rm -rf mkdirs && mkdir -p mkdirs/releases")
     assert await t.exists("mkdirs/releases")  # the SFTP session is open (its INIT is not this count's)
-    asyncssh.set_debug_level(3)
-    caplog.set_level(logging.DEBUG, logger="asyncssh")
-    try:
-        caplog.clear()
+    with asyncssh_packet_log(caplog) as take:
         assert await t.ensure_directory("mkdirs/releases/v1") is True
-        one = [r.getMessage() for r in caplog.records if "Sent FXP_" in r.getMessage()]
-        caplog.clear()
+        one = [m for m in take() if "Sent FXP_" in m]
         assert await t.ensure_directory("mkdirs/a/b/c") is True
-        tree = [r.getMessage() for r in caplog.records if "Sent FXP_" in r.getMessage()]
-    finally:
-        asyncssh.set_debug_level(1)
+        tree = [m for m in take() if "Sent FXP_" in m]
     assert (files / "mkdirs/releases/v1").is_dir() and (files / "mkdirs/a/b/c").is_dir()
     assert sum("FXP_MKDIR" in m for m in one) == 1, one
     assert len(one) == 3, f"{len(one)} SFTP requests for one directory: {one}"  # stat, lstat, mkdir

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 import time
 import uuid
 from pathlib import Path
 
-import asyncssh
 import httpx
 import pytest
 
@@ -17,7 +15,7 @@ from opsconsole.transport.base import TransportError
 from opsconsole.transport.pool import SshPool
 from opsconsole.transport.ssh import SshTransport
 from tests.lab import Lab
-from tests.lab.inventory import lab_host, ssh_options
+from tests.lab.inventory import asyncssh_packet_log, lab_host, ssh_options
 
 pytest_plugins = ["tests.lab.fixtures"]
 
@@ -55,21 +53,16 @@ async def test_no_ignore_packet_pads_each_packet_once_logged_in(lab: Lab, pool: 
     """asyncssh sends an empty MSG_IGNORE before every packet (a defence only CBC needs, and we offer no CBC):
     seen here while logging in, then never again on either connection, the jump's or the host's, while a
     command and SFTP still work. asyncssh's own packet log (debug level 3) is what is read."""
-    asyncssh.set_debug_level(3)
-    caplog.set_level(logging.DEBUG, logger="asyncssh")
-    try:
+    with asyncssh_packet_log(caplog) as take:
         app1 = SshTransport(lab_host(lab, "app-1"), pool)
         assert (await app1.run("true")).ok  # opens the jump connection, then app-1's through it
-        during_login = [r.getMessage() for r in caplog.records]
-        caplog.clear()
+        during_login = take()
         name = f"padding-{uuid.uuid4().hex}"
         result = await app1.run("cat; hostname", stdin=b"through both\n")
         assert result.ok and result.stdout == "through both\napp-1\n"
         await app1.write_file(f"work/{name}", b"x" * 100_000)
         assert await app1.read_file(f"work/{name}") == b"x" * 100_000
-        after = [r.getMessage() for r in caplog.records]
-    finally:
-        asyncssh.set_debug_level(1)
+        after = take()
     assert any("Sent MSG_IGNORE" in m for m in during_login), "asyncssh no longer pads: drop skip_ignore_padding"
     sent = [m for m in after if "Sent MSG_" in m]
     assert len(sent) > 20, f"the packet log saw too little to judge: {sent}"

@@ -25,7 +25,7 @@ import asyncssh
 from opsconsole.hosts import Host
 from opsconsole.transport.alive import alive_function, clock_function, group_alive_function
 from opsconsole.transport.base import CommandResult, LineHandler, PathInTheWay, Transport, TransportError
-from opsconsole.transport.pool import SshPool
+from opsconsole.transport.pool import LINK_ERRORS, SshPool
 from opsconsole.transport.script_stdin import shell_for
 from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_script, holder_from, listening_test
 
@@ -472,10 +472,6 @@ async def _replace(sftp: asyncssh.SFTPClient, target: str, content: bytes, mode:
         raise
 
 
-# SFTPErrors that say the session is gone, not that a path was refused.
-_SFTP_LINK_LOST = (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection)
-
-
 async def _make_directories(sftp: asyncssh.SFTPClient, path: str) -> None:
     """`mkdir -p path` (absolute). Its parent usually exists: one mkdir. Else every level's mkdir at once, in one
     round trip (the server takes them in order; the levels that exist refuse, harmlessly), where asyncssh's
@@ -485,7 +481,7 @@ async def _make_directories(sftp: asyncssh.SFTPClient, path: str) -> None:
     try:
         await sftp.mkdir(path)
         return
-    except _SFTP_LINK_LOST:
+    except LINK_ERRORS:  # (some are SFTPErrors too)
         raise  # the connection, not the path
     except asyncssh.SFTPError:
         pass
@@ -493,8 +489,8 @@ async def _make_directories(sftp: asyncssh.SFTPClient, path: str) -> None:
     levels = ["/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1)]
     made = await asyncio.gather(*(sftp.mkdir(level) for level in levels), return_exceptions=True)
     for result in made:
-        if isinstance(result, _SFTP_LINK_LOST) or (isinstance(result, BaseException)
-                                                   and not isinstance(result, asyncssh.SFTPError)):
+        if isinstance(result, LINK_ERRORS) or (isinstance(result, BaseException)
+                                               and not isinstance(result, asyncssh.SFTPError)):
             raise result  # the connection, not the path
     if made[-1] is not None:
         await sftp.makedirs(path, exist_ok=True)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable, Iterator
+
+import asyncssh
+import pytest
 
 from opsconsole.config.model import JumpConfig
 from opsconsole.events import EventBus
@@ -53,3 +59,22 @@ def ssh_options(lab: Lab, *, known_hosts: Path | None = None, **overrides: objec
     options = SshOptions(known_hosts=str(known_hosts or lab.known_hosts), client_keys=(str(lab.client_key),),
                          agent=False, jump=JumpConfig(host=lab.jump.address, port=22, user=lab.user))
     return replace(options, **overrides)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def asyncssh_packet_log(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[], list[str]]]:
+    """asyncssh's own packet log (debug level 3: a line per SSH and SFTP message) on for the block. Yields
+    `take()`: the messages logged since the block began or since the last take."""
+    asyncssh.set_debug_level(3)
+    caplog.set_level(logging.DEBUG, logger="asyncssh")
+    caplog.clear()
+
+    def take() -> list[str]:
+        messages = [r.getMessage() for r in caplog.records]
+        caplog.clear()
+        return messages
+
+    try:
+        yield take
+    finally:
+        asyncssh.set_debug_level(1)
