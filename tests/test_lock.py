@@ -122,3 +122,29 @@ async def test_a_live_breakers_claim_is_left_alone(tmp_path: Path) -> None:
     with pytest.raises(lock_module.LockBusy):
         await FleetLock(transport, "itrust", "me@here").status()
     assert mutex.is_dir() and claim.is_dir()
+
+
+async def test_a_lock_call_cancelled_half_way_still_gives_its_mutex_back(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A roll ends by cancelling its lock renewer and then releasing. A renewal cancelled while its script holds
+    the mutex must not be killed there (a kill runs no EXIT trap): the mutex would stay taken and the release
+    after it, and every lock call for 35 s, fail as busy. Seen in CI at lock_renew 0.2 s."""
+    # Hold the mutex a while inside the script, so the cancel lands there every time.
+    monkeypatch.setattr(lock_module, "_SCRIPT", lock_module._SCRIPT.replace(
+        "trap 'rmdir \"$m\"' EXIT\n", "trap 'rmdir \"$m\"' EXIT\nsleep 0.5\n", 1))
+    root = tmp_path / "h1"
+    transport = LocalTransport(Host(name="h1", group="g", address="127.0.0.1", root=str(root)))
+    lock = FleetLock(transport, "itrust", "me@here")
+    assert await lock.acquire("roll itrust") is None
+    mutex = root / "locks" / "itrust.lock.mutex"
+    renewal = asyncio.ensure_future(lock.renew())
+    deadline = time.monotonic() + 5
+    while not mutex.exists():
+        assert time.monotonic() < deadline, "the renewal never took the mutex"
+        await asyncio.sleep(0.01)
+    renewal.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await renewal
+    assert not mutex.exists(), "the cancelled renewal left the mutex taken"
+    await lock.release()  # not busy
+    assert await lock.status() is None

@@ -25,11 +25,13 @@ import shlex
 import socket
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Callable
+from typing import Awaitable, Callable, TypeVar
 
 from opsconsole.config.model import RolloutConfig
 from opsconsole.pids import pid_alive
 from opsconsole.transport.base import Transport
+
+T = TypeVar("T")
 
 LOCK_DIR = "locks"
 _NOTICE = "opsconsole-lock:"  # marks the script's lines for us on stderr: `opsconsole-lock: WHAT SECONDS`
@@ -174,7 +176,7 @@ class FleetLock:
         tries = max(1, math.ceil(self.MUTEX_WAIT / 0.05))
         command = " ".join(shlex.quote(a) for a in ["sh", "-c", _SCRIPT, "lock", self.path, content, mode, self.token,
                                                     now, str(tries), str(int(self.MUTEX_MAX_AGE))])
-        result = await self.transport.run(command, timeout=self.CALL_TIMEOUT)
+        result = await _to_the_end(self.transport.run(command, timeout=self.CALL_TIMEOUT))
         said: dict[str, int] = {}
         for line in result.tail:
             if line.startswith(_NOTICE):
@@ -248,6 +250,24 @@ class FleetLock:
     async def force_release(self) -> LockInfo | None:
         _, before = await self._call("force")
         return before
+
+
+async def _to_the_end(call: Awaitable[T]) -> T:
+    """`call`'s result; cancelled meanwhile, it is let finish first, then the cancellation goes on.
+
+    A lock script killed half-way (cancelling a transport's run kills its command, and a kill runs no EXIT
+    trap) leaves the mutex taken, and every lock call fails as busy until it is MUTEX_MAX_AGE old: a roll
+    that cancels its renewer and then releases hit exactly that. The script is short and bounded by
+    CALL_TIMEOUT, so waiting for it costs the canceller milliseconds.
+    """
+    work = asyncio.ensure_future(call)
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait({work})
+        if not work.cancelled():
+            work.exception()  # retrieved: the caller is going away, whatever the call said is moot
+        raise
 
 
 def _holder_died_here(info: LockInfo) -> bool:
