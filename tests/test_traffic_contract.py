@@ -197,7 +197,9 @@ def test_draining_a_member_under_load_loses_nothing(rig):
             assert await d.wait_drained("web", "s2", timeout=10)
             marks["drained"] = time.monotonic() - t0
 
-        r = await _under_load(rig.port, 1500, 16, 1.0, drain, path="/slow?ms=30")
+        # s2 slow (300 ms a request, the others at once): it surely has requests in flight when the drain
+        # begins, even on a busy machine where 30 ms requests could all be done by the time s2 is read.
+        r = await _under_load(rig.port, 1500, 16, 1.0, drain, path="/slow?ms=300&slow=s2")
         await d.enable("web", "s2")
         again = await load(rig.port, total=40, concurrency=1)
         return r, marks, again
