@@ -733,6 +733,20 @@ def test_a_stalled_request_body_is_408_and_not_held_against_the_member(lab):
     never(judged, for_seconds=0.5, what=lambda: f"the member was judged for a client's stall: {_member(p)}")
 
 
+def _read_what_is_left(sock: socket.socket) -> bytes:
+    """What the kernel holds for a non-blocking socket whose peer is gone: a reset closes the socket
+    (TCP_CLOSE) before the bytes that came with it are read, and they are still there to read."""
+    rest = bytearray()
+    while True:
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, ConnectionResetError, BrokenPipeError):
+            return bytes(rest)
+        if not data:
+            return bytes(rest)
+        rest += data
+
+
 def _upload_until_closed(sock: socket.socket, total: int, limit: float) -> tuple[bytes, float | None, float | None]:
     """Send body bytes as fast as the proxy takes them (up to `total`), reading all along, until the proxy
     is gone (a send or read fails, or its reset is in) or `limit` seconds pass.
@@ -743,6 +757,12 @@ def _upload_until_closed(sock: socket.socket, total: int, limit: float) -> tuple
     sent = 0
     t0 = time.monotonic()
     first = None
+
+    def gone() -> tuple[bytes, float | None, float | None]:
+        closed = time.monotonic() - t0
+        rest = _read_what_is_left(sock)  # the answer may have come in with the reset, unread yet
+        return bytes(got + rest), first if first is not None or not rest else closed, closed
+
     try:
         while time.monotonic() - t0 < limit:
             moved = False
@@ -755,7 +775,7 @@ def _upload_until_closed(sock: socket.socket, total: int, limit: float) -> tuple
             except BlockingIOError:
                 pass
             except (ConnectionResetError, BrokenPipeError):
-                return bytes(got), first, time.monotonic() - t0
+                return gone()
             if sent < total:
                 try:
                     sent += sock.send(piece[: total - sent])
@@ -763,9 +783,9 @@ def _upload_until_closed(sock: socket.socket, total: int, limit: float) -> tuple
                 except BlockingIOError:
                     pass
                 except (ConnectionResetError, BrokenPipeError):
-                    return bytes(got), first, time.monotonic() - t0
+                    return gone()
             if _tcp_state(sock) == TCP_CLOSE:
-                return bytes(got), first, time.monotonic() - t0
+                return gone()
             if not moved:
                 time.sleep(0.01)
         return bytes(got), first, None
