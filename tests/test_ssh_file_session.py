@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from opsconsole.playbook.modules import ModuleContext, run_module
 from opsconsole.playbook.templating import Templar
 from opsconsole.transport.pool import SshPool
+from opsconsole.transport.base import TransportError
 from opsconsole.transport.ssh import SshTransport
 from tests.lab import Lab
 from tests.lab.inventory import asyncssh_packet_log, lab_host, record_commands
@@ -89,3 +91,34 @@ async def test_a_directory_under_an_existing_one_is_one_mkdir_and_a_missing_tree
     # a, b and c missing: one failed mkdir, then one of each level at once; no stat walk from /
     assert [re.search(r"Sent (FXP_\w+)", m).group(1) for m in tree] == ["FXP_STAT", "FXP_LSTAT"] + ["FXP_MKDIR"] * (
         1 + len(f"{t.root}/mkdirs/a/b/c".strip("/").split("/"))), tree
+
+
+async def test_a_directory_the_host_cannot_make_names_the_level_and_the_reason(lab: Lab, pool: SshPool) -> None:
+    """OpenSSH answers mkdir on a read-only (or full) filesystem with a bare "Failure", and a stat through a
+    file with another: asyncssh's makedirs reported either as "<level> is not a directory", which sends an
+    operator looking for a file that is not there. A read-only tmpfs under the host's files and a file in the
+    middle of a path each get their own message."""
+    t = SshTransport(lab_host(lab, "app-1"), pool)
+    files = Path(lab.hosts["app-1"].files)
+    await t.run("rm -rf rofs && mkdir -p rofs/ro && printf x > rofs/plain")
+    ro = files / "rofs/ro"
+    # in the host's own mount namespace (its sshd's), where its sessions see it; unmounted with it, or below
+    in_host = ["nsenter", "-t", str(lab.hosts["app-1"].sshd_pid), "-m"]
+    subprocess.run([*in_host, "mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", f"{t.root}/rofs/ro"], check=True)
+    try:
+        with pytest.raises(TransportError) as read_only:
+            await t.ensure_directory("rofs/ro/a/b")
+        said = str(read_only.value)
+        assert f"cannot create directory {t.root}/rofs/ro/a: Failure (a read-only or full filesystem" in said, said
+        assert "not a directory" not in said, said
+        with pytest.raises(TransportError) as through_a_file:
+            await t.ensure_directory("rofs/plain/a/b")
+        said = str(through_a_file.value)
+        assert f"{t.root}/rofs/plain exists and is not a directory" in said, said
+        with pytest.raises(TransportError) as file_parent:
+            await t.write_file("rofs/plain/a/f.txt", b"x")
+        assert f"{t.root}/rofs/plain exists and is not a directory" in str(file_parent.value)
+        assert not (ro / "a").exists() and (files / "rofs/plain").read_text() == "x"
+    finally:
+        subprocess.run([*in_host, "umount", f"{t.root}/rofs/ro"], check=True)
+    await t.run("rm -rf rofs")

@@ -198,14 +198,23 @@ class SshTransport(Transport):
             for part in relative.split("/"):
                 walked = posixpath.join(walked, part)
                 paths.append(walked)
-        *found, current = await asyncio.gather(*(_stat(sftp, p, follow=False) for p in [*paths, target]))
+        *found, current = await asyncio.gather(*(_stat(sftp, p, follow=False) for p in [*paths, target]),
+                                               return_exceptions=True)
         for walked, attrs in zip(paths, found):
+            if isinstance(attrs, BaseException):
+                raise attrs
             if attrs is None:
                 break  # _replace creates the rest: nothing below a missing directory can be a link yet
             if stat.S_ISLNK(attrs.permissions or 0):
                 raise TransportError(f"{self.host.name}: {walked} is a symbolic link; not writing {target} "
                                      "through it")
-        parent_is_dir = bool(found) and found[-1] is not None and stat.S_ISDIR(found[-1].permissions or 0)
+            if not stat.S_ISDIR(attrs.permissions or 0):
+                # (OpenSSH answers the lstat below it with a bare "Failure": say what is in the way)
+                raise TransportError(f"{self.host.name}: {walked} exists and is not a directory")
+        if isinstance(current, BaseException):
+            raise current
+        parent = found[-1] if found else None
+        parent_is_dir = isinstance(parent, asyncssh.SFTPAttrs) and stat.S_ISDIR(parent.permissions or 0)
         return current, parent_is_dir
 
     async def read_file(self, path: str) -> bytes:
@@ -263,7 +272,12 @@ class SshTransport(Transport):
 
         async def make(sftp: asyncssh.SFTPClient) -> bool:
             # followed, as `[ -d ]`: a link to a directory is one; and not followed, for a dangling link
-            attrs, own = await asyncio.gather(_stat(sftp, target), _stat(sftp, target, follow=False))
+            try:
+                attrs, own = await asyncio.gather(_stat(sftp, target), _stat(sftp, target, follow=False))
+            except asyncssh.SFTPFailure:
+                # OpenSSH's bare "Failure" for a path through a file (ENOTDIR): the levels say which one
+                await _make_directories(sftp, target)
+                return True
             if attrs is not None:
                 if stat.S_ISDIR(attrs.permissions or 0):
                     return False
@@ -476,8 +490,7 @@ async def _make_directories(sftp: asyncssh.SFTPClient, path: str) -> None:
     """`mkdir -p path` (absolute). Its parent usually exists: one mkdir. Else every level's mkdir at once, in one
     round trip (the server takes them in order; the levels that exist refuse, harmlessly), where asyncssh's
     makedirs tries mkdir then stat on each level from / in turn: ~10 round trips for
-    /srv/opsconsole/releases/v. makedirs still settles anything else: a level made meanwhile, a server that
-    answered out of order, a real refusal (which it raises)."""
+    /srv/opsconsole/releases/v. What that leaves undone is settled level by level (`_settle_levels`)."""
     try:
         await sftp.mkdir(path)
         return
@@ -493,7 +506,32 @@ async def _make_directories(sftp: asyncssh.SFTPClient, path: str) -> None:
                                                and not isinstance(result, asyncssh.SFTPError)):
             raise result  # the connection, not the path
     if made[-1] is not None:
-        await sftp.makedirs(path, exist_ok=True)
+        await _settle_levels(sftp, levels, made)
+
+
+async def _settle_levels(sftp: asyncssh.SFTPClient, levels: list[str], made: list[object]) -> None:
+    """After the mkdirs sent at once: each level is a directory now (made, there already, or made meanwhile), or
+    is made now, in order (a server may have answered out of order), or the refusal says which level and why.
+    OpenSSH answers a plain "Failure" for a read-only or full filesystem: asyncssh's makedirs reported that as
+    "<level> is not a directory", which sent an operator looking for a file that was not there."""
+    kinds = await asyncio.gather(*(_stat(sftp, level) for level in levels), return_exceptions=True)
+    for level, kind, first in zip(levels, kinds, made):
+        if isinstance(kind, BaseException):
+            raise kind  # the connection, or a level we may not look at (a missing level is None, not an error)
+        if kind is not None:
+            if stat.S_ISDIR(kind.permissions or 0):
+                continue
+            raise asyncssh.SFTPFailure(f"{level} exists and is not a directory")
+        try:
+            await sftp.mkdir(level)
+        except LINK_ERRORS:
+            raise
+        except asyncssh.SFTPError as exc:
+            if await _is_dir(sftp, level):
+                continue  # made by someone else meanwhile
+            reason = exc.reason or (first.reason if isinstance(first, asyncssh.SFTPError) else "") or "refused"
+            hint = " (a read-only or full filesystem, among others)" if reason == "Failure" else ""
+            raise asyncssh.SFTPError(exc.code, f"cannot create directory {level}: {reason}{hint}") from None
 
 
 async def _stat(sftp: asyncssh.SFTPClient, path: str, follow: bool = True) -> asyncssh.SFTPAttrs | None:
