@@ -66,6 +66,17 @@ def kill_services(state_dir: Path) -> None:
     time.sleep(0.05)
 
 
+@pytest.fixture(scope="module")
+def one_load_at_a_time():
+    """Hold /tmp/opsconsole-load.lock for a load-test module (`pytestmark = pytest.mark.usefixtures(...)`); the
+    benches run under `flock` of it, so two load runs on one machine take turns instead of skewing each other."""
+    import fcntl
+
+    with open("/tmp/opsconsole-load.lock", "a") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture
 def demo_config(tmp_path: Path):
     cfg = write_config(tmp_path)
@@ -130,7 +141,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 # Load and timing tests that need the machine to themselves: `make test` runs them after the parallel phase.
-EXCLUSIVE_MODULES = ("test_proxy_overload", "test_traffic_contract", "test_zero_drop", "test_canary_console")
+EXCLUSIVE_MODULES = ("test_proxy_overload", "test_contract_crowd", "test_traffic_contract", "test_zero_drop", "test_canary_console")
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m selects by marker and before xdist reads the groups

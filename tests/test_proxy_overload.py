@@ -13,7 +13,6 @@ machine take turns instead of skewing each other's figures.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import signal
@@ -30,17 +29,10 @@ from opsconsole.traffic.haproxy_config import render_haproxy_config
 from stdlib_backend import StdlibBackend, start_backend
 from test_proxy_support import TOKEN, ProxyProc, free_port, proxy_config_text, start_haproxy, start_proxy
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("one_load_at_a_time")]
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SECONDS = int(os.environ.get("OPSC_OVERLOAD_SECONDS", "10"))  # per target in the overload tests
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_load_at_a_time():
-    with open("/tmp/opsconsole-load.lock", "a") as holder:
-        fcntl.flock(holder, fcntl.LOCK_EX)
-        yield
 
 
 # -- configs with the proxy's defaults ------------------------------------------------------------------

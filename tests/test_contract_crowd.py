@@ -1,0 +1,159 @@
+"""The traffic contract under a crowd, through both drivers: 200 keep-alive clients (wrk) against members that
+look like small real apps (stdlib ThreadingHTTPServer, listen backlog 5), with every proxy setting at its
+default. test_traffic_contract.py checks the same promises with 8-16 in-process clients against asyncio
+members; this is the load a real site sends, and the HAProxy driver is judged under it as the embedded proxy is.
+
+- a canary SIGKILLed under the crowd: no client sees a failure, the driver reports the alert, the canary's share
+  goes to 0;
+- a stable member drained under the crowd: no client sees a failure, the drain ends, and the member gets
+  nothing new once it is drained.
+
+Needs wrk and haproxy (a missing tool fails when CI is set). `pytest -s` prints the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from loadwrk import need, start_wrk
+from opsconsole.proxy.__main__ import load_proxy_config
+from opsconsole.traffic.base import AppTraffic, TrafficDriver
+from opsconsole.traffic.drivers import open_driver
+from opsconsole.traffic.haproxy_config import render_haproxy_config
+from stdlib_backend import StdlibBackend, start_backend
+from test_proxy_support import TOKEN, free_port, proxy_config_text, start_haproxy, start_proxy
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("one_load_at_a_time")]
+
+CLIENTS = 200
+LOAD_SECONDS = 6  # of the drain test: ~1.5 s before the drain, and more than 2 s after it ends
+
+
+@dataclass
+class Crowd:
+    """One proxy (embedded or HAProxy from the same `proxy:` section) in front of stdlib members."""
+
+    kind: str
+    port: int
+    config: Path
+    runtime_file: Path | None
+    members: dict[str, StdlibBackend]
+    started: list = field(default_factory=list)
+
+    def state(self) -> AppTraffic:
+        return asyncio.run(self._with(lambda d: d.app("web")))
+
+    def call(self, fn):  # type: ignore[no-untyped-def]
+        return asyncio.run(self._with(fn))
+
+    async def _with(self, fn):  # type: ignore[no-untyped-def]
+        cfg, _ = load_proxy_config(self.config)
+        async with open_driver(cfg, runtime_file=self.runtime_file, token=TOKEN) as d:
+            return await fn(d)
+
+
+def _app(members: dict[str, StdlibBackend]) -> str:
+    """Stable s1, s2 and canary c1; no health, retry or limit setting: the defaults are what is judged."""
+    def listed(names: list[str]) -> str:
+        return "[" + ", ".join(f"{{name: {n}, address: 127.0.0.1, port: {members[n].port}}}" for n in names) + "]"
+    return (f"web:\n  listen: 127.0.0.1:0\n  pools:\n"
+            f"    stable:\n      weight: 100\n      members: {listed(['s1', 's2'])}\n"
+            f"    canary:\n      weight: 0\n      members: {listed(['c1'])}\n")
+
+
+@pytest.fixture(params=["embedded", "haproxy"])
+def crowd(request, tmp_path):  # type: ignore[no-untyped-def]
+    need("wrk", "haproxy")
+    started: list = []
+    try:
+        members = {n: start_backend(n) for n in ("s1", "s2", "c1")}
+        started += members.values()
+        apps = _app(members)
+        if request.param == "embedded":
+            p = start_proxy(tmp_path, proxy_config_text(tmp_path, apps, tuned=False))
+            started.append(p)
+            yield Crowd("embedded", p.port("web"), p.config, tmp_path / "proxy-runtime.json", members, started)
+        else:
+            sock = str(tmp_path / "haproxy.sock")
+            cfg_file = tmp_path / "opsconsole.yaml"
+            cfg_file.write_text(proxy_config_text(
+                tmp_path, apps, tuned=False,
+                extra=f"driver: haproxy\nhaproxy: {{stats_socket: {sock}, nbthread: 1, slots: 4}}\n"))
+            cfg, _ = load_proxy_config(cfg_file)
+            port = free_port()
+            hcfg = tmp_path / "haproxy.cfg"
+            hcfg.write_text(render_haproxy_config(cfg, bind={"web": ("127.0.0.1", port)}))
+            hp = start_haproxy(hcfg, sock, port, tmp_path / "haproxy.log")
+            started.append(hp)
+            yield Crowd("haproxy", port, cfg_file, None, members, started)
+    finally:
+        for item in reversed(started):
+            item.kill() if isinstance(item, StdlibBackend) else item.stop()
+
+
+def _wait(crowd: Crowd, what: str, ok, timeout: float) -> tuple[AppTraffic, float]:  # type: ignore[no-untyped-def]
+    """Poll the driver until `ok(state)`; (that state, seconds it took)."""
+    t0 = time.monotonic()
+    while True:
+        st = crowd.state()
+        if ok(st):
+            return st, time.monotonic() - t0
+        assert time.monotonic() - t0 < timeout, f"{crowd.kind}: {what} within {timeout:g}s; last state {st}"
+        time.sleep(0.02)
+
+
+def test_a_canary_killed_under_200_clients_fails_nobody_and_raises_the_alert(crowd):
+    crowd.call(lambda d: d.set_canary_percent("web", 20))
+    run = start_wrk(f"http://127.0.0.1:{crowd.port}/", 5, CLIENTS)
+    crowd.started.append(run)
+    _, warm = _wait(crowd, "the canary took traffic", lambda st: st.member("c1").counters.requests > 0, 5)
+    time.sleep(max(0.0, 2.0 - warm))
+    assert run.proc.poll() is None, "wrk ended before the kill"
+    os.kill(crowd.members["c1"].proc.pid, signal.SIGKILL)
+    crowd.members["c1"].proc.wait(5)
+    st, latch = _wait(crowd, "the driver reported the canary's alert", lambda s: s.alert is not None, 10)
+    r = run.wait()
+    print(f"\n{crowd.kind}: canary SIGKILL ~2s into 5s at {CLIENTS} clients: {r.summary()}; alert seen "
+          f"{latch * 1000:.0f} ms after the kill")
+    assert r.requests > 1000, r.summary()
+    assert r.failed == 0, f"{crowd.kind}: {r.errors_text()}"
+    assert st.canary_percent == 0.0
+    assert not st.member("c1").healthy
+
+
+def test_a_member_drained_under_200_clients_fails_nobody_and_gets_nothing_new(crowd):
+    # 20 ms an answer: each member has requests in flight all along, so the drain has something to wait for.
+    run = start_wrk(f"http://127.0.0.1:{crowd.port}/?ms=20", LOAD_SECONDS, CLIENTS)
+    crowd.started.append(run)
+    _wait(crowd, "s2 took traffic", lambda st: st.member("s2").counters.requests > 0, 5)
+    time.sleep(1.5)
+    assert run.proc.poll() is None, "wrk ended before the drain"
+
+    async def drain(d: TrafficDriver) -> tuple[int, bool]:
+        await d.drain("web", "s2")
+        inflight = (await d.app("web")).member("s2").inflight
+        return inflight, await d.wait_drained("web", "s2", timeout=10)
+
+    t0 = time.monotonic()
+    inflight, drained = crowd.call(drain)
+    took = time.monotonic() - t0
+    at_drained = crowd.state().member("s2").counters.requests
+    left = LOAD_SECONDS - 1.5 - took  # seconds of load after the drain ended (wrk started ~1.5 s before it)
+    r = run.wait()
+    after = crowd.state()
+    print(f"\n{crowd.kind}: s2 drained under {CLIENTS} clients: {r.summary()}; {inflight} in flight at the "
+          f"drain, drained after {took:.2f}s; s2 answered {at_drained} in all")
+    assert drained, f"{crowd.kind}: s2 never drained"
+    assert left > 2, f"the drain took {took:.2f}s: too little load after it to judge 'nothing new'"
+    assert r.failed == 0, f"{crowd.kind}: {r.errors_text()}"
+    assert after.member("s2").counters.requests == at_drained, (
+        f"{crowd.kind}: s2 answered {after.member('s2').counters.requests - at_drained} requests after it was "
+        "drained")
+    assert after.member("s1").counters.requests > 0 and after.member("s2").admin == "draining"
