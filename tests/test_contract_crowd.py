@@ -6,7 +6,9 @@ members; this is the load a real site sends, and the HAProxy driver is judged un
 - a canary SIGKILLed under the crowd: no client sees a failure, the driver reports the alert, the canary's share
   goes to 0;
 - a stable member drained under the crowd: no client sees a failure, the drain ends, and the member gets
-  nothing new once it is drained.
+  nothing new once it is drained;
+- the stable pool's member set swapped under the crowd (what Kubernetes EndpointSlices drive): no client sees
+  a failure, the new member takes traffic, the removed one gets nothing new once drained and then leaves.
 
 Needs wrk and haproxy (a missing tool fails when CI is set). `pytest -s` prints the figures.
 """
@@ -24,7 +26,7 @@ import pytest
 
 from loadwrk import need, start_wrk
 from opsconsole.proxy.__main__ import load_proxy_config
-from opsconsole.traffic.base import AppTraffic, TrafficDriver
+from opsconsole.traffic.base import AppTraffic, Endpoint, TrafficDriver
 from opsconsole.traffic.drivers import open_driver
 from opsconsole.traffic.haproxy_config import render_haproxy_config
 from stdlib_backend import StdlibBackend, start_backend
@@ -55,7 +57,10 @@ class Crowd:
 
     async def _with(self, fn):  # type: ignore[no-untyped-def]
         cfg, _ = load_proxy_config(self.config)
-        async with open_driver(cfg, runtime_file=self.runtime_file, token=TOKEN) as d:
+        # Each call is a new console, as the product's (traffic_service) is: the HAProxy driver keeps what
+        # HAProxy cannot hold (the names a member set gave its slots) in a state file across consoles.
+        async with open_driver(cfg, runtime_file=self.runtime_file, token=TOKEN,
+                               state_file=self.config.parent / "haproxy-desired.json") as d:
             return await fn(d)
 
 
@@ -157,3 +162,41 @@ def test_a_member_drained_under_200_clients_fails_nobody_and_gets_nothing_new(cr
         f"{crowd.kind}: s2 answered {after.member('s2').counters.requests - at_drained} requests after it was "
         "drained")
     assert after.member("s1").counters.requests > 0 and after.member("s2").admin == "draining"
+
+
+def test_a_member_set_swapped_under_200_clients_fails_nobody(crowd):
+    s3 = start_backend("s3")
+    crowd.started.append(s3)
+    s1 = crowd.members["s1"]
+    run = start_wrk(f"http://127.0.0.1:{crowd.port}/?ms=20", LOAD_SECONDS, CLIENTS)
+    crowd.started.append(run)
+    _wait(crowd, "s2 took traffic", lambda st: st.member("s2").counters.requests > 0, 5)
+    time.sleep(1.5)
+    assert run.proc.poll() is None, "wrk ended before the swap"
+
+    async def swap(d: TrafficDriver) -> AppTraffic:
+        return await d.set_members("web", "stable", [Endpoint("s1", "127.0.0.1", s1.port),
+                                                      Endpoint("s3", "127.0.0.1", s3.port)])
+
+    t0 = time.monotonic()
+    after_set = crowd.call(swap)
+
+    def s2_done(st: AppTraffic) -> bool:
+        return "s2" not in [m.name for m in st.pools["stable"].members] or st.member("s2").drained
+
+    st, _ = _wait(crowd, "the removed s2 drained", s2_done, 10)
+    took = time.monotonic() - t0
+    s2_at_drained = st.member("s2").counters.requests if "s2" in [m.name for m in st.pools["stable"].members] else None
+    s3_at_drained = st.member("s3").counters.requests
+    r = run.wait()
+    final, _ = _wait(crowd, "s2 left the pool", lambda s: "s2" not in [m.name for m in s.pools["stable"].members], 10)
+    print(f"\n{crowd.kind}: stable set swapped (s2 out, s3 in) under {CLIENTS} clients: {r.summary()}; "
+          f"s2 drained after {took:.2f}s; s3 answered {final.member('s3').counters.requests}")
+    assert after_set.member("s2").removed and after_set.member("s2").inflight > 0, (
+        "nothing in flight on s2 when it was removed: the swap proved nothing")
+    assert LOAD_SECONDS - 1.5 - took > 2, f"the drain took {took:.2f}s: too little load after it"
+    assert r.failed == 0, f"{crowd.kind}: {r.errors_text()}"
+    assert final.member("s3").counters.requests > s3_at_drained > 0, "the new member did not take its share"
+    if s2_at_drained is not None:  # (still listed, drained, when first seen done)
+        assert s2_at_drained > 0
+    assert [m.name for m in final.pools["stable"].members] == ["s1", "s3"]
