@@ -8,7 +8,8 @@ members; this is the load a real site sends, and the HAProxy driver is judged un
 - a stable member drained under the crowd: no client sees a failure, the drain ends, and the member gets
   nothing new once it is drained;
 - the stable pool's member set swapped under the crowd (what Kubernetes EndpointSlices drive): no client sees
-  a failure, the new member takes traffic, the removed one gets nothing new once drained and then leaves.
+  a failure, the new member takes traffic, the removed one drains and leaves the pool (once gone, nothing can
+  be sent to it; the drain test above checks "nothing new once drained" where the counter stays readable).
 
 Needs wrk and haproxy (a missing tool fails when CI is set). `pytest -s` prints the figures.
 """
@@ -29,13 +30,13 @@ from opsconsole.proxy.__main__ import load_proxy_config
 from opsconsole.traffic.base import AppTraffic, Endpoint, TrafficDriver
 from opsconsole.traffic.drivers import open_driver
 from opsconsole.traffic.haproxy_config import render_haproxy_config
-from stdlib_backend import StdlibBackend, start_backend
+from stdlib_backend import StdlibBackend, start_backend, start_backends
 from test_proxy_support import TOKEN, free_port, proxy_config_text, start_haproxy, start_proxy
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("one_load_at_a_time")]
 
 CLIENTS = 200
-LOAD_SECONDS = 6  # of the drain test: ~1.5 s before the drain, and more than 2 s after it ends
+LOAD_SECONDS = 5  # of the drain and swap tests: ~1.5 s before the drain, and more than 1.5 s after it ends
 
 
 @dataclass
@@ -78,8 +79,9 @@ def crowd(request, tmp_path):  # type: ignore[no-untyped-def]
     need("wrk", "haproxy")
     started: list = []
     try:
-        members = {n: start_backend(n) for n in ("s1", "s2", "c1")}
-        started += members.values()
+        names = ("s1", "s2", "c1")
+        started += start_backends(names)  # (all stopped again if one fails to start)
+        members = dict(zip(names, started))
         apps = _app(members)
         if request.param == "embedded":
             p = start_proxy(tmp_path, proxy_config_text(tmp_path, apps, tuned=False))
@@ -99,24 +101,28 @@ def crowd(request, tmp_path):  # type: ignore[no-untyped-def]
             started.append(hp)
             yield Crowd("haproxy", port, cfg_file, None, members, started)
     finally:
-        for item in reversed(started):
-            item.kill() if isinstance(item, StdlibBackend) else item.stop()
+        for item in reversed(started):  # members, proxies and wrk runs: each has stop()
+            item.stop()
 
 
 def _wait(crowd: Crowd, what: str, ok, timeout: float) -> tuple[AppTraffic, float]:  # type: ignore[no-untyped-def]
-    """Poll the driver until `ok(state)`; (that state, seconds it took)."""
-    t0 = time.monotonic()
-    while True:
-        st = crowd.state()
-        if ok(st):
-            return st, time.monotonic() - t0
-        assert time.monotonic() - t0 < timeout, f"{crowd.kind}: {what} within {timeout:g}s; last state {st}"
-        time.sleep(0.02)
+    """Poll one driver (one console) every 50 ms until `ok(state)`; (that state, seconds it took). Gently: the
+    observer shares two cores with the proxy and 200 clients it is watching."""
+    async def poll(d: TrafficDriver) -> tuple[AppTraffic, float]:
+        t0 = time.monotonic()
+        while True:
+            st = await d.app("web")
+            if ok(st):
+                return st, time.monotonic() - t0
+            assert time.monotonic() - t0 < timeout, f"{crowd.kind}: {what} within {timeout:g}s; last state {st}"
+            await asyncio.sleep(0.05)
+
+    return crowd.call(poll)  # type: ignore[no-any-return]
 
 
 def test_a_canary_killed_under_200_clients_fails_nobody_and_raises_the_alert(crowd):
     crowd.call(lambda d: d.set_canary_percent("web", 20))
-    run = start_wrk(f"http://127.0.0.1:{crowd.port}/", 5, CLIENTS)
+    run = start_wrk(f"http://127.0.0.1:{crowd.port}/", 4, CLIENTS)
     crowd.started.append(run)
     _, warm = _wait(crowd, "the canary took traffic", lambda st: st.member("c1").counters.requests > 0, 5)
     time.sleep(max(0.0, 2.0 - warm))
@@ -125,7 +131,7 @@ def test_a_canary_killed_under_200_clients_fails_nobody_and_raises_the_alert(cro
     crowd.members["c1"].proc.wait(5)
     st, latch = _wait(crowd, "the driver reported the canary's alert", lambda s: s.alert is not None, 10)
     r = run.wait()
-    print(f"\n{crowd.kind}: canary SIGKILL ~2s into 5s at {CLIENTS} clients: {r.summary()}; alert seen "
+    print(f"\n{crowd.kind}: canary SIGKILL ~2s into 4s at {CLIENTS} clients: {r.summary()}; alert seen "
           f"{latch * 1000:.0f} ms after the kill")
     assert r.requests > 1000, r.summary()
     assert r.failed == 0, f"{crowd.kind}: {r.errors_text()}"
@@ -137,6 +143,7 @@ def test_a_member_drained_under_200_clients_fails_nobody_and_gets_nothing_new(cr
     # 20 ms an answer: each member has requests in flight all along, so the drain has something to wait for.
     run = start_wrk(f"http://127.0.0.1:{crowd.port}/?ms=20", LOAD_SECONDS, CLIENTS)
     crowd.started.append(run)
+    load_from = time.monotonic()
     _wait(crowd, "s2 took traffic", lambda st: st.member("s2").counters.requests > 0, 5)
     time.sleep(1.5)
     assert run.proc.poll() is None, "wrk ended before the drain"
@@ -150,13 +157,13 @@ def test_a_member_drained_under_200_clients_fails_nobody_and_gets_nothing_new(cr
     inflight, drained = crowd.call(drain)
     took = time.monotonic() - t0
     at_drained = crowd.state().member("s2").counters.requests
-    left = LOAD_SECONDS - 1.5 - took  # seconds of load after the drain ended (wrk started ~1.5 s before it)
+    left = LOAD_SECONDS - (time.monotonic() - load_from)  # seconds of load after the drain ended
     r = run.wait()
     after = crowd.state()
     print(f"\n{crowd.kind}: s2 drained under {CLIENTS} clients: {r.summary()}; {inflight} in flight at the "
           f"drain, drained after {took:.2f}s; s2 answered {at_drained} in all")
     assert drained, f"{crowd.kind}: s2 never drained"
-    assert left > 2, f"the drain took {took:.2f}s: too little load after it to judge 'nothing new'"
+    assert left > 1.5, f"the drain took {took:.2f}s: too little load after it ({left:.2f}s) to judge 'nothing new'"
     assert r.failed == 0, f"{crowd.kind}: {r.errors_text()}"
     assert after.member("s2").counters.requests == at_drained, (
         f"{crowd.kind}: s2 answered {after.member('s2').counters.requests - at_drained} requests after it was "
@@ -170,6 +177,7 @@ def test_a_member_set_swapped_under_200_clients_fails_nobody(crowd):
     s1 = crowd.members["s1"]
     run = start_wrk(f"http://127.0.0.1:{crowd.port}/?ms=20", LOAD_SECONDS, CLIENTS)
     crowd.started.append(run)
+    load_from = time.monotonic()
     _wait(crowd, "s2 took traffic", lambda st: st.member("s2").counters.requests > 0, 5)
     time.sleep(1.5)
     assert run.proc.poll() is None, "wrk ended before the swap"
@@ -186,7 +194,7 @@ def test_a_member_set_swapped_under_200_clients_fails_nobody(crowd):
 
     st, _ = _wait(crowd, "the removed s2 drained", s2_done, 10)
     took = time.monotonic() - t0
-    s2_at_drained = st.member("s2").counters.requests if "s2" in [m.name for m in st.pools["stable"].members] else None
+    left = LOAD_SECONDS - (time.monotonic() - load_from)  # seconds of load after the drain ended
     s3_at_drained = st.member("s3").counters.requests
     r = run.wait()
     final, _ = _wait(crowd, "s2 left the pool", lambda s: "s2" not in [m.name for m in s.pools["stable"].members], 10)
@@ -194,9 +202,7 @@ def test_a_member_set_swapped_under_200_clients_fails_nobody(crowd):
           f"s2 drained after {took:.2f}s; s3 answered {final.member('s3').counters.requests}")
     assert after_set.member("s2").removed and after_set.member("s2").inflight > 0, (
         "nothing in flight on s2 when it was removed: the swap proved nothing")
-    assert LOAD_SECONDS - 1.5 - took > 2, f"the drain took {took:.2f}s: too little load after it"
+    assert left > 1.5, f"the drain took {took:.2f}s: too little load after it ({left:.2f}s)"
     assert r.failed == 0, f"{crowd.kind}: {r.errors_text()}"
     assert final.member("s3").counters.requests > s3_at_drained > 0, "the new member did not take its share"
-    if s2_at_drained is not None:  # (still listed, drained, when first seen done)
-        assert s2_at_drained > 0
     assert [m.name for m in final.pools["stable"].members] == ["s1", "s3"]

@@ -94,16 +94,17 @@ async def test_a_directory_under_an_existing_one_is_one_mkdir_and_a_missing_tree
 
 
 async def test_a_directory_the_host_cannot_make_names_the_level_and_the_reason(lab: Lab, pool: SshPool) -> None:
-    """OpenSSH answers mkdir on a read-only (or full) filesystem with a bare "Failure", and a stat through a
-    file with another: asyncssh's makedirs reported either as "<level> is not a directory", which sends an
-    operator looking for a file that is not there. A read-only tmpfs under the host's files and a file in the
-    middle of a path each get their own message."""
+    """OpenSSH answers mkdir on a read-only (or full) filesystem, and mkdir over a link to nothing, with a bare
+    "Failure": asyncssh's makedirs reported both as "<level> is not a directory", which sends an operator looking
+    for a file that is not there. A read-only tmpfs under the host's files, a link to nothing and a file in the
+    middle of a path each get their own message, and nothing is made."""
     t = SshTransport(lab_host(lab, "app-1"), pool)
     files = Path(lab.hosts["app-1"].files)
-    await t.run("rm -rf rofs && mkdir -p rofs/ro && printf x > rofs/plain")
-    ro = files / "rofs/ro"
-    # in the host's own mount namespace (its sshd's), where its sessions see it; unmounted with it, or below
+    # in the host's own mount namespace (its sshd's), where its sessions see it (this process does not)
     in_host = ["nsenter", "-t", str(lab.hosts["app-1"].sshd_pid), "-m"]
+    subprocess.run([*in_host, "umount", "-l", f"{t.root}/rofs/ro"], capture_output=True)  # a killed run's, if any
+    made = await t.run("rm -rf rofs && mkdir -p rofs/ro && printf x > rofs/plain && ln -s nowhere rofs/dangling")
+    assert made.rc == 0, made.tail
     subprocess.run([*in_host, "mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", f"{t.root}/rofs/ro"], check=True)
     try:
         with pytest.raises(TransportError) as read_only:
@@ -111,6 +112,11 @@ async def test_a_directory_the_host_cannot_make_names_the_level_and_the_reason(l
         said = str(read_only.value)
         assert f"cannot create directory {t.root}/rofs/ro/a: Failure (a read-only or full filesystem" in said, said
         assert "not a directory" not in said, said
+        assert not await t.exists("rofs/ro/a")
+        with pytest.raises(TransportError) as dangling:
+            await t.ensure_directory("rofs/dangling/a")
+        said = str(dangling.value)
+        assert f"{t.root}/rofs/dangling is a link to nothing, not a directory" in said, said
         with pytest.raises(TransportError) as through_a_file:
             await t.ensure_directory("rofs/plain/a/b")
         said = str(through_a_file.value)
@@ -118,7 +124,7 @@ async def test_a_directory_the_host_cannot_make_names_the_level_and_the_reason(l
         with pytest.raises(TransportError) as file_parent:
             await t.write_file("rofs/plain/a/f.txt", b"x")
         assert f"{t.root}/rofs/plain exists and is not a directory" in str(file_parent.value)
-        assert not (ro / "a").exists() and (files / "rofs/plain").read_text() == "x"
+        assert (files / "rofs/plain").read_text() == "x" and os.readlink(files / "rofs/dangling") == "nowhere"
     finally:
         subprocess.run([*in_host, "umount", f"{t.root}/rofs/ro"], check=True)
     await t.run("rm -rf rofs")

@@ -198,23 +198,17 @@ class SshTransport(Transport):
             for part in relative.split("/"):
                 walked = posixpath.join(walked, part)
                 paths.append(walked)
-        *found, current = await asyncio.gather(*(_stat(sftp, p, follow=False) for p in [*paths, target]),
-                                               return_exceptions=True)
+        *found, current = await asyncio.gather(*(_stat(sftp, p, follow=False) for p in [*paths, target]))
         for walked, attrs in zip(paths, found):
-            if isinstance(attrs, BaseException):
-                raise attrs
             if attrs is None:
                 break  # _replace creates the rest: nothing below a missing directory can be a link yet
             if stat.S_ISLNK(attrs.permissions or 0):
                 raise TransportError(f"{self.host.name}: {walked} is a symbolic link; not writing {target} "
                                      "through it")
             if not stat.S_ISDIR(attrs.permissions or 0):
-                # (OpenSSH answers the lstat below it with a bare "Failure": say what is in the way)
+                # (the levels below it read as missing: OpenSSH answers ENOTDIR as "no such file")
                 raise TransportError(f"{self.host.name}: {walked} exists and is not a directory")
-        if isinstance(current, BaseException):
-            raise current
-        parent = found[-1] if found else None
-        parent_is_dir = isinstance(parent, asyncssh.SFTPAttrs) and stat.S_ISDIR(parent.permissions or 0)
+        parent_is_dir = bool(found) and found[-1] is not None and stat.S_ISDIR(found[-1].permissions or 0)
         return current, parent_is_dir
 
     async def read_file(self, path: str) -> bytes:
@@ -272,12 +266,7 @@ class SshTransport(Transport):
 
         async def make(sftp: asyncssh.SFTPClient) -> bool:
             # followed, as `[ -d ]`: a link to a directory is one; and not followed, for a dangling link
-            try:
-                attrs, own = await asyncio.gather(_stat(sftp, target), _stat(sftp, target, follow=False))
-            except asyncssh.SFTPFailure:
-                # OpenSSH's bare "Failure" for a path through a file (ENOTDIR): the levels say which one
-                await _make_directories(sftp, target)
-                return True
+            attrs, own = await asyncio.gather(_stat(sftp, target), _stat(sftp, target, follow=False))
             if attrs is not None:
                 if stat.S_ISDIR(attrs.permissions or 0):
                     return False
@@ -511,9 +500,10 @@ async def _make_directories(sftp: asyncssh.SFTPClient, path: str) -> None:
 
 async def _settle_levels(sftp: asyncssh.SFTPClient, levels: list[str], made: list[object]) -> None:
     """After the mkdirs sent at once: each level is a directory now (made, there already, or made meanwhile), or
-    is made now, in order (a server may have answered out of order), or the refusal says which level and why.
-    OpenSSH answers a plain "Failure" for a read-only or full filesystem: asyncssh's makedirs reported that as
-    "<level> is not a directory", which sent an operator looking for a file that was not there."""
+    is made now, in order (a server may have answered out of order), or the refusal says which level and why:
+    a file, a link to nothing, or the server's reason. OpenSSH answers a plain "Failure" for a read-only or
+    full filesystem: asyncssh's makedirs reported that as "<level> is not a directory", which sent an operator
+    looking for a file that was not there."""
     kinds = await asyncio.gather(*(_stat(sftp, level) for level in levels), return_exceptions=True)
     for level, kind, first in zip(levels, kinds, made):
         if isinstance(kind, BaseException):
@@ -529,9 +519,15 @@ async def _settle_levels(sftp: asyncssh.SFTPClient, levels: list[str], made: lis
         except asyncssh.SFTPError as exc:
             if await _is_dir(sftp, level):
                 continue  # made by someone else meanwhile
+            own = await _stat(sftp, level, follow=False)
+            if own is not None:  # missing when followed, there when not: a link to nothing, or a loop
+                raise asyncssh.SFTPFailure(f"{level} is a link to nothing, not a directory") from None
             reason = exc.reason or (first.reason if isinstance(first, asyncssh.SFTPError) else "") or "refused"
             hint = " (a read-only or full filesystem, among others)" if reason == "Failure" else ""
-            raise asyncssh.SFTPError(exc.code, f"cannot create directory {level}: {reason}{hint}") from None
+            message = f"cannot create directory {level}: {reason}{hint}"
+            # the same kind of error (callers tell "no such file" from the rest), with the level and reason
+            raise (asyncssh.SFTPError(exc.code, message) if type(exc) is asyncssh.SFTPError
+                   else type(exc)(message)) from None
 
 
 async def _stat(sftp: asyncssh.SFTPClient, path: str, follow: bool = True) -> asyncssh.SFTPAttrs | None:

@@ -34,13 +34,16 @@ def uses_lab(item: pytest.Item) -> bool:
     By definition, not by name: several modules have a `lab` fixture of their own (a local proxy rig, a mock
     Kubernetes API) that needs no lab; counted by name, ~70 s of them were queued behind the SSH lab's worker.
     """
-    info = getattr(item, "_fixtureinfo", None)
+    info = getattr(item, "_fixtureinfo", None)  # (pytest's, not public: without it, decide by name as before)
     if info is None:
-        return False
+        return any(name in getattr(item, "fixturenames", ()) for name in LAB_FIXTURES)
     for name in LAB_FIXTURES:
-        defs = info.name2fixturedefs.get(name) or ()
-        if defs and defs[-1].func.__module__ == __name__:  # the last definition is the one the test gets
-            return True
+        # The last definition is the one the test gets; one that asks for its own name extends the one before.
+        for fixturedef in reversed(info.name2fixturedefs.get(name) or ()):
+            if fixturedef.func.__module__ == __name__:
+                return True
+            if name not in fixturedef.argnames:
+                break
     return False
 
 
