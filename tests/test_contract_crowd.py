@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from loadwrk import need, start_wrk
+from loadwrk import WrkRun, need, start_wrk
 from opsconsole.proxy.__main__ import load_proxy_config
 from opsconsole.traffic.base import AppTraffic, Endpoint, TrafficDriver
 from opsconsole.traffic.drivers import open_driver
@@ -120,6 +120,18 @@ def _wait(crowd: Crowd, what: str, ok, timeout: float) -> tuple[AppTraffic, floa
     return crowd.call(poll)  # type: ignore[no-any-return]
 
 
+def _slow_crowd_on_s2(crowd: Crowd) -> tuple[WrkRun, float]:
+    """The crowd for LOAD_SECONDS, answered in 20 ms each (so every member has requests in flight all along,
+    and a drain has something to wait for), 1.5 s after s2 first took traffic; (the wrk run, when it began)."""
+    run = start_wrk(f"http://127.0.0.1:{crowd.port}/?ms=20", LOAD_SECONDS, CLIENTS)
+    crowd.started.append(run)
+    load_from = time.monotonic()
+    _wait(crowd, "s2 took traffic", lambda st: st.member("s2").counters.requests > 0, 5)
+    time.sleep(1.5)
+    assert run.proc.poll() is None, "wrk ended before the change under load"
+    return run, load_from
+
+
 def test_a_canary_killed_under_200_clients_fails_nobody_and_raises_the_alert(crowd):
     crowd.call(lambda d: d.set_canary_percent("web", 20))
     run = start_wrk(f"http://127.0.0.1:{crowd.port}/", 4, CLIENTS)
@@ -140,13 +152,7 @@ def test_a_canary_killed_under_200_clients_fails_nobody_and_raises_the_alert(cro
 
 
 def test_a_member_drained_under_200_clients_fails_nobody_and_gets_nothing_new(crowd):
-    # 20 ms an answer: each member has requests in flight all along, so the drain has something to wait for.
-    run = start_wrk(f"http://127.0.0.1:{crowd.port}/?ms=20", LOAD_SECONDS, CLIENTS)
-    crowd.started.append(run)
-    load_from = time.monotonic()
-    _wait(crowd, "s2 took traffic", lambda st: st.member("s2").counters.requests > 0, 5)
-    time.sleep(1.5)
-    assert run.proc.poll() is None, "wrk ended before the drain"
+    run, load_from = _slow_crowd_on_s2(crowd)
 
     async def drain(d: TrafficDriver) -> tuple[int, bool]:
         await d.drain("web", "s2")
@@ -175,12 +181,7 @@ def test_a_member_set_swapped_under_200_clients_fails_nobody(crowd):
     s3 = start_backend("s3")
     crowd.started.append(s3)
     s1 = crowd.members["s1"]
-    run = start_wrk(f"http://127.0.0.1:{crowd.port}/?ms=20", LOAD_SECONDS, CLIENTS)
-    crowd.started.append(run)
-    load_from = time.monotonic()
-    _wait(crowd, "s2 took traffic", lambda st: st.member("s2").counters.requests > 0, 5)
-    time.sleep(1.5)
-    assert run.proc.poll() is None, "wrk ended before the swap"
+    run, load_from = _slow_crowd_on_s2(crowd)
 
     async def swap(d: TrafficDriver) -> AppTraffic:
         return await d.set_members("web", "stable", [Endpoint("s1", "127.0.0.1", s1.port),

@@ -495,19 +495,18 @@ async def _make_directories(sftp: asyncssh.SFTPClient, path: str) -> None:
                                                and not isinstance(result, asyncssh.SFTPError)):
             raise result  # the connection, not the path
     if made[-1] is not None:
-        await _settle_levels(sftp, levels, made)
+        await _settle_levels(sftp, levels)
 
 
-async def _settle_levels(sftp: asyncssh.SFTPClient, levels: list[str], made: list[object]) -> None:
+async def _settle_levels(sftp: asyncssh.SFTPClient, levels: list[str]) -> None:
     """After the mkdirs sent at once: each level is a directory now (made, there already, or made meanwhile), or
     is made now, in order (a server may have answered out of order), or the refusal says which level and why:
     a file, a link to nothing, or the server's reason. OpenSSH answers a plain "Failure" for a read-only or
     full filesystem: asyncssh's makedirs reported that as "<level> is not a directory", which sent an operator
     looking for a file that was not there."""
-    kinds = await asyncio.gather(*(_stat(sftp, level) for level in levels), return_exceptions=True)
-    for level, kind, first in zip(levels, kinds, made):
-        if isinstance(kind, BaseException):
-            raise kind  # the connection, or a level we may not look at (a missing level is None, not an error)
+    # (a missing level is None; what raises is the connection, or a level we may not look at)
+    kinds = await asyncio.gather(*(_stat(sftp, level) for level in levels))
+    for level, kind in zip(levels, kinds):
         if kind is not None:
             if stat.S_ISDIR(kind.permissions or 0):
                 continue
@@ -522,7 +521,7 @@ async def _settle_levels(sftp: asyncssh.SFTPClient, levels: list[str], made: lis
             own = await _stat(sftp, level, follow=False)
             if own is not None:  # missing when followed, there when not: a link to nothing, or a loop
                 raise asyncssh.SFTPFailure(f"{level} is a link to nothing, not a directory") from None
-            reason = exc.reason or (first.reason if isinstance(first, asyncssh.SFTPError) else "") or "refused"
+            reason = exc.reason or "refused"
             hint = " (a read-only or full filesystem, among others)" if reason == "Failure" else ""
             message = f"cannot create directory {level}: {reason}{hint}"
             # the same kind of error (callers tell "no such file" from the rest), with the level and reason
