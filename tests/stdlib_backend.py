@@ -8,6 +8,8 @@ Run as a script it is one member:
 prints its port on stdout, then serves until killed:
 
 - `GET /health` → 200 `ok` (never delayed);
+- `GET /inflight` → 200 with the number of other answers being made right now (never delayed): a test asks
+  the member itself whether a proxy that called it drained told the truth;
 - any other GET/HEAD/POST → 200 with a small JSON body naming the member and a header `X-Member: NAME`;
 - `?ms=N` delays that answer N ms; `--delay-ms N` delays EVERY answer but /health by N ms (a slow member).
 
@@ -26,6 +28,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +46,8 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "stdlib-backend"
     member = "backend"  # set per process
     delay_ms = 0
+    inflight = 0  # answers being made now (not /health, not /inflight), across the connection threads
+    inflight_lock = threading.Lock()
 
     def log_message(self, format, *args):  # noqa: A002 (the stdlib's name) — quiet
         pass
@@ -55,18 +60,17 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path == "/health":
             body = b"ok\n"
             ctype = b"text/plain"
+        elif url.path == "/inflight":
+            body = b"%d\n" % _Handler.inflight
+            ctype = b"text/plain"
         else:
-            delay = self.delay_ms
-            q = parse_qs(url.query)
-            if "ms" in q:
-                try:
-                    delay = max(delay, int(q["ms"][0]))
-                except ValueError:
-                    pass
-            if delay:
-                time.sleep(delay / 1000)
-            body = json.dumps({"member": self.member, "method": self.command, "path": self.path,
-                               "pid": os.getpid()}).encode()
+            with _Handler.inflight_lock:
+                _Handler.inflight += 1
+            try:
+                body = self._member_answer(url)
+            finally:
+                with _Handler.inflight_lock:
+                    _Handler.inflight -= 1
             ctype = b"application/json"
         conn = b""
         if self.close_connection:
@@ -76,6 +80,19 @@ class _Handler(BaseHTTPRequestHandler):
         head = (b"HTTP/1.1 200 OK\r\nServer: stdlib-backend\r\nContent-Type: %b\r\nX-Member: %b\r\n"
                 b"Content-Length: %d\r\n%b\r\n" % (ctype, self.member.encode(), len(body), conn))
         self.wfile.write(head if head_only else head + body)  # one write: one segment, no Nagle wait
+
+    def _member_answer(self, url) -> bytes:  # type: ignore[no-untyped-def]
+        delay = self.delay_ms
+        q = parse_qs(url.query)
+        if "ms" in q:
+            try:
+                delay = max(delay, int(q["ms"][0]))
+            except ValueError:
+                pass
+        if delay:
+            time.sleep(delay / 1000)
+        return json.dumps({"member": self.member, "method": self.command, "path": self.path,
+                           "pid": os.getpid()}).encode()
 
     def do_GET(self):
         self._answer(head_only=False)
@@ -124,6 +141,13 @@ class StdlibBackend:
         self.proc.wait(5)
 
     stop = kill
+
+    def inflight(self) -> int:
+        """How many answers the member is making now, asked of the member itself (not through a proxy)."""
+        from urllib.request import urlopen
+
+        with urlopen(f"http://127.0.0.1:{self.port}/inflight", timeout=5) as r:
+            return int(r.read())
 
 
 def start_backend(name: str, *, port: int = 0, delay_ms: int = 0, cpu: str | None = None) -> StdlibBackend:

@@ -471,6 +471,42 @@ def test_runtime_member_set_is_reapplied_after_a_haproxy_reload_and_adopted_by_a
     assert new.proc.poll() is None
 
 
+def test_a_new_console_on_the_same_haproxy_lets_a_removed_member_finish_its_drain(tmp_path, lab):
+    """Each console command is a new driver reading the state file. On the HAProxy the file was applied to,
+    a member the last console removed while it had a request in flight stays listed, draining, until that
+    request is done; only a HAProxy started since then (nothing in flight) gets the state re-applied."""
+    s1, s2 = lab.backend("s1"), lab.backend("s2")
+    hp = lab.haproxy(app_block("web", [s1, s2], []), slots=2)
+    _checks_passed(lab, ("web", "s1"), ("web", "s2"))
+    state = tmp_path / "haproxy-desired.json"
+    console = lambda: lab.driver(state_file=state)  # noqa: E731 (one line: a new console each call)
+
+    async def swap_with_s2_busy():
+        async with httpx.AsyncClient(timeout=15) as client:
+            # Every request goes through s2 until it is out: s1 is drained first, s2 gets a 1.5 s request.
+            await console().drain("web", "s1")
+            held = asyncio.create_task(client.get(f"http://127.0.0.1:{lab.ports['web']}/hold?ms=1500"))
+            deadline = time.monotonic() + 5
+            while (await console().app("web")).member("s2").inflight == 0:
+                assert time.monotonic() < deadline, "the held request never reached s2"
+                await asyncio.sleep(0.02)
+            await console().set_members("web", "stable", [Endpoint("s1", "127.0.0.1", s1.port)])
+            seen = await console().app("web")  # the next command, a new console, same HAProxy
+            answer = await held
+            after = await console().app("web")
+            return seen, answer, after
+
+    seen, answer, after = asyncio.run(swap_with_s2_busy())
+    s2_then = seen.member("s2")
+    assert s2_then.removed and s2_then.admin == "draining" and s2_then.inflight == 1, s2_then
+    assert answer.status_code == 200 and answer.json()["member"] == "s2"
+    assert [m.name for m in after.pools["stable"].members] == ["s1"], "s2 not reaped once its request was done"
+    hp.stop()  # a full restart: a new console re-applies the file to the new process
+    lab.haproxy(app_block("web", [s1, s2], []), slots=2)
+    st = asyncio.run(console().app("web"))
+    assert [m.name for m in st.pools["stable"].members] == ["s1"] and st.member("s1").admin == "draining"
+
+
 def test_member_set_beyond_the_slots_is_refused_and_changes_nothing(lab):
     s1, s2, s3 = lab.backend("s1"), lab.backend("s2"), lab.backend("s3")
     lab.haproxy(app_block("web", [s1], []), slots=1)

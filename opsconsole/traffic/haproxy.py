@@ -112,13 +112,21 @@ class HaproxyDriver(TrafficDriver):
             for app, fe in config.frontends.items()
         }
         self._instance: tuple[str, str] | None = None
+        # The HAProxy process the state file's desired state was last applied to (None: not known, as in a
+        # file written before it was kept). The same process already runs that state, drains included.
+        self._saved_instance: tuple[str, str] | None = None
         self._lock = asyncio.Lock()
         self._alert_since: dict[str, float] = {}  # when we first saw each app's alert (HAProxy keeps no such time)
         self._known = False  # desired state came from somewhere (state file, our own changes, or adopted)
         self.reapplied = 0  # how many times we found a fresh HAProxy and restored the desired state
         if state_file and state_file.exists():
             saved = json.loads(state_file.read_text())
-            for app, d in saved.items():
+            if isinstance(saved.get("apps"), dict):
+                instance = saved.get("instance")
+                if isinstance(instance, list) and len(instance) == 2:
+                    self._saved_instance = (str(instance[0]), str(instance[1]))
+                saved = saved["apps"]
+            for app, d in saved.items():  # (a file from before the instance was kept: apps at the top)
                 if app in self._desired:
                     self._desired[app].update(d)
             self._known = True
@@ -149,10 +157,15 @@ class HaproxyDriver(TrafficDriver):
                 # A console that starts (or restarts after a crash) must not undo the weights HAProxy runs
                 # now: take them as the desired state instead of pushing the config's.
                 self._adopt(await self._stats())
+            elif first and instance == self._saved_instance:
+                # A new console on the HAProxy the state file was applied to: it runs that state already, and
+                # re-applying would take members still draining for a fresh process's and cut their drain.
+                pass
             else:
                 await self._apply_all()
                 if not first:
                     self.reapplied += 1
+                self._save()  # (applied to this process now: the next console need not do it again)
             self._known = True
 
     def _adopt(self, rows: list[dict[str, str]]) -> None:
@@ -337,7 +350,7 @@ class HaproxyDriver(TrafficDriver):
 
     def _save(self) -> None:
         if self.state_file is not None:
-            write_atomic(self.state_file, json.dumps(self._desired))
+            write_atomic(self.state_file, json.dumps({"instance": self._instance, "apps": self._desired}))
 
     # -- reading ---------------------------------------------------------------------
     async def state(self) -> TrafficState:
