@@ -11,13 +11,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo demo-stop test check lab clean
 
-# uv (from PyPI) installs the ~100 packages in ~7 s where pip takes ~40 s (measured here with a warm
-# cache); pip stays in the venv (the install test builds a wheel with it) and does the install if uv fails.
+# (--clear: a venv left from another interpreter keeps its old python link otherwise.)
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip uv
-	$(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python -e '.[test]' \
-	  || $(VENV)/bin/pip install --quiet -e '.[test]'
+	$(PYTHON) -m venv --clear $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
 demo: $(STAMP)

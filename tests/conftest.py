@@ -125,7 +125,7 @@ def process_gone(pid: int, within: float = 3.0) -> bool:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     # The install test's wheel and venv take ~40 s to build: start now, beside the other tests.
-    # Not in a pytest-xdist worker (each collects every test): there the other worker runs beside the build.
+    # Not in a pytest-xdist worker (each collects every test): there the other workers run beside the build.
     if os.environ.get("PYTEST_XDIST_WORKER"):
         return
     if any(item.nodeid.startswith("tests/test_install.py") for item in session.items):

@@ -124,8 +124,9 @@ def _wait(crowd: Crowd, what: str, ok, timeout: float) -> tuple[AppTraffic, floa
 
 
 def _slow_crowd_on_s2(crowd: Crowd) -> tuple[WrkRun, float]:
-    """The crowd for LOAD_SECONDS, answered in 20 ms each (so every member has requests in flight all along,
-    and a drain has something to wait for), 1.5 s after s2 first took traffic; (the wrk run, when it began)."""
+    """The crowd for LOAD_SECONDS, answered in at least 20 ms each (so every member has requests in flight all
+    along, and a drain has something to wait for), 1.5 s after s2 first took traffic; (the wrk run, when it
+    began)."""
     run = start_wrk(f"http://127.0.0.1:{crowd.port}/?ms=20", LOAD_SECONDS, CLIENTS)
     crowd.started.append(run)
     load_from = time.monotonic()

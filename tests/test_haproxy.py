@@ -16,7 +16,7 @@ import pytest
 
 from opsconsole.hosts import Host
 from opsconsole.proxy.__main__ import load_proxy_config
-from opsconsole.traffic.base import Endpoint, TrafficBadRequest
+from opsconsole.traffic.base import Endpoint, TrafficBadRequest, TrafficUnavailable
 from opsconsole.traffic.haproxy import HaproxyDriver, TransportChannel, UnixSocketChannel
 from opsconsole.traffic.haproxy_config import render_haproxy_config, server_weights
 from opsconsole.transport.local import LocalTransport
@@ -505,6 +505,58 @@ def test_a_new_console_on_the_same_haproxy_lets_a_removed_member_finish_its_drai
     lab.haproxy(app_block("web", [s1, s2], []), slots=2)
     st = asyncio.run(console().app("web"))
     assert [m.name for m in st.pools["stable"].members] == ["s1"] and st.member("s1").admin == "draining"
+    # What the new process runs, read from HAProxy itself (the driver's view is built from the file).
+    rows = {r["svname"]: r["status"] for r in asyncio.run(lab.driver()._stats()) if r["pxname"] == "be_web"}
+    assert rows["s1"].startswith("DRAIN") and rows["s2"].startswith("MAINT"), rows
+
+
+class _FakeRuntime:
+    """A stand-in for HAProxy's stats socket that only says which process it is and records commands."""
+
+    def __init__(self, pid: str) -> None:
+        self.pid = pid
+        self.sent: list[str] = []
+
+    async def command(self, line: str) -> str:
+        if line == "show info":
+            return f"Pid: {self.pid}\nStart_time_sec: 1796000000\n"
+        if line == "show stat":
+            return "# pxname,svname,status,scur,weight,uweight,addr\nbe_web,s1,UP,0,1,1,\nbe_web,BACKEND,UP,0,1,1,\n"
+        self.sent.append(line)
+        return ""
+
+
+def test_the_state_file_is_trusted_only_on_the_process_it_was_applied_to(tmp_path, lab):
+    """Same process: a new console sends nothing. Another process, or a change that never finished (the file
+    written ahead of the commands, then the console gone): the whole desired state is sent again."""
+    lab.haproxy(app_block("web", [lab.backend("s1")], []))  # (for its config; the runtime here is fake)
+    state = tmp_path / "desired.json"
+    one = _FakeRuntime("100")
+    asyncio.run(HaproxyDriver(lab.cfg, one, state_file=state).set_weights("web", {"stable": 50}))
+    saved = json.loads(state.read_text())
+    assert saved["_haproxy_instance"] == ["100", "1796000000"] and saved["web"]["weights"]["stable"] == 50
+    again = _FakeRuntime("100")
+    asyncio.run(HaproxyDriver(lab.cfg, again, state_file=state).app("web"))
+    assert again.sent == []
+    other = _FakeRuntime("200")
+    asyncio.run(HaproxyDriver(lab.cfg, other, state_file=state).app("web"))
+    assert any("set weight be_web/s1" in c for c in other.sent), other.sent
+    assert json.loads(state.read_text())["_haproxy_instance"] == ["200", "1796000000"]
+    saved = json.loads(state.read_text())
+    state.write_text(json.dumps({**saved, "_haproxy_instance": None}))  # as a console killed mid-change leaves it
+    crashed = _FakeRuntime("200")
+    asyncio.run(HaproxyDriver(lab.cfg, crashed, state_file=state).app("web"))
+    assert any("set weight be_web/s1" in c for c in crashed.sent), crashed.sent
+
+    class _GoneMidChange(_FakeRuntime):
+        async def command(self, line: str) -> str:
+            if line.startswith("set "):
+                raise TrafficUnavailable("the socket went away")
+            return await super().command(line)
+
+    with pytest.raises(TrafficUnavailable):
+        asyncio.run(HaproxyDriver(lab.cfg, _GoneMidChange("200"), state_file=state).set_weights("web", {"stable": 70}))
+    assert json.loads(state.read_text())["_haproxy_instance"] is None  # written ahead: not trusted any more
 
 
 def test_member_set_beyond_the_slots_is_refused_and_changes_nothing(lab):

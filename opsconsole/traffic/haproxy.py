@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 _CHECK_OK = ("L4OK", "L6OK", "L7OK", "L7OKC")
 _ADMIN_TO_STATE = {"enabled": "ready", "draining": "drain", "disabled": "maint"}
+# The state file's record of the HAProxy process (`show info` Pid, Start_time_sec) that runs what the file
+# says; null while a change is on its way (see _run), so a console that crashed mid-change is re-applied.
+_INSTANCE_KEY = "_haproxy_instance"
 # What `set server … addr` answers when it worked: information, not an error.
 _INFO = re.compile(r"^(IP changed from|no need to change the addr|port changed from|IP and port changed)")
 
@@ -121,18 +124,21 @@ class HaproxyDriver(TrafficDriver):
         self.reapplied = 0  # how many times we found a fresh HAProxy and restored the desired state
         if state_file and state_file.exists():
             saved = json.loads(state_file.read_text())
-            if isinstance(saved.get("apps"), dict):
-                instance = saved.get("instance")
-                if isinstance(instance, list) and len(instance) == 2:
-                    self._saved_instance = (str(instance[0]), str(instance[1]))
-                saved = saved["apps"]
-            for app, d in saved.items():  # (a file from before the instance was kept: apps at the top)
+            # Apps at the top level, as before the instance was kept; the key cannot be an app's name (they
+            # start with a letter), and a console from before this ignores it.
+            instance = saved.pop(_INSTANCE_KEY, None)
+            if isinstance(instance, list) and len(instance) == 2 and all(instance):
+                self._saved_instance = (str(instance[0]), str(instance[1]))
+            for app, d in saved.items():
                 if app in self._desired:
                     self._desired[app].update(d)
             self._known = True
 
     # -- the runtime API ------------------------------------------------------------
     async def _run(self, commands: list[str]) -> str:
+        # Write-ahead: until the caller saves again, the file may say something HAProxy does not run (a crash,
+        # a refused command), so the next console re-applies the file instead of trusting it.
+        self._save(applied=False)
         out = await self.channel.command("; ".join(commands))
         errors = [line for line in out.splitlines() if line.strip() and not _INFO.match(line.strip())]
         if errors:
@@ -149,20 +155,23 @@ class HaproxyDriver(TrafficDriver):
         """Re-apply the desired state if HAProxy restarted or reloaded since we last looked."""
         info = await self.channel.command("show info")
         fields = dict(line.split(": ", 1) for line in info.splitlines() if ": " in line)
-        instance = (fields.get("Pid", ""), fields.get("Start_time_sec", fields.get("Uptime_sec", "")))
+        # (An HAProxy without Start_time_sec is told apart by its Pid alone; "" never matches a saved one.)
+        instance = (fields.get("Pid", ""), fields.get("Start_time_sec", ""))
         if instance != self._instance:
             first = self._instance is None
-            self._instance = instance
             if first and not self._known:
                 # A console that starts (or restarts after a crash) must not undo the weights HAProxy runs
                 # now: take them as the desired state instead of pushing the config's.
                 self._adopt(await self._stats())
-            elif first and instance == self._saved_instance:
+                self._instance = instance
+            elif first and all(instance) and instance == self._saved_instance:
                 # A new console on the HAProxy the state file was applied to: it runs that state already, and
                 # re-applying would take members still draining for a fresh process's and cut their drain.
-                pass
+                self._instance = instance
             else:
                 await self._apply_all()
+                # Only now: an apply that failed or was cancelled is tried again at the next look.
+                self._instance = instance
                 if not first:
                     self.reapplied += 1
                 self._save()  # (applied to this process now: the next console need not do it again)
@@ -208,7 +217,8 @@ class HaproxyDriver(TrafficDriver):
             fe = self._view(app)
             be = backend_name(app)
             for pname, entries in self._desired[app]["members"].items():
-                # A fresh HAProxy has nothing in flight: members that were draining are simply gone.
+                # Re-applied to a fresh HAProxy (or to one the file may not describe: a crash mid-change, an old
+                # file), whose members that were draining are taken as gone.
                 entries[:] = [e for e in entries if not e["removed"]]
                 used = {e["server"] for e in entries}
                 for server in self._servers(app, pname):
@@ -315,7 +325,7 @@ class HaproxyDriver(TrafficDriver):
                     kept.append(e)
                     continue
                 if not free:
-                    self._desired[app] = before
+                    self._desired[app] = before  # (nothing sent yet: the file was not touched)
                     raise TrafficBadRequest(
                         f"app {app} pool {pool}: no free HAProxy server slot for {m.name} ({self.config.haproxy.slots} "
                         "slots, all in use or still draining); raise proxy.haproxy.slots and regenerate the config")
@@ -344,13 +354,16 @@ class HaproxyDriver(TrafficDriver):
                 await self._run(cmds)
             except TrafficError:
                 self._desired[app] = before
+                self._save(applied=False)  # (HAProxy may have taken part of the exchange: re-apply next time)
                 raise
             self._save()
         return await self.app(app)
 
-    def _save(self) -> None:
+    def _save(self, applied: bool = True) -> None:
+        """Write the desired state; `applied`: HAProxy process `_instance` runs it (see _INSTANCE_KEY)."""
         if self.state_file is not None:
-            write_atomic(self.state_file, json.dumps({"instance": self._instance, "apps": self._desired}))
+            instance = self._instance if applied and self._instance and all(self._instance) else None
+            write_atomic(self.state_file, json.dumps({**self._desired, _INSTANCE_KEY: instance}))
 
     # -- reading ---------------------------------------------------------------------
     async def state(self) -> TrafficState:
@@ -462,6 +475,7 @@ class HaproxyDriver(TrafficDriver):
                 await self._run(cmds)
             except TrafficError:
                 self._desired[app]["admin"] = before
+                self._save(applied=False)  # (HAProxy may have taken part of the exchange: re-apply next time)
                 raise
             self._save()
 
@@ -494,6 +508,7 @@ class HaproxyDriver(TrafficDriver):
         """Push the whole desired state now (e.g. right after the driver regenerated and reloaded HAProxy)."""
         async with self._lock:
             await self._apply_all()
+            self._save()
 
     async def watch(self, interval: float = 1.0, stop: asyncio.Event | None = None) -> None:
         """Run in the background: notice a reloaded HAProxy within `interval` and restore the desired state."""
