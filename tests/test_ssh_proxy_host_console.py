@@ -113,6 +113,12 @@ async def test_provisioned_remote_proxy_rolls_without_a_drop_and_takes_weights(
         old_pid = await proxy_host.service_pid("proxy")
         assert old_pid is not None
         await proxy_host.run(f"kill -KILL {old_pid}")
+        # A supervisor starts it again once it has exited. A KILLed process lives on while the kernel tears
+        # it down, and start_service rightly answers "already running" with its pid until then.
+        gone_by = asyncio.get_running_loop().time() + 10
+        while await proxy_host.service_pid("proxy") == old_pid:
+            assert asyncio.get_running_loop().time() < gone_by, "the KILLed proxy was still alive after 10 s"
+            await asyncio.sleep(0.02)
         new_pid = await proxy_host.start_service("proxy", PROXY_COMMAND)
         assert new_pid != old_pid
         deadline = asyncio.get_running_loop().time() + 30
