@@ -12,6 +12,7 @@ wall times from one run and their ratio.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -77,6 +78,16 @@ def run_ansible(lab: Lab, work: Path) -> float:
 PHASES = {"release directory": "connect", "upload the artifact": "upload", "unpack": "unpack",
           "restart the app": "restart", "health check": "health check (playbook)"}
 BREAKDOWN: dict[str, dict[str, float]] = {}
+MACHINE_CPU: list[float] = []  # each opsconsole roll's machine_cpu(), in order
+
+
+def machine_cpu() -> float:
+    """CPU seconds the whole machine has been busy, all cores (/proc/stat): the lab's hosts share its cores
+    with the controller, so this is everything a roll costs, the apps it starts included."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def breakdown(events: list[Event]) -> dict[str, dict[str, float]]:
@@ -117,9 +128,10 @@ async def run_opsconsole(lab: Lab, work: Path, roll_args: str = "") -> float:
     try:
         # build first, outside the timing: ansible gets a ready artifact too
         record = await engine.artifact_for(engine.config.apps["itrust"], None)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), machine_cpu()
         outcome = await engine.execute(engine.parse(f"roll itrust --version {record.commit} {roll_args}".strip()))
         elapsed = time.perf_counter() - start
+        MACHINE_CPU.append(machine_cpu() - cpu)
         if not outcome.ok:
             raise SystemExit(f"opsconsole roll over {len(lab.apps)} hosts failed: {outcome.message}")
         behind = [h.name for h in lab.apps if (Path(h.files) / "current").readlink().name != record.short]

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_rollout import PLAY, PORT, build_artifact, run_opsconsole  # noqa: E402
+from bench.bench_rollout import BREAKDOWN, MACHINE_CPU, PLAY, PORT, build_artifact, run_opsconsole  # noqa: E402
 from bench.bench_ssh import ansible_playbook, run_ansible_play  # noqa: E402
 from opsconsole.pids import stat_fields  # noqa: E402
 from tests.lab import Lab, LabConfig  # noqa: E402
@@ -106,12 +106,13 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="bench_scale-") as tmp:
             work = Path(tmp)
             ours: dict[int, tuple[float, int]] = {}
-            cpu: dict[int, tuple[float, float, float]] = {}
+            cpu: dict[int, tuple[float, float, float, float]] = {}
             for size in sizes:
                 before = own_cpu(), sshd_cpu(lab), sshd_cpu(lab, "jump")
                 ours[size] = asyncio.run(roll_batches(first(lab, size), work / f"oc-{size}"))
                 # the engine closed its connections: their sshd sessions have ended and been reaped
-                cpu[size] = own_cpu() - before[0], sshd_cpu(lab) - before[1], sshd_cpu(lab, "jump") - before[2]
+                cpu[size] = (own_cpu() - before[0], sshd_cpu(lab) - before[1], sshd_cpu(lab, "jump") - before[2],
+                             MACHINE_CPU[-1])
                 print(f"opsconsole roll, {size} hosts: {ours[size][0]:8.2f} s", flush=True)
             # Ansible after ours: its ControlPersist sessions end up to 120 s after its run, and their sshd
             # CPU would otherwise land in our rolls' figures.
@@ -135,10 +136,18 @@ def main() -> int:
     for size, (took, batches) in ours.items():
         print(f"  {size:4d} hosts: {took:7.2f} s  {batches:3d} batches of {max(1, size // 10):3d}  "
               f"{took / batches:5.2f} s per batch")
-    print("CPU per host (s): the controller (this process), the lab's sshds and what they ran (of which the jump host):")
-    for size, (controller, hosts, jump) in cpu.items():
-        print(f"  {size:4d} hosts: controller {controller / size:6.3f}  sshds {hosts / size:6.3f}  "
-              f"(jump {jump / size:6.3f})")
+    if BREAKDOWN:  # the last roll's (the full size's): where a host's time goes, as a mean and the slowest
+        phases = sorted({p for row in BREAKDOWN.values() for p in row})
+        print(f"where a host's time goes at {args.hosts} hosts (s): phase, mean, slowest host")
+        for phase in phases:
+            took = [row.get(phase, 0.0) for row in BREAKDOWN.values()]
+            print(f"  {phase:24} {sum(took) / len(took):6.3f} {max(took):6.3f}")
+    print("CPU per host (s): the whole machine during the roll (the apps it started included), and, "
+          "the stop after it included, the controller (this process), the lab's sshds and what they ran (of which "
+          "the jump host):")
+    for size, (controller, hosts, jump, machine) in cpu.items():
+        print(f"  {size:4d} hosts: machine {machine / size:6.3f}  controller {controller / size:6.3f}  "
+              f"sshds {hosts / size:6.3f}  (jump {jump / size:6.3f})")
     return 0
 
 

@@ -3,16 +3,20 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import time
+from pathlib import Path
+
+import pytest
 
 from opsconsole.transport.alive import alive_function
 from opsconsole.transport.ports import listening_test
 
 
-def _sh(script: str) -> int:
-    return subprocess.run(["/bin/sh", "-c", script], timeout=10).returncode
+def _sh(script: str, path: str = "/usr/sbin:/usr/bin:/sbin:/bin") -> int:
+    return subprocess.run(["/bin/sh", "-c", script], timeout=10, env={"PATH": path}).returncode
 
 
 def _alive(pid: int, session_leader: bool = True) -> bool:
@@ -42,15 +46,33 @@ def test_alive_tells_a_running_session_leader_from_a_zombie_and_a_stranger() -> 
             p.wait()
 
 
-def test_listening_test_sees_a_listening_port_and_not_a_closed_one() -> None:
+@pytest.mark.parametrize("path", ["/usr/sbin:/usr/bin:/sbin:/bin", "NO_SS"], ids=["ss", "proc-without-ss"])
+def test_listening_test_sees_a_listening_port_and_not_a_closed_one(path: str, tmp_path: Path) -> None:
+    if path == "NO_SS":  # a host without ss: the /proc files answer
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        for tool in ("cat", "awk"):
+            (bin_dir / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+        path = str(bin_dir)
+    else:
+        assert shutil.which("ss", path=path), "ss (iproute2) is missing: this case would test the fallback"
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     port = server.getsockname()[1]
-    assert _sh(listening_test(port)) == 1  # bound, not listening
-    server.listen()
-    assert _sh(listening_test(port)) == 0
-    server.close()
-    assert _sh(listening_test(port)) == 1
+    other = socket.create_server(("127.0.0.1", 0))  # another port listening is not this one
+    established = socket.create_connection(other.getsockname())  # nor a connection from or to it
+    try:
+        assert _sh(listening_test(port), path) == 1  # bound, not listening
+        server.listen()
+        assert _sh(listening_test(port), path) == 0
+        server.close()
+        assert _sh(listening_test(port), path) == 1
+        v6 = socket.create_server(("::1", port), family=socket.AF_INET6)  # IPv6 only: seen too
+        assert _sh(listening_test(port), path) == 0
+        v6.close()
+    finally:
+        established.close()
+        other.close()
 
 
 def test_alive_reads_a_process_whose_name_holds_spaces_and_a_parenthesis() -> None:

@@ -150,6 +150,18 @@ async def test_service_lifecycle_pid_and_log(lab: Lab, app1: SshTransport) -> No
     assert await app1.stop_service("ticker") is False
 
 
+async def test_the_pid_file_names_the_service_itself_not_a_waiting_shell(lab: Lab, app1: SshTransport) -> None:
+    """dash forks for the last command of `sh -c`: a simple command gets `exec`, so the group's leader is the
+    service and a stop watches it directly (transport/leader.py)."""
+    marker = f"{uuid.uuid4().int % 10**6 + 10**6}.25"
+    pid = await app1.start_service("simple", f"sleep {marker}")
+    try:
+        assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", marker.encode()]
+    finally:
+        assert await app1.stop_service("simple") is True
+    assert live_processes(lab, "app-1", f"sleep {marker}") == []
+
+
 async def test_stop_waits_for_the_whole_group_and_kills_what_outlives_its_leader(lab: Lab, app1: SshTransport) -> None:
     """A service whose child ignores TERM: the leader dies at once, the child would keep running (and keep
     the port). The stop waits out its timeout for the whole group, then KILLs what is left of it."""

@@ -30,6 +30,7 @@ from opsconsole.hosts import Host
 from opsconsole.pids import group_alive, stat_fields as _stat_fields
 from opsconsole.redact import Redactor
 from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
+from opsconsole.transport.leader import leader_command
 from opsconsole.transport.script_stdin import shell_for
 from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_script, holder_from
 
@@ -215,7 +216,7 @@ class LocalTransport(Transport):
         # and a background job of a non-interactive shell never is. The command and the log path
         # travel as positional parameters, so neither needs quoting inside the script.
         script = ((check_port_script(port) if port is not None else "")
-                  + f"set -- {shlex.quote(command)} {shlex.quote(str(log_file))}\n"
+                  + f"set -- {shlex.quote(leader_command(command))} {shlex.quote(str(log_file))}\n"
                   'setsid /bin/sh -c "$1" </dev/null >>"$2" 2>&1 &\necho $!')
 
         async def launch() -> int:

@@ -5,10 +5,10 @@ while the other program answers its health checks). Both transports run this che
 the host itself, in the same shell script that starts the service, so the operator reads
 "port 8080 on web-2 is already in use" instead of a failed health check a minute later.
 
-The check reads /proc/net/tcp and /proc/net/tcp6 (Linux; nothing to install, and it sees
-the host's own network namespace). Where /proc has no such files the check passes, and
-the service start behaves as it did before. `ss -ltnp`, when present and permitted, names
-the program holding the port.
+The check asks `ss` for listening sockets only, and reads /proc/net/tcp and /proc/net/tcp6 where
+`ss` is missing or fails (Linux; both see the host's own network namespace). Where neither answers
+the check passes, and the service start behaves as it did before. `ss -ltnp`, when present and
+permitted, names the program holding the port.
 """
 
 from __future__ import annotations
@@ -36,13 +36,20 @@ class PortInUse(TransportError):
 def listening_test(port: int) -> str:
     """A shell command that exits 0 when something listens on TCP `port` (any address), else 1.
 
-    Column 2 of /proc/net/tcp* is ADDRESS:PORT with the port in 4 upper-case hex digits;
-    column 4 is the state, 0A = LISTEN.
+    Why `ss ... state listening`: reading /proc/net/tcp walks the kernel's whole table of established
+    connections, every network namespace's, even to print nothing: ~4.5 ms a file on this 24 GiB machine, and
+    more on a busy server. Asked for LISTEN alone over netlink, the kernel looks at listening sockets only
+    (2.4 ms for the whole `ss`, against 14 ms for cat, awk and the two files). `ss -l` would also ask for
+    CLOSE sockets, which walks the big table again. An `ss` that is missing, too old for -H or refused
+    netlink fails, and the /proc files answer instead: column 2 of /proc/net/tcp* is ADDRESS:PORT with
+    the port in 4 upper-case hex digits, column 4 the state, 0A = LISTEN.
     """
     if not 0 < port < 65536:
         raise ValueError(f"port {port} is out of range")
-    return (f"cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | "
-            f"awk '$4 == \"0A\" && $2 ~ /:{port:04X}$/ {{ found = 1 }} END {{ exit !found }}'")
+    return (f"if _listeners=$(ss -Htn state listening 'sport = :{port}' 2>/dev/null); "
+            'then [ -n "$_listeners" ]; '
+            f"else cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | "
+            f"awk '$4 == \"0A\" && $2 ~ /:{port:04X}$/ {{ found = 1 }} END {{ exit !found }}'; fi")
 
 
 def check_port_script(port: int) -> str:

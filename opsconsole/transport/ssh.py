@@ -25,6 +25,7 @@ import asyncssh
 from opsconsole.hosts import Host
 from opsconsole.transport.alive import alive_function, clock_function, group_alive_function
 from opsconsole.transport.base import CommandResult, LineHandler, PathInTheWay, Transport, TransportError
+from opsconsole.transport.leader import leader_command
 from opsconsole.transport.pool import LINK_ERRORS, SshPool
 from opsconsole.transport.script_stdin import shell_for
 from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_script, holder_from, listening_test
@@ -362,7 +363,7 @@ class SshTransport(Transport):
             + (check_port_script(port) if port is not None else "")
             + f"cd {q(workdir)} || exit 125\n"
             f"{exports}\n"
-            f"setsid /bin/sh -c {q(command)} </dev/null >>{q(log_file)} 2>&1 &\n"
+            f"setsid /bin/sh -c {q(leader_command(command))} </dev/null >>{q(log_file)} 2>&1 &\n"
             f"echo $! > {q(pid_file)}.tmp && mv {q(pid_file)}.tmp {q(pid_file)} && echo $!\n"
         )
 
