@@ -108,6 +108,7 @@ class SshPool:
         if not 1 <= self.options.max_channels <= 8:
             raise ValueError("max_channels must be 1..8 (OpenSSH allows 10 sessions; we keep 2 for SFTP and kills)")
         self.known_hosts = known_hosts_path(self.options.known_hosts)
+        self._known_hosts_cache: tuple[tuple[int, int, int], asyncssh.SSHKnownHosts] | None = None
         self._links: dict[str, _Link] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
@@ -289,7 +290,7 @@ class SshPool:
         o = self.options
         kwargs: dict[str, Any] = {
             # Never None: that would switch host-key checking off.
-            "known_hosts": str(self.known_hosts) if self.known_hosts.is_file() else asyncssh.import_known_hosts(""),
+            "known_hosts": self._known_hosts(),
             "keepalive_interval": o.keepalive_interval,
             "keepalive_count_max": o.keepalive_count_max,
             "connect_timeout": o.connect_timeout,
@@ -304,6 +305,19 @@ class SshPool:
         if user:
             kwargs["username"] = user
         return kwargs
+
+    def _known_hosts(self) -> asyncssh.SSHKnownHosts:
+        """The known_hosts file, parsed once while it stays the same file with the same contents. Given as a
+        path, asyncssh parsed the whole file for every connection: at a few hundred hosts, each with a line,
+        that grew with the square of the fleet. Never None: that would switch host-key checking off."""
+        try:
+            st = self.known_hosts.stat()
+        except OSError:
+            return asyncssh.import_known_hosts("")  # no file: no host is known, every key is refused
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._known_hosts_cache is None or self._known_hosts_cache[0] != stamp:
+            self._known_hosts_cache = (stamp, asyncssh.read_known_hosts(str(self.known_hosts)))
+        return self._known_hosts_cache[1]
 
     async def _presented_key(self, address: str, port: int, tunnel: Any) -> asyncssh.SSHKey | None:
         algs = [a.decode() for k in known_keys(self.known_hosts, address, port) for a in k.sig_algorithms]
