@@ -23,6 +23,13 @@ class PathInTheWay(TransportError):
     """Something else already stands where a directory or a link was asked for; the message names it."""
 
 
+def shell_exact(path: str) -> bool:
+    """Whether joining `path` to the host root as text means what the shell means by it, so a transport may
+    act on it without a shell: no `..` (the shell resolves it after a link), no `.` part, no trailing `/`
+    (which follows a link), not empty (the root itself)."""
+    return bool(path) and not path.endswith("/") and not any(part in (".", "..") for part in path.split("/"))
+
+
 @dataclass(frozen=True)
 class CommandResult:
     rc: int | None  # None when killed by a signal or timed out

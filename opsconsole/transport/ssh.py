@@ -24,7 +24,7 @@ import asyncssh
 
 from opsconsole.hosts import Host
 from opsconsole.transport.alive import alive_function, clock_function, group_alive_function
-from opsconsole.transport.base import CommandResult, LineHandler, PathInTheWay, Transport, TransportError
+from opsconsole.transport.base import CommandResult, LineHandler, PathInTheWay, Transport, TransportError, shell_exact
 from opsconsole.transport.leader import leader_command
 from opsconsole.transport.pool import LINK_ERRORS, SshPool
 from opsconsole.transport.script_stdin import shell_for
@@ -255,10 +255,7 @@ class SshTransport(Transport):
         """The absolute path the shell would act on, or None when only the shell means it exactly: self.path()
         cleans a path as text, where the shell resolves `..` after a link, follows a link for a trailing
         `/`, and acts on the root itself for "" or "."."""
-        parts = path.split("/")
-        if not path or path.endswith("/") or any(part in (".", "..") for part in parts):
-            return None
-        return self.path(path)
+        return self.path(path) if shell_exact(path) else None
 
     async def ensure_directory(self, path: str) -> bool | None:
         target = self._plain_target(path)
