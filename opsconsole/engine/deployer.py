@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import operator
 from dataclasses import replace
 from typing import Any, Collection
 
@@ -46,6 +47,7 @@ class Deployer:
         self.provisioners: dict[str, Playbook] = {}  # group name -> its provisioning playbook
         self._deployed_path = config.state_dir / "deployed.json"
         self._deployed_lock = asyncio.Lock()
+        self._offered_cache: tuple[AppConfig, list[Host], list[Host]] | None = None
         for name, version in self._load_deployed().items():
             if name in fleet.views:
                 fleet.views[name].version = version
@@ -155,7 +157,17 @@ class Deployer:
         extra = {"app": app.name, "version": version, "commit": commit, "artifact": artifact,
                  "service_name": app.service_name, "service_command": app.service_command}
         # Every inventory host is offered (a canary lives in another group than the app's); `limit` picks.
-        return extra, [with_app_vars(app, h) for h in self.fleet.inventory.hosts]
+        return extra, self._offered(app)
+
+    def _offered(self, app: AppConfig) -> list[Host]:
+        """The inventory's hosts with the app's vars, made again only when the app or a host changed: a
+        rollout deploys host by host, and making them all for each one grew with the square of the fleet."""
+        hosts = self.fleet.inventory.hosts
+        cached = self._offered_cache
+        if cached is None or cached[0] is not app or len(cached[1]) != len(hosts) \
+                or not all(map(operator.is_, cached[1], hosts)):
+            cached = self._offered_cache = (app, hosts, [with_app_vars(app, h) for h in hosts])
+        return cached[2]
 
     def _load_deployed(self) -> dict[str, str]:
         try:

@@ -109,6 +109,7 @@ def check_syntax(text: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)  # asked again for every `{{ x }}` rendered: parsing it each time was most of a render
 def check_expression(expr: str) -> str | None:
     """The syntax error in a bare expression (`when:`), or None."""
     try:
