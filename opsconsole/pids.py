@@ -26,6 +26,12 @@ def stat_fields(pid: int) -> list[str] | None:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
+    return parse_stat(raw)
+
+
+def parse_stat(raw: str) -> list[str]:
+    """The fields of a /proc/PID/stat line after the command name, as stat_fields() gives them (for a line
+    read some other way, e.g. over SFTP from another host)."""
     return raw[raw.rfind(")") + 2:].split()
 
 
@@ -49,4 +55,4 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-__all__ = ["group_alive", "pid_alive", "stat_fields"]
+__all__ = ["group_alive", "parse_stat", "pid_alive", "stat_fields"]

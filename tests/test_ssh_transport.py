@@ -15,7 +15,7 @@ from opsconsole.transport.base import TransportError
 from opsconsole.transport.pool import SshPool
 from opsconsole.transport.ssh import SshTransport
 from tests.lab import Lab
-from tests.lab.inventory import asyncssh_packet_log, lab_host, ssh_options
+from tests.lab.inventory import asyncssh_packet_log, lab_host, record_commands, ssh_options
 
 pytest_plugins = ["tests.lab.fixtures"]
 
@@ -160,6 +160,31 @@ async def test_the_pid_file_names_the_service_itself_not_a_waiting_shell(lab: La
     finally:
         assert await app1.stop_service("simple") is True
     assert live_processes(lab, "app-1", f"sleep {marker}") == []
+
+
+async def test_service_pid_is_read_on_the_sftp_session_and_means_what_alive_means(lab: Lab, app1: SshTransport) -> None:
+    """Asked after every start that did not listen within 0.2 s and before every `state: started`, the look
+    runs no command on the host, and answers as the shell's `alive` does: a live session leader only."""
+    marker = f"{uuid.uuid4().int % 10**6 + 10**6}.125"
+    run_dir = Path(lab.hosts["app-1"].files) / "run"
+    pid = await app1.start_service("looked", f"sleep {marker}")
+    not_leader = lab.exec("app-1", "sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!").stdout.strip()
+    commands = record_commands(app1)
+    try:
+        assert await app1.service_pid("looked") == pid
+        assert await app1.service_pid("never-started") is None
+        (run_dir / "garbage.pid").write_text("not a pid\n")
+        assert await app1.service_pid("garbage") is None
+        (run_dir / "stranger.pid").write_text(f"{not_leader}\n")  # alive, but not what setsid started
+        assert await app1.service_pid("stranger") is None
+        assert commands == [], commands
+    finally:
+        del app1.run  # recording ends
+        lab.exec("app-1", "sh", "-c", f"kill {not_leader}", check=False)
+        for name in ("garbage", "stranger"):
+            (run_dir / f"{name}.pid").unlink(missing_ok=True)
+        assert await app1.stop_service("looked") is True
+    assert await app1.service_pid("looked") is None
 
 
 async def test_stop_waits_for_the_whole_group_and_kills_what_outlives_its_leader(lab: Lab, app1: SshTransport) -> None:
