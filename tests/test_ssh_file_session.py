@@ -23,14 +23,20 @@ from tests.lab.inventory import asyncssh_packet_log, lab_host, record_commands
 pytest_plugins = ["tests.lab.fixtures"]
 
 
-async def test_directories_and_links_without_a_command(lab: Lab, pool: SshPool, tmp_path: Path) -> None:
+async def _module_rig(lab: Lab, pool: SshPool, tmp_path: Path, sub: str, setup: str
+                      ) -> tuple[SshTransport, Path, str, list[str], ModuleContext]:
+    """app-1's transport; its files seen from here; `sub` under its root, prepared by the shell line `setup`
+    (`{base}` in it is that path); the commands run from now on (record_commands); a module context."""
     t = SshTransport(lab_host(lab, "app-1"), pool)
-    files = Path(lab.hosts["app-1"].files)
-    base = f"{t.root}/filetest"
-    await t.run(f"rm -rf {base}")
-    commands = record_commands(t)
+    base = f"{t.root}/{sub}"
+    await t.run(setup.format(base=base))
     ctx = ModuleContext(host=t.host, transport=t, templar=Templar([]), playbook_dir=tmp_path,
                         on_line=lambda line, stream: None)
+    return t, Path(lab.hosts["app-1"].files), base, record_commands(t), ctx
+
+
+async def test_directories_and_links_without_a_command(lab: Lab, pool: SshPool, tmp_path: Path) -> None:
+    t, files, base, commands, ctx = await _module_rig(lab, pool, tmp_path, "filetest", "rm -rf {base}")
 
     async def file(**args: str):  # type: ignore[no-untyped-def]
         return await run_module("file", args, ctx)
@@ -135,13 +141,8 @@ async def test_stat_of_a_missing_path_runs_no_command_and_an_existing_one_still_
         lab: Lab, pool: SshPool, tmp_path: Path) -> None:
     """The deploy playbook's `stat` of a release's `.unpacked` marker is missing on every first deploy of a
     release: the SFTP session's lstat says so, with no fork of sshd and a shell on the host."""
-    t = SshTransport(lab_host(lab, "app-1"), pool)
-    files = Path(lab.hosts["app-1"].files)
-    base = f"{t.root}/stattest"
-    await t.run(f"rm -rf {base} && mkdir -p {base} && ln -s nowhere {base}/dangling")
-    commands = record_commands(t)
-    ctx = ModuleContext(host=t.host, transport=t, templar=Templar([]), playbook_dir=tmp_path,
-                        on_line=lambda line, stream: None)
+    t, files, base, commands, ctx = await _module_rig(
+        lab, pool, tmp_path, "stattest", "rm -rf {base} && mkdir -p {base} && ln -s nowhere {base}/dangling")
 
     async def stat(**args: str) -> dict:  # type: ignore[type-arg]
         outcome = await run_module("stat", args, ctx)
