@@ -86,8 +86,8 @@ def machine_cpu() -> float:
     with the controller, so this is everything a roll costs, the apps it starts included."""
     with open("/proc/stat") as f:
         fields = [int(v) for v in f.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq: steal (time the hypervisor gave elsewhere) is not ours
+    return (sum(fields[:7]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def breakdown(events: list[Event]) -> dict[str, dict[str, float]]:

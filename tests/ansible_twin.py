@@ -158,7 +158,8 @@ async def wipe(transports: Iterable[SshTransport], *names: str) -> None:
     for t in transports:
         for service in ("itrust", "mariadb", "proxy"):
             await t.stop_service(service)
-        assert (await t.run("rm -rf " + " ".join(names or ("*", ".ansible")))).ok
+        wiped = await t.run("rm -rf " + " ".join(names or ("*", ".ansible")))
+        assert wiped.ok, f"{t.host.name}: could not wipe its root: {wiped.describe()}: {' | '.join(wiped.tail[-3:])}"
 
 
 __all__ = ["Outcome", "ansible_run", "end_state", "native_run", "new_runner", "wipe"]

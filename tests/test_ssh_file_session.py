@@ -5,7 +5,6 @@ the shell script means: made, already there, or refused when something else stan
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import subprocess
 from pathlib import Path
@@ -141,33 +140,35 @@ async def test_stat_of_a_missing_path_runs_no_command_and_an_existing_one_still_
         lab: Lab, pool: SshPool, tmp_path: Path) -> None:
     """The deploy playbook's `stat` of a release's `.unpacked` marker is missing on every first deploy of a
     release: the SFTP session's lstat says so, with no fork of sshd and a shell on the host."""
+    # Made over SSH, as the lab user: made from here they would be root's, and the user's cleanup (and the
+    # next test's wipe of the host root) could not remove them.
     t, files, base, commands, ctx = await _module_rig(
-        lab, pool, tmp_path, "stattest", "rm -rf {base} && mkdir -p {base} && ln -s nowhere {base}/dangling")
+        lab, pool, tmp_path, "stattest",
+        "rm -rf {base} && mkdir -p {base}/sub/deeper && : > {base}/present && : > {base}/sub/.marker"
+        " && ln -s nowhere {base}/dangling && ln -s sub/deeper {base}/link")
 
     async def stat(**args: str) -> dict:  # type: ignore[type-arg]
         outcome = await run_module("stat", args, ctx)
         assert not outcome.failed, outcome.message
         return outcome.result["stat"]
 
-    assert await stat(path=f"{base}/.unpacked") == {"exists": False}
-    assert await stat(path=f"{base}/.unpacked", follow="yes") == {"exists": False}
-    assert await stat(path="stattest/nothing/here") == {"exists": False}
-    assert commands == [], commands
-    # What exists is asked of the shell: owner and group names are only there.
-    (files / "stattest" / ".unpacked").write_text("")
-    there = await stat(path=f"{base}/.unpacked")
-    owner = pwd.getpwuid((files / "stattest" / ".unpacked").stat().st_uid).pw_name
-    assert there["exists"] and there["isreg"] and there["pw_name"] == owner and len(commands) == 1
-    # A dangling link exists unfollowed (lstat), and not followed: the shell tells the second.
-    assert (await stat(path=f"{base}/dangling"))["islnk"]
-    assert await stat(path=f"{base}/dangling", follow="yes") == {"exists": False}
-    # `..` after a link is the shell's to resolve: link -> sub/deeper, so link/.. is sub, where the marker is
-    # (as text, stattest/.marker, which is not there).
-    (files / "stattest" / "sub" / "deeper").mkdir(parents=True)
-    (files / "stattest" / "sub" / ".marker").write_text("")
-    (files / "stattest" / "link").symlink_to("sub/deeper")
-    before = len(commands)
-    assert (await stat(path="stattest/link/../.marker"))["exists"] is True
-    assert len(commands) == before + 1
-    del t.run  # recording ends
-    await t.run(f"rm -rf {base}")
+    try:
+        assert await stat(path=f"{base}/.unpacked") == {"exists": False}
+        assert await stat(path=f"{base}/.unpacked", follow="yes") == {"exists": False}
+        assert await stat(path="stattest/nothing/here") == {"exists": False}
+        assert commands == [], commands
+        # What exists is asked of the shell: owner and group names are only there.
+        there = await stat(path=f"{base}/present")
+        assert there["exists"] and there["isreg"] and there["pw_name"] == lab.user and len(commands) == 1
+        # A dangling link exists unfollowed (lstat), and not followed: the shell tells the second.
+        assert (await stat(path=f"{base}/dangling"))["islnk"]
+        assert await stat(path=f"{base}/dangling", follow="yes") == {"exists": False}
+        # `..` after a link is the shell's to resolve: link -> sub/deeper, so link/.. is sub, where the marker
+        # is (as text, stattest/.marker, which is not there).
+        assert not (files / "stattest" / ".marker").exists()
+        before = len(commands)
+        assert (await stat(path="stattest/link/../.marker"))["exists"] is True
+        assert len(commands) == before + 1
+    finally:
+        del t.run  # recording ends
+        assert (await t.run(f"rm -rf {base}")).ok

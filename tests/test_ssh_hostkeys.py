@@ -66,25 +66,21 @@ async def test_changed_host_key_stops_work_then_accept_lets_it_proceed(lab: Lab,
         assert f"now presents ssh-ed25519 {new}" in message and old in message
         assert "`opsconsole hostkeys accept app-3`" in message
         assert not marker_exists(lab, "app-3", "changed-key-marker")
-    except BaseException:
-        await pool.close()
-        raise
 
-    config = lab_config(lab, tmp_path, known)
-    questions: list[str] = []
-    said: list[str] = []
-    # Saying no changes nothing.
-    code = await accept_for_config(config, "app-3", options=ssh_options(lab, known_hosts=known),
-                                   confirm=lambda q: questions.append(q) or False, out=said.append)
-    assert code == 1 and "not accepted" in said[-1]
-    assert new in questions[0] and old in questions[0] and "replaced" in questions[0]
-    assert [k.get_fingerprint() for k in known_keys(known, lab.hosts["app-3"].address, 22)] == [old]
-    # Saying yes records the new key, and work proceeds.
-    code = await accept_for_config(config, "app-3", options=ssh_options(lab, known_hosts=known),
-                                   confirm=lambda q: True, out=said.append)
-    assert code == 0 and f"trusted ssh-ed25519 {new}" in said[-1]
-    # The pool that refused the key (a console's, open all along) reads the file again now it changed.
-    try:
+        config = lab_config(lab, tmp_path, known)
+        questions: list[str] = []
+        said: list[str] = []
+        # Saying no changes nothing.
+        code = await accept_for_config(config, "app-3", options=ssh_options(lab, known_hosts=known),
+                                       confirm=lambda q: questions.append(q) or False, out=said.append)
+        assert code == 1 and "not accepted" in said[-1]
+        assert new in questions[0] and old in questions[0] and "replaced" in questions[0]
+        assert [k.get_fingerprint() for k in known_keys(known, lab.hosts["app-3"].address, 22)] == [old]
+        # Saying yes records the new key, and work proceeds.
+        code = await accept_for_config(config, "app-3", options=ssh_options(lab, known_hosts=known),
+                                       confirm=lambda q: True, out=said.append)
+        assert code == 0 and f"trusted ssh-ed25519 {new}" in said[-1]
+        # The pool that refused the key (a console's, open all along) reads the file again now it changed.
         assert (await SshTransport(lab_host(lab, "app-3"), pool).run("touch changed-key-marker")).ok
         assert marker_exists(lab, "app-3", "changed-key-marker")
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import time
 import uuid
 from pathlib import Path
@@ -15,6 +16,7 @@ from opsconsole.transport.base import TransportError
 from opsconsole.transport.pool import SshPool
 from opsconsole.transport.ssh import SshTransport
 from tests.lab import Lab
+from tests.test_leader import settled_argv0
 from tests.lab.inventory import asyncssh_packet_log, lab_host, record_commands, ssh_options
 
 pytest_plugins = ["tests.lab.fixtures"]
@@ -156,6 +158,7 @@ async def test_the_pid_file_names_the_service_itself_not_a_waiting_shell(lab: La
     marker = f"{uuid.uuid4().int % 10**6 + 10**6}.25"
     pid = await app1.start_service("simple", f"sleep {marker}")
     try:
+        assert await settled_argv0(pid) == "sleep"
         assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", marker.encode()]
     finally:
         assert await app1.stop_service("simple") is True
@@ -177,11 +180,15 @@ async def test_service_pid_is_read_on_the_sftp_session_and_means_what_alive_mean
         assert await app1.service_pid("garbage") is None
         (run_dir / "stranger.pid").write_text(f"{not_leader}\n")  # alive, but not what setsid started
         assert await app1.service_pid("stranger") is None
+        (run_dir / "spaced.pid").write_text(f" {pid}\n")  # the shell's `alive " 123"` says no: so do we
+        assert await app1.service_pid("spaced") is None
+        os.mkfifo(run_dir / "fifo.pid")  # not a file (`[ -f ]`), and never opened: it would block the session
+        assert await asyncio.wait_for(app1.service_pid("fifo"), 5) is None
         assert commands == [], commands
     finally:
         del app1.run  # recording ends
         lab.exec("app-1", "sh", "-c", f"kill {not_leader}", check=False)
-        for name in ("garbage", "stranger"):
+        for name in ("garbage", "stranger", "spaced", "fifo"):
             (run_dir / f"{name}.pid").unlink(missing_ok=True)
         assert await app1.stop_service("looked") is True
     assert await app1.service_pid("looked") is None

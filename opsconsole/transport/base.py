@@ -26,8 +26,10 @@ class PathInTheWay(TransportError):
 def shell_exact(path: str) -> bool:
     """Whether joining `path` to the host root as text means what the shell means by it, so a transport may
     act on it without a shell: no `..` (the shell resolves it after a link), no `.` part, no trailing `/`
-    (which follows a link), not empty (the root itself)."""
-    return bool(path) and not path.endswith("/") and not any(part in (".", "..") for part in path.split("/"))
+    (which follows a link), not empty (the root itself), no leading `~` (the local transport expands it; the
+    quoted word in a script does not)."""
+    return (bool(path) and not path.endswith("/") and not path.startswith("~")
+            and not any(part in (".", "..") for part in path.split("/")))
 
 
 @dataclass(frozen=True)

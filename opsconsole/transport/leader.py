@@ -19,28 +19,32 @@ import re
 # A list, pipeline, background job, subshell, group, redirection or command substitution: the shell has
 # work of its own around the command, so it cannot be replaced.
 _SHELL_WORK = re.compile(r"[;&|<>(){}\n`]|\$\(")
-# The first word: a program's name or path, not an assignment (`A=1 cmd`) nor anything quoted or expanded.
-_PROGRAM = re.compile(r"[A-Za-z0-9_./+-]+")
-# Keywords and builtins: `exec` would look for a program of that name, or (exec itself) mean something else.
+# The first word: a program's name or path, not an assignment (`A=1 cmd`), an option (`-x`), nor anything
+# quoted or expanded.
+_PROGRAM = re.compile(r"[A-Za-z0-9_./+][A-Za-z0-9_./+-]*")
+# What the shell splits words on (Python's split() also takes NBSP, \x0b, \x0c, … which the shell does not).
+_BLANKS = re.compile(r"[ \t]+")
+# Keywords and builtins (dash's, and bash's where /bin/sh is bash): `exec` would look for a program of that
+# name, or (exec itself) mean something else.
 _SHELL_WORDS = frozenset((
-    "!", ".", ":", "[", "alias", "bg", "break", "case", "cd", "command", "continue", "do", "done", "echo",
-    "elif", "else", "esac", "eval", "exec", "exit", "export", "false", "fg", "fi", "for", "getopts", "hash",
-    "if", "jobs", "kill", "local", "printf", "pwd", "read", "readonly", "return", "set", "shift", "source",
-    "test", "then", "time", "times", "trap", "true", "type", "ulimit", "umask", "unalias", "unset", "until",
-    "wait", "while",
+    "!", ".", ":", "[", "alias", "bg", "break", "builtin", "case", "cd", "chdir", "command", "continue",
+    "coproc", "declare", "disown", "do", "done", "echo", "elif", "else", "esac", "eval", "exec", "exit",
+    "export", "false", "fg", "fi", "for", "function", "getopts", "hash", "if", "jobs", "kill", "let", "local",
+    "popd", "printf", "pushd", "pwd", "read", "readonly", "return", "select", "set", "shift", "shopt",
+    "source", "test", "then", "time", "times", "trap", "true", "type", "typeset", "ulimit", "umask", "unalias",
+    "unset", "until", "wait", "while",
 ))
 
 
 def leader_command(command: str) -> str:
     """`command` for `sh -c`, with `exec` in front when it is one simple command, so the service replaces
     the shell and leads its own session and group."""
-    words = command.split()
-    if not words or _SHELL_WORK.search(command):
+    if not command.isascii() or _SHELL_WORK.search(command):
         return command
-    first = words[0]
+    first = _BLANKS.split(command.lstrip(" \t"), maxsplit=1)[0]
     if not _PROGRAM.fullmatch(first) or first in _SHELL_WORDS:
         return command
-    return f"exec {command.strip()}"
+    return f"exec {command}"  # as written: stripping would change a last word such as `\ `
 
 
 __all__ = ["leader_command"]

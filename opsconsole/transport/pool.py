@@ -108,7 +108,7 @@ class SshPool:
         if not 1 <= self.options.max_channels <= 8:
             raise ValueError("max_channels must be 1..8 (OpenSSH allows 10 sessions; we keep 2 for SFTP and kills)")
         self.known_hosts = known_hosts_path(self.options.known_hosts)
-        self._known_hosts_cache: tuple[tuple[int, int, int], asyncssh.SSHKnownHosts] | None = None
+        self._known_hosts_cache: tuple[tuple[int, ...], asyncssh.SSHKnownHosts] | None = None
         self._links: dict[str, _Link] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
@@ -314,7 +314,8 @@ class SshPool:
             st = self.known_hosts.stat()
         except OSError:
             return asyncssh.import_known_hosts("")  # no file: no host is known, every key is refused
-        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        # ctime too: a rewrite in place with the mtime put back (cp -p, rsync -t --inplace) still changes it.
+        stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         if self._known_hosts_cache is None or self._known_hosts_cache[0] != stamp:
             self._known_hosts_cache = (stamp, asyncssh.read_known_hosts(str(self.known_hosts)))
         return self._known_hosts_cache[1]

@@ -34,6 +34,7 @@ from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_scr
 TAIL_LINES = 20
 PGID_MARK = "@@opsconsole-pgid@@ "
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PID_TEXT = re.compile(rb"([0-9]+)\n*")
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # `alive PID`: the service runs (not a zombie, still its own session's leader); `group_alive PGID`: some of it
 # does; `clock`: $now, hundredths of a second since boot.
@@ -408,8 +409,8 @@ class SshTransport(Transport):
         pid_file, _ = self._service_paths(name)
         try:
             return await self.pool.with_sftp(self.host, lambda sftp: _service_pid_over_sftp(sftp, pid_file))
-        except (asyncssh.SFTPError, UnicodeDecodeError, ValueError, IndexError):
-            pass  # no SFTP subsystem, or a /proc it may not read: the shell looks. A lost link is not retried.
+        except (asyncssh.SFTPError, ValueError, IndexError):
+            pass  # a /proc it may not read (or an odd one): the shell looks. A lost link is not looked at twice.
         q = shlex.quote
         result = await self._sh(f'{_ALIVE}\n[ -f {q(pid_file)} ] && pid=$(cat {q(pid_file)}) && alive "$pid" && echo "$pid"; true')
         text = result.stdout.strip()
@@ -533,20 +534,26 @@ async def _settle_levels(sftp: asyncssh.SFTPClient, levels: list[str]) -> None:
 
 
 async def _service_pid_over_sftp(sftp: asyncssh.SFTPClient, pid_file: str) -> int | None:
-    """What the shell's `alive` says of the pid in `pid_file` (a live session leader, not a zombie), read on
-    the SFTP session: no fork of sshd and a shell on the host. Asked after every start that did not listen
-    within 0.2 s, and before every start (`state: started`): at a hundred hosts those commands added up."""
+    """What the shell's `[ -f FILE ] && pid=$(cat FILE) && alive "$pid"` says (a live session leader, not a
+    zombie), read on the SFTP session: no fork of sshd and a shell on the host. Asked after every start that
+    did not listen within 0.2 s, and before every start (`state: started`): at a hundred hosts those commands
+    added up."""
     try:
+        attrs = await sftp.stat(pid_file)
+        if not stat.S_ISREG(attrs.permissions or 0):
+            return None  # as `[ -f ]`; and a FIFO there would block the session's one server process
         async with sftp.open(pid_file, "rb") as f:
-            text = (await f.read(64)).decode().strip()
-        if not text.isdigit():
+            raw = await f.read(64)
+        match = _PID_TEXT.fullmatch(raw)  # `$(cat)` drops trailing newlines; anything else fails `alive`
+        if match is None:
             return None
-        # /proc files say size 0: read a size, not "to the end".
-        async with sftp.open(f"/proc/{text}/stat", "rb") as f:
-            fields = parse_stat((await f.read(4096)).decode())
+        pid = match.group(1).decode()
+        # /proc files say size 0: read a size, not "to the end". The command name may be any bytes.
+        async with sftp.open(f"/proc/{pid}/stat", "rb") as f:
+            fields = parse_stat((await f.read(4096)).decode(errors="replace"))
     except asyncssh.SFTPNoSuchFile:
         return None
-    return int(text) if fields[0] != "Z" and fields[3] == text else None
+    return int(pid) if fields[0] != "Z" and fields[3] == pid else None
 
 
 async def _stat(sftp: asyncssh.SFTPClient, path: str, follow: bool = True) -> asyncssh.SFTPAttrs | None:
