@@ -99,7 +99,7 @@ def crowd(request, tmp_path):  # type: ignore[no-untyped-def]
             cfg, _ = load_proxy_config(cfg_file)
             port = free_port()
             hcfg = tmp_path / "haproxy.cfg"
-            hcfg.write_text(render_haproxy_config(cfg, bind={"web": ("127.0.0.1", port)}))
+            hcfg.write_text(with_error_log(render_haproxy_config(cfg, bind={"web": ("127.0.0.1", port)})))
             hp = start_haproxy(hcfg, sock, port, tmp_path / "haproxy.log")
             started.append(hp)
             yield Crowd("haproxy", port, cfg_file, None, members, started)
@@ -134,6 +134,14 @@ def _slow_crowd_on_s2(crowd: Crowd) -> tuple[WrkRun, float]:
     time.sleep(1.5)
     assert run.proc.poll() is None, "wrk ended before the change under load"
     return run, load_from
+
+
+def with_error_log(config: str) -> str:
+    """The generated config, plus a log line on stderr (haproxy.log) for each request that did not end
+    normally, with HAProxy's termination state: when HAProxy fails a client here, the log says why."""
+    assert config.startswith("global\n") and "\ndefaults\n" in config, config[:200]
+    return (config.replace("global\n", "global\n    log stderr format raw local0 info\n", 1)
+            .replace("\ndefaults\n", "\ndefaults\n    log global\n    option httplog\n    option dontlog-normal\n", 1))
 
 
 def test_a_canary_killed_under_200_clients_fails_nobody_and_raises_the_alert(crowd):
