@@ -22,6 +22,14 @@ from opsconsole.yamlsource import SourceError
 from test_playbooks import Rig, rig  # noqa: F401  (rig is a fixture)
 from tests.conftest import write_config
 
+
+@pytest.fixture(autouse=True)
+def module_temp_dirs_under_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several tests here kill ansible-playbook mid-task, on purpose. A module killed so leaves the directory
+    AnsiballZ unpacked it into (`ansible_<module>_payload_*`, ~130 KB) in its TMPDIR: this machine's /tmp,
+    five per run, until this. ansible-playbook and its modules inherit the console's environment."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
 MIXED = """
     - name: native play
       hosts: web
