@@ -4,6 +4,7 @@ the shell script means: made, already there, or refused when something else stan
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import subprocess
@@ -169,6 +170,21 @@ async def test_stat_of_a_missing_path_runs_no_command_and_an_existing_one_still_
         before = len(commands)
         assert (await stat(path="stattest/link/../.marker"))["exists"] is True
         assert len(commands) == before + 1
+    finally:
+        del t.run  # recording ends
+        assert (await t.run(f"rm -rf {base}")).ok
+
+
+async def test_slurp_reads_on_the_sftp_session(lab: Lab, pool: SshPool, tmp_path: Path) -> None:
+    """The deploy playbook's read of the release the app was started from: no command on the host."""
+    t, files, base, commands, ctx = await _module_rig(
+        lab, pool, tmp_path, "slurptest", "rm -rf {base} && mkdir -p {base} && printf 'abc1234\\n' > {base}/itrust.release")
+    try:
+        read = await run_module("slurp", {"src": f"{base}/itrust.release"}, ctx)
+        assert not read.failed and base64.b64decode(read.result["content"]) == b"abc1234\n"
+        missing = await run_module("slurp", {"src": f"{base}/none.release"}, ctx)
+        assert missing.failed and missing.message == f"file not found: {base}/none.release"
+        assert commands == [], commands
     finally:
         del t.run  # recording ends
         assert (await t.run(f"rm -rf {base}")).ok

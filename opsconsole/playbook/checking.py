@@ -25,7 +25,7 @@ from opsconsole.transport.base import CommandResult, LineHandler, Transport
 # Ansible's C.MAX_FILE_SIZE_FOR_DIFF: a bigger file's diff is not shown, only said to be too big.
 MAX_FILE_SIZE_FOR_DIFF = 104448
 # Modules that only read (or only wait), which Ansible runs as usual under --check.
-RUN_AS_USUAL = frozenset({"stat", "debug", "set_fact", "assert", "fail", "pause", "wait_for"})
+RUN_AS_USUAL = frozenset({"stat", "slurp", "debug", "set_fact", "assert", "fail", "pause", "wait_for"})
 # Modules whose result carries a file diff (also in a real run with --diff).
 DIFFABLE = frozenset({"copy", "template", "lineinfile", "blockinfile", "file"})
 

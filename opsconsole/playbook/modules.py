@@ -7,6 +7,7 @@ play behaves the same on a local directory and over SSH.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import json
 import os
@@ -58,6 +59,7 @@ SPECS: dict[str, ModuleSpec] = {
     "copy": ModuleSpec(required=("dest",), optional=("src", "content", "mode", "force", "backup", "owner", "group"),
                        booleans=("force", "backup")),
     "stat": ModuleSpec(required=("path",), optional=("follow",), booleans=("follow",)),
+    "slurp": ModuleSpec(required=("src",)),
     "lineinfile": ModuleSpec(required=("path",), optional=("line", "regexp", "state", "insertafter", "insertbefore",
                                                            "create", "mode"),
                              choices={"state": ("present", "absent")}, booleans=("create",)),
@@ -775,6 +777,26 @@ async def _stat(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
     return Outcome(command=f"stat {path}", result={"stat": stat})
 
 
+async def _slurp(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
+    """Ansible's slurp: the file's bytes as base64 in `content`. Read by the transport (over SSH on the SFTP
+    session: no fork of sshd and a shell on the host); under become, by `base64` as root on the host."""
+    path = str(args["src"])
+    what = f"slurp {path}"
+    if ctx.become:
+        result = await ctx.transport.run(f"base64 -w0 < {shlex.quote(path)}", become=True, timeout=ctx.timeout)
+        if not result.ok:
+            return _from_result(what, result, changed=False)
+        content = result.stdout.strip()
+    else:
+        if not await ctx.transport.exists(path):
+            return Outcome(failed=True, command=what, message=f"file not found: {path}")  # Ansible's words
+        try:
+            content = base64.b64encode(await ctx.transport.read_file(path)).decode()
+        except TransportError as exc:
+            return Outcome(failed=True, command=what, message=str(exc))
+    return Outcome(command=what, result={"content": content, "encoding": "base64", "source": path})
+
+
 async def _read_text(ctx: ModuleContext, path: str, create: bool, module: str) -> str | None:
     """The file's text; None if it does not exist and `create` allows that; ModuleFailure otherwise."""
     if not await ctx.transport.exists(path):
@@ -867,7 +889,7 @@ def _opt_str(value: Any) -> str | None:
 _RUNNERS: dict[str, Callable[[Mapping[str, Any], ModuleContext], Any]] = {
     "shell": _shell, "command": _command, "copy": _copy, "template": _template, "file": _file,
     SERVICE: _service, "wait_for": _wait_for, HEALTH: _health, "debug": _debug,
-    "set_fact": _set_fact, "assert": _assert, "fail": _fail, "raw": _raw, "stat": _stat,
+    "set_fact": _set_fact, "assert": _assert, "fail": _fail, "raw": _raw, "stat": _stat, "slurp": _slurp,
     "lineinfile": _lineinfile, "blockinfile": _blockinfile, "pause": _pause, "uri": _uri, "get_url": _get_url,
     "unarchive": _unarchive, "git": _system_module(system.git, "git"), "group": _system_module(system.group, "group"),
     "user": _system_module(system.user, "user"), "apt": _system_module(system.apt, "apt"),

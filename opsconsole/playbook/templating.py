@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextvars
 import json
 import os
@@ -73,6 +74,9 @@ def _configure(env: jinja2.Environment) -> jinja2.Environment:
         dirname=posixpath.dirname,
         quote=lambda v: shlex.quote(str(v)),
         regex_replace=lambda v, pattern, repl="": re.sub(pattern, repl, str(v)),
+        # As Ansible's: text in, text out (UTF-8); b64decode of slurp's `content` gives the file's text.
+        b64encode=lambda v: base64.b64encode(str(v).encode()).decode(),
+        b64decode=lambda v: base64.b64decode(str(v)).decode(errors="surrogateescape"),
     )
     env.globals["lookup"] = _lookup_env
     return env
