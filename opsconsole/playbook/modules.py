@@ -788,12 +788,13 @@ async def _slurp(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
             return _from_result(what, result, changed=False)
         content = result.stdout.strip()
     else:
-        if not await ctx.transport.exists(path):
-            return Outcome(failed=True, command=what, message=f"file not found: {path}")  # Ansible's words
         try:
             content = base64.b64encode(await ctx.transport.read_file(path)).decode()
         except TransportError as exc:
-            return Outcome(failed=True, command=what, message=str(exc))
+            # Only now the look that tells a missing file (Ansible's words) from one it could not read: the
+            # file being there is the usual case, and one round trip.
+            missing = not await ctx.transport.exists(path)
+            return Outcome(failed=True, command=what, message=f"file not found: {path}" if missing else str(exc))
     return Outcome(command=what, result={"content": content, "encoding": "base64", "source": path})
 
 

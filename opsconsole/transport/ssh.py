@@ -539,8 +539,8 @@ async def _service_pid_over_sftp(sftp: asyncssh.SFTPClient, pid_file: str) -> in
     did not listen within 0.2 s, and before every start (`state: started`): at a hundred hosts those commands
     added up."""
     try:
-        attrs = await sftp.stat(pid_file)
-        if not stat.S_ISREG(attrs.permissions or 0):
+        attrs = await _stat(sftp, pid_file)
+        if attrs is None or not stat.S_ISREG(attrs.permissions or 0):
             return None  # as `[ -f ]`; and a FIFO there would block the session's one server process
         async with sftp.open(pid_file, "rb") as f:
             raw = await f.read(64)
