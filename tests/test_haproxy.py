@@ -139,7 +139,7 @@ def test_generated_config_is_valid_and_carries_the_guarantees(tmp_path, lab):
 
     combined = _tls_pair(tmp_path, combined=True)
     dotkey = _tls_pair(tmp_path)
-    common = ["nbthread 1", "retry-on conn-failure empty-response response-timeout", "option redispatch",
+    common = ["nbthread 1", "retries 3\n", "retry-on conn-failure empty-response response-timeout", "option redispatch",
               "http-request disable-l7-retry if !METH_GET !METH_HEAD",
               "server c1 127.0.0.1:%d weight 51 maxconn 32" % c.port, "server s1 127.0.0.1:%d weight 205 maxconn 32" % s.port,
               # the test config's timeouts (connect 500ms) and the defaults of the rest
@@ -170,6 +170,10 @@ def test_generated_config_is_valid_and_carries_the_guarantees(tmp_path, lab):
                   ["timeout queue 1ms", "timeout http-request 2500ms", "timeout check 3000ms",
                    "req.hdrs,length gt 4096", "observe layer4 error-limit 7 on-error fail-check",
                    "weight 51 maxconn 1 error-limit 2 on-error mark-down"], ["maxconn 32"]),
+        # No retry of a request once sent; a connect that failed is still retried (3 times, as HAProxy's default).
+        "no_l7_retry": (_with(web(), app_keys="retry: {attempts: 0}"), "",
+                        [line for line in common if not line.startswith("retry-on")] + ["retry-on conn-failure\n"],
+                        ["empty-response"]),
         "trusted": (web(), "trusted_proxies: [127.0.0.0/8, 10.1.2.3, '2001:db8::/32']\n",
                     common + ["acl from_trusted_proxy src 127.0.0.0/8 10.1.2.3/32 2001:db8::/32",
                               "http-request del-header X-Forwarded-For if !from_trusted_proxy"], []),
@@ -210,11 +214,13 @@ def test_server_weights_split_pools_and_never_round_a_share_to_zero(tmp_path, la
 
 def test_retry_rules_through_haproxy(lab):
     s, cg, cp = lab.backend("s1"), lab.backend("cg"), lab.backend("cp")
-    dead = lab.backend("cd")
-    dead.kill()
+    dead, gone1, gone2 = lab.backend("cd"), lab.backend("sd1"), lab.backend("sd2")
+    for b in (dead, gone1, gone2):
+        b.kill()
     lab.haproxy(app_block("g", [s], [cg], stable_weight=1, canary_weight=100, interval="10s")
                 + app_block("p", [s], [cp], stable_weight=1, canary_weight=100, interval="10s")
-                + app_block("n", [s], [dead], stable_weight=1, canary_weight=100, interval="10s"))
+                + app_block("n", [s], [dead], stable_weight=1, canary_weight=100, interval="10s")
+                + app_block("two", [gone1, gone2, s], [], interval="10s"))
     # HAProxy runs its first check at once; let it pass on the live canaries before we kill one by request.
     _checks_passed(lab, ("g", "cg"), ("p", "cp"))
     r = httpx.get(f"http://127.0.0.1:{lab.ports['g']}/die?who=cg", timeout=10)
@@ -228,6 +234,12 @@ def test_retry_rules_through_haproxy(lab):
     for _ in range(3):
         r = httpx.post(f"http://127.0.0.1:{lab.ports['n']}/", content=b"pay=1", timeout=10)
         assert r.status_code == 200 and r.headers["x-member"] == "s1"
+    # Two dead stable members still in rotation (their checks have not failed yet): a redispatch can land on
+    # the other dead one, and `attempts: 1` must not mean one try after the first, or a client fails where
+    # the embedded proxy (3 connect retries) would not. (With `retries 1` half of these got 503.)
+    for _ in range(6):
+        r = httpx.post(f"http://127.0.0.1:{lab.ports['two']}/", content=b"pay=1", timeout=10)
+        assert r.status_code == 200 and r.headers["x-member"] == "s1", (r.status_code, r.text)
 
 
 def test_desired_state_is_reapplied_after_a_haproxy_reload(lab):

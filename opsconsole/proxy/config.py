@@ -78,10 +78,20 @@ class HealthCheckConfig:
     max_ejection_percent: int = 10
 
 
+CONNECT_RETRIES = 3  # a request not yet sent may try this many other members (HAProxy's retries + redispatch)
+
+
 @dataclass(frozen=True)
 class RetryConfig:
     attempts: int = 1  # extra tries; only requests never sent, or GET/HEAD with nothing sent to the client
     methods: tuple[str, ...] = ("GET", "HEAD")
+
+    @property
+    def connect_attempts(self) -> int:
+        """Extra tries of a request never sent (its connection failed): never fewer than CONNECT_RETRIES, as
+        HAProxy's default `retries 3` with `redispatch`. A dying member refuses a burst of connections before
+        anyone has marked it out, so one retry can land on it again."""
+        return max(self.attempts, CONNECT_RETRIES)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,6 @@ LINGER_SECONDS = 2.0  # after refusing a client mid-request, read and drop its i
 LINGER_BYTES = 1024 * 1024  # … or this much, so the answer is not lost to a reset, then close
 MAX_HELD = 64 * 1024  # request bytes held while no member has them yet, before we stop reading the client
 RETRY_AFTER = 1  # seconds, on a 503 the proxy answers itself
-CONNECT_RETRIES = 3  # a request not yet sent may try this many other members (HAProxy's retries + redispatch)
 LOG_BURST = 20  # detail lines logged per frontend per second; the rest are counted
 # The method names a request carries most, decoded once (the per-request path compares them as str).
 _METHOD_NAMES = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
@@ -835,7 +834,7 @@ class Frontend:
         if req.responded:
             req.client.cut(req)
             return
-        limit = max(self.cfg.retry.attempts, CONNECT_RETRIES) if not req.sent else self.cfg.retry.attempts
+        limit = self.cfg.retry.connect_attempts if not req.sent else self.cfg.retry.attempts
         safe = not req.sent or (req.replayable and req.body_done)
         if safe and m is not None and req.attempts <= limit:
             m.stats.retries += 1
