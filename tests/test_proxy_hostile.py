@@ -561,13 +561,14 @@ def test_a_head_answered_with_a_body_never_answers_the_next_clients(lab):
     a = _connect(port)
     bs = None
     try:
-        a.sendall(b"HEAD /headbody?ms=600 HTTP/1.1\r\nHost: x\r\n\r\n")
+        # Held 3 s at the member: long enough for the test to see B queued even on a busy machine.
+        a.sendall(b"HEAD /headbody?ms=3000 HTTP/1.1\r\nHost: x\r\n\r\n")
         wait_for(lambda: any(q.path == "/headbody" for q in b.requests()), timeout=3, what="the HEAD at the member")
         bs = _connect(port)
         bs.sendall(b"GET /b-real HTTP/1.1\r\nHost: x\r\n\r\n")
         # B waits for the member's one slot, so it is next on whatever connection A's HEAD leaves behind.
-        wait_for(lambda: app_state(p)["pools"]["stable"]["queue"] == 1, timeout=0.5, what="B queued behind the HEAD")
-        a.settimeout(3)
+        wait_for(lambda: app_state(p)["pools"]["stable"]["queue"] == 1, timeout=2.5, what="B queued behind the HEAD")
+        a.settimeout(8)
         head = a.recv(65536)
         assert head.startswith(b"HTTP/1.1 200 "), head
         rb = read_responses(bs, want=1, timeout=3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 
@@ -11,6 +12,7 @@ from opsconsole.transport.pool import SshPool
 from opsconsole.transport.ssh import SshTransport
 from tests.lab import Lab
 from tests.lab.inventory import lab_host
+from tests.test_ssh_transport import live_processes, until
 
 pytest_plugins = ["tests.lab.fixtures"]
 
@@ -78,9 +80,11 @@ async def test_dropped_jump_connection_is_reopened_too(lab: Lab, pool: SshPool) 
 
 async def test_connection_lost_while_a_command_runs_is_a_clear_failure(lab: Lab, pool: SshPool) -> None:
     app1 = SshTransport(lab_host(lab, "app-1"), pool)
-    task = asyncio.create_task(app1.run("sleep 5"))
-    await asyncio.sleep(0.5)
-    lab.drop_connections("app-1")
-    with pytest.raises(TransportError, match=r"app-1: connection lost while running 'sleep 5'"):
+    assert (await app1.run("true")).ok  # connected: the drop below must cut a command, not a handshake
+    seconds = f"5.{uuid.uuid4().int % 10**6:06d}"  # a sleep only this test runs
+    task = asyncio.create_task(app1.run(f"sleep {seconds}"))
+    await until(lambda: live_processes(lab, "app-1", f"sleep {seconds}"), "the command running on app-1")
+    assert lab.drop_connections("app-1") > 0
+    with pytest.raises(TransportError, match=rf"app-1: connection lost while running 'sleep {seconds}'"):
         await asyncio.wait_for(task, 10)
     assert (await app1.run("true")).ok
