@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from loadwrk import WrkRun, need, start_wrk
+from loadwrk import WrkResult, WrkRun, need, start_wrk
 from opsconsole.proxy.__main__ import load_proxy_config
 from opsconsole.traffic.base import AppTraffic, Endpoint, TrafficDriver
 from opsconsole.traffic.drivers import open_driver
@@ -36,7 +36,8 @@ from test_proxy_support import TOKEN, free_port, proxy_config_text, start_haprox
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("one_load_at_a_time")]
 
 CLIENTS = 200
-LOAD_SECONDS = 5  # of the drain and swap tests: ~1.5 s before the drain, and more than 1.5 s after it ends
+LOAD_LIMIT = 30  # seconds: wrk's run in the drain and swap tests, ended (finish) once AFTER_SECONDS have passed
+AFTER_SECONDS = 2.0  # of load after the drain ended: time enough for "nothing new" and "no failure" to mean much
 SWAPPED_MEMBER_MS = 500  # how long the member swapped out takes per answer (see the swap test)
 
 
@@ -124,16 +125,22 @@ def _wait(crowd: Crowd, what: str, ok, timeout: float) -> tuple[AppTraffic, floa
 
 
 def _slow_crowd_on_s2(crowd: Crowd) -> tuple[WrkRun, float]:
-    """The crowd for LOAD_SECONDS, answered in at least 20 ms each (so every member has requests in flight all
-    along, and a drain has something to wait for), 1.5 s after s2 first took traffic; (the wrk run, when it
-    began)."""
-    run = start_wrk(f"http://127.0.0.1:{crowd.port}/?ms=20", LOAD_SECONDS, CLIENTS)
+    """The crowd, answered in at least 20 ms each (so every member has requests in flight all along, and a
+    drain has something to wait for), 1.5 s after s2 first took traffic. It runs until `_after_the_change`
+    ends it, AFTER_SECONDS after the change is done, however long the change took (within LOAD_LIMIT)."""
+    run = start_wrk(f"http://127.0.0.1:{crowd.port}/?ms=20", LOAD_LIMIT, CLIENTS)
     crowd.started.append(run)
-    load_from = time.monotonic()
     _wait(crowd, "s2 took traffic", lambda st: st.member("s2").counters.requests > 0, 5)
     time.sleep(1.5)
     assert run.proc.poll() is None, "wrk ended before the change under load"
-    return run, load_from
+    return run
+
+
+def _after_the_change(run: WrkRun) -> WrkResult:
+    """AFTER_SECONDS more of the crowd, then its result; it must not have ended by itself (LOAD_LIMIT)."""
+    time.sleep(AFTER_SECONDS)
+    assert run.proc.poll() is None, f"the change took so long that wrk's {LOAD_LIMIT}s ran out"
+    return run.finish()
 
 
 def with_error_log(config: str) -> str:
@@ -164,7 +171,7 @@ def test_a_canary_killed_under_200_clients_fails_nobody_and_raises_the_alert(cro
 
 
 def test_a_member_drained_under_200_clients_fails_nobody_and_gets_nothing_new(crowd):
-    run, load_from = _slow_crowd_on_s2(crowd)
+    run = _slow_crowd_on_s2(crowd)
 
     async def drain(d: TrafficDriver) -> tuple[int, bool]:
         await d.drain("web", "s2")
@@ -176,14 +183,12 @@ def test_a_member_drained_under_200_clients_fails_nobody_and_gets_nothing_new(cr
     took = time.monotonic() - t0
     left_on_s2 = crowd.members["s2"].inflight()  # asked of s2 itself: "drained" must be true there too
     at_drained = crowd.state().member("s2").counters.requests
-    left = LOAD_SECONDS - (time.monotonic() - load_from)  # seconds of load after the drain ended
-    r = run.wait()
+    r = _after_the_change(run)
     after = crowd.state()
     print(f"\n{crowd.kind}: s2 drained under {CLIENTS} clients: {r.summary()}; {inflight} in flight at the "
           f"drain, drained after {took:.2f}s; s2 answered {at_drained} in all")
     assert drained, f"{crowd.kind}: s2 never drained"
     assert left_on_s2 == 0, f"{crowd.kind}: the driver said s2 drained with {left_on_s2} answers still in the making"
-    assert left > 1.5, f"the drain took {took:.2f}s: too little load after it ({left:.2f}s) to judge 'nothing new'"
     assert r.failed == 0, f"{crowd.kind}: {r.errors_text()}"
     assert after.member("s2").counters.requests == at_drained, (
         f"{crowd.kind}: s2 answered {after.member('s2').counters.requests - at_drained} requests after it was "
@@ -198,7 +203,7 @@ def test_a_member_set_swapped_under_200_clients_fails_nobody(crowd):
     s3 = start_backend("s3")
     crowd.started.append(s3)
     s1 = crowd.members["s1"]
-    run, load_from = _slow_crowd_on_s2(crowd)
+    run = _slow_crowd_on_s2(crowd)
 
     async def swap(d: TrafficDriver) -> AppTraffic:
         return await d.set_members("web", "stable", [Endpoint("s1", "127.0.0.1", s1.port),
@@ -213,9 +218,8 @@ def test_a_member_set_swapped_under_200_clients_fails_nobody(crowd):
     st, _ = _wait(crowd, "the removed s2 drained", s2_done, 10)
     took = time.monotonic() - t0
     left_on_s2 = crowd.members["s2"].inflight()  # asked of s2 itself: "drained" or "gone" must be true there
-    left = LOAD_SECONDS - (time.monotonic() - load_from)  # seconds of load after the drain ended
     s3_at_drained = st.member("s3").counters.requests
-    r = run.wait()
+    r = _after_the_change(run)
     final, _ = _wait(crowd, "s2 left the pool", lambda s: "s2" not in [m.name for m in s.pools["stable"].members], 10)
     print(f"\n{crowd.kind}: stable set swapped (s2 out, s3 in) under {CLIENTS} clients: {r.summary()}; "
           f"s2 drained after {took:.2f}s; s3 answered {final.member('s3').counters.requests}")
@@ -223,7 +227,6 @@ def test_a_member_set_swapped_under_200_clients_fails_nobody(crowd):
         "nothing in flight on s2 when it was removed: the swap proved nothing")
     assert left_on_s2 == 0, (
         f"{crowd.kind}: the driver showed s2 drained or gone with {left_on_s2} answers still in the making")
-    assert left > 1.5, f"the drain took {took:.2f}s: too little load after it ({left:.2f}s)"
     assert r.failed == 0, f"{crowd.kind}: {r.errors_text()}"
     assert final.member("s3").counters.requests > s3_at_drained > 0, "the new member did not take its share"
     assert [m.name for m in final.pools["stable"].members] == ["s1", "s3"]

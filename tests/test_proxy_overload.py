@@ -276,20 +276,23 @@ def test_canary_sigkill_under_200_clients_no_failure_and_alert_within_half_a_sec
     assert run.proc.poll() is None, "wrk ended before the kill"
     with httpx.Client() as client:
         before = app_state(p, client=client)
+        # The latch is timed by the proxy's own clock (the alert's `since`, wall time): our admin reads wait
+        # behind 200 clients on the proxy's one thread, so when we *see* the alert says little.
         killed_at = time.monotonic()
+        killed_wall = time.time()
         os.kill(c1.proc.pid, signal.SIGKILL)
-        alert_at = None
+        alert = None
         deadline = killed_at + 5.0
         while time.monotonic() < deadline:
             st = app_state(p, client=client)
             if st["alert"] is not None:
-                alert_at = time.monotonic()
+                alert = st["alert"]
                 break
             time.sleep(0.02)
     c1.proc.wait(5)
     r = run.wait()
     final = settled_state(p)
-    latch = None if alert_at is None else alert_at - killed_at
+    latch = None if alert is None else alert["since"] - killed_wall
     print(f"\ncanary SIGKILL ~2s into 6s at 200 clients:\n{row('embedded', r)}\n"
           f"  alert {'never' if latch is None else f'{latch * 1000:.0f} ms'} after the kill; "
           f"canary_percent {final['canary_percent']}; canary answered {before['pools']['canary']['requests']} "
@@ -298,6 +301,6 @@ def test_canary_sigkill_under_200_clients_no_failure_and_alert_within_half_a_sec
     assert before["pools"]["canary"]["requests"] > 0, "the canary had no traffic before it was killed"
     assert r.failed == 0, r.errors_text()
     assert latch is not None, "the alert never latched"
-    assert latch < 0.5, f"the alert latched {latch:.3f}s after the kill"
+    assert 0 <= latch < 0.5, f"the alert latched {latch:.3f}s after the kill"
     assert final["alert"] is not None
     assert final["canary_percent"] == 0.0
