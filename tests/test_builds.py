@@ -46,11 +46,16 @@ async def test_push_to_production_is_built_within_one_poll_and_other_branches_ig
         repo = tmp_path / "repo"
         first = git(repo, "rev-parse", "HEAD")
         await _until(lambda: any(u.commit == first and u.status == "succeeded" for u in updates))
-        sha = commit_file(repo, "message.txt", "second\n", "second version")
-        loop = asyncio.get_running_loop()
-        pushed = loop.time()
+        # Counted in polls, not seconds: the poll under way at the push may have asked before it; the next
+        # one must see the new head (and the poller says so in the poll that saw it).
+        poller = engine.pollers["itrust"]
+        seen_in: list[int] = []
+        pushed_at_poll = poller.polls
+        sha = commit_file(repo, "message.txt", "second\n", "second version")  # (no await: no poll in between)
+        engine.bus.subscribe(lambda e: seen_in.append(poller.polls)
+                             if isinstance(e, Message) and f"moved to {sha[:7]}" in e.text else None)
         await _until(lambda: any(u.commit == sha and u.status == "running" for u in updates))
-        assert loop.time() - pushed < 0.3 + 1.0  # one poll interval, plus a git round trip
+        assert seen_in and seen_in[0] - pushed_at_poll <= 1, (seen_in, pushed_at_poll)
         await _until(lambda: any(u.commit == sha and u.status == "succeeded" for u in updates))
         done = [u for u in updates if u.commit == sha and u.status == "succeeded"][-1]
         assert done.author == "Test Author" and done.subject == "second version"
