@@ -58,11 +58,12 @@ def test_a_last_word_keeps_its_escaped_blank() -> None:
 
 async def settled_argv0(pid: int, passing: tuple[str, ...] = ("setsid", "/bin/sh")) -> str:
     """argv[0] of `pid` once it is past what it runs on its way (`passing`): start_service returns as soon as
-    the process leads its session, which may be before /bin/sh, and then the service, are exec'd."""
+    the process leads its session, which may be before /bin/sh, and then the service, are exec'd. An empty
+    cmdline is on its way too: the kernel shows one while an exec replaces the process's memory."""
     deadline = asyncio.get_running_loop().time() + 5
     while True:
         argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-        if argv0 not in passing or asyncio.get_running_loop().time() > deadline:
+        if (argv0 and argv0 not in passing) or asyncio.get_running_loop().time() > deadline:
             return argv0
         await asyncio.sleep(0.02)
 
