@@ -180,15 +180,21 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _reap(pid: int) -> None:
-    for _ in range(100):
+def _reap(pid: int, timeout: float = 10.0) -> None:
+    """Until the killed sshd is dead (its port free for the next one); reaped if it is our child. A KILLed
+    process lives on while the kernel tears it down, longer on a busy machine: giving up early (this waited
+    1 s and said nothing) let a new sshd race the old one for port 22."""
+    deadline = time.monotonic() + timeout
+    while True:
         try:
             done, _status = os.waitpid(pid, os.WNOHANG)
             if done:
                 return
-        except ChildProcessError:  # not our child (started by another process): wait until gone
-            if not Path(f"/proc/{pid}").exists():
+        except ChildProcessError:  # not our child (started by another process): a zombie is dead enough
+            if not alive(pid):
                 return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"sshd {pid} still alive {timeout:g}s after SIGKILL")
         time.sleep(0.01)
 
 
