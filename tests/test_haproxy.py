@@ -139,7 +139,7 @@ def test_generated_config_is_valid_and_carries_the_guarantees(tmp_path, lab):
 
     combined = _tls_pair(tmp_path, combined=True)
     dotkey = _tls_pair(tmp_path)
-    common = ["nbthread 1", "retries 3\n", "retry-on conn-failure empty-response response-timeout", "option redispatch",
+    common = ["nbthread 1", "retries 3\n", "retry-on conn-failure empty-response\n", "option redispatch",
               "http-request disable-l7-retry if !METH_GET !METH_HEAD",
               "server c1 127.0.0.1:%d weight 51 maxconn 32" % c.port, "server s1 127.0.0.1:%d weight 205 maxconn 32" % s.port,
               # the test config's timeouts (connect 500ms) and the defaults of the rest
@@ -174,6 +174,10 @@ def test_generated_config_is_valid_and_carries_the_guarantees(tmp_path, lab):
         "no_l7_retry": (_with(web(), app_keys="retry: {attempts: 0}"), "",
                         [line for line in common if not line.startswith("retry-on")] + ["retry-on conn-failure\n"],
                         ["empty-response"]),
+        # A count of the user's own (over the 3 connect retries): timed-out answers of a GET are retried too.
+        "many_retries": (_with(web(), app_keys="retry: {attempts: 5}"), "",
+                         [line for line in common if not line.startswith(("retries", "retry-on"))]
+                         + ["retries 5\n", "retry-on conn-failure empty-response response-timeout\n"], []),
         "trusted": (web(), "trusted_proxies: [127.0.0.0/8, 10.1.2.3, '2001:db8::/32']\n",
                     common + ["acl from_trusted_proxy src 127.0.0.0/8 10.1.2.3/32 2001:db8::/32",
                               "http-request del-header X-Forwarded-For if !from_trusted_proxy"], []),

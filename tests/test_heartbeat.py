@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import contextlib
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest

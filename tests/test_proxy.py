@@ -199,6 +199,8 @@ def test_draining_a_member_under_load_loses_nothing(procs, tmp_path):
             if marks["inflight"] > 0:
                 break
             assert admin(p, "POST", "/apps/web/members/s2/enable").status_code == 200
+        else:
+            raise AssertionError("20 drains of s2, none with a request in flight: the test shows nothing")
         wait_for(lambda: admin(p, "GET", "/apps/web/members/s2").json()["drained"], what="s2 drained")
         marks["drained"] = time.monotonic()
 

@@ -6,13 +6,14 @@ from pathlib import Path
 
 from conftest import kill_services
 from opsconsole.engine.engine import Engine
-from opsconsole.events import Message
+from opsconsole.events import Message, OutputLine
 from opsconsole.ui.app import OpsConsoleApp
 from opsconsole.ui.command_line import CommandLine
 from opsconsole.ui.confirm import ConfirmScreen
 from opsconsole.ui.event_log import EventLogScreen
 from opsconsole.ui.filter_bar import FilterBar
 from opsconsole.ui.fleet import FleetPane
+from opsconsole.ui.host_detail import HostDetailScreen
 from opsconsole.ui.log_view import LogView
 from test_ui import SIZE, journal_commands, make_engine, until
 
@@ -191,5 +192,40 @@ async def test_k_in_the_event_log_filters_by_kind_of_event(tmp_path: Path) -> No
             await pilot.press(*["k"] * 6)  # round to all again
             await until(pilot, lambda: len(log.visible()) == 3, what="every kind again")
             assert "kind all" in log.border_title
+    finally:
+        kill_services(tmp_path / "state")
+
+
+async def test_events_while_a_screen_opens_or_closes_do_not_kill_the_console(tmp_path: Path) -> None:
+    """Escape on the event log (or a host's detail) takes its widgets down while the screen is still on top
+    for a moment; an event batch flushed then found no LogView and the console died (CI, test_tmux). Here
+    the widgets are taken away by hand, the state the race leaves, and events keep coming."""
+    engine = fresh_engine(tmp_path)
+    app = OpsConsoleApp(engine)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            engine.bus.emit(Message(text="first", level="info"))
+            await until(pilot, lambda: len(app.event_lines) >= 1, what="the first event")
+            await pilot.press("3", "l")
+            await until(pilot, lambda: isinstance(app.screen, EventLogScreen), what="the event log")
+            log_screen = app.screen
+            await log_screen.query_one(LogView).remove()
+            engine.bus.emit(Message(text="while closing", level="info"))
+            await until(pilot, lambda: any(line.text.endswith("while closing") for line in app.event_lines),
+                        what="the event flushed")
+            assert app.is_running and app.screen is log_screen
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, EventLogScreen), what="back to the panes")
+
+            await pilot.press("1", "enter")  # the fleet's selected host: its detail
+            await until(pilot, lambda: isinstance(app.screen, HostDetailScreen), what="a host's detail")
+            detail = app.screen
+            await detail.query_one("#host-summary").remove()
+            engine.bus.emit(OutputLine(host=detail.host_name, line="while closing too"))
+            await until(pilot, lambda: any(line.text.endswith("while closing too") for line in app.event_lines),
+                        what="the host's event flushed")
+            assert app.is_running and app.screen is detail
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, HostDetailScreen), what="back to the panes")
     finally:
         kill_services(tmp_path / "state")

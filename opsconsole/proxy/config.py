@@ -83,7 +83,7 @@ CONNECT_RETRIES = 3  # a request not yet sent may try this many other members (H
 
 @dataclass(frozen=True)
 class RetryConfig:
-    attempts: int = 1  # extra tries; only requests never sent, or GET/HEAD with nothing sent to the client
+    attempts: int = 1  # extra tries of a sent GET/HEAD with nothing yet sent to the client (never sent: connect_attempts)
     methods: tuple[str, ...] = ("GET", "HEAD")
 
     @property
@@ -499,7 +499,7 @@ EXAMPLE_YAML = """\
 #                                 #   with every stable member down the proxy balances across all of them (panic)
 #         on_5xx: false           # a 5xx answer counts as a passive failure too
 #       retry:
-#         attempts: 1             # a request never sent, or a GET/HEAD with nothing yet sent to the client, goes to a healthy stable member
+#         attempts: 1             # a GET/HEAD sent, with nothing yet sent to the client, is tried again on another member (a request never sent: at least 3 times)
 #         methods: [GET, HEAD]    # never POST: it may already have been acted on
 """
 

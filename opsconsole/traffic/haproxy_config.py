@@ -9,10 +9,10 @@
   so failed connections count toward `fall` and one error takes nobody down;
   canary servers `error-limit <passive_refused> on-error mark-down`: a dead canary
   is out on its first refused connection (see `_frontend`);
-- `retries <connect_attempts>` + `option redispatch 1` + `retry-on conn-failure
-  empty-response response-timeout` (only conn-failure when `attempts` is 0), with
-  `http-request disable-l7-retry` for anything but GET/HEAD: a request never sent is
-  retried whatever its method, a POST that was sent never is;
+- `retries <connect_attempts>` + `option redispatch 1` + `retry-on` (`retry_on`):
+  conn-failure always, empty-response when `attempts` > 0, response-timeout only when
+  `attempts` >= 3; with `http-request disable-l7-retry` for anything but GET/HEAD: a
+  request never sent is retried whatever its method, a POST that was sent never is;
 - the edge owns the forwarding fields: a client's X-Forwarded-For is deleted unless it
   comes from `trusted_proxies`, then `option forwardfor` adds the client's address;
   X-Forwarded-Proto is always set (https on a TLS frontend);
@@ -22,8 +22,11 @@
 
 Where HAProxy 2.6 cannot do what the embedded proxy does:
 - `max_ejection_percent`: HAProxy has no cap on how many servers passive checks take out;
-- one retry count for connects and sent requests: a GET/HEAD that got no answer may be
-  tried up to `connect_attempts` (3) more times, not `attempts`;
+- one retry count for connects and sent requests (`retries`, max(attempts, 3)): a GET/HEAD
+  the member closed on without an answer may be tried up to that many more times, not
+  `attempts`; and so that a slow member is not sent the same GET four times, holding the
+  client for 4 x response_timeout, a GET/HEAD whose answer timed out is retried only when
+  `attempts` is 3 or more (the embedded proxy retries it `attempts` times);
 - passive evidence cannot tell a refused connection from a connect timeout (both are one
   layer-4 error), so a canary whose connect times out is marked down (and latched) too;
 - a request head larger than `tune.bufsize` - `tune.maxrewrite` (16 KiB - 1 KiB by default;
@@ -130,6 +133,19 @@ def render_haproxy_config(config: ProxyConfig, *, stats_socket: str | None = Non
     return "\n".join(out) + "\n"
 
 
+def retry_on(attempts: int, connect_attempts: int) -> str:
+    """HAProxy's `retry-on` for the embedded proxy's retry settings. `retries` (connect_attempts) counts
+    every kind: a member that closed without an answer (empty-response) is retried when `attempts` allows
+    any retry of a sent request, a timed-out answer (response-timeout) only when the count is the
+    user's own (attempts >= connect_attempts), never 3 x response_timeout more than asked for."""
+    kinds = ["conn-failure"]
+    if attempts:
+        kinds.append("empty-response")
+    if attempts and attempts >= connect_attempts:
+        kinds.append("response-timeout")
+    return " ".join(kinds)
+
+
 def _frontend(config: ProxyConfig, fe: FrontendConfig, bind: tuple[str, int] | None) -> list[str]:
     host, port = bind if bind else (fe.listen.host, fe.listen.port)
     if fe.listen.unix and not bind:
@@ -166,7 +182,7 @@ def _frontend(config: ProxyConfig, fe: FrontendConfig, bind: tuple[str, int] | N
               # can pick it again: with `retries 1`, 2 in 8 SIGKILLs under 200 clients failed some requests).
               f"    retries {fe.retry.connect_attempts}",
               "    option redispatch 1",
-              f"    retry-on conn-failure{' empty-response response-timeout' if fe.retry.attempts else ''}",
+              f"    retry-on {retry_on(fe.retry.attempts, fe.retry.connect_attempts)}",
               # L7 retries (after the request was sent) only for safe methods; a connect failure is retried for all.
               f"    http-request disable-l7-retry if {methods}",
               # HAProxy bounds a check's connect by min(inter, timeout connect) and its answer by this:

@@ -24,7 +24,7 @@ from textual.widgets import DataTable, Footer
 from textual.worker import Worker, WorkerState
 
 from opsconsole.engine.commands import Command, CommandError, command_classes, verbs
-from opsconsole.events import CommandFinished
+from opsconsole.events import CommandFinished, Event
 from opsconsole.ui import themes
 from opsconsole.ui.bindings import KEYS, MUTATING_ACTIONS, bindings, unknown_ids
 from opsconsole.ui.builds import BuildQueuePane
@@ -177,15 +177,24 @@ class OpsConsoleApp(App[int]):
             self.rollouts.add(batch)
             lines = [line for line in map(event_line, batch) if line is not None]
             self.event_lines.extend(lines)
-            screen = self.screen
-            if isinstance(screen, HostDetailScreen):
-                screen.on_events(batch)
-            elif isinstance(screen, EventLogScreen):
-                screen.add(lines)
+            self._to_screen(self.screen, batch, lines)
             for event in batch:
                 # A stop the operator asked for is no error to toast over the panes: the status line says it.
                 if isinstance(event, CommandFinished) and not event.ok and event.message not in STOPPED:
                     self.notify(event.message or "failed", title=f"✘ {event.text}", severity="error", timeout=8)
+
+    @staticmethod
+    def _to_screen(screen: Screen, batch: list[Event], lines: list[LogLine]) -> None:
+        """The batch for the screen on top, if it shows events. A screen being opened or closed (Escape just
+        pressed) may be on top with its widgets not there yet, or gone: it has nothing to draw, and the
+        lines are kept in event_lines for its next opening. (The console died of NoMatches here.)"""
+        try:
+            if isinstance(screen, HostDetailScreen):
+                screen.on_events(batch)
+            elif isinstance(screen, EventLogScreen):
+                screen.add(lines)
+        except NoMatches:
+            pass
 
     # -- running commands --------------------------------------------------
     def submit(self, line: str) -> None:
