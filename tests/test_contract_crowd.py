@@ -124,7 +124,7 @@ def _wait(crowd: Crowd, what: str, ok, timeout: float) -> tuple[AppTraffic, floa
     return crowd.call(poll)  # type: ignore[no-any-return]
 
 
-def _slow_crowd_on_s2(crowd: Crowd) -> tuple[WrkRun, float]:
+def _slow_crowd_on_s2(crowd: Crowd) -> WrkRun:
     """The crowd, answered in at least 20 ms each (so every member has requests in flight all along, and a
     drain has something to wait for), 1.5 s after s2 first took traffic. It runs until `_after_the_change`
     ends it, AFTER_SECONDS after the change is done, however long the change took (within LOAD_LIMIT)."""

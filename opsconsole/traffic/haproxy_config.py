@@ -38,7 +38,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Collection, Mapping
 
-from opsconsole.proxy.config import FrontendConfig, ProxyConfig, TlsConfig
+from opsconsole.proxy.config import CONNECT_RETRIES, FrontendConfig, ProxyConfig, RetryConfig, TlsConfig
 
 LATCH_RISE = 100000  # checks before a latched canary comes back by itself: at 1s, more than a day
 MAX_WEIGHT = 256
@@ -133,15 +133,15 @@ def render_haproxy_config(config: ProxyConfig, *, stats_socket: str | None = Non
     return "\n".join(out) + "\n"
 
 
-def retry_on(attempts: int, connect_attempts: int) -> str:
+def retry_on(retry: RetryConfig) -> str:
     """HAProxy's `retry-on` for the embedded proxy's retry settings. `retries` (connect_attempts) counts
     every kind: a member that closed without an answer (empty-response) is retried when `attempts` allows
     any retry of a sent request, a timed-out answer (response-timeout) only when the count is the
-    user's own (attempts >= connect_attempts), never 3 x response_timeout more than asked for."""
+    user's own (attempts >= CONNECT_RETRIES), never 3 x response_timeout more than asked for."""
     kinds = ["conn-failure"]
-    if attempts:
+    if retry.attempts:
         kinds.append("empty-response")
-    if attempts and attempts >= connect_attempts:
+    if retry.attempts >= CONNECT_RETRIES:
         kinds.append("response-timeout")
     return " ".join(kinds)
 
@@ -182,7 +182,7 @@ def _frontend(config: ProxyConfig, fe: FrontendConfig, bind: tuple[str, int] | N
               # can pick it again: with `retries 1`, 2 in 8 SIGKILLs under 200 clients failed some requests).
               f"    retries {fe.retry.connect_attempts}",
               "    option redispatch 1",
-              f"    retry-on {retry_on(fe.retry.attempts, fe.retry.connect_attempts)}",
+              f"    retry-on {retry_on(fe.retry)}",
               # L7 retries (after the request was sent) only for safe methods; a connect failure is retried for all.
               f"    http-request disable-l7-retry if {methods}",
               # HAProxy bounds a check's connect by min(inter, timeout connect) and its answer by this:
