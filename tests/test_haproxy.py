@@ -144,7 +144,7 @@ def test_generated_config_is_valid_and_carries_the_guarantees(tmp_path, lab):
               "server c1 127.0.0.1:%d weight 51 maxconn 32" % c.port, "server s1 127.0.0.1:%d weight 205 maxconn 32" % s.port,
               # the test config's timeouts (connect 500ms) and the defaults of the rest
               "timeout connect 500ms", "timeout queue 10000ms", "timeout http-request 10000ms",
-              "timeout check 300ms",  # the app's health timeout
+              "timeout check 1000ms",  # the app's health timeout
               "option forwardfor", "http-request del-header X-Forwarded-For",
               'http-request deny deny_status 431 content-type text/plain string "request header fields too large" '
               "if { req.hdrs,length gt 32768 }"]
@@ -165,7 +165,7 @@ def test_generated_config_is_valid_and_carries_the_guarantees(tmp_path, lab):
                    ["layer4", "mark-down"]),
         "no_passive": (_with(web(), health="passive: false"), "", common + ["rise 100000"], ["observe", "on-error"]),
         "knobs": (_with(web(), app_keys="max_conns: 1", health="passive_failures: 7, passive_refused: 2")
-                  .replace("timeout: 300ms", "timeout: 3s"),
+                  .replace("timeout: 1s,", "timeout: 3s,"),
                   "queue_timeout: 0s\nhead_timeout: 2500ms\nmax_head_bytes: 4096\n",
                   ["timeout queue 1ms", "timeout http-request 2500ms", "timeout check 3000ms",
                    "req.hdrs,length gt 4096", "observe layer4 error-limit 7 on-error fail-check",

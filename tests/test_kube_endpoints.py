@@ -47,7 +47,7 @@ def proxy_lab_config(tmp_path: Path, kubeconfig: Path) -> str:
     text = text.replace("    token_file: ../.demo/proxy.token", "    token_env: OPSC_TEST_PROXY_TOKEN")
     text = text.replace("  runtime_file: ../.demo/proxy-k8s.json\n", "")
     text = text.replace("health: {path: /health, interval: 1s, timeout: 2s, fall: 2, rise: 2}",
-                        "health: {path: /health, interval: 200ms, timeout: 300ms, fall: 2, rise: 2}")
+                        "health: {path: /health, interval: 200ms, timeout: 1s, fall: 2, rise: 2}")
     assert "token_env" in text and "interval: 200ms" in text, "examples/kubernetes.yaml changed shape"
     return text
 
