@@ -66,6 +66,25 @@ def kill_services(state_dir: Path) -> None:
     time.sleep(0.05)
 
 
+def kill_strays(root: Path, program: str | None = None) -> None:
+    """SIGKILL every process (running `program` only, if given) whose working directory is under `root`:
+    the commands of a console a test killed live on, orphaned, and would outlast the test."""
+    root = root.resolve()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = Path(os.readlink(entry / "cwd"))
+            argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue  # gone, or not ours to look at
+        if (cwd == root or root in cwd.parents) and program in (None, Path(argv0).name):
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
 @pytest.fixture(scope="module")
 def one_load_at_a_time():
     """Hold /tmp/opsconsole-load.lock for a load-test module (`pytestmark = pytest.mark.usefixtures(...)`); the

@@ -227,9 +227,9 @@ async def test_the_footer_shows_the_keys_that_act_on_the_focused_pane(tmp_path: 
 async def test_enter_during_a_real_rollout_shows_its_timeline_live(tmp_path: Path) -> None:
     """The real engine rolls a local fleet (a slow task per host); Enter on the host being deployed opens the
     rollout's timeline, which follows the rollout to its end."""
-    from test_ui_rollout import confirm, slow_engine, watch_fleet
+    from test_ui_rollout import confirm, release, slow_engine, watch_fleet
 
-    engine = slow_engine(tmp_path, count=2, pause=2.0)
+    engine = slow_engine(tmp_path, count=2, pause=0.2, hold=("itrust-1",))
     app = OpsConsoleApp(engine)
     try:
         async with app.run_test(size=(120, 30)) as pilot:
@@ -245,10 +245,12 @@ async def test_enter_during_a_real_rollout_shows_its_timeline_live(tmp_path: Pat
             assert rows["app"] == "itrust" and rows["status"] == "running", rows
             assert "deploying" in rows["itrust-1"] and "drain" in rows["itrust-1"], rows
             assert "Rollout " in screen_text(app) and "itrust-1" in screen_text(app)
+            release(tmp_path)  # seen while it ran: now let it finish
             await until(pilot, lambda: dict(timeline.rows)["status"] == "succeeded", timeout=120,  # type: ignore[attr-defined]
                         what="the rollout's end, live on the timeline")
             rows = dict(timeline.rows)  # type: ignore[attr-defined]
             assert "deploying" in rows["itrust-2"], rows
             assert app.screen is timeline
     finally:
+        release(tmp_path)
         kill_services(tmp_path / "state")

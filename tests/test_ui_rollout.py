@@ -22,17 +22,31 @@ from opsconsole.ui.fleet import FleetPane
 SIZE = (100, 30)
 
 
-def slow_engine(tmp_path: Path, count: int, pause: float) -> Engine:
+def slow_engine(tmp_path: Path, count: int, pause: float, hold: tuple[str, ...] = ()) -> Engine:
+    """An engine over a local fleet whose deploy takes `pause` seconds more per host. The hosts in `hold`
+    then wait for `release(tmp_path)` (at most 120 s): a test that acts while such a host deploys (abort,
+    quit, a look at the timeline) has all the time it needs, not a window a busy CI worker may miss."""
     (tmp_path / "templates").symlink_to(PLAYBOOKS / "templates")
     playbook = tmp_path / "slow-deploy.yml"
     text = (PLAYBOOKS / "itrust-deploy.yml").read_text()
-    slow = f"    - name: take a while\n      shell: sleep {pause}\n\n    - name: release directory\n"
+    slow = f"    - name: take a while\n      shell: sleep {pause}\n\n"
+    if hold:
+        gate = tmp_path / "gate"
+        slow += ("    - name: wait for the test\n"
+                 f"      shell: i=0; while [ ! -e {gate} ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done\n"
+                 f"      when: inventory_hostname in {list(hold)}\n\n")
+    slow += "    - name: release directory\n"
     playbook.write_text(text.replace("    - name: release directory\n", slow, 1))
     cfg = write_config(tmp_path, count=count)
     cfg.write_text(cfg.read_text().replace(str(PLAYBOOKS / "itrust-deploy.yml"), str(playbook)))
     engine = Engine(load_config(cfg))
     engine.prepare()
     return engine
+
+
+def release(tmp_path: Path) -> None:
+    """Let the hosts `slow_engine` holds go on."""
+    (tmp_path / "gate").touch()
 
 
 def ended(engine: Engine, text: str) -> list[dict]:
@@ -71,6 +85,7 @@ async def confirm(pilot, app: OpsConsoleApp, *keys: str) -> str:
 @pytest.fixture
 def fleet_dir(tmp_path: Path):
     yield tmp_path
+    release(tmp_path)  # a held deploy nobody stopped ends now, not in 120 s
     kill_services(tmp_path / "state")
 
 
@@ -100,7 +115,7 @@ async def test_r_and_confirm_rolls_every_host_to_the_new_version(fleet_dir: Path
 
 
 async def test_a_and_confirm_aborts_and_later_hosts_stay_untouched(fleet_dir: Path) -> None:
-    engine = slow_engine(fleet_dir, count=3, pause=3.0)
+    engine = slow_engine(fleet_dir, count=3, pause=0.2, hold=("itrust-1",))
     app = OpsConsoleApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         await confirm(pilot, app, "r")
@@ -123,7 +138,7 @@ async def test_a_during_roll_resume_aborts_it(fleet_dir: Path) -> None:
     """A rollout left interrupted by a dead console is resumed from the console; `a` aborts the resume."""
     from opsconsole.rollouts.plan import make_plan
 
-    engine = slow_engine(fleet_dir, count=2, pause=3.0)
+    engine = slow_engine(fleet_dir, count=2, pause=0.2, hold=("itrust-1",))
     assert (await engine.execute(engine.parse("build itrust"))).ok
     record = engine.builds.records()[-1]
     plan = make_plan("itrust", ["itrust-1", "itrust-2"], version=record.short, commit=record.commit,

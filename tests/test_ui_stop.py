@@ -13,7 +13,7 @@ from opsconsole.ui.confirm import ConfirmScreen
 from opsconsole.ui.fleet import FleetPane
 from opsconsole.ui.testing import screen_text
 from test_ui import until
-from test_ui_rollout import SIZE, confirm, ended, fleet_dir, slow_engine, watch_fleet  # noqa: F401 (fixture)
+from test_ui_rollout import SIZE, confirm, ended, fleet_dir, release, slow_engine, watch_fleet  # noqa: F401 (fixture)
 
 
 async def roll_until_second_host_deploys(pilot, app: OpsConsoleApp, engine) -> str:
@@ -31,7 +31,7 @@ async def roll_until_second_host_deploys(pilot, app: OpsConsoleApp, engine) -> s
 
 
 async def test_after_abort_roll_plans_only_hosts_left_and_resume_finishes(fleet_dir: Path) -> None:
-    engine = slow_engine(fleet_dir, count=3, pause=1.5)
+    engine = slow_engine(fleet_dir, count=3, pause=0.2, hold=("itrust-2",))
     app = OpsConsoleApp(engine)
     async with app.run_test(size=(170, 30)) as pilot:
         version = await roll_until_second_host_deploys(pilot, app, engine)
@@ -57,6 +57,7 @@ async def test_after_abort_roll_plans_only_hosts_left_and_resume_finishes(fleet_
         await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
 
         # `roll resume` works on the aborted rollout and finishes it.
+        release(fleet_dir)  # the resumed deploys go straight on
         what = await confirm(pilot, app, "colon", *"roll resume itrust", "enter")
         assert "was aborted" in what and "2 hosts left: itrust-2, itrust-3" in what, what
         # The plan of what is left, batch by batch (issue 15 item 7: resume showed no plan).
@@ -73,7 +74,7 @@ async def test_quit_during_a_rollout_says_per_host_what_happens_and_leaves_it_re
     """Issue 15 item 9: the dialog said "Quitting cancels it", yet a host ended up on the new version, and the
     screen went blank with no summary. Now the dialog says per host what quitting does, and the summary printed
     after the console closes says what it did, probing the host the stop caught."""
-    engine = slow_engine(fleet_dir, count=3, pause=1.5)
+    engine = slow_engine(fleet_dir, count=3, pause=0.2, hold=("itrust-2",))
     app = OpsConsoleApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         version = await roll_until_second_host_deploys(pilot, app, engine)
