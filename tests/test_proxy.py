@@ -354,7 +354,7 @@ def test_a_member_that_never_answers_times_out_and_the_get_is_retried(procs, tmp
     r = httpx.get(f"http://127.0.0.1:{p.port('web')}/x?ms=5000&slow=c1", timeout=10)
     took = time.monotonic() - t0
     assert r.status_code == 200 and r.headers["x-member"] == "s1"
-    assert 0.7 < took < 2.5
+    assert 0.7 < took < 4.5  # at response_timeout, then retried: not the slow member's 5 s
     # One timeout is not a verdict (a slow member is not a dead one): it takes 5 in a row, as in Envoy.
     st = app_state(p)
     assert st["alert"] is None and st["pools"]["canary"]["members"][0]["healthy"]
@@ -443,7 +443,8 @@ def test_panic_when_every_stable_member_fails_its_checks_is_shown_and_balanced(p
     wait_for(lambda: app_state(p)["pools"]["stable"]["panic"], what="panic")
     t0 = time.monotonic()
     r = httpx.get(f"http://127.0.0.1:{p.port('web')}/", timeout=5)
-    assert r.status_code == 503 and time.monotonic() - t0 < 1.0  # members gone: refused at once, retried, then 503
+    # Members gone: refused at once, retried, then 503 (three connect timeouts of 500 ms would take 1.5 s).
+    assert r.status_code == 503 and time.monotonic() - t0 < 1.4
     assert r.headers["retry-after"] == "1" and "no server is available" in r.text
     st = app_state(p)
     assert st["panic"] is True and st["answers"]["503"] >= 1 and st["client_errors"] >= 1

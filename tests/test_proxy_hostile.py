@@ -173,8 +173,8 @@ HEAD_TIMEOUT = "head_timeout: 1s\n"
 
 def _dribble(port: int, payload: bytes, *, every: float, limit: float) -> tuple[Received, float | None]:
     """Send `payload` one byte each `every` seconds until the proxy answers or closes; stop at `limit`."""
+    t0 = time.monotonic()  # before the connect: the proxy's head deadline starts at its accept
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    t0 = time.monotonic()
     got = bytearray()
     closed_at = None
     i = 0
@@ -214,8 +214,8 @@ def test_slow_client_gets_408_and_is_closed(lab, case):
     if case == "dribble":
         r, closed_at = _dribble(port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200, every=0.1, limit=6.0)
     else:
+        t0 = time.monotonic()  # before the connect: the proxy's head deadline starts at its accept
         sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        t0 = time.monotonic()
         try:
             sock.sendall(b"GET / HTTP/1.1\r\nHo" if case == "half-head" else b"G")
             r = read_responses(sock, until_close=True, timeout=6.0)

@@ -118,7 +118,7 @@ def test_tunnels_to_a_member_are_bounded_by_max_tunnels_and_plain_requests_still
                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
         r = exchange(port, data, want=1, timeout=5)
         assert r.statuses == [503], f"statuses={r.statuses} raw={r.raw[:300]!r}"
-        assert time.monotonic() - started < 2.0, "the refusal waited for the queue timeout"
+        assert time.monotonic() - started < 5.0, "the refusal waited for the queue timeout (10 s)"
         assert a.total == 2, "the member never saw the refused upgrade"
         # … while plain requests still get through, and the open tunnels still work.
         r = exchange(port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", want=1, timeout=5)
@@ -149,8 +149,8 @@ def test_draining_a_member_waits_for_its_tunnel_then_closes_it_at_drain_timeout(
         on, other = (a, b) if a.open else (b, a)
         wait_for(lambda: member(p, on.name).get("tunnels") == 1, timeout=5, what="the member's tunnel counted")
 
+        t_drain = time.monotonic()  # before the call: the proxy's drain clock starts within it
         r = admin(p, "POST", f"/apps/web/members/{on.name}/drain")
-        t_drain = time.monotonic()
         assert r.status_code == 200 and r.json()["admin"] == "draining", r.text
         assert r.json()["drained"] is False, "a member with an open tunnel is not drained"
 
