@@ -81,6 +81,8 @@ class _RecProtocol(asyncio.Protocol):
     - `/eofrst?ms=N`: a 200 framed by the connection's end (no Content-Length, no chunking), half a body,
       then after N ms (default 100) a reset instead of the end: the member crashed mid-answer.
     - `/big?n=N`: a 200 with an N-byte body.
+    - `/canned?as=NAME`: the bytes `backend.canned[NAME]`, as they are (a test writes the answer a proxy
+      must not pass on); the connection stays open.
     """
 
     def __init__(self, backend: "RecordingBackend") -> None:
@@ -194,6 +196,10 @@ class _RecProtocol(asyncio.Protocol):
             self._flush()
             asyncio.get_running_loop().call_later(float(query.get("ms", "100")) / 1000, self._reset)
             return
+        if req.path == "/canned":
+            self.slots[idx] = self.backend.canned[query["as"]]
+            self._flush()
+            return
         body = f"path={req.url} n={idx}\n".encode()
         if req.path == "/big":
             body = b"x" * int(query.get("n", "0"))
@@ -233,9 +239,11 @@ class RecordingBackend:
     small from the start): a member that stops reading then stalls an upload after a few KiB, not MiBs.
     """
 
-    def __init__(self, name: str = "rec", rcvbuf: int | None = None) -> None:
+    def __init__(self, name: str = "rec", rcvbuf: int | None = None, host: str = "127.0.0.1") -> None:
         self.name = name
         self.rcvbuf = rcvbuf
+        self.host = host
+        self.canned: dict[str, bytes] = {}  # what `/canned?as=NAME` answers
         self.lock = threading.Lock()
         self.connections: list[SeenConnection] = []
         self.port = 0
@@ -263,11 +271,11 @@ class RecordingBackend:
                     sock = socket.socket()
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
-                    sock.bind(("127.0.0.1", port))
+                    sock.bind((self.host, port))
                     self._server = loop.run_until_complete(loop.create_server(factory, sock=sock))
                 else:
                     self._server = loop.run_until_complete(
-                        loop.create_server(factory, "127.0.0.1", port, reuse_address=True))
+                        loop.create_server(factory, self.host, port, reuse_address=True))
                 self.port = self._server.sockets[0].getsockname()[1]
             except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
                 error.append(exc)

@@ -220,9 +220,11 @@ def _admin_port(p) -> int:
     ("255.255.255.255:80", "broadcast"),
     ("ADMIN", "own listener"),  # the admin API itself: a frontend request with the token would read /state
     ("FRONTEND", "own listener"),  # its own frontend: a loop
+    ("MAPPED_FRONTEND", "own listener"),  # the same, as an IPv4-mapped IPv6 address
 ])
 def test_a_member_set_pointing_nowhere_a_backend_lives_is_refused_and_changes_nothing(proxy, member, needle):
-    member = {"ADMIN": f"127.0.0.1:{_admin_port(proxy)}", "FRONTEND": f"127.0.0.1:{proxy.port('web')}"}.get(member, member)
+    member = {"ADMIN": f"127.0.0.1:{_admin_port(proxy)}", "FRONTEND": f"127.0.0.1:{proxy.port('web')}",
+              "MAPPED_FRONTEND": f"[::ffff:127.0.0.1]:{proxy.port('web')}"}.get(member, member)
     before = _snapshot(proxy)
     r = admin(proxy, "PUT", "/apps/web/pools/canary/members", json={"members": [member]})
     assert r.status_code == 400, r.text

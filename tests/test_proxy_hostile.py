@@ -466,6 +466,28 @@ def test_admin_api_refuses_a_huge_head_and_keeps_working(lab):
     assert admin(p, "GET", "/state").status_code == 200
 
 
+def test_admin_api_refuses_a_big_head_that_arrives_in_one_read(lab):
+    """The cap was checked only while a head was still incomplete after a read: one write of 60 KB passed."""
+    b, p = lab.web()
+    data = (b"GET /state HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode()
+            + b"\r\nX-Big: " + b"a" * (60 * 1000) + b"\r\n\r\n")
+    r = exchange(_admin_port(p), data, want=1)
+    assert r.statuses == [431], describe(r)
+
+
+def test_admin_api_refuses_pipelined_requests_and_changes_nothing(lab):
+    """A second request in the same read was parsed into the first one's URL and fields (riding on its
+    token): GET /apps/web + POST /members/m/disable disabled member m."""
+    b, p = lab.web()
+    auth = b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+    data = (b"GET /apps/web HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n"
+            + b"POST /members/" + b.name.encode() + b"/disable HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    r = exchange(_admin_port(p), data, until_close=True)
+    assert r.statuses == [400] and r.closed, describe(r)
+    assert b"one at a time" in r.raw
+    assert [m["admin"] for m in app_state(p)["pools"]["stable"]["members"]] == ["enabled"]
+
+
 @pytest.mark.parametrize("depth", [100_000, 30_000])
 def test_admin_api_refuses_deeply_nested_json_and_keeps_working(lab, depth):
     b, p = lab.web()
@@ -899,3 +921,189 @@ def test_bytes_past_a_declared_length_never_become_the_next_clients_answer(lab):
         assert b"forged" not in b.raw and b"X-Forged" not in b.raw
     finally:
         srv.close()
+
+
+# -- 14. the second review's findings: what a member answers, half-closes, spellings, HTTP/1.0 -----------
+
+R101 = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_101_the_client_never_asked_for_is_a_502_and_never_relayed(lab, method):
+    """Relayed, it told the client (or a proxy in front of us) that the connection became a tunnel, while we
+    went on speaking HTTP on it: the status-code reflection behind WebSocket smuggling."""
+    b, p = lab.web()
+    b.canned["101"] = R101
+    body = b"Content-Length: 0\r\n" if method == "POST" else b""
+    sock = socket.create_connection(("127.0.0.1", p.port("web")), timeout=5)
+    try:
+        sock.sendall(b"%b /canned?as=101 HTTP/1.1\r\nHost: x\r\n%b\r\n" % (method.encode(), body))
+        r = read_responses(sock, want=1)
+        assert r.statuses == [502], describe(r)
+        assert b" 101 " not in r.raw and b"Upgrade" not in r.raw, describe(r)
+        # Still plain HTTP on the same connection, as the client was told nothing else.
+        sock.sendall(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_responses(sock, want=1).statuses == [200]
+    finally:
+        sock.close()
+    assert "asked for no upgrade" in p.log_text()
+
+
+def test_a_response_head_past_the_limit_is_a_502_and_the_proxy_stays_quick(lab):
+    """An endless head from a member was buffered (and copied as it grew) on the loop every app shares."""
+    b, p = lab.web()
+    b.canned["big"] = b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (8 << 20) + b"\r\nContent-Length: 2\r\n\r\nok"
+    r = exchange(p.port("web"), b"GET /canned?as=big HTTP/1.1\r\nHost: x\r\n\r\n", want=1, timeout=20)
+    assert r.statuses == [502], describe(r)
+    assert b"X-Big" not in r.raw
+    assert "response head over 32768 bytes" in p.log_text()
+    assert exchange(p.port("web"), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", want=1).statuses == [200]
+
+
+@pytest.mark.parametrize("status", [b"000", b"099", b"999"])
+def test_a_status_code_outside_100_to_599_is_a_502(lab, status):
+    b, p = lab.web()
+    b.canned["bad"] = b"HTTP/1.1 %b Odd\r\nContent-Length: 2\r\n\r\nok" % status
+    r = exchange(p.port("web"), b"GET /canned?as=bad HTTP/1.1\r\nHost: x\r\n\r\n", want=1)
+    assert r.statuses == [502], describe(r)
+    assert b"Odd" not in r.raw
+
+
+def test_answers_without_a_body_lose_a_members_content_length(lab):
+    """RFC 9110 §8.6: a 1xx or 204 carries no Content-Length; a member's is not passed on."""
+    b, p = lab.web()
+    b.canned["204"] = b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-Kept: 1\r\n\r\n"
+    b.canned["100"] = (b"HTTP/1.1 100 Continue\r\nContent-Length: 5\r\n\r\n"
+                       b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    r = exchange(p.port("web"), b"GET /canned?as=204 HTTP/1.1\r\nHost: x\r\n\r\n", want=1)
+    assert r.statuses == [204] and r.responses[0].header("content-length") is None, describe(r)
+    assert r.responses[0].header("x-kept") == "1"
+    r = exchange(p.port("web"), b"GET /canned?as=100 HTTP/1.1\r\nHost: x\r\n\r\n", want=1)
+    interim, _, final = r.raw.partition(b"\r\n\r\n")
+    assert interim == b"HTTP/1.1 100 Continue", describe(r)
+    assert final.startswith(b"HTTP/1.1 200 OK") and final.endswith(b"ok"), describe(r)
+
+
+def test_an_http10_client_is_sent_no_1xx(lab):
+    """RFC 9110 §15.2: an HTTP/1.0 client knows no interim answers; it gets the final one only."""
+    b, p = lab.web()
+    b.canned["100"] = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n"
+                       b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    r = exchange(p.port("web"), b"GET /canned?as=100 HTTP/1.0\r\n\r\n", until_close=True)
+    assert r.raw.startswith(b"HTTP/1.1 200 OK\r\n") and r.raw.endswith(b"ok"), describe(r)
+    # … and an HTTP/1.1 client still gets them.
+    r = exchange(p.port("web"), b"GET /canned?as=100 HTTP/1.1\r\nHost: x\r\n\r\n", want=1)
+    assert r.raw.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n"), describe(r)
+
+
+def test_transfer_encoding_in_an_http10_request_is_400_and_reaches_nobody(lab):
+    """RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing."""
+    b, p = lab.web()
+    r = exchange(p.port("web"), b"POST /x HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                b"5\r\nhello\r\n0\r\n\r\n", until_close=True)
+    assert r.statuses == [400] and r.closed, describe(r)
+    nothing_reached(b)
+
+
+def test_transfer_codings_besides_chunked_cross_both_ways(lab):
+    """The body is re-chunked but stays gzip-coded: both sides must still be told it is gzip."""
+    import gzip
+
+    b, p = lab.web()
+    coded = gzip.compress(b"hello world")
+    b.canned["gz"] = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n%x\r\n%b\r\n0\r\n\r\n"
+                      % (len(coded), coded))
+    r = exchange(p.port("web"), b"GET /canned?as=gz HTTP/1.1\r\nHost: x\r\n\r\n", want=1)
+    assert r.statuses == [200] and r.responses[0].body == coded, describe(r)
+    assert b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n" in r.raw, describe(r)
+    r = exchange(p.port("web"), b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                                b"%x\r\n%b\r\n0\r\n\r\n" % (len(coded), coded), want=1)
+    assert r.statuses == [200], describe(r)
+    [seen] = b.requests()[-1:]
+    assert seen.header_values("transfer-encoding") == ["gzip, chunked"] and seen.body == coded
+
+
+def test_a_client_that_half_closes_still_gets_its_answers(lab):
+    """shutdown(SHUT_WR) after sending: the requests sent whole are answered (HAProxy's default, without
+    `abortonclose`), then the connection ends. One cut short by the close reaches nobody."""
+    b, p = lab.web()
+    sock = socket.create_connection(("127.0.0.1", p.port("web")), timeout=5)
+    try:
+        sock.sendall(b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\norder"
+                     b"GET /slow?ms=300 HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        r = read_responses(sock, until_close=True, timeout=10)
+    finally:
+        sock.close()
+    assert r.statuses == [200, 200] and r.closed, describe(r)
+    assert [q.path for q in b.requests()] == ["/orders", "/slow"]
+    before = b.raw_bytes()
+    sock = socket.create_connection(("127.0.0.1", p.port("web")), timeout=5)
+    try:
+        sock.sendall(b"GET /cut-short HTTP/1.1\r\nHost: x\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        r = read_responses(sock, until_close=True, timeout=10)
+    finally:
+        sock.close()
+    assert r.closed and r.statuses == [], describe(r)
+    nothing_reached(b, before)
+
+
+def test_underscore_spellings_of_fields_we_manage_never_reach_the_member(lab):
+    """A WSGI or CGI app reads X_Forwarded_For as X-Forwarded-For: the underscore spelling must not carry a
+    client's claim past us. Other names with underscores pass."""
+    b, p = lab.web()
+    r = exchange(p.port("web"), b"GET / HTTP/1.1\r\nHost: x\r\nX_Forwarded_Host: evil.example\r\n"
+                                b"X_Real_IP: 6.6.6.6\r\nX_Forwarded_For: 6.6.6.6\r\nX_Forwarded_Proto: https\r\n"
+                                b"Transfer_Encoding: chunked\r\nX_Custom: kept\r\n\r\n", want=1)
+    assert r.statuses == [200], describe(r)
+    [seen] = b.requests()
+    names = [n.lower() for n, _ in seen.headers]
+    assert not any("_" in n and n != "x_custom" for n in names), seen.headers
+    assert seen.header_values("x_custom") == ["kept"]
+    assert seen.header_values("x-forwarded-for") == ["127.0.0.1"]
+
+
+def test_proxy_connection_upgrade_answers_the_request_then_closes(lab):
+    """The parser takes `Proxy-Connection: upgrade` for an upgrade and reads nothing after it: a request
+    pipelined behind was dropped while the connection hung open. Now the client is told: close."""
+    b, p = lab.web()
+    r = exchange(p.port("web"), b"GET /first HTTP/1.1\r\nHost: x\r\nProxy-Connection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+                                b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n", until_close=True, timeout=10)
+    assert r.statuses == [200] and r.closed, describe(r)
+    assert r.responses[0].header("connection") == "close"
+    assert [q.path for q in b.requests()] == ["/first"]
+
+
+def test_a_head_padded_with_blanks_is_431(lab):
+    """The parser drops the blanks around a value, so counting parsed bytes let 600 KB of them through."""
+    b, p = lab.web()
+    sock = socket.create_connection(("127.0.0.1", p.port("web")), timeout=5)
+    try:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        for i in range(20):
+            sock.sendall(b"X-%d:" % i + b" " * 30000 + b"v\r\n")
+        sock.sendall(b"\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused mid-send: the answer is still read below
+    try:
+        r = read_responses(sock, want=1)
+    finally:
+        sock.close()
+    assert r.statuses == [431], describe(r)
+    nothing_reached(b)
+
+
+def test_health_checks_to_an_ipv6_member_name_it_in_brackets(lab):
+    """`Host: ::1:PORT` is no valid Host (RFC 9110 §7.2): our own proxy refuses it with 400."""
+    b = RecordingBackend("v6", host="::1")
+    b.start()
+    try:
+        p = lab.proxy(app_yaml("web", [("v6", b.port)]).replace("address: 127.0.0.1", "address: '::1'"))
+        wait_for(lambda: b.health_checks() > 0, timeout=10, what="a health check")
+        with b.lock:
+            checks = [bytes(c.raw) for c in b.connections if c.is_health_check]
+        assert f"\r\nHost: [::1]:{b.port}\r\n".encode() in checks[0], checks[0]
+        assert exchange(p.port("web"), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", want=1).statuses == [200]
+    finally:
+        b.stop()

@@ -38,15 +38,22 @@ class _Parsed:
         self.complete = False
         self.too_big = False
         self.head_done = False
+        self.head_bytes = 0  # the head's parsed size: a head that arrived whole in one read is counted too
+        self.begun = 0  # messages begun in this parse: a second one is a pipelined request
+
+    def on_message_begin(self) -> None:
+        self.begun += 1
 
     def on_headers_complete(self) -> None:
         self.head_done = True
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        self.head_bytes += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.lower()] = value
+        self.head_bytes += len(name) + len(value) + 4
 
     def on_body(self, body: bytes) -> None:
         if len(self.body) + len(body) > MAX_BODY:
@@ -56,6 +63,14 @@ class _Parsed:
 
     def on_message_complete(self) -> None:
         self.complete = True
+
+
+async def _refuse(writer: asyncio.StreamWriter, status: int, message: str) -> None:
+    """Answer `status` with `message` and end the connection: nothing of the request is acted on."""
+    body = _json({"error": message})
+    writer.write(f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+    await writer.drain()
 
 
 class AdminApi:
@@ -108,12 +123,14 @@ class AdminApi:
                     parser.feed_data(data)
                     if not msg.head_done:
                         head += len(data)
-                        if head > MAX_HEAD:
-                            body = _json({"error": f"request head over {MAX_HEAD} bytes"})
-                            writer.write(f"HTTP/1.1 431 {_REASONS[431]}\r\nContent-Type: application/json\r\n"
-                                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
-                            await writer.drain()
-                            return
+                    if head > MAX_HEAD or msg.head_bytes > MAX_HEAD:
+                        await _refuse(writer, 431, f"request head over {MAX_HEAD} bytes")
+                        return
+                    if msg.begun > 1:
+                        # A second request in the same read would be parsed into this one's URL and fields
+                        # (and ride on its token): the API's clients send one at a time, so refuse both.
+                        await _refuse(writer, 400, "pipelined requests are not supported: send one at a time")
+                        return
                 method = parser.get_method().decode()
                 keep = parser.should_keep_alive()
                 if msg.too_big:

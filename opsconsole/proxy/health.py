@@ -18,7 +18,8 @@ async def probe(cfg: HealthCheckConfig, member: Member) -> tuple[bool, str]:
             reader, writer = await asyncio.open_connection(member.address, member.port)
         if cfg.kind == "tcp":
             return True, "tcp connect ok"
-        writer.write(f"GET {cfg.path} HTTP/1.1\r\nHost: {member.address}:{member.port}\r\n"
+        host = f"[{member.address}]" if ":" in member.address else member.address  # an IPv6 literal, RFC 9110 §7.2
+        writer.write(f"GET {cfg.path} HTTP/1.1\r\nHost: {host}:{member.port}\r\n"
                      "User-Agent: opsconsole-proxy-check\r\nConnection: close\r\n\r\n".encode())
         async with asyncio.timeout(cfg.timeout):
             line = await reader.readline()

@@ -20,11 +20,18 @@ FORWARDING = frozenset({b"forwarded", b"x-real-ip", b"x-forwarded-host", b"x-for
 # A field that frames the message can never become hop-by-hop because `Connection` names it: dropping
 # Content-Length while forwarding the body lets the body be read as a second request (smuggling).
 FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host"})
+# A CGI or WSGI app reads X_Forwarded_For as X-Forwarded-For (both become HTTP_X_FORWARDED_FOR): a client's
+# underscore spelling of a field this hop sets, drops or frames by would slip past us to the app. Dropped
+# from requests (nginx drops every name with an underscore by default; other names pass).
+UNDERSCORED = frozenset(n.replace(b"-", b"_") for n in HOP_BY_HOP | FORWARDING | FRAMING
+                        | {b"x-forwarded-for", b"x-forwarded-proto"} if b"-" in n)
 _PLAIN_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade", b"te"})
+# What an answer without a body (1xx, 204) must not carry (RFC 9110 §8.6); a member's is dropped.
+NO_BODY_FIELDS = frozenset({b"content-length"})
 # The only names Framing looks at: one set lookup skips every other field.
 _FRAMING_NAMES = frozenset({b"host", b"transfer-encoding", b"content-length", b"connection"})
 # A request head with none of these (and one Host) is the common case `plain_request_head` forwards as it is.
-_NOT_PLAIN = HOP_BY_HOP | FORWARDING | {b"content-length", b"x-forwarded-for", b"x-forwarded-proto"}
+_NOT_PLAIN = HOP_BY_HOP | FORWARDING | UNDERSCORED | {b"content-length", b"x-forwarded-for", b"x-forwarded-proto"}
 CRLF = b"\r\n"
 # RFC 9110 §7.2: uri-host [":" port]; reg-name characters, an IPv6 literal, or an IPv4 address.
 _HOST = re.compile(rb"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:[0-9]*)?$")
@@ -46,7 +53,7 @@ MESSAGES = {
 class Framing:
     """What a head says about its connection and body, found in one pass."""
 
-    __slots__ = ("drop", "chunked", "length", "te", "upgrade", "hosts", "host")
+    __slots__ = ("drop", "chunked", "length", "te", "upgrade", "hosts", "host", "codings")
 
     def __init__(self, headers: list[Header]) -> None:
         self.chunked = False
@@ -72,8 +79,11 @@ class Framing:
                 self.upgrade = self.upgrade or b"upgrade" in tokens
                 if not tokens <= _PLAIN_TOKENS:
                     drop = drop | (tokens - FRAMING)  # fields named in Connection are hop-by-hop too
+        self.codings = b""  # the transfer codings besides a final chunked, as sent ("gzip" of "gzip, chunked")
         if self.te:
-            self.chunked = self.te.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+            *codings, last = (c.strip() for c in self.te.split(b","))
+            self.chunked = last.lower() == b"chunked"
+            self.codings = b", ".join(c for c in (codings if self.chunked else [*codings, last]) if c)
         self.drop = drop
 
 
@@ -83,6 +93,8 @@ def request_problem(method: bytes, url: bytes, framing: Framing, *, http10: bool
         return None  # the common case, decided in one pass
     if framing.te and framing.length:
         return 400, "both Transfer-Encoding and Content-Length"
+    if framing.te and http10:
+        return 400, "Transfer-Encoding in an HTTP/1.0 request"  # faulty framing, RFC 9112 §6.1
     if framing.te and not framing.chunked:
         return 400, f"Transfer-Encoding {framing.te[:40]!r} does not end in chunked"
     if method == b"CONNECT":
@@ -133,7 +145,7 @@ def plain_request_head(method: bytes, url: bytes, headers: list[Header], client_
 
 
 def request_head(method: bytes, url: bytes, headers: list[Header], drop: frozenset[bytes], client_ip: bytes,
-                 *, chunked: bool, trusted: bool, proto: bytes, upgrade: bytes = b"") -> bytes:
+                 *, chunked: bool, trusted: bool, proto: bytes, upgrade: bytes = b"", codings: bytes = b"") -> bytes:
     """The head we send upstream: end-to-end fields, our forwarding fields, our framing.
 
     The client's own X-Forwarded-For is kept (and extended) only when it comes from a trusted proxy;
@@ -146,7 +158,7 @@ def request_head(method: bytes, url: bytes, headers: list[Header], drop: frozens
     for low, name, value in headers:
         if low == b"upgrade":
             upgrade_value = value
-        if low in drop:
+        if low in drop or low in UNDERSCORED:
             continue
         if low == b"x-forwarded-for":
             if trusted:
@@ -164,7 +176,8 @@ def request_head(method: bytes, url: bytes, headers: list[Header], drop: frozens
     if upgrade:
         parts += (b"Connection: Upgrade\r\nUpgrade: ", upgrade_value, CRLF)
     if chunked:
-        parts.append(b"Transfer-Encoding: chunked\r\n")
+        # The codings besides chunked stay: the body we re-chunk is still coded with them.
+        parts.append(b"Transfer-Encoding: %b, chunked\r\n" % codings if codings else b"Transfer-Encoding: chunked\r\n")
     parts.append(CRLF)
     return b"".join(parts)
 

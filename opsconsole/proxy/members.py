@@ -91,7 +91,10 @@ def member_configs(entries: Any, *, taken: Collection[str] = (),
 
 def _is_own(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int, own: Collection[tuple[str, int]]) -> bool:
     """Whether ip:port reaches one of the proxy's own listeners (a wildcard listener answers on loopback too;
-    another machine's address on the same port is another machine's backend, not us)."""
+    another machine's address on the same port is another machine's backend, not us). An IPv4-mapped IPv6
+    address (::ffff:127.0.0.1) is the IPv4 address it maps: connecting to it reaches the same listener."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
     for host, own_port in own:
         if own_port != port:
             continue

@@ -126,6 +126,7 @@ class ClientConnection(asyncio.Protocol):
         self.head_deadline = 0.0
         self.head_bytes = 0  # parsed bytes of the head so far (URL and fields)
         self.head_unparsed = 0  # bytes of chunks in which no head field completed (a field still arriving)
+        self.head_raw = 0  # bytes of reads that were head from end to end, as they came
         self._callback = False
         self.upgrading: Request | None = None  # sent an upgrade request; waiting for 101
         self.pending: list[bytes] = []  # client bytes that arrived after the upgrade request
@@ -135,6 +136,7 @@ class ClientConnection(asyncio.Protocol):
         self.lingering = 0.0  # refusing mid-request: drop the client's input until then, then close
         self.linger_bytes = 0
         self.proto = fe.proto
+        self.client_eof = False  # the client shut its sending side: answer what it sent, then close
 
     # -- asyncio -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -167,6 +169,7 @@ class ClientConnection(asyncio.Protocol):
         if self.stopped:
             return
         self._callback = False
+        was_in_head = self.in_head
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -183,11 +186,23 @@ class ClientConnection(asyncio.Protocol):
             # A field still arriving (a head's, or a trailer's) is buffered inside the parser: count whole
             # chunks in which nothing completed, so it cannot grow past the limit unseen.
             self.head_unparsed = 0 if self._callback else self.head_unparsed + len(data)
-            if self.head_bytes + self.head_unparsed > self.fe.max_head:
+            if was_in_head and self.in_head:
+                # The whole read was head, blanks included: the parser drops the blanks around a value, and
+                # a head padded with them would otherwise be read without limit (one read at most).
+                self.head_raw += len(data)
+            if max(self.head_bytes + self.head_unparsed, self.head_raw) > self.fe.max_head:
                 if self.in_head:
                     self._refuse(self.cur, 431, f"request head over {self.fe.max_head} bytes")
                 else:
                     self._parse_error(f"request trailers over {self.fe.max_head} bytes", 431)
+
+    def eof_received(self) -> bool:
+        """The client shut its sending side (a half-close). Requests it sent whole are still answered, as
+        HAProxy does without `abortonclose`; one cut short never can be, nor a tunnel go on: close."""
+        if self.queue and self.cur is None and self.tunnel is None and self.upgrading is None and not self.lingering:
+            self.client_eof = True
+            return True  # keep the connection open for the answers (ignored on TLS, which cannot half-close)
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gone = True
@@ -311,7 +326,7 @@ class ClientConnection(asyncio.Protocol):
         self._callback = True
         self.cur = Request(self)
         self.in_head = True
-        self.head_bytes = self.head_unparsed = 0
+        self.head_bytes = self.head_unparsed = self.head_raw = 0
         if not self.head_deadline:
             self.head_deadline = self.fe.now + self.fe.head_timeout
 
@@ -391,7 +406,7 @@ class ClientConnection(asyncio.Protocol):
             return None
         req.chunked = framing.chunked
         return http1.request_head(method, req.url, req.headers, framing.drop, self.client_ip, chunked=req.chunked,
-                                  trusted=self.trusted, proto=self.proto, upgrade=req.upgrade)
+                                  trusted=self.trusted, proto=self.proto, upgrade=req.upgrade, codings=framing.codings)
 
     def on_body(self, body: bytes) -> None:
         self._callback = True
@@ -420,8 +435,20 @@ class ClientConnection(asyncio.Protocol):
     def _upgrade_requested(self, rest: bytes) -> None:
         """The parser stopped after an upgrade request: what follows belongs to the tunnel, if there is one."""
         req = self.queue[-1] if self.queue else None
-        if self.stopped or req is None or not req.upgrade:
+        if self.stopped:
             return  # refused: answered in turn, then closed
+        if req is None or not req.upgrade:
+            # The parser saw an upgrade where we saw none (`Proxy-Connection: upgrade`): it reads nothing
+            # more, so whatever follows could only be dropped. Answer this one, read no more, close.
+            self.stopped = True
+            self.pause("stopped")
+            if req is not None:
+                req.keep_alive = False
+            elif not self.closing:
+                self.closing = True
+                self.flush()
+                self.transport.close()
+            return
         self.upgrading = req
         if rest:
             self.pending.append(rest)
@@ -461,6 +488,8 @@ class ClientConnection(asyncio.Protocol):
             self.fe.queue_flush(self)
 
     def on_interim(self, req: Request, status: int, reason: bytes, fields: bytes) -> None:
+        if req.http10:
+            return  # an HTTP/1.0 client knows no 1xx (RFC 9110 §15.2): it waits for the final answer
         self.out.append(http1.response_head(status, reason, fields, chunked=False, close=False, keep_alive_10=False))
 
     def on_response_head(self, req: Request, status: int, reason: bytes, fields: bytes, body: str) -> None:
@@ -523,6 +552,8 @@ class ClientConnection(asyncio.Protocol):
     def _next(self) -> None:
         if self.queue:
             self.queue.popleft()
+        if self.client_eof and not self.queue:
+            self.closing = True  # the last answer a half-closed client waits for: the connection ends with it
         self.last_active = self.fe.now
         if self.closing or self.gone:
             self.flush()  # now: what follows closes the connection

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("member", "transport", "parser", "req", "idle_since", "closed", "deadline", "reused", "got_bytes",
-                 "tunnel", "read_paused", "_status", "_reason", "_headers", "_eof_body", "_interim", "_switching", "_complete")
+                 "tunnel", "read_paused", "_status", "_reason", "_headers", "_eof_body", "_interim", "_switching", "_complete", "_head_done",
+                 "_head_seen")
 
     def __init__(self, member: "Member") -> None:
         self.member = member
@@ -45,6 +46,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._interim = False
         self._switching = False
         self._complete: bool | None = None  # the answer ended in this read: reusable? (decided after the read)
+        self._head_done = False  # the head of the answer (or of its last interim 1xx) is parsed
+        self._head_seen = 0  # bytes read while that head was still coming (its size, within one read)
 
     # -- asyncio -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -95,8 +98,16 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_bytes = True
         if self.deadline:  # a member sending its answer is alive: the timeout is one of inactivity
             self.deadline = client.fe.now + client.fe.cfg_response_timeout
+        if not self._head_done:
+            self._head_seen += len(data)
         try:
             self.parser.feed_data(data)
+            if not self._head_done and self._head_seen > client.fe.max_head and self.req is not None:
+                # The parser keeps a field still arriving in one growing buffer (and copies it as it grows):
+                # a member sending an endless head would hold the loop every app shares. HAProxy answers
+                # 502 past its buffer size; so do we, past the same limit as a request head.
+                self._fail("bad-response", f"response head over {client.fe.max_head} bytes")
+                return
             if self._complete is not None:
                 # The answer ended, and nothing followed it in this read: only now may the connection serve
                 # another request. (Bytes past the end — a member that sent more than it declared — would
@@ -195,8 +206,18 @@ class UpstreamConnection(asyncio.Protocol):
         req = self.req
         if req is None or self._complete is not None:
             return
+        self._head_done = True
         status = self.parser.get_status_code()
         self._status = status
+        if not 100 <= status <= 599:
+            # Three digits, but no status (RFC 9110 §15): relayed, "000" would even lose its digits.
+            self._fail("bad-response", f"invalid status code {status}")
+            return
+        if status == 101 and not req.upgrade:
+            # A switch the client never asked for (RFC 9110 §7.8): relayed, the client (or a proxy in front)
+            # would take the connection for a tunnel while we go on speaking HTTP on it.
+            self._fail("bad-response", "101 Switching Protocols to a request that asked for no upgrade")
+            return
         if status == 101 and req.upgrade:
             if http1.upgrade_token(self._headers) != req.upgrade:
                 # Only the protocol the client asked for (and we allowed) may be tunnelled.
@@ -212,22 +233,28 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if 100 <= status < 200:
             # An interim answer (100 Continue): pass it on, the final response follows on the same parser.
+            # It has no body, so no Content-Length either (RFC 9110 §8.6).
             self._interim = True
             headers = self._headers
-            fields = http1.end_to_end_fields(headers, http1.Framing(headers).drop)
-            if status == 101:
-                fields += http1.upgrade_fields(headers)  # (as response_head always added them to a 101)
+            fields = http1.end_to_end_fields(headers, http1.Framing(headers).drop | http1.NO_BODY_FIELDS)
             req.client.on_interim(req, status, self._reason, fields)
             self._reason, self._headers = b"", []
+            self._head_done, self._head_seen = False, 0  # the final answer's head comes next
             return
-        plain = http1.plain_response_fields(self._headers)
+        plain = http1.plain_response_fields(self._headers) if status != 204 else None
         if plain is not None:  # the common case: no hop-by-hop field, so no Framing to work out
             fields, length = plain
             chunked = False
         else:
             framing = http1.Framing(self._headers)
-            fields = http1.end_to_end_fields(self._headers, framing.drop)
+            drop = framing.drop | http1.NO_BODY_FIELDS if status == 204 else framing.drop
+            fields = http1.end_to_end_fields(self._headers, drop)
             chunked, length = framing.chunked, framing.length
+            if framing.codings and status != 204 and status != 304 and req.method != "HEAD":
+                # A coding besides chunked ("gzip, chunked", or "gzip" to the close): the body we relay (and
+                # re-chunk) stays coded, so the client must be told that coding, ahead of our chunked
+                # (two field lines read as one list, RFC 9112 §6.1).
+                fields += b"Transfer-Encoding: %b\r\n" % framing.codings
         if status == 204 or status == 304 or req.method == "HEAD":  # no body (RFC 9112 §6.3); 1xx went above
             body = "none"
         elif chunked:
