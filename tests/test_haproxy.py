@@ -330,7 +330,8 @@ class _EchoHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         body = json.dumps({"xff": self.headers.get_all("X-Forwarded-For") or [],
-                           "proto": self.headers.get_all("X-Forwarded-Proto") or []}).encode()
+                           "proto": self.headers.get_all("X-Forwarded-Proto") or [],
+                           "names": sorted({k.lower() for k in self.headers.keys()})}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("X-Member", self.server.member_name)
@@ -373,6 +374,21 @@ def test_a_client_x_forwarded_for_is_replaced_at_the_edge(lab):
     assert r.status_code == 200 and _xff(r) == ["127.0.0.1"]
     assert r.json()["proto"] == ["http"]  # a plain-HTTP client cannot claim https either
     assert _xff(httpx.get(url, timeout=10)) == ["127.0.0.1"]
+
+
+def test_other_forwarding_claims_and_underscore_spellings_are_dropped_at_the_edge(lab):
+    """As the embedded proxy does: X-Real-IP, Forwarded, X-Forwarded-Host/-Port from a client are claims,
+    and X_Forwarded_For reads as X-Forwarded-For in a CGI or WSGI app. Other underscore names pass."""
+    e = lab.echo("e1")
+    lab.haproxy(app_block("web", [e], []))
+    r = httpx.get(f"http://127.0.0.1:{lab.ports['web']}/", timeout=10, headers={
+        "X-Real-IP": "6.6.6.6", "Forwarded": "for=6.6.6.6", "X-Forwarded-Host": "evil.example",
+        "X-Forwarded-Port": "1", "X_Forwarded_For": "6.6.6.6", "X_Real_IP": "6.6.6.6", "X_Custom": "kept"})
+    assert r.status_code == 200
+    names = set(r.json()["names"])
+    assert not names & {"x-real-ip", "forwarded", "x-forwarded-host", "x-forwarded-port", "x_forwarded_for",
+                        "x_real_ip"}, names
+    assert "x_custom" in names and _xff(r) == ["127.0.0.1"]
 
 
 def test_a_trusted_proxy_x_forwarded_for_is_extended(lab):

@@ -39,6 +39,7 @@ import ipaddress
 from typing import Collection, Mapping
 
 from opsconsole.proxy.config import CONNECT_RETRIES, FrontendConfig, ProxyConfig, RetryConfig, TlsConfig
+from opsconsole.proxy.http1 import FORWARDING, UNDERSCORED
 
 LATCH_RISE = 100000  # checks before a latched canary comes back by itself: at 1s, more than a day
 MAX_WEIGHT = 256
@@ -172,6 +173,11 @@ def _frontend(config: ProxyConfig, fe: FrontendConfig, bind: tuple[str, int] | N
                   "    http-request del-header X-Forwarded-For if !from_trusted_proxy"]
     else:
         lines.append("    http-request del-header X-Forwarded-For")
+    # The other forwarding claims, as the embedded proxy drops them (kept from a trusted proxy); and the
+    # underscore spellings of fields we manage, which a CGI or WSGI app reads as the dashed ones.
+    only_untrusted = " if !from_trusted_proxy" if config.trusted_proxies else ""
+    lines += [f"    http-request del-header {name.decode()}{only_untrusted}" for name in sorted(FORWARDING)]
+    lines += [f"    http-request del-header {name.decode()}" for name in sorted(UNDERSCORED)]
     lines += [f"    http-request set-header X-Forwarded-Proto {'https' if fe.tls else 'http'}",
               f"    default_backend {be}",
               "",
