@@ -28,6 +28,9 @@ NAMES = Names(apps=("itrust", "checkbox"), groups=("itrust", "db"), hosts=("itru
     ("deploy itrust", Deploy(app="itrust")),
     ("deploy itrust --hosts itrust-1,itrust-2 --version abc123", Deploy(app="itrust", hosts=("itrust-1", "itrust-2"), version="abc123")),
     ("run itrust -- echo 'hi there' | wc -c", Run(target="itrust", command="echo 'hi there' | wc -c")),
+    # A tab beside `--` (a script indented with tabs) once ran only `echo`, the rest dropped.
+    ("run itrust --\techo hi there", Run(target="itrust", command="echo hi there")),
+    ("run\titrust\t--\techo hi there", Run(target="itrust", command="echo hi there")),
     ("wait healthy itrust 30s", WaitHealthy(app="itrust", timeout=30.0)),
     ("wait healthy itrust 1m30s", WaitHealthy(app="itrust", timeout=90.0)),
     ("sleep 250ms", Sleep(seconds=0.25)),
@@ -53,6 +56,10 @@ def test_parse(line: str, expected: object) -> None:
     ("wait sick itrust 3s", "wait healthy APP TIMEOUT"),
     ("run nosuch -- ls", "unknown group or host 'nosuch'; groups: itrust, db"),
     ("run itrust ls", "the command goes after ' -- '"),
+    ("run itrust ls -- x", "the command goes after ' -- '"),
+    # An empty $HOSTS in a templated script once deployed to the whole group.
+    ("deploy itrust --hosts ''", "--hosts needs host names"),
+    ("deploy itrust --hosts ,", "--hosts needs host names"),
     ("status itrust extra", "unexpected 'extra'"),
     ("sleep 'unclosed", "cannot split the line"),
 ])

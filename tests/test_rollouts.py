@@ -187,6 +187,28 @@ async def test_on_failure_rollback_keeps_fleet_on_one_version(tmp_path: Path) ->
         kill_services(tmp_path / "state")
 
 
+async def test_deploy_is_refused_while_another_console_holds_the_deploy_lock(fleet: Path) -> None:
+    """`deploy` took no lock: run while another console rolled, both said done and the fleet ended on
+    whichever version wrote last. Now it takes the roll's lock, and is refused while someone holds it."""
+    from opsconsole.rollouts.lock import FleetLock
+
+    engine = _engine(fleet)
+    try:
+        v1 = await _deploy_v1(engine)
+        app = engine.config.apps["itrust"]
+        other = FleetLock(engine.rollouts.lock_for(app).transport, "itrust", "alice@elsewhere")
+        await other.acquire("roll itrust to abc1234")
+        outcome = await engine.execute(engine.parse("deploy itrust"))
+        assert not outcome.ok and "held by alice@elsewhere" in outcome.message, outcome.message
+        assert _version_on(engine, "itrust-1") == v1
+        await other.release()
+        again = await engine.execute(engine.parse("deploy itrust"))
+        assert again.ok, again.message
+        assert (await engine.execute(engine.parse("lock status itrust"))).message.endswith("not locked")
+    finally:
+        await engine.close()
+
+
 def _opsconsole(cfg: Path, script: str, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "opsconsole", "--config", str(cfg), "--script", "-"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

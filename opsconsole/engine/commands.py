@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from opsconsole.errors import OperatorError
 import difflib
+import re
 import shlex
 from dataclasses import dataclass, fields
 from typing import Callable, ClassVar, Iterable
@@ -497,13 +498,18 @@ def command_classes() -> list[type[Command]]:
     return classes
 
 
+_COMMAND_MARK = re.compile(r"\s--(?:\s|$)")
+
+
 def verbs() -> list[str]:
     return list(_PARSERS)
 
 
 def parse_command(line: str, names: Names) -> Command:
     """Parse one command line. Raises CommandError naming what was wrong and what is valid."""
-    head, sep, tail = line.partition(" -- ")
+    # `--` between blanks of any kind (a tab too) starts the remote command, which stays one string.
+    split = _COMMAND_MARK.search(line)
+    head, sep, tail = (line[:split.start()], True, line[split.end():]) if split else (line, False, "")
     try:
         words = shlex.split(head, comments=True)
     except ValueError as exc:
@@ -580,6 +586,8 @@ def _parse_deploy(args: list[str], names: Names) -> Command:
             raise CommandError(f"{flag} needs a value")
         if flag == "--hosts":
             hosts = tuple(h for h in rest.pop(0).split(",") if h)
+            if not hosts:  # an empty $HOSTS in a script must not widen the deploy to the whole group
+                raise CommandError("--hosts needs host names, comma separated")
             unknown = [h for h in hosts if h not in names.hosts]
             if unknown:
                 raise CommandError(f"unknown host {unknown[0]!r}; hosts: {_list(names.hosts)}")
@@ -611,7 +619,7 @@ def _parse_run(args: list[str], names: Names) -> Command:
     target = args[0]
     if target not in names.groups and target not in names.hosts:
         raise CommandError(f"unknown group or host {target!r}; groups: {_list(names.groups)}")
-    if len(args) < 3 or args[1] != "--" or not args[2]:
+    if len(args) != 3 or args[1] != "--" or not args[2]:
         raise CommandError("the command goes after ' -- '")
     return Run(target=target, command=args[2])
 

@@ -140,7 +140,7 @@ class Engine:
                                  traffic=self.traffic, monitor=self.monitor)
         self.canary_desk = CanaryDesk(config, self.fleet, self.traffic, self.deployer, self.rollouts)
         self.cloud = CloudDesk(config, self.fleet, self.bus, self.traffic, self.monitor)
-        self.kube = KubeDesk(config, self.bus, self.rollouts.releases, self.fleet, lock_for=self.rollouts.lock_for)
+        self.kube = KubeDesk(config, self.bus, self.rollouts.releases, self.fleet, holding=self.rollouts.holding)
         # Commands now running: id -> (command, the task doing its work). `abort` cancels these.
         self._running: dict[str, tuple[C.Command, asyncio.Task[str | None]]] = {}
         self.previews = Preview(config, self.fleet, self.deployer, self.rollouts, self._running)
@@ -615,12 +615,22 @@ class Engine:
                 raise CommandFailed(f"host {outside[0]} is not in group {app.group} of app {app.name}")
         for host in hosts:  # refuse early, before any host is touched
             self.fleet.transport_for(host)
+        if app.name in self.rollouts.live:
+            raise CommandFailed(f"a rollout of {app.name} is running here ({self.rollouts.live[app.name].plan.rollout_id}): "
+                                "deploy when it is done, or `abort` it first")
         record = await self.deployer.artifact_for(app, command.version)
         targets = list(command.hosts) or [h.name for h in hosts]
-        self.say(f"deploying {app.name} {record.short} ({record.subject}) to {len(targets)} host(s)")
-        result = await self.deployer.run_deploy_playbook(app, targets, version=record.short, commit=record.commit,
-                                                         artifact=record.artifact or "",
-                                                         steered=self.rollouts.steered_hosts())
+
+        def lost(why: Exception) -> None:
+            self.say(f"deploy of {app.name} stopped: {why}", level="error")
+
+        # The same lock a roll holds: a deploy racing another console's roll left both saying "done" and the
+        # fleet on whichever version wrote last.
+        async with self.rollouts.holding(app, f"deploy {app.name} {record.short}", lost):
+            self.say(f"deploying {app.name} {record.short} ({record.subject}) to {len(targets)} host(s)")
+            result = await self.deployer.run_deploy_playbook(app, targets, version=record.short, commit=record.commit,
+                                                             artifact=record.artifact or "",
+                                                             steered=self.rollouts.steered_hosts())
         if not result.ok:
             untouched = [h for h, s in result.host_status.items() if s == "skipped"]
             raise CommandFailed(f"deploy of {app.name} {record.short} failed — {result.failure_text()}"

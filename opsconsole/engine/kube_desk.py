@@ -29,7 +29,6 @@ from opsconsole.kube.progress import Progress, batch_strategy, read_progress
 
 if TYPE_CHECKING:  # lightkube loads only when a cluster is used
     from opsconsole.kube.client import KubeClient
-    from opsconsole.rollouts.lock import FleetLock
     from opsconsole.traffic.base import TrafficDriver
 
 Cmd = TypeVar("Cmd", bound=C.Command)
@@ -47,10 +46,12 @@ class _Live:
 
 class KubeDesk:
     def __init__(self, config: Config, bus: EventBus, releases: Releases, fleet: Fleet,
-                 lock_for: Callable[[AppConfig], "FleetLock"] | None = None) -> None:
-        """`lock_for`: the app's FleetLock, the one an SSH roll takes (None: no lock, for tests of parts)."""
+                 holding: Callable[[AppConfig, str, Callable[[Exception], None]],
+                                   contextlib.AbstractAsyncContextManager[None]] | None = None) -> None:
+        """`holding`: holds the app's deploy lock, the one an SSH roll takes (RollingDesk.holding; None: no
+        lock, for tests of parts)."""
         self.config = config
-        self.lock_for = lock_for
+        self.holding = holding
         self.bus = bus
         self.releases = releases
         self.fleet = fleet
@@ -160,26 +161,17 @@ class KubeDesk:
 
     @contextlib.asynccontextmanager
     async def _locked(self, app: AppConfig, live: _Live, reason: str) -> AsyncIterator[None]:
-        """Hold the app's FleetLock like an SSH roll: taken first (someone else's → LockHeld, nothing changed),
+        """Hold the app's deploy lock like an SSH roll: taken first (someone else's → LockHeld, nothing changed),
         renewed while the Deployment moves (lost → the roll stops, as `abort`), released however it ends."""
-        if self.lock_for is None:
+        if self.holding is None:
             yield
             return
-        lock = self.lock_for(app)
-        taken = await lock.acquire(reason)
-        if taken is not None:
-            self.fleet.say(f"took over a stale deploy lock of {app.name}: {taken.describe()}", level="warning")
 
         def lost(why: Exception) -> None:  # then the roll stops, as SSH rolls do
             self._step(live, app.name, "lock-lost", str(why))
 
-        renewer = asyncio.ensure_future(lock.keep_renewed(app.rollout.lock_renew, asyncio.current_task(), lost))
-        try:
+        async with self.holding(app, reason, lost):
             yield
-        finally:
-            renewer.cancel()
-            await asyncio.gather(renewer, return_exceptions=True)
-            await asyncio.shield(lock.release())
 
     async def branch_version(self, app: AppConfig) -> str:
         """No --version: the branch head's short commit, the tag CI gives the image it builds of that commit

@@ -8,8 +8,10 @@ builds once and hands in. The desk holds no engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -280,6 +282,23 @@ class Rollouts:
         for line in lines:
             self.fleet.say(line)
         return f"{sum(1 for line in lines if not line.startswith(' '))} rollout(s)" if not command.as_json else ""
+
+    @contextlib.asynccontextmanager
+    async def holding(self, app: AppConfig, reason: str, on_lost: Callable[[Exception], None]) -> AsyncIterator[None]:
+        """Hold `app`'s deploy lock around work that changes its hosts (a deploy, a Kubernetes roll): taken
+        first (someone else's: LockHeld, nothing changed), renewed while the work runs (lost: `on_lost` hears
+        why, then the work is cancelled, as `abort` would), released however it ends."""
+        lock = self.lock_for(app)
+        taken = await lock.acquire(reason)
+        if taken is not None:
+            self.fleet.say(f"took over a stale deploy lock of {app.name}: {taken.describe()}", level="warning")
+        renewer = asyncio.ensure_future(lock.keep_renewed(app.rollout.lock_renew, asyncio.current_task(), on_lost))
+        try:
+            yield
+        finally:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
+            await asyncio.shield(lock.release())
 
     def lock_for(self, app: AppConfig) -> FleetLock:
         hosts = self.fleet.inventory.group(app.group)
