@@ -321,3 +321,21 @@ async def test_a_command_reading_stdin_without_input_gets_none_of_the_script(tra
     # A syntax error fails the command with sh's 2 (and, parsed whole first, nothing of it runs).
     broken = await transport.run("echo before\nif true; then")
     assert broken.rc == 2 and broken.stdout == ""
+
+
+async def test_commands_and_services_see_a_logins_environment_not_the_consoles_secrets(
+        transport: LocalTransport, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local host is this machine: its commands and services once inherited everything the console was
+    started with (AWS keys, the proxy token), while the same app over SSH gets a login's environment."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-for-the-app")
+    monkeypatch.setenv("LC_TIME", "C")
+    result = await transport.run('echo "${AWS_SECRET_ACCESS_KEY:-unset} $LC_TIME $GIVEN"; command -v sh',
+                                 env={"GIVEN": "given"})
+    assert result.ok and result.stdout.splitlines()[0] == "unset C given", result.stdout  # PATH still finds sh
+    pid = await transport.start_service("envcheck", "sleep 30")
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert not any(v.startswith(b"AWS_SECRET_ACCESS_KEY=") for v in environ), environ
+        assert any(v.startswith(b"PATH=") for v in environ)
+    finally:
+        await transport.stop_service("envcheck")

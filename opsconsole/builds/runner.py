@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
+from opsconsole import login_env
 from opsconsole.builds import git
 from opsconsole.config.model import AppConfig
 from opsconsole.events import BuildUpdate, EventBus, OutputLine
@@ -29,19 +30,16 @@ from opsconsole.transport.base import Transport
 from opsconsole.transport.local import LocalTransport
 
 
-# What a build sees of the console's environment, beyond `build.env`: enough for compilers, package
-# managers and git to find their tools, home, locale, time zone and scratch space. Not the rest:
-# AWS keys, SSH_AUTH_SOCK, the proxy token and database password variables stay with the console,
-# since a build runs whatever anyone who can push to the branch wrote.
-BUILD_ENV_ALLOWED = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM")
-BUILD_ENV_PREFIXES = ("LC_",)
+# What a build sees of the console's environment: the login allow-list (opsconsole.login_env) and what
+# `build.env` names. Not the rest: AWS keys, SSH_AUTH_SOCK, the proxy token and database password
+# variables stay with the console, since a build runs whatever anyone who can push to the branch wrote.
+BUILD_ENV_ALLOWED = login_env.ALLOWED
+BUILD_ENV_PREFIXES = login_env.PREFIXES
 
 
 def build_environment(app: AppConfig, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment an app's build commands run with: the allow-list plus what `build.env` names."""
-    environ = os.environ if environ is None else environ
-    return {name: value for name, value in environ.items()
-            if name in BUILD_ENV_ALLOWED or name.startswith(BUILD_ENV_PREFIXES) or name in app.build.env}
+    return login_env.login_environment(environ, also=app.build.env)
 
 
 class BuildFailed(OperatorError):

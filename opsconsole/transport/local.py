@@ -26,6 +26,7 @@ from collections import deque
 from pathlib import Path
 
 from opsconsole.fsio import write_atomic
+from opsconsole.login_env import login_environment
 from opsconsole.hosts import Host
 from opsconsole.pids import group_alive, stat_fields as _stat_fields
 from opsconsole.redact import Redactor
@@ -80,7 +81,8 @@ class LocalTransport(Transport):
         stdin: bytes | None = None,
         inherit_env: bool = True,
     ) -> CommandResult:
-        """`inherit_env=False`: the command sees `env` only, not this process's environment (builds)."""
+        """The command sees `env` over a login's share of this process's environment (login_env: as over SSH,
+        never the console's secrets); with `inherit_env=False`, `env` only (builds)."""
         self._root.mkdir(parents=True, exist_ok=True)
         workdir = self.path(cwd) if cwd else self._root
         if not workdir.is_dir():
@@ -97,7 +99,7 @@ class LocalTransport(Transport):
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=str(workdir),
-                env={**(os.environ if inherit_env else {}), **{k: str(v) for k, v in (env or {}).items()}},
+                env={**(login_environment() if inherit_env else {}), **{k: str(v) for k, v in (env or {}).items()}},
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 # Its own session and process group: one killpg reaches every descendant.
