@@ -14,6 +14,7 @@ a file, never an empty one, never a rename that is lost although its caller went
 from __future__ import annotations
 
 import json
+import errno
 import os
 import secrets
 import stat
@@ -149,6 +150,8 @@ def _make_dirs(directory: Path) -> None:
     try:
         directory.mkdir(mode=0o700)
     except FileExistsError:
+        if not directory.is_dir():  # a file (or a link to one) where a directory must be
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(directory)) from None
         return
     _fsync_dir(directory.parent)
 

@@ -142,3 +142,18 @@ def test_static_hosts_and_placeholders(tmp_path: Path) -> None:
     _replace(cfg, "port: 22\n", "port: 0\n")
     with pytest.raises(SourceError, match=r"jump.port: port 0 is out of range"):
         load_config(cfg)
+
+
+@pytest.mark.parametrize("where", ["a_file", "under_a_file", "in_proc"])
+def test_a_state_dir_that_cannot_be_one_is_a_config_error_naming_the_key(tmp_path: Path, where: str) -> None:
+    """A file there, or a place nobody may create it: a traceback from deep in the engine before."""
+    (tmp_path / "afile").write_text("")
+    state = {"a_file": tmp_path / "afile", "under_a_file": tmp_path / "afile" / "state",
+             "in_proc": Path("/proc/no-such-dir/state")}[where]
+    cfg = write_config(tmp_path)
+    _replace(cfg, f"state_dir: {tmp_path / 'state'}", f"state_dir: {state}")
+    proc = subprocess.run([sys.executable, "-m", "opsconsole", "--config", str(cfg), "--check"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{cfg}: state_dir: {state} cannot be the state directory" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr

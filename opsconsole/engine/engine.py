@@ -120,7 +120,11 @@ class Engine:
         self.bus = bus or EventBus()
         self.issuer = issuer or default_issuer()
         self.startup = startup
-        make_private_dir(config.state_dir)
+        try:
+            make_private_dir(config.state_dir)
+        except OSError as exc:  # a file, or a place nobody may create it: the config's key is at fault
+            raise SourceError(config.file, None, "state_dir",
+                              f"{config.state_dir} cannot be the state directory: {exc.strerror}") from None
         # Secrets are masked from here on in every event (TUI, headless, --json), the journal and the build logs.
         self.bus.redactor.add(config.secrets.values())
         self.journal = Journal(config.state_dir / "journal.jsonl", redactor=self.bus.redactor)
