@@ -62,6 +62,9 @@ BAD_CASES = {
     "missing_required": ("    group: itrust\n", "", "apps.itrust.group", "required key is missing", "  itrust:\n"),
     "missing_playbook": ("itrust-deploy.yml", "no-such-playbook.yml", "apps.itrust.deploy.playbook", "does not exist", "no-such-playbook.yml"),
     "port_out_of_range": ("count: 3", "count: 3\n    base_port: 70000", "groups.itrust.base_port", "out of range", "base_port"),
+    # Each host listens on base_port + i: the last one once got port 65536, `status` and the heartbeat broke.
+    "ports_run_past_65535": ("count: 3", "count: 3\n    base_port: 65534", "groups.itrust.base_port",
+                             "runs past port 65535", "base_port"),
     "unknown_group": ("group: itrust", "group: nosuch", "apps.itrust.group", "no host group named", "group: nosuch"),
     "bad_duration": ("interval: 0.5s", "interval: soon", "heartbeat.interval", "not a duration", "interval: soon"),
     "rollout_bad_duration": ("    vars:\n", "    rollout:\n      drain_timeout: soon\n    vars:\n",

@@ -303,3 +303,18 @@ async def test_an_engine_opened_for_the_heartbeat_starts_it_and_nothing_else(tmp
     said = [e.text for e in await started("background") if isinstance(e, Message)]
     assert any("production moved to" in t for t in said) and any(t.startswith("proxy:") for t in said), said
     assert await started("monitor") == []
+
+
+@pytest.mark.parametrize("kind", sorted(PROBERS))
+async def test_a_host_that_cannot_be_probed_is_down_with_the_reason_and_the_others_go_on(tmp_path: Path,
+                                                                                         kind: str) -> None:
+    """A port out of range raised out of one probe and ended every cycle: the heartbeat never reported again."""
+    servers, monitor, rec, prober = await _fleet(2, tmp_path, prober_kind=kind)
+    good = list(monitor.targets.values())
+    monitor.set_targets([*good, ProbeTarget(Host(name="web-bad", group="web", address="127.0.0.1", port=70000),
+                                            good[0].check)])
+    async with running(monitor, prober, servers):
+        await rec.wait_cycles(3)
+        await rec.wait_change("web-bad", False, 1)
+    assert all(s.ok for s in rec.samples("web-0")) and len(rec.samples("web-0")) >= 3
+    assert "cannot probe" in rec.samples("web-bad")[-1].error

@@ -162,6 +162,10 @@ def _group(r: MappingReader, name: str, base: Path, known_groups: tuple[str, ...
     if provider == "local":
         count = r.int("count", default=1, minimum=1, maximum=1000)
         base_port = r.port("base_port")
+        if base_port is not None and base_port + count - 1 > 65535:
+            # Host i listens on base_port + i: the last one must still be a port.
+            raise r.error("base_port", f"{base_port} + {count} hosts runs past port 65535 "
+                                       f"(the last host would get {base_port + count - 1})")
     elif provider == "static":
         raw_hosts = r.raw("hosts")
         if not isinstance(raw_hosts, list) or not raw_hosts:

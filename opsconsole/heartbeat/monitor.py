@@ -156,7 +156,12 @@ class HeartbeatMonitor:
         self._in_flight.add(name)
         try:
             async with self._limit:
-                sample = await self.prober.probe(target)
+                try:
+                    sample = await self.prober.probe(target)
+                except Exception as exc:  # noqa: BLE001 - one host's probe must never end every host's cycle
+                    # A probe that cannot even be made (a port out of range, a transport that failed) is this
+                    # host's DOWN, with the reason.
+                    sample = HealthSample(host=name, ok=False, status=None, latency=None, error=_cannot_probe(exc))
             self.record(sample)
             return sample
         finally:
@@ -178,3 +183,9 @@ class HeartbeatMonitor:
             ))
         return rows
 
+
+def _cannot_probe(exc: BaseException) -> str:
+    """Why a probe could not be made, from the innermost error (an async library wraps it in a group)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"cannot probe: {type(exc).__name__}: {exc}"
