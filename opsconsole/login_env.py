@@ -9,12 +9,17 @@ what anyone who can push to the branch wrote, so they get the same allow-list a 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Collection, Mapping
 
 # Enough for compilers, package managers, git and apps to find their tools, home, locale, time zone and
 # scratch space.
 ALLOWED = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM")
 PREFIXES = ("LC_",)
+# What a shell accepts as a variable name. A config key that names a variable (token_env, a secret's env)
+# must be one: a token pasted there instead would otherwise be echoed back in every "not set" message.
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NOT_AN_ENV_NAME = "must name an environment variable (letters, digits and _, not starting with a digit), not hold a value"
 
 
 def login_environment(environ: Mapping[str, str] | None = None, also: Collection[str] = ()) -> dict[str, str]:

@@ -142,6 +142,8 @@ def _parse(tmp_path, text: str):
     ("admin: {listen: '0.0.0.0:9000', token_env: T}", "loopback or a unix socket only"),
     ("admin: {listen: '10.1.2.3:9000', token_env: T}", "loopback or a unix socket only"),
     ("admin: {listen: 127.0.0.1:0}", "needs a token"),
+    # The token pasted where its variable's name goes: refused at load, and never echoed back.
+    ("admin: {listen: 127.0.0.1:0, token_env: BWmY-pasted-token-value}", "must name an environment variable"),
 ])
 def test_config_refuses_an_exposed_or_unguarded_admin_api(tmp_path, snippet, needle):
     with pytest.raises(SourceError) as exc:
@@ -152,6 +154,7 @@ def test_config_refuses_an_exposed_or_unguarded_admin_api(tmp_path, snippet, nee
                 web: {{pools: {{stable: {{group: web}}}}}}
             """)
     assert needle in str(exc.value) and "p.yaml:" in str(exc.value)
+    assert "pasted" not in str(exc.value)
 
 
 @pytest.mark.parametrize("apps,needle", [

@@ -364,3 +364,14 @@ async def test_a_typed_credential_is_never_on_screen_nor_in_history_when_cancell
         kill_services(tmp_path / "state")
     assert "curl -u admin:***" in recalled and len(history) == 3
     assert not [text for text in seen + history if typed in text], [t for t in seen + history if typed in t][:1]
+
+
+def test_a_secret_whose_env_holds_a_value_not_a_name_is_refused_unechoed(tmp_path: Path) -> None:
+    """`env: hunter2-pasted-value` once came back as "environment variable hunter2-pasted-value is not set"."""
+    cfg = tmp_path / "opsconsole.yaml"
+    cfg.write_text(f"project: p\nstate_dir: {tmp_path / 'state'}\nsecrets:\n  pw: {{env: hunter2-pasted-value}}\n"
+                   "groups:\n  g: {provider: local, count: 1}\n")
+    with pytest.raises(SourceError, match="must name an environment variable") as info:
+        load_config(cfg)
+    assert "hunter2" not in str(info.value) and ":4" in str(info.value)
+

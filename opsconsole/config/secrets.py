@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from opsconsole.config.reader import MappingReader
+from opsconsole.login_env import ENV_NAME, NOT_AN_ENV_NAME
 from opsconsole.redact import MIN_LENGTH
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -57,6 +58,8 @@ def read_secrets(r: MappingReader, base: Path) -> Secrets:
         if (env is None) == (file is None):
             raise r.error(key, "give exactly one of `env: VARIABLE` or `file: PATH`")
         if env is not None:
+            if not ENV_NAME.match(env):
+                raise s.error("env", NOT_AN_ENV_NAME)
             value = os.environ.get(env)
             if value is None:
                 raise s.error("env", f"environment variable {env} is not set (secret {key!r})")

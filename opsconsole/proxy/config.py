@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from opsconsole.config.reader import MappingReader
+from opsconsole.login_env import ENV_NAME, NOT_AN_ENV_NAME
 from opsconsole.yamlsource import YamlList
 
 POOLS = ("stable", "canary")
@@ -229,6 +230,8 @@ def parse_proxy_section(reader: MappingReader, groups: Mapping[str, Any]) -> Pro
     a = reader.mapping("admin")
     admin = _listen(a, "listen", "127.0.0.1:0", loopback_only=True)
     token_env = a.str("token_env")
+    if token_env is not None and not ENV_NAME.match(token_env):
+        raise a.error("token_env", NOT_AN_ENV_NAME)
     token_file_text = a.str("token_file")
     token_secret = a.str("token_secret")
     if token_secret and (token_env or token_file_text):

@@ -23,17 +23,17 @@ from pathlib import Path
 import asyncssh
 
 from opsconsole.hosts import Host
+from opsconsole.login_env import ENV_NAME
 from opsconsole.pids import parse_stat
 from opsconsole.transport.alive import alive_function, clock_function, group_alive_function
 from opsconsole.transport.base import CommandResult, LineHandler, PathInTheWay, Transport, TransportError, shell_exact
 from opsconsole.transport.leader import leader_command
 from opsconsole.transport.pool import LINK_ERRORS, SshPool
-from opsconsole.transport.script_stdin import shell_for
 from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_script, holder_from, listening_test
+from opsconsole.transport.script_stdin import shell_for
 
 TAIL_LINES = 20
 PGID_MARK = "@@opsconsole-pgid@@ "
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PID_TEXT = re.compile(rb"([0-9]+)\n*")
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # `alive PID`: the service runs (not a zombie, still its own session's leader); `group_alive PGID`: some of it
@@ -66,7 +66,7 @@ class SshTransport(Transport):
         and the paths, stays out of the command line: every user on the host can read that one."""
         exports = ""
         for key, value in (env or {}).items():
-            if not _ENV_NAME.match(key):
+            if not ENV_NAME.match(key):
                 raise TransportError(f"{self.host.name}: bad environment variable name {key!r}")
             exports += f"export {key}={shlex.quote(str(value))}; "
         workdir = self.path(cwd) if cwd else self.root
@@ -352,7 +352,7 @@ class SshTransport(Transport):
                       port: int | None) -> str:
         pid_file, log_file = self._service_paths(name)
         q = shlex.quote
-        exports = "".join(f"export {k}={q(str(v))}; " for k, v in (env or {}).items() if _ENV_NAME.match(k))
+        exports = "".join(f"export {k}={q(str(v))}; " for k, v in (env or {}).items() if ENV_NAME.match(k))
         workdir = self.path(cwd) if cwd else self.root
         # setsid: the service leads its own session, so stop_service can kill its whole group
         # and it survives this SSH channel closing.
