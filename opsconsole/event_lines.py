@@ -9,6 +9,7 @@ import time
 
 from opsconsole.events import (
     BuildUpdate,
+    CanaryState,
     CommandFinished,
     CommandStarted,
     Event,
@@ -57,8 +58,8 @@ def format_event(event: Event) -> str | None:
             return None
         case HealthChanged(host=host, healthy=healthy, reason=reason):
             return f"{stamp} {host:<16} is {'UP' if healthy else 'DOWN'}{': ' + reason if reason else ''}"
-        case HeartbeatCycle():
-            return None
+        case HeartbeatCycle() | CanaryState():
+            return None  # every cycle, every poll: the panes show them; an alert or panic is said as it turns
         case RolloutStep(rollout_id=rid, host=host, state=state, detail=detail):
             who = f"{host:<16}" if host else f"rollout {rid}"
             return f"{stamp} {who} {state}{': ' + detail if detail else ''}"

@@ -87,3 +87,33 @@ async def test_the_watch_fetches_a_remote_proxys_state_once_per_poll(
         stop(proxy)
         await engine.close()
         kill_services(tmp_path / "state")
+
+
+async def test_the_watch_says_an_alert_or_a_panic_once_as_it_turns_and_prints_no_line_per_poll(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--watch` printed a bare "HH:MM:SS CanaryState" line every second, and never said the alert latched.
+    Nothing is deployed here: every member is down, so stable is in panic and a canary at 30% latches."""
+    from opsconsole.event_lines import format_event
+
+    cfg = canary_config(tmp_path)
+    monkeypatch.setattr(traffic_service, "STATE_POLL", 0.05)
+    engine = Engine(load_config(cfg))
+    engine.prepare()
+    reports: list[CanaryState] = []
+    said: list[str] = []
+    engine.bus.subscribe(lambda e: reports.append(e) if isinstance(e, CanaryState) else None)
+    engine.bus.subscribe(lambda e: said.append(e.text) if isinstance(e, Message) else None)
+    proxy, _ = start_proxy(cfg, tmp_path)
+    try:
+        steered = await engine.execute(engine.parse("canary itrust weight 30"))
+        assert steered.ok, steered.message
+        await _watch_until(engine, lambda: len(reports) >= 10 and reports[-1].alert is not None,
+                           "ten polls, the alert latched")
+        assert [s for s in said if "canary alert:" in s] == [f"itrust: canary alert: {reports[-1].alert}; "
+                                                             "everything goes to stable"], said
+        assert len([s for s in said if "panic in stable" in s]) == 1, said
+        assert all(format_event(r) is None for r in reports)
+    finally:
+        stop(proxy)
+        await engine.close()
+        kill_services(tmp_path / "state")

@@ -223,6 +223,7 @@ class TrafficService:
     async def watch(self) -> None:
         """Report every fronted app's split each STATE_POLL; a proxy that is down is said once, not every poll."""
         problem = None
+        seen: dict[str, tuple[str | None, tuple[str, ...]]] = {}  # app -> (alert, panic pools) last said
         while True:
             try:
                 # A proxy on another host tells which process it is in its state: one fetch serves both the
@@ -232,6 +233,7 @@ class TrafficService:
                     state = await self.driver().state()
                 for app in state.apps.values():
                     self.report(app)
+                    self._say_turns(app, seen)
                 if problem is not None:
                     self._say("proxy reachable again")
                 problem = None
@@ -241,6 +243,24 @@ class TrafficService:
                 problem = str(exc)
                 self._driver = None  # reopened next poll: the proxy may come back on another address
             await asyncio.sleep(STATE_POLL)
+
+    def _say_turns(self, app: AppTraffic, seen: dict[str, tuple[str | None, tuple[str, ...]]]) -> None:
+        """Say it when the canary alert latches or clears, or a pool goes into panic or out of it: the split's
+        turns, once each (the split itself is reported every poll, for the panes, not as lines)."""
+        alert, panic = (app.alert.reason if app.alert else None), app.panic_pools
+        before_alert, before_panic = seen.get(app.app, (None, ()))
+        seen[app.app] = (alert, panic)
+        if alert != before_alert:
+            if alert:
+                self._say(f"{app.app}: canary alert: {alert}; everything goes to stable", level="warning")
+            else:
+                self._say(f"{app.app}: canary alert cleared")
+        if panic != before_panic:
+            if panic:
+                self._say(f"{app.app}: panic in {', '.join(panic)}: no healthy member, balancing across all of them",
+                          level="warning")
+            else:
+                self._say(f"{app.app}: out of panic: healthy members again")
 
     async def close(self) -> None:
         if self._driver is not None:
