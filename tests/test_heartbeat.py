@@ -318,3 +318,28 @@ async def test_a_host_that_cannot_be_probed_is_down_with_the_reason_and_the_othe
         await rec.wait_change("web-bad", False, 1)
     assert all(s.ok for s in rec.samples("web-0")) and len(rec.samples("web-0")) >= 3
     assert "cannot probe" in rec.samples("web-bad")[-1].error
+
+
+def test_heartbeat_refuses_a_negative_count_and_stops_on_sigterm_like_ctrl_c(tmp_path: Path) -> None:
+    """`--count -5` ran one cycle and stopped; SIGTERM gave 143 where --script and --watch give 130."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, write_config
+
+    cfg = write_config(tmp_path)
+    bad = subprocess.run([sys.executable, "-m", "opsconsole", "heartbeat", "--config", str(cfg), "--count", "-5"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert bad.returncode == 2 and "not a number of cycles" in bad.stderr, bad.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "opsconsole", "heartbeat", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert "itrust-1" in proc.stdout.readline()  # running: a cycle printed
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130

@@ -7,6 +7,7 @@ deployed). The heartbeat log on disk is written by the monitor itself, as in eve
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -14,8 +15,15 @@ from opsconsole.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, Sub
 from opsconsole.units import format_latency
 
 
+def _cycles(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of cycles (0 or more; 0 runs until stopped)")
+    return int(text)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--count", type=int, default=0, metavar="N", help="stop after N cycles (default: run until Ctrl-C)")
+    p.add_argument("--count", type=_cycles, default=0, metavar="N",
+                   help="stop after N cycles (default 0: run until Ctrl-C or SIGTERM)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,10 +56,14 @@ def run(args: argparse.Namespace) -> int:
 
     engine.bus.subscribe(show)
 
+    terminated = asyncio.Event()
+
     async def go() -> int:
+        # SIGTERM stops like Ctrl-C (exit 130, as --script and --watch do), not by the default kill (143).
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: (terminated.set(), done.set()))
         async with engine:
             await done.wait()
-        return EXIT_OK
+        return EXIT_INTERRUPTED if terminated.is_set() else EXIT_OK
 
     try:
         return asyncio.run(go())
