@@ -130,3 +130,11 @@ def test_one_module_per_subcommand_and_parts_never_import_the_cli() -> None:
         bad = [mod for mod, _ in _imports(path) if mod == "opsconsole.cli" or mod.startswith("opsconsole.cli.")
                or (mod == "opsconsole" and _ == "cli")]
         assert not bad, (str(path.relative_to(PKG)), bad)
+
+
+def test_the_proxy_reads_dot_opsconsole_yaml_by_default_as_every_front_end_does(
+        cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It once said "the following arguments are required: --config" beside ./opsconsole.yaml."""
+    cfg.rename(cfg.parent / "opsconsole.yaml")  # the fixture runs in its directory
+    code, out, err = run(["proxy"], capsys)
+    assert code == 2 and "no `proxy:` section" in err, err

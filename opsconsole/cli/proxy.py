@@ -7,9 +7,8 @@ The proxy parses its own options (`opsconsole proxy --help` shows them); the cli
 from __future__ import annotations
 
 import argparse
-import os
 
-from opsconsole.cli.common import Subcommand
+from opsconsole.cli.common import Subcommand, config_path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,8 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from opsconsole.proxy.__main__ import main_proxy
 
-    config = args.config or os.environ.get("OPSCONSOLE_CONFIG")
-    return main_proxy((["--config", config] if config else []) + list(args.rest))
+    # The same default as every other front end: --config, else $OPSCONSOLE_CONFIG, else ./opsconsole.yaml.
+    return main_proxy(["--config", str(config_path(args.config))] + list(args.rest))
 
 
 SUBCOMMAND = Subcommand(
