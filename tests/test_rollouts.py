@@ -236,6 +236,8 @@ def test_lock_keeps_out_a_second_console(tmp_path: Path) -> None:
                            cwd=ROOT)
         assert b.returncode == 1
         assert "held by" in b.stdout and "deploy lock of itrust" in b.stdout
+        # No plan is printed for a rollout that will not run (it read as if it would, "left alone: …" and all).
+        assert "at a time" not in b.stdout and "left alone" not in b.stdout, b.stdout
         out, _ = a.communicate(timeout=120)
         assert a.returncode == 0, out
     finally:

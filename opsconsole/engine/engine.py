@@ -453,7 +453,8 @@ class Engine:
     async def _abort(self, command: C.Abort) -> str:
         targets = [(c, t) for c, t in self._running.values() if c.abortable]
         if not targets:
-            raise CommandFailed("nothing to abort: no deploy or rollout is running")
+            raise CommandFailed("nothing to abort: no deploy or rollout is running in this console (another "
+                                "console's is stopped there; `lock status APP` says who holds an app's lock)")
         for _, task in targets:
             task.cancel()
         await asyncio.gather(*(t for _, t in targets), return_exceptions=True)

@@ -159,15 +159,15 @@ class Rollouts:
         record = await self.deployer.artifact_for(app, command.version)
         skipped = self.already_done(app.name, record.commit)
         plan = self._plan(command, app, record.short, record.commit, record.artifact or "")
-        for line in plan.describe():
-            self.fleet.say(line)
-        if skipped:
-            self.fleet.say(f"  left alone: {', '.join(skipped)} (already on {record.short} by the stopped rollout)")
+        lines = plan.describe() + ([f"  left alone: {', '.join(skipped)} (already on {record.short} by the stopped "
+                                    "rollout)"] if skipped else [])
         if command.plan_only:
+            for line in lines:
+                self.fleet.say(line)
             await self._say_check(app, plan)
             return "plan only: nothing changed"
         return await self._run(app, RolloutState(plan=plan, issuer=self.issuer, started=time.time(),
-                                                 hosts={h: "pending" for h in plan.hosts}), fresh=True)
+                                                 hosts={h: "pending" for h in plan.hosts}), fresh=True, say=lines)
 
     async def _say_check(self, app: AppConfig, plan: RolloutPlan) -> None:
         """The deploy playbook's check mode on every host of the plan: which of its tasks would change there.
@@ -188,8 +188,8 @@ class Rollouts:
                                 + (" (one is running now)" if command.app in self.live else ""))
         app = self.config.apps[command.app]
         left = state.left()
-        self.fleet.say(f"resuming {state.plan.rollout_id}: {len(left)} host(s) left: {', '.join(left)}")
-        return await self._run(app, state, fresh=False)
+        return await self._run(app, state, fresh=False,
+                               say=[f"resuming {state.plan.rollout_id}: {len(left)} host(s) left: {', '.join(left)}"])
 
     async def rollback(self, command: C.Rollback) -> str:
         app = self.config.apps[command.app]
@@ -205,18 +205,21 @@ class Rollouts:
         plan = make_plan(app.name, hosts, version=version, commit=commit, artifact=artifact, batch=command.batch,
                          kind="rollback", from_versions={h: self.fleet.views[h].version for h in hosts},
                          **timeouts(app.rollout), previous=None)
-        for line in plan.describe():
-            self.fleet.say(line)
         return await self._run(app, RolloutState(plan=plan, issuer=self.issuer, started=time.time(),
-                                                 hosts={h: "pending" for h in plan.hosts}), fresh=True)
+                                                 hosts={h: "pending" for h in plan.hosts}), fresh=True,
+                               say=plan.describe())
 
-    async def _run(self, app: AppConfig, state: RolloutState, *, fresh: bool) -> str:
+    async def _run(self, app: AppConfig, state: RolloutState, *, fresh: bool, say: list[str]) -> str:
+        """Run the rollout under the app's lock; `say`, its plan, is said once the lock is ours (a plan
+        printed first read as if it would run, when another console's rollout held the lock)."""
         if app.name in self.live:
             raise CommandFailed(f"a rollout of {app.name} is already running here ({self.live[app.name].plan.rollout_id})")
         lock = self.lock_for(app)
         taken = await lock.acquire(f"{state.plan.kind} {app.name} to {state.plan.version}")  # LockHeld: someone else's
         if taken is not None:
             self.fleet.say(f"took over a stale deploy lock of {app.name}: {taken.describe()}", level="warning")
+        for line in say:
+            self.fleet.say(line)
         if fresh:
             self.journal.begin(state.plan, self.issuer)
         runner = RolloutRunner(self.bus, self.journal, state, deploy=self._deploy_batch, gate=self.gate,
@@ -248,7 +251,8 @@ class Rollouts:
                                  health_timeout=plan.health_timeout, drain_timeout=plan.drain_timeout,
                                  deploy_timeout=plan.deploy_timeout)
                 undo = await self._run(app, RolloutState(plan=back, issuer=self.issuer, started=time.time(),
-                                                         hosts={h: "pending" for h in back.hosts}), fresh=True)
+                                                         hosts={h: "pending" for h in back.hosts}), fresh=True,
+                                       say=[])
                 message += f"; {undo}"
         raise CommandFailed(message)
 
