@@ -35,6 +35,17 @@ class CountingDriver(EmbeddedDriver):
         return await super().state()
 
 
+def _heard(cfg: Path) -> tuple[Engine, list[CanaryState], list[str]]:
+    """An engine on `cfg`, and the split reports and the lines it says, as they come."""
+    engine = Engine(load_config(cfg))
+    engine.prepare()
+    reports: list[CanaryState] = []
+    said: list[str] = []
+    engine.bus.subscribe(lambda e: reports.append(e) if isinstance(e, CanaryState) else None)
+    engine.bus.subscribe(lambda e: said.append(e.text) if isinstance(e, Message) else None)
+    return engine, reports, said
+
+
 async def _watch_until(engine: Engine, condition, what: str, seconds: float = 15.0) -> None:
     """Run the watch until `condition()` holds, then stop it."""
     watch = asyncio.ensure_future(engine.traffic.watch())
@@ -56,12 +67,7 @@ async def test_the_watch_fetches_a_remote_proxys_state_once_per_poll(
     console.write_text(cfg.read_text().replace("proxy:\n  driver: embedded\n",
                                                "proxy:\n  driver: embedded\n  host: itrust-1\n", 1))
     monkeypatch.setattr(traffic_service, "STATE_POLL", 0.05)
-    engine = Engine(load_config(console))
-    engine.prepare()
-    reports: list[CanaryState] = []
-    said: list[str] = []
-    engine.bus.subscribe(lambda e: reports.append(e) if isinstance(e, CanaryState) else None)
-    engine.bus.subscribe(lambda e: said.append(e.text) if isinstance(e, Message) else None)
+    engine, reports, said = _heard(console)
     proxy, _ = start_proxy(cfg, tmp_path)
     try:
         driver = CountingDriver(f"unix:{tmp_path / 'admin.sock'}", TOKEN)
@@ -97,12 +103,7 @@ async def test_the_watch_says_an_alert_or_a_panic_once_as_it_turns_and_prints_no
 
     cfg = canary_config(tmp_path)
     monkeypatch.setattr(traffic_service, "STATE_POLL", 0.05)
-    engine = Engine(load_config(cfg))
-    engine.prepare()
-    reports: list[CanaryState] = []
-    said: list[str] = []
-    engine.bus.subscribe(lambda e: reports.append(e) if isinstance(e, CanaryState) else None)
-    engine.bus.subscribe(lambda e: said.append(e.text) if isinstance(e, Message) else None)
+    engine, reports, said = _heard(cfg)
     proxy, _ = start_proxy(cfg, tmp_path)
     try:
         steered = await engine.execute(engine.parse("canary itrust weight 30"))
