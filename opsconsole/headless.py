@@ -29,6 +29,8 @@ class ScriptLine:
 def read_script(text: str, source: str, engine: Engine) -> list[ScriptLine]:
     """Parse every line before any runs; a bad line is a SourceError naming source and line."""
     lines = []
+    # A BOM that an editor (or PowerShell's redirect) put in front of the text is no part of the first command.
+    text = text.removeprefix("\ufeff")
     for number, raw in enumerate(text.splitlines(), start=1):
         stripped = raw.strip()
         if not stripped or stripped.startswith("#"):

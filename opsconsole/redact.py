@@ -24,22 +24,32 @@ NO_LOG = "(output hidden: no_log)"
 MIN_LENGTH = 4
 
 _VALUE = r"(?P<value>'[^']*'|\"[^\"]*\"|[^\s'\"]+)"
-# How a credential is typed on a command line, each with the part to keep (`name`) and the value to hide:
+# Words that make a variable's name say it holds a secret. MYSQL_PWD and REDISCLI_AUTH are the mysql and
+# redis-cli clients' password variables; `_PWD` needs its underscore, as the shell's PWD/OLDPWD are directories.
+_SECRET_NAME = r"(?:PASSWORD|PASSWD|PASS|SECRET|TOKEN|API_?KEY|ACCESS_KEY|PRIVATE_KEY|_PWD|REDISCLI_AUTH)"
+_MYSQL = r"\b(?:mysql|mysqldump|mysqladmin|mariadb|mariadb-dump)\b"
+_CURL = r"\b(?:curl|wget)\b"
+# How a credential is typed on a command line, each with the part to keep (`name`) and the value to hide.
+# Every alternative takes linear time on any line (a script line may be 200k characters; each is scanned
+# several times), where backtracking made a 16k line take seconds: a match starts only where a name,
+# program or scheme starts; a quantifier whose tail cannot use what it would give back is possessive
+# (`*+`); the scan from `mysql` or `curl` to its flag stops at the next `mysql`/`curl`, whose own match
+# finds the same flag and value.
 _SECRET_ASSIGNMENT = re.compile(
     "|".join((
         # NAME=value where NAME says it holds a secret: PASSWORD=…, PGPASSWORD=…, AWS_SECRET_ACCESS_KEY=…
-        r"(?P<name>\b[A-Za-z0-9_]*(?:PASSWORD|PASSWD|PASS|SECRET|TOKEN|API_?KEY|ACCESS_KEY|PRIVATE_KEY)"
-        r"[A-Za-z0-9_]*=)" + _VALUE,
+        r"(?P<name>\b(?=[A-Za-z0-9_]*?" + _SECRET_NAME + r")[A-Za-z0-9_]*+=)" + _VALUE,
         # --password=X, --password X, --token X, --secret=X …
         r"(?P<name2>--(?:password|passwd|pass|token|secret|api-key)[= ])" + _VALUE.replace("value", "value2"),
         # mysql's -pX (the value glued to the flag; elsewhere -p is an ordinary flag: tar -pxf, cp -pR)
-        r"(?P<name3>\b(?:mysql|mysqldump|mysqladmin|mariadb|mariadb-dump)\b[^|;&\n]*?\s-p)(?P<value3>[^\s'\"]+)",
+        r"(?P<name3>" + _MYSQL + r"(?:(?!" + _MYSQL + r")[^|;&\n])*?\s-p)(?P<value3>[^\s'\"]+)",
         # curl -u user:X (curl's and wget's; `-u` means other things to other programs)
-        r"(?P<name4>\b(?:curl|wget)\b[^|;&\n]*?\s-u\s+['\"]?[^\s:'\"]+:)(?P<value4>[^\s'\"]+)",
+        r"(?P<name4>" + _CURL + r"(?:(?!" + _CURL + r")[^|;&\n])*?\s-u\s++['\"]?[^\s:'\"]++:)(?P<value4>[^\s'\"]+)",
         # Authorization: Bearer X / Basic X
-        r"(?P<name5>Authorization:\s*(?:Bearer|Basic|Token)\s+)(?P<value5>[^\s'\"]+)",
-        # scheme://user:X@host
-        r"(?P<name6>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]+:)(?P<value6>[^\s@/'\"]+)(?=@)",
+        r"(?P<name5>Authorization:\s*+(?:Bearer|Basic|Token)\s++)(?P<value5>[^\s'\"]+)",
+        # scheme://user:X@host, the scheme read from the start of its run of scheme characters (a letter
+        # first, as `1https` holds the scheme `https`)
+        r"(?P<name6>(?<![A-Za-z0-9+.-])[0-9+.-]*+[A-Za-z][A-Za-z0-9+.-]*+://[^\s:/@'\"]++:)(?P<value6>[^\s@/'\"]++)(?=@)",
     )),
     re.IGNORECASE,
 )

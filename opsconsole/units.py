@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# No timeout, interval or wait means more than a year: a longer one is a slip (`1e300`), and sleeping on
+# it overflows the event loop's timer.
+MAX_DURATION = 365 * 24 * 3600
+_ACCEPTED = "use e.g. 2.5, 30s, 250ms, 1m30s"
 
 
 def parse_duration(text: str | int | float) -> float:
     """Seconds from `30`, `2.5`, `2s`, `250ms`, `1m30s`, `1h`. Raises ValueError saying what is accepted."""
     if isinstance(text, bool):
-        raise ValueError(f"{text!r} is not a duration (use e.g. 2.5, 30s, 250ms, 1m30s)")
+        raise ValueError(f"{text!r} is not a duration ({_ACCEPTED})")
     if isinstance(text, (int, float)):
-        if text < 0:
-            raise ValueError(f"{text!r} is negative; a duration must be 0 or more")
-        return float(text)
+        return _checked(text, text)
     s = str(text).strip()
     try:
         value = float(s)
     except ValueError:
         pass
     else:
-        if value < 0:
-            raise ValueError(f"{text!r} is negative; a duration must be 0 or more")
-        return value
+        return _checked(value, text)
     pos = 0
     total = 0.0
     for match in _DURATION_PART.finditer(s):
@@ -33,8 +34,20 @@ def parse_duration(text: str | int | float) -> float:
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         pos = match.end()
     if pos != len(s) or not s:
-        raise ValueError(f"{text!r} is not a duration (use e.g. 2.5, 30s, 250ms, 1m30s)")
-    return total
+        raise ValueError(f"{text!r} is not a duration ({_ACCEPTED})")
+    return _checked(total, text)
+
+
+def _checked(value: int | float, text: object) -> float:
+    """`value` as seconds, if a duration can be that long. NaN and infinity (`.nan`, `nan`, `inf`, and
+    what a 400-digit number rounds to) compare false or huge and would pass a bare `< 0` check."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a duration ({_ACCEPTED})")
+    if value < 0:
+        raise ValueError(f"{text!r} is negative; a duration must be 0 or more")
+    if value > MAX_DURATION:  # an int is compared as is: float() of a huge one would overflow
+        raise ValueError(f"{text!r} is too long; a duration must be at most a year (8760h)")
+    return float(value)
 
 
 def format_duration(seconds: float) -> str:
@@ -53,3 +66,10 @@ def format_duration(seconds: float) -> str:
 def format_latency(latency: float | None) -> str:
     """A probe's latency in whole milliseconds (`4ms`), `-` when there was no answer to time."""
     return "-" if latency is None else f"{latency * 1000:.0f}ms"
+
+
+def is_count(text: str, digits: int = 6) -> bool:
+    """`text` is a whole number written in ASCII digits, at most `digits` of them. str.isdigit() alone takes
+    "²" and "٣", which int() then refuses or reads as 3, and int() of over 4300 digits raises."""
+    return text.isascii() and text.isdigit() and len(text) <= digits
+

@@ -58,31 +58,70 @@ class _Constructor(yaml.constructor.SafeConstructor):
     pass
 
 
-def _build(node: yaml.Node, constructor: _Constructor) -> Any:
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _build(node: yaml.Node, constructor: _Constructor, within: frozenset[int] = frozenset()) -> Any:
     line = node.start_mark.line + 1
+    if id(node) in within:  # an alias inside the collection it names (`a: &x {b: *x}`) would nest endlessly
+        raise SourceError(constructor.source, line, "", "this mapping or list holds an alias to itself")
     if isinstance(node, yaml.MappingNode):
-        constructor.flatten_mapping(node)
+        within = within | {id(node)}
         result = YamlMap()
         result.line = line
         result.key_lines = {}
+        merged: set[Any] = set()  # the keys a `<<:` merge gave: a key written here overrides them
+        merge_seen = False
         for key_node, value_node in node.value:
-            key = _build(key_node, constructor)
+            if key_node.tag == _MERGE_TAG:
+                if merge_seen:
+                    raise SourceError(constructor.source, key_node.start_mark.line + 1, "<<", "duplicate key")
+                merge_seen = True
+                merged |= _merge(value_node, constructor, within, result)
+                continue
+            if key_node.tag == "tag:yaml.org,2002:value":  # a plain `=` key, a string (as PyYAML reads it)
+                key_node.tag = "tag:yaml.org,2002:str"
+            key = _build(key_node, constructor, within)
             if isinstance(key, (dict, list)):
                 raise SourceError(constructor.source, key_node.start_mark.line + 1, "", "a mapping key must be a plain value")
-            if key in result:
+            if key in result and key not in merged:
                 raise SourceError(constructor.source, key_node.start_mark.line + 1, str(key), "duplicate key")
-            result[key] = _build(value_node, constructor)
+            merged.discard(key)
+            result[key] = _build(value_node, constructor, within)
             result.key_lines[key] = key_node.start_mark.line + 1
         return result
     if isinstance(node, yaml.SequenceNode):
+        within = within | {id(node)}
         result_list = YamlList()
         result_list.line = line
         result_list.item_lines = []
         for item in node.value:
-            result_list.append(_build(item, constructor))
+            result_list.append(_build(item, constructor, within))
             result_list.item_lines.append(item.start_mark.line + 1)
         return result_list
-    return constructor.construct_object(node, deep=True)
+    try:
+        return constructor.construct_object(node, deep=True)
+    except ValueError as exc:  # e.g. an integer of over 4300 digits, which Python will not convert
+        raise SourceError(constructor.source, line, "", f"cannot read this value: {exc}") from None
+
+
+def _merge(value_node: yaml.Node, constructor: _Constructor, within: frozenset[int], result: YamlMap) -> set[Any]:
+    """Add to `result` the keys of a `<<:` merge (a mapping, or a list of them, the first of which wins), as
+    YAML and PyYAML do: a key the mapping itself gives wins over them, wherever it is written. Returns the
+    keys added; the line of each is where it is written, in the mapping merged."""
+    added: set[Any] = set()
+    sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+    for source in sources:
+        if not isinstance(source, yaml.MappingNode):
+            raise SourceError(constructor.source, source.start_mark.line + 1, "<<",
+                              "a merge takes a mapping or a list of mappings")
+        mapping = _build(source, constructor, within)
+        for key, value in mapping.items():
+            if key not in result:  # an earlier source, or a key already written here, wins
+                result[key] = value
+                result.key_lines[key] = mapping.line_of(key)
+                added.add(key)
+    return added
 
 
 def parse_yaml(text: str, source: str | Path) -> Any:
@@ -110,12 +149,23 @@ def load_yaml(path: str | Path) -> Any:
     """Read and parse a YAML file; a missing or unreadable file is a SourceError too."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = p.read_bytes()
     except FileNotFoundError:
         raise SourceError(p, None, "", "file not found") from None
     except OSError as exc:
         raise SourceError(p, None, "", f"cannot read: {exc.strerror}") from None
-    return parse_yaml(text, p)
+    return parse_yaml(decode_utf8(data, p), p)
+
+
+def decode_utf8(data: bytes, source: str | Path) -> str:
+    """A file's bytes as text: UTF-8 (a BOM is kept, YAML skips it); a byte that is not UTF-8 is a
+    SourceError naming the line and offset where it is, not a UnicodeDecodeError traceback."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SourceError(source, line, "", f"not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} "
+                                            "(save the file as UTF-8)") from None
 
 
 def plain(value: Any) -> Any:

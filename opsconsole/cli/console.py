@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from opsconsole.cli.common import EXIT_INTERRUPTED, EXIT_OK, load
-from opsconsole.yamlsource import SourceError
+from opsconsole.yamlsource import SourceError, decode_utf8
 
 # The options of the console run, by argparse dest: none of them means anything to a subcommand.
 OPTIONS = {"script": "--script", "json": "--json", "keep_going": "--keep-going", "readonly": "--readonly",
@@ -62,9 +62,10 @@ def _run(args: argparse.Namespace) -> int:
 
         source = "<stdin>" if args.script == "-" else args.script
         try:
-            text = sys.stdin.read() if args.script == "-" else Path(args.script).read_text()
+            data = sys.stdin.buffer.read() if args.script == "-" else Path(args.script).read_bytes()
         except OSError as exc:
             raise SourceError(args.script, None, "", f"cannot read script: {exc.strerror}") from None
+        text = decode_utf8(data, source)  # UTF-8 as the config is, whatever the locale; a bad byte names its line
         if args.check:
             read_script(text, source, engine)
             print(f"{args.config or 'config'} and {source} are valid")

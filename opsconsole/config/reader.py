@@ -7,6 +7,8 @@ nobody asked for — so a typo such as `helth:` is an error, not silently ignore
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -16,6 +18,11 @@ from opsconsole.yamlsource import SourceError, YamlList, YamlMap, plain
 T = TypeVar("T")
 
 _TYPE_NAMES = {str: "a string", int: "a whole number", bool: "true or false", float: "a number"}
+# A key whose name has one of these in it may hold a credential (`db_password`, `apiKey`, `token_file`);
+# so may every key under `secrets:` (caught by "secret"). An error never quotes such a key's value.
+_SECRET_PARTS = ("password", "passwd", "secret", "token", "credential", "apikey")
+# ... nor of a key with one of these as a whole word of its name (`key`, `ssh_key`; not `keymap`, `passive`).
+_SECRET_WORDS = {"key", "pass", "pwd", "auth"}
 
 
 class MappingReader:
@@ -27,7 +34,8 @@ class MappingReader:
             data.line = line or 0
             data.key_lines = {}
         if not isinstance(data, dict):
-            raise SourceError(self.file, getattr(data, "line", line), path, f"must be a mapping, got {_describe(data)}")
+            raise SourceError(self.file, getattr(data, "line", line), path,
+                              f"must be a mapping, got {_describe(data, path)}")
         self.data = data
         # The line of the key that names this section reads best in an error ("apps.itrust: …").
         self.line = line if line is not None else getattr(data, "line", None)
@@ -65,15 +73,17 @@ class MappingReader:
         if typ is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
         if typ is int and isinstance(value, bool):
-            raise self.error(key, f"must be {_TYPE_NAMES[int]}, got {_describe(value)}")
+            raise self.error(key, f"must be {_TYPE_NAMES[int]}, got {_describe(value, self.key_path(key))}")
         if not isinstance(value, typ):
-            raise self.error(key, f"must be {_TYPE_NAMES.get(typ, typ.__name__)}, got {_describe(value)}")
+            raise self.error(key, f"must be {_TYPE_NAMES.get(typ, typ.__name__)}, "
+                                 f"got {_describe(value, self.key_path(key))}")
         return value
 
     def str(self, key: str, *, required: bool = False, default: str | None = None, choices: tuple[str, ...] = ()) -> Any:
         value = self._get(key, str, required, default)
         if value is not None and choices and value not in choices:
-            raise self.error(key, f"must be one of {', '.join(choices)}; got {value!r}")
+            got = "another value" if looks_secret(self.key_path(key)) else repr(value)
+            raise self.error(key, f"must be one of {', '.join(choices)}; got {got}")
         return value
 
     def int(self, key: str, *, required: bool = False, default: int | None = None,
@@ -90,6 +100,8 @@ class MappingReader:
               maximum: float | None = None) -> Any:
         value = self._get(key, float, False, default)
         if value is not None and key in self.data:
+            if not math.isfinite(value):  # .nan passes every comparison below, .inf any minimum
+                raise self.error(key, f"must be a finite number; got {value}")
             if minimum is not None and value < minimum:
                 raise self.error(key, f"must be at least {minimum:g}; got {value:g}")
             if maximum is not None and value > maximum:
@@ -129,11 +141,12 @@ class MappingReader:
         if isinstance(value, str):
             return [value]
         if not isinstance(value, list):
-            raise self.error(key, f"must be a list of strings, got {_describe(value)}")
+            raise self.error(key, f"must be a list of strings, got {_describe(value, self.key_path(key))}")
         for i, item in enumerate(value):
             if not isinstance(item, str):
                 line = value.line_of(i) if isinstance(value, YamlList) else self.line_of(key)
-                raise SourceError(self.file, line, f"{self.key_path(key)}[{i}]", f"must be a string, got {_describe(item)}")
+                at = f"{self.key_path(key)}[{i}]"
+                raise SourceError(self.file, line, at, f"must be a string, got {_describe(item, at)}")
         return list(value)
 
     def mapping(self, key: str) -> "MappingReader":
@@ -147,7 +160,7 @@ class MappingReader:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            raise self.error(key, f"must be a mapping, got {_describe(value)}")
+            raise self.error(key, f"must be a mapping, got {_describe(value, self.key_path(key))}")
         return plain(value)
 
     def each(self, key: str, build: Callable[["MappingReader", str], T]) -> list[T]:
@@ -168,7 +181,16 @@ class MappingReader:
                 raise self.error(key, f"unknown key (allowed here: {allowed})")
 
 
-def _describe(value: Any) -> str:
+def looks_secret(path: str) -> bool:
+    """Whether a key path (`secrets.db_password`, `apps.x.vars.api_token`) may lead to a credential."""
+    for part in path.lower().split("."):
+        if any(s in part for s in _SECRET_PARTS) or _SECRET_WORDS & set(re.split(r"[^a-z0-9]+", part)):
+            return True
+    return False
+
+
+def _describe(value: Any, path: str) -> str:
+    """`value` in an error about the key at `path`: its type, and itself unless the key may hold a secret."""
     if value is None:
         return "nothing"
     if isinstance(value, bool):
@@ -177,4 +199,6 @@ def _describe(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
+    if looks_secret(path):
+        return f"{type(value).__name__} (value not shown: the key may hold a secret)"
     return f"{type(value).__name__} {value!r}"
