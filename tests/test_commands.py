@@ -59,6 +59,11 @@ def test_parse(line: str, expected: object) -> None:
     ("run itrust ls -- x", "the command goes after ' -- '"),
     # An empty $HOSTS in a templated script once deployed to the whole group.
     ("deploy itrust --hosts ''", "--hosts needs host names"),
+    # Digits str.isdigit() takes and int() does not (a traceback), or reads as another number.
+    ("roll itrust --batch ²", "--batch"),
+    ("roll itrust --max-fail ²", "--max-fail"),
+    ("canary itrust weight ٣", "weight"),
+    ("roll itrust --max-fail " + "9" * 5000, "--max-fail"),
     ("deploy itrust --hosts ,", "--hosts needs host names"),
     ("status itrust extra", "unexpected 'extra'"),
     ("sleep 'unclosed", "cannot split the line"),

@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Callable, ClassVar, Iterable
 
 from opsconsole.rollouts.batch import BatchError, check_batch
-from opsconsole.units import format_duration, parse_duration
+from opsconsole.units import format_duration, is_count, parse_duration
 
 
 class CommandError(OperatorError, ValueError):
@@ -693,7 +693,7 @@ def _parse_roll(args: list[str], names: Names) -> Command:
     app = _app(args, names)
     f = _flags(args[1:], {"--batch": True, "--max-fail": True, "--version": True, "--on-failure": True, "--plan": False})
     max_fail = str(f.get("--max-fail", "0"))
-    if not max_fail.isdigit():
+    if not is_count(max_fail):
         raise CommandError(f"--max-fail {max_fail!r}: give a whole number of hosts")
     on_failure = str(f.get("--on-failure", "stop"))
     if on_failure not in ("stop", "rollback"):
@@ -745,7 +745,7 @@ def _parse_canary(args: list[str], names: Names) -> Command:
         raise CommandError(f"what to do with the canary: {', '.join(CANARY_ACTIONS)}")
     action = args[1]
     if action == "weight":
-        if len(args) < 3 or not args[2].isdigit() or not 0 <= int(args[2]) <= 100:
+        if len(args) < 3 or not is_count(args[2]) or not 0 <= int(args[2]) <= 100:
             raise CommandError("the weight is a whole number from 0 to 100, e.g. `canary APP weight 20`")
         _no_more(args, 3)
         return Canary(app=app, action=action, weight=int(args[2]))
@@ -801,7 +801,7 @@ def _parse_playbook(args: list[str], names: Names) -> Command:
 @_parser(Scale)
 def _parse_scale(args: list[str], names: Names) -> Command:
     group = _group(args, names)
-    if len(args) < 2 or not args[1].isdigit() or int(args[1]) > 1000:
+    if len(args) < 2 or not is_count(args[1]) or int(args[1]) > 1000:
         raise CommandError("the instance count is a whole number from 0 to 1000, e.g. `scale itrust 4`")
     f = _flags(args[2:], {"--yes": False})
     return Scale(group=group, count=int(args[1]), yes=bool(f.get("--yes", False)))

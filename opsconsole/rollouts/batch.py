@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from opsconsole.errors import OperatorError
 import math
+
+from opsconsole.errors import OperatorError
+from opsconsole.units import is_count
 
 
 class BatchError(OperatorError, ValueError):
@@ -13,7 +15,7 @@ class BatchError(OperatorError, ValueError):
 def check_batch(text: str) -> str:
     """`text` if it is a whole number of hosts (≥ 1) or a whole share (1%–100%); else BatchError."""
     number = text.removesuffix("%")
-    if not number.isdigit() or int(number) < 1 or (text.endswith("%") and int(number) > 100):
+    if not is_count(number) or int(number) < 1 or (text.endswith("%") and int(number) > 100):
         raise BatchError(f"--batch {text!r}: give a number of hosts (e.g. 2) or a share (e.g. 25%)")
     return text
 
