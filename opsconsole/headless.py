@@ -116,6 +116,10 @@ def main_headless(engine: Engine, script_text: str | None, source: str, *, as_js
     until Ctrl-C/SIGTERM: the console's automation with nobody at the keyboard (a CI job, a service)."""
     lines = read_script(script_text, source, engine) if script_text is not None else []
     engine.bus.subscribe(EventPrinter(out, as_json))
+    # As the console does on start: work a killed run left unfinished is said first (and its open journal
+    # entries closed, so `history` stops showing a start with no end).
+    for notice in engine.startup_notices():
+        engine.say(notice, level="warning")
 
     async def go() -> int:
         loop = asyncio.get_running_loop()
