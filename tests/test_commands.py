@@ -31,6 +31,7 @@ NAMES = Names(apps=("itrust", "checkbox"), groups=("itrust", "db"), hosts=("itru
     # A tab beside `--` (a script indented with tabs) once ran only `echo`, the rest dropped.
     ("run itrust --\techo hi there", Run(target="itrust", command="echo hi there")),
     ("run\titrust\t--\techo hi there", Run(target="itrust", command="echo hi there")),
+    ("deploy itrust --version '--'", Deploy(app="itrust", version="--")),  # its text() must parse back
     ("wait healthy itrust 30s", WaitHealthy(app="itrust", timeout=30.0)),
     ("wait healthy itrust 1m30s", WaitHealthy(app="itrust", timeout=90.0)),
     ("sleep 250ms", Sleep(seconds=0.25)),

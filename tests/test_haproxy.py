@@ -383,11 +383,12 @@ def test_other_forwarding_claims_and_underscore_spellings_are_dropped_at_the_edg
     lab.haproxy(app_block("web", [e], []))
     r = httpx.get(f"http://127.0.0.1:{lab.ports['web']}/", timeout=10, headers={
         "X-Real-IP": "6.6.6.6", "Forwarded": "for=6.6.6.6", "X-Forwarded-Host": "evil.example",
-        "X-Forwarded-Port": "1", "X_Forwarded_For": "6.6.6.6", "X_Real_IP": "6.6.6.6", "X_Custom": "kept"})
+        "X-Forwarded-Port": "1", "X_Forwarded_For": "6.6.6.6", "X_Real_IP": "6.6.6.6", "X_Custom": "kept",
+        "X-Forwarded_For": "6.6.6.6", "X_Forwarded-Proto": "https", "X-Real_IP": "6.6.6.6"})
     assert r.status_code == 200
     names = set(r.json()["names"])
     assert not names & {"x-real-ip", "forwarded", "x-forwarded-host", "x-forwarded-port", "x_forwarded_for",
-                        "x_real_ip"}, names
+                        "x_real_ip", "x-forwarded_for", "x_forwarded-proto", "x-real_ip"}, names
     assert "x_custom" in names and _xff(r) == ["127.0.0.1"]
 
 

@@ -148,3 +148,24 @@ async def test_a_lock_call_cancelled_half_way_still_gives_its_mutex_back(tmp_pat
     assert not mutex.exists(), "the cancelled renewal left the mutex taken"
     await lock.release()  # not busy
     assert await lock.status() is None
+
+
+async def test_a_take_cancelled_midway_gives_back_what_it_took(tmp_path: Path) -> None:
+    """`abort` right after a deploy began, while the take script ran: the script finished (it is never cut
+    off), the lock was taken, and the cancel left it held, un-renewed, for lock_ttl against every console."""
+    transport = LocalTransport(Host(name="l", group="g", address="127.0.0.1", transport="local", root=str(tmp_path)))
+
+    class AbortedWhileTaking(FleetLock):
+        async def _call(self, mode, content=""):  # type: ignore[no-untyped-def]
+            if mode == "take":
+                asyncio.get_running_loop().call_soon(owner.cancel)  # the abort lands while the script runs
+            return await super()._call(mode, content)
+
+    lock = AbortedWhileTaking(transport, "web", "me@here", ttl=60)
+    owner = asyncio.ensure_future(lock.acquire("deploy web abc"))
+    try:
+        await owner
+    except asyncio.CancelledError:
+        pass
+    assert owner.cancelled()
+    assert await FleetLock(transport, "web", "someone@else").status() is None

@@ -301,3 +301,23 @@ def test_the_inventory_keeps_a_python_the_host_names() -> None:
     assert hosts["a"]["ansible_python_interpreter"] == "/opt/py/bin/python3"
     assert hosts["b"]["ansible_python_interpreter"] == "auto_silent"
     assert hosts["c"]["ansible_python_interpreter"] == sys.executable
+
+
+async def test_a_fallback_play_on_local_hosts_sees_a_logins_environment_not_the_consoles(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ansible-playbook ran with the console's whole environment, and a local host's tasks (and the services
+    they start) ran in it: the native runner's login environment was bypassed by any play it hands over."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-for-the-hosts")
+    hosts = rig.hosts(1)
+    book = load_playbook(rig.playbook("""
+        - hosts: web
+          gather_facts: false
+          environment: {GIVEN: given}
+          tasks:
+            - name: what a task sees
+              shell: 'echo "${AWS_SECRET_ACCESS_KEY:-unset} $GIVEN" > {{ host_root }}/seen.txt'
+        """))
+    assert book.plays[0].runner == "ansible", book.plays[0].why
+    result = await rig.runner.run(book, hosts)
+    assert result.ok, result.failures
+    assert (rig.root("web-1") / "seen.txt").read_text() == "unset given\n"

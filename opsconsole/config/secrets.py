@@ -58,7 +58,7 @@ def read_secrets(r: MappingReader, base: Path) -> Secrets:
         if (env is None) == (file is None):
             raise r.error(key, "give exactly one of `env: VARIABLE` or `file: PATH`")
         if env is not None:
-            if not ENV_NAME.match(env):
+            if env and not ENV_NAME.match(env):
                 raise s.error("env", NOT_AN_ENV_NAME)
             value = os.environ.get(env)
             if value is None:

@@ -6,7 +6,8 @@ import asyncio
 import time
 
 from opsconsole.canary.steps import CanaryFailed, walk_steps
-from opsconsole.config.model import Config
+from opsconsole.builds.runner import BuildRecord
+from opsconsole.config.model import AppConfig, Config
 from opsconsole.engine import commands as C
 from opsconsole.engine.deployer import Deployer
 from opsconsole.engine.fleet import Fleet
@@ -65,6 +66,15 @@ class CanaryDesk:
         if not hosts:
             raise CommandFailed(f"app {app.name} has no canary hosts (proxy.apps.{app.name}.pools.canary)")
         record = await self.deployer.artifact_for(app, command.version)
+
+        def lost(why: Exception) -> None:
+            self.fleet.say(f"canary deploy of {app.name} stopped: {why}", level="error")
+
+        # The app's deploy lock, as deploy and roll take it: two consoles deploying canaries at once raced.
+        async with self.rollouts.holding(app, f"canary deploy {app.name} {record.short}", lost):
+            return await self._deploy_canary_hosts(app, hosts, record)
+
+    async def _deploy_canary_hosts(self, app: AppConfig, hosts: list[str], record: BuildRecord) -> str:
         # A deploy restarts the canary, and a restart is no canary death: out of rotation and out of health
         # checks (maintenance) while it happens, so no client meets a restarting member and the alert does not
         # latch (seen under load: the restart outlasted `fall` checks and the next `weight 20` gave 0%).

@@ -498,7 +498,7 @@ def command_classes() -> list[type[Command]]:
     return classes
 
 
-_COMMAND_MARK = re.compile(r"\s--(?:\s|$)")
+_COMMAND_MARK = re.compile(r"\s--\s")
 
 
 def verbs() -> list[str]:

@@ -21,7 +21,7 @@ from opsconsole.engine import commands as C
 from opsconsole.engine.deployer import Deployer
 from opsconsole.engine.fleet import Fleet
 from opsconsole.engine.traffic_service import TrafficService
-from opsconsole.errors import CommandFailed
+from opsconsole.errors import CommandFailed, OperatorError
 from opsconsole.events import EventBus, HealthSample
 from opsconsole.fsio import append_jsonl, read_jsonl
 from opsconsole.heartbeat.monitor import HeartbeatMonitor
@@ -231,7 +231,7 @@ class Rollouts:
         finally:
             self.live.pop(app.name, None)
             # Released even on abort: the journal, not the lock, remembers where the rollout stopped.
-            await asyncio.shield(lock.release())
+            await asyncio.shield(self._release(app, lock))
         plan = result.plan
         if result.status == "succeeded":
             self.releases.record(app.name, plan.version, plan.commit, plan.artifact)
@@ -302,7 +302,16 @@ class Rollouts:
         finally:
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
-            await asyncio.shield(lock.release())
+            await asyncio.shield(self._release(app, lock))
+
+    async def _release(self, app: AppConfig, lock: FleetLock) -> None:
+        """Give the lock back. Not reachable (its host down), the work under it stands as it ended: the
+        lock expires after lock_ttl by itself, and the operator is told so."""
+        try:
+            await lock.release()
+        except (OperatorError, OSError) as exc:
+            self.fleet.say(f"could not release the deploy lock of {app.name} ({exc}); it expires by itself after "
+                           f"{app.rollout.lock_ttl:g}s", level="warning")
 
     def lock_for(self, app: AppConfig) -> FleetLock:
         hosts = self.fleet.inventory.group(app.group)

@@ -36,6 +36,7 @@ from opsconsole.bundled import bundled_path
 from opsconsole.events import EventBus, OutputLine, TaskFinished, TaskStarted
 from opsconsole.fsio import write_atomic
 from opsconsole.hosts import Host
+from opsconsole.login_env import login_environment
 from opsconsole.pids import group_alive, stat_fields  # zombie-aware: a killed worker not yet reaped is gone
 from opsconsole.transport.base import Transport
 from opsconsole.transport.pool import SshOptions
@@ -131,7 +132,13 @@ async def run_play(bus: EventBus, playbook_dir: Path, play_source: Mapping[str, 
         play_file = playbook_dir / f".opsconsole-play-{os.getpid()}-{id(play_source)}.yml"
         write_atomic(play_file, yaml.safe_dump([plain(play_source)], sort_keys=False))
         collections = str(bundled_path("playbooks", "collections"))
-        env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "opsconsole.builtin.events",
+        # A local host's modules run in this ansible-playbook's environment (ansible_connection=local), and a
+        # service they start keeps it: such a play gets a login's environment (login_env), as the native
+        # runner gives local hosts, never the console's secrets. Over SSH nothing of it reaches a host.
+        local = any(h.transport == "local" for h in hosts)
+        base = login_environment(also=["SSH_AUTH_SOCK", *(n for n in os.environ if n.startswith("ANSIBLE_"))]) \
+            if local else os.environ
+        env = {**base, "ANSIBLE_STDOUT_CALLBACK": "opsconsole.builtin.events",
                "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join([collections, os.environ.get("ANSIBLE_COLLECTIONS_PATH", "")
                                                             or "~/.ansible/collections"]),
                "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_RETRY_FILES_ENABLED": "False",

@@ -230,7 +230,7 @@ def parse_proxy_section(reader: MappingReader, groups: Mapping[str, Any]) -> Pro
     a = reader.mapping("admin")
     admin = _listen(a, "listen", "127.0.0.1:0", loopback_only=True)
     token_env = a.str("token_env")
-    if token_env is not None and not ENV_NAME.match(token_env):
+    if token_env and not ENV_NAME.match(token_env):  # (empty: not set, as before)
         raise a.error("token_env", NOT_AN_ENV_NAME)
     token_file_text = a.str("token_file")
     token_secret = a.str("token_secret")

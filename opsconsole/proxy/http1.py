@@ -23,8 +23,17 @@ FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host"})
 # A CGI or WSGI app reads X_Forwarded_For as X-Forwarded-For (both become HTTP_X_FORWARDED_FOR): a client's
 # underscore spelling of a field this hop sets, drops or frames by would slip past us to the app. Dropped
 # from requests (nginx drops every name with an underscore by default; other names pass).
-UNDERSCORED = frozenset(n.replace(b"-", b"_") for n in HOP_BY_HOP | FORWARDING | FRAMING
-                        | {b"x-forwarded-for", b"x-forwarded-proto"} if b"-" in n)
+def _underscore_spellings(name: bytes) -> set[bytes]:
+    """Every spelling of `name` with at least one of its dashes an underscore (x_forwarded-for, x-forwarded_for …)."""
+    parts = name.split(b"-")
+    spellings = {parts[0]}
+    for part in parts[1:]:
+        spellings = {s + sep + part for s in spellings for sep in (b"-", b"_")}
+    return spellings - {name}
+
+
+UNDERSCORED = frozenset(spelling for n in HOP_BY_HOP | FORWARDING | FRAMING | {b"x-forwarded-for", b"x-forwarded-proto"}
+                        for spelling in _underscore_spellings(n))
 _PLAIN_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade", b"te"})
 # What an answer without a body (1xx, 204) must not carry (RFC 9110 §8.6); a member's is dropped.
 NO_BODY_FIELDS = frozenset({b"content-length"})
@@ -45,7 +54,7 @@ REASONS = {
 MESSAGES = {
     400: "the request is malformed", 405: "this method is not allowed here",
     408: "the request did not arrive in time", 431: "the request head is too large",
-    501: "this protocol upgrade is not supported", 502: "the server's answer was invalid or cut short",
+    501: "what this request asks for is not supported here", 502: "the server's answer was invalid or cut short",
     503: "no server is available to handle this request", 504: "the server did not answer in time",
 }
 
@@ -53,7 +62,7 @@ MESSAGES = {
 class Framing:
     """What a head says about its connection and body, found in one pass."""
 
-    __slots__ = ("drop", "chunked", "length", "te", "upgrade", "hosts", "host", "codings")
+    __slots__ = ("drop", "chunked", "length", "te", "upgrade", "hosts", "host", "codings", "chunked_twice")
 
     def __init__(self, headers: list[Header]) -> None:
         self.chunked = False
@@ -80,10 +89,13 @@ class Framing:
                 if not tokens <= _PLAIN_TOKENS:
                     drop = drop | (tokens - FRAMING)  # fields named in Connection are hop-by-hop too
         self.codings = b""  # the transfer codings besides a final chunked, as sent ("gzip" of "gzip, chunked")
+        self.chunked_twice = False  # chunked anywhere but last (RFC 9112 §6.1: applied once, last)
         if self.te:
             *codings, last = (c.strip() for c in self.te.split(b","))
             self.chunked = last.lower() == b"chunked"
-            self.codings = b", ".join(c for c in (codings if self.chunked else [*codings, last]) if c)
+            others = [c for c in (codings if self.chunked else [*codings, last]) if c]
+            self.chunked_twice = any(c.lower() == b"chunked" for c in others)
+            self.codings = b", ".join(others)
         self.drop = drop
 
 
@@ -97,6 +109,10 @@ def request_problem(method: bytes, url: bytes, framing: Framing, *, http10: bool
         return 400, "Transfer-Encoding in an HTTP/1.0 request"  # faulty framing, RFC 9112 §6.1
     if framing.te and not framing.chunked:
         return 400, f"Transfer-Encoding {framing.te[:40]!r} does not end in chunked"
+    if framing.codings:
+        # Codings besides chunked (gzip, chunked): as nginx, refused. Passed on, a member that knows only
+        # `chunked` misreads or refuses the body, and llhttp lets odd ones through ("x;q=1", "chunked\t").
+        return 501, f"transfer coding {framing.codings[:40]!r} before chunked is not supported"
     if method == b"CONNECT":
         return 405, "CONNECT to a reverse proxy"
     if not url.startswith(b"/") and not (url == b"*" and method == b"OPTIONS"):
@@ -145,7 +161,7 @@ def plain_request_head(method: bytes, url: bytes, headers: list[Header], client_
 
 
 def request_head(method: bytes, url: bytes, headers: list[Header], drop: frozenset[bytes], client_ip: bytes,
-                 *, chunked: bool, trusted: bool, proto: bytes, upgrade: bytes = b"", codings: bytes = b"") -> bytes:
+                 *, chunked: bool, trusted: bool, proto: bytes, upgrade: bytes = b"") -> bytes:
     """The head we send upstream: end-to-end fields, our forwarding fields, our framing.
 
     The client's own X-Forwarded-For is kept (and extended) only when it comes from a trusted proxy;
@@ -176,8 +192,7 @@ def request_head(method: bytes, url: bytes, headers: list[Header], drop: frozens
     if upgrade:
         parts += (b"Connection: Upgrade\r\nUpgrade: ", upgrade_value, CRLF)
     if chunked:
-        # The codings besides chunked stay: the body we re-chunk is still coded with them.
-        parts.append(b"Transfer-Encoding: %b, chunked\r\n" % codings if codings else b"Transfer-Encoding: chunked\r\n")
+        parts.append(b"Transfer-Encoding: chunked\r\n")
     parts.append(CRLF)
     return b"".join(parts)
 

@@ -128,6 +128,7 @@ class ClientConnection(asyncio.Protocol):
         self.head_unparsed = 0  # bytes of chunks in which no head field completed (a field still arriving)
         self.head_raw = 0  # bytes of reads that were head from end to end, as they came
         self._callback = False
+        self._began = False  # a message began in the read being parsed
         self.upgrading: Request | None = None  # sent an upgrade request; waiting for 101
         self.pending: list[bytes] = []  # client bytes that arrived after the upgrade request
         self.tunnel: UpstreamConnection | None = None
@@ -169,6 +170,7 @@ class ClientConnection(asyncio.Protocol):
         if self.stopped:
             return
         self._callback = False
+        self._began = False
         was_in_head = self.in_head
         try:
             self.parser.feed_data(data)
@@ -186,7 +188,7 @@ class ClientConnection(asyncio.Protocol):
             # A field still arriving (a head's, or a trailer's) is buffered inside the parser: count whole
             # chunks in which nothing completed, so it cannot grow past the limit unseen.
             self.head_unparsed = 0 if self._callback else self.head_unparsed + len(data)
-            if was_in_head and self.in_head:
+            if was_in_head and self.in_head and not self._began:
                 # The whole read was head, blanks included: the parser drops the blanks around a value, and
                 # a head padded with them would otherwise be read without limit (one read at most).
                 self.head_raw += len(data)
@@ -324,6 +326,7 @@ class ClientConnection(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------
     def on_message_begin(self) -> None:
         self._callback = True
+        self._began = True  # (a read in which a message began also held the end of an earlier one)
         self.cur = Request(self)
         self.in_head = True
         self.head_bytes = self.head_unparsed = self.head_raw = 0
@@ -406,7 +409,7 @@ class ClientConnection(asyncio.Protocol):
             return None
         req.chunked = framing.chunked
         return http1.request_head(method, req.url, req.headers, framing.drop, self.client_ip, chunked=req.chunked,
-                                  trusted=self.trusted, proto=self.proto, upgrade=req.upgrade, codings=framing.codings)
+                                  trusted=self.trusted, proto=self.proto, upgrade=req.upgrade)
 
     def on_body(self, body: bytes) -> None:
         self._callback = True
@@ -505,7 +508,8 @@ class ClientConnection(asyncio.Protocol):
             # An HTTP/1.0 client knows no chunks: the end of the body is the end of the connection.
             rechunk = False
             close = True
-        req.body_kind = "chunked" if rechunk else body
+        # Not re-chunked for an HTTP/1.0 client: its body goes as it comes (dechunked), ended by the close.
+        req.body_kind = "chunked" if rechunk else ("eof" if body == "chunked" else body)
         if close:
             self.closing = True
         elif not rechunk and not req.http10 and req.set_cookie is None:

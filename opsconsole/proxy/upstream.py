@@ -14,6 +14,10 @@ import httptools
 
 from opsconsole.proxy import http1
 
+# The largest response head relayed (HAProxy's buffer is 16 KiB, nginx's proxy_buffer_size 4-8 KiB): larger
+# is a 502. Not the request limit (max_head_bytes): a member's Set-Cookie lines are ours to bound, not a client's.
+MAX_RESPONSE_HEAD = 64 * 1024
+
 if TYPE_CHECKING:
     from opsconsole.proxy.balancer import Member
     from opsconsole.proxy.server import ClientConnection, Request
@@ -22,7 +26,7 @@ if TYPE_CHECKING:
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("member", "transport", "parser", "req", "idle_since", "closed", "deadline", "reused", "got_bytes",
                  "tunnel", "read_paused", "_status", "_reason", "_headers", "_eof_body", "_interim", "_switching", "_complete", "_head_done",
-                 "_head_seen")
+                 "_head_seen", "_head_parsed")
 
     def __init__(self, member: "Member") -> None:
         self.member = member
@@ -48,6 +52,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._complete: bool | None = None  # the answer ended in this read: reusable? (decided after the read)
         self._head_done = False  # the head of the answer (or of its last interim 1xx) is parsed
         self._head_seen = 0  # bytes read while that head was still coming (its size, within one read)
+        self._head_parsed = 0  # its fields' size, as parsed (a head that came whole in one read is seen here)
 
     # -- asyncio -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -102,11 +107,11 @@ class UpstreamConnection(asyncio.Protocol):
             self._head_seen += len(data)
         try:
             self.parser.feed_data(data)
-            if not self._head_done and self._head_seen > client.fe.max_head and self.req is not None:
+            if not self._head_done and self._head_seen > MAX_RESPONSE_HEAD and self.req is not None:
                 # The parser keeps a field still arriving in one growing buffer (and copies it as it grows):
                 # a member sending an endless head would hold the loop every app shares. HAProxy answers
-                # 502 past its buffer size; so do we, past the same limit as a request head.
-                self._fail("bad-response", f"response head over {client.fe.max_head} bytes")
+                # 502 past its buffer size; so do we (and on_headers_complete for a head that came whole).
+                self._fail("bad-response", f"response head over {MAX_RESPONSE_HEAD} bytes")
                 return
             if self._complete is not None:
                 # The answer ended, and nothing followed it in this read: only now may the connection serve
@@ -201,12 +206,16 @@ class UpstreamConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._complete is None:
             self._headers.append((name.lower(), name, value))
+            self._head_parsed += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         req = self.req
         if req is None or self._complete is not None:
             return
         self._head_done = True
+        if self._head_parsed + len(self._reason) > MAX_RESPONSE_HEAD:
+            self._fail("bad-response", f"response head over {MAX_RESPONSE_HEAD} bytes")
+            return
         status = self.parser.get_status_code()
         self._status = status
         if not 100 <= status <= 599:
@@ -239,7 +248,7 @@ class UpstreamConnection(asyncio.Protocol):
             fields = http1.end_to_end_fields(headers, http1.Framing(headers).drop | http1.NO_BODY_FIELDS)
             req.client.on_interim(req, status, self._reason, fields)
             self._reason, self._headers = b"", []
-            self._head_done, self._head_seen = False, 0  # the final answer's head comes next
+            self._head_done, self._head_seen, self._head_parsed = False, 0, 0  # the final answer's head next
             return
         plain = http1.plain_response_fields(self._headers) if status != 204 else None
         if plain is not None:  # the common case: no hop-by-hop field, so no Framing to work out
@@ -250,7 +259,10 @@ class UpstreamConnection(asyncio.Protocol):
             drop = framing.drop | http1.NO_BODY_FIELDS if status == 204 else framing.drop
             fields = http1.end_to_end_fields(self._headers, drop)
             chunked, length = framing.chunked, framing.length
-            if framing.codings and status != 204 and status != 304 and req.method != "HEAD":
+            if framing.chunked_twice:
+                self._fail("bad-response", f"Transfer-Encoding {framing.te[:40]!r} applies chunked twice")
+                return
+            if framing.codings and status != 204 and status != 304 and req.method != "HEAD" and not req.http10:
                 # A coding besides chunked ("gzip, chunked", or "gzip" to the close): the body we relay (and
                 # re-chunk) stays coded, so the client must be told that coding, ahead of our chunked
                 # (two field lines read as one list, RFC 9112 §6.1).

@@ -202,7 +202,18 @@ class FleetLock:
         return json.dumps(asdict(info), sort_keys=True)
 
     async def acquire(self, reason: str) -> LockInfo | None:
-        """Take the lock. Returns the stale lock taken over, if any; raises LockHeld if it is live."""
+        """Take the lock. Returns the stale lock taken over, if any; raises LockHeld if it is live.
+
+        Cancelled meanwhile (an `abort` right after a deploy began), the take may have gone through all the
+        same: what may be ours is given back (release checks the token), or it would hold every console
+        out for lock_ttl."""
+        try:
+            return await self._acquire(reason)
+        except asyncio.CancelledError:
+            await asyncio.shield(self.release())
+            raise
+
+    async def _acquire(self, reason: str) -> LockInfo | None:
         self.since = time.time()
         self.reason = reason
         current = await self.status()
