@@ -128,7 +128,6 @@ class ClientConnection(asyncio.Protocol):
         self.head_unparsed = 0  # bytes of chunks in which no head field completed (a field still arriving)
         self.head_raw = 0  # bytes of reads that were head from end to end, as they came
         self._callback = False
-        self._began = False  # a message began in the read being parsed
         self.upgrading: Request | None = None  # sent an upgrade request; waiting for 101
         self.pending: list[bytes] = []  # client bytes that arrived after the upgrade request
         self.tunnel: UpstreamConnection | None = None
@@ -170,8 +169,7 @@ class ClientConnection(asyncio.Protocol):
         if self.stopped:
             return
         self._callback = False
-        self._began = False
-        was_in_head = self.in_head
+        was_in_head, before = self.in_head, self.cur
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -188,7 +186,7 @@ class ClientConnection(asyncio.Protocol):
             # A field still arriving (a head's, or a trailer's) is buffered inside the parser: count whole
             # chunks in which nothing completed, so it cannot grow past the limit unseen.
             self.head_unparsed = 0 if self._callback else self.head_unparsed + len(data)
-            if was_in_head and self.in_head and not self._began:
+            if was_in_head and self.in_head and self.cur is before:  # (no message began in this read)
                 # The whole read was head, blanks included: the parser drops the blanks around a value, and
                 # a head padded with them would otherwise be read without limit (one read at most).
                 self.head_raw += len(data)
@@ -326,7 +324,6 @@ class ClientConnection(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------
     def on_message_begin(self) -> None:
         self._callback = True
-        self._began = True  # (a read in which a message began also held the end of an earlier one)
         self.cur = Request(self)
         self.in_head = True
         self.head_bytes = self.head_unparsed = self.head_raw = 0

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("member", "transport", "parser", "req", "idle_since", "closed", "deadline", "reused", "got_bytes",
                  "tunnel", "read_paused", "_status", "_reason", "_headers", "_eof_body", "_interim", "_switching", "_complete", "_head_done",
-                 "_head_seen", "_head_parsed")
+                 "_head_seen")
 
     def __init__(self, member: "Member") -> None:
         self.member = member
@@ -52,7 +52,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._complete: bool | None = None  # the answer ended in this read: reusable? (decided after the read)
         self._head_done = False  # the head of the answer (or of its last interim 1xx) is parsed
         self._head_seen = 0  # bytes read while that head was still coming (its size, within one read)
-        self._head_parsed = 0  # its fields' size, as parsed (a head that came whole in one read is seen here)
 
     # -- asyncio -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -206,14 +205,16 @@ class UpstreamConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._complete is None:
             self._headers.append((name.lower(), name, value))
-            self._head_parsed += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         req = self.req
         if req is None or self._complete is not None:
             return
         self._head_done = True
-        if self._head_parsed + len(self._reason) > MAX_RESPONSE_HEAD:
+        # A head that came whole in one read big enough to hold more than the limit is measured as parsed (the
+        # read may be mostly body); most reads are smaller than the limit, and this costs them one comparison.
+        if self._head_seen > MAX_RESPONSE_HEAD and len(self._reason) + sum(
+                len(n) + len(v) + 4 for _, n, v in self._headers) > MAX_RESPONSE_HEAD:
             self._fail("bad-response", f"response head over {MAX_RESPONSE_HEAD} bytes")
             return
         status = self.parser.get_status_code()
@@ -248,7 +249,7 @@ class UpstreamConnection(asyncio.Protocol):
             fields = http1.end_to_end_fields(headers, http1.Framing(headers).drop | http1.NO_BODY_FIELDS)
             req.client.on_interim(req, status, self._reason, fields)
             self._reason, self._headers = b"", []
-            self._head_done, self._head_seen, self._head_parsed = False, 0, 0  # the final answer's head next
+            self._head_done, self._head_seen = False, 0  # the final answer's head comes next
             return
         plain = http1.plain_response_fields(self._headers) if status != 204 else None
         if plain is not None:  # the common case: no hop-by-hop field, so no Framing to work out
