@@ -32,6 +32,7 @@ NAMES = Names(apps=("itrust", "checkbox"), groups=("itrust", "db"), hosts=("itru
     ("run itrust --\techo hi there", Run(target="itrust", command="echo hi there")),
     ("run\titrust\t--\techo hi there", Run(target="itrust", command="echo hi there")),
     ("deploy itrust --version '--'", Deploy(app="itrust", version="--")),  # its text() must parse back
+    ("run itrust -- echo 'a -- b' # kept", Run(target="itrust", command="echo 'a -- b' # kept")),
     ("wait healthy itrust 30s", WaitHealthy(app="itrust", timeout=30.0)),
     ("wait healthy itrust 1m30s", WaitHealthy(app="itrust", timeout=90.0)),
     ("sleep 250ms", Sleep(seconds=0.25)),
@@ -58,6 +59,8 @@ def test_parse(line: str, expected: object) -> None:
     ("run nosuch -- ls", "unknown group or host 'nosuch'; groups: itrust, db"),
     ("run itrust ls", "the command goes after ' -- '"),
     ("run itrust ls -- x", "the command goes after ' -- '"),
+    # A `--` in a comment is no marker: the commented-out tail once ran.
+    ("run itrust # a note -- rm -rf /tmp/x", "the command goes after ' -- '"),
     # An empty $HOSTS in a templated script once deployed to the whole group.
     ("deploy itrust --hosts ''", "--hosts needs host names"),
     # Digits str.isdigit() takes and int() does not (a traceback), or reads as another number.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from opsconsole.errors import OperatorError
 import difflib
-import re
 import shlex
 from dataclasses import dataclass, fields
 from typing import Callable, ClassVar, Iterable
@@ -469,7 +468,8 @@ class Help(Command):
 
 
 def _join(*parts: str | None) -> str:
-    return " ".join(shlex.quote(p) for p in parts if p is not None)
+    # A value `--` is quoted: bare, it would read back as the remote command's marker.
+    return " ".join("'--'" if p == "--" else shlex.quote(p) for p in parts if p is not None)
 
 
 def _duration_text(seconds: float) -> str:
@@ -498,7 +498,22 @@ def command_classes() -> list[type[Command]]:
     return classes
 
 
-_COMMAND_MARK = re.compile(r"\s--\s")
+def _words_and_command(line: str) -> tuple[list[str], str | None]:
+    """The words of `line` (shell rules, `#` comments), and the remote command after the first `--` that is a
+    word of its own, unquoted (None without one). Read with the words: a `--` inside quotes, or after `#`,
+    is no marker (`run web # note -- rm -rf x` once ran `rm -rf x`), and a tab beside it is a blank."""
+    lex = shlex.shlex(line, posix=True)
+    lex.whitespace_split = True
+    lex.commenters = "#"
+    words: list[str] = []
+    start = 0
+    while (word := lex.get_token()) not in (None, lex.eof):
+        end = lex.instream.tell()
+        if word == "--" and line[start:end].strip() == "--":  # as typed, not a quoted '--'
+            return words, line[end:].strip()
+        words.append(word)
+        start = end
+    return words, None
 
 
 def verbs() -> list[str]:
@@ -507,11 +522,8 @@ def verbs() -> list[str]:
 
 def parse_command(line: str, names: Names) -> Command:
     """Parse one command line. Raises CommandError naming what was wrong and what is valid."""
-    # `--` between blanks of any kind (a tab too) starts the remote command, which stays one string.
-    split = _COMMAND_MARK.search(line)
-    head, sep, tail = (line[:split.start()], True, line[split.end():]) if split else (line, False, "")
     try:
-        words = shlex.split(head, comments=True)
+        words, remote = _words_and_command(line)
     except ValueError as exc:
         raise CommandError(f"cannot split the line: {exc}") from None
     if not words:
@@ -522,8 +534,8 @@ def parse_command(line: str, names: Names) -> Command:
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise CommandError(f"unknown command {verb!r}{hint}; valid commands: {', '.join(sorted(_PARSERS))}")
     cls, fn = _PARSERS[verb]
-    if sep:
-        args = args + ["--", tail.strip()]
+    if remote is not None:
+        args = args + ["--", remote]
     try:
         return fn(args, names)
     except CommandError as exc:
