@@ -347,3 +347,24 @@ async def test_a_host_past_its_deploy_timeout_fails_with_a_clear_reason_and_prog
     finally:
         await engine.close()
         kill_services(tmp_path / "state")
+
+
+async def test_lock_release_will_not_pull_the_lock_from_under_this_consoles_own_deploy(tmp_path: Path) -> None:
+    """It refused only for a rollout: released under a running deploy, the deploy's next renewal failed and
+    cancelled it mid-playbook. Now it says what holds the lock, and `abort` is the way."""
+    cfg = write_config(tmp_path, count=2)
+    _with_settle(cfg, "\"{{ 60 if inventory_hostname == 'itrust-1' else 0 }}\"")  # the deploy holds a while
+    engine = _engine(cfg)
+    try:
+        deploy = asyncio.ensure_future(engine.execute(engine.parse("deploy itrust")))
+        async with asyncio.timeout(60):
+            while "held by" not in (await engine.execute(engine.parse("lock status itrust"))).message:
+                await asyncio.sleep(0.05)
+        refused = await engine.execute(engine.parse("lock release itrust"))
+        assert not refused.ok and "`deploy itrust" in refused.message and "abort" in refused.message, refused.message
+        assert (await engine.execute(engine.parse("abort"))).ok
+        assert not (await deploy).ok
+        assert (await engine.execute(engine.parse("lock status itrust"))).message.endswith("not locked")
+    finally:
+        await engine.close()
+        kill_services(tmp_path / "state")

@@ -75,6 +75,7 @@ class Rollouts:
         self.journal = RolloutJournal(config.state_dir)
         self.releases = Releases(config.state_dir / "releases.jsonl")
         self.live: dict[str, RolloutRunner] = {}
+        self.holders: dict[str, str] = {}  # app -> what of this console's holds its lock now (a deploy, a roll)
 
     def steered_hosts(self) -> set[str]:
         """Hosts a live rollout steers: their next state is the rollout's to say."""
@@ -276,8 +277,9 @@ class Rollouts:
         return info.describe() if info else f"{command.app}: not locked"
 
     async def lock_release(self, command: C.LockRelease) -> str:
-        if command.app in self.live:
-            raise CommandFailed(f"a rollout of {command.app} runs in this console; `abort` it instead")
+        if command.app in self.live or command.app in self.holders:
+            what = f"a rollout of {command.app}" if command.app in self.live else f"`{self.holders[command.app]}`"
+            raise CommandFailed(f"{what} holds the lock in this console; `abort` it instead")
         info = await self.lock_for(self.config.apps[command.app]).force_release()
         return f"released the lock of {command.app}" + (f" (was: {info.describe()})" if info else " (it was not locked)")
 
@@ -297,9 +299,11 @@ class Rollouts:
         if taken is not None:
             self.fleet.say(f"took over a stale deploy lock of {app.name}: {taken.describe()}", level="warning")
         renewer = asyncio.ensure_future(lock.keep_renewed(app.rollout.lock_renew, asyncio.current_task(), on_lost))
+        self.holders[app.name] = reason
         try:
             yield
         finally:
+            self.holders.pop(app.name, None)
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
             await asyncio.shield(self._release(app, lock))
