@@ -254,3 +254,26 @@ async def test_a_restarted_proxy_gets_the_operators_weight_back(tmp_path: Path) 
             stop(proxy)
         await engine.close()
         kill_services(tmp_path / "state")
+
+
+async def test_promoting_a_canary_older_than_stable_is_said_in_the_dialog_and_the_run(canary_fleet,
+                                                                                       tmp_path: Path) -> None:
+    """Stable moved on (a roll), the canary stayed behind: promote put the old build on every host without a
+    word. The confirm text and the run now say that it takes stable back."""
+    from opsconsole.events import Message
+
+    engine, _ = canary_fleet
+    old = engine.views["itrust-canary-1"].version
+    new = commit_file(tmp_path / "repo", "message.txt", "newer\n", "stable moves on")[:7]
+    assert (await engine.execute(engine.parse("roll itrust"))).ok
+    warning = f"the canary's {old} is older than {new}, which stable runs: promoting it takes stable back"
+    assert warning in await engine.previews.text(engine.parse("canary itrust promote"))
+    said: list[str] = []
+    engine.bus.subscribe(lambda e: said.append(e.text) if isinstance(e, Message) else None)
+    assert (await engine.execute(engine.parse("canary itrust promote"))).ok
+    assert warning in said, said
+    # A canary ahead of stable (the usual case) is promoted without the warning.
+    ahead = commit_file(tmp_path / "repo", "message.txt", "ahead\n", "the next canary")[:7]
+    assert (await engine.execute(engine.parse("canary itrust deploy"))).ok
+    assert engine.views["itrust-canary-1"].version == ahead
+    assert "older than" not in await engine.previews.text(engine.parse("canary itrust promote"))

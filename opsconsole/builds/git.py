@@ -45,6 +45,17 @@ async def git(*args: str, cwd: str | Path | None = None, timeout: float = 60.0) 
     return out.decode(errors="replace")
 
 
+async def is_ancestor(repo_dir: Path, older: str, newer: str) -> bool | None:
+    """Whether commit `older` comes before `newer` in its history (`git merge-base --is-ancestor`); None when
+    git cannot tell (a commit it does not have)."""
+    proc = await asyncio.create_subprocess_exec(
+        "git", "merge-base", "--is-ancestor", older, newer, cwd=repo_dir, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL, env={**os.environ, **_GIT_ENV})
+    async with asyncio.timeout(30):
+        code = await proc.wait()
+    return True if code == 0 else False if code == 1 else None
+
+
 async def branch_head(repo: str, branch: str) -> str:
     """The commit the remote's branch points at, asked cheaply with ls-remote."""
     out = await git("ls-remote", "--heads", repo, f"refs/heads/{branch}")

@@ -105,6 +105,11 @@ class CanaryDesk:
         build = self.deployer.succeeded_build(command.app, version)
         if build is None:
             raise CommandFailed(f"no successful build of {command.app} {version} is known to promote")
+        app = self.config.apps[command.app]
+        newer = await self.deployer.older_than(app, version, self.fleet.group_versions(app.group))
+        if newer:
+            self.fleet.say(f"the canary's {version} is older than {', '.join(newer)}, which stable runs: promoting it "
+                           "takes stable back", level="warning")
         self.fleet.say(f"promoting {command.app} {version}: rolling it out to the stable pool")
         outcome = await self.rollouts.roll(C.Roll(app=command.app, version=build.commit))
         await self.traffic_service.driver().set_canary_percent(command.app, 0)

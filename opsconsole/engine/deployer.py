@@ -12,6 +12,7 @@ import operator
 from dataclasses import replace
 from typing import Any, Collection
 
+from opsconsole.builds import git
 from opsconsole.builds.poller import BranchPoller, HeadBook
 from opsconsole.builds.queue import BuildQueue, OnSuccess
 from opsconsole.builds.runner import Builder, BuildRecord, BuildStore
@@ -88,6 +89,19 @@ class Deployer:
         """The latest successful build of `app` whose short commit is `short`."""
         return next((r for r in reversed(self.builds.records())
                      if r.app == app and r.short == short and r.status == "succeeded"), None)
+
+    async def older_than(self, app: AppConfig, version: str, others: Collection[str | None]) -> list[str]:
+        """Of `others` (versions some hosts run), those whose commit comes after `version`'s in the repo's
+        history: rolling `version` onto them would take them back. Only builds made here are compared."""
+        mine = self.succeeded_build(app.name, version)
+        if mine is None:
+            return []
+        newer = []
+        for other in sorted({v for v in others if v and v != version}):
+            build = self.succeeded_build(app.name, other)
+            if build is not None and await git.is_ancestor(self.builder.cache_dir(app), mine.commit, build.commit):
+                newer.append(other)
+        return newer
 
     # -- deploy playbook runs ------------------------------------------------------
     async def run_deploy_playbook(self, app: AppConfig, targets: list[str], *, version: str, commit: str,

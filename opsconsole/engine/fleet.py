@@ -117,6 +117,10 @@ class Fleet:
             return [h.name for h in self.inventory.group(canary.group)]
         return [m.name for m in canary.members]
 
+    def group_versions(self, group: str) -> list[str | None]:
+        """The version each host of `group` reports running (None: not known)."""
+        return [self.views[h.name].version if h.name in self.views else None for h in self.inventory.group(group)]
+
     def canary_version(self, app: str) -> str:
         """The one version `app`'s canary hosts run (what `canary promote` rolls out); CommandFailed naming
         what they report when they report none or more than one."""

@@ -70,6 +70,8 @@ class Preview:
                 return f"run on {target} ({_count(hosts, 'host')}: {_names(hosts)}):\n  {shell}"
             case C.Canary(action="weight", app=app, weight=weight):
                 return await self._preview_weight(app, int(weight or 0))
+            case C.Canary(action="promote", app=app):
+                return self._preview_canary(command) + await self._downgrade_warning(app)
             case C.Canary():
                 return self._preview_canary(command)
             case C.Provision(group=group) | C.Decommission(group=group) | C.Scale(group=group):
@@ -181,6 +183,17 @@ class Preview:
             return (f"canary {app} steps: the canary weight walks {steps}, each held and judged for "
                     f"{self.config.canary.hold:g}s; back to 0 if the canary does worse than stable")
         return f"canary {app} {command.action}: {command.summary}"
+
+    async def _downgrade_warning(self, app: str) -> str:
+        """A warning when the canary's build comes before what stable runs: promoting it takes stable back."""
+        try:
+            version = self.fleet.canary_version(app)
+        except CommandFailed:
+            return ""
+        config = self.config.apps[app]
+        newer = await self.deployer.older_than(config, version, self.fleet.group_versions(config.group))
+        return (f"\n⚠ the canary's {version} is older than {', '.join(newer)}, which stable runs: promoting it takes "
+                "stable back") if newer else ""
 
     def _preview_promote(self, app: str, canary_hosts: list[str]) -> str:
         """Which version goes to which hosts, in which batches: the roll that promote runs."""
