@@ -33,10 +33,6 @@ from opsconsole.transport.local import LocalTransport
 # What a build sees of the console's environment: the login allow-list (opsconsole.login_env) and what
 # `build.env` names. Not the rest: AWS keys, SSH_AUTH_SOCK, the proxy token and database password
 # variables stay with the console, since a build runs whatever anyone who can push to the branch wrote.
-BUILD_ENV_ALLOWED = login_env.ALLOWED
-BUILD_ENV_PREFIXES = login_env.PREFIXES
-
-
 def build_environment(app: AppConfig, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment an app's build commands run with: the allow-list plus what `build.env` names."""
     return login_env.login_environment(environ, also=app.build.env)
@@ -196,7 +192,7 @@ class Builder:
                 given = {name: value for name, value in os.environ.items() if name in app.build.env} | build_vars
 
                 async def step(command: str, timeout: float, on_line: LineHandler) -> CommandResult:
-                    return await host.run(remote.confined(command, BUILD_ENV_ALLOWED, given, BUILD_ENV_PREFIXES), on_line=on_line,
+                    return await host.run(remote.confined(command, login_env.ALLOWED, given, login_env.PREFIXES), on_line=on_line,
                                           timeout=timeout, env=given, cwd=remote.work_dir(app.name))
             hide = self.bus.redactor.text  # the log file gets what the bus shows: secrets masked
             fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)

@@ -215,10 +215,7 @@ class Rollouts:
         printed first read as if it would run, when another console's rollout held the lock)."""
         if app.name in self.live:
             raise CommandFailed(f"a rollout of {app.name} is already running here ({self.live[app.name].plan.rollout_id})")
-        lock = self.lock_for(app)
-        taken = await lock.acquire(f"{state.plan.kind} {app.name} to {state.plan.version}")  # LockHeld: someone else's
-        if taken is not None:
-            self.fleet.say(f"took over a stale deploy lock of {app.name}: {taken.describe()}", level="warning")
+        lock = await self._take(app, f"{state.plan.kind} {app.name} to {state.plan.version}")
         for line in say:
             self.fleet.say(line)
         if fresh:
@@ -294,10 +291,7 @@ class Rollouts:
         """Hold `app`'s deploy lock around work that changes its hosts (a deploy, a Kubernetes roll): taken
         first (someone else's: LockHeld, nothing changed), renewed while the work runs (lost: `on_lost` hears
         why, then the work is cancelled, as `abort` would), released however it ends."""
-        lock = self.lock_for(app)
-        taken = await lock.acquire(reason)
-        if taken is not None:
-            self.fleet.say(f"took over a stale deploy lock of {app.name}: {taken.describe()}", level="warning")
+        lock = await self._take(app, reason)
         renewer = asyncio.ensure_future(lock.keep_renewed(app.rollout.lock_renew, asyncio.current_task(), on_lost))
         self.holders[app.name] = reason
         try:
@@ -307,6 +301,14 @@ class Rollouts:
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
             await asyncio.shield(self._release(app, lock))
+
+    async def _take(self, app: AppConfig, reason: str) -> FleetLock:
+        """The app's lock, taken (someone else's live one: LockHeld); a stale one taken over is said."""
+        lock = self.lock_for(app)
+        taken = await lock.acquire(reason)
+        if taken is not None:
+            self.fleet.say(f"took over a stale deploy lock of {app.name}: {taken.describe()}", level="warning")
+        return lock
 
     async def _release(self, app: AppConfig, lock: FleetLock) -> None:
         """Give the lock back. Not reachable (its host down), the work under it stands as it ended: the
