@@ -162,6 +162,28 @@ async def test_enter_on_a_host_in_a_running_rollout_drills_into_its_timeline(tmp
         kill_services(tmp_path / "state")
 
 
+async def test_enter_the_moment_a_host_starts_deploying_opens_the_timeline(tmp_path: Path) -> None:
+    """The fleet table reads the engine's host views as it paints, the timeline tracker reads the events a
+    timer hands over: Enter pressed between the two (the row already says deploying) once opened the host's
+    detail instead of the rollout (seen in CI). No flush here for a minute: Enter must not depend on one."""
+    engine = make_engine(tmp_path)
+    app = OpsConsoleApp(engine, flush_seconds=60)
+    try:
+        async with app.run_test(size=(120, 30)) as pilot:
+            fleet = app.query_one(FleetPane)
+            await until(pilot, lambda: fleet.selected_host() == "itrust-1", what="the fleet's first host")
+            engine.bus.emit(RolloutStep(rollout_id="r-9", app="itrust", host=None, state="running"))
+            engine.bus.emit(RolloutStep(rollout_id="r-9", app="itrust", host="itrust-1", state="deploying"))
+            assert str(fleet.table.get_cell("itrust-1", "activity")) == "⟳ deploying"
+            assert app.rollouts.running_for("itrust-1") is None  # the tracker has not been handed the events
+            await pilot.press("enter")
+            await until(pilot, lambda: len(app.screen_stack) == 2, what="a screen for the host")
+            assert isinstance(app.screen, DescribeScreen), type(app.screen).__name__
+            assert dict(app.screen.rows)["rollout"] == "r-9"  # type: ignore[attr-defined]
+    finally:
+        kill_services(tmp_path / "state")
+
+
 async def test_apps_without_a_canary_take_one_short_line_in_the_canary_pane(tmp_path: Path) -> None:
     """Issue 15 item 10: apps that have no canary don't take space (at 80x24, many apps, no proxy)."""
     cfg = write_config(tmp_path)

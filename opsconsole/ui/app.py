@@ -488,7 +488,10 @@ class OpsConsoleApp(App[int]):
     @on(FleetPane.HostChosen)
     def _host_chosen(self, event: FleetPane.HostChosen) -> None:
         # A host in a running rollout drills into that rollout's timeline (what its "now" column shows a step
-        # of); `d` still describes the host. Any other host: its detail.
+        # of); `d` still describes the host. Any other host: its detail. The row is painted from the engine's
+        # views, the tracker from events the flush timer hands over: flush first, so Enter pressed the moment a
+        # row says "deploying" decides on the same state the operator sees (it once opened the host's detail).
+        self.flush()
         rollout_id = self.rollouts.running_for(event.host)
         if rollout_id is not None:
             self.push_screen(DescribeScreen(f"Rollout {rollout_id} · d on the host: its detail",
