@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -169,3 +170,79 @@ async def test_a_take_cancelled_midway_gives_back_what_it_took(tmp_path: Path) -
         pass
     assert owner.cancelled()
     assert await FleetLock(transport, "web", "someone@else").status() is None
+
+
+# -- where the lock is kept: the group's first host, or rollout.lock_host ---------------------------------------
+
+def _with_lock_host(cfg: Path, name: str) -> Path:
+    cfg.write_text(cfg.read_text().replace("    health:\n      path: /health\n",
+                                           f"    health:\n      path: /health\n    rollout:\n      lock_host: {name}\n"))
+    return cfg
+
+
+async def test_lock_host_keeps_the_lock_on_the_host_it_names(tmp_path: Path) -> None:
+    engine = Engine(load_config(_with_lock_host(write_config(tmp_path, count=2), "itrust-2")))
+    engine.prepare()
+    try:
+        lock = engine.rollouts.lock_for(engine.config.apps["itrust"])
+        await lock.acquire("roll itrust to v2")
+        hosts = tmp_path / "state" / "hosts"
+        assert (hosts / "itrust-2" / "locks" / "itrust.lock").is_file()
+        assert not (hosts / "itrust-1" / "locks" / "itrust.lock").exists()
+        status = await engine.execute(engine.parse("lock status itrust"))  # another console's view: the same file
+        assert status.ok and "roll itrust to v2" in status.message, status.message
+        await lock.release()
+    finally:
+        await engine.close()
+
+
+async def test_a_lock_host_that_is_no_host_is_refused_by_name(tmp_path: Path) -> None:
+    engine = Engine(load_config(_with_lock_host(write_config(tmp_path, count=2), "itrust-9")))
+    engine.prepare()
+    try:
+        outcome = await engine.execute(engine.parse("lock status itrust"))
+        assert not outcome.ok
+        assert "apps.itrust.rollout.lock_host names itrust-9" in outcome.message, outcome.message
+    finally:
+        await engine.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:  # bound, never listening: a connect is refused at once
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _static_fleet(tmp_path: Path, lock_host: str = "") -> Path:
+    """Group web: one SSH host nobody answers on (its lock host by default); group tools: a local host."""
+    playbook = tmp_path / "deploy.yml"
+    playbook.write_text("- hosts: web\n  tasks: []\n")
+    cfg = tmp_path / "opsconsole.yaml"
+    rollout = f", rollout: {{lock_host: {lock_host}}}" if lock_host else ""
+    cfg.write_text(f"project: t\nstate_dir: {tmp_path / 'state'}\n"
+                   "groups:\n"
+                   f"  web: {{provider: static, hosts: [{{name: web-1, address: 127.0.0.1, ssh_port: {_closed_port()}}}]}}\n"
+                   "  tools: {provider: local, count: 1}\n"
+                   f"apps:\n  web: {{group: web, repo: {tmp_path / 'repo'}, deploy: {{playbook: {playbook}}}{rollout}}}\n")
+    return cfg
+
+
+async def test_a_dead_first_host_names_itself_and_the_way_out_and_lock_host_is_it(tmp_path: Path) -> None:
+    engine = Engine(load_config(_static_fleet(tmp_path)))
+    engine.prepare()
+    try:
+        outcome = await engine.execute(engine.parse("lock status web"))
+        assert not outcome.ok
+        message = outcome.message
+        assert "deploy lock of web is kept on web-1, the first host of group web" in message, message
+        assert "apps.web.rollout.lock_host" in message and "could not be reached" in message, message
+        assert "internal error" not in message, message
+    finally:
+        await engine.close()
+    engine = Engine(load_config(_static_fleet(tmp_path, lock_host="tools-1")))
+    engine.prepare()
+    try:
+        outcome = await engine.execute(engine.parse("lock status web"))
+        assert outcome.ok and outcome.message == "web: not locked", outcome.message
+    finally:
+        await engine.close()

@@ -304,7 +304,10 @@ def _rollout(t: MappingReader) -> RolloutConfig:
         deploy_timeout=t.duration("deploy_timeout", default=default.deploy_timeout, minimum=1.0),
         lock_ttl=t.duration("lock_ttl", default=default.lock_ttl, minimum=1.0),
         lock_renew=t.duration("lock_renew", default=default.lock_renew, minimum=0.1),
+        lock_host=t.str("lock_host", default=""),
     )
+    if rollout.lock_host:
+        _check_name(t, "lock_host", rollout.lock_host)
     if rollout.lock_renew >= rollout.lock_ttl:
         key = "lock_renew" if t.has("lock_renew") else "lock_ttl"
         raise t.error(key, f"lock_renew ({rollout.lock_renew:g}s) must be shorter than lock_ttl ({rollout.lock_ttl:g}s), "

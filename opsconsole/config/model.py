@@ -89,6 +89,9 @@ class RolloutConfig:
     deploy_timeout: float = 300.0
     lock_ttl: float = 60.0  # a deploy lock not renewed for this long is stale: its console died
     lock_renew: float = 10.0  # how often a running rollout renews its lock (below lock_ttl)
+    # The host that keeps the deploy lock file; "" is the app group's first host. Every console of a team must
+    # name the same one. Set when that first host may be down: a dead lock host stops every rollout.
+    lock_host: str = ""
 
 
 @dataclass(frozen=True)

@@ -320,16 +320,30 @@ class Rollouts:
                            f"{app.rollout.lock_ttl:g}s", level="warning")
 
     def lock_for(self, app: AppConfig) -> FleetLock:
-        hosts = self.fleet.inventory.group(app.group)
-        if not hosts and self.config.groups[app.group].provider == "kubernetes":
-            # Pods are no hosts to keep a file on: the lock lives on this machine, under the state directory,
-            # shared by every console here (a Lease in the cluster would share it across machines too).
-            hosts = [Host(name=f"{app.name}-lock", group=app.group, address="127.0.0.1", transport="local",
-                          root=str(self.config.state_dir / "kube-locks"))]
-        if not hosts:
-            raise CommandFailed(f"app {app.name} has no hosts to hold its lock")
-        return FleetLock(self.fleet.transport_for(hosts[0]), app.name, self.issuer, ttl=app.rollout.lock_ttl,
-                         on_notice=lambda text: self.fleet.say(text, level="warning"))
+        """The app's deploy lock, kept on `rollout.lock_host` or else on the group's first host."""
+        key = f"apps.{app.name}.rollout.lock_host"
+        if app.rollout.lock_host:
+            host = self.fleet.inventory.get(app.rollout.lock_host)
+            if host is None:
+                raise CommandFailed(f"{key} names {app.rollout.lock_host}, which is no host of the fleet "
+                                    f"(`hosts` lists them); nothing was changed")
+            where = f"{host.name} ({key})"
+        else:
+            hosts = self.fleet.inventory.group(app.group)
+            # What to do when it is down belongs in the message: a dead first host stops every rollout.
+            where = (f"{hosts[0].name}, the first host of group {app.group} (set {key} to keep it on a host "
+                     f"that is up; every console must name the same one)") if hosts else ""
+            if not hosts and self.config.groups[app.group].provider == "kubernetes":
+                # Pods are no hosts to keep a file on: the lock lives on this machine, under the state directory,
+                # shared by every console here (a Lease in the cluster would share it across machines too).
+                hosts = [Host(name=f"{app.name}-lock", group=app.group, address="127.0.0.1", transport="local",
+                              root=str(self.config.state_dir / "kube-locks"))]
+                where = "this machine's state directory"
+            if not hosts:
+                raise CommandFailed(f"app {app.name} has no hosts to hold its lock")
+            host = hosts[0]
+        return FleetLock(self.fleet.transport_for(host), app.name, self.issuer, ttl=app.rollout.lock_ttl,
+                         on_notice=lambda text: self.fleet.say(text, level="warning"), where=where)
 
     async def _warm(self, hosts: list[str]) -> None:
         """Open the SSH connections of `hosts` (paced by the pool's max_connecting); a host that cannot be

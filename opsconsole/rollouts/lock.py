@@ -1,7 +1,7 @@
 """The deploy lock, held on the fleet side so two consoles on two machines exclude each other.
 
 The lock is a small JSON file on a lock host (the group's first host, or the
-jump host), written through the transport. Taking it is atomic on that host:
+app's `rollout.lock_host`), written through the transport. Taking it is atomic on that host:
 a shell `mkdir` of a lock directory serialises concurrent takers, and inside
 it we check the current holder. The holder renews it while working; a lock
 whose last renewal is older than its TTL is *stale* — its console died — and
@@ -29,7 +29,7 @@ from typing import Awaitable, Callable, TypeVar
 
 from opsconsole.config.model import RolloutConfig
 from opsconsole.pids import pid_alive
-from opsconsole.transport.base import Transport
+from opsconsole.transport.base import Transport, TransportError
 
 T = TypeVar("T")
 
@@ -158,9 +158,11 @@ class FleetLock:
     MUTEX_MAX_AGE = CALL_TIMEOUT + 5  # older than any live call can be (+ 5: the host's clock, whole seconds)
 
     def __init__(self, transport: Transport, app: str, holder: str, ttl: float = RolloutConfig.lock_ttl,
-                 on_notice: Callable[[str], None] | None = None) -> None:
-        """`on_notice` hears what the operator should know that is no failure: a stale mutex broken."""
+                 on_notice: Callable[[str], None] | None = None, where: str = "") -> None:
+        """`on_notice` hears what the operator should know that is no failure: a stale mutex broken. `where`
+        says which host keeps the lock and how it was chosen, for the message when it cannot be reached."""
         self.transport = transport
+        self.where = where or "its lock host"
         self.app = app
         self.holder = holder
         self.ttl = ttl
@@ -176,7 +178,11 @@ class FleetLock:
         tries = max(1, math.ceil(self.MUTEX_WAIT / 0.05))
         command = " ".join(shlex.quote(a) for a in ["sh", "-c", _SCRIPT, "lock", self.path, content, mode, self.token,
                                                     now, str(tries), str(int(self.MUTEX_MAX_AGE))])
-        result = await _to_the_end(self.transport.run(command, timeout=self.CALL_TIMEOUT))
+        try:
+            result = await _to_the_end(self.transport.run(command, timeout=self.CALL_TIMEOUT))
+        except TransportError as exc:
+            raise LockUnavailable(f"the deploy lock of {self.app} is kept on {self.where}, which could not be "
+                                  f"reached: {exc}") from exc
         said: dict[str, int] = {}
         for line in result.tail:
             if line.startswith(_NOTICE):
