@@ -334,6 +334,12 @@ async def test_commands_and_services_see_a_logins_environment_not_the_consoles_s
     assert result.ok and result.stdout.splitlines()[0] == "unset C given", result.stdout  # PATH still finds sh
     pid = await transport.start_service("envcheck", "sleep 30")
     try:
+        # Read once the pid runs the service itself: mid-exec (launcher shell → setsid → sh → sleep) its
+        # environ reads empty for an instant, which passed the first check and failed the second (seen in CI).
+        deadline = time.monotonic() + 10
+        while not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep\0"):
+            assert time.monotonic() < deadline, Path(f"/proc/{pid}/cmdline").read_bytes()
+            await asyncio.sleep(0.01)
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         assert not any(v.startswith(b"AWS_SECRET_ACCESS_KEY=") for v in environ), environ
         assert any(v.startswith(b"PATH=") for v in environ)
