@@ -115,6 +115,16 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+def open_to_others(path: str | os.PathLike[str]) -> str | None:
+    """Why the secret file `path` may not be read (group or others have a permission on it, as OpenSSH
+    refuses a private key), with the command that fixes it; None when it is private. OSError if it cannot be
+    looked at."""
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return f"{path} is open to others (mode {mode:04o}); a secret file must be private: chmod 600 {path}"
+    return None
+
+
 def make_private_dir(directory: str | os.PathLike[str]) -> Path:
     """mkdir -p `directory` and make it 0700 (the state dir: logs, journal and builds are the operator's alone).
 

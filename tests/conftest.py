@@ -50,6 +50,13 @@ def write_config(tmp: Path, *, count: int = 3, extra: str = "") -> Path:
     return cfg
 
 
+def write_secret(path: Path, text: str) -> Path:
+    """A secret file as an operator makes one (`umask 077`): the console and the proxy refuse one open to others."""
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
 def kill_services(state_dir: Path) -> None:
     """Stop every process a test left running from a pid file under `state_dir`."""
     for pid_file in state_dir.glob("hosts/*/run/*.pid"):

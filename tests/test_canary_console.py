@@ -11,14 +11,14 @@ import pytest
 
 from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
-from tests.conftest import commit_file, kill_services, write_config
+from tests.conftest import commit_file, kill_services, write_config, write_secret
 from tests.loadgen import Load
 from tests.loadwrk import need, start_wrk
 from tests.test_zero_drop import TOKEN, start_proxy, stop, wait_serving
 
 
 def canary_config(tmp: Path) -> Path:
-    (tmp / "token").write_text(TOKEN + "\n")
+    write_secret(tmp / "token", TOKEN + "\n")
     extra = f"""
   itrust-canary:
     provider: local

@@ -14,6 +14,7 @@ from opsconsole.hosts import Host
 from opsconsole.proxy.__main__ import load_proxy_config
 from opsconsole.traffic.proxy_host import proxy_host_vars
 from opsconsole.yamlsource import SourceError
+from tests.conftest import write_secret
 
 TOKEN = "a-proxy-token-of-some-length"
 
@@ -56,7 +57,7 @@ def test_the_rendered_config_is_the_proxys_own(tmp_path: Path, monkeypatch: pyte
     on_host = tmp_path / "proxy-host"
     on_host.mkdir()
     (on_host / "opsconsole.yaml").write_text(got["proxy_config"])
-    (on_host / "token").write_text(TOKEN)
+    write_secret(on_host / "token", TOKEN)
     proxy, _ = load_proxy_config(on_host / "opsconsole.yaml")
     assert proxy.read_token() == TOKEN and proxy.host is None and proxy.drain_timeout == 7
     members = proxy.frontends["web"].pools["stable"].members

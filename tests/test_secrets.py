@@ -228,7 +228,7 @@ def test_secret_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     (tmp_path / "api_token").chmod(0o644)
     proc = opsconsole(cfg, env, "--check")
     assert proc.returncode == 2
-    assert f"{cfg}:5: secrets.api_token.file:" in proc.stderr and "readable by others (mode 0644)" in proc.stderr
+    assert f"{cfg}:5: secrets.api_token.file:" in proc.stderr and "open to others (mode 0644)" in proc.stderr
     assert not (tmp_path / "state").exists()
     missing = opsconsole(cfg, {k: v for k, v in env.items() if k != "TEST_DB_PASSWORD"}, "--check")
     assert missing.returncode == 2 and "environment variable TEST_DB_PASSWORD is not set" in missing.stderr

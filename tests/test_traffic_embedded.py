@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -12,6 +13,7 @@ from opsconsole.traffic.embedded import EmbeddedDriver
 from opsconsole.proxy.__main__ import load_proxy_config
 from test_proxy import procs  # noqa: F401  (fixture)
 from test_proxy_support import TOKEN, app_block, load, proxy_config_text
+from conftest import write_secret
 
 
 def test_histogram_window_and_quantile():
@@ -87,7 +89,7 @@ def test_proxy_gone_is_unavailable_not_a_crash(procs, tmp_path):
 def test_token_from_a_file(procs, tmp_path):
     s = procs.backend("s1")
     token_file = tmp_path / "proxy.token"
-    token_file.write_text("file-token-42\n")
+    write_secret(token_file, "file-token-42\n")
     text = proxy_config_text(tmp_path, app_block("web", [s], [])).replace(
         "token_env: OPSC_TEST_PROXY_TOKEN", f"token_file: {token_file}")
     p = procs.proxy(tmp_path, text, token=None)
@@ -98,6 +100,30 @@ def test_token_from_a_file(procs, tmp_path):
             return await d.app("web")
 
     assert asyncio.run(scenario()).pools["stable"].members[0].name == "s1"
+
+
+def test_a_token_file_open_to_others_is_refused_by_the_proxy_and_the_console(procs, tmp_path):
+    """Anyone who can read the token can steer the traffic: the file must be private, as a `secrets:` file."""
+    import subprocess
+    import sys
+    s = procs.backend("s1")
+    token_file = tmp_path / "proxy.token"
+    token_file.write_text("file-token-42\n")
+    token_file.chmod(0o644)
+    text = proxy_config_text(tmp_path, app_block("web", [s], [])).replace(
+        "token_env: OPSC_TEST_PROXY_TOKEN", f"token_file: {token_file}")
+    config = tmp_path / "proxy.yaml"
+    config.write_text(text)
+    env = {k: v for k, v in os.environ.items() if k != "OPSC_TEST_PROXY_TOKEN"}
+    run = subprocess.run([sys.executable, "-m", "opsconsole", "proxy", "--config", str(config)],
+                         capture_output=True, text=True, timeout=30, env=env)
+    assert run.returncode != 0
+    assert f"{token_file} is open to others (mode 0644)" in run.stderr and "chmod 600" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    assert not (tmp_path / "proxy-runtime.json").exists()  # it never started
+    cfg, _ = load_proxy_config(config)
+    with pytest.raises(ValueError, match="open to others"):  # what the console's driver reads it with
+        cfg.read_token()
 
 
 class RogueListener:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import kill_services, write_config
+from conftest import kill_services, write_config, write_secret
 from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from opsconsole.ui.app import OpsConsoleApp
@@ -27,7 +27,7 @@ def two_app_config(tmp: Path, *, count: int = 3, confirm_steps: bool = True) -> 
     """itrust on its own; checkbox with a stable pool of 2 and a canary of 1 behind the embedded proxy.
 
     `confirm_steps`: +/- ask first (these tests read their dialogs); the product's default is not to ask."""
-    (tmp / "token").write_text("t" * 32 + "\n")
+    write_secret(tmp / "token", "t" * 32 + "\n")
     cfg = write_config(tmp, count=count)
     head, apps = cfg.read_text().split("apps:\n", 1)
     groups = ("  checkbox:\n    provider: local\n    role: app\n    count: 2\n"

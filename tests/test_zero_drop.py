@@ -13,7 +13,7 @@ import pytest
 
 from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
-from tests.conftest import ROOT, commit_file, kill_services, write_config
+from tests.conftest import ROOT, commit_file, kill_services, write_config, write_secret
 from tests.loadgen import Load
 
 pytest_plugins = ["tests.lab.fixtures"]
@@ -22,7 +22,7 @@ TOKEN = "zero-drop-test-token"
 
 
 def proxy_section(tmp: Path, listen: str = "127.0.0.1:0") -> str:
-    (tmp / "token").write_text(TOKEN + "\n")
+    write_secret(tmp / "token", TOKEN + "\n")
     return f"""
 proxy:
   driver: embedded

@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import stat
 from pathlib import Path
 from typing import Iterator, Mapping
 
 from opsconsole.config.reader import MappingReader
+from opsconsole.fsio import open_to_others
 from opsconsole.login_env import ENV_NAME, NOT_AN_ENV_NAME
 from opsconsole.redact import MIN_LENGTH
 
@@ -80,10 +80,9 @@ def _read_file(s: MappingReader, base: Path, text: str) -> str:
     path = Path(os.path.expanduser(text))
     path = path if path.is_absolute() else base / path
     try:
-        info = path.stat()
-        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise s.error("file", f"{path} is readable by others (mode {stat.S_IMODE(info.st_mode):04o}); "
-                                  f"a secret file must be private: chmod 600 {path}")
+        problem = open_to_others(path)
+        if problem:
+            raise s.error("file", problem)
         return path.read_text(encoding="utf-8").rstrip("\r\n")
     except OSError as exc:
         raise s.error("file", f"cannot read secret file {path}: {exc.strerror}") from None

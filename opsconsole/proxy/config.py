@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from opsconsole.config.reader import MappingReader
+from opsconsole.fsio import open_to_others
 from opsconsole.login_env import ENV_NAME, NOT_AN_ENV_NAME
 from opsconsole.yamlsource import YamlList
 
@@ -182,6 +183,9 @@ class ProxyConfig:
                 return value
         if self.token_file:
             try:
+                problem = open_to_others(self.token_file)
+                if problem:  # another user could take over the admin API with it
+                    raise ValueError(f"admin token file {problem}")
                 value = self.token_file.read_text().strip()
             except OSError as exc:
                 raise ValueError(f"cannot read the admin token file {self.token_file}: {exc.strerror}") from None
