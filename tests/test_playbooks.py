@@ -467,6 +467,13 @@ BAD = {
                      "`opsconsole.builtin.health`"),
     "wait_for timeout with unit": ("    - name: w\n      wait_for: {port: 80, timeout: 10s}\n", 6,
                                    "plays[0].tasks[1].wait_for.timeout", "'10s' is not a number of seconds"),
+    # .nan passes every comparison a wait makes, .inf waits for ever: refused as written, with the module's name.
+    "wait_for timeout nan": ("    - name: w\n      wait_for: {port: 80, timeout: .nan}\n", 6,
+                             "plays[0].tasks[1].wait_for.timeout", "nan is not a number of seconds, 0 or more"),
+    "pause inf": ("    - name: p\n      pause: {seconds: .inf}\n", 6,
+                  "plays[0].tasks[1].pause.seconds", "inf is not a number of seconds, 0 or more"),
+    "uri negative timeout": ("    - name: u\n      uri: {url: 'http://127.0.0.1:1/', timeout: -5}\n", 6,
+                             "plays[0].tasks[1].uri.timeout", "-5 is not a number of seconds, 0 or more"),
     "unknown argument of an FQCN": ("    - name: c\n      ansible.builtin.copy:\n        content: x\n"
                                     "        dest: y\n        frce: true\n", 9,
                                     "plays[0].tasks[1].ansible.builtin.copy.frce", "unknown argument"),

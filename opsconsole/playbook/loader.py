@@ -8,6 +8,7 @@ can fix the file without guessing.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -655,10 +656,7 @@ class _Loader:
         if "port" in args and "path" in args:
             raise self.error(container, "path", f"{at}.path", "give port or path, not both")
         self.number(args, container, at, "port")
-        v = args.get("timeout")
-        if v is not None and not is_template(v) and not _is_number(v):
-            raise self.error(container, "timeout", f"{at}.timeout",
-                             f"{v!r} is not a number of seconds (Ansible's wait_for takes 10, not 10s)")
+        self.seconds(args, container, at, "timeout")
 
     def check_unarchive(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
         remote = args.get("remote_src")
@@ -673,6 +671,7 @@ class _Loader:
             except ValueError as exc:
                 raise self.error(container, "checksum", f"{at}.checksum", str(exc)) from None
         self.mapping(args, container, at, "headers")
+        self.seconds(args, container, at, "timeout")
 
     def check_uri(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
         v = args.get("status_code")
@@ -683,6 +682,7 @@ class _Loader:
                 raise self.error(container, "status_code", f"{at}.status_code",
                                  f"{v!r} is not a status code or a list of them") from None
         self.mapping(args, container, at, "headers")
+        self.seconds(args, container, at, "timeout")
 
     def mapping(self, args: dict, container: Any, at: str, arg: str) -> None:
         if arg in args and not isinstance(args[arg], dict) and not is_template(args[arg]):
@@ -698,9 +698,14 @@ class _Loader:
 
     def check_pause(self, args: dict, container: Any, raw: dict, key: str, at: str) -> None:
         for arg in ("seconds", "minutes"):
-            v = args.get(arg)
-            if v is not None and not is_template(v) and not _is_number(v):
-                raise self.error(container, arg, f"{at}.{arg}", f"wrong type: {v!r} is not a number")
+            self.seconds(args, container, at, arg)
+
+    def seconds(self, args: dict, container: Any, at: str, arg: str) -> None:
+        """A module's wait, in seconds as Ansible writes them (10, not 10s)."""
+        v = args.get(arg)
+        if v is not None and not is_template(v) and not _is_number(v):
+            raise self.error(container, arg, f"{at}.{arg}",
+                             f"{v!r} is not a number of seconds, 0 or more (Ansible writes 10, not 10s)")
 
     # git, group, user, apt (system.py): Ansible's int arguments are whole numbers (written bare or quoted);
     # user's groups names groups.
@@ -1053,15 +1058,15 @@ def _inherit(task: Task, when: tuple[Any, ...] = (), tags: tuple[str, ...] = (),
 
 
 def _is_number(value: Any) -> bool:
+    """A number of seconds a module can wait: finite and not negative (`.nan` passes every comparison a wait
+    makes, `.inf` waits forever)."""
     if isinstance(value, bool):
         return False
-    if isinstance(value, (int, float)):
-        return True
     try:
-        float(str(value))
-    except ValueError:
+        number = float(value) if isinstance(value, (int, float)) else float(str(value))
+    except (ValueError, OverflowError):
         return False
-    return True
+    return math.isfinite(number) and number >= 0
 
 
 __all__ = ["PLAY_KEYS", "TASK_KEYS", "load_playbook"]

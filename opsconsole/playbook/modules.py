@@ -10,6 +10,7 @@ import asyncio
 import base64
 import functools
 import json
+import math
 import os
 import re
 import shlex
@@ -312,11 +313,9 @@ async def _owned(outcome: Outcome, path: str, args: Mapping[str, Any], ctx: Modu
 
 
 async def _pause(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
-    try:
-        seconds = float(args.get("seconds") or 0) + 60 * float(args.get("minutes") or 0)
-    except (TypeError, ValueError):
-        raise ModuleFailure(f"pause: {args.get('seconds') or args.get('minutes')!r} is not a number") from None
-    await asyncio.sleep(max(0.0, seconds))
+    seconds = _seconds(args.get("seconds") or 0, "pause", "seconds") + \
+        60 * _seconds(args.get("minutes") or 0, "pause", "minutes")
+    await asyncio.sleep(seconds)
     return Outcome(command=f"pause {seconds:g}s", message=f"paused {seconds:g}s")
 
 
@@ -464,18 +463,22 @@ def _service_port(name: str, value: Any) -> int | None:
 
 async def _wait_for(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
     # Ansible's default is 300 s; its timeout is a number of seconds.
-    return await _wait(args, ctx, _seconds(args.get("timeout", 300)))
+    return await _wait(args, ctx, _seconds(args.get("timeout", 300), "wait_for"))
 
 
 async def _health(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
     return await _wait(args, ctx, parse_duration(args.get("timeout", 30)))
 
 
-def _seconds(value: Any) -> float:
+def _seconds(value: Any, module: str, arg: str = "timeout") -> float:
+    """A module's number of seconds, as its value came after templating (the loader checks the written ones)."""
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ModuleFailure(f"wait_for: timeout {value!r} is not a number of seconds") from None
+        seconds = float(value)
+    except (TypeError, ValueError, OverflowError):
+        seconds = math.nan
+    if isinstance(value, bool) or not math.isfinite(seconds) or seconds < 0:
+        raise ModuleFailure(f"{module}: {arg} {value!r} is not a number of seconds, 0 or more")
+    return seconds
 
 
 @functools.cache
@@ -586,7 +589,7 @@ async def _uri(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
     try:
         response = await web.request(await _reachable_url(url, ctx.transport), method=method, body=args.get("body"),
                                      body_format=str(args.get("body_format") or "raw"), headers=args.get("headers"),
-                                     timeout=_seconds(args.get("timeout", 30)), verify=_verify(args))
+                                     timeout=_seconds(args.get("timeout", 30), "uri"), verify=_verify(args))
     except web.WebFailure as exc:  # Ansible's words: the status is -1 when nothing answered
         return Outcome(failed=True, command=f"{method} {url}", message=f"Status code was -1 and not {want}: {exc}",
                        result={"status": -1, "url": url})
@@ -622,7 +625,7 @@ async def _get_url(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
             return await _owned(outcome, dest, args, ctx)
     try:
         response = await web.request(await _reachable_url(url, ctx.transport), headers=args.get("headers"),
-                                     timeout=_seconds(args.get("timeout", 10)), verify=_verify(args))
+                                     timeout=_seconds(args.get("timeout", 10), "get_url"), verify=_verify(args))
     except web.WebFailure as exc:
         return Outcome(failed=True, command=f"get_url {url}", message=str(exc), result={**result, "status_code": -1})
     result["status_code"] = response.status
