@@ -27,7 +27,19 @@ APPLY_TYPE = "application/apply-patch+yaml"
 
 
 class ApplyingEmulator(kmock.KubernetesEmulator):
-    """kmock's emulator plus creation on server-side apply (what a real API server does)."""
+    """kmock's emulator plus creation on server-side apply (what a real API server does).
+
+    `silent_watches = True`: watches opened from then on answer their headers and never say a word more,
+    as a stream a load balancer dropped without a RST (watches already open go on)."""
+
+    silent_watches = False
+
+    async def _serve_watch(self, request):  # type: ignore[no-untyped-def,override]
+        if self.silent_watches:
+            yield b""
+            await asyncio.Event().wait()  # until the client goes away
+        async for item in super()._serve_watch(request):
+            yield item
 
     async def _handle(self, request):  # type: ignore[no-untyped-def,override]
         content_type = {k.lower(): v for k, v in request.headers.items()}.get("content-type", "")

@@ -96,6 +96,23 @@ async def test_kube_roll_is_watched_to_completion_with_max_unavailable(lab: Lab)
     assert outcome.ok and lab.deployment()["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == "50%"
 
 
+async def test_a_watch_gone_silent_does_not_hold_the_roll_past_a_few_seconds(lab: Lab,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Deployment watch that never says a word (a load balancer that dropped the stream without a RST, or an
+    event lost as the watch opened) once held a finished roll until the safety net, twice the progress
+    deadline plus 30 s; the Deployment is read again after QUIET_WATCH seconds of silence."""
+    from opsconsole.engine.kube_desk import KubeDesk
+
+    monkeypatch.setattr(KubeDesk, "QUIET_WATCH", 1.0)
+    lab.api.silent_watches = True  # the engine's next watch; the stand-in controller's own stays open
+    async with asyncio.timeout(20):  # the safety net here is 150 s
+        outcome = await lab.run("roll checkbox --version v2")
+    assert outcome.ok, outcome.message
+    assert "2/2 updated, 2 available, 0 old" in outcome.message, outcome.message
+    assert lab.image() == "registry.example/checkbox:v2"
+    assert [s.state for s in lab.steps][-1] == "succeeded"
+
+
 @pytest.mark.parametrize("lab", [(2, "1s", 0.05)], indirect=True)
 async def test_kube_bad_image_stops_at_its_deadline_and_is_rolled_back(lab: Lab) -> None:
     outcome = await lab.run("roll checkbox --version v2-bad --on-failure rollback")

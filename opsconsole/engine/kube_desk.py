@@ -45,6 +45,8 @@ class _Live:
 
 
 class KubeDesk:
+    QUIET_WATCH = 5.0  # seconds of silence on a Deployment watch after which the Deployment is read once
+
     def __init__(self, config: Config, bus: EventBus, releases: Releases, fleet: Fleet,
                  holding: Callable[[AppConfig, str, Callable[[Exception], None]],
                                    contextlib.AbstractAsyncContextManager[None]] | None = None) -> None:
@@ -207,11 +209,37 @@ class KubeDesk:
 
     async def _watch(self, live: _Live, app: str, deadline: int) -> Progress:
         """Follow the Deployment until it is done or failed. Our own limit is a safety net past the
-        controller's deadline, for a controller that never reports at all."""
+        controller's deadline, for a controller that never reports at all.
+
+        A watch that says nothing for QUIET_WATCH seconds may be dead without a word (a load balancer
+        that drops an idle stream and sends no RST, an event lost while the watch opened): the
+        Deployment is then read once, so a roll that finished meanwhile is seen within seconds, not
+        after the safety net."""
         last = ""
+        states: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
+
+        async def pump() -> None:
+            try:
+                async for state in live.client.watch_deployment(live.name):
+                    states.put_nowait(state)
+                states.put_nowait(None)
+            except Exception as exc:  # noqa: BLE001 - handed over: the loop below raises it in its own task
+                states.put_nowait(exc)
+
+        pumping = asyncio.ensure_future(pump())
         try:
             async with asyncio.timeout(deadline * 2 + 30):
-                async for state in live.client.watch_deployment(live.name):
+                while True:
+                    try:
+                        state = await asyncio.wait_for(states.get(), self.QUIET_WATCH)
+                    except TimeoutError:
+                        state = await live.client.get_deployment(live.name)
+                        if state is None:
+                            return Progress(False, f"Deployment {live.name} is gone", False, last)
+                    if state is None:
+                        return Progress(False, "the watch ended", False, last)
+                    if isinstance(state, BaseException):
+                        raise state
                     progress = read_progress(state)
                     if progress.paused != live.watched_paused:
                         live.watched_paused = progress.paused
@@ -223,7 +251,9 @@ class KubeDesk:
                         return progress
         except TimeoutError:
             return Progress(False, f"no report from the Deployment controller within {deadline * 2 + 30}s", False, last)
-        return Progress(False, "the watch ended", False, last)
+        finally:
+            pumping.cancel()
+            await asyncio.gather(pumping, return_exceptions=True)
 
     async def _failed(self, live: _Live, app: AppConfig, command: C.Roll, version: str, progress: Progress,
                       previous: str | None) -> str:
