@@ -55,7 +55,17 @@ class YamlList(list):
 
 
 class _Constructor(yaml.constructor.SafeConstructor):
-    pass
+    def __init__(self) -> None:
+        super().__init__()
+        self.built = 0  # values built, an alias's as many times as it is used
+        self.distinct: set[int] = set()  # nodes built, each once
+
+
+# Values that aliases may add beyond what the text writes. Each use of an alias builds its value again (the
+# line numbers differ), so nested aliases grow exponentially: nine levels of ten ("billion laughs") would
+# build 10^9 values and hang the console. A real file repeats a few blocks, if many times (a defaults block
+# merged into each of 20,000 hosts is 200,000 values).
+ALIAS_BUDGET = 1_000_000
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -63,6 +73,11 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 def _build(node: yaml.Node, constructor: _Constructor, within: frozenset[int] = frozenset()) -> Any:
     line = node.start_mark.line + 1
+    constructor.built += 1
+    constructor.distinct.add(id(node))
+    if constructor.built - len(constructor.distinct) > ALIAS_BUDGET:
+        raise SourceError(constructor.source, line, "", f"aliases expand to over {ALIAS_BUDGET:,} values more than "
+                          "the file writes (aliases nested in aliases?); write the repeated values out")
     if id(node) in within:  # an alias inside the collection it names (`a: &x {b: *x}`) would nest endlessly
         raise SourceError(constructor.source, line, "", "this mapping or list holds an alias to itself")
     if isinstance(node, yaml.MappingNode):

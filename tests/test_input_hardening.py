@@ -254,3 +254,24 @@ def test_bad_yaml_is_refused_with_its_line(text: str, line: int, words: str) -> 
     with pytest.raises(SourceError) as caught:
         parse_yaml(text, "c.yaml")
     assert str(caught.value).startswith(f"c.yaml:{line}: {words}")
+
+
+def _laughs(levels: int, fan: int = 10) -> str:
+    """Nested aliases, each level `fan` uses of the one before: fan**levels values from a few lines."""
+    lines = ['l0: &l0 "lol"']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * fan)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def test_nested_aliases_that_expand_past_the_budget_are_refused_fast() -> None:
+    """Billion laughs: nine levels of ten would build 10^9 values (the console hung); refused in well under a
+    second, naming the line where the budget ran out."""
+    started = time.process_time()
+    with pytest.raises(SourceError) as caught:
+        parse_yaml(_laughs(9), "c.yaml")
+    assert time.process_time() - started < 5  # a budget of 1,000,000 values: about 0.7 s here
+    message = str(caught.value)
+    assert message.startswith("c.yaml:") and "aliases expand to over 1,000,000 values" in message, message
+    # what real files do with aliases stays as it was: a block shared by many hosts, a few levels deep
+    data = parse_yaml(_laughs(4), "c.yaml")  # 10,000 values
+    assert len(data["l4"]) == 10 and data["l4"][9][9][9] == ["lol"] * 10
