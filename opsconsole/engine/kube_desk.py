@@ -231,7 +231,8 @@ class KubeDesk:
             async with asyncio.timeout(deadline * 2 + 30):
                 while True:
                     try:
-                        state = await asyncio.wait_for(states.get(), self.QUIET_WATCH)
+                        async with asyncio.timeout(self.QUIET_WATCH):
+                            state = await states.get()
                     except TimeoutError:
                         state = await live.client.get_deployment(live.name)
                         if state is None:
