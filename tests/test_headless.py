@@ -78,8 +78,8 @@ def test_bad_script_refused_before_anything_runs(demo_config: Path, tmp_path: Pa
     proc = run_script(demo_config, script)
     assert proc.returncode == 2
     assert f"<stdin>:{line}:" in proc.stderr and words in proc.stderr
-    assert journal(tmp_path) == []
-    assert not list((tmp_path / "state").glob("hosts/*/run/*.pid"))
+    # Nothing was made: no state directory (journal, port book), no demo repo.
+    assert not (tmp_path / "state").exists() and not (tmp_path / "repo").exists()
 
 
 def test_bad_playbook_refused_before_anything_runs(tmp_path: Path) -> None:
@@ -90,7 +90,25 @@ def test_bad_playbook_refused_before_anything_runs(tmp_path: Path) -> None:
     proc = run_script(cfg, "status\n")
     assert proc.returncode == 2
     assert f"{playbook}:4" in proc.stderr and "shel" in proc.stderr
-    assert journal(tmp_path) == []
+    assert not (tmp_path / "state").exists() and not (tmp_path / "repo").exists()
+
+
+def test_check_writes_nothing_and_reads_the_names_the_state_holds(demo_config: Path, tmp_path: Path) -> None:
+    """`--check` once made the state directory, the port book and the demo repos: a check changed the machine."""
+    check = [sys.executable, "-m", "opsconsole", "--config", str(demo_config), "--check"]
+    proc = subprocess.run(check, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0 and "is valid" in proc.stdout, proc.stderr
+    proc = subprocess.run(check + ["--script", "-"], input="status\nrun itrust-2 -- true\n", capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0 and "are valid" in proc.stdout, proc.stderr
+    assert not (tmp_path / "state").exists() and not (tmp_path / "repo").exists()
+    # Once the console has run, a check reads the state as it is and leaves it as it was.
+    assert run_script(demo_config, "status\n").returncode == 0
+    before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in (tmp_path / "state").rglob("*"))
+    proc = subprocess.run(check + ["--script", "-"], input="run itrust-3 -- true\nrun itrust-4 -- true\n",
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2 and "<stdin>:2:" in proc.stderr and "itrust-4" in proc.stderr, proc.stderr
+    assert sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in (tmp_path / "state").rglob("*")) == before
 
 
 def test_ctrl_c_cancels_and_journals_interruption(demo_config: Path, tmp_path: Path) -> None:

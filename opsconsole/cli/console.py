@@ -21,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-going", action="store_true", help="with --script: run every line even after a failure")
     p.add_argument("--readonly", action="store_true", help="refuse every command that changes something")
     p.add_argument("--theme", metavar="NAME", help="console theme: dark, light or mono")
-    p.add_argument("--check", action="store_true", help="validate the config (and --script) and exit")
+    p.add_argument("--check", action="store_true",
+                   help="validate the config (and --script, and every playbook) and exit; writes nothing")
     p.add_argument("--watch", action="store_true",
                    help="headless: run the heartbeat and the branch pollers (build and deploy what is pushed) "
                         "during --script, or until Ctrl-C without one")
@@ -52,28 +53,28 @@ def _run(args: argparse.Namespace) -> int:
         config = replace(config, theme=args.theme)
     for notice in config.notices:
         print(f"opsconsole: note: {notice}", file=sys.stderr)
+    text, source = _script_text(args.script) if args.script else ("", "")
+    if args.check or args.script:
+        # Checked before the real engine exists: a check, or a script refused as bad input, changes nothing
+        # (no state directory, port book or demo repo made).
+        from opsconsole.engine.scratch import scratch_engine
+        from opsconsole.headless import read_script
+
+        with scratch_engine(config) as checker:
+            if args.script:
+                read_script(text, source, checker)
+        if args.check:
+            print(f"{args.config or 'config'} and {source} are valid" if args.script else f"{config.file} is valid")
+            return EXIT_OK
     from opsconsole.engine.engine import Engine
 
-    # The console and --watch run the always-on work; a plain --script or --check runs none of it.
-    always_on = args.watch or not (args.script or args.check)
+    # The console and --watch run the always-on work; a plain --script runs none of it.
+    always_on = args.watch or not args.script
     engine = Engine.open(config, heartbeat=always_on, poll=always_on, watch_proxy=always_on)
     if args.script:
-        from opsconsole.headless import main_headless, read_script
+        from opsconsole.headless import main_headless
 
-        source = "<stdin>" if args.script == "-" else args.script
-        try:
-            data = sys.stdin.buffer.read() if args.script == "-" else Path(args.script).read_bytes()
-        except OSError as exc:
-            raise SourceError(args.script, None, "", f"cannot read script: {exc.strerror}") from None
-        text = decode_utf8(data, source)  # UTF-8 as the config is, whatever the locale; a bad byte names its line
-        if args.check:
-            read_script(text, source, engine)
-            print(f"{args.config or 'config'} and {source} are valid")
-            return EXIT_OK
         return main_headless(engine, text, source, as_json=args.json, keep_going=args.keep_going)
-    if args.check:
-        print(f"{config.file} is valid")
-        return EXIT_OK
     if args.watch:
         from opsconsole.headless import main_headless
 
@@ -82,3 +83,12 @@ def _run(args: argparse.Namespace) -> int:
 
     return run_console(engine)
 
+
+def _script_text(script: str) -> tuple[str, str]:
+    """The script's text and the name its errors give: UTF-8 as the config is, whatever the locale."""
+    source = "<stdin>" if script == "-" else script
+    try:
+        data = sys.stdin.buffer.read() if script == "-" else Path(script).read_bytes()
+    except OSError as exc:
+        raise SourceError(script, None, "", f"cannot read script: {exc.strerror}") from None
+    return decode_utf8(data, source), source  # a bad byte names its line
