@@ -147,12 +147,14 @@ def test_static_hosts_and_placeholders(tmp_path: Path) -> None:
         load_config(cfg)
 
 
-@pytest.mark.parametrize("where", ["a_file", "under_a_file", "in_proc"])
+@pytest.mark.parametrize("where", ["a_file", "under_a_file", "in_proc", "a_dangling_link"])
 def test_a_state_dir_that_cannot_be_one_is_a_config_error_naming_the_key(tmp_path: Path, where: str) -> None:
-    """A file there, or a place nobody may create it: a traceback from deep in the engine before."""
+    """A file there, or a place nobody may create it: a traceback from deep in the engine before. `--check`
+    tries the place without making anything there, and must still see each (a dangling link passed it)."""
     (tmp_path / "afile").write_text("")
+    (tmp_path / "alink").symlink_to(tmp_path / "nowhere" / "state")
     state = {"a_file": tmp_path / "afile", "under_a_file": tmp_path / "afile" / "state",
-             "in_proc": Path("/proc/no-such-dir/state")}[where]
+             "in_proc": Path("/proc/no-such-dir/state"), "a_dangling_link": tmp_path / "alink"}[where]
     cfg = write_config(tmp_path)
     _replace(cfg, f"state_dir: {tmp_path / 'state'}", f"state_dir: {state}")
     proc = subprocess.run([sys.executable, "-m", "opsconsole", "--config", str(cfg), "--check"],

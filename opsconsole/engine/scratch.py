@@ -10,8 +10,9 @@ parses them; no demo repo is made.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
@@ -21,8 +22,10 @@ from opsconsole.config.model import Config
 from opsconsole.engine.engine import Engine
 from opsconsole.yamlsource import SourceError
 
-# What of the state directory names hosts (opsconsole/inventory.py, opsconsole/ec2/records.py).
-FLEET_STATE = ("inventory", "ec2")
+# What of the state directory names hosts (opsconsole/inventory.py, opsconsole/ec2/records.py, engine/cloud.py):
+# regular files only, by name. A console saving its inventory meanwhile has temp files beside these
+# (`.ec2-web.json.<hex>.tmp`) that vanish under a copy of the whole directory.
+FLEET_STATE = ("inventory/local-ports.json", "inventory/ec2-*.json", "ec2/scaled.json")
 
 
 @contextlib.contextmanager
@@ -33,20 +36,45 @@ def scratch_engine(config: Config) -> Iterator[Engine]:
         raise SourceError(config.file, None, "state_dir", f"{config.state_dir} cannot be the state directory: {problem}")
     with tempfile.TemporaryDirectory(prefix="opsconsole-check-") as scratch:
         state = Path(scratch) / "state"
-        for part in FLEET_STATE:
-            if (config.state_dir / part).is_dir():
-                shutil.copytree(config.state_dir / part, state / part)
-        engine = Engine(replace(config, state_dir=state))
+        for pattern in FLEET_STATE:
+            for source in sorted(config.state_dir.glob(pattern)):
+                data = _regular_file(source)
+                if data is not None:
+                    target = state / source.relative_to(config.state_dir)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(data)
+        heartbeat = replace(config.heartbeat, log_file=state / "logs" / "heartbeat.log")
+        engine = Engine(replace(config, state_dir=state, heartbeat=heartbeat))
         engine.deployer.load_playbooks()  # SourceError names a bad playbook's file and line
-        yield engine
+        yield engine  # never started: it has no connection, task or file open to close
+
+
+def _regular_file(path: Path) -> bytes | None:
+    """`path`'s bytes; None when it is gone, a link or not a regular file (none of ours)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symbolic link
+            return None
+        raise SourceError(path, None, "", f"cannot read it to check against it: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            return None
+        return file.read()
 
 
 def state_dir_problem(path: Path) -> str | None:
     """Why the console could not make or use `path` as its state directory; None when it could. Tried, not
     guessed from permission bits (root passes every access check, yet cannot make a directory in /proc): a
     directory is made where the state directory is, or would be, and removed at once."""
+    if path.is_symlink() and not path.exists():
+        return f"it is a link to {os.readlink(path)}, which does not exist"
     if path.exists() and not path.is_dir():
         return "it is not a directory"
+    if path.is_dir() and os.geteuid() != 0 and path.stat().st_uid != os.geteuid():
+        return f"it belongs to uid {path.stat().st_uid}; the console keeps it 0700 for its own user"
     where = path
     while not where.exists() and where != where.parent:
         where = where.parent
