@@ -103,14 +103,27 @@ async def test_a_watch_gone_silent_does_not_hold_the_roll_past_a_few_seconds(lab
     deadline plus 30 s; the Deployment is read again after QUIET_WATCH seconds of silence."""
     from opsconsole.engine.kube_desk import KubeDesk
 
+    from opsconsole.kube.client import KubeClient, KubeError
+
     monkeypatch.setattr(KubeDesk, "QUIET_WATCH", 1.0)
     lab.api.silent_watches = True  # the engine's next watch; the stand-in controller's own stays open
+    # and the first look fails, as an API server answering 503 for a moment: one failed look is no failed roll
+    real_get, reads, failed = KubeClient.get_deployment, [], []
+
+    async def get_deployment(self: KubeClient, name: str) -> dict | None:
+        reads.append(name)
+        if len(reads) == 2:  # the first is the roll's own, before it applies; the second, the first look
+            failed.append(name)
+            raise KubeError(f"get Deployment checkbox/{name}: 503 Service Unavailable")
+        return await real_get(self, name)
+    monkeypatch.setattr(KubeClient, "get_deployment", get_deployment)
     async with asyncio.timeout(20):  # the safety net here is 150 s
         outcome = await lab.run("roll checkbox --version v2")
     assert outcome.ok, outcome.message
     assert "2/2 updated, 2 available, 0 old" in outcome.message, outcome.message
     assert lab.image() == "registry.example/checkbox:v2"
     assert [s.state for s in lab.steps][-1] == "succeeded"
+    assert failed and any("could not be read" in s.detail and "503" in s.detail for s in lab.steps), lab.steps
 
 
 @pytest.mark.parametrize("lab", [(2, "1s", 0.05)], indirect=True)

@@ -234,7 +234,13 @@ class KubeDesk:
                         async with asyncio.timeout(self.QUIET_WATCH):
                             state = await states.get()
                     except TimeoutError:
-                        state = await live.client.get_deployment(live.name)
+                        try:
+                            state = await live.client.get_deployment(live.name)
+                        except OperatorError as exc:  # one failed look is no failed roll: the watch may speak yet
+                            if "could not read" not in last:
+                                last = f"the watch is quiet and the Deployment could not be read ({exc}); waiting"
+                                self._step(live, app, "running", last)
+                            continue
                         if state is None:
                             return Progress(False, f"Deployment {live.name} is gone", False, last)
                     if state is None:
