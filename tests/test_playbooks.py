@@ -472,6 +472,8 @@ BAD = {
                              "plays[0].tasks[1].wait_for.timeout", "nan is not a number of seconds, 0 or more"),
     "pause inf": ("    - name: p\n      pause: {seconds: .inf}\n", 6,
                   "plays[0].tasks[1].pause.seconds", "inf is not a number of seconds, 0 or more"),
+    "pause minutes past a float": ("    - name: p\n      pause: {minutes: 1.0e+308}\n", 6,
+                                   "plays[0].tasks[1].pause.minutes", "is not a number of minutes, 0 or more"),
     "uri negative timeout": ("    - name: u\n      uri: {url: 'http://127.0.0.1:1/', timeout: -5}\n", 6,
                              "plays[0].tasks[1].uri.timeout", "-5 is not a number of seconds, 0 or more"),
     "unknown argument of an FQCN": ("    - name: c\n      ansible.builtin.copy:\n        content: x\n"
@@ -644,3 +646,21 @@ async def test_a_block_tag_eats_its_newline_as_in_ansible(rig: Rig) -> None:
         """, rig.hosts(1))
     assert result.ok, result.failures
     assert (rig.root("web-1") / "list.txt").read_text() == "# head\na\nb\n"
+
+
+@pytest.mark.parametrize("wait, words", [
+    ("pause: {seconds: \"{{ how_long }}\"}", "pause: seconds 'nan' is not a number of seconds, 0 or more"),
+    ("wait_for: {path: /nowhere, timeout: \"{{ how_long }}\"}", "wait_for: timeout 'nan' is not a number of seconds"),
+])
+async def test_a_templated_wait_that_is_no_number_of_seconds_fails_its_task_naming_it(rig: Rig, wait: str,
+                                                                                    words: str) -> None:
+    """What the loader cannot see (the value comes from a variable) is checked as the task runs: `nan` once
+    passed every comparison a wait makes."""
+    result = await rig.run(f"""
+        - hosts: web
+          tasks:
+            - name: wait a while
+              {wait}
+        """, rig.hosts(1), extra_vars={"how_long": "nan"})
+    assert not result.ok
+    assert words in result.failures["web-1"], result.failures

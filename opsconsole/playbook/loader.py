@@ -701,11 +701,12 @@ class _Loader:
             self.seconds(args, container, at, arg)
 
     def seconds(self, args: dict, container: Any, at: str, arg: str) -> None:
-        """A module's wait, in seconds as Ansible writes them (10, not 10s)."""
+        """A module's wait, in seconds as Ansible writes them (10, not 10s); pause's minutes too."""
         v = args.get(arg)
-        if v is not None and not is_template(v) and not _is_number(v):
+        unit = "minutes" if arg == "minutes" else "seconds"
+        if v is not None and not is_template(v) and not _is_number(v, 60 if arg == "minutes" else 1):
             raise self.error(container, arg, f"{at}.{arg}",
-                             f"{v!r} is not a number of seconds, 0 or more (Ansible writes 10, not 10s)")
+                             f"{v!r} is not a number of {unit}, 0 or more (Ansible writes 10, not 10s)")
 
     # git, group, user, apt (system.py): Ansible's int arguments are whole numbers (written bare or quoted);
     # user's groups names groups.
@@ -1057,16 +1058,16 @@ def _inherit(task: Task, when: tuple[Any, ...] = (), tags: tuple[str, ...] = (),
     return dataclasses.replace(task, **changes)
 
 
-def _is_number(value: Any) -> bool:
-    """A number of seconds a module can wait: finite and not negative (`.nan` passes every comparison a wait
-    makes, `.inf` waits forever)."""
+def _is_number(value: Any, scale: float = 1) -> bool:
+    """A number of seconds (of `scale` seconds each) a module can wait: finite and not negative (`.nan`
+    passes every comparison a wait makes, `.inf` waits forever), in seconds too (1e308 minutes is not)."""
     if isinstance(value, bool):
         return False
     try:
         number = float(value) if isinstance(value, (int, float)) else float(str(value))
     except (ValueError, OverflowError):
         return False
-    return math.isfinite(number) and number >= 0
+    return math.isfinite(number * scale) and number >= 0
 
 
 __all__ = ["PLAY_KEYS", "TASK_KEYS", "load_playbook"]

@@ -313,8 +313,10 @@ async def _owned(outcome: Outcome, path: str, args: Mapping[str, Any], ctx: Modu
 
 
 async def _pause(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
-    seconds = _seconds(args.get("seconds") or 0, "pause", "seconds") + \
-        60 * _seconds(args.get("minutes") or 0, "pause", "minutes")
+    minutes = args.get("minutes") or 0
+    seconds = _seconds(args.get("seconds") or 0, "pause", "seconds") + 60 * _seconds(minutes, "pause", "minutes")
+    if not math.isfinite(seconds):  # 1e308 minutes is finite, its seconds are not
+        raise ModuleFailure(f"pause: minutes {minutes!r} is not a number of minutes a pause can last")
     await asyncio.sleep(seconds)
     return Outcome(command=f"pause {seconds:g}s", message=f"paused {seconds:g}s")
 
