@@ -63,21 +63,25 @@ class _Constructor(yaml.constructor.SafeConstructor):
 
 # Values that aliases may add beyond what the text writes. Each use of an alias builds its value again (the
 # line numbers differ), so nested aliases grow exponentially: nine levels of ten ("billion laughs") would
-# build 10^9 values and hang the console. A real file repeats a few blocks, if many times (a defaults block
-# merged into each of 20,000 hosts is 200,000 values).
+# build 10^9 values and hang the console. A real file repeats a few blocks, if many times (a defaults block of
+# 25 values merged into each of 20,000 hosts is 500,000; keys are not counted).
 ALIAS_BUDGET = 1_000_000
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-def _build(node: yaml.Node, constructor: _Constructor, within: frozenset[int] = frozenset()) -> Any:
+def _build(node: yaml.Node, constructor: _Constructor, within: frozenset[int] = frozenset(),
+           use_line: int | None = None) -> Any:
+    """`use_line`: where the text uses this value, for an alias's (its node has its anchor's line instead)."""
     line = node.start_mark.line + 1
-    constructor.built += 1
+    reused = id(node) in constructor.distinct  # built before: reached through an alias
     constructor.distinct.add(id(node))
+    written = use_line if reused and use_line is not None else line
+    constructor.built += 1
     if constructor.built - len(constructor.distinct) > ALIAS_BUDGET:
-        raise SourceError(constructor.source, line, "", f"aliases expand to over {ALIAS_BUDGET:,} values more than "
-                          "the file writes (aliases nested in aliases?); write the repeated values out")
+        raise SourceError(constructor.source, written, "", f"aliases expand to over {ALIAS_BUDGET:,} values more "
+                          "than the file writes (aliases nested in aliases?); write the repeated values out")
     if id(node) in within:  # an alias inside the collection it names (`a: &x {b: *x}`) would nest endlessly
         raise SourceError(constructor.source, line, "", "this mapping or list holds an alias to itself")
     if isinstance(node, yaml.MappingNode):
@@ -92,17 +96,18 @@ def _build(node: yaml.Node, constructor: _Constructor, within: frozenset[int] = 
                 if merge_seen:
                     raise SourceError(constructor.source, key_node.start_mark.line + 1, "<<", "duplicate key")
                 merge_seen = True
-                merged |= _merge(value_node, constructor, within, result)
+                merged |= _merge(value_node, constructor, within, result,
+                                 written if reused else key_node.start_mark.line + 1)
                 continue
             if key_node.tag == "tag:yaml.org,2002:value":  # a plain `=` key, a string (as PyYAML reads it)
                 key_node.tag = "tag:yaml.org,2002:str"
-            key = _build(key_node, constructor, within)
-            if isinstance(key, (dict, list)):
+            if not isinstance(key_node, yaml.ScalarNode):
                 raise SourceError(constructor.source, key_node.start_mark.line + 1, "", "a mapping key must be a plain value")
+            key = _scalar(key_node, constructor)  # not counted against ALIAS_BUDGET: the values are
             if key in result and key not in merged:
                 raise SourceError(constructor.source, key_node.start_mark.line + 1, str(key), "duplicate key")
             merged.discard(key)
-            result[key] = _build(value_node, constructor, within)
+            result[key] = _build(value_node, constructor, within, written if reused else key_node.start_mark.line + 1)
             result.key_lines[key] = key_node.start_mark.line + 1
         return result
     if isinstance(node, yaml.SequenceNode):
@@ -111,16 +116,21 @@ def _build(node: yaml.Node, constructor: _Constructor, within: frozenset[int] = 
         result_list.line = line
         result_list.item_lines = []
         for item in node.value:
-            result_list.append(_build(item, constructor, within))
+            result_list.append(_build(item, constructor, within, written))
             result_list.item_lines.append(item.start_mark.line + 1)
         return result_list
+    return _scalar(node, constructor)
+
+
+def _scalar(node: yaml.Node, constructor: _Constructor) -> Any:
     try:
         return constructor.construct_object(node, deep=True)
     except ValueError as exc:  # e.g. an integer of over 4300 digits, which Python will not convert
-        raise SourceError(constructor.source, line, "", f"cannot read this value: {exc}") from None
+        raise SourceError(constructor.source, node.start_mark.line + 1, "", f"cannot read this value: {exc}") from None
 
 
-def _merge(value_node: yaml.Node, constructor: _Constructor, within: frozenset[int], result: YamlMap) -> set[Any]:
+def _merge(value_node: yaml.Node, constructor: _Constructor, within: frozenset[int], result: YamlMap,
+           use_line: int) -> set[Any]:
     """Add to `result` the keys of a `<<:` merge (a mapping, or a list of them, the first of which wins), as
     YAML and PyYAML do: a key the mapping itself gives wins over them, wherever it is written. Returns the
     keys added; the line of each is where it is written, in the mapping merged."""
@@ -130,7 +140,7 @@ def _merge(value_node: yaml.Node, constructor: _Constructor, within: frozenset[i
         if not isinstance(source, yaml.MappingNode):
             raise SourceError(constructor.source, source.start_mark.line + 1, "<<",
                               "a merge takes a mapping or a list of mappings")
-        mapping = _build(source, constructor, within)
+        mapping = _build(source, constructor, within, use_line)
         for key, value in mapping.items():
             if key not in result:  # an earlier source, or a key already written here, wins
                 result[key] = value

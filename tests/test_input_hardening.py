@@ -271,7 +271,18 @@ def test_nested_aliases_that_expand_past_the_budget_are_refused_fast() -> None:
         parse_yaml(_laughs(9), "c.yaml")
     assert time.process_time() - started < 5  # a budget of 1,000,000 values: about 0.7 s here
     message = str(caught.value)
-    assert message.startswith("c.yaml:") and "aliases expand to over 1,000,000 values" in message, message
+    assert "aliases expand to over 1,000,000 values" in message, message
+    # the line named is one that uses the aliases (`lN: &lN [*lM, ...]`), not the anchor of the value they name
+    line = int(message.split(":")[1])
+    assert "*l" in _laughs(9).splitlines()[line - 1], message
     # what real files do with aliases stays as it was: a block shared by many hosts, a few levels deep
     data = parse_yaml(_laughs(4), "c.yaml")  # 10,000 values
     assert len(data["l4"]) == 10 and data["l4"][9][9][9] == ["lol"] * 10
+
+
+def test_a_defaults_block_merged_into_twenty_thousand_hosts_is_read() -> None:
+    """The budget counts values, not keys: 25 defaults merged into each of 20,000 hosts is 500,000 of them."""
+    defaults = "defaults: &d {" + ", ".join(f"k{i}: {i}" for i in range(25)) + "}\n"
+    hosts = "hosts:\n" + "".join(f"  - {{<<: *d, name: h{i}}}\n" for i in range(20_000))
+    data = parse_yaml(defaults + hosts, "hosts.yaml")
+    assert len(data["hosts"]) == 20_000 and data["hosts"][-1] == {**{f"k{i}": i for i in range(25)}, "name": "h19999"}
