@@ -17,6 +17,7 @@ import json
 import errno
 import os
 import secrets
+import shlex
 import stat
 from pathlib import Path
 from typing import Any, Iterator
@@ -115,14 +116,21 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def open_to_others(path: str | os.PathLike[str]) -> str | None:
-    """Why the secret file `path` may not be read (group or others have a permission on it, as OpenSSH
-    refuses a private key), with the command that fixes it; None when it is private. OSError if it cannot be
-    looked at."""
-    mode = stat.S_IMODE(os.stat(path).st_mode)
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        return f"{path} is open to others (mode {mode:04o}); a secret file must be private: chmod 600 {path}"
-    return None
+def read_private(path: str | os.PathLike[str]) -> str:
+    """The UTF-8 text of the secret file `path`, from one open file whose mode was checked (no window
+    between the look and the read). ValueError when group or others have a permission on it (as OpenSSH
+    refuses a private key), saying the command that fixes it, or when it is not UTF-8; OSError when it
+    cannot be read."""
+    with open(path, "rb") as file:
+        mode = stat.S_IMODE(os.fstat(file.fileno()).st_mode)
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ValueError(f"{path} is open to others (mode {mode:04o}); a secret file must be private: "
+                             f"chmod 600 {shlex.quote(str(path))}")
+        data = file.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
 
 
 def make_private_dir(directory: str | os.PathLike[str]) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, kill_services
+from conftest import ROOT, kill_services, write_config
 from opsconsole.config.loader import load_config
 from opsconsole.config.secrets import fill_secrets
 from opsconsole.engine.engine import Engine
@@ -232,6 +232,22 @@ def test_secret_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "state").exists()
     missing = opsconsole(cfg, {k: v for k, v in env.items() if k != "TEST_DB_PASSWORD"}, "--check")
     assert missing.returncode == 2 and "environment variable TEST_DB_PASSWORD is not set" in missing.stderr
+
+
+def test_an_admin_token_file_open_to_others_fails_the_check(tmp_path: Path) -> None:
+    """The proxy's token steers the traffic: refused by `--check` as a secret file is, not first by the
+    traffic command that reads it."""
+    cfg = write_config(tmp_path, extra="proxy:\n  admin: {listen: 127.0.0.1:0, token_file: token}\n"
+                                        "  apps:\n    itrust:\n      listen: 127.0.0.1:0\n"
+                                        "      pools: {stable: {group: itrust, weight: 100}}\n")
+    (tmp_path / "token").write_text("t" * 32 + "\n")
+    (tmp_path / "token").chmod(0o644)
+    proc = opsconsole(cfg, dict(os.environ), "--check")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "proxy.admin.token_file:" in proc.stderr and "open to others (mode 0644)" in proc.stderr, proc.stderr
+    assert f"chmod 600 {tmp_path / 'token'}" in proc.stderr and "Traceback" not in proc.stderr
+    (tmp_path / "token").chmod(0o600)
+    assert opsconsole(cfg, dict(os.environ), "--check").returncode == 0
 
 
 def test_redactor_masks_values_quoted_forms_and_secret_assignments() -> None:

@@ -11,6 +11,7 @@ from opsconsole.traffic.base import LatencyHistogram, TrafficError, TrafficNotFo
 from opsconsole.traffic.drivers import open_driver
 from opsconsole.traffic.embedded import EmbeddedDriver
 from opsconsole.proxy.__main__ import load_proxy_config
+from opsconsole.yamlsource import SourceError
 from test_proxy import procs  # noqa: F401  (fixture)
 from test_proxy_support import TOKEN, app_block, load, proxy_config_text
 from conftest import write_secret
@@ -121,8 +122,12 @@ def test_a_token_file_open_to_others_is_refused_by_the_proxy_and_the_console(pro
     assert f"{token_file} is open to others (mode 0644)" in run.stderr and "chmod 600" in run.stderr, run.stderr
     assert "Traceback" not in run.stderr, run.stderr
     assert not (tmp_path / "proxy-runtime.json").exists()  # it never started
+    with pytest.raises(SourceError, match=r"admin\.token_file: .* is open to others"):  # as the config is read
+        load_proxy_config(config)
+    token_file.chmod(0o600)
     cfg, _ = load_proxy_config(config)
-    with pytest.raises(ValueError, match="open to others"):  # what the console's driver reads it with
+    token_file.chmod(0o640)  # opened up after the config was read: refused where the token is read
+    with pytest.raises(ValueError, match="open to others"):
         cfg.read_token()
 
 

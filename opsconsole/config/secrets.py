@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from opsconsole.config.reader import MappingReader
-from opsconsole.fsio import open_to_others
+from opsconsole.fsio import read_private
 from opsconsole.login_env import ENV_NAME, NOT_AN_ENV_NAME
 from opsconsole.redact import MIN_LENGTH
 
@@ -80,10 +80,9 @@ def _read_file(s: MappingReader, base: Path, text: str) -> str:
     path = Path(os.path.expanduser(text))
     path = path if path.is_absolute() else base / path
     try:
-        problem = open_to_others(path)
-        if problem:
-            raise s.error("file", problem)
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
+        return read_private(path).rstrip("\r\n")
+    except ValueError as exc:
+        raise s.error("file", str(exc)) from None
     except OSError as exc:
         raise s.error("file", f"cannot read secret file {path}: {exc.strerror}") from None
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from opsconsole.config.reader import MappingReader
-from opsconsole.fsio import open_to_others
+from opsconsole.fsio import read_private
 from opsconsole.login_env import ENV_NAME, NOT_AN_ENV_NAME
 from opsconsole.yamlsource import YamlList
 
@@ -183,10 +183,9 @@ class ProxyConfig:
                 return value
         if self.token_file:
             try:
-                problem = open_to_others(self.token_file)
-                if problem:  # another user could take over the admin API with it
-                    raise ValueError(f"admin token file {problem}")
-                value = self.token_file.read_text().strip()
+                value = read_private(self.token_file).strip()  # open to others: another user could steer traffic
+            except ValueError as exc:
+                raise ValueError(f"admin token file {exc}") from None
             except OSError as exc:
                 raise ValueError(f"cannot read the admin token file {self.token_file}: {exc.strerror}") from None
             if value:
@@ -241,6 +240,15 @@ def parse_proxy_section(reader: MappingReader, groups: Mapping[str, Any]) -> Pro
     if token_secret and (token_env or token_file_text):
         # token_env falls back to token_file; a secret is the whole answer, so mixing them is a mistake
         raise a.error("token_secret", "give `token_secret` alone, without `token_env` or `token_file`")
+    if token_file_text and _resolve(base, token_file_text).is_file():
+        # Checked as the config is read (and so by --check), not first at the traffic command that needs it;
+        # a file not there yet (`make demo` makes it) is said when it is read.
+        try:
+            read_private(_resolve(base, token_file_text))
+        except ValueError as exc:
+            raise a.error("token_file", str(exc)) from None
+        except OSError:
+            pass  # unreadable: read_token says so, with its reason, where the token is needed
     a.done()
     if driver == "embedded" and not (token_env or token_file_text or token_secret):
         raise a.error(None, "the admin API needs a token: set `token_secret` (a name in `secrets:`), "
