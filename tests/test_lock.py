@@ -22,6 +22,7 @@ from opsconsole.hosts import Host
 from opsconsole.rollouts import lock as lock_module
 from opsconsole.rollouts.lock import FleetLock, LockHeld
 from opsconsole.transport.local import LocalTransport
+from opsconsole.yamlsource import SourceError
 from tests.conftest import write_config
 
 
@@ -196,15 +197,13 @@ async def test_lock_host_keeps_the_lock_on_the_host_it_names(tmp_path: Path) -> 
         await engine.close()
 
 
-async def test_a_lock_host_that_is_no_host_is_refused_by_name(tmp_path: Path) -> None:
-    engine = Engine(load_config(_with_lock_host(write_config(tmp_path, count=2), "itrust-9")))
-    engine.prepare()
-    try:
-        outcome = await engine.execute(engine.parse("lock status itrust"))
-        assert not outcome.ok
-        assert "apps.itrust.rollout.lock_host names itrust-9" in outcome.message, outcome.message
-    finally:
-        await engine.close()
+def test_a_lock_host_that_is_no_host_is_refused_by_name_as_the_config_is_read(tmp_path: Path) -> None:
+    cfg = _with_lock_host(write_config(tmp_path, count=2), "itrust-9")
+    with pytest.raises(SourceError) as caught:
+        load_config(cfg)
+    assert str(caught.value).startswith(f"{cfg}:") and \
+        "apps.itrust.rollout.lock_host: 'itrust-9' is no host of the fleet (hosts: itrust-1, itrust-2)" in \
+        str(caught.value), caught.value
 
 
 def _closed_port() -> int:

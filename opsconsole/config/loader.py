@@ -288,7 +288,7 @@ def _app(r: MappingReader, name: str, base: Path, groups: dict[str, GroupConfig]
     service_command = s.str("command", default="")
     s.done()
     vars_ = r.plain_mapping("vars")
-    rollout = _rollout(r.mapping("rollout"))
+    rollout = _rollout(r.mapping("rollout"), groups)
     r.done()
     return AppConfig(service_name=service_name, service_command=service_command, name=name, group=group, repo=repo, branch=branch, demo_repo=demo_repo,
                      poll_interval=poll_interval, build=build, deploy_playbook=playbook, on_build=on_build,
@@ -296,7 +296,7 @@ def _app(r: MappingReader, name: str, base: Path, groups: dict[str, GroupConfig]
                      manifests_dir=manifests_dir)
 
 
-def _rollout(t: MappingReader) -> RolloutConfig:
+def _rollout(t: MappingReader, groups: dict[str, GroupConfig]) -> RolloutConfig:
     default = RolloutConfig()
     rollout = RolloutConfig(
         health_timeout=t.duration("health_timeout", default=default.health_timeout, minimum=0.1),
@@ -308,6 +308,13 @@ def _rollout(t: MappingReader) -> RolloutConfig:
     )
     if rollout.lock_host:
         _check_name(t, "lock_host", rollout.lock_host)
+        # Local and static hosts are named by the config: a typo is said here (and by --check), not at the
+        # first roll. EC2 instances are named in the state, pods by the cluster: those are checked when used.
+        named = {f"{g.name}-{i}" for g in groups.values() if g.provider == "local" for i in range(1, g.count + 1)} | \
+            {h.name for g in groups.values() if g.provider == "static" for h in g.hosts}
+        if rollout.lock_host not in named and all(g.provider in ("local", "static") for g in groups.values()):
+            raise t.error("lock_host", f"{rollout.lock_host!r} is no host of the fleet (hosts: "
+                                       f"{', '.join(sorted(named)[:8])}{', …' if len(named) > 8 else ''})")
     if rollout.lock_renew >= rollout.lock_ttl:
         key = "lock_renew" if t.has("lock_renew") else "lock_ttl"
         raise t.error(key, f"lock_renew ({rollout.lock_renew:g}s) must be shorter than lock_ttl ({rollout.lock_ttl:g}s), "

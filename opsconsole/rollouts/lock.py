@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Awaitable, Callable, TypeVar
 
 from opsconsole.config.model import RolloutConfig
+from opsconsole.hostkeys import HostKeyError
 from opsconsole.pids import pid_alive
 from opsconsole.transport.base import Transport, TransportError
 
@@ -180,6 +181,8 @@ class FleetLock:
                                                     now, str(tries), str(int(self.MUTEX_MAX_AGE))])
         try:
             result = await _to_the_end(self.transport.run(command, timeout=self.CALL_TIMEOUT))
+        except HostKeyError:
+            raise  # the host answered with a key we do not trust: its own message says what to check
         except TransportError as exc:
             raise LockUnavailable(f"the deploy lock of {self.app} is kept on {self.where}, which could not be "
                                   f"reached: {exc}") from exc
