@@ -57,10 +57,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.check or args.script:
         # Checked before the real engine exists: a check, or a script refused as bad input, changes nothing
         # (no state directory, port book or demo repo made).
-        from opsconsole.engine.scratch import scratch_engine
+        from opsconsole.engine.engine import Engine
         from opsconsole.headless import read_script
 
-        with scratch_engine(config) as checker:
+        with Engine.checking(config) as checker:
             if args.script:
                 read_script(text, source, checker)
         if args.check:

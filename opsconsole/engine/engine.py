@@ -16,6 +16,7 @@ handler stops the engine from being built. Front ends start it with `Engine.open
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import os
 import socket
@@ -24,7 +25,7 @@ import traceback
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 from opsconsole.builds.poller import BranchPoller
 from opsconsole.fsio import make_private_dir, write_atomic
@@ -42,6 +43,7 @@ from opsconsole.engine.journal import Journal, default_issuer
 from opsconsole.engine.kube_desk import KubeDesk
 from opsconsole.engine.preview import Preview
 from opsconsole.engine.rolling import Rollouts
+from opsconsole.engine.scratch import scratch_config
 from opsconsole.engine.traffic_service import AppTrafficControl, TrafficService
 from opsconsole.errors import CommandFailed, OperatorError
 from opsconsole.events import CommandFinished, CommandStarted, Event, EventBus, OutputLine
@@ -190,6 +192,18 @@ class Engine:
         engine = cls(config, bus=bus, issuer=issuer, startup=Startup(heartbeat, poll, watch_proxy))
         engine.prepare()
         return engine
+
+    @classmethod
+    @contextlib.contextmanager
+    def checking(cls, config: Config) -> Iterator["Engine"]:
+        """An engine that writes nothing where the operator keeps state, for `--check` and for reading a
+        script before it runs: built on a scratch copy of the state's fleet names (engine/scratch.py), every
+        playbook parsed as `open` parses them (SourceError names a bad one), no demo repo made. Never
+        started, it has no connection, task or file open to close."""
+        with scratch_config(config) as scratch:
+            engine = cls(scratch)
+            engine.deployer.load_playbooks()
+            yield engine
 
     def prepare(self) -> None:
         """Everything that must be right before the first command: playbooks parse, demo repos exist.

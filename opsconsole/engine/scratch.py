@@ -1,10 +1,9 @@
-"""An engine that writes nothing where the operator keeps state, for `--check` and for reading a script.
+"""A scratch state directory for an engine that must write nothing where the operator keeps state.
 
 `--check`, and a script refused as bad input, once created the state directory, the local hosts' port
-book and the demo repos: a check changed the machine. The engine built here lives on a scratch state
-directory holding a copy of what the real one says about the fleet (the names a script may use: EC2
-instances, local hosts' ports), and is thrown away with it. Every playbook is parsed as `Engine.open`
-parses them; no demo repo is made.
+book and the demo repos: a check changed the machine. `Engine.checking` builds its engine on the config
+given here, whose state directory is a scratch one holding a copy of what the real one says about the
+fleet (the names a script may use: EC2 instances, local hosts' ports), thrown away on exit.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from opsconsole.config.model import Config
-from opsconsole.engine.engine import Engine
 from opsconsole.yamlsource import SourceError
 
 # What of the state directory names hosts (opsconsole/inventory.py, opsconsole/ec2/records.py, engine/cloud.py):
@@ -29,8 +27,9 @@ FLEET_STATE = ("inventory/local-ports.json", "inventory/ec2-*.json", "ec2/scaled
 
 
 @contextlib.contextmanager
-def scratch_engine(config: Config) -> Iterator[Engine]:
-    """An engine over `config` with a scratch copy of its state's fleet names (removed on exit)."""
+def scratch_config(config: Config) -> Iterator[Config]:
+    """`config` on a scratch copy of its state's fleet names (removed on exit). SourceError when the real
+    state directory could not be made or used, as the engine would say it."""
     problem = state_dir_problem(config.state_dir)
     if problem:
         raise SourceError(config.file, None, "state_dir", f"{config.state_dir} cannot be the state directory: {problem}")
@@ -43,10 +42,7 @@ def scratch_engine(config: Config) -> Iterator[Engine]:
                     target = state / source.relative_to(config.state_dir)
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(data)
-        heartbeat = replace(config.heartbeat, log_file=state / "logs" / "heartbeat.log")
-        engine = Engine(replace(config, state_dir=state, heartbeat=heartbeat))
-        engine.deployer.load_playbooks()  # SourceError names a bad playbook's file and line
-        yield engine  # never started: it has no connection, task or file open to close
+        yield replace(config, state_dir=state, heartbeat=replace(config.heartbeat, log_file=state / "logs" / "heartbeat.log"))
 
 
 def _regular_file(path: Path) -> bytes | None:
