@@ -6,6 +6,7 @@ pod, then the same pod in CrashLoopBackOff, then deleted.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from lightkube.types import PatchType
 
 from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
+from opsconsole.events import Event
 from opsconsole.ui.app import OpsConsoleApp
 from opsconsole.ui.fleet import FleetPane
 from opsconsole.ui.testing import screen_text
@@ -36,6 +38,12 @@ def pod(name: str, version: str, node: str) -> dict[str, Any]:
                        "containerStatuses": [{"name": "checkbox", "ready": True, "restartCount": 0,
                                               "image": f"registry.example/checkbox:{version}", "imageID": "",
                                               "state": {"running": {}}}]}}
+
+
+def pod_lists(api: Any) -> int:
+    """How many times the pods have been listed (kmock keeps every request it served)."""
+    return sum(1 for r in list(api) if r.action is not None and r.action.name == "LIST" and r.resource is not None
+               and r.resource.plural == "pods")
 
 
 def fleet_row(app: OpsConsoleApp) -> str:
@@ -79,6 +87,44 @@ async def test_kube_pods_show_in_the_fleet_pane_and_follow_a_watch(tmp_path: Pat
                 await until(pilot, lambda: "checkbox-5d8f-x2k" not in engine.views, what="the pod gone")
                 await engine.close()  # no pod event may arrive while the app shuts down
                 await pilot.pause()
+        finally:
+            await kubelet.close()
+            await engine.close()
+
+
+async def test_a_pod_watch_gone_silent_is_resynced_and_pods_gone_meanwhile_are_dropped(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    """The pod watch is a Kubernetes group's heartbeat. One that never says a word (a load balancer that dropped
+    the stream without a RST) once left the fleet as it was for good: a pod deleted stayed "up". The pods are
+    listed again every POD_RESYNC seconds; a pod no longer listed is dropped."""
+    from opsconsole.engine.kube_desk import KubeDesk
+
+    monkeypatch.setattr(KubeDesk, "POD_RESYNC", 0.5)
+    async with kube_api() as (api, url):
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", url)
+        engine = Engine.open(load_config(config_for(tmp_path, kubeconfig)), heartbeat=True)
+        kubelet = AsyncClient(KubeConfig.from_file(kubeconfig), namespace="checkbox")
+        try:
+            for name, node in (("checkbox-a", "node-a"), ("checkbox-b", "node-b")):
+                await kubelet.create(from_dict(pod(name, "v1", node)))
+            api.silent_watches = True  # every watch the engine opens says nothing at all
+            async with engine:
+                async with asyncio.timeout(10):
+                    while not {"checkbox-a", "checkbox-b"} <= set(engine.views):
+                        await asyncio.sleep(0.02)
+                changes: list[Event] = []
+                engine.bus.subscribe(changes.append)
+                await kubelet.delete(Pod, "checkbox-b")
+                async with asyncio.timeout(10):
+                    while "checkbox-b" in engine.views:
+                        await asyncio.sleep(0.02)
+                assert engine.views["checkbox-a"].healthy is True and engine.views["checkbox-a"].version == "v1"
+                # a resync that finds nothing new tells the front ends nothing: four more listings, no event
+                target = pod_lists(api) + 4
+                async with asyncio.timeout(10):
+                    while pod_lists(api) < target:
+                        await asyncio.sleep(0.02)
+                assert [e for e in changes if getattr(e, "host", None) == "checkbox-a"] == [], changes
         finally:
             await kubelet.close()
             await engine.close()

@@ -190,8 +190,12 @@ class Fleet:
 
     # -- hosts that come and go without the inventory (Kubernetes pods) ---------------------
     def put_host(self, host: Host, *, version: str | None, healthy: bool, activity: str, detail: str) -> None:
-        """Add or update a host reported from outside the inventory, and tell the front ends."""
+        """Add or update a host reported from outside the inventory, and tell the front ends what changed
+        (a pod's watch says MODIFIED, and a resync lists every pod again, with nothing to tell)."""
         view = self.views.get(host.name)
+        if view is not None and view.host == host and (view.version, view.healthy, view.activity, view.detail) == \
+                (version, healthy, activity, detail):
+            return
         if view is None or view.host != host:
             view = self.views[host.name] = HostView(host, version=version)
         view.version = version

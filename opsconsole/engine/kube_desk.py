@@ -372,6 +372,10 @@ class KubeDesk:
     # -- pods as hosts of the fleet -----------------------------------------------------------
     BROKEN = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "Error", "OOMKilled", "CreateContainerConfigError")
     RETRY_WATCH = 5.0  # seconds before a failed pod watch is opened again
+    # Seconds a pod watch runs before the pods are listed again and the watch reopened. The watch is these
+    # groups' heartbeat (pods are watched, not probed): one that died without a word (a load balancer dropping
+    # the idle stream) would leave a dead pod "up" for good, and a pod deleted while no watch ran stayed a host.
+    POD_RESYNC = 30.0
 
     def kube_groups(self) -> list[GroupConfig]:
         return [g for g in self.config.groups.values() if g.provider == "kubernetes"]
@@ -388,11 +392,26 @@ class KubeDesk:
         while True:
             try:
                 async with KubeClient(kube) as client:
-                    async for kind, pod in client.watch_pods():
-                        self._pod_event(kind, pod, group.name, kube.port, apps)
+                    while True:  # a round: the pods as listed now (the gone ones dropped), then the watch
+                        self._pods_listed(await client.list_pods(), group.name, kube.port, apps)
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(self.POD_RESYNC):
+                                async for kind, pod in client.watch_pods():
+                                    self._pod_event(kind, pod, group.name, kube.port, apps)
             except KubeError as exc:
                 self.fleet.say(f"pods of {group.name}: {exc}; watching again in {self.RETRY_WATCH:g}s", "warning")
             await asyncio.sleep(self.RETRY_WATCH)
+
+    def _pods_listed(self, pods: list[dict[str, Any]], group: str, port: int, apps: set[str]) -> None:
+        """The group's hosts are these pods: each put as a watch's ADDED would, the others dropped."""
+        listed = set()
+        for pod in pods:
+            state = pod_state(pod, group, port)
+            if state.app in apps:
+                listed.add(state.host.name)
+                self._pod_event("ADDED", pod, group, port, apps)
+        for name in [n for n, view in self.fleet.views.items() if view.host.group == group and n not in listed]:
+            self.fleet.drop_host(name)
 
     def _pod_event(self, kind: str, pod: dict[str, Any], group: str, port: int, apps: set[str]) -> None:
         state = pod_state(pod, group, port)

@@ -226,6 +226,13 @@ class KubeClient:
         except (ApiError, httpx2.HTTPError, OSError) as exc:
             raise self._failure(exc, f"list ReplicaSets in {self.namespace}") from None
 
+    async def list_pods(self) -> list[dict[str, Any]]:
+        """Every pod of the namespace, now."""
+        try:
+            return [pod.to_dict() async for pod in self._client.list(Pod, namespace=self.namespace)]
+        except (ApiError, httpx2.HTTPError, OSError) as exc:
+            raise self._failure(exc, f"list pods in {self.namespace}") from None
+
     async def watch_pods(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Every pod change in the namespace as (ADDED|MODIFIED|DELETED, pod): the fleet pane follows a watch."""
         try:
