@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -102,3 +104,45 @@ def test_alive_reads_a_process_whose_name_holds_spaces_and_a_parenthesis() -> No
     finally:
         named.kill()
         named.wait()
+
+
+@pytest.mark.parametrize("command", ["sleep 30", "exit 3"], ids=["runs", "dies-at-once"])
+def test_the_ssh_start_script_says_the_pid_once_it_leads_its_session(command: str, tmp_path: Path) -> None:
+    """The pid a start prints (and writes) must already be what `service_pid` recognises, a session leader:
+    a `setsid` that takes its time (a loaded host; here a wrapper sleeping 0.5 s) once left a window where
+    an immediate look said "not running" (seen in CI). A service that dies at once is not waited for."""
+    from opsconsole.hosts import Host
+    from opsconsole.transport.ssh import _ALIVE, SshTransport
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    real = shutil.which("setsid", path="/usr/sbin:/usr/bin:/sbin:/bin")
+    assert real, "setsid is missing on this machine"
+    (bin_dir / "setsid").write_text(f"#!/bin/sh\nsleep 0.5\nexec {real} \"$@\"\n")
+    (bin_dir / "setsid").chmod(0o755)
+    transport = SshTransport(Host(name="h", group="g", address="127.0.0.1", root=str(tmp_path / "root")),
+                             pool=None)  # type: ignore[arg-type]  (the script alone is run, here)
+    script = f"{_ALIVE}\n" + transport._start_script("svc", command, None, None, None)
+    started = time.monotonic()
+    run = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, timeout=30,
+                         env={"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin"})
+    took = time.monotonic() - started
+    pid = int(run.stdout.strip())
+    try:
+        if command == "sleep 30":
+            assert _alive(pid), "the pid printed was not yet the service's session leader"
+        else:
+            assert took < 1.9, took  # the dead child is not waited for the whole 2 s
+    finally:
+        _kill_service(pid)
+
+
+def _kill_service(pid: int) -> None:
+    """SIGKILL the service `pid` and its group, if it leads one of its own (never our group)."""
+    try:
+        if os.getsid(pid) == pid and os.getpgid(pid) != os.getpgid(0):
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

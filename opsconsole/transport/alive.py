@@ -11,7 +11,7 @@ from __future__ import annotations
 
 def alive_function(session_leader: bool = True) -> str:
     """The shell line defining `alive PID`. `session_leader=False` leaves out the session check, for a pid
-    the caller has just started: its setsid may not have run yet (the ssh transport does not wait for it)."""
+    the caller has just started: its setsid may not have run yet."""
     # The command name (field 2, in parentheses) may hold spaces or ") ": the fields are counted after its
     # last ") ", where the state is the first and the session id the fourth.
     leader = ' && [ "$4" = "$_alive_pid" ]' if session_leader else ""

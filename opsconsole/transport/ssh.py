@@ -363,7 +363,13 @@ class SshTransport(Transport):
             + f"cd {q(workdir)} || exit 125\n"
             f"{exports}\n"
             f"setsid /bin/sh -c {q(leader_command(command))} </dev/null >>{q(log_file)} 2>&1 &\n"
-            f"echo $! > {q(pid_file)}.tmp && mv {q(pid_file)}.tmp {q(pid_file)} && echo $!\n"
+            # `$!` calls setsid() a moment after this shell goes on: until then `service_pid` (a live session
+            # leader) does not know it, and a start asked at once would launch a second one (seen in CI under
+            # load). Wait for it, at most 2 s; a child that died at once (a zombie) is not waited for.
+            '_p=$!; i=0; while ! alive "$_p" && [ $i -lt 200 ]; do '
+            'read -r s < "/proc/$_p/stat" 2>/dev/null || break; s=${s##*") "}; set -- $s; [ "$1" = Z ] && break; '
+            "sleep 0.01; i=$((i+1)); done\n"
+            f'echo "$_p" > {q(pid_file)}.tmp && mv {q(pid_file)}.tmp {q(pid_file)} && echo "$_p"\n'
         )
 
     def _started(self, name: str, port: int | None, result: CommandResult) -> int:
