@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -54,6 +54,7 @@ def proxy_lab_config(tmp_path: Path, kubeconfig: Path) -> str:
 
 @dataclass
 class Lab:
+    api: Any
     proxy: ProxyProc
     driver: EmbeddedDriver
     slices: StandInEndpointSlices
@@ -106,7 +107,7 @@ async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
                                             lambda: driver, lambda text, level: said.append(text))
                 task = asyncio.ensure_future(follower.run())
                 try:
-                    yield Lab(proxy, driver, slices, relay, follower, backends, said)
+                    yield Lab(api, proxy, driver, slices, relay, follower, backends, said)
                 finally:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
@@ -184,6 +185,23 @@ async def test_kube_endpoints_watch_dropped_is_reopened_from_its_resource_versio
     lists = [line for line in lab.relay.requests if "endpointslices" in line and "watch=" not in line]
     assert len(lists) == 1, lists
     assert any("watching again" in s for s in lab.said), lab.said
+
+
+async def test_kube_endpoints_watch_gone_silent_is_relisted(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slice watch that never speaks again (a load balancer dropped it without a RST) once left the pools as
+    they were for good: pods gone stayed members, new ones never came. The slices are listed afresh every
+    RELIST seconds."""
+    from opsconsole.kube import endpoints
+
+    b = lab.backends
+    await lab.slices.publish("checkbox", "checkbox-s1", b["checkbox-s1"].port)
+    await lab.until("the first pod became a member", lambda st: members(st, "stable") == ["checkbox-s1"])
+    monkeypatch.setattr(endpoints, "RELIST", 0.5)
+    lab.api.silent_watches = True
+    lab.relay.drop()  # the watch reopens, and the new one says nothing at all
+    await lab.slices.publish("checkbox", "checkbox-s3", b["checkbox-s3"].port)
+    await lab.slices.remove("checkbox-s1")
+    await lab.until("the pools as the slices say, from a list", lambda st: members(st, "stable") == ["checkbox-s3"])
 
 
 @dataclass

@@ -385,18 +385,20 @@ class KubeDesk:
         await asyncio.gather(*(self._watch_group(group) for group in self.kube_groups()))
 
     async def _watch_group(self, group: GroupConfig) -> None:
-        from opsconsole.kube.client import KubeClient, KubeError
+        from opsconsole.kube.client import KubeClient, KubeError, KubeWatchGone
 
         kube = kube_section(group)
         apps = {a.service_name for a in self.config.apps.values() if a.group == group.name}
+        names = sorted(apps)
         while True:
             try:
                 async with KubeClient(kube) as client:
-                    while True:  # a round: the pods as listed now (the gone ones dropped), then the watch
-                        self._pods_listed(await client.list_pods(), group.name, kube.port, apps)
-                        with contextlib.suppress(TimeoutError):
+                    while True:  # a round: the pods as listed now (the gone ones dropped), then the watch from there
+                        pods, version = await client.list_pods(names)
+                        self._pods_listed(pods, group.name, kube.port, apps)
+                        with contextlib.suppress(TimeoutError, KubeWatchGone):  # 410: the next round lists afresh
                             async with asyncio.timeout(self.POD_RESYNC):
-                                async for kind, pod in client.watch_pods():
+                                async for kind, pod in client.watch_pods(names, version):
                                     self._pod_event(kind, pod, group.name, kube.port, apps)
             except KubeError as exc:
                 self.fleet.say(f"pods of {group.name}: {exc}; watching again in {self.RETRY_WATCH:g}s", "warning")
@@ -415,7 +417,10 @@ class KubeDesk:
 
     def _pod_event(self, kind: str, pod: dict[str, Any], group: str, port: int, apps: set[str]) -> None:
         state = pod_state(pod, group, port)
-        if state.app not in apps:
+        view = self.fleet.views.get(state.host.name)
+        if state.app not in apps:  # (a server may ignore the label selector) or relabelled away from our apps
+            if view is not None and view.host.group == group:
+                self.fleet.drop_host(state.host.name)
             return
         if kind == "DELETED":
             self.fleet.drop_host(state.host.name)

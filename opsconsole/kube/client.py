@@ -33,7 +33,7 @@ from lightkube.types import PatchType
 
 from opsconsole.errors import OperatorError
 from opsconsole.kube.config import KubeGroupConfig
-from opsconsole.kube.manifests import MANAGER, namespace_of
+from opsconsole.kube.manifests import MANAGER, NAME_LABEL, namespace_of
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # the EndpointSlice controller labels each slice with its Service
@@ -226,49 +226,55 @@ class KubeClient:
         except (ApiError, httpx2.HTTPError, OSError) as exc:
             raise self._failure(exc, f"list ReplicaSets in {self.namespace}") from None
 
-    async def list_pods(self) -> list[dict[str, Any]]:
-        """Every pod of the namespace, now."""
-        try:
-            return [pod.to_dict() async for pod in self._client.list(Pod, namespace=self.namespace)]
-        except (ApiError, httpx2.HTTPError, OSError) as exc:
-            raise self._failure(exc, f"list pods in {self.namespace}") from None
+    # -- list, then watch from the list's resourceVersion (what an informer does) -----------------------
+    async def list_pods(self, apps: list[str]) -> tuple[list[dict[str, Any]], str | None]:
+        """The pods of `apps` (by their name label) and the list's resourceVersion (to watch from)."""
+        return await self._list_versioned(Pod, {NAME_LABEL: in_(apps)}, f"pods of {', '.join(apps)}")
 
-    async def watch_pods(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """Every pod change in the namespace as (ADDED|MODIFIED|DELETED, pod): the fleet pane follows a watch."""
-        try:
-            async for kind, obj in self._client.watch(Pod, namespace=self.namespace):
-                yield kind, obj.to_dict()
-        except (ApiError, httpx2.HTTPError, OSError) as exc:
-            raise self._failure(exc, f"watch pods in {self.namespace}") from None
+    def watch_pods(self, apps: list[str], resource_version: str | None) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Changes of the pods of `apps` from `resource_version` on, as (ADDED|MODIFIED|DELETED, pod)."""
+        return self._watch_from(Pod, {NAME_LABEL: in_(apps)}, resource_version, f"pods of {', '.join(apps)}")
 
     # -- EndpointSlices: where the proxy in front finds the pods ------------------------------------
     async def list_endpoint_slices(self, services: list[str]) -> tuple[list[dict[str, Any]], str | None]:
         """The slices of `services` and the list's resourceVersion (to watch from)."""
-        selector = {SERVICE_NAME_LABEL: in_(services)}
+        return await self._list_versioned(EndpointSlice, {SERVICE_NAME_LABEL: in_(services)},
+                                          f"EndpointSlices of {', '.join(services)}")
+
+    def watch_endpoint_slices(self, services: list[str], resource_version: str | None
+                              ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Slice changes from `resource_version` on."""
+        return self._watch_from(EndpointSlice, {SERVICE_NAME_LABEL: in_(services)}, resource_version,
+                                f"EndpointSlices of {', '.join(services)}")
+
+    async def _list_versioned(self, resource: Any, labels: dict[str, Any], what: str
+                              ) -> tuple[list[dict[str, Any]], str | None]:
+        """Every `resource` with `labels` (a server may ignore the selector: callers filter too) and the list's
+        resourceVersion, None when the server gives none."""
         try:
-            listing = self._client.list(EndpointSlice, namespace=self.namespace, labels=selector)
-            items = [s.to_dict() async for s in listing]
+            listing = self._client.list(resource, namespace=self.namespace, labels=labels)
+            items = [obj.to_dict() async for obj in listing]
         except (ApiError, httpx2.HTTPError, OSError) as exc:
-            raise self._failure(exc, f"list EndpointSlices of {', '.join(services)} in {self.namespace}") from None
+            raise self._failure(exc, f"list {what} in {self.namespace}") from None
         try:
             version: str | None = listing.resourceVersion
         except Exception:  # lightkube's NotReadyError on an empty answer from some servers
             version = None
         return items, version
 
-    async def watch_endpoint_slices(self, services: list[str], resource_version: str | None
-                                    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """Slice changes from `resource_version` on. Any failure (a dropped stream too) is a KubeError;
-        the caller reopens (lightkube reopens by itself only a stream the server ended cleanly)."""
-        selector = {SERVICE_NAME_LABEL: in_(services)}
+    async def _watch_from(self, resource: Any, labels: dict[str, Any], resource_version: str | None, what: str
+                          ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Changes from `resource_version` on. Any failure (a dropped stream too) is a KubeError, a history
+        that is gone KubeWatchGone (list afresh); the caller reopens (lightkube reopens by itself only a
+        stream the server ended cleanly)."""
         try:
-            async for kind, obj in self._client.watch(EndpointSlice, namespace=self.namespace, labels=selector,
+            async for kind, obj in self._client.watch(resource, namespace=self.namespace, labels=labels,
                                                       resource_version=resource_version):
                 yield kind, obj.to_dict()
         except ApiError as exc:
             if exc.status is not None and exc.status.code == 410:
-                raise KubeWatchGone(f"watch EndpointSlices in {self.namespace}: resourceVersion "
+                raise KubeWatchGone(f"watch {what} in {self.namespace}: resourceVersion "
                                     f"{resource_version} is too old (410 Gone)") from None
-            raise self._failure(exc, f"watch EndpointSlices in {self.namespace}") from None
+            raise self._failure(exc, f"watch {what} in {self.namespace}") from None
         except (httpx2.HTTPError, OSError) as exc:
-            raise self._failure(exc, f"watch EndpointSlices in {self.namespace}") from None
+            raise self._failure(exc, f"watch {what} in {self.namespace}") from None

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 FIRST_BACKOFF = 0.2  # seconds before reopening a dropped watch; doubles per failure in a row
 MAX_BACKOFF = 10.0
 RESYNC = 2.0  # seconds between checks that the proxy still has the members we set
+# Seconds a slice watch runs before the slices are listed afresh. A watch a load balancer dropped without a
+# word delivers nothing, and the pools would keep pods that are gone (the kube-proxy's informers relist too).
+RELIST = 30.0
 
 
 def ready_endpoints(slices: Iterable[dict[str, Any]], port_name: str = "http",
@@ -132,20 +135,24 @@ class EndpointFollower:
                 if not listed:
                     await self._list()
                     listed = True
-                async for kind, s in self.client.watch_endpoint_slices(list(self.services.values()), self.version):
-                    backoff = FIRST_BACKOFF  # delivering again: the next drop starts the backoff afresh
-                    version = (s.get("metadata") or {}).get("resourceVersion")
-                    if version:
-                        self.version = version
-                    if not self._ours(s):
-                        continue
-                    name = s["metadata"]["name"]
-                    if kind == "DELETED":
-                        self.slices.pop(name, None)
-                    elif kind in ("ADDED", "MODIFIED"):
-                        self.slices[name] = s
-                    self._changed.set()
+                async with asyncio.timeout(RELIST):
+                    async for kind, s in self.client.watch_endpoint_slices(list(self.services.values()), self.version):
+                        backoff = FIRST_BACKOFF  # delivering again: the next drop starts the backoff afresh
+                        version = (s.get("metadata") or {}).get("resourceVersion")
+                        if version:
+                            self.version = version
+                        if not self._ours(s):
+                            continue
+                        name = s["metadata"]["name"]
+                        if kind == "DELETED":
+                            self.slices.pop(name, None)
+                        elif kind in ("ADDED", "MODIFIED"):
+                            self.slices[name] = s
+                        self._changed.set()
                 reason = "the server ended the watch"
+            except TimeoutError:
+                listed = False  # routine, said nowhere: list afresh and watch from there
+                continue
             except KubeWatchGone as exc:
                 listed = False  # the history is gone: list afresh (deletions we missed included)
                 reason = str(exc)
