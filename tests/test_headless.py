@@ -119,11 +119,14 @@ def test_check_writes_nothing_and_reads_the_names_the_state_holds(demo_config: P
 
 def test_ctrl_c_cancels_and_journals_interruption(demo_config: Path, tmp_path: Path) -> None:
     marker = tmp_path / "child.pid"
-    # faulthandler: if Ctrl-C is ever not obeyed (once in CI, not reproduced in 36 tries under load), SIGABRT
+    # SIGINT as a terminal delivers it: a suite started in the background (`make test &` from a script) runs with
+    # SIGINT ignored, which its children inherit, and then no Ctrl-C can reach the console (as POSIX says a
+    # background job's should not); this test once hung so. faulthandler: were Ctrl-C ever not obeyed, SIGABRT
     # makes the console print every thread's stack, and the failure says where it was stuck.
     proc = subprocess.Popen([sys.executable, "-m", "opsconsole", "--config", str(demo_config), "--script", "-"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     proc.stdin.write(f"run itrust-1 -- sleep 300 & echo $! > {marker}; wait\n")
     proc.stdin.close()
     proc.stdin = None  # closed: communicate() must not flush it
