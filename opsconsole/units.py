@@ -50,6 +50,21 @@ def _checked(value: int | float, text: object) -> float:
     return float(value)
 
 
+def seconds_number(value: object, scale: float = 1) -> float:
+    """A plain number of seconds, as Ansible's modules take them (`10`, `"2.5"`; of `scale` seconds each, 60
+    for minutes), in seconds: finite and not negative (`.nan` passes every comparison a wait makes, `.inf`
+    waits for ever, 1e308 minutes is no number of seconds). ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a number")
+    try:
+        seconds = (float(value) if isinstance(value, (int, float)) else float(str(value))) * scale
+    except (ValueError, OverflowError):
+        raise ValueError(f"{value!r} is not a number") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{value!r} is not a number of seconds, 0 or more")
+    return seconds
+
+
 def format_duration(seconds: float) -> str:
     """Short human form: 850ms, 12.3s, 4m05s."""
     if seconds < 1:

@@ -406,29 +406,26 @@ class KubeDesk:
 
     def _pods_listed(self, pods: list[dict[str, Any]], group: str, port: int, apps: set[str]) -> None:
         """The group's hosts are these pods: each put as a watch's ADDED would, the others dropped."""
-        listed = set()
-        for pod in pods:
-            state = pod_state(pod, group, port)
-            if state.app in apps:
-                listed.add(state.host.name)
-                self._pod_event("ADDED", pod, group, port, apps)
+        listed = {name for pod in pods if (name := self._pod_event("ADDED", pod, group, port, apps)) is not None}
         for name in [n for n, view in self.fleet.views.items() if view.host.group == group and n not in listed]:
             self.fleet.drop_host(name)
 
-    def _pod_event(self, kind: str, pod: dict[str, Any], group: str, port: int, apps: set[str]) -> None:
+    def _pod_event(self, kind: str, pod: dict[str, Any], group: str, port: int, apps: set[str]) -> str | None:
+        """Put the pod as a host of `group` (or drop it); the host's name when it is one now."""
         state = pod_state(pod, group, port)
-        view = self.fleet.views.get(state.host.name)
         if state.app not in apps:  # (a server may ignore the label selector) or relabelled away from our apps
+            view = self.fleet.views.get(state.host.name)
             if view is not None and view.host.group == group:
                 self.fleet.drop_host(state.host.name)
-            return
+            return None
         if kind == "DELETED":
             self.fleet.drop_host(state.host.name)
-            return
+            return None
         activity = "idle" if state.ready else ("failed" if state.reason in self.BROKEN else "deploying")
         detail = ", ".join(part for part in (state.reason, f"{state.restarts} restart(s)" if state.restarts else "",
                                             f"node {state.host.vars['node']}") if part)
         self.fleet.put_host(state.host, version=state.version, healthy=state.ready, activity=activity, detail=detail)
+        return state.host.name
 
     def busy(self) -> bool:
         return bool(self.live)

@@ -8,7 +8,6 @@ can fix the file without guessing.
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,7 +18,7 @@ from opsconsole.playbook.modules import (ALIASES, MOVED_ARGUMENTS, MOVED_MODULES
                                          parse_mode, truthy)
 from opsconsole.playbook.templating import check_expression, check_syntax, is_template
 from opsconsole.playbook.web import expected_statuses, parse_checksum
-from opsconsole.units import parse_duration
+from opsconsole.units import parse_duration, seconds_number
 from opsconsole.yamlsource import SourceError, line_of, load_yaml
 
 PLAY_KEYS = ("name", "hosts", "serial", "vars", "vars_files", "roles", "tasks", "handlers", "become", "gather_facts",
@@ -1059,15 +1058,11 @@ def _inherit(task: Task, when: tuple[Any, ...] = (), tags: tuple[str, ...] = (),
 
 
 def _is_number(value: Any, scale: float = 1) -> bool:
-    """A number of seconds (of `scale` seconds each) a module can wait: finite and not negative (`.nan`
-    passes every comparison a wait makes, `.inf` waits forever), in seconds too (1e308 minutes is not)."""
-    if isinstance(value, bool):
-        return False
     try:
-        number = float(value) if isinstance(value, (int, float)) else float(str(value))
-    except (ValueError, OverflowError):
+        seconds_number(value, scale)
+    except ValueError:
         return False
-    return math.isfinite(number * scale) and number >= 0
+    return True
 
 
 __all__ = ["PLAY_KEYS", "TASK_KEYS", "load_playbook"]

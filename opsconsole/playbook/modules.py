@@ -29,7 +29,7 @@ from opsconsole.playbook.templating import Templar
 from opsconsole.transport.alive import alive_function
 from opsconsole.transport.base import CommandResult, LineHandler, PathInTheWay, Transport, TransportError, shell_exact
 from opsconsole.transport.ports import listening_test
-from opsconsole.units import parse_duration
+from opsconsole.units import parse_duration, seconds_number
 
 
 @dataclass(frozen=True)
@@ -314,8 +314,8 @@ async def _owned(outcome: Outcome, path: str, args: Mapping[str, Any], ctx: Modu
 
 async def _pause(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
     minutes = args.get("minutes") or 0
-    seconds = _seconds(args.get("seconds") or 0, "pause", "seconds") + 60 * _seconds(minutes, "pause", "minutes")
-    if not math.isfinite(seconds):  # 1e308 minutes is finite, its seconds are not
+    seconds = _seconds(args.get("seconds") or 0, "pause", "seconds") + _seconds(minutes, "pause", "minutes", 60)
+    if not math.isfinite(seconds):  # each finite, their sum need not be
         raise ModuleFailure(f"pause: minutes {minutes!r} is not a number of minutes a pause can last")
     await asyncio.sleep(seconds)
     return Outcome(command=f"pause {seconds:g}s", message=f"paused {seconds:g}s")
@@ -472,15 +472,13 @@ async def _health(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
     return await _wait(args, ctx, parse_duration(args.get("timeout", 30)))
 
 
-def _seconds(value: Any, module: str, arg: str = "timeout") -> float:
+def _seconds(value: Any, module: str, arg: str = "timeout", scale: float = 1) -> float:
     """A module's number of seconds, as its value came after templating (the loader checks the written ones)."""
     try:
-        seconds = float(value)
-    except (TypeError, ValueError, OverflowError):
-        seconds = math.nan
-    if isinstance(value, bool) or not math.isfinite(seconds) or seconds < 0:
-        raise ModuleFailure(f"{module}: {arg} {value!r} is not a number of seconds, 0 or more")
-    return seconds
+        return seconds_number(value, scale)
+    except ValueError:
+        unit = "minutes" if scale == 60 else "seconds"
+        raise ModuleFailure(f"{module}: {arg} {value!r} is not a number of {unit}, 0 or more") from None
 
 
 @functools.cache

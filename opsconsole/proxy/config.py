@@ -240,11 +240,12 @@ def parse_proxy_section(reader: MappingReader, groups: Mapping[str, Any]) -> Pro
     if token_secret and (token_env or token_file_text):
         # token_env falls back to token_file; a secret is the whole answer, so mixing them is a mistake
         raise a.error("token_secret", "give `token_secret` alone, without `token_env` or `token_file`")
-    if token_file_text and _resolve(base, token_file_text).is_file():
+    token_file = _resolve(base, token_file_text) if token_file_text else None
+    if token_file is not None and token_file.is_file():
         # Checked as the config is read (and so by --check), not first at the traffic command that needs it;
         # a file not there yet (`make demo` makes it) is said when it is read.
         try:
-            read_private(_resolve(base, token_file_text))
+            read_private(token_file)
         except ValueError as exc:
             raise a.error("token_file", str(exc)) from None
         except OSError:
@@ -288,7 +289,7 @@ def parse_proxy_section(reader: MappingReader, groups: Mapping[str, Any]) -> Pro
     reader.done()
     return ProxyConfig(
         driver=driver, admin=admin, token_env=token_env,
-        token_file=_resolve(base, token_file_text) if token_file_text else None, token_secret=token_secret,
+        token_file=token_file, token_secret=token_secret,
         runtime_file=_resolve(base, runtime_text) if runtime_text else None,
         frontends=frontends, haproxy=haproxy, trusted_proxies=trusted, host=host, **timeouts,
     )
