@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
 
 # What wrk sends, and what the fast backend (HAProxy's `http-request return`) answers.
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
@@ -43,77 +44,11 @@ EXPECT_CLIENT = RESPONSE
 BATCH = 32  # requests handled per pass of the event loop
 
 
-class FakeTransport:
-    """Just enough of asyncio.Transport for the proxy's protocols; writes are collected, not sent."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-        self.closing = False
-        self.reading = True
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def writelines(self, data: list[bytes]) -> None:
-        self.written.extend(data)
-
-    def take(self) -> bytes:
-        data = b"".join(self.written)
-        self.written.clear()
-        return data
-
-    def get_extra_info(self, name: str, default=None):
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-
 def _setup():
-    from opsconsole.proxy.balancer import AppState
-    from opsconsole.proxy.config import FrontendConfig, HealthCheckConfig, Listen, MemberConfig, PoolConfig, ProxyConfig
-    from opsconsole.proxy.health import HealthChecker
-    from opsconsole.proxy.server import ClientConnection, Frontend
-    from opsconsole.proxy.upstream import UpstreamConnection
+    from proxy_memory import memory_proxy  # tests/proxy_memory.py: the same set-up the fast-path test drives
 
-    fe_cfg = FrontendConfig(app="bench", listen=Listen("127.0.0.1", 8080),
-                            pools={"stable": PoolConfig("stable", 100, (MemberConfig("b1", "127.0.0.1", 9),)),
-                                   "canary": PoolConfig("canary", 0)},
-                            health=HealthCheckConfig(interval=1.0))
-    pcfg = ProxyConfig(frontends={"bench": fe_cfg}, upstream_idle=30.0)
-    logged: list[str] = []
-    app = AppState(fe_cfg, logged.append)
-    fe = Frontend(app, pcfg, logged.append, HealthChecker(logged.append))
-    client = ClientConnection(fe)
-    ct = FakeTransport()
-    client.connection_made(ct)
-    member = app.members["b1"]
-    up = UpstreamConnection(member)
-    ut = FakeTransport()
-    up.connection_made(ut)
-    fe._pool(up)  # an idle kept-alive connection, as after the first request of a real run
-    return fe, client, ct, up, ut, logged
+    p = memory_proxy()
+    return p.fe, p.client, p.client_transport, p.upstream, p.upstream_transport, p.logged
 
 
 async def _check(client, ct, up, ut, logged) -> None:

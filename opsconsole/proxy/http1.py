@@ -45,6 +45,63 @@ CRLF = b"\r\n"
 # RFC 9110 §7.2: uri-host [":" port]; reg-name characters, an IPv6 literal, or an IPv4 address.
 _HOST = re.compile(rb"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:[0-9]*)?$")
 
+# Whole-read matchers for the commonest exchange, a GET and its answer each in one read, so those skip
+# the field-by-field parse. Each accepts a strict subset of HTTP/1.1 — canonical `Name: value` lines (one
+# space, visible ASCII, no padding), an RFC 3986 origin-form target — for which the parser path would send
+# the very same bytes; anything else (a field that frames, hops or forwards, obs-text, odd spacing, a body
+# split across reads) goes to the parser, which decides as before. See tests/test_proxy_fast_path.py.
+_FIELD_LINES = rb"((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+: [\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?\r\n)*)\r\n"
+_PLAIN_GET = re.compile(rb"GET (/[A-Za-z0-9._~!$&'()*+,;=:@/?%-]*) HTTP/1\.1\r\n" + _FIELD_LINES)
+_PLAIN_ANSWER = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9]) [\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?\r\n" + _FIELD_LINES)
+
+
+def _named_fields(names: frozenset[bytes]) -> re.Pattern[bytes]:
+    """Finds (name, value) of the field lines with these names, in `Name: value` lines as the matchers take."""
+    alternatives = b"|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    return re.compile(rb"(?:^|\n)(" + alternatives + rb"): ([^\r]*)", re.IGNORECASE)
+
+
+_GET_NAMED = _named_fields(_NOT_PLAIN | {b"host"})  # a plain GET has exactly one of these: Host
+_ANSWER_NAMED = _named_fields(HOP_BY_HOP | {b"content-length"})  # a plain answer: exactly one Content-Length
+
+
+def whole_plain_get(data: bytes, max_head: int) -> tuple[bytes, bytes, int] | None:
+    """(target, field lines, end of head) when `data` begins with a plain GET's whole head; None otherwise.
+
+    Plain is what `plain_request_head` forwards as it came: exactly one valid Host, and no field that frames
+    a body, is hop-by-hop or claims something about forwarding. The lines are returned as they came, since
+    `plain_request_head` would write each one back the same.
+    """
+    m = _PLAIN_GET.match(data)
+    if m is None or m.end() > max_head:
+        return None
+    fields = m.group(2)
+    named = _GET_NAMED.findall(fields)
+    if len(named) != 1 or named[0][0].lower() != b"host" or not _HOST.match(named[0][1]):
+        return None
+    return m.group(1), fields, m.end()
+
+
+def whole_plain_answer(data: bytes, max_head: int) -> int:
+    """The status when `data` is exactly one plain answer, head and whole body; 0 otherwise.
+
+    Plain: a final status with a body (not 1xx, 204 or 304), no hop-by-hop field, exactly one Content-Length
+    and exactly that many bytes after the head. Relayed as it came, which is what the parser path would write.
+    """
+    m = _PLAIN_ANSWER.match(data)
+    if m is None or m.end() > max_head:
+        return 0
+    named = _ANSWER_NAMED.findall(m.group(2))
+    if len(named) != 1:
+        return 0
+    name, length = named[0]
+    if name.lower() != b"content-length" or not length.isdigit() or len(length) > 15 \
+            or int(length) != len(data) - m.end():
+        return 0
+    status = int(m.group(1))
+    return 0 if status == 204 or status == 304 else status
+
+
 REASONS = {
     400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
     431: "Request Header Fields Too Large", 501: "Not Implemented", 502: "Bad Gateway",

@@ -43,7 +43,7 @@ class Request:
     __slots__ = ("client", "method", "url", "headers", "keep_alive", "http10", "chunked", "wire", "replayable",
                  "body_done", "conn", "member", "last", "pool", "attempts", "sent", "responded", "t_send",
                  "bucket", "set_cookie", "status", "body_kind", "done", "refusal", "upgrade", "queued_at", "held",
-                 "wire_bytes")
+                 "wire_bytes", "plain")
 
     def __init__(self, client: "ClientConnection") -> None:
         self.client = client
@@ -74,6 +74,7 @@ class Request:
         self.queued_at = 0.0
         self.held = 0  # bytes in `wire` not yet sent (counted against the client's MAX_HELD)
         self.wire_bytes = 0  # bytes in `wire`, while it is kept for a replay
+        self.plain = False  # a kept-alive GET with no body, no cookie of ours to add: its answer may be relayed whole
 
     def add_body(self, data: bytes) -> None:
         if self.refusal is not None:
@@ -136,6 +137,9 @@ class ClientConnection(asyncio.Protocol):
         self.lingering = 0.0  # refusing mid-request: drop the client's input until then, then close
         self.linger_bytes = 0
         self.proto = fe.proto
+        # Plain GETs may skip the parser (see _whole_gets) until a request says it is the last: the parser
+        # then refuses whatever follows it, and so must every later read.
+        self.whole_gets = fe.whole_gets
         self.client_eof = False  # the client shut its sending side: answer what it sent, then close
 
     # -- asyncio -------------------------------------------------------------
@@ -168,6 +172,10 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.stopped:
             return
+        if self.cur is None and self.whole_gets:
+            data = self._whole_gets(data)
+            if not data:
+                return
         self._callback = False
         was_in_head, before = self.in_head, self.cur
         try:
@@ -195,6 +203,40 @@ class ClientConnection(asyncio.Protocol):
                     self._refuse(self.cur, 431, f"request head over {self.fe.max_head} bytes")
                 else:
                     self._parse_error(f"request trailers over {self.fe.max_head} bytes", 431)
+
+    def _whole_gets(self, data: bytes) -> bytes:
+        """Take the plain GETs at the start of `data` without the parser; what is left goes to the parser.
+
+        Only at a message boundary (no request begun), so the parser, given nothing, stays in step. A plain
+        GET is the parser path's common case (`plain_request_head`), recognised whole in one match.
+        """
+        fe = self.fe
+        queue = self.queue
+        while len(queue) < MAX_QUEUED:
+            hit = http1.whole_plain_get(data, fe.max_head)
+            if hit is None:
+                return data
+            target, fields, end = hit
+            req = Request(self)
+            req.url = target
+            req.body_done = req.plain = True
+            if "GET" not in fe.retry_methods:
+                req.replayable = False
+            self.head_deadline = 0.0  # (the first request's deadline ran from accept; the next begins unset)
+            head = b"GET %b HTTP/1.1\r\n%bX-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\n\r\n" % (
+                target, fields, self.client_ip, self.proto)
+            req.wire.append(head)
+            req.held = n = len(head)
+            self.held += n
+            queue.append(req)
+            if len(queue) == 1:
+                fe.dispatch(req)
+            elif len(queue) >= MAX_QUEUED:
+                self.pause("pipeline")
+            data = data[end:]
+            if not data or self.stopped:
+                return b""  # (stopped: a refusal answered in turn; like the parser path, nothing more is read)
+        return data
 
     def eof_received(self) -> bool:
         """The client shut its sending side (a half-close). Requests it sent whole are still answered, as
@@ -352,6 +394,8 @@ class ClientConnection(asyncio.Protocol):
         method = p.get_method()
         req.method = _METHOD_NAMES.get(method) or method.decode()
         req.keep_alive = keep_alive = p.should_keep_alive()
+        if not keep_alive:
+            self.whole_gets = False
         head = None
         if keep_alive and self.head_bytes <= fe.max_head and len(self.queue) < MAX_PIPELINE:
             # Kept alive with no Connection field (plain has none) means HTTP/1.1 or later: http10 stays False.
@@ -363,6 +407,7 @@ class ClientConnection(asyncio.Protocol):
                 return  # refused
         else:
             req.body_done = True  # no Content-Length, no Transfer-Encoding: a request without a body
+            req.plain = req.method == "GET" and not fe.sticky
         if req.method not in fe.retry_methods:
             req.replayable = False
         if fe.sticky:
@@ -602,6 +647,7 @@ class Frontend:
         self.cfg = cfg
         self.cookie_name = cfg.cookie.encode()
         self.sticky = cfg.split == "sticky"
+        self.whole_gets = not self.sticky  # plain GETs skip the parser (a sticky split reads each one's Cookie)
         self.retry_methods = frozenset(cfg.retry.methods)
         self.cfg_response_timeout = proxy_cfg.response_timeout
         self.connect_timeout = proxy_cfg.connect_timeout

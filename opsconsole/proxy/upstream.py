@@ -98,8 +98,17 @@ class UpstreamConnection(asyncio.Protocol):
             # Bytes nobody asked for (an idle connection): whatever they are, this connection is out of step.
             self.close()
             return
-        client = self.req.client
+        req = self.req
+        client = req.client
         self.got_bytes = True
+        if req.plain and not self._head_seen and not client.closing and not client.fe.shutting_down:
+            # The whole answer in this first read, plain (see http1): it crosses as it came, no parse needed.
+            # (`_head_seen` is 0 until a byte of this answer was read; an answer relayed so leaves the parser
+            # at a message boundary, as it found it.) Closing, the client's answer needs our Connection: close.
+            status = http1.whole_plain_answer(data, MAX_RESPONSE_HEAD)
+            if status:
+                self._relay_whole(req, client, data, status)
+                return
         if self.deadline:  # a member sending its answer is alive: the timeout is one of inactivity
             self.deadline = client.fe.now + client.fe.cfg_response_timeout
         if not self._head_done:
@@ -134,6 +143,17 @@ class UpstreamConnection(asyncio.Protocol):
                 self._fail("bad-response", f"unparsable response: {exc}")
         if client is not None and client.out and not client.flush_queued:
             client.flush_soon()  # head and body of one read leave in one write, after the loop's pass
+
+    def _relay_whole(self, req: "Request", client: "ClientConnection", data: bytes, status: int) -> None:
+        """What the parser path does for a plain answer (on_response_head, on_response_body, _finish), at once."""
+        req.status = status
+        req.responded = True
+        req.body_kind = "length"
+        client.out.append(data)
+        self.req = None
+        client.on_response_end(req, self, reusable=not self.closed)
+        if not client.flush_queued:
+            client.flush_soon()
 
     def eof_received(self) -> bool:
         self._lost(None)
