@@ -220,19 +220,10 @@ class ClientConnection(asyncio.Protocol):
             req = Request(self)
             req.url = target
             req.body_done = req.plain = True
-            if "GET" not in fe.retry_methods:
-                req.replayable = False
             self.head_deadline = 0.0  # (the first request's deadline ran from accept; the next begins unset)
-            head = b"GET %b HTTP/1.1\r\n%bX-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\n\r\n" % (
-                target, fields, self.client_ip, self.proto)
-            req.wire.append(head)
-            req.held = n = len(head)
-            self.held += n
-            queue.append(req)
-            if len(queue) == 1:
-                fe.dispatch(req)
-            elif len(queue) >= MAX_QUEUED:
-                self.pause("pipeline")
+            # What plain_request_head makes of it: the lines came as it would write them.
+            self._enqueue(req, b"GET %b HTTP/1.1\r\n%bX-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\n\r\n" % (
+                target, fields, self.client_ip, self.proto))
             data = data[end:]
             if not data or self.stopped:
                 return b""  # (stopped: a refusal answered in turn; like the parser path, nothing more is read)
@@ -408,17 +399,21 @@ class ClientConnection(asyncio.Protocol):
         else:
             req.body_done = True  # no Content-Length, no Transfer-Encoding: a request without a body
             req.plain = req.method == "GET" and not fe.sticky
-        if req.method not in fe.retry_methods:
-            req.replayable = False
         if fe.sticky:
             req.bucket = self._bucket(req)
+        self._enqueue(req, head)
+
+    def _enqueue(self, req: Request, head: bytes) -> None:
+        """A request checked and ready: in line for its answer, sent now if it is the first in line."""
+        if req.method not in self.fe.retry_methods:
+            req.replayable = False
         req.wire.append(head)
         req.held = n = len(head)
         self.held += n  # a head is at most max_head: no need to check MAX_HELD here
         queue = self.queue
         queue.append(req)
         if len(queue) == 1:
-            fe.dispatch(req)
+            self.fe.dispatch(req)
         elif len(queue) >= MAX_QUEUED:
             self.pause("pipeline")
 
