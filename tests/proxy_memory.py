@@ -68,8 +68,9 @@ class MemoryProxy:
     logged: list[str]
 
 
-def memory_proxy(split: str = "request") -> MemoryProxy:
-    """One app, one stable member with one idle kept-alive connection, one client connected.
+def memory_proxy(split: str = "request", **proxy_options: Any) -> MemoryProxy:
+    """One app, one stable member with one idle kept-alive connection, one client connected. `proxy_options`
+    are ProxyConfig fields (max_head_bytes=…).
 
     Must run inside an event loop (the Frontend takes the running one). Imports the `opsconsole` first on
     sys.path, so bench_proxy_cpu.py --compare measures another revision's package with it.
@@ -84,7 +85,7 @@ def memory_proxy(split: str = "request") -> MemoryProxy:
                             pools={"stable": PoolConfig("stable", 100, (MemberConfig("b1", "127.0.0.1", 9),)),
                                    "canary": PoolConfig("canary", 0)},
                             health=HealthCheckConfig(interval=1.0))
-    pcfg = ProxyConfig(frontends={"bench": fe_cfg}, upstream_idle=30.0)
+    pcfg = ProxyConfig(frontends={"bench": fe_cfg}, **{"upstream_idle": 30.0, **proxy_options})
     logged: list[str] = []
     app = AppState(fe_cfg, logged.append)
     fe = Frontend(app, pcfg, logged.append, HealthChecker(logged.append))

@@ -94,9 +94,9 @@ ANSWERS = [
 ]
 
 
-async def exchange(requests: list[bytes], answers: list[bytes]) -> list[object]:
+async def exchange(requests: list[bytes], answers: list[list[bytes]], **proxy_options: object) -> list[object]:
     """Send the client's reads, answer each request that reaches the member with the next answer's reads."""
-    p = memory_proxy()
+    p = memory_proxy(**proxy_options)
     seen: list[object] = []
     todo = list(answers)
     for data in requests:
@@ -123,12 +123,12 @@ async def exchange(requests: list[bytes], answers: list[bytes]) -> list[object]:
 
 @pytest.mark.parametrize("name,data,fast", REQUESTS, ids=[r[0] for r in REQUESTS])
 async def test_requests_are_forwarded_the_same_by_either_path(name: str, data: bytes, fast: bool) -> None:
-    assert (http1.whole_plain_get(data, 32768) is not None) == fast, "the matcher's verdict changed"
+    assert (http1.whole_plain_get(data, 0, 32768) is not None) == fast, "the matcher's verdict changed"
     results = {}
     for mode in ("whole-read", "parser"):
         with pytest.MonkeyPatch.context() as mp:
             if mode == "parser":
-                mp.setattr(http1, "whole_plain_get", lambda data, max_head: None)
+                mp.setattr(http1, "whole_plain_get", lambda data, pos, limit: None)
             # The request in one read, then a plain GET: the connection is still in step (or was closed alike).
             results[mode] = await exchange([data, GET], [[ANSWER], [ANSWER]])
     assert results["whole-read"] == results["parser"]
@@ -139,12 +139,12 @@ async def test_requests_are_forwarded_the_same_by_either_path(name: str, data: b
 
 @pytest.mark.parametrize("name,data,fast", ANSWERS, ids=[a[0] for a in ANSWERS])
 async def test_answers_are_relayed_the_same_by_either_path(name: str, data: bytes, fast: bool) -> None:
-    assert bool(http1.whole_plain_answer(data, 65536)) == fast, "the matcher's verdict changed"
+    assert bool(http1.whole_plain_answer(data)) == fast, "the matcher's verdict changed"
     results = {}
     for mode in ("whole-read", "parser"):
         with pytest.MonkeyPatch.context() as mp:
             if mode == "parser":
-                mp.setattr(http1, "whole_plain_answer", lambda data, max_head: 0)
+                mp.setattr(http1, "whole_plain_answer", lambda data: 0)
             # The answer in one read; then, if the connection was kept, a second exchange on it.
             results[mode] = await exchange([GET, GET], [[data], [ANSWER]])
     assert results["whole-read"] == results["parser"]
@@ -160,7 +160,7 @@ async def test_pipelined_plain_and_other_requests_keep_their_order() -> None:
     for mode in ("whole-read", "parser"):
         with pytest.MonkeyPatch.context() as mp:
             if mode == "parser":
-                mp.setattr(http1, "whole_plain_get", lambda data, max_head: None)
+                mp.setattr(http1, "whole_plain_get", lambda data, pos, limit: None)
             results[mode] = await exchange([pipeline], [[ANSWER]] * 4)
     assert results["whole-read"] == results["parser"]
     sent = [item[1] for item in results["parser"] if item[0] == "member got"]
@@ -173,3 +173,74 @@ async def test_a_plain_answer_to_a_closing_client_still_says_close() -> None:
         seen = await exchange([request], [[ANSWER]])
         answered = b"".join(item[1] for item in seen if item[0] == "client got")
         assert answered.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close\r\n" in answered, answered
+
+
+async def both_ways(requests: list[bytes], answers: list[list[bytes]], **proxy_options: object) -> list[object]:
+    """The exchange with the whole-read path and with the parser alone; they must be the same."""
+    results = {}
+    for mode in ("whole-read", "parser"):
+        with pytest.MonkeyPatch.context() as mp:
+            if mode == "parser":
+                mp.setattr(http1, "whole_plain_get", lambda data, pos, limit: None)
+                mp.setattr(http1, "whole_plain_answer", lambda data: 0)
+            results[mode] = await exchange(requests, answers, **proxy_options)
+    assert results["whole-read"] == results["parser"]
+    return results["parser"]
+
+
+async def test_a_body_that_looks_like_an_answer_after_an_interim_one_is_body() -> None:
+    """103 Early Hints and the final head in one read, then a read of body that is itself a whole answer.
+
+    The parser is mid-body then: taken for a whole answer, the member connection would go back to the pool
+    with 74 body bytes still due, and they would reach the next client as its answer (found by review).
+    """
+    fake = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    rest = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nSet-Cookie: session=attacker\r\n\r\npwned!"
+    first = b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (
+        len(fake) + len(rest))
+    assert http1.whole_plain_answer(fake), "the middle read must look like a whole answer for this test to mean anything"
+    seen = await both_ways([GET, GET.replace(b"/", b"/account", 1)], [[first, fake, rest], [ANSWER]])
+    answers = [item[1] for item in seen if item[0] == "client got" and item[1]]
+    assert answers[0].endswith(fake + rest) and answers[1] == ANSWER, answers
+
+
+async def test_connection_close_in_trailers_ends_the_connection_for_every_path() -> None:
+    """llhttp reads Connection: close in chunked trailers too, and refuses what follows; so must we."""
+    post = (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\nhi\r\n0\r\nConnection: close\r\n\r\n")
+    seen = await both_ways([post, GET], [[ANSWER], [ANSWER]])
+    assert sum(1 for item in seen if item[0] == "member got") == 1, seen
+
+
+async def test_heads_past_the_whole_read_bound_are_left_to_the_parser() -> None:
+    """The matcher looks at WHOLE_HEAD_MAX bytes at most; a longer plain head is the parser's, forwarded alike,
+    and a head over a smaller max_head_bytes gets its 431 either way."""
+    big = GET.replace(b"\r\n\r\n", b"\r\nCookie: " + b"c" * http1.WHOLE_HEAD_MAX + b"\r\n\r\n")
+    assert http1.whole_plain_get(big, 0, 1 << 20) is not None  # plain: only its size keeps it from the matcher
+    assert http1.whole_plain_get(big, 0, http1.WHOLE_HEAD_MAX) is None
+    seen = await both_ways([big], [[ANSWER]])
+    assert seen[0][0] == "member got" and big.split(b"\r\n")[2] in seen[0][1]
+    mid = GET.replace(b"\r\n\r\n", b"\r\nCookie: " + b"c" * 1100 + b"\r\n\r\n")
+    seen = await both_ways([mid], [[ANSWER]], max_head_bytes=1024)
+    assert ("client got", b"") != seen[0] and b"431" in b"".join(item[1] for item in seen if item[0] == "client got")
+
+
+async def test_a_reload_to_a_sticky_split_reaches_connections_already_open() -> None:
+    """After `split: sticky` is loaded, a plain GET on a kept-alive connection gets its pool cookie."""
+    import dataclasses
+
+    from opsconsole.proxy.config import ProxyConfig
+
+    p = memory_proxy()
+    p.client.data_received(GET)
+    await asyncio.sleep(0)
+    p.upstream.data_received(ANSWER)
+    await asyncio.sleep(0)
+    assert b"Set-Cookie" not in p.client_transport.take()
+    sticky = dataclasses.replace(p.fe.cfg, split="sticky")
+    p.fe.configure(sticky, ProxyConfig(frontends={"bench": sticky}, upstream_idle=30.0))
+    p.client.data_received(GET)
+    await asyncio.sleep(0)
+    p.upstream.data_received(ANSWER)
+    await asyncio.sleep(0)
+    assert b"Set-Cookie: " in p.client_transport.take()

@@ -51,9 +51,14 @@ _HOST = re.compile(rb"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:[0-9]*
 # the parser path would send the very same bytes; anything else (a field that frames, hops or forwards,
 # obs-text, odd spacing, a body split across reads) goes to the parser, which decides as before. Tested
 # against the parser path byte for byte: tests/test_proxy_fast_path.py.
+# Heads up to WHOLE_HEAD_MAX bytes only: a longer one (rare, a big Cookie) goes to the parser. The patterns
+# are linear but cost ~80 ns a byte where llhttp costs ~1, and a head built to fail late (a tab at the end of
+# a long value) would otherwise cost a match over all of max_head_bytes before the parser took it, on the
+# loop every app shares; within this bound a failed match costs about what one small request does.
 # One match does all of it: CPython's re costs about a thousand instructions a call, so every check is in
 # the pattern (each line's name is looked at in a lookahead) rather than in calls after it. (No possessive
 # `*+`: Python 3.11.2's re can end one in the middle of a line — `Host: a\r\nX-Empty: \r\n\r\n` matched.)
+WHOLE_HEAD_MAX = 2048
 _VALUE = rb"[\x21-\x7e]+(?: [\x21-\x7e]+)*"
 _HOST_VALUE = rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?"  # _HOST, unanchored
 
@@ -72,35 +77,33 @@ _PLAIN_ANSWER = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9]) " + _VALUE + rb"\r\n"
                            rb"" + _ANSWER_LINE + rb"*?(?i:content-length): ([0-9]{1,15})\r\n" + _ANSWER_LINE + rb"*\r\n")
 
 
-def whole_plain_get(data: bytes, max_head: int) -> tuple[bytes, bytes, int] | None:
-    """(target, field lines, end of head) when `data` begins with a plain GET's whole head; None otherwise.
+def whole_plain_get(data: bytes, pos: int, limit: int) -> tuple[bytes, bytes, int] | None:
+    """(target, field lines, end of head) when `data` has a plain GET's whole head of at most `limit` bytes
+    at `pos`; None otherwise. (`limit`: WHOLE_HEAD_MAX, or max_head_bytes if that is less.)
 
     Plain is what `plain_request_head` forwards as it came: exactly one valid Host, and no field that frames
     a body, is hop-by-hop or claims something about forwarding. The lines are returned as they came, since
     `plain_request_head` would write each one back the same.
     """
-    m = _PLAIN_GET.match(data)
+    m = _PLAIN_GET.match(data, pos, pos + limit)
     if m is None:
         return None
-    end = m.end()
-    if end > max_head:
-        return None
     target, fields = m.groups()
-    return target, fields, end
+    return target, fields, m.end()
 
 
-def whole_plain_answer(data: bytes, max_head: int) -> int:
+def whole_plain_answer(data: bytes) -> int:
     """The status when `data` is exactly one plain answer, head and whole body; 0 otherwise.
 
     Plain: a final status with a body (not 1xx, 204 or 304), no hop-by-hop field, exactly one Content-Length
     and exactly that many bytes after the head. Relayed as it came, which is what the parser path would write.
     """
-    m = _PLAIN_ANSWER.match(data)
+    m = _PLAIN_ANSWER.match(data, 0, WHOLE_HEAD_MAX)  # (well under the answer's own limit, MAX_RESPONSE_HEAD)
     if m is None:
         return 0
     end = m.end()
     status, length = m.groups()
-    if end > max_head or int(length) != len(data) - end:
+    if int(length) != len(data) - end:
         return 0
     code = int(status)
     return 0 if code == 204 or code == 304 else code

@@ -137,9 +137,9 @@ class ClientConnection(asyncio.Protocol):
         self.lingering = 0.0  # refusing mid-request: drop the client's input until then, then close
         self.linger_bytes = 0
         self.proto = fe.proto
-        # Plain GETs may skip the parser (see _whole_gets) until a request says it is the last: the parser
-        # then refuses whatever follows it, and so must every later read.
-        self.whole_gets = fe.whole_gets
+        # Plain GETs may skip the parser (see _whole_gets) until a request says it is the last (in its head
+        # or its trailers): the parser then refuses whatever follows it, and so must every later read.
+        self.whole_gets = True
         self.client_eof = False  # the client shut its sending side: answer what it sent, then close
 
     # -- asyncio -------------------------------------------------------------
@@ -172,7 +172,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.stopped:
             return
-        if self.cur is None and self.whole_gets:
+        if self.cur is None and self.whole_gets and self.fe.whole_gets:
             data = self._whole_gets(data)
             if not data:
                 return
@@ -210,13 +210,13 @@ class ClientConnection(asyncio.Protocol):
         Only at a message boundary (no request begun), so the parser, given nothing, stays in step. A plain
         GET is the parser path's common case (`plain_request_head`), recognised whole in one match.
         """
-        fe = self.fe
         queue = self.queue
+        pos = 0
         while len(queue) < MAX_QUEUED:
-            hit = http1.whole_plain_get(data, fe.max_head)
+            hit = http1.whole_plain_get(data, pos, self.fe.whole_head_max)
             if hit is None:
-                return data
-            target, fields, end = hit
+                break
+            target, fields, pos = hit
             req = Request(self)
             req.url = target
             req.body_done = req.plain = True
@@ -224,10 +224,9 @@ class ClientConnection(asyncio.Protocol):
             # What plain_request_head makes of it: the lines came as it would write them.
             self._enqueue(req, b"GET %b HTTP/1.1\r\n%bX-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\n\r\n" % (
                 target, fields, self.client_ip, self.proto))
-            data = data[end:]
-            if not data or self.stopped:
-                return b""  # (stopped: a refusal answered in turn; like the parser path, nothing more is read)
-        return data
+            if pos == len(data):
+                return b""
+        return data[pos:] if pos else data
 
     def eof_received(self) -> bool:
         """The client shut its sending side (a half-close). Requests it sent whole are still answered, as
@@ -385,8 +384,6 @@ class ClientConnection(asyncio.Protocol):
         method = p.get_method()
         req.method = _METHOD_NAMES.get(method) or method.decode()
         req.keep_alive = keep_alive = p.should_keep_alive()
-        if not keep_alive:
-            self.whole_gets = False
         head = None
         if keep_alive and self.head_bytes <= fe.max_head and len(self.queue) < MAX_PIPELINE:
             # Kept alive with no Connection field (plain has none) means HTTP/1.1 or later: http10 stays False.
@@ -454,6 +451,8 @@ class ClientConnection(asyncio.Protocol):
             self.cur.add_body(body)
 
     def on_message_complete(self) -> None:
+        if not self.parser.should_keep_alive():
+            self.whole_gets = False  # the last request (Connection: close in its head or trailers, HTTP/1.0)
         cur = self.cur
         if cur is not None and not cur.body_done:
             cur.end_body()
@@ -651,6 +650,7 @@ class Frontend:
         self.queue_timeout = proxy_cfg.queue_timeout
         self.head_timeout = proxy_cfg.head_timeout
         self.max_head = proxy_cfg.max_head_bytes
+        self.whole_head_max = min(http1.WHOLE_HEAD_MAX, self.max_head)
         self.max_tunnels = cfg.max_tunnels
         self.tunnel_idle = proxy_cfg.tunnel_idle
         self.drain_timeout = proxy_cfg.drain_timeout

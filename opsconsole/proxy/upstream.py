@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("member", "transport", "parser", "req", "idle_since", "closed", "deadline", "reused", "got_bytes",
                  "tunnel", "read_paused", "_status", "_reason", "_headers", "_eof_body", "_interim", "_switching", "_complete", "_head_done",
-                 "_head_seen")
+                 "_head_seen", "_fresh")
 
     def __init__(self, member: "Member") -> None:
         self.member = member
@@ -52,6 +52,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._complete: bool | None = None  # the answer ended in this read: reusable? (decided after the read)
         self._head_done = False  # the head of the answer (or of its last interim 1xx) is parsed
         self._head_seen = 0  # bytes read while that head was still coming (its size, within one read)
+        self._fresh = True  # no byte of this answer has reached the parser: it is between two messages
 
     # -- asyncio -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -101,14 +102,17 @@ class UpstreamConnection(asyncio.Protocol):
         req = self.req
         client = req.client
         self.got_bytes = True
-        if req.plain and not self._head_seen and not client.closing and not client.fe.shutting_down:
-            # The whole answer in this first read, plain (see http1): it crosses as it came, no parse needed.
-            # (`_head_seen` is 0 until a byte of this answer was read; an answer relayed so leaves the parser
-            # at a message boundary, as it found it.) Closing, the client's answer needs our Connection: close.
-            status = http1.whole_plain_answer(data, MAX_RESPONSE_HEAD)
+        if self._fresh and req.plain and not client.closing and not client.fe.shutting_down:
+            # The whole answer in this first read, plain (see http1): it crosses as it came, no parse needed,
+            # and the parser, given nothing, stays between two messages. (Only in a first read: once the
+            # parser has a byte of this answer — an interim 1xx, a head in part — it must have every byte,
+            # or a body that looks like an answer would be taken for one.) Closing, the client's answer
+            # needs our Connection: close.
+            status = http1.whole_plain_answer(data)
             if status:
                 self._relay_whole(req, client, data, status)
                 return
+        self._fresh = False
         if self.deadline:  # a member sending its answer is alive: the timeout is one of inactivity
             self.deadline = client.fe.now + client.fe.cfg_response_timeout
         if not self._head_done:
