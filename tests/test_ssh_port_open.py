@@ -49,8 +49,14 @@ async def test_service_restart_over_ssh_says_it_listens(lab: Lab, pool: SshPool,
     ctx = ModuleContext(host=app1.host, transport=app1, templar=Templar([]), playbook_dir=tmp_path,
                         on_line=lambda line, stream: None)
     try:
-        outcome = await run_module(SERVICE, {"name": "web", "state": "restarted", "port": port,
-                                               "command": f"exec python3 -m http.server {port}"}, ctx)
+        # A listener up in milliseconds: the module looks for the port for ~0.2 s only (it is no health check;
+        # past that it says "running"), and `python3 -m http.server` took longer than that in a loaded CI run
+        # (this machine's site .pth files alone cost ~60 ms a start). -S skips them.
+        listen = (f"exec python3 -S -c 'import socket, time; s = socket.socket(); "
+                  f"s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"0.0.0.0\", {port})); "
+                  f"s.listen(); time.sleep(600)'")
+        outcome = await run_module(SERVICE, {"name": "web", "state": "restarted", "port": port, "command": listen},
+                                   ctx)
         assert not outcome.failed, outcome.message
         assert outcome.message.endswith(f"listening on {port}"), outcome.message
         assert await app1.port_open(port) is True
