@@ -121,60 +121,6 @@ async def exchange(requests: list[bytes], answers: list[list[bytes]], **proxy_op
     return seen
 
 
-@pytest.mark.parametrize("name,data,fast", REQUESTS, ids=[r[0] for r in REQUESTS])
-async def test_requests_are_forwarded_the_same_by_either_path(name: str, data: bytes, fast: bool) -> None:
-    assert (http1.whole_plain_get(data, 0, 32768) is not None) == fast, "the matcher's verdict changed"
-    results = {}
-    for mode in ("whole-read", "parser"):
-        with pytest.MonkeyPatch.context() as mp:
-            if mode == "parser":
-                mp.setattr(http1, "whole_plain_get", lambda data, pos, limit: None)
-            # The request in one read, then a plain GET: the connection is still in step (or was closed alike).
-            results[mode] = await exchange([data, GET], [[ANSWER], [ANSWER]])
-    assert results["whole-read"] == results["parser"]
-    if fast:
-        assert results["parser"][0][0] == "member got"
-        assert b"X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n" in results["parser"][0][1]
-
-
-@pytest.mark.parametrize("name,data,fast", ANSWERS, ids=[a[0] for a in ANSWERS])
-async def test_answers_are_relayed_the_same_by_either_path(name: str, data: bytes, fast: bool) -> None:
-    assert bool(http1.whole_plain_answer(data)) == fast, "the matcher's verdict changed"
-    results = {}
-    for mode in ("whole-read", "parser"):
-        with pytest.MonkeyPatch.context() as mp:
-            if mode == "parser":
-                mp.setattr(http1, "whole_plain_answer", lambda data: 0)
-            # The answer in one read; then, if the connection was kept, a second exchange on it.
-            results[mode] = await exchange([GET, GET], [[data], [ANSWER]])
-    assert results["whole-read"] == results["parser"]
-    if fast:
-        assert ("client got", data) in results["parser"], "a plain answer crosses as it came"
-
-
-async def test_pipelined_plain_and_other_requests_keep_their_order() -> None:
-    """Plain GETs taken whole, then one that needs the parser, then plain ones again, in one read."""
-    post = b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi"
-    pipeline = GET + GET.replace(b"/", b"/2", 1) + post + GET.replace(b"/", b"/3", 1)
-    results = {}
-    for mode in ("whole-read", "parser"):
-        with pytest.MonkeyPatch.context() as mp:
-            if mode == "parser":
-                mp.setattr(http1, "whole_plain_get", lambda data, pos, limit: None)
-            results[mode] = await exchange([pipeline], [[ANSWER]] * 4)
-    assert results["whole-read"] == results["parser"]
-    sent = [item[1] for item in results["parser"] if item[0] == "member got"]
-    assert [s.split(b" ")[:2] for s in sent] == [[b"GET", b"/"], [b"GET", b"/2"], [b"POST", b"/p"], [b"GET", b"/3"]]
-
-
-async def test_a_plain_answer_to_a_closing_client_still_says_close() -> None:
-    """An HTTP/1.0 client (or one that asked to close) needs our Connection: close, so its answer is parsed."""
-    for request in (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", b"GET / HTTP/1.0\r\nHost: a\r\n\r\n"):
-        seen = await exchange([request], [[ANSWER]])
-        answered = b"".join(item[1] for item in seen if item[0] == "client got")
-        assert answered.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close\r\n" in answered, answered
-
-
 async def both_ways(requests: list[bytes], answers: list[list[bytes]], **proxy_options: object) -> list[object]:
     """The exchange with the whole-read path and with the parser alone; they must be the same."""
     results = {}
@@ -186,6 +132,42 @@ async def both_ways(requests: list[bytes], answers: list[list[bytes]], **proxy_o
             results[mode] = await exchange(requests, answers, **proxy_options)
     assert results["whole-read"] == results["parser"]
     return results["parser"]
+
+
+@pytest.mark.parametrize("name,data,fast", REQUESTS, ids=[r[0] for r in REQUESTS])
+async def test_requests_are_forwarded_the_same_by_either_path(name: str, data: bytes, fast: bool) -> None:
+    assert (http1.whole_plain_get(data, 0, 32768) is not None) == fast, "the matcher's verdict changed"
+    # The request in one read, then a plain GET: the connection is still in step (or was closed alike).
+    seen = await both_ways([data, GET], [[ANSWER], [ANSWER]])
+    if fast:
+        assert seen[0][0] == "member got"
+        assert b"X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n" in seen[0][1]
+
+
+@pytest.mark.parametrize("name,data,fast", ANSWERS, ids=[a[0] for a in ANSWERS])
+async def test_answers_are_relayed_the_same_by_either_path(name: str, data: bytes, fast: bool) -> None:
+    assert bool(http1.whole_plain_answer(data)) == fast, "the matcher's verdict changed"
+    # The answer in one read; then, if the connection was kept, a second exchange on it.
+    seen = await both_ways([GET, GET], [[data], [ANSWER]])
+    if fast:
+        assert ("client got", data) in seen, "a plain answer crosses as it came"
+
+
+async def test_pipelined_plain_and_other_requests_keep_their_order() -> None:
+    """Plain GETs taken whole, then one that needs the parser, then plain ones again, in one read."""
+    post = b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi"
+    pipeline = GET + GET.replace(b"/", b"/2", 1) + post + GET.replace(b"/", b"/3", 1)
+    seen = await both_ways([pipeline], [[ANSWER]] * 4)
+    sent = [item[1] for item in seen if item[0] == "member got"]
+    assert [s.split(b" ")[:2] for s in sent] == [[b"GET", b"/"], [b"GET", b"/2"], [b"POST", b"/p"], [b"GET", b"/3"]]
+
+
+async def test_a_plain_answer_to_a_closing_client_still_says_close() -> None:
+    """An HTTP/1.0 client (or one that asked to close) needs our Connection: close, so its answer is parsed."""
+    for request in (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", b"GET / HTTP/1.0\r\nHost: a\r\n\r\n"):
+        seen = await exchange([request], [[ANSWER]])
+        answered = b"".join(item[1] for item in seen if item[0] == "client got")
+        assert answered.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close\r\n" in answered, answered
 
 
 async def test_a_body_that_looks_like_an_answer_after_an_interim_one_is_body() -> None:
