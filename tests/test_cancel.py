@@ -101,10 +101,12 @@ async def test_cancelled_build_ends_every_time(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, count=1)
     ran_on = tmp_path / "ran-on"
     steps = [f"sleep {STEP}; echo step{n}" for n in range(STEPS)]
-    # If a cancel is lost the build goes on to the last command, which says so and then runs long.
+    # If a cancel is lost the build goes on to the last command, which says so and then runs long (and the
+    # build's await times out). It says so after 1 s, not STEP: a cancel sent as step3 ends lands while the last
+    # command runs, and in a loaded CI run it took more than STEP (80 ms) to arrive, late but not lost.
     text = cfg.read_text().replace("commands: [sh build.sh]",
                                    f"commands: [{', '.join(repr(s) for s in steps)}, "
-                                   f"'sleep {STEP}; touch {ran_on}; sleep 30']")
+                                   f"'sleep 1; touch {ran_on}; sleep 30']")
     cfg.write_text(text)
     engine = Engine(load_config(cfg))
     engine.prepare()
