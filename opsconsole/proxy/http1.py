@@ -43,7 +43,8 @@ _FRAMING_NAMES = frozenset({b"host", b"transfer-encoding", b"content-length", b"
 _NOT_PLAIN = HOP_BY_HOP | FORWARDING | UNDERSCORED | {b"content-length", b"x-forwarded-for", b"x-forwarded-proto"}
 CRLF = b"\r\n"
 # RFC 9110 §7.2: uri-host [":" port]; reg-name characters, an IPv6 literal, or an IPv4 address.
-_HOST = re.compile(rb"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:[0-9]*)?$")
+_HOST_VALUE = rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?"
+_HOST = re.compile(rb"^" + _HOST_VALUE + rb"$")
 
 # Whole-read matchers for the commonest exchange, a GET and its answer each in one read, so those skip
 # the field-by-field parse. Each accepts a strict subset of HTTP/1.1 — canonical `Name: value` lines (one
@@ -60,7 +61,6 @@ _HOST = re.compile(rb"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:[0-9]*
 # `*+`: Python 3.11.2's re can end one in the middle of a line — `Host: a\r\nX-Empty: \r\n\r\n` matched.)
 WHOLE_HEAD_MAX = 2048
 _VALUE = rb"[\x21-\x7e]+(?: [\x21-\x7e]+)*"
-_HOST_VALUE = rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?"  # _HOST, unanchored
 
 
 def _lines_without(names: frozenset[bytes]) -> bytes:
@@ -74,7 +74,7 @@ _PLAIN_GET = re.compile(rb"GET (/[A-Za-z0-9._~!$&'()*+,;=:@/?%-]*) HTTP/1\.1\r\n
                         rb"(" + _GET_LINE + rb"*?(?i:host): " + _HOST_VALUE + rb"\r\n" + _GET_LINE + rb"*)\r\n")
 _ANSWER_LINE = _lines_without(HOP_BY_HOP | {b"content-length"})
 _PLAIN_ANSWER = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9]) " + _VALUE + rb"\r\n"
-                           rb"" + _ANSWER_LINE + rb"*?(?i:content-length): ([0-9]{1,15})\r\n" + _ANSWER_LINE + rb"*\r\n")
+                           + _ANSWER_LINE + rb"*?(?i:content-length): ([0-9]{1,15})\r\n" + _ANSWER_LINE + rb"*\r\n")
 
 
 def whole_plain_get(data: bytes, pos: int, limit: int) -> tuple[bytes, bytes, int] | None:
