@@ -34,7 +34,8 @@ from opsconsole.transport.script_stdin import shell_for
 
 TAIL_LINES = 20
 PGID_MARK = "@@opsconsole-pgid@@ "
-_PID_TEXT = re.compile(rb"([0-9]+)\n*")
+# A pid file's first line as the shell's `IFS= read -r pid` takes it (as it is): a pid to `alive`.
+_PID_LINE = re.compile(rb"([0-9]+)(?:\n|$)")
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # `alive PID`: the service runs (not a zombie, still its own session's leader); `group_alive PGID`: some of it
 # does; `clock`: $now, hundredths of a second since boot.
@@ -342,33 +343,42 @@ class SshTransport(Transport):
         # A process just stopped may hold its port for a moment more (a KILLed one while the kernel tears down
         # its memory; a child of its group): the port check would take that for another program. So after
         # stopping ours, wait (bounded) for the port to be free; a real other holder is refused after that.
-        free = (f'if [ "$stopped" = 0 ]; then i=0; while {listening_test(port)} && [ $i -lt 250 ]; '
-                'do sleep 0.02; i=$((i+1)); done; fi\n') if port is not None else ""
+        # `_free=1`: that wait saw the port free, so the start's own check (another `ss`) is not asked again.
+        free = (f'_free=0; if [ "$stopped" = 0 ]; then i=0; while {listening_test(port)} && [ $i -lt 250 ]; '
+                'do sleep 0.02; i=$((i+1)); done; [ $i -ge 250 ] || _free=1; fi\n') if port is not None else ""
         script = (f"{_ALIVE}\n" + self._stop_script(name, timeout) + free
-                  + self._start_script(name, command, cwd, env, port))
+                  + self._start_script(name, command, cwd, env, port, port_seen_free=bool(free)))
         return self._started(name, port, await self._sh(script, timeout=timeout + 30))
 
     def _start_script(self, name: str, command: str, cwd: str | None, env: dict[str, str] | None,
-                      port: int | None) -> str:
+                      port: int | None, *, port_seen_free: bool = False) -> str:
+        """Shell lines that start the service unless it runs, and print its pid. `port_seen_free`: the script
+        before these lines sets `$_free` to 1 when it has just seen the port free (a restart's wait)."""
         pid_file, log_file = self._service_paths(name)
         q = shlex.quote
         exports = "".join(f"export {k}={q(str(v))}; " for k, v in (env or {}).items() if ENV_NAME.match(k))
         workdir = self.path(cwd) if cwd else self.root
-        # setsid: the service leads its own session, so stop_service can kill its whole group
-        # and it survives this SSH channel closing.
+        run_dir, log_dir = self.path("run"), self.path("log")
+        check = check_port_script(port) if port is not None else ""
+        if check and port_seen_free:
+            check = f'if [ "$_free" != 1 ]; then\n{check}fi\n'
+        # The service's own shell says its pid, then points its output at the log and becomes the service.
+        # setsid(1) has made it a session leader before that shell runs, so the pid said is already what
+        # `service_pid` (a live session leader) recognises: no polling with `sleep` for `$!` to get there
+        # (seen in CI under load: a start asked at once would have launched a second copy). `$(…)` ends as
+        # soon as that shell has moved its output to the log; a service that dies at once is not waited for.
+        # setsid: the service leads its own session, so stop_service can kill its whole group, and it survives
+        # this SSH channel closing.
+        inner = f"echo $$; exec >>{q(log_file)} 2>&1; {leader_command(command)}"
+        # Every fork counts at a hundred hosts: mkdir, like cat, only when needed (`read` is the shell's own).
         return (
-            f"mkdir -p {q(self.path('run'))} {q(self.path('log'))} || exit 1\n"
-            f'if [ -f {q(pid_file)} ] && pid=$(cat {q(pid_file)}) && alive "$pid"; then echo "$pid"; exit 0; fi\n'
-            + (check_port_script(port) if port is not None else "")
+            f"[ -d {q(run_dir)} ] && [ -d {q(log_dir)} ] || mkdir -p {q(run_dir)} {q(log_dir)} || exit 1\n"
+            f'if {_read_pid(pid_file)} && alive "$pid"; then echo "$pid"; exit 0; fi\n'
+            + check
             + f"cd {q(workdir)} || exit 125\n"
             f"{exports}\n"
-            f"setsid /bin/sh -c {q(leader_command(command))} </dev/null >>{q(log_file)} 2>&1 &\n"
-            # `$!` calls setsid() a moment after this shell goes on: until then `service_pid` (a live session
-            # leader) does not know it, and a start asked at once would launch a second one (seen in CI under
-            # load). Wait for it, at most 2 s; a child that died at once (a zombie) is not waited for.
-            '_p=$!; i=0; while ! alive "$_p" && [ $i -lt 200 ]; do '
-            'read -r s < "/proc/$_p/stat" 2>/dev/null || break; s=${s##*") "}; set -- $s; [ "$1" = Z ] && break; '
-            "sleep 0.01; i=$((i+1)); done\n"
+            f"_p=$(setsid /bin/sh -c {q(inner)} </dev/null &)\n"
+            'case $_p in ""|*[!0-9]*) echo "the service shell said no pid: $_p" >&2; exit 1;; esac\n'
             f'echo "$_p" > {q(pid_file)}.tmp && mv {q(pid_file)}.tmp {q(pid_file)} && echo "$_p"\n'
         )
 
@@ -388,7 +398,7 @@ class SshTransport(Transport):
         wait = max(1, int(timeout * 100))  # in hundredths of a second, as `clock` counts
         return (
             "stopped=3\n"
-            f'if [ -f {q(pid_file)} ] && pid=$(cat {q(pid_file)}) && alive "$pid"; then\n'
+            f'if {_read_pid(pid_file)} && alive "$pid"; then\n'
             f'  kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid"\n'
             # Polled every 20 ms against the clock: a restart waits for the exit, not a tick, and a look that
             # reads /proc (the leader gone, the group not) cannot stretch the timeout. The last answer is kept.
@@ -418,7 +428,7 @@ class SshTransport(Transport):
         except (asyncssh.SFTPError, ValueError, IndexError):
             pass  # a /proc it may not read (or an odd one): the shell looks. A lost link is not looked at twice.
         q = shlex.quote
-        result = await self._sh(f'{_ALIVE}\n[ -f {q(pid_file)} ] && pid=$(cat {q(pid_file)}) && alive "$pid" && echo "$pid"; true')
+        result = await self._sh(f'{_ALIVE}\n{_read_pid(pid_file)} && alive "$pid" && echo "$pid"; true')
         text = result.stdout.strip()
         return int(text) if text.isdigit() else None
 
@@ -444,6 +454,14 @@ class SshTransport(Transport):
 
     async def close(self) -> None:
         """Connections belong to the pool (shared by all hosts); the pool's owner closes it."""
+
+
+def _read_pid(pid_file: str) -> str:
+    """A shell condition: `pid_file` is a file and its first line, now in `$pid`, is not empty. The shell's
+    `read`, where `pid=$(cat FILE)` forked a subshell and cat. The line as it is (`IFS=`): " 123" is no pid
+    to `alive`, as `_service_pid_over_sftp` agrees."""
+    q = shlex.quote(pid_file)
+    return f'[ -f {q} ] && {{ IFS= read -r pid || [ -n "$pid" ]; }} < {q} && [ -n "$pid" ]'
 
 
 async def _replace(sftp: asyncssh.SFTPClient, target: str, content: bytes, mode: int | None, *,
@@ -540,7 +558,7 @@ async def _settle_levels(sftp: asyncssh.SFTPClient, levels: list[str]) -> None:
 
 
 async def _service_pid_over_sftp(sftp: asyncssh.SFTPClient, pid_file: str) -> int | None:
-    """What the shell's `[ -f FILE ] && pid=$(cat FILE) && alive "$pid"` says (a live session leader, not a
+    """What the shell's `_read_pid(FILE) && alive "$pid"` says (a live session leader, not a
     zombie), read on the SFTP session: no fork of sshd and a shell on the host. Asked after every start that
     did not listen within 0.2 s, and before every start (`state: started`): at a hundred hosts those commands
     added up."""
@@ -550,7 +568,7 @@ async def _service_pid_over_sftp(sftp: asyncssh.SFTPClient, pid_file: str) -> in
             return None  # as `[ -f ]`; and a FIFO there would block the session's one server process
         async with sftp.open(pid_file, "rb") as f:
             raw = await f.read(64)
-        match = _PID_TEXT.fullmatch(raw)  # `$(cat)` drops trailing newlines; anything else fails `alive`
+        match = _PID_LINE.match(raw)  # the first line; anything but digits fails `alive` in the shell
         if match is None:
             return None
         pid = match.group(1).decode()
