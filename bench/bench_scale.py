@@ -8,7 +8,9 @@ at it, restart the app, health check — with:
 - `opsconsole roll --batch 10%` (which also runs its per-host health gate: healthy and reporting the
   new version), at 10, 50 and 100 hosts, so the growth per batch shows.
 
-Prints both wall times at full size, their ratio, and opsconsole's time per size. Tears the lab down at
+Prints both wall times at full size, their ratio, and opsconsole's time per size, then the floor any tool
+pays on this machine (bench/floor.py: the app's stop and start, sshd's side of a connection) and the best
+ratio it leaves. Tears the lab down at
 the end, on failure and on Ctrl-C/SIGTERM. Holds the machine-wide lab lock while the lab is up.
 
     sudo flock /tmp/opsconsole-load.lock .venv/bin/python bench/bench_scale.py [--hosts 100] [--sizes 10,50,100]
@@ -30,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import floor  # noqa: E402
 from bench.bench_rollout import BREAKDOWN, MACHINE_CPU, PLAY, PORT, build_artifact, run_opsconsole  # noqa: E402
 from bench.bench_ssh import ansible_playbook, run_ansible_play  # noqa: E402
 from opsconsole.pids import stat_fields  # noqa: E402
@@ -114,6 +117,7 @@ def main() -> int:
                 cpu[size] = (own_cpu() - before[0], sshd_cpu(lab) - before[1], sshd_cpu(lab, "jump") - before[2],
                              MACHINE_CPU[-1])
                 print(f"opsconsole roll, {size} hosts: {ours[size][0]:8.2f} s", flush=True)
+            least = floor.measure(lab, build_artifact(work, "floor"), work)
             # Ansible after ours: its ControlPersist sessions end up to 120 s after its run, and their sshd
             # CPU would otherwise land in our rolls' figures.
             ansible = None
@@ -148,6 +152,13 @@ def main() -> int:
     for size, (controller, hosts, jump, machine) in cpu.items():
         print(f"  {size:4d} hosts: machine {machine / size:6.3f}  controller {controller / size:6.3f}  "
               f"sshds {hosts / size:6.3f}  (jump {jump / size:6.3f})")
+    full_cpu = cpu[args.hosts][3] / args.hosts * 1000
+    print(f"the floor any tool pays per host on this machine (bench/floor.py), CPU ms: the app's stop and start "
+          f"{least.app_ms:.1f}, sshd's side of a connection and ours {least.connect_ms:.1f}: {least.per_host_ms:.1f}; "
+          f"opsconsole's whole roll {full_cpu:.1f}, so {full_cpu - least.per_host_ms:.1f} beyond the floor")
+    best = least.best_wall(args.hosts)
+    print(f"the floor alone for {args.hosts} hosts on {least.cores} cores, all busy, no tool work: {best:.2f} s"
+          + (f"; ansible/floor: {ansible / best:.1f}x, the most any tool could show here" if ansible else ""))
     return 0
 
 

@@ -1,0 +1,133 @@
+"""What a rolling update costs on this machine whatever tool runs it: the floor under bench_scale's figures.
+
+Every deploy tool pays, per host, for the app's own stop and start (here a Python app: ~50 ms of CPU) and for
+sshd's side of one SSH connection (a fork and re-exec of sshd, the key exchange, the login). On a machine
+whose cores run the lab's hosts and the controller alike, the fastest a roll of N hosts can go is that
+floor's CPU spread over every core, with no tool work at all. bench_scale prints it beside the measured
+times, so a ratio target can be judged against what the machine allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.bench_rollout import machine_cpu
+from opsconsole.config.loader import load_config
+from opsconsole.engine.engine import Engine
+from tests.lab import Lab
+from tests.lab.config import write_lab_config
+
+# What the lab's sessions find as `python3` (sshd's default PATH), so the app starts as it does on a host.
+SESSION_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+@dataclass(frozen=True)
+class Floor:
+    app_ms: float  # CPU of one stop and start of the app (started `parallel` at once, like a batch)
+    connect_ms: float  # machine CPU of one SSH connection opened through the jump host and closed
+    cores: int
+
+    @property
+    def per_host_ms(self) -> float:
+        return self.app_ms + self.connect_ms
+
+    def best_wall(self, hosts: int) -> float:
+        """Seconds the floor alone takes for `hosts` on every core, busy all the time."""
+        return self.per_host_ms * hosts / 1000 / self.cores
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's reaped children."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the app did not listen on {port} (exit {proc.poll()})") from None
+            time.sleep(0.005)
+
+
+def app_cpu(artifact: Path, work: Path, *, parallel: int = 10, rounds: int = 3) -> float:
+    """Milliseconds of CPU one start-then-stop of the app costs: `parallel` copies started at once (a batch),
+    each waited for until it listens, then sent TERM and reaped, `rounds` times."""
+    unpacked = work / "floor-app"
+    unpacked.mkdir(parents=True)
+    subprocess.run(["tar", "xzf", str(artifact)], cwd=unpacked, check=True)  # as the hosts unpack it
+    python = shutil.which("python3", path=SESSION_PATH)
+    if python is None:
+        raise SystemExit("python3 is not on the lab sessions' PATH")
+    before = _children_cpu()
+    for _ in range(rounds):
+        ports = [_free_port() for _ in range(parallel)]
+        procs = [subprocess.Popen([python, "app.py", "--port", str(port), "--bind", "127.0.0.1"], cwd=unpacked,
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for port in ports]
+        try:
+            for port, proc in zip(ports, procs):
+                _wait_listening(port, proc)
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    return (_children_cpu() - before) * 1000 / (rounds * parallel)
+
+
+async def connect_cpu(lab: Lab, work: Path, *, parallel: int = 10) -> float:
+    """Milliseconds of machine CPU one SSH connection to an app host costs, opened through the jump host (as
+    the rolls do, `parallel` at a time) and closed: sshd's fork, re-exec, key exchange and login, and ours.
+    The jump connection is opened before the count starts: a roll opens it once, not per host."""
+    work.mkdir(parents=True, exist_ok=True)
+    engine = Engine(load_config(write_lab_config(work, lab)))
+    engine.prepare()
+    try:
+        hosts = [engine.inventory.get(h.name) for h in lab.apps]
+        transports = [engine.transport_for(h) for h in hosts if h is not None]
+        pool = transports[0].pool  # type: ignore[attr-defined]  (SSH transports share the engine's pool)
+        await pool.connection(transports[0].host)  # the jump connection, and this host's
+        pool.discard(transports[0].host)
+        gate = asyncio.Semaphore(parallel)
+
+        async def once(transport: object) -> None:
+            async with gate:
+                await pool.connection(transport.host)  # type: ignore[attr-defined]
+
+        start = machine_cpu()
+        await asyncio.gather(*(once(t) for t in transports))
+        for t in transports:
+            pool.discard(t.host)
+        await asyncio.sleep(1.0)  # sshd's side ends once the close reaches it: counted too
+        return (machine_cpu() - start) * 1000 / len(transports)
+    finally:
+        await engine.close()
+
+
+def measure(lab: Lab, artifact: Path, work: Path) -> Floor:
+    return Floor(app_ms=app_cpu(artifact, work), connect_ms=asyncio.run(connect_cpu(lab, work / "floor-connect")),
+                 cores=os.cpu_count() or 1)
