@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.cpu import own_cpu  # noqa: E402
 from opsconsole.config.model import HealthConfig, HeartbeatConfig  # noqa: E402
 from opsconsole.events import EventBus, HealthSample  # noqa: E402
 from opsconsole.heartbeat.monitor import HeartbeatMonitor  # noqa: E402
@@ -52,11 +53,6 @@ asyncio.run(main(int(sys.argv[1])))
 '''
 
 
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 async def run_monitor(ports: list[int], interval: float, seconds: float, prober: Prober) -> dict[str, float]:
     check = HealthConfig(path="/health", timeout=2.0)
     targets = [ProbeTarget(Host(name=f"h{i}", group="bench", address="127.0.0.1", port=p), check)
@@ -75,12 +71,12 @@ async def run_monitor(ports: list[int], interval: float, seconds: float, prober:
     bus.subscribe(count)
     config = HeartbeatConfig(interval=interval, timeout=2.0, concurrency=200, history=10)
     monitor = HeartbeatMonitor(bus, prober, targets, config)
-    cpu0, wall0 = cpu_seconds(), time.monotonic()
+    cpu0, wall0 = own_cpu(), time.monotonic()
     task = asyncio.ensure_future(monitor.run())
     await asyncio.sleep(seconds)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    cpu, wall = cpu_seconds() - cpu0, time.monotonic() - wall0
+    cpu, wall = own_cpu() - cpu0, time.monotonic() - wall0
     await prober.aclose()
     # spread: where in its cycle each probe started (0 … interval)
     t0 = min(starts) if starts else 0.0

@@ -12,7 +12,6 @@ wall times from one run and their ratio.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_ssh import lab_bench, run_ansible_play  # noqa: E402
+from bench.cpu import machine_cpu  # noqa: E402
 from opsconsole.config.loader import load_config  # noqa: E402
 from opsconsole.engine.engine import Engine  # noqa: E402
 from opsconsole.events import Event, RolloutStep, TaskFinished  # noqa: E402
@@ -79,15 +79,6 @@ PHASES = {"release directory": "connect", "upload the artifact": "upload", "unpa
           "restart the app": "restart", "health check": "health check (playbook)"}
 BREAKDOWN: dict[str, dict[str, float]] = {}
 MACHINE_CPU: list[float] = []  # each opsconsole roll's machine_cpu(), in order
-
-
-def machine_cpu() -> float:
-    """CPU seconds the whole machine has been busy, all cores (/proc/stat): the lab's hosts share its cores
-    with the controller, so this is everything a roll costs, the apps it starts included."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    # user nice system idle iowait irq softirq: steal (time the hypervisor gave elsewhere) is not ours
-    return (sum(fields[:7]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def breakdown(events: list[Event]) -> dict[str, dict[str, float]]:

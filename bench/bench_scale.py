@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import dataclasses
 import os
-import resource
 import signal
 import sys
 import tempfile
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from bench import floor  # noqa: E402
 from bench.bench_rollout import BREAKDOWN, MACHINE_CPU, PLAY, PORT, build_artifact, run_opsconsole  # noqa: E402
 from bench.bench_ssh import ansible_playbook, run_ansible_play  # noqa: E402
+from bench.cpu import own_cpu  # noqa: E402
 from opsconsole.pids import stat_fields  # noqa: E402
 from tests.lab import Lab, LabConfig  # noqa: E402
 from tests.lab.fixtures import _take_lab_lock  # noqa: E402  (the lab tests' machine-wide lock)
@@ -62,12 +62,6 @@ async def roll_batches(lab: Lab, work: Path) -> tuple[float, int]:
     elapsed = await run_opsconsole(lab, work, "--batch 10%")
     per_batch = max(1, len(lab.apps) // 10)
     return elapsed, -(-len(lab.apps) // per_batch)
-
-
-def own_cpu() -> float:
-    """CPU seconds (user + system) this process has used so far: the controller's side of a roll."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def sshd_cpu(lab: Lab, role: str | None = None) -> float:
@@ -154,8 +148,9 @@ def main() -> int:
               f"sshds {hosts / size:6.3f}  (jump {jump / size:6.3f})")
     full_cpu = cpu[args.hosts][3] / args.hosts * 1000
     print(f"the floor any tool pays per host on this machine (bench/floor.py), CPU ms: the app's stop and start "
-          f"{least.app_ms:.1f}, sshd's side of a connection and ours {least.connect_ms:.1f}: {least.per_host_ms:.1f}; "
-          f"opsconsole's whole roll {full_cpu:.1f}, so {full_cpu - least.per_host_ms:.1f} beyond the floor")
+          f"{least.app_ms:.1f}, the servers' side of an SSH connection {least.connect_ms:.1f} (ours, the client's, "
+          f"{least.client_ms:.1f} more): {least.per_host_ms:.1f}; opsconsole's whole roll {full_cpu:.1f}, so "
+          f"{full_cpu - least.per_host_ms:.1f} beyond the floor")
     best = least.best_wall(args.hosts)
     print(f"the floor alone for {args.hosts} hosts on {least.cores} cores, all busy, no tool work: {best:.2f} s"
           + (f"; ansible/floor: {ansible / best:.1f}x, the most any tool could show here" if ansible else ""))

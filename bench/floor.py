@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -20,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.bench_rollout import machine_cpu
+from bench.cpu import children_cpu, machine_cpu, own_cpu
 from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from tests.lab import Lab
@@ -33,7 +32,8 @@ SESSION_PATH = "/usr/local/bin:/usr/bin:/bin"
 @dataclass(frozen=True)
 class Floor:
     app_ms: float  # CPU of one stop and start of the app (started `parallel` at once, like a batch)
-    connect_ms: float  # machine CPU of one SSH connection opened through the jump host and closed
+    connect_ms: float  # CPU of one SSH connection opened through the jump host and closed, but for the client's
+    client_ms: float  # the client's own (ours: asyncssh), not in the floor: another tool has another client
     cores: int
 
     @property
@@ -49,12 +49,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _children_cpu() -> float:
-    """CPU seconds of this process's reaped children."""
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -78,7 +72,7 @@ def app_cpu(artifact: Path, work: Path, *, parallel: int = 10, rounds: int = 3) 
     python = shutil.which("python3", path=SESSION_PATH)
     if python is None:
         raise SystemExit("python3 is not on the lab sessions' PATH")
-    before = _children_cpu()
+    before = children_cpu()
     for _ in range(rounds):
         ports = [_free_port() for _ in range(parallel)]
         procs = [subprocess.Popen([python, "app.py", "--port", str(port), "--bind", "127.0.0.1"], cwd=unpacked,
@@ -96,13 +90,14 @@ def app_cpu(artifact: Path, work: Path, *, parallel: int = 10, rounds: int = 3) 
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-    return (_children_cpu() - before) * 1000 / (rounds * parallel)
+    return (children_cpu() - before) * 1000 / (rounds * parallel)
 
 
-async def connect_cpu(lab: Lab, work: Path, *, parallel: int = 10) -> float:
-    """Milliseconds of machine CPU one SSH connection to an app host costs, opened through the jump host (as
-    the rolls do, `parallel` at a time) and closed: sshd's fork, re-exec, key exchange and login, and ours.
-    The jump connection is opened before the count starts: a roll opens it once, not per host."""
+async def connect_cpu(lab: Lab, work: Path, *, parallel: int = 10) -> tuple[float, float]:
+    """Milliseconds of CPU one SSH connection to an app host costs, opened through the jump host (as the rolls
+    do, `parallel` at a time) and closed: the machine's but this process's (sshd's fork, re-exec, key
+    exchange and login, the jump host's relaying), and this process's (the client). The jump connection is
+    opened before the count starts: a roll opens it once, not per host."""
     work.mkdir(parents=True, exist_ok=True)
     engine = Engine(load_config(write_lab_config(work, lab)))
     engine.prepare()
@@ -118,16 +113,18 @@ async def connect_cpu(lab: Lab, work: Path, *, parallel: int = 10) -> float:
             async with gate:
                 await pool.connection(transport.host)  # type: ignore[attr-defined]
 
-        start = machine_cpu()
+        start, client = machine_cpu(), own_cpu()
         await asyncio.gather(*(once(t) for t in transports))
         for t in transports:
             pool.discard(t.host)
         await asyncio.sleep(1.0)  # sshd's side ends once the close reaches it: counted too
-        return (machine_cpu() - start) * 1000 / len(transports)
+        client = own_cpu() - client
+        return ((machine_cpu() - start - client) * 1000 / len(transports), client * 1000 / len(transports))
     finally:
         await engine.close()
 
 
 def measure(lab: Lab, artifact: Path, work: Path) -> Floor:
-    return Floor(app_ms=app_cpu(artifact, work), connect_ms=asyncio.run(connect_cpu(lab, work / "floor-connect")),
+    connect_ms, client_ms = asyncio.run(connect_cpu(lab, work / "floor-connect"))
+    return Floor(app_ms=app_cpu(artifact, work), connect_ms=connect_ms, client_ms=client_ms,
                  cores=os.cpu_count() or 1)
