@@ -146,3 +146,90 @@ def _kill_service(pid: int) -> None:
             os.kill(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _start_script(root: Path, command: str) -> str:
+    from opsconsole.hosts import Host
+    from opsconsole.transport.ssh import _ALIVE, SshTransport
+
+    transport = SshTransport(Host(name="h", group="g", address="127.0.0.1", root=str(root)),
+                             pool=None)  # type: ignore[arg-type]  (the script alone is run, here)
+    return f"{_ALIVE}\n" + transport._start_script("svc", command, None, None, None)
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Pids whose command line holds `marker` (a start's service or the shell that would become it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def test_a_start_whose_log_blocks_leaves_nothing_behind_once_killed(tmp_path: Path) -> None:
+    """A log that blocks on open (a FIFO an operator pointed at a logger, a hung mount) holds the start until
+    the transport kills its command's group on the timeout. Nothing may survive that kill: a shell already in
+    a session of its own, waiting on the log, would start the service later with no pid file, and the next
+    start would run a second copy."""
+    root = tmp_path / "root"
+    (root / "log").mkdir(parents=True)
+    (root / "run").mkdir()
+    fifo = root / "log" / "svc.log"
+    os.mkfifo(fifo)
+    marker = f"{os.getpid() % 10**5 + 10**5}.371"
+    start = subprocess.Popen(["/bin/sh", "-c", _start_script(root, f"sleep {marker}")], start_new_session=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.5)  # the start is blocked on the log by now (it cannot end before a reader opens it)
+        assert start.poll() is None, "the start ended though its log could not be opened"
+    finally:
+        os.killpg(start.pid, signal.SIGKILL)  # what the transport does to a command past its timeout
+        start.wait()
+    deadline = time.monotonic() + 5
+    while _processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    left = _processes_with(marker)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader appears: a survivor would go on now
+    try:
+        time.sleep(0.3)
+        left += _processes_with(marker)
+    finally:
+        os.close(reader)
+        for pid in set(left):
+            _kill_service(pid)
+    assert not left, f"processes outlived the killed start: {sorted(set(left))}"
+    assert not (root / "run" / "svc.pid").exists()
+
+
+def test_a_start_whose_log_cannot_be_opened_fails_and_says_why(tmp_path: Path) -> None:
+    """A log that cannot be opened (here a directory in its place; a root-owned file or a read-only
+    filesystem alike) starts nothing: the start must fail with the shell's reason, not hand back the pid of a
+    process already gone."""
+    root = tmp_path / "root"
+    (root / "log" / "svc.log").mkdir(parents=True)
+    (root / "run").mkdir()
+    run = subprocess.run(["/bin/sh", "-c", _start_script(root, "sleep 30")], capture_output=True, text=True,
+                         timeout=30, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    try:
+        assert run.returncode != 0, run
+        assert run.stdout.strip() == "", run.stdout
+        assert "svc.log" in run.stderr and "did not start" in run.stderr, run.stderr
+        assert not (root / "run" / "svc.pid").exists()
+    finally:
+        for pid in _processes_with("sleep\x0030"):
+            if os.getsid(pid) == pid:
+                _kill_service(pid)
+
+
+def test_a_command_that_does_not_parse_fails_the_start_with_the_shells_words(tmp_path: Path) -> None:
+    """The service's shell reads its whole first line before it says its pid: a command that does not parse
+    starts nothing, and the start says so with what the shell wrote to the log."""
+    root = tmp_path / "root"
+    run = subprocess.run(["/bin/sh", "-c", _start_script(root, "echo 'unclosed")], capture_output=True,
+                         text=True, timeout=30, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert run.returncode != 0 and run.stdout.strip() == "", run
+    assert "did not start" in run.stderr and "unterminated quoted string" in run.stderr.lower(), run.stderr

@@ -14,7 +14,7 @@ import pytest
 
 from opsconsole.transport.base import TransportError
 from opsconsole.transport.pool import SshPool
-from opsconsole.transport.ssh import SshTransport
+from opsconsole.transport.ssh import _ALIVE, SshTransport, _read_pid
 from tests.lab import Lab
 from tests.test_leader import settled_argv0
 from tests.lab.inventory import asyncssh_packet_log, lab_host, record_commands, ssh_options
@@ -184,13 +184,20 @@ async def test_service_pid_is_read_on_the_sftp_session_and_means_what_alive_mean
         assert await app1.service_pid("stranger") is None
         (run_dir / "spaced.pid").write_text(f" {pid}\n")  # the shell's `alive " 123"` says no: so do we
         assert await app1.service_pid("spaced") is None
+        # The shell's `read` drops NUL bytes (dash's and bash's): "12\0345" is pid 12345 to it, and to us.
+        digits = str(pid).encode()
+        (run_dir / "nul.pid").write_bytes(digits[:1] + b"\0" + digits[1:] + b"\n")
+        assert await app1.service_pid("nul") == pid
+        shell = lab.exec("app-1", "sh", "-c", f'{_ALIVE}\n{_read_pid(str(run_dir / "nul.pid"))} && alive "$pid" '
+                         '&& echo "$pid"', check=False)
+        assert shell.stdout.strip() == str(pid), shell
         os.mkfifo(run_dir / "fifo.pid")  # not a file (`[ -f ]`), and never opened: it would block the session
         assert await asyncio.wait_for(app1.service_pid("fifo"), 5) is None
         assert commands == [], commands
     finally:
         del app1.run  # recording ends
         lab.exec("app-1", "sh", "-c", f"kill {not_leader}", check=False)
-        for name in ("garbage", "stranger", "spaced", "fifo"):
+        for name in ("garbage", "stranger", "spaced", "nul", "fifo"):
             (run_dir / f"{name}.pid").unlink(missing_ok=True)
         assert await app1.stop_service("looked") is True
     assert await app1.service_pid("looked") is None

@@ -362,14 +362,16 @@ class SshTransport(Transport):
         check = check_port_script(port) if port is not None else ""
         if check and port_seen_free:
             check = f'if [ "$_free" != 1 ]; then\n{check}fi\n'
-        # The service's own shell says its pid, then points its output at the log and becomes the service.
+        # The service's own shell says its pid on fd 3 (the `$(…)` pipe), closes it and becomes the service.
         # setsid(1) has made it a session leader before that shell runs, so the pid said is already what
         # `service_pid` (a live session leader) recognises: no polling with `sleep` for `$!` to get there
         # (seen in CI under load: a start asked at once would have launched a second copy). `$(…)` ends as
-        # soon as that shell has moved its output to the log; a service that dies at once is not waited for.
-        # setsid: the service leads its own session, so stop_service can kill its whole group, and it survives
-        # this SSH channel closing.
-        inner = f"echo $$; exec >>{q(log_file)} 2>&1; {leader_command(command)}"
+        # soon as fd 3 is closed; a service that dies at once is not waited for. The log is opened before
+        # setsid, by the child still in this command's group: a log that blocks (a FIFO, a hung mount) is
+        # killed with the command on its timeout, and one that cannot be opened starts nothing, so no pid is
+        # said and the start fails with the shell's reason. setsid: the service leads its own session, so
+        # stop_service can kill its whole group, and it survives this SSH channel closing.
+        inner = f"echo $$ >&3; exec 3>&-; {leader_command(command)}"
         # Every fork counts at a hundred hosts: mkdir, like cat, only when needed (`read` is the shell's own).
         return (
             f"[ -d {q(run_dir)} ] && [ -d {q(log_dir)} ] || mkdir -p {q(run_dir)} {q(log_dir)} || exit 1\n"
@@ -377,8 +379,11 @@ class SshTransport(Transport):
             + check
             + f"cd {q(workdir)} || exit 125\n"
             f"{exports}\n"
-            f"_p=$(setsid /bin/sh -c {q(inner)} </dev/null &)\n"
-            'case $_p in ""|*[!0-9]*) echo "the service shell said no pid: $_p" >&2; exit 1;; esac\n'
+            f"_p=$(setsid /bin/sh -c {q(inner)} 3>&1 </dev/null >>{q(log_file)} 2>&1 &)\n"
+            # No pid: the log could not be opened (its reason is on stderr) or the command's first line did not
+            # parse (the shell said why in the log): both shown, the start fails.
+            f'case $_p in ""|*[!0-9]*) echo "the service did not start; its log ends:" >&2; '
+            f"tail -n 3 {q(log_file)} >&2 2>/dev/null; exit 1;; esac\n"
             f'echo "$_p" > {q(pid_file)}.tmp && mv {q(pid_file)}.tmp {q(pid_file)} && echo "$_p"\n'
         )
 
@@ -427,7 +432,6 @@ class SshTransport(Transport):
             return await self.pool.with_sftp(self.host, lambda sftp: _service_pid_over_sftp(sftp, pid_file))
         except (asyncssh.SFTPError, ValueError, IndexError):
             pass  # a /proc it may not read (or an odd one): the shell looks. A lost link is not looked at twice.
-        q = shlex.quote
         result = await self._sh(f'{_ALIVE}\n{_read_pid(pid_file)} && alive "$pid" && echo "$pid"; true')
         text = result.stdout.strip()
         return int(text) if text.isdigit() else None
@@ -568,7 +572,8 @@ async def _service_pid_over_sftp(sftp: asyncssh.SFTPClient, pid_file: str) -> in
             return None  # as `[ -f ]`; and a FIFO there would block the session's one server process
         async with sftp.open(pid_file, "rb") as f:
             raw = await f.read(64)
-        match = _PID_LINE.match(raw)  # the first line; anything but digits fails `alive` in the shell
+        # the first line, as `read` takes it (dash and bash drop NUL bytes); anything but digits fails `alive`
+        match = _PID_LINE.match(raw.replace(b"\0", b""))
         if match is None:
             return None
         pid = match.group(1).decode()
