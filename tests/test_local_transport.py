@@ -226,6 +226,25 @@ async def test_stale_pid_file_starts_a_new_service(transport: LocalTransport) ->
     assert await transport.stop_service("svc") is True
 
 
+async def test_a_start_whose_log_cannot_be_opened_fails_and_says_why(transport: LocalTransport) -> None:
+    """As over SSH (launch_lines): nothing started, so no pid of a process already gone is handed back."""
+    (Path(transport.root) / "log" / "svc.log").mkdir(parents=True)
+    with pytest.raises(TransportError, match="did not start.*svc.log: Is a directory|svc.log: Is a directory"):
+        await transport.start_service("svc", "sleep 300")
+    assert not (Path(transport.root) / "run" / "svc.pid").exists()
+    assert await transport.service_pid("svc") is None
+
+
+async def test_the_pid_a_start_gives_already_leads_its_session(transport: LocalTransport) -> None:
+    """The pid returned is the service's session leader at once: an immediate look finds it running."""
+    pid = await transport.start_service("svc", "sleep 300")
+    try:
+        assert os.getsid(pid) == pid
+        assert await transport.service_pid("svc") == pid
+    finally:
+        assert await transport.stop_service("svc") is True
+
+
 async def test_bad_service_name_is_refused(transport: LocalTransport) -> None:
     with pytest.raises(TransportError, match="bad service name"):
         await transport.start_service("../etc", "true")

@@ -15,6 +15,7 @@ compound command, a redirection, a builtin, a leading assignment) runs as writte
 from __future__ import annotations
 
 import re
+import shlex
 
 # A list, pipeline, background job, subshell, group, redirection or command substitution: the shell has
 # work of its own around the command, so it cannot be replaced.
@@ -47,4 +48,24 @@ def leader_command(command: str) -> str:
     return f"exec {command}"  # as written: stripping would change a last word such as `\ `
 
 
-__all__ = ["leader_command"]
+def launch_lines(command: str, log_file: str) -> str:
+    """Shell lines that start `command` leading a session of its own, its output appended to `log_file`, and
+    leave its pid in `$_p`; with no pid (nothing started), they say why on stderr and exit 1.
+
+    The service's own shell says its pid on fd 3 (the `$(…)` pipe), closes it and becomes the service. setsid(1)
+    has made it a session leader before that shell runs, so the pid said is already what `service_pid` (a live
+    session leader) recognises: no polling for `$!` to get there (in CI under load, a start asked at once had
+    launched a second copy). `$(…)` ends as soon as fd 3 is closed: a service that dies at once is not waited
+    for. The log is opened before setsid, by the child still in the caller's group: a log that blocks (a FIFO,
+    a hung mount) is killed with the caller on its timeout, and one that cannot be opened starts nothing, so no
+    pid is said and the shell's reason is on stderr. A command whose first line does not parse starts nothing
+    either: the shell's words are in the log, whose end is shown. stop_service kills the session's group; it
+    outlives the caller (an SSH channel, a launcher) closing."""
+    q = shlex.quote
+    inner = f"echo $$ >&3; exec 3>&-; {leader_command(command)}"
+    return (f"_p=$(setsid /bin/sh -c {q(inner)} 3>&1 </dev/null >>{q(log_file)} 2>&1 &)\n"
+            f'case $_p in ""|*[!0-9]*) echo "the service did not start; its log ends:" >&2; '
+            f"tail -n 3 {q(log_file)} >&2 2>/dev/null; exit 1;; esac\n")
+
+
+__all__ = ["launch_lines", "leader_command"]

@@ -18,7 +18,6 @@ import asyncio
 import errno
 import os
 import re
-import shlex
 import signal
 import stat
 import time
@@ -31,7 +30,7 @@ from opsconsole.hosts import Host
 from opsconsole.pids import group_alive, stat_fields as _stat_fields
 from opsconsole.redact import Redactor
 from opsconsole.transport.base import CommandResult, LineHandler, Transport, TransportError
-from opsconsole.transport.leader import leader_command
+from opsconsole.transport.leader import launch_lines
 from opsconsole.transport.script_stdin import shell_for
 from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_script, holder_from
 
@@ -211,15 +210,11 @@ class LocalTransport(Transport):
             return running
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        # The launcher starts the service in the background and exits at once: the service is
-        # re-parented away from us, so it outlives the console and never lingers as our zombie.
-        # setsid makes it lead its own session and group, which stop_service kills as a whole.
-        # `$!` is the service's pid: setsid does not fork when its caller is not a group leader,
-        # and a background job of a non-interactive shell never is. The command and the log path
-        # travel as positional parameters, so neither needs quoting inside the script.
+        # The launcher starts the service in its own session (launch_lines) and exits at once: the service is
+        # re-parented away from us, so it outlives the console and never lingers as our zombie, and the pid
+        # it says already leads that session, which stop_service kills as a whole.
         script = ((check_port_script(port) if port is not None else "")
-                  + f"set -- {shlex.quote(leader_command(command))} {shlex.quote(str(log_file))}\n"
-                  'setsid /bin/sh -c "$1" </dev/null >>"$2" 2>&1 &\necho $!')
+                  + launch_lines(command, str(log_file)) + 'echo "$_p"\n')
 
         async def launch() -> int:
             result = await self.run(script, cwd=cwd, env=env, timeout=30)
@@ -241,11 +236,6 @@ class LocalTransport(Transport):
         except asyncio.CancelledError:
             await asyncio.wait([launching])
             raise
-        # The launcher returns before the child has called setsid(); wait for it, or an immediate
-        # service_pid() would not recognise the service and a second start would launch another.
-        deadline = time.monotonic() + 2
-        while not _alive(pid) and _stat_fields(pid) is not None and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
         return pid
 
     async def stop_service(self, name: str, timeout: float = 10.0) -> bool:

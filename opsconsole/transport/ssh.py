@@ -27,7 +27,7 @@ from opsconsole.login_env import ENV_NAME
 from opsconsole.pids import parse_stat
 from opsconsole.transport.alive import alive_function, clock_function, group_alive_function
 from opsconsole.transport.base import CommandResult, LineHandler, PathInTheWay, Transport, TransportError, shell_exact
-from opsconsole.transport.leader import leader_command
+from opsconsole.transport.leader import launch_lines
 from opsconsole.transport.pool import LINK_ERRORS, SshPool
 from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_script, holder_from, listening_test
 from opsconsole.transport.script_stdin import shell_for
@@ -362,16 +362,6 @@ class SshTransport(Transport):
         check = check_port_script(port) if port is not None else ""
         if check and port_seen_free:
             check = f'if [ "$_free" != 1 ]; then\n{check}fi\n'
-        # The service's own shell says its pid on fd 3 (the `$(…)` pipe), closes it and becomes the service.
-        # setsid(1) has made it a session leader before that shell runs, so the pid said is already what
-        # `service_pid` (a live session leader) recognises: no polling with `sleep` for `$!` to get there
-        # (seen in CI under load: a start asked at once would have launched a second copy). `$(…)` ends as
-        # soon as fd 3 is closed; a service that dies at once is not waited for. The log is opened before
-        # setsid, by the child still in this command's group: a log that blocks (a FIFO, a hung mount) is
-        # killed with the command on its timeout, and one that cannot be opened starts nothing, so no pid is
-        # said and the start fails with the shell's reason. setsid: the service leads its own session, so
-        # stop_service can kill its whole group, and it survives this SSH channel closing.
-        inner = f"echo $$ >&3; exec 3>&-; {leader_command(command)}"
         # Every fork counts at a hundred hosts: mkdir, like cat, only when needed (`read` is the shell's own).
         return (
             f"[ -d {q(run_dir)} ] && [ -d {q(log_dir)} ] || mkdir -p {q(run_dir)} {q(log_dir)} || exit 1\n"
@@ -379,12 +369,8 @@ class SshTransport(Transport):
             + check
             + f"cd {q(workdir)} || exit 125\n"
             f"{exports}\n"
-            f"_p=$(setsid /bin/sh -c {q(inner)} 3>&1 </dev/null >>{q(log_file)} 2>&1 &)\n"
-            # No pid: the log could not be opened (its reason is on stderr) or the command's first line did not
-            # parse (the shell said why in the log): both shown, the start fails.
-            f'case $_p in ""|*[!0-9]*) echo "the service did not start; its log ends:" >&2; '
-            f"tail -n 3 {q(log_file)} >&2 2>/dev/null; exit 1;; esac\n"
-            f'echo "$_p" > {q(pid_file)}.tmp && mv {q(pid_file)}.tmp {q(pid_file)} && echo "$_p"\n'
+            + launch_lines(command, log_file)
+            + f'echo "$_p" > {q(pid_file)}.tmp && mv {q(pid_file)}.tmp {q(pid_file)} && echo "$_p"\n'
         )
 
     def _started(self, name: str, port: int | None, result: CommandResult) -> int:
