@@ -60,6 +60,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the stdlib backend and the wrk runner
 from opsconsole.proxy.config import (  # noqa: E402
     FrontendConfig, HealthCheckConfig, Listen, MemberConfig, PoolConfig, ProxyConfig, TlsConfig,
 )
+from bench.procs import free_port, stop, wait_port  # noqa: E402
 from opsconsole.pids import stat_fields  # noqa: E402
 from opsconsole.traffic.haproxy_config import render_haproxy_config  # noqa: E402
 
@@ -67,35 +68,6 @@ import loadwrk  # noqa: E402
 import stdlib_backend  # noqa: E402
 
 TOKEN = "bench-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, proc: subprocess.Popen, what: str) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"{what} did not listen on {port}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def wrk(port: int, connections: int, duration: int, core: str, delay_ms: int = 0) -> tuple[float, float, int]:

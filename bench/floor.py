@@ -12,16 +12,15 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.cpu import children_cpu, machine_cpu, own_cpu
+from bench.procs import free_port, stop, wait_port
 from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
+from opsconsole.hosts import Host
 from tests.lab import Lab
 from tests.lab.config import write_lab_config
 
@@ -45,24 +44,6 @@ class Floor:
         return self.per_host_ms * hosts / 1000 / self.cores
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the app did not listen on {port} (exit {proc.poll()})") from None
-            time.sleep(0.005)
-
-
 def app_cpu(artifact: Path, work: Path, *, parallel: int = 10, rounds: int = 3) -> float:
     """Milliseconds of CPU one start-then-stop of the app costs: `parallel` copies started at once (a batch),
     each waited for until it listens, then sent TERM and reaped, `rounds` times."""
@@ -74,22 +55,16 @@ def app_cpu(artifact: Path, work: Path, *, parallel: int = 10, rounds: int = 3) 
         raise SystemExit("python3 is not on the lab sessions' PATH")
     before = children_cpu()
     for _ in range(rounds):
-        ports = [_free_port() for _ in range(parallel)]
+        ports = [free_port() for _ in range(parallel)]
         procs = [subprocess.Popen([python, "app.py", "--port", str(port), "--bind", "127.0.0.1"], cwd=unpacked,
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for port in ports]
         try:
             for port, proc in zip(ports, procs):
-                _wait_listening(port, proc)
+                wait_port(port, proc, "the app")
         finally:
             for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop(proc)
     return (children_cpu() - before) * 1000 / (rounds * parallel)
 
 
@@ -102,24 +77,23 @@ async def connect_cpu(lab: Lab, work: Path, *, parallel: int = 10) -> tuple[floa
     engine = Engine(load_config(write_lab_config(work, lab)))
     engine.prepare()
     try:
-        hosts = [engine.inventory.get(h.name) for h in lab.apps]
-        transports = [engine.transport_for(h) for h in hosts if h is not None]
-        pool = transports[0].pool  # type: ignore[attr-defined]  (SSH transports share the engine's pool)
-        await pool.connection(transports[0].host)  # the jump connection, and this host's
-        pool.discard(transports[0].host)
+        hosts = [host for host in map(engine.inventory.get, (h.name for h in lab.apps)) if host is not None]
+        pool = engine.fleet.ssh_pool
+        await pool.connection(hosts[0])  # the jump connection, and this host's
+        pool.discard(hosts[0])
         gate = asyncio.Semaphore(parallel)
 
-        async def once(transport: object) -> None:
+        async def once(host: Host) -> None:
             async with gate:
-                await pool.connection(transport.host)  # type: ignore[attr-defined]
+                await pool.connection(host)
 
         start, client = machine_cpu(), own_cpu()
-        await asyncio.gather(*(once(t) for t in transports))
-        for t in transports:
-            pool.discard(t.host)
+        await asyncio.gather(*(once(h) for h in hosts))
+        for host in hosts:
+            pool.discard(host)
         await asyncio.sleep(1.0)  # sshd's side ends once the close reaches it: counted too
         client = own_cpu() - client
-        return ((machine_cpu() - start - client) * 1000 / len(transports), client * 1000 / len(transports))
+        return ((machine_cpu() - start - client) * 1000 / len(hosts), client * 1000 / len(hosts))
     finally:
         await engine.close()
 
