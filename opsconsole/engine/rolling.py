@@ -215,7 +215,16 @@ class Rollouts:
         printed first read as if it would run, when another console's rollout held the lock)."""
         if app.name in self.live:
             raise CommandFailed(f"a rollout of {app.name} is already running here ({self.live[app.name].plan.rollout_id})")
-        lock = await self._take(app, f"{state.plan.kind} {app.name} to {state.plan.version}")
+        # The first batch's connections open while the lock is taken: they change nothing on a host, and its
+        # deploys start on ready ones. If the lock is someone else's they are the pool's, as any other.
+        left = state.left()
+        early = asyncio.ensure_future(self._warm(next(([h for h in b if h in left] for b in state.plan.batches
+                                                       if any(h in left for h in b)), [])))
+        try:
+            lock = await self._take(app, f"{state.plan.kind} {app.name} to {state.plan.version}")
+        except BaseException:
+            early.cancel()
+            raise
         for line in say:
             self.fleet.say(line)
         if fresh:
@@ -227,6 +236,7 @@ class Rollouts:
         try:
             result = await runner.run()
         finally:
+            early.cancel()  # (done long before, but for a rollout aborted at once)
             self.live.pop(app.name, None)
             # Released even on abort: the journal, not the lock, remembers where the rollout stopped.
             await asyncio.shield(self._release(app, lock))
@@ -346,10 +356,10 @@ class Rollouts:
                          on_notice=lambda text: self.fleet.say(text, level="warning"), where=where)
 
     async def _warm(self, hosts: list[str]) -> None:
-        """Open the SSH connections of `hosts` (paced by the pool's max_connecting); a host that cannot be
-        reached now fails later, in its own deploy, with the reason."""
+        """Open the SSH connections of `hosts` and their SFTP sessions (paced by the pool's max_connecting); a
+        host that cannot be reached now fails later, in its own deploy, with the reason."""
         ssh = [h for h in map(self.fleet.inventory.get, hosts) if h is not None and h.transport == "ssh"]
-        await asyncio.gather(*(self.fleet.ssh_pool.connection(h) for h in ssh), return_exceptions=True)
+        await asyncio.gather(*(self.fleet.ssh_pool.warm(h) for h in ssh), return_exceptions=True)
 
     async def _deploy_batch(self, hosts: list[str], plan: RolloutPlan) -> dict[str, str]:
         app = self.config.apps[plan.app]

@@ -392,6 +392,11 @@ class SshPool:
 
         return await self.with_connection(host, on)
 
+    async def warm(self, host: Host) -> None:
+        """Open the host's connection and its SFTP session ahead of their use (a rollout's next batch): through a
+        jump host far away, the ~10 round trips of the login and the session open come off the host's deploy."""
+        await self.with_sftp(host, _nothing)
+
     # -- port forwarding ---------------------------------------------------
     async def forward(self, host: Host, port: int, remote_host: str = "127.0.0.1") -> tuple[str, int]:
         """A local address that reaches `remote_host:port` as seen from `host` (HTTP probes behind a jump).
@@ -448,3 +453,7 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
+
+
+async def _nothing(sftp: asyncssh.SFTPClient) -> None:
+    return None

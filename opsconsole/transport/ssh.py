@@ -19,6 +19,7 @@ import signal
 import stat
 from collections import deque
 from pathlib import Path
+from typing import Any, Awaitable
 
 import asyncssh
 
@@ -33,6 +34,7 @@ from opsconsole.transport.ports import PORT_IN_USE_RC, PortInUse, check_port_scr
 from opsconsole.transport.script_stdin import shell_for
 
 TAIL_LINES = 20
+ONE_REQUEST = 32 * 1024  # bytes: what every SFTP server takes in one read or write (see _one_request)
 PGID_MARK = "@@opsconsole-pgid@@ "
 # A pid file's first line as the shell's `IFS= read -r pid` takes it (as it is): a pid to `alive`.
 _PID_LINE = re.compile(rb"([0-9]+)(?:\n|$)")
@@ -176,7 +178,11 @@ class SshTransport(Transport):
             # lstat, not stat: a link planted at the target is replaced, never read through nor chmod-ed through.
             current, parent_is_dir = await self._lstat_target(sftp, target)
             regular = current is not None and stat.S_ISREG(current.permissions or 0)
-            if regular and current.size == len(content):
+            same_mode = mode is None or (current is not None and (current.permissions or 0) & 0o7777 == mode)
+            if regular and current.size == len(content) and same_mode and len(content) <= _one_request(sftp):
+                if await _small_file_holds(sftp, target, content):
+                    return False
+            elif regular and current.size == len(content):
                 async with sftp.open(target, "rb") as f:
                     if await f.read() == content:
                         if mode is not None and (current.permissions or 0) & 0o7777 != mode:
@@ -219,6 +225,13 @@ class SshTransport(Transport):
         target = self.path(path)
 
         async def read(sftp: asyncssh.SFTPClient) -> bytes:
+            # Its size, its bytes up to what one request carries, and the close, sent at once: a small file
+            # in one round trip after the open. A bigger one (or a short answer) is read again, whole.
+            limit = _one_request(sftp)
+            f = await sftp.open(target, "rb", block_size=0)
+            attrs, data, _ = await _in_order(f.stat(), f.read(limit, 0), f.close())
+            if len(data) < limit and len(data) >= (attrs.size or 0):
+                return data
             async with sftp.open(target, "rb") as f:
                 return await f.read()
 
@@ -285,15 +298,17 @@ class SshTransport(Transport):
             return None
 
         async def link(sftp: asyncssh.SFTPClient) -> bool:
-            attrs = await _stat(sftp, target, follow=False)
+            # Made aside and renamed over (posix-rename@openssh.com): `current` never points nowhere.
+            aside = f"{target}.opsconsole-tmp"
+            # What is there, where it points if it is a link, and whether an aside was left: one round trip.
+            attrs, points_to, left = await asyncio.gather(
+                _stat(sftp, target, follow=False), _readlink(sftp, target), _stat(sftp, aside, follow=False))
             kind = (attrs.permissions or 0) if attrs is not None else 0
             if attrs is not None and stat.S_ISDIR(kind):
                 raise PathInTheWay(f"{path} is a directory, not a link")
-            if attrs is not None and stat.S_ISLNK(kind) and await sftp.readlink(target) == src:
+            if attrs is not None and stat.S_ISLNK(kind) and points_to == src:
                 return False
-            # Made aside and renamed over (posix-rename@openssh.com): `current` never points nowhere.
-            aside = f"{target}.opsconsole-tmp"
-            if await _stat(sftp, aside, follow=False) is not None:
+            if left is not None:
                 await sftp.remove(aside)  # left by a deploy killed between the two steps
             await sftp.symlink(src, aside)
             # asyncssh swaps symlink's arguments for OpenSSH's sftp-server by the server's banner: make sure
@@ -466,24 +481,26 @@ async def _replace(sftp: asyncssh.SFTPClient, target: str, content: bytes, mode:
     directory = posixpath.dirname(target)
     if not parent_is_dir and not await _is_dir(sftp, directory):
         await _make_directories(sftp, directory)
+    small = len(content) <= _one_request(sftp)
     for attempt in range(3):
         tmp = posixpath.join(directory, f".{posixpath.basename(target)}.{secrets.token_hex(6)}.tmp")
         try:
             f = await sftp.open(tmp, asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL,
-                                asyncssh.SFTPAttrs(permissions=final), encoding=None)
+                                asyncssh.SFTPAttrs(permissions=final), encoding=None, block_size=0 if small else -1)
             break
         except asyncssh.SFTPError:
             if attempt == 2:  # 48 random bits taken three times: not a collision, a real refusal
                 raise
     try:
-        async with f:
-            if mode is not None:
-                await f.chmod(mode)  # the server's umask trimmed the mode given at creation
-            await f.write(content)
-            try:
-                await f.fsync()
-            except asyncssh.SFTPOpUnsupported:
-                pass  # a server without fsync@openssh.com: the rename is still atomic
+        # (the chmod: the server's umask trimmed the mode given at creation)
+        if small:  # one round trip for all of it: the server takes one handle's requests in order
+            await _in_order(*([f.chmod(mode)] if mode is not None else []), f.write(content, 0), _fsync(f), f.close())
+        else:
+            async with f:
+                if mode is not None:
+                    await f.chmod(mode)
+                await f.write(content)
+                await _fsync(f)
         await sftp.posix_rename(tmp, target)
     except BaseException:
         try:
@@ -491,6 +508,49 @@ async def _replace(sftp: asyncssh.SFTPClient, target: str, content: bytes, mode:
         except (asyncssh.SFTPError, OSError):
             pass
         raise
+
+
+async def _fsync(f: asyncssh.SFTPClientFile) -> None:
+    try:
+        await f.fsync()
+    except asyncssh.SFTPOpUnsupported:
+        pass  # a server without fsync@openssh.com: the rename is still atomic
+
+
+def _one_request(sftp: asyncssh.SFTPClient) -> int:
+    """The most bytes one read or write request carries here: 32 KiB (what every server must take), or less if
+    the server's limits say so. A file that fits is read or written in one request."""
+    limits = sftp.limits
+    return min(ONE_REQUEST, limits.max_read_len or ONE_REQUEST, limits.max_write_len or ONE_REQUEST)
+
+
+async def _in_order(*steps: Awaitable[Any]) -> list[Any]:
+    """Run SFTP requests on one handle as one round trip: each step sends its request when started (a file
+    opened with block_size=0 reads and writes with one request, no helper tasks), gather starts them in
+    order, and the server takes one handle's requests in the order sent (SFTP: requests on the same file
+    are processed in order). All are awaited, so a close is never left behind by an earlier step's error;
+    the first error is raised then."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
+
+
+async def _small_file_holds(sftp: asyncssh.SFTPClient, target: str, content: bytes) -> bool:
+    """Whether `target` (just seen as a regular file of len(content) bytes, which fits one request) holds
+    `content`: its bytes, its size now and the close, in one round trip after the open."""
+    f = await sftp.open(target, "rb", block_size=0)
+    data, attrs, _ = await _in_order(f.read(len(content), 0), f.stat(), f.close())
+    return data == content and attrs.size == len(content)
+
+
+async def _readlink(sftp: asyncssh.SFTPClient, path: str) -> str | None:
+    """Where the link `path` points; None when it is no link (or not there)."""
+    try:
+        return await sftp.readlink(path)
+    except asyncssh.SFTPError:
+        return None
 
 
 async def _make_directories(sftp: asyncssh.SFTPClient, path: str) -> None:
