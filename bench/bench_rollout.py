@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_ssh import lab_bench, run_ansible_play  # noqa: E402
 from bench.cpu import machine_cpu  # noqa: E402
+from bench.delay import FarJump  # noqa: E402
 from opsconsole.config.loader import load_config  # noqa: E402
 from opsconsole.engine.engine import Engine  # noqa: E402
 from opsconsole.events import Event, RolloutStep, TaskFinished  # noqa: E402
@@ -68,9 +69,11 @@ def build_artifact(work: Path, version: str) -> Path:
     return src / "dist" / "app.tar.gz"
 
 
-def run_ansible(lab: Lab, work: Path) -> float:
+def run_ansible(lab: Lab, work: Path, far: FarJump | None = None) -> float:
+    """The play, `serial: 1`; `far`: through bench/delay.py's slow link to the jump host."""
     artifact = build_artifact(work, "ansible1")
-    return run_ansible_play(lab, work, PLAY.format(version="ansible1", artifact=artifact, port=PORT), "roll.yml")
+    return run_ansible_play(lab, work, PLAY.format(version="ansible1", artifact=artifact, port=PORT), "roll.yml",
+                            ssh_config=far.ssh_config if far else None)
 
 
 # Where a host's time goes: the deploy playbook's tasks by name (its first command opens the connection),
@@ -110,9 +113,11 @@ def print_breakdown(rows: dict[str, dict[str, float]]) -> None:
         print("  " + f"{host:8}" + "".join(f"{row.get(c, 0.0):13.3f}" for c in columns))
 
 
-async def run_opsconsole(lab: Lab, work: Path, roll_args: str = "") -> float:
-    """`roll itrust` (with `roll_args`, e.g. `--batch 10%`) over the lab's app hosts; returns its wall time."""
-    engine = Engine(load_config(write_lab_config(work, lab)))
+async def run_opsconsole(lab: Lab, work: Path, roll_args: str = "", far: FarJump | None = None) -> float:
+    """`roll itrust` (with `roll_args`, e.g. `--batch 10%`) over the lab's app hosts; returns its wall time.
+    `far`: through bench/delay.py's slow link to the jump host."""
+    engine = Engine(load_config(write_lab_config(work, lab, jump=(far.address, far.port) if far else None,
+                                                 known_hosts=far.known_hosts if far else None)))
     engine.prepare()
     events: list[Event] = []
     engine.bus.subscribe(lambda e: events.append(e) if isinstance(e, (TaskFinished, RolloutStep)) else None)

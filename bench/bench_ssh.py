@@ -63,10 +63,12 @@ def ansible_playbook() -> Path:
     return exe
 
 
-def run_ansible_play(lab: Lab, work: Path, play: str, name: str = "play.yml", env: dict[str, str] | None = None) -> float:
+def run_ansible_play(lab: Lab, work: Path, play: str, name: str = "play.yml", env: dict[str, str] | None = None,
+                     ssh_config: Path | None = None) -> float:
     """Run `play` over the lab's app hosts (group `app`) through the jump host; returns the wall time.
 
-    `env`: more ANSIBLE_* settings (forks, pipelining …) on top of the defaults below.
+    `env`: more ANSIBLE_* settings (forks, pipelining …) on top of the defaults below. `ssh_config`: another
+    than the lab's (bench/delay.py's, to a jump host far away).
     """
     (work / name).write_text(play)
     hosts = "\n".join(f"{h.name}" for h in lab.apps)
@@ -76,7 +78,7 @@ def run_ansible_play(lab: Lab, work: Path, play: str, name: str = "play.yml", en
         [app:vars]
         ansible_user={lab.user}
         ansible_python_interpreter=/usr/bin/python3
-        ansible_ssh_common_args=-F {lab.ssh_config}
+        ansible_ssh_common_args=-F {ssh_config or lab.ssh_config}
         """))
     env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_LOCAL_TEMP": str(work / "tmp"), "ANSIBLE_SSH_CONTROL_PATH_DIR": str(work / "cp"), **(env or {})}
@@ -131,9 +133,11 @@ async def run_fallback(lab: Lab, work: Path) -> float:
     return elapsed
 
 
-def lab_bench(name: str, measure: Callable[[Lab, Path], tuple[float, float]], report: Callable[[Lab, float, float], None]) -> int:
-    """Bring the lab up (or attach with --attach), measure ansible and opsconsole in one run, report, tear down."""
-    parser = argparse.ArgumentParser(description=f"{name}: ansible-playbook vs opsconsole over the SSH lab")
+def lab_bench(name: str, measure: Callable[[Lab, Path], tuple[float, float]], report: Callable[[Lab, float, float], None],
+              parser: argparse.ArgumentParser | None = None) -> int:
+    """Bring the lab up (or attach with --attach), measure ansible and opsconsole in one run, report, tear down.
+    `parser`: the bench's own options (their values from parser.parse_args()); --attach is added to it."""
+    parser = parser or argparse.ArgumentParser(description=f"{name}: ansible-playbook vs opsconsole over the SSH lab")
     parser.add_argument("--attach", action="store_true", help="use the lab that is already up")
     args = parser.parse_args()
     if os.geteuid() != 0:

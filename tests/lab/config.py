@@ -10,8 +10,11 @@ from .lab import Lab
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_lab_config(tmp: Path, lab: Lab, *, port: int = 8080, extra: str = "", rollout: str = "") -> Path:
-    """`rollout`: the app's `rollout:` settings as flow YAML, e.g. "{deploy_timeout: 5s}"."""
+def write_lab_config(tmp: Path, lab: Lab, *, port: int = 8080, extra: str = "", rollout: str = "",
+                     jump: tuple[str, int] | None = None, known_hosts: Path | None = None) -> Path:
+    """`rollout`: the app's `rollout:` settings as flow YAML, e.g. "{deploy_timeout: 5s}". `jump` (address,
+    port) and `known_hosts`: reach the jump host elsewhere than its own address (bench/delay.py's slow link)."""
+    jump_address, jump_port = jump or (lab.jump.address, 22)
     hosts = ", ".join(f"{{name: {h.name}, address: {h.address}, port: {port}, user: {lab.user}}}" for h in lab.apps)
     cfg = tmp / "lab.yaml"
     cfg.write_text(textwrap.dedent(f"""\
@@ -46,11 +49,12 @@ def write_lab_config(tmp: Path, lab: Lab, *, port: int = 8080, extra: str = "", 
               health_timeout: 10s
             rollout: {rollout or '{}'}
         jump:
-          host: {lab.jump.address}
+          host: {jump_address}
+          port: {jump_port}
           user: {lab.user}
           key: {lab.client_key}
         ssh:
-          known_hosts: {lab.known_hosts}
+          known_hosts: {known_hosts or lab.known_hosts}
           identity_files: [{lab.client_key}]
           agent: false
         """) + extra)
