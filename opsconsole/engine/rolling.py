@@ -22,7 +22,7 @@ from opsconsole.engine.deployer import Deployer
 from opsconsole.engine.fleet import Fleet
 from opsconsole.engine.traffic_service import TrafficService
 from opsconsole.errors import CommandFailed, OperatorError
-from opsconsole.events import EventBus, HealthSample
+from opsconsole.events import Event, EventBus, HealthSample, TaskFinished
 from opsconsole.fsio import append_jsonl, read_jsonl
 from opsconsole.heartbeat.monitor import HeartbeatMonitor
 from opsconsole.heartbeat.until import probe_until
@@ -58,6 +58,24 @@ class Releases:
             if entry["version"] != not_version:
                 return entry["version"], entry["commit"], entry["artifact"]
         return None
+
+
+class AppStarts:
+    """Which hosts' app service their deploy playbook has started or restarted during a rollout, as the
+    playbook's own reports say (TaskFinished.started): the rollout's gate may begin there."""
+
+    def __init__(self, bus: EventBus, service: str) -> None:
+        self.service = service
+        self._seen: dict[str, asyncio.Event] = {}
+        self.close = bus.subscribe(self._heard)
+
+    def _heard(self, event: Event) -> None:
+        if isinstance(event, TaskFinished) and event.started == self.service and event.status in ("ok", "changed"):
+            self._seen.setdefault(event.host, asyncio.Event()).set()
+
+    async def wait(self, host: str) -> None:
+        """Returns once `host`'s app was started by its deploy in this rollout."""
+        await self._seen.setdefault(host, asyncio.Event()).wait()
 
 
 class Rollouts:
@@ -229,14 +247,17 @@ class Rollouts:
             self.fleet.say(line)
         if fresh:
             self.journal.begin(state.plan, self.issuer)
+        starts = AppStarts(self.bus, app.service_name) if app.service_name else None
         runner = RolloutRunner(self.bus, self.journal, state, deploy=self._deploy_batch, gate=self.gate,
                                traffic=self.traffic_for(app), lock=lock, lock_renew_every=app.rollout.lock_renew,
-                               warm=self._warm)
+                               warm=self._warm, started=starts.wait if starts else None)
         self.live[app.name] = runner
         try:
             result = await runner.run()
         finally:
             early.cancel()  # (done long before, but for a rollout aborted at once)
+            if starts is not None:
+                starts.close()
             self.live.pop(app.name, None)
             # Released even on abort: the journal, not the lock, remembers where the rollout stopped.
             await asyncio.shield(self._release(app, lock))

@@ -197,6 +197,7 @@ class Outcome:
     message: str = ""
     facts: dict[str, Any] = field(default_factory=dict)  # set_fact: variables for the host's next tasks
     result: dict[str, Any] = field(default_factory=dict)  # more return values for `register` (stat: {...})
+    started: str = ""  # service: the service this started or restarted, now running
 
 
 class ModuleFailure(Exception):
@@ -414,7 +415,8 @@ async def _service(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
     # A service that dies at once (bad command, port taken) fails here, with its log, not at a later health check.
     # One that listens on its port is up: no need to wait out the 0.2 s that tell a quick death.
     if port is not None and await _listens_soon(t, pid, port):
-        return Outcome(changed=True, command=command, message=f"{name} running (pid {pid}), listening on {port}")
+        return Outcome(changed=True, command=command, message=f"{name} running (pid {pid}), listening on {port}",
+                       started=name)
     await asyncio.sleep(0 if port is not None else 0.2)  # with a port, the check above already gave it 0.2 s
     if await t.service_pid(name) is None:
         try:
@@ -423,7 +425,7 @@ async def _service(args: Mapping[str, Any], ctx: ModuleContext) -> Outcome:
             log = []
         return Outcome(changed=True, failed=True, command=command, tail=tuple(log),
                        message=f"service {name} (pid {pid}) exited right after starting")
-    return Outcome(changed=True, command=command, message=f"{name} running (pid {pid})")
+    return Outcome(changed=True, command=command, message=f"{name} running (pid {pid})", started=name)
 
 
 async def _listens_soon(t: Transport, pid: int, port: int) -> bool:

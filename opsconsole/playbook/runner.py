@@ -298,11 +298,11 @@ class PlaybookRunner:
         self._hide_looked_up()
         self.bus.emit(TaskStarted(host=host.name, task=name))
 
-        def finish(status: str, rc: int | None = None, message: str = "") -> None:
+        def finish(status: str, rc: int | None = None, message: str = "", service: str = "") -> None:
             if task.no_log and status in ("ok", "changed"):
                 message = NO_LOG  # a failure's message is built without the command and output already
             self.bus.emit(TaskFinished(host=host.name, task=name, status=status, rc=rc, message=message,
-                                       duration=time.monotonic() - started))
+                                       duration=time.monotonic() - started, started=service))
 
         def on_line(line: str, stream: str) -> None:
             if not task.no_log:
@@ -363,7 +363,8 @@ class PlaybookRunner:
         if changed:
             run.notified.update(task.notify)
             run.changed_tasks.append(name)
-        finish("changed" if changed else "ok", rc=last.rc, message=last.message)
+        finish("changed" if changed else "ok", rc=last.rc, message=last.message,
+               service=next((o.started for _, o in outcomes if o.started), ""))
         return True
 
     def _after_failure(self, task: Task, run: _HostRun, message: str) -> bool:

@@ -39,6 +39,8 @@ DeployBatch = Callable[[list[str], RolloutPlan], Awaitable[dict[str, str]]]
 HealthGate = Callable[[str, str, float], Awaitable[str]]
 # warm(hosts): get ready to work on these hosts soon (open their connections); never raises
 Warm = Callable[[list[str]], Awaitable[None]]
+# started(host): returns once the host's deploy has started (or restarted) the app; may never return
+Started = Callable[[str], Awaitable[None]]
 
 
 class TrafficControl(Protocol):
@@ -69,7 +71,8 @@ class NoTraffic:
 class RolloutRunner:
     def __init__(self, bus: EventBus, journal: RolloutJournal, state: RolloutState, *, deploy: DeployBatch,
                  gate: HealthGate, traffic: TrafficControl, lock: FleetLock | None = None,
-                 lock_renew_every: float = RolloutConfig.lock_renew, warm: Warm | None = None) -> None:
+                 lock_renew_every: float = RolloutConfig.lock_renew, warm: Warm | None = None,
+                 started: Started | None = None) -> None:
         self.bus = bus
         self.journal = journal
         self.state = state
@@ -80,6 +83,8 @@ class RolloutRunner:
         self.lock = lock
         self.lock_renew_every = lock_renew_every
         self.warm = warm
+        self.started = started
+        self._gating_early: set[str] = set()  # hosts whose gate began before their deploy ended
         self.resume_event = asyncio.Event()
         self.resume_event.set()
         self.pause_requested = False
@@ -194,14 +199,30 @@ class RolloutRunner:
         return [h for h, ok in zip(hosts, outcomes) if not ok]
 
     async def _one_host(self, number: int, host: str) -> bool:
-        """Deploy one host (bounded by the deploy timeout), gate it, put it back; False if it failed."""
-        reason = await self._deploy_within_timeout(host)
-        if reason:
-            await self._host(host, FAILED, f"deploy: {reason}", batch=number)
-            self._progress(number)
-            return False
-        await self._host(host, GATING, batch=number)
-        reason = await self.gate(host, self.plan.version, self.plan.health_timeout)
+        """Deploy one host (bounded by the deploy timeout), gate it, put it back; False if it failed.
+
+        The gate begins as soon as the deploy has started the app (`started`), not when the deploy's last task
+        is done: it counts only answers that report the new version, so none from before the start can pass
+        it, and its probes a pace apart run beside the deploy's last tasks (a release marker, the playbook's
+        own health check) instead of after them. The host is done only when both the deploy and the gate are."""
+        early = asyncio.ensure_future(self._gate_once_started(host)) if self.started is not None else None
+        try:
+            reason = await self._deploy_within_timeout(host)
+            if reason:
+                await self._host(host, FAILED, f"deploy: {reason}", batch=number)
+                self._progress(number)
+                return False
+            await self._host(host, GATING, batch=number)
+            if early is not None and host in self._gating_early:
+                reason = await early
+            else:
+                if early is not None:
+                    early.cancel()  # no start seen (the playbook has none the engine knows of): the gate runs now
+                reason = await self.gate(host, self.plan.version, self.plan.health_timeout)
+        finally:
+            if early is not None:
+                early.cancel()  # (a failed deploy's, or an abort's: done ones ignore it)
+            self._gating_early.discard(host)
         if reason:
             await self._host(host, FAILED, f"health gate: {reason}", batch=number)
             self._progress(number)
@@ -210,6 +231,12 @@ class RolloutRunner:
         await self._host(host, DONE, batch=number)
         self._progress(number)
         return True
+
+    async def _gate_once_started(self, host: str) -> str:
+        assert self.started is not None
+        await self.started(host)
+        self._gating_early.add(host)
+        return await self.gate(host, self.plan.version, self.plan.health_timeout)
 
     async def _deploy_within_timeout(self, host: str) -> str:
         """'' once `host` is deployed; else why not — at the latest when the plan's deploy timeout runs out."""
