@@ -158,3 +158,43 @@ async def test_a_warmed_host_has_its_sftp_session_ready(lab: Lab, pool: SshPool,
         assert await app1.exists("nothing-here") is False
     assert first.requests == 1 and first.rounds == 1, vars(first)
     await asyncio.gather(pool.warm(app1.host), pool.warm(app1.host))  # again: the same session, no error
+
+
+async def test_a_file_whose_size_says_nothing_is_read_to_its_end(app1: SshTransport) -> None:
+    """/proc files say size 0 and give about a page per read: read to the end, not one page, nor nothing.
+    (Here the SFTP server's own memory map, a dozen pages and more.)"""
+    smaps = await app1.read_file("/proc/self/smaps")
+    assert len(smaps) > 3 * 4096, len(smaps)
+    assert smaps.rstrip(b"\n").splitlines()[-1].startswith(b"VmFlags:")
+
+
+async def test_a_warm_up_cancelled_while_its_sftp_session_opens_leaves_that_session_to_the_next_use(
+        lab: Lab, pool: SshPool, app1: SshTransport, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rollout cancels its next batch's warm-up when it stops. Cancelled in the middle of the SFTP start (the
+    channel open, its init not yet answered), the session is still started and kept: given up half-open, its
+    channel would stay open on the host, one of its MaxSessions gone, and the next use would open another."""
+    await pool.connection(app1.host)  # (the connection itself is not what this is about)
+    in_init, go_on = asyncio.Event(), asyncio.Event()
+    starts: list[object] = []
+    start_client = asyncssh.SSHClientConnection.start_sftp_client
+    handler_start = asyncssh.sftp.SFTPClientHandler.start
+
+    async def counted_start(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        starts.append(self)
+        return await start_client(self, *args, **kwargs)
+
+    async def held_init(self):  # type: ignore[no-untyped-def]
+        in_init.set()
+        await go_on.wait()
+        return await handler_start(self)
+
+    monkeypatch.setattr(asyncssh.SSHClientConnection, "start_sftp_client", counted_start)
+    monkeypatch.setattr(asyncssh.sftp.SFTPClientHandler, "start", held_init)
+    warm = asyncio.ensure_future(pool.warm(app1.host))
+    await asyncio.wait_for(in_init.wait(), 10)
+    warm.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await warm
+    go_on.set()
+    assert await app1.exists("nothing-here") is False
+    assert len(starts) == 1  # the warm-up's session, not a second one

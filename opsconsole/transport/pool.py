@@ -97,6 +97,7 @@ class SshOptions:
 class _Link:
     conn: asyncssh.SSHClientConnection
     sftp: asyncssh.SFTPClient | None = None
+    sftp_start: asyncio.Future[asyncssh.SFTPClient] | None = None  # its start, while (or since) it runs
     forwards: dict[tuple[str, int], asyncssh.SSHListener] = field(default_factory=dict)
 
 
@@ -384,11 +385,7 @@ class SshPool:
             link = self._links.get(host.name)
             if link is None or link.conn is not conn:
                 raise asyncssh.ConnectionLost("connection replaced")
-            if link.sftp is None:
-                async with self._locks.setdefault(host.name, asyncio.Lock()):
-                    if link.sftp is None:
-                        link.sftp = await conn.start_sftp_client()
-            return await work(link.sftp)
+            return await work(link.sftp or await _sftp_of(conn, link))
 
         return await self.with_connection(host, on)
 
@@ -457,3 +454,16 @@ def _reason(exc: BaseException) -> str:
 
 async def _nothing(sftp: asyncssh.SFTPClient) -> None:
     return None
+
+
+async def _sftp_of(conn: asyncssh.SSHClientConnection, link: _Link) -> asyncssh.SFTPClient:
+    """The link's SFTP session, started once: every caller waits on the same start. A caller cancelled meanwhile
+    (a warm-up of a batch that will not run) leaves it to finish and be kept for the next use: given up
+    half-open, its channel would stay open, one of the host's MaxSessions gone for good. A start that failed
+    is tried anew by the next caller."""
+    starting = link.sftp_start
+    if starting is None or (starting.done() and (starting.cancelled() or starting.exception() is not None)):
+        starting = link.sftp_start = asyncio.ensure_future(conn.start_sftp_client())
+        starting.add_done_callback(lambda task: task.cancelled() or task.exception())  # (retrieved: said to the callers)
+    link.sftp = await asyncio.shield(starting)
+    return link.sftp

@@ -226,14 +226,18 @@ class SshTransport(Transport):
 
         async def read(sftp: asyncssh.SFTPClient) -> bytes:
             # Its size, its bytes up to what one request carries, and the close, sent at once: a small file
-            # in one round trip after the open. A bigger one (or a short answer) is read again, whole.
-            limit = _one_request(sftp)
+            # in one round trip after the open.
             f = await sftp.open(target, "rb", block_size=0)
-            attrs, data, _ = await _in_order(f.stat(), f.read(limit, 0), f.close())
-            if len(data) < limit and len(data) >= (attrs.size or 0):
+            attrs, data, _ = await _in_order(f.stat(), f.read(_one_request(sftp), 0), f.close())
+            size = attrs.size if stat.S_ISREG(attrs.permissions or 0) else None
+            if size == len(data):
                 return data
-            async with sftp.open(target, "rb") as f:
-                return await f.read()
+            # The rest: of a bigger file (its size known: read in parallel requests), or to its end, of one
+            # whose size says nothing (/proc's say 0 and a read gives about a page).
+            bigger = size is not None and size > len(data)
+            async with sftp.open(target, "rb", block_size=-1 if bigger else 0) as f:
+                return data + (await f.read(size - len(data), len(data)) if bigger and size is not None
+                               else await _to_end(f, len(data), sftp))
 
         return await self._sftp(read, path)
 
@@ -539,10 +543,21 @@ async def _in_order(*steps: Awaitable[Any]) -> list[Any]:
 
 async def _small_file_holds(sftp: asyncssh.SFTPClient, target: str, content: bytes) -> bool:
     """Whether `target` (just seen as a regular file of len(content) bytes, which fits one request) holds
-    `content`: its bytes, its size now and the close, in one round trip after the open."""
+    `content`: its bytes, what it is now and the close, in one round trip after the open. What was opened must
+    still be a regular file of that size (the look came before the open: a FIFO or a device put there since
+    is not read as the file)."""
     f = await sftp.open(target, "rb", block_size=0)
     data, attrs, _ = await _in_order(f.read(len(content), 0), f.stat(), f.close())
-    return data == content and attrs.size == len(content)
+    return data == content and attrs.size == len(content) and stat.S_ISREG(attrs.permissions or 0)
+
+
+async def _to_end(f: asyncssh.SFTPClientFile, offset: int, sftp: asyncssh.SFTPClient) -> bytes:
+    """What `f` (opened with block_size=0) holds from `offset` to its end, one request after another."""
+    parts = []
+    while chunk := await f.read(_one_request(sftp), offset):
+        parts.append(chunk)
+        offset += len(chunk)
+    return b"".join(parts)
 
 
 async def _readlink(sftp: asyncssh.SFTPClient, path: str) -> str | None:
