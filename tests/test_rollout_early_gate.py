@@ -1,6 +1,8 @@
-"""The rollout's gate begins once the deploy has started the app, not after the deploy's last task; the host is
-done only when both are. Local fleet, real processes: the deploy playbook is the bundled one with a slow (or
-failing) last task after its health check."""
+"""The rollout's look-ahead: once the deploy has started the app, the new release's good answers are counted while
+the deploy's last tasks run, and the gate after the deploy goes on from that count (one more answer, not `rise`
+of them a pace apart). The gate's rule stays: `rise` in a row from the new version, the last after the deploy,
+with a full timeout of its own. Local fleet, real processes: the deploy playbook is the bundled one with more
+tasks after its health check (slow, failing, or stopping the app)."""
 
 from __future__ import annotations
 
@@ -11,13 +13,38 @@ from pathlib import Path
 
 from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
-from opsconsole.events import Event, HealthSample, RolloutStep, TaskFinished
+from opsconsole.events import Event, HealthChanged, HealthSample, RolloutStep, TaskFinished
 from tests.conftest import ROOT, commit_file, kill_services, write_config
 
 SLOW_LAST_TASK = """
     - name: a slow last task
       shell: sleep 1
 """
+STOPS_THE_APP_AFTER_THE_START = """
+    - name: a slow last task
+      shell: sleep 0.5
+
+    - name: stops the app
+      opsconsole.builtin.service:
+        name: "{{ service_name }}"
+        state: stopped
+"""
+# A release whose /health says 500 for its first 0.4 s, then 200: the look-ahead meets it still starting.
+SLOW_TO_BE_HEALTHY = '''
+import time as _time
+_BORN = _time.monotonic()
+_get = Handler.do_GET
+
+
+def do_GET(self):
+    if self.path.startswith("/health") and _time.monotonic() - _BORN < 0.4:
+        self._respond(500, b'{"status": "starting"}\\n')
+        return
+    _get(self)
+
+
+Handler.do_GET = do_GET
+'''
 FAILS_AFTER_THE_START = """
     - name: a slow last task
       shell: sleep 0.5
@@ -28,7 +55,7 @@ FAILS_AFTER_THE_START = """
 """
 
 
-def _config_with_tail(tmp: Path, tail: str) -> Path:
+def _config_with_tail(tmp: Path, tail: str, rollout: str = "") -> Path:
     """A one-host local fleet whose deploy playbook is the bundled one with `tail` as its last tasks."""
     playbooks = tmp / "playbooks"
     playbooks.mkdir()
@@ -39,17 +66,25 @@ def _config_with_tail(tmp: Path, tail: str) -> Path:
     text = cfg.read_text()
     bundled = f"playbook: {ROOT / 'playbooks' / 'itrust-deploy.yml'}"
     assert bundled in text
-    cfg.write_text(text.replace(bundled, f"playbook: {playbooks / 'deploy.yml'}"))
+    text = text.replace(bundled, f"playbook: {playbooks / 'deploy.yml'}")
+    if rollout:
+        text = text.replace("    vars:\n", f"    rollout:\n      {rollout}\n    vars:\n", 1)
+    cfg.write_text(text)
     return cfg
 
 
-async def _roll_new_commit(tmp: Path, cfg: Path) -> tuple[Engine, list[Event], str, object]:
+async def _roll_new_commit(tmp: Path, cfg: Path, app_patch: str = "") -> tuple[Engine, list[Event], str, object]:
     engine = Engine(load_config(cfg))
     engine.prepare()
     events: list[Event] = []
-    engine.bus.subscribe(lambda e: events.append(e) if isinstance(e, (HealthSample, TaskFinished, RolloutStep))
-                         else None)
-    sha = commit_file(tmp / "repo", "message.txt", "v2\n", "v2")
+    engine.bus.subscribe(lambda e: events.append(e) if isinstance(e, (HealthSample, HealthChanged, TaskFinished,
+                                                                      RolloutStep)) else None)
+    if app_patch:
+        app = (tmp / "repo" / "app.py").read_text()
+        main = app.index("\ndef main()")
+        sha = commit_file(tmp / "repo", "app.py", app[:main] + app_patch + app[main:], "v2")
+    else:
+        sha = commit_file(tmp / "repo", "message.txt", "v2\n", "v2")
     async with asyncio.timeout(60):
         outcome = await engine.execute(engine.parse("roll itrust"))
     return engine, events, sha[:7], outcome
@@ -59,7 +94,7 @@ def _index(events: list[Event], test) -> int:  # type: ignore[no-untyped-def]
     return next(i for i, e in enumerate(events) if test(e))
 
 
-async def test_the_gate_begins_once_the_app_started_and_the_host_is_done_after_its_deploy(tmp_path: Path) -> None:
+async def test_answers_counted_during_the_deploy_leave_the_gate_one_answer_to_ask(tmp_path: Path) -> None:
     engine, events, version, outcome = await _roll_new_commit(tmp_path, _config_with_tail(tmp_path, SLOW_LAST_TASK))
     try:
         assert outcome.ok, outcome.message
@@ -67,14 +102,14 @@ async def test_the_gate_begins_once_the_app_started_and_the_host_is_done_after_i
         assert events[started].started == "itrust" and events[started].status == "changed"
         slow_done = _index(events, lambda e: isinstance(e, TaskFinished) and e.task == "a slow last task")
         done = _index(events, lambda e: isinstance(e, RolloutStep) and e.host == "itrust-1" and e.state == "done")
-        # The gate's probes answered by the new release while the deploy's last task still ran: rise (2) of them
-        # in a row, so the gate had passed by the time the deploy ended.
-        during = [e for e in events[started:slow_done] if isinstance(e, HealthSample) and e.host == "itrust-1"]
-        assert len(during) >= 2 and all(s.ok and s.version == version for s in during[-2:]), during
-        # Nothing before the start: the gate waited for it.
-        assert not [e for e in events[:started] if isinstance(e, HealthSample)]
-        # Done (back in the pool) only once the deploy, slow task included, ended.
-        assert slow_done < done
+        # Counted while the deploy's last task ran: rise (2) and more good answers from the new release.
+        during = [e for e in events[started:slow_done] if isinstance(e, HealthSample)]
+        assert len(during) >= 2 and all(s.ok and s.version == version for s in during), during
+        assert not [e for e in events[:started] if isinstance(e, HealthSample)]  # none before the start
+        # After the deploy: the gate asked once more (not zero times: the answers must go on after the deploy;
+        # not rise times: those counted), then the host was done.
+        after = [e for e in events[slow_done:done] if isinstance(e, HealthSample)]
+        assert len(after) == 1 and after[0].ok and after[0].version == version, after
         gating = _index(events, lambda e: isinstance(e, RolloutStep) and e.host == "itrust-1" and e.state == "gating")
         assert slow_done < gating < done
     finally:
@@ -82,7 +117,40 @@ async def test_the_gate_begins_once_the_app_started_and_the_host_is_done_after_i
         kill_services(tmp_path / "state")
 
 
-async def test_a_deploy_that_fails_after_the_start_fails_the_host_though_its_gate_passed(tmp_path: Path) -> None:
+async def test_an_app_stopped_after_the_answers_were_counted_fails_the_gate(tmp_path: Path) -> None:
+    """Good answers counted during the deploy are no pass: a later task that breaks the app (here: stops it)
+    fails the gate that follows, which asks after the deploy, with its own full timeout."""
+    cfg = _config_with_tail(tmp_path, STOPS_THE_APP_AFTER_THE_START, rollout="health_timeout: 2s")
+    engine, events, version, outcome = await _roll_new_commit(tmp_path, cfg)
+    try:
+        assert not outcome.ok
+        assert "itrust-1: health gate: not healthy after 2s" in outcome.message, outcome.message
+        stopped = _index(events, lambda e: isinstance(e, TaskFinished) and e.task == "stops the app")
+        counted = [e for e in events[:stopped] if isinstance(e, HealthSample)]
+        assert len(counted) >= 2 and all(s.ok and s.version == version for s in counted), counted
+        states = [e.state for e in events if isinstance(e, RolloutStep) and e.host == "itrust-1"]
+        assert "done" not in states and states[-1] == "failed", states
+    finally:
+        await engine.close()
+        kill_services(tmp_path / "state")
+
+
+async def test_a_release_still_starting_during_its_deploy_is_no_host_down(tmp_path: Path) -> None:
+    """The look-ahead records only good answers: a release that says 500 for its first moments while its deploy
+    runs is not reported down (no alert, no down/up flap of a drained host), and the roll goes through."""
+    engine, events, version, outcome = await _roll_new_commit(
+        tmp_path, _config_with_tail(tmp_path, SLOW_LAST_TASK), app_patch=SLOW_TO_BE_HEALTHY)
+    try:
+        assert outcome.ok, outcome.message
+        assert not [e for e in events if isinstance(e, HealthChanged) and not e.healthy]
+        samples = [e for e in events if isinstance(e, HealthSample)]
+        assert samples and all(s.ok and s.version == version for s in samples), samples
+    finally:
+        await engine.close()
+        kill_services(tmp_path / "state")
+
+
+async def test_a_deploy_that_fails_after_the_start_fails_the_host_whatever_was_counted(tmp_path: Path) -> None:
     engine, events, version, outcome = await _roll_new_commit(tmp_path,
                                                               _config_with_tail(tmp_path, FAILS_AFTER_THE_START))
     try:
@@ -91,8 +159,8 @@ async def test_a_deploy_that_fails_after_the_start_fails_the_host_though_its_gat
             outcome.message
         states = [e.state for e in events if isinstance(e, RolloutStep) and e.host == "itrust-1"]
         assert "done" not in states and states[-1] == "failed", states
-        assert "gating" not in states  # the gate's verdict was never asked for: the deploy had failed
-        # The gate had passed meanwhile (its probes, new version, before the failing task): it changes nothing.
+        assert "gating" not in states  # the gate was never asked: the deploy had failed
+        # The look-ahead had counted good answers meanwhile (new version, before the failing task): no matter.
         failed = _index(events, lambda e: isinstance(e, TaskFinished) and e.task == "breaks after the start")
         before = [e for e in events[:failed] if isinstance(e, HealthSample) and e.host == "itrust-1"]
         assert before and before[-1].ok and before[-1].version == version, before

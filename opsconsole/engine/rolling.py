@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -61,21 +62,29 @@ class Releases:
 
 
 class AppStarts:
-    """Which hosts' app service their deploy playbook has started or restarted during a rollout, as the
-    playbook's own reports say (TaskFinished.started): the rollout's gate may begin there."""
+    """How many times the app's service was started or restarted on each host during a rollout, as the
+    playbooks' own reports say (TaskFinished.started): where the rollout's look-ahead may count answers."""
 
     def __init__(self, bus: EventBus, service: str) -> None:
         self.service = service
-        self._seen: dict[str, asyncio.Event] = {}
+        self._count: dict[str, int] = {}
+        self._news: dict[str, asyncio.Event] = {}
         self.close = bus.subscribe(self._heard)
 
     def _heard(self, event: Event) -> None:
         if isinstance(event, TaskFinished) and event.started == self.service and event.status in ("ok", "changed"):
-            self._seen.setdefault(event.host, asyncio.Event()).set()
+            self._count[event.host] = self._count.get(event.host, 0) + 1
+            news = self._news.pop(event.host, None)
+            if news is not None:
+                news.set()
 
-    async def wait(self, host: str) -> None:
-        """Returns once `host`'s app was started by its deploy in this rollout."""
-        await self._seen.setdefault(host, asyncio.Event()).wait()
+    def count(self, host: str) -> int:
+        return self._count.get(host, 0)
+
+    async def after(self, host: str, seen: int) -> None:
+        """Returns once `host`'s app was started more than `seen` times."""
+        while self.count(host) <= seen:
+            await self._news.setdefault(host, asyncio.Event()).wait()
 
 
 class Rollouts:
@@ -107,16 +116,17 @@ class Rollouts:
     def traffic_for(self, app: AppConfig) -> TrafficControl:
         return self.traffic.control_for(app) or NoTraffic()
 
-    async def gate(self, host: str, version: str, timeout: float) -> str:
-        """'' once the host answered healthy with `version` on `rise` probes in a row (the heartbeat's rise,
-        counted from the gate's first probe) and the monitor's verdict is up; else why not, at the timeout.
+    async def gate(self, host: str, version: str, timeout: float, ahead: int = 0) -> str:
+        """'' once the host answered healthy with `version` on `rise` probes in a row (the heartbeat's rise;
+        `ahead` of them already counted by the look-ahead while the deploy ran, the rest here, at least one)
+        and the monitor's verdict is up; else why not, at the timeout.
 
         Rise as HAProxy and Envoy mean it: one good answer from a release that breaks a moment later must
         not put the host back in the pool. The probes come GATE_PACE apart (HAProxy's fastinter), so rise 2
-        costs one pace per batch, not one heartbeat interval."""
+        costs one pace per batch, not one heartbeat interval (none, after a look-ahead that counted)."""
         monitor = self.monitor
         rise = max(1, monitor.states[host].rise)
-        in_a_row = 0
+        in_a_row = ahead
 
         def arrived(name: str, sample: HealthSample) -> bool:
             nonlocal in_a_row
@@ -134,6 +144,44 @@ class Rollouts:
         if in_a_row < rise:
             return f"healthy on only {in_a_row} probe(s) in a row after {timeout:g}s; rise is {rise}"
         return f"not yet up after {timeout:g}s ({monitor.states[host].label})"
+
+    async def _look_ahead(self, starts: AppStarts, version: str, host: str, settled: asyncio.Event) -> int:
+        """While `host`'s deploy runs (until `settled`): once the deploy has started the app, probe it GATE_PACE
+        apart and count its answers in a row that are healthy and from `version`; the count when the deploy
+        ended, for the gate to go on from (0: no start seen, or no good answer last).
+
+        Counted only from a start reported after the deploy began (not another command's before it), and
+        from zero again at every start after that (a playbook restarting twice). Only good answers are recorded
+        in the monitor: a release still starting while its deploy runs is no host going down (no alert, no
+        down/up flap of a drained host); what the gate asks after the deploy is recorded whatever it says."""
+        monitor = self.monitor
+        before = starts.count(host)
+        waiting = asyncio.ensure_future(starts.after(host, before))
+        ended = asyncio.ensure_future(settled.wait())
+        try:
+            await asyncio.wait({waiting, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+            ended.cancel()
+        if starts.count(host) == before:
+            return 0  # the deploy ended (or failed) without starting the app: the gate asks `rise` times
+        in_a_row, seen = 0, starts.count(host)
+        while not settled.is_set():
+            try:
+                sample = await monitor.prober.probe(monitor.targets[host])
+            except Exception:  # noqa: BLE001 - a probe that broke counts as no answer
+                sample = None
+            if starts.count(host) != seen:  # started again meanwhile: the answers so far were another process's
+                in_a_row, seen = 0, starts.count(host)
+                continue
+            if sample is not None and sample.ok and sample.version == version:
+                in_a_row += 1
+                monitor.record(sample)
+            else:
+                in_a_row = 0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(settled.wait(), GATE_PACE)
+        return in_a_row
 
     # -- commands ----------------------------------------------------------
     def stopped(self, app: str) -> RolloutState | None:
@@ -250,7 +298,9 @@ class Rollouts:
         starts = AppStarts(self.bus, app.service_name) if app.service_name else None
         runner = RolloutRunner(self.bus, self.journal, state, deploy=self._deploy_batch, gate=self.gate,
                                traffic=self.traffic_for(app), lock=lock, lock_renew_every=app.rollout.lock_renew,
-                               warm=self._warm, started=starts.wait if starts else None)
+                               warm=self._warm,
+                               look_ahead=functools.partial(self._look_ahead, starts, state.plan.version)
+                               if starts else None)
         self.live[app.name] = runner
         try:
             result = await runner.run()

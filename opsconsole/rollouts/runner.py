@@ -35,12 +35,14 @@ from opsconsole.rollouts.record import (
 
 # deploy(hosts, plan) -> {host: "" if ok else the reason it failed}
 DeployBatch = Callable[[list[str], RolloutPlan], Awaitable[dict[str, str]]]
-# gate(host, version, timeout) -> "" if healthy with that version, else why not
-HealthGate = Callable[[str, str, float], Awaitable[str]]
+# gate(host, version, timeout, ahead) -> "" if healthy with that version, else why not; `ahead`: good answers
+# in a row already counted (by the look-ahead), the gate still asks at least once
+HealthGate = Callable[[str, str, float, int], Awaitable[str]]
 # warm(hosts): get ready to work on these hosts soon (open their connections); never raises
 Warm = Callable[[list[str]], Awaitable[None]]
-# started(host): returns once the host's deploy has started (or restarted) the app; may never return
-Started = Callable[[str], Awaitable[None]]
+# look_ahead(host, settled): while the host's deploy runs (until `settled`), the good answers in a row its new
+# release gave so far, for the gate after the deploy to go on from; 0 when there is nothing to count
+LookAhead = Callable[[str, asyncio.Event], Awaitable[int]]
 
 
 class TrafficControl(Protocol):
@@ -72,7 +74,7 @@ class RolloutRunner:
     def __init__(self, bus: EventBus, journal: RolloutJournal, state: RolloutState, *, deploy: DeployBatch,
                  gate: HealthGate, traffic: TrafficControl, lock: FleetLock | None = None,
                  lock_renew_every: float = RolloutConfig.lock_renew, warm: Warm | None = None,
-                 started: Started | None = None) -> None:
+                 look_ahead: LookAhead | None = None) -> None:
         self.bus = bus
         self.journal = journal
         self.state = state
@@ -83,8 +85,7 @@ class RolloutRunner:
         self.lock = lock
         self.lock_renew_every = lock_renew_every
         self.warm = warm
-        self.started = started
-        self._gating_early: set[str] = set()  # hosts whose gate began before their deploy ended
+        self.look_ahead = look_ahead
         self.resume_event = asyncio.Event()
         self.resume_event.set()
         self.pause_requested = False
@@ -201,28 +202,32 @@ class RolloutRunner:
     async def _one_host(self, number: int, host: str) -> bool:
         """Deploy one host (bounded by the deploy timeout), gate it, put it back; False if it failed.
 
-        The gate begins as soon as the deploy has started the app (`started`), not when the deploy's last task
-        is done: it counts only answers that report the new version, so none from before the start can pass
-        it, and its probes a pace apart run beside the deploy's last tasks (a release marker, the playbook's
-        own health check) instead of after them. The host is done only when both the deploy and the gate are."""
-        early = asyncio.ensure_future(self._gate_once_started(host)) if self.started is not None else None
+        While the deploy runs, the look-ahead (once the deploy has started the app) counts the new release's
+        good answers in a row; the gate after the deploy goes on from that count, so a host whose release
+        answered well all through the deploy's last tasks needs one more good answer, not `rise` of them a pace
+        apart. The gate's rule is the same: `rise` answers in a row from the new version, the last one after
+        the deploy ended, with its own full timeout."""
+        settled = asyncio.Event()
+        ahead = asyncio.ensure_future(self.look_ahead(host, settled)) if self.look_ahead is not None else None
         try:
             reason = await self._deploy_within_timeout(host)
+            settled.set()
             if reason:
                 await self._host(host, FAILED, f"deploy: {reason}", batch=number)
                 self._progress(number)
                 return False
+            counted = 0
+            if ahead is not None:
+                try:
+                    counted = await ahead  # (its probe in flight, at most, once settled)
+                except Exception:  # noqa: BLE001 - only a head start: without it the gate asks `rise` times
+                    counted = 0
             await self._host(host, GATING, batch=number)
-            if early is not None and host in self._gating_early:
-                reason = await early
-            else:
-                if early is not None:
-                    early.cancel()  # no start seen (the playbook has none the engine knows of): the gate runs now
-                reason = await self.gate(host, self.plan.version, self.plan.health_timeout)
+            reason = await self.gate(host, self.plan.version, self.plan.health_timeout, counted)
         finally:
-            if early is not None:
-                early.cancel()  # (a failed deploy's, or an abort's: done ones ignore it)
-            self._gating_early.discard(host)
+            if ahead is not None and not ahead.done():
+                ahead.cancel()  # a failed deploy's, or an abort's
+                await asyncio.gather(ahead, return_exceptions=True)
         if reason:
             await self._host(host, FAILED, f"health gate: {reason}", batch=number)
             self._progress(number)
@@ -231,12 +236,6 @@ class RolloutRunner:
         await self._host(host, DONE, batch=number)
         self._progress(number)
         return True
-
-    async def _gate_once_started(self, host: str) -> str:
-        assert self.started is not None
-        await self.started(host)
-        self._gating_early.add(host)
-        return await self.gate(host, self.plan.version, self.plan.health_timeout)
 
     async def _deploy_within_timeout(self, host: str) -> str:
         """'' once `host` is deployed; else why not — at the latest when the plan's deploy timeout runs out."""
