@@ -174,3 +174,24 @@ async def test_a_deploy_that_fails_after_the_start_fails_the_host_whatever_was_c
     finally:
         await engine.close()
         kill_services(tmp_path / "state")
+
+
+async def test_with_no_start_in_the_deploy_the_gate_asks_rise_times_after_it(tmp_path: Path) -> None:
+    """The same release rolled again: the playbook restarts nothing (the app runs it already), so nothing is
+    counted during the deploy and the gate asks its `rise` (2) answers after it, a pace apart."""
+    engine, events, version, outcome = await _roll_new_commit(tmp_path, _config_with_tail(tmp_path, SLOW_LAST_TASK))
+    try:
+        assert outcome.ok, outcome.message
+        events.clear()
+        async with asyncio.timeout(60):
+            again = await engine.execute(engine.parse(f"roll itrust --version {version}"))
+        assert again.ok, again.message
+        assert not [e for e in events if isinstance(e, TaskFinished) and e.started]
+        slow_done = _index(events, lambda e: isinstance(e, TaskFinished) and e.task == "a slow last task")
+        done = _index(events, lambda e: isinstance(e, RolloutStep) and e.host == "itrust-1" and e.state == "done")
+        assert not [e for e in events[:slow_done] if isinstance(e, HealthSample)]
+        after = [e for e in events[slow_done:done] if isinstance(e, HealthSample)]
+        assert len(after) == 2 and all(s.ok and s.version == version for s in after), after
+    finally:
+        await engine.close()
+        kill_services(tmp_path / "state")

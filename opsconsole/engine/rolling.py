@@ -180,7 +180,8 @@ class Rollouts:
             else:
                 in_a_row = 0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(settled.wait(), GATE_PACE)
+                async with asyncio.timeout(GATE_PACE):
+                    await settled.wait()
         return in_a_row
 
     # -- commands ----------------------------------------------------------
