@@ -92,7 +92,7 @@ class TaskFinished(Event):
     rc: int | None = None
     message: str = ""
     duration: float = 0.0
-    started: str = ""  # the service the task started or restarted on the host (a rollout's gate may begin)
+    started: str = ""  # the service the task started or restarted on the host (a rollout's look-ahead counts from there)
 
 
 @dataclass(frozen=True)
