@@ -195,3 +195,35 @@ async def test_with_no_start_in_the_deploy_the_gate_asks_rise_times_after_it(tmp
     finally:
         await engine.close()
         kill_services(tmp_path / "state")
+
+
+async def test_an_abort_while_answers_are_counted_stops_the_counting_and_leaves_the_host_drained(
+        tmp_path: Path) -> None:
+    """Aborted while the look-ahead probes (the deploy's slow last task runs): the rollout stops, the host stays
+    as the abort found it (deploying, drained: never put back), and nothing probes it afterwards."""
+    cfg = _config_with_tail(tmp_path, SLOW_LAST_TASK.replace("sleep 1", "sleep 30"))
+    engine = Engine(load_config(cfg))
+    engine.prepare()
+    events: list[Event] = []
+    engine.bus.subscribe(lambda e: events.append(e) if isinstance(e, (HealthSample, RolloutStep)) else None)
+    try:
+        commit_file(tmp_path / "repo", "message.txt", "v2\n", "v2")
+        roll = asyncio.ensure_future(engine.execute(engine.parse("roll itrust")))
+        async with asyncio.timeout(60):
+            while sum(isinstance(e, HealthSample) for e in events) < 2:  # the look-ahead is counting
+                await asyncio.sleep(0.05)
+        aborted = await engine.execute(engine.parse("abort"))
+        assert aborted.ok, aborted.message
+        outcome = await roll
+        assert not outcome.ok and outcome.message == "aborted"
+        state = engine.rollouts.journal.latest("itrust")
+        assert state.status == "aborted" and state.hosts["itrust-1"] == "deploying", state.hosts
+        assert not [e for e in events if isinstance(e, RolloutStep) and e.state in ("gating", "done")]
+        probes = sum(isinstance(e, HealthSample) for e in events)
+        deadline = time.monotonic() + 0.3  # a window for something *not* to happen: no probe after the abort
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert sum(isinstance(e, HealthSample) for e in events) == probes
+    finally:
+        await engine.close()
+        kill_services(tmp_path / "state")
