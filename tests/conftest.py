@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -133,6 +135,17 @@ def commit_file(repo: Path, name: str, content: str, message: str, branch: str =
     if current != branch:
         git(repo, "checkout", "-q", current)
     return sha
+
+
+async def roll_then_abort(engine, ready: Callable[[], bool], command: str = "roll itrust"):  # type: ignore[no-untyped-def]
+    """Run `command` on `engine`, `abort` it once `ready()` holds (within 60 s), and return the roll's outcome."""
+    roll = asyncio.ensure_future(engine.execute(engine.parse(command)))
+    async with asyncio.timeout(60):
+        while not ready():
+            await asyncio.sleep(0.05)
+    aborted = await engine.execute(engine.parse("abort"))
+    assert aborted.ok, aborted.message
+    return await roll
 
 
 def process_gone(pid: int, within: float = 3.0) -> bool:

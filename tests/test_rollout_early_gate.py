@@ -14,7 +14,7 @@ from pathlib import Path
 from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from opsconsole.events import Event, HealthChanged, HealthSample, RolloutStep, TaskFinished
-from tests.conftest import ROOT, commit_file, kill_services, write_config
+from tests.conftest import ROOT, commit_file, kill_services, roll_then_abort, write_config
 
 SLOW_LAST_TASK = """
     - name: a slow last task
@@ -88,6 +88,16 @@ async def _roll_new_commit(tmp: Path, cfg: Path, app_patch: str = "") -> tuple[E
     async with asyncio.timeout(60):
         outcome = await engine.execute(engine.parse("roll itrust"))
     return engine, events, sha[:7], outcome
+
+
+async def _no_more_probes(events: list[Event]) -> None:
+    """No probe arrives for 0.3 s from now: a window for something *not* to happen, which no condition can
+    stand in for."""
+    probes = sum(isinstance(e, HealthSample) for e in events)
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert sum(isinstance(e, HealthSample) for e in events) == probes
 
 
 def _index(events: list[Event], test) -> int:  # type: ignore[no-untyped-def]
@@ -164,12 +174,7 @@ async def test_a_deploy_that_fails_after_the_start_fails_the_host_whatever_was_c
         failed = _index(events, lambda e: isinstance(e, TaskFinished) and e.task == "breaks after the start")
         before = [e for e in events[:failed] if isinstance(e, HealthSample) and e.host == "itrust-1"]
         assert before and before[-1].ok and before[-1].version == version, before
-        # And it probes no more: nothing arrives after the rollout ended (a window for something *not* to happen).
-        probes = sum(isinstance(e, HealthSample) for e in events)
-        deadline = time.monotonic() + 0.3
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert sum(isinstance(e, HealthSample) for e in events) == probes
+        await _no_more_probes(events)  # the look-ahead stopped with the rollout
         assert engine.rollouts.journal.latest("itrust").hosts["itrust-1"] == "failed"
     finally:
         await engine.close()
@@ -208,22 +213,13 @@ async def test_an_abort_while_answers_are_counted_stops_the_counting_and_leaves_
     engine.bus.subscribe(lambda e: events.append(e) if isinstance(e, (HealthSample, RolloutStep)) else None)
     try:
         commit_file(tmp_path / "repo", "message.txt", "v2\n", "v2")
-        roll = asyncio.ensure_future(engine.execute(engine.parse("roll itrust")))
-        async with asyncio.timeout(60):
-            while sum(isinstance(e, HealthSample) for e in events) < 2:  # the look-ahead is counting
-                await asyncio.sleep(0.05)
-        aborted = await engine.execute(engine.parse("abort"))
-        assert aborted.ok, aborted.message
-        outcome = await roll
+        # aborted once the look-ahead is counting
+        outcome = await roll_then_abort(engine, lambda: sum(isinstance(e, HealthSample) for e in events) >= 2)
         assert not outcome.ok and outcome.message == "aborted"
         state = engine.rollouts.journal.latest("itrust")
         assert state.status == "aborted" and state.hosts["itrust-1"] == "deploying", state.hosts
         assert not [e for e in events if isinstance(e, RolloutStep) and e.state in ("gating", "done")]
-        probes = sum(isinstance(e, HealthSample) for e in events)
-        deadline = time.monotonic() + 0.3  # a window for something *not* to happen: no probe after the abort
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert sum(isinstance(e, HealthSample) for e in events) == probes
+        await _no_more_probes(events)
     finally:
         await engine.close()
         kill_services(tmp_path / "state")

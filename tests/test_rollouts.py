@@ -16,7 +16,7 @@ import pytest
 from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
 from opsconsole.events import RolloutProgress, RolloutStep
-from tests.conftest import ROOT, commit_file, kill_services, kill_strays, write_config
+from tests.conftest import ROOT, commit_file, kill_services, kill_strays, roll_then_abort, write_config
 
 
 def _engine(cfg: Path) -> Engine:
@@ -107,12 +107,8 @@ async def test_abort_leaves_later_hosts_untouched(tmp_path: Path) -> None:
         engine = _engine(cfg)
         commit_file(tmp_path / "repo", "message.txt", "v2\n", "v2")
         steps = _steps(engine)
-        roll = asyncio.ensure_future(engine.execute(engine.parse("roll itrust")))
-        while not any(s.host == "itrust-2" and s.state == "deploying" for s in steps):
-            await asyncio.sleep(0.05)
-        aborted = await engine.execute(engine.parse("abort"))
-        assert aborted.ok, aborted.message
-        outcome = await roll
+        outcome = await roll_then_abort(engine, lambda: any(s.host == "itrust-2" and s.state == "deploying"
+                                                             for s in steps))
         assert not outcome.ok and outcome.message == "aborted"
         state = engine.rollouts.journal.latest("itrust")
         assert state.status == "aborted"

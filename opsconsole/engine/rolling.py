@@ -284,9 +284,7 @@ class Rollouts:
             raise CommandFailed(f"a rollout of {app.name} is already running here ({self.live[app.name].plan.rollout_id})")
         # The first batch's connections open while the lock is taken: they change nothing on a host, and its
         # deploys start on ready ones. If the lock is someone else's they are the pool's, as any other.
-        left = state.left()
-        early = asyncio.ensure_future(self._warm(next(([h for h in b if h in left] for b in state.plan.batches
-                                                       if any(h in left for h in b)), [])))
+        early = asyncio.ensure_future(self._warm(next((b for b in state.batches_left() if b), [])))
         try:
             lock = await self._take(app, f"{state.plan.kind} {app.name} to {state.plan.version}")
         except BaseException:

@@ -46,6 +46,10 @@ class RolloutState:
         """The hosts not yet on the rollout's version."""
         return [h for h, s in self.hosts.items() if s != DONE]
 
+    def batches_left(self) -> list[list[str]]:
+        """The plan's batches, each with only its hosts not yet on the version (a batch all done: empty)."""
+        return [[h for h in batch if self.hosts.get(h) != DONE] for batch in self.plan.batches]
+
     def host_versions(self) -> dict[str, str | None]:
         """The version each host runs as far as the journal knows."""
         return {h: (self.plan.version if s == DONE else self.plan.from_versions.get(h)) for h, s in self.hosts.items()}

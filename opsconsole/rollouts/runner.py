@@ -142,8 +142,8 @@ class RolloutRunner:
         try:
             self._status("running", self.plan.summary())
             failures = sum(1 for s in self.state.hosts.values() if s == FAILED)
-            left = [[h for h in batch if self.state.hosts.get(h) != DONE] for batch in self.plan.batches]
-            self._warm(next((t for t in left if t), []))
+            # (the first batch's connections: the engine opens them while it takes the lock)
+            left = self.state.batches_left()
             for number, todo in enumerate(left, start=1):
                 if not todo:
                     continue
