@@ -10,6 +10,12 @@ progressDeadlineSeconds. A paused Deployment does not move.
 Pods are simulated, not created: a pod of an image whose tag contains "bad" never becomes ready (the
 stand-in for ImagePullBackOff/CrashLoopBackOff); any other is ready one tick after it was created.
 The tick is the simulated cluster's pace, not a wait for a condition.
+
+Like the real controller's informer it does not trust its watch alone: kmock's watch lists the objects and
+only then joins its event bus, so an event in between is lost, and a watch can end. The watch is opened
+again when it ends or fails, and the Deployments are listed afresh every RESYNC_TICKS ticks. An error in a
+tick is kept in `errors` (and said by `describe`), not the end of the controller: a controller that died
+silently would leave a test waiting for a rollout that can no longer move.
 """
 
 from __future__ import annotations
@@ -62,6 +68,8 @@ def _resolve(value: int | str, replicas: int, round_up: bool) -> int:
 
 
 class StandInDeploymentController:
+    RESYNC_TICKS = 10  # ticks between two listings of the Deployments (the informer's resync)
+
     def __init__(self, kubeconfig: Path, namespace: str = "checkbox", tick: float = 0.1) -> None:
         self.client = AsyncClient(KubeConfig.from_file(kubeconfig), namespace=namespace)
         self.namespace = namespace
@@ -69,6 +77,7 @@ class StandInDeploymentController:
         self.deployments: dict[str, dict[str, Any]] = {}
         self.tracks: dict[str, _Track] = {}
         self.ticks = 0
+        self.errors: list[str] = []  # what went wrong in a watch or a tick, oldest first
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> "StandInDeploymentController":
@@ -88,18 +97,40 @@ class StandInDeploymentController:
             while self.ticks < target:
                 await asyncio.sleep(self.tick / 4)
 
+    def describe(self, name: str) -> str:
+        """What the controller last saw of Deployment `name` and what went wrong, for a test's failure message."""
+        dep = self.deployments.get(name)
+        seen = "nothing" if dep is None else (f"generation {dep['metadata'].get('generation')}, "
+                                              f"paused {dep['spec'].get('paused')}")
+        return f"the stand-in controller saw {seen} after {self.ticks} ticks; errors: {self.errors[-5:] or 'none'}"
+
     async def _watch(self) -> None:
-        async for kind, obj in self.client.watch(Deployment, namespace=self.namespace):
-            data = obj.to_dict()
-            if kind == "DELETED":
-                self.deployments.pop(data["metadata"]["name"], None)
-            else:
-                self.deployments[data["metadata"]["name"]] = data
+        while True:
+            try:
+                async for kind, obj in self.client.watch(Deployment, namespace=self.namespace):
+                    data = obj.to_dict()
+                    if kind == "DELETED":
+                        self.deployments.pop(data["metadata"]["name"], None)
+                    else:
+                        self.deployments[data["metadata"]["name"]] = data
+            except Exception as exc:  # noqa: BLE001 - kept and said; the watch opens again
+                self.errors.append(f"watch: {exc!r}")
+            await asyncio.sleep(self.tick)
+
+    async def _resync(self) -> None:
+        listed = {obj.metadata.name: obj.to_dict() async for obj in self.client.list(Deployment, namespace=self.namespace)}
+        self.deployments.clear()
+        self.deployments.update(listed)
 
     async def _loop(self) -> None:
         while True:
-            for name, dep in list(self.deployments.items()):
-                await self._reconcile(name, dep)
+            try:
+                if self.ticks % self.RESYNC_TICKS == self.RESYNC_TICKS - 1:
+                    await self._resync()
+                for name, dep in list(self.deployments.items()):
+                    await self._reconcile(name, dep)
+            except Exception as exc:  # noqa: BLE001 - kept and said; the next tick tries again
+                self.errors.append(f"tick {self.ticks}: {exc!r}")
             self.ticks += 1
             await asyncio.sleep(self.tick)
 

@@ -8,12 +8,15 @@ server is kmock with the stand-in Deployment controller (tests/kubelab.py, tests
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from conftest import commit_file, git
 from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine
+from opsconsole.events import RolloutStep
 from opsconsole.ui.app import OpsConsoleApp
 from tests.kubecontroller import StandInDeploymentController
 from tests.kubelab import kube_api, write_kubeconfig
@@ -37,6 +40,18 @@ def replicas(api: Any, name: str) -> int:
     return int(objects(api, name).get("spec", {}).get("replicas", -1))
 
 
+def state(api: Any, engine: Engine, controller: StandInDeploymentController, steps: list[str]) -> str:
+    """The Deployment as the API server holds it, what the stand-in controller saw, our last Kubernetes roll
+    steps and the journal's last commands: what a test that timed out needs to say."""
+    dep = objects(api, "checkbox")
+    status = dep.get("status", {})
+    journal = [f"{e['kind']} {e['command']}" for e in engine.journal.entries() if "command" in e][-6:]
+    return (f"Deployment generation {dep.get('metadata', {}).get('generation')}, paused {dep.get('spec', {}).get('paused')}, "
+            f"status {json.dumps({k: v for k, v in status.items() if k != 'conditions'})} "
+            f"{[c.get('reason') for c in status.get('conditions', [])]}; {controller.describe('checkbox')}; "
+            f"last steps: {steps[-6:]}; journal ends: {journal}")
+
+
 def finished(engine: Engine, text: str) -> bool:
     return any(e["kind"] == "command.end" and e["command"] == text for e in engine.journal.entries())
 
@@ -56,26 +71,33 @@ async def test_kube_console_keys_drive_a_kubernetes_app(tmp_path: Path) -> None:
         # +/- ask first here (canary.confirm_steps): the walk below confirms each key's dialog.
         file.write_text(text.replace("replicas: 2", "replicas: 4") + "\ncanary:\n  confirm_steps: true\n")
         engine = Engine.open(load_config(file))
+        steps: list[str] = []
+        engine.bus.subscribe(lambda e: steps.append(f"{e.state} {e.detail}") if isinstance(e, RolloutStep) else None)
         app = OpsConsoleApp(engine)
-        async with StandInDeploymentController(kubeconfig, tick=0.1), app.run_test(size=(100, 30)) as pilot:
+        async with StandInDeploymentController(kubeconfig, tick=0.1) as controller, \
+                app.run_test(size=(100, 30)) as pilot:
+
+            def left(what: str) -> Callable[[], str]:  # on a timeout: where the Deployment, the controller and we were
+                return lambda: f"{what}: {state(api, engine, controller, steps)}"
+
             # r: roll to the branch head's image
             what = await confirm(pilot, app, "r")
             assert f"registry.example/checkbox:{head}" in what and "maxUnavailable 1" in what, what
-            await until(pilot, lambda: finished(engine, "roll checkbox"), timeout=30, what="the first roll")
+            await until(pilot, lambda: finished(engine, "roll checkbox"), timeout=30, what=left("the first roll"))
             assert image(api) == f"registry.example/checkbox:{head}"
 
             # space pauses the running roll, space again resumes it
             second = commit_file(repo, "app.txt", "two", "second")[:7]
             await confirm(pilot, app, "r")
             await until(pilot, lambda: image(api).endswith(second) and 0 < objects(api, "checkbox")
-                        .get("status", {}).get("updatedReplicas", 0) < 4, timeout=30, what="the roll under way")
+                        .get("status", {}).get("updatedReplicas", 0) < 4, timeout=30, what=left("the roll under way"))
             await pilot.press("space")
-            await until(pilot, lambda: objects(api, "checkbox")["spec"].get("paused") is True, what="paused")
+            await until(pilot, lambda: objects(api, "checkbox")["spec"].get("paused") is True, what=left("paused"))
             await until(pilot, lambda: engine.paused() == ["checkbox"], what="the console knowing it paused")
             await pilot.press("space")
-            await until(pilot, lambda: objects(api, "checkbox")["spec"].get("paused") is False, what="resumed")
+            await until(pilot, lambda: objects(api, "checkbox")["spec"].get("paused") is False, what=left("resumed"))
             await until(pilot, lambda: len([e for e in engine.journal.entries() if e["kind"] == "command.end"
-                                            and e["command"] == "roll checkbox"]) == 2, timeout=30, what="done")
+                                            and e["command"] == "roll checkbox"]) == 2, timeout=30, what=left("done"))
             assert objects(api, "checkbox")["status"]["availableReplicas"] == 4
 
             # a aborts a roll of an image that never gets ready: back to the previous template

@@ -7,6 +7,7 @@ the real bus where a test needs a state the local fleet would take long to reach
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,11 +50,13 @@ def journal_commands(engine: Engine, kind: str = "command.start") -> list[str]:
     return [e["command"] for e in engine.journal.entries() if e["kind"] == kind]
 
 
-async def until(pilot, condition, timeout: float = 10.0, what: str = "") -> None:
-    """Let the app run until `condition()` holds; fail after `timeout` seconds."""
+async def until(pilot, condition, timeout: float = 10.0, what: str | Callable[[], str] = "") -> None:
+    """Let the app run until `condition()` holds; fail after `timeout` seconds. `what` names the condition;
+    a callable is asked only on failure (a message that says the state things were left in)."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out waiting for {(what() if callable(what) else what) or condition}")
         await pilot.pause(0.02)
 
 
