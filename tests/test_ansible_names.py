@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import yaml
 
 from opsconsole.starter import starter_files
 from test_playbooks import Rig, rig  # noqa: F401  (rig is a fixture)
@@ -139,3 +141,35 @@ def test_our_collection_runs_under_ansible_playbook(tmp_path: Path, health_serve
     assert counts == [True, False, True, False]
     assert not (root / "run" / "web.pid").exists() and not Path(f"/proc/{pid}").exists()
     assert (root / "log" / "web.log").read_text() == "up\n"
+
+
+def test_the_collection_service_is_up_once_it_listens_and_a_quick_death_fails(tmp_path: Path) -> None:
+    # As the native module: with `port`, a service that listens is up at once (not waited out for 0.2 s); one
+    # that dies at once fails with its log; one alive but not listening yet is up after the 0.2 s.
+    (tmp_path / "collections").symlink_to(ROOT / "playbooks" / "collections")
+    root = tmp_path / "root"
+    root.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    listen = (f"exec {sys.executable} -c 'import socket, time; s = socket.socket(); "
+              f"s.bind((\"127.0.0.1\", {port})); s.listen(); time.sleep(300)'")
+    cases = {"listens": listen, "dies": "echo no config; exit 3", "quiet": "exec sleep 300"}
+    out = {}
+    try:
+        for name, command in cases.items():
+            (tmp_path / f"{name}.yml").write_text(yaml.safe_dump([{"hosts": "all", "gather_facts": False, "tasks": [
+                {"opsconsole.builtin.service": {"name": name, "state": "started", "command": command, "port": port}}]}]))
+            done = ansible_playbook(tmp_path, "-v", "-e", f"host_root={root}", str(tmp_path / f"{name}.yml"))
+            out[name] = (done.returncode, done.stdout + done.stderr)
+            if name == "listens":  # free the port for the next case
+                subprocess.run(["pkill", "-TERM", "-s", (root / "run" / "listens.pid").read_text().strip()])
+    finally:
+        for pid_file in (root / "run").glob("*.pid"):
+            subprocess.run(["pkill", "-KILL", "-s", pid_file.read_text().strip()])
+    assert out["listens"][0] == 0 and "running (pid " in out["listens"][1] \
+        and f"listening on {port}" in out["listens"][1], out["listens"][1]
+    assert out["dies"][0] != 0 and "exited right after starting" in out["dies"][1] \
+        and "no config" in out["dies"][1], out["dies"][1]
+    assert out["quiet"][0] == 0 and "quiet running (pid " in out["quiet"][1] \
+        and "listening on" not in out["quiet"][1], out["quiet"][1]

@@ -80,6 +80,17 @@ def port_holder(port):
     return False
 
 
+def listens_soon(child, port):
+    """True as soon as something listens on `port` (looked at every 20 ms for ~0.2 s, while `child` lives)."""
+    for _ in range(10):
+        if port_holder(port):
+            return True
+        if child.poll() is not None:
+            return False
+        time.sleep(0.02)
+    return False
+
+
 def stop(pid_file, timeout=10.0):
     pid = running(pid_file)
     if pid is None:
@@ -154,8 +165,12 @@ def main():
     with open(tmp, "w") as f:
         f.write(f"{child.pid}\n")
     os.replace(tmp, pid_file)
-    # A service that dies at once (bad command, port taken) fails here, with its log, as natively.
-    time.sleep(0.2)
+    # A service that dies at once (bad command, port taken) fails here, with its log, as natively. As natively
+    # too, one that listens on its port within those 0.2 s is up at once: it is not waited out.
+    if port is not None and listens_soon(child, port):
+        module.exit_json(changed=True, pid=child.pid, msg=f"{name} running (pid {child.pid}), listening on {port}")
+    if port is None:
+        time.sleep(0.2)
     if child.poll() is not None or not alive(child.pid):
         try:
             with open(log_file, errors="replace") as f:
