@@ -83,12 +83,32 @@ def run_ansible_play(lab: Lab, work: Path, play: str, name: str = "play.yml", en
     env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_LOCAL_TEMP": str(work / "tmp"), "ANSIBLE_SSH_CONTROL_PATH_DIR": str(work / "cp"), **(env or {})}
     start = time.perf_counter()
-    proc = subprocess.run([str(ansible_playbook()), "-i", str(work / "inventory.ini"), str(work / name)],
-                          capture_output=True, text=True, env=env, cwd=work)
+    proc = run_timed_out_loudly([str(ansible_playbook()), "-i", str(work / "inventory.ini"), str(work / name)],
+                                env=env, cwd=work)
     elapsed = time.perf_counter() - start
+    close_masters(Path(env["ANSIBLE_SSH_CONTROL_PATH_DIR"]))
     if proc.returncode != 0 or "failed=0" not in proc.stdout:
         raise SystemExit(f"ansible-playbook failed:\n{proc.stdout}\n{proc.stderr}")
     return elapsed
+
+
+ANSIBLE_LIMIT = 1800.0  # seconds: a run that hangs (a lab host that stopped answering) ends the bench, said
+
+
+def run_timed_out_loudly(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`argv` (an ansible-playbook run), its output captured; past ANSIBLE_LIMIT the bench stops and says so,
+    rather than hold the lab lock for ever."""
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=ANSIBLE_LIMIT)
+    except subprocess.TimeoutExpired as exc:
+        raise SystemExit(f"{argv[0]} did not finish within {ANSIBLE_LIMIT:g}s: {(exc.stdout or b'')[-2000:]!r}") from None
+
+
+def close_masters(control_dir: Path) -> None:
+    """End the ControlPersist masters a run left in `control_dir` (they would outlive it by up to 120 s, with the
+    ProxyCommand ssh each holds)."""
+    for sock in control_dir.glob("*") if control_dir.is_dir() else ():
+        subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={sock}", "lab-host"], capture_output=True, timeout=30)
 
 
 def run_ansible(lab: Lab, work: Path) -> float:

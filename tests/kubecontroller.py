@@ -78,6 +78,7 @@ class StandInDeploymentController:
         self.tracks: dict[str, _Track] = {}
         self.ticks = 0
         self.errors: list[str] = []  # what went wrong in a watch or a tick, oldest first
+        self._events: dict[str, int] = {}  # name -> watch events seen for it (a resync leaves those it raced alone)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> "StandInDeploymentController":
@@ -100,8 +101,8 @@ class StandInDeploymentController:
     def describe(self, name: str) -> str:
         """What the controller last saw of Deployment `name` and what went wrong, for a test's failure message."""
         dep = self.deployments.get(name)
-        seen = "nothing" if dep is None else (f"generation {dep['metadata'].get('generation')}, "
-                                              f"paused {dep['spec'].get('paused')}")
+        seen = "nothing" if dep is None else (f"generation {(dep.get('metadata') or {}).get('generation')}, "
+                                              f"paused {(dep.get('spec') or {}).get('paused')}")
         return f"the stand-in controller saw {seen} after {self.ticks} ticks; errors: {self.errors[-5:] or 'none'}"
 
     async def _watch(self) -> None:
@@ -109,24 +110,37 @@ class StandInDeploymentController:
             try:
                 async for kind, obj in self.client.watch(Deployment, namespace=self.namespace):
                     data = obj.to_dict()
+                    name = data["metadata"]["name"]
+                    self._events[name] = self._events.get(name, 0) + 1
                     if kind == "DELETED":
-                        self.deployments.pop(data["metadata"]["name"], None)
+                        self.deployments.pop(name, None)
                     else:
-                        self.deployments[data["metadata"]["name"]] = data
+                        self.deployments[name] = data
             except Exception as exc:  # noqa: BLE001 - kept and said; the watch opens again
                 self.errors.append(f"watch: {exc!r}")
             await asyncio.sleep(self.tick)
 
     async def _resync(self) -> None:
+        """The Deployments as listed now, but for those the watch spoke of while the list was under way: what
+        the watch said is as new as the list or newer (an older copy put back would look like an undo)."""
+        before = dict(self._events)
         listed = {obj.metadata.name: obj.to_dict() async for obj in self.client.list(Deployment, namespace=self.namespace)}
-        self.deployments.clear()
-        self.deployments.update(listed)
+        for name in set(listed) | set(self.deployments):
+            if self._events.get(name, 0) != before.get(name, 0):
+                continue
+            if name in listed:
+                self.deployments[name] = listed[name]
+            else:
+                self.deployments.pop(name, None)
 
     async def _loop(self) -> None:
         while True:
-            try:
-                if self.ticks % self.RESYNC_TICKS == self.RESYNC_TICKS - 1:
+            if self.ticks % self.RESYNC_TICKS == self.RESYNC_TICKS - 1:
+                try:
                     await self._resync()
+                except Exception as exc:  # noqa: BLE001 - kept and said; the watch's view stands
+                    self.errors.append(f"resync at tick {self.ticks}: {exc!r}")
+            try:
                 for name, dep in list(self.deployments.items()):
                     await self._reconcile(name, dep)
             except Exception as exc:  # noqa: BLE001 - kept and said; the next tick tries again

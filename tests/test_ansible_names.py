@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import http.server
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -152,7 +154,8 @@ def test_the_collection_service_is_up_once_it_listens_and_a_quick_death_fails(tm
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    listen = (f"exec {sys.executable} -c 'import socket, time; s = socket.socket(); "
+    # -I -S: the listener must be up within the module's 0.2 s, so it starts without site-packages (~10 ms).
+    listen = (f"exec {sys.executable} -I -S -c 'import socket, time; s = socket.socket(); "
               f"s.bind((\"127.0.0.1\", {port})); s.listen(); time.sleep(300)'")
     cases = {"listens": listen, "dies": "echo no config; exit 3", "quiet": "exec sleep 300"}
     out = {}
@@ -162,14 +165,35 @@ def test_the_collection_service_is_up_once_it_listens_and_a_quick_death_fails(tm
                 {"opsconsole.builtin.service": {"name": name, "state": "started", "command": command, "port": port}}]}]))
             done = ansible_playbook(tmp_path, "-v", "-e", f"host_root={root}", str(tmp_path / f"{name}.yml"))
             out[name] = (done.returncode, done.stdout + done.stderr)
-            if name == "listens":  # free the port for the next case
-                subprocess.run(["pkill", "-TERM", "-s", (root / "run" / "listens.pid").read_text().strip()])
+            _end_sessions(root, "listens")  # the port free again for the next case
     finally:
-        for pid_file in (root / "run").glob("*.pid"):
-            subprocess.run(["pkill", "-KILL", "-s", pid_file.read_text().strip()])
+        _end_sessions(root, *cases)
     assert out["listens"][0] == 0 and "running (pid " in out["listens"][1] \
         and f"listening on {port}" in out["listens"][1], out["listens"][1]
     assert out["dies"][0] != 0 and "exited right after starting" in out["dies"][1] \
         and "no config" in out["dies"][1], out["dies"][1]
     assert out["quiet"][0] == 0 and "quiet running (pid " in out["quiet"][1] \
         and "listening on" not in out["quiet"][1], out["quiet"][1]
+
+
+def _end_sessions(root: Path, *names: str) -> None:
+    """Kill the sessions the named services lead (those still alive and leading theirs) and wait until they are gone."""
+    for name in names:
+        pid_file = root / "run" / f"{name}.pid"
+        pid = int(pid_file.read_text()) if pid_file.exists() else 0
+        try:  # ours only: a live session leader working in the host root (a dead one's pid may be reused)
+            if not pid or os.getsid(pid) != pid or Path(f"/proc/{pid}/cwd").resolve() != root.resolve():
+                continue
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, OSError):
+            continue
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and _state(pid) != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
+    except (OSError, IndexError):
+        return ""

@@ -44,11 +44,12 @@ def state(api: Any, engine: Engine, controller: StandInDeploymentController, ste
     """The Deployment as the API server holds it, what the stand-in controller saw, our last Kubernetes roll
     steps and the journal's last commands: what a test that timed out needs to say."""
     dep = objects(api, "checkbox")
-    status = dep.get("status", {})
+    status = dep.get("status") or {}
     journal = [f"{e['kind']} {e['command']}" for e in engine.journal.entries() if "command" in e][-6:]
-    return (f"Deployment generation {dep.get('metadata', {}).get('generation')}, paused {dep.get('spec', {}).get('paused')}, "
+    return (f"Deployment generation {(dep.get('metadata') or {}).get('generation')}, "
+            f"paused {(dep.get('spec') or {}).get('paused')}, "
             f"status {json.dumps({k: v for k, v in status.items() if k != 'conditions'})} "
-            f"{[c.get('reason') for c in status.get('conditions', [])]}; {controller.describe('checkbox')}; "
+            f"{[c.get('reason') for c in status.get('conditions') or []]}; {controller.describe('checkbox')}; "
             f"last steps: {steps[-6:]}; journal ends: {journal}")
 
 

@@ -56,8 +56,18 @@ async def until(pilot, condition, timeout: float = 10.0, what: str | Callable[[]
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out waiting for {(what() if callable(what) else what) or condition}")
+            raise AssertionError(f"timed out waiting for {_said(what) or condition}")
         await pilot.pause(0.02)
+
+
+def _said(what: str | Callable[[], str]) -> str:
+    """`until`'s `what`, asked if it is a callable; one that breaks still leaves the timeout said."""
+    if not callable(what):
+        return what
+    try:
+        return what()
+    except Exception as exc:  # noqa: BLE001 - the timeout is the failure to report, not this
+        return f"(the description failed: {exc!r})"
 
 
 async def dialog_for(pilot, app: OpsConsoleApp, line: str) -> str:

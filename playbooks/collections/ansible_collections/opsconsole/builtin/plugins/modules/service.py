@@ -81,12 +81,13 @@ def port_holder(port):
 
 
 def listens_soon(child, port):
-    """True as soon as something listens on `port` (looked at every 20 ms for ~0.2 s, while `child` lives)."""
+    """True as soon as something listens on `port` while `child` lives (looked at every 20 ms for ~0.2 s).
+    Alive first, as natively: a child that died while another program took the port is no service up."""
     for _ in range(10):
-        if port_holder(port):
-            return True
         if child.poll() is not None:
             return False
+        if port_holder(port):
+            return True
         time.sleep(0.02)
     return False
 
