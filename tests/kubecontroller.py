@@ -79,6 +79,9 @@ class StandInDeploymentController:
         self.ticks = 0
         self.errors: list[str] = []  # what went wrong in a watch or a tick, oldest first
         self._events: dict[str, int] = {}  # name -> watch events seen for it (a resync leaves those it raced alone)
+        # True: pods still move but the status is not written (a test holds the last moment of a rollout, when
+        # every pod is ready and the Deployment does not say so yet); written at the first tick after.
+        self.hold_status = False
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> "StandInDeploymentController":
@@ -216,7 +219,7 @@ class StandInDeploymentController:
             "unavailableReplicas": max(0, new.count + old_count - available),
             "conditions": [{"type": "Progressing", **progressing}],
         }
-        if status != track.status:
+        if status != track.status and not self.hold_status:
             track.status = status
             await self.client.patch(Deployment.Status, name, {"status": status}, namespace=self.namespace,
                                     patch_type=PatchType.MERGE)

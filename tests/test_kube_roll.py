@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.types import PatchType
 
 from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine, Outcome
@@ -175,6 +177,46 @@ async def test_kube_pause_holds_the_deployment_and_resume_finishes_it(lab: Lab) 
     assert resumed.ok, resumed.message
     outcome = await roll
     assert outcome.ok and lab.image() == "registry.example/checkbox:v2", outcome.message
+
+
+async def test_a_roll_resumes_a_deployment_left_paused_and_says_so(lab: Lab) -> None:
+    # Paused by someone else (`kubectl rollout pause`) and left so: the roll would otherwise wait, without a
+    # word, for its safety net (2 x the progress deadline + 30 s).
+    await lab.controller.client.patch(Deployment, "checkbox", {"spec": {"paused": True}}, namespace="checkbox",
+                                      patch_type=PatchType.MERGE)
+    await lab.controller.wait_ticks(2)
+    async with asyncio.timeout(30):
+        outcome = await lab.run("roll checkbox --version v2")
+    assert outcome.ok and lab.image() == "registry.example/checkbox:v2", outcome.message
+    assert lab.deployment()["spec"]["paused"] is False
+    await lab.step("running", "it was paused, spec.paused: this roll resumes it")
+
+
+@pytest.mark.parametrize("lab", [(4, "60s", 0.05)], indirect=True)
+async def test_a_pause_that_lands_as_the_roll_completes_leaves_nothing_paused(lab: Lab) -> None:
+    # The pause reaches the Deployment when every new pod is ready but before its status says so: the roll
+    # then completes, and a Deployment left paused with no roll to resume would hold the next change.
+    lab.controller.hold_status = True
+    roll = asyncio.ensure_future(lab.run("roll checkbox --version v2"))
+
+    def every_pod_moved() -> bool:
+        sets = list(lab.controller.tracks["checkbox"].sets.values())
+        new = [s for s in sets if s.template["spec"]["containers"][0]["image"].endswith(":v2")]
+        return bool(new) and new[0].count == new[0].ready == 4 and sum(s.count for s in sets) == 4
+
+    async with asyncio.timeout(30):
+        while not every_pod_moved():
+            await asyncio.sleep(0.02)
+    assert not roll.done()
+    paused = await lab.run("pause")
+    assert paused.ok and "spec.paused" in paused.message, paused.message
+    lab.controller.hold_status = False
+    async with asyncio.timeout(30):
+        outcome = await roll
+    assert outcome.ok and lab.image() == "registry.example/checkbox:v2", outcome.message
+    assert lab.deployment()["spec"]["paused"] is False
+    await lab.step("running", "completed before the pause took effect")
+    assert lab.engine.paused() == []
 
 
 async def test_kube_history_and_rollback_to_the_previous_release(lab: Lab) -> None:

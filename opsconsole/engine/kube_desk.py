@@ -133,6 +133,9 @@ class KubeDesk:
             raise CommandFailed(f"a rollout of {app.name} is already running")
         unavailable, surge = batch_strategy(command.batch, kube.replicas)
         target = deployment(app, group, version, max_unavailable=unavailable, max_surge=surge)
+        # A roll rolls: a Deployment left paused (`kubectl rollout pause`, a pause that came as a roll ended)
+        # would hold the new template without a word, until our safety net. Said below when it was paused.
+        target["spec"]["paused"] = False
         image = image_for(app, version)
         name = deployment_name(app)
         if command.plan_only:
@@ -142,16 +145,22 @@ class KubeDesk:
         async with self._client(app) as client, contextlib.AsyncExitStack() as held:
             current = await client.get_deployment(name)  # also: a bad context or server fails here, changing nothing
             previous = _image_of(current)
+            was_paused = bool(((current or {}).get("spec") or {}).get("paused"))
             live = _Live(client, name, f"{app.name}-k8s-{int(time.time() * 1000)}")
             await held.enter_async_context(self._locked(app, live, f"roll {app.name} to {version}"))  # LockHeld: nothing sent
             self.live[app.name] = live
             try:
                 self._step(live, app.name, "running", f"Deployment {name}: {previous or 'none'} → {image}, "
-                                                      f"maxUnavailable {unavailable}, maxSurge {surge}")
+                                                      f"maxUnavailable {unavailable}, maxSurge {surge}"
+                           + (" (it was paused, spec.paused: this roll resumes it)" if was_paused else ""))
                 await client.apply([target])
                 progress = await self._watch(live, app.name, kube.progress_deadline)
                 if progress.failed:
                     return await self._failed(live, app, command, version, progress, previous)
+                if live.paused:  # our pause landed as the last pods became ready: there is nothing left to hold
+                    await client.set_paused(name, False)
+                    self._step(live, app.name, "running", "the rollout completed before the pause took effect: "
+                                                          "the Deployment is not left paused")
             except asyncio.CancelledError:  # `abort`: stop here and go back to what ran before
                 await asyncio.shield(self._undo(live, app, previous, "aborted"))
                 raise
@@ -298,10 +307,22 @@ class KubeDesk:
         return await self.roll(C.Roll(app=app.name, version=target[0], batch=command.batch))
 
     async def pause(self, command: C.Pause) -> str:
-        for live in self.live.values():
+        paused, finished = [], []
+        for app, live in list(self.live.items()):
             await live.client.set_paused(live.name, True)
             live.paused = True  # the watch confirms it; the console's space key reads this at once
-        return f"paused the Deployment of {', '.join(self.live)} (spec.paused)"
+            if self.live.get(app) is live:
+                paused.append(app)
+                continue
+            # The roll ended while the pause was on its way: nothing is left to hold, and a Deployment left
+            # paused with no roll to resume would hold the next change. Its client closed with the roll.
+            async with self._client(self.kube_app(app)) as client:
+                await client.set_paused(live.name, False)
+            finished.append(app)
+        said = [f"paused the Deployment of {', '.join(paused)} (spec.paused)"] if paused else []
+        if finished:
+            said.append(f"the roll of {', '.join(finished)} finished before the pause took effect: nothing is paused")
+        return "; ".join(said)
 
     async def resume(self, command: C.Resume) -> str:
         paused = list(self.live)
