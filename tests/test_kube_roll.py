@@ -192,21 +192,27 @@ async def test_a_roll_resumes_a_deployment_left_paused_and_says_so(lab: Lab) -> 
     await lab.step("running", "it was paused, spec.paused: this roll resumes it")
 
 
+async def every_pod_moved(lab: Lab, tag: str, replicas: int) -> None:
+    """Until the stand-in controller runs every pod from the `tag` template, ready, and no other (with its
+    status held, the Deployment does not say so yet)."""
+    def moved() -> bool:
+        track = lab.controller.tracks.get("checkbox")
+        sets = list(track.sets.values()) if track else []
+        new = [s for s in sets if s.template["spec"]["containers"][0]["image"].endswith(f":{tag}")]
+        return bool(new) and new[0].count == new[0].ready == replicas and sum(s.count for s in sets) == replicas
+
+    async with asyncio.timeout(30):
+        while not moved():
+            await asyncio.sleep(0.02)
+
+
 @pytest.mark.parametrize("lab", [(4, "60s", 0.05)], indirect=True)
 async def test_a_pause_that_lands_as_the_roll_completes_leaves_nothing_paused(lab: Lab) -> None:
     # The pause reaches the Deployment when every new pod is ready but before its status says so: the roll
     # then completes, and a Deployment left paused with no roll to resume would hold the next change.
     lab.controller.hold_status = True
     roll = asyncio.ensure_future(lab.run("roll checkbox --version v2"))
-
-    def every_pod_moved() -> bool:
-        sets = list(lab.controller.tracks["checkbox"].sets.values())
-        new = [s for s in sets if s.template["spec"]["containers"][0]["image"].endswith(":v2")]
-        return bool(new) and new[0].count == new[0].ready == 4 and sum(s.count for s in sets) == 4
-
-    async with asyncio.timeout(30):
-        while not every_pod_moved():
-            await asyncio.sleep(0.02)
+    await every_pod_moved(lab, "v2", 4)
     assert not roll.done()
     paused = await lab.run("pause")
     assert paused.ok and "spec.paused" in paused.message, paused.message
@@ -216,6 +222,32 @@ async def test_a_pause_that_lands_as_the_roll_completes_leaves_nothing_paused(la
     assert outcome.ok and lab.image() == "registry.example/checkbox:v2", outcome.message
     assert lab.deployment()["spec"]["paused"] is False
     await lab.step("running", "completed before the pause took effect")
+    assert lab.engine.paused() == []
+
+
+@pytest.mark.parametrize("lab", [(4, "60s", 0.05)], indirect=True)
+async def test_a_pause_answered_after_the_roll_ended_is_undone(lab: Lab) -> None:
+    # The pause's PATCH reaches the server, and its answer comes back only after the roll has seen the last
+    # pods ready and ended: nothing is left to hold, so the pause is undone and says so. The real client's
+    # call is wrapped to force that order (the call itself goes to the API server unchanged).
+    lab.controller.hold_status = True
+    roll = asyncio.ensure_future(lab.run("roll checkbox --version v2"))
+    await every_pod_moved(lab, "v2", 4)
+    live = lab.engine.kube.live["checkbox"]
+    sent = live.client.set_paused
+
+    async def answered_late(name: str, paused: bool) -> None:
+        await sent(name, paused)
+        lab.controller.hold_status = False  # the completion is reported; the roll ends before we return
+        async with asyncio.timeout(30):
+            while not roll.done():
+                await asyncio.sleep(0.01)
+
+    live.client.set_paused = answered_late  # type: ignore[method-assign]
+    paused = await lab.run("pause")
+    assert paused.ok and "finished before the pause took effect: nothing is paused" in paused.message, paused.message
+    assert (await roll).ok
+    assert lab.deployment()["spec"]["paused"] is False
     assert lab.engine.paused() == []
 
 
