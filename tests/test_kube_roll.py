@@ -9,6 +9,7 @@ stand-in's simplification of the real controller.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from lightkube.types import PatchType
 from opsconsole.config.loader import load_config
 from opsconsole.engine.engine import Engine, Outcome
 from opsconsole.events import Event, RolloutStep
+from opsconsole.kube.client import KubeClient
 from tests.kubecontroller import StandInDeploymentController
 from tests.kubelab import ApplyingEmulator, kube_api, write_kubeconfig
 from tests.test_kube_apply import config_for
@@ -210,15 +212,12 @@ async def every_pod_moved(lab: Lab, tag: str, replicas: int) -> None:
 async def test_a_pause_that_lands_as_the_roll_completes_leaves_nothing_paused(lab: Lab) -> None:
     # The pause reaches the Deployment when every new pod is ready but before its status says so: the roll
     # then completes, and a Deployment left paused with no roll to resume would hold the next change.
-    lab.controller.hold_status = True
-    roll = asyncio.ensure_future(lab.run("roll checkbox --version v2"))
-    await every_pod_moved(lab, "v2", 4)
-    assert not roll.done()
-    paused = await lab.run("pause")
-    assert paused.ok and "spec.paused" in paused.message, paused.message
-    lab.controller.hold_status = False
-    async with asyncio.timeout(30):
-        outcome = await roll
+    async with held_at_the_end(lab) as roll:
+        paused = await lab.run("pause")
+        assert paused.ok and "spec.paused" in paused.message, paused.message
+        lab.controller.hold_status = False
+        async with asyncio.timeout(30):
+            outcome = await roll
     assert outcome.ok and lab.image() == "registry.example/checkbox:v2", outcome.message
     assert lab.deployment()["spec"]["paused"] is False
     await lab.step("running", "completed before the pause took effect")
@@ -226,29 +225,45 @@ async def test_a_pause_that_lands_as_the_roll_completes_leaves_nothing_paused(la
 
 
 @pytest.mark.parametrize("lab", [(4, "60s", 0.05)], indirect=True)
-async def test_a_pause_answered_after_the_roll_ended_is_undone(lab: Lab) -> None:
+async def test_a_pause_answered_after_the_roll_ended_is_undone(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     # The pause's PATCH reaches the server, and its answer comes back only after the roll has seen the last
     # pods ready and ended: nothing is left to hold, so the pause is undone and says so. The real client's
-    # call is wrapped to force that order (the call itself goes to the API server unchanged).
-    lab.controller.hold_status = True
-    roll = asyncio.ensure_future(lab.run("roll checkbox --version v2"))
-    await every_pod_moved(lab, "v2", 4)
-    live = lab.engine.kube.live["checkbox"]
-    sent = live.client.set_paused
+    # call is wrapped to force that order (the request itself goes to the API server unchanged).
+    async with held_at_the_end(lab) as roll:
+        sent = KubeClient.set_paused
 
-    async def answered_late(name: str, paused: bool) -> None:
-        await sent(name, paused)
-        lab.controller.hold_status = False  # the completion is reported; the roll ends before we return
-        async with asyncio.timeout(30):
-            while not roll.done():
-                await asyncio.sleep(0.01)
+        async def answered_late(self: KubeClient, name: str, paused: bool) -> None:
+            await sent(self, name, paused)
+            if paused:  # the completion is reported now; the roll ends before this answer is read
+                lab.controller.hold_status = False
+                async with asyncio.timeout(30):
+                    while not roll.done():
+                        await asyncio.sleep(0.01)
 
-    live.client.set_paused = answered_late  # type: ignore[method-assign]
-    paused = await lab.run("pause")
-    assert paused.ok and "finished before the pause took effect: nothing is paused" in paused.message, paused.message
-    assert (await roll).ok
+        monkeypatch.setattr(KubeClient, "set_paused", answered_late)
+        paused = await lab.run("pause")
+        assert paused.ok and "finished before the pause took effect: nothing is paused" in paused.message, \
+            paused.message
+        assert (await roll).ok
     assert lab.deployment()["spec"]["paused"] is False
     assert lab.engine.paused() == []
+
+
+@contextlib.asynccontextmanager
+async def held_at_the_end(lab: Lab) -> AsyncIterator[asyncio.Future[Outcome]]:
+    """`roll checkbox --version v2` under way, held at its last moment: every pod moved and ready, the status
+    not yet saying so (the stand-in's status held). The roll is awaited or cancelled by the end of the block."""
+    lab.controller.hold_status = True
+    roll = asyncio.ensure_future(lab.run("roll checkbox --version v2"))
+    try:
+        await every_pod_moved(lab, "v2", 4)
+        assert not roll.done()
+        yield roll
+    finally:
+        lab.controller.hold_status = False
+        if not roll.done():
+            roll.cancel()
+        await asyncio.gather(roll, return_exceptions=True)
 
 
 async def test_kube_history_and_rollback_to_the_previous_release(lab: Lab) -> None:

@@ -157,10 +157,11 @@ class KubeDesk:
                 progress = await self._watch(live, app.name, kube.progress_deadline)
                 if progress.failed:
                     return await self._failed(live, app, command, version, progress, previous)
-                if live.paused:  # our pause landed as the last pods became ready: there is nothing left to hold
-                    await client.set_paused(name, False)
-                    self._step(live, app.name, "running", "the rollout completed before the pause took effect: "
-                                                          "the Deployment is not left paused")
+                if live.paused or progress.paused:
+                    # A pause (ours, or `kubectl rollout pause`) landed as the last pods became ready: there is
+                    # nothing left to hold. Out of `live` first: a pause sent meanwhile then undoes itself.
+                    self.live.pop(app.name, None)
+                    self._step(live, app.name, "running", await self._unpause_done(client, name))
             except asyncio.CancelledError:  # `abort`: stop here and go back to what ran before
                 await asyncio.shield(self._undo(live, app, previous, "aborted"))
                 raise
@@ -169,6 +170,16 @@ class KubeDesk:
         self.releases.record(app.name, version, version, image)
         self._step(live, app.name, "succeeded", f"{kube.replicas} pod(s) run {version}")
         return f"rolled {app.name} to {version}: {progress.text}"
+
+    async def _unpause_done(self, client: "KubeClient", name: str) -> str:
+        """Lift a pause from a Deployment whose rollout completed; what happened, in words. A failure leaves the
+        roll done (its pods run the new version) and says how the pause can be lifted."""
+        try:
+            await client.set_paused(name, False)
+        except OperatorError as exc:
+            return (f"the rollout completed, but the Deployment stays paused: {exc} (the next roll lifts it, or "
+                    f"`kubectl rollout resume deployment/{name}`)")
+        return "the rollout completed before the pause took effect: the Deployment is not left paused"
 
     @contextlib.asynccontextmanager
     async def _locked(self, app: AppConfig, live: _Live, reason: str) -> AsyncIterator[None]:
@@ -309,27 +320,37 @@ class KubeDesk:
     async def pause(self, command: C.Pause) -> str:
         paused, finished = [], []
         for app, live in list(self.live.items()):
-            await live.client.set_paused(live.name, True)
-            live.paused = True  # the watch confirms it; the console's space key reads this at once
-            if self.live.get(app) is live:
-                paused.append(app)
-                continue
-            # The roll ended while the pause was on its way: nothing is left to hold, and a Deployment left
-            # paused with no roll to resume would hold the next change. Its client closed with the roll.
+            if self.live.get(app) is not live:
+                continue  # ended meanwhile: nothing to pause
+            # A client of its own: the roll's closes when the roll ends, maybe while this request is under way.
             async with self._client(self.kube_app(app)) as client:
-                await client.set_paused(live.name, False)
-            finished.append(app)
+                await client.set_paused(live.name, True)
+                live.paused = True  # the watch confirms it; the console's space key reads this at once
+                if self.live.get(app) is live:
+                    paused.append(app)
+                    continue
+                # The roll ended while the pause was on its way: nothing is left to hold, and a Deployment left
+                # paused with no roll to resume would hold the next change. Unless a new roll of the app was
+                # paused by its own pause since.
+                newer = self.live.get(app)
+                if newer is None or not newer.paused:
+                    await client.set_paused(live.name, False)
+                finished.append(app)
         said = [f"paused the Deployment of {', '.join(paused)} (spec.paused)"] if paused else []
         if finished:
             said.append(f"the roll of {', '.join(finished)} finished before the pause took effect: nothing is paused")
-        return "; ".join(said)
+        return "; ".join(said) or "nothing to pause: the roll had finished"
 
     async def resume(self, command: C.Resume) -> str:
-        paused = list(self.live)
-        for live in self.live.values():
-            await live.client.set_paused(live.name, False)
+        resumed = []
+        for app, live in list(self.live.items()):
+            if self.live.get(app) is not live:
+                continue  # ended meanwhile: its end lifted any pause
+            async with self._client(self.kube_app(app)) as client:
+                await client.set_paused(live.name, False)
             live.paused = False
-        return f"resumed the Deployment of {', '.join(paused)}"
+            resumed.append(app)
+        return f"resumed the Deployment of {', '.join(resumed)}" if resumed else "nothing to resume: the roll had finished"
 
     # -- the canary: a second Deployment beside the stable one ----------------------------------
     KUBE_CANARY_ACTIONS = ("deploy", "promote", "rollback", "weight")
