@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import floor  # noqa: E402
 from bench.bench_rollout import BREAKDOWN, MACHINE_CPU, PLAY, PORT, build_artifact, run_opsconsole  # noqa: E402
-from bench.bench_ssh import ansible_playbook, close_masters, run_ansible_play, run_timed_out_loudly  # noqa: E402
+from bench.bench_ssh import ansible_playbook, run_ansible_play, time_ansible  # noqa: E402
 from bench.cpu import own_cpu  # noqa: E402
 from opsconsole.bundled import bundled_path  # noqa: E402
 from opsconsole.config.loader import load_config  # noqa: E402
@@ -98,16 +98,8 @@ def run_ansible_shipped(lab: Lab, work: Path) -> float:
     extra = {"app": "itrust", "version": version, "commit": version, "artifact": str(artifact),
              "service_name": "itrust", "service_command": f"python3 current/app.py --port {PORT} --bind 0.0.0.0"}
     (work / "extra.json").write_text(json.dumps(extra))
-    env = {**os.environ, **ANSIBLE_ENV, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_COLLECTIONS_PATH": str(bundled_path("playbooks", "collections")),
-           "ANSIBLE_LOCAL_TEMP": str(work / "tmp"), "ANSIBLE_SSH_CONTROL_PATH_DIR": str(work / "cp")}
-    start = time.perf_counter()
-    proc = run_timed_out_loudly([str(ansible_playbook()), "-i", str(work / "inventory.yml"),
-                                 "-e", f"@{work / 'extra.json'}", str(work / "deploy.yml")], env=env, cwd=work)
-    elapsed = time.perf_counter() - start
-    close_masters(work / "cp")
-    if proc.returncode != 0 or "failed=0" not in proc.stdout:
-        raise SystemExit(f"ansible-playbook (the shipped playbook) failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    elapsed = time_ansible(["-i", str(work / "inventory.yml"), "-e", f"@{work / 'extra.json'}", str(work / "deploy.yml")],
+                           work, {**ANSIBLE_ENV, "ANSIBLE_COLLECTIONS_PATH": str(bundled_path("playbooks", "collections"))})
     behind = [h.name for h in lab.apps if (Path(h.files) / "current").readlink().name != version]
     if behind:
         raise SystemExit(f"ansible-playbook said done but {', '.join(behind)} do not run {version}")

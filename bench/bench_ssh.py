@@ -80,28 +80,30 @@ def run_ansible_play(lab: Lab, work: Path, play: str, name: str = "play.yml", en
         ansible_python_interpreter=/usr/bin/python3
         ansible_ssh_common_args=-F {ssh_config or lab.ssh_config}
         """))
-    env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_LOCAL_TEMP": str(work / "tmp"), "ANSIBLE_SSH_CONTROL_PATH_DIR": str(work / "cp"), **(env or {})}
-    start = time.perf_counter()
-    proc = run_timed_out_loudly([str(ansible_playbook()), "-i", str(work / "inventory.ini"), str(work / name)],
-                                env=env, cwd=work)
-    elapsed = time.perf_counter() - start
-    close_masters(Path(env["ANSIBLE_SSH_CONTROL_PATH_DIR"]))
-    if proc.returncode != 0 or "failed=0" not in proc.stdout:
-        raise SystemExit(f"ansible-playbook failed:\n{proc.stdout}\n{proc.stderr}")
-    return elapsed
+    return time_ansible(["-i", str(work / "inventory.ini"), str(work / name)], work, env)
 
 
 ANSIBLE_LIMIT = 1800.0  # seconds: a run that hangs (a lab host that stopped answering) ends the bench, said
 
 
-def run_timed_out_loudly(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """`argv` (an ansible-playbook run), its output captured; past ANSIBLE_LIMIT the bench stops and says so,
-    rather than hold the lab lock for ever."""
+def time_ansible(args: list[str], work: Path, env: dict[str, str] | None = None) -> float:
+    """The wall time of one `ansible-playbook ARGS` run in `work` (its temp files and ControlPersist sockets
+    there; `env`: more ANSIBLE_* settings). A failed run ends the bench with its output; so does one past
+    ANSIBLE_LIMIT, rather than hold the lab lock for ever. The masters it leaves are ended after the timing."""
+    env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_LOCAL_TEMP": str(work / "tmp"), "ANSIBLE_SSH_CONTROL_PATH_DIR": str(work / "cp"), **(env or {})}
+    argv = [str(ansible_playbook()), *args]
+    start = time.perf_counter()
     try:
-        return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=ANSIBLE_LIMIT)
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=work, timeout=ANSIBLE_LIMIT)
     except subprocess.TimeoutExpired as exc:
-        raise SystemExit(f"{argv[0]} did not finish within {ANSIBLE_LIMIT:g}s: {(exc.stdout or b'')[-2000:]!r}") from None
+        raise SystemExit(f"ansible-playbook did not finish within {ANSIBLE_LIMIT:g}s: {(exc.stdout or b'')[-2000:]!r}") from None
+    finally:
+        elapsed = time.perf_counter() - start
+        close_masters(Path(env["ANSIBLE_SSH_CONTROL_PATH_DIR"]))
+    if proc.returncode != 0 or "failed=0" not in proc.stdout:
+        raise SystemExit(f"ansible-playbook failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return elapsed
 
 
 def close_masters(control_dir: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Iterator
 import pytest
 import yaml
 
+from opsconsole.pids import stat_fields
 from opsconsole.starter import starter_files
 from test_playbooks import Rig, rig  # noqa: F401  (rig is a fixture)
 
@@ -188,12 +189,5 @@ def _end_sessions(root: Path, *names: str) -> None:
         except (ProcessLookupError, OSError):
             continue
         deadline = time.monotonic() + 10
-        while Path(f"/proc/{pid}").exists() and _state(pid) != "Z" and time.monotonic() < deadline:
+        while (fields := stat_fields(pid)) is not None and fields[0] != "Z" and time.monotonic() < deadline:
             time.sleep(0.01)
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
-    except (OSError, IndexError):
-        return ""
